@@ -1,0 +1,115 @@
+/* cx.c — error convention and small helpers; see cx.h. */
+#define _GNU_SOURCE
+#include "cx.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+int cx_err_set(cx_err *err, int errnum, const char *fmt, ...)
+{
+	if (!err)
+		return -1;
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+	va_end(ap);
+	if (errnum && n >= 0 && (size_t)n < sizeof err->msg)
+		snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", strerror(errnum));
+	err->code = errnum;
+	return -1;
+}
+
+int cx_err_wrap(cx_err *err, const char *fmt, ...)
+{
+	if (!err)
+		return -1;
+	char ctx[256], old[sizeof err->msg];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(ctx, sizeof ctx, fmt, ap);
+	va_end(ap);
+	memcpy(old, err->msg, sizeof old);
+	snprintf(err->msg, sizeof err->msg, "%s: %s", ctx, old);
+	return -1;
+}
+
+void cx_err_clear(cx_err *err)
+{
+	if (err) {
+		err->code = 0;
+		err->msg[0] = '\0';
+	}
+}
+
+uint64_t cx_mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+uint64_t cx_mono_ms(void) { return cx_mono_us() / 1000u; }
+
+int64_t cx_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int cx_write_all(int fd, const void *buf, size_t len, cx_err *err)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return cx_err_set(err, errno, "write");
+		}
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+int cx_read_all(int fd, void *buf, size_t len, cx_err *err)
+{
+	char *p = buf;
+	while (len) {
+		ssize_t r = read(fd, p, len);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return cx_err_set(err, errno, "read");
+		}
+		if (r == 0)
+			return cx_err_set(err, EPIPE, "read: unexpected end of stream");
+		p += r;
+		len -= (size_t)r;
+	}
+	return 0;
+}
+
+void cx_random_hex(char *out, size_t nbytes)
+{
+	unsigned char b[64];
+	if (nbytes > sizeof b)
+		nbytes = sizeof b;
+	size_t got = 0;
+	while (got < nbytes) {
+		ssize_t r = getrandom(b + got, nbytes - got, 0);
+		if (r > 0)
+			got += (size_t)r;
+	}
+	static const char hx[] = "0123456789abcdef";
+	for (size_t i = 0; i < nbytes; i++) {
+		out[2 * i] = hx[b[i] >> 4];
+		out[2 * i + 1] = hx[b[i] & 15];
+	}
+	out[2 * nbytes] = '\0';
+}

@@ -1,0 +1,74 @@
+/* cx.h — the one error convention, scope-exit cleanup and small helpers
+ * shared by every part of Cortex (daemon, sandbox library, ws-agent).
+ *
+ * Errors: a function that can fail returns int (0 on success, negative on
+ * failure) and takes `cx_err *err` as its last argument.  cx_err_set() makes
+ * an error (with errno text when errnum != 0) and returns -1; cx_err_wrap()
+ * prefixes context on the way up and returns -1.  Never overwrite an error
+ * that is already set: wrap it.
+ */
+#ifndef CX_H
+#define CX_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+typedef struct cx_err {
+	int code;      /* errno-style code (0 if none); ENOENT for "not found" */
+	char msg[512]; /* human-readable, already includes context */
+} cx_err;
+
+#define CX_ERR_INIT {0, {0}}
+
+/* Returned by lookups when the key/object does not exist (not an error). */
+#define CX_NOTFOUND (-2)
+
+int cx_err_set(cx_err *err, int errnum, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+int cx_err_wrap(cx_err *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void cx_err_clear(cx_err *err);
+
+/* ---- scope-exit cleanup (crun / bubblewrap style) ---- */
+static inline void cx_freep(void *p) { free(*(void **)p); }
+static inline void cx_closep(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+}
+#define cleanup_free __attribute__((cleanup(cx_freep)))
+#define cleanup_close __attribute__((cleanup(cx_closep)))
+
+/* Hand ownership out of a cleanup_* variable. */
+static inline void *cx_steal_ptr(void *pp)
+{
+	void **p = (void **)pp;
+	void *v = *p;
+	*p = NULL;
+	return v;
+}
+#define steal_pointer(pp) cx_steal_ptr(pp)
+static inline int steal_fd(int *fd)
+{
+	int v = *fd;
+	*fd = -1;
+	return v;
+}
+
+/* ---- time ---- */
+uint64_t cx_mono_us(void); /* CLOCK_MONOTONIC, microseconds */
+uint64_t cx_mono_ms(void);
+int64_t cx_wall_ms(void); /* CLOCK_REALTIME, ms since epoch */
+
+/* ---- io ---- */
+/* Write/read exactly len bytes, retrying on EINTR and short counts. */
+int cx_write_all(int fd, const void *buf, size_t len, cx_err *err);
+int cx_read_all(int fd, void *buf, size_t len, cx_err *err);
+
+/* Random lowercase hex id of 2*nbytes chars into out (size >= 2*nbytes+1). */
+void cx_random_hex(char *out, size_t nbytes);
+
+#endif

@@ -1,0 +1,3 @@
+/* placeholder: replaced by the daemon entry point */
+int main(void);
+int main(void) { return 1; }

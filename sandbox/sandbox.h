@@ -1,0 +1,97 @@
+/* sandbox.h — a session's sandbox: a process tree in its own mount, PID, IPC
+ * and UTS namespaces, host root read-only, private /tmp, per-session home and
+ * /workspace, a libseccomp filter, no_new_privs, an unprivileged uid and a
+ * cgroup with memory and pids limits.
+ *
+ * Shape: sandbox_create() starts a small init (PID 1 in the new PID namespace)
+ * that builds the mounts, drops privileges, loads the seccomp filter and then
+ * serves exec requests from cortexd over a socketpair.  Everything in the
+ * sandbox descends from that init, so killing it kills the whole tree; a
+ * monitor process between cortexd and init carries PR_SET_PDEATHSIG so that
+ * nothing outlives cortexd.
+ *
+ * All functions follow the cx.h error convention.  Not thread-safe per
+ * sandbox object: the caller serialises calls on one sandbox.
+ */
+#ifndef CORTEX_SANDBOX_H
+#define CORTEX_SANDBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cx.h"
+
+typedef struct sandbox sandbox;
+
+/* An extra read-only bind of a host path (file or dir) into the sandbox. */
+typedef struct sandbox_bind {
+	const char *host_path; /* not owned */
+	const char *sandbox_path; /* absolute; parents are created */
+} sandbox_bind;
+
+#define SANDBOX_OPTS_VERSION 1
+typedef struct sandbox_opts {
+	unsigned version;          /* SANDBOX_OPTS_VERSION */
+	const char *id;            /* [A-Za-z0-9_-]{1,64}; names the cgroup and hostname */
+	const char *root_mount;    /* existing empty host dir; the new root's tmpfs is mounted
+	                              on it inside the sandbox's own mount namespace */
+	const char *home_dir;      /* host dir -> /home/agent (rw, survives sleep) */
+	const char *workspace_dir; /* host dir -> /workspace (rw, survives sleep) */
+	const char *run_dir;       /* host dir -> /run/cortex (rw; ws-agent socket, logs) */
+	const char *const *hide;   /* NULL-terminated host paths masked by an empty read-only
+	                              tmpfs (e.g. the data dir); may be NULL */
+	const sandbox_bind *binds; /* extra read-only binds; may be NULL */
+	size_t n_binds;
+	uid_t uid;                 /* the sandbox's processes run as uid:gid (not 0) */
+	gid_t gid;
+	uint64_t memory_max;       /* bytes; 0 = no limit */
+	uint64_t pids_max;         /* 0 = no limit */
+	uint64_t tmp_size;         /* bytes for the /tmp tmpfs; 0 = 256 MiB */
+	const char *cgroup_name;   /* parent cgroup name under each hierarchy; NULL = "cortex" */
+} sandbox_opts;
+#define SANDBOX_OPTS_INIT {SANDBOX_OPTS_VERSION, 0}
+
+#define SANDBOX_EXEC_OPTS_VERSION 1
+typedef struct sandbox_exec_opts {
+	unsigned version;               /* SANDBOX_EXEC_OPTS_VERSION */
+	const char *const *argv;        /* argv[0] is an absolute path inside the sandbox */
+	const char *const *envp;        /* full environment; NULL = empty */
+	const char *cwd;                /* inside the sandbox; NULL = /home/agent */
+	int stdin_fd, stdout_fd, stderr_fd; /* host fds passed in; -1 = /dev/null */
+	int extra_fd;                   /* passed as fd 3 (e.g. a readiness pipe); -1 = none */
+} sandbox_exec_opts;
+#define SANDBOX_EXEC_OPTS_INIT {SANDBOX_EXEC_OPTS_VERSION, NULL, NULL, NULL, -1, -1, -1, -1}
+
+/* Start the sandbox.  Returns once the mounts are built, privileges dropped and
+ * the filter loaded, or with the failing step and path in err. */
+int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err);
+
+/* Run a program inside, in its own session (setsid: no controlling tty), as the
+ * sandbox uid, in the sandbox cgroup.  out_pid: its pid inside the sandbox. */
+int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_err *err);
+
+/* Write a file at an absolute path inside the sandbox, atomically (temp file +
+ * rename), owned by the sandbox uid, never following a symlink the sandbox
+ * could have planted (openat2 RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS). */
+int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
+		       unsigned mode, cx_err *err);
+
+/* 0 if init is alive and answers a ping on its control socket. */
+int sandbox_health(sandbox *sb, cx_err *err);
+
+/* Kill every process of the sandbox, reap them, remove its cgroup.  Home and
+ * workspace stay on disk; /tmp is gone.  Idempotent. */
+int sandbox_stop(sandbox *sb, cx_err *err);
+
+/* sandbox_stop() then free.  NULL is fine. */
+void sandbox_destroy(sandbox *sb);
+
+/* Host pid of the sandbox's init (PID 1 inside), or -1 when stopped. */
+pid_t sandbox_init_pid(const sandbox *sb);
+
+/* Make the calling process a child subreaper and ignore nothing else; call once
+ * at daemon start so sandbox processes re-parent to cortexd, never to host init. */
+int sandbox_runtime_init(cx_err *err);
+
+#endif

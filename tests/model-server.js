@@ -1,0 +1,76 @@
+#!/usr/bin/env node
+// Anthropic-Messages-compatible streaming stand-in for the paid model service.
+// Only the model is faked: the real Claude Code CLI talks to this over HTTP/SSE.
+// Reply text: "MODEL_REPLY" env, else an echo of the last user text.
+// Prints "model-server listening on PORT" once it accepts connections.
+'use strict';
+const http = require('http');
+const port = Number(process.env.PORT || 0);
+const log = process.env.MODEL_LOG ? require('fs').createWriteStream(process.env.MODEL_LOG, {flags: 'a'}) : null;
+
+function lastUserText(body) {
+  const msgs = body.messages || [];
+  for (let i = msgs.length - 1; i >= 0; i--) {
+    if (msgs[i].role !== 'user') continue;
+    const c = msgs[i].content;
+    if (typeof c === 'string') return c;
+    const texts = c.filter(b => b.type === 'text').map(b => b.text);
+    if (texts.length) return texts[texts.length - 1];
+  }
+  return '';
+}
+
+const server = http.createServer((req, res) => {
+  let chunks = [];
+  req.on('data', c => chunks.push(c));
+  req.on('end', () => {
+    const raw = Buffer.concat(chunks).toString();
+    if (log) log.write(JSON.stringify({method: req.method, url: req.url, headers: req.headers, body: raw.slice(0, 4000)}) + '\n');
+    let body = {};
+    try { body = raw ? JSON.parse(raw) : {}; } catch (e) {
+      res.writeHead(400, {'content-type': 'application/json'});
+      return res.end(JSON.stringify({type: 'error', error: {type: 'invalid_request_error', message: 'bad json'}}));
+    }
+    const url = req.url.split('?')[0];
+    if (url.endsWith('/count_tokens')) {
+      res.writeHead(200, {'content-type': 'application/json'});
+      return res.end(JSON.stringify({input_tokens: 10}));
+    }
+    if (!url.endsWith('/v1/messages')) {
+      res.writeHead(404, {'content-type': 'application/json'});
+      return res.end(JSON.stringify({type: 'error', error: {type: 'not_found_error', message: url}}));
+    }
+    const user = lastUserText(body);
+    const text = process.env.MODEL_REPLY || ('Echo: ' + user + '. Done.');
+    const words = text.match(/\S+\s*/g) || [text];
+    const model = body.model || 'claude-test';
+    const id = 'msg_' + Math.random().toString(36).slice(2);
+    const usage = {input_tokens: 11, output_tokens: words.length};
+    if (!body.stream) {
+      res.writeHead(200, {'content-type': 'application/json'});
+      return res.end(JSON.stringify({id, type: 'message', role: 'assistant', model,
+        content: [{type: 'text', text}], stop_reason: 'end_turn', stop_sequence: null, usage}));
+    }
+    res.writeHead(200, {'content-type': 'text/event-stream', 'cache-control': 'no-cache'});
+    const ev = (name, data) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+    ev('message_start', {type: 'message_start', message: {id, type: 'message', role: 'assistant', model,
+      content: [], stop_reason: null, stop_sequence: null, usage: {input_tokens: usage.input_tokens, output_tokens: 1}}});
+    ev('content_block_start', {type: 'content_block_start', index: 0, content_block: {type: 'text', text: ''}});
+    const delay = Number(process.env.MODEL_DELTA_MS || 0);
+    let i = 0;
+    const next = () => {
+      if (i < words.length) {
+        ev('content_block_delta', {type: 'content_block_delta', index: 0, delta: {type: 'text_delta', text: words[i++]}});
+        return delay ? setTimeout(next, delay) : setImmediate(next);
+      }
+      ev('content_block_stop', {type: 'content_block_stop', index: 0});
+      ev('message_delta', {type: 'message_delta', delta: {stop_reason: 'end_turn', stop_sequence: null}, usage: {output_tokens: usage.output_tokens}});
+      ev('message_stop', {type: 'message_stop'});
+      res.end();
+    };
+    next();
+  });
+});
+server.listen(port, '127.0.0.1', () => {
+  console.log('model-server listening on ' + server.address().port);
+});
