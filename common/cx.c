@@ -1,5 +1,4 @@
 /* cx.c — error convention and small helpers; see cx.h. */
-#define _GNU_SOURCE
 #include "cx.h"
 
 #include <errno.h>
@@ -33,7 +32,18 @@ int cx_err_wrap(cx_err *err, const char *fmt, ...)
 	vsnprintf(ctx, sizeof ctx, fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof old);
-	snprintf(err->msg, sizeof err->msg, "%s: %s", ctx, old);
+	/* Truncation of a very long chain is acceptable: the innermost text is last. */
+	size_t n = strnlen(ctx, sizeof ctx);
+	if (n + 2 < sizeof err->msg) {
+		memcpy(err->msg, ctx, n);
+		memcpy(err->msg + n, ": ", 2);
+		size_t room = sizeof err->msg - n - 3;
+		size_t olen = strnlen(old, sizeof old);
+		if (olen > room)
+			olen = room;
+		memcpy(err->msg + n + 2, old, olen);
+		err->msg[n + 2 + olen] = '\0';
+	}
 	return -1;
 }
 
