@@ -1,0 +1,178 @@
+/* store.c — the backend-independent front of the store (see store.h).
+ *
+ * Callers hold a `store *`; every call is checked here (key/value limits, op
+ * kinds) and then dispatched through the backend's ops table.  Doing the checks
+ * once, here, is what keeps the rules identical when an etcd backend is added.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct store {
+	const struct store_ops *ops;
+	void *impl; /* owned: released through ops->close */
+};
+
+int store_new(store **out, const struct store_ops *ops, void *impl, cx_err *err)
+{
+	store *s = calloc(1, sizeof *s);
+	if (!s) {
+		ops->close(impl);
+		return cx_err_set(err, ENOMEM, "store: allocating handle");
+	}
+	s->ops = ops;
+	s->impl = impl;
+	*out = s;
+	return 0;
+}
+
+int store_open(store **out, const char *kind, const char *target, cx_err *err)
+{
+	*out = NULL;
+	if (!kind || !*kind)
+		return cx_err_set(err, EINVAL, "store: no store kind given (expected \"sqlite\")");
+	if (strcmp(kind, "sqlite") == 0) {
+		if (!target || !*target)
+			return cx_err_set(err, EINVAL, "store: sqlite store needs a database path");
+		return store_open_sqlite(out, target, err);
+	}
+	if (strcmp(kind, "etcd") == 0)
+		return cx_err_set(err, ENOTSUP,
+				  "store: etcd backend not built (only \"sqlite\" is available)");
+	return cx_err_set(err, EINVAL, "store: unknown store kind '%s' (expected \"sqlite\")",
+			  kind);
+}
+
+void store_close(store *s)
+{
+	if (!s)
+		return;
+	s->ops->close(s->impl);
+	free(s);
+}
+
+/* ---- validation, shared by every backend ---- */
+
+static int check_key(const char *what, const char *key, cx_err *err)
+{
+	if (!key || !*key)
+		return cx_err_set(err, EINVAL, "store: empty %s", what);
+	size_t n = strnlen(key, STORE_KEY_MAX + 1);
+	if (n > STORE_KEY_MAX)
+		return cx_err_set(err, EINVAL, "store: %s longer than %u bytes", what,
+				  STORE_KEY_MAX);
+	return 0;
+}
+
+/* A prefix may be empty (list everything) but has the same length cap as a key. */
+static int check_prefix(const char *prefix, cx_err *err)
+{
+	if (!prefix)
+		return cx_err_set(err, EINVAL, "store: NULL prefix");
+	if (strnlen(prefix, STORE_KEY_MAX + 1) > STORE_KEY_MAX)
+		return cx_err_set(err, EINVAL, "store: prefix longer than %u bytes", STORE_KEY_MAX);
+	return 0;
+}
+
+static int check_val(const char *key, const void *val, size_t len, cx_err *err)
+{
+	if (!val && len)
+		return cx_err_set(err, EINVAL, "store: NULL value with length %zu for '%.64s'", len,
+				  key);
+	if (len > STORE_VAL_MAX)
+		return cx_err_set(err, EFBIG, "store: value for '%.64s' is %zu bytes (max %u)", key,
+				  len, STORE_VAL_MAX);
+	return 0;
+}
+
+/* ---- dispatch ---- */
+
+int store_get(store *s, const char *key, char **out, size_t *out_len, cx_err *err)
+{
+	*out = NULL;
+	if (out_len)
+		*out_len = 0;
+	if (check_key("key", key, err) < 0)
+		return -1;
+	return s->ops->get(s->impl, key, out, out_len, err);
+}
+
+int store_put(store *s, const char *key, const void *val, size_t len, cx_err *err)
+{
+	if (check_key("key", key, err) < 0 || check_val(key, val, len, err) < 0)
+		return -1;
+	return s->ops->put(s->impl, key, val, len, err);
+}
+
+int store_delete(store *s, const char *key, cx_err *err)
+{
+	if (check_key("key", key, err) < 0)
+		return -1;
+	return s->ops->del(s->impl, key, err);
+}
+
+int store_list(store *s, const char *prefix, size_t limit, store_kv **out, size_t *out_n,
+	       cx_err *err)
+{
+	*out = NULL;
+	*out_n = 0;
+	if (check_prefix(prefix, err) < 0)
+		return -1;
+	return s->ops->list(s->impl, prefix, limit, out, out_n, err);
+}
+
+void store_kv_free(store_kv *kv, size_t n)
+{
+	if (!kv)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(kv[i].key);
+		free(kv[i].val);
+	}
+	free(kv);
+}
+
+int store_txn(store *s, const store_op *ops, size_t n, cx_err *err)
+{
+	if (n && !ops)
+		return cx_err_set(err, EINVAL, "store: txn with %zu ops but no op array", n);
+	/* Validate everything before the backend takes its write lock: a bad op is a
+	 * caller bug and must not leave half a transaction behind. */
+	for (size_t i = 0; i < n; i++) {
+		const store_op *op = &ops[i];
+		int r;
+		if (op->kind != STORE_PUT && op->kind != STORE_DEL)
+			r = cx_err_set(err, EINVAL, "store: unknown op kind %d", (int)op->kind);
+		else
+			r = check_key("key", op->key, err);
+		if (r == 0 && op->kind == STORE_PUT)
+			r = check_val(op->key, op->val, op->len, err);
+		if (r < 0)
+			return cx_err_wrap(err, "store: txn op %zu of %zu", i + 1, n);
+	}
+	if (n == 0)
+		return 0;
+	return s->ops->txn(s->impl, ops, n, err);
+}
+
+int store_delete_prefix(store *s, const char *prefix, size_t *out_n, cx_err *err)
+{
+	if (out_n)
+		*out_n = 0;
+	if (check_prefix(prefix, err) < 0)
+		return -1;
+	if (!*prefix)
+		return cx_err_set(err, EINVAL, "store: refusing to delete with an empty prefix");
+	return s->ops->delete_prefix(s->impl, prefix, out_n, err);
+}
+
+int store_revision(store *s, int64_t *out, cx_err *err)
+{
+	*out = 0;
+	if (!s->ops->revision)
+		return cx_err_set(err, ENOTSUP, "store: %s backend has no revision counter",
+				  s->ops->name);
+	return s->ops->revision(s->impl, out, err);
+}
