@@ -1,4 +1,159 @@
-/* placeholder */
-#include "cx.h"
-int cortexd_placeholder(void);
-int cortexd_placeholder(void) { return 0; }
+/* server.c — the libwebsockets context: one vhost serving HTTP routes and the
+ * client WebSocket on protocols[0] "cortex", plus the "cortex-agent" client
+ * protocol for connections to each session's ws-agent. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "auth.h"
+#include "caps.h"
+#include "http.h"
+#include "log.h"
+#include "server.h"
+#include "work.h"
+
+struct daemon D;
+
+/* HTTP requests and the WebSocket they may upgrade to share one protocol, so
+ * each connection carries both states. */
+struct conn {
+	struct http_conn h;
+	struct client c;
+};
+
+static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+			 size_t len)
+{
+	struct conn *conn = user;
+	switch (reason) {
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		work_drain_done();
+		return 0;
+	case LWS_CALLBACK_HTTP:
+	case LWS_CALLBACK_HTTP_BODY:
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+	case LWS_CALLBACK_CLOSED_HTTP:
+		if (!conn)
+			return -1;
+		return http_callback(wsi, reason, &conn->h, in, len);
+	default:
+		return callback_client(wsi, reason, conn ? &conn->c : NULL, in, len);
+	}
+}
+
+static const struct lws_protocols protocols[] = {
+	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 0},
+	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+/* Keepalive for client WebSockets: lws pings an idle peer and drops a dead one. */
+static const lws_retry_bo_t client_retry = {
+	.secs_since_valid_ping = 20,
+	.secs_since_valid_hangup = 60,
+};
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	D.stop = 1;
+	if (D.ctx)
+		lws_cancel_service(D.ctx);
+}
+
+static void lws_log_bridge(int level, const char *line)
+{
+	size_t n = strlen(line);
+	while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+		n--;
+	log_msg(level == LLL_ERR ? LOG_ERROR : level == LLL_WARN ? LOG_WARN : LOG_DEBUG, "lws: %.*s",
+		(int)n, line);
+}
+
+int server_run(void)
+{
+	cx_err err = CX_ERR_INIT;
+	config *c = &D.cfg;
+	int rc = 1;
+
+	if (mkdir(c->data_dir, 0700) < 0 && errno != EEXIST) {
+		log_error("data dir %s: %s", c->data_dir, strerror(errno));
+		return 1;
+	}
+	char path[4200];
+	snprintf(path, sizeof path, "%s/sessions", c->data_dir);
+	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
+		log_error("%s: %s", path, strerror(errno));
+		return 1;
+	}
+	snprintf(path, sizeof path, "%s/cortex.db", c->data_dir);
+	const char *target = strcmp(c->store_kind, "etcd") ? path : c->etcd_endpoints;
+	if (store_open(&D.st, c->store_kind, target, &err) < 0) {
+		log_error("store: %s", err.msg);
+		return 1;
+	}
+	if (auth_admin_init(c->data_dir, D.admin_token, &err) < 0 || sessions_load(&err) < 0 ||
+	    sandbox_runtime_init(&err) < 0) {
+		log_error("%s", err.msg);
+		goto out_store;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof info);
+	info.port = c->listen_port ? c->listen_port : CONTEXT_PORT_NO_LISTEN_SERVER;
+	info.iface = c->listen_host;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DISABLE_IPV6 |
+		       LWS_SERVER_OPTION_VALIDATE_UTF8;
+	info.retry_and_idle_policy = &client_retry;
+	info.timeout_secs = 30;
+	info.max_http_header_data = 4096;
+	D.ctx = lws_create_context(&info);
+	if (!D.ctx) {
+		log_error("lws context creation failed");
+		goto out_store;
+	}
+	if (!c->listen_port)
+		info.port = 0; /* lws: 0 asks the kernel for a free port */
+	D.vh = lws_create_vhost(D.ctx, &info);
+	if (!D.vh) {
+		log_error("cannot listen on %s:%d", c->listen_host, c->listen_port);
+		goto out_ctx;
+	}
+	D.port = lws_get_vhost_listen_port(D.vh);
+	if (work_start(D.ctx, 2, &err) < 0) {
+		log_error("%s", err.msg);
+		goto out_ctx;
+	}
+	printf("cortexd listening on http://%s:%d\n", c->listen_host, D.port);
+	fflush(stdout);
+	log_info("data dir %s, store %s, sandbox uid %u", c->data_dir, c->store_kind,
+		 (unsigned)c->sandbox_uid);
+
+	while (!D.stop)
+		if (lws_service(D.ctx, 0) < 0)
+			break;
+	log_info("shutting down");
+	rc = 0;
+	work_stop();
+	sessions_shutdown();
+out_ctx:
+	lws_context_destroy(D.ctx);
+	D.ctx = NULL;
+out_store:
+	store_close(D.st);
+	return rc;
+}

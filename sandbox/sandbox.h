@@ -50,7 +50,7 @@ typedef struct sandbox_opts {
 	uint64_t tmp_size;         /* bytes for the /tmp tmpfs; 0 = 256 MiB */
 	const char *cgroup_name;   /* parent cgroup name under each hierarchy; NULL = "cortex" */
 } sandbox_opts;
-#define SANDBOX_OPTS_INIT {SANDBOX_OPTS_VERSION, 0}
+#define SANDBOX_OPTS_INIT {.version = SANDBOX_OPTS_VERSION}
 
 #define SANDBOX_EXEC_OPTS_VERSION 1
 typedef struct sandbox_exec_opts {

@@ -1,0 +1,323 @@
+/* api.c — the HTTP routes of docs/protocol.md: a request in, a status and a
+ * JSON body out.  Every 4xx carries {"error":{"code","message"}}.  Validation
+ * happens before anything is stored, so a bad request changes nothing. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "auth.h"
+#include "caps.h"
+#include "log.h"
+
+void api_error(struct api_resp *resp, int status, const char *code, const char *fmt, ...)
+{
+	char msg[600];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+	free(resp->body);
+	resp->status = status;
+	resp->body = json_dumps(o, JSON_COMPACT);
+	resp->ctype = NULL;
+	json_decref(o);
+}
+
+static void reply(struct api_resp *resp, int status, json_t *o /* consumed; may be NULL */)
+{
+	free(resp->body);
+	resp->status = status;
+	resp->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	resp->ctype = NULL;
+	json_decref(o);
+}
+
+int api_auth(const char *token, char *out_user, size_t cap)
+{
+	if (!token || !*token)
+		return -1;
+	if (auth_is_admin(token))
+		return 1;
+	cx_err err = CX_ERR_INIT;
+	int rc = auth_lookup_user(D.st, token, out_user, cap, &err);
+	if (rc < 0 && rc != CX_NOTFOUND)
+		log_error("token lookup: %s", err.msg);
+	return rc == 0 ? 0 : -1;
+}
+
+/* Parse a JSON object body; an empty body is {} when allow_empty. */
+static json_t *body_object(const struct api_req *req, struct api_resp *resp, int allow_empty)
+{
+	if (!req->body || !req->body_len) {
+		if (allow_empty)
+			return json_object();
+		api_error(resp, 400, "bad_request", "a JSON object body is required");
+		return NULL;
+	}
+	json_error_t jerr;
+	json_t *o = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o) {
+		api_error(resp, 400, "bad_json", "malformed JSON at line %d column %d: %s", jerr.line,
+			  jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(o)) {
+		json_decref(o);
+		api_error(resp, 400, "bad_request", "the body must be a JSON object");
+		return NULL;
+	}
+	return o;
+}
+
+/* Fail on members outside the allowed list: a typo should not be silently ignored. */
+static int only_keys(json_t *o, const char *const *allowed, struct api_resp *resp)
+{
+	const char *k;
+	json_t *v;
+	json_object_foreach(o, k, v)
+	{
+		int ok = 0;
+		for (const char *const *a = allowed; *a; a++)
+			if (!strcmp(*a, k))
+				ok = 1;
+		if (!ok) {
+			api_error(resp, 400, "bad_request", "unknown field \"%.64s\"", k);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- users ---- */
+
+static void post_user(const struct api_req *req, struct api_resp *resp)
+{
+	json_t *o = body_object(req, resp, 0);
+	if (!o)
+		return;
+	static const char *const allowed[] = {"name", NULL};
+	const char *name = json_string_value(json_object_get(o, "name"));
+	if (only_keys(o, allowed, resp) < 0) {
+	} else if (!name) {
+		api_error(resp, 400, "bad_request", "\"name\" must be a string");
+	} else if (!auth_valid_name(name)) {
+		api_error(resp, 400, "bad_request",
+			  "\"name\" must be 1-%u chars of a-z 0-9 _ -, starting with a letter or digit",
+			  CX_CAP_NAME);
+	} else {
+		char token[AUTH_TOKEN_LEN + 1];
+		cx_err err = CX_ERR_INIT;
+		if (auth_create_user(D.st, name, token, &err) < 0) {
+			if (err.code == EEXIST)
+				api_error(resp, 409, "exists", "%s", err.msg);
+			else
+				api_error(resp, 500, "internal", "%s", err.msg);
+		} else {
+			log_info("created user %s", name);
+			reply(resp, 201, json_pack("{s:s,s:s}", "name", name, "token", token));
+		}
+	}
+	json_decref(o);
+}
+
+/* ---- sessions ---- */
+
+static void post_session(const char *user, const struct api_req *req, struct api_resp *resp)
+{
+	json_t *o = body_object(req, resp, 1);
+	if (!o)
+		return;
+	static const char *const allowed[] = {"surface", "repo", "idle_sleep_s", NULL};
+	json_t *sv = json_object_get(o, "surface"), *iv = json_object_get(o, "idle_sleep_s");
+	const char *surface = sv ? json_string_value(sv) : "chat";
+	if (only_keys(o, allowed, resp) < 0) {
+	} else if (!surface || (strcmp(surface, "chat") && strcmp(surface, "voice"))) {
+		api_error(resp, 400, "bad_request", "\"surface\" must be \"chat\" or \"voice\"");
+	} else if (iv && (!json_is_integer(iv) || json_integer_value(iv) < 0 ||
+			  json_integer_value(iv) > 7 * 86400)) {
+		api_error(resp, 400, "bad_request", "\"idle_sleep_s\" must be an integer from 0 to 604800");
+	} else if (json_object_get(o, "repo")) {
+		api_error(resp, 501, "not_implemented", "\"repo\" checkout is not available yet");
+	} else {
+		cx_err err = CX_ERR_INIT;
+		struct session *s = session_create(user, surface, iv ? (int)json_integer_value(iv) : 0, &err);
+		if (!s)
+			api_error(resp, 500, "internal", "%s", err.msg);
+		else
+			reply(resp, 201, session_to_json(s));
+	}
+	json_decref(o);
+}
+
+static void list_sessions(const char *user, struct api_resp *resp)
+{
+	json_t *arr = json_array();
+	for (struct session *s = D.sessions; s; s = s->next)
+		if (!s->deleted && !strcmp(s->user, user))
+			json_array_append_new(arr, session_to_json(s));
+	reply(resp, 200, arr);
+}
+
+static void list_messages(struct session *s, struct api_resp *resp)
+{
+	char prefix[80];
+	snprintf(prefix, sizeof prefix, "transcripts/%s/", s->id);
+	store_kv *kv = NULL;
+	size_t n = 0;
+	cx_err err = CX_ERR_INIT;
+	if (store_list(D.st, prefix, 0, &kv, &n, &err) < 0) {
+		api_error(resp, 500, "internal", "%s", err.msg);
+		return;
+	}
+	json_t *arr = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_t *m = json_loadb(kv[i].val, kv[i].len, 0, NULL);
+		if (m)
+			json_array_append_new(arr, m);
+	}
+	store_kv_free(kv, n);
+	reply(resp, 200, arr);
+}
+
+static void delete_session(struct session *s, struct api_resp *resp)
+{
+	char key[160], prefix[80];
+	snprintf(key, sizeof key, "sessions/%s/%s", s->user, s->id);
+	snprintf(prefix, sizeof prefix, "transcripts/%s/", s->id);
+	cx_err err = CX_ERR_INIT;
+	if (store_delete(D.st, key, &err) == -1) {
+		api_error(resp, 500, "internal", "%s", err.msg);
+		return;
+	}
+	if (store_delete_prefix(D.st, prefix, NULL, &err) < 0)
+		log_error("delete transcripts of %s: %s", s->id, err.msg);
+	log_info("deleting session %s", s->id);
+	session_delete(s);
+	reply(resp, 204, NULL);
+}
+
+static void session_route(const char *user, const struct api_req *req, const char *rest,
+			  struct api_resp *resp)
+{
+	char id[64];
+	const char *slash = strchr(rest, '/');
+	size_t idlen = slash ? (size_t)(slash - rest) : strlen(rest);
+	const char *sub = slash ? slash + 1 : "";
+	if (!idlen || idlen >= sizeof id) {
+		api_error(resp, 404, "not_found", "no such session");
+		return;
+	}
+	memcpy(id, rest, idlen);
+	id[idlen] = '\0';
+	struct session *s = session_find(id);
+	/* Another user's session is indistinguishable from a missing one. */
+	if (!s || strcmp(s->user, user)) {
+		api_error(resp, 404, "not_found", "no such session");
+		return;
+	}
+	const char *m = req->method;
+	if (!*sub) {
+		if (!strcmp(m, "GET"))
+			reply(resp, 200, session_to_json(s));
+		else if (!strcmp(m, "DELETE"))
+			delete_session(s, resp);
+		else
+			api_error(resp, 405, "method_not_allowed", "use GET or DELETE");
+	} else if (!strcmp(sub, "messages")) {
+		if (strcmp(m, "GET"))
+			api_error(resp, 405, "method_not_allowed", "use GET");
+		else
+			list_messages(s, resp);
+	} else if (!strcmp(sub, "sleep") || !strcmp(sub, "wake") || !strcmp(sub, "pause")) {
+		if (strcmp(m, "POST")) {
+			api_error(resp, 405, "method_not_allowed", "use POST");
+		} else if (s->job_running) {
+			api_error(resp, 409, "busy", "the session is %s; try again", sess_state_name(s->state));
+		} else if (!strcmp(sub, "sleep")) {
+			session_sleep(s);
+			reply(resp, 202, session_to_json(s));
+		} else if (!strcmp(sub, "wake")) {
+			session_ensure_ready(s);
+			reply(resp, 202, session_to_json(s));
+		} else {
+			api_error(resp, 501, "not_implemented", "pause is not available yet");
+		}
+	} else if (!strcmp(sub, "ws")) {
+		api_error(resp, 400, "upgrade_required", "this route is a WebSocket; send an Upgrade request");
+	} else {
+		api_error(resp, 404, "not_found", "no such route");
+	}
+}
+
+static void metrics(struct api_resp *resp)
+{
+	unsigned counts[6] = {0};
+	for (struct session *s = D.sessions; s; s = s->next)
+		if (!s->deleted)
+			counts[s->state]++;
+	char buf[1024];
+	int n = snprintf(buf, sizeof buf, "# HELP cortex_sessions Sessions by state.\n# TYPE cortex_sessions gauge\n");
+	for (int i = 0; i < 6 && n > 0 && (size_t)n < sizeof buf; i++)
+		n += snprintf(buf + n, sizeof buf - (size_t)n, "cortex_sessions{state=\"%s\"} %u\n",
+			      sess_state_name((enum sess_state)i), counts[i]);
+	free(resp->body);
+	resp->status = 200;
+	resp->body = strdup(buf);
+	resp->ctype = "text/plain; version=0.0.4";
+}
+
+void api_handle(const struct api_req *req, struct api_resp *resp)
+{
+	const char *p = req->path, *m = req->method;
+	if (!strcmp(p, "/healthz")) {
+		if (strcmp(m, "GET"))
+			api_error(resp, 405, "method_not_allowed", "use GET");
+		else
+			reply(resp, 200, json_pack("{s:b}", "ok", 1));
+		return;
+	}
+	char user[80] = "";
+	int who = api_auth(req->token, user, sizeof user);
+	if (who < 0) {
+		api_error(resp, 401, "unauthorized", "missing or invalid token");
+		return;
+	}
+	if (!strcmp(p, "/metrics")) {
+		if (who != 1)
+			api_error(resp, 403, "forbidden", "admin token required");
+		else
+			metrics(resp);
+		return;
+	}
+	if (!strcmp(p, "/v1/users")) {
+		if (strcmp(m, "POST"))
+			api_error(resp, 405, "method_not_allowed", "use POST");
+		else if (who != 1)
+			api_error(resp, 403, "forbidden", "admin token required");
+		else
+			post_user(req, resp);
+		return;
+	}
+	if (!strcmp(p, "/v1/sessions") || !strncmp(p, "/v1/sessions/", 13)) {
+		if (who != 0) {
+			api_error(resp, 403, "forbidden", "sessions belong to users; use a user token");
+			return;
+		}
+		if (p[12] == '\0') {
+			if (!strcmp(m, "POST"))
+				post_session(user, req, resp);
+			else if (!strcmp(m, "GET"))
+				list_sessions(user, resp);
+			else
+				api_error(resp, 405, "method_not_allowed", "use GET or POST");
+		} else {
+			session_route(user, req, p + 13, resp);
+		}
+		return;
+	}
+	api_error(resp, 404, "not_found", "no such route: %.200s", p);
+}

@@ -1,0 +1,307 @@
+/* config.c — see config.h. */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef CORTEX_CLAUDE_DIR
+#define CORTEX_CLAUDE_DIR ""
+#endif
+
+static int copy_str(char *dst, size_t cap, const char *src, const char *what, cx_err *err)
+{
+	size_t n = strlen(src);
+	if (n >= cap)
+		return cx_err_set(err, 0, "%s: value too long (max %zu bytes)", what, cap - 1);
+	memcpy(dst, src, n + 1);
+	return 0;
+}
+
+void config_defaults(config *c)
+{
+	memset(c, 0, sizeof *c);
+	strcpy(c->listen_host, "127.0.0.1");
+	c->listen_port = 8787;
+	strcpy(c->data_dir, ".cortex");
+	strcpy(c->store_kind, "sqlite");
+	strcpy(c->provider_model, "");
+	c->sandbox_uid = 65534;
+	c->sandbox_gid = 65534;
+	c->sandbox_memory_max = 2ull << 30;
+	c->sandbox_pids_max = 512;
+	strcpy(c->agent_command, "/opt/cortex/agent/bin/claude.exe");
+	c->ready_timeout_ms = 10000;
+	c->context_timeout_ms = 2000;
+}
+
+static int parse_listen(config *c, const char *v, cx_err *err)
+{
+	const char *colon = strrchr(v, ':');
+	if (!colon || colon == v)
+		return cx_err_set(err, 0, "--listen: expected HOST:PORT, got '%s'", v);
+	char *end;
+	errno = 0;
+	long port = strtol(colon + 1, &end, 10);
+	if (errno || *end || port < 0 || port > 65535)
+		return cx_err_set(err, 0, "--listen: bad port in '%s'", v);
+	size_t hl = (size_t)(colon - v);
+	if (hl >= sizeof c->listen_host)
+		return cx_err_set(err, 0, "--listen: host too long");
+	memcpy(c->listen_host, v, hl);
+	c->listen_host[hl] = '\0';
+	c->listen_port = (int)port;
+	return 0;
+}
+
+static int set_log_format(config *c, const char *v, cx_err *err)
+{
+	if (!strcmp(v, "json"))
+		c->log_json = 1;
+	else if (!strcmp(v, "text"))
+		c->log_json = 0;
+	else
+		return cx_err_set(err, 0, "log format must be text or json, got '%s'", v);
+	return 0;
+}
+
+static int set_store(config *c, const char *v, cx_err *err)
+{
+	if (strcmp(v, "sqlite") && strcmp(v, "etcd"))
+		return cx_err_set(err, 0, "store must be sqlite or etcd, got '%s'", v);
+	return copy_str(c->store_kind, sizeof c->store_kind, v, "store", err);
+}
+
+/* Look up an optional string member; type errors are errors. */
+static int jstr(json_t *o, const char *key, const char **out, cx_err *err)
+{
+	json_t *v = json_object_get(o, key);
+	*out = NULL;
+	if (!v)
+		return 0;
+	if (!json_is_string(v))
+		return cx_err_set(err, 0, "config: '%s' must be a string", key);
+	*out = json_string_value(v);
+	return 0;
+}
+
+static int jint(json_t *o, const char *key, long long *out, int *found, cx_err *err)
+{
+	json_t *v = json_object_get(o, key);
+	*found = 0;
+	if (!v)
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0)
+		return cx_err_set(err, 0, "config: '%s' must be a non-negative integer", key);
+	*out = json_integer_value(v);
+	*found = 1;
+	return 0;
+}
+
+int config_load_file(config *c, const char *path, cx_err *err)
+{
+	json_error_t jerr;
+	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return cx_err_set(err, 0, "config %s:%d: %s", path, jerr.line, jerr.text);
+	int rc = -1;
+	const char *s;
+	long long n;
+	int found;
+	if (!json_is_object(root)) {
+		cx_err_set(err, 0, "config %s: top level must be an object", path);
+		goto out;
+	}
+	if (jstr(root, "listen", &s, err) < 0 || (s && parse_listen(c, s, err) < 0))
+		goto out;
+	if (jstr(root, "data_dir", &s, err) < 0 ||
+	    (s && copy_str(c->data_dir, sizeof c->data_dir, s, "data_dir", err) < 0))
+		goto out;
+	if (jstr(root, "store", &s, err) < 0 || (s && set_store(c, s, err) < 0))
+		goto out;
+	if (jstr(root, "etcd_endpoints", &s, err) < 0 ||
+	    (s && copy_str(c->etcd_endpoints, sizeof c->etcd_endpoints, s, "etcd_endpoints", err) < 0))
+		goto out;
+	if (jstr(root, "log_format", &s, err) < 0 || (s && set_log_format(c, s, err) < 0))
+		goto out;
+	if (jstr(root, "ws_agent_path", &s, err) < 0 ||
+	    (s && copy_str(c->ws_agent_path, sizeof c->ws_agent_path, s, "ws_agent_path", err) < 0))
+		goto out;
+	json_t *prov = json_object_get(root, "provider");
+	if (prov) {
+		if (!json_is_object(prov)) {
+			cx_err_set(err, 0, "config: 'provider' must be an object");
+			goto out;
+		}
+		if (jstr(prov, "base_url", &s, err) < 0 ||
+		    (s && copy_str(c->provider_base_url, sizeof c->provider_base_url, s, "provider.base_url", err) < 0))
+			goto out;
+		if (jstr(prov, "api_key", &s, err) < 0 ||
+		    (s && copy_str(c->provider_api_key, sizeof c->provider_api_key, s, "provider.api_key", err) < 0))
+			goto out;
+		if (jstr(prov, "model", &s, err) < 0 ||
+		    (s && copy_str(c->provider_model, sizeof c->provider_model, s, "provider.model", err) < 0))
+			goto out;
+	}
+	json_t *agent = json_object_get(root, "agent");
+	if (agent) {
+		if (!json_is_object(agent)) {
+			cx_err_set(err, 0, "config: 'agent' must be an object");
+			goto out;
+		}
+		if (jstr(agent, "dir", &s, err) < 0 ||
+		    (s && copy_str(c->agent_dir, sizeof c->agent_dir, s, "agent.dir", err) < 0))
+			goto out;
+		if (jstr(agent, "command", &s, err) < 0 ||
+		    (s && copy_str(c->agent_command, sizeof c->agent_command, s, "agent.command", err) < 0))
+			goto out;
+	}
+	json_t *sb = json_object_get(root, "sandbox");
+	if (sb) {
+		if (!json_is_object(sb)) {
+			cx_err_set(err, 0, "config: 'sandbox' must be an object");
+			goto out;
+		}
+		if (jint(sb, "uid", &n, &found, err) < 0)
+			goto out;
+		if (found)
+			c->sandbox_uid = (uid_t)n;
+		if (jint(sb, "gid", &n, &found, err) < 0)
+			goto out;
+		if (found)
+			c->sandbox_gid = (gid_t)n;
+		if (jint(sb, "memory_max_mb", &n, &found, err) < 0)
+			goto out;
+		if (found)
+			c->sandbox_memory_max = (uint64_t)n << 20;
+		if (jint(sb, "pids_max", &n, &found, err) < 0)
+			goto out;
+		if (found)
+			c->sandbox_pids_max = (uint64_t)n;
+	}
+	if (jint(root, "ready_timeout_ms", &n, &found, err) < 0)
+		goto out;
+	if (found)
+		c->ready_timeout_ms = (int)n;
+	if (jint(root, "context_timeout_ms", &n, &found, err) < 0)
+		goto out;
+	if (found)
+		c->context_timeout_ms = (int)n;
+	rc = 0;
+out:
+	json_decref(root);
+	return rc;
+}
+
+static void usage(void)
+{
+	fputs("usage: cortexd [--listen HOST:PORT] [--data-dir DIR] [--store sqlite|etcd]\n"
+	      "               [--etcd-endpoints URL[,URL...]] [--config FILE] [--log-format text|json]\n"
+	      "Environment: CORTEX_ADMIN_TOKEN, CORTEX_MASTER_KEY_FILE, ANTHROPIC_BASE_URL,\n"
+	      "             ANTHROPIC_API_KEY (the default model provider).\n"
+	      "See docs/operations.md.\n",
+	      stdout);
+}
+
+int config_parse_args(config *c, int argc, char **argv, cx_err *err)
+{
+	static const struct option opts[] = {
+		{"listen", required_argument, NULL, 'l'},
+		{"data-dir", required_argument, NULL, 'd'},
+		{"store", required_argument, NULL, 's'},
+		{"etcd-endpoints", required_argument, NULL, 'e'},
+		{"config", required_argument, NULL, 'c'},
+		{"log-format", required_argument, NULL, 'f'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	/* The file comes first so flags override it, wherever --config appears. */
+	for (int i = 1; i < argc - 1; i++)
+		if (!strcmp(argv[i], "--config") && config_load_file(c, argv[i + 1], err) < 0)
+			return -1;
+	optind = 1;
+	opterr = 0;
+	int ch;
+	while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (ch) {
+		case 'l':
+			if (parse_listen(c, optarg, err) < 0)
+				return -1;
+			break;
+		case 'd':
+			if (copy_str(c->data_dir, sizeof c->data_dir, optarg, "--data-dir", err) < 0)
+				return -1;
+			break;
+		case 's':
+			if (set_store(c, optarg, err) < 0)
+				return -1;
+			break;
+		case 'e':
+			if (copy_str(c->etcd_endpoints, sizeof c->etcd_endpoints, optarg, "--etcd-endpoints", err) < 0)
+				return -1;
+			break;
+		case 'c':
+			break; /* loaded above */
+		case 'f':
+			if (set_log_format(c, optarg, err) < 0)
+				return -1;
+			break;
+		case 'h':
+			usage();
+			return 1;
+		default:
+			return cx_err_set(err, 0, "unknown or incomplete option '%s' (see --help)",
+					  argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		return cx_err_set(err, 0, "unexpected argument '%s'", argv[optind]);
+	return 0;
+}
+
+int config_finish(config *c, const char *argv0, cx_err *err)
+{
+	(void)argv0;
+	char buf[PATH_MAX];
+	if (c->data_dir[0] != '/') {
+		if (!getcwd(buf, sizeof buf))
+			return cx_err_set(err, errno, "getcwd");
+		char abs[sizeof c->data_dir + PATH_MAX + 2];
+		snprintf(abs, sizeof abs, "%s/%s", buf, c->data_dir);
+		if (copy_str(c->data_dir, sizeof c->data_dir, abs, "data dir", err) < 0)
+			return -1;
+	}
+	const char *e;
+	if (!c->provider_base_url[0] && (e = getenv("ANTHROPIC_BASE_URL")) &&
+	    copy_str(c->provider_base_url, sizeof c->provider_base_url, e, "ANTHROPIC_BASE_URL", err) < 0)
+		return -1;
+	if (!c->provider_api_key[0] && (e = getenv("ANTHROPIC_API_KEY")) &&
+	    copy_str(c->provider_api_key, sizeof c->provider_api_key, e, "ANTHROPIC_API_KEY", err) < 0)
+		return -1;
+	/* ws-agent sits next to cortexd in the build dir unless configured. */
+	if (!c->ws_agent_path[0]) {
+		ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+		if (n < 0)
+			return cx_err_set(err, errno, "readlink /proc/self/exe");
+		buf[n] = '\0';
+		char *dir = dirname(buf);
+		if ((size_t)snprintf(c->ws_agent_path, sizeof c->ws_agent_path, "%s/ws-agent", dir) >=
+		    sizeof c->ws_agent_path)
+			return cx_err_set(err, 0, "ws-agent path too long");
+	}
+	if (!c->agent_dir[0] &&
+	    copy_str(c->agent_dir, sizeof c->agent_dir, CORTEX_CLAUDE_DIR, "agent dir", err) < 0)
+		return -1;
+	if (access(c->ws_agent_path, X_OK) < 0)
+		return cx_err_set(err, errno, "ws-agent binary %s", c->ws_agent_path);
+	if (c->agent_dir[0] && access(c->agent_dir, R_OK) < 0)
+		return cx_err_set(err, errno, "agent dir %s (install with `make deps`)", c->agent_dir);
+	if (c->sandbox_uid == 0)
+		return cx_err_set(err, 0, "sandbox.uid must not be 0");
+	return 0;
+}

@@ -1,0 +1,21 @@
+/* http.h — per-connection HTTP request state (see http.c). */
+#ifndef CORTEX_HTTP_H
+#define CORTEX_HTTP_H
+
+#include "daemon.h"
+
+struct http_conn {
+	const char *method; /* static string */
+	char path[512];
+	char token[300];
+	char *body;
+	size_t body_len, expect;
+	int too_big;
+	int responding, headers_sent;
+	struct api_resp resp;
+};
+
+int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
+		  size_t len);
+
+#endif

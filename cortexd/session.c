@@ -1,0 +1,438 @@
+/* session.c — the session registry, its persistence, and the sandbox
+ * lifecycle jobs (create/wake and stop) that run on worker threads.
+ *
+ * Layout on disk: DATA/sessions/<id>/{home,workspace,run}.  home and
+ * workspace survive sleep; the sandbox's /tmp is a tmpfs and does not.
+ * Store keys: sessions/<user>/<id>, transcripts/<id>/<ts>-<turn>-<0 user|1 assistant>. */
+#include "daemon.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "caps.h"
+#include "log.h"
+#include "work.h"
+
+const char *sess_state_name(enum sess_state s)
+{
+	static const char *n[] = {"creating", "ready", "paused", "sleeping", "waking", "error"};
+	return n[s];
+}
+
+struct session *session_find(const char *id)
+{
+	for (struct session *s = D.sessions; s; s = s->next)
+		if (!s->deleted && !strcmp(s->id, id))
+			return s;
+	return NULL;
+}
+
+json_t *session_to_json(const struct session *s)
+{
+	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i}", "id", s->id, "state",
+			      sess_state_name(s->state), "surface", s->surface, "created_at",
+			      (json_int_t)s->created_at, "last_active_at", (json_int_t)s->last_active_at,
+			      "idle_sleep_s", s->idle_sleep_s);
+	if (s->state == SS_ERROR && s->error[0])
+		json_object_set_new(o, "error", json_string(s->error));
+	return o;
+}
+
+/* What is persisted is the session's identity; its live state is not
+ * (a restarted cortexd has no sandboxes: every session comes back sleeping). */
+int session_persist(struct session *s, cx_err *err)
+{
+	char key[160];
+	snprintf(key, sizeof key, "sessions/%s/%s", s->user, s->id);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i}", "id", s->id, "user", s->user, "surface",
+			      s->surface, "created_at", (json_int_t)s->created_at, "last_active_at",
+			      (json_int_t)s->last_active_at, "idle_sleep_s", s->idle_sleep_s);
+	char *v = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	int rc = store_put(D.st, key, v, strlen(v), err);
+	free(v);
+	return rc;
+}
+
+static struct session *session_alloc(const char *id, const char *user)
+{
+	struct session *s = calloc(1, sizeof *s);
+	if (!s)
+		return NULL;
+	snprintf(s->id, sizeof s->id, "%s", id);
+	snprintf(s->user, sizeof s->user, "%s", user);
+	snprintf(s->dir, sizeof s->dir, "%s/sessions/%s", D.cfg.data_dir, id);
+	s->refs = 1;
+	s->next = D.sessions;
+	D.sessions = s;
+	return s;
+}
+
+int sessions_load(cx_err *err)
+{
+	store_kv *kv = NULL;
+	size_t n = 0;
+	if (store_list(D.st, "sessions/", 0, &kv, &n, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_loads(kv[i].val, 0, NULL);
+		const char *id = json_string_value(json_object_get(o, "id"));
+		const char *user = json_string_value(json_object_get(o, "user"));
+		const char *surface = json_string_value(json_object_get(o, "surface"));
+		if (!id || !user) {
+			log_warn("skipping corrupt session record %s", kv[i].key);
+			json_decref(o);
+			continue;
+		}
+		struct session *s = session_alloc(id, user);
+		if (s) {
+			snprintf(s->surface, sizeof s->surface, "%s", surface ? surface : "chat");
+			s->created_at = json_integer_value(json_object_get(o, "created_at"));
+			s->last_active_at = json_integer_value(json_object_get(o, "last_active_at"));
+			s->idle_sleep_s = (int)json_integer_value(json_object_get(o, "idle_sleep_s"));
+			s->state = SS_SLEEPING;
+			s->had_success = 1; /* home survives: the agent may continue its conversation */
+		}
+		json_decref(o);
+	}
+	store_kv_free(kv, n);
+	return 0;
+}
+
+struct session *session_create(const char *user, const char *surface, int idle_sleep_s, cx_err *err)
+{
+	char id[40] = "s_";
+	cx_random_hex(id + 2, 12);
+	struct session *s = session_alloc(id, user);
+	if (!s) {
+		cx_err_set(err, ENOMEM, "session");
+		return NULL;
+	}
+	snprintf(s->surface, sizeof s->surface, "%s", surface);
+	s->created_at = s->last_active_at = cx_wall_ms();
+	s->idle_sleep_s = idle_sleep_s;
+	s->state = SS_CREATING;
+	if (session_persist(s, err) < 0) {
+		D.sessions = s->next; /* just pushed at the head */
+		free(s);
+		return NULL;
+	}
+	session_ensure_ready(s);
+	return s;
+}
+
+void session_unref(struct session *s)
+{
+	if (--s->refs > 0)
+		return;
+	free(s);
+}
+
+/* ---- preparation: sandbox + ws-agent, on a worker ---- */
+
+static int mkdir_owned(const char *path, uid_t uid, gid_t gid, cx_err *err)
+{
+	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", path);
+	if (chown(path, uid, gid) < 0)
+		return cx_err_set(err, errno, "chown %s", path);
+	return 0;
+}
+
+/* Wait for ws-agent's "ready\n" on the pipe, bounded: readiness is signalled,
+ * never slept on. */
+static int wait_ready(int fd, int timeout_ms, cx_err *err)
+{
+	uint64_t deadline = cx_mono_ms() + (uint64_t)timeout_ms;
+	char buf[16];
+	size_t got = 0;
+	for (;;) {
+		uint64_t now = cx_mono_ms();
+		if (now >= deadline)
+			return cx_err_set(err, ETIMEDOUT, "ws-agent not ready after %d ms", timeout_ms);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int r = poll(&p, 1, (int)(deadline - now));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return cx_err_set(err, errno, "poll ready pipe");
+		if (r == 0)
+			continue;
+		ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return cx_err_set(err, n < 0 ? errno : EPIPE,
+					  "ws-agent exited before it was ready (see %s)", "run/ws-agent.log");
+		got += (size_t)n;
+		buf[got] = '\0';
+		if (strchr(buf, '\n'))
+			return strncmp(buf, "ready", 5) ? cx_err_set(err, EPROTO, "ws-agent said '%s'", buf) : 0;
+		if (got >= sizeof buf - 1)
+			return cx_err_set(err, EPROTO, "ws-agent readiness line too long");
+	}
+}
+
+static int prepare(struct session *s, cx_err *err)
+{
+	const config *c = &D.cfg;
+	char home[4200], ws[4200], run[4200], rootm[4200], logp[4300];
+	snprintf(home, sizeof home, "%s/home", s->dir);
+	snprintf(ws, sizeof ws, "%s/workspace", s->dir);
+	snprintf(run, sizeof run, "%s/run", s->dir);
+	snprintf(rootm, sizeof rootm, "%s/rootfs", c->data_dir);
+	if (mkdir(s->dir, 0700) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", s->dir);
+	if (mkdir_owned(home, c->sandbox_uid, c->sandbox_gid, err) < 0 ||
+	    mkdir_owned(ws, c->sandbox_uid, c->sandbox_gid, err) < 0 ||
+	    mkdir_owned(run, c->sandbox_uid, c->sandbox_gid, err) < 0)
+		return -1;
+	/* The session dir itself must be traversable by nobody else; the sandbox
+	 * reaches its dirs through bind mounts, not this path. */
+	if (mkdir(rootm, 0755) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", rootm);
+
+	const char *hide[] = {c->data_dir, NULL};
+	sandbox_bind binds[2] = {
+		{c->ws_agent_path, "/opt/cortex/bin/ws-agent"},
+		{c->agent_dir, "/opt/cortex/agent"},
+	};
+	sandbox_opts o = SANDBOX_OPTS_INIT;
+	o.id = s->id;
+	o.root_mount = rootm;
+	o.home_dir = home;
+	o.workspace_dir = ws;
+	o.run_dir = run;
+	o.hide = hide;
+	o.binds = binds;
+	o.n_binds = c->agent_dir[0] ? 2 : 1;
+	o.uid = c->sandbox_uid;
+	o.gid = c->sandbox_gid;
+	o.memory_max = c->sandbox_memory_max;
+	o.pids_max = c->sandbox_pids_max;
+	sandbox *sb = NULL;
+	if (sandbox_create(&sb, &o, err) < 0)
+		return cx_err_wrap(err, "sandbox");
+	s->sb = sb;
+
+	snprintf(logp, sizeof logp, "%s/ws-agent.log", run);
+	cleanup_close int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (logfd < 0)
+		return cx_err_set(err, errno, "open %s", logp);
+	int pfd[2];
+	if (pipe2(pfd, O_CLOEXEC) < 0)
+		return cx_err_set(err, errno, "pipe");
+	cleanup_close int rd = pfd[0];
+	cleanup_close int wr = pfd[1];
+	char ctx_timeout[32];
+	snprintf(ctx_timeout, sizeof ctx_timeout, "%d", c->context_timeout_ms);
+	const char *argv[] = {"/opt/cortex/bin/ws-agent", "--socket", "/run/cortex/agent.sock",
+			      "--ready-fd", "3", "--context", "/tmp/vf-pending-query.json",
+			      "--context-timeout-ms", ctx_timeout, NULL};
+	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the
+	 * sandbox's filter forbids, so it is off inside. */
+	const char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/agent", "LANG=C.UTF-8",
+			      "ASAN_OPTIONS=detect_leaks=0", NULL};
+	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
+	eo.argv = argv;
+	eo.envp = envp;
+	eo.cwd = "/workspace";
+	eo.stdout_fd = logfd;
+	eo.stderr_fd = logfd;
+	eo.extra_fd = wr;
+	pid_t pid;
+	if (sandbox_exec(sb, &pid, &eo, err) < 0)
+		return cx_err_wrap(err, "start ws-agent");
+	close(steal_fd(&wr)); /* only ws-agent holds the write end now: EOF = it died */
+	if (wait_ready(rd, c->ready_timeout_ms, err) < 0)
+		return -1;
+	return 0;
+}
+
+static void prepare_run(void *arg)
+{
+	struct session *s = arg;
+	uint64_t t0 = cx_mono_us();
+	cx_err_clear(&s->job_err);
+	if (prepare(s, &s->job_err) < 0) {
+		if (s->sb) {
+			sandbox_destroy(s->sb);
+			s->sb = NULL;
+		}
+	} else {
+		log_info("session %s: sandbox and ws-agent ready in %.1f ms", s->id,
+			 (double)(cx_mono_us() - t0) / 1000.0);
+	}
+}
+
+static void prepare_done(void *arg)
+{
+	struct session *s = arg;
+	s->job_running = 0;
+	if (s->deleted) {
+		session_delete(s); /* finishes the teardown that waited for this job */
+	} else if (!s->sb) {
+		s->state = SS_ERROR;
+		snprintf(s->error, sizeof s->error, "%s", s->job_err.msg);
+		log_error("session %s: %s", s->id, s->job_err.msg);
+		stream_session_failed(s, "sandbox_failed", s->job_err.msg);
+	} else {
+		stream_agent_connect(s);
+	}
+	session_unref(s);
+}
+
+void session_ensure_ready(struct session *s)
+{
+	if (s->deleted || s->job_running)
+		return;
+	if (s->sb) {
+		if (!s->agent_wsi)
+			stream_agent_connect(s);
+		return;
+	}
+	s->state = s->state == SS_CREATING ? SS_CREATING : SS_WAKING;
+	s->job_running = 1;
+	s->refs++;
+	work_submit(prepare_run, prepare_done, s);
+}
+
+/* ---- stop (sleep / delete) ---- */
+
+struct stop_job {
+	struct session *s;
+	sandbox *sb;
+	int remove_dir;
+	char dir[4096];
+};
+
+static int rm_rf(const char *path);
+
+static void stop_run(void *arg)
+{
+	struct stop_job *j = arg;
+	if (j->sb)
+		sandbox_destroy(j->sb);
+	if (j->remove_dir)
+		rm_rf(j->dir);
+}
+
+static void stop_done(void *arg)
+{
+	struct stop_job *j = arg;
+	if (j->s) {
+		j->s->job_running = 0;
+		if (!j->s->deleted)
+			j->s->state = SS_SLEEPING;
+		session_unref(j->s);
+	}
+	free(j);
+}
+
+void session_sleep(struct session *s)
+{
+	if (s->job_running || s->deleted)
+		return;
+	stream_session_detach(s);
+	struct stop_job *j = calloc(1, sizeof *j);
+	if (!j)
+		return;
+	j->s = s;
+	j->sb = s->sb;
+	s->sb = NULL;
+	s->job_running = 1;
+	s->refs++;
+	work_submit(stop_run, stop_done, j);
+}
+
+void session_delete(struct session *s)
+{
+	s->deleted = 1;
+	if (s->job_running)
+		return; /* prepare_done() calls us again */
+	stream_session_detach(s);
+	/* Unlink from the registry. */
+	for (struct session **pp = &D.sessions; *pp; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	struct stop_job *j = calloc(1, sizeof *j);
+	if (j) {
+		j->sb = s->sb;
+		j->remove_dir = 1;
+		snprintf(j->dir, sizeof j->dir, "%s", s->dir);
+		work_submit(stop_run, stop_done, j);
+	}
+	s->sb = NULL;
+	session_unref(s);
+}
+
+void sessions_shutdown(void)
+{
+	/* On exit every sandbox is stopped (synchronously: the workers are gone). */
+	for (struct session *s = D.sessions; s; s = s->next) {
+		stream_session_detach(s);
+		if (s->sb && !s->job_running) {
+			sandbox_destroy(s->sb);
+			s->sb = NULL;
+		}
+	}
+}
+
+/* ---- transcripts: written by a worker, off the critical path ---- */
+
+struct tx_job {
+	char key[200];
+	char *val;
+};
+
+static void tx_run(void *arg)
+{
+	struct tx_job *j = arg;
+	cx_err err = CX_ERR_INIT;
+	if (store_put(D.st, j->key, j->val, strlen(j->val), &err) < 0)
+		log_error("transcript %s: %s", j->key, err.msg);
+	free(j->val);
+	free(j);
+}
+
+void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn)
+{
+	struct tx_job *j = calloc(1, sizeof *j);
+	if (!j)
+		return;
+	int64_t ts = cx_wall_ms();
+	snprintf(j->key, sizeof j->key, "transcripts/%s/%015lld-%06llu-%d", s->id, (long long)ts,
+		 (unsigned long long)turn, strcmp(role, "user") ? 1 : 0);
+	json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "role", role, "text", text, "ts", (json_int_t)ts,
+			      "turn", (json_int_t)turn);
+	j->val = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!j->val) {
+		free(j);
+		return;
+	}
+	work_submit(tx_run, NULL, j);
+}
+
+/* ---- helpers ---- */
+
+#include <ftw.h>
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(p) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+static int rm_rf(const char *path)
+{
+	return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
