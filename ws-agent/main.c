@@ -1,3 +1,131 @@
-/* placeholder: replaced by the daemon entry point */
-int main(void);
-int main(void) { return 1; }
+/* main.c — ws-agent entry point: arguments, then the server loop.
+ *
+ *   ws-agent --socket PATH [--ready-fd N] [--context FILE] [--context-timeout-ms MS]
+ *
+ * Started by cortexd inside a session's sandbox; see wsa.h for the protocol.
+ * Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on startup failure.
+ */
+#include "wsa.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ws-agent --socket PATH [--ready-fd N] [--context FILE]"
+		   " [--context-timeout-ms MS] [--verbose]\n");
+}
+
+static int parse_uint(const char *s, unsigned long max, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Pipes created later must never land on 0-2, or dup2 in the child would
+ * clobber them; cortexd may start us with those closed. */
+static int ensure_std_fds(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		if (fcntl(fd, F_GETFD) >= 0)
+			continue;
+		int n = open("/dev/null", O_RDWR);
+		if (n < 0)
+			return -1;
+		if (n != fd) { /* cannot happen: open takes the lowest free fd */
+			close(n);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"socket", required_argument, NULL, 's'},
+		{"ready-fd", required_argument, NULL, 'r'},
+		{"context", required_argument, NULL, 'c'},
+		{"context-timeout-ms", required_argument, NULL, 't'},
+		{"verbose", no_argument, NULL, 'v'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct wsa_options opts = {
+		.context_path = "/tmp/vf-pending-query.json",
+		.context_timeout_ms = 2000,
+		.ready_fd = -1,
+	};
+	int loglevel = LLL_ERR | LLL_WARN;
+	unsigned long v;
+	int o;
+
+	while ((o = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		switch (o) {
+		case 's':
+			opts.socket_path = optarg;
+			break;
+		case 'c':
+			opts.context_path = optarg;
+			break;
+		case 'r':
+			if (parse_uint(optarg, 1 << 20, &v) < 0 || v < 3 || fcntl((int)v, F_GETFD) < 0) {
+				fprintf(stderr, "ws-agent: --ready-fd %s is not an open fd >= 3\n", optarg);
+				return 2;
+			}
+			opts.ready_fd = (int)v;
+			/* The agent must not inherit it (close_range covers it too). */
+			(void)fcntl(opts.ready_fd, F_SETFD, FD_CLOEXEC);
+			break;
+		case 't':
+			if (parse_uint(optarg, 3600000, &v) < 0) {
+				fprintf(stderr, "ws-agent: bad --context-timeout-ms %s\n", optarg);
+				return 2;
+			}
+			opts.context_timeout_ms = (unsigned)v;
+			break;
+		case 'v':
+			loglevel |= LLL_NOTICE | LLL_INFO;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (!opts.socket_path || optind != argc || opts.context_path[0] != '/') {
+		usage(stderr);
+		return 2;
+	}
+	if (ensure_std_fds() < 0) {
+		perror("ws-agent: /dev/null");
+		return 1;
+	}
+	/* Writes to a vanished peer must be an error, not death. */
+	signal(SIGPIPE, SIG_IGN);
+	lws_set_log_level(loglevel, NULL);
+
+	cx_err err = CX_ERR_INIT;
+	struct wsa_server *srv = NULL;
+	if (wsa_server_create(&opts, &srv, &err) < 0) {
+		fprintf(stderr, "ws-agent: %s\n", err.msg);
+		return 1;
+	}
+	int rc = wsa_server_run(srv, &err);
+	if (rc < 0)
+		fprintf(stderr, "ws-agent: %s\n", err.msg);
+	wsa_server_destroy(srv);
+	return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,172 @@
+/* agent.c — start, signal and reap the agent process.
+ *
+ * The agent gets its own process group so cancel can reach everything it
+ * started (shells, tools), exactly the environment from the context file, and
+ * no descriptor of ours.  Exec failures travel back over a CLOEXEC pipe: EOF
+ * on it means execve succeeded, a record on it carries the failing step and
+ * errno (crun's sync-socket pattern, reduced to one message).
+ */
+#include "wsa.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+
+enum spawn_stage { STAGE_SETUP = 1, STAGE_CHDIR, STAGE_EXEC };
+
+struct spawn_report {
+	int stage;
+	int errnum;
+};
+
+static const char *stage_name(int stage)
+{
+	switch (stage) {
+	case STAGE_CHDIR:
+		return "chdir to";
+	case STAGE_EXEC:
+		return "exec";
+	default:
+		return "set up the child for";
+	}
+}
+
+/* In the forked child: only async-signal-safe calls from here to execve. */
+__attribute__((noreturn)) static void child_exec(const struct wsa_context *ctx, pid_t parent,
+						 int devnull, int out_w, int err_w, int sync_w)
+{
+	struct spawn_report rep = {STAGE_SETUP, 0};
+
+	if (setpgid(0, 0) < 0)
+		goto fail;
+	/* If ws-agent dies without cleaning up, do not leave the agent behind. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		goto fail;
+	/* Blocked and ignored signals survive execve: give the agent a clean slate
+	 * (ws-agent blocks SIGTERM/SIGINT/SIGCHLD for its signalfd and ignores SIGPIPE). */
+	struct sigaction dfl;
+	memset(&dfl, 0, sizeof dfl);
+	dfl.sa_handler = SIG_DFL;
+	for (int sig = 1; sig < NSIG; sig++)
+		(void)sigaction(sig, &dfl, NULL);
+	sigset_t none;
+	sigemptyset(&none);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		goto fail;
+
+	if (dup2(devnull, STDIN_FILENO) < 0 || dup2(out_w, STDOUT_FILENO) < 0 ||
+	    dup2(err_w, STDERR_FILENO) < 0)
+		goto fail;
+	rep.stage = STAGE_CHDIR;
+	if (chdir(ctx->cwd) < 0)
+		goto fail;
+	rep.stage = STAGE_SETUP;
+	/* CLOEXEC rather than close: sync_w must stay open until execve. */
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+		long max = sysconf(_SC_OPEN_MAX);
+		if (max < 0 || max > 65536)
+			max = 65536;
+		for (int fd = 3; fd < (int)max; fd++)
+			if (fd != sync_w)
+				(void)close(fd);
+	}
+	rep.stage = STAGE_EXEC;
+	execve(ctx->argv[0], ctx->argv, ctx->envp);
+fail:
+	rep.errnum = errno;
+	(void)!write(sync_w, &rep, sizeof rep);
+	_exit(127);
+}
+
+static void close_pair(int p[2])
+{
+	for (int i = 0; i < 2; i++)
+		if (p[i] >= 0) {
+			close(p[i]);
+			p[i] = -1;
+		}
+}
+
+int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err *err)
+{
+	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, syncp[2] = {-1, -1};
+	cleanup_close int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int rc = -1;
+
+	if (devnull < 0)
+		return cx_err_set(err, errno, "open /dev/null");
+	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(syncp, O_CLOEXEC) < 0) {
+		cx_err_set(err, errno, "pipe");
+		goto out;
+	}
+
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		cx_err_set(err, errno, "fork");
+		goto out;
+	}
+	if (pid == 0)
+		child_exec(ctx, parent, devnull, outp[1], errp[1], syncp[1]);
+
+	/* Both sides set the group so a cancel right after spawn cannot miss it. */
+	(void)setpgid(pid, pid);
+	close(outp[1]);
+	close(errp[1]);
+	close(syncp[1]);
+	outp[1] = errp[1] = syncp[1] = -1;
+
+	struct spawn_report rep;
+	ssize_t r;
+	do
+		r = read(syncp[0], &rep, sizeof rep);
+	while (r < 0 && errno == EINTR);
+	if (r != 0) {
+		int status;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (r == (ssize_t)sizeof rep)
+			cx_err_set(err, rep.errnum, "%s %s", stage_name(rep.stage),
+				   rep.stage == STAGE_CHDIR ? ctx->cwd : ctx->argv[0]);
+		else
+			cx_err_set(err, r < 0 ? errno : EPROTO, "spawn %s: lost the child's report",
+				   ctx->argv[0]);
+		goto out;
+	}
+
+	out->pid = pid;
+	/* pidfd makes the exit a readable event on the loop; without it (old
+	 * kernel, seccomp) the SIGCHLD signalfd path reaps instead. */
+	out->pidfd = pidfd_open(pid, 0);
+	out->out_fd = outp[0];
+	out->err_fd = errp[0];
+	outp[0] = errp[0] = -1;
+	rc = 0;
+out:
+	close_pair(outp);
+	close_pair(errp);
+	close_pair(syncp);
+	return rc;
+}
+
+void wsa_agent_signal_group(pid_t pgid, int sig)
+{
+	if (pgid > 0)
+		(void)kill(-pgid, sig);
+}
+
+int wsa_agent_try_reap(pid_t pid, int *status)
+{
+	pid_t r;
+	do
+		r = waitpid(pid, status, WNOHANG);
+	while (r < 0 && errno == EINTR);
+	if (r == pid)
+		return 1;
+	return r == 0 ? 0 : -1;
+}

@@ -1,0 +1,175 @@
+/* lines.c — split the agent's output into lines, with a cap per line, and
+ * UTF-8 helpers (WebSocket text frames must be valid UTF-8, or the peer drops
+ * the whole connection). */
+#include "wsa.h"
+
+#include <errno.h>
+#include <string.h>
+
+void wsa_lines_init(struct wsa_lines *l, size_t cap, bool split)
+{
+	*l = (struct wsa_lines){.cap = cap, .split = split};
+}
+
+void wsa_lines_free(struct wsa_lines *l)
+{
+	free(l->buf);
+	l->buf = NULL;
+	l->len = l->alloc = 0;
+	l->dropping = false;
+}
+
+static int append(struct wsa_lines *l, const char *data, size_t n, cx_err *err)
+{
+	if (l->len + n > l->alloc) {
+		size_t want = l->alloc ? l->alloc : 4096;
+		while (want < l->len + n)
+			want *= 2;
+		if (want > l->cap)
+			want = l->cap;
+		char *nb = realloc(l->buf, want);
+		if (!nb)
+			return cx_err_set(err, ENOMEM, "line buffer");
+		l->buf = nb;
+		l->alloc = want;
+	}
+	memcpy(l->buf + l->len, data, n);
+	l->len += n;
+	return 0;
+}
+
+int wsa_lines_feed(struct wsa_lines *l, const char *data, size_t n, wsa_line_fn fn, void *arg,
+		   cx_err *err)
+{
+	while (n) {
+		const char *nl = memchr(data, '\n', n);
+		size_t seg = nl ? (size_t)(nl - data) : n;
+		int rc;
+
+		if (l->dropping) {
+			/* Still inside an over-long line: skip to its end. */
+			if (nl)
+				l->dropping = false;
+		} else if (l->len + seg > l->cap) {
+			size_t take = l->cap - l->len;
+			if (l->split) {
+				if (append(l, data, take, err) < 0)
+					return -1;
+				rc = fn(arg, l->buf, l->len, true);
+				l->len = 0;
+				if (rc)
+					return rc;
+				data += take;
+				n -= take;
+				continue; /* the rest of the line is a new piece */
+			}
+			l->len = 0;
+			l->dropping = !nl;
+			if ((rc = fn(arg, NULL, 0, true)))
+				return rc;
+		} else if (nl) {
+			const char *line = data;
+			size_t len = seg;
+			if (l->len) {
+				if (append(l, data, seg, err) < 0)
+					return -1;
+				line = l->buf;
+				len = l->len;
+			}
+			l->len = 0;
+			if ((rc = fn(arg, line, len, false)))
+				return rc;
+		} else if (append(l, data, seg, err) < 0) {
+			return -1;
+		}
+		if (!nl)
+			break;
+		data += seg + 1;
+		n -= seg + 1;
+	}
+	return 0;
+}
+
+int wsa_lines_finish(struct wsa_lines *l, wsa_line_fn fn, void *arg)
+{
+	int rc = 0;
+	if (l->len && !l->dropping)
+		rc = fn(arg, l->buf, l->len, false);
+	l->len = 0;
+	l->dropping = false;
+	return rc;
+}
+
+/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, max U+10FFFF), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+	unsigned char c = s[0];
+	if (c < 0x80)
+		return 1;
+	size_t need;
+	unsigned char lo = 0x80, hi = 0xBF;
+	if (c >= 0xC2 && c <= 0xDF)
+		need = 2;
+	else if (c >= 0xE0 && c <= 0xEF) {
+		need = 3;
+		if (c == 0xE0)
+			lo = 0xA0;
+		else if (c == 0xED)
+			hi = 0x9F;
+	} else if (c >= 0xF0 && c <= 0xF4) {
+		need = 4;
+		if (c == 0xF0)
+			lo = 0x90;
+		else if (c == 0xF4)
+			hi = 0x8F;
+	} else
+		return 0;
+	if (n < need)
+		return 0;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < need; i++)
+		if ((s[i] & 0xC0) != 0x80)
+			return 0;
+	return need;
+}
+
+bool wsa_utf8_valid(const char *s, size_t n)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+	while (i < n) {
+		size_t k = utf8_seq(p + i, n - i);
+		if (!k)
+			return false;
+		i += k;
+	}
+	return true;
+}
+
+char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len)
+{
+	/* Worst case: every byte becomes the 3-byte U+FFFD. */
+	char *out = malloc(n * 3 + 1);
+	if (!out)
+		return NULL;
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0, o = 0;
+	while (i < n) {
+		size_t k = utf8_seq(p + i, n - i);
+		if (k) {
+			memcpy(out + o, p + i, k);
+			o += k;
+			i += k;
+		} else {
+			memcpy(out + o, "\xEF\xBF\xBD", 3);
+			o += 3;
+			i++;
+		}
+	}
+	out[o] = '\0';
+	if (out_len)
+		*out_len = o;
+	return out;
+}

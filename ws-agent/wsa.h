@@ -1,0 +1,131 @@
+/* wsa.h — ws-agent: the WebSocket agent server that runs inside a sandbox.
+ *
+ * cortexd holds one WebSocket connection per session to this process over a
+ * Unix socket.  A "run" frame makes ws-agent pick up the per-message context
+ * file, spawn the agent it describes, and stream the agent's stdout lines back
+ * verbatim, one frame per line, ending the turn with a wsa.exit frame.
+ *
+ * Everything runs on one libwebsockets service loop: the agent's pipes, its
+ * pidfd, the inotify fd and a signalfd are adopted into the loop as raw file
+ * descriptors, timers are lws_sul.  No threads, no sleeps.
+ *
+ * Files: context.c (context file: wait helpers, read, parse), agent.c (spawn,
+ * kill, reap), lines.c (line splitting, UTF-8), outq.c (outgoing frame queue),
+ * server.c (protocol + turn state machine), main.c (args, lws context).
+ */
+#ifndef WSA_H
+#define WSA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "caps.h"
+#include "cx.h"
+
+/* Caps specific to ws-agent (the shared table is common/caps.h). */
+#define WSA_CAP_CLIENT_FRAME (64u << 10) /* one cortexd -> ws-agent message      */
+#define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
+#define WSA_READ_CHUNK       (64u << 10) /* one read() from an agent pipe          */
+
+#define WSA_PROTOCOL      "cortex-agent"
+#define WSA_FD_PROTOCOL   "wsa-fd" /* internal: adopted descriptors only */
+#define WSA_KILL_GRACE_MS 2000     /* SIGTERM -> SIGKILL, and exit -> pipe EOF */
+
+/* ---- context.c: the per-message context file ---- */
+
+struct wsa_context {
+	char **argv; /* NULL-terminated; argv[0] is an absolute path */
+	char **envp; /* NULL-terminated "K=V"; exactly the agent's environment */
+	char *cwd;   /* absolute; "/" when the file gives none */
+};
+
+/* Parse {"argv":[...],"env":{...},"cwd":"..."}; on failure *out is untouched. */
+int wsa_context_parse(const char *buf, size_t len, struct wsa_context *out, cx_err *err);
+/* Open, unlink at once, read (cap CX_CAP_CONTEXT_FILE) and parse the file.
+ * Returns CX_NOTFOUND when there is no file (yet), without setting err. */
+int wsa_context_take(const char *path, struct wsa_context *out, cx_err *err);
+void wsa_context_free(struct wsa_context *ctx);
+
+/* ---- agent.c: the agent process ---- */
+
+struct wsa_child {
+	pid_t pid;  /* also its process group id */
+	int pidfd;  /* -1 when pidfd_open is unavailable (then SIGCHLD reaps) */
+	int out_fd; /* read end of the agent's stdout */
+	int err_fd; /* read end of the agent's stderr */
+};
+
+/* Spawn ctx->argv[0] in a new process group with exactly ctx->envp, cwd,
+ * stdin /dev/null and every other fd closed.  Fails (err->code = the exec
+ * errno) if the program could not be started; the failed child is reaped. */
+int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err *err);
+/* Signal the whole process group; ESRCH (already gone) is not an error. */
+void wsa_agent_signal_group(pid_t pgid, int sig);
+/* Reap pid if it has exited: 1 reaped (*status set), 0 still running, -1 error. */
+int wsa_agent_try_reap(pid_t pid, int *status);
+
+/* ---- lines.c: split a byte stream into lines ---- */
+
+/* Called once per line (without '\n').  too_long: the line exceeded the cap;
+ * in drop mode line is NULL, in split mode it is the first cap bytes. */
+typedef int (*wsa_line_fn)(void *arg, const char *line, size_t len, bool too_long);
+
+struct wsa_lines {
+	char *buf;      /* owned */
+	size_t len;     /* bytes of the pending partial line */
+	size_t alloc;   /* allocated size of buf */
+	size_t cap;     /* longest line accepted */
+	bool split;     /* over-long lines: emit in cap-sized pieces instead of dropping */
+	bool dropping;  /* inside an over-long line being dropped */
+};
+
+void wsa_lines_init(struct wsa_lines *l, size_t cap, bool split);
+void wsa_lines_free(struct wsa_lines *l);
+/* Feed bytes; calls fn for each complete line.  Stops at the first non-zero
+ * return of fn and returns it; -1 with err set on allocation failure. */
+int wsa_lines_feed(struct wsa_lines *l, const char *data, size_t n, wsa_line_fn fn, void *arg,
+		   cx_err *err);
+/* End of stream: a final line without '\n' still counts. */
+int wsa_lines_finish(struct wsa_lines *l, wsa_line_fn fn, void *arg);
+
+bool wsa_utf8_valid(const char *s, size_t n);
+/* Copy of s with each invalid UTF-8 sequence replaced by U+FFFD; NUL-terminated. */
+char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len);
+
+/* ---- outq.c: outgoing frames, each with LWS_PRE headroom ---- */
+
+struct wsa_frame {
+	struct wsa_frame *next;
+	size_t len;          /* payload bytes, starting at data + LWS_PRE */
+	unsigned char data[]; /* LWS_PRE headroom + payload */
+};
+
+struct wsa_outq {
+	struct wsa_frame *head, *tail;
+	size_t bytes; /* payload bytes queued */
+	size_t count;
+};
+
+int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *err);
+struct wsa_frame *wsa_outq_pop(struct wsa_outq *q); /* caller frees with free() */
+void wsa_outq_clear(struct wsa_outq *q);
+
+/* ---- server.c: the WebSocket protocol and the turn ---- */
+
+struct wsa_options {
+	const char *socket_path;  /* not owned */
+	const char *context_path; /* not owned */
+	unsigned context_timeout_ms;
+	int ready_fd; /* -1: none */
+};
+
+struct wsa_server;
+/* Create the lws context listening on opts->socket_path and report readiness. */
+int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, cx_err *err);
+/* Serve until SIGTERM/SIGINT; kills and reaps any running agent on the way out. */
+int wsa_server_run(struct wsa_server *srv, cx_err *err);
+void wsa_server_destroy(struct wsa_server *srv);
+
+#endif
