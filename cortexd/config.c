@@ -36,6 +36,7 @@ void config_defaults(config *c)
 	c->sandbox_memory_max = 2ull << 30;
 	c->sandbox_pids_max = 512;
 	strcpy(c->agent_command, "/opt/cortex/agent/bin/claude.exe");
+	strcpy(c->agent_permission_mode, "bypassPermissions");
 	c->ready_timeout_ms = 10000;
 	c->context_timeout_ms = 2000;
 }
@@ -156,6 +157,10 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		}
 		if (jstr(agent, "dir", &s, err) < 0 ||
 		    (s && copy_str(c->agent_dir, sizeof c->agent_dir, s, "agent.dir", err) < 0))
+			goto out;
+		if (jstr(agent, "permission_mode", &s, err) < 0 ||
+		    (s && copy_str(c->agent_permission_mode, sizeof c->agent_permission_mode, s,
+				   "agent.permission_mode", err) < 0))
 			goto out;
 		if (jstr(agent, "command", &s, err) < 0 ||
 		    (s && copy_str(c->agent_command, sizeof c->agent_command, s, "agent.command", err) < 0))

@@ -219,6 +219,10 @@ static json_t *build_context(struct session *s, const struct turn *t)
 	const config *c = &D.cfg;
 	json_t *argv = json_pack("[s,s,s,s,s,s]", c->agent_command, "-p", "--output-format",
 				 "stream-json", "--verbose", "--include-partial-messages");
+	if (c->agent_permission_mode[0]) {
+		json_array_append_new(argv, json_string("--permission-mode"));
+		json_array_append_new(argv, json_string(c->agent_permission_mode));
+	}
 	if (s->had_success)
 		json_array_append_new(argv, json_string("--continue"));
 	if (c->provider_model[0]) {

@@ -2,11 +2,26 @@
 // Anthropic-Messages-compatible streaming stand-in for the paid model service.
 // Only the model is faked: the real Claude Code CLI talks to this over HTTP/SSE.
 // Reply text: "MODEL_REPLY" env, else an echo of the last user text.
+// Tool use: a user text "RUN: <command>" is answered with a Bash tool_use, and
+// the tool_result that the agent sends back is answered with
+// "TOOL_OUTPUT<<<...>>>": tests use this to look at the sandbox from inside,
+// through the real agent's real Bash tool.
 // Prints "model-server listening on PORT" once it accepts connections.
 'use strict';
 const http = require('http');
 const port = Number(process.env.PORT || 0);
 const log = process.env.MODEL_LOG ? require('fs').createWriteStream(process.env.MODEL_LOG, {flags: 'a'}) : null;
+
+function lastToolResult(body) {
+  const msgs = body.messages || [];
+  const m = msgs[msgs.length - 1];
+  if (!m || m.role !== 'user' || typeof m.content === 'string') return null;
+  const tr = m.content.find(b => b.type === 'tool_result');
+  if (!tr) return null;
+  const c = tr.content;
+  if (typeof c === 'string') return c;
+  return (c || []).filter(b => b.type === 'text').map(b => b.text).join('');
+}
 
 function lastUserText(body) {
   const msgs = body.messages || [];
@@ -41,7 +56,10 @@ const server = http.createServer((req, res) => {
       return res.end(JSON.stringify({type: 'error', error: {type: 'not_found_error', message: url}}));
     }
     const user = lastUserText(body);
-    const text = process.env.MODEL_REPLY || ('Echo: ' + user + '. Done.');
+    const toolOut = lastToolResult(body);
+    const runCmd = toolOut === null && user.startsWith('RUN: ') ? user.slice(5) : null;
+    const text = toolOut !== null ? 'TOOL_OUTPUT<<<' + toolOut + '>>>'
+      : (process.env.MODEL_REPLY || ('Echo: ' + user + '. Done.'));
     const words = text.match(/\S+\s*/g) || [text];
     const model = body.model || 'claude-test';
     const id = 'msg_' + Math.random().toString(36).slice(2);
@@ -53,6 +71,18 @@ const server = http.createServer((req, res) => {
     }
     res.writeHead(200, {'content-type': 'text/event-stream', 'cache-control': 'no-cache'});
     const ev = (name, data) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+    if (runCmd !== null) {
+      ev('message_start', {type: 'message_start', message: {id, type: 'message', role: 'assistant', model,
+        content: [], stop_reason: null, stop_sequence: null, usage: {input_tokens: usage.input_tokens, output_tokens: 1}}});
+      ev('content_block_start', {type: 'content_block_start', index: 0,
+        content_block: {type: 'tool_use', id: 'toolu_' + id.slice(4), name: 'Bash', input: {}}});
+      ev('content_block_delta', {type: 'content_block_delta', index: 0,
+        delta: {type: 'input_json_delta', partial_json: JSON.stringify({command: runCmd, description: 'probe'})}});
+      ev('content_block_stop', {type: 'content_block_stop', index: 0});
+      ev('message_delta', {type: 'message_delta', delta: {stop_reason: 'tool_use', stop_sequence: null}, usage: {output_tokens: 5}});
+      ev('message_stop', {type: 'message_stop'});
+      return res.end();
+    }
     ev('message_start', {type: 'message_start', message: {id, type: 'message', role: 'assistant', model,
       content: [], stop_reason: null, stop_sequence: null, usage: {input_tokens: usage.input_tokens, output_tokens: 1}}});
     ev('content_block_start', {type: 'content_block_start', index: 0, content_block: {type: 'text', text: ''}});

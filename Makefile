@@ -1,0 +1,72 @@
+# Cortex front door: make run | make test | make bench.
+# Each target installs what is missing (Debian packages, the pinned Claude Code
+# CLI and test-only npm packages under .deps/), then builds with CMake.
+SHELL := /bin/bash
+JOBS ?= $(shell nproc)
+CLAUDE_CODE_VERSION := 2.1.330
+WS_VERSION := 8.18.0
+APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
+	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev \
+	util-linux procps
+NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
+
+.PHONY: all deps build build-asan run test bench clean format
+
+all: build
+
+deps: .deps/.apt $(NPM_STAMP)
+
+.deps/.apt:
+	@mkdir -p .deps
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing nodejs npm"; fi; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(NPM_STAMP): .deps/.apt
+	@mkdir -p .deps
+	@[ -f .deps/package.json ] || echo '{"name":"cortex-deps","private":true}' > .deps/package.json
+	cd .deps && npm install --no-audit --no-fund --loglevel=error \
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) ws@$(WS_VERSION)
+	@.deps/node_modules/.bin/claude --version
+	@touch $@
+
+build: deps
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build build -j$(JOBS)
+
+build-asan: deps
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCORTEX_SANITIZE=ON >/dev/null
+	cmake --build build-asan -j$(JOBS)
+
+# The suite runs against the ASan+UBSan build; build/ is built too so the
+# binaries named in the contract exist.
+test: build build-asan
+	cd build-asan && ctest --output-on-failure --timeout 600
+
+run: build
+	@mkdir -p .cortex && chmod 700 .cortex
+	@if [ -z "$$CORTEX_ADMIN_TOKEN" ] && [ ! -s .cortex/admin.token ]; then \
+		(umask 077; echo "cx_$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > .cortex/admin.token); fi
+	@tok=$${CORTEX_ADMIN_TOKEN:-$$(cat .cortex/admin.token)}; \
+	echo "admin token: $$tok"; \
+	echo "quick start:"; \
+	echo "  curl -s -H \"Authorization: Bearer $$tok\" -d '{\"name\":\"alice\"}' http://127.0.0.1:8787/v1/users"; \
+	echo "  build/cortexctl --token USER_TOKEN session create"; \
+	echo "  build/cortexctl --token USER_TOKEN session get SESSION_ID"; \
+	echo "  node -e \"const W=require('./.deps/node_modules/ws');const w=new W('ws://127.0.0.1:8787/v1/sessions/SESSION_ID/ws?token=USER_TOKEN');w.on('open',()=>w.send(JSON.stringify({type:'message',text:'hello'})));w.on('message',m=>{console.log(String(m));if(JSON.parse(m).type.match(/done|error/))w.close()})\""; \
+	echo "  (the model provider comes from ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY; see docs/operations.md)"
+	exec build/cortexd --listen 127.0.0.1:8787 --data-dir .cortex
+
+bench: build
+	bash bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan

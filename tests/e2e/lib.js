@@ -1,0 +1,141 @@
+// Shared helpers for the end-to-end tests: real processes, loopback only.
+// Every wait is bounded and fails loudly; nothing sleeps for a fixed time.
+'use strict';
+const {spawn} = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const WebSocket = require('ws');
+
+const children = [];
+function cleanup() {
+  for (const c of children) { try { c.kill('SIGTERM'); } catch (e) {} }
+}
+process.on('exit', cleanup);
+process.on('uncaughtException', (e) => { console.error('FAIL', e && e.stack || e); cleanup(); process.exit(1); });
+process.on('unhandledRejection', (e) => { console.error('FAIL', e && e.stack || e); cleanup(); process.exit(1); });
+
+function tmpdir(name) {
+  const base = process.env.CORTEX_TEST_TMP || os.tmpdir();
+  fs.mkdirSync(base, {recursive: true});
+  return fs.mkdtempSync(path.join(base, name + '-'));
+}
+
+// Start a process and resolve with the first stdout line matching re.
+function startProc(cmd, args, opts, re, what, timeoutMs = 20000) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, Object.assign({stdio: ['ignore', 'pipe', 'pipe']}, opts));
+    children.push(p);
+    let out = '', err = '';
+    const t = setTimeout(() => reject(new Error(`${what}: no "${re}" within ${timeoutMs} ms\nstdout: ${out}\nstderr: ${err.slice(-4000)}`)), timeoutMs);
+    p.stdout.on('data', d => {
+      out += d;
+      const m = out.match(re);
+      if (m) { clearTimeout(t); resolve({proc: p, match: m, logs: () => err}); }
+    });
+    p.stderr.on('data', d => { err += d; if (process.env.CORTEX_TEST_VERBOSE) process.stderr.write(d); });
+    p.on('exit', (code, sig) => { clearTimeout(t); reject(new Error(`${what} exited (${code}, ${sig}) before ready\n${err.slice(-4000)}`)); });
+  });
+}
+
+async function startModelServer(env = {}) {
+  const logFile = path.join(tmpdir('model'), 'requests.jsonl');
+  const r = await startProc(process.execPath, [path.join(process.env.TESTS_DIR, 'model-server.js')],
+    {env: Object.assign({}, process.env, {PORT: '0', MODEL_LOG: logFile}, env)},
+    /model-server listening on (\d+)/, 'model-server');
+  return {proc: r.proc, port: Number(r.match[1]), url: `http://127.0.0.1:${r.match[1]}`,
+    requests: () => fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map(JSON.parse) : []};
+}
+
+async function startCortexd(opts = {}) {
+  const dataDir = opts.dataDir || tmpdir('cortexd');
+  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
+  const env = Object.assign({}, process.env, {CORTEX_ADMIN_TOKEN: admin}, opts.env || {});
+  const r = await startProc(process.env.CORTEXD, ['--listen', '127.0.0.1:0', '--data-dir', dataDir].concat(opts.args || []),
+    {env}, /cortexd listening on (http:\/\/[\d.]+:(\d+))/, 'cortexd');
+  const base = r.match[1];
+  return {proc: r.proc, base, port: Number(r.match[2]), admin, dataDir, logs: r.logs,
+    stop: () => new Promise(res => { if (r.proc.exitCode !== null) return res(r.proc.exitCode); r.proc.once('exit', c => res(c)); r.proc.kill('SIGTERM'); })};
+}
+
+async function http(base, method, p, token, body, rawBody) {
+  const headers = {};
+  if (token) headers.authorization = 'Bearer ' + token;
+  let b;
+  if (rawBody !== undefined) { b = rawBody; headers['content-type'] = 'application/json'; }
+  else if (body !== undefined) { b = JSON.stringify(body); headers['content-type'] = 'application/json'; }
+  const res = await fetch(base + p, {method, headers, body: b});
+  const text = await res.text();
+  let json = null;
+  try { json = text ? JSON.parse(text) : null; } catch (e) { json = {unparsed: text}; }
+  return {status: res.status, json, text, headers: res.headers};
+}
+
+// A WebSocket client that records every frame and lets tests wait for one.
+function connect(base, sessionId, token, via = 'header') {
+  const url = base.replace('http', 'ws') + `/v1/sessions/${sessionId}/ws` + (via === 'query' ? `?token=${token}` : '');
+  const ws = new WebSocket(url, via === 'header' ? {headers: {authorization: 'Bearer ' + token}} : {});
+  const frames = [];
+  const waiters = [];
+  ws.on('message', (data) => {
+    const f = JSON.parse(data.toString());
+    frames.push(f);
+    for (const w of waiters.slice()) if (w.pred(f)) { waiters.splice(waiters.indexOf(w), 1); clearTimeout(w.t); w.resolve(f); }
+  });
+  const opened = new Promise((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (req, res) => reject(Object.assign(new Error('HTTP ' + res.statusCode), {status: res.statusCode})));
+    ws.once('error', reject);
+  });
+  return {ws, frames, opened,
+    send: (o) => ws.send(typeof o === 'string' ? o : JSON.stringify(o)),
+    waitFor: (pred, what, timeoutMs = 60000) => {
+      const hit = frames.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise((resolve, reject) => {
+        const w = {pred, resolve};
+        w.t = setTimeout(() => reject(new Error(`timeout waiting for ${what}; frames so far:\n` + frames.map(f => JSON.stringify(f).slice(0, 300)).join('\n'))), timeoutMs);
+        waiters.push(w);
+      });
+    },
+    close: () => new Promise(res => { if (ws.readyState === WebSocket.CLOSED) return res(); ws.once('close', res); ws.close(); })};
+}
+
+// Run one turn: send a message, wait for cortex.done or cortex.error; return that turn's frames.
+async function turn(client, text, timeoutMs = 90000) {
+  const start = client.frames.length;
+  client.send({type: 'message', text});
+  const end = await client.waitFor((f) => client.frames.indexOf(f) >= start && (f.type === 'cortex.done' || f.type === 'cortex.error'), `end of turn "${text}"`, timeoutMs);
+  return client.frames.slice(start, client.frames.indexOf(end) + 1);
+}
+
+function textOf(frames) {
+  return frames.filter(f => f.type === 'stream_event' && f.event && f.event.type === 'content_block_delta' && f.event.delta.type === 'text_delta')
+    .map(f => f.event.delta.text).join('');
+}
+
+let failures = 0;
+function check(cond, what, expected, actual) {
+  if (cond) { console.log('ok   ' + what); return; }
+  failures++;
+  console.log(`FAIL ${what}\n     expected: ${JSON.stringify(expected)}\n     actual:   ${JSON.stringify(actual)}`);
+}
+function eq(actual, expected, what) { check(JSON.stringify(actual) === JSON.stringify(expected), what, expected, actual); }
+function done() {
+  cleanup();
+  if (failures) { console.log(`${failures} check(s) failed`); process.exit(1); }
+  console.log('all checks passed');
+  process.exit(0);
+}
+
+async function until(fn, what, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('timeout: ' + what);
+    await new Promise(r => setTimeout(r, 25)); // poll interval for an asynchronous store write
+  }
+}
+
+module.exports = {tmpdir, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until};
