@@ -35,7 +35,7 @@ void config_defaults(config *c)
 	c->sandbox_gid = 65534;
 	c->sandbox_memory_max = 2ull << 30;
 	c->sandbox_pids_max = 512;
-	strcpy(c->agent_command, "/opt/cortex/agent/bin/claude.exe");
+	strcpy(c->agent_command, "/cortex/agent/bin/claude.exe");
 	strcpy(c->agent_permission_mode, "bypassPermissions");
 	c->ready_timeout_ms = 10000;
 	c->context_timeout_ms = 2000;

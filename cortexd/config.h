@@ -26,7 +26,7 @@ typedef struct config {
 	uint64_t sandbox_memory_max;
 	uint64_t sandbox_pids_max;
 	char ws_agent_path[4096];    /* host path of the ws-agent binary */
-	char agent_dir[4096];        /* host dir bound at /opt/cortex/agent */
+	char agent_dir[4096];        /* host dir bound at /cortex/agent */
 	char agent_command[4096];    /* path inside the sandbox of the agent binary */
 	char agent_permission_mode[32]; /* Claude Code --permission-mode; the sandbox is the boundary */
 	int ready_timeout_ms;        /* ws-agent readiness bound */

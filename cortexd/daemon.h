@@ -97,6 +97,7 @@ struct session {
 
 	struct client *clients;
 	struct turn *turn;     /* the running turn, or NULL */
+	char *next_text;       /* message received between cortex.done and the agent's exit */
 	uint64_t seq;          /* last seq sent on this session */
 	uint64_t turns;        /* turns started (argv gets --continue after the first) */
 	int had_success;       /* an earlier turn finished: the agent can --continue */

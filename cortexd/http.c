@@ -126,7 +126,10 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
 		}
 		return 0;
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-		dispatch(wsi, h);
+		/* lws also reports completion of an empty POST body that we already
+		 * answered from LWS_CALLBACK_HTTP: never run a request twice. */
+		if (!h->responding)
+			dispatch(wsi, h);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		if (!h->responding)

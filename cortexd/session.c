@@ -199,8 +199,8 @@ static int prepare(struct session *s, cx_err *err)
 
 	const char *hide[] = {c->data_dir, NULL};
 	sandbox_bind binds[2] = {
-		{c->ws_agent_path, "/opt/cortex/bin/ws-agent"},
-		{c->agent_dir, "/opt/cortex/agent"},
+		{c->ws_agent_path, "/cortex/bin/ws-agent"},
+		{c->agent_dir, "/cortex/agent"},
 	};
 	sandbox_opts o = SANDBOX_OPTS_INIT;
 	o.id = s->id;
@@ -231,7 +231,7 @@ static int prepare(struct session *s, cx_err *err)
 	cleanup_close int wr = pfd[1];
 	char ctx_timeout[32];
 	snprintf(ctx_timeout, sizeof ctx_timeout, "%d", c->context_timeout_ms);
-	const char *argv[] = {"/opt/cortex/bin/ws-agent", "--socket", "/run/cortex/agent.sock",
+	const char *argv[] = {"/cortex/bin/ws-agent", "--socket", "/run/cortex/agent.sock",
 			      "--ready-fd", "3", "--context", "/tmp/vf-pending-query.json",
 			      "--context-timeout-ms", ctx_timeout, NULL};
 	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the

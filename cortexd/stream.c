@@ -190,6 +190,12 @@ static void turn_end(struct session *s)
 	s->turn = NULL;
 	turn_free(t);
 	s->last_active_at = cx_wall_ms();
+	/* A message that arrived after cortex.done but before the agent exited. */
+	char *next = s->next_text;
+	s->next_text = NULL;
+	if (next && !s->deleted)
+		turn_start(s, next);
+	free(next);
 }
 
 static void turn_fail(struct session *s, const char *code, const char *msg)
@@ -428,6 +434,8 @@ static void handle_client_msg(struct client *c, const char *data, size_t len)
 			send_error_to(s, c, "bad_frame", "\"message\" needs a non-empty string \"text\"");
 		else if (json_string_length(tv) > CX_CAP_MESSAGE_TEXT)
 			send_error_to(s, c, "too_large", "message text over the size cap");
+		else if (s->turn && s->turn->done_sent && !s->next_text)
+			s->next_text = strdup(text); /* the agent is exiting; starts at wsa.exit */
 		else if (s->turn)
 			send_error_to(s, c, "busy", "a turn is running on this session; cancel it or wait for cortex.done");
 		else
@@ -743,6 +751,8 @@ int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user
 
 void stream_session_detach(struct session *s)
 {
+	free(s->next_text);
+	s->next_text = NULL;
 	if (s->turn) {
 		send_error_to(s, NULL, "session_stopped", "the session was stopped");
 		turn_end(s);

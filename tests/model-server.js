@@ -40,12 +40,15 @@ const server = http.createServer((req, res) => {
   req.on('data', c => chunks.push(c));
   req.on('end', () => {
     const raw = Buffer.concat(chunks).toString();
-    if (log) log.write(JSON.stringify({method: req.method, url: req.url, headers: req.headers, body: raw.slice(0, 4000)}) + '\n');
     let body = {};
     try { body = raw ? JSON.parse(raw) : {}; } catch (e) {
+      if (log) log.write(JSON.stringify({method: req.method, url: req.url, bad_json: true}) + '\n');
       res.writeHead(400, {'content-type': 'application/json'});
       return res.end(JSON.stringify({type: 'error', error: {type: 'invalid_request_error', message: 'bad json'}}));
     }
+    if (log) log.write(JSON.stringify({method: req.method, url: req.url, headers: req.headers,
+      stream: !!body.stream, model: body.model, n_messages: (body.messages || []).length,
+      last_user: lastUserText(body).slice(0, 200)}) + '\n');
     const url = req.url.split('?')[0];
     if (url.endsWith('/count_tokens')) {
       res.writeHead(200, {'content-type': 'application/json'});

@@ -59,7 +59,11 @@ const L = require('./lib');
   L.eq(anonErr && anonErr.status, 401, 'bad token WebSocket -> 401');
 
   // Pre-start: the session becomes ready without any message.
-  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.state === 'ready', 'session ready', 30000);
+  await L.until(async () => {
+    const st = (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json;
+    if (st.state === 'error') throw new Error('session failed: ' + st.error);
+    return st.state === 'ready';
+  }, 'session ready', 30000);
   L.check(true, 'session reaches ready in the background');
 
   // Turn 1 over a ?token= connection (the browser form).
@@ -85,9 +89,9 @@ const L = require('./lib');
   const before = model.requests().length;
   fr = await L.turn(c, 'second question');
   L.eq(L.textOf(fr), 'Echo: second question. Done.', 'turn 2 streams');
-  const req2 = model.requests().slice(before).map(x => JSON.parse(x.body)).filter(b => b.stream);
-  const msgs = req2.length ? req2[req2.length - 1].messages : [];
-  L.check(msgs.length >= 3, 'turn 2 carries turn 1 (conversation continues)', '>= 3 messages', msgs.length);
+  const req2 = model.requests().slice(before).filter(b => b.stream);
+  const nmsg = req2.length ? req2[req2.length - 1].n_messages : 0;
+  L.check(nmsg >= 3, 'turn 2 carries turn 1 (conversation continues)', '>= 3 messages', nmsg);
   L.eq(fr[fr.length - 1].path, 'warm', 'turn 2 takes the warm path');
 
   // A malformed frame: an error, and the session stays usable.

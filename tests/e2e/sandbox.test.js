@@ -1,0 +1,56 @@
+// The sandbox boundary, checked from inside through the real agent's real
+// Bash tool: the model stand-in answers "RUN: cmd" with a Bash tool_use and
+// echoes the tool's output back as TOOL_OUTPUT<<<...>>>.
+'use strict';
+const fs = require('fs');
+const L = require('./lib');
+
+async function run(c, cmd) {
+  const fr = await L.turn(c, 'RUN: ' + cmd, 120000);
+  const m = L.textOf(fr).match(/TOOL_OUTPUT<<<([\s\S]*)>>>/);
+  if (!m) throw new Error(`no tool output for ${cmd}; frames:\n` + fr.map(f => JSON.stringify(f).slice(0, 400)).join('\n'));
+  return m[1];
+}
+
+(async () => {
+  const model = await L.startModelServer();
+  const d = await L.startCortexd({env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-test-key'}});
+  const alice = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'alice'})).json.token;
+  const sid = (await L.http(d.base, 'POST', '/v1/sessions', alice, {})).json.id;
+  const c = L.connect(d.base, sid, alice);
+  await c.opened;
+
+  let out = await run(c, "for d in /proc/[0-9]*; do echo \"${d#/proc/}:$(tr '\\0' ' ' < $d/cmdline)\"; done");
+  L.check(/ws-agent/.test(out) && /claude/.test(out), 'the sandbox sees its own processes', 'ws-agent, claude', out);
+  L.check(!/model-server|sandbox\.test\.js|ctest/.test(out), "the sandbox cannot see the host's processes", 'no model-server / test runner', out);
+  // The sandbox's PID 1 is forked from cortexd (same cmdline); the host daemon itself must not appear.
+  const daemonLines = out.split('\n').filter(l => /cortexd/.test(l) && !/^1:/.test(l) && !/RUN:|shell-snapshots/.test(l));
+  L.eq(daemonLines, [], 'the only cortexd-named process inside is the sandbox init (pid 1)');
+  const pids = (await run(c, "ls /proc | grep -c '^[0-9]'")).trim();
+  L.check(Number(pids) > 0 && Number(pids) < 30, 'only a handful of pids in the sandbox /proc', '< 30', pids);
+
+  out = await run(c, 'id -u; id -g; grep -E "^(NoNewPrivs|Seccomp):" /proc/self/status; hostname');
+  L.check(/^65534\n65534\n/.test(out), 'agent tools run as an unprivileged uid', '65534', out);
+  L.check(/NoNewPrivs:\s+1/.test(out) && /Seccomp:\s+2/.test(out), 'no_new_privs and a seccomp filter are on', 'NoNewPrivs 1, Seccomp 2', out);
+
+  out = await run(c, `for p in /etc/cx_probe /usr/cx_probe /cx_probe /opt/cx_probe /var/cx_probe ${d.dataDir}/cx_probe; do ` +
+    'if touch $p 2>/dev/null; then echo WROTE:$p; else echo DENIED:$p; fi; done; ' +
+    'for p in /home/agent/cx_ok /workspace/cx_ok /tmp/cx_ok; do if touch $p; then echo WROTE:$p; else echo DENIED:$p; fi; done');
+  for (const p of ['/etc/cx_probe', '/usr/cx_probe', '/cx_probe', '/opt/cx_probe', '/var/cx_probe', `${d.dataDir}/cx_probe`])
+    L.check(out.includes('DENIED:' + p), `cannot write ${p}`, 'DENIED', out);
+  for (const p of ['/home/agent/cx_ok', '/workspace/cx_ok', '/tmp/cx_ok'])
+    L.check(out.includes('WROTE:' + p), `can write ${p}`, 'WROTE', out);
+  L.check(!fs.existsSync('/etc/cx_probe') && !fs.existsSync('/cx_probe'), 'nothing appeared on the host', 'absent', 'present');
+  L.check(fs.existsSync(`${d.dataDir}/sessions/${sid}/workspace/cx_ok`), '/workspace is the session dir on the host', 'exists', 'missing');
+
+  out = await run(c, `ls -A ${d.dataDir} | wc -l; ls /root 2>&1 | head -1; cat ${d.dataDir}/cortex.db 2>&1 | head -c 40`);
+  L.check((/^0\n/.test(out) || /No such file/.test(out)) && !/SQLite format/.test(out), "the daemon's data dir is masked inside", 'empty or absent', out);
+  L.check(/No such file|Permission denied/.test(out.split('\n').slice(1).join('\n')), '/root is not readable inside', 'absent', out);
+
+  out = await run(c, 'ls /tmp');
+  L.check(!/vf-pending-query/.test(out), 'the context file is deleted once read', 'absent', out);
+
+  await c.close();
+  await d.stop();
+  L.done();
+})();
