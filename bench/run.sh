@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# make bench: every benchmark, printing its table.  Numbers are compared as
+# ratios measured side by side in one run (absolute times drift on shared hosts).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+export NODE_PATH="$root/.deps/node_modules"
+export CORTEXD="${CORTEXD:-$root/build/cortexd}"
+export TESTS_DIR="$root/tests"
+export CORTEX_CLAUDE_DIR="${CORTEX_CLAUDE_DIR:-$root/.deps/node_modules/@anthropic-ai/claude-code}"
+export CORTEX_TEST_TMP="${CORTEX_TEST_TMP:-$root/build/bench-tmp}"
+mkdir -p "$CORTEX_TEST_TMP"
+node "$root/bench/ttft.js"
