@@ -24,9 +24,13 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/inotify.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+
+/* After the agent exits, how long output may keep draining before the turn is cut. */
+#define WSA_EOF_GIVE_UP_MS 60000
 
 enum fd_kind { FD_SIGNAL = 1, FD_INOTIFY, FD_STDOUT, FD_STDERR, FD_PIDFD };
 
@@ -53,6 +57,8 @@ struct wsa_turn {
 	bool cancelled;
 	bool paused; /* pipes flow-controlled off */
 	int eof_stage;
+	bool forced_eof;
+	lws_usec_t reaped_at;
 	struct lws *out_wsi, *err_wsi, *pid_wsi; /* NULL once closed */
 	struct wsa_lines out_lines, err_lines;
 	char tail[CX_CAP_STDERR_TAIL];
@@ -176,7 +182,7 @@ static void turn_reset(struct wsa_server *srv)
 	t->state = TURN_IDLE;
 	t->owner = NULL;
 	t->pid = 0;
-	t->reaped = t->cancelled = t->paused = t->tail_cut = false;
+	t->reaped = t->cancelled = t->paused = t->tail_cut = t->forced_eof = false;
 	t->eof_stage = 0;
 	t->status = 0;
 	t->tail_len = 0;
@@ -220,6 +226,7 @@ static void turn_on_reaped(struct wsa_server *srv, int status)
 {
 	struct wsa_turn *t = &srv->turn;
 	t->reaped = true;
+	t->reaped_at = lws_now_usecs();
 	t->status = status;
 	lws_sul_cancel(&t->sul_kill);
 	close_wsi_async(t->pid_wsi);
@@ -241,8 +248,16 @@ static void turn_try_reap(struct wsa_server *srv)
 	turn_maybe_finish(srv);
 }
 
+static bool pipe_has_data(struct lws *wsi)
+{
+	int n = 0;
+	return wsi && ioctl(lws_get_socket_fd(wsi), FIONREAD, &n) == 0 && n > 0;
+}
+
 /* The agent exited but something (a background child, possibly outside the
- * group) still holds its stdout/stderr.  Kill the group, then stop listening:
+ * group) still holds its stdout/stderr.  While output is still flowing to
+ * cortexd (paused for backpressure, or unread bytes in a pipe) keep waiting,
+ * up to WSA_EOF_GIVE_UP_MS; otherwise kill the group, then stop listening:
  * the turn must end. */
 static void sul_eof_cb(lws_sorted_usec_list_t *sul)
 {
@@ -250,8 +265,9 @@ static void sul_eof_cb(lws_sorted_usec_list_t *sul)
 	struct wsa_turn *t = &srv->turn;
 	if (t->state != TURN_RUNNING)
 		return;
-	if (t->paused) { /* still draining legitimately buffered output */
-		lws_sul_schedule(srv->ctx, 0, sul, sul_eof_cb, WSA_KILL_GRACE_MS * LWS_US_PER_MS);
+	bool draining = t->paused || pipe_has_data(t->out_wsi) || pipe_has_data(t->err_wsi);
+	if (draining && lws_now_usecs() - t->reaped_at < WSA_EOF_GIVE_UP_MS * LWS_US_PER_MS) {
+		lws_sul_schedule(srv->ctx, 0, sul, sul_eof_cb, 500 * LWS_US_PER_MS);
 		return;
 	}
 	if (t->eof_stage++ == 0) {
@@ -259,6 +275,7 @@ static void sul_eof_cb(lws_sorted_usec_list_t *sul)
 		lws_sul_schedule(srv->ctx, 0, sul, sul_eof_cb, 500 * LWS_US_PER_MS);
 		return;
 	}
+	t->forced_eof = true; /* a partial last line is a cut line: drop it */
 	close_wsi_async(t->out_wsi);
 	close_wsi_async(t->err_wsi);
 }
@@ -476,15 +493,19 @@ static void tail_append(struct wsa_turn *t, const char *data, size_t n)
 	t->tail_len += n;
 }
 
+/* 0: data consumed; 1: nothing to read right now; -1: EOF or error (close it). */
 static int on_pipe_readable(struct wsa_server *srv, struct lws *wsi, enum fd_kind kind)
 {
 	static char buf[WSA_READ_CHUNK]; /* single-threaded loop */
 	struct wsa_turn *t = &srv->turn;
 	cx_err err = CX_ERR_INIT;
 
-	ssize_t r = read(lws_get_socket_fd(wsi), buf, sizeof buf);
+	ssize_t r;
+	do
+		r = read(lws_get_socket_fd(wsi), buf, sizeof buf);
+	while (r < 0 && errno == EINTR);
 	if (r < 0)
-		return (errno == EAGAIN || errno == EINTR) ? 0 : -1;
+		return errno == EAGAIN ? 1 : -1; /* 1: nothing now, try later */
 	if (r == 0)
 		return -1; /* EOF: the close callback finishes the stream */
 	int rc;
@@ -504,13 +525,20 @@ static int on_pipe_readable(struct wsa_server *srv, struct lws *wsi, enum fd_kin
 static void on_fd_closed(struct wsa_server *srv, struct lws *wsi, enum fd_kind kind)
 {
 	struct wsa_turn *t = &srv->turn;
+	/* lws also closes a pipe on POLLHUP while we have POLLIN masked for
+	 * backpressure, with output still buffered in it.  The fd is still open
+	 * here: take what is left (at most one pipe buffer, so still bounded). */
+	if ((kind == FD_STDOUT || kind == FD_STDERR) && !srv->stopping && !t->forced_eof &&
+	    (wsi == t->out_wsi || wsi == t->err_wsi))
+		while (on_pipe_readable(srv, wsi, kind) == 0)
+			;
 	if (kind == FD_STDOUT && wsi == t->out_wsi) {
 		t->out_wsi = NULL;
-		if (!srv->stopping)
+		if (!srv->stopping && !t->forced_eof)
 			wsa_lines_finish(&t->out_lines, on_stdout_line, srv);
 	} else if (kind == FD_STDERR && wsi == t->err_wsi) {
 		t->err_wsi = NULL;
-		if (!srv->stopping)
+		if (!srv->stopping && !t->forced_eof)
 			wsa_lines_finish(&t->err_lines, on_stderr_line, srv);
 	} else if (kind == FD_PIDFD && wsi == t->pid_wsi) {
 		t->pid_wsi = NULL;
@@ -571,7 +599,7 @@ static int callback_fd(struct lws *wsi, enum lws_callback_reasons reason, void *
 		switch (kind) {
 		case FD_STDOUT:
 		case FD_STDERR:
-			return on_pipe_readable(srv, wsi, kind);
+			return on_pipe_readable(srv, wsi, kind) < 0 ? -1 : 0;
 		case FD_PIDFD:
 			if (srv->turn.state == TURN_RUNNING && !srv->turn.reaped)
 				turn_try_reap(srv);
@@ -647,9 +675,10 @@ static void conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 {
 	struct wsa_turn *t = &srv->turn;
 	if (!srv->stopping && t->owner == c) {
-		/* cortexd went away: nobody will read this turn, stop the agent. */
-		turn_cancel(srv);
+		/* cortexd went away: nobody will read this turn, stop the agent.
+		 * Detach first so nothing is queued to the closing connection. */
 		t->owner = NULL;
+		turn_cancel(srv);
 		flow_update(srv); /* output now drops, so let the pipes drain */
 	}
 	wsa_outq_clear(&c->q);

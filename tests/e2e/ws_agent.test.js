@@ -98,9 +98,13 @@ async function startAgent(opts = {}) {
       };
       fs.writeFileSync(ctx, typeof c === 'string' ? c : JSON.stringify(c));
     },
+    // SIGTERM, then require a clean exit: status 0 and no sanitizer report.
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
-      return exited;
+      const st = await exited;
+      eq(JSON.stringify(st), JSON.stringify({ code: 0, signal: null }), 'ws-agent exit status after SIGTERM');
+      check(!/AddressSanitizer|LeakSanitizer|runtime error/.test(stderr), 'no sanitizer report', '', stderr);
+      return st;
     },
   };
   return agent;
@@ -392,6 +396,26 @@ test('backpressure: a client that stops reading pauses the agent', async () => {
     const flood = frames.filter((f) => byType('flood')(f.json));
     eq(flood.length, N, 'every flood line delivered');
     for (let i = 0; i < N; i++) if (flood[i].json.n !== i) eq(flood[i].json.n, i, 'order');
+    eq(frames[frames.length - 1].json.code, 0, 'exit code');
+  } finally { await a.stop(); }
+});
+
+test('backpressure: output still in the pipe when the agent exits is not lost', async () => {
+  // The agent writes a little more than ws-agent may queue, into a 1 MiB pipe,
+  // and exits while ws-agent is paused: the tail must still be delivered.
+  const a = await startAgent();
+  try {
+    const c = await connect(a);
+    const N = 8700;
+    a.writeContext({ FAKE_MODE: 'flood', FAKE_LINES: String(N), FAKE_PIPE_SZ: String(1 << 20) });
+    c.send({ type: 'run', turn: 1 });
+    const init = (await c.next(byType('system'), 'init line')).json;
+    c.ws._socket.pause();
+    await waitFor(() => !isAlive(init.pid), 'agent to finish writing and exit while the client is paused', 8000);
+    c.ws._socket.resume();
+    const frames = await c.untilExit(1, 30000);
+    const flood = frames.filter((f) => byType('flood')(f.json));
+    eq(flood.length, N, 'every flood line delivered');
     eq(frames[frames.length - 1].json.code, 0, 'exit code');
   } finally { await a.stop(); }
 });
