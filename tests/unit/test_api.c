@@ -1,0 +1,266 @@
+/* Unit tests: auth (tokens, hashing, names, admin token file), the API's JSON
+ * handling (bad input -> 4xx JSON, nothing stored half-way) and config parsing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth.h"
+#include "daemon.h"
+
+static char tmpdir[4096];
+
+#define assert_int_eq_msg(actual, expected, what)                                                  \
+	do {                                                                                       \
+		long long a_ = (long long)(actual), e_ = (long long)(expected);                    \
+		if (a_ != e_)                                                                      \
+			fail_msg("%s: expected %lld, got %lld", what, e_, a_);                     \
+	} while (0)
+
+static int setup(void **state)
+{
+	(void)state;
+	const char *base = getenv("CORTEX_TEST_TMP") ? getenv("CORTEX_TEST_TMP") : "/tmp";
+	mkdir(base, 0755);
+	snprintf(tmpdir, sizeof tmpdir, "%s/api-XXXXXX", base);
+	if (!mkdtemp(tmpdir))
+		return -1;
+	char db[4200];
+	snprintf(db, sizeof db, "%s/t.db", tmpdir);
+	cx_err err = CX_ERR_INIT;
+	memset(&D, 0, sizeof D);
+	config_defaults(&D.cfg);
+	if (store_open(&D.st, "sqlite", db, &err) < 0)
+		return -1;
+	unsetenv("CORTEX_ADMIN_TOKEN");
+	if (auth_admin_init(tmpdir, D.admin_token, &err) < 0)
+		return -1;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	store_close(D.st);
+	D.st = NULL;
+	return 0;
+}
+
+static struct api_resp call(const char *method, const char *path, const char *token, const char *body)
+{
+	struct api_req r = {method, path, token, body, body ? strlen(body) : 0};
+	struct api_resp resp = {0, NULL, NULL};
+	api_handle(&r, &resp);
+	return resp;
+}
+
+/* The error code of a 4xx body, checking the body's shape on the way. */
+static const char *err_code(struct api_resp *r, json_t **keep)
+{
+	json_t *o = json_loads(r->body ? r->body : "", 0, NULL);
+	*keep = o;
+	json_t *e = json_object_get(o, "error");
+	if (!json_is_string(json_object_get(e, "message")))
+		fail_msg("error body lacks error.message: %s", r->body ? r->body : "(none)");
+	return json_string_value(json_object_get(e, "code"));
+}
+
+static void expect_error(const char *method, const char *path, const char *token, const char *body,
+			 int status, const char *code)
+{
+	struct api_resp r = call(method, path, token, body);
+	if (r.status != status)
+		fail_msg("%s %s body=%s: expected %d, got %d (%s)", method, path, body ? body : "-", status,
+			 r.status, r.body ? r.body : "");
+	json_t *o;
+	const char *c = err_code(&r, &o);
+	if (!c || strcmp(c, code))
+		fail_msg("%s %s: expected code %s, got %s", method, path, code, c ? c : "(none)");
+	json_decref(o);
+	free(r.body);
+}
+
+static void test_token_shape_and_hash(void **state)
+{
+	(void)state;
+	char a[AUTH_TOKEN_LEN + 1], b[AUTH_TOKEN_LEN + 1], h1[AUTH_HASH_HEX], h2[AUTH_HASH_HEX];
+	auth_token_new(a);
+	auth_token_new(b);
+	assert_int_eq_msg(strlen(a), AUTH_TOKEN_LEN, "token length");
+	assert_true(!strncmp(a, "cx_", 3));
+	assert_string_not_equal(a, b);
+	auth_token_hash(a, h1);
+	auth_token_hash(a, h2);
+	assert_string_equal(h1, h2);
+	auth_token_hash(b, h2);
+	assert_string_not_equal(h1, h2);
+	/* SHA-256 of "abc" — the hash is the standard one, not something home-made. */
+	auth_token_hash("abc", h1);
+	assert_string_equal(h1, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_names(void **state)
+{
+	(void)state;
+	assert_true(auth_valid_name("alice"));
+	assert_true(auth_valid_name("a-1_b"));
+	assert_false(auth_valid_name(""));
+	assert_false(auth_valid_name("-a"));
+	assert_false(auth_valid_name("Alice"));
+	assert_false(auth_valid_name("../x"));
+	assert_false(auth_valid_name("a/b"));
+	char longname[80];
+	memset(longname, 'a', 65);
+	longname[65] = '\0';
+	assert_false(auth_valid_name(longname));
+}
+
+static void test_admin_token_file(void **state)
+{
+	(void)state;
+	char path[4200], again[256];
+	snprintf(path, sizeof path, "%s/admin.token", tmpdir);
+	struct stat st;
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_eq_msg(st.st_mode & 0777, 0600, "admin.token mode");
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(auth_admin_init(tmpdir, again, &err), 0); /* re-read, not regenerated */
+	assert_string_equal(again, D.admin_token);
+	assert_true(auth_is_admin(D.admin_token));
+	assert_false(auth_is_admin("cx_nope"));
+	assert_false(auth_is_admin(NULL));
+}
+
+static void test_user_create_and_lookup(void **state)
+{
+	(void)state;
+	char body[64];
+	snprintf(body, sizeof body, "{\"name\":\"alice\"}");
+	struct api_resp r = call("POST", "/v1/users", D.admin_token, body);
+	assert_int_eq_msg(r.status, 201, "create alice");
+	json_t *o = json_loads(r.body, 0, NULL);
+	const char *tok = json_string_value(json_object_get(o, "token"));
+	assert_non_null(tok);
+	char user[80];
+	assert_int_eq_msg(api_auth(tok, user, sizeof user), 0, "user token resolves");
+	assert_string_equal(user, "alice");
+	assert_int_eq_msg(api_auth(D.admin_token, user, sizeof user), 1, "admin resolves");
+	assert_int_eq_msg(api_auth("cx_0000", user, sizeof user), -1, "junk token");
+	/* The token itself is never stored: only its hash. */
+	store_kv *kv;
+	size_t n;
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(store_list(D.st, "", 0, &kv, &n, &err), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strstr(kv[i].key, tok) || strstr(kv[i].val, tok))
+			fail_msg("token stored in clear under %s", kv[i].key);
+	store_kv_free(kv, n);
+	expect_error("POST", "/v1/users", D.admin_token, body, 409, "exists");
+	json_decref(o);
+	free(r.body);
+}
+
+static void test_bad_input(void **state)
+{
+	(void)state;
+	const char *adm = D.admin_token;
+	expect_error("POST", "/v1/users", NULL, "{\"name\":\"x\"}", 401, "unauthorized");
+	expect_error("POST", "/v1/users", "wrong", "{\"name\":\"x\"}", 401, "unauthorized");
+	expect_error("POST", "/v1/users", adm, "{\"name\":", 400, "bad_json");
+	expect_error("POST", "/v1/users", adm, "[1,2]", 400, "bad_request");
+	expect_error("POST", "/v1/users", adm, "{\"name\":5}", 400, "bad_request");
+	expect_error("POST", "/v1/users", adm, "{\"name\":\"x\",\"name\":\"y\"}", 400, "bad_json");
+	expect_error("POST", "/v1/users", adm, "{\"name\":\"x\",\"admin\":true}", 400, "bad_request");
+	expect_error("POST", "/v1/users", adm, NULL, 400, "bad_request");
+	expect_error("GET", "/v1/users", adm, NULL, 405, "method_not_allowed");
+	expect_error("GET", "/v1/nothing", adm, NULL, 404, "not_found");
+	expect_error("GET", "/v1/sessions", adm, NULL, 403, "forbidden");
+	expect_error("GET", "/metrics", "cx_nobody", NULL, 401, "unauthorized");
+	/* Nothing was stored by any of the rejected requests. */
+	store_kv *kv;
+	size_t n;
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(store_list(D.st, "users/", 0, &kv, &n, &err), 0);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(kv[i].key, "users/x"))
+			fail_msg("rejected request stored users/x");
+	store_kv_free(kv, n);
+}
+
+static void test_sessions_of_other_users_are_404(void **state)
+{
+	(void)state;
+	struct api_resp r = call("POST", "/v1/users", D.admin_token, "{\"name\":\"bob\"}");
+	json_t *o = json_loads(r.body, 0, NULL);
+	char bob[AUTH_TOKEN_LEN + 1];
+	snprintf(bob, sizeof bob, "%s", json_string_value(json_object_get(o, "token")));
+	json_decref(o);
+	free(r.body);
+	expect_error("GET", "/v1/sessions/s_doesnotexist", bob, NULL, 404, "not_found");
+	expect_error("GET", "/v1/sessions/s_x/messages", bob, NULL, 404, "not_found");
+	expect_error("POST", "/v1/sessions", bob, "{\"surface\":\"tv\"}", 400, "bad_request");
+	expect_error("POST", "/v1/sessions", bob, "{\"idle_sleep_s\":-1}", 400, "bad_request");
+	expect_error("POST", "/v1/sessions", bob, "{\"bogus\":1}", 400, "bad_request");
+	r = call("GET", "/v1/sessions", bob, NULL);
+	assert_int_eq_msg(r.status, 200, "list");
+	assert_string_equal(r.body, "[]");
+	free(r.body);
+}
+
+static void test_config(void **state)
+{
+	(void)state;
+	config c;
+	config_defaults(&c);
+	cx_err err = CX_ERR_INIT;
+	char *argv1[] = {"cortexd", "--listen", "0.0.0.0:0", "--log-format", "json", NULL};
+	assert_int_equal(config_parse_args(&c, 5, argv1, &err), 0);
+	assert_string_equal(c.listen_host, "0.0.0.0");
+	assert_int_equal(c.listen_port, 0);
+	assert_int_equal(c.log_json, 1);
+	char *argv2[] = {"cortexd", "--listen", "nohostport", NULL};
+	assert_int_equal(config_parse_args(&c, 3, argv2, &err), -1);
+	assert_non_null(strstr(err.msg, "HOST:PORT"));
+	char *argv3[] = {"cortexd", "--store", "redis", NULL};
+	assert_int_equal(config_parse_args(&c, 3, argv3, &err), -1);
+	char path[4200];
+	snprintf(path, sizeof path, "%s/c.json", tmpdir);
+	FILE *f = fopen(path, "w");
+	fputs("{\"listen\":\"127.0.0.1:9999\",\"sandbox\":{\"uid\":1234,\"memory_max_mb\":64},"
+	      "\"provider\":{\"base_url\":\"http://x\"}}",
+	      f);
+	fclose(f);
+	config_defaults(&c);
+	assert_int_equal(config_load_file(&c, path, &err), 0);
+	assert_int_equal(c.listen_port, 9999);
+	assert_int_equal(c.sandbox_uid, 1234);
+	assert_true(c.sandbox_memory_max == 64ull << 20);
+	assert_string_equal(c.provider_base_url, "http://x");
+	f = fopen(path, "w");
+	fputs("{\"sandbox\":{\"uid\":\"root\"}}", f);
+	fclose(f);
+	assert_int_equal(config_load_file(&c, path, &err), -1);
+	assert_non_null(strstr(err.msg, "uid"));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_token_shape_and_hash),
+		cmocka_unit_test(test_names),
+		cmocka_unit_test(test_admin_token_file),
+		cmocka_unit_test(test_user_create_and_lookup),
+		cmocka_unit_test(test_bad_input),
+		cmocka_unit_test(test_sessions_of_other_users_are_404),
+		cmocka_unit_test(test_config),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
