@@ -9,9 +9,10 @@
  * pidfd, the inotify fd and a signalfd are adopted into the loop as raw file
  * descriptors, timers are lws_sul.  No threads, no sleeps.
  *
- * Files: context.c (context file: wait helpers, read, parse), agent.c (spawn,
+ * Files: context.c (read + parse the context file), agent.c (spawn,
  * kill, reap), lines.c (line splitting, UTF-8), outq.c (outgoing frame queue),
- * server.c (protocol + turn state machine), main.c (args, lws context).
+ * server.c (protocol, turn state machine, waiting for the context file),
+ * main.c (args).
  */
 #ifndef WSA_H
 #define WSA_H
