@@ -1,2 +1,453 @@
-/* placeholder */
-#include "sandbox.h"
+/* sandbox.c — sandbox lifecycle (create, stop, destroy) and the library's
+ * side of the control protocol (exec, health).
+ *
+ * sandbox_create forks a monitor; the monitor unshares the mount, pid, ipc and
+ * uts namespaces and forks init (PID 1 there).  The monitor only waits for
+ * init and exits with it; it exists because a process cannot move itself into
+ * a new pid namespace, and it carries PR_SET_PDEATHSIG so that the sandbox
+ * dies with cortexd (init has PDEATHSIG towards the monitor, and init's death
+ * kills the namespace).  Note: PDEATHSIG follows the *thread* that forked, so
+ * create sandboxes from a long-lived thread.
+ *
+ * Setup handshake on the sync socket (errors travel as code + message):
+ *   monitor -> lib  PID(init's host pid)   lib puts it in the cgroup
+ *   lib -> init     GO                      init builds mounts, drops privs
+ *   init -> lib     READY | ERROR
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "sandbox-internal.h"
+
+#define CTL_TIMEOUT_MS 10000 /* exec and ping replies */
+
+
+/* ---- sync channel ---- */
+
+typedef struct sync_hdr {
+	int32_t type, code;
+	uint32_t len;
+} sync_hdr;
+
+int sbx_sync_send(int fd, int type, int code, const char *msg)
+{
+	size_t len = msg ? strnlen(msg, sizeof ((cx_err *)0)->msg - 1) : 0;
+	sync_hdr h = {type, code, (uint32_t)len};
+	char buf[sizeof h + sizeof ((cx_err *)0)->msg];
+	memcpy(buf, &h, sizeof h);
+	if (len)
+		memcpy(buf + sizeof h, msg, len);
+	return cx_write_all(fd, buf, sizeof h + len, NULL);
+}
+
+int sbx_sync_recv(int fd, int *out_type, int *out_code, cx_err *err)
+{
+	sync_hdr h;
+	if (cx_read_all(fd, &h, sizeof h, err) < 0)
+		return -1;
+	if (h.type != SBX_SYNC_ERROR) {
+		*out_type = h.type;
+		*out_code = h.code;
+		return 0;
+	}
+	char msg[sizeof err->msg];
+	size_t keep = h.len < sizeof msg - 1 ? h.len : sizeof msg - 1;
+	if (cx_read_all(fd, msg, keep, err) < 0)
+		return -1;
+	msg[keep] = '\0';
+	/* The child's message already carries its errno text. */
+	cx_err_set(err, 0, "%s", msg);
+	if (err)
+		err->code = h.code;
+	return -1;
+}
+
+void sbx_child_fail(int sync_fd, const cx_err *err)
+{
+	(void)sbx_sync_send(sync_fd, SBX_SYNC_ERROR, err->code ? err->code : EIO, err->msg);
+	_exit(1);
+}
+
+int sbx_close_fds_except(const int *keep, size_t n_keep)
+{
+	int sorted[8];
+	if (n_keep > sizeof sorted / sizeof sorted[0])
+		return -1;
+	memcpy(sorted, keep, n_keep * sizeof *keep);
+	for (size_t i = 1; i < n_keep; i++) /* insertion sort; n is tiny */
+		for (size_t j = i; j > 0 && sorted[j - 1] > sorted[j]; j--) {
+			int t = sorted[j];
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = t;
+		}
+	unsigned lo = 3;
+	for (size_t i = 0; i < n_keep; i++) {
+		if (sorted[i] < (int)lo)
+			continue;
+		if ((unsigned)sorted[i] > lo && close_range(lo, (unsigned)sorted[i] - 1, 0) < 0)
+			return -1;
+		lo = (unsigned)sorted[i] + 1;
+	}
+	return close_range(lo, ~0U, 0);
+}
+
+/* ---- monitor ---- */
+
+__attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts, pid_t parent,
+						   int sync_fd, int ctl_fd)
+{
+	cx_err err = CX_ERR_INIT;
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
+		_exit(1); /* the creator is already gone */
+	/* The daemon may ignore SIGCHLD (then waitpid fails) or block signals. */
+	signal(SIGCHLD, SIG_DFL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	/* Other threads' fds without O_CLOEXEC must not reach the sandbox. */
+	int keep[2] = {sync_fd, ctl_fd};
+	if (sbx_close_fds_except(keep, 2) < 0) {
+		cx_err_set(&err, errno, "close inherited fds");
+		sbx_child_fail(sync_fd, &err);
+	}
+	if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
+		cx_err_set(&err, errno, "unshare namespaces");
+		sbx_child_fail(sync_fd, &err);
+	}
+	pid_t init = fork();
+	if (init == 0)
+		sbx_init_main(opts, sync_fd, ctl_fd);
+	if (init < 0) {
+		cx_err_set(&err, errno, "fork init");
+		sbx_child_fail(sync_fd, &err);
+	}
+	close(ctl_fd);
+	if (sbx_sync_send(sync_fd, SBX_SYNC_PID, init, NULL) < 0)
+		_exit(1); /* PDEATHSIG takes init with us */
+	close(sync_fd);
+	int st;
+	while (waitpid(init, &st, 0) < 0)
+		if (errno != EINTR)
+			_exit(1);
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+}
+
+/* ---- lifecycle ---- */
+
+static int check_opts(const sandbox_opts *o, cx_err *err)
+{
+	if (!o || o->version != SANDBOX_OPTS_VERSION)
+		return cx_err_set(err, EINVAL, "sandbox: unsupported opts version");
+	size_t idlen = o->id ? strlen(o->id) : 0;
+	if (idlen < 1 || idlen > CX_CAP_NAME ||
+	    strspn(o->id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != idlen)
+		return cx_err_set(err, EINVAL, "sandbox: bad id '%s'", o->id ? o->id : "(null)");
+	if (o->cgroup_name && (!o->cgroup_name[0] || strchr(o->cgroup_name, '/') ||
+			       !strcmp(o->cgroup_name, ".") || !strcmp(o->cgroup_name, "..")))
+		return cx_err_set(err, EINVAL, "sandbox: bad cgroup_name '%s'", o->cgroup_name);
+	const char *dirs[][2] = {{"root_mount", o->root_mount}, {"home_dir", o->home_dir},
+				 {"workspace_dir", o->workspace_dir}, {"run_dir", o->run_dir}};
+	for (size_t i = 0; i < 4; i++)
+		if (!dirs[i][1] || dirs[i][1][0] != '/')
+			return cx_err_set(err, EINVAL, "sandbox: %s must be an absolute path",
+					  dirs[i][0]);
+	if (o->uid == 0 || o->gid == 0)
+		return cx_err_set(err, EINVAL, "sandbox: uid and gid must not be 0");
+	if (o->n_binds && !o->binds)
+		return cx_err_set(err, EINVAL, "sandbox: n_binds without binds");
+	return 0;
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* Kill init (and with it the pid namespace), reap the monitor. */
+static void kill_and_reap(sandbox *sb)
+{
+	if (sb->init_pidfd >= 0)
+		(void)pidfd_send_signal(sb->init_pidfd, SIGKILL, NULL, 0);
+	if (sb->monitor_pid > 0) {
+		/* Before init is known the monitor is the only handle. */
+		if (sb->init_pidfd < 0)
+			kill(sb->monitor_pid, SIGKILL);
+		while (waitpid(sb->monitor_pid, NULL, 0) < 0 && errno == EINTR)
+			;
+	}
+	sb->monitor_pid = -1;
+	sb->init_pid = -1;
+	close_fd(&sb->init_pidfd);
+	close_fd(&sb->ctl_fd);
+}
+
+static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
+{
+	int sp[2], cp[2];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+		return cx_err_set(err, errno, "socketpair");
+	cleanup_close int sync_fd = sp[0], sync_child = sp[1];
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cp) < 0)
+		return cx_err_set(err, errno, "socketpair");
+	sb->ctl_fd = cp[0];
+	cleanup_close int ctl_child = cp[1];
+
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0)
+		return cx_err_set(err, errno, "fork");
+	if (pid == 0)
+		monitor_main(opts, parent, sync_child, ctl_child);
+	sb->monitor_pid = pid;
+	close_fd(&sync_child);
+	close_fd(&ctl_child);
+
+	int type = 0, code = 0;
+	if (sbx_sync_recv(sync_fd, &type, &code, err) < 0)
+		return -1;
+	if (type != SBX_SYNC_PID || code <= 0)
+		return cx_err_set(err, EPROTO, "sync: expected init pid, got type %d", type);
+	sb->init_pid = code;
+	sb->init_pidfd = pidfd_open(sb->init_pid, 0);
+	if (sb->init_pidfd < 0)
+		return cx_err_set(err, errno, "pidfd_open %d", (int)sb->init_pid);
+	if (sbx_cgroup_add_pid(&sb->cg, sb->init_pid, err) < 0)
+		return -1;
+	if (sbx_sync_send(sync_fd, SBX_SYNC_GO, 0, NULL) < 0)
+		return cx_err_set(err, errno, "sync: send go");
+	if (sbx_sync_recv(sync_fd, &type, &code, err) < 0)
+		return -1;
+	if (type != SBX_SYNC_READY)
+		return cx_err_set(err, EPROTO, "sync: expected ready, got type %d", type);
+	return 0;
+}
+
+int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err)
+{
+	*out = NULL;
+	if (check_opts(opts, err) < 0)
+		return -1;
+	sandbox *sb = calloc(1, sizeof *sb);
+	if (!sb)
+		return cx_err_set(err, ENOMEM, "sandbox: calloc");
+	snprintf(sb->id, sizeof sb->id, "%s", opts->id);
+	sb->uid = opts->uid;
+	sb->gid = opts->gid;
+	sb->monitor_pid = sb->init_pid = -1;
+	sb->init_pidfd = sb->ctl_fd = -1;
+	if (sbx_cgroup_create(&sb->cg, opts, err) < 0) {
+		free(sb);
+		return cx_err_wrap(err, "sandbox %s", opts->id);
+	}
+	if (start(sb, opts, err) < 0) {
+		cx_err tmp = CX_ERR_INIT;
+		kill_and_reap(sb);
+		sbx_cgroup_remove(&sb->cg, &tmp);
+		free(sb);
+		return cx_err_wrap(err, "sandbox %s", opts->id);
+	}
+	*out = sb;
+	return 0;
+}
+
+pid_t sandbox_init_pid(const sandbox *sb)
+{
+	return sb ? sb->init_pid : -1;
+}
+
+int sandbox_stop(sandbox *sb, cx_err *err)
+{
+	if (!sb || sb->monitor_pid < 0)
+		return 0;
+	cx_err tmp = CX_ERR_INIT;
+	/* A v1-frozen task does not act on SIGKILL until thawed. */
+	if (!sb->cg.v2 && sb->cg.dirs[SBX_CG_FREEZER])
+		(void)sbx_cgroup_freeze(&sb->cg, false, &tmp);
+	kill_and_reap(sb);
+	/* Init's exit waits for the namespace to die, so this is brief; bounded
+	 * anyway (2 s) in case a task lingers in the cgroup. */
+	for (int i = 0; i < 400 && sbx_cgroup_is_empty(&sb->cg, &tmp) == 0; i++)
+		nanosleep(&(struct timespec){0, 5000000L}, NULL);
+	if (sbx_cgroup_remove(&sb->cg, err) < 0)
+		return cx_err_wrap(err, "sandbox %s: stop", sb->id);
+	return 0;
+}
+
+void sandbox_destroy(sandbox *sb)
+{
+	if (!sb)
+		return;
+	cx_err err = CX_ERR_INIT;
+	(void)sandbox_stop(sb, &err);
+	free(sb);
+}
+
+int sandbox_freeze(sandbox *sb, int frozen, cx_err *err)
+{
+	if (!sb || sb->monitor_pid < 0)
+		return cx_err_set(err, ESRCH, "sandbox: not running");
+	if (sbx_cgroup_freeze(&sb->cg, frozen != 0, err) < 0)
+		return cx_err_wrap(err, "sandbox %s: %s", sb->id, frozen ? "freeze" : "thaw");
+	return 0;
+}
+
+int sandbox_runtime_init(cx_err *err)
+{
+	if (prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) < 0)
+		return cx_err_set(err, errno, "PR_SET_CHILD_SUBREAPER");
+	return 0;
+}
+
+/* ---- control protocol, client side ---- */
+
+/* Waits for the reply to `seq`, skipping stale replies of requests that
+ * timed out earlier. */
+static int ctl_recv(sandbox *sb, uint32_t seq, sbx_ctl_hdr *h, char *msg, size_t msgcap,
+		    cx_err *err)
+{
+	uint64_t deadline = cx_mono_ms() + CTL_TIMEOUT_MS;
+	for (;;) {
+		uint64_t now = cx_mono_ms();
+		if (now >= deadline)
+			return cx_err_set(err, ETIMEDOUT, "control: no reply from init");
+		struct pollfd p = {sb->ctl_fd, POLLIN, 0};
+		int r = poll(&p, 1, (int)(deadline - now));
+		if (r < 0 && errno != EINTR)
+			return cx_err_set(err, errno, "control: poll");
+		if (r <= 0)
+			continue;
+		struct {
+			sbx_ctl_hdr h;
+			char msg[512];
+		} rep;
+		ssize_t n = recv(sb->ctl_fd, &rep, sizeof rep, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return cx_err_set(err, errno, "control: recv");
+		if (n == 0)
+			return cx_err_set(err, EPIPE, "control: init is gone");
+		if ((size_t)n < sizeof rep.h)
+			return cx_err_set(err, EPROTO, "control: short reply");
+		if (rep.h.seq != seq)
+			continue;
+		*h = rep.h;
+		size_t ml = (size_t)n - sizeof rep.h;
+		if (ml >= msgcap)
+			ml = msgcap - 1;
+		memcpy(msg, rep.msg, ml);
+		msg[ml] = '\0';
+		return 0;
+	}
+}
+
+int sandbox_health(sandbox *sb, cx_err *err)
+{
+	if (!sb || sb->ctl_fd < 0)
+		return cx_err_set(err, ESRCH, "sandbox: not running");
+	sbx_ctl_hdr h = {.type = SBX_CTL_PING, .seq = ++sb->seq};
+	if (send(sb->ctl_fd, &h, sizeof h, MSG_NOSIGNAL) < 0)
+		return cx_err_set(err, errno, "sandbox %s: ping", sb->id);
+	char msg[512];
+	uint32_t seq = h.seq;
+	if (ctl_recv(sb, seq, &h, msg, sizeof msg, err) < 0)
+		return cx_err_wrap(err, "sandbox %s: ping", sb->id);
+	if (h.type != SBX_CTL_PONG)
+		return cx_err_set(err, EPROTO, "sandbox %s: ping: unexpected reply %u", sb->id,
+				  h.type);
+	return 0;
+}
+
+/* Appends s and its NUL to buf; -1 when the request would exceed the cap. */
+static int put_str(char *buf, size_t *len, const char *s)
+{
+	size_t l = strlen(s) + 1;
+	if (l > SBX_CTL_MAX_MSG - *len)
+		return -1;
+	memcpy(buf + *len, s, l);
+	*len += l;
+	return 0;
+}
+
+int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_err *err)
+{
+	if (!sb || sb->ctl_fd < 0)
+		return cx_err_set(err, ESRCH, "sandbox: not running");
+	if (!eo || eo->version != SANDBOX_EXEC_OPTS_VERSION || !eo->argv || !eo->argv[0] ||
+	    eo->argv[0][0] != '/')
+		return cx_err_set(err, EINVAL, "sandbox exec: argv[0] must be an absolute path");
+	cleanup_free char *buf = malloc(sizeof(sbx_ctl_hdr) + SBX_CTL_MAX_MSG);
+	if (!buf)
+		return cx_err_set(err, ENOMEM, "sandbox exec");
+	sbx_ctl_hdr h = {.type = SBX_CTL_EXEC, .seq = ++sb->seq};
+	char *p = buf + sizeof h;
+	size_t len = 0;
+	bool fits = put_str(p, &len, eo->cwd ? eo->cwd : "/home/agent") == 0;
+	for (const char *const *a = eo->argv; fits && *a; a++, h.argc++)
+		fits = put_str(p, &len, *a) == 0;
+	for (const char *const *e = eo->envp; fits && e && *e; e++, h.envc++)
+		fits = put_str(p, &len, *e) == 0;
+	if (!fits)
+		return cx_err_set(err, E2BIG, "sandbox exec %s: argv + envp exceed %u bytes",
+				  eo->argv[0], SBX_CTL_MAX_MSG);
+
+	int fds[SBX_CTL_MAX_FDS], nfds = 0;
+	const int slots[SBX_CTL_MAX_FDS] = {eo->stdin_fd, eo->stdout_fd, eo->stderr_fd, eo->extra_fd};
+	for (int i = 0; i < SBX_CTL_MAX_FDS; i++)
+		if (slots[i] >= 0) {
+			h.fdmask |= 1u << i;
+			fds[nfds++] = slots[i];
+		}
+	memcpy(buf, &h, sizeof h);
+
+	union {
+		char b[CMSG_SPACE(sizeof(int) * SBX_CTL_MAX_FDS)];
+		struct cmsghdr align;
+	} cbuf;
+	memset(&cbuf, 0, sizeof cbuf);
+	struct iovec iov = {buf, sizeof h + len};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (nfds) {
+		mh.msg_control = cbuf.b;
+		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+	}
+	ssize_t n;
+	while ((n = sendmsg(sb->ctl_fd, &mh, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+		;
+	if (n < 0)
+		return cx_err_set(err, errno, "sandbox %s: exec %s: send", sb->id, eo->argv[0]);
+
+	char msg[512];
+	uint32_t seq = h.seq;
+	if (ctl_recv(sb, seq, &h, msg, sizeof msg, err) < 0)
+		return cx_err_wrap(err, "sandbox %s: exec %s", sb->id, eo->argv[0]);
+	if (h.type == SBX_CTL_EXEC_ERR) {
+		cx_err_set(err, 0, "sandbox %s: %s", sb->id, msg);
+		if (err)
+			err->code = h.code;
+		return -1;
+	}
+	if (h.type != SBX_CTL_EXEC_OK)
+		return cx_err_set(err, EPROTO, "sandbox %s: exec: unexpected reply %u", sb->id,
+				  h.type);
+	if (out_pid)
+		*out_pid = h.pid;
+	return 0;
+}

@@ -87,6 +87,10 @@ int sandbox_stop(sandbox *sb, cx_err *err);
 /* sandbox_stop() then free.  NULL is fine. */
 void sandbox_destroy(sandbox *sb);
 
+/* Freeze (frozen != 0) or thaw every process of the sandbox through its
+ * cgroup (v2 cgroup.freeze, v1 freezer.state).  sandbox_stop() thaws first. */
+int sandbox_freeze(sandbox *sb, int frozen, cx_err *err);
+
 /* Host pid of the sandbox's init (PID 1 inside), or -1 when stopped. */
 pid_t sandbox_init_pid(const sandbox *sb);
 

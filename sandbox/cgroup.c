@@ -1,0 +1,218 @@
+/* cgroup.c — one cgroup per sandbox, with memory and pids limits, on either
+ * cgroup v2 (unified hierarchy at /sys/fs/cgroup) or v1/hybrid (a tmpfs at
+ * /sys/fs/cgroup with one hierarchy per controller; v2 may also be mounted
+ * at /sys/fs/cgroup/unified, but without controllers, so it is unused).
+ *
+ * Layout: <root>[/<controller>]/<cgroup_name>/<id>.  The <cgroup_name> level
+ * is shared by all sandboxes and never removed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <time.h>
+
+#include "sandbox-internal.h"
+
+static const char *const v1_controllers[SBX_CG_MAX] = {"memory", "pids", "freezer"};
+
+static int write_file(const char *dir, const char *file, const char *val, cx_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	cleanup_close int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open %s", path);
+	/* cgroupfs takes each value in one write(); a short write is an error. */
+	ssize_t n = write(fd, val, strlen(val));
+	if (n < 0)
+		return cx_err_set(err, errno, "write %s (%s)", path, val);
+	return 0;
+}
+
+/* Reads up to cap-1 bytes of dir/file into buf (NUL-terminated). */
+static int read_file(const char *dir, const char *file, char *buf, size_t cap, cx_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%s", dir, file);
+	cleanup_close int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open %s", path);
+	ssize_t n = read(fd, buf, cap - 1);
+	if (n < 0)
+		return cx_err_set(err, errno, "read %s", path);
+	buf[n] = '\0';
+	return 0;
+}
+
+static int mkdir_ok(const char *path, cx_err *err)
+{
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", path);
+	return 0;
+}
+
+/* mkdir <base>/<name> and <base>/<name>/<id>; a leftover <id> from a crashed
+ * daemon is removed first (it fails with EBUSY if processes remain). */
+static int make_dir(char **out, const char *base, const char *name, const char *id, cx_err *err)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/%s", base, name);
+	if (mkdir_ok(path, err) < 0)
+		return -1;
+	snprintf(path, sizeof path, "%s/%s/%s", base, name, id);
+	if (mkdir(path, 0755) < 0) {
+		if (errno != EEXIST || rmdir(path) < 0 || mkdir(path, 0755) < 0)
+			return cx_err_set(err, errno, "mkdir %s", path);
+	}
+	*out = strdup(path);
+	if (!*out)
+		return cx_err_set(err, ENOMEM, "strdup");
+	return 0;
+}
+
+static void fmt_limit(char *buf, size_t cap, uint64_t v)
+{
+	if (v)
+		snprintf(buf, cap, "%" PRIu64, v);
+	else
+		snprintf(buf, cap, "max");
+}
+
+static int create_v2(sbx_cgroup *cg, const sandbox_opts *opts, const char *name, cx_err *err)
+{
+	char parent[4096];
+	snprintf(parent, sizeof parent, "%s/%s", SBX_CGROUP_ROOT, name);
+	if (mkdir_ok(parent, err) < 0)
+		return -1;
+	/* Controllers must be enabled on every level above the leaf. */
+	if (write_file(SBX_CGROUP_ROOT, "cgroup.subtree_control", "+memory +pids", err) < 0 ||
+	    write_file(parent, "cgroup.subtree_control", "+memory +pids", err) < 0)
+		return -1;
+	if (make_dir(&cg->dirs[0], SBX_CGROUP_ROOT, name, opts->id, err) < 0)
+		return -1;
+	char v[32];
+	fmt_limit(v, sizeof v, opts->memory_max);
+	if (write_file(cg->dirs[0], "memory.max", v, err) < 0)
+		return -1;
+	fmt_limit(v, sizeof v, opts->pids_max);
+	return write_file(cg->dirs[0], "pids.max", v, err);
+}
+
+static int create_v1(sbx_cgroup *cg, const sandbox_opts *opts, const char *name, cx_err *err)
+{
+	for (int c = 0; c < SBX_CG_MAX; c++) {
+		char base[4096];
+		snprintf(base, sizeof base, "%s/%s", SBX_CGROUP_ROOT, v1_controllers[c]);
+		struct stat st;
+		if (stat(base, &st) < 0) {
+			if (c == SBX_CG_FREEZER) /* only needed for pause; optional */
+				continue;
+			return cx_err_set(err, errno, "cgroup v1 hierarchy %s", base);
+		}
+		if (make_dir(&cg->dirs[c], base, name, opts->id, err) < 0)
+			return -1;
+	}
+	char v[32];
+	if (opts->memory_max) {
+		fmt_limit(v, sizeof v, opts->memory_max);
+		if (write_file(cg->dirs[SBX_CG_MEMORY], "memory.limit_in_bytes", v, err) < 0)
+			return -1;
+	}
+	fmt_limit(v, sizeof v, opts->pids_max);
+	return write_file(cg->dirs[SBX_CG_PIDS], "pids.max", v, err);
+}
+
+int sbx_cgroup_create(sbx_cgroup *cg, const sandbox_opts *opts, cx_err *err)
+{
+	memset(cg, 0, sizeof *cg);
+	struct statfs sfs;
+	if (statfs(SBX_CGROUP_ROOT, &sfs) < 0)
+		return cx_err_set(err, errno, "statfs %s", SBX_CGROUP_ROOT);
+	cg->v2 = sfs.f_type == CGROUP2_SUPER_MAGIC;
+	const char *name = opts->cgroup_name ? opts->cgroup_name : "cortex";
+	int r = cg->v2 ? create_v2(cg, opts, name, err) : create_v1(cg, opts, name, err);
+	if (r < 0) {
+		cx_err tmp = CX_ERR_INIT;
+		sbx_cgroup_remove(cg, &tmp);
+		return cx_err_wrap(err, "cgroup");
+	}
+	return 0;
+}
+
+int sbx_cgroup_add_pid(const sbx_cgroup *cg, pid_t pid, cx_err *err)
+{
+	char v[32];
+	snprintf(v, sizeof v, "%d", (int)pid);
+	for (int c = 0; c < SBX_CG_MAX; c++)
+		if (cg->dirs[c] && write_file(cg->dirs[c], "cgroup.procs", v, err) < 0)
+			return -1;
+	return 0;
+}
+
+int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err)
+{
+	for (int c = 0; c < SBX_CG_MAX; c++) {
+		char buf[64];
+		if (!cg->dirs[c])
+			continue;
+		if (read_file(cg->dirs[c], "cgroup.procs", buf, sizeof buf, err) < 0)
+			return errno == ENOENT ? 1 : -1;
+		if (buf[0])
+			return 0;
+	}
+	return 1;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {0, ms * 1000000L};
+	nanosleep(&ts, NULL);
+}
+
+int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
+{
+	if (cg->v2) {
+		if (!cg->dirs[0])
+			return cx_err_set(err, ENOENT, "cgroup: not created");
+		return write_file(cg->dirs[0], "cgroup.freeze", frozen ? "1" : "0", err);
+	}
+	const char *dir = cg->dirs[SBX_CG_FREEZER];
+	if (!dir)
+		return cx_err_set(err, ENOTSUP, "cgroup v1: no freezer hierarchy");
+	const char *want = frozen ? "FROZEN" : "THAWED";
+	if (write_file(dir, "freezer.state", want, err) < 0)
+		return -1;
+	/* v1 goes through FREEZING; wait (bounded) until the state settles. */
+	for (int i = 0; i < 200; i++) {
+		char buf[32];
+		if (read_file(dir, "freezer.state", buf, sizeof buf, err) < 0)
+			return -1;
+		if (strncmp(buf, want, strlen(want)) == 0)
+			return 0;
+		sleep_ms(5);
+	}
+	return cx_err_set(err, ETIMEDOUT, "%s/freezer.state: still not %s", dir, want);
+}
+
+int sbx_cgroup_remove(sbx_cgroup *cg, cx_err *err)
+{
+	int ret = 0;
+	for (int c = 0; c < SBX_CG_MAX; c++) {
+		if (!cg->dirs[c])
+			continue;
+		/* Dying tasks can hold the cgroup for a moment after they exit. */
+		int r = -1;
+		for (int i = 0; i < 200 && (r = rmdir(cg->dirs[c])) < 0 && errno == EBUSY; i++)
+			sleep_ms(5);
+		if (r < 0 && errno != ENOENT && ret == 0)
+			ret = cx_err_set(err, errno, "rmdir %s", cg->dirs[c]);
+		free(cg->dirs[c]);
+		cg->dirs[c] = NULL;
+	}
+	return ret;
+}

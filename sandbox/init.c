@@ -1,0 +1,357 @@
+/* init.c — PID 1 inside the sandbox.
+ *
+ * Builds the mounts, drops to the sandbox uid, loads the seccomp filter
+ * (inherited by everything it forks), then serves the control socket:
+ * EXEC forks a program in its own session, PING answers PONG.  As PID 1 it
+ * reaps every orphan.  When the control socket reaches EOF (cortexd closed it
+ * or died) init exits, and the kernel kills the whole pid namespace.
+ *
+ * Init always leaves with _exit(): atexit handlers (and LeakSanitizer's
+ * ptrace-based checker, which the filter forbids) belong to the daemon.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "sandbox-internal.h"
+
+typedef struct init_state {
+	int ctl;     /* control socket (SOCK_SEQPACKET) */
+	int sigfd;   /* signalfd for SIGCHLD */
+	int devnull; /* /dev/null inside the sandbox, for absent stdio fds */
+} init_state;
+
+/* What an exec'd child reports on its CLOEXEC pipe when it fails before or
+ * at execve (nothing arrives when execve succeeds). */
+typedef struct exec_failure {
+	int stage; /* 0 setup, 1 chdir, 2 execve */
+	int errnum;
+} exec_failure;
+
+static void reset_signals(void)
+{
+	/* The daemon may ignore SIGPIPE or block signals for its own threads;
+	 * none of that belongs in the sandbox (both survive execve). */
+	for (int s = 1; s < NSIG; s++)
+		if (s != SIGKILL && s != SIGSTOP)
+			signal(s, SIG_DFL);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
+static int drop_privileges(const sandbox_opts *opts, cx_err *err)
+{
+	/* Empty the bounding set so nothing can regain a capability, even
+	 * through a file capability on some binary. */
+	for (int cap = 0; cap <= 63; cap++)
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return cx_err_set(err, errno, "drop capability %d", cap);
+	if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+		return cx_err_set(err, errno, "clear ambient capabilities");
+	if (setgroups(0, NULL) < 0)
+		return cx_err_set(err, errno, "setgroups");
+	if (setresgid(opts->gid, opts->gid, opts->gid) < 0)
+		return cx_err_set(err, errno, "setgid %u", (unsigned)opts->gid);
+	if (setresuid(opts->uid, opts->uid, opts->uid) < 0)
+		return cx_err_set(err, errno, "setuid %u", (unsigned)opts->uid);
+	if (getuid() != opts->uid || geteuid() != opts->uid)
+		return cx_err_set(err, EPERM, "setuid %u: did not stick", (unsigned)opts->uid);
+	/* Keep sandbox processes (same uid) out of /proc/1: init's fds are the
+	 * channel to cortexd. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+		return cx_err_set(err, errno, "PR_SET_DUMPABLE");
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		return cx_err_set(err, errno, "PR_SET_NO_NEW_PRIVS");
+	return 0;
+}
+
+static int setup(const sandbox_opts *opts, init_state *st, cx_err *err)
+{
+	if (sbx_mounts_setup(opts, err) < 0)
+		return -1;
+	char host[64];
+	snprintf(host, sizeof host, "cortex-%.12s", opts->id);
+	if (sethostname(host, strlen(host)) < 0)
+		return cx_err_set(err, errno, "sethostname %s", host);
+
+	st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (st->devnull < 0)
+		return cx_err_set(err, errno, "open /dev/null");
+	/* Init's own stdio came from the daemon (its log, maybe): not ours. */
+	for (int fd = 0; fd < 3; fd++)
+		if (dup2(st->devnull, fd) < 0)
+			return cx_err_set(err, errno, "dup2 /dev/null");
+
+	if (drop_privileges(opts, err) < 0)
+		return -1;
+	if (sbx_seccomp_apply(err) < 0)
+		return -1;
+
+	sigset_t chld;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0)
+		return cx_err_set(err, errno, "block SIGCHLD");
+	st->sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (st->sigfd < 0)
+		return cx_err_set(err, errno, "signalfd");
+	return 0;
+}
+
+static void reap(const init_state *st)
+{
+	struct signalfd_siginfo si;
+	while (read(st->sigfd, &si, sizeof si) > 0)
+		;
+	while (waitpid(-1, NULL, WNOHANG) > 0)
+		;
+}
+
+static void reply(const init_state *st, uint32_t type, uint32_t seq, int code, pid_t pid,
+		  const char *msg)
+{
+	struct {
+		sbx_ctl_hdr h;
+		char msg[512];
+	} r;
+	memset(&r, 0, sizeof r);
+	r.h.type = type;
+	r.h.seq = seq;
+	r.h.code = code;
+	r.h.pid = pid;
+	size_t n = msg ? strnlen(msg, sizeof r.msg - 1) : 0;
+	if (msg)
+		memcpy(r.msg, msg, n);
+	/* Nobody to tell if this fails: the next recv sees EOF and init exits. */
+	(void)send(st->ctl, &r, sizeof r.h + n, MSG_NOSIGNAL);
+}
+
+/* In the forked child: never returns. */
+__attribute__((noreturn)) static void exec_child(const init_state *st, int report, int slots[4],
+						 const char *cwd, char **argv, char **envp)
+{
+	exec_failure f = {0, 0};
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (setsid() < 0)
+		goto fail;
+	/* Move every passed fd above 9 first, so that dup2 into 0..3 cannot
+	 * clobber one still to be placed. */
+	for (int i = 0; i < 4; i++) {
+		int src = slots[i] >= 0 ? slots[i] : (i < 3 ? st->devnull : -1);
+		slots[i] = src >= 0 ? fcntl(src, F_DUPFD_CLOEXEC, 10) : -1;
+		if (src >= 0 && slots[i] < 0)
+			goto fail;
+	}
+	for (int i = 0; i < 4; i++)
+		if (slots[i] >= 0 && dup2(slots[i], i) < 0)
+			goto fail;
+	/* Everything else (including the report pipe) closes at execve. */
+	if (close_range(slots[3] >= 0 ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		goto fail;
+	f.stage = 1;
+	if (chdir(cwd) < 0)
+		goto fail;
+	f.stage = 2;
+	execve(argv[0], argv, envp);
+fail:
+	f.errnum = errno;
+	(void)!write(report, &f, sizeof f);
+	_exit(127);
+}
+
+/* Splits payload into cwd, argv[argc], envp[envc] (NULL-terminated arrays,
+ * pointing into payload).  The payload must be exactly those strings. */
+static int parse_strings(char *payload, size_t len, const sbx_ctl_hdr *h, char **out_cwd,
+			 char **argv, char **envp)
+{
+	size_t n = 1 + (size_t)h->argc + h->envc, i = 0, off = 0;
+	while (i < n && off < len) {
+		char *s = payload + off;
+		size_t l = strnlen(s, len - off);
+		if (l == len - off)
+			return -1; /* unterminated */
+		if (i == 0)
+			*out_cwd = s;
+		else if (i <= h->argc)
+			argv[i - 1] = s;
+		else
+			envp[i - 1 - h->argc] = s;
+		off += l + 1;
+		i++;
+	}
+	if (i != n || off != len)
+		return -1;
+	argv[h->argc] = NULL;
+	envp[h->envc] = NULL;
+	return 0;
+}
+
+static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payload, size_t len,
+			int slots[4])
+{
+	char msg[512];
+	if (h->argc < 1 || h->argc > SBX_CTL_MAX_MSG / 2 || h->envc > SBX_CTL_MAX_MSG / 2) {
+		reply(st, SBX_CTL_EXEC_ERR, h->seq, EINVAL, 0, "exec: bad argc/envc");
+		return;
+	}
+	cleanup_free char **argv = calloc((size_t)h->argc + 1, sizeof *argv);
+	cleanup_free char **envp = calloc((size_t)h->envc + 1, sizeof *envp);
+	char *cwd = NULL;
+	if (!argv || !envp) {
+		reply(st, SBX_CTL_EXEC_ERR, h->seq, ENOMEM, 0, "exec: out of memory");
+		return;
+	}
+	if (parse_strings(payload, len, h, &cwd, argv, envp) < 0) {
+		reply(st, SBX_CTL_EXEC_ERR, h->seq, EINVAL, 0, "exec: malformed request");
+		return;
+	}
+	int pipefd[2];
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		snprintf(msg, sizeof msg, "exec: pipe: %s", strerror(errno));
+		reply(st, SBX_CTL_EXEC_ERR, h->seq, errno, 0, msg);
+		return;
+	}
+	pid_t pid = fork();
+	if (pid == 0) {
+		close(pipefd[0]);
+		exec_child(st, pipefd[1], slots, cwd, argv, envp);
+	}
+	int fork_errno = errno;
+	close(pipefd[1]);
+	if (pid < 0) {
+		close(pipefd[0]);
+		snprintf(msg, sizeof msg, "exec %s: fork: %s", argv[0], strerror(fork_errno));
+		reply(st, SBX_CTL_EXEC_ERR, h->seq, fork_errno, 0, msg);
+		return;
+	}
+	/* EOF = execve succeeded (the pipe closed on exec); a record = failure.
+	 * The failed child is reaped by the SIGCHLD handler later. */
+	exec_failure f;
+	ssize_t n;
+	do
+		n = read(pipefd[0], &f, sizeof f);
+	while (n < 0 && errno == EINTR);
+	close(pipefd[0]);
+	if (n == (ssize_t)sizeof f) {
+		static const char *const stage[] = {"setup", "chdir", "execve"};
+		const char *what = f.stage == 1 ? cwd : argv[0];
+		snprintf(msg, sizeof msg, "%s %s: %s", stage[f.stage % 3], what, strerror(f.errnum));
+		reply(st, SBX_CTL_EXEC_ERR, h->seq, f.errnum, 0, msg);
+		return;
+	}
+	reply(st, SBX_CTL_EXEC_OK, h->seq, 0, pid, NULL);
+}
+
+/* One request.  Returns -1 when the daemon is gone (EOF or a dead socket). */
+static int serve_one(const init_state *st, char *buf, size_t cap)
+{
+	union {
+		char b[CMSG_SPACE(sizeof(int) * SBX_CTL_MAX_FDS)];
+		struct cmsghdr align;
+	} cbuf;
+	struct iovec iov = {buf, cap};
+	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf.b,
+			    .msg_controllen = sizeof cbuf.b};
+	ssize_t n = recvmsg(st->ctl, &mh, MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return errno == EINTR || errno == EAGAIN ? 0 : -1;
+	if (n == 0)
+		return -1;
+
+	int fds[SBX_CTL_MAX_FDS], nfds = 0;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
+		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+			continue;
+		size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < k; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+			if (nfds < SBX_CTL_MAX_FDS)
+				fds[nfds++] = fd;
+			else
+				close(fd);
+		}
+	}
+
+	sbx_ctl_hdr h;
+	memset(&h, 0, sizeof h);
+	if ((size_t)n >= sizeof h)
+		memcpy(&h, buf, sizeof h);
+	if ((size_t)n < sizeof h || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+		reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "control: truncated request");
+	} else if (h.type == SBX_CTL_PING) {
+		reply(st, SBX_CTL_PONG, h.seq, 0, 0, NULL);
+	} else if (h.type == SBX_CTL_EXEC) {
+		/* Hand the received fds to their slots in fdmask order. */
+		int slots[4] = {-1, -1, -1, -1}, used = 0;
+		for (int i = 0; i < 4; i++)
+			if ((h.fdmask & (1u << i)) && used < nfds)
+				slots[i] = fds[used++];
+		if (used != nfds || (h.fdmask >> 4) ||
+		    (unsigned)__builtin_popcount(h.fdmask) != (unsigned)nfds)
+			reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "exec: fd count mismatch");
+		else
+			handle_exec(st, &h, buf + sizeof h, (size_t)n - sizeof h, slots);
+	} else {
+		reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "control: unknown request");
+	}
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	return 0;
+}
+
+void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd)
+{
+	cx_err err = CX_ERR_INIT;
+	init_state st = {ctl_fd, -1, -1};
+
+	/* Die with the monitor (and so with cortexd).  getppid() is 0 here
+	 * (the parent is outside our pid namespace), so a monitor that died
+	 * before this line is caught by the library instead: it kills init
+	 * when the sync exchange fails. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0) {
+		cx_err_set(&err, errno, "PR_SET_PDEATHSIG");
+		sbx_child_fail(sync_fd, &err);
+	}
+	reset_signals();
+
+	/* Wait until the library has put us into the cgroup: everything init
+	 * forks must be accounted there. */
+	int type = 0, code = 0;
+	if (sbx_sync_recv(sync_fd, &type, &code, &err) < 0 || type != SBX_SYNC_GO)
+		_exit(1);
+
+	if (setup(opts, &st, &err) < 0)
+		sbx_child_fail(sync_fd, &err);
+	if (sbx_sync_send(sync_fd, SBX_SYNC_READY, 0, NULL) < 0)
+		_exit(1);
+	close(sync_fd);
+
+	size_t cap = sizeof(sbx_ctl_hdr) + SBX_CTL_MAX_MSG;
+	char *buf = malloc(cap);
+	if (!buf)
+		_exit(1);
+	for (;;) {
+		struct pollfd p[2] = {{st.ctl, POLLIN, 0}, {st.sigfd, POLLIN, 0}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(1);
+		}
+		if (p[1].revents)
+			reap(&st);
+		if (p[0].revents && serve_one(&st, buf, cap) < 0)
+			_exit(0); /* daemon gone: the kernel kills the pid namespace */
+	}
+}

@@ -1,0 +1,332 @@
+/* mounts.c — builds the sandbox's file system view.  Runs in init (PID 1 of
+ * the new pid namespace, in the mount namespace the monitor unshared), still
+ * as root, before privileges are dropped.
+ *
+ * The new root is a small tmpfs on opts->root_mount.  Host top-level
+ * directories are bound into it read-only (recursively, nosuid, nodev);
+ * /home/agent, /workspace and /run/cortex are the session's own host dirs,
+ * read-write; /tmp, /dev/shm are fresh tmpfs; /dev holds a few device nodes
+ * bound from the host; /proc is a new procfs for the new pid namespace.
+ * After pivot_root the root tmpfs itself is made read-only, so the agent can
+ * write only where it is meant to.
+ *
+ * Errors name the path as seen inside the sandbox ("mount /workspace: ...").
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include "sandbox-internal.h"
+
+/* Host top-level entries never bound in: kernel/virtual file systems the
+ * sandbox gets its own of, and places with other users' or the host's
+ * private data. */
+static const char *const skip_top[] = {
+	"proc", "sys", "dev", "tmp", "run", "home", "root", "mnt", "media", "lost+found", "boot",
+};
+
+static const char *const dev_nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+
+static const struct {
+	const char *name, *target;
+} dev_links[] = {
+	{"fd", "/proc/self/fd"},
+	{"stdin", "/proc/self/fd/0"},
+	{"stdout", "/proc/self/fd/1"},
+	{"stderr", "/proc/self/fd/2"},
+};
+
+#define DEFAULT_TMP_SIZE (256ULL << 20)
+
+/* Absolute, no "." or ".." components, no empty name: then "root + path"
+ * cannot climb out of root by itself. */
+static bool path_ok(const char *p)
+{
+	if (!p || p[0] != '/' || strlen(p) >= PATH_MAX / 2)
+		return false;
+	for (const char *c = p; *c;) {
+		while (*c == '/')
+			c++;
+		size_t n = strcspn(c, "/");
+		if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return false;
+		c += n;
+	}
+	return true;
+}
+
+static int set_attr(const char *path, const char *shown, uint64_t attrs, bool recursive,
+		    cx_err *err)
+{
+	struct mount_attr a = {.attr_set = attrs};
+	if (mount_setattr(AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, &a, sizeof a) < 0)
+		return cx_err_set(err, errno, "mount_setattr %s", shown);
+	return 0;
+}
+
+/* Recursive bind of host `src` on `dst`; always nosuid+nodev, plus ro. */
+static int bind_tree(const char *src, const char *dst, const char *shown, bool ro, cx_err *err)
+{
+	if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+		return cx_err_set(err, errno, "bind %s on %s", src, shown);
+	uint64_t attrs = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (ro ? MOUNT_ATTR_RDONLY : 0);
+	return set_attr(dst, shown, attrs, true, err);
+}
+
+static int mount_tmpfs(const char *dst, const char *shown, unsigned long flags,
+		       const char *data, cx_err *err)
+{
+	if (mount("tmpfs", dst, "tmpfs", flags, data) < 0)
+		return cx_err_set(err, errno, "mount tmpfs on %s", shown);
+	return 0;
+}
+
+static int make_dir(const char *path, const char *shown, mode_t mode, cx_err *err)
+{
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", shown);
+	return 0;
+}
+
+/* mkdir -p of every parent of `rel` (a sandbox path) below `root`. */
+static int make_parents(const char *root, const char *rel, cx_err *err)
+{
+	char path[PATH_MAX];
+	int n = snprintf(path, sizeof path, "%s%s", root, rel);
+	if (n < 0 || (size_t)n >= sizeof path)
+		return cx_err_set(err, ENAMETOOLONG, "%s", rel);
+	size_t rl = strlen(root);
+	for (char *s = path + rl + 1; (s = strchr(s, '/')); s++) {
+		*s = '\0';
+		int r = make_dir(path, path + rl, 0755, err);
+		*s = '/';
+		if (r < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int bind_host_top(const char *root, cx_err *err)
+{
+	DIR *d = opendir("/");
+	if (!d)
+		return cx_err_set(err, errno, "opendir /");
+	int ret = 0;
+	struct dirent *de;
+	while (ret == 0 && (de = readdir(d))) {
+		const char *name = de->d_name;
+		if (!strcmp(name, ".") || !strcmp(name, ".."))
+			continue;
+		bool skip = false;
+		for (size_t i = 0; i < sizeof skip_top / sizeof skip_top[0]; i++)
+			skip = skip || !strcmp(name, skip_top[i]);
+		if (skip)
+			continue;
+		char src[PATH_MAX], dst[PATH_MAX];
+		snprintf(src, sizeof src, "/%s", name);
+		snprintf(dst, sizeof dst, "%s/%s", root, name);
+		struct stat st;
+		if (lstat(src, &st) < 0) {
+			ret = cx_err_set(err, errno, "lstat %s", src);
+		} else if (S_ISLNK(st.st_mode)) {
+			/* Merged /usr: /bin -> usr/bin must stay a link, not a copy. */
+			char target[PATH_MAX];
+			ssize_t n = readlink(src, target, sizeof target - 1);
+			if (n < 0)
+				ret = cx_err_set(err, errno, "readlink %s", src);
+			else {
+				target[n] = '\0';
+				if (symlink(target, dst) < 0)
+					ret = cx_err_set(err, errno, "symlink %s", src);
+			}
+		} else if (S_ISDIR(st.st_mode)) {
+			ret = make_dir(dst, src, 0755, err);
+			if (ret == 0)
+				ret = bind_tree(src, dst, src, true, err);
+		}
+		/* Plain files at the top (/.dockerenv, ...) are left out. */
+	}
+	closedir(d);
+	return ret;
+}
+
+/* A writable host dir of the session at `rel`. */
+static int bind_session_dir(const char *root, const char *host, const char *rel, cx_err *err)
+{
+	char dst[PATH_MAX];
+	snprintf(dst, sizeof dst, "%s%s", root, rel);
+	if (make_parents(root, rel, err) < 0 || make_dir(dst, rel, 0755, err) < 0)
+		return -1;
+	return bind_tree(host, dst, rel, false, err);
+}
+
+static int setup_dev(const char *root, cx_err *err)
+{
+	char dev[PATH_MAX], p[PATH_MAX];
+	snprintf(dev, sizeof dev, "%s/dev", root);
+	if (make_dir(dev, "/dev", 0755, err) < 0 ||
+	    mount_tmpfs(dev, "/dev", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k", err) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof dev_nodes / sizeof dev_nodes[0]; i++) {
+		char src[64], shown[64];
+		snprintf(src, sizeof src, "/dev/%s", dev_nodes[i]);
+		snprintf(shown, sizeof shown, "/dev/%s", dev_nodes[i]);
+		snprintf(p, sizeof p, "%s/%s", dev, dev_nodes[i]);
+		int fd = open(p, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+		if (fd < 0)
+			return cx_err_set(err, errno, "create %s", shown);
+		close(fd);
+		if (mount(src, p, NULL, MS_BIND, NULL) < 0)
+			return cx_err_set(err, errno, "bind %s", shown);
+	}
+	for (size_t i = 0; i < sizeof dev_links / sizeof dev_links[0]; i++) {
+		snprintf(p, sizeof p, "%s/%s", dev, dev_links[i].name);
+		if (symlink(dev_links[i].target, p) < 0)
+			return cx_err_set(err, errno, "symlink /dev/%s", dev_links[i].name);
+	}
+	snprintf(p, sizeof p, "%s/shm", dev);
+	if (make_dir(p, "/dev/shm", 01777, err) < 0 ||
+	    mount_tmpfs(p, "/dev/shm", MS_NOSUID | MS_NODEV, "mode=1777,size=64m", err) < 0)
+		return -1;
+	/* A private devpts so that terminal programs (script, expect, node-pty)
+	 * work; optional: without it only those programs fail. */
+	snprintf(p, sizeof p, "%s/pts", dev);
+	if (make_dir(p, "/dev/pts", 0755, err) < 0)
+		return -1;
+	if (mount("devpts", p, "devpts", MS_NOSUID | MS_NOEXEC,
+		  "newinstance,ptmxmode=0666,mode=0620") == 0) {
+		snprintf(p, sizeof p, "%s/ptmx", dev);
+		if (symlink("pts/ptmx", p) < 0)
+			return cx_err_set(err, errno, "symlink /dev/ptmx");
+	}
+	/* Only the tmpfs itself; the nodes, shm and pts are separate mounts. */
+	return set_attr(dev, "/dev", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC,
+			false, err);
+}
+
+static int bind_extra(const char *root, const sandbox_bind *b, cx_err *err)
+{
+	if (!path_ok(b->host_path) || !path_ok(b->sandbox_path))
+		return cx_err_set(err, EINVAL, "bind %s on %s: paths must be absolute, without . or ..",
+				  b->host_path ? b->host_path : "(null)",
+				  b->sandbox_path ? b->sandbox_path : "(null)");
+	struct stat st, mst;
+	if (stat(b->host_path, &st) < 0)
+		return cx_err_set(err, errno, "bind %s", b->host_path);
+	char dst[PATH_MAX];
+	snprintf(dst, sizeof dst, "%s%s", root, b->sandbox_path);
+	/* The mountpoint is created in the root tmpfs; under a host dir that is
+	 * already bound read-only it must exist already (EROFS otherwise). */
+	if (stat(dst, &mst) < 0) {
+		if (make_parents(root, b->sandbox_path, err) < 0)
+			return cx_err_wrap(err, "bind %s", b->host_path);
+		if (S_ISDIR(st.st_mode)) {
+			if (make_dir(dst, b->sandbox_path, 0755, err) < 0)
+				return cx_err_wrap(err, "bind %s", b->host_path);
+		} else {
+			int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+			if (fd < 0)
+				return cx_err_set(err, errno, "bind %s: create %s", b->host_path,
+						  b->sandbox_path);
+			close(fd);
+		}
+	}
+	return bind_tree(b->host_path, dst, b->sandbox_path, true, err);
+}
+
+/* After pivot_root: paths resolve in the new root. */
+static int hide_path(const char *path, cx_err *err)
+{
+	if (!path_ok(path))
+		return cx_err_set(err, EINVAL, "hide %s: path must be absolute, without . or ..",
+				  path ? path : "(null)");
+	struct stat st;
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT) /* not visible inside: nothing to hide */
+			return 0;
+		return cx_err_set(err, errno, "hide %s", path);
+	}
+	if (!S_ISDIR(st.st_mode))
+		return cx_err_set(err, ENOTDIR, "hide %s", path);
+	return mount_tmpfs(path, path, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			   "mode=0755,size=4k", err);
+}
+
+static int enter_root(const char *root, cx_err *err)
+{
+	/* pivot_root(".", "."): the old root ends up stacked on the new one and
+	 * is lazily detached right away; no directory for it is needed. */
+	if (chdir(root) < 0)
+		return cx_err_set(err, errno, "chdir %s", root);
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		return cx_err_set(err, errno, "pivot_root %s", root);
+	if (umount2(".", MNT_DETACH) < 0)
+		return cx_err_set(err, errno, "detach old root");
+	if (chdir("/") < 0)
+		return cx_err_set(err, errno, "chdir /");
+	return 0;
+}
+
+int sbx_mounts_setup(const sandbox_opts *opts, cx_err *err)
+{
+	const char *root = opts->root_mount;
+	char p[PATH_MAX], data[64];
+
+	/* Nothing we mount may propagate back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		return cx_err_set(err, errno, "make / rprivate");
+	if (mount_tmpfs(root, "/", MS_NOSUID | MS_NODEV, "mode=0755,size=4m", err) < 0)
+		return cx_err_wrap(err, "root %s", root);
+	/* Unbindable: when root_mount lies under a host dir we bind (it does, in
+	 * tests: /work/...), the recursive bind skips it instead of nesting the
+	 * new root inside itself. */
+	if (mount(NULL, root, NULL, MS_UNBINDABLE, NULL) < 0)
+		return cx_err_set(err, errno, "make %s unbindable", root);
+
+	if (bind_host_top(root, err) < 0)
+		return -1;
+	if (bind_session_dir(root, opts->home_dir, "/home/agent", err) < 0 ||
+	    bind_session_dir(root, opts->workspace_dir, "/workspace", err) < 0 ||
+	    bind_session_dir(root, opts->run_dir, "/run/cortex", err) < 0)
+		return -1;
+
+	snprintf(p, sizeof p, "%s/tmp", root);
+	snprintf(data, sizeof data, "mode=1777,size=%" PRIu64,
+		 opts->tmp_size ? opts->tmp_size : (uint64_t)DEFAULT_TMP_SIZE);
+	if (make_dir(p, "/tmp", 01777, err) < 0 ||
+	    mount_tmpfs(p, "/tmp", MS_NOSUID | MS_NODEV, data, err) < 0)
+		return -1;
+
+	if (setup_dev(root, err) < 0)
+		return -1;
+
+	/* Mounted by PID 1 of the new pid namespace, so it lists only the
+	 * sandbox's processes. */
+	snprintf(p, sizeof p, "%s/proc", root);
+	if (make_dir(p, "/proc", 0555, err) < 0)
+		return -1;
+	if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+		return cx_err_set(err, errno, "mount /proc");
+
+	for (size_t i = 0; i < opts->n_binds; i++)
+		if (bind_extra(root, &opts->binds[i], err) < 0)
+			return -1;
+
+	if (enter_root(root, err) < 0)
+		return -1;
+
+	for (const char *const *h = opts->hide; h && *h; h++)
+		if (hide_path(*h, err) < 0)
+			return -1;
+
+	/* Last: the root tmpfs (mountpoints only) becomes read-only. */
+	return set_attr("/", "/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false,
+			err);
+}

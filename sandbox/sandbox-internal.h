@@ -1,0 +1,143 @@
+/* sandbox-internal.h — what the files of sandbox/ share with each other (and
+ * with the unit tests); not part of the public API.
+ *
+ * Process shape (see sandbox.c):
+ *
+ *   cortexd thread ──fork──> monitor (host pid ns, new mount/ipc/uts ns,
+ *                            PDEATHSIG=KILL) ──fork──> init (PID 1 of the new
+ *                            pid ns, PDEATHSIG=KILL) ──fork──> exec'd programs
+ *
+ * Two socketpairs connect the library to the children:
+ *   sync (SOCK_STREAM): used only during sandbox_create, carries sbx_sync_msg
+ *        frames (pid of init, "go", "ready", or an error with its message);
+ *   ctl  (SOCK_SEQPACKET): init's request/reply channel for the sandbox's whole
+ *        life (exec, ping); EOF on it makes init exit.
+ */
+#ifndef CORTEX_SANDBOX_INTERNAL_H
+#define CORTEX_SANDBOX_INTERNAL_H
+
+#include <seccomp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "caps.h"
+#include "cx.h"
+#include "sandbox.h"
+
+/* ---- cgroup.c ---- */
+
+enum { SBX_CG_MEMORY, SBX_CG_PIDS, SBX_CG_FREEZER, SBX_CG_MAX };
+
+typedef struct sbx_cgroup {
+	bool v2;
+	/* v2: dirs[0] is the one cgroup.  v1: one dir per controller (indexed
+	 * by SBX_CG_*), NULL when that hierarchy is not mounted (freezer is
+	 * optional).  Owned. */
+	char *dirs[SBX_CG_MAX];
+} sbx_cgroup;
+
+/* Where cgroups are mounted; tests may point this elsewhere. */
+#define SBX_CGROUP_ROOT "/sys/fs/cgroup"
+
+int sbx_cgroup_create(sbx_cgroup *cg, const sandbox_opts *opts, cx_err *err);
+int sbx_cgroup_add_pid(const sbx_cgroup *cg, pid_t pid, cx_err *err);
+/* 1 if no process is left in any of the cgroup's dirs, 0 if some are. */
+int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err);
+int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err);
+/* rmdir every dir (ENOENT is fine) and free the paths. */
+int sbx_cgroup_remove(sbx_cgroup *cg, cx_err *err);
+
+/* ---- sandbox.c ---- */
+
+struct sandbox {
+	char id[CX_CAP_NAME + 1];
+	uid_t uid; /* of the sandbox's processes; owner of written files */
+	gid_t gid;
+	pid_t monitor_pid; /* our direct child; -1 when stopped */
+	pid_t init_pid;    /* host pid; -1 when stopped */
+	int init_pidfd;    /* immune to pid reuse */
+	int ctl_fd;        /* control socket to init */
+	uint32_t seq;      /* of the last control request */
+	sbx_cgroup cg;
+};
+
+/* ---- seccomp.c ---- */
+
+typedef enum sbx_sc_action {
+	SBX_SC_EPERM,  /* the call fails with EPERM */
+	SBX_SC_ENOSYS, /* the call looks unimplemented (libc then falls back) */
+} sbx_sc_action;
+
+/* One line of the policy: when `name` is called and all `args` match, do
+ * `action`.  n_args == 0 matches every call. */
+typedef struct sbx_sc_rule {
+	const char *name;
+	sbx_sc_action action;
+	unsigned n_args;
+	struct scmp_arg_cmp args[2];
+	const char *why; /* shown in errors; documents the rule */
+} sbx_sc_rule;
+
+/* Build a filter from `rules` (default: allow) and, if `load`, load it into
+ * the calling thread.  Each rule is validated; a bad one is reported by index
+ * and name.  The caller must already have set no_new_privs. */
+int sbx_seccomp_apply_rules(const sbx_sc_rule *rules, size_t n_rules, bool load, cx_err *err);
+/* The sandbox's policy. */
+int sbx_seccomp_apply(cx_err *err);
+extern const sbx_sc_rule sbx_seccomp_policy[];
+extern const size_t sbx_seccomp_policy_len;
+
+/* ---- mounts.c (runs inside init, as root, before dropping privileges) ---- */
+
+int sbx_mounts_setup(const sandbox_opts *opts, cx_err *err);
+
+/* ---- sync channel (sandbox.c) ---- */
+
+enum sbx_sync_type {
+	SBX_SYNC_PID = 1, /* monitor -> lib: code = host pid of init */
+	SBX_SYNC_GO,      /* lib -> init: placed in the cgroup, go on */
+	SBX_SYNC_READY,   /* init -> lib: mounts built, privileges dropped */
+	SBX_SYNC_ERROR,   /* child -> lib: code = errno, message follows */
+};
+
+/* Frame: int32 type, int32 code, uint32 len, then len bytes of message. */
+int sbx_sync_send(int fd, int type, int code, const char *msg);
+/* Reads one frame.  An SBX_SYNC_ERROR frame is turned into err (code and
+ * message as the child made them) and -1; anything else fills type/code. */
+int sbx_sync_recv(int fd, int *out_type, int *out_code, cx_err *err);
+
+/* ---- control protocol (sandbox.c client side, init.c server side) ---- */
+
+#define SBX_CTL_MAX_MSG (128u << 10) /* one request: argv + envp + cwd */
+#define SBX_CTL_MAX_FDS 4           /* stdin, stdout, stderr, fd 3 */
+
+enum sbx_ctl_type {
+	SBX_CTL_PING = 1,
+	SBX_CTL_PONG,
+	SBX_CTL_EXEC,
+	SBX_CTL_EXEC_OK,  /* reply: pid */
+	SBX_CTL_EXEC_ERR, /* reply: code + message */
+};
+
+typedef struct sbx_ctl_hdr {
+	uint32_t type;
+	uint32_t seq;    /* echoed in the reply; stale replies are skipped */
+	int32_t code;    /* replies: errno */
+	int32_t pid;     /* EXEC_OK: pid inside the sandbox */
+	uint32_t argc;   /* EXEC: strings follow the header: cwd, argv..., envp... */
+	uint32_t envc;
+	uint32_t fdmask; /* EXEC: bit i set = fd slot i was passed (in order) */
+	uint32_t _pad;
+} sbx_ctl_hdr;
+
+/* init.c: PID 1 inside the sandbox; never returns. */
+__attribute__((noreturn)) void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd);
+
+/* Close every fd >= 3 except those in keep[]. */
+int sbx_close_fds_except(const int *keep, size_t n_keep);
+
+/* Report err on the sync socket and _exit(1); for forked children. */
+__attribute__((noreturn)) void sbx_child_fail(int sync_fd, const cx_err *err);
+
+#endif

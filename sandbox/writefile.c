@@ -1,0 +1,142 @@
+/* writefile.c — sandbox_write_file: cortexd (root) writes a file into a
+ * running sandbox without being tricked by links the sandbox planted.
+ *
+ * The walk starts at /proc/<init>/root, i.e. the sandbox's own root, and goes
+ * one component at a time with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
+ * RESOLVE_NO_MAGICLINKS): any symlink on the way is an error (ELOOP), ".." is
+ * refused up front, and nothing can resolve outside the sandbox root.
+ * Missing parent directories are created (mode 0755, owned by the sandbox
+ * uid/gid, as if the agent had made them).  The data goes into a temp file
+ * made with O_EXCL|O_NOFOLLOW in the final directory, then renamed over the
+ * target, so readers see the old or the new file, never a partial one, and a
+ * planted hard link or symlink at the target is replaced, not written through.
+ *
+ * Where the sandbox cannot write (/etc, /usr, the root tmpfs) the kernel says
+ * EROFS: those mounts are read-only for cortexd here too.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/pidfd.h>
+
+#include "sandbox-internal.h"
+
+static int open_beneath(int dirfd, const char *name, uint64_t flags)
+{
+	struct open_how how = {
+		.flags = flags | O_CLOEXEC,
+		.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	return (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+}
+
+/* Opens (creating if missing) the directory `name` inside `dirfd`. */
+static int open_or_make_dir(const sandbox *sb, int dirfd, const char *name, const char *shown,
+			    cx_err *err)
+{
+	int fd = open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY);
+	if (fd < 0 && errno == ENOENT) {
+		if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+			return cx_err_set(err, errno, "mkdir %s", shown);
+		fd = open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY);
+		/* Chown through the fd: the name could already be swapped. */
+		if (fd >= 0 && fchown(fd, sb->uid, sb->gid) < 0) {
+			int e = errno;
+			close(fd);
+			return cx_err_set(err, e, "chown %s", shown);
+		}
+	}
+	if (fd < 0 && errno == ELOOP)
+		return cx_err_set(err, ELOOP, "%s is a symlink; not following it", shown);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open %s", shown);
+	return fd;
+}
+
+static bool path_ok(const char *path)
+{
+	if (!path || path[0] != '/' || strlen(path) >= PATH_MAX)
+		return false;
+	for (const char *c = path; *c;) {
+		while (*c == '/')
+			c++;
+		size_t n = strcspn(c, "/");
+		if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+			return false;
+		c += n;
+	}
+	const char *base = strrchr(path, '/') + 1;
+	return base[0] != '\0';
+}
+
+static int write_in(const sandbox *sb, int dirfd, const char *base, const char *path,
+		    const void *data, size_t len, unsigned mode, cx_err *err)
+{
+	char tmp[NAME_MAX + 1], hex[17];
+	cx_random_hex(hex, 8);
+	snprintf(tmp, sizeof tmp, ".%.200s.cortex-%s", base, hex);
+	cleanup_close int fd = open_beneath(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW);
+	if (fd < 0)
+		return cx_err_set(err, errno, "create temp file for %s", path);
+	int r = 0;
+	if (cx_write_all(fd, data, len, err) < 0)
+		r = cx_err_wrap(err, "write %s", path);
+	else if (fchown(fd, sb->uid, sb->gid) < 0)
+		r = cx_err_set(err, errno, "chown %s", path);
+	else if (fchmod(fd, (mode_t)(mode & 0777)) < 0) /* never setuid/setgid/sticky */
+		r = cx_err_set(err, errno, "chmod %s", path);
+	else if (fsync(fd) < 0)
+		r = cx_err_set(err, errno, "fsync %s", path);
+	else if (renameat(dirfd, tmp, dirfd, base) < 0)
+		r = cx_err_set(err, errno, "rename to %s", path);
+	if (r < 0)
+		(void)unlinkat(dirfd, tmp, 0);
+	return r;
+}
+
+int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
+		       unsigned mode, cx_err *err)
+{
+	if (!sb || sb->init_pidfd < 0)
+		return cx_err_set(err, ESRCH, "sandbox: not running");
+	if (!path_ok(path))
+		return cx_err_set(err, EINVAL, "sandbox %s: write %s: path must be absolute, "
+				  "without . or .., naming a file", sb->id, path ? path : "(null)");
+
+	char proc[64];
+	snprintf(proc, sizeof proc, "/proc/%d/root", (int)sb->init_pid);
+	cleanup_close int root = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (root < 0)
+		return cx_err_set(err, errno, "sandbox %s: open %s", sb->id, proc);
+	/* The pid could have been reused if init died just now: the pidfd
+	 * says whether the process we opened is still ours. */
+	if (pidfd_send_signal(sb->init_pidfd, 0, NULL, 0) < 0)
+		return cx_err_set(err, errno, "sandbox %s: init is gone", sb->id);
+
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *base = strrchr(dir, '/');
+	*base++ = '\0';
+
+	cleanup_close int cur = open_beneath(root, "/", O_RDONLY | O_DIRECTORY);
+	if (cur < 0)
+		return cx_err_set(err, errno, "sandbox %s: open /", sb->id);
+	for (char *save = NULL, *comp = strtok_r(dir, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		char shown[PATH_MAX];
+		snprintf(shown, sizeof shown, "%.*s", (int)(comp - dir + strlen(comp)), path);
+		int next = open_or_make_dir(sb, cur, comp, shown, err);
+		if (next < 0)
+			return cx_err_wrap(err, "sandbox %s: write %s", sb->id, path);
+		close(cur);
+		cur = next;
+	}
+	if (write_in(sb, cur, base, path, data, len, mode, err) < 0)
+		return cx_err_wrap(err, "sandbox %s", sb->id);
+	return 0;
+}

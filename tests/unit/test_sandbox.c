@@ -1,0 +1,647 @@
+/* test_sandbox.c — the sandbox from the outside: namespaces, mounts, uid,
+ * fds, session, no_new_privs/seccomp, cgroups, sandbox_write_file, stop,
+ * persistence and dying with the creator.  Needs root (CAP_SYS_ADMIN) and
+ * cgroups; run by ctest with CORTEX_TEST_TMP set.
+ *
+ * Programs run inside through /bin/sh -c with stdout+stderr on a pipe read
+ * to EOF, so each check sees exactly what the sandboxed process saw. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/magic.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "sandbox.h"
+
+#define SB_UID 65534
+#define CG_NAME "cortex-test"
+#define MEM_MAX (300ULL << 20)
+#define PIDS_MAX 77
+
+static char g_base[512]; /* per-run scratch dir */
+static int g_leak_fd = -1, g_leak_fd_cloexec = -1;
+
+/* ---- helpers ---- */
+
+#define assert_contains(hay, needle)                                                        \
+	do {                                                                                \
+		const char *h_ = (hay), *n_ = (needle);                                     \
+		if (!h_ || !strstr(h_, n_)) {                                               \
+			print_error("expected to find \"%s\" in:\n---\n%s\n---\n", n_,      \
+				    h_ ? h_ : "(null)");                                    \
+			fail();                                                             \
+		}                                                                           \
+	} while (0)
+#define assert_not_contains(hay, needle)                                                    \
+	do {                                                                                \
+		const char *h_ = (hay), *n_ = (needle);                                     \
+		if (h_ && strstr(h_, n_)) {                                                 \
+			print_error("expected NOT to find \"%s\" in:\n---\n%s\n---\n", n_, h_); \
+			fail();                                                             \
+		}                                                                           \
+	} while (0)
+#define assert_ok(call, err)                                                                \
+	do {                                                                                \
+		if ((call) != 0) {                                                          \
+			print_error("%s failed: %s\n", #call, (err).msg);                   \
+			fail();                                                             \
+		}                                                                           \
+	} while (0)
+
+static void pathf(char *out, size_t cap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void pathf(char *out, size_t cap, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(out, cap, fmt, ap);
+	va_end(ap);
+}
+
+static void mkdir_owned(const char *path, uid_t uid)
+{
+	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
+		print_error("mkdir %s: %s\n", path, strerror(errno));
+		fail();
+	}
+	assert_int_equal(chown(path, uid, uid), 0);
+}
+
+typedef struct fixture {
+	char id[32], home[600], ws[600], run[600], root[600], hide[600];
+	sandbox *sb;
+	sandbox_opts opts;
+	const char *hide_list[2];
+} fixture;
+
+static void fixture_init(fixture *f, const char *tag)
+{
+	memset(f, 0, sizeof *f);
+	pathf(f->id, sizeof f->id, "t%d-%s", (int)getpid(), tag);
+	char dir[600];
+	pathf(dir, sizeof dir, "%s/%s", g_base, tag);
+	mkdir_owned(dir, 0);
+	pathf(f->home, sizeof f->home, "%s/home", dir);
+	pathf(f->ws, sizeof f->ws, "%s/ws", dir);
+	pathf(f->run, sizeof f->run, "%s/run", dir);
+	pathf(f->root, sizeof f->root, "%s/root", dir);
+	pathf(f->hide, sizeof f->hide, "%s/data", dir);
+	mkdir_owned(f->home, SB_UID);
+	mkdir_owned(f->ws, SB_UID);
+	mkdir_owned(f->run, SB_UID);
+	mkdir_owned(f->root, 0);
+	mkdir_owned(f->hide, 0);
+	/* Something to hide: the daemon's data dir, world-readable on purpose. */
+	char secret[700];
+	pathf(secret, sizeof secret, "%s/secret.db", f->hide);
+	FILE *fp = fopen(secret, "w");
+	assert_non_null(fp);
+	fputs("secret\n", fp);
+	fclose(fp);
+	f->hide_list[0] = f->hide;
+	f->hide_list[1] = NULL;
+	sandbox_opts o = SANDBOX_OPTS_INIT;
+	o.id = f->id;
+	o.root_mount = f->root;
+	o.home_dir = f->home;
+	o.workspace_dir = f->ws;
+	o.run_dir = f->run;
+	o.hide = f->hide_list;
+	o.uid = SB_UID;
+	o.gid = SB_UID;
+	o.memory_max = MEM_MAX;
+	o.pids_max = PIDS_MAX;
+	o.tmp_size = 16 << 20;
+	o.cgroup_name = CG_NAME;
+	f->opts = o;
+}
+
+static void fixture_start(fixture *f)
+{
+	cx_err err = CX_ERR_INIT;
+	assert_ok(sandbox_create(&f->sb, &f->opts, &err), err);
+	assert_non_null(f->sb);
+}
+
+/* Runs script with /bin/sh inside; returns its stdout+stderr (static). */
+static const char *sh(sandbox *sb, const char *script)
+{
+	static char out[64 << 10];
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	const char *argv[] = {"/bin/sh", "-c", script, NULL};
+	const char *envp[] = {"PATH=/usr/bin:/bin", "HOME=/home/agent", NULL};
+	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
+	eo.argv = argv;
+	eo.envp = envp;
+	eo.stdout_fd = p[1];
+	eo.stderr_fd = p[1];
+	cx_err err = CX_ERR_INIT;
+	pid_t pid = -1;
+	int r = sandbox_exec(sb, &pid, &eo, &err);
+	close(p[1]);
+	if (r != 0) {
+		close(p[0]);
+		print_error("sandbox_exec: %s\n", err.msg);
+		fail();
+	}
+	size_t n = 0;
+	ssize_t k;
+	while (n < sizeof out - 1 && (k = read(p[0], out + n, sizeof out - 1 - n)) > 0)
+		n += (size_t)k;
+	out[n] = '\0';
+	close(p[0]);
+	return out;
+}
+
+static bool cgroup_v2(void)
+{
+	struct statfs s;
+	return statfs("/sys/fs/cgroup", &s) == 0 && s.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+static void read_text(const char *path, char *buf, size_t cap)
+{
+	buf[0] = '\0';
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		print_error("open %s: %s\n", path, strerror(errno));
+		fail();
+	}
+	ssize_t n = read(fd, buf, cap - 1);
+	close(fd);
+	assert_true(n >= 0);
+	buf[n] = '\0';
+}
+
+/* Cgroup dirs the sandbox should have, by controller file they hold. */
+static void cg_dir(char *out, size_t cap, const char *ctrl, const char *id)
+{
+	if (cgroup_v2())
+		pathf(out, cap, "/sys/fs/cgroup/%s/%s", CG_NAME, id);
+	else
+		pathf(out, cap, "/sys/fs/cgroup/%s/%s/%s", ctrl, CG_NAME, id);
+}
+
+static bool process_gone(pid_t pid)
+{
+	char path[64], buf[512];
+	pathf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = '\0';
+	const char *rp = strrchr(buf, ')');
+	return rp && rp[1] == ' ' && rp[2] == 'Z'; /* a zombie is dead too */
+}
+
+/* ---- shared sandbox for read-only checks ---- */
+
+static fixture g_main;
+
+static int group_setup(void **state)
+{
+	(void)state;
+	const char *tmp = getenv("CORTEX_TEST_TMP");
+	if (!tmp)
+		tmp = "/tmp";
+	mkdir(tmp, 0755);
+	pathf(g_base, sizeof g_base, "%s/sandbox-%d", tmp, (int)getpid());
+	if (mkdir(g_base, 0755) < 0)
+		return -1;
+	/* fds the daemon holds must not reach the sandbox, with or without
+	 * O_CLOEXEC (the monitor closes what a concurrent fork might leak). */
+	g_leak_fd = open("/dev/null", O_RDONLY);
+	g_leak_fd_cloexec = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	sandbox_destroy(g_main.sb);
+	g_main.sb = NULL;
+	char cmd[700];
+	pathf(cmd, sizeof cmd, "rm -rf '%s'", g_base);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static sandbox *main_sb(void)
+{
+	if (!g_main.sb) {
+		fixture_init(&g_main, "main");
+		fixture_start(&g_main);
+	}
+	return g_main.sb;
+}
+
+static void test_pid_namespace(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	const char *out = sh(sb, "echo self=$$; ls /proc | grep -E '^[0-9]+$' | wc -l");
+	int self = -1, count = -1;
+	assert_int_equal(sscanf(out, "self=%d %d", &self, &count), 2);
+	/* init (1), the shell, ls, grep, wc: a handful, never the host's. */
+	if (count < 2 || count > 8 || self > 20) {
+		print_error("expected a fresh pid namespace, got shell pid %d and %d pids in "
+			    "/proc\n", self, count);
+		fail();
+	}
+	char mine[32];
+	pathf(mine, sizeof mine, "\n%d\n", (int)getpid());
+	char script[128];
+	pathf(script, sizeof script, "echo; ls /proc; test -e /proc/%d && echo HOSTPID", (int)getpid());
+	out = sh(sb, script);
+	assert_not_contains(out, mine);
+	assert_not_contains(out, "HOSTPID");
+	assert_true(sandbox_init_pid(sb) > 1);
+}
+
+static void test_identity(void **state)
+{
+	(void)state;
+	const char *out = sh(main_sb(), "id -u; id -g; id -G; hostname");
+	char want[128];
+	pathf(want, sizeof want, "65534\n65534\n65534\ncortex-%.12s\n", g_main.id);
+	assert_string_equal(out, want);
+}
+
+static void test_writable_places(void **state)
+{
+	(void)state;
+	const char *out = sh(main_sb(),
+			     "for p in /etc/x /usr/x /x /opt/x /work/x /home/agent/x /workspace/x "
+			     "/tmp/x /run/cortex/x /dev/shm/x /dev/x /proc/x; do "
+			     "if (echo hi > $p) 2>/dev/null; then echo \"$p ok\"; else echo \"$p no\"; fi; "
+			     "done; rm -f /home/agent/x /workspace/x /run/cortex/x");
+	assert_string_equal(out, "/etc/x no\n/usr/x no\n/x no\n/opt/x no\n/work/x no\n"
+				 "/home/agent/x ok\n/workspace/x ok\n/tmp/x ok\n/run/cortex/x ok\n"
+				 "/dev/shm/x ok\n/dev/x no\n/proc/x no\n");
+	struct stat st;
+	assert_int_equal(stat("/etc/x", &st), -1);
+	/* Devices still work on the read-only /dev. */
+	out = sh(main_sb(), "echo a > /dev/null && head -c 4 /dev/zero | wc -c && "
+			    "head -c 4 /dev/urandom | wc -c");
+	assert_string_equal(out, "4\n4\n");
+}
+
+static void test_hidden_path(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	char script[1400];
+	pathf(script, sizeof script,
+	      "ls -A '%s' | wc -l; cat '%s/secret.db' 2>/dev/null || echo unreadable; "
+	      "touch '%s/y' 2>/dev/null || echo readonly",
+	      g_main.hide, g_main.hide, g_main.hide);
+	assert_string_equal(sh(sb, script), "0\nunreadable\nreadonly\n");
+	/* The dir it lives in is visible, the mask is only on the data dir. */
+	pathf(script, sizeof script, "test -d '%s' && echo visible", g_main.home);
+	assert_string_equal(sh(sb, script), "visible\n");
+}
+
+static void test_no_leaked_fds(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	assert_true(g_leak_fd >= 0 && g_leak_fd_cloexec >= 0);
+	/* A process that opens nothing itself (a shell would hold pipeline fds
+	 * for a moment): exactly stdio. */
+	const char *argv[] = {"/bin/sleep", "60", NULL};
+	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
+	eo.argv = argv;
+	cx_err err = CX_ERR_INIT;
+	pid_t pid = -1;
+	assert_ok(sandbox_exec(sb, &pid, &eo, &err), err);
+	char script[128];
+	pathf(script, sizeof script, "ls /proc/%d/fd | tr '\\n' ' '; kill %d", (int)pid, (int)pid);
+	const char *out = sh(sb, script);
+	assert_string_equal(out, "0 1 2 ");
+	/* Init's fds (control socket) are out of reach: it is not dumpable. */
+	out = sh(sb, "ls /proc/1/fd >/dev/null 2>&1 && echo readable || echo denied");
+	assert_string_equal(out, "denied\n");
+}
+
+static void test_session_no_tty(void **state)
+{
+	(void)state;
+	/* /proc/<sh>/stat: pid (comm) state ppid pgrp session tty_nr ... */
+	const char *out = sh(main_sb(), "cat /proc/$$/stat");
+	int pid = 0, ppid = 0, pgrp = 0, sid = 0, tty = -1;
+	const char *rp = strrchr(out, ')');
+	assert_non_null(rp);
+	assert_int_equal(sscanf(out, "%d", &pid), 1);
+	assert_int_equal(sscanf(rp + 2, "%*c %d %d %d %d", &ppid, &pgrp, &sid, &tty), 4);
+	assert_int_equal(tty, 0);   /* no controlling terminal */
+	assert_int_equal(sid, pid); /* session leader */
+	assert_int_equal(ppid, 1);  /* child of the sandbox's init */
+}
+
+static void test_nnp_seccomp_caps(void **state)
+{
+	(void)state;
+	const char *out = sh(main_sb(), "grep -E '^(NoNewPrivs|Seccomp|CapEff|CapBnd):' /proc/self/status");
+	assert_string_equal(out, "CapEff:\t0000000000000000\nCapBnd:\t0000000000000000\n"
+				 "NoNewPrivs:\t1\nSeccomp:\t2\n");
+}
+
+static void test_cgroup_limits(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	char dir[600], path[700], buf[4096], want[64];
+	cg_dir(dir, sizeof dir, "memory", g_main.id);
+	pathf(path, sizeof path, "%s/%s", dir, cgroup_v2() ? "memory.max" : "memory.limit_in_bytes");
+	read_text(path, buf, sizeof buf);
+	pathf(want, sizeof want, "%llu\n", (unsigned long long)MEM_MAX);
+	assert_string_equal(buf, want);
+
+	cg_dir(dir, sizeof dir, "pids", g_main.id);
+	pathf(path, sizeof path, "%s/pids.max", dir);
+	read_text(path, buf, sizeof buf);
+	pathf(want, sizeof want, "%d\n", PIDS_MAX);
+	assert_string_equal(buf, want);
+
+	pathf(path, sizeof path, "%s/cgroup.procs", dir);
+	read_text(path, buf, sizeof buf);
+	pathf(want, sizeof want, "%d\n", (int)sandbox_init_pid(sb));
+	assert_contains(buf, want);
+
+	/* Processes started later are in it too (inherited from init). */
+	const char *out = sh(sb, "cat /proc/self/cgroup");
+	pathf(want, sizeof want, "/%s/%s", CG_NAME, g_main.id);
+	assert_contains(out, want);
+}
+
+static void test_exec_errors_and_fd3(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	cx_err err = CX_ERR_INIT;
+	const char *argv[] = {"/no/such/program", NULL};
+	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
+	eo.argv = argv;
+	assert_int_equal(sandbox_exec(sb, NULL, &eo, &err), -1);
+	assert_contains(err.msg, "execve /no/such/program: No such file or directory");
+	assert_int_equal(err.code, ENOENT);
+
+	const char *argv2[] = {"/bin/true", NULL};
+	eo.argv = argv2;
+	eo.cwd = "/nonexistent";
+	cx_err_clear(&err);
+	assert_int_equal(sandbox_exec(sb, NULL, &eo, &err), -1);
+	assert_contains(err.msg, "chdir /nonexistent");
+
+	/* fd 3 and cwd reach the program. */
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	const char *argv3[] = {"/bin/sh", "-c", "pwd >&3", NULL};
+	eo.argv = argv3;
+	eo.cwd = "/workspace";
+	eo.extra_fd = p[1];
+	cx_err_clear(&err);
+	assert_ok(sandbox_exec(sb, NULL, &eo, &err), err);
+	close(p[1]);
+	char buf[64] = {0};
+	assert_true(read(p[0], buf, sizeof buf - 1) > 0);
+	close(p[0]);
+	assert_string_equal(buf, "/workspace\n");
+	assert_ok(sandbox_health(sb, &err), err);
+}
+
+static void test_write_file(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	cx_err err = CX_ERR_INIT;
+	assert_ok(sandbox_write_file(sb, "/home/agent/.cfg/sub/f.txt", "hello", 5, 0640, &err), err);
+	const char *out = sh(sb, "stat -c '%u %g %a' /home/agent/.cfg /home/agent/.cfg/sub "
+				 "/home/agent/.cfg/sub/f.txt; cat /home/agent/.cfg/sub/f.txt; "
+				 "ls -A /home/agent/.cfg/sub");
+	assert_string_equal(out, "65534 65534 755\n65534 65534 755\n65534 65534 640\nhello"
+				 "f.txt\n");
+	/* Overwrite is atomic replace. */
+	assert_ok(sandbox_write_file(sb, "/home/agent/.cfg/sub/f.txt", "bye", 3, 0600, &err), err);
+	assert_string_equal(sh(sb, "cat /home/agent/.cfg/sub/f.txt"), "bye");
+
+	/* Read-only places stay read-only for the daemon too. */
+	cx_err_clear(&err);
+	assert_int_equal(sandbox_write_file(sb, "/etc/cortex-x", "x", 1, 0644, &err), -1);
+	assert_int_equal(err.code, EROFS);
+
+	/* A symlink planted by the sandbox in the path is refused... */
+	out = sh(sb, "ln -s /etc /tmp/evil && ln -s /etc/passwd /tmp/link && echo planted");
+	assert_string_equal(out, "planted\n");
+	cx_err_clear(&err);
+	assert_int_equal(sandbox_write_file(sb, "/tmp/evil/x", "x", 1, 0644, &err), -1);
+	assert_int_equal(err.code, ELOOP);
+	assert_contains(err.msg, "/tmp/evil");
+	struct stat st;
+	assert_int_equal(stat("/etc/x", &st), -1);
+	/* ...and one at the final name is replaced, not written through. */
+	assert_ok(sandbox_write_file(sb, "/tmp/link", "new", 3, 0644, &err), err);
+	out = sh(sb, "test -L /tmp/link || cat /tmp/link; echo; head -c 5 /etc/passwd");
+	assert_string_equal(out, "new\nroot:");
+	cx_err_clear(&err);
+	assert_int_equal(sandbox_write_file(sb, "/tmp/../etc/x", "x", 1, 0644, &err), -1);
+	assert_int_equal(err.code, EINVAL);
+}
+
+static void test_freeze(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	cx_err err = CX_ERR_INIT;
+	char dir[600], path[700], buf[64];
+	assert_ok(sandbox_freeze(sb, 1, &err), err);
+	if (cgroup_v2()) {
+		cg_dir(dir, sizeof dir, "", g_main.id);
+		pathf(path, sizeof path, "%s/cgroup.freeze", dir);
+		read_text(path, buf, sizeof buf);
+		assert_string_equal(buf, "1\n");
+	} else {
+		cg_dir(dir, sizeof dir, "freezer", g_main.id);
+		pathf(path, sizeof path, "%s/freezer.state", dir);
+		read_text(path, buf, sizeof buf);
+		assert_string_equal(buf, "FROZEN\n");
+	}
+	assert_ok(sandbox_freeze(sb, 0, &err), err);
+	assert_ok(sandbox_health(sb, &err), err);
+}
+
+/* ---- lifecycle ---- */
+
+static void test_create_errors(void **state)
+{
+	(void)state;
+	fixture f;
+	fixture_init(&f, "errors");
+	cx_err err = CX_ERR_INIT;
+	sandbox *sb = NULL;
+
+	char missing[700];
+	pathf(missing, sizeof missing, "%s/does-not-exist", f.ws);
+	f.opts.workspace_dir = missing;
+	assert_int_equal(sandbox_create(&sb, &f.opts, &err), -1);
+	assert_null(sb);
+	assert_contains(err.msg, "/workspace: No such file or directory");
+	assert_contains(err.msg, missing);
+	assert_int_equal(err.code, ENOENT);
+	/* No cgroup left behind by the failed attempt. */
+	char dir[600];
+	struct stat st;
+	cg_dir(dir, sizeof dir, "pids", f.id);
+	assert_int_equal(stat(dir, &st), -1);
+
+	f.opts.workspace_dir = f.ws;
+	f.opts.uid = 0;
+	cx_err_clear(&err);
+	assert_int_equal(sandbox_create(&sb, &f.opts, &err), -1);
+	assert_int_equal(err.code, EINVAL);
+
+	f.opts.uid = SB_UID;
+	f.opts.id = "../x";
+	cx_err_clear(&err);
+	assert_int_equal(sandbox_create(&sb, &f.opts, &err), -1);
+	assert_contains(err.msg, "bad id");
+}
+
+static void test_stop_and_persistence(void **state)
+{
+	(void)state;
+	fixture f;
+	fixture_init(&f, "stop");
+	fixture_start(&f);
+	cx_err err = CX_ERR_INIT;
+	pid_t init = sandbox_init_pid(f.sb);
+	assert_true(init > 0);
+	const char *out = sh(f.sb, "echo h > /home/agent/keep; echo w > /workspace/keep; "
+				   "echo t > /tmp/gone; sleep 1000 >/dev/null 2>&1 & echo started");
+	assert_string_equal(out, "started\n");
+
+	assert_ok(sandbox_stop(f.sb, &err), err);
+	assert_int_equal(sandbox_init_pid(f.sb), -1);
+	assert_true(process_gone(init));
+	char dir[600];
+	struct stat st;
+	const char *ctrls[] = {"memory", "pids", "freezer"};
+	for (size_t i = 0; i < 3; i++) {
+		cg_dir(dir, sizeof dir, ctrls[i], f.id);
+		if (stat(dir, &st) == 0) {
+			print_error("cgroup %s still exists after stop\n", dir);
+			fail();
+		}
+	}
+	assert_ok(sandbox_stop(f.sb, &err), err); /* idempotent */
+	assert_int_equal(sandbox_health(f.sb, &err), -1);
+	sandbox_destroy(f.sb);
+	f.sb = NULL;
+
+	/* Same dirs, new sandbox: home and workspace survive, /tmp does not. */
+	fixture_start(&f);
+	out = sh(f.sb, "cat /home/agent/keep /workspace/keep; ls /tmp | wc -l");
+	assert_string_equal(out, "h\nw\n0\n");
+	sandbox_destroy(f.sb);
+	assert_true(process_gone(init));
+}
+
+static void test_dies_with_creator(void **state)
+{
+	(void)state;
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		/* Created from this process's only (main) thread, which then exits. */
+		fixture f;
+		fixture_init(&f, "orphan");
+		cx_err err = CX_ERR_INIT;
+		pid_t init = -1;
+		if (sandbox_create(&f.sb, &f.opts, &err) == 0)
+			init = sandbox_init_pid(f.sb);
+		(void)!write(p[1], &init, sizeof init);
+		_exit(0);
+	}
+	close(p[1]);
+	pid_t init = -1;
+	assert_int_equal(read(p[0], &init, sizeof init), (ssize_t)sizeof init);
+	close(p[0]);
+	assert_true(init > 0);
+	waitpid(child, NULL, 0);
+	bool gone = false;
+	for (int i = 0; i < 500 && !(gone = process_gone(init)); i++)
+		nanosleep(&(struct timespec){0, 10000000L}, NULL);
+	if (!gone) {
+		print_error("sandbox init %d still alive 5 s after its creator exited\n", (int)init);
+		kill(init, SIGKILL);
+		fail();
+	}
+	/* Nobody called stop: remove the orphaned cgroup dirs ourselves. */
+	char id[32], dir[600];
+	pathf(id, sizeof id, "t%d-orphan", (int)child);
+	const char *ctrls[] = {"memory", "pids", "freezer"};
+	for (size_t i = 0; i < 3; i++) {
+		cg_dir(dir, sizeof dir, ctrls[i], id);
+		for (int k = 0; k < 100 && rmdir(dir) < 0 && errno == EBUSY; k++)
+			nanosleep(&(struct timespec){0, 10000000L}, NULL);
+	}
+}
+
+static void test_runtime_init(void **state)
+{
+	(void)state;
+	pid_t c = fork();
+	if (c == 0) {
+		cx_err err = CX_ERR_INIT;
+		int v = 0;
+		if (sandbox_runtime_init(&err) != 0 || prctl(PR_GET_CHILD_SUBREAPER, &v) != 0)
+			_exit(2);
+		_exit(v == 1 ? 0 : 3);
+	}
+	int st = -1;
+	assert_int_equal(waitpid(c, &st, 0), c);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_pid_namespace),
+		cmocka_unit_test(test_identity),
+		cmocka_unit_test(test_writable_places),
+		cmocka_unit_test(test_hidden_path),
+		cmocka_unit_test(test_no_leaked_fds),
+		cmocka_unit_test(test_session_no_tty),
+		cmocka_unit_test(test_nnp_seccomp_caps),
+		cmocka_unit_test(test_cgroup_limits),
+		cmocka_unit_test(test_exec_errors_and_fd3),
+		cmocka_unit_test(test_write_file),
+		cmocka_unit_test(test_freeze),
+		cmocka_unit_test(test_create_errors),
+		cmocka_unit_test(test_stop_and_persistence),
+		cmocka_unit_test(test_dies_with_creator),
+		cmocka_unit_test(test_runtime_init),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
