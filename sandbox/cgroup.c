@@ -31,6 +31,8 @@ static int write_file(const char *dir, const char *file, const char *val, cx_err
 	ssize_t n = write(fd, val, strlen(val));
 	if (n < 0)
 		return cx_err_set(err, errno, "write %s (%s)", path, val);
+	if ((size_t)n != strlen(val))
+		return cx_err_set(err, EIO, "write %s (%s): short write", path, val);
 	return 0;
 }
 
@@ -161,7 +163,7 @@ int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err)
 		if (!cg->dirs[c])
 			continue;
 		if (read_file(cg->dirs[c], "cgroup.procs", buf, sizeof buf, err) < 0)
-			return errno == ENOENT ? 1 : -1;
+			return err && err->code == ENOENT ? 1 : -1;
 		if (buf[0])
 			return 0;
 	}
@@ -179,7 +181,19 @@ int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
 	if (cg->v2) {
 		if (!cg->dirs[0])
 			return cx_err_set(err, ENOENT, "cgroup: not created");
-		return write_file(cg->dirs[0], "cgroup.freeze", frozen ? "1" : "0", err);
+		if (write_file(cg->dirs[0], "cgroup.freeze", frozen ? "1" : "0", err) < 0)
+			return -1;
+		/* Freezing is asynchronous; cgroup.events says when it is done. */
+		const char *want = frozen ? "frozen 1" : "frozen 0";
+		for (int i = 0; i < 200; i++) {
+			char buf[256];
+			if (read_file(cg->dirs[0], "cgroup.events", buf, sizeof buf, err) < 0)
+				return -1;
+			if (strstr(buf, want))
+				return 0;
+			sleep_ms(5);
+		}
+		return cx_err_set(err, ETIMEDOUT, "%s/cgroup.events: still not %s", cg->dirs[0], want);
 	}
 	const char *dir = cg->dirs[SBX_CG_FREEZER];
 	if (!dir)

@@ -37,7 +37,7 @@ typedef struct sbx_cgroup {
 	char *dirs[SBX_CG_MAX];
 } sbx_cgroup;
 
-/* Where cgroups are mounted; tests may point this elsewhere. */
+/* Where cgroup hierarchies are mounted (statfs tells v2 from v1/hybrid). */
 #define SBX_CGROUP_ROOT "/sys/fs/cgroup"
 
 int sbx_cgroup_create(sbx_cgroup *cg, const sandbox_opts *opts, cx_err *err);

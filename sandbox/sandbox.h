@@ -27,7 +27,9 @@ typedef struct sandbox sandbox;
 /* An extra read-only bind of a host path (file or dir) into the sandbox. */
 typedef struct sandbox_bind {
 	const char *host_path; /* not owned */
-	const char *sandbox_path; /* absolute; parents are created */
+	const char *sandbox_path; /* absolute; parents are created (under a host dir
+	                             that is bound read-only, e.g. /opt, it must
+	                             already exist: prefer a new top-level dir) */
 } sandbox_bind;
 
 #define SANDBOX_OPTS_VERSION 1
@@ -73,7 +75,9 @@ int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_er
 
 /* Write a file at an absolute path inside the sandbox, atomically (temp file +
  * rename), owned by the sandbox uid, never following a symlink the sandbox
- * could have planted (openat2 RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS). */
+ * could have planted (openat2 RESOLVE_IN_ROOT|RESOLVE_NO_SYMLINKS).  Missing
+ * parent directories are created (0755, owned by the sandbox uid); a symlink
+ * anywhere in the parent path fails with ELOOP, a read-only place with EROFS. */
 int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
 		       unsigned mode, cx_err *err);
 

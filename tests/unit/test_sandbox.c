@@ -426,6 +426,29 @@ static void test_exec_errors_and_fd3(void **state)
 	close(p[0]);
 	assert_string_equal(buf, "/workspace\n");
 	assert_ok(sandbox_health(sb, &err), err);
+
+	/* A big argv fits in one control message; over the cap is E2BIG. */
+	static char big[200 << 10];
+	memset(big, 'a', 100 << 10);
+	big[100 << 10] = '\0';
+	int q[2];
+	assert_int_equal(pipe2(q, O_CLOEXEC), 0);
+	const char *argv4[] = {"/bin/sh", "-c", "echo ${#1}", "sh", big, NULL};
+	sandbox_exec_opts eo2 = SANDBOX_EXEC_OPTS_INIT;
+	eo2.argv = argv4;
+	eo2.stdout_fd = q[1];
+	assert_ok(sandbox_exec(sb, NULL, &eo2, &err), err);
+	close(q[1]);
+	memset(buf, 0, sizeof buf);
+	assert_true(read(q[0], buf, sizeof buf - 1) > 0);
+	close(q[0]);
+	assert_string_equal(buf, "102400\n");
+	memset(big, 'a', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	cx_err_clear(&err);
+	assert_int_equal(sandbox_exec(sb, NULL, &eo2, &err), -1);
+	assert_int_equal(err.code, E2BIG);
+	assert_ok(sandbox_health(sb, &err), err);
 }
 
 static void test_write_file(void **state)

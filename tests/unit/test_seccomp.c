@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <pthread.h>
 #include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -158,6 +159,19 @@ static long c_fork_libc(void) /* glibc fork uses clone3 first, then clone */
 	return pid < 0 ? -1 : 0;
 }
 
+static void *thread_fn(void *arg) { return arg; }
+static long c_pthread(void) /* glibc tries clone3 first, falls back on ENOSYS */
+{
+	pthread_t t;
+	int r = pthread_create(&t, NULL, thread_fn, NULL);
+	if (r != 0) {
+		errno = r;
+		return -1;
+	}
+	pthread_join(t, NULL);
+	return 0;
+}
+
 #define B(n, e) {#n, t_##n, e, 0, false}
 #define C(n, e) {#n, c_##n, 0, e, false}
 static const try_call calls[] = {
@@ -181,7 +195,7 @@ static const try_call calls[] = {
 	{"ptrace_init", t_ptrace_init, EPERM, 0, true},
 	C(read, EBADF), C(close, EBADF), C(ioctl_winsz, EBADF), C(socket_inet, EINVAL),
 	C(socket_unix, 0), C(openat, EFAULT), C(personality_linux, 0), C(clone_fork, 0),
-	C(fork_libc, 0),
+	C(fork_libc, 0), C(pthread, 0),
 	/* Last: when allowed it really changes the persona. */
 	B(personality_bsd, EPERM),
 };
