@@ -59,6 +59,24 @@ void fq_clear(struct fqueue *q)
 		free(f);
 }
 
+/* Reassemble a fragmented WebSocket message up to cap.  Past the cap the rest
+ * is discarded and *overflow set, so the caller can answer once the final
+ * fragment arrives.  -1 only when out of memory. */
+static int rx_append(char **buf, size_t *len, int *overflow, size_t cap, const void *in, size_t n)
+{
+	if (*overflow || *len + n > cap) {
+		*overflow = 1;
+		return 0;
+	}
+	char *nb = realloc(*buf, *len + n + 1);
+	if (!nb)
+		return -1;
+	*buf = nb;
+	memcpy(nb + *len, in, n);
+	*len += n;
+	return 0;
+}
+
 /* ---- sending ---- */
 
 static void update_flow(struct session *s)
@@ -566,16 +584,8 @@ int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			send_error_to(c->sess, c, "bad_frame", "binary frames are not accepted");
 			return 0;
 		}
-		if (!c->rx_overflow && c->rx_len + len <= CX_CAP_CLIENT_FRAME) {
-			char *nb = realloc(c->rx, c->rx_len + len + 1);
-			if (!nb)
-				return -1;
-			c->rx = nb;
-			memcpy(c->rx + c->rx_len, in, len);
-			c->rx_len += len;
-		} else {
-			c->rx_overflow = 1;
-		}
+		if (rx_append(&c->rx, &c->rx_len, &c->rx_overflow, CX_CAP_CLIENT_FRAME, in, len) < 0)
+			return -1;
 		if (!lws_is_final_fragment(wsi))
 			return 0;
 		if (c->rx_overflow)
@@ -711,16 +721,9 @@ int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	case LWS_CALLBACK_CLIENT_RECEIVE:
 		if (s->deleted)
 			return 0;
-		if (!s->agent_rx_overflow && s->agent_rx_len + len <= CX_CAP_AGENT_LINE) {
-			char *nb = realloc(s->agent_rx, s->agent_rx_len + len + 1);
-			if (!nb)
-				return -1;
-			s->agent_rx = nb;
-			memcpy(s->agent_rx + s->agent_rx_len, in, len);
-			s->agent_rx_len += len;
-		} else {
-			s->agent_rx_overflow = 1;
-		}
+		if (rx_append(&s->agent_rx, &s->agent_rx_len, &s->agent_rx_overflow, CX_CAP_AGENT_LINE, in,
+			      len) < 0)
+			return -1;
 		if (!lws_is_final_fragment(wsi))
 			return 0;
 		if (s->agent_rx_overflow)
