@@ -50,7 +50,17 @@ async function run(c, cmd) {
   out = await run(c, 'ls /tmp');
   L.check(!/vf-pending-query/.test(out), 'the context file is deleted once read', 'absent', out);
 
+  // Nothing outlives cortexd, even when it is killed without a chance to clean up.
+  const sandboxPids = () => fs.readdirSync('/proc').filter(x => /^\d+$/.test(x)).filter(x => {
+    try { return fs.readFileSync(`/proc/${x}/cmdline`, 'utf8').includes('/cortex/bin/ws-agent'); } catch (e) { return false; }
+  });
+  const before = sandboxPids();
+  L.check(before.length >= 1, 'ws-agent runs (host view) before the daemon dies', '>= 1', before.length);
   await c.close();
-  await d.stop();
+  const exited = new Promise(res => d.proc.once('exit', res));
+  d.proc.kill('SIGKILL');
+  await exited;
+  const gone = await L.until(() => before.every(p => !fs.existsSync(`/proc/${p}`)), 'sandbox processes gone', 10000).then(() => true, () => false);
+  L.check(gone, 'SIGKILL of cortexd leaves no sandbox process behind', [], before.filter(p => fs.existsSync(`/proc/${p}`)));
   L.done();
 })();
