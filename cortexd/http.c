@@ -111,6 +111,8 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
 		return 0;
 	}
 	case LWS_CALLBACK_HTTP_BODY:
+		if (!len || !in)
+			return 0; /* lws may report an empty chunk with a NULL pointer */
 		if (h->too_big || h->body_len + len > CX_CAP_HTTP_BODY) {
 			h->too_big = 1;
 			return 0;

@@ -12,8 +12,16 @@ function cleanup() {
   for (const c of children) { try { c.kill('SIGTERM'); } catch (e) {} }
 }
 process.on('exit', cleanup);
-process.on('uncaughtException', (e) => { console.error('FAIL', e && e.stack || e); cleanup(); process.exit(1); });
-process.on('unhandledRejection', (e) => { console.error('FAIL', e && e.stack || e); cleanup(); process.exit(1); });
+// On a failure, show the tail of every daemon's stderr: a sanitizer report lands there.
+const logTails = [];
+function fail(e) {
+  console.error('FAIL', e && e.stack || e);
+  for (const [name, get] of logTails) console.error(`--- ${name} stderr (tail) ---\n` + get().slice(-6000));
+  cleanup();
+  process.exit(1);
+}
+process.on('uncaughtException', fail);
+process.on('unhandledRejection', fail);
 
 function tmpdir(name) {
   const base = process.env.CORTEX_TEST_TMP || os.tmpdir();
@@ -54,6 +62,7 @@ async function startCortexd(opts = {}) {
   const r = await startProc(process.env.CORTEXD, ['--listen', '127.0.0.1:0', '--data-dir', dataDir].concat(opts.args || []),
     {env}, /cortexd listening on (http:\/\/[\d.]+:(\d+))/, 'cortexd');
   const base = r.match[1];
+  logTails.push(['cortexd', r.logs]);
   return {proc: r.proc, base, port: Number(r.match[2]), admin, dataDir, logs: r.logs,
     stop: () => new Promise(res => { if (r.proc.exitCode !== null) return res(r.proc.exitCode); r.proc.once('exit', c => res(c)); r.proc.kill('SIGTERM'); })};
 }
@@ -122,8 +131,13 @@ function check(cond, what, expected, actual) {
 }
 function eq(actual, expected, what) { check(JSON.stringify(actual) === JSON.stringify(expected), what, expected, actual); }
 function done() {
+  if (failures) {
+    for (const [name, get] of logTails) console.error(`--- ${name} stderr (tail) ---\n` + get().slice(-6000));
+    cleanup();
+    console.log(`${failures} check(s) failed`);
+    process.exit(1);
+  }
   cleanup();
-  if (failures) { console.log(`${failures} check(s) failed`); process.exit(1); }
   console.log('all checks passed');
   process.exit(0);
 }

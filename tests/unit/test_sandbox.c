@@ -99,7 +99,10 @@ static void fixture_init(fixture *f, const char *tag)
 	pathf(f->ws, sizeof f->ws, "%s/ws", dir);
 	pathf(f->run, sizeof f->run, "%s/run", dir);
 	pathf(f->root, sizeof f->root, "%s/root", dir);
-	pathf(f->hide, sizeof f->hide, "%s/data", dir);
+	/* The hidden dir lives under /var/tmp, not under the test dir: when the
+	 * checkout is under /tmp (CI clones into mktemp -d), the sandbox's own
+	 * /tmp would hide it anyway and the mask would go untested. */
+	pathf(f->hide, sizeof f->hide, "/var/tmp/cortex-test-hide-%s", f->id);
 	mkdir_owned(f->home, SB_UID);
 	mkdir_owned(f->ws, SB_UID);
 	mkdir_owned(f->run, SB_UID);
@@ -240,7 +243,7 @@ static int group_teardown(void **state)
 	sandbox_destroy(g_main.sb);
 	g_main.sb = NULL;
 	char cmd[700];
-	pathf(cmd, sizeof cmd, "rm -rf '%s'", g_base);
+	pathf(cmd, sizeof cmd, "rm -rf '%s' /var/tmp/cortex-test-hide-t*", g_base);
 	return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -314,8 +317,8 @@ static void test_hidden_path(void **state)
 	      "touch '%s/y' 2>/dev/null || echo readonly",
 	      g_main.hide, g_main.hide, g_main.hide);
 	assert_string_equal(sh(sb, script), "0\nunreadable\nreadonly\n");
-	/* The dir it lives in is visible, the mask is only on the data dir. */
-	pathf(script, sizeof script, "test -d '%s' && echo visible", g_main.home);
+	/* The dir it lives in is visible: the mask is only on the data dir. */
+	pathf(script, sizeof script, "test -d /var/tmp && echo visible");
 	assert_string_equal(sh(sb, script), "visible\n");
 }
 
