@@ -77,6 +77,14 @@ static int rx_append(char **buf, size_t *len, int *overflow, size_t cap, const v
 	return 0;
 }
 
+static void rx_reset(char **buf, size_t *len, int *overflow)
+{
+	free(*buf);
+	*buf = NULL;
+	*len = 0;
+	*overflow = 0;
+}
+
 /* ---- sending ---- */
 
 static void update_flow(struct session *s)
@@ -592,10 +600,7 @@ int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			send_error_to(c->sess, c, "too_large", "frame over the size cap");
 		else
 			handle_client_msg(c, c->rx, c->rx_len);
-		free(c->rx);
-		c->rx = NULL;
-		c->rx_len = 0;
-		c->rx_overflow = 0;
+		rx_reset(&c->rx, &c->rx_len, &c->rx_overflow);
 		return 0;
 	}
 	case LWS_CALLBACK_SERVER_WRITEABLE: {
@@ -730,10 +735,7 @@ int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user
 			send_error_to(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
 		else
 			handle_agent_line(s, s->agent_rx, s->agent_rx_len);
-		free(s->agent_rx);
-		s->agent_rx = NULL;
-		s->agent_rx_len = 0;
-		s->agent_rx_overflow = 0;
+		rx_reset(&s->agent_rx, &s->agent_rx_len, &s->agent_rx_overflow);
 		return 0;
 	case LWS_CALLBACK_CLIENT_WRITEABLE: {
 		struct frame *f = fq_pop(&s->agent_out);

@@ -47,9 +47,11 @@ static const struct {
 
 /* Absolute, no "." or ".." components, no empty name: then "root + path"
  * cannot climb out of root by itself. */
-static bool path_ok(const char *p)
+/* Absolute, not too long, no "." or ".." components: the one path check for
+ * every path cortexd hands the library (binds, hides, files to write). */
+bool sb_path_ok(const char *p, size_t max)
 {
-	if (!p || p[0] != '/' || strlen(p) >= PATH_MAX / 2)
+	if (!p || p[0] != '/' || strlen(p) >= max)
 		return false;
 	for (const char *c = p; *c;) {
 		while (*c == '/')
@@ -213,7 +215,7 @@ static int setup_dev(const char *root, cx_err *err)
 
 static int bind_extra(const char *root, const sandbox_bind *b, cx_err *err)
 {
-	if (!path_ok(b->host_path) || !path_ok(b->sandbox_path))
+	if (!sb_path_ok(b->host_path, PATH_MAX / 2) || !sb_path_ok(b->sandbox_path, PATH_MAX / 2))
 		return cx_err_set(err, EINVAL, "bind %s on %s: paths must be absolute, without . or ..",
 				  b->host_path ? b->host_path : "(null)",
 				  b->sandbox_path ? b->sandbox_path : "(null)");
@@ -244,7 +246,7 @@ static int bind_extra(const char *root, const sandbox_bind *b, cx_err *err)
 /* After pivot_root: paths resolve in the new root. */
 static int hide_path(const char *path, cx_err *err)
 {
-	if (!path_ok(path))
+	if (!sb_path_ok(path, PATH_MAX / 2))
 		return cx_err_set(err, EINVAL, "hide %s: path must be absolute, without . or ..",
 				  path ? path : "(null)");
 	struct stat st;

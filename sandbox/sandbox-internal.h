@@ -140,4 +140,6 @@ int sbx_close_fds_except(const int *keep, size_t n_keep);
 /* Report err on the sync socket and _exit(1); for forked children. */
 __attribute__((noreturn)) void sbx_child_fail(int sync_fd, const cx_err *err);
 
+bool sb_path_ok(const char *p, size_t max);
+
 #endif

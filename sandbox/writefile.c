@@ -58,20 +58,10 @@ static int open_or_make_dir(const sandbox *sb, int dirfd, const char *name, cons
 	return fd;
 }
 
+/* A file path: valid, and naming something below / (not / itself). */
 static bool path_ok(const char *path)
 {
-	if (!path || path[0] != '/' || strlen(path) >= PATH_MAX)
-		return false;
-	for (const char *c = path; *c;) {
-		while (*c == '/')
-			c++;
-		size_t n = strcspn(c, "/");
-		if ((n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
-			return false;
-		c += n;
-	}
-	const char *base = strrchr(path, '/') + 1;
-	return base[0] != '\0';
+	return sb_path_ok(path, PATH_MAX) && strrchr(path, '/')[1] != '\0';
 }
 
 static int write_in(const sandbox *sb, int dirfd, const char *base, const char *path,
