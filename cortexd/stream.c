@@ -389,7 +389,8 @@ static void handle_wsa(struct session *s, json_t *o, const char *type)
 		snprintf(full, sizeof full, "ws-agent: %s", msg ? msg : code ? code : "error");
 		/* These mean the agent never started, so no wsa.exit will follow. */
 		if (code && t && (!strcmp(code, "context_timeout") || !strcmp(code, "bad_context") ||
-				  !strcmp(code, "spawn_failed") || !strcmp(code, "busy")))
+				  !strcmp(code, "spawn_failed") || !strcmp(code, "busy") ||
+				  !strcmp(code, "cancelled")))
 			turn_fail(s, code, full);
 		else
 			send_error_to(s, NULL, code ? code : "agent_error", full);
