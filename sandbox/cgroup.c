@@ -12,6 +12,9 @@
 #include <linux/magic.h>
 #include <stdio.h>
 #include <string.h>
+#include <poll.h>
+#include <limits.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <time.h>
@@ -170,10 +173,100 @@ int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err)
 	return 1;
 }
 
-static void sleep_ms(long ms)
+/* ---- waiting for a cgroup state, without fixed sleeps ----
+ *
+ * cg_wait() re-checks `done` until it says yes or timeout_ms passes.  With a
+ * `watch` file (cgroup v2's cgroup.events, which the kernel marks modified on
+ * every "populated"/"frozen" change) it blocks on inotify between checks.
+ * cgroup v1 files raise no notification at all (neither poll nor inotify; only
+ * the per-hierarchy release_agent, which is not ours to take), so there it is
+ * a bounded exponential backoff: 1, 2, 4 ... 32 ms between checks. */
+typedef int (*cg_check_fn)(void *ctx, cx_err *err); /* 1 done, 0 not yet, -1 error */
+
+static int cg_wait(const char *watch, cg_check_fn done, void *ctx, int timeout_ms, cx_err *err)
 {
-	struct timespec ts = {0, ms * 1000000L};
-	nanosleep(&ts, NULL);
+	int r = done(ctx, err);
+	if (r != 0)
+		return r < 0 ? -1 : 0;
+	cleanup_close int ifd = -1;
+	if (watch) {
+		ifd = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+		if (ifd < 0 || inotify_add_watch(ifd, watch, IN_MODIFY) < 0)
+			return cx_err_set(err, errno, "inotify %s", watch);
+	}
+	uint64_t deadline = cx_mono_ms() + (uint64_t)timeout_ms;
+	int backoff_ms = 1;
+	for (;;) {
+		/* Re-check after arming the watch: the change may have come first. */
+		if ((r = done(ctx, err)) != 0)
+			return r < 0 ? -1 : 0;
+		uint64_t now = cx_mono_ms();
+		if (now >= deadline)
+			return cx_err_set(err, ETIMEDOUT, "still waiting after %d ms", timeout_ms);
+		int left = (int)(deadline - now);
+		if (ifd >= 0) {
+			struct pollfd p = {.fd = ifd, .events = POLLIN};
+			if (poll(&p, 1, left) < 0 && errno != EINTR)
+				return cx_err_set(err, errno, "poll inotify %s", watch);
+			char ev[4096];
+			while (read(ifd, ev, sizeof ev) > 0)
+				; /* drain; the state itself is re-read above */
+		} else {
+			int ms = backoff_ms < left ? backoff_ms : left;
+			struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+			nanosleep(&ts, NULL); /* v1 backoff, see above */
+			if (backoff_ms < 32)
+				backoff_ms *= 2;
+		}
+	}
+}
+
+struct events_want {
+	const char *dir;
+	const char *want; /* e.g. "frozen 1", "populated 0" */
+};
+
+static int events_has(void *ctx, cx_err *err)
+{
+	struct events_want *w = ctx;
+	char buf[256];
+	if (read_file(w->dir, "cgroup.events", buf, sizeof buf, err) < 0)
+		return err && err->code == ENOENT ? 1 : -1;
+	return strstr(buf, w->want) != NULL;
+}
+
+static int cg_all_empty(void *ctx, cx_err *err)
+{
+	return sbx_cgroup_is_empty(ctx, err);
+}
+
+int sbx_cgroup_wait_empty(const sbx_cgroup *cg, int timeout_ms, cx_err *err)
+{
+	if (cg->v2 && cg->dirs[0]) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/cgroup.events", cg->dirs[0]);
+		struct events_want w = {cg->dirs[0], "populated 0"};
+		if (cg_wait(path, events_has, &w, timeout_ms, err) < 0)
+			return cx_err_wrap(err, "%s: wait until empty", cg->dirs[0]);
+		return 0;
+	}
+	if (cg_wait(NULL, cg_all_empty, (void *)cg, timeout_ms, err) < 0)
+		return cx_err_wrap(err, "cgroup: wait until empty");
+	return 0;
+}
+
+struct v1_state {
+	const char *dir;
+	const char *want;
+};
+
+static int v1_freezer_is(void *ctx, cx_err *err)
+{
+	struct v1_state *v = ctx;
+	char buf[32];
+	if (read_file(v->dir, "freezer.state", buf, sizeof buf, err) < 0)
+		return -1;
+	return strncmp(buf, v->want, strlen(v->want)) == 0;
 }
 
 int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
@@ -184,16 +277,12 @@ int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
 		if (write_file(cg->dirs[0], "cgroup.freeze", frozen ? "1" : "0", err) < 0)
 			return -1;
 		/* Freezing is asynchronous; cgroup.events says when it is done. */
-		const char *want = frozen ? "frozen 1" : "frozen 0";
-		for (int i = 0; i < 200; i++) {
-			char buf[256];
-			if (read_file(cg->dirs[0], "cgroup.events", buf, sizeof buf, err) < 0)
-				return -1;
-			if (strstr(buf, want))
-				return 0;
-			sleep_ms(5);
-		}
-		return cx_err_set(err, ETIMEDOUT, "%s/cgroup.events: still not %s", cg->dirs[0], want);
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/cgroup.events", cg->dirs[0]);
+		struct events_want w = {cg->dirs[0], frozen ? "frozen 1" : "frozen 0"};
+		if (cg_wait(path, events_has, &w, 1000, err) < 0)
+			return cx_err_wrap(err, "%s: not %s", path, w.want);
+		return 0;
 	}
 	const char *dir = cg->dirs[SBX_CG_FREEZER];
 	if (!dir)
@@ -201,16 +290,30 @@ int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
 	const char *want = frozen ? "FROZEN" : "THAWED";
 	if (write_file(dir, "freezer.state", want, err) < 0)
 		return -1;
-	/* v1 goes through FREEZING; wait (bounded) until the state settles. */
-	for (int i = 0; i < 200; i++) {
-		char buf[32];
-		if (read_file(dir, "freezer.state", buf, sizeof buf, err) < 0)
-			return -1;
-		if (strncmp(buf, want, strlen(want)) == 0)
-			return 0;
-		sleep_ms(5);
+	/* v1 goes through FREEZING before the state settles. */
+	struct v1_state v = {dir, want};
+	if (cg_wait(NULL, v1_freezer_is, &v, 1000, err) < 0)
+		return cx_err_wrap(err, "%s/freezer.state: not %s", dir, want);
+	return 0;
+}
+
+struct rmdir_ctx {
+	const char *dir;
+	int errnum;
+};
+
+/* Done when rmdir succeeds or fails for any reason but EBUSY (a dying task can
+ * hold a v1 cgroup for a moment after cgroup.procs reads empty). */
+static int try_rmdir(void *ctx, cx_err *err)
+{
+	(void)err;
+	struct rmdir_ctx *r = ctx;
+	if (rmdir(r->dir) == 0) {
+		r->errnum = 0;
+		return 1;
 	}
-	return cx_err_set(err, ETIMEDOUT, "%s/freezer.state: still not %s", dir, want);
+	r->errnum = errno;
+	return errno != EBUSY;
 }
 
 int sbx_cgroup_remove(sbx_cgroup *cg, cx_err *err)
@@ -219,12 +322,11 @@ int sbx_cgroup_remove(sbx_cgroup *cg, cx_err *err)
 	for (int c = 0; c < SBX_CG_MAX; c++) {
 		if (!cg->dirs[c])
 			continue;
-		/* Dying tasks can hold the cgroup for a moment after they exit. */
-		int r = -1;
-		for (int i = 0; i < 200 && (r = rmdir(cg->dirs[c])) < 0 && errno == EBUSY; i++)
-			sleep_ms(5);
-		if (r < 0 && errno != ENOENT && ret == 0)
-			ret = cx_err_set(err, errno, "rmdir %s", cg->dirs[c]);
+		struct rmdir_ctx r = {cg->dirs[c], 0};
+		cx_err tmp = CX_ERR_INIT;
+		(void)cg_wait(NULL, try_rmdir, &r, 1000, &tmp);
+		if (r.errnum && r.errnum != ENOENT && ret == 0)
+			ret = cx_err_set(err, r.errnum, "rmdir %s", cg->dirs[c]);
 		free(cg->dirs[c]);
 		cg->dirs[c] = NULL;
 	}

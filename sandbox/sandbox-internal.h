@@ -44,6 +44,8 @@ int sbx_cgroup_create(sbx_cgroup *cg, const sandbox_opts *opts, cx_err *err);
 int sbx_cgroup_add_pid(const sbx_cgroup *cg, pid_t pid, cx_err *err);
 /* 1 if no process is left in any of the cgroup's dirs, 0 if some are. */
 int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err);
+/* Block until no task is left (v2: inotify on cgroup.events; v1: bounded backoff). */
+int sbx_cgroup_wait_empty(const sbx_cgroup *cg, int timeout_ms, cx_err *err);
 int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err);
 /* rmdir every dir (ENOENT is fine) and free the paths. */
 int sbx_cgroup_remove(sbx_cgroup *cg, cx_err *err);
@@ -57,6 +59,8 @@ struct sandbox {
 	pid_t monitor_pid; /* our direct child; -1 when stopped */
 	pid_t init_pid;    /* host pid; -1 when stopped */
 	int init_pidfd;    /* immune to pid reuse */
+	int root_fd;       /* O_PATH of init's root (/proc/<init>/root), opened once
+	                      when init is ready: files are written beneath it */
 	int ctl_fd;        /* control socket to init */
 	uint32_t seq;      /* of the last control request */
 	sbx_cgroup cg;

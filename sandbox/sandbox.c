@@ -190,6 +190,7 @@ static void kill_and_reap(sandbox *sb)
 	sb->monitor_pid = -1;
 	sb->init_pid = -1;
 	close_fd(&sb->init_pidfd);
+	close_fd(&sb->root_fd);
 	close_fd(&sb->ctl_fd);
 }
 
@@ -231,6 +232,15 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 		return -1;
 	if (type != SBX_SYNC_READY)
 		return cx_err_set(err, EPROTO, "sync: expected ready, got type %d", type);
+	/* Init has pivoted: take its root once, so no message pays for it.  The
+	 * pidfd check after the open proves the pid was still ours. */
+	char proc[64];
+	snprintf(proc, sizeof proc, "/proc/%d/root", (int)sb->init_pid);
+	sb->root_fd = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (sb->root_fd < 0)
+		return cx_err_set(err, errno, "open %s", proc);
+	if (pidfd_send_signal(sb->init_pidfd, 0, NULL, 0) < 0)
+		return cx_err_set(err, errno, "init died while starting");
 	return 0;
 }
 
@@ -246,7 +256,7 @@ int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err)
 	sb->uid = opts->uid;
 	sb->gid = opts->gid;
 	sb->monitor_pid = sb->init_pid = -1;
-	sb->init_pidfd = sb->ctl_fd = -1;
+	sb->init_pidfd = sb->ctl_fd = sb->root_fd = -1;
 	if (sbx_cgroup_create(&sb->cg, opts, err) < 0) {
 		free(sb);
 		return cx_err_wrap(err, "sandbox %s", opts->id);
@@ -276,10 +286,10 @@ int sandbox_stop(sandbox *sb, cx_err *err)
 	if (!sb->cg.v2 && sb->cg.dirs[SBX_CG_FREEZER])
 		(void)sbx_cgroup_freeze(&sb->cg, false, &tmp);
 	kill_and_reap(sb);
-	/* Init's exit waits for the namespace to die, so this is brief; bounded
-	 * anyway (2 s) in case a task lingers in the cgroup. */
-	for (int i = 0; i < 400 && sbx_cgroup_is_empty(&sb->cg, &tmp) == 0; i++)
-		nanosleep(&(struct timespec){0, 5000000L}, NULL);
+	/* Init's exit already waits for every task of its PID namespace, so the
+	 * cgroup is normally empty here; the wait (bounded, 2 s) covers a task
+	 * still leaving it.  On timeout the rmdir below reports EBUSY with the path. */
+	(void)sbx_cgroup_wait_empty(&sb->cg, 2000, &tmp);
 	if (sbx_cgroup_remove(&sb->cg, err) < 0)
 		return cx_err_wrap(err, "sandbox %s: stop", sb->id);
 	return 0;

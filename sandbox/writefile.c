@@ -92,21 +92,13 @@ static int write_in(const sandbox *sb, int dirfd, const char *base, const char *
 int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
 		       unsigned mode, cx_err *err)
 {
-	if (!sb || sb->init_pidfd < 0)
+	if (!sb || sb->root_fd < 0)
 		return cx_err_set(err, ESRCH, "sandbox: not running");
 	if (!path_ok(path))
 		return cx_err_set(err, EINVAL, "sandbox %s: write %s: path must be absolute, "
 				  "without . or .., naming a file", sb->id, path ? path : "(null)");
 
-	char proc[64];
-	snprintf(proc, sizeof proc, "/proc/%d/root", (int)sb->init_pid);
-	cleanup_close int root = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	if (root < 0)
-		return cx_err_set(err, errno, "sandbox %s: open %s", sb->id, proc);
-	/* The pid could have been reused if init died just now: the pidfd
-	 * says whether the process we opened is still ours. */
-	if (pidfd_send_signal(sb->init_pidfd, 0, NULL, 0) < 0)
-		return cx_err_set(err, errno, "sandbox %s: init is gone", sb->id);
+	int root = sb->root_fd; /* opened once at create; see sandbox-internal.h */
 
 	char dir[PATH_MAX];
 	snprintf(dir, sizeof dir, "%s", path);
