@@ -36,6 +36,7 @@ struct frame *frame_new(const void *data, size_t len);
 void fq_push(struct fqueue *q, struct frame *f);
 struct frame *fq_pop(struct fqueue *q);
 void fq_clear(struct fqueue *q);
+int fq_write_one(struct lws *wsi, struct fqueue *q);
 
 /* ---- sessions ---- */
 enum sess_state { SS_CREATING, SS_READY, SS_PAUSED, SS_SLEEPING, SS_WAKING, SS_ERROR };

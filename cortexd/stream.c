@@ -52,6 +52,22 @@ struct frame *fq_pop(struct fqueue *q)
 	return f;
 }
 
+/* The lws write discipline: one frame per WRITEABLE callback, and ask for
+ * another callback while frames remain.  -1 means close the connection. */
+int fq_write_one(struct lws *wsi, struct fqueue *q)
+{
+	struct frame *f = fq_pop(q);
+	if (!f)
+		return 0;
+	int n = lws_write(wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT);
+	free(f);
+	if (n < 0)
+		return -1;
+	if (q->head)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
 void fq_clear(struct fqueue *q)
 {
 	struct frame *f;
@@ -605,17 +621,8 @@ int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		return 0;
 	}
 	case LWS_CALLBACK_SERVER_WRITEABLE: {
-		if (c->closing)
+		if (c->closing || fq_write_one(wsi, &c->out) < 0)
 			return -1;
-		struct frame *f = fq_pop(&c->out);
-		if (!f)
-			return 0;
-		int n = lws_write(wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT);
-		free(f);
-		if (n < 0)
-			return -1;
-		if (c->out.head)
-			lws_callback_on_writable(wsi);
 		if (c->sess)
 			update_flow(c->sess);
 		return 0;
@@ -738,18 +745,8 @@ int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user
 			handle_agent_line(s, s->agent_rx, s->agent_rx_len);
 		rx_reset(&s->agent_rx, &s->agent_rx_len, &s->agent_rx_overflow);
 		return 0;
-	case LWS_CALLBACK_CLIENT_WRITEABLE: {
-		struct frame *f = fq_pop(&s->agent_out);
-		if (!f)
-			return 0;
-		int n = lws_write(wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT);
-		free(f);
-		if (n < 0)
-			return -1;
-		if (s->agent_out.head)
-			lws_callback_on_writable(wsi);
-		return 0;
-	}
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		return fq_write_one(wsi, &s->agent_out);
 	default:
 		return 0;
 	}
