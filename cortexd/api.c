@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "caps.h"
 #include "log.h"
+#include "settings.h"
 
 void api_error(struct api_resp *resp, int status, const char *code, const char *fmt, ...)
 {
@@ -317,6 +318,13 @@ void api_handle(const struct api_req *req, struct api_resp *resp)
 		} else {
 			session_route(user, req, p + 13, resp);
 		}
+		return;
+	}
+	if (!strncmp(p, "/v1/settings/", 13)) {
+		if (who != 0)
+			api_error(resp, 403, "forbidden", "settings belong to users; use a user token");
+		else
+			settings_route(user, req, p + 13, resp);
 		return;
 	}
 	api_error(resp, 404, "not_found", "no such route: %.200s", p);

@@ -17,9 +17,11 @@
 #include <jansson.h>
 #include <libwebsockets.h>
 
+#include "cconfig.h"
 #include "config.h"
 #include "cx.h"
 #include "sandbox.h"
+#include "secrets.h"
 #include "store.h"
 
 /* ---- outgoing frame queues (LWS_PRE headroom, byte-capped by the owner) ---- */
@@ -102,6 +104,7 @@ struct session {
 	uint64_t seq;          /* last seq sent on this session */
 	uint64_t turns;        /* turns started (argv gets --continue after the first) */
 	int had_success;       /* an earlier turn finished: the agent can --continue */
+	struct ccache_entry cc; /* the assembled config (cconfig.h) */
 	struct session *next;  /* registry */
 };
 
@@ -113,6 +116,7 @@ struct daemon {
 	struct session *sessions;
 	int port;
 	char admin_token[256];
+	secrets_key skey;   /* master key for secrets at rest */
 	volatile int stop;
 };
 extern struct daemon D;

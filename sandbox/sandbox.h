@@ -51,6 +51,9 @@ typedef struct sandbox_opts {
 	uint64_t pids_max;         /* 0 = no limit */
 	uint64_t tmp_size;         /* bytes for the /tmp tmpfs; 0 = 256 MiB */
 	const char *cgroup_name;   /* parent cgroup name under each hierarchy; NULL = "cortex" */
+	const char *mount_dir;     /* absolute dir inside (e.g. "/cortex/mcp"); NULL = none.
+	                              A small tmpfs writable by root only (0755): the place
+	                              sandbox_mount_ro() attaches host dirs to at run time */
 } sandbox_opts;
 #define SANDBOX_OPTS_INIT {.version = SANDBOX_OPTS_VERSION}
 
@@ -80,6 +83,21 @@ int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_er
  * anywhere in the parent path fails with ELOOP, a read-only place with EROFS. */
 int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
 		       unsigned mode, cx_err *err);
+
+/* Remove a file inside the sandbox (same safe walk as sandbox_write_file:
+ * a symlink on the parent path is ELOOP).  A missing file is not an error. */
+int sandbox_remove_file(sandbox *sb, const char *path, cx_err *err);
+
+/* Attach a host dir read-only (nosuid, nodev) at `name` under opts.mount_dir
+ * of a running sandbox, i.e. at <mount_dir>/<name>; name is one path
+ * component.  Works after create (open_tree(OPEN_TREE_CLONE) of the host dir,
+ * then a short-lived child setns()es into the sandbox's mount namespace and
+ * move_mount()s it), so a session gets new packages without a restart.
+ * Already mounted there: 0, nothing done.  Thread-safe with respect to
+ * sandbox_write_file() on the same sandbox. */
+int sandbox_mount_ro(sandbox *sb, const char *host_dir, const char *name, cx_err *err);
+/* Detach what sandbox_mount_ro() attached at name (MNT_DETACH); absent: 0. */
+int sandbox_umount(sandbox *sb, const char *name, cx_err *err);
 
 /* 0 if init is alive and answers a ping on its control socket. */
 int sandbox_health(sandbox *sb, cx_err *err);

@@ -1,0 +1,94 @@
+/* cconfig.h — a session's assembled config and the per-session cache of it.
+ *
+ * Assembly (cconfig_assemble) turns one range read of "settings/<user>/"
+ * into everything the sandbox and the agent need: the files to write (with
+ * their hashes), the agent's extra env, the model, and the MCP package set.
+ * It is a pure function of the store rows (plus the npm cache's view of which
+ * packages are installed), so it is unit-tested without a daemon.
+ *
+ * The cache (ccache_*) keeps one assembled config per session.  A settings
+ * write marks every cached config of that user dirty; an entry older than the
+ * TTL (config "config_ttl_s", default 300) is re-assembled too.  A hit is a
+ * pointer compare and a clock read.  Service thread only. */
+#ifndef CORTEX_CCONFIG_H
+#define CORTEX_CCONFIG_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "cx.h"
+#include "secrets.h"
+#include "store.h"
+
+/* One file cortexd writes into the sandbox. */
+struct cfile {
+	char path[512];  /* absolute, inside the sandbox */
+	char *data;
+	size_t len;
+	unsigned mode;   /* 0600 for credentials, 0644 otherwise */
+	char hash[65];   /* sha256 hex of mode and data */
+	int secret;      /* a credential file: never logged */
+};
+
+/* One MCP package a server needs. */
+struct cpkg {
+	char spec[300];      /* name@version */
+	char key[65];        /* npm cache key once installed, "" before */
+	char mount[80];      /* mount name under /cortex/mcp ("" before install) */
+};
+
+typedef struct cconfig {
+	int refs;
+	struct cfile *files;
+	size_t n_files;
+	json_t *env;              /* object: extra env for the agent (secrets, user env, provider) */
+	char model[128];          /* "" = the daemon's default */
+	struct cpkg *pkgs;
+	size_t n_pkgs;
+	size_t pkgs_missing;      /* packages not installed yet (their servers are left out) */
+	char files_hash[65];      /* over every file's path and hash */
+	char pkgs_hash[65];       /* over the installed package keys */
+	char env_hash[65];        /* over env and model */
+	char all_hash[65];        /* over the three above */
+	int64_t revision;         /* store revision read at assembly */
+} cconfig;
+
+/* Build from the rows of "settings/<user>/" (any order).  Secrets are opened
+ * with k; a row that fails to open or parse is an error naming the row (the
+ * message never carries a secret).  Installed packages are looked up with
+ * npmcache_lookup(); pass lookup = NULL in tests to treat all as missing. */
+typedef int (*cpkg_lookup_fn)(const char *spec, char key[65], char bin[128]); /* 1 = installed */
+int cconfig_assemble(const char *user, const store_kv *kv, size_t n, const secrets_key *k,
+		     cpkg_lookup_fn lookup, cconfig **out, cx_err *err);
+cconfig *cconfig_ref(cconfig *c);
+void cconfig_unref(cconfig *c);
+
+/* ---- the cache ---- */
+enum ccache_how { CC_HIT, CC_MISS, CC_DIRTY, CC_EXPIRED };
+struct ccache_entry {
+	cconfig *cfg;       /* owned ref, or NULL */
+	uint64_t at_us;     /* when assembled (monotonic) */
+	int dirty;
+};
+/* What a lookup at now_us must do. */
+enum ccache_how ccache_check(const struct ccache_entry *e, uint64_t now_us, uint64_t ttl_us);
+
+typedef struct ccache_stats {
+	uint64_t hits, misses, dirty, expired, errors;
+	uint64_t assemble_us_total; /* time spent assembling (misses + reloads) */
+} ccache_stats;
+
+struct session;
+/* The session's config, assembled if missing, dirty or expired.  *how says
+ * which; the returned pointer is borrowed (valid until the next ccache_get or
+ * ccache_drop on that session; cconfig_ref it to keep it). */
+cconfig *ccache_get(struct session *s, enum ccache_how *how, cx_err *err);
+void ccache_drop(struct session *s);
+/* Mark every cached config of user dirty. */
+void ccache_user_dirty(const char *user);
+void ccache_get_stats(ccache_stats *out);
+
+/* The settings hook: a write for user happened (settings.c calls it). */
+void settings_changed(const char *user);
+
+#endif
