@@ -11,6 +11,7 @@
 #include "auth.h"
 #include "caps.h"
 #include "log.h"
+#include "npmcache.h"
 #include "settings.h"
 
 void api_error(struct api_resp *resp, int status, const char *code, const char *fmt, ...)
@@ -236,7 +237,7 @@ static void session_route(const char *user, const struct api_req *req, const cha
 	} else if (!strcmp(sub, "sleep") || !strcmp(sub, "wake") || !strcmp(sub, "pause")) {
 		if (strcmp(m, "POST")) {
 			api_error(resp, 405, "method_not_allowed", "use POST");
-		} else if (s->job_running) {
+		} else if (session_busy(s)) {
 			api_error(resp, 409, "busy", "the session is %s; try again", sess_state_name(s->state));
 		} else if (!strcmp(sub, "sleep")) {
 			session_sleep(s);
@@ -254,20 +255,67 @@ static void session_route(const char *user, const struct api_req *req, const cha
 	}
 }
 
+/* Prometheus text.  Counters the tests and the benchmark read as well. */
 static void metrics(struct api_resp *resp)
 {
 	unsigned counts[6] = {0};
 	for (struct session *s = D.sessions; s; s = s->next)
 		if (!s->deleted)
 			counts[s->state]++;
-	char buf[1024];
-	int n = snprintf(buf, sizeof buf, "# HELP cortex_sessions Sessions by state.\n# TYPE cortex_sessions gauge\n");
-	for (int i = 0; i < 6 && n > 0 && (size_t)n < sizeof buf; i++)
-		n += snprintf(buf + n, sizeof buf - (size_t)n, "cortex_sessions{state=\"%s\"} %u\n",
-			      sess_state_name((enum sess_state)i), counts[i]);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&buf, &len);
+	if (!f) {
+		api_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	fputs("# HELP cortex_sessions Sessions by state.\n# TYPE cortex_sessions gauge\n", f);
+	for (int i = 0; i < 6; i++)
+		fprintf(f, "cortex_sessions{state=\"%s\"} %u\n", sess_state_name((enum sess_state)i), counts[i]);
+	ccache_stats cc;
+	ccache_get_stats(&cc);
+	fputs("# HELP cortex_config_cache_total Session config lookups by outcome.\n"
+	      "# TYPE cortex_config_cache_total counter\n", f);
+	fprintf(f, "cortex_config_cache_total{result=\"hit\"} %llu\n", (unsigned long long)cc.hits);
+	fprintf(f, "cortex_config_cache_total{result=\"miss\"} %llu\n", (unsigned long long)cc.misses);
+	fprintf(f, "cortex_config_cache_total{result=\"dirty\"} %llu\n", (unsigned long long)cc.dirty);
+	fprintf(f, "cortex_config_cache_total{result=\"expired\"} %llu\n", (unsigned long long)cc.expired);
+	fprintf(f, "cortex_config_cache_total{result=\"error\"} %llu\n", (unsigned long long)cc.errors);
+	fprintf(f, "# TYPE cortex_config_assemble_seconds_total counter\ncortex_config_assemble_seconds_total %.6f\n",
+		(double)cc.assemble_us_total / 1e6);
+	struct sync_stats ss;
+	sync_get_stats(&ss);
+	fprintf(f, "# HELP cortex_sync_runs_total Config syncs into sandboxes.\n# TYPE cortex_sync_runs_total counter\n"
+		   "cortex_sync_runs_total %llu\n", ss.runs);
+	fputs("# HELP cortex_sync_files_total Files considered by syncs, by outcome.\n"
+	      "# TYPE cortex_sync_files_total counter\n", f);
+	fprintf(f, "cortex_sync_files_total{result=\"written\"} %llu\n", ss.files_written);
+	fprintf(f, "cortex_sync_files_total{result=\"unchanged\"} %llu\n", ss.files_skipped);
+	fprintf(f, "cortex_sync_files_total{result=\"removed\"} %llu\n", ss.files_removed);
+	fprintf(f, "# TYPE cortex_sync_mounts_total counter\ncortex_sync_mounts_total %llu\n", ss.mounts);
+	fprintf(f, "# TYPE cortex_sync_failures_total counter\ncortex_sync_failures_total %llu\n", ss.failures);
+	npmcache_stats ns;
+	npmcache_get_stats(&ns);
+	fprintf(f, "# HELP cortex_npm_runs_total npm processes started for MCP packages.\n"
+		   "# TYPE cortex_npm_runs_total counter\ncortex_npm_runs_total %llu\n",
+		(unsigned long long)ns.npm_runs);
+	fputs("# TYPE cortex_npm_installs_total counter\n", f);
+	fprintf(f, "cortex_npm_installs_total{result=\"ok\"} %llu\n", (unsigned long long)ns.installs_ok);
+	fprintf(f, "cortex_npm_installs_total{result=\"failed\"} %llu\n", (unsigned long long)ns.installs_failed);
+	fputs("# TYPE cortex_npm_cache_requests_total counter\n", f);
+	fprintf(f, "cortex_npm_cache_requests_total{result=\"hit\"} %llu\n", (unsigned long long)ns.hits);
+	fprintf(f, "cortex_npm_cache_requests_total{result=\"joined\"} %llu\n", (unsigned long long)ns.joins);
+	fprintf(f, "# TYPE cortex_npm_cache_evictions_total counter\ncortex_npm_cache_evictions_total %llu\n",
+		(unsigned long long)ns.evictions);
+	fprintf(f, "# TYPE cortex_npm_cache_bytes gauge\ncortex_npm_cache_bytes %llu\n", (unsigned long long)ns.bytes);
+	if (fclose(f) != 0 || !buf) {
+		free(buf);
+		api_error(resp, 500, "internal", "out of memory");
+		return;
+	}
 	free(resp->body);
 	resp->status = 200;
-	resp->body = strdup(buf);
+	resp->body = buf;
 	resp->ctype = "text/plain; version=0.0.4";
 }
 

@@ -35,6 +35,7 @@ struct cpkg {
 	char spec[300];      /* name@version */
 	char key[65];        /* npm cache key once installed, "" before */
 	char mount[80];      /* mount name under /cortex/mcp ("" before install) */
+	char dir[4096];      /* host dir of the installed package */
 };
 
 typedef struct cconfig {
@@ -57,7 +58,7 @@ typedef struct cconfig {
  * with k; a row that fails to open or parse is an error naming the row (the
  * message never carries a secret).  Installed packages are looked up with
  * npmcache_lookup(); pass lookup = NULL in tests to treat all as missing. */
-typedef int (*cpkg_lookup_fn)(const char *spec, char key[65], char bin[128]); /* 1 = installed */
+typedef int (*cpkg_lookup_fn)(struct cpkg *p, char bin[128]); /* p->spec set; 1 = installed, key+dir filled */
 int cconfig_assemble(const char *user, const store_kv *kv, size_t n, const secrets_key *k,
 		     cpkg_lookup_fn lookup, cconfig **out, cx_err *err);
 cconfig *cconfig_ref(cconfig *c);
@@ -88,7 +89,15 @@ void ccache_drop(struct session *s);
 void ccache_user_dirty(const char *user);
 void ccache_get_stats(ccache_stats *out);
 
-/* The settings hook: a write for user happened (settings.c calls it). */
+/* The settings hook: a write for user happened (settings.c calls it).  Marks
+ * the user's configs dirty, forgets earlier install failures, re-assembles
+ * for live sessions and starts package installs in the background. */
 void settings_changed(const char *user);
+/* The same without forgetting failures (an install finished). */
+void config_refresh(const char *user);
+/* Start installs for c's missing packages (service thread; background). */
+void cconfig_start_installs(const cconfig *c, const char *user);
+/* The install error of a package of c that failed, or NULL. */
+const char *cconfig_failed_pkg(const cconfig *c, const char **spec);
 
 #endif

@@ -39,6 +39,10 @@ void config_defaults(config *c)
 	strcpy(c->agent_permission_mode, "bypassPermissions");
 	c->ready_timeout_ms = 10000;
 	c->context_timeout_ms = 2000;
+	c->config_ttl_s = 300;
+	c->write_parallel = 4;
+	strcpy(c->npm_path, "npm");
+	c->npm_cache_max = 2ull << 30;
 }
 
 static int parse_listen(config *c, const char *v, cx_err *err)
@@ -197,6 +201,28 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (found)
 		c->context_timeout_ms = (int)n;
+	if (jint(root, "config_ttl_s", &n, &found, err) < 0)
+		goto out;
+	if (found)
+		c->config_ttl_s = (int)(n > 86400 ? 86400 : n);
+	if (jint(root, "write_parallel", &n, &found, err) < 0)
+		goto out;
+	if (found)
+		c->write_parallel = n < 1 ? 1 : n > 16 ? 16 : (int)n;
+	json_t *npm = json_object_get(root, "npm");
+	if (npm) {
+		if (!json_is_object(npm)) {
+			cx_err_set(err, 0, "config: 'npm' must be an object");
+			goto out;
+		}
+		if (jstr(npm, "path", &s, err) < 0 ||
+		    (s && copy_str(c->npm_path, sizeof c->npm_path, s, "npm.path", err) < 0))
+			goto out;
+		if (jint(npm, "cache_max_mb", &n, &found, err) < 0)
+			goto out;
+		if (found)
+			c->npm_cache_max = (uint64_t)n << 20;
+	}
 	rc = 0;
 out:
 	json_decref(root);

@@ -31,6 +31,12 @@ typedef struct config {
 	char agent_permission_mode[32]; /* Claude Code --permission-mode; the sandbox is the boundary */
 	int ready_timeout_ms;        /* ws-agent readiness bound */
 	int context_timeout_ms;      /* ws-agent's wait for the context file */
+
+	/* Settings -> sandbox (issue 3). */
+	int config_ttl_s;            /* a cached session config older than this is re-assembled */
+	int write_parallel;          /* bound on concurrent file writes into one sandbox */
+	char npm_path[4096];         /* npm binary for MCP package installs ("npm" = PATH) */
+	uint64_t npm_cache_max;      /* bytes; 0 = unlimited */
 } config;
 
 void config_defaults(config *c);

@@ -23,6 +23,7 @@
 #include "sandbox.h"
 #include "secrets.h"
 #include "store.h"
+#include "sync.h"
 
 /* ---- outgoing frame queues (LWS_PRE headroom, byte-capped by the owner) ---- */
 struct frame {
@@ -66,6 +67,14 @@ struct turn {
 	double wait_sandbox_ms; /* waiting for the sandbox / ws-agent to be ready */
 	double config_ms;       /* building the agent's argv and env */
 	double context_ms;      /* writing /tmp/vf-pending-query.json */
+	double install_ms;      /* waiting for MCP package installs */
+	double sync_ms;         /* waiting for config files / package mounts */
+	uint64_t wait_since_us; /* start of the current wait (install or sync), 0 if none */
+	int config_changed;     /* the config differs from the previous turn's */
+	int progress_sent;      /* bit set of cortex.progress phases already sent */
+	int wait_kind;          /* 0 none, 1 installing packages, 2 syncing config */
+	int sandbox_ok;         /* the sandbox was found ready (wait_sandbox_ms is final) */
+	int cache_how;          /* enum ccache_how of the turn's first config lookup, -1 before */
 	double first_token_ms;  /* < 0 until the first text delta is sent */
 	int cold;               /* the sandbox had to be created or woken */
 	int result_seen, done_sent, started;
@@ -105,6 +114,11 @@ struct session {
 	uint64_t turns;        /* turns started (argv gets --continue after the first) */
 	int had_success;       /* an earlier turn finished: the agent can --continue */
 	struct ccache_entry cc; /* the assembled config (cconfig.h) */
+	struct sync_state sync; /* what is written in the sandbox (sync.h); a sync job owns it while sync_running */
+	int sync_running;
+	int sync_again;         /* config changed while a sync ran: run once more */
+	pid_t agent_pid;        /* ws-agent's pid inside the sandbox */
+	char last_turn_hash[65]; /* all_hash of the config the previous turn ran with */
 	struct session *next;  /* registry */
 };
 
@@ -133,12 +147,21 @@ void session_delete(struct session *s);
 void session_unref(struct session *s);
 void sessions_shutdown(void);
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn);
+/* Bring the sandbox in line with the session's config in the background:
+ * re-assemble if needed, start missing package installs, start a sync job
+ * when hashes differ.  A turn waiting to start is advanced instead. */
+void session_config_kick(struct session *s);
+int session_busy(const struct session *s); /* a lifecycle or sync job owns the sandbox */
+/* Start a sync job if the sandbox is behind c: 1 = a sync is running (wait
+ * for it), 0 = the sandbox is current. */
+int session_sync_needed(struct session *s, cconfig *c);
 
 /* stream.c */
 void stream_agent_connect(struct session *s);
 void stream_session_ready(struct session *s);     /* sandbox + ws-agent are up */
 void stream_session_failed(struct session *s, const char *code, const char *msg);
 void stream_session_detach(struct session *s);    /* session going away: drop clients, agent */
+void stream_turn_advance(struct session *s);      /* a waiting turn re-checks what it waits for */
 int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 

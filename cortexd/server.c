@@ -13,6 +13,7 @@
 #include "caps.h"
 #include "http.h"
 #include "log.h"
+#include "npmcache.h"
 #include "server.h"
 #include "work.h"
 
@@ -97,8 +98,19 @@ int server_run(void)
 		log_error("store: %s", err.msg);
 		return 1;
 	}
+	/* The master key: CORTEX_MASTER_KEY_FILE, or generated into the data dir. */
+	const char *kf = getenv("CORTEX_MASTER_KEY_FILE");
+	char keyp[4200];
+	snprintf(keyp, sizeof keyp, "%s/master.key", c->data_dir);
+	if (secrets_key_load(&D.skey, kf && *kf ? kf : keyp, 1, &err) < 0) {
+		log_error("master key: %s", err.msg);
+		goto out_store;
+	}
+	snprintf(path, sizeof path, "%s/npm", c->data_dir);
 	if (auth_admin_init(c->data_dir, D.admin_token, &err) < 0 || sessions_load(&err) < 0 ||
-	    sandbox_runtime_init(&err) < 0) {
+	    sandbox_runtime_init(&err) < 0 ||
+	    npmcache_init(D.st, path, c->npm_path, c->sandbox_uid, c->sandbox_gid, c->npm_cache_max,
+			  &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_store;
 	}
@@ -148,12 +160,14 @@ int server_run(void)
 			break;
 	log_info("shutting down");
 	rc = 0;
+	npmcache_shutdown(); /* joins installs; their reports drain in work_stop() */
 	work_stop();
 	sessions_shutdown();
 out_ctx:
 	lws_context_destroy(D.ctx);
 	D.ctx = NULL;
 out_store:
+	secrets_key_wipe(&D.skey);
 	store_close(D.st);
 	return rc;
 }

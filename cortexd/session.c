@@ -16,6 +16,7 @@
 
 #include "caps.h"
 #include "log.h"
+#include "npmcache.h"
 #include "work.h"
 
 const char *sess_state_name(enum sess_state s)
@@ -215,6 +216,7 @@ static int prepare(struct session *s, cx_err *err)
 	o.gid = c->sandbox_gid;
 	o.memory_max = c->sandbox_memory_max;
 	o.pids_max = c->sandbox_pids_max;
+	o.mount_dir = SYNC_MOUNT_DIR; /* MCP packages are attached here at run time */
 	sandbox *sb = NULL;
 	if (sandbox_create(&sb, &o, err) < 0)
 		return cx_err_wrap(err, "sandbox");
@@ -249,6 +251,7 @@ static int prepare(struct session *s, cx_err *err)
 	if (sandbox_exec(sb, &pid, &eo, err) < 0)
 		return cx_err_wrap(err, "start ws-agent");
 	close(steal_fd(&wr)); /* only ws-agent holds the write end now: EOF = it died */
+	s->agent_pid = pid;
 	if (wait_ready(rd, c->ready_timeout_ms, err) < 0)
 		return -1;
 	return 0;
@@ -282,9 +285,113 @@ static void prepare_done(void *arg)
 		log_error("session %s: %s", s->id, s->job_err.msg);
 		stream_session_failed(s, "sandbox_failed", s->job_err.msg);
 	} else {
+		/* Both at once: config files are written while the agent connects. */
 		stream_agent_connect(s);
+		session_config_kick(s);
 	}
 	session_unref(s);
+}
+
+int session_busy(const struct session *s) { return s->job_running || s->sync_running; }
+
+/* ---- config sync: a worker applies the assembled config to the sandbox ---- */
+
+struct sync_job {
+	struct session *s;
+	cconfig *cfg; /* ref */
+	struct sync_result r;
+};
+
+static void sync_run(void *arg)
+{
+	struct sync_job *j = arg;
+	struct session *s = j->s;
+	(void)sync_apply(s->sb, j->cfg, &s->sync, D.cfg.write_parallel, s->agent_pid, &j->r);
+}
+
+/* Packages a sandbox mounted stay pinned (never evicted) until it stops. */
+static void sync_forget(struct session *s)
+{
+	for (size_t i = 0; i < s->sync.n_mounts; i++)
+		npmcache_unpin(s->sync.mounts[i].key);
+	sync_state_clear(&s->sync);
+}
+
+static void sync_done(void *arg)
+{
+	struct sync_job *j = arg;
+	struct session *s = j->s;
+	s->sync_running = 0;
+	for (unsigned i = 0; i < j->r.n_new_keys; i++)
+		npmcache_pin(j->r.new_keys[i]);
+	if (j->r.rc < 0)
+		log_error("session %s: config sync: %s", s->id, j->r.err.msg);
+	else if (j->r.written || j->r.removed || j->r.mounted)
+		log_info("session %s: config synced in %.1f ms: %u written, %u unchanged, %u removed, %u mounted",
+			 s->id, j->r.ms, j->r.written, j->r.skipped, j->r.removed, j->r.mounted);
+	cconfig_unref(j->cfg);
+	if (s->deleted) {
+		session_delete(s); /* finishes the teardown that waited for this job */
+	} else if (s->turn && !s->turn->started) {
+		if (j->r.rc < 0) {
+			stream_session_failed(s, "config_failed", j->r.err.msg);
+		} else {
+			stream_turn_advance(s);
+		}
+	} else if (s->sync_again) {
+		s->sync_again = 0;
+		session_config_kick(s);
+	}
+	free(j);
+	session_unref(s);
+}
+
+static void sync_start(struct session *s, cconfig *c)
+{
+	struct sync_job *j = calloc(1, sizeof *j);
+	if (!j)
+		return;
+	j->s = s;
+	j->cfg = cconfig_ref(c);
+	s->sync_running = 1;
+	s->sync_again = 0;
+	s->refs++;
+	work_submit(sync_run, sync_done, j);
+}
+
+int session_sync_needed(struct session *s, cconfig *c)
+{
+	if (s->sync_running) {
+		if (!sync_is_current(&s->sync, c))
+			s->sync_again = 1;
+		return 1;
+	}
+	if (sync_is_current(&s->sync, c))
+		return 0;
+	sync_start(s, c);
+	return 1;
+}
+
+void session_config_kick(struct session *s)
+{
+	if (s->deleted || !s->sb || s->job_running)
+		return;
+	if (s->turn && !s->turn->started) {
+		stream_turn_advance(s);
+		return;
+	}
+	if (s->turn || s->sync_running) {
+		s->sync_again = 1; /* after the turn / the running sync */
+		return;
+	}
+	cx_err err = CX_ERR_INIT;
+	cconfig *c = ccache_get(s, NULL, &err);
+	if (!c) {
+		log_error("session %s: config: %s", s->id, err.msg);
+		return;
+	}
+	cconfig_start_installs(c, s->user);
+	session_sync_needed(s, c);
 }
 
 void session_ensure_ready(struct session *s)
@@ -297,6 +404,7 @@ void session_ensure_ready(struct session *s)
 		return;
 	}
 	s->state = s->state == SS_CREATING ? SS_CREATING : SS_WAKING;
+	sync_forget(s); /* a new sandbox starts empty (its /tmp too) */
 	s->job_running = 1;
 	s->refs++;
 	work_submit(prepare_run, prepare_done, s);
@@ -336,9 +444,10 @@ static void stop_done(void *arg)
 
 void session_sleep(struct session *s)
 {
-	if (s->job_running || s->deleted)
+	if (session_busy(s) || s->deleted)
 		return;
 	stream_session_detach(s);
+	sync_forget(s);
 	struct stop_job *j = calloc(1, sizeof *j);
 	if (!j)
 		return;
@@ -353,9 +462,11 @@ void session_sleep(struct session *s)
 void session_delete(struct session *s)
 {
 	s->deleted = 1;
-	if (s->job_running)
-		return; /* prepare_done() calls us again */
+	if (session_busy(s))
+		return; /* prepare_done() / sync_done() calls us again */
 	stream_session_detach(s);
+	sync_forget(s);
+	ccache_drop(s);
 	/* Unlink from the registry. */
 	for (struct session **pp = &D.sessions; *pp; pp = &(*pp)->next)
 		if (*pp == s) {
@@ -378,6 +489,8 @@ void sessions_shutdown(void)
 	/* On exit every sandbox is stopped (synchronously: the workers are gone). */
 	for (struct session *s = D.sessions; s; s = s->next) {
 		stream_session_detach(s);
+		sync_forget(s);
+		ccache_drop(s);
 		if (s->sb && !s->job_running) {
 			sandbox_destroy(s->sb);
 			s->sb = NULL;

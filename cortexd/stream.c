@@ -237,6 +237,8 @@ static void turn_end(struct session *s)
 	s->next_text = NULL;
 	if (next && !s->deleted)
 		turn_start(s, next);
+	else if (s->sync_again && !s->deleted)
+		session_config_kick(s); /* settings changed during the turn */
 	free(next);
 }
 
@@ -246,23 +248,37 @@ static void turn_fail(struct session *s, const char *code, const char *msg)
 	turn_end(s);
 }
 
+static const char *cache_how_name(int h)
+{
+	static const char *n[] = {"hit", "miss", "dirty", "expired"};
+	return h >= 0 && h <= 3 ? n[h] : "none";
+}
+
 static void send_done(struct session *s)
 {
 	struct turn *t = s->turn;
 	double total = ms_since(t->t0_us);
-	json_t *timings = json_pack("{s:f,s:f,s:f,s:f,s:f}", "first_token_ms",
+	json_t *timings = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "first_token_ms",
 				    t->first_token_ms < 0 ? total : t->first_token_ms, "total_ms", total,
 				    "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms", t->config_ms,
-				    "context_ms", t->context_ms);
-	send_obj(s, json_pack("{s:s,s:o,s:s,s:I}", "type", "cortex.done", "timings", timings, "path",
-			      t->cold ? "cold" : "warm", "turn", (json_int_t)t->id));
+				    "install_ms", t->install_ms, "sync_ms", t->sync_ms, "context_ms",
+				    t->context_ms);
+	const char *path = t->cold ? "cold" : t->config_changed ? "config_changed" : "warm";
+	send_obj(s, json_pack("{s:s,s:o,s:s,s:s,s:I}", "type", "cortex.done", "timings", timings, "path",
+			      path, "config_cache", cache_how_name(t->cache_how), "turn", (json_int_t)t->id));
 	t->done_sent = 1;
 	log_info("session %s turn %llu: first token %.1f ms, total %.1f ms (%s)", s->id,
-		 (unsigned long long)t->id, t->first_token_ms, total, t->cold ? "cold" : "warm");
+		 (unsigned long long)t->id, t->first_token_ms, total, path);
 }
 
-/* Everything the agent needs for one message, written to the context file. */
-static json_t *build_context(struct session *s, const struct turn *t)
+static void env_set(json_t *env, const char *k, const char *v)
+{
+	json_object_set_new(env, k, json_string(v));
+}
+
+/* Everything the agent needs for one message, written to the context file:
+ * the cached config's env and model over the daemon's defaults. */
+static json_t *build_context(struct session *s, const struct turn *t, const cconfig *cfg)
 {
 	const config *c = &D.cfg;
 	json_t *argv = json_pack("[s,s,s,s,s,s]", c->agent_command, "-p", "--output-format",
@@ -273,36 +289,39 @@ static json_t *build_context(struct session *s, const struct turn *t)
 	}
 	if (s->had_success)
 		json_array_append_new(argv, json_string("--continue"));
-	if (c->provider_model[0]) {
+	const char *model = cfg->model[0] ? cfg->model : c->provider_model;
+	if (model[0]) {
 		json_array_append_new(argv, json_string("--model"));
-		json_array_append_new(argv, json_string(c->provider_model));
+		json_array_append_new(argv, json_string(model));
 	}
 	/* "--" so a message starting with '-' is never taken for a flag. */
 	json_array_append_new(argv, json_string("--"));
 	json_array_append_new(argv, json_string(t->text));
-	json_t *env = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "HOME", "/home/agent", "PATH",
-				"/usr/local/bin:/usr/bin:/bin", "LANG", "C.UTF-8",
-				"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1", "DISABLE_AUTOUPDATER", "1",
-				"DISABLE_TELEMETRY", "1", "DISABLE_ERROR_REPORTING", "1");
+	json_t *env = json_object();
+	env_set(env, "HOME", "/home/agent");
+	env_set(env, "PATH", "/usr/local/bin:/usr/bin:/bin");
+	env_set(env, "LANG", "C.UTF-8");
+	env_set(env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
+	env_set(env, "DISABLE_AUTOUPDATER", "1");
+	env_set(env, "DISABLE_TELEMETRY", "1");
+	env_set(env, "DISABLE_ERROR_REPORTING", "1");
 	if (c->provider_base_url[0])
-		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(c->provider_base_url));
+		env_set(env, "ANTHROPIC_BASE_URL", c->provider_base_url);
 	if (c->provider_api_key[0])
-		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(c->provider_api_key));
+		env_set(env, "ANTHROPIC_API_KEY", c->provider_api_key);
+	json_object_update(env, cfg->env); /* the user's settings win (PATH gains package bins) */
 	return json_pack("{s:o,s:o,s:s,s:I}", "argv", argv, "env", env, "cwd", "/workspace", "turn",
 			 (json_int_t)t->id);
 }
 
-/* Sandbox and ws-agent are up: config -> context file -> run. */
-static void turn_launch(struct session *s)
+/* Everything is ready: context file -> run. */
+static void turn_launch(struct session *s, const cconfig *cfg)
 {
 	struct turn *t = s->turn;
-	uint64_t now = cx_mono_us();
-	t->wait_sandbox_ms = (double)(now - t->t0_us) / 1000.0;
-	json_t *ctx = build_context(s, t);
+	uint64_t t1 = cx_mono_us();
+	json_t *ctx = build_context(s, t, cfg);
 	char *txt = json_dumps(ctx, JSON_COMPACT);
 	json_decref(ctx);
-	uint64_t t1 = cx_mono_us();
-	t->config_ms = (double)(t1 - now) / 1000.0;
 	if (!txt) {
 		turn_fail(s, "internal", "could not encode the context");
 		return;
@@ -312,6 +331,8 @@ static void turn_launch(struct session *s)
 	int rc = len > CX_CAP_CONTEXT_FILE
 			 ? cx_err_set(&err, EMSGSIZE, "context is %zu bytes (cap %u)", len, CX_CAP_CONTEXT_FILE)
 			 : sandbox_write_file(s->sb, "/tmp/vf-pending-query.json", txt, len, 0600, &err);
+	/* The context holds the user's secret env values: wipe before freeing. */
+	memset(txt, 0, len);
 	free(txt);
 	t->context_ms = ms_since(t1);
 	if (rc < 0) {
@@ -319,7 +340,99 @@ static void turn_launch(struct session *s)
 		return;
 	}
 	t->started = 1;
+	if (t->cold)
+		send_obj(s, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "starting_agent"));
 	agent_send(s, json_pack("{s:s,s:I}", "type", "run", "turn", (json_int_t)t->id));
+}
+
+enum { PG_WAKING = 1, PG_INSTALL = 2, PG_CONFIG = 4 };
+
+/* Each cortex.progress phase once per turn. */
+static void progress(struct session *s, int bit, json_t *o)
+{
+	if (s->turn->progress_sent & bit) {
+		json_decref(o);
+		return;
+	}
+	s->turn->progress_sent |= bit;
+	send_obj(s, o);
+}
+
+/* Account the time spent waiting to the phase being waited for. */
+static void wait_mark(struct turn *t, int kind)
+{
+	if (t->wait_kind == kind)
+		return;
+	uint64_t now = cx_mono_us();
+	if (t->wait_kind) {
+		double ms = (double)(now - t->wait_since_us) / 1000.0;
+		if (t->wait_kind == 1)
+			t->install_ms += ms;
+		else
+			t->sync_ms += ms;
+	}
+	t->wait_kind = kind;
+	t->wait_since_us = now;
+}
+
+/* The turn's state machine: sandbox -> config (cache) -> packages -> sync ->
+ * launch.  Called when the turn starts and again whenever what it waits for
+ * arrives (sandbox ready, install done, sync done).  On the warm path every
+ * check is an in-memory compare and it launches at once. */
+void stream_turn_advance(struct session *s)
+{
+	struct turn *t = s->turn;
+	if (!t || t->started || s->deleted)
+		return;
+	if (!s->sb || !s->agent_up || s->job_running) {
+		t->cold = 1;
+		progress(s, PG_WAKING, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase",
+						 s->state == SS_CREATING ? "creating" : "waking"));
+		session_ensure_ready(s);
+		return;
+	}
+	if (!t->sandbox_ok) {
+		t->sandbox_ok = 1;
+		t->wait_sandbox_ms = t->cold ? ms_since(t->t0_us) : 0;
+	}
+	uint64_t c0 = cx_mono_us();
+	enum ccache_how how;
+	cx_err err = CX_ERR_INIT;
+	cconfig *cfg = ccache_get(s, &how, &err);
+	t->config_ms += ms_since(c0);
+	if (t->cache_how < 0)
+		t->cache_how = (int)how;
+	if (!cfg) {
+		turn_fail(s, "config_failed", err.msg);
+		return;
+	}
+	if (cfg->pkgs_missing) {
+		const char *spec = NULL, *why = cconfig_failed_pkg(cfg, &spec);
+		if (why) {
+			char msg[1000];
+			snprintf(msg, sizeof msg, "MCP package %s could not be installed (fix the mcp setting): %s",
+				 spec, why);
+			turn_fail(s, "mcp_install_failed", msg);
+			return;
+		}
+		wait_mark(t, 1);
+		progress(s, PG_INSTALL, json_pack("{s:s,s:s,s:I,s:I}", "type", "cortex.progress", "phase",
+						  "installing_packages", "missing", (json_int_t)cfg->pkgs_missing,
+						  "total", (json_int_t)cfg->n_pkgs));
+		cconfig_start_installs(cfg, s->user); /* joins installs already under way */
+		return;
+	}
+	if (session_sync_needed(s, cfg)) {
+		wait_mark(t, 2);
+		progress(s, PG_CONFIG, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase",
+						 "writing_config"));
+		return;
+	}
+	wait_mark(t, 0);
+	if (s->last_turn_hash[0] && strcmp(s->last_turn_hash, cfg->all_hash))
+		t->config_changed = 1;
+	memcpy(s->last_turn_hash, cfg->all_hash, sizeof s->last_turn_hash);
+	turn_launch(s, cfg);
 }
 
 static void turn_start(struct session *s, const char *text)
@@ -332,27 +445,18 @@ static void turn_start(struct session *s, const char *text)
 	}
 	t->t0_us = cx_mono_us();
 	t->first_token_ms = -1;
+	t->cache_how = -1;
 	t->id = ++s->turns;
 	s->turn = t;
 	s->last_active_at = cx_wall_ms();
 	transcript_append(s, "user", text, t->id);
-	if (s->sb && s->agent_up && !s->job_running) {
-		turn_launch(s);
-		return;
-	}
-	t->cold = 1;
-	const char *phase = s->state == SS_CREATING ? "creating" : "waking";
-	send_obj(s, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", phase));
-	session_ensure_ready(s);
+	stream_turn_advance(s);
 }
 
 void stream_session_ready(struct session *s)
 {
 	s->state = SS_READY;
-	if (s->turn && !s->turn->started) {
-		send_obj(s, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "starting_agent"));
-		turn_launch(s);
-	}
+	stream_turn_advance(s);
 }
 
 void stream_session_failed(struct session *s, const char *code, const char *msg)

@@ -48,7 +48,11 @@ const server = http.createServer((req, res) => {
     }
     if (log) log.write(JSON.stringify({method: req.method, url: req.url, headers: req.headers,
       stream: !!body.stream, model: body.model, n_messages: (body.messages || []).length,
-      last_user: lastUserText(body).slice(0, 200)}) + '\n');
+      last_user: lastUserText(body).slice(0, 200),
+      // What the agent put in front of the model: MARK_* strings (tests plant them in
+      // CLAUDE.md and plugin files) and the MCP tools it offers.
+      markers: [...new Set(raw.match(/MARK_[A-Za-z0-9_]+/g) || [])],
+      mcp_tools: (body.tools || []).map(t => t.name).filter(n => n && n.startsWith('mcp__'))}) + '\n');
     const url = req.url.split('?')[0];
     if (url.endsWith('/count_tokens')) {
       res.writeHead(200, {'content-type': 'application/json'});
