@@ -8,7 +8,9 @@
  * read-write; /tmp, /dev/shm are fresh tmpfs; /dev holds a few device nodes
  * bound from the host; /proc is a new procfs for the new pid namespace.
  * After pivot_root the root tmpfs itself is made read-only, so the agent can
- * write only where it is meant to.
+ * write only where it is meant to.  opts->mount_dir gets a tmpfs of its own,
+ * root-owned 0755: it stays writable for cortexd (sandbox_mount_ro makes
+ * mountpoints there at run time) and not for the agent.
  *
  * Errors name the path as seen inside the sandbox ("mount /workspace: ...").
  */
@@ -44,11 +46,12 @@ static const struct {
 };
 
 #define DEFAULT_TMP_SIZE (256ULL << 20)
+/* The mount_dir tmpfs holds only empty mountpoint dirs. */
+#define MOUNT_DIR_TMPFS "mode=0755,uid=0,gid=0,size=1m"
 
-/* Absolute, no "." or ".." components, no empty name: then "root + path"
- * cannot climb out of root by itself. */
 /* Absolute, not too long, no "." or ".." components: the one path check for
- * every path cortexd hands the library (binds, hides, files to write). */
+ * every path cortexd hands the library (binds, hides, mount_dir, files to
+ * write); then "root + path" cannot climb out of root by itself. */
 bool sb_path_ok(const char *p, size_t max)
 {
 	if (!p || p[0] != '/' || strlen(p) >= max)
@@ -243,6 +246,17 @@ static int bind_extra(const char *root, const sandbox_bind *b, cx_err *err)
 	return bind_tree(b->host_path, dst, b->sandbox_path, true, err);
 }
 
+/* The place for run-time mounts (sandbox_mount_ro, see mountin.c). */
+static int setup_mount_dir(const char *root, const char *rel, cx_err *err)
+{
+	char dst[PATH_MAX];
+	snprintf(dst, sizeof dst, "%s%s", root, rel);
+	if (make_parents(root, rel, err) < 0 || make_dir(dst, rel, 0755, err) < 0 ||
+	    mount_tmpfs(dst, rel, MS_NOSUID | MS_NODEV, MOUNT_DIR_TMPFS, err) < 0)
+		return cx_err_wrap(err, "mount_dir");
+	return 0;
+}
+
 /* After pivot_root: paths resolve in the new root. */
 static int hide_path(const char *path, cx_err *err)
 {
@@ -320,6 +334,8 @@ int sbx_mounts_setup(const sandbox_opts *opts, cx_err *err)
 	for (size_t i = 0; i < opts->n_binds; i++)
 		if (bind_extra(root, &opts->binds[i], err) < 0)
 			return -1;
+	if (opts->mount_dir && setup_mount_dir(root, opts->mount_dir, err) < 0)
+		return -1;
 
 	if (enter_root(root, err) < 0)
 		return -1;
@@ -328,7 +344,8 @@ int sbx_mounts_setup(const sandbox_opts *opts, cx_err *err)
 		if (hide_path(*h, err) < 0)
 			return -1;
 
-	/* Last: the root tmpfs (mountpoints only) becomes read-only. */
+	/* Last: the root tmpfs (mountpoints only) becomes read-only; not
+	 * recursive, so the mount_dir tmpfs stays writable for root. */
 	return set_attr("/", "/", MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, false,
 			err);
 }

@@ -16,6 +16,7 @@
 #ifndef CORTEX_SANDBOX_INTERNAL_H
 #define CORTEX_SANDBOX_INTERNAL_H
 
+#include <pthread.h>
 #include <seccomp.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -64,6 +65,11 @@ struct sandbox {
 	int ctl_fd;        /* control socket to init */
 	uint32_t seq;      /* of the last control request */
 	sbx_cgroup cg;
+	char *mount_dir;   /* opts.mount_dir (owned), NULL = none */
+	/* Serialises sandbox_mount_ro/umount (mountin.c), which may come
+	 * from worker threads: check-then-mount of one name must not
+	 * interleave. */
+	pthread_mutex_t mount_lock;
 };
 
 /* ---- seccomp.c ---- */
@@ -144,6 +150,7 @@ int sbx_close_fds_except(const int *keep, size_t n_keep);
 /* Report err on the sync socket and _exit(1); for forked children. */
 __attribute__((noreturn)) void sbx_child_fail(int sync_fd, const cx_err *err);
 
+/* mounts.c: absolute, shorter than max, no "." or ".." components. */
 bool sb_path_ok(const char *p, size_t max);
 
 #endif

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -165,7 +166,19 @@ static int check_opts(const sandbox_opts *o, cx_err *err)
 		return cx_err_set(err, EINVAL, "sandbox: uid and gid must not be 0");
 	if (o->n_binds && !o->binds)
 		return cx_err_set(err, EINVAL, "sandbox: n_binds without binds");
+	/* A dir below /, named without a trailing '/': mountin.c appends "/name". */
+	if (o->mount_dir && (!sb_path_ok(o->mount_dir, PATH_MAX / 2) ||
+			     o->mount_dir[strlen(o->mount_dir) - 1] == '/'))
+		return cx_err_set(err, EINVAL, "sandbox: mount_dir '%s' must be an absolute dir "
+				  "below /, without . or .. or a trailing /", o->mount_dir);
 	return 0;
+}
+
+static void free_sandbox(sandbox *sb)
+{
+	pthread_mutex_destroy(&sb->mount_lock);
+	free(sb->mount_dir);
+	free(sb);
 }
 
 static void close_fd(int *fd)
@@ -257,15 +270,20 @@ int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err)
 	sb->gid = opts->gid;
 	sb->monitor_pid = sb->init_pid = -1;
 	sb->init_pidfd = sb->ctl_fd = sb->root_fd = -1;
+	pthread_mutex_init(&sb->mount_lock, NULL);
+	if (opts->mount_dir && !(sb->mount_dir = strdup(opts->mount_dir))) {
+		free_sandbox(sb);
+		return cx_err_set(err, ENOMEM, "sandbox %s: strdup", opts->id);
+	}
 	if (sbx_cgroup_create(&sb->cg, opts, err) < 0) {
-		free(sb);
+		free_sandbox(sb);
 		return cx_err_wrap(err, "sandbox %s", opts->id);
 	}
 	if (start(sb, opts, err) < 0) {
 		cx_err tmp = CX_ERR_INIT;
 		kill_and_reap(sb);
 		sbx_cgroup_remove(&sb->cg, &tmp);
-		free(sb);
+		free_sandbox(sb);
 		return cx_err_wrap(err, "sandbox %s", opts->id);
 	}
 	*out = sb;
@@ -301,7 +319,7 @@ void sandbox_destroy(sandbox *sb)
 		return;
 	cx_err err = CX_ERR_INIT;
 	(void)sandbox_stop(sb, &err);
-	free(sb);
+	free_sandbox(sb);
 }
 
 int sandbox_freeze(sandbox *sb, int frozen, cx_err *err)

@@ -1,15 +1,20 @@
-/* writefile.c — sandbox_write_file: cortexd (root) writes a file into a
- * running sandbox without being tricked by links the sandbox planted.
+/* writefile.c — sandbox_write_file and sandbox_remove_file: cortexd (root)
+ * writes or removes a file in a running sandbox without being tricked by
+ * links the sandbox planted.
  *
- * The walk starts at /proc/<init>/root, i.e. the sandbox's own root, and goes
- * one component at a time with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
+ * Both walk to the file's directory the same way (open_parent): start at
+ * /proc/<init>/root, i.e. the sandbox's own root, and go one component at a
+ * time with openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS |
  * RESOLVE_NO_MAGICLINKS): any symlink on the way is an error (ELOOP), ".." is
  * refused up front, and nothing can resolve outside the sandbox root.
- * Missing parent directories are created (mode 0755, owned by the sandbox
- * uid/gid, as if the agent had made them).  The data goes into a temp file
+ * Writing creates missing parent directories (mode 0755, owned by the sandbox
+ * uid/gid, as if the agent had made them); removing does not (a missing
+ * parent means there is nothing to remove).  The data goes into a temp file
  * made with O_EXCL|O_NOFOLLOW in the final directory, then renamed over the
  * target, so readers see the old or the new file, never a partial one, and a
  * planted hard link or symlink at the target is replaced, not written through.
+ * Removing is unlinkat() in that directory, which never follows the last
+ * component either.
  *
  * Where the sandbox cannot write (/etc, /usr, the root tmpfs) the kernel says
  * EROFS: those mounts are read-only for cortexd here too.
@@ -35,11 +40,14 @@ static int open_beneath(int dirfd, const char *name, uint64_t flags)
 	return (int)syscall(SYS_openat2, dirfd, name, &how, sizeof how);
 }
 
-/* Opens (creating if missing) the directory `name` inside `dirfd`. */
-static int open_or_make_dir(const sandbox *sb, int dirfd, const char *name, const char *shown,
-			    cx_err *err)
+/* Opens the directory `name` inside `dirfd`; when it is missing, creates it
+ * if `create`, else returns CX_NOTFOUND (err untouched). */
+static int open_dir(const sandbox *sb, int dirfd, const char *name, bool create,
+		    const char *shown, cx_err *err)
 {
 	int fd = open_beneath(dirfd, name, O_RDONLY | O_DIRECTORY);
+	if (fd < 0 && errno == ENOENT && !create)
+		return CX_NOTFOUND;
 	if (fd < 0 && errno == ENOENT) {
 		if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
 			return cx_err_set(err, errno, "mkdir %s", shown);
@@ -89,6 +97,38 @@ static int write_in(const sandbox *sb, int dirfd, const char *base, const char *
 	return r;
 }
 
+/* The walk shared by write and remove: opens the directory holding the last
+ * component of `path` (valid per path_ok) and points *out_base at that
+ * component.  Missing directories are made when `create`, else the result
+ * is CX_NOTFOUND.  Errors name the sandbox and `what` ("write /x/y"). */
+static int open_parent(const sandbox *sb, const char *path, bool create, const char *what,
+		       const char **out_base, cx_err *err)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	*slash = '\0';
+	*out_base = path + (slash - dir) + 1;
+
+	/* root_fd: opened once at create; see sandbox-internal.h */
+	cleanup_close int cur = open_beneath(sb->root_fd, "/", O_RDONLY | O_DIRECTORY);
+	if (cur < 0)
+		return cx_err_set(err, errno, "sandbox %s: %s: open /", sb->id, what);
+	for (char *save = NULL, *comp = strtok_r(dir, "/", &save); comp;
+	     comp = strtok_r(NULL, "/", &save)) {
+		char shown[PATH_MAX];
+		snprintf(shown, sizeof shown, "%.*s", (int)(comp - dir + strlen(comp)), path);
+		int next = open_dir(sb, cur, comp, create, shown, err);
+		if (next == CX_NOTFOUND)
+			return CX_NOTFOUND;
+		if (next < 0)
+			return cx_err_wrap(err, "sandbox %s: %s", sb->id, what);
+		close(cur);
+		cur = next;
+	}
+	return steal_fd(&cur);
+}
+
 int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
 		       unsigned mode, cx_err *err)
 {
@@ -97,28 +137,33 @@ int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t l
 	if (!path_ok(path))
 		return cx_err_set(err, EINVAL, "sandbox %s: write %s: path must be absolute, "
 				  "without . or .., naming a file", sb->id, path ? path : "(null)");
-
-	int root = sb->root_fd; /* opened once at create; see sandbox-internal.h */
-
-	char dir[PATH_MAX];
-	snprintf(dir, sizeof dir, "%s", path);
-	char *base = strrchr(dir, '/');
-	*base++ = '\0';
-
-	cleanup_close int cur = open_beneath(root, "/", O_RDONLY | O_DIRECTORY);
-	if (cur < 0)
-		return cx_err_set(err, errno, "sandbox %s: open /", sb->id);
-	for (char *save = NULL, *comp = strtok_r(dir, "/", &save); comp;
-	     comp = strtok_r(NULL, "/", &save)) {
-		char shown[PATH_MAX];
-		snprintf(shown, sizeof shown, "%.*s", (int)(comp - dir + strlen(comp)), path);
-		int next = open_or_make_dir(sb, cur, comp, shown, err);
-		if (next < 0)
-			return cx_err_wrap(err, "sandbox %s: write %s", sb->id, path);
-		close(cur);
-		cur = next;
-	}
-	if (write_in(sb, cur, base, path, data, len, mode, err) < 0)
+	char what[PATH_MAX + 16];
+	snprintf(what, sizeof what, "write %s", path);
+	const char *base;
+	cleanup_close int dirfd = open_parent(sb, path, true, what, &base, err);
+	if (dirfd < 0)
+		return -1; /* never CX_NOTFOUND: missing dirs are created */
+	if (write_in(sb, dirfd, base, path, data, len, mode, err) < 0)
 		return cx_err_wrap(err, "sandbox %s", sb->id);
+	return 0;
+}
+
+int sandbox_remove_file(sandbox *sb, const char *path, cx_err *err)
+{
+	if (!sb || sb->root_fd < 0)
+		return cx_err_set(err, ESRCH, "sandbox: not running");
+	if (!path_ok(path))
+		return cx_err_set(err, EINVAL, "sandbox %s: remove %s: path must be absolute, "
+				  "without . or .., naming a file", sb->id, path ? path : "(null)");
+	char what[PATH_MAX + 16];
+	snprintf(what, sizeof what, "remove %s", path);
+	const char *base;
+	cleanup_close int dirfd = open_parent(sb, path, false, what, &base, err);
+	if (dirfd == CX_NOTFOUND)
+		return 0; /* no parent dir, no file */
+	if (dirfd < 0)
+		return -1;
+	if (unlinkat(dirfd, base, 0) < 0 && errno != ENOENT)
+		return cx_err_set(err, errno, "sandbox %s: remove %s", sb->id, path);
 	return 0;
 }
