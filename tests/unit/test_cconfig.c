@@ -106,10 +106,20 @@ static const struct cfile *file_at(const cconfig *c, const char *path)
 	return NULL;
 }
 
+/* The file at path, or the test fails (abort() tells the compiler it does). */
+static const struct cfile *must_file(const cconfig *c, const char *path)
+{
+	const struct cfile *f = file_at(c, path);
+	if (!f) {
+		fail_msg("no file %s in the assembled config", path);
+		abort();
+	}
+	return f;
+}
+
 static json_t *mcp_servers(const cconfig *c)
 {
-	const struct cfile *f = file_at(c, "/home/agent/.claude.json");
-	assert_non_null(f);
+	const struct cfile *f = must_file(c, "/home/agent/.claude.json");
 	json_t *o = json_loadb(f->data, f->len, 0, NULL);
 	assert_non_null(o);
 	return o;
@@ -148,7 +158,7 @@ static void test_order_independent_and_other_users_ignored(void **state)
 	json_t *o = mcp_servers(b);
 	assert_null(json_object_get(json_object_get(o, "mcpServers"), "evil"));
 	json_decref(o);
-	assert_string_equal(file_at(b, "/home/agent/.claude/CLAUDE.md")->data, "hello");
+	assert_string_equal(must_file(b, "/home/agent/.claude/CLAUDE.md")->data, "hello");
 	assert_non_null(file_at(b, "/home/agent/.claude/agents/p/x.md"));
 	cconfig_unref(a);
 	cconfig_unref(b);
@@ -198,8 +208,7 @@ static void test_secrets_land_in_env_and_files(void **state)
 	secret_row(&r, "alice", "npmrc", "//registry/:_authToken=abc", NULL, "~/.npmrc");
 	cconfig *c = assemble(&r, NULL);
 	assert_string_equal(json_string_value(json_object_get(c->env, "GITHUB_TOKEN")), "ghp_secret_value_1");
-	const struct cfile *f = file_at(c, "/home/agent/.npmrc");
-	assert_non_null(f);
+	const struct cfile *f = must_file(c, "/home/agent/.npmrc");
 	assert_int_equal(f->mode, 0600);
 	assert_int_equal(f->secret, 1);
 	assert_string_equal(f->data, "//registry/:_authToken=abc");
