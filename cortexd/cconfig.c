@@ -280,7 +280,8 @@ static void finish_hashes(cconfig *c)
 	crypto_hash_sha256_state st;
 	unsigned char h[crypto_hash_sha256_BYTES];
 
-	qsort(c->files, c->n_files, sizeof *c->files, cmp_file);
+	if (c->n_files) /* qsort(NULL, 0) is undefined behaviour */
+		qsort(c->files, c->n_files, sizeof *c->files, cmp_file);
 	crypto_hash_sha256_init(&st);
 	for (size_t i = 0; i < c->n_files; i++) {
 		crypto_hash_sha256_update(&st, (const unsigned char *)c->files[i].path, strlen(c->files[i].path) + 1);
@@ -289,7 +290,8 @@ static void finish_hashes(cconfig *c)
 	crypto_hash_sha256_final(&st, h);
 	hex_of(h, sizeof h, c->files_hash);
 
-	qsort(c->pkgs, c->n_pkgs, sizeof *c->pkgs, cmp_pkg);
+	if (c->n_pkgs)
+		qsort(c->pkgs, c->n_pkgs, sizeof *c->pkgs, cmp_pkg);
 	crypto_hash_sha256_init(&st);
 	for (size_t i = 0; i < c->n_pkgs; i++) {
 		crypto_hash_sha256_update(&st, (const unsigned char *)c->pkgs[i].spec, strlen(c->pkgs[i].spec) + 1);
