@@ -41,7 +41,7 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
     ['PUT', '/v1/settings/mcp/fs', '{"command":', 400, 'malformed JSON'],
     ['PUT', '/v1/settings/mcp/fs', {command: 7}, 400, 'mcp command of the wrong type'],
     ['PUT', '/v1/settings/mcp/fs', {command: 'x', package: 'left-pad@^1.0.0'}, 400, 'mcp package with a range'],
-    ['PUT', '/v1/settings/mcp/..', {command: 'x'}, 400, 'mcp name ..'],
+    ['PUT', '/v1/settings/mcp/.hidden', {command: 'x'}, 400, 'mcp name starting with a dot'],
     ['PUT', '/v1/settings/secrets/gh', {value: 'v', file: '/etc/passwd'}, 400, 'secret file outside home'],
     ['PUT', '/v1/settings/secrets/gh', {value: 'v', file: '~/../x'}, 400, 'secret file with ..'],
     ['PUT', '/v1/settings/secrets/gh', {value: 'v', env: 'PATH'}, 400, 'secret env PATH'],
@@ -117,11 +117,13 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   L.check(r.status === 200 || r.status === 201, 'PUT user again', '200', r.status);
   r = await L.http(d.base, 'DELETE', '/v1/settings/secrets/npmrc', alice);
   L.eq(r.status, 204, 'DELETE secret -> 204');
-  f = await L.turn(c, 'RUN: test -e ~/.npmrc && echo npmrc=present || echo npmrc=absent; echo COLOR=${FAV_COLOR:-unset}');
+  f = await L.turn(c, 'RUN: test -e ~/.npmrc && echo npmrc=present || echo npmrc=absent; echo COLOR=${FAV_COLOR:-unset}; cat ~/.claude/CLAUDE.md');
   out = toolOut(f);
   done = doneOf(f);
   req = model.requests().filter(x => x.stream).pop();
-  L.check(req && req.markers.includes('MARK_CLAUDE_TWO') && !req.markers.includes('MARK_CLAUDE_ONE'), 'the next turn sees the new CLAUDE.md', 'MARK_CLAUDE_TWO only', req && req.markers);
+  // (the conversation continues, so the model still sees turn 1's text with the old marker)
+  L.check(req && req.markers.includes('MARK_CLAUDE_TWO'), 'the next turn sees the new CLAUDE.md', 'MARK_CLAUDE_TWO', req && req.markers);
+  L.check(out.includes('Remember MARK_CLAUDE_TWO.') && !out.includes('MARK_CLAUDE_ONE'), 'CLAUDE.md in the sandbox was rewritten', 'MARK_CLAUDE_TWO', out);
   L.check(out.includes('npmrc=absent'), 'a deleted credential file is removed from the sandbox', 'npmrc=absent', out);
   L.check(out.includes('COLOR=unset'), 'user env replaced by the new user settings', 'COLOR=unset', out);
   L.eq(done.path, 'config_changed', 'the turn after a settings change reports path config_changed');
