@@ -82,8 +82,14 @@ int server_run(void)
 	config *c = &D.cfg;
 	int rc = 1;
 
-	if (mkdir(c->data_dir, 0700) < 0 && errno != EEXIST) {
+	if (mkdir(c->data_dir, 0711) < 0 && errno != EEXIST) {
 		log_error("data dir %s: %s", c->data_dir, strerror(errno));
+		return 1;
+	}
+	/* Traversable, not listable: npm installs MCP packages into DATA/npm as
+	 * the sandbox uid.  Everything secret below is 0600/0700 on its own. */
+	if (chmod(c->data_dir, 0711) < 0) {
+		log_error("data dir %s: chmod: %s", c->data_dir, strerror(errno));
 		return 1;
 	}
 	char path[4200];

@@ -489,7 +489,7 @@ void sessions_shutdown(void)
 	/* On exit every sandbox is stopped (synchronously: the workers are gone). */
 	for (struct session *s = D.sessions; s; s = s->next) {
 		stream_session_detach(s);
-		sync_forget(s);
+		sync_state_clear(&s->sync); /* the npm cache is already shut down: no unpins */
 		ccache_drop(s);
 		if (s->sb && !s->job_running) {
 			sandbox_destroy(s->sb);

@@ -52,7 +52,8 @@ const server = http.createServer((req, res) => {
       // What the agent put in front of the model: MARK_* strings (tests plant them in
       // CLAUDE.md and plugin files) and the MCP tools it offers.
       markers: [...new Set(raw.match(/MARK_[A-Za-z0-9_]+/g) || [])],
-      mcp_tools: (body.tools || []).map(t => t.name).filter(n => n && n.startsWith('mcp__'))}) + '\n');
+      mcp_tools: (body.tools || []).map(t => t.name).filter(n => n && n.startsWith('mcp__')),
+      tool_names: (body.tools || []).map(t => t.name + (t.defer_loading ? '(deferred)' : ''))}) + '\n');
     const url = req.url.split('?')[0];
     if (url.endsWith('/count_tokens')) {
       res.writeHead(200, {'content-type': 'application/json'});
