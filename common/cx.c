@@ -2,6 +2,8 @@
 #include "cx.h"
 
 #include <errno.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
@@ -122,4 +124,18 @@ void cx_random_hex(char *out, size_t nbytes)
 		out[2 * i + 1] = hx[b[i] & 15];
 	}
 	out[2 * nbytes] = '\0';
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(p) < 0 && errno != ENOENT ? -1 : 0;
+}
+
+int cx_rm_rf(const char *path)
+{
+	int rc = nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+	return rc < 0 && errno == ENOENT ? 0 : rc;
 }

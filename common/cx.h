@@ -68,6 +68,10 @@ int64_t cx_wall_ms(void); /* CLOCK_REALTIME, ms since epoch */
 int cx_write_all(int fd, const void *buf, size_t len, cx_err *err);
 int cx_read_all(int fd, void *buf, size_t len, cx_err *err);
 
+/* Remove a tree without following links or crossing mounts; a missing
+ * path is not an error.  0, or -1 with errno set. */
+int cx_rm_rf(const char *path);
+
 /* Random lowercase hex id of 2*nbytes chars into out (size >= 2*nbytes+1). */
 void cx_random_hex(char *out, size_t nbytes);
 

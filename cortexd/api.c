@@ -29,7 +29,7 @@ void api_error(struct api_resp *resp, int status, const char *code, const char *
 	json_decref(o);
 }
 
-static void reply(struct api_resp *resp, int status, json_t *o /* consumed; may be NULL */)
+void api_reply(struct api_resp *resp, int status, json_t *o /* consumed; may be NULL */)
 {
 	free(resp->body);
 	resp->status = status;
@@ -51,8 +51,9 @@ int api_auth(const char *token, char *out_user, size_t cap)
 	return rc == 0 ? 0 : -1;
 }
 
-/* Parse a JSON object body; an empty body is {} when allow_empty. */
-static json_t *body_object(const struct api_req *req, struct api_resp *resp, int allow_empty)
+/* Parse a JSON object body; an empty body is {} when allow_empty.  A
+ * well-formed scalar is bad_request (not an object), a syntax error bad_json. */
+json_t *api_body_object(const struct api_req *req, struct api_resp *resp, int allow_empty)
 {
 	if (!req->body || !req->body_len) {
 		if (allow_empty)
@@ -61,7 +62,7 @@ static json_t *body_object(const struct api_req *req, struct api_resp *resp, int
 		return NULL;
 	}
 	json_error_t jerr;
-	json_t *o = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *o = json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (!o) {
 		api_error(resp, 400, "bad_json", "malformed JSON at line %d column %d: %s", jerr.line,
 			  jerr.column, jerr.text);
@@ -75,8 +76,9 @@ static json_t *body_object(const struct api_req *req, struct api_resp *resp, int
 	return o;
 }
 
-/* Fail on members outside the allowed list: a typo should not be silently ignored. */
-static int only_keys(json_t *o, const char *const *allowed, struct api_resp *resp)
+/* Fail on members outside the allowed list: a typo should not be silently
+ * ignored.  what names the object in the message. */
+int api_only_keys(json_t *o, const char *const *allowed, const char *what, struct api_resp *resp)
 {
 	const char *k;
 	json_t *v;
@@ -87,7 +89,7 @@ static int only_keys(json_t *o, const char *const *allowed, struct api_resp *res
 			if (!strcmp(*a, k))
 				ok = 1;
 		if (!ok) {
-			api_error(resp, 400, "bad_request", "unknown field \"%.64s\"", k);
+			api_error(resp, 400, "bad_request", "unknown field \"%.64s\" in %s", k, what);
 			return -1;
 		}
 	}
@@ -98,12 +100,12 @@ static int only_keys(json_t *o, const char *const *allowed, struct api_resp *res
 
 static void post_user(const struct api_req *req, struct api_resp *resp)
 {
-	json_t *o = body_object(req, resp, 0);
+	json_t *o = api_body_object(req, resp, 0);
 	if (!o)
 		return;
 	static const char *const allowed[] = {"name", NULL};
 	const char *name = json_string_value(json_object_get(o, "name"));
-	if (only_keys(o, allowed, resp) < 0) {
+	if (api_only_keys(o, allowed, "a user", resp) < 0) {
 	} else if (!name) {
 		api_error(resp, 400, "bad_request", "\"name\" must be a string");
 	} else if (!auth_valid_name(name)) {
@@ -120,7 +122,7 @@ static void post_user(const struct api_req *req, struct api_resp *resp)
 				api_error(resp, 500, "internal", "%s", err.msg);
 		} else {
 			log_info("created user %s", name);
-			reply(resp, 201, json_pack("{s:s,s:s}", "name", name, "token", token));
+			api_reply(resp, 201, json_pack("{s:s,s:s}", "name", name, "token", token));
 		}
 	}
 	json_decref(o);
@@ -130,13 +132,13 @@ static void post_user(const struct api_req *req, struct api_resp *resp)
 
 static void post_session(const char *user, const struct api_req *req, struct api_resp *resp)
 {
-	json_t *o = body_object(req, resp, 1);
+	json_t *o = api_body_object(req, resp, 1);
 	if (!o)
 		return;
 	static const char *const allowed[] = {"surface", "repo", "idle_sleep_s", NULL};
 	json_t *sv = json_object_get(o, "surface"), *iv = json_object_get(o, "idle_sleep_s");
 	const char *surface = sv ? json_string_value(sv) : "chat";
-	if (only_keys(o, allowed, resp) < 0) {
+	if (api_only_keys(o, allowed, "a session", resp) < 0) {
 	} else if (!surface || (strcmp(surface, "chat") && strcmp(surface, "voice"))) {
 		api_error(resp, 400, "bad_request", "\"surface\" must be \"chat\" or \"voice\"");
 	} else if (iv && (!json_is_integer(iv) || json_integer_value(iv) < 0 ||
@@ -150,7 +152,7 @@ static void post_session(const char *user, const struct api_req *req, struct api
 		if (!s)
 			api_error(resp, 500, "internal", "%s", err.msg);
 		else
-			reply(resp, 201, session_to_json(s));
+			api_reply(resp, 201, session_to_json(s));
 	}
 	json_decref(o);
 }
@@ -161,7 +163,7 @@ static void list_sessions(const char *user, struct api_resp *resp)
 	for (struct session *s = D.sessions; s; s = s->next)
 		if (!s->deleted && !strcmp(s->user, user))
 			json_array_append_new(arr, session_to_json(s));
-	reply(resp, 200, arr);
+	api_reply(resp, 200, arr);
 }
 
 static void list_messages(struct session *s, struct api_resp *resp)
@@ -182,7 +184,7 @@ static void list_messages(struct session *s, struct api_resp *resp)
 			json_array_append_new(arr, m);
 	}
 	store_kv_free(kv, n);
-	reply(resp, 200, arr);
+	api_reply(resp, 200, arr);
 }
 
 static void delete_session(struct session *s, struct api_resp *resp)
@@ -199,7 +201,7 @@ static void delete_session(struct session *s, struct api_resp *resp)
 		log_error("delete transcripts of %s: %s", s->id, err.msg);
 	log_info("deleting session %s", s->id);
 	session_delete(s);
-	reply(resp, 204, NULL);
+	api_reply(resp, 204, NULL);
 }
 
 static void session_route(const char *user, const struct api_req *req, const char *rest,
@@ -224,7 +226,7 @@ static void session_route(const char *user, const struct api_req *req, const cha
 	const char *m = req->method;
 	if (!*sub) {
 		if (!strcmp(m, "GET"))
-			reply(resp, 200, session_to_json(s));
+			api_reply(resp, 200, session_to_json(s));
 		else if (!strcmp(m, "DELETE"))
 			delete_session(s, resp);
 		else
@@ -241,10 +243,10 @@ static void session_route(const char *user, const struct api_req *req, const cha
 			api_error(resp, 409, "busy", "the session is %s; try again", sess_state_name(s->state));
 		} else if (!strcmp(sub, "sleep")) {
 			session_sleep(s);
-			reply(resp, 202, session_to_json(s));
+			api_reply(resp, 202, session_to_json(s));
 		} else if (!strcmp(sub, "wake")) {
 			session_ensure_ready(s);
-			reply(resp, 202, session_to_json(s));
+			api_reply(resp, 202, session_to_json(s));
 		} else {
 			api_error(resp, 501, "not_implemented", "pause is not available yet");
 		}
@@ -326,7 +328,7 @@ void api_handle(const struct api_req *req, struct api_resp *resp)
 		if (strcmp(m, "GET"))
 			api_error(resp, 405, "method_not_allowed", "use GET");
 		else
-			reply(resp, 200, json_pack("{s:b}", "ok", 1));
+			api_reply(resp, 200, json_pack("{s:b}", "ok", 1));
 		return;
 	}
 	char user[80] = "";

@@ -181,6 +181,12 @@ struct api_resp {
 void api_handle(const struct api_req *req, struct api_resp *resp);
 void api_error(struct api_resp *resp, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* status and a JSON body (o consumed; NULL = empty body). */
+void api_reply(struct api_resp *resp, int status, json_t *o);
+/* Request bodies, shared by every route: a JSON object or a 4xx in resp (NULL). */
+json_t *api_body_object(const struct api_req *req, struct api_resp *resp, int allow_empty);
+/* -1 with a 400 in resp when o has a member outside allowed (NULL-terminated). */
+int api_only_keys(json_t *o, const char *const *allowed, const char *what, struct api_resp *resp);
 /* Who is calling: 0 user (name in out), 1 admin, -1 no/bad token. */
 int api_auth(const char *token, char *out_user, size_t cap);
 

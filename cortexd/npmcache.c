@@ -183,25 +183,11 @@ static void install_free(struct install *in)
 	free(in);
 }
 
-static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)flag;
-	(void)ftw;
-	return remove(p) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-/* Remove a tree without following links or crossing mounts. */
-static int rm_rf(const char *path)
-{
-	int rc = nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
-	return rc < 0 && errno == ENOENT ? 0 : rc;
-}
 
 static void rm_job(void *arg)
 {
 	char *path = arg;
-	if (rm_rf(path) < 0)
+	if (cx_rm_rf(path) < 0)
 		log_warn("npm cache: removing %s: %s", path, strerror(errno));
 	free(path);
 }
@@ -218,7 +204,7 @@ static int retire_dir(const char *dir, const char *key, int sync, cx_err *err)
 	char *copy = sync ? NULL : strdup(aside);
 	if (copy)
 		work_submit(rm_job, NULL, copy);
-	else if (rm_rf(aside) < 0)
+	else if (cx_rm_rf(aside) < 0)
 		log_warn("npm cache: removing %s: %s", aside, strerror(errno));
 	return 0;
 }
@@ -848,7 +834,7 @@ static void *install_main(void *arg)
 		cx_err_set(&err, errno, "npm install %s@%s: mkdir %s", in->name, in->version, tmp);
 	} else if (install_into(in, tmp, &err) == 0) {
 		in->ok = 1;
-	} else if (rm_rf(tmp) < 0) {
+	} else if (cx_rm_rf(tmp) < 0) {
 		log_warn("npm cache: removing %s: %s", tmp, strerror(errno));
 	}
 	if (in->ok) {
@@ -1286,7 +1272,7 @@ static int sweep_root(cx_err *err)
 		snprintf(path, sizeof path, "%s/%s", g.root, nm);
 		if (nm[0] != '.')
 			log_warn("npm cache: removing %s (no store row)", path);
-		if (rm_rf(path) < 0)
+		if (cx_rm_rf(path) < 0)
 			log_warn("npm cache: removing %s: %s", path, strerror(errno));
 	}
 	closedir(d);

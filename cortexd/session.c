@@ -419,7 +419,6 @@ struct stop_job {
 	char dir[4096];
 };
 
-static int rm_rf(const char *path);
 
 static void stop_run(void *arg)
 {
@@ -427,7 +426,7 @@ static void stop_run(void *arg)
 	if (j->sb)
 		sandbox_destroy(j->sb);
 	if (j->remove_dir)
-		rm_rf(j->dir);
+		cx_rm_rf(j->dir);
 }
 
 static void stop_done(void *arg)
@@ -532,20 +531,4 @@ void transcript_append(const struct session *s, const char *role, const char *te
 		return;
 	}
 	work_submit(tx_run, NULL, j);
-}
-
-/* ---- helpers ---- */
-
-#include <ftw.h>
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(p) < 0 && errno != ENOENT ? -1 : 0;
-}
-
-static int rm_rf(const char *path)
-{
-	return nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }

@@ -48,58 +48,6 @@
 
 /* ---- responses and body parsing (same shape as api.c's) ---- */
 
-static void reply(struct api_resp *resp, int status, json_t *o /* consumed; may be NULL */)
-{
-	free(resp->body);
-	resp->status = status;
-	resp->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	resp->ctype = NULL;
-	json_decref(o);
-}
-
-static json_t *body_object(const struct api_req *req, struct api_resp *resp)
-{
-	if (!req->body || !req->body_len) {
-		api_error(resp, 400, "bad_request", "a JSON object body is required");
-		return NULL;
-	}
-	json_error_t jerr;
-	/* DECODE_ANY: a JSON scalar is well-formed, just not an object. */
-	json_t *o =
-	    json_loadb(req->body, req->body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
-	if (!o) {
-		api_error(resp, 400, "bad_json", "malformed JSON at line %d column %d: %s",
-			  jerr.line, jerr.column, jerr.text);
-		return NULL;
-	}
-	if (!json_is_object(o)) {
-		json_decref(o);
-		api_error(resp, 400, "bad_request", "the body must be a JSON object");
-		return NULL;
-	}
-	return o;
-}
-
-/* A typo should not be silently ignored. */
-static int only_keys(json_t *o, const char *const *allowed, const char *what, struct api_resp *resp)
-{
-	const char *k;
-	json_t *v;
-	json_object_foreach(o, k, v)
-	{
-		int ok = 0;
-		for (const char *const *a = allowed; *a; a++)
-			if (!strcmp(*a, k))
-				ok = 1;
-		if (!ok) {
-			api_error(resp, 400, "bad_request", "unknown field \"%.64s\" in %s", k,
-				  what);
-			return -1;
-		}
-	}
-	return 0;
-}
-
 /* ---- value rules; each check returns 0, or -1 with resp set ---- */
 
 static int is_alnum(char c)
@@ -394,7 +342,7 @@ static int mcp_build(const char *user, const char *name, json_t *b, json_t **rec
 		static const char *const allowed[] = {"type", "command", "args",
 						      "env",  "package", NULL};
 		const char *cmd, *pkg;
-		if (only_keys(b, allowed, "a stdio MCP server", resp) < 0 ||
+		if (api_only_keys(b, allowed, "a stdio MCP server", resp) < 0 ||
 		    get_string(b, "command", SET_STR_MAX, 0, &cmd, resp) < 0 ||
 		    get_string(b, "package", NPM_NAME_MAX + 1 + NPM_VERSION_MAX, 0, &pkg, resp) <
 			0 ||
@@ -419,7 +367,7 @@ static int mcp_build(const char *user, const char *name, json_t *b, json_t **rec
 	} else {
 		static const char *const allowed[] = {"type", "url", "headers", NULL};
 		const char *url;
-		if (only_keys(b, allowed, "an http/sse MCP server", resp) < 0 ||
+		if (api_only_keys(b, allowed, "an http/sse MCP server", resp) < 0 ||
 		    get_string(b, "url", SET_STR_MAX, 1, &url, resp) < 0 ||
 		    check_url("url", url, resp) < 0 ||
 		    check_map(b, "headers", MAP_HEADERS, resp) < 0)
@@ -437,7 +385,7 @@ static int secret_build(const char *user, const char *name, json_t *b, json_t **
 {
 	static const char *const allowed[] = {"value", "env", "file", NULL};
 	const char *value, *env, *file;
-	if (only_keys(b, allowed, "a secret", resp) < 0 ||
+	if (api_only_keys(b, allowed, "a secret", resp) < 0 ||
 	    get_string(b, "value", SET_SECRET_MAX, 1, &value, resp) < 0 ||
 	    get_string(b, "env", SIZE_MAX, 0, &env, resp) < 0 ||
 	    (env && check_env_name("\"env\"", env, 1, resp) < 0) ||
@@ -470,7 +418,7 @@ static int plugin_build(const char *user, const char *name, json_t *b, json_t **
 {
 	(void)user;
 	(void)name;
-	if (only_keys(b, plugin_dirs, "a plugin", resp) < 0)
+	if (api_only_keys(b, plugin_dirs, "a plugin", resp) < 0)
 		return -1;
 	size_t total = 0;
 	for (const char *const *d = plugin_dirs; *d; d++) {
@@ -522,7 +470,7 @@ static int provider_build(const char *user, const char *name, json_t *b, json_t 
 {
 	static const char *const allowed[] = {"kind", "base_url", "api_key", "model", NULL};
 	const char *kind, *url, *key;
-	if (only_keys(b, allowed, "an ai provider", resp) < 0 ||
+	if (api_only_keys(b, allowed, "an ai provider", resp) < 0 ||
 	    get_string(b, "kind", SIZE_MAX, 1, &kind, resp) < 0)
 		return -1;
 	if (strcmp(kind, "anthropic")) {
@@ -553,7 +501,7 @@ static int user_build(json_t *b, json_t **rec, struct api_resp *resp)
 {
 	static const char *const allowed[] = {"claude_md", "model", "env", NULL};
 	const char *md;
-	if (only_keys(b, allowed, "user settings", resp) < 0 ||
+	if (api_only_keys(b, allowed, "user settings", resp) < 0 ||
 	    get_string(b, "claude_md", SET_TEXT_MAX, 0, &md, resp) < 0 ||
 	    check_model(b, resp) < 0 || check_map(b, "env", MAP_ENV_USER, resp) < 0)
 		return -1;
@@ -676,7 +624,7 @@ static void list_kind(const struct kind *k, const char *user, struct api_resp *r
 		json_decref(rec);
 	}
 	store_kv_free(kv, n);
-	reply(resp, 200, arr);
+	api_reply(resp, 200, arr);
 }
 
 static void get_named(const struct kind *k, const char *key, const char *name,
@@ -700,7 +648,7 @@ static void get_named(const struct kind *k, const char *key, const char *name,
 			  k->name, name);
 		return;
 	}
-	reply(resp, 200, named_view(k, name, rec, 0));
+	api_reply(resp, 200, named_view(k, name, rec, 0));
 	json_decref(rec);
 }
 
@@ -718,7 +666,7 @@ static void delete_named(const struct kind *k, const char *user, const char *key
 		return;
 	}
 	settings_changed(user);
-	reply(resp, 204, NULL);
+	api_reply(resp, 204, NULL);
 }
 
 /* Store rec (not consumed) under key and tell the config cache. */
@@ -741,7 +689,7 @@ static int put_record(const char *user, const char *key, json_t *rec, struct api
 static void put_named(const struct kind *k, const char *user, const char *key, const char *name,
 		      const struct api_req *req, struct api_resp *resp)
 {
-	json_t *b = body_object(req, resp);
+	json_t *b = api_body_object(req, resp, 0);
 	if (!b)
 		return;
 	json_t *rec = NULL;
@@ -776,7 +724,7 @@ static void put_named(const struct kind *k, const char *user, const char *key, c
 			  "you have %zu %s settings; the limit is %u: delete one first", n, k->name,
 			  k->max);
 	} else if (put_record(user, key, rec, resp) == 0) {
-		reply(resp, exists ? 200 : 201, named_view(k, name, rec, 0));
+		api_reply(resp, exists ? 200 : 201, named_view(k, name, rec, 0));
 	}
 	json_decref(rec);
 }
@@ -803,10 +751,10 @@ static void user_route(const char *user, const struct api_req *req, struct api_r
 		if (!rec)
 			api_error(resp, 500, "internal", "the stored user settings are unreadable");
 		else
-			reply(resp, 200, rec);
+			api_reply(resp, 200, rec);
 		return;
 	}
-	json_t *b = body_object(req, resp);
+	json_t *b = api_body_object(req, resp, 0);
 	if (!b)
 		return;
 	json_t *rec = NULL;
@@ -815,7 +763,7 @@ static void user_route(const char *user, const struct api_req *req, struct api_r
 	if (bad < 0)
 		return;
 	if (put_record(user, key, rec, resp) == 0)
-		reply(resp, rc == CX_NOTFOUND ? 201 : 200, json_incref(rec));
+		api_reply(resp, rc == CX_NOTFOUND ? 201 : 200, json_incref(rec));
 	json_decref(rec);
 }
 
