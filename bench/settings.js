@@ -16,15 +16,6 @@ function pct(xs, p) {
   return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)];
 }
 
-async function metrics(d) {
-  const r = await L.http(d.base, 'GET', '/metrics', d.admin);
-  const m = {};
-  for (const line of r.text.split('\n')) {
-    const x = line.match(/^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$/);
-    if (x) m[x[1]] = Number(x[2]);
-  }
-  return m;
-}
 
 async function timedTurn(c, text) {
   const start = c.frames.length;
@@ -48,7 +39,7 @@ async function timedTurn(c, text) {
   await L.http(d.base, 'PUT', '/v1/settings/user', tok, {claude_md: 'v0'});
   // The package installs in the background at the settings write; wait for it
   // so every measured message finds it cached (that install is not counted).
-  await L.until(async () => (await metrics(d))['cortex_npm_installs_total{result="ok"}'] >= 1, 'package installed', 300000);
+  await L.until(async () => (await L.metrics(d))['cortex_npm_installs_total{result="ok"}'] >= 1, 'package installed', 300000);
   const sid = (await L.http(d.base, 'POST', '/v1/sessions', tok, {})).json.id;
   const c = L.connect(d.base, sid, tok);
   await c.opened;
@@ -58,13 +49,13 @@ async function timedTurn(c, text) {
   if (!fsUp) throw new Error('fs MCP server not connected: ' + JSON.stringify(init && init.mcp_servers));
   void w;
 
-  const m0 = await metrics(d);
+  const m0 = await L.metrics(d);
   const warm = [], changed = [], warmSrv = [], changedSrv = [], changedSync = [];
   let warmSyncs = 0, badPath = 0;
   for (let i = 0; i < N; i++) {
-    const ma = await metrics(d);
+    const ma = await L.metrics(d);
     const a = await timedTurn(c, `warm ${i}`);
-    const mb = await metrics(d);
+    const mb = await L.metrics(d);
     warmSyncs += mb.cortex_sync_runs_total - ma.cortex_sync_runs_total;
     if (a.done.path !== 'warm' || a.done.config_cache !== 'hit') badPath++;
     warm.push(a.ttft); warmSrv.push(a.done.timings.first_token_ms);
@@ -75,7 +66,7 @@ async function timedTurn(c, text) {
     changedSync.push(b.done.timings.sync_ms + b.done.timings.config_ms);
     if ((i + 1) % 10 === 0) process.stderr.write(`  ${i + 1}/${N} pairs\n`);
   }
-  const m1 = await metrics(d);
+  const m1 = await L.metrics(d);
   const npmRuns = m1.cortex_npm_runs_total - m0.cortex_npm_runs_total;
   const row = (name, xs) => `| ${name.padEnd(52)} | ${String(xs.length).padStart(3)} | ${pct(xs, 50).toFixed(1).padStart(8)} | ${pct(xs, 95).toFixed(1).padStart(8)} |`;
   console.log(`\nMessage after a settings change vs a warm message (ms), ${N} each, interleaved, MCP package cached`);

@@ -152,4 +152,15 @@ async function until(fn, what, timeoutMs = 10000) {
   }
 }
 
-module.exports = {tmpdir, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until};
+// GET /metrics (admin) parsed into {"name{labels}": value}.
+async function metrics(d) {
+  const r = await http(d.base, 'GET', '/metrics', d.admin);
+  const m = {};
+  for (const line of r.text.split('\n')) {
+    const x = line.match(/^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$/);
+    if (x) m[x[1]] = Number(x[2]);
+  }
+  return m;
+}
+
+module.exports = {tmpdir, metrics, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until};

@@ -10,15 +10,6 @@ const L = require('./lib');
 
 const FS_PKG = '@modelcontextprotocol/server-filesystem@2026.8.31';
 
-async function metrics(d) {
-  const r = await L.http(d.base, 'GET', '/metrics', d.admin);
-  const m = {};
-  for (const line of r.text.split('\n')) {
-    const x = line.match(/^([a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)$/);
-    if (x) m[x[1]] = Number(x[2]);
-  }
-  return m;
-}
 
 function toolOut(frames) {
   const t = L.textOf(frames);
@@ -106,11 +97,11 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   L.check(req && req.markers.includes('MARK_CLAUDE_ONE'), 'CLAUDE.md reaches the model', 'MARK_CLAUDE_ONE', req && req.markers);
 
   // ---- a warm turn: cache hit, nothing written, no npm ----
-  let m0 = await metrics(d);
+  let m0 = await L.metrics(d);
   f = await L.turn(c, 'hello again');
   let done = doneOf(f);
   L.eq([done.path, done.config_cache], ['warm', 'hit'], 'unchanged settings: warm path, config cache hit');
-  let m1 = await metrics(d);
+  let m1 = await L.metrics(d);
   L.eq([m1.cortex_sync_runs_total - m0.cortex_sync_runs_total, m1['cortex_sync_files_total{result="written"}'] - m0['cortex_sync_files_total{result="written"}'],
     m1.cortex_npm_runs_total - m0.cortex_npm_runs_total],
   [0, 0, 0], 'warm turn: no sync run, no file written, no npm run');
@@ -131,7 +122,7 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   L.check(out.includes('npmrc=absent'), 'a deleted credential file is removed from the sandbox', 'npmrc=absent', out);
   L.check(out.includes('COLOR=unset'), 'user env replaced by the new user settings', 'COLOR=unset', out);
   L.eq(done.path, 'config_changed', 'the turn after a settings change reports path config_changed');
-  const m2 = await metrics(d);
+  const m2 = await L.metrics(d);
   L.check(m2['cortex_config_cache_total{result="dirty"}'] > m1['cortex_config_cache_total{result="dirty"}'], 'dirty reload counted', '>', m2['cortex_config_cache_total{result="dirty"}']);
 
   // ---- MCP from npm: installed once per host, mounted read-only, connected ----
@@ -148,7 +139,7 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   L.check(out.includes('/cortex/mcp/p-') && out.includes('node_modules/.bin/mcp-server-filesystem'), '~/.claude.json points at the cached package bin', 'bin path', out.slice(0, 800));
   // Claude Code defers MCP tools behind ToolSearch, so look for them in init's tool list.
   L.check((init.tools || []).some(t => t.startsWith('mcp__fs__')), "the agent lists the server's tools", 'mcp__fs__*', init.tools);
-  const m3 = await metrics(d);
+  const m3 = await L.metrics(d);
   L.eq(m3.cortex_npm_runs_total - m2.cortex_npm_runs_total, 1, 'one npm run for the new package');
 
   // Another user, another session, same package: no npm run.
@@ -161,16 +152,16 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   const binit = f.find(x => x.type === 'system' && x.subtype === 'init') || {};
   const bst = (binit.mcp_servers || []).find(x => x.name === 'files');
   L.eq(bst && bst.status, 'connected', "bob's session gets the cached package, connected");
-  const m4 = await metrics(d);
+  const m4 = await L.metrics(d);
   L.eq(m4.cortex_npm_runs_total - m3.cortex_npm_runs_total, 0, "bob's session triggers no npm run");
 
   // Nothing changed: messages do no npm work and no writes.
-  const m5a = await metrics(d);
+  const m5a = await L.metrics(d);
   for (let i = 0; i < 3; i++) {
     f = await L.turn(c, 'quiet ' + i);
     L.eq([doneOf(f).path, doneOf(f).config_cache], ['warm', 'hit'], `unchanged turn ${i}: warm, hit`);
   }
-  const m5 = await metrics(d);
+  const m5 = await L.metrics(d);
   L.eq([m5.cortex_npm_runs_total - m5a.cortex_npm_runs_total, m5.cortex_sync_runs_total - m5a.cortex_sync_runs_total],
     [0, 0], 'three unchanged turns: zero npm runs, zero syncs');
 
@@ -180,9 +171,9 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   f = await L.turn(c, 'with a bad package', 180000);
   const e = errOf(f);
   L.eq(e && e.code, 'mcp_install_failed', 'a package that cannot be installed -> cortex.error mcp_install_failed');
-  const m6 = await metrics(d);
+  const m6 = await L.metrics(d);
   f = await L.turn(c, 'again with a bad package', 60000);
-  const m7 = await metrics(d);
+  const m7 = await L.metrics(d);
   L.eq([errOf(f) && errOf(f).code, m7.cortex_npm_runs_total - m6.cortex_npm_runs_total], ['mcp_install_failed', 0], 'the failure is remembered: no npm run per message');
   r = await L.http(d.base, 'DELETE', '/v1/settings/mcp/bad', alice);
   L.eq(r.status, 204, 'DELETE mcp -> 204');
