@@ -59,9 +59,13 @@ typedef void (*npm_ready_fn)(void *arg, const npm_pkg *pkg, int ok, const char *
  * and drops rows whose dir is gone (and dirs with no row). */
 int npmcache_init(store *st, const char *root, const char *npm, uid_t uid, gid_t gid,
 		  uint64_t budget, cx_err *err);
-void npmcache_shutdown(void); /* waits for running installs (they are bounded by a timeout) */
+/* Aborts running installs (their npm is killed) and drops the callbacks of
+ * every unfinished install: the daemon is going away.  Call it before
+ * work_stop() and store_close(). */
+void npmcache_shutdown(void);
 
-/* The installed package, or NULL (not installed, or spec invalid). */
+/* The installed package, or NULL (not installed, or spec invalid).  Valid
+ * until the package is evicted (never while pinned) or the cache shuts down. */
 const npm_pkg *npmcache_lookup(const char *spec);
 
 /* Make sure spec is installed.  Returns 1 (installed: *out set, no callback),
