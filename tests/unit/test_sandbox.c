@@ -6,15 +6,10 @@
  * Programs run inside through /bin/sh -c with stdout+stderr on a pipe read
  * to EOF, so each check sees exactly what the sandboxed process saw. */
 #include <errno.h>
-#include <fcntl.h>
 #include <linux/magic.h>
-#include <setjmp.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdbool.h>
-#include <stddef.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -23,12 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "sandbox_fixture.h"
 
-#include "sandbox.h"
-
-#define SB_UID 65534
-#define CG_NAME "cortex-test"
 #define MEM_MAX (300ULL << 20)
 #define PIDS_MAX 77
 
@@ -37,158 +28,29 @@ static int g_leak_fd = -1, g_leak_fd_cloexec = -1;
 
 /* ---- helpers ---- */
 
-#define assert_contains(hay, needle)                                                        \
-	do {                                                                                \
-		const char *h_ = (hay), *n_ = (needle);                                     \
-		if (!h_ || !strstr(h_, n_)) {                                               \
-			print_error("expected to find \"%s\" in:\n---\n%s\n---\n", n_,      \
-				    h_ ? h_ : "(null)");                                    \
-			fail();                                                             \
-		}                                                                           \
-	} while (0)
-#define assert_not_contains(hay, needle)                                                    \
-	do {                                                                                \
-		const char *h_ = (hay), *n_ = (needle);                                     \
-		if (h_ && strstr(h_, n_)) {                                                 \
-			print_error("expected NOT to find \"%s\" in:\n---\n%s\n---\n", n_, h_); \
-			fail();                                                             \
-		}                                                                           \
-	} while (0)
-#define assert_ok(call, err)                                                                \
-	do {                                                                                \
-		if ((call) != 0) {                                                          \
-			print_error("%s failed: %s\n", #call, (err).msg);                   \
-			fail();                                                             \
-		}                                                                           \
-	} while (0)
-
-static void pathf(char *out, size_t cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static void pathf(char *out, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(out, cap, fmt, ap);
-	va_end(ap);
-}
-
-static void mkdir_owned(const char *path, uid_t uid)
-{
-	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-		print_error("mkdir %s: %s\n", path, strerror(errno));
-		fail();
-	}
-	assert_int_equal(chown(path, uid, uid), 0);
-}
-
-typedef struct fixture {
-	char id[32], home[600], ws[600], run[600], root[600], hide[600];
-	sandbox *sb;
-	sandbox_opts opts;
-	const char *hide_list[2];
-} fixture;
-
 static void fixture_init(fixture *f, const char *tag)
 {
-	memset(f, 0, sizeof *f);
-	pathf(f->id, sizeof f->id, "t%d-%s", (int)getpid(), tag);
-	char dir[600];
-	pathf(dir, sizeof dir, "%s/%s", g_base, tag);
-	mkdir_owned(dir, 0);
-	pathf(f->home, sizeof f->home, "%s/home", dir);
-	pathf(f->ws, sizeof f->ws, "%s/ws", dir);
-	pathf(f->run, sizeof f->run, "%s/run", dir);
-	pathf(f->root, sizeof f->root, "%s/root", dir);
+	fixture_init_dirs(f, g_base, "t", tag);
 	/* The hidden dir lives under /var/tmp, not under the test dir: when the
 	 * checkout is under /tmp (CI clones into mktemp -d), the sandbox's own
 	 * /tmp would hide it anyway and the mask would go untested. */
 	pathf(f->hide, sizeof f->hide, "/var/tmp/cortex-test-hide-%s", f->id);
-	mkdir_owned(f->home, SB_UID);
-	mkdir_owned(f->ws, SB_UID);
-	mkdir_owned(f->run, SB_UID);
-	mkdir_owned(f->root, 0);
 	mkdir_owned(f->hide, 0);
 	/* Something to hide: the daemon's data dir, world-readable on purpose. */
 	char secret[700];
 	pathf(secret, sizeof secret, "%s/secret.db", f->hide);
-	FILE *fp = fopen(secret, "w");
-	assert_non_null(fp);
-	fputs("secret\n", fp);
-	fclose(fp);
+	write_host_file(secret, "secret\n", 0644);
 	f->hide_list[0] = f->hide;
 	f->hide_list[1] = NULL;
-	sandbox_opts o = SANDBOX_OPTS_INIT;
-	o.id = f->id;
-	o.root_mount = f->root;
-	o.home_dir = f->home;
-	o.workspace_dir = f->ws;
-	o.run_dir = f->run;
-	o.hide = f->hide_list;
-	o.uid = SB_UID;
-	o.gid = SB_UID;
-	o.memory_max = MEM_MAX;
-	o.pids_max = PIDS_MAX;
-	o.tmp_size = 16 << 20;
-	o.cgroup_name = CG_NAME;
-	f->opts = o;
-}
-
-static void fixture_start(fixture *f)
-{
-	cx_err err = CX_ERR_INIT;
-	assert_ok(sandbox_create(&f->sb, &f->opts, &err), err);
-	assert_non_null(f->sb);
-}
-
-/* Runs script with /bin/sh inside; returns its stdout+stderr (static). */
-static const char *sh(sandbox *sb, const char *script)
-{
-	static char out[64 << 10];
-	int p[2];
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	const char *argv[] = {"/bin/sh", "-c", script, NULL};
-	const char *envp[] = {"PATH=/usr/bin:/bin", "HOME=/home/agent", NULL};
-	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
-	eo.argv = argv;
-	eo.envp = envp;
-	eo.stdout_fd = p[1];
-	eo.stderr_fd = p[1];
-	cx_err err = CX_ERR_INIT;
-	pid_t pid = -1;
-	int r = sandbox_exec(sb, &pid, &eo, &err);
-	close(p[1]);
-	if (r != 0) {
-		close(p[0]);
-		print_error("sandbox_exec: %s\n", err.msg);
-		fail();
-	}
-	size_t n = 0;
-	ssize_t k;
-	while (n < sizeof out - 1 && (k = read(p[0], out + n, sizeof out - 1 - n)) > 0)
-		n += (size_t)k;
-	out[n] = '\0';
-	close(p[0]);
-	return out;
+	f->opts.hide = f->hide_list;
+	f->opts.memory_max = MEM_MAX;
+	f->opts.pids_max = PIDS_MAX;
 }
 
 static bool cgroup_v2(void)
 {
 	struct statfs s;
 	return statfs("/sys/fs/cgroup", &s) == 0 && s.f_type == CGROUP2_SUPER_MAGIC;
-}
-
-static void read_text(const char *path, char *buf, size_t cap)
-{
-	buf[0] = '\0';
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		print_error("open %s: %s\n", path, strerror(errno));
-		fail();
-	}
-	ssize_t n = read(fd, buf, cap - 1);
-	close(fd);
-	assert_true(n >= 0);
-	buf[n] = '\0';
 }
 
 /* Cgroup dirs the sandbox should have, by controller file they hold. */
@@ -200,22 +62,6 @@ static void cg_dir(char *out, size_t cap, const char *ctrl, const char *id)
 		pathf(out, cap, "/sys/fs/cgroup/%s/%s/%s", ctrl, CG_NAME, id);
 }
 
-static bool process_gone(pid_t pid)
-{
-	char path[64], buf[512];
-	pathf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return true;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return true;
-	buf[n] = '\0';
-	const char *rp = strrchr(buf, ')');
-	return rp && rp[1] == ' ' && rp[2] == 'Z'; /* a zombie is dead too */
-}
-
 /* ---- shared sandbox for read-only checks ---- */
 
 static fixture g_main;
@@ -223,12 +69,7 @@ static fixture g_main;
 static int group_setup(void **state)
 {
 	(void)state;
-	const char *tmp = getenv("CORTEX_TEST_TMP");
-	if (!tmp)
-		tmp = "/tmp";
-	mkdir(tmp, 0755);
-	pathf(g_base, sizeof g_base, "%s/sandbox-%d", tmp, (int)getpid());
-	if (mkdir(g_base, 0755) < 0)
+	if (scratch_dir(g_base, sizeof g_base, "sandbox") < 0)
 		return -1;
 	/* fds the daemon holds must not reach the sandbox, with or without
 	 * O_CLOEXEC (the monitor closes what a concurrent fork might leak). */

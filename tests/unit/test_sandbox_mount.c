@@ -6,28 +6,16 @@
  * Programs run inside through /bin/sh -c with stdout+stderr on a pipe read
  * to EOF, so each check sees exactly what the sandboxed process (uid 65534)
  * saw, and the program has finished when the check runs. */
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stdbool.h>
-#include <stddef.h>
-#include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cmocka.h>
+#include "sandbox_fixture.h"
 
-#include "sandbox.h"
-
-#define SB_UID	  65534
-#define CG_NAME	  "cortex-test"
 #define MOUNT_DIR "/cortex/mcp"
 
 static char g_base[512];	      /* per-run scratch dir */
@@ -35,190 +23,11 @@ static char g_pkg1[600], g_pkg2[600]; /* host dirs to mount */
 
 /* ---- helpers ---- */
 
-#define assert_contains(hay, needle)                                                               \
-	do {                                                                                       \
-		const char *h_ = (hay), *n_ = (needle);                                            \
-		if (!h_ || !strstr(h_, n_)) {                                                      \
-			print_error("expected to find \"%s\" in:\n---\n%s\n---\n", n_,             \
-				    h_ ? h_ : "(null)");                                           \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-#define assert_not_contains(hay, needle)                                                           \
-	do {                                                                                       \
-		const char *h_ = (hay), *n_ = (needle);                                            \
-		if (h_ && strstr(h_, n_)) {                                                        \
-			print_error("expected NOT to find \"%s\" in:\n---\n%s\n---\n", n_, h_);    \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-#define assert_ok(call, err)                                                                       \
-	do {                                                                                       \
-		if ((call) != 0) {                                                                 \
-			print_error("%s failed: %s\n", #call, (err).msg);                          \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-/* The call fails with errno-style code `want`; err.msg is printed when not. */
-#define assert_fails(call, err, want)                                                              \
-	do {                                                                                       \
-		cx_err_clear(&(err));                                                              \
-		int r_ = (call);                                                                   \
-		if (r_ != -1 || (err).code != (want)) {                                            \
-			print_error("%s: expected -1 with code %d (%s), got %d with code "         \
-				    "%d: %s\n",                                                    \
-				    #call, (want), strerror(want), r_, (err).code, (err).msg);     \
-			fail();                                                                    \
-		}                                                                                  \
-	} while (0)
-
-static void pathf(char *out, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void pathf(char *out, size_t cap, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(out, cap, fmt, ap);
-	va_end(ap);
-}
-
-static void mkdir_owned(const char *path, uid_t uid)
-{
-	if (mkdir(path, 0755) < 0 && errno != EEXIST) {
-		print_error("mkdir %s: %s\n", path, strerror(errno));
-		fail();
-	}
-	assert_int_equal(chown(path, uid, uid), 0);
-}
-
-static void write_host_file(const char *path, const char *text, mode_t mode)
-{
-	FILE *fp = fopen(path, "w");
-	if (!fp) {
-		print_error("fopen %s: %s\n", path, strerror(errno));
-		fail();
-	}
-	fputs(text, fp);
-	fclose(fp);
-	assert_int_equal(chmod(path, mode), 0);
-}
-
-typedef struct fixture {
-	char id[32], home[600], ws[600], run[600], root[600];
-	sandbox *sb;
-	sandbox_opts opts;
-} fixture;
-
 static void fixture_init(fixture *f, const char *tag)
 {
-	memset(f, 0, sizeof *f);
-	pathf(f->id, sizeof f->id, "m%d-%s", (int)getpid(), tag);
-	char dir[600];
-	pathf(dir, sizeof dir, "%s/%s", g_base, tag);
-	mkdir_owned(dir, 0);
-	pathf(f->home, sizeof f->home, "%s/home", dir);
-	pathf(f->ws, sizeof f->ws, "%s/ws", dir);
-	pathf(f->run, sizeof f->run, "%s/run", dir);
-	pathf(f->root, sizeof f->root, "%s/root", dir);
-	mkdir_owned(f->home, SB_UID);
-	mkdir_owned(f->ws, SB_UID);
-	mkdir_owned(f->run, SB_UID);
-	mkdir_owned(f->root, 0);
-	sandbox_opts o = SANDBOX_OPTS_INIT;
-	o.id = f->id;
-	o.root_mount = f->root;
-	o.home_dir = f->home;
-	o.workspace_dir = f->ws;
-	o.run_dir = f->run;
-	o.uid = SB_UID;
-	o.gid = SB_UID;
-	o.pids_max = 64;
-	o.tmp_size = 16 << 20;
-	o.cgroup_name = CG_NAME;
-	o.mount_dir = MOUNT_DIR;
-	f->opts = o;
-}
-
-static void fixture_start(fixture *f)
-{
-	cx_err err = CX_ERR_INIT;
-	assert_ok(sandbox_create(&f->sb, &f->opts, &err), err);
-	assert_non_null(f->sb);
-}
-
-/* Runs script with /bin/sh inside; returns its stdout+stderr (static). */
-static const char *sh(sandbox *sb, const char *script)
-{
-	static char out[64 << 10];
-	int p[2];
-	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	const char *argv[] = {"/bin/sh", "-c", script, NULL};
-	const char *envp[] = {"PATH=/usr/bin:/bin", "HOME=/home/agent", NULL};
-	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
-	eo.argv = argv;
-	eo.envp = envp;
-	eo.stdout_fd = p[1];
-	eo.stderr_fd = p[1];
-	cx_err err = CX_ERR_INIT;
-	pid_t pid = -1;
-	int r = sandbox_exec(sb, &pid, &eo, &err);
-	close(p[1]);
-	if (r != 0) {
-		close(p[0]);
-		print_error("sandbox_exec: %s\n", err.msg);
-		fail();
-	}
-	size_t n = 0;
-	ssize_t k;
-	while (n < sizeof out - 1 && (k = read(p[0], out + n, sizeof out - 1 - n)) > 0)
-		n += (size_t)k;
-	out[n] = '\0';
-	close(p[0]);
-	return out;
-}
-
-/* Whole small file (procfs: read until EOF). */
-static void read_text(const char *path, char *buf, size_t cap)
-{
-	buf[0] = '\0';
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		print_error("open %s: %s\n", path, strerror(errno));
-		fail();
-	}
-	size_t n = 0;
-	ssize_t k;
-	while (n < cap - 1 && (k = read(fd, buf + n, cap - 1 - n)) > 0)
-		n += (size_t)k;
-	close(fd);
-	buf[n] = '\0';
-}
-
-static int count_fds(void)
-{
-	DIR *d = opendir("/proc/self/fd");
-	assert_non_null(d);
-	int n = 0;
-	for (struct dirent *de; (de = readdir(d));)
-		n += de->d_name[0] != '.';
-	closedir(d);
-	return n;
-}
-
-static bool process_gone(pid_t pid)
-{
-	char path[64], buf[512];
-	pathf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return true;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return true;
-	buf[n] = '\0';
-	const char *rp = strrchr(buf, ')');
-	return rp && rp[1] == ' ' && rp[2] == 'Z'; /* a zombie is dead too */
+	fixture_init_dirs(f, g_base, "m", tag);
+	f->opts.pids_max = 64;
+	f->opts.mount_dir = MOUNT_DIR;
 }
 
 /* Lines of the host's mount table that mention `s`. */
@@ -248,12 +57,7 @@ static sandbox *main_sb(void)
 static int group_setup(void **state)
 {
 	(void)state;
-	const char *tmp = getenv("CORTEX_TEST_TMP");
-	if (!tmp)
-		tmp = "/tmp";
-	mkdir(tmp, 0755);
-	pathf(g_base, sizeof g_base, "%s/sandbox-mount-%d", tmp, (int)getpid());
-	if (mkdir(g_base, 0755) < 0)
+	if (scratch_dir(g_base, sizeof g_base, "sandbox-mount") < 0)
 		return -1;
 	/* p1: a file, a script, an empty dir (a host mountpoint later); p2: a file. */
 	char path[700];
