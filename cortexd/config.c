@@ -218,6 +218,9 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		if (jstr(npm, "path", &s, err) < 0 ||
 		    (s && copy_str(c->npm_path, sizeof c->npm_path, s, "npm.path", err) < 0))
 			goto out;
+		if (jstr(npm, "cache_dir", &s, err) < 0 ||
+		    (s && copy_str(c->npm_cache_dir, sizeof c->npm_cache_dir, s, "npm.cache_dir", err) < 0))
+			goto out;
 		if (jint(npm, "cache_max_mb", &n, &found, err) < 0)
 			goto out;
 		if (found)

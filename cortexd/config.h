@@ -36,6 +36,8 @@ typedef struct config {
 	int config_ttl_s;            /* a cached session config older than this is re-assembled */
 	int write_parallel;          /* bound on concurrent file writes into one sandbox */
 	char npm_path[4096];         /* npm binary for MCP package installs ("npm" = PATH) */
+	char npm_cache_dir[4096];    /* "" = DATA/npm, or /var/cache/cortex/<hash>/npm when the
+	                                sandbox uid cannot reach the data dir */
 	uint64_t npm_cache_max;      /* bytes; 0 = unlimited */
 } config;
 

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -76,6 +77,55 @@ static void lws_log_bridge(int level, const char *line)
 		(int)n, line);
 }
 
+/* Can uid:gid walk down to dir?  (every ancestor searchable by it) */
+static int traversable_by(const char *dir, uid_t uid, gid_t gid)
+{
+	char p[4200];
+	snprintf(p, sizeof p, "%s", dir);
+	for (;;) {
+		struct stat st;
+		if (stat(p, &st) == 0) {
+			int ok = (st.st_mode & S_IXOTH) || (st.st_uid == uid && (st.st_mode & S_IXUSR)) ||
+				 (st.st_gid == gid && (st.st_mode & S_IXGRP));
+			if (!ok)
+				return 0;
+		}
+		char *slash = strrchr(p, '/');
+		if (!slash || slash == p)
+			return 1;
+		*slash = '\0';
+	}
+}
+
+/* Where MCP packages live.  npm runs as the sandbox uid, so the dir must be
+ * reachable by it: DATA/npm when the data dir's ancestors allow that, else
+ * (a data dir under /root or a 0700 temp dir) a dir under /var/cache/cortex
+ * named by the data dir's hash.  "npm.cache_dir" in the config file wins. */
+static int npm_root(const config *c, char *out, size_t cap, cx_err *err)
+{
+	if (c->npm_cache_dir[0]) {
+		snprintf(out, cap, "%s", c->npm_cache_dir);
+		return 0;
+	}
+	if (traversable_by(c->data_dir, c->sandbox_uid, c->sandbox_gid)) {
+		snprintf(out, cap, "%s/npm", c->data_dir);
+		return 0;
+	}
+	unsigned char h[crypto_hash_sha256_BYTES];
+	char hex[2 * sizeof h + 1];
+	crypto_hash_sha256(h, (const unsigned char *)c->data_dir, strlen(c->data_dir));
+	sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+	if ((mkdir("/var/cache/cortex", 0755) < 0 && errno != EEXIST))
+		return cx_err_set(err, errno, "mkdir /var/cache/cortex");
+	snprintf(out, cap, "/var/cache/cortex/%.16s", hex);
+	if (mkdir(out, 0755) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", out);
+	log_info("npm cache: the data dir is not reachable by uid %u; packages go to %s",
+		 (unsigned)c->sandbox_uid, out);
+	snprintf(out + strlen(out), cap - strlen(out), "/npm");
+	return 0;
+}
+
 int server_run(void)
 {
 	cx_err err = CX_ERR_INIT;
@@ -112,7 +162,10 @@ int server_run(void)
 		log_error("master key: %s", err.msg);
 		goto out_store;
 	}
-	snprintf(path, sizeof path, "%s/npm", c->data_dir);
+	if (npm_root(c, path, sizeof path, &err) < 0) {
+		log_error("npm cache: %s", err.msg);
+		goto out_store;
+	}
 	if (auth_admin_init(c->data_dir, D.admin_token, &err) < 0 || sessions_load(&err) < 0 ||
 	    sandbox_runtime_init(&err) < 0 ||
 	    npmcache_init(D.st, path, c->npm_path, c->sandbox_uid, c->sandbox_gid, c->npm_cache_max,
