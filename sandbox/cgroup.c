@@ -214,7 +214,10 @@ static int cg_wait(const char *watch, cg_check_fn done, void *ctx, int timeout_m
 		} else {
 			int ms = backoff_ms < left ? backoff_ms : left;
 			struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-			nanosleep(&ts, NULL); /* v1 backoff, see above */
+			/* Bounded exponential backoff (1..32 ms, capped by the deadline), not a
+			 * fixed sleep: cgroup v1 files (tasks, freezer.state) raise no inotify
+			 * or poll event, so re-reading them is the only signal there is. */
+			nanosleep(&ts, NULL);
 			if (backoff_ms < 32)
 				backoff_ms *= 2;
 		}
