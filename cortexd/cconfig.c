@@ -61,6 +61,7 @@ void cconfig_unref(cconfig *c)
 	free(c->files);
 	free(c->pkgs);
 	json_decref(c->env);
+	json_decref(c->agent_env);
 	free(c);
 }
 
@@ -450,6 +451,25 @@ static int pkg_lookup(struct cpkg *cp, char bin[128])
 	return 1;
 }
 
+/* cortexd's own defaults under the user's env (the user's settings win;
+ * PATH gains package bins there). */
+static json_t *agent_env_of(const cconfig *c)
+{
+	const config *d = &D.cfg;
+	json_t *env = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "HOME", "/home/agent", "PATH", BASE_PATH,
+				"LANG", "C.UTF-8", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1",
+				"DISABLE_AUTOUPDATER", "1", "DISABLE_TELEMETRY", "1",
+				"DISABLE_ERROR_REPORTING", "1");
+	if (!env)
+		return NULL;
+	if (d->provider_base_url[0])
+		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(d->provider_base_url));
+	if (d->provider_api_key[0])
+		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(d->provider_api_key));
+	json_object_update(env, c->env);
+	return env;
+}
+
 /* One range read of the user's settings, then assembly. */
 static cconfig *assemble_user(const char *user, cx_err *err)
 {
@@ -462,8 +482,14 @@ static cconfig *assemble_user(const char *user, cx_err *err)
 		return NULL;
 	(void)store_revision(D.st, &rev, err);
 	cconfig *c = NULL;
-	if (cconfig_assemble(user, kv, n, &D.skey, pkg_lookup, &c, err) == 0)
+	if (cconfig_assemble(user, kv, n, &D.skey, pkg_lookup, &c, err) == 0) {
 		c->revision = rev;
+		if (!(c->agent_env = agent_env_of(c))) {
+			cconfig_unref(c);
+			c = NULL;
+			cx_err_set(err, ENOMEM, "agent env");
+		}
+	}
 	store_kv_free(kv, n);
 	return c;
 }

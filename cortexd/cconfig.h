@@ -43,6 +43,8 @@ typedef struct cconfig {
 	struct cfile *files;
 	size_t n_files;
 	json_t *env;              /* object: extra env for the agent (secrets, user env, provider) */
+	json_t *agent_env;        /* the agent's whole env: cortexd's defaults under env; built
+	                             once per assembly by ccache_get, so a message copies nothing */
 	char model[128];          /* "" = the daemon's default */
 	struct cpkg *pkgs;
 	size_t n_pkgs;

@@ -271,13 +271,8 @@ static void send_done(struct session *s)
 		 (unsigned long long)t->id, t->first_token_ms, total, path);
 }
 
-static void env_set(json_t *env, const char *k, const char *v)
-{
-	json_object_set_new(env, k, json_string(v));
-}
-
 /* Everything the agent needs for one message, written to the context file:
- * the cached config's env and model over the daemon's defaults. */
+ * argv (the message, --continue, the model) plus the cached config's env. */
 static json_t *build_context(struct session *s, const struct turn *t, const cconfig *cfg)
 {
 	const config *c = &D.cfg;
@@ -297,20 +292,8 @@ static json_t *build_context(struct session *s, const struct turn *t, const ccon
 	/* "--" so a message starting with '-' is never taken for a flag. */
 	json_array_append_new(argv, json_string("--"));
 	json_array_append_new(argv, json_string(t->text));
-	json_t *env = json_object();
-	env_set(env, "HOME", "/home/agent");
-	env_set(env, "PATH", "/usr/local/bin:/usr/bin:/bin");
-	env_set(env, "LANG", "C.UTF-8");
-	env_set(env, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
-	env_set(env, "DISABLE_AUTOUPDATER", "1");
-	env_set(env, "DISABLE_TELEMETRY", "1");
-	env_set(env, "DISABLE_ERROR_REPORTING", "1");
-	if (c->provider_base_url[0])
-		env_set(env, "ANTHROPIC_BASE_URL", c->provider_base_url);
-	if (c->provider_api_key[0])
-		env_set(env, "ANTHROPIC_API_KEY", c->provider_api_key);
-	json_object_update(env, cfg->env); /* the user's settings win (PATH gains package bins) */
-	return json_pack("{s:o,s:o,s:s,s:I}", "argv", argv, "env", env, "cwd", "/workspace", "turn",
+	/* The env was built once with the config (cconfig.c agent_env_of). */
+	return json_pack("{s:o,s:O,s:s,s:I}", "argv", argv, "env", cfg->agent_env, "cwd", "/workspace", "turn",
 			 (json_int_t)t->id);
 }
 
