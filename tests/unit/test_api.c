@@ -15,23 +15,15 @@
 
 #include "auth.h"
 #include "daemon.h"
+#include "unit_util.h"
 
 static char tmpdir[4096];
 
-#define assert_int_eq_msg(actual, expected, what)                                                  \
-	do {                                                                                       \
-		long long a_ = (long long)(actual), e_ = (long long)(expected);                    \
-		if (a_ != e_)                                                                      \
-			fail_msg("%s: expected %lld, got %lld", what, e_, a_);                     \
-	} while (0)
 
 static int setup(void **state)
 {
 	(void)state;
-	const char *base = getenv("CORTEX_TEST_TMP") ? getenv("CORTEX_TEST_TMP") : "/tmp";
-	mkdir(base, 0755);
-	snprintf(tmpdir, sizeof tmpdir, "%s/api-XXXXXX", base);
-	if (!mkdtemp(tmpdir))
+	if (unit_tmpdir("api", tmpdir, sizeof tmpdir) < 0)
 		return -1;
 	char db[4200];
 	snprintf(db, sizeof db, "%s/t.db", tmpdir);
@@ -54,13 +46,6 @@ static int teardown(void **state)
 	return 0;
 }
 
-static struct api_resp call(const char *method, const char *path, const char *token, const char *body)
-{
-	struct api_req r = {method, path, token, body, body ? strlen(body) : 0};
-	struct api_resp resp = {0, NULL, NULL};
-	api_handle(&r, &resp);
-	return resp;
-}
 
 /* The error code of a 4xx body, checking the body's shape on the way. */
 static const char *err_code(struct api_resp *r, json_t **keep)
@@ -76,7 +61,7 @@ static const char *err_code(struct api_resp *r, json_t **keep)
 static void expect_error(const char *method, const char *path, const char *token, const char *body,
 			 int status, const char *code)
 {
-	struct api_resp r = call(method, path, token, body);
+	struct api_resp r = unit_call(method, path, token, body);
 	if (r.status != status)
 		fail_msg("%s %s body=%s: expected %d, got %d (%s)", method, path, body ? body : "-", status,
 			 r.status, r.body ? r.body : "");
@@ -144,7 +129,7 @@ static void test_user_create_and_lookup(void **state)
 	(void)state;
 	char body[64];
 	snprintf(body, sizeof body, "{\"name\":\"alice\"}");
-	struct api_resp r = call("POST", "/v1/users", D.admin_token, body);
+	struct api_resp r = unit_call("POST", "/v1/users", D.admin_token, body);
 	assert_int_eq_msg(r.status, 201, "create alice");
 	json_t *o = json_loads(r.body, 0, NULL);
 	const char *tok = json_string_value(json_object_get(o, "token"));
@@ -198,7 +183,7 @@ static void test_bad_input(void **state)
 static void test_sessions_of_other_users_are_404(void **state)
 {
 	(void)state;
-	struct api_resp r = call("POST", "/v1/users", D.admin_token, "{\"name\":\"bob\"}");
+	struct api_resp r = unit_call("POST", "/v1/users", D.admin_token, "{\"name\":\"bob\"}");
 	json_t *o = json_loads(r.body, 0, NULL);
 	char bob[AUTH_TOKEN_LEN + 1];
 	snprintf(bob, sizeof bob, "%s", json_string_value(json_object_get(o, "token")));
@@ -209,7 +194,7 @@ static void test_sessions_of_other_users_are_404(void **state)
 	expect_error("POST", "/v1/sessions", bob, "{\"surface\":\"tv\"}", 400, "bad_request");
 	expect_error("POST", "/v1/sessions", bob, "{\"idle_sleep_s\":-1}", 400, "bad_request");
 	expect_error("POST", "/v1/sessions", bob, "{\"bogus\":1}", 400, "bad_request");
-	r = call("GET", "/v1/sessions", bob, NULL);
+	r = unit_call("GET", "/v1/sessions", bob, NULL);
 	assert_int_eq_msg(r.status, 200, "list");
 	assert_string_equal(r.body, "[]");
 	free(r.body);

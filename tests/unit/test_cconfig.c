@@ -13,6 +13,7 @@
 
 #include "cconfig.h"
 #include "secrets.h"
+#include "unit_util.h"
 
 static secrets_key K;
 static char keyfile[4200];
@@ -20,11 +21,8 @@ static char keyfile[4200];
 static int setup(void **state)
 {
 	(void)state;
-	const char *base = getenv("CORTEX_TEST_TMP") ? getenv("CORTEX_TEST_TMP") : "/tmp";
 	char dir[4096];
-	snprintf(dir, sizeof dir, "%s/cconfig-XXXXXX", base);
-	mkdir(base, 0755);
-	if (!mkdtemp(dir))
+	if (unit_tmpdir("cconfig", dir, sizeof dir) < 0)
 		return -1;
 	snprintf(keyfile, sizeof keyfile, "%s/master.key", dir);
 	cx_err err = CX_ERR_INIT;

@@ -13,16 +13,11 @@
 #include <unistd.h>
 
 #include "secrets.h"
+#include "unit_util.h"
 
 static char tmpdir[4096];
 static secrets_key K; /* loaded once in setup */
 
-#define assert_int_eq_msg(actual, expected, what)                                                  \
-	do {                                                                                       \
-		long long a_ = (long long)(actual), e_ = (long long)(expected);                    \
-		if (a_ != e_)                                                                      \
-			fail_msg("%s: expected %lld, got %lld", what, e_, a_);                     \
-	} while (0)
 
 static void path_in(char *out, size_t cap, const char *name)
 {
@@ -42,10 +37,7 @@ static void write_file(const char *path, const void *data, size_t len, unsigned 
 static int setup(void **state)
 {
 	(void)state;
-	const char *base = getenv("CORTEX_TEST_TMP") ? getenv("CORTEX_TEST_TMP") : "/tmp";
-	mkdir(base, 0755);
-	snprintf(tmpdir, sizeof tmpdir, "%s/secrets-XXXXXX", base);
-	if (!mkdtemp(tmpdir))
+	if (unit_tmpdir("secrets", tmpdir, sizeof tmpdir) < 0)
 		return -1;
 	char p[4200];
 	path_in(p, sizeof p, "master.key");

@@ -17,6 +17,7 @@
 
 #include "auth.h"
 #include "daemon.h"
+#include "unit_util.h"
 #include "settings.h"
 
 static char tmpdir[4096], dbpath[4200];
@@ -28,27 +29,13 @@ static char tok_alice[AUTH_TOKEN_LEN + 1], tok_bob[AUTH_TOKEN_LEN + 1],
 #define PLAIN_SSH "ssh-PLAINTEXT-77a1b2c3d4e5f6"
 #define PLAIN_KEY "sk-ant-PLAINTEXT-9d8c7b6a5f4e"
 
-#define assert_int_eq_msg(actual, expected, what)                                                  \
-	do {                                                                                       \
-		long long a_ = (long long)(actual), e_ = (long long)(expected);                    \
-		if (a_ != e_)                                                                      \
-			fail_msg("%s: expected %lld, got %lld", what, e_, a_);                     \
-	} while (0)
 
-static struct api_resp call(const char *method, const char *path, const char *token,
-			    const char *body)
-{
-	struct api_req r = {method, path, token, body, body ? strlen(body) : 0};
-	struct api_resp resp = {0, NULL, NULL};
-	api_handle(&r, &resp);
-	return resp;
-}
 
 static void make_user(const char *name, char tok[AUTH_TOKEN_LEN + 1])
 {
 	char body[80];
 	snprintf(body, sizeof body, "{\"name\":\"%s\"}", name);
-	struct api_resp r = call("POST", "/v1/users", D.admin_token, body);
+	struct api_resp r = unit_call("POST", "/v1/users", D.admin_token, body);
 	assert_int_eq_msg(r.status, 201, "create user");
 	json_t *o = json_loads(r.body, 0, NULL);
 	snprintf(tok, AUTH_TOKEN_LEN + 1, "%s", json_string_value(json_object_get(o, "token")));
@@ -59,10 +46,7 @@ static void make_user(const char *name, char tok[AUTH_TOKEN_LEN + 1])
 static int setup(void **state)
 {
 	(void)state;
-	const char *base = getenv("CORTEX_TEST_TMP") ? getenv("CORTEX_TEST_TMP") : "/tmp";
-	mkdir(base, 0755);
-	snprintf(tmpdir, sizeof tmpdir, "%s/settings-XXXXXX", base);
-	if (!mkdtemp(tmpdir))
+	if (unit_tmpdir("settings", tmpdir, sizeof tmpdir) < 0)
 		return -1;
 	snprintf(dbpath, sizeof dbpath, "%s/t.db", tmpdir);
 	cx_err err = CX_ERR_INIT;
@@ -96,7 +80,7 @@ static int teardown(void **state)
 static json_t *expect(const char *method, const char *path, const char *token, const char *body,
 		      int status)
 {
-	struct api_resp r = call(method, path, token, body);
+	struct api_resp r = unit_call(method, path, token, body);
 	if (r.status != status)
 		fail_msg("%s %s body=%.200s: expected %d, got %d (%.300s)", method, path,
 			 body ? body : "-", status, r.status, r.body ? r.body : "");
@@ -151,7 +135,7 @@ static void bad(const char *method, const char *path, const char *token, const c
 		int status, const char *code)
 {
 	struct snap before = snapshot();
-	struct api_resp r = call(method, path, token, body);
+	struct api_resp r = unit_call(method, path, token, body);
 	if (r.status != status)
 		fail_msg("%s %s body=%.200s: expected %d, got %d (%.300s)", method, path,
 			 body ? body : "-", status, r.status, r.body ? r.body : "");
