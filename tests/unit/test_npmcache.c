@@ -29,6 +29,7 @@
 #include "npmcache.h"
 #include "store.h"
 #include "work.h"
+#include "unit_util.h"
 
 #define WAIT_MS 20000 /* for callbacks; an install by the fixture takes ~10 ms */
 
@@ -132,16 +133,10 @@ static int init_cache(struct fx *f, uint64_t budget)
 
 static int fx_setup(void **state)
 {
-	const char *tmp = getenv("CORTEX_TEST_TMP");
-	if (!tmp || !*tmp)
-		tmp = "/tmp";
-	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-		return -1;
 	struct fx *f = calloc(1, sizeof *f);
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof f->dir, "%s/npmcache-XXXXXX", tmp);
-	if (!mkdtemp(f->dir)) {
+	if (unit_tmpdir("npmcache", f->dir, sizeof f->dir) < 0) {
 		free(f);
 		return -1;
 	}

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "store.h"
+#include "unit_util.h"
 
 struct fx {
 	char dir[512];
@@ -50,16 +51,10 @@ struct fx {
 
 static int fx_setup(void **state)
 {
-	const char *tmp = getenv("CORTEX_TEST_TMP");
-	if (!tmp || !*tmp)
-		tmp = "/tmp";
-	if (mkdir(tmp, 0700) < 0 && errno != EEXIST)
-		return -1;
 	struct fx *f = calloc(1, sizeof *f);
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof f->dir, "%s/store-XXXXXX", tmp);
-	if (!mkdtemp(f->dir)) {
+	if (unit_tmpdir("store", f->dir, sizeof f->dir) < 0) {
 		free(f);
 		return -1;
 	}
