@@ -12,8 +12,9 @@
 #include <linux/magic.h>
 #include <stdio.h>
 #include <string.h>
-#include <poll.h>
 #include <limits.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -180,7 +181,13 @@ int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err)
  * every "populated"/"frozen" change) it blocks on inotify between checks.
  * cgroup v1 files raise no notification at all (neither poll nor inotify; only
  * the per-hierarchy release_agent, which is not ours to take), so there it is
- * a bounded exponential backoff: 1, 2, 4 ... 32 ms between checks. */
+ * a bounded exponential backoff: 0.1, 0.2, 0.4 ... 25.6 ms between checks (a
+ * v1 freeze of a busy sandbox settles within ~100 us; a 1 ms first step
+ * made it cost 1.2 ms).  The v2 wait re-checks on the same steps too: the
+ * kernel sends at most one cgroup.events notification per ~10 ms per file
+ * (cgroup_file_notify(), CGROUP_FILE_NOTIFY_MIN_INTV) and delays the rest, so
+ * a thaw right after a freeze, or a freeze right after a task joined, was
+ * seen 4-12 ms late on inotify alone. */
 typedef int (*cg_check_fn)(void *ctx, cx_err *err); /* 1 done, 0 not yet, -1 error */
 
 static int cg_wait(const char *watch, cg_check_fn done, void *ctx, int timeout_ms, cx_err *err)
@@ -195,7 +202,7 @@ static int cg_wait(const char *watch, cg_check_fn done, void *ctx, int timeout_m
 			return cx_err_set(err, errno, "inotify %s", watch);
 	}
 	uint64_t deadline = cx_mono_ms() + (uint64_t)timeout_ms;
-	int backoff_ms = 1;
+	long backoff_us = 100;
 	for (;;) {
 		/* Re-check after arming the watch: the change may have come first. */
 		if ((r = done(ctx, err)) != 0)
@@ -203,23 +210,24 @@ static int cg_wait(const char *watch, cg_check_fn done, void *ctx, int timeout_m
 		uint64_t now = cx_mono_ms();
 		if (now >= deadline)
 			return cx_err_set(err, ETIMEDOUT, "still waiting after %d ms", timeout_ms);
-		int left = (int)(deadline - now);
+		long left_us = (long)(deadline - now) * 1000;
+		long us = backoff_us < left_us ? backoff_us : left_us;
+		struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
+		if (backoff_us < 25600)
+			backoff_us *= 2;
 		if (ifd >= 0) {
+			/* The event, or the next backoff step if it is held back. */
 			struct pollfd p = {.fd = ifd, .events = POLLIN};
-			if (poll(&p, 1, left) < 0 && errno != EINTR)
+			if (ppoll(&p, 1, &ts, NULL) < 0 && errno != EINTR)
 				return cx_err_set(err, errno, "poll inotify %s", watch);
 			char ev[4096];
 			while (read(ifd, ev, sizeof ev) > 0)
 				; /* drain; the state itself is re-read above */
 		} else {
-			int ms = backoff_ms < left ? backoff_ms : left;
-			struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-			/* Bounded exponential backoff (1..32 ms, capped by the deadline), not a
-			 * fixed sleep: cgroup v1 files (tasks, freezer.state) raise no inotify
-			 * or poll event, so re-reading them is the only signal there is. */
+			/* Bounded exponential backoff (0.1..25.6 ms, capped by the deadline),
+			 * not a fixed sleep: cgroup v1 files (tasks, freezer.state) raise no
+			 * inotify or poll event, so re-reading them is the only signal there is. */
 			nanosleep(&ts, NULL);
-			if (backoff_ms < 32)
-				backoff_ms *= 2;
 		}
 	}
 }
@@ -272,32 +280,147 @@ static int v1_freezer_is(void *ctx, cx_err *err)
 	return strncmp(buf, v->want, strlen(v->want)) == 0;
 }
 
-int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
+/* Asks for the state, then waits until the kernel reports it reached:
+ * freezing is asynchronous on both versions (v1 passes through FREEZING). */
+static int set_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
 {
 	if (cg->v2) {
-		if (!cg->dirs[0])
-			return cx_err_set(err, ENOENT, "cgroup: not created");
 		if (write_file(cg->dirs[0], "cgroup.freeze", frozen ? "1" : "0", err) < 0)
 			return -1;
-		/* Freezing is asynchronous; cgroup.events says when it is done. */
 		char path[PATH_MAX];
 		snprintf(path, sizeof path, "%s/cgroup.events", cg->dirs[0]);
 		struct events_want w = {cg->dirs[0], frozen ? "frozen 1" : "frozen 0"};
-		if (cg_wait(path, events_has, &w, 1000, err) < 0)
+		if (cg_wait(path, events_has, &w, SBX_FREEZE_TIMEOUT_MS, err) < 0)
 			return cx_err_wrap(err, "%s: not %s", path, w.want);
 		return 0;
 	}
 	const char *dir = cg->dirs[SBX_CG_FREEZER];
-	if (!dir)
-		return cx_err_set(err, ENOTSUP, "cgroup v1: no freezer hierarchy");
 	const char *want = frozen ? "FROZEN" : "THAWED";
 	if (write_file(dir, "freezer.state", want, err) < 0)
 		return -1;
-	/* v1 goes through FREEZING before the state settles. */
 	struct v1_state v = {dir, want};
-	if (cg_wait(NULL, v1_freezer_is, &v, 1000, err) < 0)
+	if (cg_wait(NULL, v1_freezer_is, &v, SBX_FREEZE_TIMEOUT_MS, err) < 0)
 		return cx_err_wrap(err, "%s/freezer.state: not %s", dir, want);
 	return 0;
+}
+
+int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err)
+{
+	if (cg->v2 ? !cg->dirs[0] : !cg->dirs[SBX_CG_FREEZER])
+		return cx_err_set(err, cg->v2 ? ENOENT : ENOTSUP, "cgroup: %s",
+				  cg->v2 ? "not created" : "v1: no freezer hierarchy");
+	if (set_freeze(cg, frozen, err) == 0)
+		return 0;
+	/* A task that does not stop in time (e.g. in uninterruptible I/O) would
+	 * leave the sandbox half frozen: undo, so it is either paused or running. */
+	if (frozen) {
+		cx_err tmp = CX_ERR_INIT;
+		(void)set_freeze(cg, false, &tmp);
+	}
+	return -1;
+}
+
+/* Sends sig to every pid listed in dir/cgroup.procs; *n += how many were
+ * listed.  A missing dir lists none. */
+static int signal_listed(const char *dir, int sig, int *n, cx_err *err)
+{
+	char path[PATH_MAX];
+	snprintf(path, sizeof path, "%s/cgroup.procs", dir);
+	FILE *fp = fopen(path, "re");
+	if (!fp)
+		return errno == ENOENT ? 0 : cx_err_set(err, errno, "open %s", path);
+	int pid, ret = 0;
+	while (fscanf(fp, "%d", &pid) == 1) {
+		(*n)++;
+		if (pid > 0 && kill(pid, sig) < 0 && errno != ESRCH && ret == 0)
+			ret = cx_err_set(err, errno, "kill %d (listed in %s)", pid, path);
+	}
+	fclose(fp);
+	return ret;
+}
+
+/* cg_wait check: SIGKILL whatever is still listed; done when nothing is. */
+static int kill_listed(void *ctx, cx_err *err)
+{
+	const sbx_cgroup *cg = ctx;
+	int n = 0;
+	for (int c = 0; c < SBX_CG_MAX; c++)
+		if (cg->dirs[c] && signal_listed(cg->dirs[c], SIGKILL, &n, err) < 0)
+			return -1;
+	return n == 0;
+}
+
+int sbx_cgroup_kill(const sbx_cgroup *cg, int timeout_ms, cx_err *err)
+{
+	if (cg->v2 && cg->dirs[0]) {
+		/* cgroup.kill (5.14+) kills every task at once, frozen or not. */
+		cx_err tmp = CX_ERR_INIT;
+		if (write_file(cg->dirs[0], "cgroup.kill", "1", &tmp) == 0)
+			return sbx_cgroup_wait_empty(cg, timeout_ms, err);
+		if (tmp.code != ENOENT) {
+			if (err)
+				*err = tmp;
+			return -1;
+		}
+	}
+	/* By pid: freeze first, so that no listed task can exit and its pid be
+	 * reused between reading cgroup.procs and kill(); then thaw, and every
+	 * task dies on its pending SIGKILL before it runs another instruction
+	 * (v1 frozen tasks act on no signal until thawed).  Without a freezer
+	 * the kill is still repeated until nothing is listed. */
+	bool freezer = cg->v2 ? cg->dirs[0] != NULL : cg->dirs[SBX_CG_FREEZER] != NULL;
+	cx_err tmp = CX_ERR_INIT;
+	if (freezer)
+		(void)set_freeze(cg, true, &tmp); /* a task stuck in I/O: kill anyway */
+	int r = kill_listed((void *)cg, err);
+	if (freezer && set_freeze(cg, false, &tmp) < 0) {
+		if (err && r == 0)
+			*err = tmp;
+		return cx_err_wrap(err, "cgroup: kill");
+	}
+	if (r < 0)
+		return cx_err_wrap(err, "cgroup: kill");
+	if (cg_wait(NULL, kill_listed, (void *)cg, timeout_ms, err) < 0)
+		return cx_err_wrap(err, "cgroup: kill until empty");
+	return 0;
+}
+
+int sbx_cgroup_find_at(sbx_cgroup *cg, const char *root, const char *name, const char *id,
+		       cx_err *err)
+{
+	memset(cg, 0, sizeof *cg);
+	struct statfs sfs;
+	if (statfs(root, &sfs) < 0)
+		return cx_err_set(err, errno, "statfs %s", root);
+	cg->v2 = sfs.f_type == CGROUP2_SUPER_MAGIC;
+	int found = 0;
+	for (int c = 0; c < (cg->v2 ? 1 : SBX_CG_MAX); c++) {
+		char path[PATH_MAX];
+		if (cg->v2)
+			snprintf(path, sizeof path, "%s/%s/%s", root, name, id);
+		else
+			snprintf(path, sizeof path, "%s/%s/%s/%s", root, v1_controllers[c], name,
+				 id);
+		struct stat st;
+		if (stat(path, &st) < 0) {
+			if (errno == ENOENT)
+				continue;
+			cx_err_set(err, errno, "stat %s", path);
+			goto fail;
+		}
+		if (!(cg->dirs[c] = strdup(path))) {
+			cx_err_set(err, ENOMEM, "strdup");
+			goto fail;
+		}
+		found = 1;
+	}
+	return found;
+fail:
+	for (int c = 0; c < SBX_CG_MAX; c++) {
+		free(cg->dirs[c]);
+		cg->dirs[c] = NULL;
+	}
+	return -1;
 }
 
 struct rmdir_ctx {

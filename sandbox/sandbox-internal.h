@@ -47,7 +47,19 @@ int sbx_cgroup_add_pid(const sbx_cgroup *cg, pid_t pid, cx_err *err);
 int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err);
 /* Block until no task is left (v2: inotify on cgroup.events; v1: bounded backoff). */
 int sbx_cgroup_wait_empty(const sbx_cgroup *cg, int timeout_ms, cx_err *err);
+/* Freeze or thaw; returns once the kernel reports the state reached (v2
+ * cgroup.events "frozen 1|0", v1 freezer.state FROZEN|THAWED), or after
+ * SBX_FREEZE_TIMEOUT_MS with ETIMEDOUT (a freeze that times out is undone). */
+#define SBX_FREEZE_TIMEOUT_MS 1000
 int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err);
+/* SIGKILL every task, frozen or not, and wait (bounded) until none is left.
+ * v2: cgroup.kill; v1 (or v2 before 5.14): freeze, kill each listed pid,
+ * thaw, repeat until nothing is listed. */
+int sbx_cgroup_kill(const sbx_cgroup *cg, int timeout_ms, cx_err *err);
+/* Fill cg with the dirs of an existing sandbox cgroup <root>[/<ctrl>]/<name>/<id>
+ * (v2 or v1 as statfs(root) says).  1 found (some dir exists), 0 none, -1 error. */
+int sbx_cgroup_find_at(sbx_cgroup *cg, const char *root, const char *name, const char *id,
+		       cx_err *err);
 /* rmdir every dir (ENOENT is fine) and free the paths. */
 int sbx_cgroup_remove(sbx_cgroup *cg, cx_err *err);
 

@@ -30,7 +30,8 @@
 
 #include "sandbox-internal.h"
 
-#define CTL_TIMEOUT_MS 10000 /* exec and ping replies */
+#define CTL_TIMEOUT_MS	10000 /* exec and ping replies */
+#define STOP_TIMEOUT_MS 5000  /* stop: until the cgroup is empty */
 
 
 /* ---- sync channel ---- */
@@ -145,17 +146,25 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts, pid
 
 /* ---- lifecycle ---- */
 
+/* The id and the cgroup name become path components of the cgroup dirs. */
+static int check_names(const char *id, const char *cgroup_name, cx_err *err)
+{
+	size_t idlen = id ? strlen(id) : 0;
+	if (idlen < 1 || idlen > CX_CAP_NAME ||
+	    strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != idlen)
+		return cx_err_set(err, EINVAL, "sandbox: bad id '%s'", id ? id : "(null)");
+	if (cgroup_name && (!cgroup_name[0] || strchr(cgroup_name, '/') ||
+			    !strcmp(cgroup_name, ".") || !strcmp(cgroup_name, "..")))
+		return cx_err_set(err, EINVAL, "sandbox: bad cgroup_name '%s'", cgroup_name);
+	return 0;
+}
+
 static int check_opts(const sandbox_opts *o, cx_err *err)
 {
 	if (!o || o->version != SANDBOX_OPTS_VERSION)
 		return cx_err_set(err, EINVAL, "sandbox: unsupported opts version");
-	size_t idlen = o->id ? strlen(o->id) : 0;
-	if (idlen < 1 || idlen > CX_CAP_NAME ||
-	    strspn(o->id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != idlen)
-		return cx_err_set(err, EINVAL, "sandbox: bad id '%s'", o->id ? o->id : "(null)");
-	if (o->cgroup_name && (!o->cgroup_name[0] || strchr(o->cgroup_name, '/') ||
-			       !strcmp(o->cgroup_name, ".") || !strcmp(o->cgroup_name, "..")))
-		return cx_err_set(err, EINVAL, "sandbox: bad cgroup_name '%s'", o->cgroup_name);
+	if (check_names(o->id, o->cgroup_name, err) < 0)
+		return -1;
 	const char *dirs[][2] = {{"root_mount", o->root_mount}, {"home_dir", o->home_dir},
 				 {"workspace_dir", o->workspace_dir}, {"run_dir", o->run_dir}};
 	for (size_t i = 0; i < 4; i++)
@@ -300,14 +309,15 @@ int sandbox_stop(sandbox *sb, cx_err *err)
 	if (!sb || sb->monitor_pid < 0)
 		return 0;
 	cx_err tmp = CX_ERR_INIT;
-	/* A v1-frozen task does not act on SIGKILL until thawed. */
-	if (!sb->cg.v2 && sb->cg.dirs[SBX_CG_FREEZER])
-		(void)sbx_cgroup_freeze(&sb->cg, false, &tmp);
+	/* Through the cgroup first, because the sandbox may be frozen: a v1-frozen
+	 * task acts on SIGKILL only once thawed, and init's exit would wait for
+	 * it forever.  The kill leaves every task dying, then thaws. */
+	(void)sbx_cgroup_kill(&sb->cg, STOP_TIMEOUT_MS, &tmp);
 	kill_and_reap(sb);
 	/* Init's exit already waits for every task of its PID namespace, so the
-	 * cgroup is normally empty here; the wait (bounded, 2 s) covers a task
-	 * still leaving it.  On timeout the rmdir below reports EBUSY with the path. */
-	(void)sbx_cgroup_wait_empty(&sb->cg, 2000, &tmp);
+	 * cgroup is normally empty here; the wait (bounded) covers a task still
+	 * leaving it.  On timeout the rmdir below reports EBUSY with the path. */
+	(void)sbx_cgroup_wait_empty(&sb->cg, STOP_TIMEOUT_MS, &tmp);
 	if (sbx_cgroup_remove(&sb->cg, err) < 0)
 		return cx_err_wrap(err, "sandbox %s: stop", sb->id);
 	return 0;
@@ -326,8 +336,44 @@ int sandbox_freeze(sandbox *sb, int frozen, cx_err *err)
 {
 	if (!sb || sb->monitor_pid < 0)
 		return cx_err_set(err, ESRCH, "sandbox: not running");
+	/* An empty cgroup freezes at once; say instead that nothing is left. */
+	if (frozen) {
+		cx_err tmp = CX_ERR_INIT;
+		int empty = sbx_cgroup_is_empty(&sb->cg, &tmp);
+		if (empty == 1)
+			return cx_err_set(err, ESRCH,
+					  "sandbox %s: freeze: no process left (init exited)",
+					  sb->id);
+		if (empty < 0) {
+			if (err)
+				*err = tmp;
+			return cx_err_wrap(err, "sandbox %s: freeze", sb->id);
+		}
+	}
 	if (sbx_cgroup_freeze(&sb->cg, frozen != 0, err) < 0)
 		return cx_err_wrap(err, "sandbox %s: %s", sb->id, frozen ? "freeze" : "thaw");
+	return 0;
+}
+
+int sandbox_reap_stale(const char *cgroup_name, const char *id, int *found, cx_err *err)
+{
+	*found = 0;
+	if (check_names(id, cgroup_name, err) < 0)
+		return -1;
+	sbx_cgroup cg;
+	const char *name = cgroup_name ? cgroup_name : "cortex";
+	int r = sbx_cgroup_find_at(&cg, SBX_CGROUP_ROOT, name, id, err);
+	if (r <= 0)
+		return r < 0 ? cx_err_wrap(err, "sandbox %s: reap stale", id) : 0;
+	*found = 1;
+	cx_err kill_err = CX_ERR_INIT;
+	int killed = sbx_cgroup_kill(&cg, STOP_TIMEOUT_MS, &kill_err);
+	if (sbx_cgroup_remove(&cg, err) < 0) {
+		/* The kill's failure says why the dir is still busy. */
+		if (killed < 0 && err)
+			*err = kill_err;
+		return cx_err_wrap(err, "sandbox %s: reap stale", id);
+	}
 	return 0;
 }
 

@@ -103,15 +103,36 @@ int sandbox_umount(sandbox *sb, const char *name, cx_err *err);
 int sandbox_health(sandbox *sb, cx_err *err);
 
 /* Kill every process of the sandbox, reap them, remove its cgroup.  Home and
- * workspace stay on disk; /tmp is gone.  Idempotent. */
+ * workspace stay on disk; /tmp is gone.  Idempotent.  Works on a frozen
+ * sandbox: its tasks get SIGKILL while still frozen, then the cgroup is
+ * thawed, so none of them runs again. */
 int sandbox_stop(sandbox *sb, cx_err *err);
 
 /* sandbox_stop() then free.  NULL is fine. */
 void sandbox_destroy(sandbox *sb);
 
 /* Freeze (frozen != 0) or thaw every process of the sandbox through its
- * cgroup (v2 cgroup.freeze, v1 freezer.state).  sandbox_stop() thaws first. */
+ * cgroup (v2 cgroup.freeze, v1 freezer.state).  Returns once the kernel
+ * reports the cgroup FROZEN (v2: cgroup.events "frozen 1") or thawed, waiting
+ * at most 1 s (then ETIMEDOUT, and a freeze is undone).  Processes keep their
+ * memory, pids and fds; while frozen they use no CPU.  Idempotent.  Freezing a
+ * sandbox with no process left (init was killed) fails with ESRCH; a stopped
+ * one too.  v1 without the freezer hierarchy: ENOTSUP.  While frozen, init
+ * answers nothing: sandbox_exec() and sandbox_health() time out, so thaw
+ * first; sandbox_write_file() works (it does not go through init). */
 int sandbox_freeze(sandbox *sb, int frozen, cx_err *err);
+
+/* Clean up after a daemon that died without stopping sandbox `id`: its
+ * processes die with it (PDEATHSIG), but not v1-frozen ones, which wait for a
+ * thaw, and the cgroup dirs stay.  If <cgroup_name>/<id> exists in any
+ * hierarchy the library uses (*found = 1): SIGKILL every process in it (v2
+ * cgroup.kill; v1: freeze, kill each listed pid, thaw, until none is left),
+ * wait until it is empty (bounded, 5 s; then every process has left the
+ * cgroup, though a pid namespace's init may still be finishing its exit) and
+ * remove the dirs.  Absent: *found = 0 and 0.  cgroup_name NULL = "cortex";
+ * id is checked as in sandbox_create().  Call it for a session's id before
+ * creating its sandbox again, e.g. for every session the daemon finds at start. */
+int sandbox_reap_stale(const char *cgroup_name, const char *id, int *found, cx_err *err);
 
 /* Host pid of the sandbox's init (PID 1 inside), or -1 when stopped. */
 pid_t sandbox_init_pid(const sandbox *sb);
