@@ -1,8 +1,8 @@
-/* agent.c — start, signal and reap the agent process.
+/* agent.c — start, signal and reap one agent process.
  *
- * The agent gets its own process group so cancel can reach everything it
- * started (shells, tools), exactly the environment from the context file, and
- * no descriptor of ours.  Exec failures travel back over a CLOEXEC pipe: EOF
+ * The agent gets its own process group so a stop can reach everything it
+ * started (shells, tools), exactly the environment from the context file,
+ * pipes for stdin/stdout/stderr, and no other descriptor of ours.  Exec failures travel back over a CLOEXEC pipe: EOF
  * on it means execve succeeded, a record on it carries the failing step and
  * errno (crun's sync-socket pattern, reduced to one message).
  */
@@ -38,7 +38,7 @@ static const char *stage_name(int stage)
 
 /* In the forked child: only async-signal-safe calls from here to execve. */
 __attribute__((noreturn)) static void child_exec(const struct wsa_context *ctx, pid_t parent,
-						 int devnull, int out_w, int err_w, int sync_w)
+						 int in_r, int out_w, int err_w, int sync_w)
 {
 	struct spawn_report rep = {STAGE_SETUP, 0};
 
@@ -59,7 +59,7 @@ __attribute__((noreturn)) static void child_exec(const struct wsa_context *ctx, 
 	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
 		goto fail;
 
-	if (dup2(devnull, STDIN_FILENO) < 0 || dup2(out_w, STDOUT_FILENO) < 0 ||
+	if (dup2(in_r, STDIN_FILENO) < 0 || dup2(out_w, STDOUT_FILENO) < 0 ||
 	    dup2(err_w, STDERR_FILENO) < 0)
 		goto fail;
 	rep.stage = STAGE_CHDIR;
@@ -94,14 +94,19 @@ static void close_pair(int p[2])
 
 int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err *err)
 {
-	int outp[2] = {-1, -1}, errp[2] = {-1, -1}, syncp[2] = {-1, -1};
-	cleanup_close int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	int inp[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1}, syncp[2] = {-1, -1};
 	int rc = -1;
 
-	if (devnull < 0)
-		return cx_err_set(err, errno, "open /dev/null");
-	if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 || pipe2(syncp, O_CLOEXEC) < 0) {
+	if (pipe2(inp, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+	    pipe2(syncp, O_CLOEXEC) < 0) {
 		cx_err_set(err, errno, "pipe");
+		goto out;
+	}
+	/* Only our end is non-blocking: O_NONBLOCK on pipe2 would reach the
+	 * agent's read end too (each end is its own open file description). */
+	int fl = fcntl(inp[1], F_GETFL);
+	if (fl < 0 || fcntl(inp[1], F_SETFL, fl | O_NONBLOCK) < 0) {
+		cx_err_set(err, errno, "stdin pipe O_NONBLOCK");
 		goto out;
 	}
 
@@ -112,14 +117,15 @@ int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err
 		goto out;
 	}
 	if (pid == 0)
-		child_exec(ctx, parent, devnull, outp[1], errp[1], syncp[1]);
+		child_exec(ctx, parent, inp[0], outp[1], errp[1], syncp[1]);
 
-	/* Both sides set the group so a cancel right after spawn cannot miss it. */
+	/* Both sides set the group so a stop right after spawn cannot miss it. */
 	(void)setpgid(pid, pid);
+	close(inp[0]);
 	close(outp[1]);
 	close(errp[1]);
 	close(syncp[1]);
-	outp[1] = errp[1] = syncp[1] = -1;
+	inp[0] = outp[1] = errp[1] = syncp[1] = -1;
 
 	struct spawn_report rep;
 	ssize_t r;
@@ -143,11 +149,13 @@ int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err
 	/* pidfd makes the exit a readable event on the loop; without it (old
 	 * kernel, seccomp) the SIGCHLD signalfd path reaps instead. */
 	out->pidfd = pidfd_open(pid, 0);
+	out->in_fd = inp[1];
 	out->out_fd = outp[0];
 	out->err_fd = errp[0];
-	outp[0] = errp[0] = -1;
+	inp[1] = outp[0] = errp[0] = -1;
 	rc = 0;
 out:
+	close_pair(inp);
 	close_pair(outp);
 	close_pair(errp);
 	close_pair(syncp);

@@ -1,20 +1,25 @@
-/* outq.c — frames waiting for LWS_CALLBACK_SERVER_WRITEABLE.  Each frame is
- * allocated with LWS_PRE bytes of headroom so lws_write() can put the
- * WebSocket header in front without copying. */
+/* outq.c — frames waiting for LWS_CALLBACK_SERVER_WRITEABLE (and lines
+ * waiting for an agent's stdin).  Each frame is allocated with LWS_PRE bytes
+ * of headroom so lws_write() can put the WebSocket header in front without
+ * copying. */
 #include "wsa.h"
 
 #include <errno.h>
 #include <libwebsockets.h>
 #include <string.h>
 
-int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *err)
+static int push(struct wsa_outq *q, const char *payload, size_t len, bool nl, cx_err *err)
 {
-	struct wsa_frame *f = malloc(sizeof *f + LWS_PRE + len);
+	size_t extra = nl ? 1 : 0;
+	struct wsa_frame *f = malloc(sizeof *f + LWS_PRE + len + extra);
 	if (!f)
 		return cx_err_set(err, ENOMEM, "frame of %zu bytes", len);
 	f->next = NULL;
-	f->len = len;
+	f->len = len + extra;
 	memcpy(f->data + LWS_PRE, payload, len);
+	if (nl)
+		f->data[LWS_PRE + len] = '\n';
+	len = f->len;
 	if (q->tail)
 		q->tail->next = f;
 	else
@@ -23,6 +28,16 @@ int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *e
 	q->bytes += len;
 	q->count++;
 	return 0;
+}
+
+int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *err)
+{
+	return push(q, payload, len, false, err);
+}
+
+int wsa_outq_push_line(struct wsa_outq *q, const char *payload, size_t len, cx_err *err)
+{
+	return push(q, payload, len, true, err);
 }
 
 struct wsa_frame *wsa_outq_pop(struct wsa_outq *q)

@@ -1,18 +1,23 @@
 /* wsa.h — ws-agent: the WebSocket agent server that runs inside a sandbox.
  *
  * cortexd holds one WebSocket connection per session to this process over a
- * Unix socket.  A "run" frame makes ws-agent pick up the per-message context
- * file, spawn the agent it describes, and stream the agent's stdout lines back
- * verbatim, one frame per line, ending the turn with a wsa.exit frame.
+ * Unix socket (protocol v2, docs/protocol.md).  ws-agent is a process manager
+ * plus a pipe: a "start" frame (generation G) picks up the context file and
+ * spawns ONE long-lived agent; "input" frames are written to its stdin as
+ * lines; every stdout line of the current agent goes back verbatim, one frame
+ * per line.  A newer start or a "stop" retires the agent (SIGTERM, SIGKILL
+ * after a grace; its later output is drained and dropped).  Every spawned
+ * agent ends with exactly one wsa.exit frame.
  *
- * Everything runs on one libwebsockets service loop: the agent's pipes, its
- * pidfd, the inotify fd and a signalfd are adopted into the loop as raw file
+ * Everything runs on one libwebsockets service loop: the agents' pipes and
+ * pidfds, the inotify fd and a signalfd are adopted into the loop as raw file
  * descriptors, timers are lws_sul.  No threads, no sleeps.
  *
- * Files: context.c (read + parse the context file), agent.c (spawn,
- * kill, reap), lines.c (line splitting, UTF-8), outq.c (outgoing frame queue),
- * server.c (protocol, turn state machine, waiting for the context file),
- * main.c (args).
+ * Files: context.c (read + parse the context file), agent.c (fork/exec,
+ * signal, reap one process), lines.c (line splitting, UTF-8), outq.c
+ * (outgoing frame queue), runner.c (the running agents on the loop: pipes,
+ * stdin queue, retiring, wsa.exit), server.c (connections, protocol, the
+ * pending start and its wait for the context file), main.c (args).
  */
 #ifndef WSA_H
 #define WSA_H
@@ -26,7 +31,10 @@
 #include "cx.h"
 
 /* Caps specific to ws-agent (the shared table is common/caps.h). */
-#define WSA_CAP_CLIENT_FRAME (64u << 10) /* one cortexd -> ws-agent message      */
+#define WSA_CAP_STDIN_QUEUE  (1u << 20) /* bytes queued to one agent's stdin      */
+/* one cortexd -> ws-agent message: an input frame carrying a full stdin queue,
+ * JSON-escaped (grown on demand, not allocated up front) */
+#define WSA_CAP_CLIENT_FRAME (2 * WSA_CAP_STDIN_QUEUE + (4u << 10))
 #define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
 #define WSA_READ_CHUNK       (64u << 10) /* one read() from an agent pipe          */
 
@@ -34,7 +42,7 @@
 #define WSA_FD_PROTOCOL   "wsa-fd" /* internal: adopted descriptors only */
 #define WSA_KILL_GRACE_MS 2000     /* SIGTERM -> SIGKILL, and exit -> pipe EOF */
 
-/* ---- context.c: the per-message context file ---- */
+/* ---- context.c: the context file of one start ---- */
 
 struct wsa_context {
 	char **argv; /* NULL-terminated; argv[0] is an absolute path */
@@ -54,13 +62,15 @@ void wsa_context_free(struct wsa_context *ctx);
 struct wsa_child {
 	pid_t pid;  /* also its process group id */
 	int pidfd;  /* -1 when pidfd_open is unavailable (then SIGCHLD reaps) */
+	int in_fd;  /* write end of the agent's stdin: O_NONBLOCK, O_CLOEXEC */
 	int out_fd; /* read end of the agent's stdout */
 	int err_fd; /* read end of the agent's stderr */
 };
 
 /* Spawn ctx->argv[0] in a new process group with exactly ctx->envp, cwd,
- * stdin /dev/null and every other fd closed.  Fails (err->code = the exec
- * errno) if the program could not be started; the failed child is reaped. */
+ * stdin/stdout/stderr pipes to us and every other fd closed.  Fails
+ * (err->code = the exec errno) if the program could not be started; the
+ * failed child is reaped.  The caller owns every fd in *out. */
 int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err *err);
 /* Signal the whole process group; ESRCH (already gone) is not an error. */
 void wsa_agent_signal_group(pid_t pgid, int sig);
@@ -110,10 +120,12 @@ struct wsa_outq {
 };
 
 int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *err);
+/* The same, with a '\n' appended (a line for an agent's stdin). */
+int wsa_outq_push_line(struct wsa_outq *q, const char *payload, size_t len, cx_err *err);
 struct wsa_frame *wsa_outq_pop(struct wsa_outq *q); /* caller frees with free() */
 void wsa_outq_clear(struct wsa_outq *q);
 
-/* ---- server.c: the WebSocket protocol and the turn ---- */
+/* ---- server.c: the WebSocket protocol (runner.c is its internal half) ---- */
 
 struct wsa_options {
 	const char *socket_path;  /* not owned */
@@ -125,7 +137,7 @@ struct wsa_options {
 struct wsa_server;
 /* Create the lws context listening on opts->socket_path and report readiness. */
 int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, cx_err *err);
-/* Serve until SIGTERM/SIGINT; kills and reaps any running agent on the way out. */
+/* Serve until SIGTERM/SIGINT; kills and reaps every agent on the way out. */
 int wsa_server_run(struct wsa_server *srv, cx_err *err);
 void wsa_server_destroy(struct wsa_server *srv);
 
