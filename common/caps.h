@@ -10,6 +10,7 @@
 #define CX_CAP_CONTEXT_FILE    (1u << 20)  /* /tmp/vf-pending-query.json           */
 #define CX_CAP_STDERR_TAIL     (16u << 10) /* agent stderr kept for error frames    */
 #define CX_CAP_MESSAGE_TEXT    (128u << 10) /* text of one user message             */
+#define CX_CAP_REPLAY         (8u << 20)  /* frames of one turn kept for "resume"  */
 #define CX_CAP_NAME            64u          /* user names, session ids              */
 
 #endif

@@ -237,18 +237,31 @@ static void session_route(const char *user, const struct api_req *req, const cha
 		else
 			list_messages(s, resp);
 	} else if (!strcmp(sub, "sleep") || !strcmp(sub, "wake") || !strcmp(sub, "pause")) {
+		cx_err err = CX_ERR_INIT;
 		if (strcmp(m, "POST")) {
 			api_error(resp, 405, "method_not_allowed", "use POST");
-		} else if (session_busy(s)) {
-			api_error(resp, 409, "busy", "the session is %s; try again", sess_state_name(s->state));
+		} else if (session_busy(s) || (s->turn && strcmp(sub, "wake"))) {
+			api_error(resp, 409, "busy", "the session is %s%s; try again", sess_state_name(s->state),
+				  s->turn ? " with a turn running" : "");
 		} else if (!strcmp(sub, "sleep")) {
 			session_sleep(s);
 			api_reply(resp, 202, session_to_json(s));
 		} else if (!strcmp(sub, "wake")) {
-			session_ensure_ready(s);
+			if (s->state == SS_PAUSED && session_thaw(s, &err) < 0) {
+				api_error(resp, 500, "sandbox_failed", "%s", err.msg);
+				return;
+			}
+			s->want_agent = 1;
+			session_touch(s);
+			if (s->sb && s->agent_up)
+				session_config_kick(s);
+			else
+				session_ensure_ready(s);
 			api_reply(resp, 202, session_to_json(s));
+		} else if (session_pause(s, &err) < 0) {
+			api_error(resp, 409, "not_ready", "%s", err.msg);
 		} else {
-			api_error(resp, 501, "not_implemented", "pause is not available yet");
+			api_reply(resp, 202, session_to_json(s));
 		}
 	} else if (!strcmp(sub, "ws")) {
 		api_error(resp, 400, "upgrade_required", "this route is a WebSocket; send an Upgrade request");
@@ -310,6 +323,41 @@ static void metrics(struct api_resp *resp)
 	fprintf(f, "# TYPE cortex_npm_cache_evictions_total counter\ncortex_npm_cache_evictions_total %llu\n",
 		(unsigned long long)ns.evictions);
 	fprintf(f, "# TYPE cortex_npm_cache_bytes gauge\ncortex_npm_cache_bytes %llu\n", (unsigned long long)ns.bytes);
+	struct stream_counters sc;
+	stream_get_counters(&sc);
+	fprintf(f, "# HELP cortex_agent_starts_total Agent processes started (hot agents: once per session, config change or crash).\n"
+		   "# TYPE cortex_agent_starts_total counter\ncortex_agent_starts_total %llu\n",
+		(unsigned long long)sc.agent_starts);
+	fprintf(f, "# TYPE cortex_agent_crashes_total counter\ncortex_agent_crashes_total %llu\n",
+		(unsigned long long)sc.agent_crashes);
+	fprintf(f, "# TYPE cortex_agent_releases_total counter\ncortex_agent_releases_total %llu\n",
+		(unsigned long long)sc.agent_releases);
+	fprintf(f, "# TYPE cortex_messages_total counter\ncortex_messages_total %llu\n",
+		(unsigned long long)sc.messages_sent);
+	fprintf(f, "# TYPE cortex_turns_revoked_total counter\ncortex_turns_revoked_total %llu\n",
+		(unsigned long long)sc.revoked);
+	fprintf(f, "# TYPE cortex_guard_scans_total counter\ncortex_guard_scans_total %llu\n",
+		(unsigned long long)sc.guard_scans);
+	fprintf(f, "# TYPE cortex_guard_seconds_total counter\ncortex_guard_seconds_total %.6f\n",
+		(double)sc.guard_us / 1e6);
+	fputs("# HELP cortex_first_token_ms First-token time by surface over the last turns (ring), ms.\n"
+	      "# TYPE cortex_first_token_ms summary\n", f);
+	for (int i = 0; i < SURF_N; i++) {
+		struct surface_stats st;
+		stream_surface_stats(i, &st);
+		const struct surface_profile *p = &D.cfg.surfaces[i];
+		fprintf(f, "cortex_first_token_ms{surface=\"%s\",quantile=\"0.5\"} %.3f\n", p->name, st.p50);
+		fprintf(f, "cortex_first_token_ms{surface=\"%s\",quantile=\"0.95\"} %.3f\n", p->name, st.p95);
+		fprintf(f, "cortex_first_token_budget_ms{surface=\"%s\"} %d\n", p->name, p->first_token_budget_ms);
+		fprintf(f, "cortex_turns_over_budget_total{surface=\"%s\",budget=\"first_token\"} %llu\n", p->name,
+			(unsigned long long)st.over_first_token);
+		fprintf(f, "cortex_turns_over_budget_total{surface=\"%s\",budget=\"response\"} %llu\n", p->name,
+			(unsigned long long)st.over_response);
+		static const char *pn[] = {"warm", "cold", "config_changed"};
+		for (int k = 0; k < 3; k++)
+			fprintf(f, "cortex_turns_total{surface=\"%s\",path=\"%s\"} %llu\n", p->name, pn[k],
+				(unsigned long long)st.by_path[k]);
+	}
 	if (fclose(f) != 0 || !buf) {
 		free(buf);
 		api_error(resp, 500, "internal", "out of memory");

@@ -8,6 +8,7 @@
  * compare of two 64-char strings, and the sandbox sync (sync.c) writes only
  * files whose hash moved. */
 #include "cconfig.h"
+#include "guard.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -47,7 +48,30 @@ struct builder {
 	const char *prov_name;
 	char *prov_key; /* opened provider key */
 	size_t prov_key_len;
+	char **gvals;   /* opened secret values, for the stream guard (wiped after) */
+	size_t *glens;
+	size_t n_gvals;
 };
+
+/* Keep a copy of a secret value for the stream guard (guard.h). */
+static int guard_keep(struct builder *b, const char *v, size_t len, cx_err *err)
+{
+	if (len < GUARD_MIN_LEN)
+		return 0;
+	char **nv = realloc(b->gvals, (b->n_gvals + 1) * sizeof *nv);
+	if (nv)
+		b->gvals = nv;
+	size_t *nl = nv ? realloc(b->glens, (b->n_gvals + 1) * sizeof *nl) : NULL;
+	if (nl)
+		b->glens = nl;
+	char *copy = nl ? malloc(len) : NULL;
+	if (!copy)
+		return cx_err_set(err, ENOMEM, "stream guard");
+	memcpy(copy, v, len);
+	b->gvals[b->n_gvals] = copy;
+	b->glens[b->n_gvals++] = len;
+	return 0;
+}
 
 void cconfig_unref(cconfig *c)
 {
@@ -62,6 +86,7 @@ void cconfig_unref(cconfig *c)
 	free(c->pkgs);
 	json_decref(c->env);
 	json_decref(c->agent_env);
+	guard_free(c->guard);
 	free(c);
 }
 
@@ -216,6 +241,10 @@ static int add_secret(struct builder *b, const char *user, const char *name, jso
 	const char *env = jstr(row, "env"), *file = jstr(row, "file");
 	if (env)
 		json_object_set_new(b->c->env, env, json_stringn(pt, len));
+	if (guard_keep(b, pt, len, err) < 0) {
+		secrets_free(pt, len);
+		return -1;
+	}
 	if (file) {
 		char path[512];
 		if (home_path(file, path, sizeof path) < 0)
@@ -408,9 +437,19 @@ int cconfig_assemble(const char *user, const store_kv *kv, size_t n, const secre
 			 : cx_err_set(err, ENOMEM, "mcp config");
 		free(txt);
 	}
+	if (rc == 0 && b.prov_key)
+		rc = guard_keep(&b, b.prov_key, b.prov_key_len, err);
+	if (rc == 0)
+		rc = guard_build(&b.c->guard, (const char *const *)b.gvals, b.glens, b.n_gvals, err);
 	if (rc == 0)
 		finish_hashes(b.c);
 out:
+	for (size_t i = 0; i < b.n_gvals; i++) {
+		sodium_memzero(b.gvals[i], b.glens[i]);
+		free(b.gvals[i]);
+	}
+	free(b.gvals);
+	free(b.glens);
 	for (size_t i = 0; rows && i < n; i++)
 		json_decref(rows[i]);
 	free(rows);

@@ -54,6 +54,7 @@ typedef struct cconfig {
 	char env_hash[65];        /* over env and model */
 	char all_hash[65];        /* over the three above */
 	int64_t revision;         /* store revision read at assembly */
+	struct guard *guard;      /* the user's secret values for the stream guard (guard.h) */
 } cconfig;
 
 /* Build from the rows of "settings/<user>/" (any order).  Secrets are opened

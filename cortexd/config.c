@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -39,10 +40,24 @@ void config_defaults(config *c)
 	strcpy(c->agent_permission_mode, "bypassPermissions");
 	c->ready_timeout_ms = 10000;
 	c->context_timeout_ms = 2000;
+	c->agent_handshake = 1;
+	c->agent_start_timeout_ms = 30000;
+	c->turn_grace_s = 120;
+	/* chat: an IDE; voice: a TTS waits on the first sentence, so tighter and sentence-framed. */
+	c->surfaces[SURF_CHAT] = (struct surface_profile){"chat", 1500, 120000, "", 1800, 600, 3600, 0};
+	c->surfaces[SURF_VOICE] = (struct surface_profile){"voice", 800, 20000, "", 600, 120, 1800, 1};
 	c->config_ttl_s = 300;
 	c->write_parallel = 4;
 	strcpy(c->npm_path, "npm");
 	c->npm_cache_max = 2ull << 30;
+}
+
+const struct surface_profile *config_surface(const config *c, const char *name)
+{
+	for (int i = 0; i < SURF_N; i++)
+		if (!strcmp(c->surfaces[i].name, name))
+			return &c->surfaces[i];
+	return NULL;
 }
 
 static int parse_listen(config *c, const char *v, cx_err *err)
@@ -108,6 +123,68 @@ static int jint(json_t *o, const char *key, long long *out, int *found, cx_err *
 	return 0;
 }
 
+/* "surfaces": {"chat": {...}, "voice": {...}}: each key overrides one field of
+ * that profile; an unknown surface or field is an error (a typo must not pass). */
+static int load_surfaces(config *c, json_t *surf, cx_err *err)
+{
+	if (!surf)
+		return 0;
+	if (!json_is_object(surf))
+		return cx_err_set(err, 0, "config: 'surfaces' must be an object");
+	const char *name;
+	json_t *p;
+	json_object_foreach(surf, name, p)
+	{
+		struct surface_profile *sp = (struct surface_profile *)config_surface(c, name);
+		if (!sp)
+			return cx_err_set(err, 0, "config: unknown surface '%.32s' (chat, voice)", name);
+		if (!json_is_object(p))
+			return cx_err_set(err, 0, "config: 'surfaces.%s' must be an object", name);
+		static const struct {
+			const char *key;
+			size_t off;
+		} ints[] = {
+			{"first_token_budget_ms", offsetof(struct surface_profile, first_token_budget_ms)},
+			{"response_budget_ms", offsetof(struct surface_profile, response_budget_ms)},
+			{"idle_agent_s", offsetof(struct surface_profile, idle_agent_s)},
+			{"idle_pause_s", offsetof(struct surface_profile, idle_pause_s)},
+			{"idle_sleep_s", offsetof(struct surface_profile, idle_sleep_s)},
+		};
+		const char *k;
+		json_t *v;
+		json_object_foreach(p, k, v)
+		{
+			int done = 0;
+			for (size_t i = 0; i < sizeof ints / sizeof ints[0] && !done; i++) {
+				if (strcmp(k, ints[i].key))
+					continue;
+				if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+				    json_integer_value(v) > 86400000)
+					return cx_err_set(err, 0, "config: 'surfaces.%s.%s' must be a non-negative integer",
+							  name, k);
+				*(int *)((char *)sp + ints[i].off) = (int)json_integer_value(v);
+				done = 1;
+			}
+			if (done)
+				continue;
+			if (!strcmp(k, "model")) {
+				if (!json_is_string(v) ||
+				    copy_str(sp->model, sizeof sp->model, json_string_value(v), "surface model", err) < 0)
+					return cx_err_set(err, 0, "config: 'surfaces.%s.model' must be a short string", name);
+			} else if (!strcmp(k, "streaming")) {
+				const char *m = json_string_value(v);
+				if (!m || (strcmp(m, "deltas") && strcmp(m, "sentences")))
+					return cx_err_set(err, 0, "config: 'surfaces.%s.streaming' must be \"deltas\" or \"sentences\"",
+							  name);
+				sp->sentences = !strcmp(m, "sentences");
+			} else {
+				return cx_err_set(err, 0, "config: unknown field 'surfaces.%s.%.40s'", name, k);
+			}
+		}
+	}
+	return 0;
+}
+
 int config_load_file(config *c, const char *path, cx_err *err)
 {
 	json_error_t jerr;
@@ -169,6 +246,17 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		if (jstr(agent, "command", &s, err) < 0 ||
 		    (s && copy_str(c->agent_command, sizeof c->agent_command, s, "agent.command", err) < 0))
 			goto out;
+		json_t *hs = json_object_get(agent, "handshake");
+		if (hs && !json_is_boolean(hs)) {
+			cx_err_set(err, 0, "config: 'agent.handshake' must be true or false");
+			goto out;
+		}
+		if (hs)
+			c->agent_handshake = json_is_true(hs);
+		if (jint(agent, "start_timeout_ms", &n, &found, err) < 0)
+			goto out;
+		if (found)
+			c->agent_start_timeout_ms = n < 100 ? 100 : n > 600000 ? 600000 : (int)n;
 	}
 	json_t *sb = json_object_get(root, "sandbox");
 	if (sb) {
@@ -209,6 +297,12 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (found)
 		c->write_parallel = n < 1 ? 1 : n > 16 ? 16 : (int)n;
+	if (jint(root, "turn_grace_s", &n, &found, err) < 0)
+		goto out;
+	if (found)
+		c->turn_grace_s = n < 0 ? 0 : n > 86400 ? 86400 : (int)n;
+	if (load_surfaces(c, json_object_get(root, "surfaces"), err) < 0)
+		goto out;
 	json_t *npm = json_object_get(root, "npm");
 	if (npm) {
 		if (!json_is_object(npm)) {

@@ -7,6 +7,19 @@
 #include <sys/types.h>
 #include "cx.h"
 
+/* A surface profile (seed 000): what a chat IDE and a voice client each need. */
+enum { SURF_CHAT, SURF_VOICE, SURF_N };
+struct surface_profile {
+	char name[8];                /* "chat" | "voice" */
+	int first_token_budget_ms;   /* tracked: turns over it are counted in /metrics */
+	int response_budget_ms;      /* full response; tracked the same way */
+	char model[128];             /* "" = the user's / provider's model */
+	int idle_agent_s;            /* release a hot agent idle this long (0 = never) */
+	int idle_pause_s;            /* freeze the sandbox after this much idle time (0 = never) */
+	int idle_sleep_s;            /* stop it (default for sessions that give none; 0 = never) */
+	int sentences;               /* streaming mode: also send cortex.sentence frames */
+};
+
 typedef struct config {
 	char listen_host[256];
 	int listen_port;             /* 0 = pick a free one and print it */
@@ -31,6 +44,11 @@ typedef struct config {
 	char agent_permission_mode[32]; /* Claude Code --permission-mode; the sandbox is the boundary */
 	int ready_timeout_ms;        /* ws-agent readiness bound */
 	int context_timeout_ms;      /* ws-agent's wait for the context file */
+	int agent_handshake;         /* agent answers an initialize control_request (Claude Code
+	                                does); 0 = hot as soon as it is spawned */
+	int agent_start_timeout_ms;  /* spawn -> handshake answered, bounded */
+	int turn_grace_s;            /* a turn with no client left is cancelled after this */
+	struct surface_profile surfaces[SURF_N];
 
 	/* Settings -> sandbox (issue 3). */
 	int config_ttl_s;            /* a cached session config older than this is re-assembled */
@@ -42,6 +60,8 @@ typedef struct config {
 } config;
 
 void config_defaults(config *c);
+/* The profile named name, or NULL. */
+const struct surface_profile *config_surface(const config *c, const char *name);
 /* Merge a JSON config file into c. */
 int config_load_file(config *c, const char *path, cx_err *err);
 /* Parse argv over c (may read --config first).  Returns 1 if --help was printed. */

@@ -18,6 +18,8 @@
 #include <libwebsockets.h>
 
 #include "cconfig.h"
+#include "guard.h"
+#include "sentence.h"
 #include "config.h"
 #include "cx.h"
 #include "sandbox.h"
@@ -28,6 +30,7 @@
 /* ---- outgoing frame queues (LWS_PRE headroom, byte-capped by the owner) ---- */
 struct frame {
 	struct frame *next;
+	uint64_t seq;        /* session seq of the frame (0: none), for resume */
 	size_t len;
 	unsigned char buf[]; /* LWS_PRE bytes of headroom, then len bytes of payload */
 };
@@ -43,6 +46,7 @@ int fq_write_one(struct lws *wsi, struct fqueue *q);
 
 /* ---- sessions ---- */
 enum sess_state { SS_CREATING, SS_READY, SS_PAUSED, SS_SLEEPING, SS_WAKING, SS_ERROR };
+enum ag_state { AG_NONE, AG_STARTING, AG_HOT };
 const char *sess_state_name(enum sess_state s);
 
 struct session;
@@ -57,32 +61,39 @@ struct client {
 	size_t rx_len;
 	int rx_overflow;
 	int closing;
+	int held;             /* joined mid-turn: gets that turn's frames only after "resume" */
+	uint64_t last_seq;    /* highest seq queued to this client (resume never repeats one) */
 };
 
 /* A turn: one user message and the agent's answer. */
 struct turn {
 	uint64_t id;
 	uint64_t t0_us;         /* message received by cortexd */
-	uint64_t phase_start_us;
-	double wait_sandbox_ms; /* waiting for the sandbox / ws-agent to be ready */
-	double config_ms;       /* building the agent's argv and env */
-	double context_ms;      /* writing /tmp/vf-pending-query.json */
+	double wait_sandbox_ms; /* waiting for the sandbox / ws-agent to be ready (create, wake, thaw) */
+	double config_ms;       /* config cache lookup (and assembly on a miss) */
+	double context_ms;      /* writing /tmp/vf-pending-query.json (only when the agent starts) */
 	double install_ms;      /* waiting for MCP package installs */
 	double sync_ms;         /* waiting for config files / package mounts */
-	uint64_t wait_since_us; /* start of the current wait (install or sync), 0 if none */
+	double agent_start_ms;  /* waiting for the agent to boot (cold agent) */
+	uint64_t wait_since_us; /* start of the current wait, 0 if none */
+	int wait_kind;          /* 0 none, 1 installing packages, 2 syncing config, 3 starting the agent */
 	int config_changed;     /* the config differs from the previous turn's */
 	int progress_sent;      /* bit set of cortex.progress phases already sent */
-	int wait_kind;          /* 0 none, 1 installing packages, 2 syncing config */
 	int sandbox_ok;         /* the sandbox was found ready (wait_sandbox_ms is final) */
 	int cache_how;          /* enum ccache_how of the turn's first config lookup, -1 before */
 	double first_token_ms;  /* < 0 until the first text delta is sent */
-	int cold;               /* the sandbox had to be created or woken */
-	int result_seen, done_sent, started;
+	const char *wake;       /* NULL, "paused", "sleeping", "creating": what the turn woke */
+	int agent_cold;         /* the agent was not hot when the message came */
+	int sent;               /* the message is written to the agent (agent_gen) */
+	uint64_t agent_gen;
+	int result_seen, done_sent;
+	int cancelled;          /* interrupt sent (client cancel, no client left, guard) */
+	int revoked;            /* the stream guard stopped it: its output is dropped */
 	char *text;             /* the user's message */
-	char *final_text;       /* the agent's result text */
-	char stderr_tail[1024];
+	struct guard_scan gs_text;  /* stream guard over the text deltas (split-safe) */
+	struct guard_scan gs_line;  /* ... and over each other line, one at a time */
+	struct sentencer sz;        /* voice: text deltas -> cortex.sentence */
 };
-
 struct session {
 	char id[40];
 	char user[72];
@@ -109,16 +120,39 @@ struct session {
 
 	struct client *clients;
 	struct turn *turn;     /* the running turn, or NULL */
-	char *next_text;       /* message received between cortex.done and the agent's exit */
+	char *next_text;       /* message received after cortex.revoked, before the agent stopped */
 	uint64_t seq;          /* last seq sent on this session */
-	uint64_t turns;        /* turns started (argv gets --continue after the first) */
-	int had_success;       /* an earlier turn finished: the agent can --continue */
+	uint64_t turns;        /* turns started */
+	int had_success;       /* an earlier turn finished: a restarted agent can --continue */
 	struct ccache_entry cc; /* the assembled config (cconfig.h) */
 	struct sync_state sync; /* what is written in the sandbox (sync.h); a sync job owns it while sync_running */
 	int sync_running;
 	int sync_again;         /* config changed while a sync ran: run once more */
 	pid_t agent_pid;        /* ws-agent's pid inside the sandbox */
 	char last_turn_hash[65]; /* all_hash of the config the previous turn ran with */
+	const struct surface_profile *prof;
+
+	/* The hot agent (ws-agent protocol v2: docs/protocol.md). */
+	int ag_state;           /* enum ag_state */
+	uint64_t ag_gen;        /* generation of the current agent; strictly increasing */
+	char ag_hash[65];       /* all_hash of the config it was started with */
+	uint64_t ag_start_us;
+	int ag_crashes;         /* exits without a finished turn since the last good one */
+	int want_agent;         /* keep one hot: set by create/wake/client/message, cleared when idle */
+	char ag_stderr[1024];   /* the current agent's latest stderr, for error frames */
+	uint64_t int_seq;       /* interrupt request ids */
+
+	/* Timers (lws_sul, service thread).  session_unref cancels them. */
+	lws_sorted_usec_list_t sul_idle;  /* release the agent, pause, sleep */
+	lws_sorted_usec_list_t sul_agent; /* agent boot deadline; interrupt -> stop deadline */
+	lws_sorted_usec_list_t sul_grace; /* a turn without any client */
+	uint64_t active_us;     /* monotonic time of the last activity */
+	uint64_t ready_t0_us;   /* create / wake requested (0: not measuring) */
+	double ready_ms;        /* create/wake -> agent hot, < 0 before */
+
+	/* Frames of the running or last turn, for "resume" (capped). */
+	struct fqueue replay;
+	uint64_t replay_dropped; /* highest seq dropped from replay by the cap, 0 if none */
 	struct session *next;  /* registry */
 };
 
@@ -142,7 +176,10 @@ struct session *session_find(const char *id);
 int session_persist(struct session *s, cx_err *err);
 json_t *session_to_json(const struct session *s);
 void session_ensure_ready(struct session *s);   /* start create/wake if needed */
-void session_sleep(struct session *s);
+void session_sleep(struct session *s);       /* stop every process; home and workspace stay */
+int session_pause(struct session *s, cx_err *err); /* freeze (a worker job) */
+int session_thaw(struct session *s, cx_err *err);  /* paused -> ready, on the service thread */
+void session_touch(struct session *s);       /* activity: re-arm the idle timers */
 void session_delete(struct session *s);
 void session_unref(struct session *s);
 void sessions_shutdown(void);
@@ -161,7 +198,26 @@ void stream_agent_connect(struct session *s);
 void stream_session_ready(struct session *s);     /* sandbox + ws-agent are up */
 void stream_session_failed(struct session *s, const char *code, const char *msg);
 void stream_session_detach(struct session *s);    /* session going away: drop clients, agent */
+void stream_agent_detach(struct session *s);      /* sandbox stopping: end the turn, drop the agent */
 void stream_turn_advance(struct session *s);      /* a waiting turn re-checks what it waits for */
+/* Config is current: start / restart the hot agent if the session wants one. */
+void stream_agent_reconcile(struct session *s, const cconfig *cfg);
+void stream_agent_release(struct session *s);     /* stop the hot agent (idle) */
+const char *stream_agent_state(const struct session *s); /* none|starting|hot|busy */
+void stream_session_timers_cancel(struct session *s);
+/* Per surface first-token figures over the last turns (ring of STREAM_FT_RING). */
+#define STREAM_FT_RING 1024
+struct surface_stats {
+	uint64_t turns, over_first_token, over_response;
+	double p50, p95; /* ms, over the ring; 0 when empty */
+	uint64_t by_path[3]; /* warm, cold, config_changed */
+};
+void stream_surface_stats(int surface, struct surface_stats *out);
+struct stream_counters {
+	uint64_t agent_starts, agent_crashes, agent_releases, messages_sent, revoked;
+	uint64_t guard_scans, guard_us;
+};
+void stream_get_counters(struct stream_counters *out);
 int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
 

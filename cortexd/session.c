@@ -41,6 +41,9 @@ json_t *session_to_json(const struct session *s)
 			      "idle_sleep_s", s->idle_sleep_s);
 	if (s->state == SS_ERROR && s->error[0])
 		json_object_set_new(o, "error", json_string(s->error));
+	json_object_set_new(o, "agent", json_string(stream_agent_state(s)));
+	json_object_set_new(o, "ready_ms", s->ready_ms >= 0 ? json_real(s->ready_ms) : json_null());
+	json_object_set_new(o, "turns", json_integer((json_int_t)s->turns));
 	return o;
 }
 
@@ -69,6 +72,8 @@ static struct session *session_alloc(const char *id, const char *user)
 	snprintf(s->user, sizeof s->user, "%s", user);
 	snprintf(s->dir, sizeof s->dir, "%s/sessions/%s", D.cfg.data_dir, id);
 	s->refs = 1;
+	s->ready_ms = -1;
+	s->prof = config_surface(&D.cfg, "chat");
 	s->next = D.sessions;
 	D.sessions = s;
 	return s;
@@ -98,6 +103,16 @@ int sessions_load(cx_err *err)
 			s->idle_sleep_s = (int)json_integer_value(json_object_get(o, "idle_sleep_s"));
 			s->state = SS_SLEEPING;
 			s->had_success = 1; /* home survives: the agent may continue its conversation */
+			if (config_surface(&D.cfg, s->surface))
+				s->prof = config_surface(&D.cfg, s->surface);
+			/* A cortexd that died left this sandbox behind only if it was frozen
+			 * (PDEATHSIG cannot reach frozen tasks); its cgroup stays either way. */
+			int found = 0;
+			cx_err rerr = CX_ERR_INIT;
+			if (sandbox_reap_stale(NULL, s->id, &found, &rerr) < 0)
+				log_warn("session %s: leftover sandbox: %s", s->id, rerr.msg);
+			else if (found)
+				log_info("session %s: stopped the sandbox a previous cortexd left behind", s->id);
 		}
 		json_decref(o);
 	}
@@ -115,6 +130,10 @@ struct session *session_create(const char *user, const char *surface, int idle_s
 		return NULL;
 	}
 	snprintf(s->surface, sizeof s->surface, "%s", surface);
+	if (config_surface(&D.cfg, surface))
+		s->prof = config_surface(&D.cfg, surface);
+	s->want_agent = 1; /* pre-start: the agent is hot before the first message */
+	s->ready_t0_us = cx_mono_us();
 	s->created_at = s->last_active_at = cx_wall_ms();
 	s->idle_sleep_s = idle_sleep_s;
 	s->state = SS_CREATING;
@@ -131,6 +150,8 @@ void session_unref(struct session *s)
 {
 	if (--s->refs > 0)
 		return;
+	stream_session_timers_cancel(s);
+	fq_clear(&s->replay);
 	free(s);
 }
 
@@ -332,13 +353,14 @@ static void sync_done(void *arg)
 	cconfig_unref(j->cfg);
 	if (s->deleted) {
 		session_delete(s); /* finishes the teardown that waited for this job */
-	} else if (s->turn && !s->turn->started) {
+	} else if (s->turn && !s->turn->sent) {
 		if (j->r.rc < 0) {
 			stream_session_failed(s, "config_failed", j->r.err.msg);
 		} else {
 			stream_turn_advance(s);
 		}
-	} else if (s->sync_again) {
+	} else if (s->sync_again || (j->r.rc == 0 && !s->turn)) {
+		/* Once more if settings moved meanwhile; then the agent follows the config. */
 		s->sync_again = 0;
 		session_config_kick(s);
 	}
@@ -376,7 +398,7 @@ void session_config_kick(struct session *s)
 {
 	if (s->deleted || !s->sb || s->job_running)
 		return;
-	if (s->turn && !s->turn->started) {
+	if (s->turn && !s->turn->sent) {
 		stream_turn_advance(s);
 		return;
 	}
@@ -391,7 +413,9 @@ void session_config_kick(struct session *s)
 		return;
 	}
 	cconfig_start_installs(c, s->user);
-	session_sync_needed(s, c);
+	if (c->pkgs_missing || session_sync_needed(s, c))
+		return; /* the install / sync finishing kicks again */
+	stream_agent_reconcile(s, c);
 }
 
 void session_ensure_ready(struct session *s)
@@ -403,6 +427,9 @@ void session_ensure_ready(struct session *s)
 			stream_agent_connect(s);
 		return;
 	}
+	if (!s->ready_t0_us)
+		s->ready_t0_us = cx_mono_us();
+	s->want_agent = 1;
 	s->state = s->state == SS_CREATING ? SS_CREATING : SS_WAKING;
 	sync_forget(s); /* a new sandbox starts empty (its /tmp too) */
 	s->job_running = 1;
@@ -433,34 +460,176 @@ static void stop_done(void *arg)
 {
 	struct stop_job *j = arg;
 	if (j->s) {
-		j->s->job_running = 0;
-		if (!j->s->deleted)
-			j->s->state = SS_SLEEPING;
-		session_unref(j->s);
+		struct session *s = j->s;
+		s->job_running = 0;
+		if (!s->deleted) {
+			s->state = SS_SLEEPING;
+			if (s->turn) /* a message came while it was stopping: wake again */
+				stream_turn_advance(s);
+		}
+		session_unref(s);
 	}
 	free(j);
 }
 
 void session_sleep(struct session *s)
 {
-	if (session_busy(s) || s->deleted)
+	if (session_busy(s) || s->deleted || !s->sb)
 		return;
-	stream_session_detach(s);
-	sync_forget(s);
 	struct stop_job *j = calloc(1, sizeof *j);
 	if (!j)
 		return;
+	/* Owned by the stop job from here: nothing may start a sync or a turn step. */
+	s->job_running = 1;
+	s->want_agent = 0;
+	s->state = SS_SLEEPING;
+	stream_agent_detach(s); /* clients stay connected; a message wakes it */
+	sync_forget(s);
 	j->s = s;
 	j->sb = s->sb;
 	s->sb = NULL;
+	s->refs++;
+	log_info("session %s: sleeping", s->id);
+	work_submit(stop_run, stop_done, j);
+}
+
+/* ---- pause / thaw: the cgroup freezer keeps memory, resumes in milliseconds ---- */
+
+struct freeze_job {
+	struct session *s;
+	cx_err err;
+	int rc;
+};
+
+static void freeze_run(void *arg)
+{
+	struct freeze_job *j = arg;
+	j->rc = sandbox_freeze(j->s->sb, 1, &j->err);
+}
+
+static void freeze_done(void *arg)
+{
+	struct freeze_job *j = arg;
+	struct session *s = j->s;
+	s->job_running = 0;
+	if (s->deleted) {
+		session_delete(s);
+	} else if (j->rc < 0) {
+		log_error("session %s: pause: %s", s->id, j->err.msg);
+		s->state = SS_READY;
+	} else {
+		s->state = SS_PAUSED;
+		log_info("session %s: paused", s->id);
+		/* A message or a client that came meanwhile thaws it at once. */
+		if (s->turn)
+			stream_turn_advance(s);
+		else
+			session_touch(s);
+	}
+	free(j);
+	session_unref(s);
+}
+
+int session_pause(struct session *s, cx_err *err)
+{
+	if (s->state == SS_PAUSED)
+		return 0;
+	if (!s->sb || s->state != SS_READY)
+		return cx_err_set(err, EBUSY, "only a ready session can be paused (it is %s)",
+				  sess_state_name(s->state));
+	if (s->turn || session_busy(s))
+		return cx_err_set(err, EBUSY, "a turn or a sandbox job is running");
+	struct freeze_job *j = calloc(1, sizeof *j);
+	if (!j)
+		return cx_err_set(err, ENOMEM, "pause");
+	j->s = s;
 	s->job_running = 1;
 	s->refs++;
-	work_submit(stop_run, stop_done, j);
+	work_submit(freeze_run, freeze_done, j);
+	return 0;
+}
+
+int session_thaw(struct session *s, cx_err *err)
+{
+	if (s->state != SS_PAUSED || !s->sb)
+		return 0;
+	uint64_t t0 = cx_mono_us();
+	if (sandbox_freeze(s->sb, 0, err) < 0)
+		return -1;
+	s->state = SS_READY;
+	s->ready_ms = (double)(cx_mono_us() - t0) / 1000.0;
+	log_info("session %s: thawed in %.2f ms", s->id, s->ready_ms);
+	session_touch(s);
+	return 0;
+}
+
+/* ---- idle: release the agent, pause, sleep (per surface profile) ---- */
+
+static int idle_limit(const struct session *s, int which)
+{
+	const struct surface_profile *p = s->prof;
+	switch (which) {
+	case 0: return p ? p->idle_agent_s : 0;
+	case 1: return p ? p->idle_pause_s : 0;
+	default: return s->idle_sleep_s ? s->idle_sleep_s : p ? p->idle_sleep_s : 0;
+	}
+}
+
+static void sul_idle_cb(lws_sorted_usec_list_t *sul);
+
+/* Arm the timer for the next idle step still ahead. */
+static void idle_arm(struct session *s)
+{
+	uint64_t now = cx_mono_us(), idle = now - s->active_us, next = 0;
+	for (int w = 0; w < 3; w++) {
+		uint64_t lim = (uint64_t)idle_limit(s, w) * 1000000u;
+		if (lim && lim > idle && (!next || lim - idle < next))
+			next = lim - idle;
+	}
+	if (next)
+		lws_sul_schedule(D.ctx, 0, &s->sul_idle, sul_idle_cb, (lws_usec_t)next);
+	else
+		lws_sul_cancel(&s->sul_idle);
+}
+
+static void sul_idle_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, sul_idle);
+	if (s->deleted)
+		return;
+	if (s->turn || session_busy(s)) {
+		session_touch(s); /* not idle: look again a full period later */
+		return;
+	}
+	uint64_t idle = cx_mono_us() - s->active_us;
+	int lim;
+	if ((lim = idle_limit(s, 2)) && idle >= (uint64_t)lim * 1000000u && s->sb) {
+		session_sleep(s);
+		return;
+	}
+	if ((lim = idle_limit(s, 1)) && idle >= (uint64_t)lim * 1000000u && s->state == SS_READY) {
+		cx_err err = CX_ERR_INIT;
+		if (session_pause(s, &err) < 0)
+			log_warn("session %s: idle pause: %s", s->id, err.msg);
+	}
+	if ((lim = idle_limit(s, 0)) && idle >= (uint64_t)lim * 1000000u && s->state == SS_READY)
+		stream_agent_release(s);
+	idle_arm(s);
+}
+
+void session_touch(struct session *s)
+{
+	if (s->deleted)
+		return;
+	s->active_us = cx_mono_us();
+	s->last_active_at = cx_wall_ms();
+	idle_arm(s);
 }
 
 void session_delete(struct session *s)
 {
 	s->deleted = 1;
+	stream_session_timers_cancel(s);
 	if (session_busy(s))
 		return; /* prepare_done() / sync_done() calls us again */
 	stream_session_detach(s);

@@ -1,13 +1,22 @@
 /* stream.c — the message path.
  *
- *   client WS --message--> turn: [wait sandbox] -> config -> context file -> "run" to ws-agent
- *   ws-agent --line--> + seq --> every client of the session (verbatim otherwise)
- *   agent `result` line --> cortex.done {timings}; ws-agent `wsa.exit` closes the turn
+ *   client WS --message--> turn: [wake / thaw] -> config -> [sync] -> [agent boot] -> input line
+ *   hot agent --line--> ws-agent --frame--> + seq --> every client of the session (verbatim)
+ *   agent `result` line --> cortex.done {timings}; the agent stays up for the next message
+ *
+ * The agent is started once per session (ws-agent protocol v2, docs/protocol.md)
+ * in stream-json input mode and kept hot: a warm message is one frame on the
+ * already-open ws-agent connection.  A config change restarts it in the
+ * background; an idle one is released (session.c timers).
  *
  * Flow control: each client has a byte-capped queue; while any client of a
  * session is over its cap, reading from that session's ws-agent connection is
  * paused (lws_rx_flow_control), which backs up ws-agent and then the agent's
- * stdout pipe.  Memory stays bounded; nothing is dropped. */
+ * stdout pipe.  Memory stays bounded; nothing is dropped.
+ *
+ * Resume: every frame of a turn carries seq and is kept (capped) until the
+ * next turn starts; a client that joins mid-turn is "held" until it sends
+ * resume, so no frame reaches it twice. */
 #include "daemon.h"
 
 #include <errno.h>
@@ -25,6 +34,7 @@ struct frame *frame_new(const void *data, size_t len)
 	if (!f)
 		return NULL;
 	f->next = NULL;
+	f->seq = 0;
 	f->len = len;
 	memcpy(f->buf + LWS_PRE, data, len);
 	return f;
@@ -120,32 +130,57 @@ static void update_flow(struct session *s)
 	}
 }
 
-static void client_send(struct client *c, const char *data, size_t len)
+static void client_send(struct client *c, const char *data, size_t len, uint64_t seq)
 {
 	if (c->closing)
 		return;
 	struct frame *f = frame_new(data, len);
 	if (!f)
 		return;
+	f->seq = seq;
+	if (seq > c->last_seq)
+		c->last_seq = seq;
 	fq_push(&c->out, f);
 	lws_callback_on_writable(c->wsi);
 }
 
-static void broadcast(struct session *s, const char *data, size_t len)
+/* Keep a turn's frame for "resume"; past the cap the oldest go. */
+static void replay_keep(struct session *s, const char *data, size_t len, uint64_t seq)
 {
+	struct frame *f = frame_new(data, len);
+	if (!f)
+		return;
+	f->seq = seq;
+	fq_push(&s->replay, f);
+	while (s->replay.bytes > CX_CAP_REPLAY && s->replay.head != s->replay.tail) {
+		struct frame *old = fq_pop(&s->replay);
+		s->replay_dropped = old->seq;
+		free(old);
+	}
+}
+
+/* To every client following the stream (not those waiting to resume). */
+static void broadcast(struct session *s, const char *data, size_t len, uint64_t seq)
+{
+	if (s->turn)
+		replay_keep(s, data, len, seq);
 	for (struct client *c = s->clients; c; c = c->next)
-		client_send(c, data, len);
+		if (!c->held)
+			client_send(c, data, len, seq);
 	update_flow(s);
 }
 
 /* Send a cortex.* object (consumed) to every client, with the next seq. */
 static void send_obj(struct session *s, json_t *o)
 {
-	json_object_set_new(o, "seq", json_integer((json_int_t)++s->seq));
+	uint64_t seq = ++s->seq;
+	json_object_set_new(o, "seq", json_integer((json_int_t)seq));
+	if (s->turn && !json_object_get(o, "turn"))
+		json_object_set_new(o, "turn", json_integer((json_int_t)s->turn->id));
 	char *txt = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (txt) {
-		broadcast(s, txt, strlen(txt));
+		broadcast(s, txt, strlen(txt), seq);
 		free(txt);
 	}
 }
@@ -157,11 +192,12 @@ static void send_error_to(struct session *s, struct client *only, const char *co
 		send_obj(s, o);
 		return;
 	}
-	json_object_set_new(o, "seq", json_integer((json_int_t)(s ? ++s->seq : 0)));
+	uint64_t seq = s ? ++s->seq : 0;
+	json_object_set_new(o, "seq", json_integer((json_int_t)seq));
 	char *txt = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	if (txt) {
-		client_send(only, txt, strlen(txt));
+		client_send(only, txt, strlen(txt), seq);
 		free(txt);
 	}
 }
@@ -173,8 +209,9 @@ static void forward_line(struct session *s, const char *line, size_t len)
 	size_t i = 0;
 	while (i < len && (line[i] == ' ' || line[i] == '\t'))
 		i++;
+	uint64_t seq = ++s->seq;
 	char head[40];
-	int hn = snprintf(head, sizeof head, "{\"seq\":%llu", (unsigned long long)++s->seq);
+	int hn = snprintf(head, sizeof head, "{\"seq\":%llu", (unsigned long long)seq);
 	size_t rest = len - i - 1; /* after '{' */
 	const char *r = line + i + 1;
 	size_t k = 0;
@@ -190,13 +227,13 @@ static void forward_line(struct session *s, const char *line, size_t len)
 	if (!empty)
 		buf[off++] = ',';
 	memcpy(buf + off, r, rest);
-	broadcast(s, buf, total);
+	broadcast(s, buf, total, seq);
 	free(buf);
 }
 
 static void agent_send(struct session *s, json_t *o)
 {
-	char *txt = json_dumps(o, JSON_COMPACT);
+	char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	if (!txt || !s->agent_wsi) {
 		free(txt);
@@ -210,6 +247,70 @@ static void agent_send(struct session *s, json_t *o)
 	lws_callback_on_writable(s->agent_wsi);
 }
 
+/* One line to the current agent's stdin (o consumed). */
+static void agent_input(struct session *s, json_t *line)
+{
+	char *txt = line ? json_dumps(line, JSON_COMPACT) : NULL;
+	json_decref(line);
+	if (!txt)
+		return;
+	agent_send(s, json_pack("{s:s,s:I,s:s}", "type", "input", "gen", (json_int_t)s->ag_gen, "data", txt));
+	free(txt);
+}
+
+/* ---- counters ---- */
+
+static struct stream_counters counters;
+void stream_get_counters(struct stream_counters *out) { *out = counters; }
+
+/* ---- per surface figures ---- */
+
+static struct surf_ring {
+	double ft[STREAM_FT_RING];
+	size_t n, next;
+	struct surface_stats st;
+} surf[SURF_N];
+
+static int surface_index(const struct session *s)
+{
+	return s->prof && !strcmp(s->prof->name, "voice") ? SURF_VOICE : SURF_CHAT;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+void stream_surface_stats(int surface, struct surface_stats *out)
+{
+	struct surf_ring *r = &surf[surface];
+	*out = r->st;
+	out->p50 = out->p95 = 0;
+	if (!r->n)
+		return;
+	double tmp[STREAM_FT_RING];
+	memcpy(tmp, r->ft, r->n * sizeof *tmp);
+	qsort(tmp, r->n, sizeof *tmp, cmp_double);
+	out->p50 = tmp[(r->n * 50 + 99) / 100 - 1];
+	out->p95 = tmp[(r->n * 95 + 99) / 100 - 1];
+}
+
+static void surface_record(const struct session *s, double first_token, double total, int path)
+{
+	struct surf_ring *r = &surf[surface_index(s)];
+	r->ft[r->next] = first_token;
+	r->next = (r->next + 1) % STREAM_FT_RING;
+	if (r->n < STREAM_FT_RING)
+		r->n++;
+	r->st.turns++;
+	r->st.by_path[path]++;
+	if (s->prof && s->prof->first_token_budget_ms && first_token > s->prof->first_token_budget_ms)
+		r->st.over_first_token++;
+	if (s->prof && s->prof->response_budget_ms && total > s->prof->response_budget_ms)
+		r->st.over_response++;
+}
+
 /* ---- turns ---- */
 
 static double ms_since(uint64_t us) { return (double)(cx_mono_us() - us) / 1000.0; }
@@ -219,26 +320,30 @@ static void turn_free(struct turn *t)
 	if (!t)
 		return;
 	free(t->text);
-	free(t->final_text);
+	guard_scan_free(&t->gs_text);
+	guard_scan_free(&t->gs_line);
+	sentencer_free(&t->sz);
 	free(t);
 }
 
 static void turn_start(struct session *s, const char *text);
 
-/* The turn is over (ws-agent said so, or it can never start). */
+/* The turn is over: the agent's result came, or it can never come. */
 static void turn_end(struct session *s)
 {
 	struct turn *t = s->turn;
 	s->turn = NULL;
+	lws_sul_cancel(&s->sul_agent); /* an interrupt deadline */
+	lws_sul_cancel(&s->sul_grace);
 	turn_free(t);
-	s->last_active_at = cx_wall_ms();
-	/* A message that arrived after cortex.done but before the agent exited. */
+	session_touch(s);
+	/* A message that came after cortex.revoked, while the agent was stopping. */
 	char *next = s->next_text;
 	s->next_text = NULL;
 	if (next && !s->deleted)
 		turn_start(s, next);
-	else if (s->sync_again && !s->deleted)
-		session_config_kick(s); /* settings changed during the turn */
+	else if (!s->deleted)
+		session_config_kick(s); /* settings changed during the turn; a crashed agent */
 	free(next);
 }
 
@@ -254,81 +359,211 @@ static const char *cache_how_name(int h)
 	return h >= 0 && h <= 3 ? n[h] : "none";
 }
 
-static void send_done(struct session *s)
+static void send_done(struct session *s, int is_error)
 {
 	struct turn *t = s->turn;
 	double total = ms_since(t->t0_us);
-	json_t *timings = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "first_token_ms",
-				    t->first_token_ms < 0 ? total : t->first_token_ms, "total_ms", total,
-				    "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms", t->config_ms,
-				    "install_ms", t->install_ms, "sync_ms", t->sync_ms, "context_ms",
-				    t->context_ms);
-	const char *path = t->cold ? "cold" : t->config_changed ? "config_changed" : "warm";
-	send_obj(s, json_pack("{s:s,s:o,s:s,s:s,s:I}", "type", "cortex.done", "timings", timings, "path",
-			      path, "config_cache", cache_how_name(t->cache_how), "turn", (json_int_t)t->id));
+	double ft = t->first_token_ms < 0 ? total : t->first_token_ms;
+	json_t *timings = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "first_token_ms", ft, "total_ms",
+				    total, "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms", t->config_ms,
+				    "install_ms", t->install_ms, "sync_ms", t->sync_ms, "agent_start_ms",
+				    t->agent_start_ms, "context_ms", t->context_ms);
+	/* cold: the sandbox had to be created, woken or thawed, or the agent started
+	 * for this message; config_changed: the agent runs a changed config. */
+	int path = t->config_changed ? 2 : (t->wake || t->agent_cold) ? 1 : 0;
+	static const char *pn[] = {"warm", "cold", "config_changed"};
+	json_t *o = json_pack("{s:s,s:o,s:s,s:s,s:s,s:s,s:b,s:b}", "type", "cortex.done", "timings", timings,
+			      "path", pn[path], "agent", t->agent_cold ? "cold" : "hot", "config_cache",
+			      cache_how_name(t->cache_how), "surface", s->surface, "cancelled", t->cancelled,
+			      "is_error", is_error);
+	if (t->wake)
+		json_object_set_new(o, "wake", json_string(t->wake));
+	if (s->prof)
+		json_object_set_new(o, "first_token_budget_ms", json_integer(s->prof->first_token_budget_ms));
+	send_obj(s, o);
 	t->done_sent = 1;
-	log_info("session %s turn %llu: first token %.1f ms, total %.1f ms (%s)", s->id,
-		 (unsigned long long)t->id, t->first_token_ms, total, path);
+	surface_record(s, ft, total, path);
+	log_info("session %s turn %llu: first token %.1f ms, total %.1f ms (%s, agent %s)", s->id,
+		 (unsigned long long)t->id, t->first_token_ms, total, pn[path], t->agent_cold ? "cold" : "hot");
 }
 
-/* Everything the agent needs for one message, written to the context file:
- * argv (the message, --continue, the model) plus the cached config's env. */
-static json_t *build_context(struct session *s, const struct turn *t, const cconfig *cfg)
+/* ---- the hot agent ---- */
+
+const char *stream_agent_state(const struct session *s)
+{
+	if (s->turn && s->turn->sent)
+		return "busy";
+	static const char *n[] = {"none", "starting", "hot"};
+	return n[s->ag_state];
+}
+
+static void sul_agent_cb(lws_sorted_usec_list_t *sul);
+
+/* What the agent is started with, written to the context file: the hot agent
+ * reads messages as stream-json lines on stdin. */
+static json_t *build_context(struct session *s, const cconfig *cfg)
 {
 	const config *c = &D.cfg;
-	json_t *argv = json_pack("[s,s,s,s,s,s]", c->agent_command, "-p", "--output-format",
-				 "stream-json", "--verbose", "--include-partial-messages");
+	json_t *argv = json_pack("[s,s,s,s,s,s,s,s]", c->agent_command, "-p", "--input-format", "stream-json",
+				 "--output-format", "stream-json", "--verbose", "--include-partial-messages");
 	if (c->agent_permission_mode[0]) {
 		json_array_append_new(argv, json_string("--permission-mode"));
 		json_array_append_new(argv, json_string(c->agent_permission_mode));
 	}
 	if (s->had_success)
 		json_array_append_new(argv, json_string("--continue"));
-	const char *model = cfg->model[0] ? cfg->model : c->provider_model;
+	/* The user's model, else the surface's, else the provider's. */
+	const char *model = cfg->model[0]			? cfg->model
+			    : s->prof && s->prof->model[0] ? s->prof->model
+							   : c->provider_model;
 	if (model[0]) {
 		json_array_append_new(argv, json_string("--model"));
 		json_array_append_new(argv, json_string(model));
 	}
-	/* "--" so a message starting with '-' is never taken for a flag. */
-	json_array_append_new(argv, json_string("--"));
-	json_array_append_new(argv, json_string(t->text));
 	/* The env was built once with the config (cconfig.c agent_env_of). */
-	return json_pack("{s:o,s:O,s:s,s:I}", "argv", argv, "env", cfg->agent_env, "cwd", "/workspace", "turn",
-			 (json_int_t)t->id);
+	return json_pack("{s:o,s:O,s:s}", "argv", argv, "env", cfg->agent_env, "cwd", "/workspace");
 }
 
-/* Everything is ready: context file -> run. */
-static void turn_launch(struct session *s, const cconfig *cfg)
+/* Retire the current agent (ws-agent drops its later output). */
+static void agent_stop(struct session *s)
 {
-	struct turn *t = s->turn;
-	uint64_t t1 = cx_mono_us();
-	json_t *ctx = build_context(s, t, cfg);
-	char *txt = json_dumps(ctx, JSON_COMPACT);
-	json_decref(ctx);
-	if (!txt) {
-		turn_fail(s, "internal", "could not encode the context");
+	if (s->ag_state == AG_NONE)
 		return;
-	}
+	agent_send(s, json_pack("{s:s,s:I}", "type", "stop", "gen", (json_int_t)s->ag_gen));
+	s->ag_state = AG_NONE;
+	lws_sul_cancel(&s->sul_agent);
+}
+
+/* Start an agent for cfg (a running one is retired first).  The turn, if one
+ * waits, is advanced when the agent answers the handshake. */
+static int agent_start(struct session *s, const cconfig *cfg, cx_err *err)
+{
+	agent_stop(s);
+	uint64_t t1 = cx_mono_us();
+	json_t *ctx = build_context(s, cfg);
+	char *txt = ctx ? json_dumps(ctx, JSON_COMPACT) : NULL;
+	json_decref(ctx);
+	if (!txt)
+		return cx_err_set(err, ENOMEM, "could not encode the agent's context");
 	size_t len = strlen(txt);
-	cx_err err = CX_ERR_INIT;
 	int rc = len > CX_CAP_CONTEXT_FILE
-			 ? cx_err_set(&err, EMSGSIZE, "context is %zu bytes (cap %u)", len, CX_CAP_CONTEXT_FILE)
-			 : sandbox_write_file(s->sb, "/tmp/vf-pending-query.json", txt, len, 0600, &err);
+			 ? cx_err_set(err, EMSGSIZE, "context is %zu bytes (cap %u)", len, CX_CAP_CONTEXT_FILE)
+			 : sandbox_write_file(s->sb, "/tmp/vf-pending-query.json", txt, len, 0600, err);
 	/* The context holds the user's secret env values: wipe before freeing. */
 	memset(txt, 0, len);
 	free(txt);
-	t->context_ms = ms_since(t1);
-	if (rc < 0) {
-		turn_fail(s, "context_failed", err.msg);
-		return;
-	}
-	t->started = 1;
-	if (t->cold)
-		send_obj(s, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "starting_agent"));
-	agent_send(s, json_pack("{s:s,s:I}", "type", "run", "turn", (json_int_t)t->id));
+	if (s->turn)
+		s->turn->context_ms += ms_since(t1);
+	if (rc < 0)
+		return -1;
+	s->ag_gen++;
+	counters.agent_starts++;
+	s->ag_state = AG_STARTING;
+	s->ag_start_us = cx_mono_us();
+	s->ag_stderr[0] = '\0';
+	memcpy(s->ag_hash, cfg->all_hash, sizeof s->ag_hash);
+	agent_send(s, json_pack("{s:s,s:I}", "type", "start", "gen", (json_int_t)s->ag_gen));
+	lws_sul_schedule(D.ctx, 0, &s->sul_agent, sul_agent_cb,
+			 (lws_usec_t)D.cfg.agent_start_timeout_ms * LWS_US_PER_MS);
+	log_debug("session %s: starting agent %llu", s->id, (unsigned long long)s->ag_gen);
+	return 0;
 }
 
-enum { PG_WAKING = 1, PG_INSTALL = 2, PG_CONFIG = 4 };
+static void agent_hot(struct session *s)
+{
+	s->ag_state = AG_HOT;
+	lws_sul_cancel(&s->sul_agent);
+	double boot = ms_since(s->ag_start_us);
+	if (s->ready_t0_us) {
+		s->ready_ms = ms_since(s->ready_t0_us);
+		s->ready_t0_us = 0;
+	}
+	log_info("session %s: agent %llu hot in %.1f ms", s->id, (unsigned long long)s->ag_gen, boot);
+	if (s->turn && !s->turn->sent)
+		stream_turn_advance(s);
+	else if (!s->turn)
+		session_touch(s);
+}
+
+/* Ask the agent to stop the running turn; past the deadline it is stopped. */
+static void turn_interrupt(struct session *s, int grace_ms)
+{
+	struct turn *t = s->turn;
+	if (!t || !t->sent || t->cancelled)
+		return;
+	t->cancelled = 1;
+	char id[40];
+	snprintf(id, sizeof id, "cx-int-%llu", (unsigned long long)++s->int_seq);
+	agent_input(s, json_pack("{s:s,s:s,s:{s:s}}", "type", "control_request", "request_id", id, "request",
+				 "subtype", "interrupt"));
+	lws_sul_schedule(D.ctx, 0, &s->sul_agent, sul_agent_cb, (lws_usec_t)grace_ms * LWS_US_PER_MS);
+}
+
+#define INTERRUPT_GRACE_MS 5000
+
+/* Agent deadlines: the boot handshake, or an interrupt that was not obeyed. */
+static void sul_agent_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, sul_agent);
+	struct turn *t = s->turn;
+	if (s->ag_state == AG_STARTING) {
+		char msg[1300];
+		snprintf(msg, sizeof msg, "the agent did not become ready within %d ms%s%s",
+			 D.cfg.agent_start_timeout_ms, s->ag_stderr[0] ? ": " : "", s->ag_stderr);
+		log_error("session %s: %s", s->id, msg);
+		agent_stop(s);
+		s->ag_crashes++;
+		if (t && !t->sent)
+			turn_fail(s, "agent_start_timeout", msg);
+	} else if (t && t->sent && t->cancelled) {
+		/* It ignored the interrupt: replace it.  The next agent --continues. */
+		agent_stop(s);
+		if (t->revoked)
+			turn_end(s);
+		else
+			turn_fail(s, "cancelled", "the agent did not stop within 5 s; it was restarted");
+	}
+}
+
+/* The config is current (files synced, packages mounted): make the hot agent
+ * match it.  Started in the background when the session wants an agent;
+ * restarted when the config it runs is stale (the next turn waits only if the
+ * restart has not finished). */
+void stream_agent_reconcile(struct session *s, const cconfig *cfg)
+{
+	if (s->deleted || D.stop || s->turn || !s->sb || !s->agent_up || s->job_running ||
+	    s->state != SS_READY)
+		return;
+	if (s->ag_state != AG_NONE) {
+		if (strcmp(s->ag_hash, cfg->all_hash)) {
+			cx_err err = CX_ERR_INIT;
+			log_info("session %s: config changed; restarting the agent", s->id);
+			if (agent_start(s, cfg, &err) < 0)
+				log_error("session %s: agent restart: %s", s->id, err.msg);
+		}
+		return;
+	}
+	/* Crashing at start: wait for a message to ask again (no restart loop). */
+	if (!s->want_agent || s->ag_crashes >= 3)
+		return;
+	cx_err err = CX_ERR_INIT;
+	if (agent_start(s, cfg, &err) < 0)
+		log_error("session %s: agent start: %s", s->id, err.msg);
+}
+
+void stream_agent_release(struct session *s)
+{
+	if (s->ag_state == AG_NONE || s->turn)
+		return;
+	log_info("session %s: releasing the idle agent", s->id);
+	counters.agent_releases++;
+	s->want_agent = 0;
+	agent_stop(s);
+}
+
+/* ---- the turn state machine ---- */
+
+enum { PG_WAKING = 1, PG_INSTALL = 2, PG_CONFIG = 4, PG_AGENT = 8 };
 
 /* Each cortex.progress phase once per turn. */
 static void progress(struct session *s, int bit, json_t *o)
@@ -351,24 +586,49 @@ static void wait_mark(struct turn *t, int kind)
 		double ms = (double)(now - t->wait_since_us) / 1000.0;
 		if (t->wait_kind == 1)
 			t->install_ms += ms;
-		else
+		else if (t->wait_kind == 2)
 			t->sync_ms += ms;
+		else
+			t->agent_start_ms += ms;
 	}
 	t->wait_kind = kind;
 	t->wait_since_us = now;
 }
 
+static void turn_send(struct session *s, cconfig *cfg)
+{
+	struct turn *t = s->turn;
+	t->sent = 1;
+	counters.messages_sent++;
+	t->agent_gen = s->ag_gen;
+	(void)cfg;
+	agent_input(s, json_pack("{s:s,s:{s:s,s:[{s:s,s:s}]}}", "type", "user", "message", "role", "user",
+				 "content", "type", "text", "text", t->text));
+}
+
 /* The turn's state machine: sandbox -> config (cache) -> packages -> sync ->
- * launch.  Called when the turn starts and again whenever what it waits for
- * arrives (sandbox ready, install done, sync done).  On the warm path every
- * check is an in-memory compare and it launches at once. */
+ * hot agent -> send.  Called when the turn starts and again whenever what it
+ * waits for arrives (sandbox ready, install done, sync done, agent hot).  On
+ * the warm path every check is an in-memory compare and the message goes out
+ * at once on the open ws-agent connection. */
 void stream_turn_advance(struct session *s)
 {
 	struct turn *t = s->turn;
-	if (!t || t->started || s->deleted)
+	if (!t || t->sent || s->deleted)
 		return;
+	if (s->state == SS_PAUSED && !s->job_running) {
+		cx_err err = CX_ERR_INIT;
+		t->wake = "paused";
+		progress(s, PG_WAKING, json_pack("{s:s,s:s,s:s}", "type", "cortex.progress", "phase", "waking",
+						 "from", "paused"));
+		if (session_thaw(s, &err) < 0) {
+			turn_fail(s, "sandbox_failed", err.msg);
+			return;
+		}
+	}
 	if (!s->sb || !s->agent_up || s->job_running) {
-		t->cold = 1;
+		if (!t->wake)
+			t->wake = s->state == SS_CREATING ? "creating" : "sleeping";
 		progress(s, PG_WAKING, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase",
 						 s->state == SS_CREATING ? "creating" : "waking"));
 		session_ensure_ready(s);
@@ -376,7 +636,7 @@ void stream_turn_advance(struct session *s)
 	}
 	if (!t->sandbox_ok) {
 		t->sandbox_ok = 1;
-		t->wait_sandbox_ms = t->cold ? ms_since(t->t0_us) : 0;
+		t->wait_sandbox_ms = t->wake ? ms_since(t->t0_us) : 0;
 	}
 	uint64_t c0 = cx_mono_us();
 	enum ccache_how how;
@@ -411,11 +671,23 @@ void stream_turn_advance(struct session *s)
 						 "writing_config"));
 		return;
 	}
+	if (s->ag_state != AG_HOT || strcmp(s->ag_hash, cfg->all_hash)) {
+		t->agent_cold = 1;
+		wait_mark(t, 3);
+		progress(s, PG_AGENT, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase",
+						"starting_agent"));
+		if (s->ag_state == AG_NONE || strcmp(s->ag_hash, cfg->all_hash)) {
+			s->want_agent = 1;
+			if (agent_start(s, cfg, &err) < 0)
+				turn_fail(s, "context_failed", err.msg);
+		}
+		return; /* agent_hot() advances */
+	}
 	wait_mark(t, 0);
 	if (s->last_turn_hash[0] && strcmp(s->last_turn_hash, cfg->all_hash))
 		t->config_changed = 1;
 	memcpy(s->last_turn_hash, cfg->all_hash, sizeof s->last_turn_hash);
-	turn_launch(s, cfg);
+	turn_send(s, cfg);
 }
 
 static void turn_start(struct session *s, const char *text)
@@ -430,8 +702,17 @@ static void turn_start(struct session *s, const char *text)
 	t->first_token_ms = -1;
 	t->cache_how = -1;
 	t->id = ++s->turns;
+	guard_scan_init(&t->gs_text);
+	guard_scan_init(&t->gs_line);
+	sentencer_init(&t->sz);
+	/* A new turn: the replay holds only its frames, and every client follows it. */
+	fq_clear(&s->replay);
+	s->replay_dropped = 0;
+	for (struct client *c = s->clients; c; c = c->next)
+		c->held = 0;
 	s->turn = t;
-	s->last_active_at = cx_wall_ms();
+	s->want_agent = 1;
+	session_touch(s);
 	transcript_append(s, "user", text, t->id);
 	stream_turn_advance(s);
 }
@@ -439,7 +720,10 @@ static void turn_start(struct session *s, const char *text)
 void stream_session_ready(struct session *s)
 {
 	s->state = SS_READY;
-	stream_turn_advance(s);
+	if (s->turn && !s->turn->sent)
+		stream_turn_advance(s);
+	else
+		session_config_kick(s);
 }
 
 void stream_session_failed(struct session *s, const char *code, const char *msg)
@@ -452,53 +736,154 @@ void stream_session_failed(struct session *s, const char *code, const char *msg)
 
 static const char *jget_str(json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
 
+static void stderr_keep(char *buf, size_t cap, const char *txt)
+{
+	size_t have = strlen(buf), add = strlen(txt);
+	if (add + 2 >= cap)
+		return;
+	if (have + add + 2 >= cap) {
+		have = 0; /* keep the latest lines */
+		buf[0] = '\0';
+	}
+	memcpy(buf + have, txt, add);
+	buf[have + add] = '\n';
+	buf[have + add + 1] = '\0';
+}
+
+/* The current agent exited by itself (crash, or it quit). */
+static void agent_exited(struct session *s, json_t *o)
+{
+	struct turn *t = s->turn;
+	int was_starting = s->ag_state == AG_STARTING;
+	s->ag_state = AG_NONE;
+	s->ag_crashes++;
+	counters.agent_crashes++;
+	lws_sul_cancel(&s->sul_agent);
+	char msg[1400];
+	json_int_t code = json_integer_value(json_object_get(o, "code"));
+	json_int_t sig = json_integer_value(json_object_get(o, "signal"));
+	const char *tail = jget_str(o, "stderr_tail");
+	if (!tail || !*tail)
+		tail = s->ag_stderr;
+	snprintf(msg, sizeof msg, "the agent exited (code %lld, signal %lld)%s%s%s", (long long)code,
+		 (long long)sig, was_starting ? " before it was ready" : "", *tail ? ": " : "", tail);
+	log_warn("session %s: %s", s->id, msg);
+	if (t && t->sent && !t->result_seen) {
+		if (t->revoked)
+			turn_end(s);
+		else
+			turn_fail(s, sig ? "agent_killed" : "agent_crashed", msg);
+	} else if (t && !t->sent && was_starting) {
+		turn_fail(s, "agent_failed", msg);
+	} else if (!t) {
+		session_config_kick(s); /* restart in the background (bounded by ag_crashes) */
+	}
+}
+
 static void handle_wsa(struct session *s, json_t *o, const char *type)
 {
 	struct turn *t = s->turn;
+	json_t *jg = json_object_get(o, "gen");
+	uint64_t gen = json_is_integer(jg) ? (uint64_t)json_integer_value(jg) : 0;
+	int current = jg && gen == s->ag_gen;
 	if (!strcmp(type, "wsa.stderr")) {
 		const char *txt = jget_str(o, "text");
-		if (txt && t) {
-			size_t have = strlen(t->stderr_tail), add = strlen(txt);
-			if (have + add + 2 >= sizeof t->stderr_tail) {
-				have = 0; /* keep the latest lines */
-				t->stderr_tail[0] = '\0';
-			}
-			if (add + 2 < sizeof t->stderr_tail) {
-				memcpy(t->stderr_tail + have, txt, add);
-				t->stderr_tail[have + add] = '\n';
-				t->stderr_tail[have + add + 1] = '\0';
-			}
-		}
+		if (txt && current)
+			stderr_keep(s->ag_stderr, sizeof s->ag_stderr, txt);
 		log_debug("session %s agent stderr: %s", s->id, txt ? txt : "");
-	} else if (!strcmp(type, "wsa.exit")) {
-		if (!t)
+	} else if (!strcmp(type, "wsa.started")) {
+		if (!current || s->ag_state != AG_STARTING)
 			return;
-		if (!t->result_seen) {
-			char msg[1400];
-			json_int_t code = json_integer_value(json_object_get(o, "code"));
-			json_int_t sig = json_integer_value(json_object_get(o, "signal"));
-			const char *tail = jget_str(o, "stderr_tail");
-			snprintf(msg, sizeof msg, "agent exited (code %lld, signal %lld) without a result%s%s",
-				 (long long)code, (long long)sig, tail && *tail ? ": " : "",
-				 tail ? tail : "");
-			turn_fail(s, sig ? "agent_killed" : "agent_failed", msg);
-		} else {
-			turn_end(s);
+		if (!D.cfg.agent_handshake) {
+			agent_hot(s);
+			return;
 		}
+		/* Hot = it answered: Claude Code replies once it has booted. */
+		char id[40];
+		snprintf(id, sizeof id, "cx-init-%llu", (unsigned long long)gen);
+		agent_input(s, json_pack("{s:s,s:s,s:{s:s}}", "type", "control_request", "request_id", id,
+					 "request", "subtype", "initialize"));
+	} else if (!strcmp(type, "wsa.exit")) {
+		if (current && !json_is_true(json_object_get(o, "retired")) && s->ag_state != AG_NONE)
+			agent_exited(s, o);
 	} else if (!strcmp(type, "wsa.error")) {
 		const char *code = jget_str(o, "code");
 		const char *msg = jget_str(o, "message");
 		char full[600];
 		snprintf(full, sizeof full, "ws-agent: %s", msg ? msg : code ? code : "error");
-		/* These mean the agent never started, so no wsa.exit will follow. */
-		if (code && t && (!strcmp(code, "context_timeout") || !strcmp(code, "bad_context") ||
-				  !strcmp(code, "spawn_failed") || !strcmp(code, "busy") ||
-				  !strcmp(code, "cancelled")))
-			turn_fail(s, code, full);
-		else
-			send_error_to(s, NULL, code ? code : "agent_error", full);
+		log_warn("session %s: %s (%s)", s->id, full, code ? code : "?");
+		if (!current)
+			return;
+		if (s->ag_state == AG_STARTING && code &&
+		    (!strcmp(code, "context_timeout") || !strcmp(code, "bad_context") ||
+		     !strcmp(code, "spawn_failed"))) {
+			/* The agent never started: no wsa.exit follows. */
+			s->ag_state = AG_NONE;
+			s->ag_crashes++;
+			lws_sul_cancel(&s->sul_agent);
+			if (t && !t->sent)
+				turn_fail(s, code, full);
+		} else if (t && t->sent && code && (!strcmp(code, "stdin_full") || !strcmp(code, "no_agent"))) {
+			turn_fail(s, "agent_lost", full);
+		} else if (t && t->sent && code && (!strcmp(code, "line_too_long") || !strcmp(code, "bad_line"))) {
+			send_error_to(s, NULL, code, full);
+		}
 	}
 	/* "pong" and unknown wsa.* are ignored. */
+}
+
+/* control_response lines answer cortexd's own requests: never forwarded. */
+static void handle_control(struct session *s, json_t *o)
+{
+	const char *id = jget_str(json_object_get(o, "response"), "request_id");
+	char want[40];
+	snprintf(want, sizeof want, "cx-init-%llu", (unsigned long long)s->ag_gen);
+	if (id && !strcmp(id, want) && s->ag_state == AG_STARTING)
+		agent_hot(s);
+}
+
+static int on_sentence(void *arg, const char *text, size_t n)
+{
+	struct session *s = arg;
+	send_obj(s, json_pack("{s:s,s:s%}", "type", "cortex.sentence", "text", text, n));
+	return 0;
+}
+
+/* The stream guard matched: stop the turn; nothing more of it goes out or is kept. */
+static void turn_revoke(struct session *s)
+{
+	struct turn *t = s->turn;
+	t->revoked = 1;
+	counters.revoked++;
+	send_obj(s, json_pack("{s:s,s:s,s:s}", "type", "cortex.revoked", "reason", "secret_in_output",
+			      "message", "the agent's output contained one of your secret values; the turn was stopped"));
+	log_warn("session %s turn %llu: stream guard matched a secret; turn revoked", s->id,
+		 (unsigned long long)t->id);
+	if (t->cancelled) {
+		/* Already interrupted: just wait for its end (the deadline is armed). */
+		return;
+	}
+	turn_interrupt(s, INTERRUPT_GRACE_MS);
+}
+
+/* 1 when a secret shows in this line (text deltas are scanned as one stream). */
+static int guard_check(struct session *s, struct turn *t, const char *line, size_t len, const char *delta)
+{
+	const cconfig *cfg = s->cc.cfg;
+	if (!cfg || !cfg->guard || !guard_patterns(cfg->guard))
+		return 0;
+	uint64_t g0 = cx_mono_us();
+	cx_err err = CX_ERR_INIT;
+	int hit;
+	if (delta) {
+		hit = guard_feed(&t->gs_text, cfg->guard, delta, strlen(delta), NULL, &err);
+	} else {
+		guard_scan_reset(&t->gs_line);
+		hit = guard_feed(&t->gs_line, cfg->guard, line, len, NULL, &err);
+	}
+	counters.guard_scans++;
+	counters.guard_us += cx_mono_us() - g0;
+	return hit != 0; /* -1 (no memory): fail closed */
 }
 
 static void handle_agent_line(struct session *s, const char *line, size_t len)
@@ -507,43 +892,96 @@ static void handle_agent_line(struct session *s, const char *line, size_t len)
 	json_t *o = json_loadb(line, len, 0, &jerr);
 	if (!json_is_object(o)) {
 		json_decref(o);
-		send_error_to(s, NULL, "agent_output", "the agent printed a line that is not a JSON object");
+		if (s->turn && s->turn->sent && !s->turn->revoked)
+			send_error_to(s, NULL, "agent_output", "the agent printed a line that is not a JSON object");
 		return;
 	}
 	const char *type = jget_str(o, "type");
 	if (type && !strncmp(type, "wsa.", 4)) {
 		handle_wsa(s, o, type);
-		json_decref(o);
-		return;
-	}
-	if (type && !strcmp(type, "pong")) {
-		json_decref(o);
-		return;
-	}
-	struct turn *t = s->turn;
-	forward_line(s, line, len);
-	if (t && type) {
-		if (t->first_token_ms < 0 && !strcmp(type, "stream_event")) {
+	} else if (type && !strcmp(type, "control_response")) {
+		handle_control(s, o);
+	} else if (type && !strcmp(type, "pong")) {
+		/* keepalive answer */
+	} else {
+		struct turn *t = s->turn;
+		if (!t || !t->sent || t->agent_gen != s->ag_gen) {
+			/* Between turns (or from a replaced agent): nobody asked. */
+			log_debug("session %s: agent line outside a turn dropped", s->id);
+			json_decref(o);
+			return;
+		}
+		int is_result = type && !strcmp(type, "result");
+		const char *delta = NULL;
+		const char *et = NULL;
+		if (type && !strcmp(type, "stream_event")) {
 			json_t *ev = json_object_get(o, "event");
-			const char *et = jget_str(ev, "type");
-			const char *dt = jget_str(json_object_get(ev, "delta"), "type");
-			if (et && dt && !strcmp(et, "content_block_delta") && !strcmp(dt, "text_delta"))
+			et = jget_str(ev, "type");
+			json_t *d = json_object_get(ev, "delta");
+			if (et && !strcmp(et, "content_block_delta") && !strcmp(jget_str(d, "type") ? jget_str(d, "type") : "", "text_delta"))
+				delta = jget_str(d, "text");
+		}
+		if (!t->revoked && guard_check(s, t, line, len, delta))
+			turn_revoke(s);
+		if (!t->revoked) {
+			forward_line(s, line, len);
+			if (delta && t->first_token_ms < 0)
 				t->first_token_ms = ms_since(t->t0_us);
-		} else if (!strcmp(type, "result") && !t->result_seen) {
+			if (s->prof && s->prof->sentences) {
+				cx_err err = CX_ERR_INIT;
+				if (delta)
+					(void)sentencer_feed(&t->sz, delta, strlen(delta), on_sentence, s, &err);
+				else if (is_result || (et && (!strcmp(et, "content_block_stop") || !strcmp(et, "message_stop"))))
+					(void)sentencer_flush(&t->sz, on_sentence, s);
+			}
+		}
+		if (is_result && !t->result_seen) {
 			t->result_seen = 1;
-			const char *res = jget_str(o, "result");
 			int is_error = json_is_true(json_object_get(o, "is_error"));
-			if (res)
-				transcript_append(s, "assistant", res, t->id);
-			if (!is_error)
+			if (!is_error) {
 				s->had_success = 1;
-			send_done(s);
+				s->ag_crashes = 0;
+			}
+			if (t->revoked) {
+				turn_end(s); /* cortex.revoked was its last frame; nothing kept */
+			} else {
+				const char *res = jget_str(o, "result");
+				if (res)
+					transcript_append(s, "assistant", res, t->id);
+				send_done(s, is_error);
+				turn_end(s);
+			}
 		}
 	}
 	json_decref(o);
 }
 
 /* ---- client messages ---- */
+
+static void client_resume(struct session *s, struct client *c, json_t *o)
+{
+	json_t *a = json_object_get(o, "after_seq");
+	if (!json_is_integer(a) || json_integer_value(a) < 0) {
+		send_error_to(s, c, "bad_frame", "\"resume\" needs a non-negative integer \"after_seq\"");
+		return;
+	}
+	uint64_t after = (uint64_t)json_integer_value(a);
+	if (s->replay_dropped > after) {
+		char msg[200];
+		snprintf(msg, sizeof msg, "frames up to seq %llu are no longer kept (replay cap); replaying from there",
+			 (unsigned long long)s->replay_dropped);
+		send_error_to(s, c, "resume_gap", msg);
+	}
+	/* Exactly once: never a frame this client was already given. */
+	uint64_t from = after > c->last_seq ? after : c->last_seq;
+	if (c->held)
+		from = after;
+	c->held = 0;
+	for (struct frame *f = s->replay.head; f; f = f->next)
+		if (f->seq > from)
+			client_send(c, (const char *)f->buf + LWS_PRE, f->len, f->seq);
+	update_flow(s);
+}
 
 static void handle_client_msg(struct client *c, const char *data, size_t len)
 {
@@ -564,27 +1002,50 @@ static void handle_client_msg(struct client *c, const char *data, size_t len)
 			send_error_to(s, c, "bad_frame", "\"message\" needs a non-empty string \"text\"");
 		else if (json_string_length(tv) > CX_CAP_MESSAGE_TEXT)
 			send_error_to(s, c, "too_large", "message text over the size cap");
-		else if (s->turn && s->turn->done_sent && !s->next_text)
-			s->next_text = strdup(text); /* the agent is exiting; starts at wsa.exit */
+		else if (strlen(text) != json_string_length(tv))
+			send_error_to(s, c, "bad_frame", "\"text\" must not contain NUL characters");
+		else if (s->turn && s->turn->revoked && !s->next_text)
+			s->next_text = strdup(text); /* starts once the revoked turn has stopped */
 		else if (s->turn)
 			send_error_to(s, c, "busy", "a turn is running on this session; cancel it or wait for cortex.done");
 		else
 			turn_start(s, text);
 	} else if (!strcmp(type, "cancel")) {
-		if (s->turn && s->turn->started)
-			agent_send(s, json_pack("{s:s}", "type", "cancel"));
+		if (s->turn && s->turn->sent)
+			turn_interrupt(s, INTERRUPT_GRACE_MS);
 		else if (s->turn)
 			turn_fail(s, "cancelled", "the turn was cancelled before the agent started");
 		else
 			send_error_to(s, c, "no_turn", "no turn is running");
 	} else if (!strcmp(type, "resume")) {
-		send_error_to(s, c, "unsupported", "resume is not available yet");
+		client_resume(s, c, o);
 	} else {
 		char msg[200];
 		snprintf(msg, sizeof msg, "unknown frame type \"%.64s\"", type);
 		send_error_to(s, c, "bad_frame", msg);
 	}
 	json_decref(o);
+}
+
+/* A turn with no client left keeps running for turn_grace_s, then stops. */
+static void sul_grace_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, sul_grace);
+	if (s->clients || !s->turn)
+		return;
+	log_info("session %s: no client for %d s; cancelling turn %llu", s->id, D.cfg.turn_grace_s,
+		 (unsigned long long)s->turn->id);
+	if (s->turn->sent)
+		turn_interrupt(s, INTERRUPT_GRACE_MS);
+	else
+		turn_fail(s, "cancelled", "no client was connected");
+}
+
+void stream_session_timers_cancel(struct session *s)
+{
+	lws_sul_cancel(&s->sul_idle);
+	lws_sul_cancel(&s->sul_agent);
+	lws_sul_cancel(&s->sul_grace);
 }
 
 /* ---- the client protocol ---- */
@@ -685,8 +1146,22 @@ int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		c->sess = s;
 		c->next = s->clients;
 		s->clients = c;
-		/* Speculative warm-up: a client that connects will send a message soon. */
-		session_ensure_ready(s);
+		/* Joining mid-turn: that turn's frames come after "resume", exactly once. */
+		c->held = s->turn != NULL;
+		lws_sul_cancel(&s->sul_grace);
+		/* Speculative warm-up: a client that connects will send a message soon.
+		 * Thaw, wake, and start the agent now, so the message finds it hot. */
+		s->want_agent = 1;
+		session_touch(s);
+		if (s->state == SS_PAUSED && !s->job_running) {
+			cx_err err = CX_ERR_INIT;
+			if (session_thaw(s, &err) < 0)
+				log_error("session %s: thaw: %s", s->id, err.msg);
+		}
+		if (!s->sb || !s->agent_up)
+			session_ensure_ready(s);
+		else
+			session_config_kick(s);
 		return 0;
 	}
 	case LWS_CALLBACK_RECEIVE: {
@@ -723,6 +1198,9 @@ int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *use
 					break;
 				}
 			update_flow(s);
+			if (!s->clients && s->turn && D.cfg.turn_grace_s > 0)
+				lws_sul_schedule(D.ctx, 0, &s->sul_grace, sul_grace_cb,
+						 (lws_usec_t)D.cfg.turn_grace_s * LWS_US_PER_SEC);
 		}
 		c->sess = NULL;
 		fq_clear(&c->out);
@@ -737,10 +1215,9 @@ int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
 /* ---- the ws-agent connection (client role, over the session's Unix socket) ---- */
 
-static const lws_retry_bo_t agent_retry = {
-	.secs_since_valid_ping = 15,
-	.secs_since_valid_hangup = 45,
-};
+/* No keepalive pings: it is a Unix socket (ws-agent's death closes it), and a
+ * paused sandbox cannot answer a ping — it must not be hung up on. */
+static const lws_retry_bo_t agent_retry = {.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0};
 
 void stream_agent_connect(struct session *s)
 {
@@ -779,6 +1256,8 @@ static void agent_gone(struct session *s, struct lws *wsi, const char *why)
 	s->agent_wsi = NULL;
 	s->agent_up = 0;
 	s->agent_paused = 0;
+	s->ag_state = AG_NONE; /* ws-agent stops its agents when the connection goes */
+	lws_sul_cancel(&s->sul_agent);
 	fq_clear(&s->agent_out);
 	free(s->agent_rx);
 	s->agent_rx = NULL;
@@ -839,7 +1318,9 @@ int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	}
 }
 
-void stream_session_detach(struct session *s)
+/* The sandbox is going away (sleep, delete): end the turn, drop the ws-agent
+ * connection.  Clients stay: a message on their socket wakes the session. */
+void stream_agent_detach(struct session *s)
 {
 	free(s->next_text);
 	s->next_text = NULL;
@@ -847,15 +1328,23 @@ void stream_session_detach(struct session *s)
 		send_error_to(s, NULL, "session_stopped", "the session was stopped");
 		turn_end(s);
 	}
+	if (s->agent_wsi) {
+		struct lws *w = s->agent_wsi;
+		agent_gone(s, w, "session stopped");
+		lws_set_timeout(w, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+	}
+	s->ag_state = AG_NONE;
+	lws_sul_cancel(&s->sul_agent);
+}
+
+void stream_session_detach(struct session *s)
+{
+	stream_agent_detach(s);
 	for (struct client *c = s->clients; c; c = c->next) {
 		c->sess = NULL;
 		c->closing = 1;
 		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 	}
 	s->clients = NULL;
-	if (s->agent_wsi) {
-		struct lws *w = s->agent_wsi;
-		agent_gone(s, w, "session stopped");
-		lws_set_timeout(w, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
-	}
+	fq_clear(&s->replay);
 }

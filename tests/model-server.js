@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Anthropic-Messages-compatible streaming stand-in for the paid model service.
 // Only the model is faked: the real Claude Code CLI talks to this over HTTP/SSE.
-// Reply text: "MODEL_REPLY" env, else an echo of the last user text.
+// Reply text: "MODEL_REPLY" env, else an echo of the last user text; "SLOW<ms>"
+// in the user's text sends one word every <ms>.
 // Tool use: a user text "RUN: <command>" is answered with a Bash tool_use, and
 // the tool_result that the agent sends back is answered with
 // "TOOL_OUTPUT<<<...>>>": tests use this to look at the sandbox from inside,
@@ -94,7 +95,10 @@ const server = http.createServer((req, res) => {
     ev('message_start', {type: 'message_start', message: {id, type: 'message', role: 'assistant', model,
       content: [], stop_reason: null, stop_sequence: null, usage: {input_tokens: usage.input_tokens, output_tokens: 1}}});
     ev('content_block_start', {type: 'content_block_start', index: 0, content_block: {type: 'text', text: ''}});
-    const delay = Number(process.env.MODEL_DELTA_MS || 0);
+    // "SLOW<ms>" anywhere in the user's text paces this reply's deltas (tests of
+    // cancel, resume and reconnect need a turn that is still streaming).
+    const slow = user.match(/\bSLOW(\d+)\b/);
+    const delay = slow ? Number(slow[1]) : Number(process.env.MODEL_DELTA_MS || 0);
     let i = 0;
     const next = () => {
       if (i < words.length) {
