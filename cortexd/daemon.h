@@ -139,6 +139,7 @@ struct session {
 	uint64_t ag_start_us;
 	int ag_crashes;         /* exits without a finished turn since the last good one */
 	int want_agent;         /* keep one hot: set by create/wake/client/message, cleared when idle */
+	int wake_pending;       /* a client connected while a pause/sleep job ran: wake after it */
 	char ag_stderr[1024];   /* the current agent's latest stderr, for error frames */
 	uint64_t int_seq;       /* interrupt request ids */
 

@@ -430,11 +430,20 @@ void session_ensure_ready(struct session *s)
 	if (!s->ready_t0_us)
 		s->ready_t0_us = cx_mono_us();
 	s->want_agent = 1;
+	s->wake_pending = 0;
 	s->state = s->state == SS_CREATING ? SS_CREATING : SS_WAKING;
 	sync_forget(s); /* a new sandbox starts empty (its /tmp too) */
 	s->job_running = 1;
 	s->refs++;
 	work_submit(prepare_run, prepare_done, s);
+	/* In parallel with the sandbox coming up: assemble the config and start any
+	 * missing package installs, so both are ready when ws-agent is. */
+	cx_err err = CX_ERR_INIT;
+	cconfig *c = ccache_get(s, NULL, &err);
+	if (c)
+		cconfig_start_installs(c, s->user);
+	else
+		log_warn("session %s: config: %s", s->id, err.msg);
 }
 
 /* ---- stop (sleep / delete) ---- */
@@ -464,8 +473,12 @@ static void stop_done(void *arg)
 		s->job_running = 0;
 		if (!s->deleted) {
 			s->state = SS_SLEEPING;
-			if (s->turn) /* a message came while it was stopping: wake again */
+			if (s->turn) { /* a message came while it was stopping: wake again */
 				stream_turn_advance(s);
+			} else if (s->wake_pending) { /* a client connected meanwhile */
+				s->wake_pending = 0;
+				session_ensure_ready(s);
+			}
 		}
 		session_unref(s);
 	}
@@ -521,10 +534,16 @@ static void freeze_done(void *arg)
 		s->state = SS_PAUSED;
 		log_info("session %s: paused", s->id);
 		/* A message or a client that came meanwhile thaws it at once. */
-		if (s->turn)
+		cx_err err = CX_ERR_INIT;
+		if (s->turn) {
 			stream_turn_advance(s);
-		else
+		} else if (s->wake_pending) {
+			s->wake_pending = 0;
+			if (session_thaw(s, &err) < 0)
+				log_error("session %s: thaw: %s", s->id, err.msg);
+		} else {
 			session_touch(s);
+		}
 	}
 	free(j);
 	session_unref(s);
@@ -597,7 +616,7 @@ static void sul_idle_cb(lws_sorted_usec_list_t *sul)
 	struct session *s = lws_container_of(sul, struct session, sul_idle);
 	if (s->deleted)
 		return;
-	if (s->turn || session_busy(s)) {
+	if (s->turn || session_busy(s) || s->ag_state == AG_STARTING) {
 		session_touch(s); /* not idle: look again a full period later */
 		return;
 	}

@@ -1153,6 +1153,8 @@ int callback_client(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		 * Thaw, wake, and start the agent now, so the message finds it hot. */
 		s->want_agent = 1;
 		session_touch(s);
+		if (s->job_running)
+			s->wake_pending = 1; /* a pause or sleep is under way: undo it after */
 		if (s->state == SS_PAUSED && !s->job_running) {
 			cx_err err = CX_ERR_INIT;
 			if (session_thaw(s, &err) < 0)

@@ -40,7 +40,7 @@ async function hot(d, token, sid, what) {
 (async () => {
   const model = await L.startModelServer();
   const cfgFile = L.tmpdir('cfg') + '/cortexd.json';
-  fs.writeFileSync(cfgFile, JSON.stringify({turn_grace_s: 2}));
+  fs.writeFileSync(cfgFile, JSON.stringify({turn_grace_s: 2, surfaces: {voice: {idle_agent_s: 2}}}));
   const d = await L.startCortexd({args: ['--config', cfgFile],
     env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-test-key'}});
   const alice = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'alice'})).json.token;
@@ -191,6 +191,16 @@ async function hot(d, token, sid, what) {
   const iDone = fr.findIndex(f => f.type === 'stream_event' && f.event.delta && /Done/.test(f.event.delta.text || ''));
   L.check(i1 >= 0 && i1 < iDone, 'the first sentence goes out before the answer is complete', 'before', [i1, iDone]);
   L.eq(fr[fr.length - 1].surface, 'voice', 'done names the surface');
+  // An idle hot agent is released (voice: after 2 s here); the next message starts one.
+  await L.until(async () => (await get(d, alice, vid)).agent === 'none', 'idle agent released', 15000);
+  await L.until(() => agentPids(vid).length === 0, 'released agent exits', 10000);
+  L.check(true, 'the released agent process is gone; the sandbox stays');
+  L.eq((await get(d, alice, vid)).state, 'ready', 'the session stays ready without an agent');
+  fr = await L.turn(v, 'wake the agent');
+  done = fr[fr.length - 1];
+  L.eq([L.textOf(fr), done.path, done.agent], ['Echo: wake the agent. Done.', 'cold', 'cold'], 'the next message takes the cold-agent path and says so');
+  L.check(done.timings.agent_start_ms > 0 && fr.some(f => f.type === 'cortex.progress' && f.phase === 'starting_agent'),
+    'agent_start_ms and a starting_agent progress frame', '> 0', done.timings.agent_start_ms);
   await v.close();
   m = await L.metrics(d);
   L.check(m['cortex_first_token_ms{surface="voice",quantile="0.5"}'] > 0, 'per-surface first-token p50 in /metrics', '> 0', m['cortex_first_token_ms{surface="voice",quantile="0.5"}']);

@@ -106,15 +106,21 @@ const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   await waitState(d, alice, vid, 'sleeping', 20000);
   L.check(true, 'then sleeps by itself');
   L.eq(sandboxPids(vid), [], 'a sleeping session has no process');
+  // Speculative warm-up: opening the socket wakes it and starts the agent, no message needed.
+  const vw = L.connect(d.base, vid, alice);
+  await vw.opened;
+  const woke = await waitState(d, alice, vid, st => st.state === 'ready' && st.agent === 'hot', 30000);
+  L.check(woke.ready_ms > 0, 'opening the WebSocket alone wakes a sleeping session and starts its agent', 'hot', woke);
+  await vw.close();
   r = await L.http(d.base, 'POST', '/v1/sessions', alice, {surface: 'voice', idle_sleep_s: 1});
   const v2 = r.json.id;
   await waitState(d, alice, v2, 'sleeping', 20000);
   L.check(true, 'a session idle_sleep_s overrides the profile');
 
   // ---- bad input
-  r = await L.http(d.base, 'POST', `/v1/sessions/${vid}/pause`, alice);
-  L.eq([r.status, r.json.error && r.json.error.code], [409, 'not_ready'], 'pausing a sleeping session -> 409');
-  r = await L.http(d.base, 'GET', `/v1/sessions/${vid}/pause`, alice);
+  r = await L.http(d.base, 'POST', `/v1/sessions/${v2}/pause`, alice);
+  L.check(r.status === 409 && ['not_ready', 'busy'].includes(r.json.error && r.json.error.code), 'pausing a sleeping session -> 409', 409, r.json);
+  r = await L.http(d.base, 'GET', `/v1/sessions/${v2}/pause`, alice);
   L.eq(r.status, 405, 'GET pause -> 405');
 
   // ---- cortexd dies (SIGKILL) with a paused session: the next one reaps it
