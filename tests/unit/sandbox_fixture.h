@@ -18,7 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -145,20 +147,43 @@ static inline int count_fds(void)
 	return n;
 }
 
-static inline bool process_gone(pid_t pid)
+/* /proc/<pid>/stat after "(comm) ", NUL-terminated in buf; NULL when the process is gone. */
+static inline const char *proc_stat_fields(pid_t pid, char *buf, size_t cap)
 {
-	char path[64], buf[512];
+	char path[64];
 	pathf(path, sizeof path, "/proc/%d/stat", (int)pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return true;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
+		return NULL;
+	ssize_t n = read(fd, buf, cap - 1);
 	close(fd);
 	if (n <= 0)
-		return true;
+		return NULL;
 	buf[n] = '\0';
 	const char *rp = strrchr(buf, ')');
-	return rp && rp[1] == ' ' && rp[2] == 'Z'; /* a zombie is dead too */
+	return rp && rp[1] == ' ' ? rp + 2 : NULL;
+}
+
+static inline bool process_gone(pid_t pid)
+{
+	char buf[512];
+	const char *f = proc_stat_fields(pid, buf, sizeof buf);
+	return !f || f[0] == 'Z'; /* a zombie is dead too */
+}
+
+static inline bool cgroup_v2(void)
+{
+	struct statfs s;
+	return statfs("/sys/fs/cgroup", &s) == 0 && s.f_type == CGROUP2_SUPER_MAGIC;
+}
+
+/* A sandbox's cgroup dir for a controller (v1) or the unified one (v2). */
+static inline void cg_dir(char *out, size_t cap, const char *ctrl, const char *id)
+{
+	if (cgroup_v2())
+		pathf(out, cap, "/sys/fs/cgroup/%s/%s", CG_NAME, id);
+	else
+		pathf(out, cap, "/sys/fs/cgroup/%s/%s/%s", ctrl, CG_NAME, id);
 }
 
 /* ---- the sandbox ---- */

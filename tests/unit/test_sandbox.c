@@ -47,21 +47,6 @@ static void fixture_init(fixture *f, const char *tag)
 	f->opts.pids_max = PIDS_MAX;
 }
 
-static bool cgroup_v2(void)
-{
-	struct statfs s;
-	return statfs("/sys/fs/cgroup", &s) == 0 && s.f_type == CGROUP2_SUPER_MAGIC;
-}
-
-/* Cgroup dirs the sandbox should have, by controller file they hold. */
-static void cg_dir(char *out, size_t cap, const char *ctrl, const char *id)
-{
-	if (cgroup_v2())
-		pathf(out, cap, "/sys/fs/cgroup/%s/%s", CG_NAME, id);
-	else
-		pathf(out, cap, "/sys/fs/cgroup/%s/%s/%s", ctrl, CG_NAME, id);
-}
-
 /* ---- shared sandbox for read-only checks ---- */
 
 static fixture g_main;

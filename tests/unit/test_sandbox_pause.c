@@ -42,20 +42,6 @@ static void fixture_init(fixture *f, const char *tag)
 	f->opts.pids_max = 64;
 }
 
-static bool cgroup_v2(void)
-{
-	struct statfs s;
-	return statfs("/sys/fs/cgroup", &s) == 0 && s.f_type == CGROUP2_SUPER_MAGIC;
-}
-
-static void cg_dir(char *out, size_t cap, const char *ctrl, const char *id)
-{
-	if (cgroup_v2())
-		pathf(out, cap, "/sys/fs/cgroup/%s/%s", CG_NAME, id);
-	else
-		pathf(out, cap, "/sys/fs/cgroup/%s/%s/%s", ctrl, CG_NAME, id);
-}
-
 static void nap_ms(long ms)
 {
 	nanosleep(&(struct timespec){ms / 1000, (ms % 1000) * 1000000L}, NULL);
@@ -211,22 +197,13 @@ static bool read_line(int fd, char *buf, size_t cap, int ms)
  * A pid namespace's init stays there until its last child is reaped. */
 static bool process_dying(pid_t pid)
 {
-	if (process_gone(pid))
+	char buf[1024];
+	const char *f = proc_stat_fields(pid, buf, sizeof buf);
+	if (!f || f[0] == 'Z')
 		return true;
-	char path[64], buf[1024];
-	pathf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return true;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return true;
-	buf[n] = '\0';
-	const char *rp = strrchr(buf, ')');
 	unsigned flags = 0;
-	/* after "(comm) ": state ppid pgrp session tty tpgid flags */
-	if (!rp || sscanf(rp + 2, "%*c %*d %*d %*d %*d %*d %u", &flags) != 1)
+	/* state ppid pgrp session tty tpgid flags */
+	if (sscanf(f, "%*c %*d %*d %*d %*d %*d %u", &flags) != 1)
 		return false;
 	return (flags & 0x4u) != 0; /* PF_EXITING */
 }
