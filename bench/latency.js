@@ -436,6 +436,8 @@ async function partC(model, d, tok, sid) {
     res[what].push({ttft: r.ttft, server: num(t.first_token_ms, 'cortex.done.timings.first_token_ms'),
       agent_start: t.agent_start_ms === undefined ? (miss('cortex.done.timings.agent_start_ms'), null) : t.agent_start_ms,
       wait_sandbox: t.wait_sandbox_ms === undefined ? null : t.wait_sandbox_ms,
+      sync: t.sync_ms === undefined ? null : t.sync_ms, config: t.config_ms === undefined ? null : t.config_ms,
+      context: t.context_ms === undefined ? null : t.context_ms,
       path: r.done.path, agent: r.done.agent, phases: r.phases});
   };
   const n = Math.max(N, NSLEEP);
@@ -462,6 +464,7 @@ async function partC(model, d, tok, sid) {
       row(`${label} -> first token: client send -> first text_delta`, xs.map(x => x.ttft));
       row(`${label} -> first token: cortexd timings.first_token_ms`, xs.map(x => x.server));
       row(`${label}: cortexd timings.wait_sandbox_ms`, xs.map(x => x.wait_sandbox));
+      row(`${label}: cortexd timings.sync_ms`, xs.map(x => x.sync));
       row(`${label}: cortexd timings.agent_start_ms`, xs.map(x => x.agent_start));
     }
   }
