@@ -11,6 +11,7 @@ export CORTEX_CLAUDE_DIR="${CORTEX_CLAUDE_DIR:-$root/.deps/node_modules/@anthrop
 export CORTEX_TEST_TMP="${CORTEX_TEST_TMP:-$root/build/bench-tmp}"
 mkdir -p "$CORTEX_TEST_TMP"
 "$root/build/bench_config" "$CORTEX_TEST_TMP"
+"$root/build/bench_guard" | tee "$root/build/bench-guard.txt"
 node "$root/bench/ttft.js"
 node "$root/bench/latency.js"
 node "$root/bench/settings.js"
