@@ -117,6 +117,7 @@ struct session {
 	size_t agent_rx_len;
 	int agent_rx_overflow;
 	int agent_paused;  /* rx flow-controlled because a client is slow */
+	int agent_dirfd;   /* O_PATH of DATA/sessions/<id>/run while connecting/connected, -1 */
 
 	struct client *clients;
 	struct turn *turn;     /* the running turn, or NULL */

@@ -73,6 +73,7 @@ static struct session *session_alloc(const char *id, const char *user)
 	snprintf(s->dir, sizeof s->dir, "%s/sessions/%s", D.cfg.data_dir, id);
 	s->refs = 1;
 	s->ready_ms = -1;
+	s->agent_dirfd = -1;
 	s->prof = config_surface(&D.cfg, "chat");
 	s->next = D.sessions;
 	D.sessions = s;
@@ -152,6 +153,8 @@ void session_unref(struct session *s)
 		return;
 	stream_session_timers_cancel(s);
 	fq_clear(&s->replay);
+	if (s->agent_dirfd >= 0)
+		close(s->agent_dirfd);
 	free(s);
 }
 

@@ -20,8 +20,10 @@
 #include "daemon.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "caps.h"
 #include "log.h"
@@ -1225,8 +1227,21 @@ void stream_agent_connect(struct session *s)
 {
 	if (s->agent_wsi || !s->sb || D.stop)
 		return;
-	char addr[4300];
-	snprintf(addr, sizeof addr, "+%s/run/agent.sock", s->dir);
+	/* A Unix socket path must fit sun_path (108 bytes); a deep data dir would
+	 * not.  Connect through /proc/self/fd/<dirfd>/agent.sock instead: short,
+	 * and the same inode. */
+	char run[4200], addr[64];
+	snprintf(run, sizeof run, "%s/run", s->dir);
+	if (s->agent_dirfd >= 0)
+		close(s->agent_dirfd);
+	s->agent_dirfd = open(run, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (s->agent_dirfd < 0) {
+		s->state = SS_ERROR;
+		snprintf(s->error, sizeof s->error, "cannot open %s: %s", run, strerror(errno));
+		stream_session_failed(s, "agent_unreachable", s->error);
+		return;
+	}
+	snprintf(addr, sizeof addr, "+/proc/self/fd/%d/agent.sock", s->agent_dirfd);
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof i);
 	i.context = D.ctx;
@@ -1246,7 +1261,7 @@ void stream_agent_connect(struct session *s)
 		s->agent_wsi = NULL;
 		s->refs--;
 		s->state = SS_ERROR;
-		snprintf(s->error, sizeof s->error, "cannot connect to ws-agent at %s", addr + 1);
+		snprintf(s->error, sizeof s->error, "cannot connect to ws-agent at %s/agent.sock", run);
 		stream_session_failed(s, "agent_unreachable", s->error);
 	}
 }
@@ -1260,6 +1275,10 @@ static void agent_gone(struct session *s, struct lws *wsi, const char *why)
 	s->agent_paused = 0;
 	s->ag_state = AG_NONE; /* ws-agent stops its agents when the connection goes */
 	lws_sul_cancel(&s->sul_agent);
+	if (s->agent_dirfd >= 0) {
+		close(s->agent_dirfd);
+		s->agent_dirfd = -1;
+	}
 	fq_clear(&s->agent_out);
 	free(s->agent_rx);
 	s->agent_rx = NULL;
