@@ -21,7 +21,8 @@ p.stdout.on('data', d => {
   if (waiter && lines.length >= waiter.n) { clearTimeout(waiter.t); waiter.resolve(); waiter = null; }
 });
 p.stderr.on('data', d => { err += d; });
-const exited = new Promise(res => p.on('exit', (code, sig) => res({code, sig})));
+// 'close': the process exited AND its stdout/stderr were read to the end.
+const exited = new Promise(res => p.on('close', (code, sig) => res({code, sig})));
 
 // Write one line; resolve with the next n lines printed.
 function send(line, n) {
@@ -73,10 +74,11 @@ const user = content => JSON.stringify({type: 'user', message: {role: 'user', co
   L.eq(await send('not json\n{"type":"keep_alive"}\n{"type":"control_request","request_id":7,"request":{"subtype":"interrupt"}}', 1),
     ['{"type":"control_response","response":{"subtype":"success","request_id":7,"response":{}}}'],
     'bad line and unknown type ignored; interrupt answered with a numeric request_id kept as is');
-  L.check(/not a JSON object/.test(err), 'the bad line is reported on stderr', 'not a JSON object', err);
 
   p.stdin.end();
   const ex = await exited;
+  // stderr is its own pipe: only after close is all of it read.
+  L.check(/not a JSON object/.test(err), 'the bad line is reported on stderr', 'not a JSON object', err);
   L.eq(ex, {code: 0, sig: null}, 'EOF on stdin -> exit 0');
   L.eq(buf, '', 'no partial line left at exit');
   L.done();

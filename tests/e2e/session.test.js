@@ -141,5 +141,20 @@ const L = require('./lib');
 
   const code = await d.stop();
   L.eq(code, 0, 'cortexd exits 0 on SIGTERM');
+
+  // A data dir deep enough that DATA/sessions/<id>/run/agent.sock is longer than a
+  // Unix socket path may be (108 bytes): sessions still work.
+  const deep = require('path').join(L.tmpdir('deep'), 'd'.repeat(60), 'e'.repeat(60));
+  fs.mkdirSync(deep, {recursive: true});
+  const d2 = await L.startCortexd({dataDir: deep, env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-test-key'}});
+  const carol = (await L.http(d2.base, 'POST', '/v1/users', d2.admin, {name: 'carol'})).json.token;
+  const sid2 = (await L.http(d2.base, 'POST', '/v1/sessions', carol, {})).json.id;
+  L.check(`${deep}/sessions/${sid2}/run/agent.sock`.length > 108, 'the socket path is over sun_path', '> 108', deep.length);
+  const c4 = L.connect(d2.base, sid2, carol);
+  await c4.opened;
+  fr = await L.turn(c4, 'deep data dir');
+  L.eq(L.textOf(fr), 'Echo: deep data dir. Done.', 'a session under a deep data dir streams');
+  await c4.close();
+  L.eq(await d2.stop(), 0, 'second cortexd exits 0');
   L.done();
 })();
