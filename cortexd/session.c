@@ -561,6 +561,8 @@ int session_pause(struct session *s, cx_err *err)
 				  sess_state_name(s->state));
 	if (s->turn || session_busy(s))
 		return cx_err_set(err, EBUSY, "a turn or a sandbox job is running");
+	if (s->ag_state == AG_STARTING) /* frozen mid-boot, its start deadline would pass */
+		return cx_err_set(err, EBUSY, "the agent is starting; try again");
 	struct freeze_job *j = calloc(1, sizeof *j);
 	if (!j)
 		return cx_err_set(err, ENOMEM, "pause");
