@@ -1,0 +1,471 @@
+/* gateway_harness.c — cortexd/gateway.c against a fake provider, standalone.
+ *
+ * Provides the three cortexd hooks (and session_find) itself, runs an lws
+ * context with only the gateway vhost on the main thread, a tiny upstream
+ * HTTP server on a thread (loopback) and the scenarios on another thread,
+ * with libcurl as the agent's HTTP client (it checks the chunked framing).
+ *
+ * Build and run: tests/gateway/run.sh  (exit status 0 = all passed)
+ */
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+#include "gateway.h"
+
+#define PROVIDER_KEY "sk-provider-KEY123"
+
+static int failures;
+#define CHECK(cond, ...)                                                                   \
+	do {                                                                               \
+		if (!(cond)) {                                                             \
+			failures++;                                                        \
+			fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);    \
+			fprintf(stderr, __VA_ARGS__);                                      \
+			fputc('\n', stderr);                                               \
+		}                                                                          \
+	} while (0)
+
+/* ---- the hooks cortexd provides ---- */
+static struct session S1;
+static char token1[GW_TOKEN_LEN + 1];
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static char provider_base[256];
+static struct gw_report reports[32];
+static int nreports;
+
+struct session *session_find(const char *id) { return !strcmp(id, S1.id) ? &S1 : NULL; }
+
+struct session *session_by_gateway_token(const char *token)
+{
+	return !strcmp(token, token1) ? &S1 : NULL;
+}
+
+int stream_session_provider(struct session *s, char *url, size_t ucap, char *key, size_t kcap)
+{
+	(void)s;
+	pthread_mutex_lock(&mu);
+	snprintf(url, ucap, "%s", provider_base);
+	pthread_mutex_unlock(&mu);
+	snprintf(key, kcap, "%s", PROVIDER_KEY);
+	return 0;
+}
+
+void stream_gateway_report(struct session *s, const struct gw_report *r)
+{
+	(void)s;
+	pthread_mutex_lock(&mu);
+	if (nreports < 32)
+		reports[nreports++] = *r;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+}
+
+/* Wait for report number n (1-based); 0 on timeout. */
+static int wait_report(int n, struct gw_report *out)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 10;
+	pthread_mutex_lock(&mu);
+	while (nreports < n)
+		if (pthread_cond_timedwait(&cv, &mu, &dl))
+			break;
+	int ok = nreports >= n;
+	if (ok)
+		*out = reports[n - 1];
+	pthread_mutex_unlock(&mu);
+	return ok;
+}
+
+/* ---- the fake provider ---- */
+static int up_port;
+static char up_last_req[16384]; /* headers + body of the last request */
+static int ack_first;           /* the client saw the first event */
+static int up_saw_close;        /* /v1/hang: the gateway closed on us */
+
+static int wait_flag(int *flag, int secs)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += secs;
+	pthread_mutex_lock(&mu);
+	while (!*flag)
+		if (pthread_cond_timedwait(&cv, &mu, &dl))
+			break;
+	int v = *flag;
+	pthread_mutex_unlock(&mu);
+	return v;
+}
+
+static void set_flag(int *flag)
+{
+	pthread_mutex_lock(&mu);
+	*flag = 1;
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+}
+
+static void sendf(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sendf(int fd, const char *fmt, ...)
+{
+	char b[8192];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(b, sizeof b, fmt, ap);
+	va_end(ap);
+	if (n > 0 && send(fd, b, (size_t)n, MSG_NOSIGNAL) < 0)
+		perror("upstream send");
+}
+
+/* One chunk of a chunked body. */
+static void send_chunk(int fd, const char *s)
+{
+	sendf(fd, "%zx\r\n%s\r\n", strlen(s), s);
+}
+
+#define EV_START                                                                             \
+	"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m1\","  \
+	"\"model\":\"claude-test-1\",\"usage\":{\"input_tokens\":11,\"cache_read_input_tokens\":" \
+	"7,\"cache_creation_input_tokens\":5,\"output_tokens\":1}}}\n\n"
+#define EV_DELTA(t)                                                                          \
+	"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,"      \
+	"\"delta\":{\"type\":\"text_delta\",\"text\":\"" t "\"}}\n\n"
+#define EV_MDELTA                                                                            \
+	"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":"    \
+	"\"end_turn\"},\"usage\":{\"output_tokens\":42}}\n\n"
+#define EV_STOP "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+
+static void upstream_serve(int fd)
+{
+	char req[16384];
+	size_t n = 0;
+	/* headers, then content-length bytes */
+	for (;;) {
+		ssize_t r = recv(fd, req + n, sizeof req - 1 - n, 0);
+		if (r <= 0)
+			return;
+		n += (size_t)r;
+		req[n] = '\0';
+		char *eoh = strstr(req, "\r\n\r\n");
+		if (!eoh)
+			continue;
+		char *cl = strcasestr(req, "content-length:");
+		size_t want = cl && cl < eoh ? (size_t)atol(cl + 15) : 0;
+		if (n >= (size_t)(eoh + 4 - req) + want || n >= sizeof req - 1)
+			break;
+	}
+	pthread_mutex_lock(&mu);
+	memcpy(up_last_req, req, n + 1);
+	pthread_mutex_unlock(&mu);
+	const char *sse_head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+			       "transfer-encoding: chunked\r\nrequest-id: req_up_1\r\n\r\n";
+	if (!strncmp(req, "POST /v1/messages?beta=true ", 28)) {
+		sendf(fd, "%s", sse_head);
+		send_chunk(fd, EV_START);
+		send_chunk(fd, EV_DELTA("Hello"));
+		/* The last events wait until the client has seen the first one:
+		 * proof that nothing is buffered to the end. */
+		if (!wait_flag(&ack_first, 5))
+			fprintf(stderr, "upstream: no ack from the client\n");
+		send_chunk(fd, EV_DELTA(" world"));
+		send_chunk(fd, EV_MDELTA);
+		send_chunk(fd, EV_STOP);
+		sendf(fd, "0\r\n\r\n");
+	} else if (!strncmp(req, "POST /v1/rate", 13)) {
+		const char *b = "{\"type\":\"error\",\"error\":{\"type\":\"rate_limit_error\","
+				"\"message\":\"slow down please\"}}";
+		sendf(fd, "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+			  "retry-after: 7\r\ncontent-length: %zu\r\n\r\n%s", strlen(b), b);
+	} else if (!strncmp(req, "POST /v1/json", 13)) {
+		const char *b = "{\"id\":\"m2\",\"type\":\"message\",\"model\":\"claude-json-2\","
+				"\"content\":[],\"usage\":{\"input_tokens\":3,\"output_tokens\":9}}";
+		sendf(fd, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+			  "content-length: %zu\r\n\r\n%s", strlen(b), b);
+	} else if (!strncmp(req, "POST /v1/cut", 12)) {
+		sendf(fd, "%s", sse_head);
+		send_chunk(fd, EV_START);
+		usleep(20000);
+		/* close mid-stream: no terminating chunk */
+	} else if (!strncmp(req, "POST /v1/hang", 13)) {
+		sendf(fd, "%s", sse_head);
+		send_chunk(fd, EV_START);
+		char b[64];
+		while (recv(fd, b, sizeof b, 0) > 0)
+			;
+		set_flag(&up_saw_close);
+	} else {
+		sendf(fd, "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n");
+	}
+}
+
+static void *upstream_thread(void *arg)
+{
+	int lfd = (int)(intptr_t)arg;
+	for (;;) {
+		int fd = accept(lfd, NULL, NULL);
+		if (fd < 0)
+			return NULL;
+		upstream_serve(fd);
+		close(fd);
+	}
+}
+
+static int listen_any(int *port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t al = sizeof a;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 16) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &al) < 0)
+		return -1;
+	*port = ntohs(a.sin_port);
+	return fd;
+}
+
+/* ---- the agent side: libcurl ---- */
+struct resp {
+	char body[65536];
+	size_t len;
+	uint64_t t_first_event_us;
+	int abort_after_first; /* return 0 from the write callback once message_start arrived */
+};
+
+static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
+{
+	struct resp *r = ud;
+	size_t n = sz * nm;
+	if (r->len + n < sizeof r->body) {
+		memcpy(r->body + r->len, p, n);
+		r->len += n;
+		r->body[r->len] = '\0';
+	}
+	if (!r->t_first_event_us && strstr(r->body, "message_start")) {
+		r->t_first_event_us = cx_mono_us();
+		set_flag(&ack_first);
+		if (r->abort_after_first)
+			return 0;
+	}
+	return n;
+}
+
+static char gw_url[128];
+
+/* POST path with key; returns the status (0 = transfer failed), curl code in *cc. */
+static long post(CURL *h, const char *path, const char *key, int bearer, struct resp *r, CURLcode *cc)
+{
+	char url[512], auth[256];
+	snprintf(url, sizeof url, "%s%s", gw_url, path);
+	struct curl_slist *hd = NULL;
+	if (key) {
+		snprintf(auth, sizeof auth, bearer ? "Authorization: Bearer %s" : "x-api-key: %s", key);
+		hd = curl_slist_append(hd, auth);
+	}
+	hd = curl_slist_append(hd, "content-type: application/json");
+	hd = curl_slist_append(hd, "anthropic-version: 2023-06-01");
+	hd = curl_slist_append(hd, "anthropic-beta: test-beta-1");
+	hd = curl_slist_append(hd, "X-Stainless-Lang: js");
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
+	curl_easy_setopt(h, CURLOPT_POSTFIELDS, "{\"model\":\"claude-req-0\",\"stream\":true,\"messages\":[]}");
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT, 20L);
+	*cc = curl_easy_perform(h);
+	long st = 0;
+	curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &st);
+	curl_slist_free_all(hd);
+	return st;
+}
+
+static volatile int tests_done;
+static struct lws_context *ctx;
+static int closed_port;
+
+static void set_base(int port)
+{
+	pthread_mutex_lock(&mu);
+	snprintf(provider_base, sizeof provider_base, "http://127.0.0.1:%d/", port);
+	pthread_mutex_unlock(&mu);
+}
+
+static void *tests_thread(void *arg)
+{
+	(void)arg;
+	struct gw_report rep;
+	CURLcode cc;
+	int nrep = 0;
+	CURL *h = curl_easy_init();
+	static struct resp r;
+
+	/* 1. missing / wrong token -> 401, no provider request, no report */
+	memset(&r, 0, sizeof r);
+	long st = post(h, "/v1/messages?beta=true", NULL, 0, &r, &cc);
+	CHECK(st == 401, "missing token: status %ld", st);
+	CHECK(strstr(r.body, "\"authentication_error\""), "401 body: %s", r.body);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages?beta=true", "cxg_bogus", 1, &r, &cc);
+	CHECK(st == 401 && strstr(r.body, "\"type\":\"error\""), "bad token: %ld %s", st, r.body);
+
+	/* 2. good token: SSE streamed through, key swapped, usage parsed */
+	set_base(up_port);
+	memset(&r, 0, sizeof r);
+	uint64_t t0 = cx_mono_us();
+	st = post(h, "/v1/messages?beta=true", token1, 0, &r, &cc);
+	CHECK(st == 200 && cc == CURLE_OK, "stream: status %ld curl %d", st, cc);
+	CHECK(strstr(r.body, "message_stop") && strstr(r.body, " world"), "stream body: %s", r.body);
+	CHECK(r.t_first_event_us > 0, "first event seen");
+	pthread_mutex_lock(&mu);
+	CHECK(strstr(up_last_req, "x-api-key: " PROVIDER_KEY "\r\n") != NULL, "upstream key: %s", up_last_req);
+	CHECK(strstr(up_last_req, token1) == NULL, "client token leaked upstream: %s", up_last_req);
+	CHECK(strstr(up_last_req, "anthropic-version: 2023-06-01"), "anthropic-version forwarded");
+	CHECK(strstr(up_last_req, "anthropic-beta: test-beta-1"), "anthropic-beta forwarded");
+	CHECK(strstr(up_last_req, "x-stainless-lang: js"), "x-stainless-lang forwarded");
+	CHECK(!strncmp(up_last_req, "POST /v1/messages?beta=true ", 28), "path+query: %.60s", up_last_req);
+	pthread_mutex_unlock(&mu);
+	CHECK(wait_report(++nrep, &rep), "report 2");
+	CHECK(rep.status == 200 && !rep.cut && rep.stream, "report: status %d cut %d stream %d", rep.status,
+	      rep.cut, rep.stream);
+	CHECK(rep.usage.input == 11 && rep.usage.output == 42 && rep.usage.cache_read == 7 &&
+		      rep.usage.cache_creation == 5,
+	      "usage %lu %lu %lu %lu", (unsigned long)rep.usage.input, (unsigned long)rep.usage.output,
+	      (unsigned long)rep.usage.cache_read, (unsigned long)rep.usage.cache_creation);
+	CHECK(!strcmp(rep.model, "claude-test-1"), "model %s", rep.model);
+	CHECK(rep.events >= 2, "events %u", rep.events);
+	printf("stream: %u chunks, forwarding delay avg %.1f us max %.1f us, ttfb %.2f ms, total %.2f ms "
+	       "(client first event at +%.2f ms)\n",
+	       rep.events, rep.events ? rep.fwd_us_sum / rep.events : 0, rep.fwd_us_max, rep.ttfb_ms,
+	       rep.total_ms, (double)(r.t_first_event_us - t0) / 1000.0);
+
+	/* 2b. the same connection again (keep-alive), Bearer auth */
+	ack_first = 0;
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages?beta=true", token1, 1, &r, &cc);
+	long nconn = -1;
+	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &nconn);
+	CHECK(st == 200 && cc == CURLE_OK && strstr(r.body, "message_stop"), "keep-alive: %ld %d", st, cc);
+	CHECK(nconn == 0, "second request reused the connection (new connects: %ld)", nconn);
+	CHECK(wait_report(++nrep, &rep) && rep.status == 200, "report 2b");
+
+	/* 3. upstream 429 passed through */
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/rate", token1, 0, &r, &cc);
+	CHECK(st == 429 && strstr(r.body, "slow down please"), "429: %ld %s", st, r.body);
+	CHECK(wait_report(++nrep, &rep), "report 3");
+	CHECK(rep.status == 429 && !strcmp(rep.error, "slow down please"), "429 report: %d '%s'",
+	      rep.status, rep.error);
+	CHECK(!strcmp(rep.model, "claude-req-0"), "model from the request: %s", rep.model);
+
+	/* 4. non-SSE JSON: usage from the body */
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/json", token1, 0, &r, &cc);
+	CHECK(st == 200 && strstr(r.body, "claude-json-2"), "json: %ld", st);
+	CHECK(wait_report(++nrep, &rep), "report 4");
+	CHECK(rep.usage.input == 3 && rep.usage.output == 9 && !strcmp(rep.model, "claude-json-2"),
+	      "json usage %lu/%lu %s", (unsigned long)rep.usage.input, (unsigned long)rep.usage.output,
+	      rep.model);
+
+	/* 5. upstream cut mid-stream: the agent sees a broken response, cut=1 */
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/cut", token1, 0, &r, &cc);
+	CHECK(cc != CURLE_OK, "cut: the client must see an incomplete response (curl %d)", cc);
+	CHECK(strstr(r.body, "message_start"), "cut: what was sent arrived");
+	CHECK(wait_report(++nrep, &rep), "report 5");
+	CHECK(rep.status == 200 && rep.cut == 1 && rep.curl_code != 0, "cut report: %d cut %d curl %d",
+	      rep.status, rep.cut, rep.curl_code);
+
+	/* 6. the agent leaves mid-stream: curl aborts, the upstream sees the close */
+	memset(&r, 0, sizeof r);
+	r.abort_after_first = 1;
+	up_saw_close = 0;
+	st = post(h, "/v1/hang", token1, 0, &r, &cc);
+	CHECK(cc == CURLE_WRITE_ERROR, "hang: client aborted (%d)", cc);
+	CHECK(wait_report(++nrep, &rep), "report 6");
+	CHECK(rep.cut == 1, "agent-left report: cut %d err '%s'", rep.cut, rep.error);
+	CHECK(wait_flag(&up_saw_close, 5), "upstream saw the gateway close");
+
+	/* 7. provider unreachable: 502 with an api_error body, status 0 */
+	set_base(closed_port);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages?beta=true", token1, 0, &r, &cc);
+	CHECK(st == 502 && strstr(r.body, "\"api_error\""), "refused: %ld %s", st, r.body);
+	CHECK(wait_report(++nrep, &rep), "report 7");
+	CHECK(rep.status == 0 && rep.curl_code == CURLE_COULDNT_CONNECT, "refused report: %d %d '%s'",
+	      rep.status, rep.curl_code, rep.error);
+
+	/* 8. outside /v1/ */
+	memset(&r, 0, sizeof r);
+	st = post(h, "/other", token1, 0, &r, &cc);
+	CHECK(st == 404, "non-v1: %ld", st);
+
+	curl_easy_cleanup(h);
+	tests_done = 1;
+	lws_cancel_service(ctx);
+	return NULL;
+}
+
+static int cb_other(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+	(void)wsi, (void)reason, (void)user, (void)in, (void)len;
+	return 0;
+}
+
+int main(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	snprintf(S1.id, sizeof S1.id, "sess-1");
+	gateway_token_new(token1);
+	CHECK(strlen(token1) == GW_TOKEN_LEN && !strncmp(token1, "cxg_", 4), "token %s", token1);
+
+	int lfd = listen_any(&up_port);
+	int cfd = listen_any(&closed_port);
+	close(cfd); /* nothing listens there any more */
+	pthread_t up, tt;
+	pthread_create(&up, NULL, upstream_thread, (void *)(intptr_t)lfd);
+
+	static const struct lws_protocols protos[] = {{"x", cb_other, 0, 0, 0, NULL, 0},
+						      {NULL, NULL, 0, 0, 0, NULL, 0}};
+	struct lws_context_creation_info info;
+	memset(&info, 0, sizeof info);
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+	info.protocols = protos;
+	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+	info.timeout_secs = 30;
+	info.max_http_header_data = 4096;
+	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+	ctx = lws_create_context(&info);
+	cx_err err = CX_ERR_INIT;
+	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &err) < 0) {
+		fprintf(stderr, "start: %s\n", err.msg);
+		return 1;
+	}
+	snprintf(gw_url, sizeof gw_url, "http://127.0.0.1:%d", gateway_port());
+	printf("gateway on %s, upstream on %d\n", gw_url, up_port);
+	pthread_create(&tt, NULL, tests_thread, NULL);
+	while (!tests_done)
+		if (lws_service(ctx, 0) < 0)
+			break;
+	pthread_join(tt, NULL);
+	struct gw_stats s;
+	gateway_get_stats(&s);
+	printf("stats: requests %lu unauthorized %lu 2xx %lu 4xx %lu none %lu ttfb n=%lu\n",
+	       (unsigned long)s.requests, (unsigned long)s.unauthorized, (unsigned long)s.by_class[2],
+	       (unsigned long)s.by_class[4], (unsigned long)s.by_class[0], (unsigned long)s.ttfb_count);
+	CHECK(s.unauthorized == 2, "unauthorized %lu", (unsigned long)s.unauthorized);
+	gateway_stop();
+	lws_context_destroy(ctx);
+	shutdown(lfd, SHUT_RDWR);
+	close(lfd);
+	pthread_join(up, NULL);
+	printf(failures ? "FAILED: %d\n" : "ok\n", failures);
+	return failures ? 1 : 0;
+}
