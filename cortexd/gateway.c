@@ -1038,7 +1038,13 @@ static int gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 			q->conn = NULL;
 			q->wsi = NULL;
 			c->req = NULL;
-			req_abort(q); /* gateway_service() finalizes it once curl returned */
+			req_abort(q);
+			pthread_mutex_lock(&q->mu);
+			int finished = q->finished;
+			pthread_mutex_unlock(&q->mu);
+			if (finished) /* its last wake-up may be past: finalize now */
+				req_finalize(q);
+			/* else gateway_service() finalizes it once curl returned */
 		}
 		conn_reset(c);
 		return 0;
