@@ -87,6 +87,8 @@ void cconfig_unref(cconfig *c)
 	json_decref(c->env);
 	json_decref(c->agent_env);
 	guard_free(c->guard);
+	if (c->prov_key)
+		secrets_free(c->prov_key, c->prov_key_len);
 	free(c);
 }
 
@@ -406,11 +408,10 @@ int cconfig_assemble(const char *user, const store_kv *kv, size_t n, const secre
 			rc = cx_err_wrap(err, "ai-provider %s", b.prov_name);
 		if (rc == 0) {
 			const char *url = jstr(b.prov, "base_url"), *model = jstr(b.prov, "model");
+			/* Kept out of env: the gateway uses them; agent_env_of() puts them in
+			 * the agent's env only when the gateway is off. */
 			if (url)
-				json_object_set_new(b.c->env, "ANTHROPIC_BASE_URL", json_string(url));
-			if (b.prov_key)
-				json_object_set_new(b.c->env, "ANTHROPIC_API_KEY",
-						    json_stringn(b.prov_key, b.prov_key_len));
+				snprintf(b.c->prov_url, sizeof b.c->prov_url, "%s", url);
 			if (model)
 				snprintf(b.c->model, sizeof b.c->model, "%s", model);
 		}
@@ -439,6 +440,11 @@ int cconfig_assemble(const char *user, const store_kv *kv, size_t n, const secre
 	}
 	if (rc == 0 && b.prov_key)
 		rc = guard_keep(&b, b.prov_key, b.prov_key_len, err);
+	if (rc == 0 && b.prov_key) { /* ownership moves to the config */
+		b.c->prov_key = b.prov_key;
+		b.c->prov_key_len = b.prov_key_len;
+		b.prov_key = NULL;
+	}
 	if (rc == 0)
 		rc = guard_build(&b.c->guard, (const char *const *)b.gvals, b.glens, b.n_gvals, err);
 	if (rc == 0)
@@ -501,11 +507,18 @@ static json_t *agent_env_of(const cconfig *c)
 				"DISABLE_ERROR_REPORTING", "1");
 	if (!env)
 		return NULL;
-	if (d->provider_base_url[0])
-		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(d->provider_base_url));
-	if (d->provider_api_key[0])
-		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(d->provider_api_key));
 	json_object_update(env, c->env);
+	if (!d->gateway_enabled) {
+		/* The old way, for comparison benchmarks only: the key enters the sandbox. */
+		const char *url = c->prov_url[0] ? c->prov_url : d->provider_base_url;
+		if (url[0])
+			json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(url));
+		if (c->prov_key)
+			json_object_set_new(env, "ANTHROPIC_API_KEY", json_stringn(c->prov_key, c->prov_key_len));
+		else if (d->provider_api_key[0])
+			json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(d->provider_api_key));
+	}
+	/* With the gateway, build_context() adds its URL and the session's token. */
 	return env;
 }
 

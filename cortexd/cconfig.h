@@ -55,6 +55,10 @@ typedef struct cconfig {
 	char all_hash[65];        /* over the three above */
 	int64_t revision;         /* store revision read at assembly */
 	struct guard *guard;      /* the user's secret values for the stream guard (guard.h) */
+	/* The user's ai-provider, never put into the sandbox when the gateway is on. */
+	char prov_url[1024];      /* "" = none configured */
+	char *prov_key;           /* opened key (wiped on free), NULL = none */
+	size_t prov_key_len;
 } cconfig;
 
 /* Build from the rows of "settings/<user>/" (any order).  Secrets are opened

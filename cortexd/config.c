@@ -43,6 +43,8 @@ void config_defaults(config *c)
 	c->agent_handshake = 1;
 	c->agent_start_timeout_ms = 30000;
 	c->turn_grace_s = 120;
+	c->gateway_enabled = 1;
+	strcpy(c->gateway_host, "127.0.0.1");
 	/* chat: an IDE; voice: a TTS waits on the first sentence, so tighter and sentence-framed. */
 	c->surfaces[SURF_CHAT] = (struct surface_profile){"chat", 1500, 120000, "", 1800, 600, 3600, 0};
 	c->surfaces[SURF_VOICE] = (struct surface_profile){"voice", 800, 20000, "", 600, 120, 1800, 1};
@@ -58,6 +60,61 @@ const struct surface_profile *config_surface(const config *c, const char *name)
 		if (!strcmp(c->surfaces[i].name, name))
 			return &c->surfaces[i];
 	return NULL;
+}
+
+const struct model_price *config_price(const config *c, const char *model)
+{
+	const struct model_price *best = NULL;
+	size_t best_len = 0;
+	for (int i = 0; model && i < c->n_prices; i++) {
+		size_t n = strlen(c->prices[i].model);
+		if (!strcmp(c->prices[i].model, model))
+			return &c->prices[i];
+		if (n > best_len && !strncmp(c->prices[i].model, model, n)) {
+			best = &c->prices[i];
+			best_len = n;
+		}
+	}
+	return best;
+}
+
+/* "prices": {"model": {"input": usd_per_mtok, "output": ..., "cache_read": ..., "cache_write": ...}} */
+static int load_prices(config *c, json_t *prices, cx_err *err)
+{
+	if (!prices)
+		return 0;
+	if (!json_is_object(prices))
+		return cx_err_set(err, 0, "config: 'prices' must be an object");
+	const char *model;
+	json_t *row;
+	c->n_prices = 0;
+	json_object_foreach(prices, model, row)
+	{
+		if (c->n_prices >= CFG_MAX_PRICES)
+			return cx_err_set(err, 0, "config: at most %d 'prices' rows", CFG_MAX_PRICES);
+		struct model_price *p = &c->prices[c->n_prices];
+		memset(p, 0, sizeof *p);
+		if (!json_is_object(row) || copy_str(p->model, sizeof p->model, model, "prices model", err) < 0)
+			return cx_err_set(err, 0, "config: 'prices.%.64s' must be an object", model);
+		const char *k;
+		json_t *v;
+		json_object_foreach(row, k, v)
+		{
+			double *dst = !strcmp(k, "input")	? &p->input
+				      : !strcmp(k, "output")	? &p->output
+				      : !strcmp(k, "cache_read")  ? &p->cache_read
+				      : !strcmp(k, "cache_write") ? &p->cache_write
+								  : NULL;
+			if (!dst)
+				return cx_err_set(err, 0, "config: unknown field 'prices.%.64s.%.32s' (input, output, cache_read, cache_write)",
+						  model, k);
+			if (!json_is_number(v) || json_number_value(v) < 0)
+				return cx_err_set(err, 0, "config: 'prices.%.64s.%s' must be a non-negative number", model, k);
+			*dst = json_number_value(v);
+		}
+		c->n_prices++;
+	}
+	return 0;
 }
 
 static int parse_listen(config *c, const char *v, cx_err *err)
@@ -301,8 +358,32 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (found)
 		c->turn_grace_s = n < 0 ? 0 : n > 86400 ? 86400 : (int)n;
-	if (load_surfaces(c, json_object_get(root, "surfaces"), err) < 0)
+	if (load_surfaces(c, json_object_get(root, "surfaces"), err) < 0 ||
+	    load_prices(c, json_object_get(root, "prices"), err) < 0)
 		goto out;
+	json_t *gw = json_object_get(root, "gateway");
+	if (gw) {
+		if (!json_is_object(gw)) {
+			cx_err_set(err, 0, "config: 'gateway' must be an object");
+			goto out;
+		}
+		json_t *en = json_object_get(gw, "enabled");
+		if (en && !json_is_boolean(en)) {
+			cx_err_set(err, 0, "config: 'gateway.enabled' must be true or false");
+			goto out;
+		}
+		if (en)
+			c->gateway_enabled = json_is_true(en);
+		if (jstr(gw, "listen", &s, err) < 0)
+			goto out;
+		if (s) {
+			config tmp = *c; /* parse_listen writes listen_*: reuse it, keep ours */
+			if (parse_listen(&tmp, s, err) < 0)
+				goto out;
+			snprintf(c->gateway_host, sizeof c->gateway_host, "%s", tmp.listen_host);
+			c->gateway_port = tmp.listen_port;
+		}
+	}
 	json_t *npm = json_object_get(root, "npm");
 	if (npm) {
 		if (!json_is_object(npm)) {

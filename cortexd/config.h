@@ -20,6 +20,13 @@ struct surface_profile {
 	int sentences;               /* streaming mode: also send cortex.sentence frames */
 };
 
+/* Price of a model, USD per million tokens (the per-turn cost estimate). */
+struct model_price {
+	char model[128];
+	double input, output, cache_read, cache_write;
+};
+#define CFG_MAX_PRICES 32
+
 typedef struct config {
 	char listen_host[256];
 	int listen_port;             /* 0 = pick a free one and print it */
@@ -50,6 +57,13 @@ typedef struct config {
 	int turn_grace_s;            /* a turn with no client left is cancelled after this */
 	struct surface_profile surfaces[SURF_N];
 
+	/* The model gateway (gateway.h): agents reach the provider only through it. */
+	int gateway_enabled;         /* 0: the provider's URL and key go into the sandbox (old way) */
+	char gateway_host[256];
+	int gateway_port;            /* 0 = any free port */
+	struct model_price prices[CFG_MAX_PRICES];
+	int n_prices;
+
 	/* Settings -> sandbox (issue 3). */
 	int config_ttl_s;            /* a cached session config older than this is re-assembled */
 	int write_parallel;          /* bound on concurrent file writes into one sandbox */
@@ -62,6 +76,8 @@ typedef struct config {
 void config_defaults(config *c);
 /* The profile named name, or NULL. */
 const struct surface_profile *config_surface(const config *c, const char *name);
+/* The price row for model (exact name, else the longest row that is a prefix of it), or NULL. */
+const struct model_price *config_price(const config *c, const char *model);
 /* Merge a JSON config file into c. */
 int config_load_file(config *c, const char *path, cx_err *err);
 /* Parse argv over c (may read --config first).  Returns 1 if --help was printed. */

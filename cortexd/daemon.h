@@ -14,10 +14,12 @@
 #define CORTEX_DAEMON_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <jansson.h>
 #include <libwebsockets.h>
 
 #include "cconfig.h"
+#include "gateway.h"
 #include "guard.h"
 #include "sentence.h"
 #include "config.h"
@@ -85,10 +87,19 @@ struct turn {
 	const char *wake;       /* NULL, "paused", "sleeping", "creating": what the turn woke */
 	int agent_cold;         /* the agent was not hot when the message came */
 	int sent;               /* the message is written to the agent (agent_gen) */
+	uint64_t sent_us;
 	uint64_t agent_gen;
 	int result_seen, done_sent;
 	int cancelled;          /* interrupt sent (client cancel, no client left, guard) */
 	int revoked;            /* the stream guard stopped it: its output is dropped */
+	int stopped;            /* ended for the client (revoked, provider error): later output dropped */
+	/* From the model gateway (all provider requests of the turn). */
+	struct gw_usage usage;
+	unsigned model_requests;
+	double model_ttfb_ms;   /* first provider request's time to first byte, < 0 before */
+	int provider_status;    /* last non-2xx status, 0 if none */
+	char model[128];
+	char outcome[40];       /* "ok", "agent_error", "revoked", or the cortex.error code */
 	char *text;             /* the user's message */
 	struct guard_scan gs_text;  /* stream guard over the text deltas (split-safe) */
 	struct guard_scan gs_line;  /* ... and over each other line, one at a time */
@@ -142,6 +153,7 @@ struct session {
 	int want_agent;         /* keep one hot: set by create/wake/client/message, cleared when idle */
 	int wake_pending;       /* a client connected while a pause/sleep job ran: wake after it */
 	char ag_stderr[1024];   /* the current agent's latest stderr, for error frames */
+	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
 	uint64_t int_seq;       /* interrupt request ids */
 
 	/* Timers (lws_sul, service thread).  session_unref cancels them. */
@@ -195,6 +207,14 @@ int session_busy(const struct session *s); /* a lifecycle or sync job owns the s
  * for it), 0 = the sandbox is current. */
 int session_sync_needed(struct session *s, cconfig *c);
 
+struct api_resp;
+/* records.c: one record per turn (seed 001's per-run metrics) */
+void record_turn(const struct session *s, const struct turn *t, const char *path, const char *outcome,
+		 double first_token_ms, double total_ms);
+void records_metrics(FILE *f);          /* Prometheus: first-token histograms */
+void records_api_turns(const char *user, int admin, const char *query, struct api_resp *resp);
+void records_api_summary(const char *user, int admin, const char *query, struct api_resp *resp);
+
 /* stream.c */
 void stream_agent_connect(struct session *s);
 void stream_session_ready(struct session *s);     /* sandbox + ws-agent are up */
@@ -230,6 +250,7 @@ struct api_req {
 	const char *token;   /* may be NULL */
 	const char *body;    /* may be NULL */
 	size_t body_len;
+	const char *query;   /* URI args "a=1&b=2", may be NULL */
 };
 struct api_resp {
 	int status;

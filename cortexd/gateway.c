@@ -554,6 +554,8 @@ static void req_finalize(struct gw_req *q)
 	r.status = q->hdr_done || q->t_first_us ? q->status : 0;
 	r.curl_code = q->curl_code;
 	r.stream = q->sse || has(q->body, q->body_len, "\"stream\":true");
+	r.agent_gone = !q->conn;
+	r.recv_us = q->t_recv_us;
 	/* Cut: curl failed after the response began, the agent left early, or an
 	 * SSE 200 stream ended without message_stop (a close-delimited response
 	 * cut by the provider looks complete to curl). */

@@ -36,7 +36,8 @@ static void dispatch(struct lws *wsi, struct http_conn *h)
 	if (h->too_big) {
 		api_error(&h->resp, 413, "too_large", "request body over %u bytes", CX_CAP_HTTP_BODY);
 	} else {
-		struct api_req r = {h->method, h->path, h->token[0] ? h->token : NULL, h->body, h->body_len};
+		struct api_req r = {h->method, h->path, h->token[0] ? h->token : NULL, h->body, h->body_len,
+				    h->query};
 		api_handle(&r, &h->resp);
 	}
 	h->responding = 1;
@@ -89,6 +90,17 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
 			return 0;
 		}
 		h->method = m;
+		size_t qn = 0;
+		for (int i = 0; qn + 2 < sizeof h->query; i++) {
+			int n = lws_hdr_copy_fragment(wsi, h->query + qn + (qn ? 1 : 0),
+						      (int)(sizeof h->query - qn - 1), WSI_TOKEN_HTTP_URI_ARGS, i);
+			if (n <= 0)
+				break;
+			if (qn)
+				h->query[qn] = '&';
+			qn += (size_t)n + (qn ? 1 : 0);
+		}
+		h->query[qn] = '\0';
 		char hdr[400];
 		if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
 		    !strncasecmp(hdr, "Bearer ", 7))

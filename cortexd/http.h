@@ -8,6 +8,7 @@ struct http_conn {
 	const char *method; /* static string */
 	char path[512];
 	char token[300];
+	char query[512];    /* URI args joined with '&' ("" if none; over the cap: cut) */
 	char *body;
 	size_t body_len, expect;
 	int too_big;

@@ -34,6 +34,7 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 	switch (reason) {
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		work_drain_done();
+		gateway_service();
 		return 0;
 	case LWS_CALLBACK_HTTP:
 	case LWS_CALLBACK_HTTP_BODY:
@@ -205,6 +206,12 @@ int server_run(void)
 		goto out_ctx;
 	}
 	D.port = lws_get_vhost_listen_port(D.vh);
+	/* The model gateway: its own loopback listener, for sandboxes only (they
+	 * share the host's network namespace, so 127.0.0.1 reaches it). */
+	if (c->gateway_enabled && gateway_start(D.ctx, c->gateway_host, c->gateway_port, &err) < 0) {
+		log_error("model gateway: %s", err.msg);
+		goto out_ctx;
+	}
 	if (work_start(D.ctx, 2, &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_ctx;
@@ -219,6 +226,7 @@ int server_run(void)
 			break;
 	log_info("shutting down");
 	rc = 0;
+	gateway_stop(); /* aborts and joins the provider requests in flight */
 	npmcache_shutdown(); /* joins installs; their reports drain in work_stop() */
 	work_stop();
 	sessions_shutdown();

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -74,6 +75,7 @@ static struct session *session_alloc(const char *id, const char *user)
 	s->refs = 1;
 	s->ready_ms = -1;
 	s->agent_dirfd = -1;
+	gateway_token_new(s->gw_token);
 	s->prof = config_surface(&D.cfg, "chat");
 	s->next = D.sessions;
 	D.sessions = s;
@@ -147,6 +149,17 @@ struct session *session_create(const char *user, const char *surface, int idle_s
 	return s;
 }
 
+struct session *session_by_gateway_token(const char *token)
+{
+	size_t n = token ? strlen(token) : 0;
+	if (n != GW_TOKEN_LEN)
+		return NULL;
+	for (struct session *s = D.sessions; s; s = s->next)
+		if (!s->deleted && sodium_memcmp(s->gw_token, token, GW_TOKEN_LEN) == 0)
+			return s;
+	return NULL;
+}
+
 void session_unref(struct session *s)
 {
 	if (--s->refs > 0)
@@ -155,6 +168,7 @@ void session_unref(struct session *s)
 	fq_clear(&s->replay);
 	if (s->agent_dirfd >= 0)
 		close(s->agent_dirfd);
+	sodium_memzero(s->gw_token, sizeof s->gw_token);
 	free(s);
 }
 
@@ -653,6 +667,7 @@ void session_touch(struct session *s)
 void session_delete(struct session *s)
 {
 	s->deleted = 1;
+	sodium_memzero(s->gw_token, sizeof s->gw_token); /* its gateway token stops working now */
 	stream_session_timers_cancel(s);
 	if (session_busy(s))
 		return; /* prepare_done() / sync_done() calls us again */

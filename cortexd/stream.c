@@ -331,10 +331,23 @@ static void turn_free(struct turn *t)
 static void turn_start(struct session *s, const char *text);
 
 /* The turn is over: the agent's result came, or it can never come. */
+static int turn_path(const struct turn *t)
+{
+	/* cold: the sandbox had to be created, woken or thawed, or the agent started
+	 * for this message; config_changed: the agent runs a changed config. */
+	return t->config_changed ? 2 : (t->wake || t->agent_cold) ? 1 : 0;
+}
+static const char *const path_names[] = {"warm", "cold", "config_changed"};
+
 static void turn_end(struct session *s)
 {
 	struct turn *t = s->turn;
 	s->turn = NULL;
+	if (t) {
+		double total = ms_since(t->t0_us);
+		record_turn(s, t, path_names[turn_path(t)], t->outcome[0] ? t->outcome : "ended",
+			    t->first_token_ms < 0 ? total : t->first_token_ms, total);
+	}
 	lws_sul_cancel(&s->sul_agent); /* an interrupt deadline */
 	lws_sul_cancel(&s->sul_grace);
 	turn_free(t);
@@ -351,6 +364,8 @@ static void turn_end(struct session *s)
 
 static void turn_fail(struct session *s, const char *code, const char *msg)
 {
+	if (s->turn && !s->turn->outcome[0])
+		snprintf(s->turn->outcome, sizeof s->turn->outcome, "%s", code);
 	send_error_to(s, NULL, code, msg);
 	turn_end(s);
 }
@@ -370,10 +385,9 @@ static void send_done(struct session *s, int is_error)
 				    total, "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms", t->config_ms,
 				    "install_ms", t->install_ms, "sync_ms", t->sync_ms, "agent_start_ms",
 				    t->agent_start_ms, "context_ms", t->context_ms);
-	/* cold: the sandbox had to be created, woken or thawed, or the agent started
-	 * for this message; config_changed: the agent runs a changed config. */
-	int path = t->config_changed ? 2 : (t->wake || t->agent_cold) ? 1 : 0;
-	static const char *pn[] = {"warm", "cold", "config_changed"};
+	int path = turn_path(t);
+	const char *const *pn = path_names;
+	snprintf(t->outcome, sizeof t->outcome, "%s", is_error ? "agent_error" : "ok");
 	json_t *o = json_pack("{s:s,s:o,s:s,s:s,s:s,s:s,s:b,s:b}", "type", "cortex.done", "timings", timings,
 			      "path", pn[path], "agent", t->agent_cold ? "cold" : "hot", "config_cache",
 			      cache_how_name(t->cache_how), "surface", s->surface, "cancelled", t->cancelled,
@@ -382,6 +396,15 @@ static void send_done(struct session *s, int is_error)
 		json_object_set_new(o, "wake", json_string(t->wake));
 	if (s->prof)
 		json_object_set_new(o, "first_token_budget_ms", json_integer(s->prof->first_token_budget_ms));
+	if (t->model_requests) {
+		json_object_set_new(timings, "model_ttfb_ms", json_real(t->model_ttfb_ms));
+		json_object_set_new(o, "usage", json_pack("{s:I,s:I,s:I,s:I,s:i}", "input_tokens",
+							  (json_int_t)t->usage.input, "output_tokens",
+							  (json_int_t)t->usage.output, "cache_read_input_tokens",
+							  (json_int_t)t->usage.cache_read, "cache_creation_input_tokens",
+							  (json_int_t)t->usage.cache_creation, "model_requests",
+							  (int)t->model_requests));
+	}
 	send_obj(s, o);
 	t->done_sent = 1;
 	surface_record(s, ft, total, path);
@@ -422,8 +445,16 @@ static json_t *build_context(struct session *s, const cconfig *cfg)
 		json_array_append_new(argv, json_string("--model"));
 		json_array_append_new(argv, json_string(model));
 	}
-	/* The env was built once with the config (cconfig.c agent_env_of). */
-	return json_pack("{s:o,s:O,s:s}", "argv", argv, "env", cfg->agent_env, "cwd", "/workspace");
+	/* The env was built once with the config (cconfig.c agent_env_of); the
+	 * gateway's URL and this session's token are the only per-session part. */
+	json_t *env = json_copy(cfg->agent_env);
+	if (env && D.cfg.gateway_enabled) {
+		char url[300];
+		snprintf(url, sizeof url, "http://%s:%d", D.cfg.gateway_host, gateway_port());
+		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(url));
+		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(s->gw_token));
+	}
+	return json_pack("{s:o,s:o,s:s}", "argv", argv, "env", env, "cwd", "/workspace");
 }
 
 /* Retire the current agent (ws-agent drops its later output). */
@@ -520,7 +551,7 @@ static void sul_agent_cb(lws_sorted_usec_list_t *sul)
 	} else if (t && t->sent && t->cancelled) {
 		/* It ignored the interrupt: replace it.  The next agent --continues. */
 		agent_stop(s);
-		if (t->revoked)
+		if (t->stopped)
 			turn_end(s);
 		else
 			turn_fail(s, "cancelled", "the agent did not stop within 5 s; it was restarted");
@@ -601,6 +632,7 @@ static void turn_send(struct session *s, cconfig *cfg)
 {
 	struct turn *t = s->turn;
 	t->sent = 1;
+	t->sent_us = cx_mono_us();
 	counters.messages_sent++;
 	t->agent_gen = s->ag_gen;
 	(void)cfg;
@@ -702,6 +734,7 @@ static void turn_start(struct session *s, const char *text)
 	}
 	t->t0_us = cx_mono_us();
 	t->first_token_ms = -1;
+	t->model_ttfb_ms = -1;
 	t->cache_how = -1;
 	t->id = ++s->turns;
 	guard_scan_init(&t->gs_text);
@@ -771,7 +804,7 @@ static void agent_exited(struct session *s, json_t *o)
 		 (long long)sig, was_starting ? " before it was ready" : "", *tail ? ": " : "", tail);
 	log_warn("session %s: %s", s->id, msg);
 	if (t && t->sent && !t->result_seen) {
-		if (t->revoked)
+		if (t->stopped)
 			turn_end(s);
 		else
 			turn_fail(s, sig ? "agent_killed" : "agent_crashed", msg);
@@ -856,6 +889,8 @@ static void turn_revoke(struct session *s)
 {
 	struct turn *t = s->turn;
 	t->revoked = 1;
+	t->stopped = 1;
+	snprintf(t->outcome, sizeof t->outcome, "revoked");
 	counters.revoked++;
 	send_obj(s, json_pack("{s:s,s:s,s:s}", "type", "cortex.revoked", "reason", "secret_in_output",
 			      "message", "the agent's output contained one of your secret values; the turn was stopped"));
@@ -894,7 +929,7 @@ static void handle_agent_line(struct session *s, const char *line, size_t len)
 	json_t *o = json_loadb(line, len, 0, &jerr);
 	if (!json_is_object(o)) {
 		json_decref(o);
-		if (s->turn && s->turn->sent && !s->turn->revoked)
+		if (s->turn && s->turn->sent && !s->turn->stopped)
 			send_error_to(s, NULL, "agent_output", "the agent printed a line that is not a JSON object");
 		return;
 	}
@@ -923,9 +958,9 @@ static void handle_agent_line(struct session *s, const char *line, size_t len)
 			if (et && !strcmp(et, "content_block_delta") && !strcmp(jget_str(d, "type") ? jget_str(d, "type") : "", "text_delta"))
 				delta = jget_str(d, "text");
 		}
-		if (!t->revoked && guard_check(s, t, line, len, delta))
+		if (!t->stopped && guard_check(s, t, line, len, delta))
 			turn_revoke(s);
-		if (!t->revoked) {
+		if (!t->stopped) {
 			forward_line(s, line, len);
 			if (delta && t->first_token_ms < 0)
 				t->first_token_ms = ms_since(t->t0_us);
@@ -944,8 +979,8 @@ static void handle_agent_line(struct session *s, const char *line, size_t len)
 				s->had_success = 1;
 				s->ag_crashes = 0;
 			}
-			if (t->revoked) {
-				turn_end(s); /* cortex.revoked was its last frame; nothing kept */
+			if (t->stopped) {
+				turn_end(s); /* cortex.revoked / the provider error was its last frame */
 			} else {
 				const char *res = jget_str(o, "result");
 				if (res)
@@ -956,6 +991,75 @@ static void handle_agent_line(struct session *s, const char *line, size_t len)
 		}
 	}
 	json_decref(o);
+}
+
+/* ---- the model gateway's view of a session ---- */
+
+int stream_session_provider(struct session *s, char *url, size_t ucap, char *key, size_t kcap)
+{
+	const cconfig *c = s->cc.cfg;
+	const char *u = c && c->prov_url[0] ? c->prov_url : D.cfg.provider_base_url;
+	snprintf(url, ucap, "%s", u[0] ? u : "https://api.anthropic.com");
+	if (c && c->prov_key) {
+		if (c->prov_key_len >= kcap)
+			return -1;
+		memcpy(key, c->prov_key, c->prov_key_len);
+		key[c->prov_key_len] = '\0';
+	} else {
+		snprintf(key, kcap, "%s", D.cfg.provider_api_key);
+	}
+	return key[0] ? 0 : -1;
+}
+
+/* A provider request of this session ended.  Usage adds up over the turn's
+ * requests (tool use makes several).  A provider failure reaches the client as
+ * cortex.error with the provider's status, and the turn is stopped: the agent
+ * would otherwise retry 429/5xx with backoff for minutes. */
+void stream_gateway_report(struct session *s, const struct gw_report *r)
+{
+	struct turn *t = s->turn;
+	/* A request that began before this turn's message belongs to an earlier
+	 * turn (e.g. one the agent abandoned on an interrupt): not this one's. */
+	if (!t || !t->sent || t->stopped || r->recv_us < t->sent_us)
+		return;
+	t->model_requests++;
+	t->usage.input += r->usage.input;
+	t->usage.output += r->usage.output;
+	t->usage.cache_read += r->usage.cache_read;
+	t->usage.cache_creation += r->usage.cache_creation;
+	if (t->model_ttfb_ms < 0 && r->status >= 200 && r->status < 300)
+		t->model_ttfb_ms = r->ttfb_ms;
+	if (r->model[0])
+		snprintf(t->model, sizeof t->model, "%s", r->model);
+	const char *code = NULL;
+	if (r->agent_gone)
+		return; /* the agent hung up (cancel, crash): its own exit tells the story */
+	if (r->status == 0)
+		code = r->curl_code == 28 /* CURLE_OPERATION_TIMEDOUT */ ? "provider_timeout" : "provider_unreachable";
+	else if (r->status >= 400)
+		code = "provider_error";
+	else if (r->cut)
+		code = "provider_stream_cut";
+	if (!code)
+		return;
+	t->provider_status = r->status;
+	char msg[800];
+	if (r->status)
+		snprintf(msg, sizeof msg, "the model provider answered %d%s%s", r->status, r->error[0] ? ": " : "",
+			 r->error);
+	else
+		snprintf(msg, sizeof msg, "the model provider could not be reached%s%s", r->error[0] ? ": " : "",
+			 r->error);
+	if (r->cut && r->status < 400)
+		snprintf(msg, sizeof msg, "the model provider's stream was cut after %u chunks%s%s", r->events,
+			 r->error[0] ? ": " : "", r->error);
+	json_t *o = json_pack("{s:s,s:s,s:s}", "type", "cortex.error", "code", code, "message", msg);
+	if (r->status)
+		json_object_set_new(o, "status", json_integer(r->status));
+	send_obj(s, o);
+	snprintf(t->outcome, sizeof t->outcome, "%s", code);
+	t->stopped = 1;
+	turn_interrupt(s, INTERRUPT_GRACE_MS);
 }
 
 /* ---- client messages ---- */
@@ -1006,7 +1110,7 @@ static void handle_client_msg(struct client *c, const char *data, size_t len)
 			send_error_to(s, c, "too_large", "message text over the size cap");
 		else if (strlen(text) != json_string_length(tv))
 			send_error_to(s, c, "bad_frame", "\"text\" must not contain NUL characters");
-		else if (s->turn && s->turn->revoked && !s->next_text)
+		else if (s->turn && s->turn->stopped && !s->next_text)
 			s->next_text = strdup(text); /* starts once the revoked turn has stopped */
 		else if (s->turn)
 			send_error_to(s, c, "busy", "a turn is running on this session; cancel it or wait for cortex.done");

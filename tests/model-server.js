@@ -2,7 +2,8 @@
 // Anthropic-Messages-compatible streaming stand-in for the paid model service.
 // Only the model is faked: the real Claude Code CLI talks to this over HTTP/SSE.
 // Reply text: "MODEL_REPLY" env, else an echo of the last user text; "SLOW<ms>"
-// in the user's text sends one word every <ms>.
+// in the user's text sends one word every <ms>; "STATUS<nnn>" answers with
+// that HTTP error; "CUTSTREAM" drops the connection mid-stream.
 // Tool use: a user text "RUN: <command>" is answered with a Bash tool_use, and
 // the tool_result that the agent sends back is answered with
 // "TOOL_OUTPUT<<<...>>>": tests use this to look at the sandbox from inside,
@@ -65,6 +66,15 @@ const server = http.createServer((req, res) => {
       return res.end(JSON.stringify({type: 'error', error: {type: 'not_found_error', message: url}}));
     }
     const user = lastUserText(body);
+    // "STATUS<nnn>" in the user's text: answer with that HTTP error (provider
+    // failures); "CUTSTREAM": send a few deltas, then drop the connection.
+    const st = user.match(/\bSTATUS(\d{3})\b/);
+    if (st) {
+      res.writeHead(Number(st[1]), {'content-type': 'application/json'});
+      return res.end(JSON.stringify({type: 'error', error: {type: Number(st[1]) === 429 ? 'rate_limit_error' : 'api_error',
+        message: `stand-in provider says ${st[1]}`}}));
+    }
+    const cutAfter = /\bCUTSTREAM\b/.test(user) ? 2 : -1;
     const toolOut = lastToolResult(body);
     const runCmd = toolOut === null && user.startsWith('RUN: ') ? user.slice(5) : null;
     const text = toolOut !== null ? 'TOOL_OUTPUT<<<' + toolOut + '>>>'
@@ -101,6 +111,7 @@ const server = http.createServer((req, res) => {
     const delay = slow ? Number(slow[1]) : Number(process.env.MODEL_DELTA_MS || 0);
     let i = 0;
     const next = () => {
+      if (i === cutAfter) return res.socket.destroy();
       if (i < words.length) {
         ev('content_block_delta', {type: 'content_block_delta', index: 0, delta: {type: 'text_delta', text: words[i++]}});
         return delay ? setTimeout(next, delay) : setImmediate(next);

@@ -243,8 +243,12 @@ static void test_user_provider_precedence(void **state)
 	row(&r, "settings/alice/ai-providers/aaa", "{\"kind\":\"anthropic\",\"base_url\":\"http://other/\"}");
 	row(&r, "settings/alice/ai-providers/default", buf);
 	cconfig *c = assemble(&r, NULL);
-	assert_string_equal(json_string_value(json_object_get(c->env, "ANTHROPIC_BASE_URL")), "http://127.0.0.1:9/");
-	assert_string_equal(json_string_value(json_object_get(c->env, "ANTHROPIC_API_KEY")), "sk-1");
+	/* The provider is kept for the gateway, never in the agent's env. */
+	assert_string_equal(c->prov_url, "http://127.0.0.1:9/");
+	assert_int_equal(c->prov_key_len, 4);
+	assert_memory_equal(c->prov_key, "sk-1", 4);
+	assert_null(json_object_get(c->env, "ANTHROPIC_BASE_URL"));
+	assert_null(json_object_get(c->env, "ANTHROPIC_API_KEY"));
 	assert_string_equal(c->model, "m-prov");
 	char before[65];
 	memcpy(before, c->files_hash, 65);

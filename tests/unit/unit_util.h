@@ -34,7 +34,7 @@ static inline int unit_tmpdir(const char *prefix, char *out, size_t cap)
 static inline struct api_resp unit_call(const char *method, const char *path, const char *token,
 					const char *body)
 {
-	struct api_req r = {method, path, token, body, body ? strlen(body) : 0};
+	struct api_req r = {method, path, token, body, body ? strlen(body) : 0, NULL};
 	struct api_resp resp = {0, NULL, NULL};
 	api_handle(&r, &resp);
 	return resp;

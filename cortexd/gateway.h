@@ -1,0 +1,76 @@
+/* gateway.h — the model gateway: an Anthropic-Messages-compatible HTTP
+ * endpoint for sandboxes only, so provider keys never enter a sandbox.
+ *
+ * Each session's agent gets ANTHROPIC_BASE_URL = http://127.0.0.1:<gateway
+ * port> and ANTHROPIC_API_KEY = the session's capability token ("cxg_" + 64
+ * hex, in memory only, gone with the session).  A request's token (x-api-key,
+ * or Authorization: Bearer) is looked up to its session; the gateway swaps in
+ * the provider's URL and key for that session's user and forwards the request
+ * with libcurl on its own thread, streaming the response back as it arrives
+ * (no buffering beyond one capped queue).  When the provider request ends, a
+ * report (status, timings, usage parsed from the SSE events) reaches the
+ * session on the service thread.
+ *
+ * Threads: gateway_* calls and the report callback run on the lws service
+ * thread; curl runs on one thread per in-flight request (bounded). */
+#ifndef CORTEX_GATEWAY_H
+#define CORTEX_GATEWAY_H
+
+#include <libwebsockets.h>
+#include <stdint.h>
+
+#include "cx.h"
+
+#define GW_TOKEN_LEN 68      /* "cxg_" + 64 hex */
+#define GW_MAX_INFLIGHT 32   /* concurrent provider requests; past it: 529 overloaded */
+
+struct gw_usage {
+	uint64_t input, output, cache_read, cache_creation;
+};
+
+/* One provider request, as seen by the gateway. */
+struct gw_report {
+	int status;          /* provider HTTP status; 0 = none (connect failure, timeout) */
+	int curl_code;       /* CURLE_*; 0 = complete */
+	int cut;             /* the response ended before the provider finished it */
+	int stream;          /* the request asked for SSE */
+	int agent_gone;      /* the agent closed its connection first (cancel, crash): not the provider's fault */
+	uint64_t recv_us;    /* cx_mono_us() when the request was received (which turn it belongs to) */
+	double ttfb_ms;      /* request received -> provider's first body byte */
+	double total_ms;     /* request received -> last byte sent to the agent */
+	unsigned events;     /* body chunks forwarded */
+	double fwd_us_sum;   /* per chunk: received from the provider -> written to the agent */
+	double fwd_us_max;
+	struct gw_usage usage; /* from message_start / message_delta (or the JSON body) */
+	char model[128];     /* from the response, else the request */
+	char error[512];     /* the provider's error message, or curl's */
+};
+
+/* Where the provider is for a session (its user's ai-provider, else the
+ * daemon's).  Implemented by cortexd (stream.c); 0, or -1 if the session has
+ * no provider.  key is wiped by the caller after use. */
+struct session;
+int stream_session_provider(struct session *s, char *url, size_t ucap, char *key, size_t kcap);
+/* A provider request of this session ended (service thread). */
+void stream_gateway_report(struct session *s, const struct gw_report *r);
+/* token -> session, NULL if none (session.c; constant-time compare). */
+struct session *session_by_gateway_token(const char *token);
+
+/* Listen on host:port (port 0 = any free one) as a second vhost of ctx. */
+int gateway_start(struct lws_context *ctx, const char *host, int port, cx_err *err);
+int gateway_port(void);
+/* Abort in-flight requests and join their threads (before the context goes). */
+void gateway_stop(void);
+/* The service thread woke from lws_cancel_service: move curl's data to the sockets. */
+void gateway_service(void);
+void gateway_token_new(char out[GW_TOKEN_LEN + 1]);
+
+struct gw_stats {
+	uint64_t requests, unauthorized, overloaded, by_class[6]; /* by_class[status/100], [0] = no response */
+	uint64_t ttfb_us_sum, ttfb_count, fwd_us_sum, fwd_events;
+	uint64_t ttfb_bucket[12]; /* cumulative-ready counts for GW_TTFB_BOUNDS_MS */
+};
+#define GW_TTFB_BOUNDS_MS {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
+void gateway_get_stats(struct gw_stats *out);
+
+#endif
