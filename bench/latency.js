@@ -24,6 +24,7 @@ const os = require('os');
 const path = require('path');
 const WebSocket = require('ws');
 const L = require('../tests/e2e/lib');
+const {pct, openWs, cortexTurn} = require('./lib');
 
 const N = Number(process.env.BENCH_TURNS || 50);
 const NSLEEP = Number(process.env.BENCH_SLEEP_TURNS || 20);
@@ -38,11 +39,6 @@ const TURN_MS = 120000;
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const sleepMs = ms => new Promise(r => setTimeout(r, ms));
-function pct(xs, p) {
-  if (!xs.length) return NaN;
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
-}
 const missing = new Map(); // "what" -> count
 function miss(what) { missing.set(what, (missing.get(what) || 0) + 1); }
 const warnings = [];
@@ -181,49 +177,6 @@ function miniAgentPath() {
 // ---------------------------------------------------------------- cortexd side
 
 // A session WebSocket; every frame is timestamped in the 'message' handler.
-function openWs(d, sid, tok) {
-  const ws = new WebSocket(d.base.replace('http', 'ws') + `/v1/sessions/${sid}/ws`, {headers: {authorization: 'Bearer ' + tok}});
-  const c = {ws, turn: null, closed: false};
-  ws.on('message', data => {
-    const t = now();
-    let f;
-    try { f = JSON.parse(data.toString()); } catch (e) { return; }
-    const tr = c.turn;
-    if (!tr) return;
-    if (f.type === 'cortex.progress') tr.phases.push(f.phase || '?');
-    if (tr.first === null && f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta') tr.first = t;
-    if (f.type === 'cortex.done' || f.type === 'cortex.error') {
-      c.turn = null; clearTimeout(tr.timer);
-      if (f.type === 'cortex.error') tr.reject(new Error('turn failed: ' + JSON.stringify(f)));
-      else if (tr.first === null) tr.reject(new Error('turn had no text_delta: ' + JSON.stringify(f)));
-      else tr.resolve({ttft: tr.first - tr.t0, total: t - tr.t0, done: f, phases: tr.phases});
-    }
-  });
-  ws.on('close', () => {
-    c.closed = true;
-    if (c.turn) { const tr = c.turn; c.turn = null; clearTimeout(tr.timer); tr.reject(new Error('session WebSocket closed during a turn')); }
-  });
-  c.opened = new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('unexpected-response', (req, res) => reject(new Error('WS upgrade: HTTP ' + res.statusCode)));
-    ws.once('error', reject);
-  });
-  c.close = () => new Promise(res => { if (ws.readyState === WebSocket.CLOSED) return res(); ws.once('close', res); ws.close(); });
-  return c;
-}
-
-// Send a message; resolve at cortex.done with the client-measured TTFT.
-// t0 may be given (a re-opened socket counts from before the connect).
-function cortexTurn(c, text, t0) {
-  return new Promise((resolve, reject) => {
-    const tr = {first: null, phases: [], resolve, reject};
-    tr.timer = setTimeout(() => { c.turn = null; reject(new Error(`no cortex.done within ${TURN_MS} ms for "${text}"`)); }, TURN_MS);
-    c.turn = tr;
-    tr.t0 = t0 === undefined ? now() : t0;
-    c.ws.send(JSON.stringify({type: 'message', text}));
-  });
-}
-
 async function getSession(d, tok, sid) {
   const r = await L.http(d.base, 'GET', `/v1/sessions/${sid}`, tok);
   if (r.status !== 200) throw new Error(`GET session ${sid}: ${r.status} ${r.text}`);
