@@ -122,6 +122,9 @@ function filesContaining(dir, needle, out = [], budget = {n: 20000}) {
   let e = fr.find(f => f.type === 'cortex.error');
   L.check(e && e.code === 'provider_error' && e.status === 429 && /429/.test(e.message), 'a provider 429 -> cortex.error with the status', 429, e);
   L.check(Date.now() - t0 < 20000, 'promptly (no long retry loop)', '< 20 s', Date.now() - t0);
+  fr = await L.turn(c, 'please STATUS401 now', 60000);
+  e = fr.find(f => f.type === 'cortex.error');
+  L.check(e && e.code === 'provider_error' && e.status === 401, 'a provider 401 (bad key) -> cortex.error with the status', 401, e);
   fr = await L.turn(c, 'please STATUS529 now', 60000);
   e = fr.find(f => f.type === 'cortex.error');
   L.check(e && e.code === 'provider_error' && e.status === 529, 'a provider 5xx -> cortex.error with the status', 529, e);
