@@ -198,6 +198,8 @@ void session_delete(struct session *s);
 void session_unref(struct session *s);
 void sessions_shutdown(void);
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn);
+/* Put key = o (consumed) from a worker: never on the message path. */
+void store_put_later(const char *key, json_t *o);
 /* Bring the sandbox in line with the session's config in the background:
  * re-assemble if needed, start missing package installs, start a sync job
  * when hashes differ.  A turn waiting to start is advanced instead. */

@@ -16,7 +16,6 @@
 #include <string.h>
 
 #include "log.h"
-#include "work.h"
 
 /* ---- first-token histograms (Prometheus), per surface x path ---- */
 
@@ -42,21 +41,6 @@ static double cost_of(const struct turn *t, int *known)
 	return ((double)t->usage.input * p->input + (double)t->usage.output * p->output +
 		(double)t->usage.cache_read * p->cache_read + (double)t->usage.cache_creation * p->cache_write) /
 	       1e6;
-}
-
-struct rec_job {
-	char key[300];
-	char *val;
-};
-
-static void rec_run(void *arg)
-{
-	struct rec_job *j = arg;
-	cx_err err = CX_ERR_INIT;
-	if (store_put(D.st, j->key, j->val, strlen(j->val), &err) < 0)
-		log_error("turn record %s: %s", j->key, err.msg);
-	free(j->val);
-	free(j);
 }
 
 void record_turn(const struct session *s, const struct turn *t, const char *path, const char *outcome,
@@ -95,18 +79,10 @@ void record_turn(const struct session *s, const struct turn *t, const char *path
 	json_object_set_new(o, "cost_usd", known ? json_real(cost) : json_null());
 	if (t->wake)
 		json_object_set_new(o, "wake", json_string(t->wake));
-	struct rec_job *j = calloc(1, sizeof *j);
-	if (j) {
-		snprintf(j->key, sizeof j->key, "turns/%s/%015lld-%s-%06llu", s->user, (long long)ts, s->id,
-			 (unsigned long long)t->id);
-		j->val = json_dumps(o, JSON_COMPACT);
-	}
-	json_decref(o);
-	if (!j || !j->val) {
-		free(j);
-		return;
-	}
-	work_submit(rec_run, NULL, j);
+	char key[300];
+	snprintf(key, sizeof key, "turns/%s/%015lld-%s-%06llu", s->user, (long long)ts, s->id,
+		 (unsigned long long)t->id);
+	store_put_later(key, o);
 }
 
 void records_metrics(FILE *f)

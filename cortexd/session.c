@@ -705,38 +705,44 @@ void sessions_shutdown(void)
 	}
 }
 
-/* ---- transcripts: written by a worker, off the critical path ---- */
+/* ---- store writes off the critical path (transcripts, turn records) ---- */
 
-struct tx_job {
-	char key[200];
+struct put_job {
+	char key[300];
 	char *val;
 };
 
-static void tx_run(void *arg)
+static void put_run(void *arg)
 {
-	struct tx_job *j = arg;
+	struct put_job *j = arg;
 	cx_err err = CX_ERR_INIT;
 	if (store_put(D.st, j->key, j->val, strlen(j->val), &err) < 0)
-		log_error("transcript %s: %s", j->key, err.msg);
+		log_error("store write %s: %s", j->key, err.msg);
 	free(j->val);
 	free(j);
 }
 
-void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn)
+void store_put_later(const char *key, json_t *o)
 {
-	struct tx_job *j = calloc(1, sizeof *j);
-	if (!j)
-		return;
-	int64_t ts = cx_wall_ms();
-	snprintf(j->key, sizeof j->key, "transcripts/%s/%015lld-%06llu-%d", s->id, (long long)ts,
-		 (unsigned long long)turn, strcmp(role, "user") ? 1 : 0);
-	json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "role", role, "text", text, "ts", (json_int_t)ts,
-			      "turn", (json_int_t)turn);
-	j->val = json_dumps(o, JSON_COMPACT);
+	struct put_job *j = calloc(1, sizeof *j);
+	if (j) {
+		snprintf(j->key, sizeof j->key, "%s", key);
+		j->val = json_dumps(o, JSON_COMPACT);
+	}
 	json_decref(o);
-	if (!j->val) {
+	if (!j || !j->val) {
 		free(j);
 		return;
 	}
-	work_submit(tx_run, NULL, j);
+	work_submit(put_run, NULL, j);
+}
+
+void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn)
+{
+	char key[200];
+	int64_t ts = cx_wall_ms();
+	snprintf(key, sizeof key, "transcripts/%s/%015lld-%06llu-%d", s->id, (long long)ts,
+		 (unsigned long long)turn, strcmp(role, "user") ? 1 : 0);
+	store_put_later(key, json_pack("{s:s,s:s,s:I,s:I}", "role", role, "text", text, "ts", (json_int_t)ts,
+				       "turn", (json_int_t)turn));
 }
