@@ -176,7 +176,6 @@ function miniAgentPath() {
 
 // ---------------------------------------------------------------- cortexd side
 
-// A session WebSocket; every frame is timestamped in the 'message' handler.
 async function getSession(d, tok, sid) {
   const r = await L.http(d.base, 'GET', `/v1/sessions/${sid}`, tok);
   if (r.status !== 200) throw new Error(`GET session ${sid}: ${r.status} ${r.text}`);

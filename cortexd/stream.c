@@ -628,14 +628,13 @@ static void wait_mark(struct turn *t, int kind)
 	t->wait_since_us = now;
 }
 
-static void turn_send(struct session *s, cconfig *cfg)
+static void turn_send(struct session *s)
 {
 	struct turn *t = s->turn;
 	t->sent = 1;
 	t->sent_us = cx_mono_us();
 	counters.messages_sent++;
 	t->agent_gen = s->ag_gen;
-	(void)cfg;
 	agent_input(s, json_pack("{s:s,s:{s:s,s:[{s:s,s:s}]}}", "type", "user", "message", "role", "user",
 				 "content", "type", "text", "text", t->text));
 }
@@ -721,7 +720,7 @@ void stream_turn_advance(struct session *s)
 	if (s->last_turn_hash[0] && strcmp(s->last_turn_hash, cfg->all_hash))
 		t->config_changed = 1;
 	memcpy(s->last_turn_hash, cfg->all_hash, sizeof s->last_turn_hash);
-	turn_send(s, cfg);
+	turn_send(s);
 }
 
 static void turn_start(struct session *s, const char *text)
