@@ -325,19 +325,20 @@ static void metrics(struct api_resp *resp)
 	fprintf(f, "# TYPE cortex_npm_cache_bytes gauge\ncortex_npm_cache_bytes %llu\n", (unsigned long long)ns.bytes);
 	struct stream_counters sc;
 	stream_get_counters(&sc);
-	fprintf(f, "# HELP cortex_agent_starts_total Agent processes started (hot agents: once per session, config change or crash).\n"
-		   "# TYPE cortex_agent_starts_total counter\ncortex_agent_starts_total %llu\n",
-		(unsigned long long)sc.agent_starts);
-	fprintf(f, "# TYPE cortex_agent_crashes_total counter\ncortex_agent_crashes_total %llu\n",
-		(unsigned long long)sc.agent_crashes);
-	fprintf(f, "# TYPE cortex_agent_releases_total counter\ncortex_agent_releases_total %llu\n",
-		(unsigned long long)sc.agent_releases);
-	fprintf(f, "# TYPE cortex_messages_total counter\ncortex_messages_total %llu\n",
-		(unsigned long long)sc.messages_sent);
-	fprintf(f, "# TYPE cortex_turns_revoked_total counter\ncortex_turns_revoked_total %llu\n",
-		(unsigned long long)sc.revoked);
-	fprintf(f, "# TYPE cortex_guard_scans_total counter\ncortex_guard_scans_total %llu\n",
-		(unsigned long long)sc.guard_scans);
+	const struct {
+		const char *name, *help;
+		uint64_t v;
+	} ctr[] = {
+		{"cortex_agent_starts_total", "Agent processes started (once per session, config change, crash or idle release).", sc.agent_starts},
+		{"cortex_agent_crashes_total", "Agents that exited on their own.", sc.agent_crashes},
+		{"cortex_agent_releases_total", "Idle agents released.", sc.agent_releases},
+		{"cortex_messages_total", "Messages written to an agent.", sc.messages_sent},
+		{"cortex_turns_revoked_total", "Turns stopped by the stream guard.", sc.revoked},
+		{"cortex_guard_scans_total", "Agent lines scanned by the stream guard.", sc.guard_scans},
+	};
+	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
+		fprintf(f, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", ctr[i].name, ctr[i].help, ctr[i].name,
+			ctr[i].name, (unsigned long long)ctr[i].v);
 	fprintf(f, "# TYPE cortex_guard_seconds_total counter\ncortex_guard_seconds_total %.6f\n",
 		(double)sc.guard_us / 1e6);
 	records_metrics(f);

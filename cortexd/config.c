@@ -117,23 +117,29 @@ static int load_prices(config *c, json_t *prices, cx_err *err)
 	return 0;
 }
 
-static int parse_listen(config *c, const char *v, cx_err *err)
+/* "HOST:PORT" into host (cap bytes) and *port; what names the setting in errors. */
+static int parse_hostport(const char *what, const char *v, char *host, size_t cap, int *port, cx_err *err)
 {
 	const char *colon = strrchr(v, ':');
 	if (!colon || colon == v)
-		return cx_err_set(err, 0, "--listen: expected HOST:PORT, got '%s'", v);
+		return cx_err_set(err, 0, "%s: expected HOST:PORT, got '%s'", what, v);
 	char *end;
 	errno = 0;
-	long port = strtol(colon + 1, &end, 10);
-	if (errno || *end || port < 0 || port > 65535)
-		return cx_err_set(err, 0, "--listen: bad port in '%s'", v);
+	long p = strtol(colon + 1, &end, 10);
+	if (errno || *end || p < 0 || p > 65535)
+		return cx_err_set(err, 0, "%s: bad port in '%s'", what, v);
 	size_t hl = (size_t)(colon - v);
-	if (hl >= sizeof c->listen_host)
-		return cx_err_set(err, 0, "--listen: host too long");
-	memcpy(c->listen_host, v, hl);
-	c->listen_host[hl] = '\0';
-	c->listen_port = (int)port;
+	if (hl >= cap)
+		return cx_err_set(err, 0, "%s: host too long", what);
+	memcpy(host, v, hl);
+	host[hl] = '\0';
+	*port = (int)p;
 	return 0;
+}
+
+static int parse_listen(config *c, const char *v, cx_err *err)
+{
+	return parse_hostport("--listen", v, c->listen_host, sizeof c->listen_host, &c->listen_port, err);
 }
 
 static int set_log_format(config *c, const char *v, cx_err *err)
@@ -376,13 +382,9 @@ int config_load_file(config *c, const char *path, cx_err *err)
 			c->gateway_enabled = json_is_true(en);
 		if (jstr(gw, "listen", &s, err) < 0)
 			goto out;
-		if (s) {
-			config tmp = *c; /* parse_listen writes listen_*: reuse it, keep ours */
-			if (parse_listen(&tmp, s, err) < 0)
-				goto out;
-			snprintf(c->gateway_host, sizeof c->gateway_host, "%s", tmp.listen_host);
-			c->gateway_port = tmp.listen_port;
-		}
+		if (s && parse_hostport("gateway.listen", s, c->gateway_host, sizeof c->gateway_host,
+					 &c->gateway_port, err) < 0)
+			goto out;
 	}
 	json_t *npm = json_object_get(root, "npm");
 	if (npm) {

@@ -512,8 +512,7 @@ void session_sleep(struct session *s)
 	/* Owned by the stop job from here: nothing may start a sync or a turn step. */
 	s->job_running = 1;
 	s->want_agent = 0;
-	s->state = SS_SLEEPING;
-	stream_agent_detach(s); /* clients stay connected; a message wakes it */
+	stream_agent_detach(s); /* state turns "sleeping" when the stop job is done */ /* clients stay connected; a message wakes it */
 	sync_forget(s);
 	j->s = s;
 	j->sb = s->sb;
@@ -601,7 +600,7 @@ int session_thaw(struct session *s, cx_err *err)
 	return 0;
 }
 
-/* ---- idle: release the agent, pause, sleep (per surface profile) ---- */
+/* ---- idle timers (per surface profile): release the agent, freeze, then stop the sandbox ---- */
 
 static int idle_limit(const struct session *s, int which)
 {

@@ -1388,7 +1388,9 @@ static void agent_gone(struct session *s, struct lws *wsi, const char *why)
 	s->agent_rx_len = 0;
 	if (!s->deleted && s->turn)
 		turn_fail(s, "agent_lost", why);
-	if (!s->deleted && s->state == SS_READY) {
+	/* Lost while ready is an error; lost because a stop job is taking the
+	 * sandbox down is the plan (that job sets the state when it is done). */
+	if (!s->deleted && s->state == SS_READY && !s->job_running) {
 		s->state = SS_ERROR;
 		snprintf(s->error, sizeof s->error, "%s", why);
 	}

@@ -227,7 +227,7 @@ static int cg_wait(const char *watch, cg_check_fn done, void *ctx, int timeout_m
 			/* Bounded exponential backoff (0.1..25.6 ms, capped by the deadline),
 			 * not a fixed sleep: cgroup v1 files (tasks, freezer.state) raise no
 			 * inotify or poll event, so re-reading them is the only signal there is. */
-			nanosleep(&ts, NULL);
+			nanosleep(&ts, NULL); /* backoff step, not a fixed sleep (see above) */
 		}
 	}
 }

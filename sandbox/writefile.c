@@ -129,16 +129,24 @@ static int open_parent(const sandbox *sb, const char *path, bool create, const c
 	return steal_fd(&cur);
 }
 
-int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
-		       unsigned mode, cx_err *err)
+/* A running sandbox and a clean absolute path; what = "<verb> <path>" for errors. */
+static int target_check(sandbox *sb, const char *path, const char *verb, char *what, size_t cap, cx_err *err)
 {
 	if (!sb || sb->root_fd < 0)
 		return cx_err_set(err, ESRCH, "sandbox: not running");
 	if (!path_ok(path))
-		return cx_err_set(err, EINVAL, "sandbox %s: write %s: path must be absolute, "
-				  "without . or .., naming a file", sb->id, path ? path : "(null)");
+		return cx_err_set(err, EINVAL, "sandbox %s: %s %s: path must be absolute, "
+				  "without . or .., naming a file", sb->id, verb, path ? path : "(null)");
+	snprintf(what, cap, "%s %s", verb, path);
+	return 0;
+}
+
+int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t len,
+		       unsigned mode, cx_err *err)
+{
 	char what[PATH_MAX + 16];
-	snprintf(what, sizeof what, "write %s", path);
+	if (target_check(sb, path, "write", what, sizeof what, err) < 0)
+		return -1;
 	const char *base;
 	cleanup_close int dirfd = open_parent(sb, path, true, what, &base, err);
 	if (dirfd < 0)
@@ -150,13 +158,9 @@ int sandbox_write_file(sandbox *sb, const char *path, const void *data, size_t l
 
 int sandbox_remove_file(sandbox *sb, const char *path, cx_err *err)
 {
-	if (!sb || sb->root_fd < 0)
-		return cx_err_set(err, ESRCH, "sandbox: not running");
-	if (!path_ok(path))
-		return cx_err_set(err, EINVAL, "sandbox %s: remove %s: path must be absolute, "
-				  "without . or .., naming a file", sb->id, path ? path : "(null)");
 	char what[PATH_MAX + 16];
-	snprintf(what, sizeof what, "remove %s", path);
+	if (target_check(sb, path, "remove", what, sizeof what, err) < 0)
+		return -1;
 	const char *base;
 	cleanup_close int dirfd = open_parent(sb, path, false, what, &base, err);
 	if (dirfd == CX_NOTFOUND)
