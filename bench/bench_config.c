@@ -11,7 +11,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
+#include "session.h"
+
+static struct cortexd D;
 #include "settings.h"
 
 
@@ -98,20 +100,20 @@ int main(int argc, char **argv)
 	free(sealed);
 	put("settings/bench/ai-providers/default", prov);
 
-	struct session s;
-	memset(&s, 0, sizeof s);
-	snprintf(s.user, sizeof s.user, "bench");
+	struct ccache_entry e;
+	memset(&e, 0, sizeof e);
+	struct ccache_src src = {D.st, &D.skey, &D.cfg};
 	enum ccache_how how;
-	cconfig *c = ccache_get(&s, &how, &err); /* warm the SQLite page cache */
+	cconfig *c = ccache_get(&e, &src, "bench", &how, &err); /* warm the SQLite page cache */
 	if (!c) {
 		fprintf(stderr, "assemble: %s\n", err.msg);
 		return 1;
 	}
 	double *hit = calloc(n_hit, sizeof *hit), *miss = calloc(n_miss, sizeof *miss);
 	for (size_t i = 0; i < n_miss; i++) {
-		s.cc.dirty = 1;
+		e.dirty = 1;
 		uint64_t t0 = cx_mono_us();
-		c = ccache_get(&s, &how, &err);
+		c = ccache_get(&e, &src, "bench", &how, &err);
 		miss[i] = (double)(cx_mono_us() - t0);
 		if (!c || how != CC_DIRTY)
 			return 1;
@@ -119,7 +121,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < n_hit; i++) {
 		struct timespec a, b;
 		clock_gettime(CLOCK_MONOTONIC, &a);
-		c = ccache_get(&s, &how, &err);
+		c = ccache_get(&e, &src, "bench", &how, &err);
 		clock_gettime(CLOCK_MONOTONIC, &b);
 		hit[i] = (double)(b.tv_sec - a.tv_sec) * 1e6 + (double)(b.tv_nsec - a.tv_nsec) / 1e3;
 		if (!c || how != CC_HIT)
@@ -139,7 +141,7 @@ int main(int argc, char **argv)
 			h50, h95, m50, m95, n_hit, n_miss);
 		fclose(f);
 	}
-	ccache_drop(&s);
+	ccache_drop(&e);
 	store_close(D.st);
 	free(hit);
 	free(miss);

@@ -1,21 +1,24 @@
 /* main.c — cortexd: parse configuration, then run the server (server.c). */
 #include <stdio.h>
 
-#include "daemon.h"
+#include "session.h"
 #include "log.h"
 #include "server.h"
 
+static struct cortexd daemon_; /* large (config paths): not on the stack */
+
 int main(int argc, char **argv)
 {
+	struct cortexd *d = &daemon_;
 	cx_err err = CX_ERR_INIT;
-	config_defaults(&D.cfg);
-	int rc = config_parse_args(&D.cfg, argc, argv, &err);
+	config_defaults(&d->cfg);
+	int rc = config_parse_args(&d->cfg, argc, argv, &err);
 	if (rc == 1)
 		return 0;
-	if (rc < 0 || config_finish(&D.cfg, argv[0], &err) < 0) {
+	if (rc < 0 || config_finish(&d->cfg, argv[0], &err) < 0) {
 		fprintf(stderr, "cortexd: %s\n", err.msg);
 		return 2;
 	}
-	log_set_json(D.cfg.log_json);
-	return server_run();
+	log_set_json(d->cfg.log_json);
+	return server_run(d);
 }

@@ -116,11 +116,17 @@ int store_delete(store *s, const char *key, cx_err *err)
 int store_list(store *s, const char *prefix, size_t limit, store_kv **out, size_t *out_n,
 	       cx_err *err)
 {
+	return store_list_after(s, prefix, NULL, limit, out, out_n, err);
+}
+
+int store_list_after(store *s, const char *prefix, const char *after, size_t limit, store_kv **out,
+		     size_t *out_n, cx_err *err)
+{
 	*out = NULL;
 	*out_n = 0;
-	if (check_prefix(prefix, err) < 0)
+	if (check_prefix(prefix, err) < 0 || (after && after[0] && check_key("after", after, err) < 0))
 		return -1;
-	return s->ops->list(s->impl, prefix, limit, out, out_n, err);
+	return s->ops->list(s->impl, prefix, after && after[0] ? after : NULL, limit, out, out_n, err);
 }
 
 void store_kv_free(store_kv *kv, size_t n)

@@ -57,6 +57,10 @@ int store_delete(store *s, const char *key, cx_err *err);
  * Free with store_kv_free(). */
 int store_list(store *s, const char *prefix, size_t limit, store_kv **out, size_t *out_n,
 	       cx_err *err);
+/* The same, only keys sorting strictly after `after` (NULL or "" = from the
+ * start): a cursor for paging through a long prefix without reading it all. */
+int store_list_after(store *s, const char *prefix, const char *after, size_t limit, store_kv **out,
+		     size_t *out_n, cx_err *err);
 void store_kv_free(store_kv *kv, size_t n);
 /* Apply all ops atomically: all or none. */
 int store_txn(store *s, const store_op *ops, size_t n, cx_err *err);
@@ -78,8 +82,8 @@ struct store_ops {
 	int (*get)(void *impl, const char *key, char **out, size_t *out_len, cx_err *err);
 	int (*put)(void *impl, const char *key, const void *val, size_t len, cx_err *err);
 	int (*del)(void *impl, const char *key, cx_err *err);
-	int (*list)(void *impl, const char *prefix, size_t limit, store_kv **out, size_t *out_n,
-		    cx_err *err);
+	int (*list)(void *impl, const char *prefix, const char *after /* NULL = none */, size_t limit,
+		    store_kv **out, size_t *out_n, cx_err *err);
 	int (*txn)(void *impl, const store_op *ops, size_t n, cx_err *err);
 	int (*delete_prefix)(void *impl, const char *prefix, size_t *out_n, cx_err *err);
 	int (*revision)(void *impl, int64_t *out, cx_err *err); /* may be NULL */

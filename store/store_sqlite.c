@@ -49,9 +49,9 @@ static const char *const sq_sql[ST__COUNT] = {
     [ST_PUT] = "INSERT INTO kv(key, val, rev) VALUES (?1, ?2, ?3) "
 	       "ON CONFLICT(key) DO UPDATE SET val = excluded.val, rev = excluded.rev",
     [ST_DEL] = "DELETE FROM kv WHERE key = ?1",
-    [ST_LIST_RANGE] = "SELECT key, val FROM kv WHERE key >= ?1 AND key < ?2 "
+    [ST_LIST_RANGE] = "SELECT key, val FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?4 "
 		      "ORDER BY key LIMIT ?3",
-    [ST_LIST_FROM] = "SELECT key, val FROM kv WHERE key >= ?1 ORDER BY key LIMIT ?2",
+    [ST_LIST_FROM] = "SELECT key, val FROM kv WHERE key >= ?1 AND key > ?3 ORDER BY key LIMIT ?2",
     [ST_DELP_RANGE] = "DELETE FROM kv WHERE key >= ?1 AND key < ?2",
     [ST_DELP_FROM] = "DELETE FROM kv WHERE key >= ?1",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -321,14 +321,16 @@ static int sq_del(void *impl, const char *key, cx_err *err)
 	return r;
 }
 
-static int list_locked(struct sq *q, const char *prefix, size_t limit, store_kv **out,
-		       size_t *out_n, cx_err *err)
+static int list_locked(struct sq *q, const char *prefix, const char *after, size_t limit,
+		       store_kv **out, size_t *out_n, cx_err *err)
 {
 	char succ[STORE_KEY_MAX];
 	int lim_param;
 	sqlite3_stmt *st = sq_prefix_stmt(q, ST_LIST_RANGE, ST_LIST_FROM, prefix, succ, &lim_param);
 	/* LIMIT -1 is SQLite's "no limit". */
 	sqlite3_bind_int64(st, lim_param, limit == 0 || limit > INT64_MAX ? -1 : (int64_t)limit);
+	/* Keys are never empty, so "" bounds nothing. */
+	sqlite3_bind_text(st, lim_param + 1, after ? after : "", -1, SQLITE_STATIC);
 
 	store_kv *kv = NULL;
 	size_t n = 0, cap = 0;
@@ -368,12 +370,12 @@ static int list_locked(struct sq *q, const char *prefix, size_t limit, store_kv 
 	return 0;
 }
 
-static int sq_list(void *impl, const char *prefix, size_t limit, store_kv **out, size_t *out_n,
-		   cx_err *err)
+static int sq_list(void *impl, const char *prefix, const char *after, size_t limit, store_kv **out,
+		   size_t *out_n, cx_err *err)
 {
 	struct sq *q = impl;
 	pthread_mutex_lock(&q->mu);
-	int r = list_locked(q, prefix, limit, out, out_n, err);
+	int r = list_locked(q, prefix, after, limit, out, out_n, err);
 	pthread_mutex_unlock(&q->mu);
 	if (r < 0)
 		return cx_err_wrap(err, "store: list '%.64s'", prefix);

@@ -15,10 +15,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "daemon.h"
+#include "config.h"
 #include "log.h"
 #include "npmcache.h"
-#include "settings.h"
 
 #define HOME "/home/agent"
 #define BASE_PATH "/usr/local/bin:/usr/bin:/bin"
@@ -498,9 +497,8 @@ static int pkg_lookup(struct cpkg *cp, char bin[128])
 
 /* cortexd's own defaults under the user's env (the user's settings win;
  * PATH gains package bins there). */
-static json_t *agent_env_of(const cconfig *c)
+static json_t *agent_env_of(const config *d, const cconfig *c)
 {
-	const config *d = &D.cfg;
 	json_t *env = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "HOME", "/home/agent", "PATH", BASE_PATH,
 				"LANG", "C.UTF-8", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1",
 				"DISABLE_AUTOUPDATER", "1", "DISABLE_TELEMETRY", "1",
@@ -518,25 +516,25 @@ static json_t *agent_env_of(const cconfig *c)
 		else if (d->provider_api_key[0])
 			json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(d->provider_api_key));
 	}
-	/* With the gateway, build_context() adds its URL and the session's token. */
+	/* With the gateway, the agent link adds its URL and the session's token. */
 	return env;
 }
 
 /* One range read of the user's settings, then assembly. */
-static cconfig *assemble_user(const char *user, cx_err *err)
+static cconfig *assemble_user(const struct ccache_src *src, const char *user, cx_err *err)
 {
 	char prefix[128];
 	snprintf(prefix, sizeof prefix, "settings/%s/", user);
 	store_kv *kv = NULL;
 	size_t n = 0;
 	int64_t rev = 0;
-	if (store_list(D.st, prefix, 0, &kv, &n, err) < 0)
+	if (store_list(src->st, prefix, 0, &kv, &n, err) < 0)
 		return NULL;
-	(void)store_revision(D.st, &rev, err);
+	(void)store_revision(src->st, &rev, err);
 	cconfig *c = NULL;
-	if (cconfig_assemble(user, kv, n, &D.skey, pkg_lookup, &c, err) == 0) {
+	if (cconfig_assemble(user, kv, n, src->key, pkg_lookup, &c, err) == 0) {
 		c->revision = rev;
-		if (!(c->agent_env = agent_env_of(c))) {
+		if (!(c->agent_env = agent_env_of(src->cfg, c))) {
 			cconfig_unref(c);
 			c = NULL;
 			cx_err_set(err, ENOMEM, "agent env");
@@ -546,47 +544,41 @@ static cconfig *assemble_user(const char *user, cx_err *err)
 	return c;
 }
 
-cconfig *ccache_get(struct session *s, enum ccache_how *how, cx_err *err)
+cconfig *ccache_get(struct ccache_entry *e, const struct ccache_src *src, const char *user, enum ccache_how *how,
+		    cx_err *err)
 {
 	uint64_t now = cx_mono_us();
-	uint64_t ttl = (uint64_t)(D.cfg.config_ttl_s > 0 ? D.cfg.config_ttl_s : 300) * 1000000u;
-	enum ccache_how h = ccache_check(&s->cc, now, ttl);
+	uint64_t ttl = (uint64_t)(src->cfg->config_ttl_s > 0 ? src->cfg->config_ttl_s : 300) * 1000000u;
+	enum ccache_how h = ccache_check(e, now, ttl);
 	if (how)
 		*how = h;
 	if (h == CC_HIT) {
 		stats.hits++;
-		return s->cc.cfg;
+		return e->cfg;
 	}
 	switch (h) {
 	case CC_MISS: stats.misses++; break;
 	case CC_DIRTY: stats.dirty++; break;
 	default: stats.expired++; break;
 	}
-	cconfig *c = assemble_user(s->user, err);
+	cconfig *c = assemble_user(src, user, err);
 	uint64_t t1 = cx_mono_us();
 	stats.assemble_us_total += t1 - now;
 	if (!c) {
 		stats.errors++;
 		return NULL;
 	}
-	cconfig_unref(s->cc.cfg);
-	s->cc.cfg = c;
-	s->cc.at_us = t1;
-	s->cc.dirty = 0;
+	cconfig_unref(e->cfg);
+	e->cfg = c;
+	e->at_us = t1;
+	e->dirty = 0;
 	return c;
 }
 
-void ccache_drop(struct session *s)
+void ccache_drop(struct ccache_entry *e)
 {
-	cconfig_unref(s->cc.cfg);
-	memset(&s->cc, 0, sizeof s->cc);
-}
-
-void ccache_user_dirty(const char *user)
-{
-	for (struct session *s = D.sessions; s; s = s->next)
-		if (s->cc.cfg && !strcmp(s->user, user))
-			s->cc.dirty = 1;
+	cconfig_unref(e->cfg);
+	memset(e, 0, sizeof *e);
 }
 
 void ccache_get_stats(ccache_stats *out) { *out = stats; }
@@ -629,6 +621,15 @@ const char *cconfig_failed_pkg(const cconfig *c, const char **spec)
 	return NULL;
 }
 
+static ccache_user_fn installed_hook;
+static void *installed_arg;
+
+void cconfig_set_installed_hook(ccache_user_fn fn, void *arg)
+{
+	installed_hook = fn;
+	installed_arg = arg;
+}
+
 struct install_wait {
 	char user[72];
 	char spec[300];
@@ -649,12 +650,16 @@ static void install_ready(void *arg, const npm_pkg *pkg, int ok, const char *msg
 	} else {
 		log_info("user %s: MCP package %s@%s ready", w->user, pkg->name, pkg->version);
 	}
-	config_refresh(w->user); /* configs that waited for it re-assemble */
+	if (installed_hook) /* configs that waited for it re-assemble */
+		installed_hook(installed_arg, w->user);
 	free(w);
 }
 
-void cconfig_start_installs(const cconfig *c, const char *user)
+/* 1 when one of c's missing packages got installed meanwhile (another user's
+ * install finished): the caller's config is stale. */
+int cconfig_start_installs(const cconfig *c, const char *user)
 {
+	int stale = 0;
 	for (size_t i = 0; i < c->n_pkgs; i++) {
 		if (c->pkgs[i].key[0] || failure_of(c->pkgs[i].spec))
 			continue;
@@ -668,36 +673,24 @@ void cconfig_start_installs(const cconfig *c, const char *user)
 		int r = w ? npmcache_ensure(c->pkgs[i].spec, install_ready, w, &p, &err) : -1;
 		if (r != 0)
 			free(w);
-		if (r == 1) /* installed meanwhile (another user's install finished) */
-			ccache_user_dirty(user);
+		if (r == 1)
+			stale = 1;
 		if (r < 0)
 			log_warn("user %s: cannot install %s: %s", user, c->pkgs[i].spec, err.msg);
 	}
+	return stale;
 }
 
-void settings_changed(const char *user)
-{
-	forget_failures();
-	config_refresh(user);
-}
+void cconfig_forget_failures(void) { forget_failures(); }
 
-void config_refresh(const char *user)
+void cconfig_prefetch(const struct ccache_src *src, const char *user)
 {
-	ccache_user_dirty(user);
-	int live = 0;
-	for (struct session *s = D.sessions; s; s = s->next)
-		if (!s->deleted && !strcmp(s->user, user) && s->sb) {
-			live = 1;
-			session_config_kick(s);
-		}
-	if (!live) {
-		cx_err err = CX_ERR_INIT;
-		cconfig *c = assemble_user(user, &err);
-		if (!c) {
-			log_warn("user %s: settings do not assemble: %s", user, err.msg);
-			return;
-		}
-		cconfig_start_installs(c, user);
-		cconfig_unref(c);
+	cx_err err = CX_ERR_INIT;
+	cconfig *c = assemble_user(src, user, &err);
+	if (!c) {
+		log_warn("user %s: settings do not assemble: %s", user, err.msg);
+		return;
 	}
+	(void)cconfig_start_installs(c, user);
+	cconfig_unref(c);
 }

@@ -20,6 +20,11 @@
 #include "secrets.h"
 #include "store.h"
 
+/* The AD "name" a secret / a provider key is sealed with (secrets.h): the
+ * settings API seals, assembly opens. */
+#define SET_AD_SECRET "secrets/"
+#define SET_AD_PROVIDER "ai-providers/"
+
 /* One file cortexd writes into the sandbox. */
 struct cfile {
 	char path[512];  /* absolute, inside the sandbox */
@@ -86,25 +91,31 @@ typedef struct ccache_stats {
 	uint64_t assemble_us_total; /* time spent assembling (misses + reloads) */
 } ccache_stats;
 
-struct session;
-/* The session's config, assembled if missing, dirty or expired.  *how says
+/* Where assembly reads from. */
+struct ccache_src {
+	store *st;
+	const secrets_key *key;
+	const struct config *cfg;
+};
+/* e's config for user, assembled if missing, dirty or expired.  *how says
  * which; the returned pointer is borrowed (valid until the next ccache_get or
- * ccache_drop on that session; cconfig_ref it to keep it). */
-cconfig *ccache_get(struct session *s, enum ccache_how *how, cx_err *err);
-void ccache_drop(struct session *s);
-/* Mark every cached config of user dirty. */
-void ccache_user_dirty(const char *user);
+ * ccache_drop on e; cconfig_ref it to keep it). */
+cconfig *ccache_get(struct ccache_entry *e, const struct ccache_src *src, const char *user, enum ccache_how *how,
+		    cx_err *err);
+void ccache_drop(struct ccache_entry *e);
 void ccache_get_stats(ccache_stats *out);
 
-/* The settings hook: a write for user happened (settings.c calls it).  Marks
- * the user's configs dirty, forgets earlier install failures, re-assembles
- * for live sessions and starts package installs in the background. */
-void settings_changed(const char *user);
-/* The same without forgetting failures (an install finished). */
-void config_refresh(const char *user);
-/* Start installs for c's missing packages (service thread; background). */
-void cconfig_start_installs(const cconfig *c, const char *user);
+/* Package installs.  An install that finishes calls the hook with the user
+ * whose configs may now assemble differently (service thread). */
+typedef void (*ccache_user_fn)(void *arg, const char *user);
+void cconfig_set_installed_hook(ccache_user_fn fn, void *arg);
+/* Start installs for c's missing packages (service thread; background).
+ * 1 when one of them is installed already (c is stale: re-assemble). */
+int cconfig_start_installs(const cconfig *c, const char *user);
 /* The install error of a package of c that failed, or NULL. */
 const char *cconfig_failed_pkg(const cconfig *c, const char **spec);
-
+/* A settings write: failed installs may be retried. */
+void cconfig_forget_failures(void);
+/* Assemble user's config once and start its installs (no live session). */
+void cconfig_prefetch(const struct ccache_src *src, const char *user);
 #endif

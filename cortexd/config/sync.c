@@ -247,3 +247,24 @@ out:
 	r->ms = (double)(cx_mono_us() - t0) / 1000.0;
 	return r->rc;
 }
+
+int sync_state_copy(struct sync_state *dst, const struct sync_state *src)
+{
+	memset(dst, 0, sizeof *dst);
+	if (src->n_files && !(dst->files = malloc(src->n_files * sizeof *dst->files)))
+		return -1;
+	if (src->n_mounts && !(dst->mounts = malloc(src->n_mounts * sizeof *dst->mounts))) {
+		free(dst->files);
+		dst->files = NULL;
+		return -1;
+	}
+	if (src->n_files)
+		memcpy(dst->files, src->files, src->n_files * sizeof *dst->files);
+	if (src->n_mounts)
+		memcpy(dst->mounts, src->mounts, src->n_mounts * sizeof *dst->mounts);
+	dst->n_files = src->n_files;
+	dst->n_mounts = src->n_mounts;
+	memcpy(dst->files_hash, src->files_hash, sizeof dst->files_hash);
+	memcpy(dst->pkgs_hash, src->pkgs_hash, sizeof dst->pkgs_hash);
+	return 0;
+}

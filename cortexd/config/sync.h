@@ -56,6 +56,8 @@ int sync_apply(sandbox *sb, const cconfig *c, struct sync_state *st, int paralle
 	       struct sync_result *r);
 
 void sync_state_clear(struct sync_state *st);
+/* A deep copy (a sync job works on its own copy).  0, or -1 on ENOMEM. */
+int sync_state_copy(struct sync_state *dst, const struct sync_state *src);
 
 /* Process-wide counters (for /metrics and tests). */
 struct sync_stats {

@@ -2,13 +2,12 @@
  * (method, path, token, body within CX_CAP_HTTP_BODY), hand it to api.c, and
  * write the response from LWS_CALLBACK_HTTP_WRITEABLE (headers, then body,
  * one lws_write per callback). */
-#include "daemon.h"
+#include "http.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "caps.h"
-#include "http.h"
 #include "log.h"
 
 static void http_reset(struct http_conn *h)
@@ -31,14 +30,14 @@ static const char *method_of(struct lws *wsi)
 	return NULL;
 }
 
-static void dispatch(struct lws *wsi, struct http_conn *h)
+static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 {
 	if (h->too_big) {
 		api_error(&h->resp, 413, "too_large", "request body over %u bytes", CX_CAP_HTTP_BODY);
 	} else {
 		struct api_req r = {h->method, h->path, h->token[0] ? h->token : NULL, h->body, h->body_len,
 				    h->query};
-		api_handle(&r, &h->resp);
+		api_handle(d, &r, &h->resp);
 	}
 	h->responding = 1;
 	lws_callback_on_writable(wsi);
@@ -74,7 +73,7 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
-int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
+int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
 		  size_t len)
 {
 	switch (reason) {
@@ -119,7 +118,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
 				h->too_big = 1; /* read and discard, then answer 413 */
 			return 0;  /* wait for the body */
 		}
-		dispatch(wsi, h);
+		dispatch(d, wsi, h);
 		return 0;
 	}
 	case LWS_CALLBACK_HTTP_BODY:
@@ -143,7 +142,7 @@ int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http
 		/* lws also reports completion of an empty POST body that we already
 		 * answered from LWS_CALLBACK_HTTP: never run a request twice. */
 		if (!h->responding)
-			dispatch(wsi, h);
+			dispatch(d, wsi, h);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		if (!h->responding)

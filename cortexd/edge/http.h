@@ -2,7 +2,7 @@
 #ifndef CORTEX_HTTP_H
 #define CORTEX_HTTP_H
 
-#include "daemon.h"
+#include "edge.h"
 
 struct http_conn {
 	const char *method; /* static string */
@@ -16,7 +16,7 @@ struct http_conn {
 	struct api_resp resp;
 };
 
-int http_callback(struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
+int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
 		  size_t len);
 
 #endif

@@ -1,7 +1,7 @@
 /* server.c — the libwebsockets context: one vhost serving HTTP routes and the
  * client WebSocket on protocols[0] "cortex", plus the "cortex-agent" client
  * protocol for connections to each session's ws-agent. */
-#include "daemon.h"
+#include "server.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -10,15 +10,21 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "agent.h"
 #include "auth.h"
 #include "caps.h"
+#include "config_metrics.h"
+#include "core_metrics.h"
+#include "gw_metrics.h"
+#include "gwlink.h"
 #include "http.h"
+#include "lifecycle.h"
 #include "log.h"
+#include "metrics.h"
+#include "npm_metrics.h"
 #include "npmcache.h"
-#include "server.h"
+#include "records.h"
 #include "work.h"
-
-struct daemon D;
 
 /* HTTP requests and the WebSocket they may upgrade to share one protocol, so
  * each connection carries both states. */
@@ -31,6 +37,7 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 			 size_t len)
 {
 	struct conn *conn = user;
+	struct cortexd *d = lws_context_user(lws_get_context(wsi));
 	switch (reason) {
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		work_drain_done();
@@ -43,9 +50,9 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (!conn)
 			return -1;
-		return http_callback(wsi, reason, &conn->h, in, len);
+		return http_callback(d, wsi, reason, &conn->h, in, len);
 	default:
-		return callback_client(wsi, reason, conn ? &conn->c : NULL, in, len);
+		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	}
 }
 
@@ -61,12 +68,15 @@ static const lws_retry_bo_t client_retry = {
 	.secs_since_valid_hangup = 60,
 };
 
+/* The one daemon a signal can stop (the handler has no argument). */
+static struct cortexd *signalled;
+
 static void on_signal(int sig)
 {
 	(void)sig;
-	D.stop = 1;
-	if (D.ctx)
-		lws_cancel_service(D.ctx);
+	signalled->stop = 1;
+	if (signalled->ctx)
+		lws_cancel_service(signalled->ctx); /* a write to lws's pipe: safe in a handler */
 }
 
 static void lws_log_bridge(int level, const char *line)
@@ -127,10 +137,10 @@ static int npm_root(const config *c, char *out, size_t cap, cx_err *err)
 	return 0;
 }
 
-int server_run(void)
+int server_run(struct cortexd *d)
 {
 	cx_err err = CX_ERR_INIT;
-	config *c = &D.cfg;
+	config *c = &d->cfg;
 	int rc = 1;
 
 	if (mkdir(c->data_dir, 0711) < 0 && errno != EEXIST) {
@@ -151,7 +161,7 @@ int server_run(void)
 	}
 	snprintf(path, sizeof path, "%s/cortex.db", c->data_dir);
 	const char *target = strcmp(c->store_kind, "etcd") ? path : c->etcd_endpoints;
-	if (store_open(&D.st, c->store_kind, target, &err) < 0) {
+	if (store_open(&d->st, c->store_kind, target, &err) < 0) {
 		log_error("store: %s", err.msg);
 		return 1;
 	}
@@ -159,7 +169,7 @@ int server_run(void)
 	const char *kf = getenv("CORTEX_MASTER_KEY_FILE");
 	char keyp[4200];
 	snprintf(keyp, sizeof keyp, "%s/master.key", c->data_dir);
-	if (secrets_key_load(&D.skey, kf && *kf ? kf : keyp, 1, &err) < 0) {
+	if (secrets_key_load(&d->skey, kf && *kf ? kf : keyp, 1, &err) < 0) {
 		log_error("master key: %s", err.msg);
 		goto out_store;
 	}
@@ -167,14 +177,22 @@ int server_run(void)
 		log_error("npm cache: %s", err.msg);
 		goto out_store;
 	}
-	if (auth_admin_init(c->data_dir, D.admin_token, &err) < 0 || sessions_load(&err) < 0 ||
+	if (auth_admin_init(c->data_dir, d->admin_token, &err) < 0 || lifecycle_load(d, &err) < 0 ||
 	    sandbox_runtime_init(&err) < 0 ||
-	    npmcache_init(D.st, path, c->npm_path, c->sandbox_uid, c->sandbox_gid, c->npm_cache_max,
+	    npmcache_init(d->st, path, c->npm_path, c->sandbox_uid, c->sandbox_gid, c->npm_cache_max,
 			  &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_store;
 	}
 
+	lifecycle_init(d);
+	metrics_register("core", core_metrics_write, d);
+	metrics_register("config", config_metrics_write, NULL);
+	metrics_register("npm", npm_metrics_write, NULL);
+	metrics_register("records", records_metrics, &d->cfg);
+	metrics_register("gateway", gateway_metrics_write, NULL);
+
+	signalled = d;
 	signal(SIGPIPE, SIG_IGN);
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
@@ -193,48 +211,51 @@ int server_run(void)
 	info.retry_and_idle_policy = &client_retry;
 	info.timeout_secs = 30;
 	info.max_http_header_data = 4096;
-	D.ctx = lws_create_context(&info);
-	if (!D.ctx) {
+	info.user = d;
+	d->ctx = lws_create_context(&info);
+	if (!d->ctx) {
 		log_error("lws context creation failed");
 		goto out_store;
 	}
 	if (!c->listen_port)
 		info.port = 0; /* lws: 0 asks the kernel for a free port */
-	D.vh = lws_create_vhost(D.ctx, &info);
-	if (!D.vh) {
+	d->vh = lws_create_vhost(d->ctx, &info);
+	if (!d->vh) {
 		log_error("cannot listen on %s:%d", c->listen_host, c->listen_port);
 		goto out_ctx;
 	}
-	D.port = lws_get_vhost_listen_port(D.vh);
+	d->port = lws_get_vhost_listen_port(d->vh);
 	/* The model gateway: its own loopback listener, for sandboxes only (they
 	 * share the host's network namespace, so 127.0.0.1 reaches it). */
-	if (c->gateway_enabled && gateway_start(D.ctx, c->gateway_host, c->gateway_port, &err) < 0) {
+	struct gateway_ops gw;
+	gwlink_ops(d, &gw);
+	if (c->gateway_enabled && gateway_start(d->ctx, c->gateway_host, c->gateway_port, &gw, &err) < 0) {
 		log_error("model gateway: %s", err.msg);
 		goto out_ctx;
 	}
-	if (work_start(D.ctx, 2, &err) < 0) {
+	if (work_start(d->ctx, 2, &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
-	printf("cortexd listening on http://%s:%d\n", c->listen_host, D.port);
+	printf("cortexd listening on http://%s:%d\n", c->listen_host, d->port);
 	fflush(stdout);
 	log_info("data dir %s, store %s, sandbox uid %u", c->data_dir, c->store_kind,
 		 (unsigned)c->sandbox_uid);
 
-	while (!D.stop)
-		if (lws_service(D.ctx, 0) < 0)
+	while (!d->stop)
+		if (lws_service(d->ctx, 0) < 0)
 			break;
 	log_info("shutting down");
 	rc = 0;
 	gateway_stop(); /* aborts and joins the provider requests in flight */
 	npmcache_shutdown(); /* joins installs; their reports drain in work_stop() */
 	work_stop();
-	sessions_shutdown();
+	lifecycle_shutdown(d);
 out_ctx:
-	lws_context_destroy(D.ctx);
-	D.ctx = NULL;
+	lws_context_destroy(d->ctx);
+	d->ctx = NULL;
 out_store:
-	secrets_key_wipe(&D.skey);
-	store_close(D.st);
+	secrets_key_wipe(&d->skey);
+	store_close(d->st);
 	return rc;
 }

@@ -37,8 +37,12 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lifecycle.h"
 #include "log.h"
 #include "npmspec.h"
+
+/* The daemon of the request being served (service thread; set by settings_route). */
+static struct cortexd *cur_d;
 
 #define SET_STR_MAX   (16u << 10) /* command, url, one arg, one env or header value */
 #define SET_MODEL_MAX 127
@@ -304,7 +308,7 @@ static char *seal(const char *user, const char *ad_kind, const char *name, const
 	snprintf(ad, sizeof ad, "%s%s", ad_kind, name);
 	char *out = NULL;
 	cx_err err = CX_ERR_INIT;
-	if (secrets_seal(&D.skey, user, ad, value, len, &out, &err) < 0) {
+	if (secrets_seal(&cur_d->skey, user, ad, value, len, &out, &err) < 0) {
 		log_error("sealing %s of %s: %s", ad, user, err.msg);
 		api_error(resp, 500, "internal", "could not encrypt the value: %s", err.msg);
 		return NULL;
@@ -610,7 +614,7 @@ static void list_kind(const struct kind *k, const char *user, struct api_resp *r
 	store_kv *kv = NULL;
 	size_t n = 0;
 	cx_err err = CX_ERR_INIT;
-	if (store_list(D.st, prefix, 0, &kv, &n, &err) < 0) {
+	if (store_list(cur_d->st, prefix, 0, &kv, &n, &err) < 0) {
 		internal(resp, "listing settings", &err);
 		return;
 	}
@@ -633,7 +637,7 @@ static void get_named(const struct kind *k, const char *key, const char *name,
 	cleanup_free char *val = NULL;
 	size_t len = 0;
 	cx_err err = CX_ERR_INIT;
-	int rc = store_get(D.st, key, &val, &len, &err);
+	int rc = store_get(cur_d->st, key, &val, &len, &err);
 	if (rc == CX_NOTFOUND) {
 		api_error(resp, 404, "not_found", "no %s setting named \"%s\"", k->name, name);
 		return;
@@ -656,7 +660,7 @@ static void delete_named(const struct kind *k, const char *user, const char *key
 			 struct api_resp *resp)
 {
 	cx_err err = CX_ERR_INIT;
-	int rc = store_delete(D.st, key, &err);
+	int rc = store_delete(cur_d->st, key, &err);
 	if (rc == CX_NOTFOUND) {
 		api_error(resp, 404, "not_found", "no %s setting named \"%s\"", k->name, name);
 		return;
@@ -665,7 +669,7 @@ static void delete_named(const struct kind *k, const char *user, const char *key
 		internal(resp, "deleting a setting", &err);
 		return;
 	}
-	settings_changed(user);
+	lifecycle_settings_written(cur_d, user);
 	api_reply(resp, 204, NULL);
 }
 
@@ -678,11 +682,11 @@ static int put_record(const char *user, const char *key, json_t *rec, struct api
 		api_error(resp, 500, "internal", "out of memory");
 		return -1;
 	}
-	if (store_put(D.st, key, txt, strlen(txt), &err) < 0) {
+	if (store_put(cur_d->st, key, txt, strlen(txt), &err) < 0) {
 		internal(resp, "storing a setting", &err);
 		return -1;
 	}
-	settings_changed(user);
+	lifecycle_settings_written(cur_d, user);
 	return 0;
 }
 
@@ -710,7 +714,7 @@ static void put_named(const struct kind *k, const char *user, const char *key, c
 	size_t n = 0;
 	int exists = 0;
 	cx_err err = CX_ERR_INIT;
-	if (store_list(D.st, prefix, 0, &kv, &n, &err) < 0) {
+	if (store_list(cur_d->st, prefix, 0, &kv, &n, &err) < 0) {
 		internal(resp, "counting settings", &err);
 		json_decref(rec);
 		return;
@@ -741,7 +745,7 @@ static void user_route(const char *user, const struct api_req *req, struct api_r
 	cleanup_free char *val = NULL;
 	size_t len = 0;
 	cx_err err = CX_ERR_INIT;
-	int rc = store_get(D.st, key, &val, &len, &err);
+	int rc = store_get(cur_d->st, key, &val, &len, &err);
 	if (rc < 0 && rc != CX_NOTFOUND) {
 		internal(resp, "reading user settings", &err);
 		return;
@@ -767,9 +771,10 @@ static void user_route(const char *user, const struct api_req *req, struct api_r
 	json_decref(rec);
 }
 
-void settings_route(const char *user, const struct api_req *req, const char *rest,
+void settings_route(struct cortexd *d, const char *user, const struct api_req *req, const char *rest,
 		    struct api_resp *resp)
 {
+	cur_d = d;
 	const char *slash = strchr(rest, '/');
 	size_t klen = slash ? (size_t)(slash - rest) : strlen(rest);
 	if (klen == 4 && !strncmp(rest, "user", 4)) {

@@ -14,12 +14,12 @@
  * Values are validated before anything is written (a bad request stores
  * nothing); secrets and provider keys are sealed with secrets.h (AD = user and
  * "<kind>/<name>").  Every successful write or delete calls
- * settings_changed(user) (cconfig.h), which marks that user's cached session
+ * lifecycle_settings_written(), which marks that user's cached session
  * configs dirty. */
 #ifndef CORTEX_SETTINGS_H
 #define CORTEX_SETTINGS_H
 
-#include "daemon.h"
+#include "edge.h"
 
 /* Limits (each refused with a 4xx naming the limit). */
 #define SET_NAME_MAX        64           /* [A-Za-z0-9][A-Za-z0-9_.-]{0,63} */
@@ -31,14 +31,5 @@
 #define SET_SECRET_MAX      (64u << 10)  /* bytes of one secret value */
 #define SET_TEXT_MAX        (256u << 10) /* claude_md, one plugin file */
 #define SET_ARGS_MAX        64           /* mcp args, env and header entries */
-
-/* rest: the path after "/v1/settings/" (e.g. "mcp/fs", "user").  user: the
- * caller (a user, never admin). */
-void settings_route(const char *user, const struct api_req *req, const char *rest,
-		    struct api_resp *resp);
-
-/* The AD "name" used to seal a secret / a provider key. */
-#define SET_AD_SECRET "secrets/"
-#define SET_AD_PROVIDER "ai-providers/"
 
 #endif

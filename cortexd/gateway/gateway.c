@@ -41,7 +41,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "daemon.h"
+#include <stdio.h>
+#include <string.h>
+#include <sodium.h>
 #include "log.h"
 
 /* Caps of the gateway (belong in common/caps.h once it is integrated). */
@@ -537,12 +539,13 @@ static void stats_add(const struct gw_report *r)
 	stats.fwd_events += r->events;
 }
 
+static struct gateway_ops gw_ops;
+
 static void report_to_session(const char *id, const struct gw_report *r)
 {
 	stats_add(r);
-	struct session *s = session_find(id);
-	if (s && !s->deleted)
-		stream_gateway_report(s, r);
+	if (gw_ops.report)
+		gw_ops.report(gw_ops.arg, id, r);
 }
 
 /* The thread has finished: join it, report, unlink, free.  Service thread. */
@@ -730,16 +733,21 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 		gw_err_json(c, 404, "not_found_error", "the gateway serves /v1/ only");
 		return respond_local(wsi, c);
 	}
-	struct session *s = c->token[0] ? session_by_gateway_token(c->token) : NULL;
+	char sid[40] = "", base[GW_CAP_URL] = "", key[GW_CAP_KEY] = "";
 	int had_token = c->token[0] != '\0';
+	int ar = had_token && gw_ops.authorize
+			 ? gw_ops.authorize(gw_ops.arg, c->token, sid, base, sizeof base, key, sizeof key)
+			 : CX_NOTFOUND;
 	sodium_memzero(c->token, sizeof c->token);
-	if (!s) {
+	if (ar == CX_NOTFOUND) {
+		sodium_memzero(key, sizeof key);
 		stats.unauthorized++;
 		gw_err_json(c, 401, "authentication_error",
 			    had_token ? "invalid gateway token" : "missing x-api-key or Authorization: Bearer");
 		return respond_local(wsi, c);
 	}
 	if (ninflight >= GW_MAX_INFLIGHT) {
+		sodium_memzero(key, sizeof key);
 		stats.overloaded++;
 		gw_err_json(c, 529, "overloaded_error", "gateway: %u provider requests in flight",
 			    GW_MAX_INFLIGHT);
@@ -748,17 +756,19 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 
 	struct gw_req *q = calloc(1, sizeof *q);
 	if (!q) {
+		sodium_memzero(key, sizeof key);
 		gw_err_json(c, 500, "api_error", "gateway: out of memory");
 		return respond_local(wsi, c);
 	}
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
-	snprintf(q->sess_id, sizeof q->sess_id, "%s", s->id);
+	snprintf(q->sess_id, sizeof q->sess_id, "%s", sid);
+	memcpy(q->key, key, sizeof q->key);
+	sodium_memzero(key, sizeof key);
 	snprintf(q->method, sizeof q->method, "%s", c->method);
 	q->t_recv_us = cx_mono_us();
 
-	char base[GW_CAP_URL];
-	if (stream_session_provider(s, base, sizeof base, q->key, sizeof q->key) < 0 || !base[0]) {
+	if (ar < 0 || !base[0]) {
 		struct gw_report r;
 		memset(&r, 0, sizeof r);
 		snprintf(r.error, sizeof r.error, "no AI provider is configured for this session");
@@ -1062,8 +1072,9 @@ static const struct lws_protocols gw_protocols[] = {
 
 /* ------------------------------------------------------------ public */
 
-int gateway_start(struct lws_context *ctx, const char *host, int port, cx_err *err)
+int gateway_start(struct lws_context *ctx, const char *host, int port, const struct gateway_ops *ops, cx_err *err)
 {
+	gw_ops = *ops;
 	if (gw_vh)
 		return cx_err_set(err, EALREADY, "gateway: already started");
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)

@@ -46,18 +46,18 @@ struct gw_report {
 	char error[512];     /* the provider's error message, or curl's */
 };
 
-/* Where the provider is for a session (its user's ai-provider, else the
- * daemon's).  Implemented by cortexd (stream.c); 0, or -1 if the session has
- * no provider.  key is wiped by the caller after use. */
-struct session;
-int stream_session_provider(struct session *s, char *url, size_t ucap, char *key, size_t kcap);
-/* A provider request of this session ended (service thread). */
-void stream_gateway_report(struct session *s, const struct gw_report *r);
-/* token -> session, NULL if none (session.c; constant-time compare). */
-struct session *session_by_gateway_token(const char *token);
-
+struct gateway_ops {
+	void *arg;
+	/* token -> the session it belongs to.  0: sess_id set and url/key filled with its provider;
+	 * CX_NOTFOUND: no session has this token; -1: sess_id set but the session has no provider.
+	 * Service thread.  key is wiped by the gateway after use. */
+	int (*authorize)(void *arg, const char *token, char sess_id[40], char *url, size_t ucap,
+			 char *key, size_t kcap);
+	/* A provider request of session sess_id ended (service thread); the session may be gone. */
+	void (*report)(void *arg, const char *sess_id, const struct gw_report *r);
+};
 /* Listen on host:port (port 0 = any free one) as a second vhost of ctx. */
-int gateway_start(struct lws_context *ctx, const char *host, int port, cx_err *err);
+int gateway_start(struct lws_context *ctx, const char *host, int port, const struct gateway_ops *ops, cx_err *err);
 int gateway_port(void);
 /* Abort in-flight requests and join their threads (before the context goes). */
 void gateway_stop(void);

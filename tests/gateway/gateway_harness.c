@@ -18,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
 #include "gateway.h"
 
 #define PROVIDER_KEY "sk-provider-KEY123"
@@ -34,8 +33,7 @@ static int failures;
 		}                                                                          \
 	} while (0)
 
-/* ---- the hooks cortexd provides ---- */
-static struct session S1;
+/* ---- the ops cortexd provides (one session, "sess-1") ---- */
 static char token1[GW_TOKEN_LEN + 1];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
@@ -43,16 +41,13 @@ static char provider_base[256];
 static struct gw_report reports[32];
 static int nreports;
 
-struct session *session_find(const char *id) { return !strcmp(id, S1.id) ? &S1 : NULL; }
-
-struct session *session_by_gateway_token(const char *token)
+static int h_authorize(void *arg, const char *token, char sess_id[40], char *url, size_t ucap, char *key,
+		       size_t kcap)
 {
-	return !strcmp(token, token1) ? &S1 : NULL;
-}
-
-int stream_session_provider(struct session *s, char *url, size_t ucap, char *key, size_t kcap)
-{
-	(void)s;
+	(void)arg;
+	if (strcmp(token, token1))
+		return CX_NOTFOUND;
+	snprintf(sess_id, 40, "sess-1");
 	pthread_mutex_lock(&mu);
 	snprintf(url, ucap, "%s", provider_base);
 	pthread_mutex_unlock(&mu);
@@ -60,9 +55,11 @@ int stream_session_provider(struct session *s, char *url, size_t ucap, char *key
 	return 0;
 }
 
-void stream_gateway_report(struct session *s, const struct gw_report *r)
+static void h_report(void *arg, const char *sess_id, const struct gw_report *r)
 {
-	(void)s;
+	(void)arg;
+	if (strcmp(sess_id, "sess-1"))
+		return;
 	pthread_mutex_lock(&mu);
 	if (nreports < 32)
 		reports[nreports++] = *r;
@@ -422,7 +419,6 @@ static int cb_other(struct lws *wsi, enum lws_callback_reasons reason, void *use
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	snprintf(S1.id, sizeof S1.id, "sess-1");
 	gateway_token_new(token1);
 	CHECK(strlen(token1) == GW_TOKEN_LEN && !strncmp(token1, "cxg_", 4), "token %s", token1);
 
@@ -444,7 +440,7 @@ int main(void)
 	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
 	ctx = lws_create_context(&info);
 	cx_err err = CX_ERR_INIT;
-	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &err) < 0) {
+	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &(struct gateway_ops){NULL, h_authorize, h_report}, &err) < 0) {
 		fprintf(stderr, "start: %s\n", err.msg);
 		return 1;
 	}

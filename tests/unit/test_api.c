@@ -14,7 +14,8 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "daemon.h"
+#include "edge.h"
+#include "lifecycle.h"
 #include "unit_util.h"
 
 static char tmpdir[4096];
@@ -135,10 +136,10 @@ static void test_user_create_and_lookup(void **state)
 	const char *tok = json_string_value(json_object_get(o, "token"));
 	assert_non_null(tok);
 	char user[80];
-	assert_int_eq_msg(api_auth(tok, user, sizeof user), 0, "user token resolves");
+	assert_int_eq_msg(api_auth(&D, tok, user, sizeof user), 0, "user token resolves");
 	assert_string_equal(user, "alice");
-	assert_int_eq_msg(api_auth(D.admin_token, user, sizeof user), 1, "admin resolves");
-	assert_int_eq_msg(api_auth("cx_0000", user, sizeof user), -1, "junk token");
+	assert_int_eq_msg(api_auth(&D, D.admin_token, user, sizeof user), 1, "admin resolves");
+	assert_int_eq_msg(api_auth(&D, "cx_0000", user, sizeof user), -1, "junk token");
 	/* The token itself is never stored: only its hash. */
 	store_kv *kv;
 	size_t n;

@@ -16,7 +16,8 @@
 #include <unistd.h>
 
 #include "auth.h"
-#include "daemon.h"
+#include "edge.h"
+#include "lifecycle.h"
 #include "unit_util.h"
 #include "settings.h"
 

@@ -29,14 +29,17 @@ static inline int unit_tmpdir(const char *prefix, char *out, size_t cap)
 	return mkdtemp(out) ? 0 : -1;
 }
 
-#ifdef CORTEX_DAEMON_H
+#ifdef CORTEX_EDGE_H
+/* The daemon of a unit test (what server.c builds in cortexd). */
+static struct cortexd D;
+
 /* One request through api_handle(); the caller frees resp.body. */
 static inline struct api_resp unit_call(const char *method, const char *path, const char *token,
 					const char *body)
 {
 	struct api_req r = {method, path, token, body, body ? strlen(body) : 0, NULL};
 	struct api_resp resp = {0, NULL, NULL};
-	api_handle(&r, &resp);
+	api_handle(&D, &r, &resp);
 	return resp;
 }
 #endif

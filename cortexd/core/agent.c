@@ -1,0 +1,416 @@
+/* agent.c — see agent.h. */
+#include "agent.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agent_line.h"
+#include "caps.h"
+#include "fanout.h"
+#include "log.h"
+
+static struct agent_counters counters;
+void agent_get_counters(struct agent_counters *out) { *out = counters; }
+void agent_count_release(void) { counters.releases++; }
+
+static void link_send(struct session *s, const char *txt, size_t len)
+{
+	if (!s->link.wsi)
+		return;
+	struct frame *f = frame_new(txt, len);
+	if (!f)
+		return;
+	fq_push(&s->link.out, f);
+	lws_callback_on_writable(s->link.wsi);
+}
+static const struct agent_io link_io = {link_send};
+
+static void send_json(struct session *s, json_t *o)
+{
+	char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!txt) {
+		frames_count_alloc_failure();
+		return;
+	}
+	const struct agent_io *io = s->link.io ? s->link.io : &link_io;
+	io->send(s, txt, strlen(txt));
+	free(txt);
+}
+
+void agent_input(struct session *s, json_t *line)
+{
+	char *txt = line ? json_dumps(line, JSON_COMPACT) : NULL;
+	json_decref(line);
+	if (!txt) {
+		frames_count_alloc_failure();
+		return;
+	}
+	send_json(s, json_pack("{s:s,s:I,s:s}", "type", "input", "gen", (json_int_t)s->link.gen, "data", txt));
+	free(txt);
+}
+
+void agent_interrupt(struct session *s)
+{
+	char id[40];
+	snprintf(id, sizeof id, "cx-int-%llu", (unsigned long long)++s->link.int_seq);
+	agent_input(s, json_pack("{s:s,s:s,s:{s:s}}", "type", "control_request", "request_id", id, "request",
+				 "subtype", "interrupt"));
+}
+
+int agent_is_current(const struct session *s, const cconfig *cfg)
+{
+	return s->link.state == AG_HOT && !strcmp(s->link.hash, cfg->all_hash);
+}
+
+static void down(struct session *s, enum agent_down why, const char *code, const char *msg)
+{
+	if (s->d->agent_down)
+		s->d->agent_down(s, why, code, msg);
+}
+
+/* ---- the agent's life ---- */
+
+/* What the agent is started with, written to the context file: the hot agent
+ * reads messages as stream-json lines on stdin. */
+static json_t *build_context(struct session *s, const cconfig *cfg)
+{
+	const config *c = &s->d->cfg;
+	json_t *argv = json_pack("[s,s,s,s,s,s,s,s]", c->agent_command, "-p", "--input-format", "stream-json",
+				 "--output-format", "stream-json", "--verbose", "--include-partial-messages");
+	if (c->agent_permission_mode[0]) {
+		json_array_append_new(argv, json_string("--permission-mode"));
+		json_array_append_new(argv, json_string(c->agent_permission_mode));
+	}
+	if (s->link.had_success)
+		json_array_append_new(argv, json_string("--continue"));
+	/* The user's model, else the surface's, else the provider's. */
+	const char *model = cfg->model[0]			? cfg->model
+			    : s->prof && s->prof->model[0] ? s->prof->model
+							   : c->provider_model;
+	if (model[0]) {
+		json_array_append_new(argv, json_string("--model"));
+		json_array_append_new(argv, json_string(model));
+	}
+	/* The env was built once with the config; the gateway's URL and this
+	 * session's token are the only per-session part. */
+	json_t *env = json_copy(cfg->agent_env);
+	if (env && c->gateway_enabled) {
+		char url[300];
+		snprintf(url, sizeof url, "http://%s:%d", c->gateway_host, gateway_port());
+		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(url));
+		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(s->gw_token));
+	}
+	return json_pack("{s:o,s:o,s:s}", "argv", argv, "env", env, "cwd", "/workspace");
+}
+
+void agent_stop(struct session *s)
+{
+	if (s->link.state == AG_NONE)
+		return;
+	send_json(s, json_pack("{s:s,s:I}", "type", "stop", "gen", (json_int_t)s->link.gen));
+	s->link.state = AG_NONE;
+	lws_sul_cancel(&s->link.sul_boot);
+}
+
+static void sul_boot_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, link.sul_boot);
+	if (s->link.state != AG_STARTING)
+		return;
+	char msg[1300];
+	snprintf(msg, sizeof msg, "the agent did not become ready within %d ms%s%s", s->d->cfg.agent_start_timeout_ms,
+		 s->link.stderr_tail[0] ? ": " : "", s->link.stderr_tail);
+	log_error("session %s: %s", s->id, msg);
+	agent_stop(s);
+	s->link.crashes++;
+	down(s, DOWN_BOOT_TIMEOUT, "agent_start_timeout", msg);
+}
+
+int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_err *err)
+{
+	agent_stop(s);
+	uint64_t t1 = cx_mono_us();
+	json_t *ctx = build_context(s, cfg);
+	char *txt = ctx ? json_dumps(ctx, JSON_COMPACT) : NULL;
+	json_decref(ctx);
+	if (!txt)
+		return cx_err_set(err, ENOMEM, "could not encode the agent's context");
+	size_t len = strlen(txt);
+	int rc = len > CX_CAP_CONTEXT_FILE
+			 ? cx_err_set(err, EMSGSIZE, "context is %zu bytes (cap %u)", len, CX_CAP_CONTEXT_FILE)
+		 : s->lc.sb ? sandbox_write_file(s->lc.sb, "/tmp/vf-pending-query.json", txt, len, 0600, err)
+			    : 0;
+	/* The context holds the user's secret env values: wipe before freeing. */
+	memset(txt, 0, len);
+	free(txt);
+	if (context_ms)
+		*context_ms += (double)(cx_mono_us() - t1) / 1000.0;
+	if (rc < 0)
+		return -1;
+	s->link.gen++;
+	counters.starts++;
+	s->link.state = AG_STARTING;
+	s->link.start_us = cx_mono_us();
+	s->link.stderr_tail[0] = '\0';
+	memcpy(s->link.hash, cfg->all_hash, sizeof s->link.hash);
+	send_json(s, json_pack("{s:s,s:I}", "type", "start", "gen", (json_int_t)s->link.gen));
+	session_timer(s, &s->link.sul_boot, sul_boot_cb, (uint64_t)s->d->cfg.agent_start_timeout_ms * LWS_US_PER_MS);
+	log_debug("session %s: starting agent %llu", s->id, (unsigned long long)s->link.gen);
+	return 0;
+}
+
+static void agent_hot(struct session *s)
+{
+	s->link.state = AG_HOT;
+	lws_sul_cancel(&s->link.sul_boot);
+	log_info("session %s: agent %llu hot in %.1f ms", s->id, (unsigned long long)s->link.gen,
+		 (double)(cx_mono_us() - s->link.start_us) / 1000.0);
+	s->d->reconcile(s);
+}
+
+/* ---- ws-agent's own events ---- */
+
+static void stderr_keep(char *buf, size_t cap, const char *txt)
+{
+	size_t have = strlen(buf), add = strlen(txt);
+	if (add + 2 >= cap)
+		return;
+	if (have + add + 2 >= cap) {
+		have = 0; /* keep the latest lines */
+		buf[0] = '\0';
+	}
+	memcpy(buf + have, txt, add);
+	buf[have + add] = '\n';
+	buf[have + add + 1] = '\0';
+}
+
+static void on_exit_event(struct session *s, const struct agent_line *l)
+{
+	int was_starting = s->link.state == AG_STARTING;
+	s->link.state = AG_NONE;
+	s->link.crashes++;
+	counters.crashes++;
+	lws_sul_cancel(&s->link.sul_boot);
+	json_int_t code = json_integer_value(json_object_get(l->o, "code"));
+	json_int_t sig = json_integer_value(json_object_get(l->o, "signal"));
+	const char *tail = agent_line_str(l, "stderr_tail");
+	if (!tail || !*tail)
+		tail = s->link.stderr_tail;
+	char msg[1400];
+	snprintf(msg, sizeof msg, "the agent exited (code %lld, signal %lld)%s%s%s", (long long)code, (long long)sig,
+		 was_starting ? " before it was ready" : "", *tail ? ": " : "", tail);
+	log_warn("session %s: %s", s->id, msg);
+	if (was_starting)
+		down(s, DOWN_NEVER_STARTED, "agent_failed", msg);
+	else
+		down(s, sig ? DOWN_KILLED : DOWN_EXITED, sig ? "agent_killed" : "agent_crashed", msg);
+}
+
+static int eq(const char *a, const char *b) { return a && !strcmp(a, b); }
+
+static void on_error_event(struct session *s, const struct agent_line *l)
+{
+	const char *code = agent_line_str(l, "code");
+	const char *msg = agent_line_str(l, "message");
+	char full[600];
+	snprintf(full, sizeof full, "ws-agent: %s", msg ? msg : code ? code : "error");
+	log_warn("session %s: %s (%s)", s->id, full, code ? code : "?");
+	if (s->link.state == AG_STARTING &&
+	    (eq(code, "context_timeout") || eq(code, "bad_context") || eq(code, "spawn_failed"))) {
+		/* The agent never started: no wsa.exit follows. */
+		s->link.state = AG_NONE;
+		s->link.crashes++;
+		lws_sul_cancel(&s->link.sul_boot);
+		down(s, DOWN_NEVER_STARTED, code, full);
+	} else if (eq(code, "stdin_full") || eq(code, "no_agent")) {
+		down(s, DOWN_PIPE, "agent_lost", full);
+	} else if ((eq(code, "line_too_long") || eq(code, "bad_line")) && s->turn && s->turn->sent) {
+		fanout_error(s, NULL, code, full);
+	}
+}
+
+static void on_wsa(struct session *s, const struct agent_line *l)
+{
+	int current = l->has_gen && l->gen == s->link.gen;
+	switch (l->wsa) {
+	case WSA_STDERR: {
+		const char *txt = agent_line_str(l, "text");
+		if (txt && current)
+			stderr_keep(s->link.stderr_tail, sizeof s->link.stderr_tail, txt);
+		log_debug("session %s agent stderr: %s", s->id, txt ? txt : "");
+		break;
+	}
+	case WSA_STARTED:
+		if (!current || s->link.state != AG_STARTING)
+			break;
+		if (!s->d->cfg.agent_handshake) {
+			agent_hot(s);
+			break;
+		}
+		/* Hot = it answered: Claude Code replies once it has booted. */
+		char id[40];
+		snprintf(id, sizeof id, "cx-init-%llu", (unsigned long long)l->gen);
+		agent_input(s, json_pack("{s:s,s:s,s:{s:s}}", "type", "control_request", "request_id", id, "request",
+					 "subtype", "initialize"));
+		break;
+	case WSA_EXIT:
+		if (current && !json_is_true(json_object_get(l->o, "retired")) && s->link.state != AG_NONE)
+			on_exit_event(s, l);
+		break;
+	case WSA_ERROR:
+		if (current)
+			on_error_event(s, l);
+		else
+			log_debug("session %s: ws-agent error for an old agent", s->id);
+		break;
+	default:
+		break; /* unknown wsa.* events are ignored */
+	}
+}
+
+/* One line from ws-agent. */
+static void link_line(struct session *s, const char *line, size_t len)
+{
+	struct agent_line l;
+	agent_line_parse(&l, line, len);
+	if (l.kind == AL_WSA) {
+		on_wsa(s, &l);
+	} else if (l.kind == AL_CONTROL_RESPONSE) {
+		/* control responses answer cortexd's own requests: never forwarded */
+		char want[40];
+		snprintf(want, sizeof want, "cx-init-%llu", (unsigned long long)s->link.gen);
+		if (eq(l.request_id, want) && s->link.state == AG_STARTING)
+			agent_hot(s);
+	} else if (l.kind != AL_PONG) {
+		s->d->agent_output(s, &l, line, len);
+	}
+	agent_line_free(&l);
+}
+
+/* ---- the connection (client role, over the session's Unix socket) ---- */
+
+/* No keepalive pings: it is a Unix socket (ws-agent's death closes it), and a
+ * paused sandbox cannot answer a ping — it must not be hung up on. */
+static const lws_retry_bo_t agent_retry = {.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0};
+
+int agent_link_connect(struct session *s, cx_err *err)
+{
+	if (s->link.wsi)
+		return 0;
+	/* A Unix socket path must fit sun_path (108 bytes); a deep data dir would
+	 * not.  Connect through /proc/self/fd/<dirfd>/agent.sock instead: short,
+	 * and the same inode. */
+	char run[4200], addr[64];
+	snprintf(run, sizeof run, "%s/run", s->dir);
+	if (s->link.dirfd >= 0)
+		close(s->link.dirfd);
+	s->link.dirfd = open(run, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (s->link.dirfd < 0)
+		return cx_err_set(err, errno, "cannot open %s", run);
+	snprintf(addr, sizeof addr, "+/proc/self/fd/%d/agent.sock", s->link.dirfd);
+	struct lws_client_connect_info i;
+	memset(&i, 0, sizeof i);
+	i.context = s->d->ctx;
+	i.vhost = s->d->vh;
+	i.address = addr;
+	i.port = 0;
+	i.path = "/";
+	i.host = "localhost";
+	i.origin = "localhost";
+	i.protocol = "cortex-agent";
+	i.local_protocol_name = "cortex-agent";
+	i.opaque_user_data = s;
+	i.retry_and_idle_policy = &agent_retry;
+	i.pwsi = &s->link.wsi;
+	s->refs++; /* held by the connection until CLOSED / CONNECTION_ERROR */
+	if (!lws_client_connect_via_info(&i)) {
+		s->link.wsi = NULL;
+		s->refs--;
+		return cx_err_set(err, ECONNREFUSED, "cannot connect to ws-agent at %s/agent.sock", run);
+	}
+	return 0;
+}
+
+/* Forget the link (ws-agent stops its agents when the connection goes). */
+static void link_reset(struct session *s)
+{
+	s->link.wsi = NULL;
+	s->link.up = 0;
+	s->fan.rx_paused = 0;
+	s->link.state = AG_NONE;
+	lws_sul_cancel(&s->link.sul_boot);
+	if (s->link.dirfd >= 0) {
+		close(s->link.dirfd);
+		s->link.dirfd = -1;
+	}
+	fq_clear(&s->link.out);
+	rxbuf_reset(&s->link.rx);
+}
+
+static void link_gone(struct session *s, struct lws *wsi, const char *why)
+{
+	if (s->link.wsi != wsi && s->link.wsi)
+		return; /* an older connection */
+	link_reset(s);
+	if (!s->deleted)
+		down(s, DOWN_LINK_LOST, "agent_lost", why);
+}
+
+void agent_link_close(struct session *s)
+{
+	struct lws *w = s->link.wsi;
+	link_reset(s);
+	if (w)
+		lws_set_timeout(w, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+}
+
+int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+	(void)user;
+	struct session *s = lws_get_opaque_user_data(wsi);
+	if (!s)
+		return 0;
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		if (s->deleted || s->link.wsi != wsi)
+			return -1;
+		s->link.up = 1;
+		s->d->reconcile(s);
+		return 0;
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
+		char why[300];
+		snprintf(why, sizeof why, "ws-agent connection failed: %s", in ? (const char *)in : "unknown");
+		log_error("session %s: %s", s->id, why);
+		link_gone(s, wsi, why);
+		lws_set_opaque_user_data(wsi, NULL);
+		session_unref(s);
+		return 0;
+	}
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		link_gone(s, wsi, "the ws-agent connection closed");
+		lws_set_opaque_user_data(wsi, NULL);
+		session_unref(s);
+		return 0;
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		if (s->deleted || s->link.wsi != wsi)
+			return 0;
+		if (rxbuf_append(&s->link.rx, CX_CAP_AGENT_LINE, in, len) < 0)
+			return -1;
+		if (!lws_is_final_fragment(wsi))
+			return 0;
+		if (s->link.rx.overflow)
+			fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
+		else
+			link_line(s, s->link.rx.buf, s->link.rx.len);
+		rxbuf_reset(&s->link.rx);
+		return 0;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		return fq_write_one(wsi, &s->link.out);
+	default:
+		return 0;
+	}
+}

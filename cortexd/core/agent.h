@@ -1,0 +1,48 @@
+/* agent.h — the agent link: cortexd's WebSocket to the session's ws-agent
+ * (a Unix socket in the sandbox's run dir), and the hot agent ws-agent runs.
+ *
+ * The agent is started once per session in stream-json input mode and kept
+ * hot: a warm message is one "input" frame on the open link.  Readiness is
+ * the agent's answer to an initialize control request (no sleep).  What the
+ * link sees is reported upward through the cortexd hooks (session.h):
+ * reconcile (connected, hot), agent_down (why an agent or the link went
+ * away), agent_output (every other line). */
+#ifndef CORTEX_AGENT_H
+#define CORTEX_AGENT_H
+
+#include "session.h"
+
+/* Why the agent (or the link) went away; what the turn makes of it is turn.c's. */
+enum agent_down {
+	DOWN_LINK_LOST,     /* ws-agent's connection closed or failed */
+	DOWN_EXITED,        /* the agent exited by itself (crash, or it quit) */
+	DOWN_KILLED,        /* ... by a signal */
+	DOWN_NEVER_STARTED, /* ws-agent could not start it (bad context, spawn failed) */
+	DOWN_BOOT_TIMEOUT,  /* it did not answer the handshake in time */
+	DOWN_PIPE,          /* ws-agent cannot feed it (stdin full, no agent) */
+};
+
+int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+
+/* Connect to ws-agent (the sandbox is up).  0, or -1 with err (nothing pending). */
+int agent_link_connect(struct session *s, cx_err *err);
+/* The sandbox is going away: drop the link and the agent. */
+void agent_link_close(struct session *s);
+
+/* Start an agent for cfg (a running one is retired first); hot later. */
+int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_err *err);
+void agent_stop(struct session *s);
+/* One JSON line (consumed) to the current agent's stdin. */
+void agent_input(struct session *s, json_t *line);
+/* Ask the current agent to stop its turn (a control request). */
+void agent_interrupt(struct session *s);
+/* The agent runs cfg and is hot. */
+int agent_is_current(const struct session *s, const cconfig *cfg);
+
+struct agent_counters {
+	uint64_t starts, crashes, releases;
+};
+void agent_get_counters(struct agent_counters *out);
+void agent_count_release(void);
+
+#endif

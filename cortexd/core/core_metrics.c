@@ -1,0 +1,65 @@
+/* core_metrics.c — /metrics series of sessions, agents and turns. */
+#include "core_metrics.h"
+
+#include "agent.h"
+#include "metrics.h"
+#include "turn.h"
+
+static void sessions_write(FILE *f, struct cortexd *d)
+{
+	unsigned counts[SS_N] = {0};
+	for (struct session *s = d->sessions; s; s = s->next)
+		if (!s->deleted)
+			counts[s->lc.state]++;
+	fputs("# HELP cortex_sessions Sessions by state.\n# TYPE cortex_sessions gauge\n", f);
+	for (int i = 0; i < SS_N; i++)
+		fprintf(f, "cortex_sessions{state=\"%s\"} %u\n", sess_state_name((enum sess_state)i), counts[i]);
+}
+
+static void surfaces_write(FILE *f, struct cortexd *d)
+{
+	fputs("# HELP cortex_first_token_ms First-token time by surface over the last turns (ring), ms.\n"
+	      "# TYPE cortex_first_token_ms summary\n", f);
+	for (int i = 0; i < SURF_N; i++) {
+		struct surface_stats st;
+		turn_surface_stats(i, &st);
+		const struct surface_profile *p = &d->cfg.surfaces[i];
+		fprintf(f, "cortex_first_token_ms{surface=\"%s\",quantile=\"0.5\"} %.3f\n", p->name, st.p50);
+		fprintf(f, "cortex_first_token_ms{surface=\"%s\",quantile=\"0.95\"} %.3f\n", p->name, st.p95);
+		fprintf(f, "cortex_first_token_budget_ms{surface=\"%s\"} %d\n", p->name, p->first_token_budget_ms);
+		fprintf(f, "cortex_turns_over_budget_total{surface=\"%s\",budget=\"first_token\"} %llu\n", p->name,
+			(unsigned long long)st.over_first_token);
+		fprintf(f, "cortex_turns_over_budget_total{surface=\"%s\",budget=\"response\"} %llu\n", p->name,
+			(unsigned long long)st.over_response);
+		for (int k = 0; k < PATH_N; k++)
+			fprintf(f, "cortex_turns_total{surface=\"%s\",path=\"%s\"} %llu\n", p->name,
+				turn_path_name((enum turn_path)k), (unsigned long long)st.by_path[k]);
+	}
+}
+
+void core_metrics_write(FILE *f, void *arg)
+{
+	struct cortexd *d = arg;
+	sessions_write(f, d);
+	struct agent_counters ac;
+	struct turn_counters tc;
+	agent_get_counters(&ac);
+	turn_get_counters(&tc);
+	const struct {
+		const char *name, *help;
+		uint64_t v;
+	} ctr[] = {
+		{"cortex_agent_starts_total", "Agent processes started (once per session, config change, crash or idle release).", ac.starts},
+		{"cortex_agent_crashes_total", "Agents that exited on their own.", ac.crashes},
+		{"cortex_agent_releases_total", "Idle agents released.", ac.releases},
+		{"cortex_messages_total", "Messages written to an agent.", tc.messages_sent},
+		{"cortex_turns_revoked_total", "Turns stopped by the stream guard.", tc.revoked},
+		{"cortex_guard_scans_total", "Agent lines scanned by the stream guard.", tc.guard_scans},
+		{"cortex_frame_alloc_failures_total", "Frames dropped on the message path for lack of memory.", frames_alloc_failures()},
+	};
+	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
+		metrics_counter(f, ctr[i].name, ctr[i].help, ctr[i].v);
+	fprintf(f, "# TYPE cortex_guard_seconds_total counter\ncortex_guard_seconds_total %.6f\n",
+		(double)tc.guard_us / 1e6);
+	surfaces_write(f, d);
+}

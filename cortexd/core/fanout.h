@@ -1,0 +1,33 @@
+/* fanout.h — a session's clients: every frame of the session goes to each
+ * client following the stream, tagged with the session's next seq, and the
+ * running turn's frames are kept (capped) for "resume".
+ *
+ * Flow control: each client has a byte-capped queue; while any client is
+ * over its cap, reading from the session's ws-agent link is paused
+ * (lws_rx_flow_control), which backs up ws-agent and then the agent's stdout
+ * pipe.  Memory stays bounded; nothing is dropped. */
+#ifndef CORTEX_FANOUT_H
+#define CORTEX_FANOUT_H
+
+#include "session.h"
+
+void fanout_attach(struct session *s, struct client *c); /* held when a turn runs */
+void fanout_detach(struct client *c);
+/* The client's socket is writeable: one frame.  -1 = close it. */
+int fanout_writeable(struct client *c);
+/* Send a cortex.* object (consumed) to every client, with the next seq (and
+ * the running turn's id). */
+void fanout_obj(struct session *s, json_t *o);
+/* A cortex.error: to one client (only) or to every client (only = NULL). */
+void fanout_error(struct session *s, struct client *only, const char *code, const char *msg);
+/* An agent line, verbatim with seq spliced in, to every client. */
+void fanout_line(struct session *s, const char *line, size_t len);
+/* A new turn: the replay holds only its frames, and every client follows it. */
+void fanout_turn_begin(struct session *s);
+/* resume after_seq: every kept frame after it this client was not given. */
+void fanout_resume(struct session *s, struct client *c, uint64_t after_seq);
+/* The session is going away: close every client. */
+void fanout_close_all(struct session *s);
+void fanout_update_flow(struct session *s);
+
+#endif

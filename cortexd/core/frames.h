@@ -1,0 +1,54 @@
+/* frames.h — outgoing WebSocket frames and the small pure pieces of the
+ * message path: byte-capped frame queues (LWS_PRE headroom), reassembly of
+ * fragmented messages, and splicing "seq" into an agent line without
+ * re-encoding it. */
+#ifndef CORTEX_FRAMES_H
+#define CORTEX_FRAMES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct lws;
+
+struct frame {
+	struct frame *next;
+	uint64_t seq;        /* session seq of the frame (0: none), for resume */
+	size_t len;
+	unsigned char buf[]; /* LWS_PRE bytes of headroom, then len bytes of payload */
+};
+struct fqueue {
+	struct frame *head, *tail;
+	size_t bytes;
+};
+
+/* A frame holding a copy of data, or NULL (out of memory: counted in
+ * frames_alloc_failures()). */
+struct frame *frame_new(const void *data, size_t len);
+const char *frame_data(const struct frame *f);
+void fq_push(struct fqueue *q, struct frame *f);
+struct frame *fq_pop(struct fqueue *q);
+void fq_clear(struct fqueue *q);
+/* The lws write discipline: one frame per WRITEABLE callback, another
+ * callback requested while frames remain.  -1 means close the connection. */
+int fq_write_one(struct lws *wsi, struct fqueue *q);
+/* Frames that could not be allocated on the message path (never silent). */
+uint64_t frames_alloc_failures(void);
+void frames_count_alloc_failure(void);
+
+/* Reassembly of one fragmented WebSocket message, capped. */
+struct rxbuf {
+	char *buf;
+	size_t len;
+	int overflow; /* past the cap: the rest was discarded, answer at the final fragment */
+};
+/* 0, or -1 only when out of memory. */
+int rxbuf_append(struct rxbuf *r, size_t cap, const void *in, size_t n);
+void rxbuf_reset(struct rxbuf *r);
+
+/* An agent line (a JSON object, possibly with leading blanks) as a new frame
+ * whose payload is {"seq":N, ...the line's members...}: the bytes the agent
+ * printed are the bytes clients get.  NULL if line is not an object or on
+ * ENOMEM.  Pure apart from the allocation. */
+struct frame *frame_splice_seq(const char *line, size_t len, uint64_t seq);
+
+#endif

@@ -1,0 +1,50 @@
+/* lifecycle.h — the one owner of a session's state machine.
+ *
+ * Every request and every event ends in lifecycle_reconcile(s), which drives
+ * the session towards its goal (lc.goal) by running ordered steps:
+ *
+ *   sandbox -> link -> config -> packages -> sync -> agent
+ *
+ * Each step is a small {ready?, busy?, start} unit in one table
+ * (lifecycle.c); a step whose work runs on a worker finishes in that job's
+ * done, which applies the job's result and reconciles again.  A turn waiting
+ * to be sent is told which step it waits for, and is sent when all are
+ * ready; it never drives the lifecycle itself.  docs/architecture.md has the
+ * states and steps as a table. */
+#ifndef CORTEX_LIFECYCLE_H
+#define CORTEX_LIFECYCLE_H
+
+#include "session.h"
+
+/* Set the hooks lower modules report through; register metrics. */
+void lifecycle_init(struct cortexd *d);
+/* Sessions from the store (all sleeping); sandboxes a dead cortexd left are reaped. */
+int lifecycle_load(struct cortexd *d, cx_err *err);
+/* On exit: every sandbox is stopped synchronously (the workers are gone). */
+void lifecycle_shutdown(struct cortexd *d);
+
+void lifecycle_reconcile(struct session *s);
+
+/* ---- requests (edge) ---- */
+struct session *lifecycle_create(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
+				 cx_err *err);
+void lifecycle_delete(struct session *s);
+/* 0, or -1 with err (code EBUSY: try again; the route answers 409). */
+int lifecycle_wake(struct session *s, cx_err *err);
+int lifecycle_sleep(struct session *s, cx_err *err);
+int lifecycle_pause(struct session *s, cx_err *err);
+/* A lifecycle or sync job owns the sandbox right now. */
+int lifecycle_busy(const struct session *s);
+
+/* ---- client events (edge) ---- */
+void lifecycle_client_joined(struct session *s, struct client *c);
+void lifecycle_client_left(struct client *c);
+/* A "message" frame: start a turn, or answer busy to c. */
+void lifecycle_message(struct session *s, struct client *c, const char *text);
+void lifecycle_cancel(struct session *s, struct client *c);
+
+/* ---- config events ---- */
+/* A settings write for user (settings API): configs dirty, failed installs retried. */
+void lifecycle_settings_written(struct cortexd *d, const char *user);
+
+#endif

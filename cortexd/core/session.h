@@ -1,0 +1,221 @@
+/* session.h — cortexd's in-memory model of a session, and the daemon.
+ *
+ * A session is split by owner: each part below is written by one module of
+ * core/ and only on the libwebsockets service thread.  Worker jobs never touch
+ * a session: they get copies of what they need and return a result struct
+ * that the owning module applies on the service thread (lifecycle.c).
+ *
+ *   struct session          session.c   identity, registry, refcount
+ *   struct lifecycle        lifecycle.c state machine, sandbox, jobs, idle timers
+ *   struct agent_link       agent.c     the ws-agent connection and the hot agent
+ *   struct fanout           fanout.c    clients, seq, the replay kept for resume
+ *   struct turn *           turn.c      the running turn
+ *   cc / sync               lifecycle.c the cached config, what the sandbox holds */
+#ifndef CORTEX_SESSION_H
+#define CORTEX_SESSION_H
+
+#include <signal.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <libwebsockets.h>
+
+#include "cconfig.h"
+#include "config.h"
+#include "cx.h"
+#include "frames.h"
+#include "gateway.h"
+#include "guard.h"
+#include "sandbox.h"
+#include "secrets.h"
+#include "sentence.h"
+#include "store.h"
+#include "sync.h"
+
+/* Public states (the contract's names, sess_state_name()). */
+enum sess_state { SS_CREATING, SS_READY, SS_PAUSED, SS_SLEEPING, SS_WAKING, SS_ERROR, SS_N };
+/* What the lifecycle drives the session towards. */
+enum lc_goal {
+	GOAL_ASLEEP, /* no sandbox (home and workspace stay) */
+	GOAL_PAUSED, /* sandbox frozen */
+	GOAL_UP,     /* sandbox up and in line with the config; no agent wanted */
+	GOAL_HOT,    /* ... and a hot agent running that config */
+	GOAL_GONE,   /* deleted: tear down once no job runs */
+};
+/* The one sandbox job a session may have running (sync runs beside it only
+ * when the job is none). */
+enum lc_job { JOB_NONE, JOB_PREPARE, JOB_STOP, JOB_FREEZE };
+enum ag_state { AG_NONE, AG_STARTING, AG_HOT };
+/* A turn's path: what it had to wait for. */
+enum turn_path { PATH_WARM, PATH_COLD, PATH_CONFIG_CHANGED, PATH_N };
+/* The lifecycle's steps, in order (lifecycle.c has the table). */
+enum lc_step { STEP_SANDBOX, STEP_LINK, STEP_CONFIG, STEP_PACKAGES, STEP_SYNC, STEP_AGENT, STEP_N };
+
+const char *sess_state_name(enum sess_state s);
+const char *turn_path_name(enum turn_path p);
+
+struct session;
+struct sync_job;
+struct agent_line;
+
+/* One client WebSocket (per-connection data of the "cortex" protocol). */
+struct client {
+	struct lws *wsi;      /* NULL in unit tests: frames only queue */
+	struct session *sess; /* not owned; NULL once the session is gone */
+	struct client *next;  /* in sess->fan.clients */
+	struct fqueue out;
+	struct rxbuf rx;
+	int closing;
+	int held;             /* joined mid-turn: gets that turn's frames only after "resume" */
+	uint64_t last_seq;    /* highest seq queued to this client (resume never repeats one) */
+};
+
+struct fanout {
+	struct client *clients;
+	uint64_t seq;            /* last seq sent on this session */
+	struct fqueue replay;    /* frames of the running or last turn, for "resume" (capped) */
+	uint64_t replay_dropped; /* highest seq dropped from replay by the cap, 0 if none */
+	int rx_paused;           /* agent link reading paused because a client is slow */
+};
+
+struct agent_link {
+	struct lws *wsi;
+	int up;                  /* connected to ws-agent */
+	int dirfd;               /* O_PATH of DATA/sessions/<id>/run while connecting/connected, -1 */
+	struct fqueue out;
+	struct rxbuf rx;
+	/* The hot agent (ws-agent protocol v2: docs/protocol.md). */
+	enum ag_state state;
+	uint64_t gen;            /* generation of the current agent; strictly increasing */
+	char hash[65];           /* all_hash of the config it was started with */
+	uint64_t start_us;
+	int crashes;             /* exits without a finished turn since the last good one */
+	int had_success;         /* a turn finished: a restarted agent can --continue */
+	char stderr_tail[1024];  /* the current agent's latest stderr, for error frames */
+	uint64_t int_seq;        /* interrupt request ids */
+	lws_sorted_usec_list_t sul_boot; /* start deadline */
+	/* Sends to ws-agent go through io (agent.c by default; a fake in unit tests). */
+	const struct agent_io *io;
+};
+struct agent_io {
+	void (*send)(struct session *s, const char *txt, size_t len);
+};
+
+/* A turn: one user message and the agent's answer. */
+enum turn_wait { TW_NONE, TW_INSTALL, TW_SYNC, TW_AGENT };
+struct turn {
+	struct session *sess;   /* not owned: the session the turn belongs to */
+	uint64_t id;
+	uint64_t t0_us;         /* message received by cortexd */
+	double wait_sandbox_ms; /* waiting for the sandbox / ws-agent (create, wake, thaw) */
+	double config_ms;       /* config cache lookup (and assembly on a miss) */
+	double context_ms;      /* writing the context file (only when the agent starts) */
+	double install_ms;      /* waiting for MCP package installs */
+	double sync_ms;         /* waiting for config files / package mounts */
+	double agent_start_ms;  /* waiting for the agent to boot (cold agent) */
+	uint64_t wait_since_us; /* start of the current wait, 0 if none */
+	enum turn_wait wait;
+	int config_changed;     /* the config differs from the previous turn's */
+	unsigned progress_sent; /* bit set of cortex.progress phases already sent */
+	int sandbox_ok;         /* the sandbox was found ready (wait_sandbox_ms is final) */
+	int cache_how;          /* enum ccache_how of the turn's first config lookup, -1 before */
+	double first_token_ms;  /* < 0 until the first text delta is sent */
+	const char *wake;       /* NULL, "paused", "sleeping", "creating": what the turn woke */
+	int agent_cold;         /* the agent was not hot when the message came */
+	int sent;               /* the message is written to the agent (agent_gen) */
+	uint64_t sent_us;
+	uint64_t agent_gen;
+	int result_seen, done_sent;
+	int cancelled;          /* interrupt sent (client cancel, no client left, guard) */
+	int revoked;            /* the stream guard stopped it: its output is dropped */
+	int stopped;            /* ended for the client (revoked, provider error): later output dropped */
+	struct gw_usage usage;  /* from the model gateway, over the turn's provider requests */
+	unsigned model_requests;
+	double model_ttfb_ms;   /* first provider request's time to first byte, < 0 before */
+	int provider_status;    /* last non-2xx status, 0 if none */
+	char model[128];
+	char outcome[40];       /* "ok", "agent_error", "revoked", or the cortex.error code */
+	char *text;             /* the user's message */
+	struct guard_scan gs_text;  /* stream guard over the text deltas (split-safe) */
+	struct guard_scan gs_line;  /* ... and over each other line, one at a time */
+	struct sentencer sz;        /* voice: text deltas -> cortex.sentence */
+	lws_sorted_usec_list_t sul_int;   /* interrupt sent: stop the agent past this */
+};
+
+struct lifecycle {
+	enum sess_state state;
+	enum lc_goal goal;
+	enum lc_job job;
+	sandbox *sb;             /* owned; set only by a job's done on the service thread */
+	pid_t wsa_pid;           /* ws-agent's pid inside the sandbox */
+	struct sync_job *sync_job; /* running sync (its result is applied when done) */
+	int in_reconcile;        /* reconcile is running: a nested call only asks for one more pass */
+	int again;
+	int failed;              /* a step failed: no retry until a request or a message */
+	char sync_failed[65];    /* all_hash whose sync failed ("" = none) */
+	char error[512];
+	lws_sorted_usec_list_t sul_idle;  /* release the agent, pause, sleep */
+	lws_sorted_usec_list_t sul_grace; /* a turn without any client */
+	uint64_t active_us;      /* monotonic time of the last activity */
+	uint64_t ready_t0_us;    /* create / wake requested (0: not measuring) */
+	double ready_ms;         /* create/wake -> agent hot, < 0 before */
+	char last_turn_hash[65]; /* all_hash of the config the previous turn ran with */
+};
+
+struct cortexd;
+
+struct session {
+	struct cortexd *d;       /* not owned */
+	char id[40];
+	char user[72];
+	char surface[8];
+	const struct surface_profile *prof;
+	int64_t created_at, last_active_at;
+	int idle_sleep_s;
+	char dir[4096];          /* DATA/sessions/<id> */
+	int refs;                /* registry + jobs + the agent connection; freed at 0 */
+	int deleted;
+	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
+	uint64_t turns;          /* turns started */
+	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
+
+	struct lifecycle lc;
+	struct agent_link link;
+	struct fanout fan;
+	struct turn *turn;       /* the running turn, or NULL */
+	struct ccache_entry cc;  /* the assembled config (cconfig.h) */
+	struct sync_state sync;  /* what is written in the sandbox (sync.h) */
+	struct session *next;    /* registry */
+};
+
+/* The daemon.  One per process, passed explicitly. */
+struct cortexd {
+	config cfg;
+	store *st;
+	struct lws_context *ctx; /* NULL in unit tests: timers and sockets are skipped */
+	struct lws_vhost *vh;
+	struct session *sessions;
+	int port;
+	char admin_token[256];
+	secrets_key skey;        /* master key for secrets at rest */
+	volatile sig_atomic_t stop;
+	/* Upward events, set by lifecycle_init(): modules below the lifecycle
+	 * report through them instead of calling up. */
+	void (*reconcile)(struct session *s);
+	void (*agent_output)(struct session *s, const struct agent_line *l, const char *raw, size_t len);
+	void (*agent_down)(struct session *s, int why /* enum agent_down */, const char *code, const char *msg);
+};
+
+/* session.c: the registry */
+struct session *session_new(struct cortexd *d, const char *id, const char *user, const char *surface);
+struct session *session_find(struct cortexd *d, const char *id);
+int session_persist(struct session *s, cx_err *err);
+json_t *session_to_json(const struct session *s);
+void session_unref(struct session *s);
+void session_unlink(struct session *s);
+/* Timers: no-ops without an lws context (unit tests). */
+void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, uint64_t us);
+/* Put key = o (consumed) from a worker: never on the message path. */
+void store_put_later(struct cortexd *d, const char *key, json_t *o);
+void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn);
+
+#endif

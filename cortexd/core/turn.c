@@ -1,0 +1,533 @@
+/* turn.c — see turn.h. */
+#include "turn.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent.h"
+#include "agent_line.h"
+#include "fanout.h"
+#include "log.h"
+#include "records.h"
+
+#define INTERRUPT_GRACE_MS 5000
+
+static struct turn_counters counters;
+void turn_get_counters(struct turn_counters *out) { *out = counters; }
+
+static double ms_since(uint64_t us) { return (double)(cx_mono_us() - us) / 1000.0; }
+
+/* ---- per surface figures ---- */
+
+static struct surf_ring {
+	double ft[TURN_FT_RING];
+	size_t n, next;
+	struct surface_stats st;
+} surf[SURF_N];
+
+static int surface_index(const struct session *s)
+{
+	return s->prof && !strcmp(s->prof->name, "voice") ? SURF_VOICE : SURF_CHAT;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return x < y ? -1 : x > y;
+}
+
+void turn_surface_stats(int surface, struct surface_stats *out)
+{
+	struct surf_ring *r = &surf[surface];
+	*out = r->st;
+	out->p50 = out->p95 = 0;
+	if (!r->n)
+		return;
+	double tmp[TURN_FT_RING];
+	memcpy(tmp, r->ft, r->n * sizeof *tmp);
+	qsort(tmp, r->n, sizeof *tmp, cmp_double);
+	out->p50 = tmp[(r->n * 50 + 99) / 100 - 1];
+	out->p95 = tmp[(r->n * 95 + 99) / 100 - 1];
+}
+
+static void surface_record(const struct session *s, double first_token, double total, enum turn_path path)
+{
+	struct surf_ring *r = &surf[surface_index(s)];
+	r->ft[r->next] = first_token;
+	r->next = (r->next + 1) % TURN_FT_RING;
+	if (r->n < TURN_FT_RING)
+		r->n++;
+	r->st.turns++;
+	r->st.by_path[path]++;
+	if (s->prof && s->prof->first_token_budget_ms && first_token > s->prof->first_token_budget_ms)
+		r->st.over_first_token++;
+	if (s->prof && s->prof->response_budget_ms && total > s->prof->response_budget_ms)
+		r->st.over_response++;
+}
+
+/* ---- begin / end ---- */
+
+/* cold: the sandbox had to be created, woken or thawed, or the agent started
+ * for this message; config_changed: the agent runs a changed config. */
+static enum turn_path path_of(const struct turn *t)
+{
+	return t->config_changed ? PATH_CONFIG_CHANGED : (t->wake || t->agent_cold) ? PATH_COLD : PATH_WARM;
+}
+
+static void turn_free(struct turn *t)
+{
+	free(t->text);
+	guard_scan_free(&t->gs_text);
+	guard_scan_free(&t->gs_line);
+	sentencer_free(&t->sz);
+	lws_sul_cancel(&t->sul_int);
+	free(t);
+}
+
+static void record(struct session *s, const struct turn *t)
+{
+	double total = ms_since(t->t0_us);
+	struct turn_record r = {
+		.session = s->id, .user = s->user, .surface = s->prof ? s->prof->name : s->surface, .turn = t->id,
+		.path = turn_path_name(path_of(t)), .outcome = t->outcome[0] ? t->outcome : "ended",
+		.agent_cold = t->agent_cold, .wake = t->wake, .wait_sandbox_ms = t->wait_sandbox_ms,
+		.config_ms = t->config_ms, .install_ms = t->install_ms, .sync_ms = t->sync_ms,
+		.agent_start_ms = t->agent_start_ms, .context_ms = t->context_ms,
+		.first_token_ms = t->first_token_ms < 0 ? total : t->first_token_ms, .total_ms = total,
+		.model_ttfb_ms = t->model_ttfb_ms, .model = t->model, .usage = t->usage,
+		.model_requests = t->model_requests, .provider_status = t->provider_status,
+	};
+	char key[300];
+	json_t *o = records_build(&s->d->cfg, &r, key, sizeof key);
+	if (o)
+		store_put_later(s->d, key, o);
+	else
+		log_error("session %s: turn record: out of memory", s->id);
+}
+
+/* The turn is over: the agent's result came, or it can never come. */
+static void turn_end(struct session *s)
+{
+	struct turn *t = s->turn;
+	if (!t)
+		return;
+	s->turn = NULL;
+	record(s, t);
+	turn_free(t);
+	lws_sul_cancel(&s->lc.sul_grace);
+	/* A message that came after cortex.revoked, while the agent was stopping. */
+	char *next = s->next_text;
+	s->next_text = NULL;
+	if (next && !s->deleted)
+		(void)turn_begin(s, next);
+	free(next);
+}
+
+void turn_fail(struct session *s, const char *code, const char *msg)
+{
+	if (!s->turn)
+		return;
+	if (!s->turn->outcome[0])
+		snprintf(s->turn->outcome, sizeof s->turn->outcome, "%s", code);
+	fanout_error(s, NULL, code, msg);
+	turn_end(s);
+}
+
+int turn_begin(struct session *s, const char *text)
+{
+	struct turn *t = calloc(1, sizeof *t);
+	if (!t || !(t->text = strdup(text))) {
+		free(t);
+		fanout_error(s, NULL, "internal", "out of memory");
+		return -1;
+	}
+	t->t0_us = cx_mono_us();
+	t->first_token_ms = -1;
+	t->model_ttfb_ms = -1;
+	t->cache_how = -1;
+	t->id = ++s->turns;
+	t->sess = s;
+	guard_scan_init(&t->gs_text);
+	guard_scan_init(&t->gs_line);
+	sentencer_init(&t->sz);
+	fanout_turn_begin(s);
+	s->turn = t;
+	transcript_append(s, "user", text, t->id);
+	return 0;
+}
+
+/* ---- waiting for the session ---- */
+
+enum { PG_WAKING = 1, PG_INSTALL = 2, PG_CONFIG = 4, PG_AGENT = 8 };
+
+/* Each cortex.progress phase once per turn. */
+static void progress(struct session *s, unsigned bit, json_t *o)
+{
+	if (s->turn->progress_sent & bit) {
+		json_decref(o);
+		return;
+	}
+	s->turn->progress_sent |= bit;
+	fanout_obj(s, o);
+}
+
+/* Account the time spent waiting to the phase being waited for. */
+static void wait_mark(struct turn *t, enum turn_wait w)
+{
+	if (t->wait == w)
+		return;
+	uint64_t now = cx_mono_us();
+	double ms = (double)(now - t->wait_since_us) / 1000.0;
+	switch (t->wait) {
+	case TW_INSTALL: t->install_ms += ms; break;
+	case TW_SYNC: t->sync_ms += ms; break;
+	case TW_AGENT: t->agent_start_ms += ms; break;
+	case TW_NONE: break;
+	}
+	t->wait = w;
+	t->wait_since_us = now;
+}
+
+static void sandbox_found(struct turn *t)
+{
+	if (!t->sandbox_ok) {
+		t->sandbox_ok = 1;
+		t->wait_sandbox_ms = t->wake ? ms_since(t->t0_us) : 0;
+	}
+}
+
+void turn_wait(struct session *s, enum lc_step step, const cconfig *cfg, const char *detail)
+{
+	struct turn *t = s->turn;
+	if (!t || t->sent)
+		return;
+	switch (step) {
+	case STEP_SANDBOX:
+	case STEP_LINK:
+		if (detail && !strcmp(detail, "paused")) {
+			t->wake = "paused";
+			progress(s, PG_WAKING, json_pack("{s:s,s:s,s:s}", "type", "cortex.progress", "phase", "waking",
+							 "from", "paused"));
+			break;
+		}
+		if (!t->wake)
+			t->wake = detail && !strcmp(detail, "creating") ? "creating" : "sleeping";
+		progress(s, PG_WAKING, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase",
+						 detail && !strcmp(detail, "creating") ? "creating" : "waking"));
+		break;
+	case STEP_CONFIG:
+		sandbox_found(t);
+		break;
+	case STEP_PACKAGES:
+		sandbox_found(t);
+		wait_mark(t, TW_INSTALL);
+		progress(s, PG_INSTALL, json_pack("{s:s,s:s,s:I,s:I}", "type", "cortex.progress", "phase",
+						  "installing_packages", "missing", (json_int_t)cfg->pkgs_missing,
+						  "total", (json_int_t)cfg->n_pkgs));
+		break;
+	case STEP_SYNC:
+		sandbox_found(t);
+		wait_mark(t, TW_SYNC);
+		progress(s, PG_CONFIG, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "writing_config"));
+		break;
+	case STEP_AGENT:
+		sandbox_found(t);
+		t->agent_cold = 1;
+		wait_mark(t, TW_AGENT);
+		progress(s, PG_AGENT, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "starting_agent"));
+		break;
+	case STEP_N:
+		break;
+	}
+}
+
+void turn_config_lookup(struct session *s, enum ccache_how how, double ms)
+{
+	struct turn *t = s->turn;
+	if (!t || t->sent)
+		return;
+	t->config_ms += ms;
+	if (t->cache_how < 0)
+		t->cache_how = (int)how;
+}
+
+void turn_send(struct session *s, const cconfig *cfg)
+{
+	struct turn *t = s->turn;
+	if (!t || t->sent)
+		return;
+	sandbox_found(t);
+	wait_mark(t, TW_NONE);
+	if (s->lc.last_turn_hash[0] && strcmp(s->lc.last_turn_hash, cfg->all_hash))
+		t->config_changed = 1;
+	memcpy(s->lc.last_turn_hash, cfg->all_hash, sizeof s->lc.last_turn_hash);
+	t->sent = 1;
+	t->sent_us = cx_mono_us();
+	counters.messages_sent++;
+	t->agent_gen = s->link.gen;
+	agent_input(s, json_pack("{s:s,s:{s:s,s:[{s:s,s:s}]}}", "type", "user", "message", "role", "user", "content",
+				 "type", "text", "text", t->text));
+}
+
+/* ---- stopping a turn ---- */
+
+/* The agent ignored an interrupt: replace it (the next one --continues). */
+static void sul_int_cb(lws_sorted_usec_list_t *sul)
+{
+	struct turn *t = lws_container_of(sul, struct turn, sul_int);
+	struct session *s = t->sess;
+	if (s->turn != t)
+		return;
+	agent_stop(s);
+	if (t->stopped)
+		turn_end(s);
+	else
+		turn_fail(s, "cancelled", "the agent did not stop within 5 s; it was restarted");
+	s->d->reconcile(s);
+}
+
+/* Ask the agent to stop the running turn; past the deadline it is replaced. */
+static void turn_interrupt(struct session *s)
+{
+	struct turn *t = s->turn;
+	if (!t || !t->sent || t->cancelled)
+		return;
+	t->cancelled = 1;
+	agent_interrupt(s);
+	session_timer(s, &t->sul_int, sul_int_cb, (uint64_t)INTERRUPT_GRACE_MS * LWS_US_PER_MS);
+}
+
+void turn_cancel(struct session *s)
+{
+	if (s->turn && s->turn->sent)
+		turn_interrupt(s);
+	else if (s->turn)
+		turn_fail(s, "cancelled", "the turn was cancelled before the agent started");
+}
+
+void turn_stop_session(struct session *s)
+{
+	free(s->next_text);
+	s->next_text = NULL;
+	if (s->turn) {
+		fanout_error(s, NULL, "session_stopped", "the session was stopped");
+		turn_end(s);
+	}
+}
+
+void turn_agent_down(struct session *s, int why, const char *code, const char *msg)
+{
+	struct turn *t = s->turn;
+	if (!t)
+		return;
+	switch ((enum agent_down)why) {
+	case DOWN_LINK_LOST:
+		turn_fail(s, code, msg);
+		break;
+	case DOWN_EXITED:
+	case DOWN_KILLED:
+		if (t->sent && !t->result_seen) {
+			if (t->stopped)
+				turn_end(s);
+			else
+				turn_fail(s, code, msg);
+		}
+		break; /* a waiting turn gets a fresh agent */
+	case DOWN_NEVER_STARTED:
+	case DOWN_BOOT_TIMEOUT:
+		if (!t->sent)
+			turn_fail(s, code, msg); /* no start loop: the next message tries again */
+		break;
+	case DOWN_PIPE:
+		if (t->sent)
+			turn_fail(s, code, msg);
+		break;
+	}
+}
+
+/* ---- the agent's output ---- */
+
+static const char *cache_how_name(int h)
+{
+	static const char *const n[] = {"hit", "miss", "dirty", "expired"};
+	return h >= 0 && h <= 3 ? n[h] : "none";
+}
+
+static void send_done(struct session *s, int is_error)
+{
+	struct turn *t = s->turn;
+	double total = ms_since(t->t0_us);
+	double ft = t->first_token_ms < 0 ? total : t->first_token_ms;
+	json_t *timings = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "first_token_ms", ft, "total_ms", total,
+				    "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms", t->config_ms, "install_ms",
+				    t->install_ms, "sync_ms", t->sync_ms, "agent_start_ms", t->agent_start_ms,
+				    "context_ms", t->context_ms);
+	enum turn_path path = path_of(t);
+	snprintf(t->outcome, sizeof t->outcome, "%s", is_error ? "agent_error" : "ok");
+	json_t *o = json_pack("{s:s,s:o,s:s,s:s,s:s,s:s,s:b,s:b}", "type", "cortex.done", "timings", timings, "path",
+			      turn_path_name(path), "agent", t->agent_cold ? "cold" : "hot", "config_cache",
+			      cache_how_name(t->cache_how), "surface", s->surface, "cancelled", t->cancelled,
+			      "is_error", is_error);
+	if (t->wake)
+		json_object_set_new(o, "wake", json_string(t->wake));
+	if (s->prof)
+		json_object_set_new(o, "first_token_budget_ms", json_integer(s->prof->first_token_budget_ms));
+	if (t->model_requests) {
+		json_object_set_new(timings, "model_ttfb_ms", json_real(t->model_ttfb_ms));
+		json_object_set_new(o, "usage",
+				    json_pack("{s:I,s:I,s:I,s:I,s:i}", "input_tokens", (json_int_t)t->usage.input,
+					      "output_tokens", (json_int_t)t->usage.output, "cache_read_input_tokens",
+					      (json_int_t)t->usage.cache_read, "cache_creation_input_tokens",
+					      (json_int_t)t->usage.cache_creation, "model_requests", (int)t->model_requests));
+	}
+	fanout_obj(s, o);
+	t->done_sent = 1;
+	surface_record(s, ft, total, path);
+	log_info("session %s turn %llu: first token %.1f ms, total %.1f ms (%s, agent %s)", s->id,
+		 (unsigned long long)t->id, t->first_token_ms, total, turn_path_name(path),
+		 t->agent_cold ? "cold" : "hot");
+}
+
+static int on_sentence(void *arg, const char *text, size_t n)
+{
+	struct session *s = arg;
+	fanout_obj(s, json_pack("{s:s,s:s%}", "type", "cortex.sentence", "text", text, n));
+	return 0;
+}
+
+/* The stream guard matched: stop the turn; nothing more of it goes out or is kept. */
+static void turn_revoke(struct session *s)
+{
+	struct turn *t = s->turn;
+	t->revoked = 1;
+	t->stopped = 1;
+	snprintf(t->outcome, sizeof t->outcome, "revoked");
+	counters.revoked++;
+	fanout_obj(s, json_pack("{s:s,s:s,s:s}", "type", "cortex.revoked", "reason", "secret_in_output", "message",
+				"the agent's output contained one of your secret values; the turn was stopped"));
+	log_warn("session %s turn %llu: stream guard matched a secret; turn revoked", s->id, (unsigned long long)t->id);
+	turn_interrupt(s); /* already interrupted: its deadline is armed */
+}
+
+/* 1 when a secret shows in this line (text deltas are scanned as one stream). */
+static int guard_check(struct session *s, struct turn *t, const struct agent_line *l, const char *raw, size_t len)
+{
+	const cconfig *cfg = s->cc.cfg;
+	if (!cfg || !cfg->guard || !guard_patterns(cfg->guard))
+		return 0;
+	uint64_t g0 = cx_mono_us();
+	cx_err err = CX_ERR_INIT;
+	int hit;
+	if (l->delta) {
+		hit = guard_feed(&t->gs_text, cfg->guard, l->delta, l->delta_len, NULL, &err);
+	} else {
+		guard_scan_reset(&t->gs_line);
+		hit = guard_feed(&t->gs_line, cfg->guard, raw, len, NULL, &err);
+	}
+	counters.guard_scans++;
+	counters.guard_us += cx_mono_us() - g0;
+	return hit != 0; /* -1 (no memory): fail closed */
+}
+
+static void on_result(struct session *s, struct turn *t, const struct agent_line *l)
+{
+	t->result_seen = 1;
+	if (!l->is_error) {
+		s->link.had_success = 1;
+		s->link.crashes = 0;
+	}
+	if (!t->stopped) {
+		if (l->result)
+			transcript_append(s, "assistant", l->result, t->id);
+		send_done(s, l->is_error);
+	}
+	turn_end(s); /* when stopped, cortex.revoked / the provider error was its last frame */
+}
+
+void turn_output(struct session *s, const struct agent_line *l, const char *raw, size_t len)
+{
+	struct turn *t = s->turn;
+	if (!t || !t->sent || t->agent_gen != s->link.gen) {
+		log_debug("session %s: agent line outside a turn dropped", s->id);
+		return; /* between turns (or from a replaced agent): nobody asked */
+	}
+	if (l->kind == AL_BAD) {
+		if (!t->stopped)
+			fanout_error(s, NULL, "agent_output", "the agent printed a line that is not a JSON object");
+		return;
+	}
+	if (!t->stopped && guard_check(s, t, l, raw, len))
+		turn_revoke(s);
+	if (!t->stopped) {
+		fanout_line(s, raw, len);
+		if (l->delta && t->first_token_ms < 0)
+			t->first_token_ms = ms_since(t->t0_us);
+		if (s->prof && s->prof->sentences) {
+			cx_err err = CX_ERR_INIT;
+			if (l->delta)
+				(void)sentencer_feed(&t->sz, l->delta, l->delta_len, on_sentence, s, &err);
+			else if (l->is_result || l->block_end)
+				(void)sentencer_flush(&t->sz, on_sentence, s);
+		}
+	}
+	if (l->is_result && !t->result_seen)
+		on_result(s, t, l);
+}
+
+/* ---- the model gateway's reports ---- */
+
+static void usage_add(struct turn *t, const struct gw_report *r)
+{
+	t->model_requests++;
+	t->usage.input += r->usage.input;
+	t->usage.output += r->usage.output;
+	t->usage.cache_read += r->usage.cache_read;
+	t->usage.cache_creation += r->usage.cache_creation;
+	if (t->model_ttfb_ms < 0 && r->status >= 200 && r->status < 300)
+		t->model_ttfb_ms = r->ttfb_ms;
+	if (r->model[0])
+		snprintf(t->model, sizeof t->model, "%s", r->model);
+}
+
+/* Usage adds up over the turn's requests (tool use makes several).  A provider
+ * failure reaches the client as cortex.error with the provider's status, and
+ * the turn is stopped: the agent would otherwise retry 429/5xx with backoff
+ * for minutes. */
+void turn_gateway_report(struct session *s, const struct gw_report *r)
+{
+	struct turn *t = s->turn;
+	/* A request that began before this turn's message belongs to an earlier
+	 * turn (e.g. one the agent abandoned on an interrupt): not this one's. */
+	if (!t || !t->sent || t->stopped || r->recv_us < t->sent_us)
+		return;
+	usage_add(t, r);
+	if (r->agent_gone)
+		return; /* the agent hung up (cancel, crash): its own exit tells the story */
+	const char *code = NULL;
+	if (r->status == 0)
+		code = r->curl_code == 28 /* CURLE_OPERATION_TIMEDOUT */ ? "provider_timeout" : "provider_unreachable";
+	else if (r->status >= 400)
+		code = "provider_error";
+	else if (r->cut)
+		code = "provider_stream_cut";
+	if (!code)
+		return;
+	t->provider_status = r->status;
+	const char *sep = r->error[0] ? ": " : "";
+	char msg[800];
+	if (r->cut && r->status < 400)
+		snprintf(msg, sizeof msg, "the model provider's stream was cut after %u chunks%s%s", r->events, sep,
+			 r->error);
+	else if (r->status)
+		snprintf(msg, sizeof msg, "the model provider answered %d%s%s", r->status, sep, r->error);
+	else
+		snprintf(msg, sizeof msg, "the model provider could not be reached%s%s", sep, r->error);
+	json_t *o = json_pack("{s:s,s:s,s:s}", "type", "cortex.error", "code", code, "message", msg);
+	if (r->status)
+		json_object_set_new(o, "status", json_integer(r->status));
+	fanout_obj(s, o);
+	snprintf(t->outcome, sizeof t->outcome, "%s", code);
+	t->stopped = 1;
+	turn_interrupt(s);
+}

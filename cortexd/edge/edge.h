@@ -1,0 +1,52 @@
+/* edge.h — the daemon's edge: HTTP routes (api.c, settings.c,
+ * routes_metrics.c), client WebSockets (ws_client.c), replies.  The edge
+ * validates and answers; what happens to a session is the lifecycle's. */
+#ifndef CORTEX_EDGE_H
+#define CORTEX_EDGE_H
+
+#include "session.h"
+
+struct api_req {
+	const char *method;  /* GET POST PUT DELETE */
+	const char *path;
+	const char *token;   /* may be NULL */
+	const char *body;    /* may be NULL */
+	size_t body_len;
+	const char *query;   /* URI args "a=1&b=2", may be NULL */
+};
+struct api_resp {
+	int status;
+	char *body;          /* malloc'd JSON, or NULL for an empty body */
+	const char *ctype;   /* NULL = application/json */
+};
+void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *resp);
+void api_error(struct api_resp *resp, int status, const char *code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* status and a JSON body (o consumed; NULL = empty body). */
+void api_reply(struct api_resp *resp, int status, json_t *o);
+/* Request bodies, shared by every route: a JSON object or a 4xx in resp (NULL). */
+json_t *api_body_object(const struct api_req *req, struct api_resp *resp, int allow_empty);
+/* -1 with a 400 in resp when o has a member outside allowed (NULL-terminated). */
+int api_only_keys(json_t *o, const char *const *allowed, const char *what, struct api_resp *resp);
+/* Who is calling. */
+enum api_who { WHO_NONE = -1, WHO_USER = 0, WHO_ADMIN = 1 };
+/* WHO_USER with the name in out, WHO_ADMIN, or WHO_NONE (no or bad token). */
+enum api_who api_auth(struct cortexd *d, const char *token, char *out_user, size_t cap);
+/* One query argument ("name=value&..."), copied into out; 0 if absent. */
+int api_query_arg(const char *q, const char *name, char *out, size_t cap);
+/* An integer query value in [lo, hi]: 0, or -1. */
+int api_parse_int(const char *v, long long lo, long long hi, long long *out);
+
+/* routes_metrics.c: /metrics, /v1/metrics/turns, /v1/metrics/summary */
+void routes_metrics(struct cortexd *d, const char *user, enum api_who who, const struct api_req *req,
+		    struct api_resp *resp);
+
+/* settings.c: rest is the path after "/v1/settings/"; user a user (never admin). */
+void settings_route(struct cortexd *d, const char *user, const struct api_req *req, const char *rest,
+		    struct api_resp *resp);
+
+/* ws_client.c: the "cortex" protocol's WebSocket callbacks. */
+int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct client *c,
+		       void *in, size_t len);
+
+#endif

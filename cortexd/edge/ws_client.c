@@ -1,0 +1,152 @@
+/* ws_client.c — the client WebSocket (/v1/sessions/{id}/ws): authorize the
+ * upgrade, parse each frame (client_frame.c) and hand it to the lifecycle;
+ * write queued frames when lws says the socket is writeable. */
+#include "edge.h"
+
+#include <string.h>
+
+#include "caps.h"
+#include "client_frame.h"
+#include "fanout.h"
+#include "lifecycle.h"
+#include "log.h"
+
+static int parse_ws_path(const char *uri, char *out_id, size_t cap)
+{
+	static const char pre[] = "/v1/sessions/";
+	if (strncmp(uri, pre, sizeof pre - 1))
+		return -1;
+	const char *id = uri + sizeof pre - 1;
+	const char *slash = strchr(id, '/');
+	if (!slash || strcmp(slash, "/ws") || slash == id || (size_t)(slash - id) >= cap)
+		return -1;
+	memcpy(out_id, id, (size_t)(slash - id));
+	out_id[slash - id] = '\0';
+	return 0;
+}
+
+/* The token from "Authorization: Bearer X" or, for browsers, ?token=X. */
+static void ws_token(struct lws *wsi, char *out, int cap)
+{
+	char hdr[400];
+	if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 && !strncasecmp(hdr, "Bearer ", 7)) {
+		snprintf(out, (size_t)cap, "%s", hdr + 7);
+		return;
+	}
+	const char *v = lws_get_urlarg_by_name(wsi, "token=", out, cap);
+	if (v)
+		memmove(out, v, strlen(v) + 1);
+	else
+		out[0] = '\0';
+}
+
+/* Refuse an upgrade with a real HTTP status and the JSON error shape.  At
+ * FILTER_PROTOCOL_CONNECTION the connection still speaks HTTP and nothing has
+ * been sent: lws's advice is a normal HTTP response there (its own
+ * lws_return_http_status does the same), written at once, headers and body
+ * in one lws_write, then the connection is closed by returning -1. */
+static int reject_upgrade(struct lws *wsi, int status, const char *code, const char *msg)
+{
+	unsigned char buf[LWS_PRE + 1024];
+	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+	char body[400];
+	int blen = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
+	if (lws_add_http_common_headers(wsi, (unsigned int)status, "application/json", (lws_filepos_t)blen, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end) ||
+	    lws_finalize_http_header(wsi, &p, end) || end - p < blen)
+		return -1; /* cannot happen with these sizes: close without a reply */
+	memcpy(p, body, (size_t)blen);
+	p += blen;
+	lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS);
+	return -1;
+}
+
+static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *status, const char **code,
+				    const char **msg)
+{
+	char uri[512], id[64], token[300], user[80];
+	*status = 404;
+	*code = "not_found";
+	*msg = "no such session";
+	if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || parse_ws_path(uri, id, sizeof id) < 0)
+		return NULL;
+	ws_token(wsi, token, sizeof token);
+	enum api_who who = api_auth(d, token[0] ? token : NULL, user, sizeof user);
+	if (who == WHO_NONE) {
+		*status = 401;
+		*code = "unauthorized";
+		*msg = "missing or invalid token";
+		return NULL;
+	}
+	struct session *s = session_find(d, id);
+	if (!s || who != WHO_USER || strcmp(s->user, user))
+		return NULL; /* another user's session looks exactly like a missing one */
+	return s;
+}
+
+static void on_frame(struct client *c, const char *data, size_t len)
+{
+	struct session *s = c->sess;
+	struct client_frame f;
+	const char *code = NULL;
+	char msg[300];
+	if (client_frame_parse(data, len, CX_CAP_MESSAGE_TEXT, &f, &code, msg, sizeof msg) < 0) {
+		fanout_error(s, c, code, msg);
+		return;
+	}
+	switch (f.type) {
+	case CF_MESSAGE: lifecycle_message(s, c, f.text); break;
+	case CF_CANCEL: lifecycle_cancel(s, c); break;
+	case CF_RESUME: fanout_resume(s, c, f.after_seq); break;
+	}
+	client_frame_free(&f);
+}
+
+int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct client *c,
+		       void *in, size_t len)
+{
+	int status;
+	const char *code, *msg;
+	switch (reason) {
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		if (!ws_authorize(d, wsi, &status, &code, &msg))
+			return reject_upgrade(wsi, status, code, msg);
+		return 0;
+	case LWS_CALLBACK_ESTABLISHED: {
+		if (!c)
+			return -1;
+		memset(c, 0, sizeof *c);
+		c->wsi = wsi;
+		struct session *s = ws_authorize(d, wsi, &status, &code, &msg);
+		if (!s)
+			return -1;
+		lifecycle_client_joined(s, c);
+		return 0;
+	}
+	case LWS_CALLBACK_RECEIVE:
+		if (!c || !c->sess)
+			return -1;
+		if (lws_frame_is_binary(wsi)) {
+			fanout_error(c->sess, c, "bad_frame", "binary frames are not accepted");
+			return 0;
+		}
+		if (rxbuf_append(&c->rx, CX_CAP_CLIENT_FRAME, in, len) < 0)
+			return -1;
+		if (!lws_is_final_fragment(wsi))
+			return 0;
+		if (c->rx.overflow)
+			fanout_error(c->sess, c, "too_large", "frame over the size cap");
+		else
+			on_frame(c, c->rx.buf, c->rx.len);
+		rxbuf_reset(&c->rx);
+		return 0;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return c ? fanout_writeable(c) : -1;
+	case LWS_CALLBACK_CLOSED:
+		if (c)
+			lifecycle_client_left(c);
+		return 0;
+	default:
+		return 0;
+	}
+}

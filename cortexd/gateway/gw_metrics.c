@@ -1,0 +1,32 @@
+/* gw_metrics.c — /metrics series of the model gateway. */
+#include "gw_metrics.h"
+
+#include "gateway.h"
+
+void gateway_metrics_write(FILE *f, void *arg)
+{
+	(void)arg;
+	struct gw_stats gs;
+	gateway_get_stats(&gs);
+	fprintf(f, "# HELP cortex_gateway_requests_total Model gateway requests by provider status class.\n"
+		   "# TYPE cortex_gateway_requests_total counter\n");
+	static const char *const cls[] = {"none", "1xx", "2xx", "3xx", "4xx", "5xx"};
+	for (int i = 0; i < 6; i++)
+		fprintf(f, "cortex_gateway_requests_total{status=\"%s\"} %llu\n", cls[i],
+			(unsigned long long)gs.by_class[i]);
+	fprintf(f, "cortex_gateway_requests_total{status=\"unauthorized\"} %llu\n", (unsigned long long)gs.unauthorized);
+	fprintf(f, "cortex_gateway_requests_total{status=\"overloaded\"} %llu\n", (unsigned long long)gs.overloaded);
+	fputs("# HELP cortex_gateway_ttfb_seconds Gateway: request in -> provider's first byte.\n"
+	      "# TYPE cortex_gateway_ttfb_seconds histogram\n", f);
+	static const double gb[] = GW_TTFB_BOUNDS_MS;
+	for (size_t i = 0; i < sizeof gb / sizeof gb[0]; i++) /* already cumulative */
+		fprintf(f, "cortex_gateway_ttfb_seconds_bucket{le=\"%g\"} %llu\n", gb[i] / 1000.0,
+			(unsigned long long)gs.ttfb_bucket[i]);
+	fprintf(f, "cortex_gateway_ttfb_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)gs.ttfb_count);
+	fprintf(f, "cortex_gateway_ttfb_seconds_sum %.6f\ncortex_gateway_ttfb_seconds_count %llu\n",
+		(double)gs.ttfb_us_sum / 1e6, (unsigned long long)gs.ttfb_count);
+	fprintf(f, "# HELP cortex_gateway_forward_seconds_total Gateway: provider chunk in -> written to the agent, summed.\n"
+		   "# TYPE cortex_gateway_forward_seconds_total counter\ncortex_gateway_forward_seconds_total %.6f\n"
+		   "# TYPE cortex_gateway_forward_events_total counter\ncortex_gateway_forward_events_total %llu\n",
+		(double)gs.fwd_us_sum / 1e6, (unsigned long long)gs.fwd_events);
+}
