@@ -20,13 +20,10 @@
 #include <stdint.h>
 
 #include "cx.h"
+#include "gw_sse.h" /* struct gw_usage */
 
 #define GW_TOKEN_LEN 68      /* "cxg_" + 64 hex */
 #define GW_MAX_INFLIGHT 32   /* concurrent provider requests; past it: 529 overloaded */
-
-struct gw_usage {
-	uint64_t input, output, cache_read, cache_creation;
-};
 
 /* One provider request, as seen by the gateway. */
 struct gw_report {
