@@ -25,10 +25,8 @@
  * handle: connections, DNS, TLS sessions), so a request does not pay a TLS
  * handshake each time.
  *
- * Usage is parsed on the curl thread while the bytes stream through: SSE
- * data lines that mention message_start / message_delta / error are decoded
- * with jansson, nothing else is.  A non-SSE body is kept (GW_CAP_JSON) and
- * decoded at the end.
+ * Usage is parsed on the curl thread while the bytes stream through
+ * (gw_sse.h).
  */
 #include "gateway.h"
 
@@ -47,8 +45,6 @@
 /* Caps of the gateway (belong in common/caps.h once it is integrated). */
 #define GW_CAP_BODY     (32u << 20) /* request body from the agent */
 #define GW_CAP_QUEUE    (1u << 20)  /* provider bytes queued to one agent connection */
-#define GW_CAP_JSON     (1u << 20)  /* non-SSE response kept to parse usage / error */
-#define GW_CAP_SSE_LINE (256u << 10) /* one SSE line kept for parsing (longer: skipped) */
 #define GW_CAP_PATH     2048u       /* path + query */
 #define GW_CAP_URL      4096u       /* provider URL */
 #define GW_CAP_KEY      1024u       /* provider key */
@@ -108,17 +104,7 @@ struct gw_req {
 	int curl_code;
 	char curl_err[CURL_ERROR_SIZE];
 	uint64_t t_first_us;        /* first body byte, 0 before */
-	int sse;                    /* decided at the first body byte */
-	char *line;                 /* SSE line being assembled */
-	size_t line_len;
-	int line_skip;              /* current line is over GW_CAP_SSE_LINE */
-	char *jbuf;                 /* non-SSE body */
-	size_t jlen;
-	int jover;
-	int saw_stop;               /* SSE message_stop seen */
-	struct gw_usage usage;
-	char model[128];
-	char error[512];
+	struct gw_sse parse;        /* usage, model, error */
 
 	/* [svc] */
 	int hdr_sent;
@@ -188,158 +174,6 @@ static void share_unlock(CURL *h, curl_lock_data d, void *u)
 
 static double us_to_ms(uint64_t us) { return (double)us / 1000.0; }
 
-/* ------------------------------------------------------ usage parsing */
-
-static uint64_t ju64(json_t *o, const char *k)
-{
-	json_t *v = json_object_get(o, k);
-	return json_is_integer(v) && json_integer_value(v) > 0 ? (uint64_t)json_integer_value(v) : 0;
-}
-
-static void take_usage(struct gw_req *q, json_t *u, int all)
-{
-	if (!json_is_object(u))
-		return;
-	uint64_t v;
-	if (json_object_get(u, "output_tokens"))
-		q->usage.output = ju64(u, "output_tokens");
-	/* message_start carries input and cache counts; newer message_delta
-	 * events repeat them cumulatively (take them when present). */
-	if ((v = ju64(u, "input_tokens")) || all)
-		q->usage.input = v ? v : q->usage.input;
-	if ((v = ju64(u, "cache_read_input_tokens")))
-		q->usage.cache_read = v;
-	if ((v = ju64(u, "cache_creation_input_tokens")))
-		q->usage.cache_creation = v;
-}
-
-static void take_error(struct gw_req *q, json_t *o)
-{
-	json_t *e = json_object_get(o, "error");
-	const char *m = json_string_value(json_object_get(e, "message"));
-	if (m)
-		snprintf(q->error, sizeof q->error, "%s", m);
-}
-
-static void take_model(struct gw_req *q, json_t *o)
-{
-	const char *m = json_string_value(json_object_get(o, "model"));
-	if (m && *m)
-		snprintf(q->model, sizeof q->model, "%s", m);
-}
-
-/* memmem of a literal; a function so gcc's -Wnonnull under sanitizers keeps quiet. */
-static __attribute__((noinline)) int has(const char *h, size_t n, const char *lit)
-{
-	size_t ln = strlen(lit);
-	return h && n >= ln && memmem(h, n, lit, ln) != NULL;
-}
-
-/* One SSE line (no newline).  Only data lines of the three interesting
- * event types are decoded. */
-static void sse_line(struct gw_req *q, const char *l, size_t n)
-{
-	if (!l)
-		return;
-	if (n && l[n - 1] == '\r')
-		n--;
-	if (n < 5 || memcmp(l, "data:", 5))
-		return;
-	l += 5, n -= 5;
-	while (n && *l == ' ')
-		l++, n--;
-	if (has(l, n, "message_stop")) {
-		q->saw_stop = 1;
-		return;
-	}
-	if (!has(l, n, "message_start") && !has(l, n, "message_delta") && !has(l, n, "\"error\""))
-		return;
-	json_t *o = json_loadb(l, n, 0, NULL);
-	const char *t = json_string_value(json_object_get(o, "type"));
-	if (!t) {
-		/* not an event */
-	} else if (!strcmp(t, "message_start")) {
-		json_t *m = json_object_get(o, "message");
-		take_model(q, m);
-		take_usage(q, json_object_get(m, "usage"), 1);
-	} else if (!strcmp(t, "message_delta")) {
-		take_usage(q, json_object_get(o, "usage"), 0);
-	} else if (!strcmp(t, "error")) {
-		take_error(q, o);
-	}
-	json_decref(o);
-}
-
-static void sse_feed(struct gw_req *q, const char *p, size_t n)
-{
-	while (n) {
-		const char *nl = memchr(p, '\n', n);
-		size_t take = nl ? (size_t)(nl - p) : n;
-		if (!q->line_skip) {
-			if (q->line_len + take > GW_CAP_SSE_LINE) {
-				q->line_skip = 1;
-			} else {
-				char *nb = realloc(q->line, q->line_len + take + 1);
-				if (!nb) {
-					q->line_skip = 1;
-				} else {
-					q->line = nb;
-					memcpy(q->line + q->line_len, p, take);
-					q->line_len += take;
-				}
-			}
-		}
-		if (!nl)
-			return;
-		if (!q->line_skip && q->line_len)
-			sse_line(q, q->line, q->line_len);
-		q->line_len = 0;
-		q->line_skip = 0;
-		p = nl + 1;
-		n -= take + 1;
-	}
-}
-
-static void json_feed(struct gw_req *q, const char *p, size_t n)
-{
-	if (q->jover || q->jlen + n > GW_CAP_JSON) {
-		q->jover = 1;
-		return;
-	}
-	char *nb = realloc(q->jbuf, q->jlen + n);
-	if (!nb) {
-		q->jover = 1;
-		return;
-	}
-	q->jbuf = nb;
-	memcpy(q->jbuf + q->jlen, p, n);
-	q->jlen += n;
-}
-
-/* End of the transfer, on the curl thread: whatever needs the whole body. */
-static void parse_finish(struct gw_req *q)
-{
-	if (q->sse && q->line_len && !q->line_skip)
-		sse_line(q, q->line, q->line_len);
-	if (!q->sse && q->jbuf && !q->jover) {
-		json_t *o = json_loadb(q->jbuf, q->jlen, 0, NULL);
-		if (json_is_object(o)) {
-			take_model(q, o);
-			take_usage(q, json_object_get(o, "usage"), 1);
-			if (q->status >= 400)
-				take_error(q, o);
-		}
-		json_decref(o);
-	}
-	/* The request's model when the response had none (errors).  Bodies are
-	 * usually a few hundred KiB; decoding is off the service thread. */
-	if (!q->model[0] && q->body && q->body_len <= GW_CAP_JSON) {
-		json_t *o = json_loadb(q->body, q->body_len, 0, NULL);
-		take_model(q, o);
-		json_decref(o);
-	}
-}
-
 /* ------------------------------------------------------ curl callbacks */
 
 static size_t on_header(char *b, size_t size, size_t nitems, void *ud)
@@ -400,12 +234,9 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud)
 	uint64_t now = cx_mono_us();
 	if (!q->t_first_us) {
 		q->t_first_us = now;
-		q->sse = !strncasecmp(q->ctype, "text/event-stream", 17);
+		gw_sse_init(&q->parse, !strncasecmp(q->ctype, "text/event-stream", 17));
 	}
-	if (q->sse)
-		sse_feed(q, p, n);
-	else
-		json_feed(q, p, n);
+	gw_sse_feed(&q->parse, p, n);
 
 	struct gw_chunk *c = malloc(sizeof *c + LWS_PRE + GW_CHUNK_HEAD + n + 2);
 	if (!c)
@@ -484,7 +315,9 @@ static void *gw_thread(void *arg)
 		curl_easy_cleanup(h);
 	}
 	q->curl_code = (int)rc;
-	parse_finish(q);
+	/* Whatever needs the whole body, off the service thread. */
+	gw_sse_finish(&q->parse, q->status);
+	gw_sse_request(&q->parse, q->body, q->body_len);
 	pthread_mutex_lock(&q->mu);
 	q->finished = 1;
 	pthread_mutex_unlock(&q->mu);
@@ -501,8 +334,7 @@ static void req_free(struct gw_req *q)
 	sodium_memzero(q->key, sizeof q->key);
 	curl_slist_free_all(q->hdrs); /* holds no secret: the key header is wiped below */
 	free(q->body);
-	free(q->line);
-	free(q->jbuf);
+	gw_sse_free(&q->parse);
 	for (struct gw_chunk *c = q->head, *n; c; c = n) {
 		n = c->next;
 		free(c);
@@ -549,31 +381,32 @@ static void report_to_session(const char *id, const struct gw_report *r)
 static void req_finalize(struct gw_req *q)
 {
 	pthread_join(q->thr, NULL);
+	const struct gw_sse *p = &q->parse;
 	struct gw_report r;
 	memset(&r, 0, sizeof r);
 	r.status = q->hdr_done || q->t_first_us ? q->status : 0;
 	r.curl_code = q->curl_code;
-	r.stream = q->sse || has(q->body, q->body_len, "\"stream\":true");
+	r.stream = p->sse || p->req_stream;
 	r.agent_gone = !q->conn;
 	r.recv_us = q->t_recv_us;
 	/* Cut: curl failed after the response began, the agent left early, or an
 	 * SSE 200 stream ended without message_stop (a close-delimited response
 	 * cut by the provider looks complete to curl). */
-	r.cut = r.status && (q->curl_code != 0 || (q->sse && q->status == 200 && !q->saw_stop && !q->error[0]));
+	r.cut = r.status && (q->curl_code != 0 || (p->sse && q->status == 200 && !p->saw_stop && !p->error[0]));
 	r.ttfb_ms = q->t_first_us ? us_to_ms(q->t_first_us - q->t_recv_us) : 0;
 	r.total_ms = us_to_ms((q->t_last_us ? q->t_last_us : cx_mono_us()) - q->t_recv_us);
 	r.events = q->events;
 	r.fwd_us_sum = q->fwd_us_sum;
 	r.fwd_us_max = q->fwd_us_max;
-	r.usage = q->usage;
-	snprintf(r.model, sizeof r.model, "%s", q->model);
-	if (q->error[0] && q->status >= 400)
-		snprintf(r.error, sizeof r.error, "%s", q->error);
+	r.usage = p->usage;
+	snprintf(r.model, sizeof r.model, "%s", p->model);
+	if (p->error[0] && q->status >= 400)
+		snprintf(r.error, sizeof r.error, "%s", p->error);
 	else if (q->curl_code)
 		snprintf(r.error, sizeof r.error, "%s",
 			 q->curl_err[0] ? q->curl_err : curl_easy_strerror((CURLcode)q->curl_code));
-	else if (q->error[0])
-		snprintf(r.error, sizeof r.error, "%s", q->error);
+	else if (p->error[0])
+		snprintf(r.error, sizeof r.error, "%s", p->error);
 	if (r.cut && !q->conn && !r.error[0])
 		snprintf(r.error, sizeof r.error, "the agent closed the connection");
 	log_debug("gateway: %s %s -> %d (curl %d%s) ttfb %.1f ms total %.1f ms, %u chunks", q->method,
@@ -753,6 +586,7 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 	}
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
+	gw_sse_init(&q->parse, 0);
 	snprintf(q->sess_id, sizeof q->sess_id, "%s", s->id);
 	snprintf(q->method, sizeof q->method, "%s", c->method);
 	q->t_recv_us = cx_mono_us();
