@@ -187,6 +187,7 @@ extern struct daemon D;
 int sessions_load(cx_err *err);
 struct session *session_create(const char *user, const char *surface, int idle_sleep_s, cx_err *err);
 struct session *session_find(const char *id);
+struct session *session_by_gateway_token(const char *token); /* NULL if none; constant-time compare */
 int session_persist(struct session *s, cx_err *err);
 json_t *session_to_json(const struct session *s);
 void session_ensure_ready(struct session *s);   /* start create/wake if needed */
@@ -229,6 +230,10 @@ void stream_agent_reconcile(struct session *s, const cconfig *cfg);
 void stream_agent_release(struct session *s);     /* stop the hot agent (idle) */
 const char *stream_agent_state(const struct session *s); /* none|starting|hot|busy */
 void stream_session_timers_cancel(struct session *s);
+/* The model gateway's view of a session: its provider (0, or -1 if it has
+ * none; the caller wipes key), and a provider request that ended. */
+int stream_session_provider(struct session *s, char *url, size_t ucap, char *key, size_t kcap);
+void stream_gateway_report(struct session *s, const struct gw_report *r);
 /* Per surface first-token figures over the last turns (ring of STREAM_FT_RING). */
 #define STREAM_FT_RING 1024
 struct surface_stats {

@@ -49,6 +49,29 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 	}
 }
 
+/* The model gateway's hooks into sessions (temporary: the core side will own them). */
+static int server_gateway_authorize(void *arg, const char *token, char sess_id[40], char *url,
+				    size_t ucap, char *key, size_t kcap)
+{
+	(void)arg;
+	struct session *s = session_by_gateway_token(token);
+	if (!s)
+		return CX_NOTFOUND;
+	snprintf(sess_id, 40, "%s", s->id);
+	return stream_session_provider(s, url, ucap, key, kcap) < 0 ? -1 : 0;
+}
+
+static void server_gateway_report(void *arg, const char *sess_id, const struct gw_report *r)
+{
+	(void)arg;
+	struct session *s = session_find(sess_id);
+	if (s && !s->deleted)
+		stream_gateway_report(s, r);
+}
+
+static const struct gateway_ops server_gateway_ops = {NULL, server_gateway_authorize,
+						      server_gateway_report};
+
 static const struct lws_protocols protocols[] = {
 	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 0},
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
@@ -208,7 +231,8 @@ int server_run(void)
 	D.port = lws_get_vhost_listen_port(D.vh);
 	/* The model gateway: its own loopback listener, for sandboxes only (they
 	 * share the host's network namespace, so 127.0.0.1 reaches it). */
-	if (c->gateway_enabled && gateway_start(D.ctx, c->gateway_host, c->gateway_port, &err) < 0) {
+	if (c->gateway_enabled && gateway_start(D.ctx, c->gateway_host, c->gateway_port,
+						   &server_gateway_ops, &err) < 0) {
 		log_error("model gateway: %s", err.msg);
 		goto out_ctx;
 	}

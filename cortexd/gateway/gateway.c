@@ -2,9 +2,9 @@
  *
  * One lws vhost "gateway" (HTTP only) on the daemon's context.  A request
  * under /v1/ is read whole (GW_CAP_BODY), its token is looked up to a
- * session, and a struct gw_req is handed to a thread of its own that runs
- * libcurl against the session's provider.  The response comes back as it
- * arrives:
+ * session and its provider (gateway_ops.authorize), and a struct gw_req is
+ * handed to a thread of its own that runs libcurl against that provider.
+ * The response comes back as it arrives:
  *
  *   curl thread                          service thread
  *   -----------                          --------------
@@ -39,7 +39,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "daemon.h"
 #include "log.h"
 
 /* Caps of the gateway (belong in common/caps.h once it is integrated). */
@@ -75,7 +74,7 @@ struct gw_req {
 	struct gw_conn *conn;       /* [svc] not owned; NULL once the agent closed */
 	struct lws *wsi;            /* [svc] not owned; NULL with conn */
 	pthread_t thr;              /* [svc] */
-	char sess_id[40];           /* [ro] the session, re-found with session_find() */
+	char sess_id[40];           /* [ro] the session, for the report */
 
 	/* request */
 	char method[16];            /* [ro] */
@@ -137,6 +136,7 @@ static int gw_listen_port;
 static struct gw_req *inflight; /* [svc] */
 static unsigned ninflight;
 static struct gw_stats stats;
+static struct gateway_ops gw_ops;
 static CURLSH *share;
 static pthread_mutex_t share_mu[CURL_LOCK_DATA_LAST];
 static const unsigned ttfb_bounds_ms[12] = GW_TTFB_BOUNDS_MS;
@@ -372,9 +372,8 @@ static void stats_add(const struct gw_report *r)
 static void report_to_session(const char *id, const struct gw_report *r)
 {
 	stats_add(r);
-	struct session *s = session_find(id);
-	if (s && !s->deleted)
-		stream_gateway_report(s, r);
+	if (gw_ops.report)
+		gw_ops.report(gw_ops.arg, id, r);
 }
 
 /* The thread has finished: join it, report, unlink, free.  Service thread. */
@@ -550,35 +549,17 @@ static int respond_local(struct lws *wsi, struct gw_conn *c)
 	return 0;
 }
 
-/* The request is complete: answer it here or start its provider request. */
-static int dispatch(struct lws *wsi, struct gw_conn *c)
+/* Start the provider request of an authorized agent request.  base is the
+ * session's provider URL ("" when it has none). */
+static int forward(struct lws *wsi, struct gw_conn *c, const char *sess_id, const char *base,
+		   const char *key)
 {
-	c->dispatched = 1;
-	stats.requests++;
-	if (c->too_big) {
-		gw_err_json(c, 413, "request_too_large", "request body over %u bytes", GW_CAP_BODY);
-		return respond_local(wsi, c);
-	}
-	if (strncmp(c->path, "/v1/", 4)) {
-		gw_err_json(c, 404, "not_found_error", "the gateway serves /v1/ only");
-		return respond_local(wsi, c);
-	}
-	struct session *s = c->token[0] ? session_by_gateway_token(c->token) : NULL;
-	int had_token = c->token[0] != '\0';
-	sodium_memzero(c->token, sizeof c->token);
-	if (!s) {
-		stats.unauthorized++;
-		gw_err_json(c, 401, "authentication_error",
-			    had_token ? "invalid gateway token" : "missing x-api-key or Authorization: Bearer");
-		return respond_local(wsi, c);
-	}
 	if (ninflight >= GW_MAX_INFLIGHT) {
 		stats.overloaded++;
 		gw_err_json(c, 529, "overloaded_error", "gateway: %u provider requests in flight",
 			    GW_MAX_INFLIGHT);
 		return respond_local(wsi, c);
 	}
-
 	struct gw_req *q = calloc(1, sizeof *q);
 	if (!q) {
 		gw_err_json(c, 500, "api_error", "gateway: out of memory");
@@ -587,12 +568,10 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
 	gw_sse_init(&q->parse, 0);
-	snprintf(q->sess_id, sizeof q->sess_id, "%s", s->id);
+	snprintf(q->sess_id, sizeof q->sess_id, "%s", sess_id);
 	snprintf(q->method, sizeof q->method, "%s", c->method);
 	q->t_recv_us = cx_mono_us();
-
-	char base[GW_CAP_URL];
-	if (stream_session_provider(s, base, sizeof base, q->key, sizeof q->key) < 0 || !base[0]) {
+	if (!base[0]) {
 		struct gw_report r;
 		memset(&r, 0, sizeof r);
 		snprintf(r.error, sizeof r.error, "no AI provider is configured for this session");
@@ -603,13 +582,14 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 	}
 	size_t bl = strlen(base);
 	while (bl && base[bl - 1] == '/')
-		base[--bl] = '\0';
+		bl--;
 	if (bl + strlen(c->path) + 1 > sizeof q->url) {
 		req_free(q);
 		gw_err_json(c, 414, "invalid_request_error", "provider URL too long");
 		return respond_local(wsi, c);
 	}
-	snprintf(q->url, sizeof q->url, "%s%s", base, c->path);
+	snprintf(q->url, sizeof q->url, "%.*s%s", (int)bl, base, c->path);
+	snprintf(q->key, sizeof q->key, "%s", key);
 	int fail = 0;
 	q->hdrs = build_headers(wsi, q->key, &fail);
 	if (fail) {
@@ -637,6 +617,38 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 	 * LWS_CALLBACK_HTTP returns): a provider may take minutes. */
 	lws_callback_on_writable(wsi);
 	return 0;
+}
+
+/* The request is complete: answer it here or start its provider request. */
+static int dispatch(struct lws *wsi, struct gw_conn *c)
+{
+	c->dispatched = 1;
+	stats.requests++;
+	if (c->too_big) {
+		gw_err_json(c, 413, "request_too_large", "request body over %u bytes", GW_CAP_BODY);
+		return respond_local(wsi, c);
+	}
+	if (strncmp(c->path, "/v1/", 4)) {
+		gw_err_json(c, 404, "not_found_error", "the gateway serves /v1/ only");
+		return respond_local(wsi, c);
+	}
+	char sess_id[40] = "", base[GW_CAP_URL] = "", key[GW_CAP_KEY] = "";
+	int had_token = c->token[0] != '\0';
+	int rc = had_token ? gw_ops.authorize(gw_ops.arg, c->token, sess_id, base, sizeof base, key,
+					      sizeof key)
+			   : CX_NOTFOUND;
+	sodium_memzero(c->token, sizeof c->token);
+	int res;
+	if (rc == 0 || rc == -1) {
+		res = forward(wsi, c, sess_id, rc == 0 ? base : "", key);
+	} else {
+		stats.unauthorized++;
+		gw_err_json(c, 401, "authentication_error",
+			    had_token ? "invalid gateway token" : "missing x-api-key or Authorization: Bearer");
+		res = respond_local(wsi, c);
+	}
+	sodium_memzero(key, sizeof key);
+	return res;
 }
 
 static int write_local(struct lws *wsi, struct gw_conn *c)
@@ -896,10 +908,13 @@ static const struct lws_protocols gw_protocols[] = {
 
 /* ------------------------------------------------------------ public */
 
-int gateway_start(struct lws_context *ctx, const char *host, int port, cx_err *err)
+int gateway_start(struct lws_context *ctx, const char *host, int port,
+		  const struct gateway_ops *ops, cx_err *err)
 {
 	if (gw_vh)
 		return cx_err_set(err, EALREADY, "gateway: already started");
+	if (!ops || !ops->authorize)
+		return cx_err_set(err, EINVAL, "gateway: no authorize hook");
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
 		return cx_err_set(err, 0, "gateway: curl_global_init failed");
 	if (!share) {
@@ -914,6 +929,7 @@ int gateway_start(struct lws_context *ctx, const char *host, int port, cx_err *e
 		curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 		curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
 	}
+	gw_ops = *ops;
 	gw_ctx = ctx;
 	struct lws_context_creation_info info;
 	memset(&info, 0, sizeof info);

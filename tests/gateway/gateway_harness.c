@@ -1,11 +1,11 @@
-/* gateway_harness.c — cortexd/gateway.c against a fake provider, standalone.
+/* gateway_harness.c — cortexd/gateway/ against a fake provider, standalone.
  *
- * Provides the three cortexd hooks (and session_find) itself, runs an lws
+ * Provides the gateway's hooks (struct gateway_ops) itself, runs an lws
  * context with only the gateway vhost on the main thread, a tiny upstream
  * HTTP server on a thread (loopback) and the scenarios on another thread,
  * with libcurl as the agent's HTTP client (it checks the chunked framing).
  *
- * Build and run: tests/gateway/run.sh  (exit status 0 = all passed)
+ * Run: ctest -R unit.gateway  (exit status 0 = all passed)
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -18,7 +18,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "daemon.h"
 #include "gateway.h"
 
 #define PROVIDER_KEY "sk-provider-KEY123"
@@ -34,25 +33,28 @@ static int failures;
 		}                                                                          \
 	} while (0)
 
-/* ---- the hooks cortexd provides ---- */
-static struct session S1;
-static char token1[GW_TOKEN_LEN + 1];
+/* ---- the hooks cortexd provides (struct gateway_ops) ---- */
+static char token1[GW_TOKEN_LEN + 1]; /* session sess-1, provider = the fake upstream */
+static char token2[GW_TOKEN_LEN + 1]; /* session sess-2, no provider */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static char provider_base[256];
 static struct gw_report reports[32];
+static char report_sess[32][40];
 static int nreports;
+static int ops_arg; /* its address is the hooks' arg */
 
-struct session *session_find(const char *id) { return !strcmp(id, S1.id) ? &S1 : NULL; }
-
-struct session *session_by_gateway_token(const char *token)
+static int h_authorize(void *arg, const char *token, char sess_id[40], char *url, size_t ucap,
+		       char *key, size_t kcap)
 {
-	return !strcmp(token, token1) ? &S1 : NULL;
-}
-
-int stream_session_provider(struct session *s, char *url, size_t ucap, char *key, size_t kcap)
-{
-	(void)s;
+	CHECK(arg == &ops_arg, "authorize: arg %p", arg);
+	if (!strcmp(token, token2)) {
+		snprintf(sess_id, 40, "sess-2");
+		return -1;
+	}
+	if (strcmp(token, token1))
+		return CX_NOTFOUND;
+	snprintf(sess_id, 40, "sess-1");
 	pthread_mutex_lock(&mu);
 	snprintf(url, ucap, "%s", provider_base);
 	pthread_mutex_unlock(&mu);
@@ -60,18 +62,22 @@ int stream_session_provider(struct session *s, char *url, size_t ucap, char *key
 	return 0;
 }
 
-void stream_gateway_report(struct session *s, const struct gw_report *r)
+static void h_report(void *arg, const char *sess_id, const struct gw_report *r)
 {
-	(void)s;
+	CHECK(arg == &ops_arg, "report: arg %p", arg);
 	pthread_mutex_lock(&mu);
-	if (nreports < 32)
+	if (nreports < 32) {
+		snprintf(report_sess[nreports], sizeof report_sess[0], "%s", sess_id);
 		reports[nreports++] = *r;
+	}
 	pthread_cond_broadcast(&cv);
 	pthread_mutex_unlock(&mu);
 }
 
-/* Wait for report number n (1-based); 0 on timeout. */
-static int wait_report(int n, struct gw_report *out)
+static const struct gateway_ops hooks = {&ops_arg, h_authorize, h_report};
+
+/* Wait for report number n (1-based) of session sess; 0 on timeout. */
+static int wait_report_of(int n, const char *sess, struct gw_report *out)
 {
 	struct timespec dl;
 	clock_gettime(CLOCK_REALTIME, &dl);
@@ -81,11 +87,16 @@ static int wait_report(int n, struct gw_report *out)
 		if (pthread_cond_timedwait(&cv, &mu, &dl))
 			break;
 	int ok = nreports >= n;
-	if (ok)
+	if (ok) {
 		*out = reports[n - 1];
+		CHECK(!strcmp(report_sess[n - 1], sess), "report %d: session '%s', want '%s'", n,
+		      report_sess[n - 1], sess);
+	}
 	pthread_mutex_unlock(&mu);
 	return ok;
 }
+
+static int wait_report(int n, struct gw_report *out) { return wait_report_of(n, "sess-1", out); }
 
 /* ---- the fake provider ---- */
 static int up_port;
@@ -407,6 +418,14 @@ static void *tests_thread(void *arg)
 	st = post(h, "/other", token1, 0, &r, &cc);
 	CHECK(st == 404, "non-v1: %ld", st);
 
+	/* 9. a session without a provider: 403, and its session hears why */
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages", token2, 0, &r, &cc);
+	CHECK(st == 403 && strstr(r.body, "\"permission_error\""), "no provider: %ld %s", st, r.body);
+	CHECK(wait_report_of(++nrep, "sess-2", &rep), "report 9");
+	CHECK(rep.status == 0 && strstr(rep.error, "no AI provider"), "no-provider report: %d '%s'",
+	      rep.status, rep.error);
+
 	curl_easy_cleanup(h);
 	tests_done = 1;
 	lws_cancel_service(ctx);
@@ -422,8 +441,8 @@ static int cb_other(struct lws *wsi, enum lws_callback_reasons reason, void *use
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	snprintf(S1.id, sizeof S1.id, "sess-1");
 	gateway_token_new(token1);
+	gateway_token_new(token2);
 	CHECK(strlen(token1) == GW_TOKEN_LEN && !strncmp(token1, "cxg_", 4), "token %s", token1);
 
 	int lfd = listen_any(&up_port);
@@ -444,7 +463,7 @@ int main(void)
 	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
 	ctx = lws_create_context(&info);
 	cx_err err = CX_ERR_INIT;
-	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &err) < 0) {
+	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &hooks, &err) < 0) {
 		fprintf(stderr, "start: %s\n", err.msg);
 		return 1;
 	}
