@@ -100,6 +100,7 @@ static struct curl_slist *hdr_add(struct curl_slist *l, const char *name, const 
 	char line[8192];
 	snprintf(line, sizeof line, "%s %s", name, v);
 	struct curl_slist *n = curl_slist_append(l, line);
+	sodium_memzero(line, sizeof line); /* may be the key */
 	if (!n) {
 		*fail = 1;
 		return l;

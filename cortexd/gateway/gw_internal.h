@@ -58,7 +58,7 @@ struct gw_req {
 	char method[16];	 /* [ro] */
 	char url[GW_CAP_URL];	 /* [ro] */
 	char key[GW_CAP_KEY];	 /* [ro] wiped in gw_req_free */
-	struct curl_slist *hdrs; /* [ro] */
+	struct curl_slist *hdrs; /* [ro] holds the key: wiped in gw_req_free */
 	char *body;		 /* [ro] owned */
 	size_t body_len;
 	uint64_t t_recv_us; /* [ro] request fully received */

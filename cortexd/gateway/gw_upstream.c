@@ -83,6 +83,8 @@ void gw_req_free(struct gw_req *q)
 	if (!q)
 		return;
 	sodium_memzero(q->key, sizeof q->key);
+	for (struct curl_slist *l = q->hdrs; l; l = l->next)
+		sodium_memzero(l->data, strlen(l->data)); /* one of them is the key */
 	curl_slist_free_all(q->hdrs);
 	free(q->body);
 	gw_sse_free(&q->parse);
