@@ -309,29 +309,18 @@ static void set_base(int port)
 	pthread_mutex_unlock(&mu);
 }
 
-static void *tests_thread(void *arg)
+static struct resp r;
+
+/* 2. good token: SSE streamed through, key swapped, usage parsed; then the
+ * same connection again (keep-alive), Bearer auth.  Reports nrep+1, nrep+2. */
+static void check_stream(CURL *h, int *nrep)
 {
-	(void)arg;
 	struct gw_report rep;
 	CURLcode cc;
-	int nrep = 0;
-	CURL *h = curl_easy_init();
-	static struct resp r;
-
-	/* 1. missing / wrong token -> 401, no provider request, no report */
-	memset(&r, 0, sizeof r);
-	long st = post(h, "/v1/messages?beta=true", NULL, 0, &r, &cc);
-	CHECK(st == 401, "missing token: status %ld", st);
-	CHECK(strstr(r.body, "\"authentication_error\""), "401 body: %s", r.body);
-	memset(&r, 0, sizeof r);
-	st = post(h, "/v1/messages?beta=true", "cxg_bogus", 1, &r, &cc);
-	CHECK(st == 401 && strstr(r.body, "\"type\":\"error\""), "bad token: %ld %s", st, r.body);
-
-	/* 2. good token: SSE streamed through, key swapped, usage parsed */
 	set_base(up_port);
 	memset(&r, 0, sizeof r);
 	uint64_t t0 = cx_mono_us();
-	st = post(h, "/v1/messages?beta=true", token1, 0, &r, &cc);
+	long st = post(h, "/v1/messages?beta=true", token1, 0, &r, &cc);
 	CHECK(st == 200 && cc == CURLE_OK, "stream: status %ld curl %d", st, cc);
 	CHECK(strstr(r.body, "message_stop") && strstr(r.body, " world"), "stream body: %s", r.body);
 	CHECK(r.t_first_event_us > 0, "first event seen");
@@ -343,7 +332,7 @@ static void *tests_thread(void *arg)
 	CHECK(strstr(up_last_req, "x-stainless-lang: js"), "x-stainless-lang forwarded");
 	CHECK(!strncmp(up_last_req, "POST /v1/messages?beta=true ", 28), "path+query: %.60s", up_last_req);
 	pthread_mutex_unlock(&mu);
-	CHECK(wait_report(++nrep, &rep), "report 2");
+	CHECK(wait_report(++*nrep, &rep), "report 2");
 	CHECK(rep.status == 200 && !rep.cut && rep.stream, "report: status %d cut %d stream %d", rep.status,
 	      rep.cut, rep.stream);
 	CHECK(rep.usage.input == 11 && rep.usage.output == 42 && rep.usage.cache_read == 7 &&
@@ -365,7 +354,27 @@ static void *tests_thread(void *arg)
 	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &nconn);
 	CHECK(st == 200 && cc == CURLE_OK && strstr(r.body, "message_stop"), "keep-alive: %ld %d", st, cc);
 	CHECK(nconn == 0, "second request reused the connection (new connects: %ld)", nconn);
-	CHECK(wait_report(++nrep, &rep) && rep.status == 200, "report 2b");
+	CHECK(wait_report(++*nrep, &rep) && rep.status == 200, "report 2b");
+}
+
+static void *tests_thread(void *arg)
+{
+	(void)arg;
+	struct gw_report rep;
+	CURLcode cc;
+	int nrep = 0;
+	CURL *h = curl_easy_init();
+
+	/* 1. missing / wrong token -> 401, no provider request, no report */
+	memset(&r, 0, sizeof r);
+	long st = post(h, "/v1/messages?beta=true", NULL, 0, &r, &cc);
+	CHECK(st == 401, "missing token: status %ld", st);
+	CHECK(strstr(r.body, "\"authentication_error\""), "401 body: %s", r.body);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages?beta=true", "cxg_bogus", 1, &r, &cc);
+	CHECK(st == 401 && strstr(r.body, "\"type\":\"error\""), "bad token: %ld %s", st, r.body);
+
+	check_stream(h, &nrep);
 
 	/* 3. upstream 429 passed through */
 	memset(&r, 0, sizeof r);
