@@ -286,6 +286,8 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 						    sizeof base, key, sizeof key)
 			   : CX_NOTFOUND;
 	sodium_memzero(c->token, sizeof c->token);
+	/* The hook's strings end inside their buffers whatever it wrote. */
+	sess_id[sizeof sess_id - 1] = base[sizeof base - 1] = key[sizeof key - 1] = '\0';
 	int res;
 	if (rc == 0 || rc == -1) {
 		res = forward(wsi, c, sess_id, rc == 0 ? base : "", key);
