@@ -4,12 +4,12 @@
  * Each session's agent gets ANTHROPIC_BASE_URL = http://127.0.0.1:<gateway
  * port> and ANTHROPIC_API_KEY = the session's capability token ("cxg_" + 64
  * hex, in memory only, gone with the session).  A request's token (x-api-key,
- * or Authorization: Bearer) is looked up to its session; the gateway swaps in
- * the provider's URL and key for that session's user and forwards the request
- * with libcurl on its own thread, streaming the response back as it arrives
- * (no buffering beyond one capped queue).  When the provider request ends, a
- * report (status, timings, usage parsed from the SSE events) reaches the
- * session on the service thread.
+ * or Authorization: Bearer) is looked up to its session and that session's
+ * provider URL and key (gateway_ops.authorize); the gateway swaps them in and
+ * forwards the request with libcurl on its own thread, streaming the response
+ * back as it arrives (no buffering beyond one capped queue).  When the
+ * provider request ends, a report (status, timings, usage parsed from the SSE
+ * events) goes to gateway_ops.report on the service thread.
  *
  * Threads: gateway_* calls and the report callback run on the lws service
  * thread; curl runs on one thread per in-flight request (bounded). */
@@ -20,13 +20,10 @@
 #include <stdint.h>
 
 #include "cx.h"
+#include "gw_sse.h" /* struct gw_usage */
 
 #define GW_TOKEN_LEN 68      /* "cxg_" + 64 hex */
 #define GW_MAX_INFLIGHT 32   /* concurrent provider requests; past it: 529 overloaded */
-
-struct gw_usage {
-	uint64_t input, output, cache_read, cache_creation;
-};
 
 /* One provider request, as seen by the gateway. */
 struct gw_report {
@@ -46,6 +43,8 @@ struct gw_report {
 	char error[512];     /* the provider's error message, or curl's */
 };
 
+/* What the gateway needs from the rest of the daemon: sessions and their
+ * providers.  Both hooks run on the service thread. */
 struct gateway_ops {
 	void *arg;
 	/* token -> the session it belongs to.  0: sess_id set and url/key filled with its provider;
@@ -56,8 +55,11 @@ struct gateway_ops {
 	/* A provider request of session sess_id ended (service thread); the session may be gone. */
 	void (*report)(void *arg, const char *sess_id, const struct gw_report *r);
 };
-/* Listen on host:port (port 0 = any free one) as a second vhost of ctx. */
-int gateway_start(struct lws_context *ctx, const char *host, int port, const struct gateway_ops *ops, cx_err *err);
+
+/* Listen on host:port (port 0 = any free one) as a second vhost of ctx.
+ * ops is copied; authorize is required, report may be NULL. */
+int gateway_start(struct lws_context *ctx, const char *host, int port,
+		  const struct gateway_ops *ops, cx_err *err);
 int gateway_port(void);
 /* Abort in-flight requests and join their threads (before the context goes). */
 void gateway_stop(void);

@@ -1,11 +1,11 @@
-/* gateway_harness.c — cortexd/gateway.c against a fake provider, standalone.
+/* gateway_harness.c — cortexd/gateway/ against a fake provider, standalone.
  *
- * Provides the three cortexd hooks (and session_find) itself, runs an lws
+ * Provides the gateway's hooks (struct gateway_ops) itself, runs an lws
  * context with only the gateway vhost on the main thread, a tiny upstream
  * HTTP server on a thread (loopback) and the scenarios on another thread,
  * with libcurl as the agent's HTTP client (it checks the chunked framing).
  *
- * Build and run: tests/gateway/run.sh  (exit status 0 = all passed)
+ * Run: ctest -R unit.gateway  (exit status 0 = all passed)
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -33,18 +33,25 @@ static int failures;
 		}                                                                          \
 	} while (0)
 
-/* ---- the ops cortexd provides (one session, "sess-1") ---- */
-static char token1[GW_TOKEN_LEN + 1];
+/* ---- the hooks cortexd provides (struct gateway_ops) ---- */
+static char token1[GW_TOKEN_LEN + 1]; /* session sess-1, provider = the fake upstream */
+static char token2[GW_TOKEN_LEN + 1]; /* session sess-2, no provider */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static char provider_base[256];
 static struct gw_report reports[32];
+static char report_sess[32][40];
 static int nreports;
+static int ops_arg; /* its address is the hooks' arg */
 
-static int h_authorize(void *arg, const char *token, char sess_id[40], char *url, size_t ucap, char *key,
-		       size_t kcap)
+static int h_authorize(void *arg, const char *token, char sess_id[40], char *url, size_t ucap,
+		       char *key, size_t kcap)
 {
-	(void)arg;
+	CHECK(arg == &ops_arg, "authorize: arg %p", arg);
+	if (!strcmp(token, token2)) {
+		snprintf(sess_id, 40, "sess-2");
+		return -1;
+	}
 	if (strcmp(token, token1))
 		return CX_NOTFOUND;
 	snprintf(sess_id, 40, "sess-1");
@@ -57,18 +64,20 @@ static int h_authorize(void *arg, const char *token, char sess_id[40], char *url
 
 static void h_report(void *arg, const char *sess_id, const struct gw_report *r)
 {
-	(void)arg;
-	if (strcmp(sess_id, "sess-1"))
-		return;
+	CHECK(arg == &ops_arg, "report: arg %p", arg);
 	pthread_mutex_lock(&mu);
-	if (nreports < 32)
+	if (nreports < 32) {
+		snprintf(report_sess[nreports], sizeof report_sess[0], "%s", sess_id);
 		reports[nreports++] = *r;
+	}
 	pthread_cond_broadcast(&cv);
 	pthread_mutex_unlock(&mu);
 }
 
-/* Wait for report number n (1-based); 0 on timeout. */
-static int wait_report(int n, struct gw_report *out)
+static const struct gateway_ops hooks = {&ops_arg, h_authorize, h_report};
+
+/* Wait for report number n (1-based) of session sess; 0 on timeout. */
+static int wait_report_of(int n, const char *sess, struct gw_report *out)
 {
 	struct timespec dl;
 	clock_gettime(CLOCK_REALTIME, &dl);
@@ -78,11 +87,16 @@ static int wait_report(int n, struct gw_report *out)
 		if (pthread_cond_timedwait(&cv, &mu, &dl))
 			break;
 	int ok = nreports >= n;
-	if (ok)
+	if (ok) {
 		*out = reports[n - 1];
+		CHECK(!strcmp(report_sess[n - 1], sess), "report %d: session '%s', want '%s'", n,
+		      report_sess[n - 1], sess);
+	}
 	pthread_mutex_unlock(&mu);
 	return ok;
 }
+
+static int wait_report(int n, struct gw_report *out) { return wait_report_of(n, "sess-1", out); }
 
 /* ---- the fake provider ---- */
 static int up_port;
@@ -295,29 +309,18 @@ static void set_base(int port)
 	pthread_mutex_unlock(&mu);
 }
 
-static void *tests_thread(void *arg)
+static struct resp r;
+
+/* 2. good token: SSE streamed through, key swapped, usage parsed; then the
+ * same connection again (keep-alive), Bearer auth.  Reports nrep+1, nrep+2. */
+static void check_stream(CURL *h, int *nrep)
 {
-	(void)arg;
 	struct gw_report rep;
 	CURLcode cc;
-	int nrep = 0;
-	CURL *h = curl_easy_init();
-	static struct resp r;
-
-	/* 1. missing / wrong token -> 401, no provider request, no report */
-	memset(&r, 0, sizeof r);
-	long st = post(h, "/v1/messages?beta=true", NULL, 0, &r, &cc);
-	CHECK(st == 401, "missing token: status %ld", st);
-	CHECK(strstr(r.body, "\"authentication_error\""), "401 body: %s", r.body);
-	memset(&r, 0, sizeof r);
-	st = post(h, "/v1/messages?beta=true", "cxg_bogus", 1, &r, &cc);
-	CHECK(st == 401 && strstr(r.body, "\"type\":\"error\""), "bad token: %ld %s", st, r.body);
-
-	/* 2. good token: SSE streamed through, key swapped, usage parsed */
 	set_base(up_port);
 	memset(&r, 0, sizeof r);
 	uint64_t t0 = cx_mono_us();
-	st = post(h, "/v1/messages?beta=true", token1, 0, &r, &cc);
+	long st = post(h, "/v1/messages?beta=true", token1, 0, &r, &cc);
 	CHECK(st == 200 && cc == CURLE_OK, "stream: status %ld curl %d", st, cc);
 	CHECK(strstr(r.body, "message_stop") && strstr(r.body, " world"), "stream body: %s", r.body);
 	CHECK(r.t_first_event_us > 0, "first event seen");
@@ -329,7 +332,7 @@ static void *tests_thread(void *arg)
 	CHECK(strstr(up_last_req, "x-stainless-lang: js"), "x-stainless-lang forwarded");
 	CHECK(!strncmp(up_last_req, "POST /v1/messages?beta=true ", 28), "path+query: %.60s", up_last_req);
 	pthread_mutex_unlock(&mu);
-	CHECK(wait_report(++nrep, &rep), "report 2");
+	CHECK(wait_report(++*nrep, &rep), "report 2");
 	CHECK(rep.status == 200 && !rep.cut && rep.stream, "report: status %d cut %d stream %d", rep.status,
 	      rep.cut, rep.stream);
 	CHECK(rep.usage.input == 11 && rep.usage.output == 42 && rep.usage.cache_read == 7 &&
@@ -351,7 +354,27 @@ static void *tests_thread(void *arg)
 	curl_easy_getinfo(h, CURLINFO_NUM_CONNECTS, &nconn);
 	CHECK(st == 200 && cc == CURLE_OK && strstr(r.body, "message_stop"), "keep-alive: %ld %d", st, cc);
 	CHECK(nconn == 0, "second request reused the connection (new connects: %ld)", nconn);
-	CHECK(wait_report(++nrep, &rep) && rep.status == 200, "report 2b");
+	CHECK(wait_report(++*nrep, &rep) && rep.status == 200, "report 2b");
+}
+
+static void *tests_thread(void *arg)
+{
+	(void)arg;
+	struct gw_report rep;
+	CURLcode cc;
+	int nrep = 0;
+	CURL *h = curl_easy_init();
+
+	/* 1. missing / wrong token -> 401, no provider request, no report */
+	memset(&r, 0, sizeof r);
+	long st = post(h, "/v1/messages?beta=true", NULL, 0, &r, &cc);
+	CHECK(st == 401, "missing token: status %ld", st);
+	CHECK(strstr(r.body, "\"authentication_error\""), "401 body: %s", r.body);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages?beta=true", "cxg_bogus", 1, &r, &cc);
+	CHECK(st == 401 && strstr(r.body, "\"type\":\"error\""), "bad token: %ld %s", st, r.body);
+
+	check_stream(h, &nrep);
 
 	/* 3. upstream 429 passed through */
 	memset(&r, 0, sizeof r);
@@ -404,6 +427,14 @@ static void *tests_thread(void *arg)
 	st = post(h, "/other", token1, 0, &r, &cc);
 	CHECK(st == 404, "non-v1: %ld", st);
 
+	/* 9. a session without a provider: 403, and its session hears why */
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages", token2, 0, &r, &cc);
+	CHECK(st == 403 && strstr(r.body, "\"permission_error\""), "no provider: %ld %s", st, r.body);
+	CHECK(wait_report_of(++nrep, "sess-2", &rep), "report 9");
+	CHECK(rep.status == 0 && strstr(rep.error, "no AI provider"), "no-provider report: %d '%s'",
+	      rep.status, rep.error);
+
 	curl_easy_cleanup(h);
 	tests_done = 1;
 	lws_cancel_service(ctx);
@@ -420,6 +451,7 @@ int main(void)
 {
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	gateway_token_new(token1);
+	gateway_token_new(token2);
 	CHECK(strlen(token1) == GW_TOKEN_LEN && !strncmp(token1, "cxg_", 4), "token %s", token1);
 
 	int lfd = listen_any(&up_port);
@@ -440,7 +472,7 @@ int main(void)
 	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
 	ctx = lws_create_context(&info);
 	cx_err err = CX_ERR_INIT;
-	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &(struct gateway_ops){NULL, h_authorize, h_report}, &err) < 0) {
+	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &hooks, &err) < 0) {
 		fprintf(stderr, "start: %s\n", err.msg);
 		return 1;
 	}

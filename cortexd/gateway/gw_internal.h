@@ -1,0 +1,137 @@
+/* gw_internal.h — what the gateway's files share; not for the rest of cortexd.
+ *
+ *   gateway.c      public API (gateway.h), the in-flight list, reports, stats
+ *   gw_http.c      the lws vhost: reading agent requests, writing responses
+ *   gw_upstream.c  one curl thread per provider request
+ *   gw_queue.c     the capped chunk queue between the two threads
+ *   gw_sse.c       usage / model / error parsing of provider responses
+ *
+ * A request's life:
+ *
+ *   curl thread                          service thread
+ *   -----------                          --------------
+ *   header cb: status, content-type  -->  gateway_service(): on_writable
+ *   write cb:  chunk -> queue         -->  WRITEABLE: headers, then one chunk
+ *              (waits while the queue       per callback (HTTP/1.1 chunked),
+ *               holds GW_CAP_QUEUE)         signals the queue as it drains
+ *   end:       finished               -->  last chunk, final "0\r\n\r\n",
+ *                                          join, report, free
+ *
+ * Every hand-over goes through the queue's mutex plus lws_cancel_service();
+ * the service thread never blocks on curl (it joins a thread only once it has
+ * finished).
+ */
+#ifndef CORTEX_GW_INTERNAL_H
+#define CORTEX_GW_INTERNAL_H
+
+#include <curl/curl.h>
+#include <libwebsockets.h>
+#include <pthread.h>
+
+#include "gateway.h"
+#include "gw_queue.h"
+#include "gw_sse.h"
+
+/* Caps of the gateway (belong in common/caps.h once it is integrated);
+ * the parser's are in gw_sse.h. */
+#define GW_CAP_BODY  (32u << 20) /* request body from the agent */
+#define GW_CAP_QUEUE (1u << 20)	 /* provider bytes queued to one agent connection */
+#define GW_CAP_PATH  2048u	 /* path + query */
+#define GW_CAP_URL   4096u	 /* provider URL */
+#define GW_CAP_KEY   1024u	 /* provider key */
+#define GW_CAP_RHDRS 4096u	 /* provider response headers passed through */
+
+struct gw_conn;
+
+/* One forwarded request.  Fields are owned as marked:
+ *   [svc]  service thread only
+ *   [thr]  curl thread until the queue says finished, then the service thread (after join)
+ *   [ro]   set before the thread starts, read-only afterwards */
+struct gw_req {
+	struct gw_req *next;  /* [svc] in gw_state.inflight */
+	struct gw_conn *conn; /* [svc] not owned; NULL once the agent closed */
+	struct lws *wsi;      /* [svc] not owned; NULL with conn */
+	pthread_t thr;	      /* [svc] */
+	char sess_id[40];     /* [ro] the session, for the report */
+
+	/* request */
+	char method[16];	 /* [ro] */
+	char url[GW_CAP_URL];	 /* [ro] */
+	char key[GW_CAP_KEY];	 /* [ro] wiped in gw_req_free */
+	struct curl_slist *hdrs; /* [ro] holds the key: wiped in gw_req_free */
+	char *body;		 /* [ro] owned */
+	size_t body_len;
+	uint64_t t_recv_us; /* [ro] request fully received */
+
+	struct gw_queue queue; /* body chunks, hdr_done, finished, abort */
+
+	/* response metadata: written by the thread before hdr_done / finished */
+	int status;
+	char ctype[128];
+	char rhdrs[GW_CAP_RHDRS]; /* "name: value\n" passed through to the agent */
+	size_t rhdrs_len;
+
+	/* [thr] */
+	int curl_code;
+	char curl_err[CURL_ERROR_SIZE];
+	uint64_t t_first_us; /* first body byte, 0 before */
+	struct gw_sse parse; /* usage, model, error */
+
+	/* [svc] */
+	int hdr_sent;
+	int chunked; /* HTTP/1.1 agent: chunked framing */
+	int timeout_cleared;
+	uint64_t t_last_us;
+	unsigned events;
+	double fwd_us_sum, fwd_us_max;
+};
+
+/* Per-connection data of the gateway protocol. */
+struct gw_conn {
+	struct gw_req *req; /* not owned (gw_state.inflight owns it) */
+	int dispatched;
+	int too_big;
+	int http11;
+	const char *method;	/* static string */
+	char path[GW_CAP_PATH]; /* path + "?" + query, re-encoded */
+	char token[128];	/* wiped after the lookup */
+	char *body;
+	size_t body_len, body_cap;
+	/* a response made here (errors): status + JSON body */
+	int lstatus;
+	char *lbody;
+};
+
+/* The gateway's state: service thread only, except ctx (curl threads wake
+ * the service thread with it). */
+struct gw_state {
+	struct lws_context *ctx;
+	struct lws_vhost *vh;
+	int port;
+	struct gateway_ops ops;
+	struct gw_req *inflight;
+	unsigned ninflight;
+	struct gw_stats stats;
+};
+extern struct gw_state gw_state;
+
+/* gateway.c */
+/* The curl thread has finished: join it, report, unlink, free. */
+void gw_req_finalize(struct gw_req *q);
+/* Count r in the stats and hand it to ops.report. */
+void gw_report_send(const char *sess_id, const struct gw_report *r);
+
+/* gw_http.c */
+struct lws_vhost *gw_http_listen(struct lws_context *ctx, const char *host, int port);
+
+/* gw_upstream.c */
+int gw_upstream_init(cx_err *err);
+void gw_upstream_cleanup(void);
+struct gw_req *gw_req_new(void);
+void gw_req_free(struct gw_req *q);
+/* Run the provider request on a thread of its own; 0 or an errno. */
+int gw_req_start(struct gw_req *q);
+/* curl's message for a failed transfer. */
+const char *gw_req_strerror(const struct gw_req *q);
+
+#endif
