@@ -1,14 +1,13 @@
 /* cortexctl — a thin command-line client for cortexd's HTTP API.
  *
- *   cortexctl [--url URL] [--token TOKEN] COMMAND ...
- *     health
- *     user create NAME                 (admin token)
- *     session create [chat|voice]
- *     session list | get ID | delete ID | sleep ID | wake ID | messages ID
+ *   cortexctl [--url URL] [--token TOKEN] COMMAND [ARGS]
+ *   cortexctl --help | COMMAND --help
  *
- * URL defaults to $CORTEX_URL or http://127.0.0.1:8787; TOKEN to $CORTEX_TOKEN.
- * Prints the response body; exits 0 on 2xx, 1 on an HTTP error, 2 on usage or
- * transport errors.  Streaming a turn needs a WebSocket client (see docs/protocol.md). */
+ * The commands are the table `commands` below; help and usage are printed from
+ * it.  URL defaults to $CORTEX_URL or http://127.0.0.1:8787; TOKEN to
+ * $CORTEX_TOKEN.  Prints the response body; exits 0 on 2xx, 1 on an HTTP
+ * error, 2 on usage or transport errors.  Streaming a turn needs a WebSocket
+ * client (see docs/protocol.md). */
 #include <curl/curl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -16,6 +15,26 @@
 #include <string.h>
 
 #include "caps.h"
+
+enum { EXIT_HTTP_ERROR = 1, EXIT_USAGE = 2 };
+
+/* What every command needs to reach cortexd; strings not owned (argv/env). */
+struct cli {
+	const char *url;
+	const char *token;
+};
+
+struct cmd {
+	const char *name; /* one or two words, matched against the arguments */
+	int (*run)(const struct cli *cli, char **args, int nargs); /* exit status */
+	const char *usage; /* operands; a word without [] is required */
+	const char *help;  /* one line */
+};
+
+/* A handler's answer to operands it cannot use: main prints the usage. */
+#define CMD_BAD_ARGS (-1)
+
+/* ---- HTTP ---- */
 
 struct buf {
 	char *p;
@@ -38,19 +57,27 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 	return add;
 }
 
-static int request(const char *url, const char *token, const char *method, const char *path,
+/* One request; prints the body.  token may be NULL (no Authorization). */
+static int request(const struct cli *cli, const char *token, const char *method, const char *path,
 		   const char *body)
 {
+	char full[2048], auth[400];
+	if ((size_t)snprintf(full, sizeof full, "%s%s", cli->url, path) >= sizeof full) {
+		fprintf(stderr, "cortexctl: URL longer than %zu bytes\n", sizeof full - 1);
+		return EXIT_USAGE;
+	}
+	if (token &&
+	    (size_t)snprintf(auth, sizeof auth, "Authorization: Bearer %s", token) >= sizeof auth) {
+		fprintf(stderr, "cortexctl: token longer than %zu bytes\n",
+			sizeof auth - sizeof "Authorization: Bearer ");
+		return EXIT_USAGE;
+	}
 	CURL *c = curl_easy_init();
 	if (!c)
-		return 2;
-	char full[2048], auth[400];
-	snprintf(full, sizeof full, "%s%s", url, path);
+		return EXIT_USAGE;
 	struct curl_slist *h = NULL;
-	if (token) {
-		snprintf(auth, sizeof auth, "Authorization: Bearer %s", token);
+	if (token)
 		h = curl_slist_append(h, auth);
-	}
 	if (body)
 		h = curl_slist_append(h, "Content-Type: application/json");
 	struct buf b = {NULL, 0};
@@ -72,75 +99,270 @@ static int request(const char *url, const char *token, const char *method, const
 	if (rc != CURLE_OK) {
 		fprintf(stderr, "cortexctl: %s %s: %s\n", method, full, curl_easy_strerror(rc));
 		free(b.p);
-		return 2;
+		return EXIT_USAGE;
 	}
 	if (b.p && *b.p)
 		printf("%s\n", b.p);
 	free(b.p);
-	return status >= 200 && status < 300 ? 0 : 1;
+	return status >= 200 && status < 300 ? 0 : EXIT_HTTP_ERROR;
 }
 
-static int usage(void)
+/* ---- commands ---- */
+
+static int cmd_health(const struct cli *cli, char **args, int nargs)
 {
-	fputs("usage: cortexctl [--url URL] [--token TOKEN] COMMAND\n"
-	      "  health\n"
-	      "  user create NAME\n"
-	      "  session create [chat|voice]\n"
-	      "  session list|get ID|delete ID|sleep ID|wake ID|messages ID\n",
-	      stderr);
-	return 2;
+	(void)args, (void)nargs;
+	return request(cli, NULL, "GET", "/healthz", NULL);
+}
+
+static int cmd_user_create(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	json_t *o = json_pack("{s:s}", "name", args[0]);
+	char *body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!body) {
+		fprintf(stderr, "cortexctl: user name is not valid UTF-8\n");
+		return EXIT_USAGE;
+	}
+	int rc = request(cli, cli->token, "POST", "/v1/users", body);
+	free(body);
+	return rc;
+}
+
+static int cmd_session_create(const struct cli *cli, char **args, int nargs)
+{
+	const char *surface = nargs > 0 && !strcmp(args[0], "voice") ? "voice" : "chat";
+	char body[64];
+	snprintf(body, sizeof body, "{\"surface\":\"%s\"}", surface);
+	return request(cli, cli->token, "POST", "/v1/sessions", body);
+}
+
+static int cmd_session_list(const struct cli *cli, char **args, int nargs)
+{
+	(void)args, (void)nargs;
+	return request(cli, cli->token, "GET", "/v1/sessions", NULL);
+}
+
+/* METHOD /v1/sessions/ID[/TAIL]; an id that could leave that path is refused. */
+static int session_call(const struct cli *cli, const char *method, const char *id, const char *tail)
+{
+	if (strlen(id) >= CX_CAP_NAME || strchr(id, '/')) {
+		fprintf(stderr, "cortexctl: not a session id: '%.80s'\n", id);
+		return CMD_BAD_ARGS;
+	}
+	char path[128];
+	snprintf(path, sizeof path, "/v1/sessions/%s%s%s", id, tail ? "/" : "", tail ? tail : "");
+	return request(cli, cli->token, method, path, NULL);
+}
+
+static int cmd_session_get(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return session_call(cli, "GET", args[0], NULL);
+}
+
+static int cmd_session_delete(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return session_call(cli, "DELETE", args[0], NULL);
+}
+
+static int cmd_session_sleep(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return session_call(cli, "POST", args[0], "sleep");
+}
+
+static int cmd_session_wake(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return session_call(cli, "POST", args[0], "wake");
+}
+
+static int cmd_session_messages(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return session_call(cli, "GET", args[0], "messages");
+}
+
+static const struct cmd commands[] = {
+    {"health", cmd_health, "", "check that cortexd answers (no token needed)"},
+    {"user create", cmd_user_create, "NAME", "create a user and print its token (admin token)"},
+    {"session create", cmd_session_create, "[chat|voice]", "create a session (default: chat)"},
+    {"session list", cmd_session_list, "", "list your sessions"},
+    {"session get", cmd_session_get, "ID", "show a session: state, agent, timings"},
+    {"session delete", cmd_session_delete, "ID", "delete a session, its sandbox and files"},
+    {"session sleep", cmd_session_sleep, "ID", "stop the sandbox; home and workspace are kept"},
+    {"session wake", cmd_session_wake, "ID", "start a sleeping session's sandbox again"},
+    {"session messages", cmd_session_messages, "ID", "print the session's transcript"},
+};
+#define N_COMMANDS (sizeof commands / sizeof *commands)
+
+/* ---- help and usage, from the table ---- */
+
+#define GLOBAL_USAGE "cortexctl [--url URL] [--token TOKEN]"
+
+static void print_command_line(FILE *out, const struct cmd *c)
+{
+	char left[64];
+	snprintf(left, sizeof left, "%s%s%s", c->name, *c->usage ? " " : "", c->usage);
+	fprintf(out, "  %-30s %s\n", left, c->help);
+}
+
+static void print_usage(FILE *out)
+{
+	fprintf(out, "usage: " GLOBAL_USAGE " COMMAND [ARGS]\n"
+		     "       cortexctl --help | COMMAND --help\n\ncommands:\n");
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		print_command_line(out, &commands[i]);
+	fprintf(out, "\nURL defaults to $CORTEX_URL or http://127.0.0.1:8787, TOKEN to "
+		     "$CORTEX_TOKEN.\n"
+		     "Prints the response body.  Exit status: 0 on a 2xx response, 1 on an "
+		     "HTTP error,\n2 on a usage or transport error.\n");
+}
+
+static void print_command_usage(FILE *out, const struct cmd *c)
+{
+	fprintf(out, "usage: " GLOBAL_USAGE " %s%s%s\n", c->name, *c->usage ? " " : "", c->usage);
+}
+
+/* How many operands a command needs: the words of its usage not in []. */
+static int required_operands(const struct cmd *c)
+{
+	int n = 0;
+	for (const char *p = c->usage; *p;) {
+		p += strspn(p, " ");
+		if (!*p)
+			break;
+		if (*p != '[')
+			n++;
+		p += strcspn(p, " ");
+	}
+	return n;
+}
+
+/* Do the words of name match args[0..]?  *nwords = how many. */
+static int name_matches(const char *name, char **args, int nargs, int *nwords)
+{
+	int w = 0;
+	for (const char *p = name; *p; w++) {
+		size_t len = strcspn(p, " ");
+		if (w >= nargs || strlen(args[w]) != len || strncmp(args[w], p, len) != 0)
+			return 0;
+		p += len + (p[len] == ' ');
+	}
+	*nwords = w;
+	return 1;
+}
+
+static const struct cmd *find_command(char **args, int nargs, int *nwords)
+{
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (name_matches(commands[i].name, args, nargs, nwords))
+			return &commands[i];
+	return NULL;
+}
+
+static int is_help(const char *a)
+{
+	return !strcmp(a, "--help") || !strcmp(a, "-h");
+}
+
+/* COMMAND --help for a group ("session --help"): every command in it. */
+static int help_for_group(const char *group)
+{
+	size_t len = strlen(group);
+	int found = 0;
+	for (size_t i = 0; i < N_COMMANDS; i++)
+		if (!strncmp(commands[i].name, group, len) && commands[i].name[len] == ' ') {
+			if (!found++)
+				printf("usage: " GLOBAL_USAGE " %s SUBCOMMAND [ARGS]\n\n", group);
+			print_command_line(stdout, &commands[i]);
+		}
+	return found;
+}
+
+static int unknown_command(char **args, int nargs)
+{
+	fprintf(stderr, "cortexctl: unknown command '%s%s%s'\n\n", args[0], nargs > 1 ? " " : "",
+		nargs > 1 ? args[1] : "");
+	print_usage(stderr);
+	return EXIT_USAGE;
+}
+
+/* ---- main ---- */
+
+/* Leading --url/--token options; *first = index of the command.  Returns -1
+ * to go on, else the exit status. */
+static int parse_options(int argc, char **argv, struct cli *cli, int *first)
+{
+	int i = 1;
+	for (; i < argc && argv[i][0] == '-'; i += 2) {
+		if (is_help(argv[i])) {
+			print_usage(stdout);
+			return 0;
+		}
+		int is_url = !strcmp(argv[i], "--url"), is_token = !strcmp(argv[i], "--token");
+		if (!is_url && !is_token) {
+			fprintf(stderr, "cortexctl: unknown option '%s'\n\n", argv[i]);
+			print_usage(stderr);
+			return EXIT_USAGE;
+		}
+		if (i + 1 >= argc) {
+			fprintf(stderr, "cortexctl: %s needs a value\n\n", argv[i]);
+			print_usage(stderr);
+			return EXIT_USAGE;
+		}
+		if (is_url)
+			cli->url = argv[i + 1];
+		else
+			cli->token = argv[i + 1];
+	}
+	if (i >= argc) {
+		print_usage(stderr);
+		return EXIT_USAGE;
+	}
+	*first = i;
+	return -1;
 }
 
 int main(int argc, char **argv)
 {
-	const char *url = getenv("CORTEX_URL") ? getenv("CORTEX_URL") : "http://127.0.0.1:8787";
-	const char *token = getenv("CORTEX_TOKEN");
-	int i = 1;
-	for (; i < argc - 1 && !strncmp(argv[i], "--", 2); i += 2) {
-		if (!strcmp(argv[i], "--url"))
-			url = argv[i + 1];
-		else if (!strcmp(argv[i], "--token"))
-			token = argv[i + 1];
-		else
-			return usage();
+	struct cli cli = {getenv("CORTEX_URL") ? getenv("CORTEX_URL") : "http://127.0.0.1:8787",
+			  getenv("CORTEX_TOKEN")};
+	int first = 0, rc = parse_options(argc, argv, &cli, &first);
+	if (rc >= 0)
+		return rc;
+	char **args = argv + first;
+	int nargs = argc - first, nwords = 0;
+	const struct cmd *c = find_command(args, nargs, &nwords);
+	int asks_help = 0;
+	for (int i = c ? nwords : 1; i < nargs; i++)
+		asks_help |= is_help(args[i]);
+	if (!c) {
+		if (asks_help && help_for_group(args[0]))
+			return 0;
+		return unknown_command(args, nargs);
 	}
-	if (i >= argc)
-		return usage();
+	if (asks_help) {
+		print_command_usage(stdout, c);
+		printf("\n%s\n", c->help);
+		return 0;
+	}
+	args += nwords;
+	nargs -= nwords;
+	if (nargs < required_operands(c)) {
+		fprintf(stderr, "cortexctl: %s: missing %s\n", c->name, c->usage);
+		print_command_usage(stderr, c);
+		return EXIT_USAGE;
+	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
-	const char *cmd = argv[i], *sub = i + 1 < argc ? argv[i + 1] : NULL;
-	const char *arg = i + 2 < argc ? argv[i + 2] : NULL;
-	char path[512], body[512];
-	int rc;
-	if (!strcmp(cmd, "health")) {
-		rc = request(url, NULL, "GET", "/healthz", NULL);
-	} else if (!strcmp(cmd, "user") && sub && !strcmp(sub, "create") && arg) {
-		json_t *o = json_pack("{s:s}", "name", arg);
-		char *s = json_dumps(o, JSON_COMPACT);
-		rc = request(url, token, "POST", "/v1/users", s);
-		free(s);
-		json_decref(o);
-	} else if (!strcmp(cmd, "session") && sub && !strcmp(sub, "create")) {
-		snprintf(body, sizeof body, "{\"surface\":\"%s\"}",
-			 arg && !strcmp(arg, "voice") ? "voice" : "chat");
-		rc = request(url, token, "POST", "/v1/sessions", body);
-	} else if (!strcmp(cmd, "session") && sub && !strcmp(sub, "list")) {
-		rc = request(url, token, "GET", "/v1/sessions", NULL);
-	} else if (!strcmp(cmd, "session") && sub && arg && strlen(arg) < 64 && !strchr(arg, '/')) {
-		if (!strcmp(sub, "get") || !strcmp(sub, "delete")) {
-			snprintf(path, sizeof path, "/v1/sessions/%s", arg);
-			rc = request(url, token, !strcmp(sub, "get") ? "GET" : "DELETE", path, NULL);
-		} else if (!strcmp(sub, "sleep") || !strcmp(sub, "wake")) {
-			snprintf(path, sizeof path, "/v1/sessions/%s/%s", arg, sub);
-			rc = request(url, token, "POST", path, NULL);
-		} else if (!strcmp(sub, "messages")) {
-			snprintf(path, sizeof path, "/v1/sessions/%s/messages", arg);
-			rc = request(url, token, "GET", path, NULL);
-		} else {
-			rc = usage();
-		}
-	} else {
-		rc = usage();
-	}
+	rc = c->run(&cli, args, nargs);
 	curl_global_cleanup();
+	if (rc == CMD_BAD_ARGS) {
+		print_command_usage(stderr, c);
+		return EXIT_USAGE;
+	}
 	return rc;
 }

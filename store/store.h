@@ -62,14 +62,16 @@ int store_list(store *s, const char *prefix, size_t limit, store_kv **out, size_
 int store_list_after(store *s, const char *prefix, const char *after, size_t limit, store_kv **out,
 		     size_t *out_n, cx_err *err);
 void store_kv_free(store_kv *kv, size_t n);
-/* Apply all ops atomically: all or none. */
+/* Apply all ops atomically: all or none.  Any invalid op refuses the whole
+ * txn before anything is applied; no ops (n == 0) is a no-op. */
 int store_txn(store *s, const store_op *ops, size_t n, cx_err *err);
 /* Delete every key with this prefix, atomically; *out_n (may be NULL) = count.
  * An empty prefix is refused (it would wipe the whole store). */
 int store_delete_prefix(store *s, const char *prefix, size_t *out_n, cx_err *err);
 /* Store revision (etcd-style): bumped once per committed write — put, delete
- * that removed something, txn, delete_prefix that removed something.  Every
- * row also records the revision that last wrote it.  Starts at 0. */
+ * that removed something, txn of one or more ops (once, however many), and
+ * delete_prefix that removed something.  Every row also records the revision
+ * that last wrote it.  Starts at 0. */
 int store_revision(store *s, int64_t *out, cx_err *err);
 
 /* ---- backend interface: for store_*.c only, not for callers ----

@@ -152,6 +152,18 @@ async function until(fn, what, timeoutMs = 10000) {
   }
 }
 
+// Poll fn until it returns something truthy or timeoutMs passes, and resolve
+// with its last value either way.  For a wait whose outcome the caller then
+// checks: a timeout becomes a failed check showing what was seen, not an abort.
+async function poll(fn, timeoutMs = 10000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v || Date.now() > deadline) return v;
+    await new Promise(r => setTimeout(r, 25)); // poll interval, as in until()
+  }
+}
+
 // GET /metrics (admin) parsed into {"name{labels}": value}.
 async function metrics(d) {
   const r = await http(d.base, 'GET', '/metrics', d.admin);
@@ -163,4 +175,4 @@ async function metrics(d) {
   return m;
 }
 
-module.exports = {tmpdir, metrics, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until};
+module.exports = {tmpdir, metrics, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};

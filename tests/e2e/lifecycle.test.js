@@ -23,12 +23,35 @@ function cpuTicks(pids) {
   }
   return t;
 }
+// Is pid's cgroup frozen?  v1: the freezer hierarchy's freezer.state; v2: cgroup.events.
+function cgroupFrozen(pid) {
+  try {
+    const lines = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8').trim().split('\n').map(l => l.split(':'));
+    const v1 = lines.find(f => f[1].split(',').includes('freezer'));
+    if (v1) return fs.readFileSync(`/sys/fs/cgroup/freezer${v1[2]}/freezer.state`, 'utf8').trim() === 'FROZEN';
+    const v2 = lines.find(f => f[0] === '0' && f[1] === '');
+    const root = fs.existsSync('/sys/fs/cgroup/cgroup.controllers') ? '/sys/fs/cgroup' : '/sys/fs/cgroup/unified';
+    return /^frozen 1$/m.test(fs.readFileSync(`${root}${v2[2]}/cgroup.events`, 'utf8'));
+  } catch (e) { return null; } // gone
+}
 const get = async (d, token, sid) => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, token)).json;
 const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   const st = await get(d, token, sid);
   if (st.state === 'error') throw new Error('session failed: ' + st.error);
   return (typeof want === 'function' ? want(st) : st.state === want) ? st : null;
 }, 'state ' + want, ms);
+// The session once want holds (or it failed), else the last one seen at the
+// deadline, with every state seen on the way: for checking, not aborting.
+async function stateWhen(d, token, sid, want, ms) {
+  let st = null;
+  const seen = [];
+  await L.poll(async () => {
+    st = await get(d, token, sid);
+    if (seen[seen.length - 1] !== st.state) seen.push(st.state);
+    return st.state === 'error' || (typeof want === 'function' ? want(st) : st.state === want);
+  }, ms);
+  return Object.assign(st, {seen});
+}
 
 (async () => {
   const model = await L.startModelServer();
@@ -54,7 +77,7 @@ const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/pause`, alice);
   L.eq(r.status, 202, 'pause accepted');
   await waitState(d, alice, sid, 'paused');
-  const frozen = pidsBefore.map(procState);
+  const frozen = pidsBefore.map(cgroupFrozen);
   L.check(pidsBefore.length >= 3, 'the sandbox has its processes (init, ws-agent, agent)', '>= 3', pidsBefore.length);
   const t0 = cpuTicks(pidsBefore);
   await new Promise(res => setTimeout(res, 300)); // observation window for CPU time, not a readiness wait
@@ -69,7 +92,7 @@ const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   L.eq(L.textOf(fr), 'Echo: after pause. Done.', 'a message to a paused session streams');
   L.eq(sandboxPids(sid), pidsBefore, 'thaw resumes the same processes');
   L.check(done.agent === 'hot', 'the agent survived the pause (hot)', 'hot', done.agent);
-  L.check(frozen.length > 0, 'process states read while paused', 'states', frozen);
+  L.eq(frozen, pidsBefore.map(() => true), 'while paused, every process of the sandbox was in a frozen cgroup');
 
   // A message on an open socket to a paused session: progress waking, then the stream.
   r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/pause`, alice);
@@ -86,8 +109,8 @@ const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/sleep`, alice);
   L.eq(r.status, 202, 'sleep accepted');
   await waitState(d, alice, sid, 'sleeping');
-  await L.until(() => sandboxPids(sid).length === 0, 'no process after sleep', 15000);
-  L.check(true, 'sleep stops every process of the sandbox');
+  await L.poll(() => sandboxPids(sid).length === 0, 15000);
+  L.eq(sandboxPids(sid), [], 'sleep stops every process of the sandbox');
   fr = await L.turn(c2, 'RUN: cat /workspace/kept.txt; ls /tmp');
   done = fr[fr.length - 1];
   const out = L.textOf(fr);
@@ -101,21 +124,22 @@ const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   r = await L.http(d.base, 'POST', '/v1/sessions', alice, {surface: 'voice'});
   const vid = r.json.id;
   await waitState(d, alice, vid, st => st.agent === 'hot');
-  await waitState(d, alice, vid, 'paused', 15000);
-  L.check(true, 'an idle session pauses by itself');
-  await waitState(d, alice, vid, 'sleeping', 20000);
-  L.check(true, 'then sleeps by itself');
+  let st = await stateWhen(d, alice, vid, 'paused', 15000);
+  L.eq(st.state, 'paused', 'an idle session pauses by itself');
+  st = await stateWhen(d, alice, vid, 'sleeping', 20000);
+  L.eq(st.state, 'sleeping', 'then sleeps by itself');
   L.eq(sandboxPids(vid), [], 'a sleeping session has no process ("sleeping" is set once the stop is done)');
   // Speculative warm-up: opening the socket wakes it and starts the agent, no message needed.
   const vw = L.connect(d.base, vid, alice);
   await vw.opened;
-  const woke = await waitState(d, alice, vid, st => st.state === 'ready' && st.agent === 'hot', 30000);
-  L.check(woke.ready_ms > 0, 'opening the WebSocket alone wakes a sleeping session and starts its agent', 'hot', woke);
+  const woke = await stateWhen(d, alice, vid, s => s.state === 'ready' && s.agent === 'hot', 30000);
+  L.eq([woke.state, woke.agent], ['ready', 'hot'], 'opening the WebSocket alone wakes a sleeping session and starts its agent');
   await vw.close();
   r = await L.http(d.base, 'POST', '/v1/sessions', alice, {surface: 'voice', idle_sleep_s: 1});
   const v2 = r.json.id;
-  await waitState(d, alice, v2, 'sleeping', 20000);
-  L.check(true, 'a session idle_sleep_s overrides the profile');
+  // The profile would pause it after 2 s and sleep after 5; its own 1 s sleeps it first.
+  st = await stateWhen(d, alice, v2, 'sleeping', 20000);
+  L.eq([st.state, st.seen.includes('paused')], ['sleeping', false], 'a session idle_sleep_s overrides the profile (asleep, never paused)');
 
   // ---- bad input
   r = await L.http(d.base, 'POST', `/v1/sessions/${v2}/pause`, alice);
@@ -133,9 +157,10 @@ const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   d.proc.kill('SIGKILL');
   await new Promise(res => d.proc.once('exit', res));
   d = await L.startCortexd({dataDir, args: ['--config', cfgFile], env: Object.assign({CORTEX_ADMIN_TOKEN: d.admin}, env)});
-  await L.until(() => leftover.every(p => procState(p) === null || procState(p) === 'Z') && sandboxPids(sid).length === 0,
-    'old sandbox processes gone', 15000);
-  L.check(true, 'a restarted cortexd leaves no process of the old sandboxes');
+  const running = (p) => procState(p) !== null && procState(p) !== 'Z';
+  const all = () => [sid, vid, v2].flatMap(sandboxPids);
+  await L.poll(() => !leftover.some(running) && all().length === 0, 15000);
+  L.eq([leftover.filter(running), all()], [[], []], 'a restarted cortexd leaves no process of the old sandboxes');
   L.check(/stopped the sandbox a previous cortexd left behind/.test(d.logs()), 'the new cortexd found and reaped the frozen leftover', 'log line', d.logs().slice(-2000));
   L.eq((await get(d, alice, sid)).state, 'sleeping', 'sessions come back sleeping');
   const cgDirs = fs.readdirSync('/sys/fs/cgroup').flatMap(h => {
@@ -148,7 +173,7 @@ const waitState = (d, token, sid, want, ms = 30000) => L.until(async () => {
   L.eq(L.textOf(fr), 'Echo: after restart. Done.', 'the session works after a cortexd restart');
   await c3.close();
   L.eq(await d.stop(), 0, 'cortexd exits 0');
-  await L.until(() => sandboxPids(sid).length === 0, 'graceful stop leaves nothing', 10000);
-  L.check(true, 'SIGTERM stops every sandbox');
+  await L.poll(() => all().length === 0, 10000);
+  L.eq(all(), [], 'SIGTERM stops every sandbox');
   L.done();
 })();

@@ -59,12 +59,12 @@ const L = require('./lib');
   L.eq(anonErr && anonErr.status, 401, 'bad token WebSocket -> 401');
 
   // Pre-start: the session becomes ready without any message.
-  await L.until(async () => {
-    const st = (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json;
-    if (st.state === 'error') throw new Error('session failed: ' + st.error);
-    return st.state === 'ready';
-  }, 'session ready', 30000);
-  L.check(true, 'session reaches ready in the background');
+  let st = null;
+  await L.poll(async () => {
+    st = (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json;
+    return st.state === 'ready' || st.state === 'error';
+  }, 30000);
+  L.eq([st.state, st.error], ['ready', undefined], 'session reaches ready in the background');
 
   // Turn 1 over a ?token= connection (the browser form).
   const c = L.connect(d.base, sid, alice, 'query');
@@ -149,11 +149,14 @@ const L = require('./lib');
   const d2 = await L.startCortexd({dataDir: deep, env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-test-key'}});
   const carol = (await L.http(d2.base, 'POST', '/v1/users', d2.admin, {name: 'carol'})).json.token;
   const sid2 = (await L.http(d2.base, 'POST', '/v1/sessions', carol, {})).json.id;
-  L.check(`${deep}/sessions/${sid2}/run/agent.sock`.length > 108, 'the socket path is over sun_path', '> 108', deep.length);
   const c4 = L.connect(d2.base, sid2, carol);
   await c4.opened;
   fr = await L.turn(c4, 'deep data dir');
   L.eq(L.textOf(fr), 'Echo: deep data dir. Done.', 'a session under a deep data dir streams');
+  const sock = `${deep}/sessions/${sid2}/run/agent.sock`;
+  const isSock = fs.existsSync(sock) && fs.statSync(sock).isSocket();
+  L.check(isSock && sock.length > 108, 'the agent socket it streamed through is a path over sun_path (108)', 'a socket, > 108 bytes',
+    [sock.length, isSock]);
   await c4.close();
   L.eq(await d2.stop(), 0, 'second cortexd exits 0');
   L.done();

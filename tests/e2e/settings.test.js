@@ -134,7 +134,12 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   const init = f.find(x => x.type === 'system' && x.subtype === 'init') || {};
   const fsStatus = (init.mcp_servers || []).find(x => x.name === 'fs');
   L.eq(fsStatus && fsStatus.status, 'connected', 'system/init lists the npm MCP server as connected');
-  L.check(f.some(x => x.type === 'cortex.progress' && x.phase === 'installing_packages') || doneOf(f).timings, 'install shown as progress (or already done)', 'progress', f.filter(x => x.type === 'cortex.progress'));
+  // The install starts at the settings write: a turn that still waits for it
+  // (install_ms > 0) shows it as progress; one that does not had it done already.
+  const inst = f.find(x => x.type === 'cortex.progress' && x.phase === 'installing_packages');
+  const waited = (doneOf(f).timings || {}).install_ms > 0;
+  L.check(inst ? waited && inst.missing >= 1 && inst.total >= inst.missing : !waited, 'install shown as progress (or already done)',
+    'progress {missing, total} iff install_ms > 0', [inst || null, doneOf(f).timings]);
   L.check(/Read-only|Permission denied/i.test(out), 'the package mount is read-only inside the sandbox', 'read-only', out.slice(0, 300));
   L.check(out.includes('/cortex/mcp/p-') && out.includes('node_modules/.bin/mcp-server-filesystem'), '~/.claude.json points at the cached package bin', 'bin path', out.slice(0, 800));
   // Claude Code defers MCP tools behind ToolSearch, so look for them in init's tool list.
