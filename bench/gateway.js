@@ -1,4 +1,4 @@
-// The model gateway's cost (issue 5), side by side in one run: two cortexd,
+// The model gateway's cost, side by side in one run: two cortexd,
 // one with the gateway (the agent's ANTHROPIC_BASE_URL is cortexd, which
 // swaps in the key and forwards with libcurl) and one with
 // "gateway":{"enabled":false} (the agent talks to the model stand-in itself,

@@ -1,4 +1,4 @@
-// Message latency with a hot agent (issue 4): every figure is a side-by-side
+// Message latency with a hot agent: every figure is a side-by-side
 // comparison from one run, the two sides interleaved turn by turn.
 //   a. warm TTFT: through cortexd (client WS -> cortexd -> ws-agent -> the
 //      session's hot claude) vs the same claude kept hot and driven directly

@@ -248,6 +248,144 @@ static int load_surfaces(config *c, json_t *surf, cx_err *err)
 	return 0;
 }
 
+/* The "provider" section, if present. */
+static int load_provider(config *c, json_t *prov, cx_err *err)
+{
+	const char *s;
+	if (!prov)
+		return 0;
+	if (!json_is_object(prov)) {
+		cx_err_set(err, 0, "config: 'provider' must be an object");
+		return -1;
+	}
+	if (jstr(prov, "base_url", &s, err) < 0 ||
+	    (s && copy_str(c->provider_base_url, sizeof c->provider_base_url, s, "provider.base_url", err) < 0))
+		return -1;
+	if (jstr(prov, "api_key", &s, err) < 0 ||
+	    (s && copy_str(c->provider_api_key, sizeof c->provider_api_key, s, "provider.api_key", err) < 0))
+		return -1;
+	if (jstr(prov, "model", &s, err) < 0 ||
+	    (s && copy_str(c->provider_model, sizeof c->provider_model, s, "provider.model", err) < 0))
+		return -1;
+	return 0;
+}
+
+/* The "agent" section, if present. */
+static int load_agent(config *c, json_t *agent, cx_err *err)
+{
+	const char *s;
+	long long n;
+	int found;
+	if (!agent)
+		return 0;
+	if (!json_is_object(agent)) {
+		cx_err_set(err, 0, "config: 'agent' must be an object");
+		return -1;
+	}
+	if (jstr(agent, "dir", &s, err) < 0 ||
+	    (s && copy_str(c->agent_dir, sizeof c->agent_dir, s, "agent.dir", err) < 0))
+		return -1;
+	if (jstr(agent, "permission_mode", &s, err) < 0 ||
+	    (s && copy_str(c->agent_permission_mode, sizeof c->agent_permission_mode, s,
+			   "agent.permission_mode", err) < 0))
+		return -1;
+	if (jstr(agent, "command", &s, err) < 0 ||
+	    (s && copy_str(c->agent_command, sizeof c->agent_command, s, "agent.command", err) < 0))
+		return -1;
+	json_t *hs = json_object_get(agent, "handshake");
+	if (hs && !json_is_boolean(hs)) {
+		cx_err_set(err, 0, "config: 'agent.handshake' must be true or false");
+		return -1;
+	}
+	if (hs)
+		c->agent_handshake = json_is_true(hs);
+	if (jint(agent, "start_timeout_ms", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->agent_start_timeout_ms = n < 100 ? 100 : n > 600000 ? 600000 : (int)n;
+	return 0;
+}
+
+/* The "sandbox" section, if present. */
+static int load_sandbox(config *c, json_t *sb, cx_err *err)
+{
+	long long n;
+	int found;
+	if (!sb)
+		return 0;
+	if (!json_is_object(sb)) {
+		cx_err_set(err, 0, "config: 'sandbox' must be an object");
+		return -1;
+	}
+	if (jint(sb, "uid", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->sandbox_uid = (uid_t)n;
+	if (jint(sb, "gid", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->sandbox_gid = (gid_t)n;
+	if (jint(sb, "memory_max_mb", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->sandbox_memory_max = (uint64_t)n << 20;
+	if (jint(sb, "pids_max", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->sandbox_pids_max = (uint64_t)n;
+	return 0;
+}
+
+/* The "gateway" section, if present. */
+static int load_gateway(config *c, json_t *gw, cx_err *err)
+{
+	const char *s;
+	if (!gw)
+		return 0;
+	if (!json_is_object(gw)) {
+		cx_err_set(err, 0, "config: 'gateway' must be an object");
+		return -1;
+	}
+	json_t *en = json_object_get(gw, "enabled");
+	if (en && !json_is_boolean(en)) {
+		cx_err_set(err, 0, "config: 'gateway.enabled' must be true or false");
+		return -1;
+	}
+	if (en)
+		c->gateway_enabled = json_is_true(en);
+	if (jstr(gw, "listen", &s, err) < 0)
+		return -1;
+	if (s && parse_hostport("gateway.listen", s, c->gateway_host, sizeof c->gateway_host,
+				 &c->gateway_port, err) < 0)
+		return -1;
+	return 0;
+}
+
+/* The "npm" section, if present. */
+static int load_npm(config *c, json_t *npm, cx_err *err)
+{
+	const char *s;
+	long long n;
+	int found;
+	if (!npm)
+		return 0;
+	if (!json_is_object(npm)) {
+		cx_err_set(err, 0, "config: 'npm' must be an object");
+		return -1;
+	}
+	if (jstr(npm, "path", &s, err) < 0 ||
+	    (s && copy_str(c->npm_path, sizeof c->npm_path, s, "npm.path", err) < 0))
+		return -1;
+	if (jstr(npm, "cache_dir", &s, err) < 0 ||
+	    (s && copy_str(c->npm_cache_dir, sizeof c->npm_cache_dir, s, "npm.cache_dir", err) < 0))
+		return -1;
+	if (jint(npm, "cache_max_mb", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->npm_cache_max = (uint64_t)n << 20;
+	return 0;
+}
+
 int config_load_file(config *c, const char *path, cx_err *err)
 {
 	json_error_t jerr;
@@ -277,73 +415,12 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (jstr(root, "ws_agent_path", &s, err) < 0 ||
 	    (s && copy_str(c->ws_agent_path, sizeof c->ws_agent_path, s, "ws_agent_path", err) < 0))
 		goto out;
-	json_t *prov = json_object_get(root, "provider");
-	if (prov) {
-		if (!json_is_object(prov)) {
-			cx_err_set(err, 0, "config: 'provider' must be an object");
-			goto out;
-		}
-		if (jstr(prov, "base_url", &s, err) < 0 ||
-		    (s && copy_str(c->provider_base_url, sizeof c->provider_base_url, s, "provider.base_url", err) < 0))
-			goto out;
-		if (jstr(prov, "api_key", &s, err) < 0 ||
-		    (s && copy_str(c->provider_api_key, sizeof c->provider_api_key, s, "provider.api_key", err) < 0))
-			goto out;
-		if (jstr(prov, "model", &s, err) < 0 ||
-		    (s && copy_str(c->provider_model, sizeof c->provider_model, s, "provider.model", err) < 0))
-			goto out;
-	}
-	json_t *agent = json_object_get(root, "agent");
-	if (agent) {
-		if (!json_is_object(agent)) {
-			cx_err_set(err, 0, "config: 'agent' must be an object");
-			goto out;
-		}
-		if (jstr(agent, "dir", &s, err) < 0 ||
-		    (s && copy_str(c->agent_dir, sizeof c->agent_dir, s, "agent.dir", err) < 0))
-			goto out;
-		if (jstr(agent, "permission_mode", &s, err) < 0 ||
-		    (s && copy_str(c->agent_permission_mode, sizeof c->agent_permission_mode, s,
-				   "agent.permission_mode", err) < 0))
-			goto out;
-		if (jstr(agent, "command", &s, err) < 0 ||
-		    (s && copy_str(c->agent_command, sizeof c->agent_command, s, "agent.command", err) < 0))
-			goto out;
-		json_t *hs = json_object_get(agent, "handshake");
-		if (hs && !json_is_boolean(hs)) {
-			cx_err_set(err, 0, "config: 'agent.handshake' must be true or false");
-			goto out;
-		}
-		if (hs)
-			c->agent_handshake = json_is_true(hs);
-		if (jint(agent, "start_timeout_ms", &n, &found, err) < 0)
-			goto out;
-		if (found)
-			c->agent_start_timeout_ms = n < 100 ? 100 : n > 600000 ? 600000 : (int)n;
-	}
-	json_t *sb = json_object_get(root, "sandbox");
-	if (sb) {
-		if (!json_is_object(sb)) {
-			cx_err_set(err, 0, "config: 'sandbox' must be an object");
-			goto out;
-		}
-		if (jint(sb, "uid", &n, &found, err) < 0)
-			goto out;
-		if (found)
-			c->sandbox_uid = (uid_t)n;
-		if (jint(sb, "gid", &n, &found, err) < 0)
-			goto out;
-		if (found)
-			c->sandbox_gid = (gid_t)n;
-		if (jint(sb, "memory_max_mb", &n, &found, err) < 0)
-			goto out;
-		if (found)
-			c->sandbox_memory_max = (uint64_t)n << 20;
-		if (jint(sb, "pids_max", &n, &found, err) < 0)
-			goto out;
-		if (found)
-			c->sandbox_pids_max = (uint64_t)n;
-	}
+	if (load_provider(c, json_object_get(root, "provider"), err) < 0)
+		goto out;
+	if (load_agent(c, json_object_get(root, "agent"), err) < 0)
+		goto out;
+	if (load_sandbox(c, json_object_get(root, "sandbox"), err) < 0)
+		goto out;
 	if (jint(root, "ready_timeout_ms", &n, &found, err) < 0)
 		goto out;
 	if (found)
@@ -367,42 +444,10 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (load_surfaces(c, json_object_get(root, "surfaces"), err) < 0 ||
 	    load_prices(c, json_object_get(root, "prices"), err) < 0)
 		goto out;
-	json_t *gw = json_object_get(root, "gateway");
-	if (gw) {
-		if (!json_is_object(gw)) {
-			cx_err_set(err, 0, "config: 'gateway' must be an object");
-			goto out;
-		}
-		json_t *en = json_object_get(gw, "enabled");
-		if (en && !json_is_boolean(en)) {
-			cx_err_set(err, 0, "config: 'gateway.enabled' must be true or false");
-			goto out;
-		}
-		if (en)
-			c->gateway_enabled = json_is_true(en);
-		if (jstr(gw, "listen", &s, err) < 0)
-			goto out;
-		if (s && parse_hostport("gateway.listen", s, c->gateway_host, sizeof c->gateway_host,
-					 &c->gateway_port, err) < 0)
-			goto out;
-	}
-	json_t *npm = json_object_get(root, "npm");
-	if (npm) {
-		if (!json_is_object(npm)) {
-			cx_err_set(err, 0, "config: 'npm' must be an object");
-			goto out;
-		}
-		if (jstr(npm, "path", &s, err) < 0 ||
-		    (s && copy_str(c->npm_path, sizeof c->npm_path, s, "npm.path", err) < 0))
-			goto out;
-		if (jstr(npm, "cache_dir", &s, err) < 0 ||
-		    (s && copy_str(c->npm_cache_dir, sizeof c->npm_cache_dir, s, "npm.cache_dir", err) < 0))
-			goto out;
-		if (jint(npm, "cache_max_mb", &n, &found, err) < 0)
-			goto out;
-		if (found)
-			c->npm_cache_max = (uint64_t)n << 20;
-	}
+	if (load_gateway(c, json_object_get(root, "gateway"), err) < 0)
+		goto out;
+	if (load_npm(c, json_object_get(root, "npm"), err) < 0)
+		goto out;
 	rc = 0;
 out:
 	json_decref(root);

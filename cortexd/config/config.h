@@ -7,7 +7,7 @@
 #include <sys/types.h>
 #include "cx.h"
 
-/* A surface profile (seed 000): what a chat IDE and a voice client each need. */
+/* A surface profile: what a chat IDE and a voice client each need. */
 enum { SURF_CHAT, SURF_VOICE, SURF_N };
 struct surface_profile {
 	char name[8];                /* "chat" | "voice" */
@@ -64,7 +64,7 @@ typedef struct config {
 	struct model_price prices[CFG_MAX_PRICES];
 	int n_prices;
 
-	/* Settings -> sandbox (issue 3). */
+	/* Settings -> sandbox. */
 	int config_ttl_s;            /* a cached session config older than this is re-assembled */
 	int write_parallel;          /* bound on concurrent file writes into one sandbox */
 	char npm_path[4096];         /* npm binary for MCP package installs ("npm" = PATH) */

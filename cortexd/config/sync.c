@@ -50,7 +50,7 @@ static int state_has_mount(const struct sync_state *st, const char *name)
 	return 0;
 }
 
-/* ---- bounded parallel writes (the seed's p-limit) ---- */
+/* ---- bounded parallel writes (at most write_parallel at once) ---- */
 
 struct wjob {
 	sandbox *sb;

@@ -137,33 +137,33 @@ static int npm_root(const config *c, char *out, size_t cap, cx_err *err)
 	return 0;
 }
 
-int server_run(struct cortexd *d)
+/* The data dir, the store, the master key, the admin token, the sessions,
+ * the npm cache: everything before the first socket.  0, or -1 (logged). */
+static int open_state(struct cortexd *d)
 {
 	cx_err err = CX_ERR_INIT;
 	config *c = &d->cfg;
-	int rc = 1;
-
 	if (mkdir(c->data_dir, 0711) < 0 && errno != EEXIST) {
 		log_error("data dir %s: %s", c->data_dir, strerror(errno));
-		return 1;
+		return -1;
 	}
 	/* Traversable, not listable: npm installs MCP packages into DATA/npm as
 	 * the sandbox uid.  Everything secret below is 0600/0700 on its own. */
 	if (chmod(c->data_dir, 0711) < 0) {
 		log_error("data dir %s: chmod: %s", c->data_dir, strerror(errno));
-		return 1;
+		return -1;
 	}
 	char path[4200];
 	snprintf(path, sizeof path, "%s/sessions", c->data_dir);
 	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
 		log_error("%s: %s", path, strerror(errno));
-		return 1;
+		return -1;
 	}
 	snprintf(path, sizeof path, "%s/cortex.db", c->data_dir);
 	const char *target = strcmp(c->store_kind, "etcd") ? path : c->etcd_endpoints;
 	if (store_open(&d->st, c->store_kind, target, &err) < 0) {
 		log_error("store: %s", err.msg);
-		return 1;
+		return -1;
 	}
 	/* The master key: CORTEX_MASTER_KEY_FILE, or generated into the data dir. */
 	const char *kf = getenv("CORTEX_MASTER_KEY_FILE");
@@ -171,20 +171,31 @@ int server_run(struct cortexd *d)
 	snprintf(keyp, sizeof keyp, "%s/master.key", c->data_dir);
 	if (secrets_key_load(&d->skey, kf && *kf ? kf : keyp, 1, &err) < 0) {
 		log_error("master key: %s", err.msg);
-		goto out_store;
+		return -1;
 	}
 	if (npm_root(c, path, sizeof path, &err) < 0) {
 		log_error("npm cache: %s", err.msg);
-		goto out_store;
+		return -1;
 	}
 	if (auth_admin_init(c->data_dir, d->admin_token, &err) < 0 || lifecycle_load(d, &err) < 0 ||
 	    sandbox_runtime_init(&err) < 0 ||
 	    npmcache_init(d->st, path, c->npm_path, c->sandbox_uid, c->sandbox_gid, c->npm_cache_max,
 			  &err) < 0) {
 		log_error("%s", err.msg);
-		goto out_store;
+		return -1;
 	}
 
+	return 0;
+}
+
+int server_run(struct cortexd *d)
+{
+	cx_err err = CX_ERR_INIT;
+	config *c = &d->cfg;
+	int rc = 1;
+
+	if (open_state(d) < 0)
+		goto out_store;
 	lifecycle_init(d);
 	metrics_register("core", core_metrics_write, d);
 	metrics_register("config", config_metrics_write, NULL);

@@ -1,0 +1,14 @@
+/* lifecycle-internal.h — what the lifecycle's engine (lifecycle.c) offers
+ * its event side (lifecycle_events.c).  Not for other modules. */
+#ifndef CORTEX_LIFECYCLE_INTERNAL_H
+#define CORTEX_LIFECYCLE_INTERNAL_H
+
+#include "session.h"
+
+/* A request or a message wants the session hot again (clears a failure). */
+void lc_want_hot(struct session *s);
+/* Activity: re-arm the idle timers. */
+void lc_touch(struct session *s);
+void lc_set_error(struct session *s, const char *msg);
+
+#endif

@@ -1,0 +1,274 @@
+/* lifecycle_events.c — what reaches the lifecycle from outside: requests of
+ * the API, clients and their frames, the hooks lower modules report through,
+ * and loading / stopping every session.  Each ends in lifecycle_reconcile(). */
+#include "lifecycle.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent.h"
+#include "fanout.h"
+#include "lifecycle-internal.h"
+#include "log.h"
+#include "turn.h"
+
+/* ---- hooks: what lower modules report ---- */
+
+static void on_reconcile(struct session *s) { lifecycle_reconcile(s); }
+
+static void on_agent_output(struct session *s, const struct agent_line *l, const char *raw, size_t len)
+{
+	const struct turn *before = s->turn;
+	turn_output(s, l, raw, len);
+	if (s->turn != before || (s->turn && !s->turn->sent))
+		lifecycle_reconcile(s); /* the turn ended: settings that moved meanwhile, the next message */
+}
+
+static void on_agent_down(struct session *s, int why, const char *code, const char *msg)
+{
+	turn_agent_down(s, why, code, msg);
+	if (why == DOWN_LINK_LOST) {
+		/* Lost while ready is an error; lost because a stop job is taking the
+		 * sandbox down is the plan (that job sets the state when it is done). */
+		if (s->lc.state == SS_READY && s->lc.job == JOB_NONE) {
+			lc_set_error(s, msg);
+			s->lc.failed = 1;
+		}
+		return; /* the link is gone: nothing to reconcile until a request */
+	}
+	lifecycle_reconcile(s); /* a fresh agent in the background (bounded by crashes) */
+}
+
+/* Settings moved for user (a write, or an install finished). */
+static void user_changed(struct cortexd *d, const char *user)
+{
+	int live = 0;
+	for (struct session *s = d->sessions; s; s = s->next) {
+		if (strcmp(s->user, user))
+			continue;
+		if (s->cc.cfg)
+			s->cc.dirty = 1;
+		if (!s->deleted && s->lc.sb) {
+			live = 1;
+			lifecycle_reconcile(s);
+		}
+	}
+	if (!live) { /* nobody to apply it: at least start the installs now */
+		struct ccache_src src = {d->st, &d->skey, &d->cfg};
+		cconfig_prefetch(&src, user);
+	}
+}
+
+static void on_installed(void *arg, const char *user) { user_changed(arg, user); }
+
+void lifecycle_settings_written(struct cortexd *d, const char *user)
+{
+	cconfig_forget_failures();
+	user_changed(d, user);
+}
+
+void lifecycle_init(struct cortexd *d)
+{
+	d->reconcile = on_reconcile;
+	d->agent_output = on_agent_output;
+	d->agent_down = on_agent_down;
+	cconfig_set_installed_hook(on_installed, d);
+}
+
+/* ---- requests ---- */
+
+struct session *lifecycle_create(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
+				 cx_err *err)
+{
+	char id[40] = "s_";
+	cx_random_hex(id + 2, 12);
+	struct session *s = session_new(d, id, user, surface);
+	if (!s) {
+		cx_err_set(err, ENOMEM, "session");
+		return NULL;
+	}
+	s->lc.ready_t0_us = cx_mono_us();
+	s->created_at = s->last_active_at = cx_wall_ms();
+	s->idle_sleep_s = idle_sleep_s;
+	s->lc.state = SS_CREATING;
+	if (session_persist(s, err) < 0) {
+		session_unlink(s);
+		session_unref(s);
+		return NULL;
+	}
+	lc_want_hot(s); /* pre-start: the agent is hot before the first message */
+	lifecycle_reconcile(s);
+	return s;
+}
+
+int lifecycle_wake(struct session *s, cx_err *err)
+{
+	if (lifecycle_busy(s))
+		return cx_err_set(err, EBUSY, "the session is %s; try again", sess_state_name(s->lc.state));
+	lc_want_hot(s);
+	lifecycle_reconcile(s);
+	if (s->lc.state == SS_ERROR && s->lc.failed)
+		return cx_err_set(err, EIO, "%s", s->lc.error);
+	return 0;
+}
+
+int lifecycle_sleep(struct session *s, cx_err *err)
+{
+	if (lifecycle_busy(s) || s->turn)
+		return cx_err_set(err, EBUSY, "the session is %s%s; try again", sess_state_name(s->lc.state),
+				  s->turn ? " with a turn running" : "");
+	s->lc.goal = GOAL_ASLEEP;
+	lifecycle_reconcile(s);
+	return 0;
+}
+
+int lifecycle_pause(struct session *s, cx_err *err)
+{
+	if (s->lc.state == SS_PAUSED)
+		return 0;
+	if (lifecycle_busy(s) || s->turn)
+		return cx_err_set(err, EBUSY, "the session is %s%s; try again", sess_state_name(s->lc.state),
+				  s->turn ? " with a turn running" : "");
+	if (!s->lc.sb || s->lc.state != SS_READY)
+		return cx_err_set(err, EINVAL, "only a ready session can be paused (it is %s)",
+				  sess_state_name(s->lc.state));
+	if (s->link.state == AG_STARTING) /* frozen mid-boot, its start deadline would pass */
+		return cx_err_set(err, EINVAL, "the agent is starting; try again");
+	s->lc.goal = GOAL_PAUSED;
+	lifecycle_reconcile(s);
+	return 0;
+}
+
+void lifecycle_delete(struct session *s)
+{
+	s->deleted = 1;
+	s->lc.goal = GOAL_GONE;
+	sodium_memzero(s->gw_token, sizeof s->gw_token); /* its gateway token stops working now */
+	lws_sul_cancel(&s->lc.sul_idle);
+	lws_sul_cancel(&s->lc.sul_grace);
+	lws_sul_cancel(&s->link.sul_boot);
+	lifecycle_reconcile(s); /* tears down now, or when the running job is done */
+}
+
+/* ---- clients ---- */
+
+/* A turn with no client left keeps running for turn_grace_s, then stops. */
+static void sul_grace_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, lc.sul_grace);
+	if (s->fan.clients || !s->turn)
+		return;
+	log_info("session %s: no client for %d s; cancelling turn %llu", s->id, s->d->cfg.turn_grace_s,
+		 (unsigned long long)s->turn->id);
+	if (s->turn->sent)
+		turn_cancel(s);
+	else
+		turn_fail(s, "cancelled", "no client was connected");
+	lifecycle_reconcile(s);
+}
+
+void lifecycle_client_joined(struct session *s, struct client *c)
+{
+	fanout_attach(s, c);
+	lws_sul_cancel(&s->lc.sul_grace);
+	/* Speculative warm-up: a client that connects will send a message soon.
+	 * Thaw, wake, and start the agent now, so the message finds it hot. */
+	lc_want_hot(s);
+	lifecycle_reconcile(s); /* a pause or sleep under way is undone after it */
+}
+
+void lifecycle_client_left(struct client *c)
+{
+	struct session *s = c->sess;
+	fanout_detach(c);
+	if (s && !s->fan.clients && s->turn && s->d->cfg.turn_grace_s > 0)
+		session_timer(s, &s->lc.sul_grace, sul_grace_cb, (uint64_t)s->d->cfg.turn_grace_s * LWS_US_PER_SEC);
+}
+
+void lifecycle_message(struct session *s, struct client *c, const char *text)
+{
+	if (s->turn && s->turn->stopped && !s->next_text) {
+		s->next_text = strdup(text); /* starts once the revoked turn has stopped */
+		return;
+	}
+	if (s->turn) {
+		fanout_error(s, c, "busy", "a turn is running on this session; cancel it or wait for cortex.done");
+		return;
+	}
+	if (turn_begin(s, text) < 0)
+		return;
+	lc_want_hot(s);
+	lifecycle_reconcile(s);
+}
+
+void lifecycle_cancel(struct session *s, struct client *c)
+{
+	if (!s->turn) {
+		fanout_error(s, c, "no_turn", "no turn is running");
+		return;
+	}
+	turn_cancel(s);
+	lifecycle_reconcile(s);
+}
+
+/* ---- start and exit ---- */
+
+static void load_one(struct cortexd *d, json_t *o, const char *key)
+{
+	const char *id = json_string_value(json_object_get(o, "id"));
+	const char *user = json_string_value(json_object_get(o, "user"));
+	const char *surface = json_string_value(json_object_get(o, "surface"));
+	if (!id || !user) {
+		log_warn("skipping corrupt session record %s", key);
+		return;
+	}
+	struct session *s = session_new(d, id, user, surface ? surface : "chat");
+	if (!s)
+		return;
+	s->created_at = json_integer_value(json_object_get(o, "created_at"));
+	s->last_active_at = json_integer_value(json_object_get(o, "last_active_at"));
+	s->idle_sleep_s = (int)json_integer_value(json_object_get(o, "idle_sleep_s"));
+	s->lc.state = SS_SLEEPING;
+	s->lc.goal = GOAL_ASLEEP;
+	s->link.had_success = 1; /* home survives: the agent may continue its conversation */
+	/* A cortexd that died left this sandbox behind only if it was frozen
+	 * (PDEATHSIG cannot reach frozen tasks); its cgroup stays either way. */
+	int found = 0;
+	cx_err rerr = CX_ERR_INIT;
+	if (sandbox_reap_stale(NULL, s->id, &found, &rerr) < 0)
+		log_warn("session %s: leftover sandbox: %s", s->id, rerr.msg);
+	else if (found)
+		log_info("session %s: stopped the sandbox a previous cortexd left behind", s->id);
+}
+
+int lifecycle_load(struct cortexd *d, cx_err *err)
+{
+	store_kv *kv = NULL;
+	size_t n = 0;
+	if (store_list(d->st, "sessions/", 0, &kv, &n, err) < 0)
+		return -1;
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_loadb(kv[i].val, kv[i].len, 0, NULL);
+		load_one(d, o, kv[i].key);
+		json_decref(o);
+	}
+	store_kv_free(kv, n);
+	return 0;
+}
+
+void lifecycle_shutdown(struct cortexd *d)
+{
+	for (struct session *s = d->sessions; s; s = s->next) {
+		turn_stop_session(s);
+		agent_link_close(s);
+		fanout_close_all(s);
+		sync_state_clear(&s->sync); /* the npm cache is already shut down: no unpins */
+		ccache_drop(&s->cc);
+		if (s->lc.sb && s->lc.job == JOB_NONE) {
+			sandbox_destroy(s->lc.sb);
+			s->lc.sb = NULL;
+		}
+	}
+}
