@@ -28,23 +28,6 @@ int store_new(store **out, const struct store_ops *ops, void *impl, cx_err *err)
 	return 0;
 }
 
-int store_open(store **out, const char *kind, const char *target, cx_err *err)
-{
-	*out = NULL;
-	if (!kind || !*kind)
-		return cx_err_set(err, EINVAL, "store: no store kind given (expected \"sqlite\")");
-	if (strcmp(kind, "sqlite") == 0) {
-		if (!target || !*target)
-			return cx_err_set(err, EINVAL, "store: sqlite store needs a database path");
-		return store_open_sqlite(out, target, err);
-	}
-	if (strcmp(kind, "etcd") == 0)
-		return cx_err_set(err, ENOTSUP,
-				  "store: etcd backend not built (only \"sqlite\" is available)");
-	return cx_err_set(err, EINVAL, "store: unknown store kind '%s' (expected \"sqlite\")",
-			  kind);
-}
-
 void store_close(store *s)
 {
 	if (!s)
