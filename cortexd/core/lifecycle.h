@@ -26,8 +26,12 @@ void lifecycle_shutdown(struct cortexd *d);
 void lifecycle_reconcile(struct session *s);
 
 /* ---- requests (edge) ---- */
-struct session *lifecycle_create(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
-				 cx_err *err);
+/* A new session, not yet stored nor registered: the caller stores its
+ * record (session_record) off the service thread, then lifecycle_start()s
+ * it — or session_unref()s it when the write failed, leaving nothing. */
+struct session *lifecycle_new(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
+			      cx_err *err);
+void lifecycle_start(struct session *s);
 void lifecycle_delete(struct session *s);
 /* 0, or -1 with err (code EBUSY: try again; the route answers 409). */
 int lifecycle_wake(struct session *s, cx_err *err);

@@ -79,8 +79,8 @@ void lifecycle_init(struct cortexd *d)
 
 /* ---- requests ---- */
 
-struct session *lifecycle_create(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
-				 cx_err *err)
+struct session *lifecycle_new(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
+			      cx_err *err)
 {
 	char id[40] = "s_";
 	cx_random_hex(id + 2, 12);
@@ -93,14 +93,14 @@ struct session *lifecycle_create(struct cortexd *d, const char *user, const char
 	s->created_at = s->last_active_at = cx_wall_ms();
 	s->idle_sleep_s = idle_sleep_s;
 	s->lc.state = SS_CREATING;
-	if (session_persist(s, err) < 0) {
-		session_unlink(s);
-		session_unref(s);
-		return NULL;
-	}
+	return s;
+}
+
+void lifecycle_start(struct session *s)
+{
+	session_link(s);
 	lc_want_hot(s); /* pre-start: the agent is hot before the first message */
 	lifecycle_reconcile(s);
-	return s;
 }
 
 int lifecycle_wake(struct session *s, cx_err *err)
@@ -227,6 +227,7 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	struct session *s = session_new(d, id, user, surface ? surface : "chat");
 	if (!s)
 		return;
+	session_link(s);
 	s->created_at = json_integer_value(json_object_get(o, "created_at"));
 	s->last_active_at = json_integer_value(json_object_get(o, "last_active_at"));
 	s->idle_sleep_s = (int)json_integer_value(json_object_get(o, "idle_sleep_s"));

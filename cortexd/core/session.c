@@ -44,9 +44,13 @@ struct session *session_new(struct cortexd *d, const char *id, const char *user,
 	s->prof = config_surface(&d->cfg, surface);
 	if (!s->prof)
 		s->prof = config_surface(&d->cfg, "chat");
-	s->next = d->sessions;
-	d->sessions = s;
 	return s;
+}
+
+void session_link(struct session *s)
+{
+	s->next = s->d->sessions;
+	s->d->sessions = s;
 }
 
 struct session *session_find(struct cortexd *d, const char *id)
@@ -73,21 +77,17 @@ json_t *session_to_json(const struct session *s)
 }
 
 /* What is persisted is the session's identity; its live state is not
- * (a restarted cortexd has no sandboxes: every session comes back sleeping). */
-int session_persist(struct session *s, cx_err *err)
+ * (a restarted cortexd has no sandboxes: every session comes back sleeping).
+ * The row's key into key; the value (malloc'd), or NULL on ENOMEM. */
+char *session_record(const struct session *s, char *key, size_t cap)
 {
-	char key[160];
-	snprintf(key, sizeof key, "sessions/%s/%s", s->user, s->id);
-	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i}", "id", s->id, "user", s->user, "surface",
-			      s->surface, "created_at", (json_int_t)s->created_at, "last_active_at",
-			      (json_int_t)s->last_active_at, "idle_sleep_s", s->idle_sleep_s);
-	char *v = json_dumps(o, JSON_COMPACT);
+	snprintf(key, cap, "sessions/%s/%s", s->user, s->id);
+	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i}", "id", s->id, "user", s->user, "surface", s->surface,
+			      "created_at", (json_int_t)s->created_at, "last_active_at", (json_int_t)s->last_active_at,
+			      "idle_sleep_s", s->idle_sleep_s);
+	char *v = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
-	if (!v)
-		return cx_err_set(err, ENOMEM, "session record");
-	int rc = store_put(s->d->st, key, v, strlen(v), err);
-	free(v);
-	return rc;
+	return v;
 }
 
 void session_unlink(struct session *s)

@@ -206,9 +206,11 @@ struct cortexd {
 };
 
 /* session.c: the registry */
+/* A session not yet in the registry (session_link adds it). */
 struct session *session_new(struct cortexd *d, const char *id, const char *user, const char *surface);
+void session_link(struct session *s);
 struct session *session_find(struct cortexd *d, const char *id);
-int session_persist(struct session *s, cx_err *err);
+char *session_record(const struct session *s, char *key, size_t cap);
 json_t *session_to_json(const struct session *s);
 void session_unref(struct session *s);
 void session_unlink(struct session *s);

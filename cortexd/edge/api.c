@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "auth.h"
 #include "caps.h"
 #include "log.h"
@@ -15,6 +17,33 @@
 #include "settings.h"
 
 /* ---- users ---- */
+
+struct user_write {
+	store *st;
+	char name[CX_CAP_NAME + 8];
+	char token[AUTH_TOKEN_LEN + 1];
+};
+
+static int user_run(void *arg, cx_err *err)
+{
+	struct user_write *w = arg;
+	return auth_create_user(w->st, w->name, w->token, err);
+}
+
+static void user_then(void *arg, int rc, const cx_err *err, struct api_resp *resp)
+{
+	struct user_write *w = arg;
+	if (rc == 0)
+		log_info("created user %s", w->name);
+	if (resp && rc == 0)
+		api_reply(resp, 201, json_pack("{s:s,s:s}", "name", w->name, "token", w->token));
+	else if (resp && err->code == EEXIST)
+		api_error(resp, 409, "exists", "%s", err->msg);
+	else if (resp)
+		api_error(resp, 500, "internal", "%s", err->msg);
+	sodium_memzero(w, sizeof *w);
+	free(w);
+}
 
 static void post_user(struct cortexd *d, const struct api_req *req, struct api_resp *resp)
 {
@@ -31,22 +60,79 @@ static void post_user(struct cortexd *d, const struct api_req *req, struct api_r
 			  "\"name\" must be 1-%u chars of a-z 0-9 _ -, starting with a letter or digit",
 			  CX_CAP_NAME);
 	} else {
-		char token[AUTH_TOKEN_LEN + 1];
-		cx_err err = CX_ERR_INIT;
-		if (auth_create_user(d->st, name, token, &err) < 0) {
-			if (err.code == EEXIST)
-				api_error(resp, 409, "exists", "%s", err.msg);
-			else
-				api_error(resp, 500, "internal", "%s", err.msg);
+		struct user_write *w = calloc(1, sizeof *w);
+		if (!w) {
+			api_error(resp, 500, "internal", "out of memory");
 		} else {
-			log_info("created user %s", name);
-			api_reply(resp, 201, json_pack("{s:s,s:s}", "name", name, "token", token));
+			w->st = d->st;
+			snprintf(w->name, sizeof w->name, "%s", name);
+			api_defer(resp, user_run, user_then, w);
 		}
 	}
 	json_decref(o);
 }
 
 /* ---- sessions ---- */
+
+/* A session row written (create) or removed with its transcript (delete). */
+struct sess_write {
+	store *st;
+	struct session *s; /* a reference; the worker reads only id, copied here */
+	char id[40];
+	char key[200];
+	char *val;         /* create: the row */
+};
+
+static int sess_put_run(void *arg, cx_err *err)
+{
+	struct sess_write *w = arg;
+	return store_put(w->st, w->key, w->val, strlen(w->val), err);
+}
+
+/* Stored: the session starts (even when the client has gone); not stored:
+ * nothing of it is left. */
+static void sess_put_then(void *arg, int rc, const cx_err *err, struct api_resp *resp)
+{
+	struct sess_write *w = arg;
+	if (rc == 0) {
+		lifecycle_start(w->s);
+		if (resp)
+			api_reply(resp, 201, session_to_json(w->s));
+	} else {
+		session_unref(w->s);
+		if (resp)
+			api_error(resp, 500, "internal", "%s", err->msg);
+	}
+	free(w->val);
+	free(w);
+}
+
+static int sess_del_run(void *arg, cx_err *err)
+{
+	struct sess_write *w = arg;
+	char prefix[80];
+	snprintf(prefix, sizeof prefix, "transcripts/%s/", w->id);
+	if (store_delete(w->st, w->key, err) == -1)
+		return -1;
+	if (store_delete_prefix(w->st, prefix, NULL, err) < 0)
+		log_error("delete transcripts of %s: %s", w->id, err->msg); /* the row is gone: deleted */
+	return 0;
+}
+
+static void sess_del_then(void *arg, int rc, const cx_err *err, struct api_resp *resp)
+{
+	struct sess_write *w = arg;
+	if (rc == 0 && !w->s->deleted) {
+		log_info("deleting session %s", w->s->id);
+		lifecycle_delete(w->s);
+	}
+	if (resp && rc == 0)
+		api_reply(resp, 204, NULL);
+	else if (resp)
+		api_error(resp, 500, "internal", "%s", err->msg);
+	session_unref(w->s);
+	free(w);
+}
 
 static void post_session(struct cortexd *d, const char *user, const struct api_req *req, struct api_resp *resp)
 {
@@ -66,11 +152,21 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 		api_error(resp, 501, "not_implemented", "\"repo\" checkout is not available yet");
 	} else {
 		cx_err err = CX_ERR_INIT;
-		struct session *s = lifecycle_create(d, user, surface, iv ? (int)json_integer_value(iv) : 0, &err);
-		if (!s)
-			api_error(resp, 500, "internal", "%s", err.msg);
-		else
-			api_reply(resp, 201, session_to_json(s));
+		struct session *s = lifecycle_new(d, user, surface, iv ? (int)json_integer_value(iv) : 0, &err);
+		struct sess_write *w = s ? calloc(1, sizeof *w) : NULL;
+		if (w && !(w->val = session_record(s, w->key, sizeof w->key))) {
+			free(w);
+			w = NULL;
+		}
+		if (!w) {
+			if (s)
+				session_unref(s);
+			api_error(resp, 500, "internal", "%s", s ? "out of memory" : err.msg);
+		} else {
+			w->st = d->st;
+			w->s = s;
+			api_defer(resp, sess_put_run, sess_put_then, w);
+		}
 	}
 	json_decref(o);
 }
@@ -126,19 +222,17 @@ static void list_messages(struct session *s, const struct api_req *req, struct a
 
 static void delete_session(struct cortexd *d, struct session *s, struct api_resp *resp)
 {
-	char key[160], prefix[80];
-	snprintf(key, sizeof key, "sessions/%s/%s", s->user, s->id);
-	snprintf(prefix, sizeof prefix, "transcripts/%s/", s->id);
-	cx_err err = CX_ERR_INIT;
-	if (store_delete(d->st, key, &err) == -1) {
-		api_error(resp, 500, "internal", "%s", err.msg);
+	struct sess_write *w = calloc(1, sizeof *w);
+	if (!w) {
+		api_error(resp, 500, "internal", "out of memory");
 		return;
 	}
-	if (store_delete_prefix(d->st, prefix, NULL, &err) < 0)
-		log_error("delete transcripts of %s: %s", s->id, err.msg);
-	log_info("deleting session %s", s->id);
-	lifecycle_delete(s);
-	api_reply(resp, 204, NULL);
+	w->st = d->st;
+	w->s = s;
+	s->refs++;
+	snprintf(w->id, sizeof w->id, "%s", s->id);
+	snprintf(w->key, sizeof w->key, "sessions/%s/%s", s->user, s->id);
+	api_defer(resp, sess_del_run, sess_del_then, w);
 }
 
 /* POST sleep | wake | pause: 202 and the session as it is now; 409 while a

@@ -14,11 +14,28 @@ struct api_req {
 	size_t body_len;
 	const char *query;   /* URI args "a=1&b=2", may be NULL */
 };
+struct api_defer;
 struct api_resp {
 	int status;
 	char *body;          /* malloc'd JSON, or NULL for an empty body */
 	const char *ctype;   /* NULL = application/json */
+	struct api_defer *defer; /* set by api_defer(): the reply waits for a job */
 };
+
+/* Store writes never run on the service thread (SQLite fsyncs): a route that
+ * writes validates first, then hands the write to api_defer().  run runs on a
+ * worker (it may only touch arg and the store); then runs on the service
+ * thread with run's result and fills resp — or gets resp NULL when the client
+ * has gone (the side effects still happen).  then frees arg. */
+typedef int (*api_run_fn)(void *arg, cx_err *err);
+typedef void (*api_then_fn)(void *arg, int rc, const cx_err *err, struct api_resp *resp);
+void api_defer(struct api_resp *resp, api_run_fn run, api_then_fn then, void *arg);
+/* Start the deferred job of resp (http.c); the reply is written when it is
+ * done, unless api_defer_detach() said the connection went away. */
+void api_defer_start(struct api_resp *resp, struct lws *wsi, struct api_defer **slot);
+void api_defer_detach(struct api_defer *j);
+/* Run it here and now (unit tests, which have no worker pool). */
+void api_defer_finish(struct api_resp *resp);
 void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *resp);
 void api_error(struct api_resp *resp, int status, const char *code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));

@@ -12,6 +12,8 @@
 
 static void http_reset(struct http_conn *h)
 {
+	if (h->waiting) /* the client left before its write was done */
+		api_defer_detach(h->waiting);
 	free(h->body);
 	free(h->resp.body);
 	memset(h, 0, sizeof *h);
@@ -40,6 +42,10 @@ static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 		api_handle(d, &r, &h->resp);
 	}
 	h->responding = 1;
+	if (h->resp.defer) { /* a store write first: its job asks for WRITEABLE */
+		api_defer_start(&h->resp, wsi, &h->waiting);
+		return;
+	}
 	lws_callback_on_writable(wsi);
 }
 
@@ -145,7 +151,7 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			dispatch(d, wsi, h);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
-		if (!h->responding)
+		if (!h->responding || h->waiting)
 			return 0;
 		return write_response(wsi, h);
 	case LWS_CALLBACK_CLOSED_HTTP:

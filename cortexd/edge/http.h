@@ -13,6 +13,7 @@ struct http_conn {
 	size_t body_len, expect;
 	int too_big;
 	int responding, headers_sent;
+	struct api_defer *waiting; /* the reply waits for this job (a store write) */
 	struct api_resp resp;
 };
 

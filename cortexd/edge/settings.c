@@ -33,6 +33,7 @@
 #include "settings.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -288,38 +289,141 @@ static void get_named(struct cortexd *d, const struct kind *k, const char *key, 
 	json_decref(rec);
 }
 
-static void delete_named(struct cortexd *d, const struct kind *k, const char *user, const char *key, const char *name,
-			 struct api_resp *resp)
+/* ---- writes: validated on the service thread, stored by a worker ---- */
+
+/* Serializes count-then-write on the workers, so two PUTs cannot both pass
+ * the per-user limit. */
+static pthread_mutex_t write_mu = PTHREAD_MUTEX_INITIALIZER;
+
+struct set_write {
+	struct cortexd *d;
+	char user[SET_KEY_MAX];
+	char key[SET_KEY_MAX];
+	char *txt;           /* the record (a PUT), NULL for a DELETE */
+	json_t *view;        /* the reply body of a PUT, NULL for a DELETE */
+	/* limit check of a named PUT: rows under prefix, name's row replaced */
+	char prefix[SET_KEY_MAX];
+	const char *kind;
+	char name[SET_KEY_MAX];
+	unsigned max;
+	int created_status;  /* a PUT's status when the row is new (replaced: 200) */
+	/* result (worker) */
+	int exists;
+	size_t n;
+};
+
+static void set_write_free(struct set_write *w)
 {
-	cx_err err = CX_ERR_INIT;
-	int rc = store_delete(d->st, key, &err);
-	if (rc == CX_NOTFOUND) {
-		api_error(resp, 404, "not_found", "no %s setting named \"%s\"", k->name, name);
-		return;
-	}
-	if (rc < 0) {
-		internal(resp, "deleting a setting", &err);
-		return;
-	}
-	lifecycle_settings_written(d, user);
-	api_reply(resp, 204, NULL);
+	if (w->txt)
+		sodium_memzero(w->txt, strlen(w->txt)); /* sealed, but no copy lingers */
+	free(w->txt);
+	json_decref(w->view);
+	free(w);
 }
 
-/* Store rec (not consumed) under key and tell the config cache. */
-static int put_record(struct cortexd *d, const char *user, const char *key, json_t *rec, struct api_resp *resp)
+static int count_rows(struct set_write *w, cx_err *err)
 {
-	cleanup_free char *txt = json_dumps(rec, JSON_COMPACT);
-	cx_err err = CX_ERR_INIT;
-	if (!txt) {
-		api_error(resp, 500, "internal", "out of memory");
+	store_kv *kv = NULL;
+	size_t n = 0;
+	if (store_list(w->d->st, w->prefix, 0, &kv, &n, err) < 0)
 		return -1;
-	}
-	if (store_put(d->st, key, txt, strlen(txt), &err) < 0) {
-		internal(resp, "storing a setting", &err);
-		return -1;
-	}
-	lifecycle_settings_written(d, user);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(kv[i].key, w->key))
+			w->exists = 1;
+	store_kv_free(kv, n);
+	w->n = n;
 	return 0;
+}
+
+#define SET_LIMIT (-3) /* the write would pass the per-user limit */
+
+static int write_run(void *arg, cx_err *err)
+{
+	struct set_write *w = arg;
+	if (!w->txt) {
+		return store_delete(w->d->st, w->key, err);
+	}
+	pthread_mutex_lock(&write_mu);
+	int rc = 0;
+	if (w->prefix[0]) {
+		rc = count_rows(w, err);
+		if (rc == 0 && !w->exists && w->n >= w->max)
+			rc = SET_LIMIT;
+	} else {
+		char *old = NULL;
+		rc = store_get(w->d->st, w->key, &old, NULL, err);
+		free(old);
+		w->exists = rc == 0;
+		rc = rc == CX_NOTFOUND ? 0 : rc;
+	}
+	if (rc == 0)
+		rc = store_put(w->d->st, w->key, w->txt, strlen(w->txt), err);
+	pthread_mutex_unlock(&write_mu);
+	return rc;
+}
+
+static void write_then(void *arg, int rc, const cx_err *err, struct api_resp *resp)
+{
+	struct set_write *w = arg;
+	if (rc == 0)
+		lifecycle_settings_written(w->d, w->user);
+	if (!resp) {
+	} else if (rc == 0 && !w->txt) {
+		api_reply(resp, 204, NULL);
+	} else if (rc == 0) {
+		api_reply(resp, w->exists ? 200 : w->created_status, json_incref(w->view));
+	} else if (rc == CX_NOTFOUND) {
+		api_error(resp, 404, "not_found", "no %s setting named \"%s\"", w->kind, w->name);
+	} else if (rc == SET_LIMIT) {
+		api_error(resp, 409, "limit", "you have %zu %s settings; the limit is %u: delete one first", w->n,
+			  w->kind, w->max);
+	} else {
+		internal(resp, w->txt ? "storing a setting" : "deleting a setting", err);
+	}
+	set_write_free(w);
+}
+
+/* Store rec (not consumed) under key off the service thread; the reply is view. */
+static void put_record(struct cortexd *d, const char *user, const char *key, json_t *rec, json_t *view,
+		       const struct kind *k, struct api_resp *resp)
+{
+	struct set_write *w = calloc(1, sizeof *w);
+	char *txt = json_dumps(rec, JSON_COMPACT);
+	if (!w || !txt) {
+		free(w);
+		free(txt);
+		json_decref(view);
+		api_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	w->d = d;
+	snprintf(w->user, sizeof w->user, "%s", user);
+	snprintf(w->key, sizeof w->key, "%s", key);
+	w->txt = txt;
+	w->view = view;
+	w->created_status = 201;
+	if (k) {
+		snprintf(w->prefix, sizeof w->prefix, "settings/%s/%s/", user, k->name);
+		w->kind = k->name;
+		w->max = k->max;
+	}
+	api_defer(resp, write_run, write_then, w);
+}
+
+static void delete_named(struct cortexd *d, const struct kind *k, const char *user, const char *key,
+			 const char *name, struct api_resp *resp)
+{
+	struct set_write *w = calloc(1, sizeof *w);
+	if (!w) {
+		api_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	w->d = d;
+	w->kind = k->name;
+	snprintf(w->name, sizeof w->name, "%s", name);
+	snprintf(w->user, sizeof w->user, "%s", user);
+	snprintf(w->key, sizeof w->key, "%s", key);
+	api_defer(resp, write_run, write_then, w);
 }
 
 static void put_named(struct cortexd *d, const struct kind *k, const char *user, const char *key, const char *name,
@@ -339,29 +443,8 @@ static void put_named(struct cortexd *d, const struct kind *k, const char *user,
 	if (rc < 0)
 		return;
 
-	/* Count this user's rows of the kind; replacing one is not a new one. */
-	char prefix[SET_KEY_MAX];
-	int plen = snprintf(prefix, sizeof prefix, "settings/%s/%s/", user, k->name);
-	store_kv *kv = NULL;
-	size_t n = 0;
-	int exists = 0;
-	cx_err err = CX_ERR_INIT;
-	if (store_list(d->st, prefix, 0, &kv, &n, &err) < 0) {
-		internal(resp, "counting settings", &err);
-		json_decref(rec);
-		return;
-	}
-	for (size_t i = 0; i < n; i++)
-		if (!strcmp(kv[i].key + plen, name))
-			exists = 1;
-	store_kv_free(kv, n);
-	if (!exists && n >= k->max) {
-		api_error(resp, 409, "limit",
-			  "you have %zu %s settings; the limit is %u: delete one first", n, k->name,
-			  k->max);
-	} else if (put_record(d, user, key, rec, resp) == 0) {
-		api_reply(resp, exists ? 200 : 201, named_view(k, name, rec, 0));
-	}
+	/* The per-user count is checked by the write itself (one at a time). */
+	put_record(d, user, key, rec, named_view(k, name, rec, 0), k, resp);
 	json_decref(rec);
 }
 
@@ -398,8 +481,7 @@ static void user_route(struct cortexd *d, const char *user, const struct api_req
 	json_decref(b);
 	if (bad < 0)
 		return;
-	if (put_record(d, user, key, rec, resp) == 0)
-		api_reply(resp, rc == CX_NOTFOUND ? 201 : 200, json_incref(rec));
+	put_record(d, user, key, rec, json_incref(rec), NULL, resp);
 	json_decref(rec);
 }
 
