@@ -139,8 +139,12 @@ static void row_write_run(void *arg)
 	cx_err err = CX_ERR_INIT;
 	char rowkey[sizeof ROW_PREFIX + 64];
 	snprintf(rowkey, sizeof rowkey, ROW_PREFIX "%s", w->key);
-	if (store_put(w->st, rowkey, w->val, strlen(w->val), &err) < 0)
+	if (!w->val) { /* an eviction */
+		if (store_delete(w->st, rowkey, &err) == -1)
+			log_warn("npm cache: evicting %s: %s", w->key, err.msg);
+	} else if (store_put(w->st, rowkey, w->val, strlen(w->val), &err) < 0) {
 		log_warn("npm cache: recording use of %s: %s", w->key, err.msg);
+	}
 }
 
 static void row_write_done(void *arg)
@@ -186,20 +190,23 @@ void npm_index_row_write_async(struct entry *e)
 
 /* ---- eviction ---- */
 
-/* Row first, then the dir. */
+/* The dir first (a rename: no disk wait), then the row on a worker (a
+ * commit waits for the disk).  Either left behind alone is cleared at the
+ * next init: a rowless dir, or a row whose dir is gone. */
 static int evict(struct entry *e)
 {
 	cx_err err = CX_ERR_INIT;
-	char rowkey[sizeof ROW_PREFIX + 64];
-	snprintf(rowkey, sizeof rowkey, ROW_PREFIX "%s", e->pkg.key);
-	if (store_delete(npm_g.conf.st, rowkey, &err) == -1) {
-		log_warn("npm cache: evicting %s@%s: %s", e->pkg.name, e->pkg.version, err.msg);
+	struct row_write *w = calloc(1, sizeof *w);
+	if (!w) {
+		log_warn("npm cache: evicting %s@%s: out of memory", e->pkg.name, e->pkg.version);
 		return -1;
 	}
-	/* If the rename fails the dir stays, rowless: the next install of this
-	 * key or the next init clears it. */
 	if (npm_index_retire_dir(npm_g.conf.root, e->pkg.dir, e->pkg.key, 0, &err) < 0)
 		log_warn("npm cache: evicting %s@%s: %s", e->pkg.name, e->pkg.version, err.msg);
+	w->st = npm_g.conf.st;
+	w->gen = npm_gen;
+	memcpy(w->key, e->pkg.key, sizeof w->key);
+	work_submit(row_write_run, row_write_done, w);
 	log_info("npm: evicted %s@%s (%llu bytes, used %lld times)", e->pkg.name, e->pkg.version,
 		 (unsigned long long)e->pkg.bytes, (long long)e->pkg.use_count);
 	npm_stats.evictions++;
