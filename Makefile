@@ -10,7 +10,7 @@ APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev li
 	util-linux procps
 NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
 
-.PHONY: all deps build build-asan run test bench clean format
+.PHONY: all deps build build-asan build-tsan run test bench clean format
 
 all: build
 
@@ -43,10 +43,20 @@ build-asan: deps
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCORTEX_SANITIZE=ON >/dev/null
 	cmake --build build-asan -j$(JOBS)
 
-# The suite runs against the ASan+UBSan build; build/ is built too so the
-# binaries named in the contract exist.
-test: build build-asan
-	cd build-asan && ctest --output-on-failure --timeout 600
+# ThreadSanitizer (exclusive with ASan): -O1, its own build dir.
+build-tsan: deps
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCORTEX_TSAN=ON >/dev/null
+	cmake --build build-tsan -j$(JOBS)
+
+# The suite runs against the ASan+UBSan build, then the tests labelled tsan
+# (unit, gateway harness, e2e.session, e2e.hot) against the TSan build; both
+# run even if the first fails.  build/ is built too so the binaries named in
+# the contract exist.
+test: build build-asan build-tsan
+	rc=0; \
+	(cd build-asan && ctest --output-on-failure --timeout 600) || rc=1; \
+	(cd build-tsan && ctest -L tsan --output-on-failure --timeout 600) || rc=1; \
+	exit $$rc
 
 run: build
 	@mkdir -p .cortex && chmod 700 .cortex
@@ -69,4 +79,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan

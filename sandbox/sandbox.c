@@ -496,7 +496,9 @@ int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_er
 	if (nfds) {
 		mh.msg_control = cbuf.b;
 		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		/* The first header is the buffer itself (what CMSG_FIRSTHDR returns
+		 * here; its NULL case cannot happen, but gcc -O1 warns about it). */
+		struct cmsghdr *c = &cbuf.align;
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
 		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);

@@ -63,8 +63,16 @@ async function startCortexd(opts = {}) {
     {env}, /cortexd listening on (http:\/\/[\d.]+:(\d+))/, 'cortexd');
   const base = r.match[1];
   logTails.push(['cortexd', r.logs]);
+  // A sanitizer that halts the daemon (TSan's halt_on_error, an ASan error)
+  // fails the test at once instead of leaving it to time out ('close': after
+  // the last of its stderr).  After stop() the test checks the exit code.
+  let stopping = false;
+  r.proc.once('close', (code, sig) => {
+    if (!stopping && /SUMMARY: \w+Sanitizer|ERROR: \w+Sanitizer/.test(r.logs()))
+      fail(new Error(`cortexd exited (${code}, ${sig}) with a sanitizer report`));
+  });
   return {proc: r.proc, base, port: Number(r.match[2]), admin, dataDir, logs: r.logs,
-    stop: () => new Promise(res => { if (r.proc.exitCode !== null) return res(r.proc.exitCode); r.proc.once('exit', c => res(c)); r.proc.kill('SIGTERM'); })};
+    stop: () => new Promise(res => { stopping = true; if (r.proc.exitCode !== null) return res(r.proc.exitCode); r.proc.once('exit', c => res(c)); r.proc.kill('SIGTERM'); })};
 }
 
 async function http(base, method, p, token, body, rawBody) {

@@ -298,7 +298,7 @@ static long post(CURL *h, const char *path, const char *key, int bearer, struct 
 	return st;
 }
 
-static volatile int tests_done;
+static int tests_done; /* set by the tests thread, polled by main: atomic loads/stores */
 static struct lws_context *ctx;
 static int closed_port;
 
@@ -436,7 +436,7 @@ static void *tests_thread(void *arg)
 	      rep.status, rep.error);
 
 	curl_easy_cleanup(h);
-	tests_done = 1;
+	__atomic_store_n(&tests_done, 1, __ATOMIC_RELEASE);
 	lws_cancel_service(ctx);
 	return NULL;
 }
@@ -479,7 +479,7 @@ int main(void)
 	snprintf(gw_url, sizeof gw_url, "http://127.0.0.1:%d", gateway_port());
 	printf("gateway on %s, upstream on %d\n", gw_url, up_port);
 	pthread_create(&tt, NULL, tests_thread, NULL);
-	while (!tests_done)
+	while (!__atomic_load_n(&tests_done, __ATOMIC_ACQUIRE))
 		if (lws_service(ctx, 0) < 0)
 			break;
 	pthread_join(tt, NULL);
