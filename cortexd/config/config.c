@@ -24,6 +24,29 @@ static int copy_str(char *dst, size_t cap, const char *src, const char *what, cx
 	return 0;
 }
 
+static const char *const surface_names[SURF_N] = {"chat", "voice"};
+static const char *const path_names[PATH_N] = {"warm", "cold", "config_changed"};
+
+const char *surface_name(int surface) { return surface >= 0 && surface < SURF_N ? surface_names[surface] : "chat"; }
+
+int surface_of_name(const char *name)
+{
+	for (int i = 0; name && i < SURF_N; i++)
+		if (!strcmp(surface_names[i], name))
+			return i;
+	return -1;
+}
+
+const char *turn_path_name(enum turn_path p) { return p < PATH_N ? path_names[p] : "warm"; }
+
+int turn_path_of_name(const char *name)
+{
+	for (int i = 0; name && i < PATH_N; i++)
+		if (!strcmp(path_names[i], name))
+			return i;
+	return -1;
+}
+
 void config_defaults(config *c)
 {
 	memset(c, 0, sizeof *c);
@@ -46,8 +69,10 @@ void config_defaults(config *c)
 	c->gateway_enabled = 1;
 	strcpy(c->gateway_host, "127.0.0.1");
 	/* chat: an IDE; voice: a TTS waits on the first sentence, so tighter and sentence-framed. */
-	c->surfaces[SURF_CHAT] = (struct surface_profile){"chat", 1500, 120000, "", 1800, 600, 3600, 0};
-	c->surfaces[SURF_VOICE] = (struct surface_profile){"voice", 800, 20000, "", 600, 120, 1800, 1};
+	c->surfaces[SURF_CHAT] = (struct surface_profile){"", 1500, 120000, "", 1800, 600, 3600, 0};
+	c->surfaces[SURF_VOICE] = (struct surface_profile){"", 800, 20000, "", 600, 120, 1800, 1};
+	for (int i = 0; i < SURF_N; i++)
+		snprintf(c->surfaces[i].name, sizeof c->surfaces[i].name, "%s", surface_name(i));
 	c->config_ttl_s = 300;
 	c->write_parallel = 4;
 	strcpy(c->npm_path, "npm");

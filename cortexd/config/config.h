@@ -9,6 +9,13 @@
 
 /* A surface profile: what a chat IDE and a voice client each need. */
 enum { SURF_CHAT, SURF_VOICE, SURF_N };
+/* The one place surface and path names are spelled. */
+const char *surface_name(int surface);           /* "chat" | "voice" */
+int surface_of_name(const char *name);            /* SURF_*, or -1 */
+/* A turn's path: what it had to wait for. */
+enum turn_path { PATH_WARM, PATH_COLD, PATH_CONFIG_CHANGED, PATH_N };
+const char *turn_path_name(enum turn_path p);     /* "warm" | "cold" | "config_changed" */
+int turn_path_of_name(const char *name);          /* PATH_*, or -1 */
 struct surface_profile {
 	char name[8];                /* "chat" | "voice" */
 	int first_token_budget_ms;   /* tracked: turns over it are counted in /metrics */

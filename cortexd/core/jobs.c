@@ -126,7 +126,7 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the
 	 * sandbox's filter forbids, so it is off inside. */
 	const char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/agent", "LANG=C.UTF-8",
-			      "ASAN_OPTIONS=detect_leaks=0", NULL};
+			      "ASAN_OPTIONS=detect_leaks=0", "TSAN_OPTIONS=halt_on_error=1", NULL};
 	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
 	eo.argv = argv;
 	eo.envp = envp;

@@ -224,7 +224,7 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 		log_warn("skipping corrupt session record %s", key);
 		return;
 	}
-	struct session *s = session_new(d, id, user, surface ? surface : "chat");
+	struct session *s = session_new(d, id, user, surface ? surface : surface_name(SURF_CHAT));
 	if (!s)
 		return;
 	session_link(s);

@@ -21,12 +21,6 @@ const char *sess_state_name(enum sess_state s)
 	return s < SS_N ? n[s] : "unknown";
 }
 
-const char *turn_path_name(enum turn_path p)
-{
-	static const char *const n[PATH_N] = {"warm", "cold", "config_changed"};
-	return p < PATH_N ? n[p] : "warm";
-}
-
 struct session *session_new(struct cortexd *d, const char *id, const char *user, const char *surface)
 {
 	struct session *s = calloc(1, sizeof *s);
@@ -43,7 +37,7 @@ struct session *session_new(struct cortexd *d, const char *id, const char *user,
 	gateway_token_new(s->gw_token);
 	s->prof = config_surface(&d->cfg, surface);
 	if (!s->prof)
-		s->prof = config_surface(&d->cfg, "chat");
+		s->prof = &d->cfg.surfaces[SURF_CHAT];
 	return s;
 }
 

@@ -45,13 +45,10 @@ enum lc_goal {
  * when the job is none). */
 enum lc_job { JOB_NONE, JOB_PREPARE, JOB_STOP, JOB_FREEZE };
 enum ag_state { AG_NONE, AG_STARTING, AG_HOT };
-/* A turn's path: what it had to wait for. */
-enum turn_path { PATH_WARM, PATH_COLD, PATH_CONFIG_CHANGED, PATH_N };
 /* The lifecycle's steps, in order (lifecycle.c has the table). */
 enum lc_step { STEP_SANDBOX, STEP_LINK, STEP_CONFIG, STEP_PACKAGES, STEP_SYNC, STEP_AGENT, STEP_N };
 
 const char *sess_state_name(enum sess_state s);
-const char *turn_path_name(enum turn_path p);
 
 struct session;
 struct sync_job;

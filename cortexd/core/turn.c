@@ -28,7 +28,8 @@ static struct surf_ring {
 
 static int surface_index(const struct session *s)
 {
-	return s->prof && !strcmp(s->prof->name, "voice") ? SURF_VOICE : SURF_CHAT;
+	int i = s->prof ? surface_of_name(s->prof->name) : SURF_CHAT;
+	return i < 0 ? SURF_CHAT : i;
 }
 
 static int cmp_double(const void *a, const void *b)

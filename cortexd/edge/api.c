@@ -141,9 +141,9 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 		return;
 	static const char *const allowed[] = {"surface", "repo", "idle_sleep_s", NULL};
 	json_t *sv = json_object_get(o, "surface"), *iv = json_object_get(o, "idle_sleep_s");
-	const char *surface = sv ? json_string_value(sv) : "chat";
+	const char *surface = sv ? json_string_value(sv) : surface_name(SURF_CHAT);
 	if (api_only_keys(o, allowed, "a session", resp) < 0) {
-	} else if (!surface || (strcmp(surface, "chat") && strcmp(surface, "voice"))) {
+	} else if (surface_of_name(surface) < 0) {
 		api_error(resp, 400, "bad_request", "\"surface\" must be \"chat\" or \"voice\"");
 	} else if (iv && (!json_is_integer(iv) || json_integer_value(iv) < 0 ||
 			  json_integer_value(iv) > 7 * 86400)) {

@@ -15,11 +15,12 @@ static struct ft_hist {
 	uint64_t bucket[FT_NB]; /* not cumulative; summed when printed */
 	uint64_t count;
 	double sum_ms;
-} hist[SURF_N][3];
+} hist[SURF_N][PATH_N];
 
 static int path_index(const char *path)
 {
-	return !strcmp(path, "cold") ? 1 : !strcmp(path, "config_changed") ? 2 : 0;
+	int p = turn_path_of_name(path);
+	return p < 0 ? PATH_WARM : p;
 }
 
 static int surface_of(const config *cfg, const char *name)
@@ -87,24 +88,23 @@ json_t *records_build(const config *cfg, const struct turn_record *t, char *key,
 void records_metrics(FILE *f, void *arg)
 {
 	const config *cfg = arg;
-	static const char *pn[] = {"warm", "cold", "config_changed"};
 	fputs("# HELP cortex_first_token_seconds Message received -> first text delta sent, by surface and path.\n"
 	      "# TYPE cortex_first_token_seconds histogram\n", f);
 	for (int s = 0; s < SURF_N; s++)
-		for (int p = 0; p < 3; p++) {
+		for (int p = 0; p < PATH_N; p++) {
 			const struct ft_hist *h = &hist[s][p];
 			uint64_t cum = 0;
 			for (size_t b = 0; b < FT_NB; b++) {
 				cum += h->bucket[b];
 				fprintf(f, "cortex_first_token_seconds_bucket{surface=\"%s\",path=\"%s\",le=\"%g\"} %llu\n",
-					cfg->surfaces[s].name, pn[p], ft_bounds_ms[b] / 1000.0, (unsigned long long)cum);
+					cfg->surfaces[s].name, turn_path_name((enum turn_path)p), ft_bounds_ms[b] / 1000.0, (unsigned long long)cum);
 			}
 			fprintf(f, "cortex_first_token_seconds_bucket{surface=\"%s\",path=\"%s\",le=\"+Inf\"} %llu\n",
-				cfg->surfaces[s].name, pn[p], (unsigned long long)h->count);
+				cfg->surfaces[s].name, turn_path_name((enum turn_path)p), (unsigned long long)h->count);
 			fprintf(f, "cortex_first_token_seconds_sum{surface=\"%s\",path=\"%s\"} %.6f\n",
-				cfg->surfaces[s].name, pn[p], h->sum_ms / 1000.0);
+				cfg->surfaces[s].name, turn_path_name((enum turn_path)p), h->sum_ms / 1000.0);
 			fprintf(f, "cortex_first_token_seconds_count{surface=\"%s\",path=\"%s\"} %llu\n",
-				cfg->surfaces[s].name, pn[p], (unsigned long long)h->count);
+				cfg->surfaces[s].name, turn_path_name((enum turn_path)p), (unsigned long long)h->count);
 		}
 }
 
@@ -194,15 +194,14 @@ static json_t *first_token_by_path(const config *cfg, json_t *arr)
 	double *ft = calloc(n ? n : 1, sizeof *ft);
 	json_t *by_sp = json_object();
 	for (int sf = 0; ft && sf < SURF_N; sf++)
-		for (int p = 0; p < 3; p++) {
-			static const char *const pn[] = {"warm", "cold", "config_changed"};
+		for (int p = 0; p < PATH_N; p++) {
 			size_t k = 0;
 			for (size_t i = 0; i < n; i++) {
 				json_t *o = json_array_get(arr, i);
 				const char *surf = json_string_value(json_object_get(o, "surface"));
 				const char *path = json_string_value(json_object_get(o, "path"));
 				const char *outc = json_string_value(json_object_get(o, "outcome"));
-				if (surf && path && outc && !strcmp(surf, cfg->surfaces[sf].name) && !strcmp(path, pn[p]) &&
+				if (surf && path && outc && !strcmp(surf, cfg->surfaces[sf].name) && !strcmp(path, turn_path_name((enum turn_path)p)) &&
 				    !strcmp(outc, "ok"))
 					ft[k++] = json_number_value(json_object_get(o, "first_token_ms"));
 			}
@@ -210,7 +209,7 @@ static json_t *first_token_by_path(const config *cfg, json_t *arr)
 				continue;
 			qsort(ft, k, sizeof *ft, cmp_d);
 			char key[64];
-			snprintf(key, sizeof key, "%s/%s", cfg->surfaces[sf].name, pn[p]);
+			snprintf(key, sizeof key, "%s/%s", cfg->surfaces[sf].name, turn_path_name((enum turn_path)p));
 			json_object_set_new(by_sp, key, json_pack("{s:I,s:f,s:f,s:i}", "turns", (json_int_t)k, "p50_ms",
 								  pct(ft, k, 50), "p95_ms", pct(ft, k, 95), "budget_ms",
 								  cfg->surfaces[sf].first_token_budget_ms));
