@@ -123,16 +123,17 @@ void fanout_turn_begin(struct session *s)
 
 void fanout_resume(struct session *s, struct client *c, uint64_t after)
 {
-	if (s->fan.replay_dropped > after) {
+	/* Exactly once: never a frame this client was already given.  Fixed
+	 * before the gap error, whose seq is above every kept frame. */
+	uint64_t from = after > c->last_seq ? after : c->last_seq;
+	if (c->held)
+		from = after;
+	if (s->fan.replay_dropped > from) {
 		char msg[200];
 		snprintf(msg, sizeof msg, "frames up to seq %llu are no longer kept (replay cap); replaying from there",
 			 (unsigned long long)s->fan.replay_dropped);
 		fanout_error(s, c, "resume_gap", msg);
 	}
-	/* Exactly once: never a frame this client was already given. */
-	uint64_t from = after > c->last_seq ? after : c->last_seq;
-	if (c->held)
-		from = after;
 	c->held = 0;
 	for (struct frame *f = s->fan.replay.head; f; f = f->next)
 		if (f->seq > from)
