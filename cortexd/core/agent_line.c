@@ -49,7 +49,9 @@ static void parse_output(struct agent_line *l)
 void agent_line_parse(struct agent_line *out, const char *line, size_t len)
 {
 	memset(out, 0, sizeof *out);
-	json_t *o = json_loadb(line, len, 0, NULL);
+	/* \u0000 in a string (a text delta, a tool result, the result) is still
+	 * an object: refused, a result line would never end its turn. */
+	json_t *o = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
 	if (!json_is_object(o)) {
 		json_decref(o);
 		out->kind = AL_BAD;

@@ -22,16 +22,18 @@ void fanout_update_flow(struct session *s)
 	}
 }
 
-static void client_push(struct client *c, struct frame *f)
+/* stream: a frame of the session's stream (not an error to this client
+ * alone), which resume counts as given. */
+static void client_push(struct client *c, struct frame *f, int stream)
 {
-	if (f->seq > c->last_seq)
+	if (stream && f->seq > c->last_seq)
 		c->last_seq = f->seq;
 	fq_push(&c->out, f);
 	if (c->wsi)
 		lws_callback_on_writable(c->wsi);
 }
 
-static void client_send(struct client *c, const char *data, size_t len, uint64_t seq)
+static void client_send(struct client *c, const char *data, size_t len, uint64_t seq, int stream)
 {
 	if (c->closing)
 		return;
@@ -39,7 +41,7 @@ static void client_send(struct client *c, const char *data, size_t len, uint64_t
 	if (!f)
 		return; /* counted by frames.c */
 	f->seq = seq;
-	client_push(c, f);
+	client_push(c, f, stream);
 }
 
 /* Keep a turn's frame for "resume"; past the cap the oldest go. */
@@ -64,7 +66,7 @@ static void broadcast(struct session *s, const char *data, size_t len, uint64_t 
 		replay_keep(s, data, len, seq);
 	for (struct client *c = s->fan.clients; c; c = c->next)
 		if (!c->held)
-			client_send(c, data, len, seq);
+			client_send(c, data, len, seq, 1);
 	fanout_update_flow(s);
 }
 
@@ -99,7 +101,7 @@ void fanout_error(struct session *s, struct client *only, const char *code, cons
 		frames_count_alloc_failure();
 		return;
 	}
-	client_send(only, txt, strlen(txt), seq);
+	client_send(only, txt, strlen(txt), seq, 0);
 	free(txt);
 }
 
@@ -123,20 +125,21 @@ void fanout_turn_begin(struct session *s)
 
 void fanout_resume(struct session *s, struct client *c, uint64_t after)
 {
-	if (s->fan.replay_dropped > after) {
+	/* Exactly once: never a frame this client was already given; a gap
+	 * only when it lacks a frame the cap dropped. */
+	uint64_t from = after > c->last_seq ? after : c->last_seq;
+	if (c->held)
+		from = after;
+	if (s->fan.replay_dropped > from) {
 		char msg[200];
 		snprintf(msg, sizeof msg, "frames up to seq %llu are no longer kept (replay cap); replaying from there",
 			 (unsigned long long)s->fan.replay_dropped);
 		fanout_error(s, c, "resume_gap", msg);
 	}
-	/* Exactly once: never a frame this client was already given. */
-	uint64_t from = after > c->last_seq ? after : c->last_seq;
-	if (c->held)
-		from = after;
 	c->held = 0;
 	for (struct frame *f = s->fan.replay.head; f; f = f->next)
 		if (f->seq > from)
-			client_send(c, frame_data(f), f->len, f->seq);
+			client_send(c, frame_data(f), f->len, f->seq, 1);
 	fanout_update_flow(s);
 }
 

@@ -63,7 +63,8 @@ struct client {
 	struct rxbuf rx;
 	int closing;
 	int held;             /* joined mid-turn: gets that turn's frames only after "resume" */
-	uint64_t last_seq;    /* highest seq queued to this client (resume never repeats one) */
+	uint64_t last_seq;    /* highest stream seq queued to this client, not counting errors
+	                         to it alone (resume never repeats one) */
 };
 
 struct fanout {

@@ -1,0 +1,337 @@
+/* Unit tests: agent_line_parse — how each line on the ws-agent link is
+ * classified (wsa.* events, control responses, pong, the agent's output) and
+ * what the message path gets out of it (text deltas, block ends, results). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "agent_line.h"
+#include "unit_util.h"
+
+/* ---- helpers ---- */
+
+static void parse(struct agent_line *l, const char *line)
+{
+	agent_line_parse(l, line, strlen(line));
+}
+
+/* Nothing of the output fields is set. */
+static void assert_nothing_extracted(const struct agent_line *l, const char *line)
+{
+	if (l->delta || l->delta_len || l->is_result || l->is_error || l->result || l->block_end)
+		fail_msg("'%s': expected nothing extracted, got delta=%s len=%zu result=%d "
+			 "error=%d text=%s end=%d",
+			 line, l->delta ? l->delta : "(null)", l->delta_len, l->is_result,
+			 l->is_error, l->result ? l->result : "(null)", l->block_end);
+}
+
+static void expect_wsa(const char *line, enum al_wsa want, int has_gen, uint64_t gen)
+{
+	struct agent_line l;
+	parse(&l, line);
+	assert_int_eq_msg(l.kind, AL_WSA, line);
+	assert_int_eq_msg(l.wsa, want, line);
+	assert_int_eq_msg(l.has_gen, has_gen, line);
+	if (has_gen)
+		assert_int_eq_msg(l.gen, gen, line);
+	else
+		assert_int_eq_msg(l.gen, 0, line);
+	assert_null(l.request_id);
+	assert_nothing_extracted(&l, line);
+	agent_line_free(&l);
+	assert_null(l.o);
+}
+
+static void expect_delta(const char *line, const char *want, size_t want_len)
+{
+	struct agent_line l;
+	parse(&l, line);
+	assert_int_eq_msg(l.kind, AL_OUTPUT, line);
+	assert_string_equal(l.type, "stream_event");
+	if (!l.delta)
+		fail_msg("'%s': expected a delta, got none", line);
+	assert_int_eq_msg(l.delta_len, want_len, "delta_len (bytes)");
+	if (memcmp(l.delta, want, want_len))
+		fail_msg("'%s': delta bytes differ", line);
+	assert_int_equal(l.block_end, 0);
+	assert_int_equal(l.is_result, 0);
+	agent_line_free(&l);
+}
+
+#define DELTA(text)                                                                                \
+	"{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"      \
+	"\"delta\":{\"type\":\"text_delta\",\"text\":\"" text "\"}}}"
+
+/* ---- wsa.* ---- */
+
+static void test_wsa_events(void **state)
+{
+	(void)state;
+	expect_wsa("{\"type\":\"wsa.started\",\"gen\":3,\"pid\":12}", WSA_STARTED, 1, 3);
+	expect_wsa("{\"type\":\"wsa.exit\",\"gen\":2,\"code\":1,\"signal\":0}", WSA_EXIT, 1, 2);
+	expect_wsa("{\"type\":\"wsa.stderr\",\"gen\":7,\"text\":\"oops\"}", WSA_STDERR, 1, 7);
+	expect_wsa("{\"type\":\"wsa.error\",\"code\":\"stdin_full\",\"message\":\"m\"}", WSA_ERROR,
+		   0, 0);
+	expect_wsa("{\"type\":\"wsa.hello\",\"gen\":1}", WSA_OTHER, 1, 1);
+	expect_wsa("{\"type\":\"wsa.\"}", WSA_OTHER, 0, 0);
+	expect_wsa("{\"type\":\"wsa.started.x\",\"gen\":1}", WSA_OTHER, 1, 1);
+	expect_wsa("{\"type\":\"wsa.EXIT\",\"gen\":1}", WSA_OTHER, 1, 1);
+
+	struct agent_line l;
+	parse(&l, "{\"type\":\"wsa.stderr\",\"gen\":1,\"text\":\"boom\"}");
+	assert_string_equal(agent_line_str(&l, "text"), "boom");
+	assert_null(agent_line_str(&l, "gen")); /* not a string */
+	assert_null(agent_line_str(&l, "missing"));
+	agent_line_free(&l);
+}
+
+static void test_wsa_gen(void **state)
+{
+	(void)state;
+	expect_wsa("{\"type\":\"wsa.started\",\"gen\":0}", WSA_STARTED, 1, 0);
+	expect_wsa("{\"type\":\"wsa.started\"}", WSA_STARTED, 0, 0);
+	expect_wsa("{\"type\":\"wsa.started\",\"gen\":-1}", WSA_STARTED, 0, 0);
+	expect_wsa("{\"type\":\"wsa.exit\",\"gen\":-9223372036854775808}", WSA_EXIT, 0, 0);
+	expect_wsa("{\"type\":\"wsa.exit\",\"gen\":\"4\"}", WSA_EXIT, 0, 0);
+	expect_wsa("{\"type\":\"wsa.exit\",\"gen\":4.0}", WSA_EXIT, 0, 0);
+	expect_wsa("{\"type\":\"wsa.exit\",\"gen\":null}", WSA_EXIT, 0, 0);
+	expect_wsa("{\"type\":\"wsa.exit\",\"gen\":9223372036854775807}", WSA_EXIT, 1,
+		   (uint64_t)INT64_MAX);
+}
+
+/* ---- control responses, pong ---- */
+
+static void test_control_response(void **state)
+{
+	(void)state;
+	struct agent_line l;
+	parse(&l, "{\"type\":\"control_response\",\"response\":{\"subtype\":\"success\",\"request_"
+		  "id\":\"cx-init-4\","
+		  "\"response\":{}}}");
+	assert_int_eq_msg(l.kind, AL_CONTROL_RESPONSE, "kind");
+	assert_string_equal(l.request_id, "cx-init-4");
+	assert_nothing_extracted(&l, "control_response");
+	agent_line_free(&l);
+
+	/* No id, or an id at the wrong level: classified, no id. */
+	const char *noid[] = {
+	    "{\"type\":\"control_response\"}",
+	    "{\"type\":\"control_response\",\"request_id\":\"cx-init-1\"}",
+	    "{\"type\":\"control_response\",\"response\":{\"request_id\":7}}",
+	    "{\"type\":\"control_response\",\"response\":\"cx-init-1\"}",
+	};
+	for (size_t i = 0; i < sizeof noid / sizeof *noid; i++) {
+		parse(&l, noid[i]);
+		assert_int_eq_msg(l.kind, AL_CONTROL_RESPONSE, noid[i]);
+		assert_null(l.request_id);
+		agent_line_free(&l);
+	}
+}
+
+static void test_pong(void **state)
+{
+	(void)state;
+	struct agent_line l;
+	parse(&l, "{\"type\":\"pong\",\"t\":1}");
+	assert_int_eq_msg(l.kind, AL_PONG, "kind");
+	assert_nothing_extracted(&l, "pong");
+	agent_line_free(&l);
+}
+
+/* ---- the agent's output ---- */
+
+static void test_text_delta(void **state)
+{
+	(void)state;
+	expect_delta(DELTA("Hello"), "Hello", 5);
+	expect_delta(DELTA(""), "", 0);
+	expect_delta(DELTA("a\\nb\\\"c"), "a\nb\"c", 5);
+	/* Multi-byte UTF-8, raw and escaped: the length is in bytes. */
+	expect_delta(DELTA("h\xc3\xa9llo \xe2\x82\xac"), "h\xc3\xa9llo \xe2\x82\xac", 10);
+	expect_delta(DELTA("\\u00e9\\u20ac\\ud83d\\ude00"), "\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80",
+		     9);
+}
+
+/* A NUL inside a delta is part of the text: delta_len counts past it. */
+static void test_text_delta_nul(void **state)
+{
+	(void)state;
+	expect_delta(DELTA("a\\u0000b"), "a\0b", 3);
+	expect_delta(DELTA("\\u0000"), "\0", 1);
+	expect_delta(DELTA("x\\u0000\xc3\xa9"), "x\0\xc3\xa9", 4);
+}
+
+static void test_not_a_text_delta(void **state)
+{
+	(void)state;
+	const char *lines[] = {
+	    /* other delta kinds */
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"delta\":{"
+	    "\"type\":"
+	    "\"input_json_delta\",\"partial_json\":\"{\\\"a\\\"\"}}}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"delta\":{"
+	    "\"type\":"
+	    "\"thinking_delta\",\"thinking\":\"hm\",\"text\":\"x\"}}}",
+	    /* text that is not a string, or no delta type */
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"delta\":{"
+	    "\"type\":"
+	    "\"text_delta\",\"text\":5}}}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"delta\":{"
+	    "\"text\":\"x\"}}}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\"}}",
+	    /* other events */
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_start\",\"message\":{}}}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_start\",\"index\":0}}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_delta\",\"delta\":{\"stop_"
+	    "reason\":\"x\"}}}",
+	    "{\"type\":\"stream_event\",\"event\":\"content_block_stop\"}",
+	    "{\"type\":\"stream_event\"}",
+	    /* a delta shape outside a stream_event */
+	    "{\"type\":\"assistant\",\"event\":{\"type\":\"content_block_delta\",\"delta\":{"
+	    "\"type\":"
+	    "\"text_delta\",\"text\":\"x\"}}}",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+		struct agent_line l;
+		parse(&l, lines[i]);
+		assert_int_eq_msg(l.kind, AL_OUTPUT, lines[i]);
+		assert_nothing_extracted(&l, lines[i]);
+		agent_line_free(&l);
+	}
+}
+
+static void test_block_end(void **state)
+{
+	(void)state;
+	const char *ends[] = {
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_stop\",\"index\":0}}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_stop\"}}",
+	};
+	for (size_t i = 0; i < sizeof ends / sizeof *ends; i++) {
+		struct agent_line l;
+		parse(&l, ends[i]);
+		assert_int_eq_msg(l.kind, AL_OUTPUT, ends[i]);
+		assert_int_eq_msg(l.block_end, 1, ends[i]);
+		assert_null(l.delta);
+		assert_int_equal(l.is_result, 0);
+		agent_line_free(&l);
+	}
+}
+
+static void test_result(void **state)
+{
+	(void)state;
+	struct agent_line l;
+	parse(
+	    &l,
+	    "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"Done.\","
+	    "\"duration_ms\":12}");
+	assert_int_eq_msg(l.kind, AL_OUTPUT, "kind");
+	assert_int_equal(l.is_result, 1);
+	assert_int_equal(l.is_error, 0);
+	assert_string_equal(l.result, "Done.");
+	assert_null(l.delta);
+	assert_int_equal(l.block_end, 0);
+	agent_line_free(&l);
+
+	parse(&l, "{\"type\":\"result\",\"subtype\":\"error_during_execution\",\"is_error\":true}");
+	assert_int_equal(l.is_result, 1);
+	assert_int_equal(l.is_error, 1);
+	assert_null(l.result);
+	agent_line_free(&l);
+
+	/* A NUL in the result text: still the turn's last line. */
+	parse(&l, "{\"type\":\"result\",\"is_error\":false,\"result\":\"a\\u0000b\"}");
+	assert_int_eq_msg(l.kind, AL_OUTPUT, "kind of a result with a NUL");
+	assert_int_equal(l.is_result, 1);
+	assert_string_equal(l.result, "a");
+	agent_line_free(&l);
+
+	/* Only a JSON true is an error. */
+	parse(&l, "{\"type\":\"result\",\"is_error\":\"true\",\"result\":7}");
+	assert_int_equal(l.is_result, 1);
+	assert_int_equal(l.is_error, 0);
+	assert_null(l.result);
+	agent_line_free(&l);
+	parse(&l, "{\"type\":\"result\",\"is_error\":1}");
+	assert_int_equal(l.is_error, 0);
+	agent_line_free(&l);
+}
+
+static void test_other_output(void **state)
+{
+	(void)state;
+	const char *lines[] = {
+	    "{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"x\"}",
+	    "{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"hi\"}]"
+	    "}}",
+	    "{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"content\":"
+	    "\"a\\u0000b\"}]}}",
+	    "{\"type\":\"control_request\",\"request_id\":\"r1\",\"request\":{\"subtype\":\"can_"
+	    "use_tool\"}}",
+	    "{\"type\":\"Result\",\"result\":\"x\"}",
+	    "{\"type\":\"wsa\"}",
+	    "{\"type\":\"pong \"}",
+	    "{}",
+	    "  {\"a\":1}\n",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+		struct agent_line l;
+		parse(&l, lines[i]);
+		assert_int_eq_msg(l.kind, AL_OUTPUT, lines[i]);
+		assert_non_null(l.o);
+		assert_nothing_extracted(&l, lines[i]);
+		assert_null(l.request_id);
+		assert_int_eq_msg(l.has_gen, 0, lines[i]);
+		agent_line_free(&l);
+	}
+	/* A type that is not a string: output with no type. */
+	struct agent_line l;
+	parse(&l, "{\"type\":[\"result\"],\"result\":\"x\"}");
+	assert_int_eq_msg(l.kind, AL_OUTPUT, "non-string type");
+	assert_null(l.type);
+	assert_nothing_extracted(&l, "non-string type");
+	agent_line_free(&l);
+}
+
+static void test_not_an_object(void **state)
+{
+	(void)state;
+	const char *lines[] = {
+	    "",		" ",	     "[]", "[{\"type\":\"result\"}]", "\"result\"",
+	    "42",	"null",	     "{",  "{\"type\":\"result\"",    "{\"type\":\"result\"} {}",
+	    "not json", "{\"a\":1,}"};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
+		struct agent_line l;
+		memset(&l, 0x5a, sizeof l); /* every field is filled whatever was there */
+		parse(&l, lines[i]);
+		assert_int_eq_msg(l.kind, AL_BAD, lines[i]);
+		assert_null(l.o);
+		assert_null(l.type);
+		assert_nothing_extracted(&l, lines[i]);
+		agent_line_free(&l);
+	}
+	/* The length given is the line. */
+	struct agent_line l;
+	agent_line_parse(&l, "{\"type\":\"pong\"}", 6);
+	assert_int_eq_msg(l.kind, AL_BAD, "cut line");
+	agent_line_free(&l);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_wsa_events),	     cmocka_unit_test(test_wsa_gen),
+	    cmocka_unit_test(test_control_response), cmocka_unit_test(test_pong),
+	    cmocka_unit_test(test_text_delta),	     cmocka_unit_test(test_text_delta_nul),
+	    cmocka_unit_test(test_not_a_text_delta), cmocka_unit_test(test_block_end),
+	    cmocka_unit_test(test_result),	     cmocka_unit_test(test_other_output),
+	    cmocka_unit_test(test_not_an_object),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,1105 @@
+/* Unit tests: turns (turn.h) driven without a sandbox or an lws context.
+ *
+ * The session's agent link is a fake (s->link.io) that records every JSON
+ * line the turn writes to the agent; clients are struct client with no
+ * socket, so their frames only queue in c->out, where the tests read them.
+ * The daemon's hooks are the test's: reconcile sends the waiting turn (all
+ * steps ready), agent_output is turn_output.  Transcripts and turn records
+ * go through the worker pool into a real SQLite store in a temp dir.
+ *
+ * Covered: a normal turn, resume exactly once (held clients, replay cap),
+ * the stream guard's revoke, cancel, the agent going down mid-turn, busy. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <sodium.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "agent.h"
+#include "agent_line.h"
+#include "fanout.h"
+#include "lifecycle.h"
+#include "log.h"
+#include "turn.h"
+#include "unit_util.h"
+#include "work.h"
+
+static struct cortexd D;
+static char tmpdir[4096];
+static cconfig CC; /* the config every step finds ready */
+
+/* ---- the fake agent link ---- */
+
+#define MAX_SENT 32
+static char *sent[MAX_SENT];
+static size_t n_sent;
+
+static void fake_send(struct session *s, const char *txt, size_t len)
+{
+	(void)s;
+	if (n_sent == MAX_SENT)
+		fail_msg("more than %d lines sent to the agent", MAX_SENT);
+	sent[n_sent] = strndup(txt, len);
+	assert_non_null(sent[n_sent]);
+	n_sent++;
+}
+static const struct agent_io fake_io = {fake_send};
+
+static void sent_clear(void)
+{
+	for (size_t i = 0; i < n_sent; i++)
+		free(sent[i]);
+	n_sent = 0;
+}
+
+/* Line i to the agent: an "input" frame of gen 1; its stdin line parsed. */
+static json_t *sent_line(size_t i)
+{
+	if (i >= n_sent)
+		fail_msg("line %zu to the agent: expected one, %zu sent", i, n_sent);
+	json_t *o = json_loads(sent[i], 0, NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "type")), "input");
+	assert_int_eq_msg(json_integer_value(json_object_get(o, "gen")), 1, "input gen");
+	const char *data = json_string_value(json_object_get(o, "data"));
+	assert_non_null(data);
+	json_t *in = json_loads(data, 0, NULL);
+	assert_non_null(in);
+	json_decref(o);
+	return in;
+}
+
+static void expect_user_line(size_t i, const char *text)
+{
+	json_t *in = sent_line(i);
+	assert_string_equal(json_string_value(json_object_get(in, "type")), "user");
+	json_t *m = json_object_get(in, "message");
+	assert_string_equal(json_string_value(json_object_get(m, "role")), "user");
+	json_t *c0 = json_array_get(json_object_get(m, "content"), 0);
+	assert_string_equal(json_string_value(json_object_get(c0, "type")), "text");
+	assert_string_equal(json_string_value(json_object_get(c0, "text")), text);
+	json_decref(in);
+}
+
+static void expect_interrupt(size_t i)
+{
+	json_t *in = sent_line(i);
+	assert_string_equal(json_string_value(json_object_get(in, "type")), "control_request");
+	assert_non_null(json_string_value(json_object_get(in, "request_id")));
+	json_t *rq = json_object_get(in, "request");
+	assert_string_equal(json_string_value(json_object_get(rq, "subtype")), "interrupt");
+	json_decref(in);
+}
+
+/* ---- the daemon's hooks ---- */
+
+/* Every lifecycle step is ready: a waiting turn is sent. */
+static void hook_reconcile(struct session *s)
+{
+	if (s->turn && !s->turn->sent)
+		turn_send(s, &CC);
+}
+
+static void hook_agent_down(struct session *s, int why, const char *code, const char *msg)
+{
+	turn_agent_down(s, why, code, msg);
+}
+
+/* ---- sessions and clients ---- */
+
+static struct session *sess_new(const char *id, const char *surface)
+{
+	struct session *s = session_new(&D, id, "alice", surface);
+	assert_non_null(s);
+	s->link.io = &fake_io;
+	s->link.state = AG_HOT;
+	s->link.up = 1;
+	s->link.gen = 1;
+	memcpy(s->link.hash, CC.all_hash, sizeof s->link.hash);
+	return s;
+}
+
+static void sess_free(struct session *s, struct client **cs, size_t n)
+{
+	turn_stop_session(s);
+	for (size_t i = 0; i < n; i++)
+		fanout_detach(cs[i]);
+	s->cc.cfg = NULL; /* borrowed from the test */
+	session_unlink(s);
+	session_unref(s);
+	sent_clear();
+}
+
+/* The next frame queued to c, parsed (NULL when none); its seq is checked
+ * against the frame's and against the client's previous one. */
+static json_t *next_frame(struct client *c, uint64_t *prev_seq)
+{
+	struct frame *f = fq_pop(&c->out);
+	if (!f)
+		return NULL;
+	json_error_t je;
+	json_t *o = json_loadb(frame_data(f), f->len, JSON_ALLOW_NUL, &je);
+	if (!json_is_object(o))
+		fail_msg("frame is not a JSON object (%s): %.*s", je.text, (int)f->len,
+			 frame_data(f));
+	json_int_t seq = json_integer_value(json_object_get(o, "seq"));
+	assert_int_eq_msg(seq, f->seq, "seq in the frame vs the frame's seq");
+	if (prev_seq) {
+		if ((uint64_t)seq <= *prev_seq)
+			fail_msg("seq: expected > %llu, got %lld", (unsigned long long)*prev_seq,
+				 (long long)seq);
+		*prev_seq = (uint64_t)seq;
+	}
+	free(f);
+	return o;
+}
+
+static const char *type_of(json_t *o)
+{
+	return json_string_value(json_object_get(o, "type"));
+}
+
+/* The next frame of c must have this type; the caller decrefs. */
+static json_t *expect_frame(struct client *c, uint64_t *prev_seq, const char *type)
+{
+	json_t *o = next_frame(c, prev_seq);
+	if (!o)
+		fail_msg("expected a %s frame, got none", type);
+	if (!type_of(o) || strcmp(type_of(o), type))
+		fail_msg("expected a %s frame, got %s", type,
+			 type_of(o) ? type_of(o) : "(no type)");
+	return o;
+}
+
+static void expect_error(struct client *c, uint64_t *prev_seq, const char *code)
+{
+	json_t *o = expect_frame(c, prev_seq, "cortex.error");
+	const char *got = json_string_value(json_object_get(o, "code"));
+	if (!got || strcmp(got, code))
+		fail_msg("cortex.error code: expected %s, got %s", code, got ? got : "(none)");
+	const char *msg = json_string_value(json_object_get(o, "message"));
+	if (!msg || !*msg)
+		fail_msg("cortex.error %s: expected a message, got none", code);
+	json_decref(o);
+}
+
+static void expect_no_frame(struct client *c, const char *when)
+{
+	if (c->out.head)
+		fail_msg("%s: expected no frame, got %.*s", when, (int)c->out.head->len,
+			 frame_data(c->out.head));
+}
+
+/* The next frame is the agent's line raw, with only the seq spliced in. */
+static void expect_line(struct client *c, uint64_t *prev_seq, const char *raw)
+{
+	struct frame *f = c->out.head;
+	if (!f)
+		fail_msg("expected the agent line %s, got no frame", raw);
+	char head[40];
+	int hn = snprintf(head, sizeof head, "{\"seq\":%llu,", (unsigned long long)f->seq);
+	size_t want = (size_t)hn + strlen(raw) - 1;
+	if (f->len != want || memcmp(frame_data(f), head, (size_t)hn) ||
+	    memcmp(frame_data(f) + hn, raw + 1, strlen(raw) - 1))
+		fail_msg("expected %s%s, got %.*s", head, raw + 1, (int)f->len, frame_data(f));
+	json_decref(next_frame(c, prev_seq));
+}
+
+/* ---- agent lines ---- */
+
+static void feed(struct session *s, const char *line)
+{
+	struct agent_line l;
+	agent_line_parse(&l, line, strlen(line));
+	D.agent_output(s, &l, line, strlen(line));
+	agent_line_free(&l);
+}
+
+#define DELTA(text)                                                                                \
+	"{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"      \
+	"\"delta\":{\"type\":\"text_delta\",\"text\":\"" text "\"}}}"
+#define BLOCK_STOP                                                                                 \
+	"{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_stop\",\"index\":0}}"
+#define RESULT(text)                                                                               \
+	"{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"" text "\"}"
+#define SYSTEM_INIT "{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"x\"}"
+
+/* A message that finds everything ready: one input line to the agent. */
+static void start_turn(struct session *s, const char *text)
+{
+	size_t before = n_sent;
+	assert_int_equal(turn_begin(s, text), 0);
+	assert_non_null(s->turn);
+	assert_int_equal(s->turn->sent, 0);
+	D.reconcile(s);
+	assert_int_equal(s->turn->sent, 1);
+	assert_int_eq_msg(n_sent, before + 1, "lines sent to the agent for a message");
+	expect_user_line(before, text);
+}
+
+/* ---- the store (written by the worker pool) ---- */
+
+/* The row under prefix whose key contains part, parsed; waits for the
+ * worker that writes it. */
+static json_t *wait_row(const char *prefix, const char *part)
+{
+	for (int i = 0; i < 500; i++) {
+		store_kv *kv = NULL;
+		size_t n = 0;
+		cx_err err = CX_ERR_INIT;
+		assert_int_equal(store_list(D.st, prefix, 0, &kv, &n, &err), 0);
+		json_t *o = NULL;
+		for (size_t k = 0; k < n && !o; k++)
+			if (strstr(kv[k].key, part))
+				o = json_loadb(kv[k].val, kv[k].len, 0, NULL);
+		store_kv_free(kv, n);
+		if (o)
+			return o;
+		nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+	}
+	fail_msg("no row %s*%s* within 5 s", prefix, part);
+	return NULL;
+}
+
+/* The turn record of session sid's turn n: its outcome. */
+static void expect_record(const char *sid, unsigned n, const char *outcome)
+{
+	char part[80];
+	snprintf(part, sizeof part, "-%s-%06u", sid, n);
+	json_t *o = wait_row("turns/alice/", part);
+	const char *got = json_string_value(json_object_get(o, "outcome"));
+	if (!got || strcmp(got, outcome))
+		fail_msg("turn record %s: expected outcome %s, got %s", part, outcome,
+			 got ? got : "(none)");
+	json_decref(o);
+}
+
+/* ---- group setup ---- */
+
+static int group_setup(void **state)
+{
+	(void)state;
+	if (sodium_init() < 0 || unit_tmpdir("turn", tmpdir, sizeof tmpdir) < 0)
+		return -1;
+	log_set_level(LOG_ERROR);
+	memset(&D, 0, sizeof D);
+	config_defaults(&D.cfg);
+	snprintf(D.cfg.data_dir, sizeof D.cfg.data_dir, "%s", tmpdir);
+	char db[4200];
+	snprintf(db, sizeof db, "%s/t.db", tmpdir);
+	cx_err err = CX_ERR_INIT;
+	if (store_open(&D.st, "sqlite", db, &err) < 0)
+		return -1;
+	if (work_start(NULL, 1, &err) < 0) /* no context: finished jobs are only freed */
+		return -1;
+	D.reconcile = hook_reconcile;
+	D.agent_output = turn_output;
+	D.agent_down = hook_agent_down;
+	CC.refs = 1;
+	snprintf(CC.all_hash, sizeof CC.all_hash, "%064d", 1);
+	return 0;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	work_stop(); /* runs every queued store write first */
+	store_close(D.st);
+	D.st = NULL;
+	return 0;
+}
+
+/* A failed test leaves its lines behind. */
+static int test_setup(void **state)
+{
+	(void)state;
+	sent_clear();
+	return 0;
+}
+
+/* ---- a normal turn ---- */
+
+static void test_normal_turn(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_normal", "chat");
+	struct client a = {0}, b = {0};
+	fanout_attach(s, &a);
+	fanout_attach(s, &b);
+	assert_int_equal(a.held, 0);
+
+	start_turn(s, "hello there");
+	struct turn *t = s->turn;
+	assert_int_eq_msg(t->id, 1, "first turn id");
+	assert_int_eq_msg(t->agent_gen, 1, "turn's agent gen");
+	expect_no_frame(&a, "after the message is sent");
+
+	const char *lines[] = {SYSTEM_INIT, DELTA("Hi"), DELTA(" the\\u00e9re"), BLOCK_STOP};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+		feed(s, lines[i]);
+	assert_true(t->first_token_ms >= 0);
+	feed(s, RESULT("Hi th\\u00e9re"));
+	assert_null(s->turn);
+	assert_int_equal(s->link.had_success, 1);
+
+	/* Both clients: every line verbatim with increasing seq, then done. */
+	struct client *cs[] = {&a, &b};
+	for (size_t k = 0; k < 2; k++) {
+		uint64_t seq = 0;
+		for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+			expect_line(cs[k], &seq, lines[i]);
+		expect_line(cs[k], &seq, RESULT("Hi th\\u00e9re"));
+		json_t *d = expect_frame(cs[k], &seq, "cortex.done");
+		assert_int_eq_msg(json_integer_value(json_object_get(d, "turn")), 1, "done: turn");
+		assert_string_equal(json_string_value(json_object_get(d, "path")), "warm");
+		assert_string_equal(json_string_value(json_object_get(d, "agent")), "hot");
+		assert_string_equal(json_string_value(json_object_get(d, "surface")), "chat");
+		assert_true(json_is_false(json_object_get(d, "cancelled")));
+		assert_true(json_is_false(json_object_get(d, "is_error")));
+		assert_null(json_object_get(d, "wake"));
+		json_t *tm = json_object_get(d, "timings");
+		const char *keys[] = {"first_token_ms", "total_ms",   "wait_sandbox_ms",
+				      "config_ms",	"install_ms", "sync_ms",
+				      "agent_start_ms", "context_ms"};
+		for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+			json_t *v = json_object_get(tm, keys[i]);
+			if (!json_is_real(v) || json_real_value(v) < 0)
+				fail_msg("timings.%s: expected a number >= 0", keys[i]);
+		}
+		assert_true(json_real_value(json_object_get(tm, "first_token_ms")) <=
+			    json_real_value(json_object_get(tm, "total_ms")));
+		json_decref(d);
+		assert_int_eq_msg(seq, s->fan.seq, "client saw every seq up to the session's");
+		expect_no_frame(cs[k], "after cortex.done");
+	}
+
+	/* Between turns the agent's lines go nowhere. */
+	feed(s, DELTA("late"));
+	expect_no_frame(&a, "a line between turns");
+	assert_int_eq_msg(n_sent, 1, "lines sent to the agent");
+
+	/* What is stored: the transcript (user, assistant) and the record. */
+	json_t *u = wait_row("transcripts/s_normal/", "-000001-0");
+	assert_string_equal(json_string_value(json_object_get(u, "text")), "hello there");
+	json_decref(u);
+	json_t *as = wait_row("transcripts/s_normal/", "-000001-1");
+	assert_string_equal(json_string_value(json_object_get(as, "role")), "assistant");
+	assert_string_equal(json_string_value(json_object_get(as, "text")), "Hi th\xc3\xa9re");
+	json_decref(as);
+	expect_record("s_normal", 1, "ok");
+
+	struct client *all[] = {&a, &b};
+	sess_free(s, all, 2);
+}
+
+/* A second turn: seq goes on, the id too; a changed config shows in path. */
+static void test_turns_in_a_row(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_row", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+
+	start_turn(s, "one");
+	feed(s, RESULT("1"));
+	expect_line(&a, &seq, RESULT("1"));
+	json_decref(expect_frame(&a, &seq, "cortex.done"));
+
+	start_turn(s, "two");
+	assert_int_eq_msg(s->turn->id, 2, "second turn id");
+	feed(s, DELTA("2"));
+	feed(s, RESULT("2"));
+	expect_line(&a, &seq, DELTA("2"));
+	expect_line(&a, &seq, RESULT("2"));
+	json_t *d = expect_frame(&a, &seq, "cortex.done");
+	assert_int_eq_msg(json_integer_value(json_object_get(d, "turn")), 2, "done: turn");
+	assert_string_equal(json_string_value(json_object_get(d, "path")), "warm");
+	json_decref(d);
+
+	/* The agent now runs another config. */
+	snprintf(CC.all_hash, sizeof CC.all_hash, "%064d", 2);
+	start_turn(s, "three");
+	feed(s, RESULT("3"));
+	expect_line(&a, &seq, RESULT("3"));
+	d = expect_frame(&a, &seq, "cortex.done");
+	assert_string_equal(json_string_value(json_object_get(d, "path")), "config_changed");
+	json_decref(d);
+	snprintf(CC.all_hash, sizeof CC.all_hash, "%064d", 1);
+
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+/* A delta or a result holding \u0000: forwarded as it is, and the result
+ * still ends the turn. */
+static void test_nul_in_output(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_nul", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "binary please");
+	feed(s, DELTA("a\\u0000b"));
+	feed(s, RESULT("x\\u0000y"));
+	assert_null(s->turn);
+	expect_line(&a, &seq, DELTA("a\\u0000b"));
+	expect_line(&a, &seq, RESULT("x\\u0000y"));
+	json_decref(expect_frame(&a, &seq, "cortex.done"));
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+/* A line that is not JSON: the clients are told, the turn goes on. */
+static void test_bad_line(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_badline", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "hi");
+	feed(s, "not json at all");
+	expect_error(&a, &seq, "agent_output");
+	assert_non_null(s->turn);
+	feed(s, RESULT("ok"));
+	expect_line(&a, &seq, RESULT("ok"));
+	json_decref(expect_frame(&a, &seq, "cortex.done"));
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+/* Lines before the message is written, or from a replaced agent, are not the turn's. */
+static void test_output_not_of_the_turn(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_stale", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	assert_int_equal(turn_begin(s, "waiting"), 0);
+	feed(s, DELTA("too early"));
+	feed(s, RESULT("too early"));
+	expect_no_frame(&a, "output before the message is sent");
+	assert_non_null(s->turn);
+	D.reconcile(s);
+	expect_user_line(0, "waiting");
+
+	s->link.gen = 2; /* another agent now */
+	feed(s, DELTA("old agent"));
+	feed(s, RESULT("old agent"));
+	expect_no_frame(&a, "output of a replaced agent");
+	assert_non_null(s->turn);
+	s->link.gen = 1;
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+/* voice: text deltas also come as sentences. */
+static void test_sentences(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_voice", "voice");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "talk");
+	feed(s, DELTA("Hello there. How"));
+	feed(s, DELTA(" are you"));
+	feed(s, RESULT("Hello there. How are you"));
+	expect_line(&a, &seq, DELTA("Hello there. How"));
+	json_t *o = expect_frame(&a, &seq, "cortex.sentence");
+	assert_string_equal(json_string_value(json_object_get(o, "text")), "Hello there.");
+	json_decref(o);
+	expect_line(&a, &seq, DELTA(" are you"));
+	expect_line(&a, &seq, RESULT("Hello there. How are you"));
+	o = expect_frame(&a, &seq, "cortex.sentence");
+	assert_string_equal(json_string_value(json_object_get(o, "text")), "How are you");
+	json_decref(o);
+	o = expect_frame(&a, &seq, "cortex.done");
+	assert_string_equal(json_string_value(json_object_get(o, "surface")), "voice");
+	json_decref(o);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+/* ---- resume ---- */
+
+/* Frames after seq from, each once, in order; the last seq seen. */
+static uint64_t expect_replay(struct client *c, uint64_t from, uint64_t to)
+{
+	uint64_t seq = from;
+	for (uint64_t want = from + 1; want <= to; want++) {
+		json_t *o = next_frame(c, &seq);
+		if (!o)
+			fail_msg("replay: expected seq %llu, got no frame",
+				 (unsigned long long)want);
+		assert_int_eq_msg(seq, want, "replayed seq");
+		json_decref(o);
+	}
+	return seq;
+}
+
+static void test_resume_exactly_once(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_resume", "chat");
+	struct client a = {0}, b = {0}, c = {0}, late = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "go");
+	feed(s, DELTA("1"));
+	feed(s, DELTA("2"));
+	feed(s, DELTA("3"));
+
+	/* b and c join mid-turn: held, nothing until they resume. */
+	fanout_attach(s, &b);
+	fanout_attach(s, &c);
+	assert_int_equal(b.held, 1);
+	assert_int_equal(c.held, 1);
+	feed(s, DELTA("4"));
+	expect_no_frame(&b, "a held client");
+	expect_no_frame(&c, "a held client");
+	expect_replay(&a, 0, 4);
+
+	/* b resumes from the start: 1..4 once, then live. */
+	fanout_resume(s, &b, 0);
+	assert_int_equal(b.held, 0);
+	uint64_t sb = expect_replay(&b, 0, 4);
+	expect_no_frame(&b, "after the replay");
+	/* c has seen up to 2 elsewhere: 3..4. */
+	fanout_resume(s, &c, 2);
+	uint64_t sc = expect_replay(&c, 2, 4);
+	expect_no_frame(&c, "after the replay");
+
+	feed(s, DELTA("5"));
+	expect_replay(&a, 4, 5);
+	sb = expect_replay(&b, sb, 5);
+	sc = expect_replay(&c, sc, 5);
+
+	/* Resuming again, or after a lower seq than given: no duplicate. */
+	fanout_resume(s, &b, 0);
+	expect_no_frame(&b, "a second resume");
+	fanout_resume(s, &a, 2);
+	expect_no_frame(&a, "a resume after a lower seq");
+	fanout_resume(s, &c, 5);
+	expect_no_frame(&c, "a resume after the last seq");
+	/* Past the end: nothing (and live frames follow). */
+	fanout_resume(s, &a, 1000);
+	expect_no_frame(&a, "a resume past the end");
+
+	feed(s, RESULT("done"));
+	assert_null(s->turn);
+	struct client *live[] = {&a, &b, &c};
+	for (size_t k = 0; k < 3; k++) {
+		uint64_t seq = 5;
+		expect_line(live[k], &seq, RESULT("done"));
+		json_decref(expect_frame(live[k], &seq, "cortex.done"));
+		expect_no_frame(live[k], "after done");
+	}
+
+	/* A client that comes after the turn ended: not held; resume gives the
+	 * whole last turn, once. */
+	fanout_attach(s, &late);
+	assert_int_equal(late.held, 0);
+	fanout_resume(s, &late, 0);
+	expect_replay(&late, 0, s->fan.seq);
+	expect_no_frame(&late, "after the replay");
+	fanout_resume(s, &late, 0);
+	expect_no_frame(&late, "a second resume");
+
+	/* An error to that client alone is not part of the stream: a client
+	 * told no_turn still gets the whole last turn on resume. */
+	struct client asked = {0};
+	fanout_attach(s, &asked);
+	uint64_t sk = 0;
+	lifecycle_cancel(s, &asked);
+	expect_error(&asked, &sk, "no_turn");
+	fanout_resume(s, &asked, 0);
+	expect_replay(&asked, 0, 7);
+	expect_no_frame(&asked, "after the replay");
+
+	/* The next turn: everyone follows it live. */
+	start_turn(s, "again");
+	feed(s, DELTA("x"));
+	struct client *all[] = {&a, &b, &c, &late, &asked};
+	for (size_t k = 0; k < 5; k++) {
+		json_t *o = next_frame(all[k], NULL);
+		assert_non_null(o);
+		json_decref(o);
+	}
+	sess_free(s, all, 5);
+}
+
+/* The replay is capped: a client resuming from before what is kept is told
+ * resume_gap, then gets everything still kept, once; a client that has every
+ * frame is told nothing. */
+static void test_resume_gap(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_gap", "chat");
+	struct client a = {0}, b = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "big");
+	fanout_attach(s, &b);
+
+	/* Ten lines of 1 MiB: past the 8 MiB replay cap. */
+	size_t big = 1u << 20;
+	const char *pre =
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"
+	    "\"delta\":{\"type\":\"text_delta\",\"text\":\"";
+	const char *post = "\"}}}";
+	char *line = malloc(strlen(pre) + big + strlen(post) + 1);
+	assert_non_null(line);
+	strcpy(line, pre);
+	memset(line + strlen(pre), 'x', big);
+	strcpy(line + strlen(pre) + big, post);
+	for (int i = 0; i < 10; i++)
+		feed(s, line);
+	free(line);
+	uint64_t dropped = s->fan.replay_dropped;
+	assert_true(dropped > 0);
+	assert_true(dropped < 10);
+
+	/* a got everything live; asking again says nothing is missing. */
+	uint64_t sa = expect_replay(&a, 0, 10);
+	fanout_resume(s, &a, 0);
+	expect_no_frame(&a, "a resume by a client that has every frame");
+
+	fanout_resume(s, &b, 0);
+	uint64_t sb = 0;
+	json_t *e = expect_frame(&b, &sb, "cortex.error");
+	assert_string_equal(json_string_value(json_object_get(e, "code")), "resume_gap");
+	char want[40];
+	snprintf(want, sizeof want, "seq %llu", (unsigned long long)dropped);
+	if (!strstr(json_string_value(json_object_get(e, "message")), want))
+		fail_msg("resume_gap: expected the message to name %s, got %s", want,
+			 json_string_value(json_object_get(e, "message")));
+	json_decref(e);
+	/* The error took the next seq; the kept frames follow in their order. */
+	uint64_t seq = dropped;
+	for (uint64_t want_seq = dropped + 1; want_seq <= 10; want_seq++) {
+		json_t *o = next_frame(&b, NULL);
+		assert_non_null(o);
+		seq = (uint64_t)json_integer_value(json_object_get(o, "seq"));
+		assert_int_eq_msg(seq, want_seq, "replayed seq after the gap");
+		json_decref(o);
+	}
+	expect_no_frame(&b, "after the replay");
+	fanout_resume(s, &b, 0);
+	expect_no_frame(&b, "a second resume");
+
+	/* Live again for both. */
+	feed(s, RESULT("ok"));
+	json_t *o = next_frame(&a, &sa);
+	assert_string_equal(type_of(o), "result");
+	json_decref(o);
+	o = next_frame(&b, NULL);
+	assert_string_equal(type_of(o), "result");
+	json_decref(o);
+	o = next_frame(&a, &sa);
+	assert_string_equal(type_of(o), "cortex.done");
+	json_decref(o);
+
+	/* A client that joins after the turn ended is not held: resume from 0
+	 * says resume_gap, then replays what is kept (to cortex.done), once. */
+	struct client late = {0};
+	fanout_attach(s, &late);
+	fanout_resume(s, &late, 0);
+	uint64_t sl = 0;
+	expect_error(&late, &sl, "resume_gap");
+	sl = dropped;
+	size_t n = 0;
+	for (;; n++) {
+		o = next_frame(&late, &sl);
+		if (!o)
+			fail_msg(
+			    "late client: expected the replay up to cortex.done, got %zu frames",
+			    n);
+		if (n == 0)
+			assert_int_eq_msg(sl, dropped + 1, "first replayed seq");
+		int done = !strcmp(type_of(o), "cortex.done");
+		json_decref(o);
+		if (done)
+			break;
+	}
+	expect_no_frame(&late, "after the replay");
+	fanout_resume(s, &late, 0);
+	expect_no_frame(&late, "a second resume");
+	struct client *all[] = {&a, &b, &late};
+	sess_free(s, all, 3);
+}
+
+/* ---- the stream guard ---- */
+
+#define SECRET "hunter2-sekrit"
+
+static guard *guard_one(const char *v)
+{
+	guard *g = NULL;
+	size_t len = strlen(v);
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(guard_build(&g, &v, &len, 1, &err), 0);
+	assert_non_null(g);
+	return g;
+}
+
+/* A session whose config guards SECRET. */
+static struct session *guarded(const char *id, cconfig *cc)
+{
+	*cc = CC;
+	cc->guard = guard_one(SECRET);
+	struct session *s = sess_new(id, "chat");
+	s->cc.cfg = cc;
+	return s;
+}
+
+static void expect_revoked(struct client *c, uint64_t *seq)
+{
+	json_t *o = expect_frame(c, seq, "cortex.revoked");
+	assert_string_equal(json_string_value(json_object_get(o, "reason")), "secret_in_output");
+	assert_non_null(json_string_value(json_object_get(o, "message")));
+	assert_int_eq_msg(json_integer_value(json_object_get(o, "turn")), 1, "revoked: turn");
+	json_decref(o);
+}
+
+static void test_revoke(void **state)
+{
+	(void)state;
+	cconfig cc;
+	struct session *s = guarded("s_revoke", &cc);
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "tell me");
+	feed(s, DELTA("nothing to see"));
+	expect_line(&a, &seq, DELTA("nothing to see"));
+
+	feed(s, DELTA("the key is " SECRET " ok"));
+	expect_revoked(&a, &seq);
+	expect_no_frame(&a, "the delta holding the secret");
+	struct turn *t = s->turn;
+	assert_non_null(t);
+	assert_int_equal(t->revoked, 1);
+	assert_int_equal(t->stopped, 1);
+	assert_int_equal(t->cancelled, 1);
+	assert_int_eq_msg(n_sent, 2, "lines sent to the agent");
+	expect_interrupt(1);
+
+	/* Nothing more of the turn goes out: deltas, other lines, bad lines, the result. */
+	feed(s, DELTA("more"));
+	feed(s, BLOCK_STOP);
+	feed(s, "not json");
+	feed(s, RESULT("the key is " SECRET));
+	expect_no_frame(&a, "after cortex.revoked");
+	assert_null(s->turn);
+	assert_int_eq_msg(n_sent, 2, "no second interrupt");
+	expect_record("s_revoke", 1, "revoked");
+
+	/* The assistant's text is not stored. */
+	json_t *u = wait_row("transcripts/s_revoke/", "-000001-0");
+	json_decref(u);
+	store_kv *kv = NULL;
+	size_t n = 0;
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(store_list(D.st, "transcripts/s_revoke/", 0, &kv, &n, &err), 0);
+	for (size_t i = 0; i < n; i++)
+		if (strstr(kv[i].val, SECRET))
+			fail_msg("transcript row %s holds the secret", kv[i].key);
+	assert_int_eq_msg(n, 1, "transcript rows (the user's only)");
+	store_kv_free(kv, n);
+
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	guard_free(cc.guard);
+}
+
+/* The secret split across deltas: the first part went out, the delta that
+ * completes it does not. */
+static void test_revoke_split(void **state)
+{
+	(void)state;
+	cconfig cc;
+	struct session *s = guarded("s_revoke_split", &cc);
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "tell me");
+	feed(s, DELTA("it is hunt"));
+	feed(s, DELTA("er2-sek"));
+	feed(s, DELTA("rit, bye"));
+	expect_line(&a, &seq, DELTA("it is hunt"));
+	expect_line(&a, &seq, DELTA("er2-sek"));
+	expect_revoked(&a, &seq);
+	expect_no_frame(&a, "after cortex.revoked");
+	expect_interrupt(1);
+
+	/* The agent stops without a result: the turn ends quietly. */
+	D.agent_down(s, DOWN_EXITED, "agent_crashed", "the agent exited (code 0, signal 0)");
+	assert_null(s->turn);
+	expect_no_frame(&a, "the agent's exit after cortex.revoked");
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	guard_free(cc.guard);
+}
+
+/* The secret in a line other than a text delta (a tool call, a message). */
+static void test_revoke_other_line(void **state)
+{
+	(void)state;
+	cconfig cc;
+	struct session *s = guarded("s_revoke_line", &cc);
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "tell me");
+	const char *line =
+	    "{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"tool_use\",\"input\":{"
+	    "\"command\":\"echo " SECRET "\"}}]}}";
+	feed(s, line);
+	expect_revoked(&a, &seq);
+	expect_no_frame(&a, "the line holding the secret");
+	/* A line without it, after: dropped too. */
+	feed(s, SYSTEM_INIT);
+	expect_no_frame(&a, "after cortex.revoked");
+	feed(s, RESULT(""));
+	assert_null(s->turn);
+	expect_no_frame(&a, "the result of a revoked turn");
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	guard_free(cc.guard);
+}
+
+/* A message sent after cortex.revoked runs once the stopped turn has ended;
+ * one more is busy. */
+static void test_message_after_revoke(void **state)
+{
+	(void)state;
+	cconfig cc;
+	struct session *s = guarded("s_revoke_next", &cc);
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "tell me");
+	feed(s, DELTA(SECRET));
+	expect_revoked(&a, &seq);
+
+	lifecycle_message(s, &a, "next one");
+	expect_no_frame(&a, "a message after cortex.revoked");
+	assert_non_null(s->next_text);
+	lifecycle_message(s, &a, "and another");
+	expect_error(&a, &seq, "busy");
+
+	feed(s, RESULT(""));
+	assert_non_null(s->turn); /* the next message's turn, waiting */
+	assert_int_eq_msg(s->turn->id, 2, "the next turn's id");
+	assert_null(s->next_text);
+	D.reconcile(s);
+	expect_user_line(2, "next one");
+	feed(s, DELTA("fine"));
+	feed(s, RESULT("fine"));
+	expect_line(&a, &seq, DELTA("fine"));
+	expect_line(&a, &seq, RESULT("fine"));
+	json_t *d = expect_frame(&a, &seq, "cortex.done");
+	assert_int_eq_msg(json_integer_value(json_object_get(d, "turn")), 2, "done: turn");
+	json_decref(d);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	guard_free(cc.guard);
+}
+
+/* ---- cancel ---- */
+
+static void test_cancel_after_send(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_cancel", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "long task");
+	feed(s, DELTA("working"));
+	expect_line(&a, &seq, DELTA("working"));
+
+	turn_cancel(s);
+	assert_int_equal(s->turn->cancelled, 1);
+	assert_int_eq_msg(n_sent, 2, "lines sent to the agent");
+	expect_interrupt(1);
+	expect_no_frame(&a, "a cancel (the agent ends the turn)");
+	turn_cancel(s);
+	assert_int_eq_msg(n_sent, 2, "one interrupt for two cancels");
+
+	/* What the agent still prints goes out; its result ends the turn. */
+	feed(s, DELTA("stopping"));
+	feed(s, "{\"type\":\"result\",\"subtype\":\"error_during_execution\",\"is_error\":false}");
+	assert_null(s->turn);
+	expect_line(&a, &seq, DELTA("stopping"));
+	json_decref(expect_frame(&a, &seq, "result"));
+	json_t *d = expect_frame(&a, &seq, "cortex.done");
+	assert_true(json_is_true(json_object_get(d, "cancelled")));
+	json_decref(d);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+static void test_cancel_before_send(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_cancel_early", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	assert_int_equal(turn_begin(s, "never sent"), 0);
+	turn_cancel(s);
+	assert_null(s->turn);
+	expect_error(&a, &seq, "cancelled");
+	assert_int_eq_msg(n_sent, 0, "lines sent to the agent");
+	expect_record("s_cancel_early", 1, "cancelled");
+
+	/* Nothing to cancel: only the asking client hears it. */
+	struct client b = {0};
+	fanout_attach(s, &b);
+	uint64_t sb = 0;
+	lifecycle_cancel(s, &b);
+	expect_error(&b, &sb, "no_turn");
+	expect_no_frame(&a, "another client's no_turn");
+	struct client *all[] = {&a, &b};
+	sess_free(s, all, 2);
+}
+
+/* ---- the agent goes down ---- */
+
+static void agent_down_case(const char *id, int why, const char *code, int before_send)
+{
+	struct session *s = sess_new(id, "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	if (before_send)
+		assert_int_equal(turn_begin(s, "hi"), 0);
+	else
+		start_turn(s, "hi");
+	feed(s, DELTA("par"));
+	if (!before_send)
+		expect_line(&a, &seq, DELTA("par"));
+	D.agent_down(s, why, code, "what happened, for the client");
+	if (s->turn)
+		fail_msg("%s: expected the turn over", code);
+	json_t *o = expect_frame(&a, &seq, "cortex.error");
+	assert_string_equal(json_string_value(json_object_get(o, "code")), code);
+	assert_string_equal(json_string_value(json_object_get(o, "message")),
+			    "what happened, for the client");
+	assert_int_eq_msg(json_integer_value(json_object_get(o, "turn")), 1, "error: turn");
+	json_decref(o);
+	expect_no_frame(&a, "after the error");
+	/* A result from nowhere now changes nothing. */
+	feed(s, RESULT("late"));
+	expect_no_frame(&a, "a result after the turn failed");
+	expect_record(id, 1, code);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+static void test_agent_down_mid_turn(void **state)
+{
+	(void)state;
+	agent_down_case("s_killed", DOWN_KILLED, "agent_killed", 0);
+	agent_down_case("s_crashed", DOWN_EXITED, "agent_crashed", 0);
+	agent_down_case("s_lost", DOWN_LINK_LOST, "agent_lost", 0);
+	agent_down_case("s_pipe", DOWN_PIPE, "agent_lost", 0);
+	/* Before the message is written: only what cannot give it an agent. */
+	agent_down_case("s_lost_early", DOWN_LINK_LOST, "agent_lost", 1);
+	agent_down_case("s_never", DOWN_NEVER_STARTED, "agent_failed", 1);
+	agent_down_case("s_boot", DOWN_BOOT_TIMEOUT, "agent_start_timeout", 1);
+}
+
+/* A waiting turn outlives an agent exit: it gets a fresh agent. */
+static void test_agent_down_waiting_turn(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_waiting", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	assert_int_equal(turn_begin(s, "hi"), 0);
+	int whys[] = {DOWN_EXITED, DOWN_KILLED, DOWN_PIPE};
+	for (size_t i = 0; i < sizeof whys / sizeof *whys; i++)
+		D.agent_down(s, whys[i], "agent_crashed", "exited");
+	assert_non_null(s->turn);
+	expect_no_frame(&a, "an agent exit while the turn waits");
+	D.reconcile(s);
+	expect_user_line(0, "hi");
+	/* After the result, a late exit is not the turn's. */
+	feed(s, RESULT("ok"));
+	assert_null(s->turn);
+	D.agent_down(s, DOWN_EXITED, "agent_crashed", "exited");
+	uint64_t seq = 0;
+	json_decref(expect_frame(&a, &seq, "result"));
+	json_decref(expect_frame(&a, &seq, "cortex.done"));
+	expect_no_frame(&a, "an exit after the turn");
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+/* ---- busy ---- */
+
+static void test_busy(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_busy", "chat");
+	struct client a = {0}, b = {0};
+	fanout_attach(s, &a);
+	fanout_attach(s, &b);
+	uint64_t sa = 0, sb = 0;
+
+	/* Waiting for the agent, then running: busy either way, to the sender only. */
+	assert_int_equal(turn_begin(s, "first"), 0);
+	lifecycle_message(s, &b, "second");
+	expect_error(&b, &sb, "busy");
+	expect_no_frame(&a, "another client's busy");
+	D.reconcile(s);
+	lifecycle_message(s, &b, "third");
+	expect_error(&b, &sb, "busy");
+	expect_no_frame(&a, "another client's busy");
+	assert_int_eq_msg(n_sent, 1, "lines sent to the agent");
+	expect_user_line(0, "first");
+	assert_int_eq_msg(s->turn->id, 1, "the running turn");
+	assert_string_equal(s->turn->text, "first");
+
+	feed(s, RESULT("1"));
+	assert_null(s->turn);
+	expect_line(&a, &sa, RESULT("1"));
+	json_decref(expect_frame(&a, &sa, "cortex.done"));
+	expect_line(&b, &sb, RESULT("1"));
+	json_decref(expect_frame(&b, &sb, "cortex.done"));
+	struct client *all[] = {&a, &b};
+	sess_free(s, all, 2);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup(test_normal_turn, test_setup),
+	    cmocka_unit_test_setup(test_turns_in_a_row, test_setup),
+	    cmocka_unit_test_setup(test_nul_in_output, test_setup),
+	    cmocka_unit_test_setup(test_bad_line, test_setup),
+	    cmocka_unit_test_setup(test_output_not_of_the_turn, test_setup),
+	    cmocka_unit_test_setup(test_sentences, test_setup),
+	    cmocka_unit_test_setup(test_resume_exactly_once, test_setup),
+	    cmocka_unit_test_setup(test_resume_gap, test_setup),
+	    cmocka_unit_test_setup(test_revoke, test_setup),
+	    cmocka_unit_test_setup(test_revoke_split, test_setup),
+	    cmocka_unit_test_setup(test_revoke_other_line, test_setup),
+	    cmocka_unit_test_setup(test_message_after_revoke, test_setup),
+	    cmocka_unit_test_setup(test_cancel_after_send, test_setup),
+	    cmocka_unit_test_setup(test_cancel_before_send, test_setup),
+	    cmocka_unit_test_setup(test_agent_down_mid_turn, test_setup),
+	    cmocka_unit_test_setup(test_agent_down_waiting_turn, test_setup),
+	    cmocka_unit_test_setup(test_busy, test_setup),
+	};
+	return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
