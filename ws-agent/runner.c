@@ -231,6 +231,12 @@ static int on_stdout_line(void *arg, const char *line, size_t len, bool too_long
 			       "agent stdout line of %zu bytes is not valid UTF-8; dropped", len);
 		return 0;
 	}
+	if (wsa_line_spoofs_event(line, len)) {
+		/* The agent's output must never pass for ws-agent's own events. */
+		wsa_send_error(srv, a->owner, a->gen, "bad_line",
+			       "agent stdout line with a \"wsa.\" type dropped");
+		return 0;
+	}
 	wsa_conn_send(srv, a->owner, line, len); /* verbatim: never re-encoded */
 	return 0;
 }

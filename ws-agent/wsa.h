@@ -100,6 +100,9 @@ int wsa_lines_feed(struct wsa_lines *l, const char *data, size_t n, wsa_line_fn 
 		   cx_err *err);
 /* End of stream: a final line without '\n' still counts. */
 int wsa_lines_finish(struct wsa_lines *l, wsa_line_fn fn, void *arg);
+/* true when an agent stdout line would pass for one of ws-agent's own
+ * events (a "wsa.*" type): such a line is never forwarded. */
+bool wsa_line_spoofs_event(const char *line, size_t len);
 
 bool wsa_utf8_valid(const char *s, size_t n);
 /* Copy of s with each invalid UTF-8 sequence replaced by U+FFFD; NUL-terminated. */

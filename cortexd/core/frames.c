@@ -108,8 +108,11 @@ struct frame *frame_splice_seq(const char *line, size_t len, uint64_t seq)
 	size_t i = 0;
 	while (i < len && blank(line[i]))
 		i++;
-	if (i >= len || line[i] != '{')
-		return NULL;
+	size_t e = len;
+	while (e > i && blank(line[e - 1]))
+		e--;
+	if (i >= len || line[i] != '{' || e - i < 2 || line[e - 1] != '}')
+		return NULL; /* not an object (agent_line.c parsed it first; this is the last guard) */
 	const char *r = line + i + 1; /* after '{' */
 	size_t rest = len - i - 1;
 	size_t k = 0;

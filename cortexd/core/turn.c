@@ -322,6 +322,10 @@ void turn_agent_down(struct session *s, int why, const char *code, const char *m
 	struct turn *t = s->turn;
 	if (!t)
 		return;
+	if (t->stopped && t->sent) {
+		turn_end(s); /* cortex.revoked / the provider error stays the turn's last frame */
+		return;
+	}
 	switch ((enum agent_down)why) {
 	case DOWN_LINK_LOST:
 		turn_fail(s, code, msg);
@@ -461,7 +465,15 @@ void turn_output(struct session *s, const struct agent_line *l, const char *raw,
 	if (!t->stopped && guard_check(s, t, l, raw, len))
 		turn_revoke(s);
 	if (!t->stopped) {
-		fanout_line(s, raw, len);
+		if (json_object_get(l->o, "seq")) {
+			/* The agent's own "seq" would shadow the session's in clients that
+			 * keep the last duplicate: this rare line is re-encoded without it. */
+			json_t *c = json_copy(l->o);
+			json_object_del(c, "seq");
+			fanout_obj(s, c);
+		} else {
+			fanout_line(s, raw, len);
+		}
 		if (l->delta && t->first_token_ms < 0)
 			t->first_token_ms = ms_since(t->t0_us);
 		if (s->prof && s->prof->sentences) {

@@ -132,6 +132,17 @@ async function hot(d, token, sid, what) {
   await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}/messages`, alice)).json.some(x => x.text === 'Echo: after revoke. Done.'), 'transcript written');
   const tr = (await L.http(d.base, 'GET', `/v1/sessions/${sid}/messages`, alice)).json;
   L.check(!tr.some(x => x.role === 'assistant' && x.text.includes(SECRET)), 'the leaked text is not in the transcript', 'absent', tr.map(x => x.text));
+  // The transcript a page at a time: pages of 3 joined are the whole list, each row once.
+  const paged = [];
+  for (let after = '', i = 0; i < 100; i++) {
+    const r = await L.http(d.base, 'GET', `/v1/sessions/${sid}/messages?limit=3${after ? '&after=' + encodeURIComponent(after) : ''}`, alice);
+    if (r.status !== 200) { paged.push('status ' + r.status); break; }
+    paged.push(...r.json);
+    if (r.json.length < 3) break;
+    after = r.json[r.json.length - 1].cursor;
+  }
+  L.eq(paged.map(x => x.cursor), tr.map(x => x.cursor), 'transcript pages (limit + after cursor) add up to the whole transcript');
+  L.eq((await L.http(d.base, 'GET', `/v1/sessions/${sid}/messages?limit=0`, alice)).status, 400, 'a bad page size -> 400');
   const b64 = Buffer.from(SECRET).toString('base64').replace(/=+$/, '');
   const gs2 = c.frames.length;
   c.send({type: 'message', text: 'encoded ' + b64});

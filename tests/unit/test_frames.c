@@ -133,8 +133,8 @@ static void test_splice_seq_bounds(void **state)
 static void test_splice_not_an_object(void **state)
 {
 	(void)state;
-	const char *lines[] = {"",   " ",    "\n\t ", "[1,2]", "\"{}\"",
-			       "42", "null", "true",  "x{}",   " [{}]"};
+	const char *lines[] = {"",   " ",    "\n\t ", "[1,2]", "\"{}\"", "42",
+			       "null", "true",  "x{}",   " [{}]", "{",     "{\"a\":1"};
 	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++) {
 		struct frame *f = frame_splice_seq(lines[i], strlen(lines[i]), 1);
 		if (f)

@@ -819,6 +819,26 @@ static void test_revoke(void **state)
 	guard_free(cc.guard);
 }
 
+/* After cortex.revoked the turn says nothing more, whatever ends it. */
+static void test_revoke_then_link_lost(void **state)
+{
+	(void)state;
+	cconfig cc;
+	struct session *s = guarded("s_revoke_lost", &cc);
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "tell me");
+	feed(s, DELTA("the key is " SECRET));
+	expect_revoked(&a, &seq);
+	turn_agent_down(s, DOWN_LINK_LOST, "agent_lost", "the ws-agent connection closed");
+	expect_no_frame(&a, "after cortex.revoked, the link lost");
+	assert_null(s->turn);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	guard_free(cc.guard);
+}
+
 /* The secret split across deltas: the first part went out, the delta that
  * completes it does not. */
 static void test_revoke_split(void **state)
@@ -1092,6 +1112,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_resume_exactly_once, test_setup),
 	    cmocka_unit_test_setup(test_resume_gap, test_setup),
 	    cmocka_unit_test_setup(test_revoke, test_setup),
+	    cmocka_unit_test_setup(test_revoke_then_link_lost, test_setup),
 	    cmocka_unit_test_setup(test_revoke_split, test_setup),
 	    cmocka_unit_test_setup(test_revoke_other_line, test_setup),
 	    cmocka_unit_test_setup(test_message_after_revoke, test_setup),

@@ -238,6 +238,22 @@ static void test_utf8(void **state)
 	free(s);
 }
 
+/* Agent output must never pass for ws-agent's own events. */
+static void test_line_spoofs_event(void **state)
+{
+	(void)state;
+	const char *spoof[] = {"{\"type\":\"wsa.exit\",\"gen\":1}", " {\"gen\":1, \"type\" : \"wsa.started\"}",
+			       "{\"type\":\"wsa.x\"", "[\"wsa.exit\"]"};
+	const char *fine[] = {"{\"type\":\"stream_event\",\"text\":\"wsa\"}", "{\"type\":\"result\",\"result\":\"the \\\"wsa.exit\\\" event\"}",
+			      "{}", "not json at all"};
+	for (size_t i = 0; i < sizeof spoof / sizeof *spoof; i++)
+		if (!wsa_line_spoofs_event(spoof[i], strlen(spoof[i])))
+			fail_msg("not caught: %s", spoof[i]);
+	for (size_t i = 0; i < sizeof fine / sizeof *fine; i++)
+		if (wsa_line_spoofs_event(fine[i], strlen(fine[i])))
+			fail_msg("refused: %s", fine[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -249,7 +265,8 @@ int main(void)
 		cmocka_unit_test(test_bad_shape),
 		cmocka_unit_test(test_oversized),
 		cmocka_unit_test(test_take),
-		cmocka_unit_test(test_lines_drop),
+		cmocka_unit_test(test_line_spoofs_event),
+	    cmocka_unit_test(test_lines_drop),
 		cmocka_unit_test(test_lines_split),
 		cmocka_unit_test(test_utf8),
 	};
