@@ -40,11 +40,10 @@ static void ws_token(struct lws *wsi, char *out, int cap)
 		out[0] = '\0';
 }
 
-/* Refuse an upgrade with a real HTTP status and the JSON error shape.  At
- * FILTER_PROTOCOL_CONNECTION the connection still speaks HTTP and nothing has
- * been sent: lws's advice is a normal HTTP response there (its own
- * lws_return_http_status does the same), written at once, headers and body
- * in one lws_write, then the connection is closed by returning -1. */
+/* Refuse an upgrade with a real HTTP status and the JSON error shape.  Only
+ * from HTTP_CONFIRM_UPGRADE: there lws lets the callback answer the request
+ * itself (headers and body, one lws_write) and return >0; lws then finishes
+ * the HTTP transaction. */
 static int reject_upgrade(struct lws *wsi, int status, const char *code, const char *msg)
 {
 	unsigned char buf[LWS_PRE + 1024];
@@ -57,8 +56,9 @@ static int reject_upgrade(struct lws *wsi, int status, const char *code, const c
 		return -1; /* cannot happen with these sizes: close without a reply */
 	memcpy(p, body, (size_t)blen);
 	p += blen;
-	lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS);
-	return -1;
+	if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < 0)
+		return -1;
+	return 1;
 }
 
 static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *status, const char **code,
@@ -108,10 +108,13 @@ int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 	int status;
 	const char *code, *msg;
 	switch (reason) {
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		if (!ws_authorize(d, wsi, &status, &code, &msg))
 			return reject_upgrade(wsi, status, code, msg);
 		return 0;
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		/* Answered at CONFIRM_UPGRADE already; a second look only hangs up. */
+		return ws_authorize(d, wsi, &status, &code, &msg) ? 0 : -1;
 	case LWS_CALLBACK_ESTABLISHED: {
 		if (!c)
 			return -1;

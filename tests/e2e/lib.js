@@ -101,7 +101,15 @@ function connect(base, sessionId, token, via = 'header') {
   });
   const opened = new Promise((resolve, reject) => {
     ws.once('open', () => resolve());
-    ws.once('unexpected-response', (req, res) => reject(Object.assign(new Error('HTTP ' + res.statusCode), {status: res.statusCode})));
+    ws.once('unexpected-response', (req, res) => {
+      let body = '';
+      res.on('data', (c) => { body += c; });
+      res.on('end', () => {
+        let json = null;
+        try { json = JSON.parse(body); } catch (e) { /* left null: the check says so */ }
+        reject(Object.assign(new Error('HTTP ' + res.statusCode), {status: res.statusCode, json}));
+      });
+    });
     ws.once('error', reject);
   });
   return {ws, frames, opened,

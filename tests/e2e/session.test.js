@@ -54,6 +54,7 @@ const L = require('./lib');
   const bobWs = L.connect(d.base, sid, bob);
   const bobErr = await bobWs.opened.then(() => null, e => e);
   L.eq(bobErr && bobErr.status, 404, "bob's WebSocket to alice's session -> 404");
+  L.eq(bobErr && bobErr.json && bobErr.json.error && bobErr.json.error.code, 'not_found', 'the refused upgrade carries the JSON error shape');
   const anonWs = L.connect(d.base, sid, 'cx_wrong');
   const anonErr = await anonWs.opened.then(() => null, e => e);
   L.eq(anonErr && anonErr.status, 401, 'bad token WebSocket -> 401');
