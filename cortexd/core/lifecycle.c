@@ -430,7 +430,7 @@ static void teardown(struct session *s);
 static void reconcile_once(struct session *s)
 {
 	if (s->lc.goal == GOAL_GONE) {
-		if (!lifecycle_busy(s))
+		if (!lifecycle_busy(s) && !s->lc.torn_down)
 			teardown(s);
 		return;
 	}
@@ -555,6 +555,7 @@ static void sul_idle_cb(lws_sorted_usec_list_t *sul)
 
 static void teardown(struct session *s)
 {
+	s->lc.torn_down = 1; /* once: later events find nothing to do */
 	turn_stop_session(s);
 	fanout_close_all(s);
 	sync_forget(s);

@@ -149,6 +149,7 @@ struct lifecycle {
 	int in_reconcile;        /* reconcile is running: a nested call only asks for one more pass */
 	int again;
 	int failed;              /* a step failed: no retry until a request or a message */
+	int torn_down;           /* deleted and torn down */
 	char sync_failed[65];    /* all_hash whose sync failed ("" = none) */
 	char error[512];
 	lws_sorted_usec_list_t sul_idle;  /* release the agent, pause, sleep */
