@@ -74,7 +74,8 @@ static int drop_privileges(const sandbox_opts *opts, cx_err *err)
 	return 0;
 }
 
-static int setup(const sandbox_opts *opts, init_state *st, cx_err *err)
+static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, init_state *st,
+		 cx_err *err)
 {
 	if (sbx_mounts_setup(opts, err) < 0)
 		return -1;
@@ -93,7 +94,7 @@ static int setup(const sandbox_opts *opts, init_state *st, cx_err *err)
 
 	if (drop_privileges(opts, err) < 0)
 		return -1;
-	if (sbx_seccomp_apply(err) < 0)
+	if (sbx_seccomp_install(filter, err) < 0)
 		return -1;
 
 	sigset_t chld;
@@ -311,7 +312,8 @@ static int serve_one(const init_state *st, char *buf, size_t cap)
 	return 0;
 }
 
-void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd)
+void sbx_init_main(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int sync_fd,
+		   int ctl_fd)
 {
 	cx_err err = CX_ERR_INIT;
 	init_state st = {ctl_fd, -1, -1};
@@ -332,7 +334,7 @@ void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd)
 	if (sbx_sync_recv(sync_fd, &type, &code, &err) < 0 || type != SBX_SYNC_GO)
 		_exit(1);
 
-	if (setup(opts, &st, &err) < 0)
+	if (setup(opts, filter, &st, &err) < 0)
 		sbx_child_fail(sync_fd, &err);
 	if (sbx_sync_send(sync_fd, SBX_SYNC_READY, 0, NULL) < 0)
 		_exit(1);
