@@ -12,6 +12,12 @@
  *        frames (pid of init, "go", "ready", or an error with its message);
  *   ctl  (SOCK_SEQPACKET): init's request/reply channel for the sandbox's whole
  *        life (exec, ping); EOF on it makes init exit.
+ *
+ * The monitor and init are forks of the threaded daemon and never exec: a
+ * lock another thread held at the fork (the allocator's too) stays held in
+ * them.  So they make system calls, snprintf and cx_err_set only: no malloc,
+ * stdio, opendir, strerror or atfork handlers (_Fork below the first fork).
+ * What takes allocating to make, the seccomp filter, is made before the fork.
  */
 #ifndef CORTEX_SANDBOX_INTERNAL_H
 #define CORTEX_SANDBOX_INTERNAL_H

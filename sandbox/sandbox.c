@@ -127,7 +127,9 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 		cx_err_set(&err, errno, "unshare namespaces");
 		sbx_child_fail(sync_fd, &err);
 	}
-	pid_t init = fork();
+	/* _Fork: the daemon's atfork handlers (library code) have no business
+	 * here, and the daemon's own fork already reset libc's state. */
+	pid_t init = _Fork();
 	if (init == 0)
 		sbx_init_main(opts, filter, sync_fd, ctl_fd);
 	if (init < 0) {
