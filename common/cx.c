@@ -18,8 +18,17 @@ int cx_err_set(cx_err *err, int errnum, const char *fmt, ...)
 	va_start(ap, fmt);
 	int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
 	va_end(ap);
-	if (errnum && n >= 0 && (size_t)n < sizeof err->msg)
-		snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", strerror(errnum));
+	if (errnum && n >= 0 && (size_t)n < sizeof err->msg) {
+		/* Not strerror(): it takes the locale's locks and allocates for
+		 * unknown values, and this also runs in children forked from the
+		 * threaded daemon, where neither is safe. */
+		const char *desc = strerrordesc_np(errnum);
+		if (desc)
+			snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", desc);
+		else
+			snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": Unknown error %d",
+				 errnum);
+	}
 	err->code = errnum;
 	return -1;
 }

@@ -5,7 +5,9 @@
  * failure) and takes `cx_err *err` as its last argument.  cx_err_set() makes
  * an error (with errno text when errnum != 0) and returns -1; cx_err_wrap()
  * prefixes context on the way up and returns -1.  Never overwrite an error
- * that is already set: wrap it.
+ * that is already set: wrap it.  Neither allocates or locks (given plain
+ * conversions: no positional or wide-string arguments), so children forked
+ * from the threaded daemon may use them.
  */
 #ifndef CX_H
 #define CX_H

@@ -8,6 +8,11 @@
  *
  * Init always leaves with _exit(): atexit handlers (and LeakSanitizer's
  * ptrace-based checker, which the filter forbids) belong to the daemon.
+ *
+ * Init is a fork of the threaded daemon and never execs, so it must not use
+ * malloc (or anything that does, like stdio or opendir): a lock another
+ * thread held at the fork stays held here for good.  What it needs comes
+ * ready from the daemon (the compiled filter) or is mapped once (scratch).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,6 +21,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
@@ -23,10 +29,18 @@
 
 #include "sandbox-internal.h"
 
+/* Init's working memory.  An exec request of n bytes holds at most n
+ * strings, so argv and envp with their NULLs fit in strs. */
+typedef struct init_scratch {
+	char req[sizeof(sbx_ctl_hdr) + SBX_CTL_MAX_MSG]; /* one request */
+	char *strs[SBX_CTL_MAX_MSG + 2];                 /* argv..., NULL, envp..., NULL */
+} init_scratch;
+
 typedef struct init_state {
 	int ctl;     /* control socket (SOCK_SEQPACKET) */
 	int sigfd;   /* signalfd for SIGCHLD */
 	int devnull; /* /dev/null inside the sandbox, for absent stdio fds */
+	init_scratch *scratch; /* mapped once, never freed */
 } init_state;
 
 /* What an exec'd child reports on its CLOEXEC pipe when it fails before or
@@ -74,7 +88,8 @@ static int drop_privileges(const sandbox_opts *opts, cx_err *err)
 	return 0;
 }
 
-static int setup(const sandbox_opts *opts, init_state *st, cx_err *err)
+static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, init_state *st,
+		 cx_err *err)
 {
 	if (sbx_mounts_setup(opts, err) < 0)
 		return -1;
@@ -93,7 +108,7 @@ static int setup(const sandbox_opts *opts, init_state *st, cx_err *err)
 
 	if (drop_privileges(opts, err) < 0)
 		return -1;
-	if (sbx_seccomp_apply(err) < 0)
+	if (sbx_seccomp_install(filter, err) < 0)
 		return -1;
 
 	sigset_t chld;
@@ -104,6 +119,12 @@ static int setup(const sandbox_opts *opts, init_state *st, cx_err *err)
 	st->sigfd = signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
 	if (st->sigfd < 0)
 		return cx_err_set(err, errno, "signalfd");
+	/* Pages are only touched as requests need them. */
+	void *m = mmap(NULL, sizeof *st->scratch, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return cx_err_set(err, errno, "map %zu bytes of scratch", sizeof *st->scratch);
+	st->scratch = m;
 	return 0;
 }
 
@@ -197,32 +218,33 @@ static int parse_strings(char *payload, size_t len, const sbx_ctl_hdr *h, char *
 	return 0;
 }
 
+static void reply_err(const init_state *st, uint32_t seq, const cx_err *e)
+{
+	reply(st, SBX_CTL_EXEC_ERR, seq, e->code, 0, e->msg);
+}
+
 static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payload, size_t len,
 			int slots[4])
 {
-	char msg[512];
-	if (h->argc < 1 || h->argc > SBX_CTL_MAX_MSG / 2 || h->envc > SBX_CTL_MAX_MSG / 2) {
+	cx_err e = CX_ERR_INIT;
+	/* cwd, argv and envp are at least one byte each. */
+	if (h->argc < 1 || (size_t)h->argc + h->envc + 1 > len) {
 		reply(st, SBX_CTL_EXEC_ERR, h->seq, EINVAL, 0, "exec: bad argc/envc");
 		return;
 	}
-	cleanup_free char **argv = calloc((size_t)h->argc + 1, sizeof *argv);
-	cleanup_free char **envp = calloc((size_t)h->envc + 1, sizeof *envp);
+	char **argv = st->scratch->strs, **envp = argv + h->argc + 1;
 	char *cwd = NULL;
-	if (!argv || !envp) {
-		reply(st, SBX_CTL_EXEC_ERR, h->seq, ENOMEM, 0, "exec: out of memory");
-		return;
-	}
 	if (parse_strings(payload, len, h, &cwd, argv, envp) < 0) {
 		reply(st, SBX_CTL_EXEC_ERR, h->seq, EINVAL, 0, "exec: malformed request");
 		return;
 	}
 	int pipefd[2];
 	if (pipe2(pipefd, O_CLOEXEC) < 0) {
-		snprintf(msg, sizeof msg, "exec: pipe: %s", strerror(errno));
-		reply(st, SBX_CTL_EXEC_ERR, h->seq, errno, 0, msg);
+		cx_err_set(&e, errno, "exec: pipe");
+		reply_err(st, h->seq, &e);
 		return;
 	}
-	pid_t pid = fork();
+	pid_t pid = _Fork(); /* as the monitor does: no atfork handlers */
 	if (pid == 0) {
 		close(pipefd[0]);
 		exec_child(st, pipefd[1], slots, cwd, argv, envp);
@@ -231,8 +253,8 @@ static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payloa
 	close(pipefd[1]);
 	if (pid < 0) {
 		close(pipefd[0]);
-		snprintf(msg, sizeof msg, "exec %s: fork: %s", argv[0], strerror(fork_errno));
-		reply(st, SBX_CTL_EXEC_ERR, h->seq, fork_errno, 0, msg);
+		cx_err_set(&e, fork_errno, "exec %s: fork", argv[0]);
+		reply_err(st, h->seq, &e);
 		return;
 	}
 	/* EOF = execve succeeded (the pipe closed on exec); a record = failure.
@@ -246,16 +268,18 @@ static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payloa
 	if (n == (ssize_t)sizeof f) {
 		static const char *const stage[] = {"setup", "chdir", "execve"};
 		const char *what = f.stage == 1 ? cwd : argv[0];
-		snprintf(msg, sizeof msg, "%s %s: %s", stage[f.stage % 3], what, strerror(f.errnum));
-		reply(st, SBX_CTL_EXEC_ERR, h->seq, f.errnum, 0, msg);
+		cx_err_set(&e, f.errnum, "%s %s", stage[f.stage % 3], what);
+		reply_err(st, h->seq, &e);
 		return;
 	}
 	reply(st, SBX_CTL_EXEC_OK, h->seq, 0, pid, NULL);
 }
 
 /* One request.  Returns -1 when the daemon is gone (EOF or a dead socket). */
-static int serve_one(const init_state *st, char *buf, size_t cap)
+static int serve_one(const init_state *st)
 {
+	char *buf = st->scratch->req;
+	size_t cap = sizeof st->scratch->req;
 	union {
 		char b[CMSG_SPACE(sizeof(int) * SBX_CTL_MAX_FDS)];
 		struct cmsghdr align;
@@ -311,10 +335,11 @@ static int serve_one(const init_state *st, char *buf, size_t cap)
 	return 0;
 }
 
-void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd)
+void sbx_init_main(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int sync_fd,
+		   int ctl_fd)
 {
 	cx_err err = CX_ERR_INIT;
-	init_state st = {ctl_fd, -1, -1};
+	init_state st = {ctl_fd, -1, -1, NULL};
 
 	/* Die with the monitor (and so with cortexd).  getppid() is 0 here
 	 * (the parent is outside our pid namespace), so a monitor that died
@@ -332,16 +357,12 @@ void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd)
 	if (sbx_sync_recv(sync_fd, &type, &code, &err) < 0 || type != SBX_SYNC_GO)
 		_exit(1);
 
-	if (setup(opts, &st, &err) < 0)
+	if (setup(opts, filter, &st, &err) < 0)
 		sbx_child_fail(sync_fd, &err);
 	if (sbx_sync_send(sync_fd, SBX_SYNC_READY, 0, NULL) < 0)
 		_exit(1);
 	close(sync_fd);
 
-	size_t cap = sizeof(sbx_ctl_hdr) + SBX_CTL_MAX_MSG;
-	char *buf = malloc(cap);
-	if (!buf)
-		_exit(1);
 	for (;;) {
 		struct pollfd p[2] = {{st.ctl, POLLIN, 0}, {st.sigfd, POLLIN, 0}};
 		if (poll(p, 2, -1) < 0) {
@@ -351,7 +372,7 @@ void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd)
 		}
 		if (p[1].revents)
 			reap(&st);
-		if (p[0].revents && serve_one(&st, buf, cap) < 0)
+		if (p[0].revents && serve_one(&st) < 0)
 			_exit(0); /* daemon gone: the kernel kills the pid namespace */
 	}
 }

@@ -118,48 +118,63 @@ static int make_parents(const char *root, const char *rel, cx_err *err)
 	return 0;
 }
 
+/* One top-level host entry into the new root: a dir is bound read-only, a
+ * link stays a link (merged /usr: /bin -> usr/bin), a plain file at the top
+ * (/.dockerenv, ...) is left out. */
+static int bind_top_entry(const char *root, const char *name, cx_err *err)
+{
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return 0;
+	for (size_t i = 0; i < sizeof skip_top / sizeof skip_top[0]; i++)
+		if (!strcmp(name, skip_top[i]))
+			return 0;
+	char src[PATH_MAX], dst[PATH_MAX];
+	snprintf(src, sizeof src, "/%s", name);
+	snprintf(dst, sizeof dst, "%s/%s", root, name);
+	struct stat st;
+	if (lstat(src, &st) < 0)
+		return cx_err_set(err, errno, "lstat %s", src);
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX];
+		ssize_t n = readlink(src, target, sizeof target - 1);
+		if (n < 0)
+			return cx_err_set(err, errno, "readlink %s", src);
+		target[n] = '\0';
+		if (symlink(target, dst) < 0)
+			return cx_err_set(err, errno, "symlink %s", src);
+		return 0;
+	}
+	if (!S_ISDIR(st.st_mode))
+		return 0;
+	if (make_dir(dst, src, 0755, err) < 0)
+		return -1;
+	return bind_tree(src, dst, src, true, err);
+}
+
+/* getdents64 into a stack buffer, not opendir(): that mallocs, and init
+ * must not (see init.c). */
 static int bind_host_top(const char *root, cx_err *err)
 {
-	DIR *d = opendir("/");
-	if (!d)
-		return cx_err_set(err, errno, "opendir /");
-	int ret = 0;
-	struct dirent *de;
-	while (ret == 0 && (de = readdir(d))) {
-		const char *name = de->d_name;
-		if (!strcmp(name, ".") || !strcmp(name, ".."))
-			continue;
-		bool skip = false;
-		for (size_t i = 0; i < sizeof skip_top / sizeof skip_top[0]; i++)
-			skip = skip || !strcmp(name, skip_top[i]);
-		if (skip)
-			continue;
-		char src[PATH_MAX], dst[PATH_MAX];
-		snprintf(src, sizeof src, "/%s", name);
-		snprintf(dst, sizeof dst, "%s/%s", root, name);
-		struct stat st;
-		if (lstat(src, &st) < 0) {
-			ret = cx_err_set(err, errno, "lstat %s", src);
-		} else if (S_ISLNK(st.st_mode)) {
-			/* Merged /usr: /bin -> usr/bin must stay a link, not a copy. */
-			char target[PATH_MAX];
-			ssize_t n = readlink(src, target, sizeof target - 1);
-			if (n < 0)
-				ret = cx_err_set(err, errno, "readlink %s", src);
-			else {
-				target[n] = '\0';
-				if (symlink(target, dst) < 0)
-					ret = cx_err_set(err, errno, "symlink %s", src);
-			}
-		} else if (S_ISDIR(st.st_mode)) {
-			ret = make_dir(dst, src, 0755, err);
-			if (ret == 0)
-				ret = bind_tree(src, dst, src, true, err);
+	cleanup_close int fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open /");
+	union {
+		char b[8192];
+		struct dirent64 align;
+	} buf;
+	for (;;) {
+		ssize_t n = getdents64(fd, buf.b, sizeof buf.b);
+		if (n < 0)
+			return cx_err_set(err, errno, "read dir /");
+		if (n == 0)
+			return 0;
+		for (ssize_t off = 0; off < n;) {
+			const struct dirent64 *de = (const struct dirent64 *)(buf.b + off);
+			if (bind_top_entry(root, de->d_name, err) < 0)
+				return -1;
+			off += de->d_reclen;
 		}
-		/* Plain files at the top (/.dockerenv, ...) are left out. */
 	}
-	closedir(d);
-	return ret;
 }
 
 /* A writable host dir of the session at `rel`. */

@@ -12,10 +12,17 @@
  *        frames (pid of init, "go", "ready", or an error with its message);
  *   ctl  (SOCK_SEQPACKET): init's request/reply channel for the sandbox's whole
  *        life (exec, ping); EOF on it makes init exit.
+ *
+ * The monitor and init are forks of the threaded daemon and never exec: a
+ * lock another thread held at the fork (the allocator's too) stays held in
+ * them.  So they make system calls, snprintf and cx_err_set only: no malloc,
+ * stdio, opendir, strerror or atfork handlers (_Fork below the first fork).
+ * What takes allocating to make, the seccomp filter, is made before the fork.
  */
 #ifndef CORTEX_SANDBOX_INTERNAL_H
 #define CORTEX_SANDBOX_INTERNAL_H
 
+#include <linux/filter.h>
 #include <pthread.h>
 #include <seccomp.h>
 #include <stdbool.h>
@@ -101,12 +108,25 @@ typedef struct sbx_sc_rule {
 	const char *why; /* shown in errors; documents the rule */
 } sbx_sc_rule;
 
-/* Build a filter from `rules` (default: allow) and, if `load`, load it into
- * the calling thread.  Each rule is validated; a bad one is reported by index
- * and name.  The caller must already have set no_new_privs. */
-int sbx_seccomp_apply_rules(const sbx_sc_rule *rules, size_t n_rules, bool load, cx_err *err);
-/* The sandbox's policy. */
-int sbx_seccomp_apply(cx_err *err);
+/* A compiled filter: classic BPF as the kernel takes it. */
+typedef struct sbx_seccomp_prog {
+	struct sock_filter *insns; /* owned */
+	unsigned short len;        /* instructions */
+} sbx_seccomp_prog;
+
+/* Compile `rules` (default: allow; other architectures killed).  Each rule is
+ * validated; a bad one is reported by index and name.  Allocates: call it
+ * before forking. */
+int sbx_seccomp_build(sbx_seccomp_prog *out, const sbx_sc_rule *rules, size_t n_rules, cx_err *err);
+/* The sandbox's policy, compiled. */
+int sbx_seccomp_build_policy(sbx_seccomp_prog *out, cx_err *err);
+/* Install on the calling thread: one system call, nothing allocated, so a
+ * child forked from a threaded process may call it.  The caller must have
+ * set no_new_privs. */
+int sbx_seccomp_install(const sbx_seccomp_prog *prog, cx_err *err);
+void sbx_seccomp_prog_free(sbx_seccomp_prog *prog);
+#define cleanup_seccomp_prog __attribute__((cleanup(sbx_seccomp_prog_free)))
+/* The sandbox's policy (seccomp.c). */
 extern const sbx_sc_rule sbx_seccomp_policy[];
 extern const size_t sbx_seccomp_policy_len;
 
@@ -153,8 +173,11 @@ typedef struct sbx_ctl_hdr {
 	uint32_t _pad;
 } sbx_ctl_hdr;
 
-/* init.c: PID 1 inside the sandbox; never returns. */
-__attribute__((noreturn)) void sbx_init_main(const sandbox_opts *opts, int sync_fd, int ctl_fd);
+/* init.c: PID 1 inside the sandbox; never returns.  Everything it needs
+ * that takes allocating to make (the filter) is made before the fork. */
+__attribute__((noreturn)) void sbx_init_main(const sandbox_opts *opts,
+					     const sbx_seccomp_prog *filter, int sync_fd,
+					     int ctl_fd);
 
 /* Close every fd >= 3 except those in keep[]. */
 int sbx_close_fds_except(const int *keep, size_t n_keep);

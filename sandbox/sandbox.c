@@ -105,7 +105,8 @@ int sbx_close_fds_except(const int *keep, size_t n_keep)
 
 /* ---- monitor ---- */
 
-__attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts, pid_t parent,
+__attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
+						   const sbx_seccomp_prog *filter, pid_t parent,
 						   int sync_fd, int ctl_fd)
 {
 	cx_err err = CX_ERR_INIT;
@@ -126,9 +127,11 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts, pid
 		cx_err_set(&err, errno, "unshare namespaces");
 		sbx_child_fail(sync_fd, &err);
 	}
-	pid_t init = fork();
+	/* _Fork: the daemon's atfork handlers (library code) have no business
+	 * here, and the daemon's own fork already reset libc's state. */
+	pid_t init = _Fork();
 	if (init == 0)
-		sbx_init_main(opts, sync_fd, ctl_fd);
+		sbx_init_main(opts, filter, sync_fd, ctl_fd);
 	if (init < 0) {
 		cx_err_set(&err, errno, "fork init");
 		sbx_child_fail(sync_fd, &err);
@@ -218,6 +221,11 @@ static void kill_and_reap(sandbox *sb)
 
 static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 {
+	/* Compiled here: the children are forks of a threaded process and
+	 * must not allocate (see seccomp.c). */
+	cleanup_seccomp_prog sbx_seccomp_prog filter = {NULL, 0};
+	if (sbx_seccomp_build_policy(&filter, err) < 0)
+		return -1;
 	int sp[2], cp[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
 		return cx_err_set(err, errno, "socketpair");
@@ -232,7 +240,7 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 	if (pid < 0)
 		return cx_err_set(err, errno, "fork");
 	if (pid == 0)
-		monitor_main(opts, parent, sync_child, ctl_child);
+		monitor_main(opts, &filter, parent, sync_child, ctl_child);
 	sb->monitor_pid = pid;
 	close_fd(&sync_child);
 	close_fd(&ctl_child);

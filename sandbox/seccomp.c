@@ -15,15 +15,27 @@
  * bit 0x40000000 set in the number; libseccomp emits "nr >= 0x40000000 ->
  * bad-arch action" when x32 is not one of the filter's archs, so they are
  * killed as well (checked by test_seccomp).
+ *
+ * Building and installing are apart: libseccomp allocates all the way through
+ * seccomp_load(), and the filter is needed in init, a fork of the threaded
+ * daemon that must not allocate (a lock another thread held at the fork, the
+ * allocator's included, stays held there).  So sandbox_create compiles the
+ * policy to classic BPF in the daemon, and init installs it with one system
+ * call.
  */
 #include <errno.h>
+#include <linux/filter.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/personality.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include "sandbox-internal.h"
 
@@ -125,15 +137,9 @@ static void ctx_release(scmp_filter_ctx *ctx)
 		seccomp_release(*ctx);
 }
 
-int sbx_seccomp_apply_rules(const sbx_sc_rule *rules, size_t n_rules, bool load, cx_err *err)
+/* Every rule into ctx, each validated; a bad one is named by index. */
+static int add_rules(scmp_filter_ctx ctx, const sbx_sc_rule *rules, size_t n_rules, cx_err *err)
 {
-	__attribute__((cleanup(ctx_release))) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
-	if (!ctx)
-		return cx_err_set(err, ENOMEM, "seccomp_init");
-	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
-	if (r < 0)
-		return cx_err_set(err, -r, "seccomp: set bad-arch action");
-
 	for (size_t i = 0; i < n_rules; i++) {
 		const sbx_sc_rule *rule = &rules[i];
 		if (!rule->name || rule->n_args > sizeof rule->args / sizeof rule->args[0])
@@ -154,20 +160,82 @@ int sbx_seccomp_apply_rules(const sbx_sc_rule *rules, size_t n_rules, bool load,
 			return cx_err_set(err, EINVAL, "seccomp rule %zu (%s): bad action %d", i,
 					  rule->name, (int)rule->action);
 		}
-		r = seccomp_rule_add_array(ctx, action, nr, rule->n_args, rule->args);
+		int r = seccomp_rule_add_array(ctx, action, nr, rule->n_args, rule->args);
 		if (r < 0)
 			return cx_err_set(err, -r, "seccomp rule %zu (%s, %s)", i, rule->name,
 					  rule->why ? rule->why : "");
 	}
-	if (load) {
-		r = seccomp_load(ctx);
-		if (r < 0)
-			return cx_err_set(err, -r, "seccomp_load");
-	}
 	return 0;
 }
 
-int sbx_seccomp_apply(cx_err *err)
+/* The program libseccomp generates for ctx.  libseccomp 2.5 (Debian 12)
+ * exports only to an fd (seccomp_export_bpf_mem came with 2.6): a memfd. */
+static int export_prog(scmp_filter_ctx ctx, sbx_seccomp_prog *out, cx_err *err)
 {
-	return sbx_seccomp_apply_rules(sbx_seccomp_policy, sbx_seccomp_policy_len, true, err);
+	cleanup_close int fd = memfd_create("cortex-seccomp", MFD_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "seccomp: memfd_create");
+	int r = seccomp_export_bpf(ctx, fd);
+	if (r < 0)
+		return cx_err_set(err, -r, "seccomp: export the filter");
+	struct stat st;
+	if (fstat(fd, &st) < 0)
+		return cx_err_set(err, errno, "seccomp: stat the exported filter");
+	size_t size = (size_t)st.st_size;
+	size_t len = size / sizeof(struct sock_filter);
+	if (size == 0 || size % sizeof(struct sock_filter) || len > BPF_MAXINSNS)
+		return cx_err_set(err, EINVAL,
+				  "seccomp: exported filter of %zu bytes is not 1..%d instructions",
+				  size, BPF_MAXINSNS);
+	cleanup_free struct sock_filter *insns = malloc(size);
+	if (!insns)
+		return cx_err_set(err, ENOMEM, "seccomp: filter of %zu bytes", size);
+	ssize_t got = pread(fd, insns, size, 0);
+	if (got != (ssize_t)size)
+		return cx_err_set(err, got < 0 ? errno : EIO, "seccomp: read the exported filter");
+	out->insns = steal_pointer(&insns);
+	out->len = (unsigned short)len;
+	return 0;
+}
+
+int sbx_seccomp_build(sbx_seccomp_prog *out, const sbx_sc_rule *rules, size_t n_rules, cx_err *err)
+{
+	out->insns = NULL;
+	out->len = 0;
+	__attribute__((cleanup(ctx_release))) scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (!ctx)
+		return cx_err_set(err, ENOMEM, "seccomp_init");
+	int r = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	if (r < 0)
+		return cx_err_set(err, -r, "seccomp: set bad-arch action");
+	if (add_rules(ctx, rules, n_rules, err) < 0)
+		return -1;
+	return export_prog(ctx, out, err);
+}
+
+int sbx_seccomp_build_policy(sbx_seccomp_prog *out, cx_err *err)
+{
+	return sbx_seccomp_build(out, sbx_seccomp_policy, sbx_seccomp_policy_len, err);
+}
+
+int sbx_seccomp_install(const sbx_seccomp_prog *prog, cx_err *err)
+{
+	if (!prog || !prog->insns || !prog->len)
+		return cx_err_set(err, EINVAL, "seccomp: no filter was built");
+	struct sock_fprog fprog = {prog->len, prog->insns};
+	/* Flags 0, as seccomp_load() with default attributes: this thread only,
+	 * and it is the only one. */
+	if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog) == 0)
+		return 0;
+	if (errno == EACCES)
+		return cx_err_set(err, errno, "seccomp: install filter (no_new_privs is not set)");
+	return cx_err_set(err, errno, "seccomp: install filter of %u instructions",
+			  (unsigned)prog->len);
+}
+
+void sbx_seccomp_prog_free(sbx_seccomp_prog *prog)
+{
+	free(prog->insns);
+	prog->insns = NULL;
+	prog->len = 0;
 }

@@ -12,12 +12,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "sandbox-internal.h"
 #include "sandbox_fixture.h"
 
 #define MEM_MAX (300ULL << 20)
@@ -280,6 +282,50 @@ static void test_exec_errors_and_fd3(void **state)
 	assert_ok(sandbox_health(sb, &err), err);
 }
 
+/* An EXEC request written by hand: the reply's code and message. */
+static int raw_exec(sandbox *sb, uint32_t argc, uint32_t envc, const char *payload, size_t len,
+		    char *msg, size_t cap)
+{
+	struct {
+		sbx_ctl_hdr h;
+		char p[256];
+	} rq, rep;
+	memset(&rq, 0, sizeof rq);
+	assert_true(len <= sizeof rq.p);
+	rq.h.type = SBX_CTL_EXEC;
+	rq.h.seq = ++sb->seq;
+	rq.h.argc = argc;
+	rq.h.envc = envc;
+	memcpy(rq.p, payload, len);
+	assert_int_equal(send(sb->ctl_fd, &rq, sizeof rq.h + len, 0), (ssize_t)(sizeof rq.h + len));
+	ssize_t n = recv(sb->ctl_fd, &rep, sizeof rep - 1, 0);
+	assert_true(n >= (ssize_t)sizeof rep.h);
+	assert_int_equal(rep.h.seq, rq.h.seq);
+	assert_int_equal(rep.h.type, SBX_CTL_EXEC_ERR);
+	pathf(msg, cap, "%.*s", (int)(n - (ssize_t)sizeof rep.h), rep.p);
+	return rep.h.code;
+}
+
+/* Counts that do not match the strings sent are refused before init
+ * touches its argv/envp tables, and init keeps serving. */
+static void test_exec_bad_counts(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	static const char two[] = "/\0/bin/true"; /* cwd, argv[0] */
+	char msg[256];
+	assert_int_equal(raw_exec(sb, 1, 0xffffffffu, two, sizeof two, msg, sizeof msg), EINVAL);
+	assert_string_equal(msg, "exec: bad argc/envc");
+	assert_int_equal(raw_exec(sb, 1000, 0, two, sizeof two, msg, sizeof msg), EINVAL);
+	assert_string_equal(msg, "exec: bad argc/envc");
+	assert_int_equal(raw_exec(sb, 0, 1, two, sizeof two, msg, sizeof msg), EINVAL);
+	/* Fewer strings than counted, within the bound. */
+	assert_int_equal(raw_exec(sb, 2, 0, two, sizeof two, msg, sizeof msg), EINVAL);
+	assert_string_equal(msg, "exec: malformed request");
+	cx_err err = CX_ERR_INIT;
+	assert_ok(sandbox_health(sb, &err), err);
+}
+
 static void test_write_file(void **state)
 {
 	(void)state;
@@ -488,6 +534,7 @@ int main(void)
 		cmocka_unit_test(test_nnp_seccomp_caps),
 		cmocka_unit_test(test_cgroup_limits),
 		cmocka_unit_test(test_exec_errors_and_fd3),
+		cmocka_unit_test(test_exec_bad_counts),
 		cmocka_unit_test(test_write_file),
 		cmocka_unit_test(test_freeze),
 		cmocka_unit_test(test_create_errors),

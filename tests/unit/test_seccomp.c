@@ -9,8 +9,8 @@
  *   1. as root without any filter   -> no "blocked" call may give EPERM/ENOSYS,
  *                                      i.e. the arguments really discriminate;
  *   2. as root with the policy       -> every blocked call gives its errno
- *      (sbx_seccomp_apply in a fork)    (as root a capability check cannot be
- *                                       what produced that EPERM);
+ *      (built, then installed in    (as root a capability check cannot be
+ *       a fork)                          what produced that EPERM);
  *   3. inside a real sandbox          -> the same, as uid 65534, via this very
  *      (this binary bound read-only,    binary re-executed with --try-syscalls;
  *       run with --try-syscalls)        also ptrace(PTRACE_ATTACH, 1).
@@ -271,6 +271,12 @@ static void check_results(const char *out, mode m)
 /* Forks; the child optionally loads the policy and runs the calls as root. */
 static void run_in_fork(mode m, char *out, size_t cap)
 {
+	cx_err err = CX_ERR_INIT;
+	cleanup_seccomp_prog sbx_seccomp_prog prog = {NULL, 0};
+	if (m == MODE_FILTER && sbx_seccomp_build_policy(&prog, &err) < 0) {
+		print_error("build failed: %s\n", err.msg);
+		fail();
+	}
 	int p[2];
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	pid_t pid = fork();
@@ -282,9 +288,9 @@ static void run_in_fork(mode m, char *out, size_t cap)
 			_exit(2);
 		fputc('\n', f);
 		if (m == MODE_FILTER) {
-			cx_err err = CX_ERR_INIT;
-			if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || sbx_seccomp_apply(&err) < 0) {
-				fprintf(f, "apply failed: %s\n", err.msg);
+			if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 ||
+			    sbx_seccomp_install(&prog, &err) < 0) {
+				fprintf(f, "install failed: %s\n", err.msg);
 				fflush(f);
 				_exit(3);
 			}
@@ -326,11 +332,13 @@ static void test_policy_blocks_as_root(void **state)
 static void test_x32_killed(void **state)
 {
 	(void)state;
+	cx_err err = CX_ERR_INIT;
+	cleanup_seccomp_prog sbx_seccomp_prog prog = {NULL, 0};
+	assert_int_equal(sbx_seccomp_build_policy(&prog, &err), 0);
 	pid_t pid = fork();
 	assert_true(pid >= 0);
 	if (pid == 0) {
-		cx_err err = CX_ERR_INIT;
-		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || sbx_seccomp_apply(&err) < 0)
+		if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || sbx_seccomp_install(&prog, &err) < 0)
 			_exit(3);
 		/* x32 getpid: the x86_64 audit arch with bit 30 set in the number. */
 		syscall(0x40000000L | SYS_getpid);
@@ -349,25 +357,32 @@ static void test_policy_validation(void **state)
 	(void)state;
 	cx_err err = CX_ERR_INIT;
 	/* The real table is well-formed. */
-	if (sbx_seccomp_apply_rules(sbx_seccomp_policy, sbx_seccomp_policy_len, false, &err) != 0) {
+	cleanup_seccomp_prog sbx_seccomp_prog prog = {NULL, 0};
+	if (sbx_seccomp_build_policy(&prog, &err) != 0) {
 		print_error("policy does not build: %s\n", err.msg);
 		fail();
 	}
+	assert_true(prog.len > sbx_seccomp_policy_len);
 	const sbx_sc_rule bad[] = {
 		{"keyctl", SBX_SC_EPERM, 0, {{0}}, "ok"},
 		{"no_such_syscall", SBX_SC_EPERM, 0, {{0}}, "typo"},
 	};
-	assert_int_equal(sbx_seccomp_apply_rules(bad, 2, false, &err), -1);
+	sbx_seccomp_prog none = {NULL, 0};
+	assert_int_equal(sbx_seccomp_build(&none, bad, 2, &err), -1);
+	assert_null(none.insns);
 	if (!strstr(err.msg, "rule 1 (no_such_syscall)")) {
 		print_error("expected the failing rule named, got: %s\n", err.msg);
 		fail();
 	}
+	/* Nothing to install is an error, not an empty filter. */
+	assert_int_equal(sbx_seccomp_install(&none, &err), -1);
+	assert_int_equal(err.code, EINVAL);
 	/* Two comparisons on one argument are refused by libseccomp. */
 	const sbx_sc_rule dup[] = {
 		{"personality", SBX_SC_EPERM, 2, {{0, SCMP_CMP_NE, 0, 0}, {0, SCMP_CMP_NE, 1, 0}}, "x"},
 	};
 	cx_err_clear(&err);
-	assert_int_equal(sbx_seccomp_apply_rules(dup, 1, false, &err), -1);
+	assert_int_equal(sbx_seccomp_build(&none, dup, 1, &err), -1);
 	if (!strstr(err.msg, "rule 0 (personality")) {
 		print_error("expected rule 0 named, got: %s\n", err.msg);
 		fail();
