@@ -281,8 +281,10 @@ static const char *sandbox_detail(const struct session *s)
 static int link_ready(struct session *s, struct pass *p)
 {
 	(void)p;
-	if (s->link.up && (s->lc.state == SS_CREATING || s->lc.state == SS_WAKING))
-		s->lc.state = SS_READY;
+	if (s->link.up && (s->lc.state == SS_CREATING || s->lc.state == SS_WAKING || s->lc.state == SS_ERROR)) {
+		s->lc.state = SS_READY; /* up again after an error: the error is history */
+		s->lc.error[0] = '\0';
+	}
 	return s->link.up;
 }
 static int link_busy(const struct session *s, const struct pass *p)
