@@ -244,7 +244,7 @@ static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payloa
 		reply_err(st, h->seq, &e);
 		return;
 	}
-	pid_t pid = _Fork(); /* as the monitor does: no atfork handlers */
+	pid_t pid = sbx_fork(); /* as the monitor does: no atfork handlers */
 	if (pid == 0) {
 		close(pipefd[0]);
 		exec_child(st, pipefd[1], slots, cwd, argv, envp);

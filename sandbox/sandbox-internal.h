@@ -22,6 +22,18 @@
 #ifndef CORTEX_SANDBOX_INTERNAL_H
 #define CORTEX_SANDBOX_INTERNAL_H
 
+#include <unistd.h>
+
+/* The forks below the daemon's first one.  ThreadSanitizer must see every
+ * fork to keep quiet in the child (its fork interceptor); _Fork would hide
+ * it and the child would start TSan's own thread and hang.  So the TSan
+ * build forks with fork(); its atfork handlers are TSan's own. */
+#if defined(__SANITIZE_THREAD__)
+#define sbx_fork() fork()
+#else
+#define sbx_fork() _Fork()
+#endif
+
 #include <linux/filter.h>
 #include <pthread.h>
 #include <seccomp.h>

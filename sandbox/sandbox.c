@@ -129,7 +129,7 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	}
 	/* _Fork: the daemon's atfork handlers (library code) have no business
 	 * here, and the daemon's own fork already reset libc's state. */
-	pid_t init = _Fork();
+	pid_t init = sbx_fork();
 	if (init == 0)
 		sbx_init_main(opts, filter, sync_fd, ctl_fd);
 	if (init < 0) {
