@@ -28,6 +28,9 @@
  * fork to keep quiet in the child (its fork interceptor); _Fork would hide
  * it and the child would start TSan's own thread and hang.  So the TSan
  * build forks with fork(); its atfork handlers are TSan's own. */
+/* Monitor and init up, mounts built, filter loaded: bounded. */
+#define SBX_START_TIMEOUT_MS 30000
+
 #if defined(__SANITIZE_THREAD__)
 #define sbx_fork() fork()
 #else

@@ -74,6 +74,23 @@ int sbx_sync_recv(int fd, int *out_type, int *out_code, cx_err *err)
 	return -1;
 }
 
+/* A child that never answers must not hang its creator: bounded, not slept. */
+static int sync_wait(int fd, uint64_t deadline_ms, cx_err *err)
+{
+	for (;;) {
+		uint64_t now = cx_mono_ms();
+		if (now >= deadline_ms)
+			return cx_err_set(err, ETIMEDOUT, "sync: the sandbox did not start within %d ms",
+					  SBX_START_TIMEOUT_MS);
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int r = poll(&p, 1, (int)(deadline_ms - now));
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return cx_err_set(err, errno, "sync: poll");
+	}
+}
+
 void sbx_child_fail(int sync_fd, const cx_err *err)
 {
 	(void)sbx_sync_send(sync_fd, SBX_SYNC_ERROR, err->code ? err->code : EIO, err->msg);
@@ -246,7 +263,8 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 	close_fd(&ctl_child);
 
 	int type = 0, code = 0;
-	if (sbx_sync_recv(sync_fd, &type, &code, err) < 0)
+	uint64_t deadline = cx_mono_ms() + SBX_START_TIMEOUT_MS;
+	if (sync_wait(sync_fd, deadline, err) < 0 || sbx_sync_recv(sync_fd, &type, &code, err) < 0)
 		return -1;
 	if (type != SBX_SYNC_PID || code <= 0)
 		return cx_err_set(err, EPROTO, "sync: expected init pid, got type %d", type);
@@ -258,7 +276,7 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 		return -1;
 	if (sbx_sync_send(sync_fd, SBX_SYNC_GO, 0, NULL) < 0)
 		return cx_err_set(err, errno, "sync: send go");
-	if (sbx_sync_recv(sync_fd, &type, &code, err) < 0)
+	if (sync_wait(sync_fd, deadline, err) < 0 || sbx_sync_recv(sync_fd, &type, &code, err) < 0)
 		return -1;
 	if (type != SBX_SYNC_READY)
 		return cx_err_set(err, EPROTO, "sync: expected ready, got type %d", type);
