@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static struct writer {
 	const char *name;
@@ -12,6 +13,11 @@ static size_t n_writers;
 
 int metrics_register(const char *name, metrics_fn fn, void *arg)
 {
+	for (size_t i = 0; i < n_writers; i++)
+		if (!strcmp(writers[i].name, name)) { /* a module started again: its writer once */
+			writers[i] = (struct writer){name, fn, arg};
+			return 0;
+		}
 	if (n_writers == METRICS_MAX)
 		return -1;
 	writers[n_writers++] = (struct writer){name, fn, arg};

@@ -1,5 +1,5 @@
 /* metrics.h — the /metrics registry.  Each module registers a writer for its
- * own series once at start; GET /metrics prints every writer in order of
+ * own series when it starts (its init); GET /metrics prints every writer in order of
  * registration.  Writers run on the service thread. */
 #ifndef CORTEX_METRICS_H
 #define CORTEX_METRICS_H
@@ -9,7 +9,8 @@
 
 typedef void (*metrics_fn)(FILE *f, void *arg);
 
-/* 0, or -1 when the registry is full (METRICS_MAX). */
+/* 0, or -1 when the registry is full (METRICS_MAX).  A name registered
+ * again replaces its writer.  name is not copied (a string literal). */
 #define METRICS_MAX 32
 int metrics_register(const char *name, metrics_fn fn, void *arg);
 /* The exposition text (malloc'd, *len bytes), or NULL on ENOMEM. */

@@ -9,9 +9,13 @@
 #include <string.h>
 
 #include "agent.h"
+#include "config_metrics.h"
+#include "core_metrics.h"
 #include "fanout.h"
 #include "lifecycle-internal.h"
 #include "log.h"
+#include "metrics.h"
+#include "records.h"
 #include "turn.h"
 
 /* ---- hooks: what lower modules report ---- */
@@ -75,6 +79,9 @@ void lifecycle_init(struct cortexd *d)
 	d->agent_output = on_agent_output;
 	d->agent_down = on_agent_down;
 	cconfig_set_installed_hook(on_installed, d);
+	metrics_register("core", core_metrics_write, d);
+	metrics_register("config", config_metrics_write, NULL);
+	metrics_register("records", records_metrics, &d->cfg);
 }
 
 /* ---- requests ---- */

@@ -13,17 +13,11 @@
 #include "agent.h"
 #include "auth.h"
 #include "caps.h"
-#include "config_metrics.h"
-#include "core_metrics.h"
-#include "gw_metrics.h"
 #include "gwlink.h"
 #include "http.h"
 #include "lifecycle.h"
 #include "log.h"
-#include "metrics.h"
-#include "npm_metrics.h"
 #include "npmcache.h"
-#include "records.h"
 #include "work.h"
 
 /* HTTP requests and the WebSocket they may upgrade to share one protocol, so
@@ -197,11 +191,6 @@ int server_run(struct cortexd *d)
 	if (open_state(d) < 0)
 		goto out_store;
 	lifecycle_init(d);
-	metrics_register("core", core_metrics_write, d);
-	metrics_register("config", config_metrics_write, NULL);
-	metrics_register("npm", npm_metrics_write, NULL);
-	metrics_register("records", records_metrics, &d->cfg);
-	metrics_register("gateway", gateway_metrics_write, NULL);
 
 	signalled = d;
 	signal(SIGPIPE, SIG_IGN);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "gw_metrics.h"
 #include "log.h"
+#include "metrics.h"
 
 int gateway_start(struct lws_context *ctx, const char *host, int port,
 		  const struct gateway_ops *ops, cx_err *err)
@@ -24,6 +26,7 @@ int gateway_start(struct lws_context *ctx, const char *host, int port,
 	if (!gw_state.vh)
 		return cx_err_set(err, 0, "gateway: cannot listen on %s:%d", host, port);
 	gw_state.port = lws_get_vhost_listen_port(gw_state.vh);
+	metrics_register("gateway", gateway_metrics_write, NULL);
 	return 0;
 }
 

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 
 #include "log.h"
+#include "metrics.h"
+#include "npm_metrics.h"
 #include "work.h"
 
 struct npm_state npm_g = {.conf.stop_pipe = {-1, -1}};
@@ -257,6 +259,7 @@ int npmcache_init(store *st, const char *root, const char *npm, uid_t uid, gid_t
 	}
 	npm_gen++;
 	npm_g.initialized = 1;
+	metrics_register("npm", npm_metrics_write, NULL);
 	size_t count = 0;
 	for (struct entry *e = npm_g.pkgs; e; e = e->next)
 		count++;
