@@ -90,19 +90,29 @@ static int mcp_build(struct cortexd *d, const char *user, const char *name, json
 	return 0;
 }
 
+/* A record holding one sealed value (field) and the body's public fields. */
+static int sealed_record(struct cortexd *d, const char *user, const char *ad_kind, const char *name,
+			 const char *value, size_t len, const char *field, json_t *b,
+			 const char *const *order, json_t **rec, struct api_resp *resp)
+{
+	cleanup_free char *sealed = seal(d, user, ad_kind, name, value, len, resp);
+	if (!sealed)
+		return -1;
+	*rec = json_object();
+	copy_fields(*rec, b, order);
+	json_object_set_new(*rec, field, json_string(sealed));
+	return 0;
+}
+
 static int secret_build(struct cortexd *d, const char *user, const char *name, json_t *b, json_t **rec,
 			struct api_resp *resp)
 {
+	static const char *const order[] = {"env", "file", NULL};
 	const char *value;
 	size_t len;
-	if (settings_check_secret(b, &value, &len, resp) < 0)
+	if (settings_check_secret(b, &value, &len, resp) < 0 ||
+	    sealed_record(d, user, SET_AD_SECRET, name, value, len, "sealed", b, order, rec, resp) < 0)
 		return -1;
-	cleanup_free char *sealed = seal(d, user, SET_AD_SECRET, name, value, len, resp);
-	if (!sealed)
-		return -1;
-	static const char *const order[] = {"env", "file", NULL};
-	*rec = json_pack("{s:s}", "sealed", sealed);
-	copy_fields(*rec, b, order);
 	json_object_set_new(*rec, "updated_at", json_integer(cx_wall_ms()));
 	return 0;
 }
@@ -123,18 +133,12 @@ static int plugin_build(struct cortexd *d, const char *user, const char *name, j
 static int provider_build(struct cortexd *d, const char *user, const char *name, json_t *b, json_t **rec,
 			  struct api_resp *resp)
 {
+	static const char *const order[] = {"kind", "base_url", "model", NULL};
 	const char *key;
 	size_t len;
 	if (settings_check_provider(b, &key, &len, resp) < 0)
 		return -1;
-	cleanup_free char *sealed = seal(d, user, SET_AD_PROVIDER, name, key, len, resp);
-	if (!sealed)
-		return -1;
-	static const char *const order[] = {"kind", "base_url", "model", NULL};
-	*rec = json_object();
-	copy_fields(*rec, b, order);
-	json_object_set_new(*rec, "sealed_key", json_string(sealed));
-	return 0;
+	return sealed_record(d, user, SET_AD_PROVIDER, name, key, len, "sealed_key", b, order, rec, resp);
 }
 
 static int user_build(json_t *b, json_t **rec, struct api_resp *resp)
