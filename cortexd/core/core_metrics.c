@@ -55,6 +55,7 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_messages_total", "Messages written to an agent.", tc.messages_sent},
 		{"cortex_turns_revoked_total", "Turns stopped by the stream guard.", tc.revoked},
 		{"cortex_guard_scans_total", "Agent lines scanned by the stream guard.", tc.guard_scans},
+		{"cortex_store_write_failures_total", "Off-path store writes (transcripts, turn records) that failed; each also reached the session's clients as cortex.error.", d->store_write_failures},
 		{"cortex_frame_alloc_failures_total", "Frames dropped on the message path for lack of memory.", frames_alloc_failures()},
 	};
 	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fanout.h"
 #include "log.h"
 #include "work.h"
 
@@ -118,36 +119,66 @@ void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
 /* ---- store writes off the critical path (transcripts, turn records) ---- */
 
 struct put_job {
+	struct cortexd *d;  /* not owned; read on the service thread only (put_done) */
 	store *st;
 	char key[300];
+	char sid[40];       /* the session the write belongs to ("" = none) */
 	char *val;
+	int failed;
+	cx_err err;         /* logged, never shown to clients (host paths) */
 };
 
 static void put_run(void *arg)
 {
 	struct put_job *j = arg;
-	cx_err err = CX_ERR_INIT;
-	if (store_put(j->st, j->key, j->val, strlen(j->val), &err) < 0)
-		log_error("store write %s: %s", j->key, err.msg);
+	cx_err_clear(&j->err);
+	j->failed = store_put(j->st, j->key, j->val, strlen(j->val), &j->err) < 0;
+}
+
+/* Service thread.  A write that failed is never silent: it is counted, the
+ * daemon reports unhealthy until a later write succeeds, and the session's
+ * clients get cortex.error (an acknowledged turn must not just be missing
+ * from the transcript). */
+static void put_done(void *arg)
+{
+	struct put_job *j = arg;
+	struct cortexd *d = j->d;
+	if (j->failed) {
+		d->store_write_failures++;
+		d->store_failing = 1;
+		snprintf(d->store_error, sizeof d->store_error, "%s", j->err.msg);
+		log_error("store write %s: %s", j->key, j->err.msg);
+		struct session *s = j->sid[0] ? session_find(d, j->sid) : NULL;
+		if (s && !s->deleted) {
+			/* The store's own message may name host paths: logs only. */
+			fanout_error(s, NULL, "store_write_failed",
+				     "this turn could not be saved: the store cannot write (disk full or I/O error)");
+		}
+	} else {
+		d->store_failing = 0;
+	}
 	free(j->val);
 	free(j);
 }
 
-void store_put_later(struct cortexd *d, const char *key, json_t *o)
+void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o)
 {
 	struct put_job *j = calloc(1, sizeof *j);
 	if (j) {
+		j->d = d;
 		j->st = d->st;
 		snprintf(j->key, sizeof j->key, "%s", key);
+		snprintf(j->sid, sizeof j->sid, "%s", sid ? sid : "");
 		j->val = json_dumps(o, JSON_COMPACT);
 	}
 	json_decref(o);
 	if (!j || !j->val) {
 		free(j);
+		d->store_write_failures++;
 		log_error("store write %s: out of memory", key);
 		return;
 	}
-	work_submit(put_run, NULL, j);
+	work_submit(put_run, put_done, j);
 }
 
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn)
@@ -156,6 +187,6 @@ void transcript_append(const struct session *s, const char *role, const char *te
 	int64_t ts = cx_wall_ms();
 	snprintf(key, sizeof key, "transcripts/%s/%015lld-%06llu-%d", s->id, (long long)ts,
 		 (unsigned long long)turn, strcmp(role, "user") ? 1 : 0);
-	store_put_later(s->d, key, json_pack("{s:s,s:s,s:I,s:I}", "role", role, "text", text, "ts",
+	store_put_later(s->d, s->id, key, json_pack("{s:s,s:s,s:I,s:I}", "role", role, "text", text, "ts",
 					     (json_int_t)ts, "turn", (json_int_t)turn));
 }

@@ -197,6 +197,10 @@ struct cortexd {
 	char admin_token[256];
 	secrets_key skey;        /* master key for secrets at rest */
 	volatile sig_atomic_t stop;
+	/* Off-path store writes (store_put_later), service thread only. */
+	uint64_t store_write_failures;
+	int store_failing;       /* the last write failed: /healthz says 503 */
+	char store_error[200];   /* for the log and operators, never for clients */
 	/* Upward events, set by lifecycle_init(): modules below the lifecycle
 	 * report through them instead of calling up. */
 	void (*reconcile)(struct session *s);
@@ -216,7 +220,9 @@ void session_unlink(struct session *s);
 /* Timers: no-ops without an lws context (unit tests). */
 void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, uint64_t us);
 /* Put key = o (consumed) from a worker: never on the message path. */
-void store_put_later(struct cortexd *d, const char *key, json_t *o);
+/* A failed write counts in store_write_failures, marks the store failing
+ * (GET /healthz 503) and sends cortex.error to session sid's clients. */
+void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o);
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn);
 
 #endif

@@ -102,7 +102,7 @@ static void record(struct session *s, const struct turn *t)
 	char key[300];
 	json_t *o = records_build(&s->d->cfg, &r, key, sizeof key);
 	if (o)
-		store_put_later(s->d, key, o);
+		store_put_later(s->d, s->id, key, o);
 	else
 		log_error("session %s: turn record: out of memory", s->id);
 }

@@ -308,6 +308,8 @@ void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *r
 	if (!strcmp(p, "/healthz")) {
 		if (strcmp(m, "GET"))
 			api_error(resp, 405, "method_not_allowed", "use GET");
+		else if (d->store_failing)
+			api_reply(resp, 503, json_pack("{s:b,s:s}", "ok", 0, "store", "failing"));
 		else
 			api_reply(resp, 200, json_pack("{s:b}", "ok", 1));
 		return;
