@@ -78,11 +78,23 @@ static int tmp_new(struct imgstore *st, char *out, size_t cap, cx_err *err)
 	return 0;
 }
 
+/* A DIR of dirfd from its start (a dup shares the offset of the last walk). */
+static DIR *dir_walk(int dirfd)
+{
+	int fd = dup(dirfd);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (d)
+		rewinddir(d);
+	else if (fd >= 0)
+		close(fd);
+	return d;
+}
+
 /* Remove what dead processes left in tmp/ (names <pid>.<random>). */
 static void tmp_clean(struct imgstore *st)
 {
 	char path[PATH_MAX];
-	DIR *d = fdopendir(dup(st->tmp_fd));
+	DIR *d = dir_walk(st->tmp_fd);
 	if (!d)
 		return;
 	for (struct dirent *e; (e = readdir(d));) {
@@ -97,24 +109,25 @@ static void tmp_clean(struct imgstore *st)
 	closedir(d);
 }
 
-static _Thread_local uint64_t tl_sum;
+static _Thread_local double tl_sum;
 
 static int sum_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	(void)p;
 	(void)ftw;
-	if (flag == FTW_F && S_ISREG(sb->st_mode))
-		tl_sum += (uint64_t)sb->st_size;
+	if (flag == FTW_F && S_ISREG(sb->st_mode)) /* a layer holds every link of its inodes */
+		tl_sum += (double)sb->st_size / (double)(sb->st_nlink ? sb->st_nlink : 1);
 	return 0;
 }
 
-/* Regular-file bytes below path (what unpack_stats.bytes counts). */
+/* Regular-file bytes below path, hardlinked files once (what unpack_stats.bytes counts). */
 static uint64_t tree_size(const char *path)
 {
 	tl_sum = 0;
 	nftw(path, sum_one, 16, FTW_PHYS | FTW_MOUNT);
-	return tl_sum;
+	return (uint64_t)(tl_sum + 0.5);
 }
+
 
 static int lock_open(struct imgstore *st, int op, cx_err *err)
 {
@@ -190,10 +203,9 @@ static int scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err)
 {
 	*out = NULL;
 	*n = 0;
-	DIR *d = fdopendir(dup(st->images_fd));
+	DIR *d = dir_walk(st->images_fd);
 	if (!d)
 		return cx_err_set(err, errno, "opendir %s/images", st->dir);
-	rewinddir(d);
 	size_t cap = 0;
 	int rc = 0;
 	for (struct dirent *e; (e = readdir(d));) {
@@ -747,7 +759,8 @@ static int gc_locked(struct imgstore *st, const char *protect, bool always_sweep
 	size_t n;
 	if (scan(st, &r, &n, err) < 0)
 		return -1;
-	qsort(r, n, sizeof *r, by_lru);
+	if (n)
+		qsort(r, n, sizeof *r, by_lru);
 	bool sweep = always_sweep;
 	while (st->budget && held_bytes(st, r, n) > st->budget) {
 		size_t v = 0;
@@ -765,7 +778,7 @@ static int gc_locked(struct imgstore *st, const char *protect, bool always_sweep
 	int lock = sweep ? openat(st->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
 	DIR *d = NULL;
 	if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) == 0)
-		d = fdopendir(dup(st->layers_fd)); /* else an import runs: sweep next time */
+		d = dir_walk(st->layers_fd); /* else an import runs: sweep next time */
 	size_t cap = 0;
 	for (struct dirent *e; d && (e = readdir(d));) {
 		if (!is_hex64(e->d_name) || live_ref(r, n, e->d_name) || hex_pinned(st, e->d_name))
