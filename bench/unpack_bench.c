@@ -86,7 +86,10 @@ static int make_layer(const char *path, uint64_t want, int gzip, uint64_t *files
 	return archive_write_close(a) == ARCHIVE_OK && archive_write_free(a) == ARCHIVE_OK ? 0 : -1;
 }
 
-static double now_s(void) { return (double)cx_mono_us() / 1e6; }
+static double now_s(void)
+{
+	return (double)cx_mono_us() / 1e6;
+}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -109,7 +112,8 @@ int main(int argc, char **argv)
 		else if (!strcmp(argv[i], "--gzip"))
 			gzip = 1;
 		else {
-			fprintf(stderr, "usage: %s [--dir DIR] [--mb N] [--gzip] [--runs N]\n", argv[0]);
+			fprintf(stderr, "usage: %s [--dir DIR] [--mb N] [--gzip] [--runs N]\n",
+				argv[0]);
 			return 2;
 		}
 	}

@@ -48,15 +48,16 @@ static int digest_hex(const char *d, char hex[65], cx_err *err)
 }
 
 /* Read a JSON file of the source; want_hex (or NULL): its sha256 must match. */
-static int read_json(const struct img_src *src, const char *rel, const char *want_hex,
-		     json_t **out, char got_hex[65], cx_err *err)
+static int read_json(const struct img_src *src, const char *rel, const char *want_hex, json_t **out,
+		     char got_hex[65], cx_err *err)
 {
 	cleanup_close int fd = imgsrc_open(src, rel, err);
 	if (fd < 0)
 		return -1;
 	struct stat sb;
 	if (fstat(fd, &sb) < 0 || sb.st_size > (off_t)CX_CAP_IMAGE_JSON)
-		return cx_err_set(err, EFBIG, "\"%s\": larger than %u bytes", rel, CX_CAP_IMAGE_JSON);
+		return cx_err_set(err, EFBIG, "\"%s\": larger than %u bytes", rel,
+				  CX_CAP_IMAGE_JSON);
 	size_t n = (size_t)sb.st_size;
 	cleanup_free char *buf = malloc(n + 1);
 	if (!buf)
@@ -68,8 +69,9 @@ static int read_json(const struct img_src *src, const char *rel, const char *wan
 	crypto_hash_sha256(bin, (const unsigned char *)buf, n);
 	sodium_bin2hex(hex, sizeof hex, bin, sizeof bin);
 	if (want_hex && strcmp(hex, want_hex))
-		return cx_err_set(err, EINVAL, "\"%s\": digest mismatch: want sha256:%s, got sha256:%s",
-				  rel, want_hex, hex);
+		return cx_err_set(err, EINVAL,
+				  "\"%s\": digest mismatch: want sha256:%s, got sha256:%s", rel,
+				  want_hex, hex);
 	if (got_hex)
 		memcpy(got_hex, hex, 65);
 	json_error_t je;
@@ -94,13 +96,13 @@ static bool media_is_index(const char *mt)
 static bool media_is_layer(const char *mt)
 {
 	static const char *const ok[] = {
-		"application/vnd.oci.image.layer.v1.tar",
-		"application/vnd.oci.image.layer.v1.tar+gzip",
-		"application/vnd.oci.image.layer.nondistributable.v1.tar",
-		"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-		"application/vnd.docker.image.rootfs.diff.tar",
-		"application/vnd.docker.image.rootfs.diff.tar.gzip",
-		"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+	    "application/vnd.oci.image.layer.v1.tar",
+	    "application/vnd.oci.image.layer.v1.tar+gzip",
+	    "application/vnd.oci.image.layer.nondistributable.v1.tar",
+	    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+	    "application/vnd.docker.image.rootfs.diff.tar",
+	    "application/vnd.docker.image.rootfs.diff.tar.gzip",
+	    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 	};
 	for (size_t i = 0; mt && i < sizeof ok / sizeof *ok; i++)
 		if (!strcmp(mt, ok[i]))
@@ -166,9 +168,9 @@ static int load_oci(struct img_src *src, cx_err *err)
 	}
 	json_t *layers = json_object_get(m, "layers"), *l;
 	size_t i;
-	if ((rc = digest_hex(json_string_value(json_object_get(json_object_get(m, "config"),
-								"digest")),
-			     hex, err)) == 0 &&
+	if ((rc = digest_hex(
+		 json_string_value(json_object_get(json_object_get(m, "config"), "digest")), hex,
+		 err)) == 0 &&
 	    (rc = read_blob(src, hex, &src->config, err)) == 0)
 		snprintf(src->digest, sizeof src->digest, "sha256:%s", hex);
 	if (rc == 0 && !json_is_array(layers))
@@ -180,8 +182,8 @@ static int load_oci(struct img_src *src, cx_err *err)
 		if (rc < 0)
 			break;
 		if (!media_is_layer(mt)) {
-			rc = cx_err_set(err, EINVAL, "layer %zu: unsupported media type \"%s\"", i + 1,
-					mt ? mt : "(none)");
+			rc = cx_err_set(err, EINVAL, "layer %zu: unsupported media type \"%s\"",
+					i + 1, mt ? mt : "(none)");
 			break;
 		}
 		if ((rc = digest_hex(json_string_value(json_object_get(l, "digest")), hex, err)))
@@ -233,7 +235,8 @@ static int load_docker(struct img_src *src, cx_err *err)
 		if (rc < 0)
 			break;
 		if (!p) {
-			rc = cx_err_set(err, EINVAL, "manifest.json: layer %zu is not a path", i + 1);
+			rc = cx_err_set(err, EINVAL, "manifest.json: layer %zu is not a path",
+					i + 1);
 			break;
 		}
 		/* the blob's own sha256: its name, or the config's diff_id (an uncompressed tar) */

@@ -11,14 +11,14 @@
 #include "cx.h"
 
 struct img_layer {
-	char hex[65];   /* content address: sha256 the blob must hash to */
+	char hex[65];	/* content address: sha256 the blob must hash to */
 	char path[300]; /* blob path below the source dir */
 };
 
 struct img_src {
 	int root_fd;
 	char digest[72]; /* "sha256:<hex>" of the config */
-	json_t *config;  /* the image config (owned) */
+	json_t *config;	 /* the image config (owned) */
 	size_t n_layers;
 	struct img_layer *layers; /* bottom first */
 };

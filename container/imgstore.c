@@ -13,7 +13,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
 #include <pthread.h>
@@ -26,39 +25,28 @@
 
 #include "caps.h"
 #include "imgsrc.h"
+#include "imgstore_int.h"
 #include "unpack.h"
 
 #define IMG_ENV_MAX 4096u /* Env entries kept from a config */
-
-struct pin {
-	struct pin *next;
-	char name[65];
-	size_t n;
-	char (*hex)[65]; /* the layers the pinned image had */
-};
-
-struct imgstore {
-	char *dir; /* realpath of the store dir */
-	int dir_fd, layers_fd, images_fd, tmp_fd;
-	uint64_t budget;
-	pthread_mutex_t mu;
-	struct pin *pins; /* under mu */
-};
 
 /* ---- small helpers ---- */
 
 static int check_name(const char *n, cx_err *err)
 {
 	size_t len = n ? strnlen(n, 66) : 0;
-	bool ok = len >= 1 && len <= 64 &&
-		  ((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9'));
+	bool ok =
+	    len >= 1 && len <= 64 && ((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9'));
 	for (size_t i = 1; ok && i < len; i++)
 		ok = (n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '.' ||
 		     n[i] == '_' || n[i] == '-';
-	return ok ? 0 : cx_err_set(err, EINVAL, "bad image name \"%.70s\" (want [a-z0-9][a-z0-9._-]{0,63})", n ? n : "");
+	return ok ? 0
+		  : cx_err_set(err, EINVAL,
+			       "bad image name \"%.70s\" (want [a-z0-9][a-z0-9._-]{0,63})",
+			       n ? n : "");
 }
 
-static bool is_hex64(const char *s)
+bool img_is_hex64(const char *s)
 {
 	size_t n = 0;
 	for (; s && s[n]; n++)
@@ -79,7 +67,7 @@ static int tmp_new(struct imgstore *st, char *out, size_t cap, cx_err *err)
 }
 
 /* A DIR of dirfd from its start (a dup shares the offset of the last walk). */
-static DIR *dir_walk(int dirfd)
+DIR *img_dir_walk(int dirfd)
 {
 	int fd = dup(dirfd);
 	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
@@ -94,7 +82,7 @@ static DIR *dir_walk(int dirfd)
 static void tmp_clean(struct imgstore *st)
 {
 	char path[PATH_MAX];
-	DIR *d = dir_walk(st->tmp_fd);
+	DIR *d = img_dir_walk(st->tmp_fd);
 	if (!d)
 		return;
 	for (struct dirent *e; (e = readdir(d));) {
@@ -108,26 +96,6 @@ static void tmp_clean(struct imgstore *st)
 	}
 	closedir(d);
 }
-
-static _Thread_local double tl_sum;
-
-static int sum_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)p;
-	(void)ftw;
-	if (flag == FTW_F && S_ISREG(sb->st_mode)) /* a layer holds every link of its inodes */
-		tl_sum += (double)sb->st_size / (double)(sb->st_nlink ? sb->st_nlink : 1);
-	return 0;
-}
-
-/* Regular-file bytes below path, hardlinked files once (what unpack_stats.bytes counts). */
-static uint64_t tree_size(const char *path)
-{
-	tl_sum = 0;
-	nftw(path, sum_one, 16, FTW_PHYS | FTW_MOUNT);
-	return (uint64_t)(tl_sum + 0.5);
-}
-
 
 static int lock_open(struct imgstore *st, int op, cx_err *err)
 {
@@ -184,14 +152,7 @@ static int write_image(struct imgstore *st, const char *name, json_t *j, cx_err 
 	return rc < 0 ? cx_err_wrap(err, "write image") : 0;
 }
 
-struct rec {
-	char name[65];
-	json_t *j;
-	int64_t last_used;
-	bool gone; /* evicted by this gc */
-};
-
-static void recs_free(struct rec *r, size_t n)
+void img_recs_free(struct rec *r, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		json_decref(r[i].j);
@@ -199,11 +160,11 @@ static void recs_free(struct rec *r, size_t n)
 }
 
 /* Every readable images/<name>.json (unreadable ones are skipped). */
-static int scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err)
+int img_scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err)
 {
 	*out = NULL;
 	*n = 0;
-	DIR *d = dir_walk(st->images_fd);
+	DIR *d = img_dir_walk(st->images_fd);
 	if (!d)
 		return cx_err_set(err, errno, "opendir %s/images", st->dir);
 	size_t cap = 0;
@@ -237,7 +198,7 @@ static int scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err)
 	}
 	closedir(d);
 	if (rc < 0) {
-		recs_free(*out, *n);
+		img_recs_free(*out, *n);
 		*out = NULL;
 		*n = 0;
 	}
@@ -245,14 +206,14 @@ static int scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err)
 }
 
 /* Size of layer hex as recorded by any image, else UINT64_MAX. */
-static uint64_t recs_layer_size(const struct rec *r, size_t n, const char *hex)
+uint64_t img_recs_layer_size(const struct rec *r, size_t n, const char *hex)
 {
 	for (size_t i = 0; i < n; i++) {
 		json_t *l = json_object_get(r[i].j, "layers"), *v;
 		json_t *sz = json_object_get(r[i].j, "layer_sizes");
 		size_t k;
 		json_array_foreach(l, k, v) if (!strcmp(json_string_value(v) ?: "", hex)) return (
-			uint64_t)json_integer_value(json_array_get(sz, k));
+		    uint64_t)json_integer_value(json_array_get(sz, k));
 	}
 	return UINT64_MAX;
 }
@@ -266,9 +227,12 @@ static struct image_info *info_from_json(struct imgstore *st, const char *name, 
 	if (!i)
 		goto oom;
 	snprintf(i->name, sizeof i->name, "%s", name);
-	snprintf(i->digest, sizeof i->digest, "%s", json_string_value(json_object_get(j, "digest")) ?: "");
-	snprintf(i->workdir, sizeof i->workdir, "%s", json_string_value(json_object_get(j, "workdir")) ?: "");
-	snprintf(i->user, sizeof i->user, "%s", json_string_value(json_object_get(j, "user")) ?: "");
+	snprintf(i->digest, sizeof i->digest, "%s",
+		 json_string_value(json_object_get(j, "digest")) ?: "");
+	snprintf(i->workdir, sizeof i->workdir, "%s",
+		 json_string_value(json_object_get(j, "workdir")) ?: "");
+	snprintf(i->user, sizeof i->user, "%s",
+		 json_string_value(json_object_get(j, "user")) ?: "");
 	i->size = (uint64_t)json_integer_value(json_object_get(j, "size"));
 	i->created = json_integer_value(json_object_get(j, "created"));
 	i->last_used_ms = json_integer_value(json_object_get(j, "last_used"));
@@ -278,7 +242,7 @@ static struct image_info *info_from_json(struct imgstore *st, const char *name, 
 		goto oom;
 	json_array_foreach(layers, k, v)
 	{
-		if (!is_hex64(json_string_value(v))) {
+		if (!img_is_hex64(json_string_value(v))) {
 			image_info_free(i);
 			cx_err_set(err, EIO, "image %s: bad layer id", name);
 			return NULL;
@@ -289,7 +253,8 @@ static struct image_info *info_from_json(struct imgstore *st, const char *name, 
 		}
 		i->n_layers = k + 1;
 	}
-	json_array_foreach(env, k, v) if (!(i->env[k] = strdup(json_string_value(v) ?: ""))) goto oom;
+	json_array_foreach(env, k,
+			   v) if (!(i->env[k] = strdup(json_string_value(v) ?: ""))) goto oom;
 	return i;
 oom:
 	image_info_free(i);
@@ -319,7 +284,7 @@ void image_info_list_free(struct image_info **l, size_t n)
 
 /* ---- pins ---- */
 
-static bool is_pinned(struct imgstore *st, const char *name)
+bool img_is_pinned(struct imgstore *st, const char *name)
 {
 	for (struct pin *p = st->pins; p; p = p->next)
 		if (!strcmp(p->name, name))
@@ -327,7 +292,7 @@ static bool is_pinned(struct imgstore *st, const char *name)
 	return false;
 }
 
-static bool hex_pinned(struct imgstore *st, const char *hex)
+bool img_hex_pinned(struct imgstore *st, const char *hex)
 {
 	for (struct pin *p = st->pins; p; p = p->next)
 		for (size_t k = 0; k < p->n; k++)
@@ -399,11 +364,8 @@ void imgstore_close(struct imgstore *st)
 
 struct lay {
 	char tmp[PATH_MAX]; /* unpacked here, "" when the layer was already stored */
-	uint64_t size;      /* UINT64_MAX: not known yet */
+	uint64_t size;	    /* UINT64_MAX: not known yet */
 };
-
-static int gc_run(struct imgstore *st, const char *protect, bool always_sweep, uint64_t *freed,
-		  cx_err *err);
 
 /* Unpack the layers src lacks in layers/ into tmp/, all or none. */
 static int unpack_all(struct imgstore *st, struct img_src *src, struct lay *lay,
@@ -418,19 +380,22 @@ static int unpack_all(struct imgstore *st, struct img_src *src, struct lay *lay,
 		for (size_t k = 0; k < i; k++)
 			if (!strcmp(src->layers[k].hex, l->hex))
 				lay[i].size = lay[k].size; /* twice in one image: once on disk */
-		if (lay[i].size == UINT64_MAX && fstatat(st->layers_fd, l->hex, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (lay[i].size == UINT64_MAX &&
+		    fstatat(st->layers_fd, l->hex, &sb, AT_SYMLINK_NOFOLLOW) < 0) {
 			struct unpack_stats us;
 			cleanup_close int fd = -1;
 			if (tmp_new(st, lay[i].tmp, sizeof lay[i].tmp, err) < 0 ||
-			    chmod(lay[i].tmp, 0755) < 0 || (fd = imgsrc_open(src, l->path, err)) < 0 ||
+			    chmod(lay[i].tmp, 0755) < 0 ||
+			    (fd = imgsrc_open(src, l->path, err)) < 0 ||
 			    unpack_layer(fd, lay[i].tmp, l->hex, CX_CAP_IMAGE_LAYER, &us, err) < 0)
-				return cx_err_wrap(err, "layer %zu/%zu sha256:%.12s", i + 1, n, l->hex);
+				return cx_err_wrap(err, "layer %zu/%zu sha256:%.12s", i + 1, n,
+						   l->hex);
 			lay[i].size = us.bytes;
-			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s %.1f MB", i + 1, n, l->hex,
-				 (double)us.bytes / 1e6);
+			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s %.1f MB", i + 1, n,
+				 l->hex, (double)us.bytes / 1e6);
 		} else {
-			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s already stored", i + 1, n,
-				 l->hex);
+			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s already stored",
+				 i + 1, n, l->hex);
 		}
 		if (progress)
 			progress(arg, line);
@@ -446,7 +411,8 @@ static json_t *image_json(struct img_src *src, struct lay *lay, cx_err *err)
 	const char *user = json_string_value(json_object_get(cfg, "User")) ?: "";
 	size_t k;
 	if (strlen(wd) >= sizeof((struct image_info *)0)->workdir ||
-	    strlen(user) >= sizeof((struct image_info *)0)->user || json_array_size(env) > IMG_ENV_MAX) {
+	    strlen(user) >= sizeof((struct image_info *)0)->user ||
+	    json_array_size(env) > IMG_ENV_MAX) {
 		cx_err_set(err, EINVAL, "image config: WorkingDir, User or Env too long");
 		return NULL;
 	}
@@ -493,7 +459,8 @@ static int import_src(struct imgstore *st, const char *name, struct img_src *src
 			      RENAME_NOREPLACE) == 0)
 			lay[i].tmp[0] = '\0';
 		else if (errno != EEXIST && errno != ENOTEMPTY)
-			rc = cx_err_set(err, errno, "rename layer sha256:%.12s", src->layers[i].hex);
+			rc =
+			    cx_err_set(err, errno, "rename layer sha256:%.12s", src->layers[i].hex);
 	}
 	for (size_t i = 0; i < n; i++)
 		if (lay[i].tmp[0])
@@ -506,18 +473,18 @@ static int import_src(struct imgstore *st, const char *name, struct img_src *src
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		if (lay[i].size != UINT64_MAX)
 			continue;
-		if (!recs && scan(st, &recs, &nrec, err) < 0) {
+		if (!recs && img_scan(st, &recs, &nrec, err) < 0) {
 			rc = -1;
 			break;
 		}
-		lay[i].size = recs_layer_size(recs, nrec, src->layers[i].hex);
+		lay[i].size = img_recs_layer_size(recs, nrec, src->layers[i].hex);
 		if (lay[i].size == UINT64_MAX) { /* stored by an import that never finished */
 			char path[PATH_MAX];
 			snprintf(path, sizeof path, "%s/layers/%s", st->dir, src->layers[i].hex);
-			lay[i].size = tree_size(path);
+			lay[i].size = img_tree_size(path);
 		}
 	}
-	recs_free(recs, nrec);
+	img_recs_free(recs, nrec);
 	json_t *j = rc == 0 ? image_json(src, lay, err) : NULL;
 	if (!j || write_image(st, name, j, err) < 0)
 		rc = -1;
@@ -525,7 +492,7 @@ static int import_src(struct imgstore *st, const char *name, struct img_src *src
 	pthread_mutex_unlock(&st->mu);
 	close(steal_fd(&lock));
 	if (rc == 0 && st->budget)
-		rc = gc_run(st, name, false, NULL, err);
+		rc = img_gc_run(st, name, false, NULL, err);
 	return rc;
 }
 
@@ -633,7 +600,8 @@ void imgstore_unpin(struct imgstore *st, const char *name)
 
 static int by_name(const void *a, const void *b)
 {
-	return strcmp((*(struct image_info *const *)a)->name, (*(struct image_info *const *)b)->name);
+	return strcmp((*(struct image_info *const *)a)->name,
+		      (*(struct image_info *const *)b)->name);
 }
 
 int imgstore_list(struct imgstore *st, struct image_info ***out, size_t *n, cx_err *err)
@@ -643,7 +611,7 @@ int imgstore_list(struct imgstore *st, struct image_info ***out, size_t *n, cx_e
 	struct rec *recs;
 	size_t nrec;
 	pthread_mutex_lock(&st->mu);
-	int rc = scan(st, &recs, &nrec, err);
+	int rc = img_scan(st, &recs, &nrec, err);
 	pthread_mutex_unlock(&st->mu);
 	if (rc < 0)
 		return -1;
@@ -653,7 +621,7 @@ int imgstore_list(struct imgstore *st, struct image_info ***out, size_t *n, cx_e
 	for (size_t i = 0; rc == 0 && i < nrec; i++)
 		if (!(l[i] = info_from_json(st, recs[i].name, recs[i].j, err)))
 			rc = -1;
-	recs_free(recs, nrec);
+	img_recs_free(recs, nrec);
 	if (rc < 0) {
 		image_info_list_free(l, nrec);
 		return -1;
@@ -672,161 +640,11 @@ int imgstore_delete(struct imgstore *st, const char *name, cx_err *err)
 	snprintf(rel, sizeof rel, "%s.json", name);
 	int rc = 0;
 	pthread_mutex_lock(&st->mu);
-	if (is_pinned(st, name))
+	if (img_is_pinned(st, name))
 		rc = cx_err_set(err, EBUSY, "image %s is in use", name);
 	else if (unlinkat(st->images_fd, rel, 0) < 0)
-		rc = cx_err_set(err, errno, errno == ENOENT ? "image %s: not found" : "delete image %s",
-				name);
+		rc = cx_err_set(err, errno,
+				errno == ENOENT ? "image %s: not found" : "delete image %s", name);
 	pthread_mutex_unlock(&st->mu);
 	return rc;
-}
-
-/* ---- gc ---- */
-
-struct ref {
-	const char *hex; /* not owned */
-	uint64_t size;
-};
-
-static int by_hex(const void *a, const void *b)
-{
-	return strcmp(((const struct ref *)a)->hex, ((const struct ref *)b)->hex);
-}
-
-/* Bytes of the distinct layers that remaining images and pins hold. */
-static uint64_t held_bytes(struct imgstore *st, struct rec *r, size_t n)
-{
-	size_t cap = 0, m = 0;
-	for (size_t i = 0; i < n; i++)
-		cap += json_array_size(json_object_get(r[i].j, "layers"));
-	for (struct pin *p = st->pins; p; p = p->next)
-		cap += p->n;
-	struct ref *refs = calloc(cap ? cap : 1, sizeof *refs);
-	if (!refs)
-		return UINT64_MAX;
-	for (size_t i = 0; i < n; i++) {
-		json_t *l = json_object_get(r[i].j, "layers"), *sz = json_object_get(r[i].j, "layer_sizes"), *v;
-		size_t k;
-		if (r[i].gone)
-			continue;
-		json_array_foreach(l, k, v) refs[m++] = (struct ref){
-			json_string_value(v) ?: "", (uint64_t)json_integer_value(json_array_get(sz, k))};
-	}
-	for (struct pin *p = st->pins; p; p = p->next)
-		for (size_t k = 0; k < p->n; k++) {
-			uint64_t s = recs_layer_size(r, n, p->hex[k]);
-			refs[m++] = (struct ref){p->hex[k], s == UINT64_MAX ? 0 : s};
-		}
-	qsort(refs, m, sizeof *refs, by_hex);
-	uint64_t total = 0;
-	for (size_t k = 0; k < m; k++)
-		if (k == 0 || strcmp(refs[k].hex, refs[k - 1].hex))
-			total += refs[k].size;
-	free(refs);
-	return total;
-}
-
-static bool live_ref(struct rec *r, size_t n, const char *hex)
-{
-	for (size_t i = 0; i < n; i++) {
-		json_t *l = json_object_get(r[i].j, "layers"), *v;
-		size_t k;
-		if (r[i].gone)
-			continue;
-		json_array_foreach(l, k, v) if (!strcmp(json_string_value(v) ?: "", hex)) return true;
-	}
-	return false;
-}
-
-static int by_lru(const void *a, const void *b)
-{
-	const struct rec *x = a, *y = b;
-	if (x->last_used != y->last_used)
-		return x->last_used < y->last_used ? -1 : 1;
-	return strcmp(x->name, y->name);
-}
-
-struct trash {
-	char path[PATH_MAX];
-	uint64_t size; /* UINT64_MAX: measure before removing */
-};
-
-/* Under st->mu: evict images, move unreferenced layers to tmp/ (into *tr). */
-static int gc_locked(struct imgstore *st, const char *protect, bool always_sweep,
-		     struct trash **tr, size_t *ntr, cx_err *err)
-{
-	struct rec *r;
-	size_t n;
-	if (scan(st, &r, &n, err) < 0)
-		return -1;
-	if (n)
-		qsort(r, n, sizeof *r, by_lru);
-	bool sweep = always_sweep;
-	while (st->budget && held_bytes(st, r, n) > st->budget) {
-		size_t v = 0;
-		while (v < n && (r[v].gone || is_pinned(st, r[v].name) ||
-				 (protect && !strcmp(r[v].name, protect))))
-			v++;
-		if (v == n)
-			break; /* all that is left is in use */
-		char rel[80];
-		snprintf(rel, sizeof rel, "%s.json", r[v].name);
-		if (unlinkat(st->images_fd, rel, 0) < 0 && errno != ENOENT)
-			break;
-		r[v].gone = sweep = true;
-	}
-	int lock = sweep ? openat(st->dir_fd, "lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600) : -1;
-	DIR *d = NULL;
-	if (lock >= 0 && flock(lock, LOCK_EX | LOCK_NB) == 0)
-		d = dir_walk(st->layers_fd); /* else an import runs: sweep next time */
-	size_t cap = 0;
-	for (struct dirent *e; d && (e = readdir(d));) {
-		if (!is_hex64(e->d_name) || live_ref(r, n, e->d_name) || hex_pinned(st, e->d_name))
-			continue;
-		if (*ntr == cap) {
-			cap = cap ? 2 * cap : 8;
-			struct trash *g = realloc(*tr, cap * sizeof **tr);
-			if (!g)
-				break;
-			*tr = g;
-		}
-		struct trash *t = &(*tr)[*ntr];
-		char rnd[17];
-		cx_random_hex(rnd, 8);
-		snprintf(t->path, sizeof t->path, "%s/tmp/%d.%s", st->dir, (int)getpid(), rnd);
-		if (renameat(st->layers_fd, e->d_name, AT_FDCWD, t->path) < 0)
-			continue;
-		t->size = recs_layer_size(r, n, e->d_name);
-		(*ntr)++;
-	}
-	if (d)
-		closedir(d);
-	if (lock >= 0)
-		close(lock);
-	recs_free(r, n);
-	return 0;
-}
-
-static int gc_run(struct imgstore *st, const char *protect, bool always_sweep, uint64_t *freed,
-		  cx_err *err)
-{
-	struct trash *tr = NULL;
-	size_t ntr = 0;
-	uint64_t total = 0;
-	pthread_mutex_lock(&st->mu);
-	int rc = gc_locked(st, protect, always_sweep, &tr, &ntr, err);
-	pthread_mutex_unlock(&st->mu);
-	for (size_t k = 0; k < ntr; k++) { /* outside the lock: removing trees takes time */
-		total += tr[k].size != UINT64_MAX ? tr[k].size : tree_size(tr[k].path);
-		cx_rm_rf(tr[k].path);
-	}
-	free(tr);
-	if (freed)
-		*freed = total;
-	return rc < 0 ? cx_err_wrap(err, "gc") : 0;
-}
-
-int imgstore_gc(struct imgstore *st, uint64_t *freed, cx_err *err)
-{
-	return gc_run(st, NULL, true, freed, err);
 }

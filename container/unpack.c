@@ -23,7 +23,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
-#define UNPACK_BUF      (256u << 10)
+#define UNPACK_BUF	(256u << 10)
 #define UNPACK_PATH_MAX PATH_MAX
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -35,7 +35,10 @@ static void init_once(void)
 		abort(); /* no usable randomness source: nothing works */
 }
 
-void unpack_init(void) { pthread_once(&g_once, init_once); }
+void unpack_init(void)
+{
+	pthread_once(&g_once, init_once);
+}
 
 /* ---- the blob, hashed as libarchive reads it ---- */
 
@@ -101,11 +104,11 @@ int unpack_sha256_fd(int fd, char hex[65], uint64_t *size, cx_err *err)
 /* ---- entry checks ---- */
 
 struct ctx {
-	bool stage;       /* image tar staging: no whiteouts, only dirs/files/symlinks */
+	bool stage;	  /* image tar staging: no whiteouts, only dirs/files/symlinks */
 	const char *dest; /* not owned */
 	int root_fd;
 	uint64_t cap;
-	struct unpack_stats *st; /* not owned */
+	struct unpack_stats *st;	 /* not owned */
 	char ok_parent[UNPACK_PATH_MAX]; /* last parent found free of symlinks */
 	bool ok_valid;
 	char abs[UNPACK_PATH_MAX + 64];
@@ -180,7 +183,8 @@ static bool below_symlink(struct ctx *c, const char *rel, size_t plen)
 static int abs_path(struct ctx *c, char *out, size_t cap, const char *rel, const char *name,
 		    cx_err *err)
 {
-	int n = *rel ? snprintf(out, cap, "%s/%s", c->dest, rel) : snprintf(out, cap, "%s", c->dest);
+	int n =
+	    *rel ? snprintf(out, cap, "%s/%s", c->dest, rel) : snprintf(out, cap, "%s", c->dest);
 	if (n < 0 || (size_t)n >= cap)
 		return cx_err_set(err, ENAMETOOLONG, "entry \"%s\"", name);
 	return 0;
@@ -356,12 +360,14 @@ static int entry(struct ctx *c, struct archive *ar, struct archive *aw, struct a
 		c->st->skipped++;
 		return 0;
 	}
-	if (!hl && (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO || type == AE_IFSOCK)) {
+	if (!hl &&
+	    (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO || type == AE_IFSOCK)) {
 		c->st->skipped++;
 		return 0;
 	}
 	if (!*rel && (hl || type != AE_IFDIR))
-		return cx_err_set(err, EPERM, "layer entry \"%s\": the root is not a directory", name);
+		return cx_err_set(err, EPERM, "layer entry \"%s\": the root is not a directory",
+				  name);
 	if (!c->stage && !strncmp(base, ".wh.", 4))
 		return whiteout(c, aw, e, rel, plen, base, name, err);
 	if (hl) {
@@ -375,9 +381,9 @@ static int entry(struct ctx *c, struct archive *ar, struct archive *aw, struct a
 		if (below_symlink(c, lrel, ls ? (size_t)(ls - lrel) : 0) ||
 		    fstatat(c->root_fd, *lrel ? lrel : ".", &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
 		    S_ISDIR(sb.st_mode))
-			return cx_err_set(err, EPERM,
-					  "layer entry \"%s\": hardlink to \"%s\" outside the layer",
-					  name, hl);
+			return cx_err_set(
+			    err, EPERM, "layer entry \"%s\": hardlink to \"%s\" outside the layer",
+			    name, hl);
 		if (abs_path(c, c->abs_link, sizeof c->abs_link, lrel, name, err) < 0)
 			return -1;
 		archive_entry_set_hardlink(e, c->abs_link);
@@ -408,7 +414,7 @@ static int extract(struct ctx *c, struct archive *ar, int flags, cx_err *err)
 	if (!aw)
 		return cx_err_set(err, ENOMEM, "archive_write_disk_new");
 	archive_write_disk_set_options(aw, flags | ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-						   ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+					       ARCHIVE_EXTRACT_SECURE_NODOTDOT);
 	int rc = 0;
 	for (;;) {
 		struct archive_entry *e;
@@ -454,7 +460,7 @@ int unpack_layer(int fd, const char *dest, const char *want_hex, uint64_t cap,
 	c->cap = cap;
 	c->st = st;
 	cleanup_close int root = c->root_fd =
-		open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	    open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (root < 0)
 		return cx_err_set(err, errno, "open %s", dest);
 	struct archive *ar = reader_new();
@@ -466,7 +472,7 @@ int unpack_layer(int fd, const char *dest, const char *want_hex, uint64_t cap,
 	else
 		rc = extract(c, ar,
 			     ARCHIVE_EXTRACT_OWNER | ARCHIVE_EXTRACT_PERM | ARCHIVE_EXTRACT_TIME |
-				     ARCHIVE_EXTRACT_XATTR,
+				 ARCHIVE_EXTRACT_XATTR,
 			     err);
 	while (rc == 0 && !s.eof) /* hash what the tar reader left (padding) */
 		if (src_fill(&s) < 0)
@@ -479,7 +485,8 @@ int unpack_layer(int fd, const char *dest, const char *want_hex, uint64_t cap,
 		crypto_hash_sha256_final(&s.h, bin);
 		hex_of(bin, got);
 		if (strcmp(got, want_hex))
-			return cx_err_set(err, EINVAL, "layer digest mismatch: want sha256:%s, got sha256:%s",
+			return cx_err_set(err, EINVAL,
+					  "layer digest mismatch: want sha256:%s, got sha256:%s",
 					  want_hex, got);
 	}
 	return rc;
@@ -497,7 +504,7 @@ int unpack_stage(const char *tar_path, const char *dest, uint64_t cap, cx_err *e
 	c->cap = cap;
 	c->st = &st;
 	cleanup_close int root = c->root_fd =
-		open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	    open(dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (root < 0)
 		return cx_err_set(err, errno, "open %s", dest);
 	cleanup_close int fd = open(tar_path, O_RDONLY | O_CLOEXEC);

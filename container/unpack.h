@@ -17,11 +17,11 @@
 #include "cx.h"
 
 struct unpack_stats {
-	uint64_t bytes;     /* regular-file bytes written (the layer's size) */
+	uint64_t bytes;	    /* regular-file bytes written (the layer's size) */
 	uint64_t entries;   /* entries created (whiteouts included) */
 	uint64_t skipped;   /* device nodes, fifos, sockets not created */
 	uint64_t whiteouts; /* whiteout devices + opaque markers */
-	uint64_t read;      /* blob bytes read (compressed) */
+	uint64_t read;	    /* blob bytes read (compressed) */
 };
 
 /* Unpack the blob read from fd into dest, an existing empty dir given as an

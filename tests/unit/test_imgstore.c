@@ -84,8 +84,8 @@ struct ent {
 	const char *path;
 	unsigned type; /* AE_IF* */
 	unsigned perm;
-	const char *data;     /* file content, symlink target or (type 0) hardlink target */
-	size_t len;           /* file size (data repeated/zero-filled when > strlen) */
+	const char *data; /* file content, symlink target or (type 0) hardlink target */
+	size_t len;	  /* file size (data repeated/zero-filled when > strlen) */
 	unsigned uid, gid;
 	int64_t mtime;
 };
@@ -123,9 +123,9 @@ static void put(struct archive *a, struct ent e)
 	archive_entry_free(x);
 }
 
-#define DIR_(p)         put(a, (struct ent){.path = p, .type = AE_IFDIR})
-#define FILE_(p, s)     put(a, (struct ent){.path = p, .type = AE_IFREG, .data = s})
-#define LINK_(p, t)     put(a, (struct ent){.path = p, .type = AE_IFLNK, .data = t})
+#define DIR_(p)		put(a, (struct ent){.path = p, .type = AE_IFDIR})
+#define FILE_(p, s)	put(a, (struct ent){.path = p, .type = AE_IFREG, .data = s})
+#define LINK_(p, t)	put(a, (struct ent){.path = p, .type = AE_IFLNK, .data = t})
 #define HARDLINK_(p, t) put(a, (struct ent){.path = p, .type = 0, .data = t})
 
 /* Layer 1 (gzip): the lower; layer 2 (plain tar) deletes and hides. */
@@ -146,8 +146,12 @@ static void layer1(struct blob *b)
 	DIR_("dev");
 	put(a, (struct ent){.path = "dev/null", .type = AE_IFCHR, .perm = 0666});
 	put(a, (struct ent){.path = "dev/fifo", .type = AE_IFIFO, .perm = 0644});
-	put(a, (struct ent){.path = "owned", .type = AE_IFREG, .data = "x", .uid = 1234,
-			    .gid = 5678, .mtime = 1600000000});
+	put(a, (struct ent){.path = "owned",
+			    .type = AE_IFREG,
+			    .data = "x",
+			    .uid = 1234,
+			    .gid = 5678,
+			    .mtime = 1600000000});
 	layer_close(a, b);
 }
 
@@ -243,34 +247,36 @@ static void oci_image(struct img *im, struct blob *l, size_t n, char cfg_hex[65]
 		char hex[65];
 		img_blob(im, l[i].data, l[i].len, hex);
 		if (i == 0 && bad_layer) {
-			memcpy(hex, "0000000000000000000000000000000000000000000000000000000000000000", 64);
+			memcpy(hex,
+			       "0000000000000000000000000000000000000000000000000000000000000000",
+			       64);
 			char path[100];
 			snprintf(path, sizeof path, "blobs/sha256/%s", hex);
 			img_add(im, path, l[i].data, l[i].len);
 		}
-		json_array_append_new(layers,
-				      descriptor(l[i].gz ? "application/vnd.oci.image.layer.v1.tar+gzip"
-							 : "application/vnd.oci.image.layer.v1.tar",
-						 hex, l[i].len));
+		json_array_append_new(
+		    layers, descriptor(l[i].gz ? "application/vnd.oci.image.layer.v1.tar+gzip"
+					       : "application/vnd.oci.image.layer.v1.tar",
+				       hex, l[i].len));
 	}
 	json_t *cj = config_json(l, n);
 	char *cfg = json_dumps(cj, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(cj);
 	img_blob(im, cfg, strlen(cfg), cfg_hex);
-	json_t *m = json_pack("{s:i, s:s, s:o, s:o}", "schemaVersion", 2, "mediaType",
-			      "application/vnd.oci.image.manifest.v1+json", "config",
-			      descriptor("application/vnd.oci.image.config.v1+json", cfg_hex,
-					 strlen(cfg)),
-			      "layers", layers);
+	json_t *m =
+	    json_pack("{s:i, s:s, s:o, s:o}", "schemaVersion", 2, "mediaType",
+		      "application/vnd.oci.image.manifest.v1+json", "config",
+		      descriptor("application/vnd.oci.image.config.v1+json", cfg_hex, strlen(cfg)),
+		      "layers", layers);
 	free(cfg);
 	char *ms = json_dumps(m, JSON_COMPACT);
 	json_decref(m);
 	char mhex[65];
 	img_blob(im, ms, strlen(ms), mhex);
-	img_add_json(im, "index.json",
-		     json_pack("{s:i, s:[o]}", "schemaVersion", 2, "manifests",
-			       descriptor("application/vnd.oci.image.manifest.v1+json", mhex,
-					  strlen(ms))));
+	img_add_json(
+	    im, "index.json",
+	    json_pack("{s:i, s:[o]}", "schemaVersion", 2, "manifests",
+		      descriptor("application/vnd.oci.image.manifest.v1+json", mhex, strlen(ms))));
 	free(ms);
 	img_add_json(im, "oci-layout", json_pack("{s:s}", "imageLayoutVersion", "1.0.0"));
 }
@@ -287,7 +293,8 @@ static void img_write_tar(struct img *im, const char *path)
 		archive_entry_set_perm(x, 0644);
 		archive_entry_set_size(x, (la_int64_t)im->len[i]);
 		assert_int_equal(archive_write_header(a, x), ARCHIVE_OK);
-		assert_int_equal(archive_write_data(a, im->data[i], im->len[i]), (la_ssize_t)im->len[i]);
+		assert_int_equal(archive_write_data(a, im->data[i], im->len[i]),
+				 (la_ssize_t)im->len[i]);
 		archive_entry_free(x);
 	}
 	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
@@ -530,11 +537,16 @@ static void test_oci_dir_import_nested_index(void **state)
 	json_t *idx = json_loadb((char *)im.data[im.n - 2], im.len[im.n - 2], 0, NULL);
 	json_t *amd = json_deep_copy(json_array_get(json_object_get(idx, "manifests"), 0));
 	json_t *arm = json_deep_copy(amd);
-	json_object_set_new(arm, "digest", json_string("sha256:1111111111111111111111111111111111111111111111111111111111111111"));
-	json_object_set_new(arm, "platform", json_pack("{s:s,s:s}", "os", "linux", "architecture", "arm64"));
-	json_object_set_new(amd, "platform", json_pack("{s:s,s:s}", "os", "linux", "architecture", "amd64"));
-	json_t *nested = json_pack("{s:i, s:s, s:[o,o]}", "schemaVersion", 2, "mediaType",
-				   "application/vnd.oci.image.index.v1+json", "manifests", arm, amd);
+	json_object_set_new(
+	    arm, "digest",
+	    json_string("sha256:1111111111111111111111111111111111111111111111111111111111111111"));
+	json_object_set_new(arm, "platform",
+			    json_pack("{s:s,s:s}", "os", "linux", "architecture", "arm64"));
+	json_object_set_new(amd, "platform",
+			    json_pack("{s:s,s:s}", "os", "linux", "architecture", "amd64"));
+	json_t *nested =
+	    json_pack("{s:i, s:s, s:[o,o]}", "schemaVersion", 2, "mediaType",
+		      "application/vnd.oci.image.index.v1+json", "manifests", arm, amd);
 	char *ns = json_dumps(nested, JSON_COMPACT);
 	char nhex[65];
 	img_blob(&im, ns, strlen(ns), nhex);
@@ -542,8 +554,9 @@ static void test_oci_dir_import_nested_index(void **state)
 	json_decref(nested);
 	free(im.data[im.n - 3]); /* index.json */
 	char *top = NULL;
-	json_t *tj = json_pack("{s:i, s:[o]}", "schemaVersion", 2, "manifests",
-			       descriptor("application/vnd.oci.image.index.v1+json", nhex, strlen(ns)));
+	json_t *tj =
+	    json_pack("{s:i, s:[o]}", "schemaVersion", 2, "manifests",
+		      descriptor("application/vnd.oci.image.index.v1+json", nhex, strlen(ns)));
 	top = json_dumps(tj, JSON_COMPACT);
 	json_decref(tj);
 	im.data[im.n - 3] = (unsigned char *)top;
@@ -645,17 +658,35 @@ static void refuse(struct fx *f, void (*fn)(struct archive *), const char *entry
 	assert_int_eq_msg(count_in(f, "tmp"), 0, "tmp emptied");
 }
 
-static void bad_dotdot(struct archive *a) { FILE_("../escape", "x"); }
-static void bad_dotdot_inner(struct archive *a) { FILE_("a/../../escape", "x"); }
-static void bad_abs(struct archive *a) { FILE_("/abs", "x"); }
+static void bad_dotdot(struct archive *a)
+{
+	FILE_("../escape", "x");
+}
+static void bad_dotdot_inner(struct archive *a)
+{
+	FILE_("a/../../escape", "x");
+}
+static void bad_abs(struct archive *a)
+{
+	FILE_("/abs", "x");
+}
 static void bad_below_link(struct archive *a)
 {
 	LINK_("link", "/tmp");
 	FILE_("link/x", "x");
 }
-static void bad_hardlink_abs(struct archive *a) { HARDLINK_("hl", "/etc/passwd"); }
-static void bad_hardlink_out(struct archive *a) { HARDLINK_("hl", "../outside"); }
-static void bad_hardlink_missing(struct archive *a) { HARDLINK_("hl", "etc/passwd"); }
+static void bad_hardlink_abs(struct archive *a)
+{
+	HARDLINK_("hl", "/etc/passwd");
+}
+static void bad_hardlink_out(struct archive *a)
+{
+	HARDLINK_("hl", "../outside");
+}
+static void bad_hardlink_missing(struct archive *a)
+{
+	HARDLINK_("hl", "etc/passwd");
+}
 static void bad_hardlink_via_link(struct archive *a)
 {
 	LINK_("ln", "/etc");
@@ -667,8 +698,14 @@ static void test_refuse_dotdot(void **state)
 	refuse(*state, bad_dotdot, "../escape");
 	refuse(*state, bad_dotdot_inner, "a/../../escape");
 }
-static void test_refuse_absolute(void **state) { refuse(*state, bad_abs, "/abs"); }
-static void test_refuse_below_symlink(void **state) { refuse(*state, bad_below_link, "link/x"); }
+static void test_refuse_absolute(void **state)
+{
+	refuse(*state, bad_abs, "/abs");
+}
+static void test_refuse_below_symlink(void **state)
+{
+	refuse(*state, bad_below_link, "link/x");
+}
 static void test_refuse_hardlink_outside(void **state)
 {
 	refuse(*state, bad_hardlink_abs, "/etc/passwd");
@@ -703,18 +740,27 @@ static void test_digest_mismatch(void **state)
 static void test_bad_names(void **state)
 {
 	struct fx *f = *state;
-	const char *bad[] = {"", "Upper", "-dash", ".dot", "a/b", "a b",
+	const char *bad[] = {"",
+			     "Upper",
+			     "-dash",
+			     ".dot",
+			     "a/b",
+			     "a b",
 			     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
 	struct image_info *i;
 	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
-		assert_int_equal(imgstore_import_tar(f->st, bad[k], "/nonexistent", NULL, NULL, &f->err), -1);
+		assert_int_equal(
+		    imgstore_import_tar(f->st, bad[k], "/nonexistent", NULL, NULL, &f->err), -1);
 		assert_int_eq_msg(f->err.code, EINVAL, bad[k]);
 		assert_int_equal(imgstore_get(f->st, bad[k], &i, &f->err), -1);
 		assert_int_eq_msg(f->err.code, EINVAL, bad[k]);
 	}
 	/* 64 chars with . _ - is fine (the import fails later, on the missing file) */
-	assert_int_equal(imgstore_import_tar(f->st, "a.b_c-d012345678901234567890123456789012345678901234567890123456",
-					     "/nonexistent", NULL, NULL, &f->err), -1);
+	assert_int_equal(
+	    imgstore_import_tar(f->st,
+				"a.b_c-d012345678901234567890123456789012345678901234567890123456",
+				"/nonexistent", NULL, NULL, &f->err),
+	    -1);
 	assert_int_eq_msg(f->err.code, ENOENT, f->err.msg);
 }
 
