@@ -135,6 +135,14 @@ int main(int argc, char **argv)
 		return 1;
 	double t[20];
 	uint64_t bytes = 0;
+	char hex[65];
+	cx_err herr = CX_ERR_INIT;
+	int hfd = open(tar, O_RDONLY | O_CLOEXEC);
+	if (hfd < 0 || unpack_sha256_fd(hfd, hex, NULL, &herr) < 0) {
+		fprintf(stderr, "sha256 %s: %s\n", tar, herr.msg);
+		return 1;
+	}
+	close(hfd);
 	int rc = 0;
 	for (unsigned r = 0; r < runs && rc == 0; r++) {
 		snprintf(dest, sizeof dest, "%s/layer%u", real, r);
@@ -143,7 +151,7 @@ int main(int argc, char **argv)
 		struct unpack_stats st;
 		cx_err err = CX_ERR_INIT;
 		double t0 = now_s();
-		if (unpack_layer(fd, dest, NULL, 0, &st, &err) < 0) {
+		if (unpack_layer(fd, dest, hex, 0, &st, &err) < 0) {
 			fprintf(stderr, "unpack: %s\n", err.msg);
 			rc = 1;
 		}
