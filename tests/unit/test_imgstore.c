@@ -693,6 +693,60 @@ static void bad_hardlink_via_link(struct archive *a)
 	HARDLINK_("hl", "ln/passwd");
 }
 
+static void bad_hardlink_to_symlink(struct archive *a)
+{
+	LINK_("sym", "/etc/passwd");
+	HARDLINK_("hl", "sym");
+}
+
+/* "d" and "f" first symlinks to outside targets, then a dir and a file of the
+ * same names: the entries replace the links, the targets stay untouched. */
+static void test_entry_replaces_symlink(void **state)
+{
+	struct fx *f = *state;
+	char outside[PATH_MAX], dir[PATH_MAX], file[PATH_MAX], p[PATH_MAX], cfg[65], tar[PATH_MAX];
+	struct stat sb;
+	at(outside, sizeof outside, f->dir, "outside");
+	at(dir, sizeof dir, outside, "d");
+	at(file, sizeof file, outside, "f");
+	assert_int_equal(mkdir(outside, 0755), 0);
+	assert_int_equal(mkdir(dir, 0755), 0);
+	FILE *fp = fopen(file, "w");
+	fputs("outside\n", fp);
+	fclose(fp);
+	assert_int_equal(chmod(file, 0644), 0);
+	struct blob l;
+	struct img im = {0};
+	struct archive *a = layer_open(&l, false);
+	LINK_("d", dir);
+	LINK_("f", file);
+	put(a, (struct ent){.path = "d", .type = AE_IFDIR, .perm = 0700, .uid = 4321});
+	put(a, (struct ent){
+		   .path = "f", .type = AE_IFREG, .perm = 0600, .data = "inside\n", .uid = 4321});
+	layer_close(a, &l);
+	oci_image(&im, &l, 1, cfg, false);
+	at(tar, sizeof tar, f->dir, "replace.tar");
+	img_write_tar(&im, tar);
+	img_free(&im);
+	free(l.data);
+	OK(imgstore_import_tar(f->st, "replace", tar, NULL, NULL, &f->err));
+	struct image_info *i;
+	OK(imgstore_get(f->st, "replace", &i, &f->err));
+	at(p, sizeof p, i->layers[0], "d");
+	assert_int_equal(lstat(p, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	at(p, sizeof p, i->layers[0], "f");
+	assert_int_equal(lstat(p, &sb), 0);
+	assert_true(S_ISREG(sb.st_mode));
+	image_info_free(i);
+	assert_int_equal(stat(dir, &sb), 0);
+	assert_int_eq_msg(sb.st_mode & 07777, 0755, "outside dir mode untouched");
+	assert_int_eq_msg(sb.st_uid, 0, "outside dir owner untouched");
+	assert_int_equal(stat(file, &sb), 0);
+	assert_int_eq_msg(sb.st_mode & 07777, 0644, "outside file mode untouched");
+	assert_int_eq_msg(sb.st_size, 8, "outside file content untouched");
+}
+
 static void test_refuse_dotdot(void **state)
 {
 	refuse(*state, bad_dotdot, "../escape");
@@ -713,6 +767,7 @@ static void test_refuse_hardlink_outside(void **state)
 	/* etc/passwd is in layer 1, not in this layer */
 	refuse(*state, bad_hardlink_missing, "etc/passwd");
 	refuse(*state, bad_hardlink_via_link, "ln/passwd");
+	refuse(*state, bad_hardlink_to_symlink, "sym");
 }
 
 static void test_digest_mismatch(void **state)
@@ -967,6 +1022,7 @@ int main(void)
 	    T(test_refuse_absolute),
 	    T(test_refuse_below_symlink),
 	    T(test_refuse_hardlink_outside),
+	    T(test_entry_replaces_symlink),
 	    T(test_digest_mismatch),
 	    T(test_bad_names),
 	    T(test_reimport_reuses_layers),
