@@ -401,8 +401,12 @@ static int unpack_all(struct imgstore *st, struct img_src *src, struct lay *lay,
 				return cx_err_wrap(err, "layer %zu/%zu sha256:%.12s", i + 1, n,
 						   l->hex);
 			lay[i].size = us.bytes;
-			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s %.1f MB", i + 1, n,
-				 l->hex, (double)us.bytes / 1e6);
+			int k = snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s %.1f MB",
+					 i + 1, n, l->hex, (double)us.bytes / 1e6);
+			if (us.skipped && k > 0 && (size_t)k < sizeof line)
+				snprintf(line + k, sizeof line - (size_t)k,
+					 ", %llu skipped (devices, fifos)",
+					 (unsigned long long)us.skipped);
 		} else {
 			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s already stored",
 				 i + 1, n, l->hex);

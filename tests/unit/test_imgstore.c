@@ -117,12 +117,23 @@ static void at(char *out, size_t cap, const char *dir, const char *rel)
 
 /* ---- import ---- */
 
+static void progress_keep(void *arg, const char *line)
+{
+	char(*lines)[160] = arg;
+	snprintf(lines[lines[0][0] ? 1 : 0], 160, "%s", line);
+}
+
 static void test_oci_tar_import(void **state)
 {
 	struct fx *f = *state;
 	char tar[PATH_MAX], cfg[65], want[80], p[PATH_MAX], q[PATH_MAX], buf[64];
 	make_oci_tar(f->dir, "img.tar", tar, sizeof tar, cfg);
-	OK(imgstore_import_tar(f->st, "base", tar, NULL, NULL, &f->err));
+	char lines[2][160] = {"", ""};
+	OK(imgstore_import_tar(f->st, "base", tar, progress_keep, lines, &f->err));
+	if (!strstr(lines[0], "layer 1/2 sha256:") || !strstr(lines[0], "2 skipped"))
+		fail_msg("progress line 1: \"%s\"", lines[0]);
+	if (!strstr(lines[1], "layer 2/2 sha256:") || strstr(lines[1], "skipped"))
+		fail_msg("progress line 2: \"%s\"", lines[1]);
 
 	struct image_info *i;
 	OK(imgstore_get(f->st, "base", &i, &f->err));
