@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CLAUDE_CODE_VERSION := 2.1.330
 WS_VERSION := 8.18.0
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
-	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev \
+	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
 	util-linux procps
 NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
 
