@@ -1,8 +1,13 @@
 /* main.c — ws-agent entry point: arguments, then the server loop.
  *
- *   ws-agent --socket PATH [--ready-fd N] [--context FILE] [--context-timeout-ms MS]
+ *   ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]
+ *            [--context-timeout-ms MS]
  *
- * Started by cortexd inside a session's sandbox; see wsa.h for the protocol.
+ * Started by cortexd inside a session's sandbox with --listen-fd: cortexd
+ * made the listening socket in a dir only root reaches and passes it in, so
+ * nothing in the sandbox can swap the path cortexd connects to.  --socket
+ * (listen on a path of our own) is for running ws-agent on its own, as its
+ * tests do.  See wsa.h for the protocol.
  * Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on startup failure.
  */
 #include "wsa.h"
@@ -17,7 +22,7 @@
 
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ws-agent --socket PATH [--ready-fd N] [--context FILE]"
+	fprintf(f, "usage: ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]"
 		   " [--context-timeout-ms MS] [--verbose]\n");
 }
 
@@ -54,6 +59,7 @@ int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"socket", required_argument, NULL, 's'},
+		{"listen-fd", required_argument, NULL, 'l'},
 		{"ready-fd", required_argument, NULL, 'r'},
 		{"context", required_argument, NULL, 'c'},
 		{"context-timeout-ms", required_argument, NULL, 't'},
@@ -65,6 +71,7 @@ int main(int argc, char **argv)
 		.context_path = "/tmp/vf-pending-query.json",
 		.context_timeout_ms = 2000,
 		.ready_fd = -1,
+		.listen_fd = -1,
 	};
 	int loglevel = LLL_ERR | LLL_WARN;
 	unsigned long v;
@@ -77,6 +84,15 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			opts.context_path = optarg;
+			break;
+		case 'l':
+			if (parse_uint(optarg, 1 << 20, &v) < 0 || v < 3 || fcntl((int)v, F_GETFD) < 0) {
+				fprintf(stderr, "ws-agent: --listen-fd %s is not an open fd >= 3\n", optarg);
+				return 2;
+			}
+			opts.listen_fd = (int)v;
+			/* Never the agent's: it would accept cortexd's connections. */
+			(void)fcntl(opts.listen_fd, F_SETFD, FD_CLOEXEC);
 			break;
 		case 'r':
 			if (parse_uint(optarg, 1 << 20, &v) < 0 || v < 3 || fcntl((int)v, F_GETFD) < 0) {
@@ -105,7 +121,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (!opts.socket_path || optind != argc || opts.context_path[0] != '/') {
+	if (!opts.socket_path == (opts.listen_fd < 0) || optind != argc ||
+	    opts.context_path[0] != '/') {
 		usage(stderr);
 		return 2;
 	}

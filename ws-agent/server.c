@@ -6,14 +6,18 @@
  * (inotify plus a deadline); a newer start supersedes a waiting one.  The
  * agents themselves live in runner.c.
  *
- * Every descriptor (the agents' pipes and pidfds, inotify, signalfd) is
- * adopted into the lws loop as a raw file on the internal "wsa-fd" protocol;
- * the wsi's opaque pointer is a struct wsa_fdref saying which one it is.
+ * Every descriptor (the agents' pipes and pidfds, inotify, signalfd, and the
+ * listening socket cortexd passed in) is adopted into the lws loop as a raw
+ * file on the internal "wsa-fd" protocol; the wsi's opaque pointer is a
+ * struct wsa_fdref saying which one it is.  A connection accepted on the
+ * inherited listening socket is handed to lws (lws_adopt_socket_vhost) and
+ * from there on is an ordinary WebSocket server connection.
  * Timers are lws_sul.
  */
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,6 +25,7 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 /* No lws keepalive: a Unix socket closes when the peer dies, and a sandbox
@@ -279,6 +284,25 @@ static int on_inotify(struct wsa_server *srv, struct lws *wsi)
 	return 0;
 }
 
+/* Accept every pending connection on the inherited listening socket; lws
+ * takes each from here as if its own listener had accepted it (HTTP, then
+ * the WebSocket upgrade on the cortex-agent protocol). */
+static int on_listen(struct wsa_server *srv, struct lws *wsi)
+{
+	for (;;) {
+		int fd = accept4(lws_get_socket_fd(wsi), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				lwsl_err("wsa: accept: %s\n", strerror(errno));
+			return 0;
+		}
+		if (!lws_adopt_socket_vhost(srv->vh, fd)) /* it closed fd */
+			lwsl_err("wsa: could not adopt an accepted connection\n");
+	}
+}
+
 /* ------------------------------------------------------- lws callbacks */
 
 static int callback_fd(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -298,6 +322,8 @@ static int callback_fd(struct lws *wsi, enum lws_callback_reasons reason, void *
 			return on_signalfd(srv, wsi);
 		if (ref->kind == FD_INOTIFY)
 			return on_inotify(srv, wsi);
+		if (ref->kind == FD_LISTEN)
+			return on_listen(srv, wsi);
 		return wsa_runner_fd_rx(srv, wsi, ref);
 	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
 		if (srv->stopping || !ref || !ref->agent)
@@ -310,6 +336,8 @@ static int callback_fd(struct lws *wsi, enum lws_callback_reasons reason, void *
 			srv->signal_wsi = NULL;
 		else if (ref->kind == FD_INOTIFY)
 			srv->inotify_wsi = NULL;
+		else if (ref->kind == FD_LISTEN)
+			srv->listen_wsi = NULL;
 		else
 			wsa_runner_fd_closed(srv, wsi, ref);
 		return 0;
@@ -466,11 +494,32 @@ static int split_context_path(struct wsa_server *srv, cx_err *err)
 	return 0;
 }
 
+/* The listening socket cortexd made and passed in: checked, non-blocking,
+ * adopted into the loop (nothing else may accept on it: it is CLOEXEC). */
+static int adopt_listen_fd(struct wsa_server *srv, cx_err *err)
+{
+	int fd = srv->opts.listen_fd, on = 0;
+	socklen_t len = sizeof on;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
+	    getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) < 0 || !on)
+		return cx_err_set(err, EINVAL, "--listen-fd %d is not a listening socket", fd);
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		return cx_err_set(err, errno, "--listen-fd %d: O_NONBLOCK", fd);
+	srv->opts.listen_fd = -1; /* lws owns it now (closed on failure too) */
+	srv->ref_listen = (struct wsa_fdref){FD_LISTEN, NULL};
+	if (!(srv->listen_wsi = wsa_adopt_fd(srv, fd, &srv->ref_listen)))
+		return cx_err_set(err, 0, "cannot adopt the listening socket into the event loop");
+	return 0;
+}
+
 static int report_ready(struct wsa_server *srv, cx_err *err)
 {
 	/* lws logs but does not fail vhost creation on a bind error: check. */
 	struct stat st;
-	if (stat(srv->opts.socket_path, &st) < 0 || !S_ISSOCK(st.st_mode))
+	if (srv->opts.socket_path &&
+	    (stat(srv->opts.socket_path, &st) < 0 || !S_ISSOCK(st.st_mode)))
 		return cx_err_set(err, errno, "not listening on %s", srv->opts.socket_path);
 	if (srv->opts.ready_fd < 0)
 		return 0;
@@ -494,7 +543,7 @@ int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, c
 	/* A stale socket from a previous run would make bind fail; only ever
 	 * remove a socket, never a file someone put there. */
 	struct stat st;
-	if (lstat(opts->socket_path, &st) == 0) {
+	if (opts->socket_path && lstat(opts->socket_path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
 			cx_err_set(err, EEXIST, "%s exists and is not a socket", opts->socket_path);
 			goto fail;
@@ -519,15 +568,21 @@ int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, c
 	memset(&vi, 0, sizeof vi);
 	vi.vhost_name = "ws-agent";
 	vi.options = LWS_SERVER_OPTION_UNIX_SOCK;
-	vi.iface = opts->socket_path;
-	vi.port = 0; /* with UNIX_SOCK: listen on iface as a path */
+	if (opts->socket_path) {
+		vi.iface = opts->socket_path;
+		vi.port = 0; /* with UNIX_SOCK: listen on iface as a path */
+	} else {
+		vi.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* a server fed by adoption */
+	}
 	vi.protocols = protocols;
 	vi.retry_and_idle_policy = &no_keepalive;
 	if (!(srv->vh = lws_create_vhost(srv->ctx, &vi))) {
-		cx_err_set(err, 0, "cannot listen on %s", opts->socket_path);
+		cx_err_set(err, 0, "cannot create the vhost%s%s", opts->socket_path ? " on " : "",
+			   opts->socket_path ? opts->socket_path : "");
 		goto fail;
 	}
-	if (setup_fds(srv, err) < 0 || report_ready(srv, err) < 0)
+	if (setup_fds(srv, err) < 0 || (srv->opts.listen_fd >= 0 && adopt_listen_fd(srv, err) < 0) ||
+	    report_ready(srv, err) < 0)
 		goto fail;
 	*out = srv;
 	return 0;
@@ -558,6 +613,8 @@ void wsa_server_destroy(struct wsa_server *srv)
 	wsa_runner_free_all(srv);
 	if (srv->opts.ready_fd >= 0)
 		close(srv->opts.ready_fd);
+	if (srv->opts.listen_fd >= 0)
+		close(srv->opts.listen_fd);
 	free(srv->ctx_dir);
 	free(srv->ctx_base_buf);
 	free(srv);

@@ -13,7 +13,7 @@
 
 #include "wsa.h"
 
-enum fd_kind { FD_SIGNAL = 1, FD_INOTIFY, FD_STDIN, FD_STDOUT, FD_STDERR, FD_PIDFD };
+enum fd_kind { FD_SIGNAL = 1, FD_INOTIFY, FD_LISTEN, FD_STDIN, FD_STDOUT, FD_STDERR, FD_PIDFD };
 
 /* What an adopted descriptor is: its wsi's opaque user data points here. */
 struct wsa_fdref {
@@ -83,8 +83,8 @@ struct wsa_server {
 	const char *ctx_base; /* into ctx_base_buf */
 	char *ctx_base_buf;   /* owned */
 	int inotify_fd;	      /* owned by its wsi once adopted */
-	struct lws *inotify_wsi, *signal_wsi;
-	struct wsa_fdref ref_inotify, ref_signal;
+	struct lws *inotify_wsi, *signal_wsi, *listen_wsi;
+	struct wsa_fdref ref_inotify, ref_signal, ref_listen;
 	bool interrupted;
 	bool stopping;	  /* context being destroyed: callbacks only let go */
 	int64_t last_gen; /* of the last accepted start; 0 before any */

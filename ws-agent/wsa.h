@@ -131,14 +131,17 @@ void wsa_outq_clear(struct wsa_outq *q);
 /* ---- server.c: the WebSocket protocol (runner.c is its internal half) ---- */
 
 struct wsa_options {
-	const char *socket_path;  /* not owned */
+	const char *socket_path;  /* not owned; NULL when listen_fd is given */
+	int listen_fd;            /* an inherited listening Unix socket (cortexd's
+	                             --listen-fd), or -1: listen on socket_path */
 	const char *context_path; /* not owned */
 	unsigned context_timeout_ms;
 	int ready_fd; /* -1: none */
 };
 
 struct wsa_server;
-/* Create the lws context listening on opts->socket_path and report readiness. */
+/* Create the lws context serving opts->listen_fd (or listening on
+ * opts->socket_path) and report readiness. */
 int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, cx_err *err);
 /* Serve until SIGTERM/SIGINT; kills and reaps every agent on the way out. */
 int wsa_server_run(struct wsa_server *srv, cx_err *err);

@@ -70,9 +70,15 @@ async function startAgent(opts = {}) {
   const dir = fs.mkdtempSync(path.join(TMP, 'wsa-'));
   const sock = path.join(dir, 'agent.sock');
   const ctx = path.join(dir, 'vf-pending-query.json');
-  const args = ['--socket', sock, '--ready-fd', '3', '--context', ctx,
-    '--context-timeout-ms', String(opts.contextTimeoutMs || 3000)];
-  const proc = spawn(WS_AGENT, args, {
+  const rest = ['--ready-fd', '3', '--context', ctx, '--context-timeout-ms', String(opts.contextTimeoutMs || 3000)];
+  // listenFd: as cortexd does it, the parent makes the listening socket and
+  // ws-agent inherits it as fd 4 (python binds it, then execs ws-agent).
+  const [cmd, args] = opts.listenFd
+    ? ['python3', ['-c', 'import os, socket, sys\ns = socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\n' +
+        's.listen(8)\nos.dup2(s.fileno(), 4)\nos.set_inheritable(4, True)\nos.execv(sys.argv[2], sys.argv[2:])',
+      sock, WS_AGENT, '--listen-fd', '4', ...rest]]
+    : [WS_AGENT, ['--socket', sock, ...rest]];
+  const proc = spawn(cmd, args, {
     stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
     env: { ...process.env, WSA_TEST_LEAK: 'leaked' },
   });
@@ -740,6 +746,41 @@ test('no fd leaks across start/stop, crash, backlog and replace cycles', async (
     await c.untilExit(gen);
     await waitFor(() => fdCount(a.proc.pid) === base, `fd count back to ${base} (now ${fdCount(a.proc.pid)})`, 3000);
   } finally { await a.stop(); }
+});
+
+test('--listen-fd: an inherited listening socket is served, connection after connection', async () => {
+  const a = await startAgent({ listenFd: true });
+  try {
+    check(/--listen-fd\x004/.test(fs.readFileSync(`/proc/${a.proc.pid}/cmdline`, 'latin1')), 'ws-agent runs with --listen-fd 4',
+      '--listen-fd 4', fs.readFileSync(`/proc/${a.proc.pid}/cmdline`, 'latin1'));
+    for (let gen = 1; gen <= 2; gen++) {
+      const c = await connect(a);
+      a.writeContext();
+      const st = await c.start(gen);
+      c.say(gen, 'hi');
+      eq((await c.untilResult()).pop().json.pid, st.pid, `connection ${gen}: its agent answers`);
+      c.close();
+      await waitFor(() => !isAlive(st.pid), 'the agent to stop with its connection', 3000);
+    }
+    a.writeContext();
+    const c = await connect(a);
+    c.say(3, 'mode:env'); // the agent must not have inherited the listening socket
+    eq((await c.next()).json.code, 'no_agent', 'input with no agent');
+    const st = await c.start(3);
+    const links = (pid) => fs.readdirSync(`/proc/${pid}/fd`).map((f) => { try { return fs.readlinkSync(`/proc/${pid}/fd/${f}`); } catch { return ''; } });
+    const lsock = fs.readlinkSync(`/proc/${a.proc.pid}/fd/4`);
+    check(/^socket:/.test(lsock), 'ws-agent keeps the listening socket at fd 4', 'socket:[...]', lsock);
+    eq(links(st.pid).includes(lsock), false, 'the agent did not inherit the listening socket');
+  } finally { await a.stop(); }
+});
+
+test('--listen-fd: refused when it is not a listening socket', async () => {
+  const proc = spawn(WS_AGENT, ['--listen-fd', '3', '--context', '/tmp/x.json'], { stdio: ['ignore', 'ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  const code = await new Promise((r) => proc.on('exit', (c) => r(c)));
+  eq(code, 1, 'exit status 1');
+  check(/not a listening socket/.test(err), 'says why', 'not a listening socket', err);
 });
 
 test('ping/pong and no-subprotocol connections', async () => {
