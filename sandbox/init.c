@@ -157,8 +157,9 @@ static void reply(const init_state *st, uint32_t type, uint32_t seq, int code, p
 }
 
 /* In the forked child: never returns. */
-__attribute__((noreturn)) static void exec_child(const init_state *st, int report, int slots[4],
-						 const char *cwd, char **argv, char **envp)
+__attribute__((noreturn)) static void exec_child(const init_state *st, int report,
+						 int slots[SBX_CTL_MAX_FDS], const char *cwd,
+						 char **argv, char **envp)
 {
 	exec_failure f = {0, 0};
 	sigset_t none;
@@ -166,19 +167,23 @@ __attribute__((noreturn)) static void exec_child(const init_state *st, int repor
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	if (setsid() < 0)
 		goto fail;
-	/* Move every passed fd above 9 first, so that dup2 into 0..3 cannot
-	 * clobber one still to be placed. */
-	for (int i = 0; i < 4; i++) {
+	/* Move every passed fd above the slots first, so that dup2 into
+	 * 0..SBX_CTL_MAX_FDS-1 cannot clobber one still to be placed.  The
+	 * extra slots (3, 4, ...) are contiguous: serve_one checked. */
+	int top = 3;
+	for (int i = 0; i < SBX_CTL_MAX_FDS; i++) {
 		int src = slots[i] >= 0 ? slots[i] : (i < 3 ? st->devnull : -1);
-		slots[i] = src >= 0 ? fcntl(src, F_DUPFD_CLOEXEC, 10) : -1;
+		slots[i] = src >= 0 ? fcntl(src, F_DUPFD_CLOEXEC, SBX_CTL_MAX_FDS + 8) : -1;
 		if (src >= 0 && slots[i] < 0)
 			goto fail;
+		if (i >= 3 && slots[i] >= 0)
+			top = i + 1;
 	}
-	for (int i = 0; i < 4; i++)
+	for (int i = 0; i < SBX_CTL_MAX_FDS; i++)
 		if (slots[i] >= 0 && dup2(slots[i], i) < 0)
 			goto fail;
 	/* Everything else (including the report pipe) closes at execve. */
-	if (close_range(slots[3] >= 0 ? 4 : 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+	if (close_range((unsigned)top, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		goto fail;
 	f.stage = 1;
 	if (chdir(cwd) < 0)
@@ -224,7 +229,7 @@ static void reply_err(const init_state *st, uint32_t seq, const cx_err *e)
 }
 
 static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payload, size_t len,
-			int slots[4])
+			int slots[SBX_CTL_MAX_FDS])
 {
 	cx_err e = CX_ERR_INIT;
 	/* cwd, argv and envp are at least one byte each. */
@@ -317,12 +322,16 @@ static int serve_one(const init_state *st)
 	} else if (h.type == SBX_CTL_PING) {
 		reply(st, SBX_CTL_PONG, h.seq, 0, 0, NULL);
 	} else if (h.type == SBX_CTL_EXEC) {
-		/* Hand the received fds to their slots in fdmask order. */
-		int slots[4] = {-1, -1, -1, -1}, used = 0;
-		for (int i = 0; i < 4; i++)
+		/* Hand the received fds to their slots in fdmask order; the
+		 * slots from 3 on must be contiguous (fd 3, 4, ... in order). */
+		int slots[SBX_CTL_MAX_FDS], used = 0;
+		uint32_t extra = h.fdmask >> 3;
+		for (int i = 0; i < SBX_CTL_MAX_FDS; i++) {
+			slots[i] = -1;
 			if ((h.fdmask & (1u << i)) && used < nfds)
 				slots[i] = fds[used++];
-		if (used != nfds || (h.fdmask >> 4) ||
+		}
+		if (used != nfds || (h.fdmask >> SBX_CTL_MAX_FDS) || (extra & (extra + 1)) ||
 		    (unsigned)__builtin_popcount(h.fdmask) != (unsigned)nfds)
 			reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "exec: fd count mismatch");
 		else

@@ -167,7 +167,7 @@ int sbx_sync_recv(int fd, int *out_type, int *out_code, cx_err *err);
 /* ---- control protocol (sandbox.c client side, init.c server side) ---- */
 
 #define SBX_CTL_MAX_MSG (128u << 10) /* one request: argv + envp + cwd */
-#define SBX_CTL_MAX_FDS 4           /* stdin, stdout, stderr, fd 3 */
+#define SBX_CTL_MAX_FDS (3 + SANDBOX_EXEC_MAX_EXTRA_FDS) /* stdio, then fd 3, 4, ... */
 
 enum sbx_ctl_type {
 	SBX_CTL_PING = 1,
@@ -184,7 +184,8 @@ typedef struct sbx_ctl_hdr {
 	int32_t pid;     /* EXEC_OK: pid inside the sandbox */
 	uint32_t argc;   /* EXEC: strings follow the header: cwd, argv..., envp... */
 	uint32_t envc;
-	uint32_t fdmask; /* EXEC: bit i set = fd slot i was passed (in order) */
+	uint32_t fdmask; /* EXEC: bit i set = fd slot i was passed (in order); the
+	                    slots from 3 on are contiguous */
 	uint32_t _pad;
 } sbx_ctl_hdr;
 

@@ -503,8 +503,19 @@ int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_er
 		return cx_err_set(err, E2BIG, "sandbox exec %s: argv + envp exceed %u bytes",
 				  eo->argv[0], SBX_CTL_MAX_MSG);
 
+	if (eo->n_extra_fds > SANDBOX_EXEC_MAX_EXTRA_FDS || (eo->n_extra_fds && !eo->extra_fds))
+		return cx_err_set(err, EINVAL, "sandbox exec %s: %zu extra fds (at most %d)", eo->argv[0],
+				  eo->n_extra_fds, SANDBOX_EXEC_MAX_EXTRA_FDS);
 	int fds[SBX_CTL_MAX_FDS], nfds = 0;
-	const int slots[SBX_CTL_MAX_FDS] = {eo->stdin_fd, eo->stdout_fd, eo->stderr_fd, eo->extra_fd};
+	int slots[SBX_CTL_MAX_FDS] = {eo->stdin_fd, eo->stdout_fd, eo->stderr_fd};
+	for (size_t i = 0; i < eo->n_extra_fds; i++) {
+		if (eo->extra_fds[i] < 0) /* a hole would renumber the ones after it */
+			return cx_err_set(err, EBADF, "sandbox exec %s: extra fd %zu is %d", eo->argv[0], i,
+					  eo->extra_fds[i]);
+		slots[3 + i] = eo->extra_fds[i];
+	}
+	for (size_t i = 3 + eo->n_extra_fds; i < SBX_CTL_MAX_FDS; i++)
+		slots[i] = -1;
 	for (int i = 0; i < SBX_CTL_MAX_FDS; i++)
 		if (slots[i] >= 0) {
 			h.fdmask |= 1u << i;

@@ -57,16 +57,21 @@ typedef struct sandbox_opts {
 } sandbox_opts;
 #define SANDBOX_OPTS_INIT {.version = SANDBOX_OPTS_VERSION}
 
-#define SANDBOX_EXEC_OPTS_VERSION 1
+/* Most fds passed beyond stdio (fd 3, 4, ...). */
+#define SANDBOX_EXEC_MAX_EXTRA_FDS 4
+
+#define SANDBOX_EXEC_OPTS_VERSION 2
 typedef struct sandbox_exec_opts {
 	unsigned version;               /* SANDBOX_EXEC_OPTS_VERSION */
 	const char *const *argv;        /* argv[0] is an absolute path inside the sandbox */
 	const char *const *envp;        /* full environment; NULL = empty */
 	const char *cwd;                /* inside the sandbox; NULL = /home/agent */
 	int stdin_fd, stdout_fd, stderr_fd; /* host fds passed in; -1 = /dev/null */
-	int extra_fd;                   /* passed as fd 3 (e.g. a readiness pipe); -1 = none */
+	const int *extra_fds;           /* not owned; passed as fd 3, 4, ... in order (a
+	                                   readiness pipe, a listening socket); each >= 0 */
+	size_t n_extra_fds;             /* at most SANDBOX_EXEC_MAX_EXTRA_FDS */
 } sandbox_exec_opts;
-#define SANDBOX_EXEC_OPTS_INIT {SANDBOX_EXEC_OPTS_VERSION, NULL, NULL, NULL, -1, -1, -1, -1}
+#define SANDBOX_EXEC_OPTS_INIT {SANDBOX_EXEC_OPTS_VERSION, NULL, NULL, NULL, -1, -1, -1, NULL, 0}
 
 /* Start the sandbox.  Returns once the mounts are built, privileges dropped and
  * the filter loaded, or with the failing step and path in err. */

@@ -10,6 +10,7 @@
 #include "agent_line.h"
 #include "caps.h"
 #include "fanout.h"
+#include "jobs.h"
 #include "log.h"
 
 static struct agent_counters counters;
@@ -301,17 +302,17 @@ int agent_link_connect(struct session *s, cx_err *err)
 {
 	if (s->link.wsi)
 		return 0;
-	/* A Unix socket path must fit sun_path (108 bytes); a deep data dir would
-	 * not.  Connect through /proc/self/fd/<dirfd>/agent.sock instead: short,
-	 * and the same inode. */
-	char run[4200], addr[64];
-	snprintf(run, sizeof run, "%s/run", s->dir);
+	/* The socket cortexd itself bound for this session's ws-agent, in a dir
+	 * only root reaches (jobs.c): never a path under the session's dirs,
+	 * which its sandbox can write.  sun_path is 108 bytes and a deep data dir
+	 * would not fit: connect through /proc/self/fd/<dirfd>/<id>.sock. */
+	char addr[128];
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
-	s->link.dirfd = open(run, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	s->link.dirfd = jobs_private_dir(&s->d->cfg, JOBS_SOCK_DIR, err);
 	if (s->link.dirfd < 0)
-		return cx_err_set(err, errno, "cannot open %s", run);
-	snprintf(addr, sizeof addr, "+/proc/self/fd/%d/agent.sock", s->link.dirfd);
+		return -1;
+	snprintf(addr, sizeof addr, "+/proc/self/fd/%d/%s.sock", s->link.dirfd, s->id);
 	struct lws_client_connect_info i;
 	memset(&i, 0, sizeof i);
 	i.context = s->d->ctx;
@@ -330,7 +331,8 @@ int agent_link_connect(struct session *s, cx_err *err)
 	if (!lws_client_connect_via_info(&i)) {
 		s->link.wsi = NULL;
 		s->refs--;
-		return cx_err_set(err, ECONNREFUSED, "cannot connect to ws-agent at %s/agent.sock", run);
+		return cx_err_set(err, ECONNREFUSED, "cannot connect to ws-agent at %s/%s/%s.sock", s->d->cfg.data_dir,
+				  JOBS_SOCK_DIR, s->id);
 	}
 	return 0;
 }

@@ -6,10 +6,87 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "log.h"
+
+int jobs_private_dir(const config *c, const char *sub, cx_err *err)
+{
+	char p[4200];
+	snprintf(p, sizeof p, "%s/%s", c->data_dir, sub);
+	if (mkdir(p, 0700) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", p);
+	int fd = open(p, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open %s", p);
+	struct stat st;
+	if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
+		close(fd);
+		return cx_err_set(err, EPERM, "%s must be a dir of uid %u, mode 0700", p, (unsigned)geteuid());
+	}
+	return fd;
+}
+
+void jobs_remove_session_files(const config *c, const char *id, int the_log)
+{
+	char name[64];
+	cx_err err = CX_ERR_INIT;
+	cleanup_close int sock = jobs_private_dir(c, JOBS_SOCK_DIR, &err);
+	snprintf(name, sizeof name, "%s.sock", id);
+	if (sock >= 0 && unlinkat(sock, name, 0) < 0 && errno != ENOENT)
+		log_warn("session %s: remove %s/%s/%s: %s", id, c->data_dir, JOBS_SOCK_DIR, name, strerror(errno));
+	if (!the_log)
+		return;
+	cleanup_close int logs = jobs_private_dir(c, JOBS_LOG_DIR, &err);
+	snprintf(name, sizeof name, "%s.ws-agent.log", id);
+	if (logs >= 0 && unlinkat(logs, name, 0) < 0 && errno != ENOENT)
+		log_warn("session %s: remove %s/%s/%s: %s", id, c->data_dir, JOBS_LOG_DIR, name, strerror(errno));
+}
+
+/* The session's listening socket, DATA/sock/<id>.sock, bound by us (root) in
+ * a dir only root reaches.  A stale one goes first.  sun_path is 108 bytes,
+ * the data dir may be deeper: bind through /proc/self/fd/<dirfd>/. */
+static int listen_socket(const struct prepare_job *j, cx_err *err)
+{
+	cleanup_close int dfd = jobs_private_dir(j->cfg, JOBS_SOCK_DIR, err);
+	if (dfd < 0)
+		return -1;
+	char name[64];
+	snprintf(name, sizeof name, "%s.sock", j->id);
+	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+		return cx_err_set(err, errno, "remove stale %s/%s/%s", j->cfg->data_dir, JOBS_SOCK_DIR, name);
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	if ((size_t)snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dfd, name) >= sizeof a.sun_path)
+		return cx_err_set(err, ENAMETOOLONG, "socket name %s", name);
+	cleanup_close int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return cx_err_set(err, errno, "socket");
+	if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 16) < 0)
+		return cx_err_set(err, errno, "listen on %s/%s/%s", j->cfg->data_dir, JOBS_SOCK_DIR, name);
+	return steal_fd(&fd);
+}
+
+/* ws-agent's log, DATA/logs/<id>.ws-agent.log: a root-only dir, and still
+ * opened as if it were not (no link followed, no FIFO waited on, a regular
+ * file with one name only). */
+static int open_log(const struct prepare_job *j, cx_err *err)
+{
+	cleanup_close int dfd = jobs_private_dir(j->cfg, JOBS_LOG_DIR, err);
+	if (dfd < 0)
+		return -1;
+	char name[64];
+	snprintf(name, sizeof name, "%s.ws-agent.log", j->id);
+	cleanup_close int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		return cx_err_set(err, errno, "open %s/%s/%s", j->cfg->data_dir, JOBS_LOG_DIR, name);
+	if (!S_ISREG(st.st_mode) || st.st_nlink != 1)
+		return cx_err_set(err, EPERM, "%s/%s/%s is not a plain file", j->cfg->data_dir, JOBS_LOG_DIR, name);
+	return steal_fd(&fd);
+}
 
 static int mkdir_owned(const char *path, uid_t uid, gid_t gid, cx_err *err)
 {
@@ -43,8 +120,7 @@ static int wait_ready(int fd, int timeout_ms, cx_err *err)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return cx_err_set(err, n < 0 ? errno : EPIPE, "ws-agent exited before it was ready (see %s)",
-					  "run/ws-agent.log");
+			return cx_err_set(err, n < 0 ? errno : EPIPE, "ws-agent exited before it was ready");
 		got += (size_t)n;
 		buf[got] = '\0';
 		if (strchr(buf, '\n'))
@@ -109,11 +185,12 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 static int start_ws_agent(struct prepare_job *j, cx_err *err)
 {
 	const config *c = j->cfg;
-	char logp[4300];
-	snprintf(logp, sizeof logp, "%s/run/ws-agent.log", j->dir);
-	cleanup_close int logfd = open(logp, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+	cleanup_close int logfd = open_log(j, err);
 	if (logfd < 0)
-		return cx_err_set(err, errno, "open %s", logp);
+		return -1;
+	cleanup_close int lfd = listen_socket(j, err);
+	if (lfd < 0)
+		return -1;
 	int pfd[2];
 	if (pipe2(pfd, O_CLOEXEC) < 0)
 		return cx_err_set(err, errno, "pipe");
@@ -121,7 +198,7 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	cleanup_close int wr = pfd[1];
 	char ctx_timeout[32];
 	snprintf(ctx_timeout, sizeof ctx_timeout, "%d", c->context_timeout_ms);
-	const char *argv[] = {"/cortex/bin/ws-agent", "--socket", "/run/cortex/agent.sock", "--ready-fd", "3",
+	const char *argv[] = {"/cortex/bin/ws-agent", "--listen-fd", "4", "--ready-fd", "3",
 			      "--context", "/tmp/vf-pending-query.json", "--context-timeout-ms", ctx_timeout, NULL};
 	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the
 	 * sandbox's filter forbids, so it is off inside. */
@@ -133,11 +210,18 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	eo.cwd = "/workspace";
 	eo.stdout_fd = logfd;
 	eo.stderr_fd = logfd;
-	eo.extra_fd = wr;
+	const int extra[] = {wr, lfd}; /* fd 3, fd 4 */
+	eo.extra_fds = extra;
+	eo.n_extra_fds = 2;
 	if (sandbox_exec(j->sb, &j->wsa_pid, &eo, err) < 0)
 		return cx_err_wrap(err, "start ws-agent");
 	close(steal_fd(&wr)); /* only ws-agent holds the write end now: EOF = it died */
-	return wait_ready(rd, c->ready_timeout_ms, err);
+	/* Nor do we keep the listening socket: once ws-agent is gone, a connect
+	 * is refused at once instead of waiting in a backlog nobody accepts. */
+	close(steal_fd(&lfd));
+	if (wait_ready(rd, c->ready_timeout_ms, err) < 0)
+		return cx_err_wrap(err, "ws-agent (its log: %s/%s/%s.ws-agent.log)", c->data_dir, JOBS_LOG_DIR, j->id);
+	return 0;
 }
 
 void job_prepare_run(void *arg)
@@ -161,6 +245,10 @@ void job_stop_run(void *arg)
 	if (j->sb)
 		sandbox_destroy(j->sb);
 	j->sb = NULL;
+	jobs_remove_session_files(j->cfg, j->id, j->remove_dir);
+	/* Every process of the sandbox is dead (stop waited for its cgroup to
+	 * empty): nothing can plant a link meanwhile, and nftw(FTW_PHYS) removes
+	 * a symlink, never what it points to. */
 	if (j->remove_dir)
 		cx_rm_rf(j->dir);
 }

@@ -15,7 +15,23 @@
 
 struct session;
 
-/* Create the sandbox and start ws-agent in it; ready when ws-agent says so. */
+/* Root-only dirs of the data dir, never bound into a sandbox: what cortexd
+ * (root) opens, binds or connects to for a session lives there, never under
+ * the session's dirs, which the sandbox can write (home, workspace, run). */
+#define JOBS_SOCK_DIR "sock" /* <id>.sock: the listening socket ws-agent serves */
+#define JOBS_LOG_DIR "logs"  /* <id>.ws-agent.log: ws-agent's stdout and stderr */
+/* Open DATA/<sub> (O_PATH|O_DIRECTORY), making it 0700 when missing; refuses
+ * a symlink, a dir of another owner, or one open to group or others.
+ * Returns the fd, or -1 with err. */
+int jobs_private_dir(const config *c, const char *sub, cx_err *err);
+/* Remove what a session left in those dirs: its socket, and with the_log its
+ * log too (delete).  Missing files are fine. */
+void jobs_remove_session_files(const config *c, const char *id, int the_log);
+
+/* Create the sandbox and start ws-agent in it; ready when ws-agent says so.
+ * ws-agent gets the ready pipe as fd 3 and, as fd 4, a listening socket
+ * cortexd made at DATA/sock/<id>.sock (it serves that, and cortexd connects
+ * there: nothing the sandbox can write is on either path). */
 struct prepare_job {
 	struct session *s;      /* for done only: never touched by run */
 	const config *cfg;      /* the daemon's, immutable while running */
@@ -32,8 +48,10 @@ void job_prepare_run(void *arg);
 /* Stop every process (and remove the session's dir when deleting). */
 struct stop_job {
 	struct session *s;      /* for done only; NULL when the session is gone */
+	const config *cfg;      /* the daemon's, immutable while running */
 	sandbox *sb;            /* owned by the job */
 	int remove_dir;
+	char id[40];
 	char dir[4096];
 };
 void job_stop_run(void *arg);

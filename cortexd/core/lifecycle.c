@@ -115,7 +115,9 @@ static void start_stop(struct session *s, int remove_dir)
 	sync_forget(s);
 	j->sb = s->lc.sb;
 	s->lc.sb = NULL;
+	j->cfg = &s->d->cfg;
 	j->remove_dir = remove_dir;
+	snprintf(j->id, sizeof j->id, "%s", s->id);
 	snprintf(j->dir, sizeof j->dir, "%s", s->dir);
 	if (!remove_dir) {
 		j->s = s;

@@ -78,7 +78,7 @@ struct fanout {
 struct agent_link {
 	struct lws *wsi;
 	int up;                  /* connected to ws-agent */
-	int dirfd;               /* O_PATH of DATA/sessions/<id>/run while connecting/connected, -1 */
+	int dirfd;               /* O_PATH of DATA/sock while connecting/connected, -1 */
 	struct fqueue out;
 	struct rxbuf rx;
 	/* The hot agent (ws-agent protocol v2: docs/protocol.md). */

@@ -126,6 +126,7 @@ const L = require('./lib');
   r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/sleep`, alice);
   L.eq(r.status, 202, 'sleep accepted');
   await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.state === 'sleeping', 'sleeping', 15000);
+  L.check(!fs.existsSync(`${d.dataDir}/sock/${sid}.sock`), 'a sleeping session has no socket left', 'absent', 'present');
   const c2 = L.connect(d.base, sid, alice);
   await c2.opened;
   fr = await L.turn(c2, 'after sleep');
@@ -139,11 +140,13 @@ const L = require('./lib');
   L.eq(r.status, 404, 'deleted session -> 404');
   await L.until(() => !fs.existsSync(`${d.dataDir}/sessions/${sid}`), 'session dir removed', 15000).catch(() => null);
   L.check(!fs.existsSync(`${d.dataDir}/sessions/${sid}`), 'session dir removed', 'absent', 'present');
+  L.eq([`sock/${sid}.sock`, `logs/${sid}.ws-agent.log`].filter(f => fs.existsSync(`${d.dataDir}/${f}`)), [],
+    "the session's socket and ws-agent log are removed with it");
 
   const code = await d.stop();
   L.eq(code, 0, 'cortexd exits 0 on SIGTERM');
 
-  // A data dir deep enough that DATA/sessions/<id>/run/agent.sock is longer than a
+  // A data dir deep enough that DATA/sock/<id>.sock is longer than a
   // Unix socket path may be (108 bytes): sessions still work.
   const deep = require('path').join(L.tmpdir('deep'), 'd'.repeat(60), 'e'.repeat(60));
   fs.mkdirSync(deep, {recursive: true});
@@ -154,10 +157,13 @@ const L = require('./lib');
   await c4.opened;
   fr = await L.turn(c4, 'deep data dir');
   L.eq(L.textOf(fr), 'Echo: deep data dir. Done.', 'a session under a deep data dir streams');
-  const sock = `${deep}/sessions/${sid2}/run/agent.sock`;
+  // cortexd's own socket, in a root-only dir no sandbox sees (not under run/).
+  const sock = `${deep}/sock/${sid2}.sock`;
   const isSock = fs.existsSync(sock) && fs.statSync(sock).isSocket();
   L.check(isSock && sock.length > 108, 'the agent socket it streamed through is a path over sun_path (108)', 'a socket, > 108 bytes',
     [sock.length, isSock]);
+  L.eq((fs.statSync(`${deep}/sock`).mode & 0o777).toString(8), '700', 'the socket dir is 0700 (root only)');
+  L.eq(fs.readdirSync(`${deep}/sessions/${sid2}/run`), [], "nothing of cortexd's in the sandbox-writable run dir");
   await c4.close();
   L.eq(await d2.stop(), 0, 'second cortexd exits 0');
   L.done();

@@ -245,17 +245,43 @@ static void test_exec_errors_and_fd3(void **state)
 	/* fd 3 and cwd reach the program. */
 	int p[2];
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-	const char *argv3[] = {"/bin/sh", "-c", "pwd >&3", NULL};
+	/* Extra fds arrive as 3, 4, ... in order, and nothing above them. */
+	int p4[2];
+	assert_int_equal(pipe2(p4, O_CLOEXEC), 0);
+	const char *argv3[] = {"/bin/sh", "-c",
+			       "pwd >&3; if echo x >&5; then echo five-open; else echo four >&4; fi",
+			       NULL};
 	eo.argv = argv3;
 	eo.cwd = "/workspace";
-	eo.extra_fd = p[1];
+	int extra[2] = {p[1], p4[1]};
+	eo.extra_fds = extra;
+	eo.n_extra_fds = 2;
 	cx_err_clear(&err);
 	assert_ok(sandbox_exec(sb, NULL, &eo, &err), err);
 	close(p[1]);
+	close(p4[1]);
 	char buf[64] = {0};
 	assert_true(read(p[0], buf, sizeof buf - 1) > 0);
 	close(p[0]);
 	assert_string_equal(buf, "/workspace\n");
+	memset(buf, 0, sizeof buf);
+	assert_true(read(p4[0], buf, sizeof buf - 1) > 0);
+	close(p4[0]);
+	assert_string_equal(buf, "four\n");
+
+	/* Over the cap, or a hole in the list: refused before anything is sent. */
+	int many[SANDBOX_EXEC_MAX_EXTRA_FDS + 1] = {0};
+	eo.extra_fds = many;
+	eo.n_extra_fds = SANDBOX_EXEC_MAX_EXTRA_FDS + 1;
+	assert_int_equal(sandbox_exec(sb, NULL, &eo, &err), -1);
+	assert_int_equal(err.code, EINVAL);
+	int hole[2] = {1, -1};
+	eo.extra_fds = hole;
+	eo.n_extra_fds = 2;
+	assert_int_equal(sandbox_exec(sb, NULL, &eo, &err), -1);
+	assert_int_equal(err.code, EBADF);
+	eo.extra_fds = NULL;
+	eo.n_extra_fds = 0;
 	assert_ok(sandbox_health(sb, &err), err);
 
 	/* A big argv fits in one control message; over the cap is E2BIG. */
