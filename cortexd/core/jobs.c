@@ -88,11 +88,18 @@ static int open_log(const struct prepare_job *j, cx_err *err)
 	return steal_fd(&fd);
 }
 
+/* A session's home, workspace or run dir, handed to the sandbox uid.  The
+ * session dir holding them is root's (0700) and never bound into a sandbox,
+ * so nothing inside can rename them; still, the chown goes through a fd
+ * opened without following a link, onto a dir and nothing else. */
 static int mkdir_owned(const char *path, uid_t uid, gid_t gid, cx_err *err)
 {
 	if (mkdir(path, 0700) < 0 && errno != EEXIST)
 		return cx_err_set(err, errno, "mkdir %s", path);
-	if (chown(path, uid, gid) < 0)
+	cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open %s (a dir, not a link)", path);
+	if (fchown(fd, uid, gid) < 0)
 		return cx_err_set(err, errno, "chown %s", path);
 	return 0;
 }
