@@ -236,6 +236,10 @@ void job_prepare_run(void *arg)
 	struct prepare_job *j = arg;
 	uint64_t t0 = cx_mono_us();
 	cx_err_clear(&j->err);
+	if (j->old) { /* what is left of a broken sandbox goes first */
+		sandbox_destroy(j->old);
+		j->old = NULL;
+	}
 	if (make_dirs(j, &j->err) < 0 || create_sandbox(j, &j->err) < 0 || start_ws_agent(j, &j->err) < 0) {
 		if (j->sb) {
 			sandbox_destroy(j->sb);

@@ -37,6 +37,7 @@ struct prepare_job {
 	const config *cfg;      /* the daemon's, immutable while running */
 	char id[40];
 	char dir[4096];
+	sandbox *old;           /* owned: a broken sandbox of the session, stopped first */
 	/* result */
 	sandbox *sb;            /* NULL on failure */
 	pid_t wsa_pid;

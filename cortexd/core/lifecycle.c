@@ -63,6 +63,13 @@ static int start_prepare(struct session *s, cx_err *err)
 	j->cfg = &s->d->cfg;
 	snprintf(j->id, sizeof j->id, "%s", s->id);
 	snprintf(j->dir, sizeof j->dir, "%s", s->dir);
+	if (s->lc.sb) { /* broken: the job stops what is left of it first */
+		log_info("session %s: its ws-agent link was lost; replacing the sandbox", s->id);
+		agent_link_close(s);
+		j->old = s->lc.sb;
+		s->lc.sb = NULL;
+	}
+	s->lc.broken = 0;
 	if (!s->lc.ready_t0_us)
 		s->lc.ready_t0_us = cx_mono_us();
 	if (s->lc.state != SS_CREATING)
@@ -115,6 +122,7 @@ static void start_stop(struct session *s, int remove_dir)
 	sync_forget(s);
 	j->sb = s->lc.sb;
 	s->lc.sb = NULL;
+	s->lc.broken = 0;
 	j->cfg = &s->d->cfg;
 	j->remove_dir = remove_dir;
 	snprintf(j->id, sizeof j->id, "%s", s->id);
@@ -258,20 +266,24 @@ struct step {
 	const char *(*detail)(const struct session *s);
 };
 
+/* A broken sandbox (its link lost while nothing was stopping it) is not
+ * ready: starting the step replaces it, so one wake or message brings the
+ * session back whatever was killed inside. */
 static int sandbox_ready(struct session *s, struct pass *p)
 {
 	(void)p;
-	return s->lc.sb && s->lc.state != SS_PAUSED;
+	return s->lc.sb && s->lc.state != SS_PAUSED && !s->lc.broken;
 }
 static int sandbox_busy(const struct session *s, const struct pass *p)
 {
 	(void)p;
-	return s->lc.job == JOB_PREPARE;
+	/* A sync job still borrows a broken sandbox: replace it after. */
+	return s->lc.job == JOB_PREPARE || (s->lc.broken && s->lc.sync_job);
 }
 static int sandbox_start(struct session *s, struct pass *p)
 {
 	p->code = "sandbox_failed";
-	if (s->lc.sb && s->lc.state == SS_PAUSED)
+	if (s->lc.sb && s->lc.state == SS_PAUSED && !s->lc.broken)
 		return thaw(s, &p->err);
 	return start_prepare(s, &p->err);
 }

@@ -34,13 +34,16 @@ static void on_agent_down(struct session *s, int why, const char *code, const ch
 {
 	turn_agent_down(s, why, code, msg);
 	if (why == DOWN_LINK_LOST) {
-		/* Lost while ready is an error; lost because a stop job is taking the
-		 * sandbox down is the plan (that job sets the state when it is done). */
-		if (s->lc.state == SS_READY && s->lc.job == JOB_NONE) {
+		/* Lost while the sandbox should be up (ws-agent or init killed, the
+		 * connection refused) is an error, and the sandbox is broken: the
+		 * next wake or message replaces it.  Lost because a job is taking
+		 * the sandbox down is the plan (that job sets the state when done). */
+		if (s->lc.sb && s->lc.job == JOB_NONE && !s->deleted) {
+			s->lc.broken = 1;
 			lc_set_error(s, msg);
 			s->lc.failed = 1;
 		}
-		return; /* the link is gone: nothing to reconcile until a request */
+		return; /* nothing to reconcile until a request: no restart loop */
 	}
 	lifecycle_reconcile(s); /* a fresh agent in the background (bounded by crashes) */
 }

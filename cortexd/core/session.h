@@ -149,6 +149,8 @@ struct lifecycle {
 	int in_reconcile;        /* reconcile is running: a nested call only asks for one more pass */
 	int again;
 	int failed;              /* a step failed: no retry until a request or a message */
+	int broken;              /* the sandbox is there but its ws-agent link was lost (ws-agent
+	                            or init died, killed from inside): the sandbox step replaces it */
 	int torn_down;           /* deleted and torn down */
 	char sync_failed[65];    /* all_hash whose sync failed ("" = none) */
 	char error[512];
