@@ -30,10 +30,19 @@ int jobs_private_dir(const config *c, const char *sub, cx_err *err)
 	return fd;
 }
 
+/* A session id names files in the root-only dirs: one plain component. */
+static int id_ok(const char *id)
+{
+	size_t n = strlen(id);
+	return n > 0 && n < 40 && strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
+}
+
 void jobs_remove_session_files(const config *c, const char *id, int the_log)
 {
 	char name[64];
 	cx_err err = CX_ERR_INIT;
+	if (!id_ok(id))
+		return;
 	cleanup_close int sock = jobs_private_dir(c, JOBS_SOCK_DIR, &err);
 	snprintf(name, sizeof name, "%s.sock", id);
 	if (sock >= 0 && unlinkat(sock, name, 0) < 0 && errno != ENOENT)
@@ -192,6 +201,8 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 static int start_ws_agent(struct prepare_job *j, cx_err *err)
 {
 	const config *c = j->cfg;
+	if (!id_ok(j->id)) /* it names our files below */
+		return cx_err_set(err, EINVAL, "bad session id '%s'", j->id);
 	cleanup_close int logfd = open_log(j, err);
 	if (logfd < 0)
 		return -1;

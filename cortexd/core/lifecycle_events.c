@@ -12,6 +12,7 @@
 #include "config_metrics.h"
 #include "core_metrics.h"
 #include "fanout.h"
+#include "jobs.h"
 #include "lifecycle-internal.h"
 #include "log.h"
 #include "metrics.h"
@@ -252,6 +253,7 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 		log_warn("session %s: leftover sandbox: %s", s->id, rerr.msg);
 	else if (found)
 		log_info("session %s: stopped the sandbox a previous cortexd left behind", s->id);
+	jobs_remove_session_files(&d->cfg, s->id, 0); /* its socket, if it died with one */
 }
 
 int lifecycle_load(struct cortexd *d, cx_err *err)
@@ -280,6 +282,7 @@ void lifecycle_shutdown(struct cortexd *d)
 		if (s->lc.sb && s->lc.job == JOB_NONE) {
 			sandbox_destroy(s->lc.sb);
 			s->lc.sb = NULL;
+			jobs_remove_session_files(&d->cfg, s->id, 0);
 		}
 	}
 }
