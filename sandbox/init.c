@@ -88,10 +88,44 @@ static int drop_privileges(const sandbox_opts *opts, cx_err *err)
 	return 0;
 }
 
-static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, init_state *st,
-		 cx_err *err)
+/* Init is a fork of cortexd, so /proc/1/cmdline (readable by every process
+ * inside, ptrace rules or not) would show cortexd's argv, and /proc/1/environ
+ * its environment.  Point both at static bytes of init's own; needs
+ * CAP_SYS_RESOURCE, so before dropping privileges.  Each range is moved start
+ * first: the new one lies below the old (stack), and the kernel checks
+ * start <= end after every step.  The daemon's strings stay on init's stack,
+ * readable only through ptrace, which non-dumpable init refuses. */
+static char init_cmdline[] = "cortex-init";
+static char init_environ[] = "";
+
+static int set_cmdline(cx_err *err)
 {
-	if (sbx_mounts_setup(opts, err) < 0)
+	const struct {
+		int start, end;
+		char *p;
+		size_t len;
+	} r[] = {
+		{PR_SET_MM_ARG_START, PR_SET_MM_ARG_END, init_cmdline, sizeof init_cmdline},
+		{PR_SET_MM_ENV_START, PR_SET_MM_ENV_END, init_environ, sizeof init_environ},
+	};
+	for (size_t i = 0; i < sizeof r / sizeof r[0]; i++) {
+		unsigned long a = (unsigned long)r[i].p, b = a + r[i].len;
+		if (prctl(PR_SET_MM, r[i].start, a, 0, 0) < 0 ||
+		    prctl(PR_SET_MM, r[i].end, b, 0, 0) < 0)
+			return cx_err_set(err, errno, "PR_SET_MM %s",
+					  i == 0 ? "argv" : "environ");
+	}
+	if (prctl(PR_SET_NAME, (unsigned long)init_cmdline, 0, 0, 0) < 0)
+		return cx_err_set(err, errno, "PR_SET_NAME");
+	return 0;
+}
+
+static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int root_fd,
+		 init_state *st, cx_err *err)
+{
+	if (sbx_mounts_setup(opts, root_fd, err) < 0)
+		return -1;
+	if (set_cmdline(err) < 0)
 		return -1;
 	char host[64];
 	snprintf(host, sizeof host, "cortex-%.12s", opts->id);
@@ -336,7 +370,7 @@ static int serve_one(const init_state *st)
 }
 
 void sbx_init_main(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int sync_fd,
-		   int ctl_fd)
+		   int ctl_fd, int root_fd)
 {
 	cx_err err = CX_ERR_INIT;
 	init_state st = {ctl_fd, -1, -1, NULL};
@@ -357,7 +391,7 @@ void sbx_init_main(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int
 	if (sbx_sync_recv(sync_fd, &type, &code, &err) < 0 || type != SBX_SYNC_GO)
 		_exit(1);
 
-	if (setup(opts, filter, &st, &err) < 0)
+	if (setup(opts, filter, root_fd, &st, &err) < 0)
 		sbx_child_fail(sync_fd, &err);
 	if (sbx_sync_send(sync_fd, SBX_SYNC_READY, 0, NULL) < 0)
 		_exit(1);

@@ -54,7 +54,20 @@ typedef struct sandbox_opts {
 	const char *mount_dir;     /* absolute dir inside (e.g. "/cortex/mcp"); NULL = none.
 	                              A small tmpfs writable by root only (0755): the place
 	                              sandbox_mount_ro() attaches host dirs to at run time */
+	/* ---- image root mode (fields added in place; zero = host-root mode) ---- */
+	const char *const *lower_dirs; /* NULL-terminated host dirs, TOP layer first, at most
+	                              SANDBOX_MAX_LAYERS; NULL = host-root mode.  Set: the root
+	                              is an overlay of these (nosuid, nodev) instead of the host's
+	                              top-level dirs; no host dir is visible but home, workspace,
+	                              run, binds and mount_dir, and `hide` is ignored */
+	const char *upper_dir;     /* host dirs on one file system, both or neither: the root's */
+	const char *work_dir;      /* writable upper (survives sleep); NULL = read-only root */
+	uint32_t cpu_weight;       /* 1..10000 (v2 cpu.weight; v1 cpu.shares = w*1024/100);
+	                              0 = the default (100) */
+	uint32_t cpu_max_millicpu; /* 1000 = one CPU per 100 ms period (v2 cpu.max, v1
+	                              cfs_quota_us); 0 = no cap, else >= 10 */
 } sandbox_opts;
+#define SANDBOX_MAX_LAYERS 64
 #define SANDBOX_OPTS_INIT {.version = SANDBOX_OPTS_VERSION}
 
 #define SANDBOX_EXEC_OPTS_VERSION 1
