@@ -136,11 +136,12 @@ static int create_v1(sbx_cgroup *cg, const sandbox_opts *opts, const char *name,
 {
 	for (int c = 0; c < SBX_CG_MAX; c++) {
 		char base[4096];
+		if (c == SBX_CG_CPU && !wants_cpu(opts)) /* only for its limits */
+			continue;
 		snprintf(base, sizeof base, "%s/%s", SBX_CGROUP_ROOT, v1_controllers[c]);
 		struct stat st;
 		if (stat(base, &st) < 0) {
-			/* freezer: only needed for pause; cpu: only for its limits */
-			if (c == SBX_CG_FREEZER || (c == SBX_CG_CPU && !wants_cpu(opts)))
+			if (c == SBX_CG_FREEZER) /* only needed for pause; optional */
 				continue;
 			return cx_err_set(err, errno, "cgroup v1 hierarchy %s", base);
 		}

@@ -24,6 +24,7 @@
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -224,6 +225,13 @@ static int attach(const char *image, const char *mountpoint, bool ro, cx_err *er
 		return cx_err_set(err, errno, "stat %s", image);
 	if (!S_ISREG(st.st_mode))
 		return cx_err_set(err, EINVAL, "%s: not a regular file", image);
+	/* One attacher of an image at a time (threads or processes): two that
+	 * both found no loop device would give the file two ext4 instances.
+	 * On an open file of its own: the loop device keeps ifd's open file
+	 * (and so any lock on it) for as long as it is attached. */
+	cleanup_close int lock = open(image, O_RDONLY | O_CLOEXEC);
+	if (lock < 0 || flock(lock, LOCK_EX) < 0)
+		return cx_err_set(err, errno, "lock %s", image);
 	int here = mounted_here(mountpoint, &st, err);
 	if (here != 0)
 		return here < 0 ? -1 : 0;

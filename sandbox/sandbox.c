@@ -204,6 +204,8 @@ static int check_opts(const sandbox_opts *o, cx_err *err)
 				  "below /, without . or .. or a trailing /", o->mount_dir);
 	if (o->lower_dirs && sbx_overlay_check(o, err) < 0)
 		return -1;
+	if (!o->lower_dirs && (o->upper_dir || o->work_dir))
+		return cx_err_set(err, EINVAL, "sandbox: upper_dir/work_dir need lower_dirs");
 	if (o->cpu_weight > 10000)
 		return cx_err_set(err, EINVAL, "sandbox: cpu_weight %u is not in 1..10000",
 				  o->cpu_weight);

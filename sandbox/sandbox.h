@@ -159,8 +159,10 @@ int sandbox_reap_stale(const char *cgroup_name, const char *id, int *found, cx_e
  * tables, no root reserve; its output ends in the error when it fails).  The
  * loop device is attached with LO_FLAGS_AUTOCLEAR, so it frees itself when
  * the last mount goes; an image still attached (a sandbox still holds its
- * mount) is mounted again through the same device.  Already mounted there:
- * 0, nothing done; another file system there: EBUSY.  No loop support
+ * mount) is mounted again through the same device.  Attaches of one image are
+ * serialised (flock on the image).  size_mb is used only to create; an existing
+ * image keeps its size.  Already mounted there: 0, nothing done; another file
+ * system there: EBUSY.  No loop support
  * (/dev/loop-control): ENOENT.  Give home, workspace and the root's upper of
  * a sandbox dirs on one disk: writes past its size get ENOSPC, nothing else
  * on the host fills up. */
