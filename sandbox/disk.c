@@ -96,18 +96,21 @@ static int run_mke2fs(char **argv, cx_err *err)
 	return 0;
 }
 
-/* ext4 without a journal: a session disk is scratch space whose loss on a
- * host crash is acceptable, and it makes mke2fs and the image smaller (no
- * journal blocks to write).  Lazy inode tables: nothing but the metadata
- * is written, the file stays sparse (mounted with noinit_itable, the kernel
- * does not zero them later either: holes read as zeros). */
+/* ext4 with its journal: a session's workspace is the user's work and must
+ * survive a host crash or a killed daemon without an fsck.  With lazy inode
+ * tables and a lazily zeroed journal, mke2fs writes only the metadata: it
+ * took the same time with and without the journal here (~90 ms for 64 MB and
+ * 10 GB, process start and fsync included), and the file stays sparse (1 MB
+ * allocated for 64 MB, 5 MB for 10 GB).  Mounted with noinit_itable, the
+ * kernel does not zero the inode tables later either (holes read as zeros).
+ * No root reserve (-m 0): the agent is never root. */
 static int format(const char *image, const char *src_dir, cx_err *err)
 {
-	char *argv[] = {"mke2fs", "-q", "-F", "-t", "ext4", "-m", "0", "-O", "^has_journal",
+	char *argv[] = {"mke2fs", "-q", "-F", "-t", "ext4", "-m", "0",
 			"-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
 			src_dir ? "-d" : NULL, (char *)src_dir, (char *)image, NULL};
 	if (!src_dir) /* shift the image over the absent -d pair */
-		argv[11] = (char *)image, argv[12] = NULL;
+		argv[9] = (char *)image, argv[10] = NULL;
 	return run_mke2fs(argv, err);
 }
 

@@ -155,7 +155,7 @@ int sandbox_reap_stale(const char *cgroup_name, const char *id, int *found, cx_e
  *
  * Attach an ext4 image at mountpoint (nosuid, nodev; the dir is made 0700 if
  * missing).  A missing image is first created sparse (O_EXCL, 0600) of
- * size_mb (8 MB .. 16 TB) and formatted by mke2fs (no journal, lazy inode
+ * size_mb (8 MB .. 16 TB) and formatted by mke2fs (journal, lazy inode
  * tables, no root reserve; its output ends in the error when it fails).  The
  * loop device is attached with LO_FLAGS_AUTOCLEAR, so it frees itself when
  * the last mount goes; an image still attached (a sandbox still holds its
