@@ -7,7 +7,7 @@
  *   disk:    sandbox_disk_attach() of a new 64 MB and a new 10 GB image
  *            (create sparse + mke2fs + loop + mount), 5 runs each.
  * Medians (and min/max) in ms, one JSON line per case.
- *   bench_sandbox_image <scratch dir>   (the probe binary: $SBX_PROBE, optional) */
+ *   bench_sandbox_image <scratch dir> [create runs, default 20] */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -54,8 +54,8 @@ static void die(const char *what, const cx_err *err)
 
 int main(int argc, char **argv)
 {
-	if (argc != 2 || argv[1][0] != '/') {
-		fprintf(stderr, "usage: bench_sandbox_image <absolute scratch dir>\n");
+	if (argc < 2 || argc > 3 || argv[1][0] != '/') {
+		fprintf(stderr, "usage: bench_sandbox_image <absolute scratch dir> [runs]\n");
 		return 2;
 	}
 	char d[4096], l0[4200], l1[4200], img[4200], disk[4200], p[4400];
@@ -110,7 +110,10 @@ int main(int argc, char **argv)
 	host_o.upper_dir = host_o.work_dir = NULL;
 
 	/* overlay mount alone */
-	enum { NO = 200, NC = 20, ND = 5 };
+	enum { NO = 200, NC_MAX = 1000, ND = 5 };
+	int NC = argc == 3 ? atoi(argv[2]) : 20;
+	if (NC < 1 || NC > NC_MAX)
+		NC = 20;
 	uint64_t t[NO];
 	for (int i = 0; i < NO; i++) {
 		int fd;
@@ -123,7 +126,7 @@ int main(int argc, char **argv)
 	report("overlay_open", t, NO);
 
 	/* create, interleaved */
-	uint64_t ti[NC], th[NC];
+	static uint64_t ti[NC_MAX], th[NC_MAX];
 	for (int i = 0; i < NC; i++) {
 		for (int k = 0; k < 2; k++) {
 			sandbox *sb;
@@ -135,9 +138,9 @@ int main(int argc, char **argv)
 		}
 	}
 	double mi, mh;
-	report("create_image", ti, NC);
+	report("create_image", ti, (size_t)NC);
 	mi = (double)ti[NC / 2];
-	report("create_host", th, NC);
+	report("create_host", th, (size_t)NC);
 	mh = (double)th[NC / 2];
 	printf("{\"case\":\"create_ratio_image_over_host\",\"ratio\":%.3f}\n", mi / mh);
 	if (sandbox_disk_detach(disk, &err) < 0)
