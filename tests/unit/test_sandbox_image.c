@@ -148,6 +148,7 @@ static int group_setup(void **state)
 	o.work_dir = T.work;
 	o.cpu_weight = 50;
 	o.cpu_max_millicpu = 500;
+	o.mount_dir = "/cortex/mcp";
 	T.opts = o;
 	if (sandbox_create(&T.sb, &T.opts, &err) < 0) {
 		fprintf(stderr, "sandbox_create: %s\n", err.msg);
@@ -416,6 +417,47 @@ static void test_disk_from_dir_read_only(void **state)
 	assert_fails(sandbox_disk_attach_ro(img, "relative", &err), err, EINVAL);
 }
 
+/* What cortexd does to a running sandbox works the same on an image: a
+ * run-time read-only mount under mount_dir (made in the upper: the image has
+ * no /cortex) and a file written into home. */
+static void test_mount_and_write_on_image(void **state)
+{
+	(void)state;
+	cx_err err = CX_ERR_INIT;
+	assert_ok(sandbox_mount_ro(T.sb, T.l1, "pkg", &err), err);
+	assert_string_equal(probe(T.sb, "cat", "/cortex/mcp/pkg/etc/os-release", NULL), OS_RELEASE);
+	assert_ok(sandbox_umount(T.sb, "pkg", &err), err);
+	assert_string_equal(probe(T.sb, "exists", "/cortex/mcp/pkg/etc", NULL), "errno 2\n");
+	assert_ok(sandbox_write_file(T.sb, "/home/agent/.config/x.json", "{}", 2, 0600, &err),
+		  err);
+	assert_string_equal(probe(T.sb, "cat", "/home/agent/.config/x.json", NULL), "{}");
+}
+
+/* A daemon that died leaves the cgroup dirs, the cpu one included:
+ * sandbox_reap_stale() kills and removes them all. */
+static void test_reap_stale_covers_cpu(void **state)
+{
+	(void)state;
+	char dir[512];
+	cg_dir(dir, sizeof dir, "cpu", T.id);
+	struct stat st;
+	assert_int_equal(stat(dir, &st), 0);
+	pid_t init = sandbox_init_pid(T.sb);
+	int found = 0;
+	cx_err err = CX_ERR_INIT;
+	assert_ok(sandbox_reap_stale(CG_NAME, T.id, &found, &err), err);
+	assert_int_equal(found, 1);
+	assert_int_equal(stat(dir, &st), -1);
+	assert_int_equal(errno, ENOENT);
+	cg_dir(dir, sizeof dir, "memory", T.id);
+	assert_int_equal(stat(dir, &st), -1);
+	for (int i = 0; i < 200 && !process_gone(init); i++)
+		usleep(10000);
+	assert_true(process_gone(init));
+	sandbox_destroy(T.sb); /* what is left of it: nothing to kill or remove */
+	T.sb = NULL;
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -428,7 +470,9 @@ int main(void)
 		cmocka_unit_test(test_bad_image_options),
 		cmocka_unit_test(test_planted_link_in_image),
 		cmocka_unit_test(test_disk_from_dir_read_only),
+		cmocka_unit_test(test_mount_and_write_on_image),
 		cmocka_unit_test(test_disk_survives_detach),
+		cmocka_unit_test(test_reap_stale_covers_cpu),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
