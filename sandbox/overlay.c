@@ -64,9 +64,9 @@ int sbx_overlay_open(const sandbox_opts *o, int *out_fd, cx_err *err)
 		return cx_err_set(err, errno, "overlay: fsopen");
 	if (fsconfig_str(fs, "source", "overlay", err) < 0)
 		return -1;
-	/* Every layer fd stays open until CMD_CREATE has looked the names up:
-	 * fsconfig("lowerdir+") only resolves the path, and the fd closes right
-	 * after, which is fine: the context holds the path itself. */
+	/* fsconfig("lowerdir+"/"upperdir"/"workdir") resolves the name at once
+	 * and the context keeps the path, so each fd closes right after (and
+	 * mountinfo shows the same N for every layer). */
 	char what[32];
 	for (size_t i = 0; o->lower_dirs[i]; i++) {
 		snprintf(what, sizeof what, "layer %zu", i);

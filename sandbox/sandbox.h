@@ -40,8 +40,9 @@ typedef struct sandbox_bind {
 typedef struct sandbox_opts {
 	unsigned version;          /* SANDBOX_OPTS_VERSION */
 	const char *id;            /* [A-Za-z0-9_-]{1,64}; names the cgroup and hostname */
-	const char *root_mount;    /* existing empty host dir; the new root's tmpfs is mounted
-	                              on it inside the sandbox's own mount namespace */
+	const char *root_mount;    /* existing empty host dir; the new root (a tmpfs, or the
+	                              image's overlay) is mounted on it inside the sandbox's
+	                              own mount namespace */
 	const char *home_dir;      /* host dir -> /home/agent (rw, survives sleep) */
 	const char *workspace_dir; /* host dir -> /workspace (rw, survives sleep) */
 	const char *run_dir;       /* host dir -> /run/cortex (rw; ws-agent socket, logs) */
