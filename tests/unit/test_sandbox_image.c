@@ -6,6 +6,7 @@
  * disk caps writes with ENOSPC, the cpu limits are in the cgroup, the disk
  * keeps its files across detach/attach, and a link planted in an image
  * cannot send a mount to the host.  Root only (mounts, loop devices). */
+#include <pthread.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 
@@ -458,8 +459,27 @@ static void test_reap_stale_covers_cpu(void **state)
 	T.sb = NULL;
 }
 
+#ifdef __SANITIZE_THREAD__
+/* As in test_sandbox_mount.c: under TSan a fork from a single-threaded
+ * process starts TSan's thread in the child, and the mount helper's
+ * setns(CLONE_NEWNS) then fails with EINVAL; cortexd is multi-threaded, so
+ * the test keeps one idle thread to be the same. */
+static void *idle_thread(void *unused)
+{
+	(void)unused;
+	for (;;)
+		pause();
+	return NULL;
+}
+#endif
+
 int main(void)
 {
+#ifdef __SANITIZE_THREAD__
+	pthread_t idle;
+	if (pthread_create(&idle, NULL, idle_thread, NULL) != 0 || pthread_detach(idle) != 0)
+		return 1;
+#endif
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_root_is_the_image),
 		cmocka_unit_test(test_mountinfo_names_no_host_path),
