@@ -114,7 +114,7 @@ static int format(const char *image, const char *src_dir, cx_err *err)
 	return run_mke2fs(argv, err);
 }
 
-/* A sparse file of size_mb, 0600; EEXIST when it is there already. */
+/* A sparse file of size_mb, 0600 (O_EXCL). */
 static int create_sparse(const char *image, uint64_t size_mb, cx_err *err)
 {
 	cleanup_close int fd = open(image, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -124,6 +124,30 @@ static int create_sparse(const char *image, uint64_t size_mb, cx_err *err)
 		int e = errno;
 		unlink(image);
 		return cx_err_set(err, e, "size %s to %" PRIu64 " MB", image, size_mb);
+	}
+	return 0;
+}
+
+/* A new image at `image`, never half made: built under a temporary name in
+ * the same dir (sparse, formatted, from src_dir if set), then renamed into
+ * place without replacing (RENAME_NOREPLACE keeps O_EXCL's promise).  A
+ * daemon killed midway leaves only a "<image>.new-<pid>" behind. */
+static int make_image(const char *image, uint64_t size_mb, const char *src_dir, cx_err *err)
+{
+	char tmp[PATH_MAX];
+	if (snprintf(tmp, sizeof tmp, "%s.new-%d", image, (int)getpid()) >= (int)sizeof tmp)
+		return cx_err_set(err, ENAMETOOLONG, "%s", image);
+	unlink(tmp); /* a leftover of an earlier process with our pid */
+	if (create_sparse(tmp, size_mb, err) < 0)
+		return -1;
+	if (format(tmp, src_dir, err) < 0) {
+		unlink(tmp);
+		return cx_err_wrap(err, "format %s", image);
+	}
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, image, RENAME_NOREPLACE) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return cx_err_set(err, e, "create %s", image);
 	}
 	return 0;
 }
@@ -263,11 +287,12 @@ int sandbox_disk_attach(const char *image_path, uint64_t size_mb, const char *mo
 		if (size_mb < 8 || size_mb > DISK_MAX_MB)
 			return cx_err_set(err, EINVAL, "disk: size %" PRIu64 " MB not in 8..%llu",
 					  size_mb, DISK_MAX_MB);
-		if (create_sparse(image_path, size_mb, err) < 0)
+		/* EEXIST: a concurrent attach made it first; attach that one. */
+		cx_err e = CX_ERR_INIT;
+		if (make_image(image_path, size_mb, NULL, &e) < 0 && e.code != EEXIST) {
+			if (err)
+				*err = e;
 			return cx_err_wrap(err, "disk");
-		if (format(image_path, NULL, err) < 0) {
-			unlink(image_path);
-			return cx_err_wrap(err, "disk: format %s", image_path);
 		}
 	}
 	if (attach(image_path, mountpoint, false, err) < 0)
@@ -322,6 +347,8 @@ int sandbox_disk_make_from_dir(const char *image_path, const char *src_dir, cx_e
 {
 	if (!image_path || !src_dir || image_path[0] != '/' || src_dir[0] != '/')
 		return cx_err_set(err, EINVAL, "disk: image and source must be absolute paths");
+	if (access(image_path, F_OK) == 0)
+		return cx_err_set(err, EEXIST, "disk: %s exists", image_path);
 	int dfd = open(src_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return cx_err_set(err, errno, "disk: open %s", src_dir);
@@ -329,12 +356,8 @@ int sandbox_disk_make_from_dir(const char *image_path, const char *src_dir, cx_e
 	if (tree_bytes(dfd, &bytes, 0, err) < 0)
 		return cx_err_wrap(err, "disk: measure %s", src_dir);
 	uint64_t mb = (bytes + bytes / 4 + (16ULL << 20) + (1ULL << 20) - 1) >> 20;
-	if (create_sparse(image_path, mb, err) < 0)
-		return cx_err_wrap(err, "disk");
-	if (format(image_path, src_dir, err) < 0) {
-		unlink(image_path);
-		return cx_err_wrap(err, "disk: make %s from %s", image_path, src_dir);
-	}
+	if (make_image(image_path, mb, src_dir, err) < 0)
+		return cx_err_wrap(err, "disk: from %s", src_dir);
 	return 0;
 }
 

@@ -350,6 +350,14 @@ static void test_bad_image_options(void **state)
 	o.cpu_max_millicpu = 5;
 	assert_fails(sandbox_create(&sb, &o, &err), err, EINVAL);
 	assert_null(sb);
+	/* Disks: a size out of range, a relative path; nothing is left behind. */
+	char img[700], mp[700];
+	pathf(img, sizeof img, "%s/tiny.img", T.base);
+	pathf(mp, sizeof mp, "%s/tiny", T.base);
+	assert_fails(sandbox_disk_attach(img, 4, mp, &err), err, EINVAL);
+	assert_fails(sandbox_disk_attach("disk.img", 64, mp, &err), err, EINVAL);
+	struct stat st;
+	assert_int_equal(stat(img, &st), -1);
 }
 
 /* An image whose /home is a link to /root (absolute, as the host would read
