@@ -29,9 +29,9 @@ static int cmp_u64(const void *a, const void *b)
 static void report(const char *name, uint64_t *us, size_t n)
 {
 	qsort(us, n, sizeof *us, cmp_u64);
-	printf("{\"case\":\"%s\",\"runs\":%zu,\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f}\n",
-	       name, n, (double)us[n / 2] / 1000, (double)us[0] / 1000,
-	       (double)us[n - 1] / 1000);
+	printf(
+	    "{\"case\":\"%s\",\"runs\":%zu,\"median_ms\":%.3f,\"min_ms\":%.3f,\"max_ms\":%.3f}\n",
+	    name, n, (double)us[n / 2] / 1000, (double)us[0] / 1000, (double)us[n - 1] / 1000);
 }
 
 static void mk(const char *path, uid_t owner)

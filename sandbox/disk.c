@@ -35,7 +35,7 @@
 
 #define LOOP_MAJOR_NR	    7
 #define LOOP_CONFIG_RETRIES 32
-#define MKE2FS_OUT_CAP	    2048 /* of mke2fs's output kept for the error */
+#define MKE2FS_OUT_CAP	    2048	  /* of mke2fs's output kept for the error */
 #define DISK_MAX_MB	    (16ULL << 20) /* 16 TiB: ext4 with 4k blocks */
 
 static const char *const mke2fs_paths[] = {"/usr/sbin/mke2fs", "/sbin/mke2fs"};
@@ -106,9 +106,19 @@ static int run_mke2fs(char **argv, cx_err *err)
  * No root reserve (-m 0): the agent is never root. */
 static int format(const char *image, const char *src_dir, cx_err *err)
 {
-	char *argv[] = {"mke2fs", "-q", "-F", "-t", "ext4", "-m", "0",
-			"-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
-			src_dir ? "-d" : NULL, (char *)src_dir, (char *)image, NULL};
+	char *argv[] = {"mke2fs",
+			"-q",
+			"-F",
+			"-t",
+			"ext4",
+			"-m",
+			"0",
+			"-E",
+			"lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
+			src_dir ? "-d" : NULL,
+			(char *)src_dir,
+			(char *)image,
+			NULL};
 	if (!src_dir) /* shift the image over the absent -d pair */
 		argv[9] = (char *)image, argv[10] = NULL;
 	return run_mke2fs(argv, err);
@@ -156,8 +166,7 @@ static int make_image(const char *image, uint64_t size_mb, const char *src_dir, 
 static int loop_node(char *path, size_t cap, int n, cx_err *err)
 {
 	snprintf(path, cap, "/dev/loop%d", n);
-	if (mknod(path, S_IFBLK | 0660, makedev(LOOP_MAJOR_NR, (unsigned)n)) < 0 &&
-	    errno != EEXIST)
+	if (mknod(path, S_IFBLK | 0660, makedev(LOOP_MAJOR_NR, (unsigned)n)) < 0 && errno != EEXIST)
 		return cx_err_set(err, errno, "mknod %s", path);
 	return 0;
 }
@@ -168,7 +177,8 @@ static int loop_attach(int image_fd, bool ro, char *dev, size_t cap, int *out_fd
 {
 	cleanup_close int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
 	if (ctl < 0)
-		return cx_err_set(err, errno, "open /dev/loop-control (no loop device support here?)");
+		return cx_err_set(err, errno,
+				  "open /dev/loop-control (no loop device support here?)");
 	for (int attempt = 0; attempt < LOOP_CONFIG_RETRIES; attempt++) {
 		int n = ioctl(ctl, LOOP_CTL_GET_FREE);
 		if (n < 0)
@@ -231,8 +241,8 @@ static int mounted_here(const char *mountpoint, const struct stat *img, cx_err *
 		return 0;
 	char dev[64];
 	snprintf(dev, sizeof dev, "/dev/loop%u", minor(mp.st_dev));
-	cleanup_close int fd = major(mp.st_dev) == LOOP_MAJOR_NR ?
-				       open(dev, O_RDONLY | O_CLOEXEC) : -1;
+	cleanup_close int fd =
+	    major(mp.st_dev) == LOOP_MAJOR_NR ? open(dev, O_RDONLY | O_CLOEXEC) : -1;
 	struct loop_info64 li;
 	if (fd >= 0 && ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == img->st_ino &&
 	    li.lo_device == img->st_dev)

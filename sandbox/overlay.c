@@ -77,10 +77,11 @@ int sbx_overlay_open(const sandbox_opts *o, int *out_fd, cx_err *err)
 			     add_dir(fs, "workdir", o->work_dir, "work_dir", err) < 0))
 		return -1;
 	if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-		return cx_err_set(err, errno, "overlay: create (upper and work on one file system, "
+		return cx_err_set(err, errno,
+				  "overlay: create (upper and work on one file system, "
 				  "not in use by another sandbox?)");
-	int m = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC,
-			     MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+	int m =
+	    (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
 	if (m < 0)
 		return cx_err_set(err, errno, "overlay: fsmount");
 	*out_fd = m;

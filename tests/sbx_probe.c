@@ -85,7 +85,8 @@ static int write_mb(const char *path, long mb)
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
-		fprintf(stderr, "usage: sbx_probe cat|ls|exists|open|readlink PATH | write PATH MB\n");
+		fprintf(stderr,
+			"usage: sbx_probe cat|ls|exists|open|readlink PATH | write PATH MB\n");
 		return 2;
 	}
 	const char *cmd = argv[1], *path = argv[2];

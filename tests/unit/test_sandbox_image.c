@@ -179,8 +179,8 @@ static void test_root_is_the_image(void **state)
 	assert_contains(top, "workspace\n");
 	assert_not_contains(top, "usr\n");
 	assert_not_contains(top, "var\n");
-	const char *host[] = {"/work", "/var/lib", "/root", "/usr/bin/gcc", "/etc/passwd",
-			      "/lib", "/sys", T.base};
+	const char *host[] = {"/work",	     "/var/lib", "/root", "/usr/bin/gcc",
+			      "/etc/passwd", "/lib",	 "/sys",  T.base};
 	for (size_t i = 0; i < sizeof host / sizeof host[0]; i++) {
 		const char *r = probe(T.sb, "exists", host[i], NULL);
 		if (strcmp(r, "errno 2\n") != 0) {
@@ -437,8 +437,7 @@ static void test_mount_and_write_on_image(void **state)
 	assert_string_equal(probe(T.sb, "cat", "/cortex/mcp/pkg/etc/os-release", NULL), OS_RELEASE);
 	assert_ok(sandbox_umount(T.sb, "pkg", &err), err);
 	assert_string_equal(probe(T.sb, "exists", "/cortex/mcp/pkg/etc", NULL), "errno 2\n");
-	assert_ok(sandbox_write_file(T.sb, "/home/agent/.config/x.json", "{}", 2, 0600, &err),
-		  err);
+	assert_ok(sandbox_write_file(T.sb, "/home/agent/.config/x.json", "{}", 2, 0600, &err), err);
 	assert_string_equal(probe(T.sb, "cat", "/home/agent/.config/x.json", NULL), "{}");
 }
 
@@ -489,18 +488,18 @@ int main(void)
 		return 1;
 #endif
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_root_is_the_image),
-		cmocka_unit_test(test_mountinfo_names_no_host_path),
-		cmocka_unit_test(test_proc1_tells_nothing_of_cortexd),
-		cmocka_unit_test(test_host_mode_cmdline),
-		cmocka_unit_test(test_disk_full_is_enospc_inside_only),
-		cmocka_unit_test(test_cpu_limits_in_cgroup),
-		cmocka_unit_test(test_bad_image_options),
-		cmocka_unit_test(test_planted_link_in_image),
-		cmocka_unit_test(test_disk_from_dir_read_only),
-		cmocka_unit_test(test_mount_and_write_on_image),
-		cmocka_unit_test(test_disk_survives_detach),
-		cmocka_unit_test(test_reap_stale_covers_cpu),
+	    cmocka_unit_test(test_root_is_the_image),
+	    cmocka_unit_test(test_mountinfo_names_no_host_path),
+	    cmocka_unit_test(test_proc1_tells_nothing_of_cortexd),
+	    cmocka_unit_test(test_host_mode_cmdline),
+	    cmocka_unit_test(test_disk_full_is_enospc_inside_only),
+	    cmocka_unit_test(test_cpu_limits_in_cgroup),
+	    cmocka_unit_test(test_bad_image_options),
+	    cmocka_unit_test(test_planted_link_in_image),
+	    cmocka_unit_test(test_disk_from_dir_read_only),
+	    cmocka_unit_test(test_mount_and_write_on_image),
+	    cmocka_unit_test(test_disk_survives_detach),
+	    cmocka_unit_test(test_reap_stale_covers_cpu),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
