@@ -1,4 +1,4 @@
-/* cgroup.c — one cgroup per sandbox, with memory and pids limits, on either
+/* cgroup.c — one cgroup per sandbox, with memory, pids and cpu limits, on either
  * cgroup v2 (unified hierarchy at /sys/fs/cgroup) or v1/hybrid (a tmpfs at
  * /sys/fs/cgroup with one hierarchy per controller; v2 may also be mounted
  * at /sys/fs/cgroup/unified, but without controllers, so it is unused).
@@ -22,7 +22,15 @@
 
 #include "sandbox-internal.h"
 
-static const char *const v1_controllers[SBX_CG_MAX] = {"memory", "pids", "freezer"};
+static const char *const v1_controllers[SBX_CG_MAX] = {"memory", "pids", "freezer", "cpu"};
+
+/* cpu_max_millicpu is per this period (100 ms, the kernel's default). */
+#define CPU_PERIOD_US 100000ULL
+
+static bool wants_cpu(const sandbox_opts *o)
+{
+	return o->cpu_weight || o->cpu_max_millicpu;
+}
 
 static int write_file(const char *dir, const char *file, const char *val, cx_err *err)
 {
@@ -96,8 +104,9 @@ static int create_v2(sbx_cgroup *cg, const sandbox_opts *opts, const char *name,
 	if (mkdir_ok(parent, err) < 0)
 		return -1;
 	/* Controllers must be enabled on every level above the leaf. */
-	if (write_file(SBX_CGROUP_ROOT, "cgroup.subtree_control", "+memory +pids", err) < 0 ||
-	    write_file(parent, "cgroup.subtree_control", "+memory +pids", err) < 0)
+	const char *ctrl = wants_cpu(opts) ? "+memory +pids +cpu" : "+memory +pids";
+	if (write_file(SBX_CGROUP_ROOT, "cgroup.subtree_control", ctrl, err) < 0 ||
+	    write_file(parent, "cgroup.subtree_control", ctrl, err) < 0)
 		return -1;
 	if (make_dir(&cg->dirs[0], SBX_CGROUP_ROOT, name, opts->id, err) < 0)
 		return -1;
@@ -106,13 +115,29 @@ static int create_v2(sbx_cgroup *cg, const sandbox_opts *opts, const char *name,
 	if (write_file(cg->dirs[0], "memory.max", v, err) < 0)
 		return -1;
 	fmt_limit(v, sizeof v, opts->pids_max);
-	return write_file(cg->dirs[0], "pids.max", v, err);
+	if (write_file(cg->dirs[0], "pids.max", v, err) < 0)
+		return -1;
+	if (opts->cpu_weight) {
+		snprintf(v, sizeof v, "%u", opts->cpu_weight);
+		if (write_file(cg->dirs[0], "cpu.weight", v, err) < 0)
+			return -1;
+	}
+	if (opts->cpu_max_millicpu) {
+		snprintf(v, sizeof v, "%llu %llu",
+			 (unsigned long long)opts->cpu_max_millicpu * CPU_PERIOD_US / 1000,
+			 CPU_PERIOD_US);
+		if (write_file(cg->dirs[0], "cpu.max", v, err) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 static int create_v1(sbx_cgroup *cg, const sandbox_opts *opts, const char *name, cx_err *err)
 {
 	for (int c = 0; c < SBX_CG_MAX; c++) {
 		char base[4096];
+		if (c == SBX_CG_CPU && !wants_cpu(opts)) /* only for its limits */
+			continue;
 		snprintf(base, sizeof base, "%s/%s", SBX_CGROUP_ROOT, v1_controllers[c]);
 		struct stat st;
 		if (stat(base, &st) < 0) {
@@ -130,7 +155,26 @@ static int create_v1(sbx_cgroup *cg, const sandbox_opts *opts, const char *name,
 			return -1;
 	}
 	fmt_limit(v, sizeof v, opts->pids_max);
-	return write_file(cg->dirs[SBX_CG_PIDS], "pids.max", v, err);
+	if (write_file(cg->dirs[SBX_CG_PIDS], "pids.max", v, err) < 0)
+		return -1;
+	const char *cpu = cg->dirs[SBX_CG_CPU];
+	if (opts->cpu_weight) {
+		/* v2 weight 100 (the default) is v1's 1024 shares; the kernel's floor is 2. */
+		uint64_t shares = (uint64_t)opts->cpu_weight * 1024 / 100;
+		snprintf(v, sizeof v, "%" PRIu64, shares < 2 ? 2 : shares);
+		if (write_file(cpu, "cpu.shares", v, err) < 0)
+			return -1;
+	}
+	if (opts->cpu_max_millicpu) {
+		snprintf(v, sizeof v, "%llu", CPU_PERIOD_US);
+		if (write_file(cpu, "cpu.cfs_period_us", v, err) < 0)
+			return -1;
+		snprintf(v, sizeof v, "%llu",
+			 (unsigned long long)opts->cpu_max_millicpu * CPU_PERIOD_US / 1000);
+		if (write_file(cpu, "cpu.cfs_quota_us", v, err) < 0)
+			return -1;
+	}
+	return 0;
 }
 
 int sbx_cgroup_create(sbx_cgroup *cg, const sandbox_opts *opts, cx_err *err)

@@ -25,6 +25,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "sandbox-internal.h"
@@ -88,10 +89,93 @@ static int drop_privileges(const sandbox_opts *opts, cx_err *err)
 	return 0;
 }
 
-static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, init_state *st,
-		 cx_err *err)
+/* Init is a fork of cortexd, so /proc/1/cmdline (readable by every process
+ * inside, ptrace rules or not) would show cortexd's argv, and /proc/1/environ
+ * its environment.  Point both at static bytes of init's own.  One
+ * PR_SET_MM_MAP does it: unlike the single-field PR_SET_MM_ARG_START, it
+ * needs no CAP_SYS_RESOURCE (which containers often lack) as long as the exe
+ * link is left alone; the other fields are the current ones, read from
+ * /proc/self/stat (and brk(0)).  The new strings live in an anonymous page
+ * of their own: the kernel reads cmdline with FOLL_ANON, so bytes in a file
+ * mapping (a static buffer in .data) would read as empty.  The daemon's
+ * strings stay on init's stack, readable only through ptrace, which
+ * non-dumpable init refuses. */
+static const char init_cmdline[] = "cortex-init";
+
+/* Field `want` (1-based, as in proc(5)) of /proc/self/stat as a number. */
+static int stat_field(const char *buf, int want, uint64_t *out)
 {
-	if (sbx_mounts_setup(opts, err) < 0)
+	const char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	p++;
+	for (int field = 3; *p; field++) { /* fields after "(comm)" start at 3 */
+		while (*p == ' ')
+			p++;
+		uint64_t v = 0;
+		bool digits = false;
+		for (; *p >= '0' && *p <= '9'; p++, digits = true)
+			v = v * 10 + (uint64_t)(*p - '0');
+		if (field == want) {
+			*out = v;
+			return digits ? 0 : -1;
+		}
+		while (*p && *p != ' ')
+			p++;
+	}
+	return -1;
+}
+
+static int set_cmdline(cx_err *err)
+{
+	char buf[1024];
+	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open /proc/self/stat");
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return cx_err_set(err, n < 0 ? errno : EIO, "read /proc/self/stat");
+	buf[n] = '\0';
+	struct prctl_mm_map m;
+	memset(&m, 0, sizeof m);
+	const struct {
+		int field;
+		__u64 *dst;
+	} f[] = {
+		{26, &m.start_code}, {27, &m.end_code},	 {28, &m.start_stack},
+		{45, &m.start_data}, {46, &m.end_data},	 {47, &m.start_brk},
+	};
+	for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+		uint64_t v;
+		if (stat_field(buf, f[i].field, &v) < 0)
+			return cx_err_set(err, EIO, "/proc/self/stat: no field %d", f[i].field);
+		*f[i].dst = v;
+	}
+	/* "cortex-init\0" then an empty environment ("\0"); never unmapped. */
+	char *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (page == MAP_FAILED)
+		return cx_err_set(err, errno, "map a page for argv");
+	memcpy(page, init_cmdline, sizeof init_cmdline);
+	m.brk = (__u64)syscall(SYS_brk, 0);
+	m.arg_start = (__u64)(uintptr_t)page;
+	m.arg_end = m.arg_start + sizeof init_cmdline;
+	m.env_start = m.arg_end;
+	m.env_end = m.env_start + 1;
+	m.exe_fd = (__u32)-1;
+	if (prctl(PR_SET_MM, PR_SET_MM_MAP, (unsigned long)&m, sizeof m, 0) < 0)
+		return cx_err_set(err, errno, "PR_SET_MM_MAP (argv of init)");
+	if (prctl(PR_SET_NAME, (unsigned long)init_cmdline, 0, 0, 0) < 0)
+		return cx_err_set(err, errno, "PR_SET_NAME");
+	return 0;
+}
+
+static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int root_fd,
+		 init_state *st, cx_err *err)
+{
+	if (sbx_mounts_setup(opts, root_fd, err) < 0)
+		return -1;
+	if (set_cmdline(err) < 0)
 		return -1;
 	char host[64];
 	snprintf(host, sizeof host, "cortex-%.12s", opts->id);
@@ -345,7 +429,7 @@ static int serve_one(const init_state *st)
 }
 
 void sbx_init_main(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int sync_fd,
-		   int ctl_fd)
+		   int ctl_fd, int root_fd)
 {
 	cx_err err = CX_ERR_INIT;
 	init_state st = {ctl_fd, -1, -1, NULL};
@@ -366,7 +450,7 @@ void sbx_init_main(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int
 	if (sbx_sync_recv(sync_fd, &type, &code, &err) < 0 || type != SBX_SYNC_GO)
 		_exit(1);
 
-	if (setup(opts, filter, &st, &err) < 0)
+	if (setup(opts, filter, root_fd, &st, &err) < 0)
 		sbx_child_fail(sync_fd, &err);
 	if (sbx_sync_send(sync_fd, SBX_SYNC_READY, 0, NULL) < 0)
 		_exit(1);

@@ -12,6 +12,16 @@
  * root-owned 0755: it stays writable for cortexd (sandbox_mount_ro makes
  * mountpoints there at run time) and not for the agent.
  *
+ * Image mode (opts->lower_dirs): the new root is instead the overlay the
+ * library made (overlay.c), moved onto opts->root_mount; no host top-level dir
+ * is bound.  Mountpoints the image lacks (/proc, /dev, /tmp, /home/agent, ...)
+ * are created in the overlay's upper.  The tree is the image author's, so
+ * every mountpoint path is first walked one component at a time without
+ * following links (image_walk): a planted "/home -> /root" must not turn a
+ * mkdir or a bind into one on the host.  With an upper the root stays
+ * writable where the image's own permissions allow; without one it is
+ * read-only.
+ *
  * Errors name the path as seen inside the sandbox ("mount /workspace: ...").
  */
 #include <dirent.h>
@@ -177,6 +187,61 @@ static int bind_host_top(const char *root, cx_err *err)
 	}
 }
 
+/* Image mode: walks `rel` below root component by component (O_NOFOLLOW,
+ * no "..": sb_path_ok), making missing dirs (0755, root's) and, when `file`,
+ * the last one as an empty file.  A link or a non-dir on the way fails
+ * (ELOOP/ENOTDIR): nothing is then created or mounted through it.  No
+ * sandbox process runs yet, so the checked path cannot change before the
+ * mount that follows. */
+static int image_walk(const char *root, const char *rel, bool file, cx_err *err)
+{
+	if (!sb_path_ok(rel, PATH_MAX / 2))
+		return cx_err_set(err, EINVAL, "%s: not an absolute path without . or ..", rel);
+	cleanup_close int dir = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (dir < 0)
+		return cx_err_set(err, errno, "open the new root");
+	char name[NAME_MAX + 1];
+	for (const char *c = rel;;) {
+		while (*c == '/')
+			c++;
+		size_t n = strcspn(c, "/");
+		if (n == 0)
+			return 0;
+		if (n > NAME_MAX)
+			return cx_err_set(err, ENAMETOOLONG, "%s", rel);
+		memcpy(name, c, n);
+		name[n] = '\0';
+		c += n;
+		bool last = c[strspn(c, "/")] == '\0';
+		if (last && file) {
+			int fd = openat(dir, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+			if (fd < 0 && errno != EISDIR)
+				return cx_err_set(err, errno, "image path %s", rel);
+			if (fd >= 0)
+				close(fd);
+			return 0;
+		}
+		int next = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0 && errno == ENOENT) {
+			if (mkdirat(dir, name, 0755) < 0 && errno != EEXIST)
+				return cx_err_set(err, errno, "mkdir %s (in the image)", rel);
+			next = openat(dir, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (next < 0)
+			return cx_err_set(err, errno == ENOTDIR ? ELOOP : errno,
+					  "image path %s: a link or not a directory on the way",
+					  rel);
+		close(dir);
+		dir = next;
+	}
+}
+
+/* image_walk() in image mode; a no-op in host-root mode. */
+static int walk_if_image(bool image, const char *root, const char *rel, bool file, cx_err *err)
+{
+	return image ? image_walk(root, rel, file, err) : 0;
+}
+
 /* A writable host dir of the session at `rel`. */
 static int bind_session_dir(const char *root, const char *host, const char *rel, cx_err *err)
 {
@@ -231,7 +296,7 @@ static int setup_dev(const char *root, cx_err *err)
 			false, err);
 }
 
-static int bind_extra(const char *root, const sandbox_bind *b, cx_err *err)
+static int bind_extra(const char *root, bool image, const sandbox_bind *b, cx_err *err)
 {
 	if (!sb_path_ok(b->host_path, PATH_MAX / 2) || !sb_path_ok(b->sandbox_path, PATH_MAX / 2))
 		return cx_err_set(err, EINVAL, "bind %s on %s: paths must be absolute, without . or ..",
@@ -240,6 +305,8 @@ static int bind_extra(const char *root, const sandbox_bind *b, cx_err *err)
 	struct stat st, mst;
 	if (stat(b->host_path, &st) < 0)
 		return cx_err_set(err, errno, "bind %s", b->host_path);
+	if (walk_if_image(image, root, b->sandbox_path, !S_ISDIR(st.st_mode), err) < 0)
+		return cx_err_wrap(err, "bind %s", b->host_path);
 	char dst[PATH_MAX];
 	snprintf(dst, sizeof dst, "%s%s", root, b->sandbox_path);
 	/* The mountpoint is created in the root tmpfs; under a host dir that is
@@ -305,24 +372,43 @@ static int enter_root(const char *root, cx_err *err)
 	return 0;
 }
 
-int sbx_mounts_setup(const sandbox_opts *opts, cx_err *err)
+/* The new root on root_mount: the host-root mode's small tmpfs, or the
+ * image's overlay (root_fd, from overlay.c) moved there. */
+static int mount_root(const char *root, int root_fd, cx_err *err)
+{
+	if (root_fd < 0)
+		return mount_tmpfs(root, "/", MS_NOSUID | MS_NODEV, "mode=0755,size=4m", err);
+	if (move_mount(root_fd, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+		return cx_err_set(err, errno, "move the image overlay onto the root");
+	return 0;
+}
+
+int sbx_mounts_setup(const sandbox_opts *opts, int root_fd, cx_err *err)
 {
 	const char *root = opts->root_mount;
+	const bool image = root_fd >= 0;
 	char p[PATH_MAX], data[64];
+	static const char *const session_dirs[] = {"/home/agent", "/workspace", "/run/cortex",
+						   "/tmp", "/dev", "/proc"};
 
 	/* Nothing we mount may propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return cx_err_set(err, errno, "make / rprivate");
-	if (mount_tmpfs(root, "/", MS_NOSUID | MS_NODEV, "mode=0755,size=4m", err) < 0)
+	if (mount_root(root, root_fd, err) < 0)
 		return cx_err_wrap(err, "root %s", root);
+	if (image)
+		close(root_fd);
 	/* Unbindable: when root_mount lies under a host dir we bind (it does, in
 	 * tests: /work/...), the recursive bind skips it instead of nesting the
 	 * new root inside itself. */
 	if (mount(NULL, root, NULL, MS_UNBINDABLE, NULL) < 0)
 		return cx_err_set(err, errno, "make %s unbindable", root);
 
-	if (bind_host_top(root, err) < 0)
+	if (!image && bind_host_top(root, err) < 0)
 		return -1;
+	for (size_t i = 0; i < sizeof session_dirs / sizeof session_dirs[0]; i++)
+		if (walk_if_image(image, root, session_dirs[i], false, err) < 0)
+			return -1;
 	if (bind_session_dir(root, opts->home_dir, "/home/agent", err) < 0 ||
 	    bind_session_dir(root, opts->workspace_dir, "/workspace", err) < 0 ||
 	    bind_session_dir(root, opts->run_dir, "/run/cortex", err) < 0)
@@ -347,13 +433,18 @@ int sbx_mounts_setup(const sandbox_opts *opts, cx_err *err)
 		return cx_err_set(err, errno, "mount /proc");
 
 	for (size_t i = 0; i < opts->n_binds; i++)
-		if (bind_extra(root, &opts->binds[i], err) < 0)
+		if (bind_extra(root, image, &opts->binds[i], err) < 0)
 			return -1;
-	if (opts->mount_dir && setup_mount_dir(root, opts->mount_dir, err) < 0)
+	if (opts->mount_dir && (walk_if_image(image, root, opts->mount_dir, false, err) < 0 ||
+				setup_mount_dir(root, opts->mount_dir, err) < 0))
 		return -1;
 
 	if (enter_root(root, err) < 0)
 		return -1;
+	/* Image mode: no host dir is there to hide, and the overlay keeps the
+	 * image's own permissions (read-only without an upper). */
+	if (image)
+		return 0;
 
 	for (const char *const *h = opts->hide; h && *h; h++)
 		if (hide_path(*h, err) < 0)

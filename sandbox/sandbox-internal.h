@@ -50,7 +50,9 @@
 
 /* ---- cgroup.c ---- */
 
-enum { SBX_CG_MEMORY, SBX_CG_PIDS, SBX_CG_FREEZER, SBX_CG_MAX };
+/* v1: one hierarchy each; freezer and cpu are optional (cpu is required only
+ * when opts ask for a cpu weight or cap). */
+enum { SBX_CG_MEMORY, SBX_CG_PIDS, SBX_CG_FREEZER, SBX_CG_CPU, SBX_CG_MAX };
 
 typedef struct sbx_cgroup {
 	bool v2;
@@ -145,9 +147,19 @@ void sbx_seccomp_prog_free(sbx_seccomp_prog *prog);
 extern const sbx_sc_rule sbx_seccomp_policy[];
 extern const size_t sbx_seccomp_policy_len;
 
+/* ---- overlay.c (image mode; in the library, before the fork) ---- */
+
+/* Layer count (1..SANDBOX_MAX_LAYERS), upper and work both or neither. */
+int sbx_overlay_check(const sandbox_opts *opts, cx_err *err);
+/* A detached overlay mount (nosuid, nodev) of opts->lower_dirs (+ upper,
+ * work) whose options name no host path; *out_fd: its fsmount fd (CLOEXEC). */
+int sbx_overlay_open(const sandbox_opts *opts, int *out_fd, cx_err *err);
+
 /* ---- mounts.c (runs inside init, as root, before dropping privileges) ---- */
 
-int sbx_mounts_setup(const sandbox_opts *opts, cx_err *err);
+/* root_fd: the overlay mount fd in image mode (moved onto root_mount), or -1
+ * for the host-root mode. */
+int sbx_mounts_setup(const sandbox_opts *opts, int root_fd, cx_err *err);
 
 /* ---- sync channel (sandbox.c) ---- */
 
@@ -193,7 +205,7 @@ typedef struct sbx_ctl_hdr {
  * that takes allocating to make (the filter) is made before the fork. */
 __attribute__((noreturn)) void sbx_init_main(const sandbox_opts *opts,
 					     const sbx_seccomp_prog *filter, int sync_fd,
-					     int ctl_fd);
+					     int ctl_fd, int root_fd);
 
 /* Close every fd >= 3 except those in keep[]. */
 int sbx_close_fds_except(const int *keep, size_t n_keep);

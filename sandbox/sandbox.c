@@ -124,7 +124,7 @@ int sbx_close_fds_except(const int *keep, size_t n_keep)
 
 __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 						   const sbx_seccomp_prog *filter, pid_t parent,
-						   int sync_fd, int ctl_fd)
+						   int sync_fd, int ctl_fd, int root_fd)
 {
 	cx_err err = CX_ERR_INIT;
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
@@ -135,8 +135,8 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Other threads' fds without O_CLOEXEC must not reach the sandbox. */
-	int keep[2] = {sync_fd, ctl_fd};
-	if (sbx_close_fds_except(keep, 2) < 0) {
+	int keep[3] = {sync_fd, ctl_fd, root_fd};
+	if (sbx_close_fds_except(keep, root_fd >= 0 ? 3 : 2) < 0) {
 		cx_err_set(&err, errno, "close inherited fds");
 		sbx_child_fail(sync_fd, &err);
 	}
@@ -148,12 +148,14 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	 * here, and the daemon's own fork already reset libc's state. */
 	pid_t init = sbx_fork();
 	if (init == 0)
-		sbx_init_main(opts, filter, sync_fd, ctl_fd);
+		sbx_init_main(opts, filter, sync_fd, ctl_fd, root_fd);
 	if (init < 0) {
 		cx_err_set(&err, errno, "fork init");
 		sbx_child_fail(sync_fd, &err);
 	}
 	close(ctl_fd);
+	if (root_fd >= 0)
+		close(root_fd);
 	if (sbx_sync_send(sync_fd, SBX_SYNC_PID, init, NULL) < 0)
 		_exit(1); /* PDEATHSIG takes init with us */
 	close(sync_fd);
@@ -200,6 +202,16 @@ static int check_opts(const sandbox_opts *o, cx_err *err)
 			     o->mount_dir[strlen(o->mount_dir) - 1] == '/'))
 		return cx_err_set(err, EINVAL, "sandbox: mount_dir '%s' must be an absolute dir "
 				  "below /, without . or .. or a trailing /", o->mount_dir);
+	if (o->lower_dirs && sbx_overlay_check(o, err) < 0)
+		return -1;
+	if (!o->lower_dirs && (o->upper_dir || o->work_dir))
+		return cx_err_set(err, EINVAL, "sandbox: upper_dir/work_dir need lower_dirs");
+	if (o->cpu_weight > 10000)
+		return cx_err_set(err, EINVAL, "sandbox: cpu_weight %u is not in 1..10000",
+				  o->cpu_weight);
+	if (o->cpu_max_millicpu && o->cpu_max_millicpu < 10)
+		return cx_err_set(err, EINVAL, "sandbox: cpu_max_millicpu %u is below 10 (the "
+				  "kernel's 1 ms quota per 100 ms)", o->cpu_max_millicpu);
 	return 0;
 }
 
@@ -251,16 +263,22 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 		return cx_err_set(err, errno, "socketpair");
 	sb->ctl_fd = cp[0];
 	cleanup_close int ctl_child = cp[1];
+	/* Image mode: the root overlay is made here, where allocating is fine;
+	 * only its mount fd crosses the fork. */
+	cleanup_close int root_fd = -1;
+	if (opts->lower_dirs && sbx_overlay_open(opts, &root_fd, err) < 0)
+		return -1;
 
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid < 0)
 		return cx_err_set(err, errno, "fork");
 	if (pid == 0)
-		monitor_main(opts, &filter, parent, sync_child, ctl_child);
+		monitor_main(opts, &filter, parent, sync_child, ctl_child, root_fd);
 	sb->monitor_pid = pid;
 	close_fd(&sync_child);
 	close_fd(&ctl_child);
+	close_fd(&root_fd);
 
 	int type = 0, code = 0;
 	uint64_t deadline = cx_mono_ms() + SBX_START_TIMEOUT_MS;

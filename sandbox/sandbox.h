@@ -1,7 +1,11 @@
 /* sandbox.h — a session's sandbox: a process tree in its own mount, PID, IPC
- * and UTS namespaces, host root read-only, private /tmp, per-session home and
- * /workspace, a libseccomp filter, no_new_privs, an unprivileged uid and a
- * cgroup with memory and pids limits.
+ * and UTS namespaces, a root that is either the host's read-only (host-root
+ * mode) or an overlay of an image's layers (image mode: no host dir visible
+ * but what is bound on purpose), private /tmp, per-session home and
+ * /workspace, a libseccomp filter, no_new_privs, an unprivileged uid, a
+ * cgroup with memory, pids and cpu limits, and /proc/1/cmdline reading
+ * "cortex-init" (init is a fork of cortexd: its argv is not shown).  A
+ * session's disk (sandbox_disk_attach) caps what it can write.
  *
  * Shape: sandbox_create() starts a small init (PID 1 in the new PID namespace)
  * that builds the mounts, drops privileges, loads the seccomp filter and then
@@ -36,8 +40,9 @@ typedef struct sandbox_bind {
 typedef struct sandbox_opts {
 	unsigned version;          /* SANDBOX_OPTS_VERSION */
 	const char *id;            /* [A-Za-z0-9_-]{1,64}; names the cgroup and hostname */
-	const char *root_mount;    /* existing empty host dir; the new root's tmpfs is mounted
-	                              on it inside the sandbox's own mount namespace */
+	const char *root_mount;    /* existing empty host dir; the new root (a tmpfs, or the
+	                              image's overlay) is mounted on it inside the sandbox's
+	                              own mount namespace */
 	const char *home_dir;      /* host dir -> /home/agent (rw, survives sleep) */
 	const char *workspace_dir; /* host dir -> /workspace (rw, survives sleep) */
 	const char *run_dir;       /* host dir -> /run/cortex (rw; ws-agent socket, logs) */
@@ -54,7 +59,20 @@ typedef struct sandbox_opts {
 	const char *mount_dir;     /* absolute dir inside (e.g. "/cortex/mcp"); NULL = none.
 	                              A small tmpfs writable by root only (0755): the place
 	                              sandbox_mount_ro() attaches host dirs to at run time */
+	/* ---- image root mode (fields added in place; zero = host-root mode) ---- */
+	const char *const *lower_dirs; /* NULL-terminated host dirs, TOP layer first, at most
+	                              SANDBOX_MAX_LAYERS; NULL = host-root mode.  Set: the root
+	                              is an overlay of these (nosuid, nodev) instead of the host's
+	                              top-level dirs; no host dir is visible but home, workspace,
+	                              run, binds and mount_dir, and `hide` is ignored */
+	const char *upper_dir;     /* host dirs on one file system, both or neither: the root's */
+	const char *work_dir;      /* writable upper (survives sleep); NULL = read-only root */
+	uint32_t cpu_weight;       /* 1..10000 (v2 cpu.weight; v1 cpu.shares = w*1024/100);
+	                              0 = the default (100) */
+	uint32_t cpu_max_millicpu; /* 1000 = one CPU per 100 ms period (v2 cpu.max, v1
+	                              cfs_quota_us); 0 = no cap, else >= 10 */
 } sandbox_opts;
+#define SANDBOX_MAX_LAYERS 64
 #define SANDBOX_OPTS_INIT {.version = SANDBOX_OPTS_VERSION}
 
 /* Most fds passed beyond stdio (fd 3, 4, ...). */
@@ -138,6 +156,32 @@ int sandbox_freeze(sandbox *sb, int frozen, cx_err *err);
  * id is checked as in sandbox_create().  Call it for a session's id before
  * creating its sandbox again, e.g. for every session the daemon finds at start. */
 int sandbox_reap_stale(const char *cgroup_name, const char *id, int *found, cx_err *err);
+
+/* ---- per-session disks (disk.c): a file system the kernel caps ----
+ *
+ * Attach an ext4 image at mountpoint (nosuid, nodev; the dir is made 0700 if
+ * missing).  A missing image is first created sparse (O_EXCL, 0600) of
+ * size_mb (8 MB .. 16 TB) and formatted by mke2fs (journal, lazy inode
+ * tables, no root reserve; its output ends in the error when it fails).  The
+ * loop device is attached with LO_FLAGS_AUTOCLEAR, so it frees itself when
+ * the last mount goes; an image still attached (a sandbox still holds its
+ * mount) is mounted again through the same device.  Attaches of one image are
+ * serialised (flock on the image).  size_mb is used only to create; an existing
+ * image keeps its size.  Already mounted there: 0, nothing done; another file
+ * system there: EBUSY.  No loop support
+ * (/dev/loop-control): ENOENT.  Give home, workspace and the root's upper of
+ * a sandbox dirs on one disk: writes past its size get ENOSPC, nothing else
+ * on the host fills up. */
+int sandbox_disk_attach(const char *image_path, uint64_t size_mb, const char *mountpoint,
+			cx_err *err);
+/* An existing image, read-only (e.g. a shared runtime made by
+ * sandbox_disk_make_from_dir), as sandbox_disk_attach otherwise. */
+int sandbox_disk_attach_ro(const char *image_path, const char *mountpoint, cx_err *err);
+/* A new image (O_EXCL) holding a copy of the tree src_dir (mke2fs -d), sized
+ * to it with room for metadata; owners and modes are kept. */
+int sandbox_disk_make_from_dir(const char *image_path, const char *src_dir, cx_err *err);
+/* umount2(MNT_DETACH) of what is mounted at mountpoint; not mounted: 0. */
+int sandbox_disk_detach(const char *mountpoint, cx_err *err);
 
 /* Host pid of the sandbox's init (PID 1 inside), or -1 when stopped. */
 pid_t sandbox_init_pid(const sandbox *sb);

@@ -23,9 +23,10 @@ async function run(c, cmd) {
   let out = await run(c, "for d in /proc/[0-9]*; do echo \"${d#/proc/}:$(tr '\\0' ' ' < $d/cmdline)\"; done");
   L.check(/ws-agent/.test(out) && /claude/.test(out), 'the sandbox sees its own processes', 'ws-agent, claude', out);
   L.check(!/model-server|sandbox\.test\.js|ctest/.test(out), "the sandbox cannot see the host's processes", 'no model-server / test runner', out);
-  // The sandbox's PID 1 is forked from cortexd (same cmdline); the host daemon itself must not appear.
-  const daemonLines = out.split('\n').filter(l => /cortexd/.test(l) && !/^1:/.test(l) && !/RUN:|shell-snapshots/.test(l));
-  L.eq(daemonLines, [], 'the only cortexd-named process inside is the sandbox init (pid 1)');
+  // The sandbox's PID 1 is forked from cortexd but shows an argv of its own; the daemon's never appears.
+  L.check(/^1:cortex-init $/m.test(out), "PID 1 reads cortex-init, not cortexd's argv", '1:cortex-init', out);
+  const daemonLines = out.split('\n').filter(l => /cortexd/.test(l) && !/RUN:|shell-snapshots/.test(l));
+  L.eq(daemonLines, [], 'no cortexd-named process inside');
   const pids = (await run(c, "ls /proc | grep -c '^[0-9]'")).trim();
   L.check(Number(pids) > 0 && Number(pids) < 30, 'only a handful of pids in the sandbox /proc', '< 30', pids);
 
@@ -53,8 +54,12 @@ async function run(c, cmd) {
   L.check(!/vf-pending-query/.test(out), 'the context file is deleted once read', 'absent', out);
 
   // Nothing outlives cortexd, even when it is killed without a chance to clean up.
+  // This session's only (its cgroup names it): other daemons on the host run ws-agents too.
   const sandboxPids = () => fs.readdirSync('/proc').filter(x => /^\d+$/.test(x)).filter(x => {
-    try { return fs.readFileSync(`/proc/${x}/cmdline`, 'utf8').includes('/cortex/bin/ws-agent'); } catch (e) { return false; }
+    try {
+      return fs.readFileSync(`/proc/${x}/cmdline`, 'utf8').includes('/cortex/bin/ws-agent') &&
+        fs.readFileSync(`/proc/${x}/cgroup`, 'utf8').includes(`/${sid}\n`);
+    } catch (e) { return false; }
   });
   const before = sandboxPids();
   L.check(before.length >= 1, 'ws-agent runs (host view) before the daemon dies', '>= 1', before.length);
