@@ -122,7 +122,8 @@ static int make_repo(void)
 	return sh("mkdir -p %s/root && git clone -q --bare %s %s/root/r.git", G.dir, src, G.dir);
 }
 
-static int start_server(void)
+/* node gitserver.js on a free port; *pid, *in (it exits when in closes), *port. */
+static int spawn_server(const char *delay_ms, pid_t *pid, int *in_w, int *port_out)
 {
 	const char *tests = getenv("TESTS_DIR");
 	char path[PATH_MAX], here[PATH_MAX], root[600];
@@ -136,18 +137,19 @@ static int start_server(void)
 	int in[2], out[2];
 	if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0)
 		return -1;
-	G.server = fork();
-	if (G.server < 0)
+	*pid = fork();
+	if (*pid < 0)
 		return -1;
-	if (G.server == 0) {
+	if (*pid == 0) {
 		dup2(in[0], 0);
 		dup2(out[1], 1);
-		execlp("node", "node", path, "--root", root, "--token", G.token, (char *)NULL);
+		execlp("node", "node", path, "--root", root, "--token", G.token, "--delay-ms",
+		       delay_ms, (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);
 	close(out[1]);
-	G.server_in = in[1];
+	*in_w = in[1];
 	char line[64] = {0};
 	size_t len = 0;
 	while (len < sizeof line - 1 && !strchr(line, '\n')) {
@@ -162,6 +164,22 @@ static int start_server(void)
 		fprintf(stderr, "gitserver.js said \"%s\"\n", line);
 		return -1;
 	}
+	*port_out = port;
+	return 0;
+}
+
+static void stop_server(pid_t pid, int in_w)
+{
+	close(in_w);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
+static int start_server(void)
+{
+	int port;
+	if (spawn_server("0", &G.server, &G.server_in, &port) < 0)
+		return -1;
 	snprintf(G.url, sizeof G.url, "http://127.0.0.1:%d/r.git", port);
 	snprintf(G.url_missing, sizeof G.url_missing, "http://127.0.0.1:%d/nope.git", port);
 	/* a port nothing listens on: the server's, once it is stopped, is racy; use 1 */
@@ -185,11 +203,8 @@ static int group_setup(void **state)
 static int group_teardown(void **state)
 {
 	(void)state;
-	if (G.server > 0) {
-		close(G.server_in);
-		kill(G.server, SIGTERM);
-		waitpid(G.server, NULL, 0);
-	}
+	if (G.server > 0)
+		stop_server(G.server, G.server_in);
 	cx_rm_rf(G.dir);
 	return 0;
 }
@@ -502,7 +517,66 @@ static void planted_symlink(void **state)
 	unlink(target);
 }
 
+static void timeout(void **state)
+{
+	struct fx *f = *state;
+	pid_t pid;
+	int in_w, port;
+	assert_int_equal(spawn_server("5000", &pid, &in_w, &port), 0);
+	char url[128];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d/r.git", port);
+	struct repo_clone_opts o = REPO_CLONE_OPTS_INIT;
+	o.url = url;
+	o.token = G.token;
+	o.uid = CLONE_UID;
+	o.gid = CLONE_GID;
+	o.stage_dir = f->stage;
+	o.workspace_dir = f->ws;
+	o.timeout_s = 1;
+	uint64_t t0 = cx_mono_ms();
+	EXPECT_RC(-1, repo_clone(&o, &f->err));
+	uint64_t took = cx_mono_ms() - t0;
+	stop_server(pid, in_w);
+	EXPECT_STR_HAS(f->err.msg, "timed out after 1 s");
+	assert_int_eq_msg(f->err.code, ETIMEDOUT, "err.code");
+	if (took > 3000)
+		fail_msg("the timeout took %llu ms", (unsigned long long)took);
+	check_nothing_left(f);
+}
+
+/* Some process other than the git server (whose argv holds the token) has
+ * the token in its argv or environment: its pid, else 0. */
+static pid_t token_in_proc(void)
+{
+	DIR *d = opendir("/proc");
+	if (!d)
+		return 0;
+	struct dirent *de;
+	pid_t found = 0;
+	static char buf[1 << 16];
+	while (!found && (de = readdir(d))) {
+		pid_t pid = (pid_t)atoi(de->d_name);
+		if (pid <= 0 || pid == G.server)
+			continue;
+		static const char *const what[] = {"cmdline", "environ"};
+		for (int i = 0; i < 2 && !found; i++) {
+			char p[64];
+			snprintf(p, sizeof p, "/proc/%d/%s", pid, what[i]);
+			int fd = open(p, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			ssize_t n = read(fd, buf, sizeof buf);
+			close(fd);
+			if (n > 0 && memmem(buf, (size_t)n, G.token, strlen(G.token)))
+				found = pid;
+		}
+	}
+	closedir(d);
+	return found;
+}
+
 struct seen {
+	pid_t token_seen_in;
 	unsigned calls, checkout_calls, regressions;
 	uint32_t last_received, total, final_received;
 	uint32_t checkout_done, checkout_total;
@@ -511,6 +585,8 @@ struct seen {
 static void on_progress(void *arg, const struct repo_progress *p)
 {
 	struct seen *s = arg;
+	if (!s->calls && !s->checkout_calls)
+		s->token_seen_in = token_in_proc(); /* the helper is running now */
 	if (!strcmp(p->phase, "cloning")) {
 		s->calls++;
 		if (p->received_objects < s->last_received)
@@ -532,6 +608,7 @@ static void progress(void **state)
 	struct seen s = {0};
 	EXPECT_RC(0, clone_ref(f, "main", G.token, on_progress, &s));
 	assert_true(s.calls >= 1);
+	assert_int_eq_msg(s.token_seen_in, 0, "pid with the token in its argv or environ");
 	assert_int_eq_msg(s.regressions, 0, "received_objects going down");
 	assert_true(s.total > 50);
 	assert_int_eq_msg(s.final_received, s.total, "final received_objects");
@@ -559,6 +636,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(bad_urls, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(planted_symlink, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(progress, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(timeout, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
