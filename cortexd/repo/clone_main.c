@@ -286,7 +286,10 @@ int main(int argc, char **argv)
 	co.fetch_opts.callbacks.transfer_progress = on_transfer;
 	co.fetch_opts.callbacks.payload = &st;
 	co.fetch_opts.proxy_opts.type = GIT_PROXY_AUTO;
-	co.fetch_opts.follow_redirects = GIT_REMOTE_REDIRECT_INITIAL;
+	/* With a token, no redirect at all: libgit2 could replay credentials
+	 * to the new host.  Anonymous: the first request only, as git does. */
+	co.fetch_opts.follow_redirects =
+	    st.token_len ? GIT_REMOTE_REDIRECT_NONE : GIT_REMOTE_REDIRECT_INITIAL;
 	git_repository *repo = NULL;
 	int rc = git_clone(&repo, st.url, argv[3], &co);
 	if (rc < 0)
