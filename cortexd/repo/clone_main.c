@@ -13,6 +13,7 @@
 #include <git2.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/prctl.h>
@@ -30,6 +31,8 @@ struct clone_state {
 	size_t token_len;
 	int cred_calls;
 	int redirect_refused;
+	uint64_t max_bytes; /* 0: no cap */
+	int too_big;
 	uint64_t last_ms;
 	struct repo_rec rec; /* the latest progress */
 	int rec_fd_ok;
@@ -117,6 +120,10 @@ static int on_transfer(const git_indexer_progress *s, void *payload)
 	st->rec.indexed_objects = s->indexed_objects;
 	st->rec.received_bytes = s->received_bytes;
 	send_progress(st, 0);
+	if (st->max_bytes && s->received_bytes > st->max_bytes) {
+		st->too_big = 1;
+		return -1; /* git_clone stops with GIT_EUSER */
+	}
 	return 0;
 }
 
@@ -142,6 +149,9 @@ __attribute__((noreturn)) static void fail_clone(struct clone_state *st, int rc)
 {
 	const git_error *e = git_error_last();
 	const char *m = git_msg();
+	if (st->too_big)
+		fail(st, EC_TOO_BIG, "the repository is larger than %llu bytes",
+		     (unsigned long long)st->max_bytes);
 	if (st->redirect_refused)
 		fail(st, EC_REDIRECT,
 		     "the server redirected to another host; the token was not sent");
@@ -256,14 +266,22 @@ int main(int argc, char **argv)
 {
 	static struct clone_state st;
 	st.rec_fd_ok = fcntl(REPO_REC_FD, F_GETFD) >= 0;
-	if (argc != 4)
+	if (argc != 4 && argc != 5)
 		fail(&st, EC_INTERNAL,
-		     "usage: cortex-clone URL REF DEST (token on stdin, records on fd 3)");
+		     "usage: cortex-clone URL REF DEST [MAX_BYTES] (token on stdin, records on fd "
+		     "3)");
 	/* Not dumpable: another process of the same uid cannot read the token
 	 * out of /proc/<pid>/mem or attach with ptrace. */
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	st.url = argv[1];
 	st.ref = argv[2];
+	if (argc == 5) {
+		char *end;
+		errno = 0;
+		st.max_bytes = strtoull(argv[4], &end, 10);
+		if (errno || *end || !*argv[4])
+			fail(&st, EC_INTERNAL, "MAX_BYTES: not a number");
+	}
 	read_token(&st);
 	cx_err err = CX_ERR_INIT;
 	if (repo_url_ok(st.url, &err) < 0)

@@ -163,6 +163,8 @@ static int rec_error(const struct repo_rec *r, const struct repo_clone_opts *o, 
 	case EC_NET:
 		return repo_err_user(err, EHOSTUNREACH, "repo clone: cannot reach the server: %s",
 				     msg);
+	case EC_TOO_BIG:
+		return repo_err_user(err, EFBIG, "repo clone: %s", msg);
 	case EC_REDIRECT:
 		return repo_err_user(err, EACCES, "repo clone: %s", msg);
 	case EC_SETUP: {
@@ -253,8 +255,10 @@ static int helper_wait(const struct repo_clone_opts *o, pid_t pid, int rec_r, co
 static int helper_run(const struct repo_clone_opts *o, const char *stage, cx_err *err)
 {
 	const char *helper = o->helper ? o->helper : CORTEX_CLONE_HELPER;
-	char a0[] = "cortex-clone", *envp[ENV_MAX];
-	char *argv[] = {a0, (char *)o->url, (char *)(o->ref ? o->ref : ""), (char *)stage, NULL};
+	char a0[] = "cortex-clone", max[24], *envp[ENV_MAX];
+	snprintf(max, sizeof max, "%llu", (unsigned long long)o->max_bytes);
+	char *argv[] = {a0,  (char *)o->url, (char *)(o->ref ? o->ref : ""), (char *)stage, max,
+			NULL};
 	if (env_build(envp, err) < 0)
 		return -1;
 	int tok[2] = {-1, -1}, rec[2] = {-1, -1}, rc = -1;

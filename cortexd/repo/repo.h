@@ -51,6 +51,8 @@ struct repo_clone_opts {
 	repo_progress_fn progress; /* may be NULL */
 	void *arg;
 	const char *helper; /* path of cortex-clone; NULL = the one built with cortexd */
+	uint64_t max_bytes; /* stop once the server sent more; 0 = no cap (the checked-out
+			       files may take more room than the compressed pack) */
 };
 
 #define REPO_CLONE_OPTS_INIT                                                                       \
@@ -59,13 +61,17 @@ struct repo_clone_opts {
 	}
 
 /* Blocking (seconds to minutes): call from a worker thread, never the service
- * thread.  0, or -1 with err set; err->code says what went wrong:
+ * thread.  It holds that thread for up to timeout_s (with 2 workers, a thread
+ * of its own may suit better, as npm installs have).  The helper's
+ * parent-death signal fires when the calling *thread* exits: call it from a
+ * long-lived thread.  0, or -1 with err set; err->code says what went wrong:
  *   EINVAL       bad url or ref (nothing was started)
  *   EACCES       authentication failed / required
  *   ENOENT       repository not found, or "ref X not found"
  *   EHOSTUNREACH the server could not be reached (DNS, refused, TLS)
  *   EEXIST       /workspace already holds an entry of the repository's
  *   ETIMEDOUT    timed out (the helper was killed)
+ *   EFBIG        the server sent more than max_bytes
  *   EIO / other  the helper failed otherwise
  * The workspace is untouched unless 0 is returned. */
 int repo_clone(const struct repo_clone_opts *o, cx_err *err);

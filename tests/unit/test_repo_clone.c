@@ -575,6 +575,23 @@ static pid_t token_in_proc(void)
 	return found;
 }
 
+static void too_big(void **state)
+{
+	struct fx *f = *state;
+	struct repo_clone_opts o = REPO_CLONE_OPTS_INIT;
+	o.url = G.url;
+	o.token = G.token;
+	o.uid = CLONE_UID;
+	o.gid = CLONE_GID;
+	o.stage_dir = f->stage;
+	o.workspace_dir = f->ws;
+	o.max_bytes = 200;
+	EXPECT_RC(-1, repo_clone(&o, &f->err));
+	EXPECT_STR_HAS(f->err.msg, "larger than 200 bytes");
+	assert_int_eq_msg(f->err.code, EFBIG, "err.code");
+	check_nothing_left(f);
+}
+
 struct seen {
 	pid_t token_seen_in;
 	unsigned calls, checkout_calls, regressions;
@@ -637,6 +654,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(planted_symlink, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(progress, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(timeout, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(too_big, fx_setup, fx_teardown),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
