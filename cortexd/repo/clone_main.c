@@ -9,7 +9,9 @@
  * No git config file is read (search paths emptied: no credential helpers,
  * no insteadOf), so the clone's .git/config holds only the plain URL. */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <git2.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +34,7 @@ struct clone_state {
 	int cred_calls;
 	int redirect_refused;
 	uint64_t max_bytes; /* 0: no cap */
+	unsigned flags;	    /* REPO_ALLOW_PRIVATE */
 	int too_big;
 	uint64_t last_ms;
 	struct repo_rec rec; /* the latest progress */
@@ -93,6 +96,65 @@ static int same_host(const char *a, const char *b)
 	size_t la, lb;
 	const char *ha = url_host(a, &la), *hb = url_host(b, &lb);
 	return la == lb && !strncasecmp(ha, hb, la);
+}
+
+/* Loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved. */
+static int addr_private(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET6) {
+		const uint8_t *a =
+		    ((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr.s6_addr;
+		static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+		static const uint8_t zero[15] = {0};
+		if (!memcmp(a, v4mapped, 12)) {
+			struct sockaddr_in v4 = {.sin_family = AF_INET};
+			memcpy(&v4.sin_addr, a + 12, 4);
+			return addr_private((const struct sockaddr *)&v4);
+		}
+		return !memcmp(a, zero, 15) /* :: and ::1 */ || (a[0] & 0xfe) == 0xfc ||
+		       (a[0] == 0xfe && (a[1] & 0xc0) == 0x80) || a[0] == 0xff;
+	}
+	if (sa->sa_family != AF_INET)
+		return 1;
+	uint32_t h = ntohl(((const struct sockaddr_in *)(const void *)sa)->sin_addr.s_addr);
+	return (h >> 24) == 0 || (h >> 24) == 10 || (h >> 24) == 127 || (h >> 16) == 0xa9fe ||
+	       (h >> 20) == 0xac1 || (h >> 16) == 0xc0a8 || (h >> 22) == (100u << 2 | 1) ||
+	       (h >> 28) >= 0xe;
+}
+
+/* Refuse a URL whose host resolves to a private address.  Best effort: the
+ * name is resolved again by libgit2 (a rebinding DNS server can still win);
+ * an unresolvable name is left to libgit2 (it may go through a proxy). */
+static void check_host(struct clone_state *st)
+{
+	size_t len;
+	const char *h = url_host(st->url, &len);
+	char host[256];
+	if (len >= sizeof host)
+		fail(st, EC_NET, "host name too long");
+	memcpy(host, h, len);
+	host[len] = '\0';
+	char *name = host;
+	if (*name == '[') { /* [v6]:port */
+		name++;
+		char *close = strchr(name, ']');
+		if (close)
+			*close = '\0';
+	} else {
+		char *colon = strrchr(name, ':');
+		if (colon)
+			*colon = '\0';
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	if (getaddrinfo(name, NULL, &hints, &res) != 0)
+		return;
+	for (struct addrinfo *ai = res; ai; ai = ai->ai_next)
+		if (addr_private(ai->ai_addr)) {
+			freeaddrinfo(res);
+			fail(st, EC_PRIVATE, "%s is a private, loopback or link-local address",
+			     name);
+		}
+	freeaddrinfo(res);
 }
 
 static int on_credentials(git_credential **out, const char *url, const char *user_from_url,
@@ -266,7 +328,7 @@ int main(int argc, char **argv)
 {
 	static struct clone_state st;
 	st.rec_fd_ok = fcntl(REPO_REC_FD, F_GETFD) >= 0;
-	if (argc != 4 && argc != 5)
+	if (argc < 4 || argc > 6)
 		fail(&st, EC_INTERNAL,
 		     "usage: cortex-clone URL REF DEST [MAX_BYTES] (token on stdin, records on fd "
 		     "3)");
@@ -275,12 +337,16 @@ int main(int argc, char **argv)
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	st.url = argv[1];
 	st.ref = argv[2];
-	if (argc == 5) {
+	for (int i = 4; i < argc; i++) {
 		char *end;
 		errno = 0;
-		st.max_bytes = strtoull(argv[4], &end, 10);
-		if (errno || *end || !*argv[4])
-			fail(&st, EC_INTERNAL, "MAX_BYTES: not a number");
+		unsigned long long v = strtoull(argv[i], &end, 10);
+		if (errno || *end || !*argv[i])
+			fail(&st, EC_INTERNAL, "argument %d: not a number", i);
+		if (i == 4)
+			st.max_bytes = v;
+		else
+			st.flags = (unsigned)v;
 	}
 	read_token(&st);
 	cx_err err = CX_ERR_INIT;
@@ -305,9 +371,13 @@ int main(int argc, char **argv)
 	co.fetch_opts.callbacks.payload = &st;
 	co.fetch_opts.proxy_opts.type = GIT_PROXY_AUTO;
 	/* With a token, no redirect at all: libgit2 could replay credentials
-	 * to the new host.  Anonymous: the first request only, as git does. */
-	co.fetch_opts.follow_redirects =
-	    st.token_len ? GIT_REMOTE_REDIRECT_NONE : GIT_REMOTE_REDIRECT_INITIAL;
+	 * to the new host.  Without REPO_ALLOW_PRIVATE neither: the new host
+	 * would escape check_host().  Else the first request only, as git does. */
+	co.fetch_opts.follow_redirects = st.token_len || !(st.flags & REPO_ALLOW_PRIVATE)
+					     ? GIT_REMOTE_REDIRECT_NONE
+					     : GIT_REMOTE_REDIRECT_INITIAL;
+	if (!(st.flags & REPO_ALLOW_PRIVATE))
+		check_host(&st);
 	git_repository *repo = NULL;
 	int rc = git_clone(&repo, st.url, argv[3], &co);
 	if (rc < 0)

@@ -31,7 +31,7 @@
 struct spawn_plan {
 	const char *helper;
 	char **argv, **envp;
-	int tok_r, rec_w;
+	int tok_r, rec_w, devnull;
 	uid_t uid;
 	gid_t gid;
 	pid_t parent;
@@ -54,10 +54,13 @@ __attribute__((noreturn)) static void helper_child(const struct spawn_plan *p)
 		goto fail;
 	/* Above 9 first: placing 0 and 3 must not clobber one still needed. */
 	int tok = fcntl(p->tok_r, F_DUPFD_CLOEXEC, 10), rw = fcntl(p->rec_w, F_DUPFD_CLOEXEC, 10);
-	if (tok < 0 || rw < 0)
+	int nul = fcntl(p->devnull, F_DUPFD_CLOEXEC, 10);
+	if (tok < 0 || rw < 0 || nul < 0)
 		goto fail;
 	rec = rw;
-	if (dup2(tok, 0) < 0 || dup2(rw, REPO_REC_FD) < 0)
+	/* stdout: /dev/null (whatever fd 1 is in the daemon); stderr stays the
+	 * daemon's (sanitizer reports, a usage error). */
+	if (dup2(tok, 0) < 0 || dup2(nul, 1) < 0 || dup2(rw, REPO_REC_FD) < 0)
 		goto fail;
 	rec = REPO_REC_FD;
 	(void)close_range(REPO_REC_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
@@ -163,6 +166,8 @@ static int rec_error(const struct repo_rec *r, const struct repo_clone_opts *o, 
 	case EC_NET:
 		return repo_err_user(err, EHOSTUNREACH, "repo clone: cannot reach the server: %s",
 				     msg);
+	case EC_PRIVATE:
+		return repo_err_user(err, EPERM, "repo clone: %s: not allowed", msg);
 	case EC_TOO_BIG:
 		return repo_err_user(err, EFBIG, "repo clone: %s", msg);
 	case EC_REDIRECT:
@@ -255,13 +260,19 @@ static int helper_wait(const struct repo_clone_opts *o, pid_t pid, int rec_r, co
 static int helper_run(const struct repo_clone_opts *o, const char *stage, cx_err *err)
 {
 	const char *helper = o->helper ? o->helper : CORTEX_CLONE_HELPER;
-	char a0[] = "cortex-clone", max[24], *envp[ENV_MAX];
+	char a0[] = "cortex-clone", max[24], flags[16], *envp[ENV_MAX];
 	snprintf(max, sizeof max, "%llu", (unsigned long long)o->max_bytes);
-	char *argv[] = {a0,  (char *)o->url, (char *)(o->ref ? o->ref : ""), (char *)stage, max,
-			NULL};
+	snprintf(flags, sizeof flags, "%u", o->flags & REPO_ALLOW_PRIVATE);
+	char *argv[] = {
+	    a0, (char *)o->url, (char *)(o->ref ? o->ref : ""), (char *)stage, max, flags, NULL};
 	if (env_build(envp, err) < 0)
 		return -1;
 	int tok[2] = {-1, -1}, rec[2] = {-1, -1}, rc = -1;
+	cleanup_close int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (devnull < 0) {
+		env_free(envp);
+		return cx_err_set(err, errno, "repo clone: /dev/null");
+	}
 	size_t tlen = o->token ? strlen(o->token) : 0;
 	if (tlen > REPO_TOKEN_MAX) {
 		repo_err_user(err, EINVAL, "repo clone: the token is longer than %d bytes",
@@ -277,7 +288,15 @@ static int helper_run(const struct repo_clone_opts *o, const char *stage, cx_err
 	if (tlen && cx_write_all(tok[1], o->token, tlen, err) < 0)
 		goto out;
 	close(steal_fd(&tok[1]));
-	struct spawn_plan plan = {helper, argv, envp, tok[0], rec[1], o->uid, o->gid, getpid()};
+	struct spawn_plan plan = {.helper = helper,
+				  .argv = argv,
+				  .envp = envp,
+				  .tok_r = tok[0],
+				  .rec_w = rec[1],
+				  .devnull = devnull,
+				  .uid = o->uid,
+				  .gid = o->gid,
+				  .parent = getpid()};
 	pid_t pid = fork();
 	if (pid < 0) {
 		cx_err_set(err, errno, "repo clone: fork");

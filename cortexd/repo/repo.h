@@ -26,6 +26,12 @@
 #define REPO_TIMEOUT_S		600 /* when opts.timeout_s is 0 */
 #define REPO_CLONE_OPTS_VERSION 1
 
+/* repo_clone_opts.flags */
+#define REPO_ALLOW_PRIVATE                                                                         \
+	1u /* hosts on loopback, private, link-local networks (tests,                              \
+	      on-premises servers); redirects are then followed once                               \
+	      when there is no token */
+
 struct repo_progress {
 	uint32_t received_objects, total_objects, indexed_objects;
 	uint64_t received_bytes;
@@ -51,6 +57,7 @@ struct repo_clone_opts {
 	repo_progress_fn progress; /* may be NULL */
 	void *arg;
 	const char *helper; /* path of cortex-clone; NULL = the one built with cortexd */
+	unsigned flags;	    /* REPO_ALLOW_PRIVATE */
 	uint64_t max_bytes; /* stop once the server sent more; 0 = no cap (the checked-out
 			       files may take more room than the compressed pack) */
 };
@@ -69,6 +76,7 @@ struct repo_clone_opts {
  *   EACCES       authentication failed / required
  *   ENOENT       repository not found, or "ref X not found"
  *   EHOSTUNREACH the server could not be reached (DNS, refused, TLS)
+ *   EPERM        the host is on a private network (without REPO_ALLOW_PRIVATE)
  *   EEXIST       /workspace already holds an entry of the repository's
  *   ETIMEDOUT    timed out (the helper was killed)
  *   EFBIG        the server sent more than max_bytes

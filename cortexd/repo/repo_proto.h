@@ -4,6 +4,7 @@
  *   cortex-clone URL REF DEST [MAX_BYTES]
  *     REF "" = the remote's HEAD.  DEST: an empty dir owned by the caller.
  *     MAX_BYTES: stop once the server has sent more (0 or absent: no cap).
+ *     FLAGS: repo.h's REPO_ALLOW_PRIVATE (0 or absent: none).
  *     fd 0: the token (bytes up to EOF, at most REPO_TOKEN_MAX; empty = none)
  *     fd 3: records (struct repo_rec) out; an invalid fd 3 is ignored, so the
  *           helper can be run by hand or by the bench
@@ -33,6 +34,7 @@ enum repo_ec {
 	EC_REDIRECT,	 /* asked for credentials by another host: token not sent */
 	EC_SETUP,	 /* before exec (fork side): .sys_errno, .phase = step */
 	EC_TOO_BIG,	 /* the server sent more than MAX_BYTES */
+	EC_PRIVATE,	 /* the host resolves to a private address */
 };
 
 struct repo_rec {

@@ -258,6 +258,7 @@ static int clone_ref(struct fx *f, const char *ref, const char *token, repo_prog
 	o.gid = CLONE_GID;
 	o.stage_dir = f->stage;
 	o.workspace_dir = f->ws;
+	o.flags = REPO_ALLOW_PRIVATE;
 	o.timeout_s = 60;
 	o.progress = fn;
 	o.arg = arg;
@@ -429,6 +430,7 @@ static void missing_repo_and_refused(void **state)
 	o.gid = CLONE_GID;
 	o.stage_dir = f->stage;
 	o.workspace_dir = f->ws;
+	o.flags = REPO_ALLOW_PRIVATE;
 	EXPECT_RC(-1, repo_clone(&o, &f->err));
 	EXPECT_STR_HAS(f->err.msg, "repository not found");
 	check_nothing_left(f);
@@ -439,6 +441,32 @@ static void missing_repo_and_refused(void **state)
 	check_nothing_left(f);
 	if (strstr(f->err.msg, G.dir))
 		fail_msg("a host path in \"%s\"", f->err.msg);
+}
+
+static void private_host(void **state)
+{
+	struct fx *f = *state;
+	struct repo_clone_opts o = REPO_CLONE_OPTS_INIT;
+	o.token = G.token;
+	o.uid = CLONE_UID;
+	o.gid = CLONE_GID;
+	o.stage_dir = f->stage;
+	o.workspace_dir = f->ws;
+	static const char *const urls[] = {"",
+					   "http://localhost:1/r.git",
+					   "http://169.254.169.254/r.git",
+					   "http://[::1]:1/r.git",
+					   "http://10.1.2.3/r.git",
+					   "http://[::ffff:127.0.0.1]/r"};
+	char first[256];
+	snprintf(first, sizeof first, "%s", G.url);
+	for (size_t i = 0; i < sizeof urls / sizeof *urls; i++) {
+		o.url = i ? urls[i] : first;
+		EXPECT_RC(-1, repo_clone(&o, &f->err));
+		EXPECT_STR_HAS(f->err.msg, "is a private, loopback or link-local address");
+		assert_int_eq_msg(f->err.code, EPERM, "err.code");
+		check_nothing_left(f);
+	}
 }
 
 static void bad_urls(void **state)
@@ -482,6 +510,7 @@ static void bad_urls(void **state)
 	o.url = "ftp://example.com/r.git";
 	o.stage_dir = f->stage;
 	o.workspace_dir = f->ws;
+	o.flags = REPO_ALLOW_PRIVATE;
 	EXPECT_RC(-1, repo_clone(&o, &f->err));
 	check_nothing_left(f);
 }
@@ -532,6 +561,7 @@ static void timeout(void **state)
 	o.gid = CLONE_GID;
 	o.stage_dir = f->stage;
 	o.workspace_dir = f->ws;
+	o.flags = REPO_ALLOW_PRIVATE;
 	o.timeout_s = 1;
 	uint64_t t0 = cx_mono_ms();
 	EXPECT_RC(-1, repo_clone(&o, &f->err));
@@ -585,6 +615,7 @@ static void too_big(void **state)
 	o.gid = CLONE_GID;
 	o.stage_dir = f->stage;
 	o.workspace_dir = f->ws;
+	o.flags = REPO_ALLOW_PRIVATE;
 	o.max_bytes = 200;
 	EXPECT_RC(-1, repo_clone(&o, &f->err));
 	EXPECT_STR_HAS(f->err.msg, "larger than 200 bytes");
@@ -651,6 +682,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(missing_ref, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(missing_repo_and_refused, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(bad_urls, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(private_host, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(planted_symlink, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(progress, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(timeout, fx_setup, fx_teardown),
