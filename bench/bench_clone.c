@@ -21,6 +21,7 @@ int main(int argc, char **argv)
 	o.uid = argc > 4 ? (uid_t)atoi(argv[4]) : 0;
 	o.gid = (gid_t)o.uid;
 	o.token = getenv("CLONE_TOKEN");
+	o.flags = REPO_ALLOW_PRIVATE; /* gitserver.js is on 127.0.0.1 */
 	cx_err err = CX_ERR_INIT;
 	uint64_t t0 = cx_mono_us();
 	if (repo_clone(&o, &err) < 0) {
