@@ -131,13 +131,14 @@ static void scrub(char *msg, size_t cap, const char *host, const char *shown)
 	size_t hl = strlen(host), sl = strlen(shown);
 	if (!hl)
 		return;
-	char *p;
-	while ((p = strstr(msg, host))) {
+	char *p, *from = msg;
+	while ((p = strstr(from, host))) {
 		size_t tail = strlen(p + hl);
 		if ((size_t)(p - msg) + sl + tail + 1 > cap)
 			break;
 		memmove(p + sl, p + hl, tail + 1);
 		memcpy(p, shown, sl);
+		from = p + sl; /* `shown` may hold `host` ("/workspace") */
 	}
 }
 
