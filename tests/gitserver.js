@@ -4,7 +4,8 @@
 //
 //   node tests/gitserver.js --root DIR [--token TOKEN] [--delay-ms N] [--verbose]
 //
-// Serves every repository under DIR (GIT_HTTP_EXPORT_ALL).  With --token,
+// Serves every repository under DIR (GIT_HTTP_EXPORT_ALL), smart HTTP fetch only
+// (403 for dumb-protocol requests and push).  With --token,
 // every request needs basic auth whose password is TOKEN (any user name);
 // otherwise 401 with WWW-Authenticate.  --delay-ms holds each request that
 // long before answering (timeouts); --verbose shows
@@ -49,6 +50,15 @@ function serve(req, res) {
     return;
   }
   const u = new URL(req.url, 'http://localhost');
+  // Smart HTTP, fetch only: the ref advertisement and upload-pack; no dumb
+  // object requests, no push.
+  const smart = (u.pathname.endsWith('/info/refs') && u.searchParams.get('service') === 'git-upload-pack') ||
+    (u.pathname.endsWith('/git-upload-pack') && req.method === 'POST');
+  if (!smart) {
+    res.writeHead(403, { 'Content-Type': 'text/plain' });
+    res.end('smart HTTP fetch only\n');
+    return;
+  }
   const env = {
     PATH: process.env.PATH || '/usr/bin:/bin',
     GIT_PROJECT_ROOT: root,
