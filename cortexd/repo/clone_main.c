@@ -249,6 +249,8 @@ static void checkout_ref(struct clone_state *st, git_repository *repo)
 	co.progress_cb = on_checkout;
 	co.progress_payload = st;
 	if (!*st->ref) {
+		if (git_repository_head_unborn(repo) == 1)
+			return; /* an empty repository: .git and nothing else */
 		if (git_checkout_head(repo, &co) < 0)
 			fail(st, EC_INTERNAL, "checkout: %s", git_msg());
 		return;

@@ -119,7 +119,9 @@ static int make_repo(void)
 	    sh_line(G.sha_main, sizeof G.sha_main, "git -C %s rev-parse main", src) ||
 	    sh_line(G.sha_feature, sizeof G.sha_feature, "git -C %s rev-parse feature", src))
 		return -1;
-	return sh("mkdir -p %s/root && git clone -q --bare %s %s/root/r.git", G.dir, src, G.dir);
+	return sh("mkdir -p %s/root && git clone -q --bare %s %s/root/r.git && " GIT
+		  " init -q --bare %s/root/empty.git",
+		  G.dir, src, G.dir, G.dir);
 }
 
 /* node gitserver.js on a free port; *pid, *in (it exits when in closes), *port. */
@@ -389,6 +391,31 @@ static void sha(void **state)
 	EXPECT_RC(0, clone_ref(f, G.sha_v1, G.token, NULL, NULL));
 	check_head(f, G.sha_v1, NULL);
 	check_tree(f->ws);
+}
+
+static void empty_repo(void **state)
+{
+	struct fx *f = *state;
+	char url[300];
+	snprintf(url, sizeof url, "%.*s/empty.git", (int)(strrchr(G.url, '/') - G.url), G.url);
+	struct repo_clone_opts o = REPO_CLONE_OPTS_INIT;
+	o.url = url;
+	o.token = G.token;
+	o.uid = CLONE_UID;
+	o.gid = CLONE_GID;
+	o.stage_dir = f->stage;
+	o.workspace_dir = f->ws;
+	o.flags = REPO_ALLOW_PRIVATE;
+	EXPECT_RC(0, repo_clone(&o, &f->err));
+	assert_int_eq_msg(count_entries(f->ws), 1, "entries in the workspace (.git)");
+	assert_true(file_exists(f, ".git/HEAD"));
+	assert_int_eq_msg(count_entries(f->stage), 0, "entries in the stage dir");
+	o.ref = "main";
+	cx_rm_rf(f->ws);
+	mkdir(f->ws, 0755);
+	EXPECT_RC(-1, repo_clone(&o, &f->err));
+	EXPECT_STR_HAS(f->err.msg, "ref main not found");
+	check_nothing_left(f);
 }
 
 static void wrong_token(void **state)
@@ -677,6 +704,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(branch, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(tag, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(sha, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(empty_repo, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(wrong_token, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(no_token, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(missing_ref, fx_setup, fx_teardown),
