@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -29,7 +31,7 @@
 /* ---- the helper's process ---- */
 
 struct spawn_plan {
-	const char *helper;
+	const char *helper, *stage;
 	char **argv, **envp;
 	int tok_r, rec_w, devnull;
 	uid_t uid;
@@ -37,7 +39,24 @@ struct spawn_plan {
 	pid_t parent;
 };
 
-enum { SETUP_FDS = 1, SETUP_IDS, SETUP_PRCTL, SETUP_EXEC };
+enum { SETUP_FDS = 1, SETUP_MOUNTS, SETUP_IDS, SETUP_PRCTL, SETUP_EXEC };
+
+/* A mount namespace of the helper's own where every mount is read-only
+ * (nosuid, nodev) but its stage dir: the clone cannot write anywhere else,
+ * even where the session's uid could (every sandbox shares that uid).  The
+ * namespace dies with the helper. */
+static int private_mounts(const char *stage)
+{
+	struct mount_attr ro = {.attr_set =
+				    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
+	struct mount_attr rw = {.attr_clr = MOUNT_ATTR_RDONLY};
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount(stage, stage, NULL, MS_BIND, NULL) < 0 ||
+	    mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0 ||
+	    mount_setattr(AT_FDCWD, stage, 0, &rw, sizeof rw) < 0)
+		return -1;
+	return 0;
+}
 
 /* In the forked child of a threaded process: async-signal-safe calls only. */
 __attribute__((noreturn)) static void helper_child(const struct spawn_plan *p)
@@ -65,6 +84,9 @@ __attribute__((noreturn)) static void helper_child(const struct spawn_plan *p)
 	rec = REPO_REC_FD;
 	(void)close_range(REPO_REC_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
 	umask(022);
+	r.phase = SETUP_MOUNTS;
+	if (private_mounts(p->stage) < 0)
+		goto fail;
 	r.phase = SETUP_IDS;
 	if (setgroups(0, NULL) < 0 || setgid(p->gid) < 0 || setuid(p->uid) < 0)
 		goto fail;
@@ -174,9 +196,10 @@ static int rec_error(const struct repo_rec *r, const struct repo_clone_opts *o, 
 	case EC_REDIRECT:
 		return repo_err_user(err, EACCES, "repo clone: %s", msg);
 	case EC_SETUP: {
-		static const char *const step[] = {"?", "fds", "uid/gid switch", "prctl", "exec"};
+		static const char *const step[] = {"?",	    "fds", "mounts", "uid/gid switch",
+						   "prctl", "exec"};
 		cx_err_set(err, r->sys_errno, "repo clone: helper setup (%s)",
-			   r->phase < 5 ? step[r->phase] : "?");
+			   r->phase < 6 ? step[r->phase] : "?");
 		err->code = EIO;
 		return -1;
 	}
@@ -290,6 +313,7 @@ static int helper_run(const struct repo_clone_opts *o, const char *stage, cx_err
 		goto out;
 	close(steal_fd(&tok[1]));
 	struct spawn_plan plan = {.helper = helper,
+				  .stage = stage,
 				  .argv = argv,
 				  .envp = envp,
 				  .tok_r = tok[0],

@@ -2,8 +2,9 @@
  *
  * repo_clone() runs the clone in the helper program `cortex-clone`
  * (cortexd/repo/clone_main.c, the only code that links libgit2): forked,
- * switched to the session's uid/gid, no_new_privs, parent-death signal,
- * then exec'd with a small environment.  The token reaches it on a pipe
+ * given a mount namespace where all but its stage dir is read-only, switched
+ * to the session's uid/gid, no_new_privs, parent-death signal, then exec'd
+ * with a small environment.  The token reaches it on a pipe
  * (never argv, env or disk); progress and errors come back as fixed-size
  * records on another pipe.  The helper clones into STAGE/<random>, a dir the
  * sandbox cannot see; on success this process (root) moves each top-level

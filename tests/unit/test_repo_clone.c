@@ -650,7 +650,55 @@ static void too_big(void **state)
 	check_nothing_left(f);
 }
 
+/* The running helper (our child named cortex-clone): its root mount and its
+ * stage dir's mount, "ro"/"rw" from its mountinfo; 0 when found. */
+static int helper_mounts(char root_opts[64], char stage_opts[64])
+{
+	DIR *d = opendir("/proc");
+	if (!d)
+		return -1;
+	struct dirent *de;
+	pid_t helper = 0;
+	while (!helper && (de = readdir(d))) {
+		pid_t pid = (pid_t)atoi(de->d_name);
+		char p[64], line[512];
+		snprintf(p, sizeof p, "/proc/%d/stat", pid);
+		FILE *fp = pid > 0 ? fopen(p, "r") : NULL;
+		if (!fp)
+			continue;
+		int ppid = 0;
+		char comm[64] = {0};
+		if (fgets(line, sizeof line, fp) &&
+		    sscanf(line, "%*d (%63[^)]) %*c %d", comm, &ppid) == 2 && ppid == getpid() &&
+		    !strcmp(comm, "cortex-clone"))
+			helper = pid;
+		fclose(fp);
+	}
+	closedir(d);
+	if (!helper)
+		return -1;
+	char p[64], line[4096];
+	snprintf(p, sizeof p, "/proc/%d/mountinfo", helper);
+	FILE *fp = fopen(p, "r");
+	if (!fp)
+		return -1;
+	root_opts[0] = stage_opts[0] = '\0';
+	while (fgets(line, sizeof line, fp)) {
+		char mnt[1024], opts[256];
+		if (sscanf(line, "%*d %*d %*s %*s %1023s %255s", mnt, opts) != 2)
+			continue;
+		if (!strcmp(mnt, "/"))
+			snprintf(root_opts, 64, "%.2s", opts);
+		else if (strstr(mnt, "-stage/clone-"))
+			snprintf(stage_opts, 64, "%.2s", opts);
+	}
+	fclose(fp);
+	return 0;
+}
+
 struct seen {
+	char root_opts[64], stage_opts[64];
+	int mounts_found;
 	pid_t token_seen_in;
 	unsigned calls, checkout_calls, regressions;
 	uint32_t last_received, total, final_received;
@@ -660,8 +708,10 @@ struct seen {
 static void on_progress(void *arg, const struct repo_progress *p)
 {
 	struct seen *s = arg;
-	if (!s->calls && !s->checkout_calls)
-		s->token_seen_in = token_in_proc(); /* the helper is running now */
+	if (!s->calls && !s->checkout_calls) { /* the helper is running now */
+		s->token_seen_in = token_in_proc();
+		s->mounts_found = helper_mounts(s->root_opts, s->stage_opts) == 0;
+	}
 	if (!strcmp(p->phase, "cloning")) {
 		s->calls++;
 		if (p->received_objects < s->last_received)
@@ -683,13 +733,34 @@ static void progress(void **state)
 	struct seen s = {0};
 	EXPECT_RC(0, clone_ref(f, "main", G.token, on_progress, &s));
 	assert_true(s.calls >= 1);
-	assert_int_eq_msg(s.token_seen_in, 0, "pid with the token in its argv or environ");
 	assert_int_eq_msg(s.regressions, 0, "received_objects going down");
 	assert_true(s.total > 50);
 	assert_int_eq_msg(s.final_received, s.total, "final received_objects");
 	assert_true(s.checkout_calls >= 1);
 	assert_true(s.checkout_total >= 50);
 	assert_int_eq_msg(s.checkout_done, s.checkout_total, "final checkout_done");
+}
+
+/* While the helper runs (seen from the first progress report; a clone that
+ * ended before its first report was read is tried again): no process has the
+ * token in its argv or environment, and the helper's mounts are read-only
+ * but its stage dir. */
+static void helper_view(void **state)
+{
+	struct fx *f = *state;
+	for (int i = 0; i < 5; i++) {
+		struct seen s = {0};
+		EXPECT_RC(0, clone_ref(f, NULL, G.token, on_progress, &s));
+		cx_rm_rf(f->ws);
+		mkdir(f->ws, 0755);
+		if (!s.mounts_found)
+			continue;
+		assert_int_eq_msg(s.token_seen_in, 0, "pid with the token in its argv or environ");
+		assert_string_equal(s.root_opts, "ro");
+		assert_string_equal(s.stage_opts, "rw");
+		return;
+	}
+	fail_msg("the helper was never seen running in 5 clones");
 }
 
 int main(void)
@@ -713,6 +784,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(private_host, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(planted_symlink, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(progress, fx_setup, fx_teardown),
+	    cmocka_unit_test_setup_teardown(helper_view, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(timeout, fx_setup, fx_teardown),
 	    cmocka_unit_test_setup_teardown(too_big, fx_setup, fx_teardown),
 	};
