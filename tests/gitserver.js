@@ -2,13 +2,14 @@
 // gitserver.js — git's smart HTTP protocol on 127.0.0.1:<free port>, through
 // `git http-backend` (CGI), with HTTP basic auth.  For tests and benches.
 //
-//   node tests/gitserver.js --root DIR [--token TOKEN] [--delay-ms N] [--verbose]
+//   node tests/gitserver.js --root DIR [--token TOKEN] [--delay-ms N] [--forbid REPO] [--verbose]
 //
 // Serves every repository under DIR (GIT_HTTP_EXPORT_ALL), smart HTTP fetch only
 // (403 for dumb-protocol requests and push).  With --token,
 // every request needs basic auth whose password is TOKEN (any user name);
 // otherwise 401 with WWW-Authenticate.  --delay-ms holds each request that
-// long before answering (timeouts); --verbose shows
+// long before answering (timeouts); --forbid answers 403 (after auth) for
+// REPO (e.g. r.git); --verbose shows
 // http-backend's stderr.  Prints "PORT <n>" once listening; stops
 // on SIGTERM or when stdin closes.
 'use strict';
@@ -24,6 +25,7 @@ const root = opt('--root');
 const token = opt('--token', null);
 const delayMs = Number(opt('--delay-ms', '0'));
 const verbose = args.includes('--verbose');
+const forbid = opt('--forbid', null);
 if (!root) {
   process.stderr.write('usage: gitserver.js --root DIR [--token TOKEN] [--delay-ms N]\n');
   process.exit(2);
@@ -50,6 +52,11 @@ function serve(req, res) {
     return;
   }
   const u = new URL(req.url, 'http://localhost');
+  if (forbid && u.pathname.startsWith(`/${forbid}/`)) {
+    res.writeHead(403, { 'Content-Type': 'text/plain' });
+    res.end('forbidden\n');
+    return;
+  }
   // Smart HTTP, fetch only: the ref advertisement and upload-pack; no dumb
   // object requests, no push.
   const smart = (u.pathname.endsWith('/info/refs') && u.searchParams.get('service') === 'git-upload-pack') ||

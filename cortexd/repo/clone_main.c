@@ -225,6 +225,8 @@ __attribute__((noreturn)) static void fail_clone(struct clone_state *st, int rc)
 		fail(st, EC_NOT_FOUND, "repository not found");
 	if (rc == GIT_EAUTH)
 		fail(st, EC_AUTH, "authentication failed");
+	if (strstr(m, "status code: 403"))
+		fail(st, EC_FORBIDDEN, "access denied (HTTP 403)");
 	if (rc == GIT_ECERTIFICATE || !strncmp(m, "failed to connect", 17) ||
 	    !strncmp(m, "failed to resolve", 17) ||
 	    (e && (e->klass == GIT_ERROR_NET || e->klass == GIT_ERROR_SSL ||

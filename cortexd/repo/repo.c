@@ -182,6 +182,11 @@ static int rec_error(const struct repo_rec *r, const struct repo_clone_opts *o, 
 		    err, EACCES,
 		    "repo clone: authentication required: the repository is private or "
 		    "does not exist, and no token was given");
+	case EC_FORBIDDEN:
+		return repo_err_user(
+		    err, EACCES,
+		    "repo clone: access denied (HTTP 403): the token (if any) has no "
+		    "access to this repository");
 	case EC_NOT_FOUND:
 		return repo_err_user(err, ENOENT, "repo clone: repository not found");
 	case EC_REF:

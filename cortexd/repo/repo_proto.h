@@ -35,6 +35,7 @@ enum repo_ec {
 	EC_SETUP,	 /* before exec (fork side): .sys_errno, .phase = step */
 	EC_TOO_BIG,	 /* the server sent more than MAX_BYTES */
 	EC_PRIVATE,	 /* the host resolves to a private address */
+	EC_FORBIDDEN,	 /* 403: authenticated (or not) but no access */
 };
 
 struct repo_rec {

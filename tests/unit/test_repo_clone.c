@@ -146,7 +146,7 @@ static int spawn_server(const char *delay_ms, pid_t *pid, int *in_w, int *port_o
 		dup2(in[0], 0);
 		dup2(out[1], 1);
 		execlp("node", "node", path, "--root", root, "--token", G.token, "--delay-ms",
-		       delay_ms, (char *)NULL);
+		       delay_ms, "--forbid", "forbidden.git", (char *)NULL);
 		_exit(127);
 	}
 	close(in[0]);
@@ -460,6 +460,14 @@ static void missing_repo_and_refused(void **state)
 	o.flags = REPO_ALLOW_PRIVATE;
 	EXPECT_RC(-1, repo_clone(&o, &f->err));
 	EXPECT_STR_HAS(f->err.msg, "repository not found");
+	check_nothing_left(f);
+	char forbidden[300];
+	snprintf(forbidden, sizeof forbidden, "%.*s/forbidden.git",
+		 (int)(strrchr(G.url, '/') - G.url), G.url);
+	o.url = forbidden;
+	EXPECT_RC(-1, repo_clone(&o, &f->err));
+	EXPECT_STR_HAS(f->err.msg, "access denied (HTTP 403)");
+	assert_int_eq_msg(f->err.code, EACCES, "err.code");
 	check_nothing_left(f);
 	o.url = G.url_refused;
 	EXPECT_RC(-1, repo_clone(&o, &f->err));
