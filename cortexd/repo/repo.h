@@ -74,7 +74,7 @@ struct repo_clone_opts {
  * parent-death signal fires when the calling *thread* exits: call it from a
  * long-lived thread.  0, or -1 with err set; err->code says what went wrong:
  *   EINVAL       bad url or ref (nothing was started)
- *   EACCES       authentication failed / required
+ *   EACCES       authentication failed / required, or access denied (HTTP 403)
  *   ENOENT       repository not found, or "ref X not found"
  *   EHOSTUNREACH the server could not be reached (DNS, refused, TLS)
  *   EPERM        the host is on a private network (without REPO_ALLOW_PRIVATE)
