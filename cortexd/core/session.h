@@ -197,6 +197,8 @@ struct cortexd {
 	char admin_token[256];
 	secrets_key skey;        /* master key for secrets at rest */
 	volatile sig_atomic_t stop;
+	struct imgstore *images; /* container/imgstore.h; NULL if it could not open */
+	struct builder *builder; /* container/build.h */
 	/* Upward events, set by lifecycle_init(): modules below the lifecycle
 	 * report through them instead of calling up. */
 	void (*reconcile)(struct session *s);
