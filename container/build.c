@@ -420,7 +420,7 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	if (stat(ctx_tar, &st) < 0)
 		return cx_err_set(err, errno, "build context %s", ctx_tar);
 	if ((uint64_t)st.st_size > b->max_context)
-		return cx_err_set(err, EFBIG, "build context over %llu bytes", (unsigned long long)b->max_context);
+		return build_err(err, EFBIG, "build context over %llu bytes", (unsigned long long)b->max_context);
 	char tmp[1100];
 	char rnd[17];
 	cx_random_hex(rnd, 8);
@@ -436,12 +436,16 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	char dfp[1300];
 	snprintf(dfp, sizeof dfp, "%s/Dockerfile", ctx);
 	if (lstat(dfp, &ds) < 0 || !S_ISREG(ds.st_mode)) {
-		cx_err_set(err, EINVAL, "the build context has no Dockerfile at its top");
+		build_err(err, EINVAL, "the build context has no Dockerfile at its top");
 		goto fail;
 	}
 	if (build_hash_dir(ctx, b->base, hash, err) < 0)
 		goto fail;
 
+	/* Join, cache or start under one hold of the lock: two requests for the
+	 * same context never start two builds. */
+	char digest_file[1300];
+	snprintf(digest_file, sizeof digest_file, "%s/cache/%.64s/digest", b->dir, hash + 7);
 	pthread_mutex_lock(&b->mu);
 	for (struct build *x = b->builds; x; x = x->next)
 		if (x->st.state == BUILD_RUNNING && !strcmp(x->st.hash, hash)) {
@@ -459,13 +463,15 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 			cx_rm_rf(tmp);
 			return 0;
 		}
-	pthread_mutex_unlock(&b->mu);
-	int c = from_cache(b, name, user, hash, out, err);
-	if (c != CX_NOTFOUND) {
-		cx_rm_rf(tmp);
-		return c;
+	if (access(digest_file, F_OK) == 0) {
+		pthread_mutex_unlock(&b->mu);
+		int c = from_cache(b, name, user, hash, out, err);
+		if (c != CX_NOTFOUND) {
+			cx_rm_rf(tmp);
+			return c;
+		}
+		pthread_mutex_lock(&b->mu); /* a broken cache entry (now removed): build */
 	}
-	pthread_mutex_lock(&b->mu);
 	unsigned all = 0, mine = 0;
 	for (struct build *x = b->builds; x; x = x->next)
 		if (x->st.state == BUILD_RUNNING) {
@@ -474,7 +480,7 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 		}
 	if (all >= b->max_builds || mine >= b->max_per_user) {
 		pthread_mutex_unlock(&b->mu);
-		cx_err_set(err, EAGAIN, "%s", all >= b->max_builds ? "too many builds running; try again later"
+		build_err(err, EAGAIN, "%s", all >= b->max_builds ? "too many builds running; try again later"
 								  : "you have a build running already; try again when it ends");
 		goto fail;
 	}

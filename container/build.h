@@ -27,6 +27,10 @@
 struct imgstore;
 struct builder;
 
+/* An error a user caused: its message without errno text, its code kept
+ * (EINVAL, EFBIG, EAGAIN map to 400, 413, 429 at the edge). */
+int build_err(cx_err *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 struct builder_config {
 	const char *dir;            /* work dir (see above) */
 	const char *base;           /* --build-arg BASE=<base>, NULL or "" for none */

@@ -11,7 +11,18 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdarg.h>
 #include <sys/stat.h>
+
+int build_err(cx_err *err, int errnum, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+	va_end(ap);
+	err->code = errnum;
+	return -1;
+}
 
 int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *err)
 {
@@ -29,10 +40,11 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 	archive_read_support_format_gnutar(a);
 	archive_read_support_filter_gzip(a);
 	archive_read_support_filter_none(a);
-	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-						  ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS | ARCHIVE_EXTRACT_NO_OVERWRITE_NEWER);
+	/* Entries are written as dir/<path>: an absolute path, so libarchive's
+	 * NOABSOLUTEPATHS cannot be used; absolute entry names are refused below. */
+	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
 	if (archive_read_open_filename(a, tar_path, 64 << 10) != ARCHIVE_OK) {
-		cx_err_set(err, EINVAL, "build context: not a tar: %s", archive_error_string(a));
+		build_err(err, EINVAL, "build context: not a tar: %s", archive_error_string(a));
 		goto out;
 	}
 	uint64_t total = 0;
@@ -42,36 +54,37 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 		if (r == ARCHIVE_EOF)
 			break;
 		if (r < ARCHIVE_WARN) {
-			cx_err_set(err, EINVAL, "build context: bad tar: %s", archive_error_string(a));
+			build_err(err, EINVAL, "build context: bad tar: %s", archive_error_string(a));
 			goto out;
 		}
 		mode_t type = archive_entry_filetype(e);
-		const char *p = archive_entry_pathname(e);
+		char p[4096];
+		snprintf(p, sizeof p, "%s", archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
 		if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
 			continue; /* devices, fifos, sockets: never in a context */
 		if (archive_entry_hardlink(e)) {
-			cx_err_set(err, EINVAL, "build context: hard link %s: not supported", p ? p : "?");
+			build_err(err, EINVAL, "build context: hard link %s: not supported", p);
 			goto out;
 		}
 		total += (uint64_t)archive_entry_size(e);
 		if (total > max) {
-			cx_err_set(err, EFBIG, "build context: over %llu bytes unpacked", (unsigned long long)max);
+			build_err(err, EFBIG, "build context: over %llu bytes unpacked", (unsigned long long)max);
 			goto out;
 		}
 		char full[4096];
-		if (!p || snprintf(full, sizeof full, "%s/%s", dir, p) >= (int)sizeof full) {
-			cx_err_set(err, EINVAL, "build context: path too long");
+		if (!p[0] || snprintf(full, sizeof full, "%s/%s", dir, p) >= (int)sizeof full) {
+			build_err(err, EINVAL, "build context: path too long");
 			goto out;
 		}
-		if (p[0] == '/') {
-			cx_err_set(err, EINVAL, "build context: absolute path %s", p);
+		if (p[0] == '/' || !strcmp(p, "..") || !strncmp(p, "../", 3) || strstr(p, "/../")) {
+			build_err(err, EINVAL, "build context: path %s leaves the context", p);
 			goto out;
 		}
 		archive_entry_set_pathname(e, full);
 		archive_entry_set_perm(e, (archive_entry_perm(e) & 0755) | (type == AE_IFDIR ? 0700 : 0600));
 		r = archive_write_header(w, e);
 		if (r < ARCHIVE_WARN) {
-			cx_err_set(err, EINVAL, "build context: %s: %s", p, archive_error_string(w));
+			build_err(err, EINVAL, "build context: %s: %s", p, archive_error_string(w));
 			goto out;
 		}
 		if (type == AE_IFREG && archive_entry_size(e) > 0) {
@@ -84,7 +97,7 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 					goto out;
 				}
 			if (r != ARCHIVE_EOF) {
-				cx_err_set(err, EINVAL, "build context: %s: %s", p, archive_error_string(a));
+				build_err(err, EINVAL, "build context: %s: %s", p, archive_error_string(a));
 				goto out;
 			}
 		}

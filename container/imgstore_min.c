@@ -175,8 +175,7 @@ int imgstore_import_tar(struct imgstore *st, const char *name, const char *tar_p
 	struct archive *a = archive_read_new(), *w = archive_write_disk_new();
 	archive_read_support_format_all(a);
 	archive_read_support_filter_all(a);
-	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
-						  ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
 	int rc = 0;
 	if (archive_read_open_filename(a, tar_path, 65536) != ARCHIVE_OK) {
 		rc = cx_err_set(err, EINVAL, "not a tar: %s", archive_error_string(a));
@@ -189,10 +188,11 @@ int imgstore_import_tar(struct imgstore *st, const char *name, const char *tar_p
 				break;
 			}
 			mode_t t = archive_entry_filetype(e);
-			if (t != AE_IFREG && t != AE_IFDIR)
+			const char *pn = archive_entry_pathname(e);
+			if ((t != AE_IFREG && t != AE_IFDIR) || !pn || pn[0] == '/')
 				continue;
 			char full[4096];
-			snprintf(full, sizeof full, "%s/%s", tmp, archive_entry_pathname(e));
+			snprintf(full, sizeof full, "%s/%s", tmp, pn);
 			archive_entry_set_pathname(e, full);
 			if (archive_write_header(w, e) < ARCHIVE_WARN) {
 				rc = cx_err_set(err, EINVAL, "%s", archive_error_string(w));
