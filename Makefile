@@ -6,8 +6,8 @@ JOBS ?= $(shell nproc)
 CLAUDE_CODE_VERSION := 2.1.330
 WS_VERSION := 8.18.0
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
-	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev \
-	util-linux procps buildah mmdebstrap libarchive-dev e2fsprogs
+	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
+	util-linux procps buildah mmdebstrap e2fsprogs
 NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
 
 .PHONY: all deps build build-asan build-tsan run test bench clean format image

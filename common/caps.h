@@ -12,5 +12,10 @@
 #define CX_CAP_MESSAGE_TEXT    (128u << 10) /* text of one user message             */
 #define CX_CAP_REPLAY         (8u << 20)  /* frames of one turn kept for "resume"  */
 #define CX_CAP_NAME            64u          /* user names, session ids              */
+/* image store (container/imgstore.c) */
+#define CX_CAP_IMAGE_TAR     (16ull << 30) /* file bytes an image tar may stage     */
+#define CX_CAP_IMAGE_LAYER   (16ull << 30) /* bytes one layer may unpack to         */
+#define CX_CAP_IMAGE_JSON    (4u << 20)    /* index, manifest or config blob        */
+#define CX_CAP_IMAGE_LAYERS  128u          /* layers of one image                   */
 
 #endif

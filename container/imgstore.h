@@ -40,6 +40,7 @@ struct image_info {
 	char user[256];       /* config User, "" if unset */
 	uint64_t size;        /* bytes unpacked */
 	int64_t created;      /* unix seconds it was stored */
+	int64_t last_used_ms; /* unix ms of the last import or pin (the LRU key) */
 };
 
 /* Name: [a-z0-9][a-z0-9._-]{0,63}.  budget 0 = unlimited. */
