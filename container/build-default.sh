@@ -3,9 +3,11 @@
 # buildah on top of localhost/cortex-base:bookworm (mkbase.sh, run first) and
 # export it as an OCI layout dir under the machine-wide cache:
 #     /var/cache/cortex/images/default-<hash>/
-# <hash> covers the Dockerfile, the base and build scripts and the Claude Code
+# <hash> covers the Dockerfile, the base script (mkbase.sh) and the Claude Code
 # version the Makefile pins; a second run with the same inputs prints "cached".
-# Prints the layout dir on its last line.  Unattended, as root, after `make deps`.
+# /var/cache/cortex/images/default points at the newest layout (what cortexd's
+# images.import_dir_default names).  Prints the layout dir on its last line.
+# Unattended, as root, after `make deps`.
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 . "$here/buildah-common.sh"
@@ -13,10 +15,11 @@ start=$(date +%s)
 
 ver=$(sed -n 's/^CLAUDE_CODE_VERSION[ :]*=[ ]*//p' "$repo/Makefile" | head -1)
 [ -n "$ver" ] || die "CLAUDE_CODE_VERSION not found in $repo/Makefile"
-hash=$( { cat "$repo/Dockerfile" "$here/mkbase.sh" "$here/build-default.sh" "$here/buildah-common.sh"; echo "$ver"; } \
+hash=$( { cat "$repo/Dockerfile" "$here/mkbase.sh"; echo "$ver"; } \
 	| sha256sum | cut -c1-16)
 out=$CORTEX_IMAGE_CACHE/default-$hash
 if [ -s "$out/index.json" ]; then
+	ln -sfn "default-$hash" "$CORTEX_IMAGE_CACHE/default"
 	log "default image: cached ($out)"
 	echo "$out"
 	exit 0
@@ -57,6 +60,7 @@ log "exporting OCI layout -> $out"
 rm -rf "$out.tmp.$$"
 bah push --quiet "$img" "oci:$out.tmp.$$"
 rm -rf "$out"; mv "$out.tmp.$$" "$out"
+ln -sfn "default-$hash" "$CORTEX_IMAGE_CACHE/default.tmp" && mv -T "$CORTEX_IMAGE_CACHE/default.tmp" "$CORTEX_IMAGE_CACHE/default"
 trap - EXIT; rm -rf "$ctx"
 bah tag "$img" localhost/cortex-default:latest
 size=$(du -sm "$out" | cut -f1)
