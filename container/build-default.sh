@@ -36,6 +36,11 @@ got=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$pkg" | head -1)
 [ "$got" = "$ver" ] || die "claude under $nm is $got, the Makefile pins $ver (run make deps)"
 
 "$here/mkbase.sh"
+# older base rootfs tars (a changed mkbase.sh or apt sources) are not needed again
+cur=$(bah inspect --type image --format '{{index .OCIv1.Config.Labels "cortex.base.hash"}}' "$BASE_IMAGE")
+for f in "$CORTEX_IMAGE_CACHE"/base-*.tar; do
+	[ -e "$f" ] && [ "$f" != "$CORTEX_IMAGE_CACHE/base-$cur.tar" ] && rm -f "$f"
+done
 
 ctx=$(mktemp -d /var/tmp/cortex-ctx.XXXXXX)
 trap 'rm -rf "$ctx" "$out.tmp.$$"' EXIT
@@ -62,6 +67,9 @@ bah push --quiet "$img" "oci:$out.tmp.$$"
 rm -rf "$out"; mv "$out.tmp.$$" "$out"
 ln -sfn "default-$hash" "$CORTEX_IMAGE_CACHE/default.tmp" && mv -T "$CORTEX_IMAGE_CACHE/default.tmp" "$CORTEX_IMAGE_CACHE/default"
 trap - EXIT; rm -rf "$ctx"
+for d in "$CORTEX_IMAGE_CACHE"/default-*; do # layouts of older inputs
+	[ -d "$d" ] && [ "$d" != "$out" ] && rm -rf "$d"
+done
 bah tag "$img" localhost/cortex-default:latest
 size=$(du -sm "$out" | cut -f1)
 log "default image ready: $size MB compressed layout, total $(( $(date +%s) - start ))s"
