@@ -14,7 +14,8 @@ LABEL org.opencontainers.image.title="cortex-default" \
       cortex.claude-code.version="${CLAUDE_CODE_VERSION}" \
       cortex.debian.suite="bookworm"
 
-ENV DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8
+ARG DEBIAN_FRONTEND=noninteractive
+ENV LANG=C.UTF-8
 
 # No recommends: they double the size (and bring build toolchains via npm).
 RUN apt-get update \
