@@ -476,7 +476,7 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	for (struct build *x = b->builds; x; x = x->next)
 		if (x->st.state == BUILD_RUNNING) {
 			all++;
-			mine += user && !strcmp(x->user, user);
+			mine += user && *user && !strcmp(x->user, user);
 		}
 	if (all >= b->max_builds || mine >= b->max_per_user) {
 		pthread_mutex_unlock(&b->mu);

@@ -62,7 +62,7 @@ void builder_close(struct builder *b);
 
 /* Start (or join, or answer from the cache) a build of the context tar at
  * ctx_tar (a file the caller owns; read, not kept) for image name, asked by
- * user (the per-user cap).  Blocking (extracts and hashes): call it from a
+ * user (the per-user cap; NULL or "" for none).  Blocking (extracts and hashes): call it from a
  * worker.  Errors: EINVAL bad tar or no Dockerfile, EFBIG context over the
  * cap, EAGAIN too many builds (global or per user). */
 int builder_submit(struct builder *b, const char *name, const char *user, const char *ctx_tar,

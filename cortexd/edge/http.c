@@ -61,7 +61,9 @@ static const char *method_of(struct lws *wsi)
 
 static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 {
-	if (h->too_big) {
+	if (h->upload_failed) {
+		api_error(&h->resp, 500, "internal", "cannot store the request body: %s", strerror(h->upload_failed));
+	} else if (h->too_big) {
 		api_error(&h->resp, 413, "too_large", "request body over %zu bytes", h->cap);
 	} else {
 		if (h->upfd > 0) {
@@ -205,11 +207,12 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 				h->cap = (size_t)d->cfg.images_max_context;
 				if ((unsigned long long)clen <= h->cap && upload_open(d, h) < 0) {
 					log_error("upload file: %s", strerror(errno));
-					h->cap = 0;
+					h->upload_failed = errno;
+					h->cap = 0; /* read and discard, then answer 500 */
 				}
 			}
 			if ((unsigned long long)clen > h->cap)
-				h->too_big = 1; /* read and discard, then answer 413 */
+				h->too_big = 1; /* read and discard, then answer 413 (or 500) */
 			return 0;  /* wait for the body */
 		}
 		dispatch(d, wsi, h);

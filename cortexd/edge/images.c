@@ -242,9 +242,9 @@ void images_route(struct cortexd *d, const char *user, enum api_who who, const s
 	else if (!strcmp(sub, "/log") && !strcmp(m, "GET"))
 		get_log(d, name, resp);
 	else if (!strcmp(sub, "/build") && !strcmp(m, "POST"))
-		post_image(d, name, user[0] ? user : "admin", 0, req, resp);
+		post_image(d, name, user, 0, req, resp); /* the admin ("") has no per-user cap */
 	else if (!strcmp(sub, "/import") && !strcmp(m, "POST"))
-		post_image(d, name, user[0] ? user : "admin", 1, req, resp);
+		post_image(d, name, user, 1, req, resp);
 	else if (!*sub || !strcmp(sub, "/log") || !strcmp(sub, "/build") || !strcmp(sub, "/import"))
 		api_error(resp, 405, "method_not_allowed", "method not allowed on %s", req->path);
 	else

@@ -57,7 +57,7 @@ async function waitBuilt(d, name, timeoutMs = 240000) {
 
   const root = L.tmpdir('images');
   const cfg = path.join(root, 'cortexd.json');
-  fs.writeFileSync(cfg, JSON.stringify({images: {max_context_mb: CAP_MB}}));
+  fs.writeFileSync(cfg, JSON.stringify({images: {max_context_mb: CAP_MB, max_builds: 1}}));
   const d = await L.startCortexd({args: ['--config', cfg]});
   let r = await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'alice'});
   const alice = r.json.token;
@@ -97,6 +97,20 @@ async function waitBuilt(d, name, timeoutMs = 240000) {
   r = await L.http(d.base, 'GET', '/v1/images/tiny', d.admin);
   L.eq(r.json.digest, img && img.digest, 'rebuild: same digest');
 
+  // ---- the same through cortexctl ----
+  const ctl = (args) => {
+    try { return {code: 0, out: execFileSync(process.env.CORTEXCTL, args, {env: Object.assign({}, process.env, {CORTEX_URL: d.base, CORTEX_TOKEN: d.admin})}).toString()}; }
+    catch (e) { return {code: e.status, out: String(e.stdout) + String(e.stderr)}; }
+  };
+  let c = ctl(['image', 'build', 'tiny', path.join(root, 'ctx1.tar')]);
+  L.check(c.code === 0 && JSON.parse(c.out).cached === true, 'cortexctl image build: cached', 'exit 0, cached', c);
+  c = ctl(['image', 'log', 'tiny']);
+  L.check(c.code === 0 && /cached/.test(c.out), 'cortexctl image log', 'cached', c);
+  c = ctl(['image', 'get', 'tiny']);
+  L.check(c.code === 0 && JSON.parse(c.out).digest === (img && img.digest), 'cortexctl image get', img && img.digest, c);
+  c = ctl(['image', 'get', 'nothing']);
+  L.eq(c.code, 1, 'cortexctl image get of an unknown image: exit 1');
+
   // ---- two concurrent builds of one new context: one build, joined ----
   const ctx2 = context(root, 'ctx2', {Dockerfile: 'FROM scratch\nCOPY file.txt /file.txt\n', 'file.txt': nonce + '-2\n'});
   const [a, b] = await Promise.all([post(d, '/v1/images/two-a/build', ctx2), post(d, '/v1/images/two-b/build', ctx2)]);
@@ -117,6 +131,32 @@ async function waitBuilt(d, name, timeoutMs = 240000) {
   r = await L.http(d.base, 'GET', '/v1/images', alice);
   const names = (r.json && r.json.images || []).map(i => i.name);
   L.check(['imported', 'tiny', 'two-a', 'two-b'].every(n => names.includes(n)), 'list: every image', 'imported tiny two-a two-b', names);
+
+  // ---- one build at a time (images.max_builds 1): 429; delete cancels a running build ----
+  const slow = context(root, 'slow', {Dockerfile: 'FROM localhost/cortex-base:bookworm\nCOPY n /n\nRUN sleep 120\n', n: nonce});
+  r = await post(d, '/v1/images/slow/build', slow);
+  L.eq([r.status, r.json.state], [202, 'running'], 'slow build: running');
+  const other = context(root, 'other', {Dockerfile: 'FROM scratch\nCOPY n /n\n', n: nonce + '-other'});
+  r = await post(d, '/v1/images/other/build', other);
+  L.eq([r.status, r.json.error && r.json.error.code], [429, 'too_many_builds'], 'a second build past max_builds: 429');
+  const s3 = await L.poll(async () => {
+    const g = await L.http(d.base, 'GET', '/v1/images/slow', d.admin);
+    return g.json && g.json.build && g.json.build.step >= 3 ? g.json : null;
+  }, 120000);
+  L.check(s3 && s3.build.state === 'running' && s3.build.steps === 3, 'slow build: at its RUN step', 'step 3/3 running', s3 && s3.build);
+  const slowTag = s3 ? 'cortex-build:' + s3.build.context.slice(7, 23) : 'none';
+  r = await L.http(d.base, 'DELETE', '/v1/images/slow', d.admin);
+  L.eq(r.status, 204, 'delete of a building image: 204');
+  const gone = await L.poll(() => {
+    try { execFileSync('pgrep', ['-f', slowTag]); return false; } catch (e) { return true; }
+  }, 20000);
+  L.check(gone, 'delete: its buildah is gone', 'no process naming ' + slowTag, 'still running');
+  r = await L.http(d.base, 'GET', '/v1/images/slow', d.admin);
+  L.eq(r.status, 404, 'delete: the canceled image is not there');
+  r = await post(d, '/v1/images/other/build', other);
+  L.eq(r.status, 202, 'after the cancel a build may start');
+  const io = await waitBuilt(d, 'other');
+  L.eq(io && io.build.state, 'done', 'that build finishes');
 
   // ---- delete ----
   r = await L.http(d.base, 'DELETE', '/v1/images/imported', d.admin);
