@@ -4,8 +4,10 @@
  * See build.h for the rules (join, cache, caps). */
 #include "build.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -29,6 +31,7 @@ struct build {
 	char stage[1024];
 	pid_t pid;                  /* running child, 0 if none */
 	int cancel;
+	uint64_t cancel_ms;         /* when it was canceled (SIGKILL to the whole group 30 s later) */
 	pthread_t thread;
 	int has_thread;
 	struct builder *b;
@@ -105,11 +108,44 @@ int builder_open(struct builder **out, const struct builder_config *cfg, struct 
 	return 0;
 }
 
+/* Cancel (b->mu held); run_child does the killing (see kill_below). */
 static void build_kill(struct build *x)
 {
 	x->cancel = 1;
-	if (x->pid > 0)
-		kill(-x->pid, SIGTERM);
+	if (!x->cancel_ms)
+		x->cancel_ms = cx_mono_ms();
+}
+
+/* SIGKILL every process of buildah's group but buildah: a RUN step's
+ * processes.  Its step then fails and buildah removes its working containers
+ * (--force-rm) and exits.  Signalling buildah itself kills it outright when
+ * no RUN is running, leaving its containers in storage. */
+static void kill_below(pid_t leader)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	while (d && (e = readdir(d))) {
+		pid_t p = (pid_t)atoi(e->d_name);
+		if (p <= 0 || p == leader)
+			continue;
+		char path[64], buf[512];
+		snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		ssize_t n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		const char *rp = strrchr(buf, ')'); /* "pid (comm) state ppid pgrp ..." */
+		int ppid, pgrp;
+		char st;
+		if (rp && sscanf(rp + 1, " %c %d %d", &st, &ppid, &pgrp) == 3 && pgrp == leader)
+			kill(p, SIGKILL);
+	}
+	if (d)
+		closedir(d);
 }
 
 void builder_close(struct builder *b)
@@ -187,32 +223,57 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 	}
 	char line[4096];
 	size_t n = 0;
-	for (;;) {
-		char c;
-		ssize_t r = read(pfd[0], &c, 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0 || c == '\n' || n == sizeof line - 1) {
-			if (n || r > 0) {
+	int status = 0, exited = 0, eof = 0;
+	uint64_t last_kill = 0;
+	while (!exited) {
+		pthread_mutex_lock(&b->mu);
+		int cancel = x->cancel, late = cancel && cx_mono_ms() - x->cancel_ms > 30000;
+		pthread_mutex_unlock(&b->mu);
+		if (cancel && cx_mono_ms() - last_kill >= 250) { /* a step that runs nothing (COPY, commit) ends by itself */
+			last_kill = cx_mono_ms();
+			late ? (void)kill(-pid, SIGKILL) : kill_below(pid);
+		}
+		struct pollfd pf = {pfd[0], POLLIN, 0};
+		if (!eof && poll(&pf, 1, 250) > 0) {
+			char buf[4096];
+			ssize_t r = read(pfd[0], buf, sizeof buf);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				eof = 1; /* buildah closed its output: it is exiting */
+			for (ssize_t i = 0; i < r; i++) {
+				if (buf[i] != '\n' && n < sizeof line - 1) {
+					line[n++] = buf[i];
+					continue;
+				}
 				line[n] = '\0';
+				n = 0;
 				log_line(logfd, "%s", line);
-				int s, m;
-				if (sscanf(line, "STEP %d/%d:", &s, &m) == 2) {
+				int st, m;
+				if (sscanf(line, "STEP %d/%d:", &st, &m) == 2) {
 					pthread_mutex_lock(&b->mu);
-					x->st.step = s;
+					x->st.step = st;
 					x->st.steps = m;
 					pthread_mutex_unlock(&b->mu);
 				}
 			}
-			n = 0;
-			if (r <= 0)
-				break;
-			continue;
+			if (r > 0)
+				continue;
 		}
-		line[n++] = c;
+		/* buildah exited? (WNOWAIT: its pid, the group's id, stays reserved) */
+		siginfo_t si;
+		si.si_pid = 0;
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+			exited = 1;
+		else if (eof)
+			usleep(20000);
 	}
+	if (n) {
+		line[n] = '\0';
+		log_line(logfd, "%s", line);
+	}
+	kill(-pid, SIGKILL); /* what a canceled RUN left behind in the group (none after a normal exit) */
 	close(pfd[0]);
-	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
 	pthread_mutex_lock(&b->mu);
