@@ -70,6 +70,9 @@ trap - EXIT; rm -rf "$ctx"
 for d in "$CORTEX_IMAGE_CACHE"/default-*; do # layouts of older inputs
 	[ -d "$d" ] && [ "$d" != "$out" ] && rm -rf "$d"
 done
+for t in $(bah images --format '{{.Name}}:{{.Tag}}' localhost/cortex-default 2>/dev/null); do
+	case $t in "$img"|*:latest) ;; *) bah rmi "$t" >/dev/null 2>&1 || true ;; esac
+done
 bah tag "$img" localhost/cortex-default:latest
 size=$(du -sm "$out" | cut -f1)
 log "default image ready: $size MB compressed layout, total $(( $(date +%s) - start ))s"
