@@ -199,6 +199,8 @@ static void open_images(struct cortexd *d)
 		snprintf(dir, sizeof dir, "%s", c->images_dir);
 	else
 		snprintf(dir, sizeof dir, "%s/images", c->data_dir);
+	snprintf(work, sizeof work, "%s/uploads", c->data_dir);
+	cx_rm_rf(work); /* bodies of requests cut by an earlier stop */
 	snprintf(work, sizeof work, "%s/builds", c->data_dir);
 	if (imgstore_open(&d->images, dir, c->images_budget, &err) < 0) {
 		log_error("image store %s: %s", dir, err.msg);
