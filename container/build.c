@@ -410,9 +410,34 @@ static int add_name(struct build *x, const char *name)
 	return -1;
 }
 
+#define KEEP_BUILDS 256
+
+/* Join the threads of finished builds (each is past its last lock: the join
+ * is immediate) and forget the oldest finished builds past KEEP_BUILDS, with
+ * their logs.  b->mu held. */
+static void reap_builds(struct builder *b)
+{
+	unsigned n = 0;
+	for (struct build **pp = &b->builds; *pp;) {
+		struct build *x = *pp;
+		if (x->has_thread && x->st.state != BUILD_RUNNING) {
+			pthread_join(x->thread, NULL);
+			x->has_thread = 0;
+		}
+		if (++n > KEEP_BUILDS && x->st.state != BUILD_RUNNING && !x->has_thread) {
+			*pp = x->next;
+			unlink(x->st.log_path);
+			free(x);
+			continue;
+		}
+		pp = &x->next;
+	}
+}
+
 /* A new record at the head of the list (b->mu held). */
 static struct build *new_build(struct builder *b, const char *name, const char *user, const char *hash)
 {
+	reap_builds(b);
 	struct build *x = calloc(1, sizeof *x);
 	if (!x)
 		return NULL;
