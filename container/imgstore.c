@@ -111,7 +111,8 @@ static int lock_open(struct imgstore *st, int op, cx_err *err)
 
 /* ---- image JSON ---- */
 
-static int read_image(struct imgstore *st, const char *name, json_t **out, cx_err *err)
+/* *ino (may be NULL): the inode read, for write_image's check. */
+static int read_image(struct imgstore *st, const char *name, json_t **out, ino_t *ino, cx_err *err)
 {
 	char rel[80];
 	snprintf(rel, sizeof rel, "%s.json", name);
@@ -120,6 +121,9 @@ static int read_image(struct imgstore *st, const char *name, json_t **out, cx_er
 		return cx_err_set(err, errno, errno == ENOENT ? "image %s: not found" : "image %s",
 				  name);
 	json_error_t je;
+	struct stat sb;
+	if (ino)
+		*ino = fstat(fd, &sb) == 0 ? sb.st_ino : 0;
 	*out = json_loadfd(fd, 0, &je);
 	if (!json_is_object(*out)) {
 		json_decref(*out);
@@ -129,7 +133,11 @@ static int read_image(struct imgstore *st, const char *name, json_t **out, cx_er
 	return 0;
 }
 
-static int write_image(struct imgstore *st, const char *name, json_t *j, cx_err *err)
+/* Atomically (tmp, fsync, rename).  only_ino != 0: only if images/<name>.json
+ * is still that inode (a pin's last_used must not undo another process's
+ * import in between); otherwise nothing is written. */
+static int write_image(struct imgstore *st, const char *name, json_t *j, ino_t only_ino,
+		       cx_err *err)
 {
 	char tmp[100], rel[80], r[17];
 	cx_random_hex(r, 8);
@@ -145,9 +153,11 @@ static int write_image(struct imgstore *st, const char *name, json_t *j, cx_err 
 	if (rc == 0 && fsync(fd) < 0)
 		rc = cx_err_set(err, errno, "image %s: fsync", name);
 	close(fd);
-	if (rc == 0 && renameat(st->images_fd, tmp, st->images_fd, rel) < 0)
+	struct stat sb;
+	bool keep = only_ino && (fstatat(st->images_fd, rel, &sb, 0) < 0 || sb.st_ino != only_ino);
+	if (rc == 0 && !keep && renameat(st->images_fd, tmp, st->images_fd, rel) < 0)
 		rc = cx_err_set(err, errno, "image %s: rename", name);
-	if (rc < 0)
+	if (rc < 0 || keep)
 		unlinkat(st->images_fd, tmp, 0);
 	return rc < 0 ? cx_err_wrap(err, "write image") : 0;
 }
@@ -178,7 +188,7 @@ int img_scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err)
 			continue;
 		memcpy(name, e->d_name, len - 5);
 		name[len - 5] = '\0';
-		if (check_name(name, NULL) < 0 || read_image(st, name, &j, NULL) < 0)
+		if (check_name(name, NULL) < 0 || read_image(st, name, &j, NULL, NULL) < 0)
 			continue;
 		if (*n == cap) {
 			cap = cap ? 2 * cap : 16;
@@ -391,8 +401,12 @@ static int unpack_all(struct imgstore *st, struct img_src *src, struct lay *lay,
 				return cx_err_wrap(err, "layer %zu/%zu sha256:%.12s", i + 1, n,
 						   l->hex);
 			lay[i].size = us.bytes;
-			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s %.1f MB", i + 1, n,
-				 l->hex, (double)us.bytes / 1e6);
+			int k = snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s %.1f MB",
+					 i + 1, n, l->hex, (double)us.bytes / 1e6);
+			if (us.skipped && k > 0 && (size_t)k < sizeof line)
+				snprintf(line + k, sizeof line - (size_t)k,
+					 ", %llu skipped (devices, fifos)",
+					 (unsigned long long)us.skipped);
 		} else {
 			snprintf(line, sizeof line, "layer %zu/%zu sha256:%.12s already stored",
 				 i + 1, n, l->hex);
@@ -486,13 +500,16 @@ static int import_src(struct imgstore *st, const char *name, struct img_src *src
 	}
 	img_recs_free(recs, nrec);
 	json_t *j = rc == 0 ? image_json(src, lay, err) : NULL;
-	if (!j || write_image(st, name, j, err) < 0)
+	if (!j || write_image(st, name, j, 0, err) < 0)
 		rc = -1;
 	json_decref(j);
 	pthread_mutex_unlock(&st->mu);
 	close(steal_fd(&lock));
-	if (rc == 0 && st->budget)
-		rc = img_gc_run(st, name, false, NULL, err);
+	if (rc == 0 && st->budget) {
+		cx_err gc_err =
+		    CX_ERR_INIT; /* the image is stored: a failed gc waits for the next */
+		(void)img_gc_run(st, name, false, NULL, &gc_err);
+	}
 	return rc;
 }
 
@@ -535,7 +552,7 @@ int imgstore_get(struct imgstore *st, const char *name, struct image_info **out,
 		return -1;
 	json_t *j = NULL;
 	pthread_mutex_lock(&st->mu);
-	int rc = read_image(st, name, &j, err);
+	int rc = read_image(st, name, &j, NULL, err);
 	pthread_mutex_unlock(&st->mu);
 	if (rc == 0 && !(*out = info_from_json(st, name, j, err)))
 		rc = -1;
@@ -549,14 +566,15 @@ int imgstore_pin(struct imgstore *st, const char *name, struct image_info **out,
 	if (check_name(name, err) < 0)
 		return -1;
 	json_t *j = NULL;
+	ino_t ino = 0;
 	pthread_mutex_lock(&st->mu);
-	int rc = read_image(st, name, &j, err);
+	int rc = read_image(st, name, &j, &ino, err);
 	struct pin *p = rc == 0 ? calloc(1, sizeof *p) : NULL;
 	if (rc == 0 && !p)
 		rc = cx_err_set(err, ENOMEM, "pin %s", name);
 	if (rc == 0) {
 		json_object_set_new(j, "last_used", json_integer(cx_wall_ms()));
-		rc = write_image(st, name, j, err);
+		rc = write_image(st, name, j, ino ? ino : 1, err);
 	}
 	if (rc == 0 && !(*out = info_from_json(st, name, j, err)))
 		rc = -1;

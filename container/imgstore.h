@@ -7,18 +7,22 @@
  *   layers/<sha256-hex>/   one unpacked layer (overlay-ready: whiteouts are
  *                          0:0 char devices, opaque dirs carry the xattr
  *                          trusted.overlay.opaque=y), made in tmp/ then renamed
- *   images/<name>.json     name -> {digest, layers[] (bottom first), env[],
- *                          workdir, user, size, created, last_used}
- *   tmp/                   staging; emptied at open
+ *   images/<name>.json     name -> {digest, layers[] (hex, bottom first),
+ *                          layer_sizes[], env[], workdir, user, size, created
+ *                          (unix s), last_used (unix ms)}
+ *   tmp/<pid>.<random>     staging; what dead processes left is removed at open
+ *   lock                   flock: imports hold it shared, gc's sweep exclusive
  *
  * Unpacking (libarchive): refuses absolute paths, "..", and entries whose
- * parent is a symlink (the layer fails with EPERM and a message naming the
- * entry); skips device nodes and fifos (counted); strips setuid/setgid bits;
- * hardlinks must point inside the same layer.
+ * parent is a symlink (the import fails with EPERM and a message naming the
+ * entry, nothing stored); skips device nodes and fifos (counted); strips
+ * setuid/setgid bits; hardlinks must point to a regular file of the same layer.
+ * Every blob's sha256 is checked against its digest (EINVAL on mismatch).
  *
  * Thread-safe: one mutex around the metadata; unpacking runs outside it.
  * Several processes may share a dir (renames are atomic); eviction only
  * removes layers no image names and no open pin holds in this process.
+ * docs/images.md has the details and limits.
  * Errors follow cx.h. */
 #ifndef CORTEX_IMGSTORE_H
 #define CORTEX_IMGSTORE_H

@@ -465,7 +465,7 @@ static int entry(struct ctx *c, struct archive *ar, struct archive *aw, struct a
 		ls = strrchr(lrel, '/');
 		if (below_symlink(c, lrel, ls ? (size_t)(ls - lrel) : 0) ||
 		    fstatat(c->root_fd, *lrel ? lrel : ".", &sb, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    S_ISDIR(sb.st_mode))
+		    !S_ISREG(sb.st_mode))
 			return cx_err_set(
 			    err, EPERM, "layer entry \"%s\": hardlink to \"%s\" outside the layer",
 			    name, hl);

@@ -5,7 +5,7 @@
  * gzip or not): OCI whiteouts become 0:0 char devices, `.wh..wh..opq` marks
  * its dir opaque (trusted.overlay.opaque=y); absolute paths, `..`, entries
  * below a symlink of the layer and hardlinks to anything but an earlier
- * non-directory entry of the layer fail with EPERM naming the entry; device
+ * regular file of the layer fail with EPERM naming the entry; device
  * nodes, fifos and sockets are skipped (counted); setuid/setgid bits are
  * cleared; xattrs in the trusted.* namespace are dropped; uid/gid (numeric),
  * mode and mtime are kept. */
