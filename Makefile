@@ -7,10 +7,10 @@ CLAUDE_CODE_VERSION := 2.1.330
 WS_VERSION := 8.18.0
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
-	util-linux procps git e2fsprogs
+	util-linux procps git e2fsprogs buildah mmdebstrap
 NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
 
-.PHONY: all deps build build-asan build-tsan run test bench clean format
+.PHONY: all deps build build-asan build-tsan run test bench clean format image
 
 all: build
 
@@ -71,6 +71,12 @@ run: build
 	echo "  node -e \"const W=require('./.deps/node_modules/ws');const w=new W('ws://127.0.0.1:8787/v1/sessions/SESSION_ID/ws?token=USER_TOKEN');w.on('open',()=>w.send(JSON.stringify({type:'message',text:'hello'})));w.on('message',m=>{console.log(String(m));if(JSON.parse(m).type.match(/done|error/))w.close()})\""; \
 	echo "  (the model provider comes from ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY; see docs/operations.md)"
 	exec build/cortexd --listen 127.0.0.1:8787 --data-dir .cortex
+
+# The default sandbox image (root Dockerfile) built with buildah on an
+# mmdebstrap bookworm base, exported to /var/cache/cortex/images/default-<hash>/
+# (cached per machine: a second run is a no-op).  See docs/images.md.
+image: deps
+	bash container/build-default.sh
 
 bench: build
 	bash bench/run.sh

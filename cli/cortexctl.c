@@ -9,10 +9,12 @@
  * error, 2 on usage or transport errors.  Streaming a turn needs a WebSocket
  * client (see docs/protocol.md). */
 #include <curl/curl.h>
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "caps.h"
 
@@ -57,9 +59,18 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *ud)
 	return add;
 }
 
-/* One request; prints the body.  token may be NULL (no Authorization). */
-static int request(const struct cli *cli, const char *token, const char *method, const char *path,
-		   const char *body)
+static size_t to_stdout(char *ptr, size_t size, size_t nmemb, void *ud)
+{
+	(void)ud;
+	size_t n = fwrite(ptr, size, nmemb, stdout);
+	fflush(stdout);
+	return n * size;
+}
+
+/* One request; prints the body.  token may be NULL (no Authorization).
+ * upload: the body is this file (a tar); stream: print as it arrives, no time limit. */
+static int request_ex(const struct cli *cli, const char *token, const char *method, const char *path,
+		      const char *body, FILE *upload, int stream)
 {
 	char full[2048], auth[400];
 	if ((size_t)snprintf(full, sizeof full, "%s%s", cli->url, path) >= sizeof full) {
@@ -80,14 +91,24 @@ static int request(const struct cli *cli, const char *token, const char *method,
 		h = curl_slist_append(h, auth);
 	if (body)
 		h = curl_slist_append(h, "Content-Type: application/json");
+	if (upload)
+		h = curl_slist_append(h, "Content-Type: application/x-tar");
 	struct buf b = {NULL, 0};
 	curl_easy_setopt(c, CURLOPT_URL, full);
-	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, stream ? to_stdout : on_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 60L);
-	if (body)
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, stream || upload ? 0L : 60L);
+	if (upload) {
+		struct stat st;
+		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(c, CURLOPT_READDATA, upload);
+		if (!fstat(fileno(upload), &st))
+			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+	}
+	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+	if (upload) {
+	} else if (body)
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
 	else if (!strcmp(method, "POST"))
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
@@ -105,6 +126,12 @@ static int request(const struct cli *cli, const char *token, const char *method,
 		printf("%s\n", b.p);
 	free(b.p);
 	return status >= 200 && status < 300 ? 0 : EXIT_HTTP_ERROR;
+}
+
+static int request(const struct cli *cli, const char *token, const char *method, const char *path,
+		   const char *body)
+{
+	return request_ex(cli, token, method, path, body, NULL, 0);
 }
 
 /* ---- commands ---- */
@@ -186,6 +213,71 @@ static int cmd_session_messages(const struct cli *cli, char **args, int nargs)
 	return session_call(cli, "GET", args[0], "messages");
 }
 
+/* ---- images ---- */
+
+static int image_path(const char *name, const char *tail, char *out, size_t cap)
+{
+	if (strlen(name) > 64 || strchr(name, '/') || strchr(name, '?')) {
+		fprintf(stderr, "cortexctl: not an image name: '%.80s'\n", name);
+		return -1;
+	}
+	snprintf(out, cap, "/v1/images/%s%s", name, tail);
+	return 0;
+}
+
+static int image_call(const struct cli *cli, const char *method, const char *name, const char *tail,
+		      const char *file, int stream)
+{
+	char path[128];
+	if (image_path(name, tail, path, sizeof path) < 0)
+		return CMD_BAD_ARGS;
+	FILE *f = NULL;
+	if (file && !(f = fopen(file, "rb"))) {
+		fprintf(stderr, "cortexctl: %s: %s\n", file, strerror(errno));
+		return EXIT_USAGE;
+	}
+	int rc = request_ex(cli, cli->token, method, path, NULL, f, stream);
+	if (f)
+		fclose(f);
+	return rc;
+}
+
+static int cmd_image_list(const struct cli *cli, char **args, int nargs)
+{
+	(void)args, (void)nargs;
+	return request(cli, cli->token, "GET", "/v1/images", NULL);
+}
+
+static int cmd_image_get(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return image_call(cli, "GET", args[0], "", NULL, 0);
+}
+
+static int cmd_image_build(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return image_call(cli, "POST", args[0], "/build", args[1], 0);
+}
+
+static int cmd_image_import(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return image_call(cli, "POST", args[0], "/import", args[1], 0);
+}
+
+static int cmd_image_log(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return image_call(cli, "GET", args[0], "/log", NULL, 1);
+}
+
+static int cmd_image_delete(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return image_call(cli, "DELETE", args[0], "", NULL, 0);
+}
+
 static const struct cmd commands[] = {
     {"health", cmd_health, "", "check that cortexd answers (no token needed)"},
     {"user create", cmd_user_create, "NAME", "create a user and print its token (admin token)"},
@@ -196,6 +288,12 @@ static const struct cmd commands[] = {
     {"session sleep", cmd_session_sleep, "ID", "stop the sandbox; home and workspace are kept"},
     {"session wake", cmd_session_wake, "ID", "start a sleeping session's sandbox again"},
     {"session messages", cmd_session_messages, "ID", "print the session's transcript"},
+    {"image list", cmd_image_list, "", "list the images"},
+    {"image get", cmd_image_get, "NAME", "show an image and its latest build"},
+    {"image build", cmd_image_build, "NAME CONTEXT.tar", "build a tar context with a Dockerfile (admin token)"},
+    {"image log", cmd_image_log, "NAME", "print the build log, following it while the build runs"},
+    {"image import", cmd_image_import, "NAME IMAGE.tar", "import an OCI layout or docker archive (admin token)"},
+    {"image delete", cmd_image_delete, "NAME", "delete an image, canceling its build (admin token)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof *commands)
 

@@ -53,6 +53,11 @@ void config_defaults(config *c)
 	strcpy(c->listen_host, "127.0.0.1");
 	c->listen_port = 8787;
 	strcpy(c->data_dir, ".cortex");
+	strcpy(c->images_default, "default");
+	strcpy(c->images_build_base, "localhost/cortex-base:bookworm");
+	c->images_max_context = 256ull << 20;
+	c->images_max_builds = 2;
+	c->images_max_user_builds = 1;
 	strcpy(c->store_kind, "sqlite");
 	strcpy(c->provider_model, "");
 	c->sandbox_uid = 65534;
@@ -411,6 +416,50 @@ static int load_npm(config *c, json_t *npm, cx_err *err)
 	return 0;
 }
 
+/* The "images" section, if present. */
+static int load_images(config *c, json_t *im, cx_err *err)
+{
+	const char *s;
+	long long n;
+	int found;
+	if (!im)
+		return 0;
+	if (!json_is_object(im))
+		return cx_err_set(err, 0, "config: 'images' must be an object");
+	static const struct {
+		const char *key;
+		size_t off, cap;
+	} strs[] = {
+		{"dir", offsetof(config, images_dir), sizeof c->images_dir},
+		{"default", offsetof(config, images_default), sizeof c->images_default},
+		{"build_base", offsetof(config, images_build_base), sizeof c->images_build_base},
+		{"import_dir_default", offsetof(config, images_import_dir_default), sizeof c->images_import_dir_default},
+	};
+	for (size_t i = 0; i < sizeof strs / sizeof *strs; i++) {
+		char what[64];
+		snprintf(what, sizeof what, "images.%s", strs[i].key);
+		if (jstr(im, strs[i].key, &s, err) < 0 || (s && copy_str((char *)c + strs[i].off, strs[i].cap, s, what, err) < 0))
+			return -1;
+	}
+	if (jint(im, "budget_mb", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->images_budget = (uint64_t)(n < 0 ? 0 : n) << 20;
+	if (jint(im, "max_context_mb", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->images_max_context = (uint64_t)(n < 1 ? 1 : n > 65536 ? 65536 : n) << 20;
+	if (jint(im, "max_builds", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->images_max_builds = n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
+	if (jint(im, "max_user_builds", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->images_max_user_builds = n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
+	return 0;
+}
+
 int config_load_file(config *c, const char *path, cx_err *err)
 {
 	json_error_t jerr;
@@ -445,6 +494,8 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (load_agent(c, json_object_get(root, "agent"), err) < 0)
 		goto out;
 	if (load_sandbox(c, json_object_get(root, "sandbox"), err) < 0)
+		goto out;
+	if (load_images(c, json_object_get(root, "images"), err) < 0)
 		goto out;
 	if (jint(root, "ready_timeout_ms", &n, &found, err) < 0)
 		goto out;

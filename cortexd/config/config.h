@@ -78,6 +78,16 @@ typedef struct config {
 	char npm_cache_dir[4096];    /* "" = DATA/npm, or /var/cache/cortex/<hash>/npm when the
 	                                sandbox uid cannot reach the data dir */
 	uint64_t npm_cache_max;      /* bytes; 0 = unlimited */
+
+	/* Images (docs/images.md): the store and the builder. */
+	char images_dir[4096];       /* "" = DATA/images */
+	uint64_t images_budget;      /* bytes; 0 = unlimited */
+	char images_default[128];    /* name of the default image */
+	char images_build_base[512]; /* --build-arg BASE=...; "" = none */
+	uint64_t images_max_context; /* bytes of a build context or an import body */
+	char images_import_dir_default[4096]; /* OCI layout imported as the default image at start if absent */
+	unsigned images_max_builds;  /* concurrent builds */
+	unsigned images_max_user_builds; /* concurrent builds per user */
 } config;
 
 void config_defaults(config *c);

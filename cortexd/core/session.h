@@ -203,6 +203,8 @@ struct cortexd {
 	uint64_t store_write_failures;
 	int store_failing;       /* the last write failed: /healthz says 503 */
 	char store_error[200];   /* for the log and operators, never for clients */
+	struct imgstore *images; /* container/imgstore.h; NULL if it could not open */
+	struct builder *builder; /* container/build.h */
 	/* Upward events, set by lifecycle_init(): modules below the lifecycle
 	 * report through them instead of calling up. */
 	void (*reconcile)(struct session *s);

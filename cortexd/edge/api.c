@@ -14,6 +14,7 @@
 #include "caps.h"
 #include "log.h"
 #include "lifecycle.h"
+#include "images.h"
 #include "settings.h"
 
 /* ---- users ---- */
@@ -355,6 +356,10 @@ void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *r
 			api_error(resp, 403, "forbidden", "settings belong to users; use a user token");
 		else
 			settings_route(d, user, req, p + 13, resp);
+		return;
+	}
+	if (!strcmp(p, "/v1/images") || !strncmp(p, "/v1/images/", 11)) {
+		images_route(d, user, who, req, resp);
 		return;
 	}
 	api_error(resp, 404, "not_found", "no such route: %.200s", p);

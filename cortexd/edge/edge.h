@@ -13,6 +13,7 @@ struct api_req {
 	const char *body;    /* may be NULL */
 	size_t body_len;
 	const char *query;   /* URI args "a=1&b=2", may be NULL */
+	const char *body_file; /* a body streamed to this file (images_upload_route), or NULL; the route owns it */
 };
 struct api_defer;
 struct api_resp {
@@ -20,6 +21,8 @@ struct api_resp {
 	char *body;          /* malloc'd JSON, or NULL for an empty body */
 	const char *ctype;   /* NULL = application/json */
 	struct api_defer *defer; /* set by api_defer(): the reply waits for a job */
+	char stream_file[1024];  /* non-empty: the body is this file, sent chunked and followed while */
+	char stream_name[128];   /* the build of image stream_name runs (GET /v1/images/{name}/log) */
 };
 
 /* Store writes never run on the service thread (SQLite fsyncs): a route that

@@ -4,10 +4,16 @@
  * one lws_write per callback). */
 #include "http.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "caps.h"
+#include "images.h"
 #include "log.h"
 
 static void http_reset(struct http_conn *h)
@@ -16,7 +22,28 @@ static void http_reset(struct http_conn *h)
 		api_defer_detach(h->waiting);
 	free(h->body);
 	free(h->resp.body);
+	if (h->upfd > 0)
+		close(h->upfd);
+	if (h->upload[0])
+		unlink(h->upload); /* the route did not take it (an error, or the client left) */
+	if (h->logfd > 0)
+		close(h->logfd);
 	memset(h, 0, sizeof *h);
+}
+
+/* A body streamed to a file under DATA/uploads (a build context, an image). */
+static int upload_open(struct cortexd *d, struct http_conn *h)
+{
+	snprintf(h->upload, sizeof h->upload, "%s/uploads", d->cfg.data_dir);
+	if (mkdir(h->upload, 0700) < 0 && errno != EEXIST)
+		return -1;
+	snprintf(h->upload, sizeof h->upload, "%s/uploads/body-XXXXXX", d->cfg.data_dir);
+	h->upfd = mkostemp(h->upload, O_CLOEXEC);
+	if (h->upfd < 0) {
+		h->upload[0] = '\0';
+		return -1;
+	}
+	return 0;
 }
 
 static const char *method_of(struct lws *wsi)
@@ -34,12 +61,20 @@ static const char *method_of(struct lws *wsi)
 
 static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 {
-	if (h->too_big) {
-		api_error(&h->resp, 413, "too_large", "request body over %u bytes", CX_CAP_HTTP_BODY);
+	if (h->upload_failed) {
+		api_error(&h->resp, 500, "internal", "cannot store the request body: %s", strerror(h->upload_failed));
+	} else if (h->too_big) {
+		api_error(&h->resp, 413, "too_large", "request body over %zu bytes", h->cap);
 	} else {
+		if (h->upfd > 0) {
+			close(h->upfd);
+			h->upfd = 0;
+		}
 		struct api_req r = {h->method, h->path, h->token[0] ? h->token : NULL, h->body, h->body_len,
-				    h->query};
+				    h->query, h->upload[0] ? h->upload : NULL};
 		api_handle(d, &r, &h->resp);
+		if (h->resp.defer || h->resp.status < 300)
+			h->upload[0] = '\0'; /* the route's job owns the file now */
 	}
 	h->responding = 1;
 	if (h->resp.defer) { /* a store write first: its job asks for WRITEABLE */
@@ -47,6 +82,53 @@ static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 		return;
 	}
 	lws_callback_on_writable(wsi);
+}
+
+/* GET /v1/images/{name}/log: the file in chunks, followed while the build runs
+ * (re-read every 250 ms), then the last chunk. */
+static int write_stream(struct cortexd *d, struct lws *wsi, struct http_conn *h)
+{
+	if (!h->headers_sent) {
+		unsigned char buf[LWS_PRE + 512];
+		unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+		h->logfd = open(h->resp.stream_file, O_RDONLY | O_CLOEXEC);
+		if (lws_add_http_common_headers(wsi, (unsigned int)h->resp.status, h->resp.ctype,
+						LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+		    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
+						 (const unsigned char *)"chunked", 7, &p, end) ||
+		    lws_finalize_write_http_header(wsi, start, &p, end))
+			return -1;
+		h->headers_sent = 1;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	unsigned char buf[LWS_PRE + 16 + 16384 + 8];
+	unsigned char *data = buf + LWS_PRE + 16;
+	int running = images_log_running(d, h->resp.stream_name);
+	ssize_t n = h->logfd > 0 ? read(h->logfd, data, 16384) : 0;
+	if (n > 0) {
+		char hdr[16];
+		int hl = snprintf(hdr, sizeof hdr, "%zx\r\n", (size_t)n);
+		unsigned char *start = data - hl;
+		memcpy(start, hdr, (size_t)hl);
+		memcpy(data + n, "\r\n", 2);
+		if (lws_write(wsi, start, (size_t)hl + (size_t)n + 2, LWS_WRITE_HTTP) < 0)
+			return -1;
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	if (running || h->stream_done == 0) {
+		/* nothing new: look again later; once the build ended, read to the end once more */
+		if (!running)
+			h->stream_done = 1;
+		lws_set_timer_usecs(wsi, running ? 250000 : 1000);
+		return 0;
+	}
+	if (lws_write(wsi, (unsigned char *)memcpy(buf + LWS_PRE, "0\r\n\r\n", 5), 5, LWS_WRITE_HTTP_FINAL) < 0)
+		return -1;
+	log_debug("%s %s -> %d (streamed)", h->method, h->path, h->resp.status);
+	http_reset(h);
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 static int write_response(struct lws *wsi, struct http_conn *h)
@@ -118,10 +200,19 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 		char cl[32] = "";
 		lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
 		long long clen = cl[0] ? atoll(cl) : 0;
+		h->cap = CX_CAP_HTTP_BODY;
 		if ((!strcmp(m, "POST") || !strcmp(m, "PUT")) && clen > 0) {
 			h->expect = (size_t)clen;
-			if (clen > CX_CAP_HTTP_BODY)
-				h->too_big = 1; /* read and discard, then answer 413 */
+			if (images_upload_route(m, h->path)) {
+				h->cap = (size_t)d->cfg.images_max_context;
+				if ((unsigned long long)clen <= h->cap && upload_open(d, h) < 0) {
+					log_error("upload file: %s", strerror(errno));
+					h->upload_failed = errno;
+					h->cap = 0; /* read and discard, then answer 500 */
+				}
+			}
+			if ((unsigned long long)clen > h->cap)
+				h->too_big = 1; /* read and discard, then answer 413 (or 500) */
 			return 0;  /* wait for the body */
 		}
 		dispatch(d, wsi, h);
@@ -130,8 +221,17 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 	case LWS_CALLBACK_HTTP_BODY:
 		if (!len || !in)
 			return 0; /* lws may report an empty chunk with a NULL pointer */
-		if (h->too_big || h->body_len + len > CX_CAP_HTTP_BODY) {
+		if (h->too_big || h->body_len + len > h->cap) {
 			h->too_big = 1;
+			return 0;
+		}
+		if (h->upfd > 0) { /* a local file in the page cache: short */
+			cx_err e;
+			if (cx_write_all(h->upfd, in, len, &e) < 0) {
+				log_error("upload %s: %s", h->upload, e.msg);
+				return -1;
+			}
+			h->body_len += len;
 			return 0;
 		}
 		{
@@ -153,7 +253,13 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		if (!h->responding || h->waiting)
 			return 0;
+		if (h->resp.stream_file[0])
+			return write_stream(d, wsi, h);
 		return write_response(wsi, h);
+	case LWS_CALLBACK_TIMER:
+		if (h->responding && h->resp.stream_file[0])
+			lws_callback_on_writable(wsi);
+		return 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 		http_reset(h);
 		return 0;

@@ -12,6 +12,12 @@ struct http_conn {
 	char *body;
 	size_t body_len, expect;
 	int too_big;
+	size_t cap;         /* body cap of this request */
+	int upfd;           /* a body streamed to upload[] (images), or 0 */
+	int upload_failed;  /* the upload file could not be made: 500 */
+	char upload[4200];
+	int logfd;          /* a streamed response (resp.stream_file), or 0 */
+	int stream_done;
 	int responding, headers_sent;
 	struct api_defer *waiting; /* the reply waits for this job (a store write) */
 	struct api_resp resp;

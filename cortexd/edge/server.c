@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 
 #include "agent.h"
+#include "build.h"
+#include "imgstore.h"
 #include "auth.h"
 #include "caps.h"
 #include "gwlink.h"
@@ -45,6 +47,10 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 		if (!conn)
 			return -1;
 		return http_callback(d, wsi, reason, &conn->h, in, len);
+	case LWS_CALLBACK_TIMER: /* an image build log followed (http.c), else the client's */
+		if (conn && conn->h.resp.stream_file[0])
+			return http_callback(d, wsi, reason, &conn->h, in, len);
+		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	default:
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	}
@@ -182,6 +188,59 @@ static int open_state(struct cortexd *d)
 	return 0;
 }
 
+/* The image store and the builder (docs/images.md).  A store that cannot open
+ * leaves the image routes answering 503; the daemon still serves sessions. */
+static void open_images(struct cortexd *d)
+{
+	config *c = &d->cfg;
+	cx_err err = CX_ERR_INIT;
+	char dir[4200], work[4200];
+	if (c->images_dir[0])
+		snprintf(dir, sizeof dir, "%s", c->images_dir);
+	else
+		snprintf(dir, sizeof dir, "%s/images", c->data_dir);
+	snprintf(work, sizeof work, "%s/uploads", c->data_dir);
+	cx_rm_rf(work); /* bodies of requests cut by an earlier stop */
+	snprintf(work, sizeof work, "%s/builds", c->data_dir);
+	if (imgstore_open(&d->images, dir, c->images_budget, &err) < 0) {
+		log_error("image store %s: %s", dir, err.msg);
+		d->images = NULL;
+		return;
+	}
+	struct builder_config bc = {
+		.dir = work,
+		.base = c->images_build_base,
+		.max_context = c->images_max_context,
+		.max_builds = c->images_max_builds,
+		.max_per_user = c->images_max_user_builds,
+	};
+	if (builder_open(&d->builder, &bc, d->images, &err) < 0) {
+		log_error("image builder: %s", err.msg);
+		d->builder = NULL;
+	}
+}
+
+/* images.import_dir_default: the machine's default image (make image) imported
+ * under images.default when the store lacks it, on a worker. */
+static void import_default_run(void *arg)
+{
+	struct cortexd *d = arg;
+	config *c = &d->cfg;
+	cx_err err = CX_ERR_INIT;
+	struct image_info *i = NULL;
+	if (imgstore_get(d->images, c->images_default, &i, &err) == 0) {
+		image_info_free(i);
+		return;
+	}
+	cx_err_clear(&err);
+	uint64_t t0 = cx_mono_ms();
+	if (imgstore_import_dir(d->images, c->images_default, c->images_import_dir_default, NULL, NULL, &err) < 0)
+		log_error("default image from %s: %s", c->images_import_dir_default, err.msg);
+	else
+		log_info("default image %s imported from %s in %llu ms", c->images_default,
+			 c->images_import_dir_default, (unsigned long long)(cx_mono_ms() - t0));
+}
+
 int server_run(struct cortexd *d)
 {
 	cx_err err = CX_ERR_INIT;
@@ -237,6 +296,9 @@ int server_run(struct cortexd *d)
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
+	open_images(d);
+	if (d->images && c->images_import_dir_default[0])
+		work_submit(import_default_run, NULL, d);
 	printf("cortexd listening on http://%s:%d\n", c->listen_host, d->port);
 	fflush(stdout);
 	log_info("data dir %s, store %s, sandbox uid %u", c->data_dir, c->store_kind,
@@ -249,8 +311,12 @@ int server_run(struct cortexd *d)
 	rc = 0;
 	gateway_stop(); /* aborts and joins the provider requests in flight */
 	npmcache_shutdown(); /* joins installs; their reports drain in work_stop() */
+	builder_close(d->builder); /* kills running buildah children, joins their threads */
+	d->builder = NULL;
 	work_stop();
 	lifecycle_shutdown(d);
+	imgstore_close(d->images);
+	d->images = NULL;
 out_ctx:
 	lws_context_destroy(d->ctx);
 	d->ctx = NULL;

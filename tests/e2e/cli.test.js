@@ -26,7 +26,9 @@ function ctl(args, env = {}) {
 const json = (s) => { try { return JSON.parse(s); } catch (e) { return {unparsed: s}; } };
 
 const COMMANDS = ['health', 'user create NAME', 'session create [chat|voice]', 'session list', 'session get ID',
-  'session delete ID', 'session sleep ID', 'session wake ID', 'session messages ID'];
+  'session delete ID', 'session sleep ID', 'session wake ID', 'session messages ID',
+  'image list', 'image get NAME', 'image build NAME CONTEXT.tar', 'image log NAME', 'image import NAME IMAGE.tar',
+  'image delete NAME']; // the image commands run against a real build in images.test.js
 
 (async () => {
   // ---- help and usage, no daemon needed
