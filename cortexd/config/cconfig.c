@@ -20,7 +20,7 @@
 #include "npmcache.h"
 
 #define HOME "/home/agent"
-#define BASE_PATH "/usr/local/bin:/usr/bin:/bin"
+#define BASE_PATH CCONFIG_BASE_PATH
 #define MCP_MOUNT_DIR "/cortex/mcp"
 
 /* ---- hashing ---- */
@@ -254,6 +254,26 @@ static int add_secret(struct builder *b, const char *user, const char *name, jso
 			rc = add_file(b, path, pt, len, 0600, 1, err);
 	}
 	secrets_free(pt, len);
+	return rc;
+}
+
+int cconfig_secret(store *st, const secrets_key *k, const char *user, const char *name, char **out,
+		   size_t *len, cx_err *err)
+{
+	char key[400], ad[160];
+	snprintf(key, sizeof key, "settings/%s/" SET_AD_SECRET "%s", user, name);
+	char *v = NULL;
+	size_t vl = 0;
+	if (store_get(st, key, &v, &vl, err) < 0)
+		return err->code == ENOENT ? cx_err_set(err, ENOENT, "secret '%s' is not set", name)
+					   : cx_err_wrap(err, "secret %s", name);
+	json_t *row = json_loadb(v, vl, 0, NULL);
+	free(v);
+	const char *sealed = jstr(row, "sealed");
+	snprintf(ad, sizeof ad, SET_AD_SECRET "%s", name);
+	int rc = sealed ? secrets_open(k, user, ad, sealed, out, len, err)
+			: cx_err_set(err, EBADMSG, "secret %s: record has no sealed value", name);
+	json_decref(row);
 	return rc;
 }
 

@@ -23,6 +23,9 @@
 /* The AD "name" a secret / a provider key is sealed with (secrets.h): the
  * settings API seals, assembly opens. */
 #define SET_AD_SECRET "secrets/"
+/* The agent's PATH ends with this (after the MCP package bins); an image's
+ * own PATH replaces it. */
+#define CCONFIG_BASE_PATH "/usr/local/bin:/usr/bin:/bin"
 #define SET_AD_PROVIDER "ai-providers/"
 
 /* One file cortexd writes into the sandbox. */
@@ -118,4 +121,9 @@ const char *cconfig_failed_pkg(const cconfig *c, const char **spec);
 void cconfig_forget_failures(void);
 /* Assemble user's config once and start its installs (no live session). */
 void cconfig_prefetch(const struct ccache_src *src, const char *user);
+/* The plaintext of the user's secret `name` (secrets_free() it).  Not set:
+ * ENOENT.  Thread-safe (a store read and an open). */
+int cconfig_secret(store *st, const secrets_key *k, const char *user, const char *name, char **out,
+		   size_t *len, cx_err *err);
+
 #endif

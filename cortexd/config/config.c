@@ -64,6 +64,11 @@ void config_defaults(config *c)
 	c->sandbox_gid = 65534;
 	c->sandbox_memory_max = 2ull << 30;
 	c->sandbox_pids_max = 512;
+	c->sandbox_uid_base = 200000;
+	c->sandbox_uid_count = 60000;
+	c->sandbox_disk_mb = 2048;
+	c->sandbox_disk_max_mb = 65536;
+	c->sandbox_cpu_weight = 100;
 	strcpy(c->agent_command, "/cortex/agent/bin/claude.exe");
 	strcpy(c->agent_permission_mode, "bypassPermissions");
 	c->ready_timeout_ms = 10000;
@@ -322,6 +327,7 @@ static int load_agent(config *c, json_t *agent, cx_err *err)
 	if (jstr(agent, "command", &s, err) < 0 ||
 	    (s && copy_str(c->agent_command, sizeof c->agent_command, s, "agent.command", err) < 0))
 		return -1;
+	c->agent_command_set = s != NULL;
 	json_t *hs = json_object_get(agent, "handshake");
 	if (hs && !json_is_boolean(hs)) {
 		cx_err_set(err, 0, "config: 'agent.handshake' must be true or false");
@@ -363,6 +369,50 @@ static int load_sandbox(config *c, json_t *sb, cx_err *err)
 		return -1;
 	if (found)
 		c->sandbox_pids_max = (uint64_t)n;
+	static const struct {
+		const char *key;
+		long long lo, hi;
+	} lim[] = {
+		{"uid_base", 1000, 0x7fffffff}, {"uid_count", 1, 0x7fffffff}, {"disk_mb", 16, 1 << 24},
+		{"disk_max_mb", 16, 1 << 24},   {"cpu_weight", 1, 10000},      {"cpu_max_millicpu", 0, 1 << 20},
+		{"allow_host_root", 0, 1},      {"repo_allow_private", 0, 1},
+	};
+	long long v[sizeof lim / sizeof lim[0]];
+	for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
+		json_t *j = json_object_get(sb, lim[i].key);
+		if (!j) {
+			v[i] = -1;
+			continue;
+		}
+		if (json_is_boolean(j))
+			n = json_is_true(j);
+		else if (json_is_integer(j))
+			n = json_integer_value(j);
+		else
+			return cx_err_set(err, 0, "config: sandbox.%s must be an integer", lim[i].key);
+		if (n < lim[i].lo || n > lim[i].hi)
+			return cx_err_set(err, 0, "config: sandbox.%s must be from %lld to %lld", lim[i].key,
+					  lim[i].lo, lim[i].hi);
+		v[i] = n;
+	}
+	if (v[0] >= 0)
+		c->sandbox_uid_base = (uid_t)v[0];
+	if (v[1] >= 0)
+		c->sandbox_uid_count = (uint32_t)v[1];
+	if (v[2] >= 0)
+		c->sandbox_disk_mb = (uint64_t)v[2];
+	if (v[3] >= 0)
+		c->sandbox_disk_max_mb = (uint64_t)v[3];
+	if (v[4] >= 0)
+		c->sandbox_cpu_weight = (uint32_t)v[4];
+	if (v[5] >= 0)
+		c->sandbox_cpu_max_millicpu = (uint32_t)v[5];
+	if (v[6] >= 0)
+		c->sandbox_allow_host_root = (int)v[6];
+	if (v[7] >= 0)
+		c->repo_allow_private = (int)v[7];
+	if (c->sandbox_disk_mb > c->sandbox_disk_max_mb)
+		return cx_err_set(err, 0, "config: sandbox.disk_mb exceeds sandbox.disk_max_mb");
 	return 0;
 }
 
@@ -486,6 +536,9 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (jstr(root, "log_format", &s, err) < 0 || (s && set_log_format(c, s, err) < 0))
 		goto out;
+	if (jstr(root, "ws_agent_rt", &s, err) < 0 ||
+	    (s && copy_str(c->ws_agent_rt, sizeof c->ws_agent_rt, s, "ws_agent_rt", err) < 0))
+		return -1;
 	if (jstr(root, "ws_agent_path", &s, err) < 0 ||
 	    (s && copy_str(c->ws_agent_path, sizeof c->ws_agent_path, s, "ws_agent_path", err) < 0))
 		goto out;
@@ -608,6 +661,9 @@ int config_finish(config *c, const char *argv0, cx_err *err)
 		if (copy_str(c->data_dir, sizeof c->data_dir, abs, "data dir", err) < 0)
 			return -1;
 	}
+	if (!c->images_dir[0] &&
+	    (size_t)snprintf(c->images_dir, sizeof c->images_dir, "%s/images", c->data_dir) >= sizeof c->images_dir)
+		return cx_err_set(err, ENAMETOOLONG, "images dir");
 	const char *e;
 	if (!c->provider_base_url[0] && (e = getenv("ANTHROPIC_BASE_URL")) &&
 	    copy_str(c->provider_base_url, sizeof c->provider_base_url, e, "ANTHROPIC_BASE_URL", err) < 0)
@@ -631,6 +687,17 @@ int config_finish(config *c, const char *argv0, cx_err *err)
 		return -1;
 	if (access(c->ws_agent_path, X_OK) < 0)
 		return cx_err_set(err, errno, "ws-agent binary %s", c->ws_agent_path);
+	/* Its self-contained bundle (ws-agent/bundle.sh) sits next to it. */
+	if (!c->ws_agent_rt[0]) {
+		snprintf(buf, sizeof buf, "%s", c->ws_agent_path);
+		if ((size_t)snprintf(c->ws_agent_rt, sizeof c->ws_agent_rt, "%s/ws-agent-rt", dirname(buf)) >=
+		    sizeof c->ws_agent_rt)
+			return cx_err_set(err, 0, "ws-agent-rt path too long");
+	}
+	snprintf(buf, sizeof buf, "%s/lib/ld.so", c->ws_agent_rt);
+	if (access(buf, R_OK) < 0)
+		return cx_err_set(err, errno, "ws-agent bundle %s (made by the build: ws-agent/bundle.sh)",
+				  c->ws_agent_rt);
 	if (c->agent_dir[0] && access(c->agent_dir, R_OK) < 0)
 		return cx_err_set(err, errno, "agent dir %s (install with `make deps`)", c->agent_dir);
 	if (c->sandbox_uid == 0)

@@ -52,9 +52,21 @@ typedef struct config {
 	gid_t sandbox_gid;
 	uint64_t sandbox_memory_max;
 	uint64_t sandbox_pids_max;
+	uid_t sandbox_uid_base;      /* each session runs as its own uid (= gid) from */
+	uint32_t sandbox_uid_count;  /* [uid_base, uid_base + uid_count) */
+	uint64_t sandbox_disk_mb;    /* a session's disk (home, /workspace, root upper) by default */
+	uint64_t sandbox_disk_max_mb;/* the most a session may ask for (limits.disk_mb) */
+	uint32_t sandbox_cpu_weight; /* cgroup cpu weight 1..10000 (100 = the kernel's default) */
+	uint32_t sandbox_cpu_max_millicpu; /* 0 = no cap; 1000 = one CPU */
+	int repo_allow_private;      /* repo checkouts may reach loopback/private hosts (tests,
+	                                on-premises git servers) */
+	int sandbox_allow_host_root; /* sessions may ask for {"image":"host"}: the host's root
+	                                read-only (today's mode before images; benchmarks) */
 	char ws_agent_path[4096];    /* host path of the ws-agent binary */
+	char ws_agent_rt[4096];      /* its bundle with loader and libraries (default: next to it) */
 	char agent_dir[4096];        /* host dir bound at /cortex/agent */
 	char agent_command[4096];    /* path inside the sandbox of the agent binary */
+	int agent_command_set;       /* configured: used even where the image has its own claude */
 	char agent_permission_mode[32]; /* Claude Code --permission-mode; the sandbox is the boundary */
 	int ready_timeout_ms;        /* ws-agent readiness bound */
 	int context_timeout_ms;      /* ws-agent's wait for the context file */

@@ -75,12 +75,32 @@ static void down(struct session *s, enum agent_down why, const char *code, const
 
 /* ---- the agent's life ---- */
 
+/* The image's Env under cortexd's and the user's (which win), except PATH:
+ * the image's PATH replaces cortexd's default tail, after the package bins. */
+static json_t *image_env(const struct session *s, const cconfig *cfg)
+{
+	json_t *env = s->rt.env ? json_copy(s->rt.env) : json_object();
+	if (!env)
+		return NULL;
+	const char *ipath = json_string_value(json_object_get(s->rt.env, "PATH"));
+	json_object_update(env, cfg->agent_env);
+	const char *path = json_string_value(json_object_get(cfg->agent_env, "PATH"));
+	size_t bl = strlen(CCONFIG_BASE_PATH);
+	if (ipath && path && strlen(path) >= bl && !strcmp(path + strlen(path) - bl, CCONFIG_BASE_PATH)) {
+		char p[8192];
+		snprintf(p, sizeof p, "%.*s%s", (int)(strlen(path) - bl), path, ipath);
+		json_object_set_new(env, "PATH", json_string(p));
+	}
+	return env;
+}
+
 /* What the agent is started with, written to the context file: the hot agent
  * reads messages as stream-json lines on stdin. */
 static json_t *build_context(struct session *s, const cconfig *cfg)
 {
 	const config *c = &s->d->cfg;
-	json_t *argv = json_pack("[s,s,s,s,s,s,s,s]", c->agent_command, "-p", "--input-format", "stream-json",
+	const char *cmd = s->rt.agent_cmd[0] ? s->rt.agent_cmd : c->agent_command;
+	json_t *argv = json_pack("[s,s,s,s,s,s,s,s]", cmd, "-p", "--input-format", "stream-json",
 				 "--output-format", "stream-json", "--verbose", "--include-partial-messages");
 	if (c->agent_permission_mode[0]) {
 		json_array_append_new(argv, json_string("--permission-mode"));
@@ -98,14 +118,15 @@ static json_t *build_context(struct session *s, const cconfig *cfg)
 	}
 	/* The env was built once with the config; the gateway's URL and this
 	 * session's token are the only per-session part. */
-	json_t *env = json_copy(cfg->agent_env);
+	json_t *env = image_env(s, cfg);
 	if (env && c->gateway_enabled) {
 		char url[300];
 		snprintf(url, sizeof url, "http://%s:%d", c->gateway_host, gateway_port());
 		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(url));
 		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(s->gw_token));
 	}
-	return json_pack("{s:o,s:o,s:s}", "argv", argv, "env", env, "cwd", "/workspace");
+	return json_pack("{s:o,s:o,s:s}", "argv", argv, "env", env, "cwd",
+			 s->rt.cwd[0] ? s->rt.cwd : "/workspace");
 }
 
 void agent_stop(struct session *s)

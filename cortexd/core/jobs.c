@@ -11,6 +11,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <ftw.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdlib.h>
+
+#include "imgstore.h"
 #include "log.h"
 
 int jobs_private_dir(const config *c, const char *sub, cx_err *err)
@@ -101,9 +107,9 @@ static int open_log(const struct prepare_job *j, cx_err *err)
  * session dir holding them is root's (0700) and never bound into a sandbox,
  * so nothing inside can rename them; still, the chown goes through a fd
  * opened without following a link, onto a dir and nothing else. */
-static int mkdir_owned(const char *path, uid_t uid, gid_t gid, cx_err *err)
+static int mkdir_owned(const char *path, uid_t uid, gid_t gid, unsigned mode, cx_err *err)
 {
-	if (mkdir(path, 0700) < 0 && errno != EEXIST)
+	if (mkdir(path, mode) < 0 && errno != EEXIST)
 		return cx_err_set(err, errno, "mkdir %s", path);
 	cleanup_close int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
@@ -146,56 +152,238 @@ static int wait_ready(int fd, int timeout_ms, cx_err *err)
 	}
 }
 
+/* ---- the runtime disks ---- */
+
+/* A content key of a tree: names, sizes, mtimes and modes (not contents:
+ * enough to tell a rebuilt binary or an upgraded package). */
+static crypto_hash_sha256_state tree_h;
+static int tree_walk(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)type;
+	(void)ftw;
+	char rec[64];
+	crypto_hash_sha256_update(&tree_h, (const unsigned char *)path, strlen(path) + 1);
+	int n = snprintf(rec, sizeof rec, "%lld:%lld:%o", (long long)st->st_size, (long long)st->st_mtime,
+			 (unsigned)st->st_mode);
+	crypto_hash_sha256_update(&tree_h, (const unsigned char *)rec, (size_t)n);
+	return 0;
+}
+
+static pthread_mutex_t rt_mu = PTHREAD_MUTEX_INITIALIZER;
+
+int jobs_runtime_mount(const config *c, const char *what, char *out, size_t cap, cx_err *err)
+{
+	const char *src = !strcmp(what, "rt") ? c->ws_agent_rt : c->agent_dir;
+	if (!src[0])
+		return cx_err_set(err, ENOENT, "no %s dir configured", what);
+	pthread_mutex_lock(&rt_mu);
+	unsigned char h[crypto_hash_sha256_BYTES];
+	char hex[2 * sizeof h + 1];
+	crypto_hash_sha256_init(&tree_h);
+	int rc = nftw(src, tree_walk, 16, FTW_PHYS);
+	crypto_hash_sha256_final(&tree_h, h);
+	sodium_bin2hex(hex, sizeof hex, h, sizeof h);
+	char img[4300], dir[4300];
+	if (rc != 0) {
+		rc = cx_err_set(err, errno ? errno : EIO, "read %s", src);
+		goto out;
+	}
+	/* The images are shared by every daemon of the machine that uses the
+	 * same images dir; the mount is this data dir's. */
+	snprintf(dir, sizeof dir, "%s/runtime", c->images_dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		rc = cx_err_set(err, errno, "mkdir %s", dir);
+		goto out;
+	}
+	snprintf(img, sizeof img, "%s/%s-%.16s.img", dir, what, hex);
+	if (access(img, F_OK) < 0 && sandbox_disk_make_from_dir(img, src, err) < 0 && err->code != EEXIST) {
+		rc = cx_err_wrap(err, "runtime disk %s", what);
+		goto out;
+	}
+	snprintf(dir, sizeof dir, "%s/runtime", c->data_dir);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		rc = cx_err_set(err, errno, "mkdir %s", dir);
+		goto out;
+	}
+	if ((size_t)snprintf(out, cap, "%s/%s-%.16s", dir, what, hex) >= cap) {
+		rc = cx_err_set(err, ENAMETOOLONG, "runtime dir");
+		goto out;
+	}
+	rc = sandbox_disk_attach_ro(img, out, err);
+out:
+	pthread_mutex_unlock(&rt_mu);
+	return rc;
+}
+
+/* ---- the session's disk and dirs ---- */
+
+static int mkdir_in(const char *base, const char *name, unsigned mode, uid_t uid, cx_err *err)
+{
+	char p[4300];
+	snprintf(p, sizeof p, "%s/%s", base, name);
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", p);
+	return mkdir_owned(p, uid, uid, mode, err);
+}
+
+/* The session dir (root's, 0711: the clone helper, running as the session's
+ * uid, must pass through to disk/stage; nothing in it can be listed) and its
+ * disk, mounted at disk/ with home, workspace, run owned by the session. */
 static int make_dirs(const struct prepare_job *j, cx_err *err)
 {
 	const config *c = j->cfg;
-	char p[4200];
-	if (mkdir(j->dir, 0700) < 0 && errno != EEXIST)
+	char p[4200], mnt[4200];
+	if (mkdir(j->dir, 0711) < 0 && errno != EEXIST)
 		return cx_err_set(err, errno, "mkdir %s", j->dir);
-	static const char *const sub[] = {"home", "workspace", "run"};
-	for (size_t i = 0; i < 3; i++) {
-		snprintf(p, sizeof p, "%s/%s", j->dir, sub[i]);
-		if (mkdir_owned(p, c->sandbox_uid, c->sandbox_gid, err) < 0)
+	if (chmod(j->dir, 0711) < 0)
+		return cx_err_set(err, errno, "chmod %s", j->dir);
+	snprintf(p, sizeof p, "%s/" JOBS_DISK_IMG, j->dir);
+	snprintf(mnt, sizeof mnt, "%s/" JOBS_DISK_DIR, j->dir);
+	if (sandbox_disk_attach(p, j->disk_mb, mnt, err) < 0)
+		return cx_err_wrap(err, "the session's disk");
+	if (chmod(mnt, 0711) < 0)
+		return cx_err_set(err, errno, "chmod %s", mnt);
+	static const char *const own[] = {"home", "workspace", "run"};
+	for (size_t i = 0; i < 3; i++)
+		if (mkdir_in(mnt, own[i], 0755, j->uid, err) < 0)
 			return -1;
-	}
-	/* The session dir itself is traversable by nobody else; the sandbox
-	 * reaches its dirs through bind mounts, not this path. */
+	if (mkdir_in(mnt, "upper", 0755, 0, err) < 0 || mkdir_in(mnt, "work", 0700, 0, err) < 0 ||
+	    mkdir_in(mnt, "stage", 0711, 0, err) < 0)
+		return -1;
+	/* Host-root mode: the root is a tmpfs mounted on this empty dir. */
 	snprintf(p, sizeof p, "%s/rootfs", c->data_dir);
 	if (mkdir(p, 0755) < 0 && errno != EEXIST)
 		return cx_err_set(err, errno, "mkdir %s", p);
 	return 0;
 }
 
+/* Is there an executable at rel (no leading /) in any layer (top first)? */
+static int layers_have(char *const *lower, const char *rel)
+{
+	for (size_t i = 0; lower && lower[i]; i++) {
+		char p[4300];
+		struct stat st;
+		snprintf(p, sizeof p, "%s/%s", lower[i], rel);
+		if (lstat(p, &st) == 0)
+			return S_ISREG(st.st_mode) && (st.st_mode & 0111);
+	}
+	return 0;
+}
+
+static void strv_free(char **v)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Pin the image and take what the sandbox and the agent need from it:
+ * its layers (top first, for overlay), Env, WorkingDir, and whether it
+ * brings the agent. */
+static int use_image(struct prepare_job *j, char ***lower_out, cx_err *err)
+{
+	struct image_info *ii = NULL;
+	if (!j->images)
+		return cx_err_set(err, ENOENT, "no image store");
+	if (imgstore_pin(j->images, j->image, &ii, err) < 0) {
+		j->image_missing = err->code == ENOENT;
+		return j->image_missing ? cx_err_set(err, ENOENT,
+						     "image '%s' is not in the store (build it: POST /v1/images/%s/build)",
+						     j->image, j->image)
+					: cx_err_wrap(err, "image %s", j->image);
+	}
+	char **lower = calloc(ii->n_layers + 1, sizeof *lower);
+	for (size_t i = 0; lower && i < ii->n_layers; i++)
+		if (!(lower[i] = strdup(ii->layers[ii->n_layers - 1 - i])))
+			break;
+	if (!lower || (ii->n_layers && !lower[ii->n_layers - 1])) {
+		strv_free(lower);
+		image_info_free(ii);
+		imgstore_unpin(j->images, j->image);
+		return cx_err_set(err, ENOMEM, "image %s", j->image);
+	}
+	j->env = json_object();
+	for (char **e = ii->env; e && *e && j->env; e++) {
+		const char *eq = strchr(*e, '=');
+		if (eq && eq > *e) {
+			char k[256];
+			snprintf(k, sizeof k, "%.*s", (int)(eq - *e), *e);
+			json_object_set_new(j->env, k, json_string(eq + 1));
+		}
+	}
+	if (ii->workdir[0] == '/')
+		snprintf(j->cwd, sizeof j->cwd, "%s", ii->workdir);
+	/* The configured agent, unless it is the default and the image has its own. */
+	if (!j->cfg->agent_command_set && layers_have(lower, "usr/local/bin/claude"))
+		snprintf(j->agent_cmd, sizeof j->agent_cmd, "/usr/local/bin/claude");
+	else if (!j->cfg->agent_command_set && layers_have(lower, "usr/bin/claude"))
+		snprintf(j->agent_cmd, sizeof j->agent_cmd, "/usr/bin/claude");
+	image_info_free(ii);
+	*lower_out = lower;
+	return 0;
+}
+
 static int create_sandbox(struct prepare_job *j, cx_err *err)
 {
 	const config *c = j->cfg;
-	char home[4200], ws[4200], run[4200], rootm[4200];
-	snprintf(home, sizeof home, "%s/home", j->dir);
-	snprintf(ws, sizeof ws, "%s/workspace", j->dir);
-	snprintf(run, sizeof run, "%s/run", j->dir);
+	char home[4300], ws[4300], run[4300], upper[4300], work[4300], rootm[4200], rt[4300], agent[4300];
+	snprintf(home, sizeof home, "%s/" JOBS_DISK_DIR "/home", j->dir);
+	snprintf(ws, sizeof ws, "%s/" JOBS_DISK_DIR "/workspace", j->dir);
+	snprintf(run, sizeof run, "%s/" JOBS_DISK_DIR "/run", j->dir);
+	snprintf(upper, sizeof upper, "%s/" JOBS_DISK_DIR "/upper", j->dir);
+	snprintf(work, sizeof work, "%s/" JOBS_DISK_DIR "/work", j->dir);
 	snprintf(rootm, sizeof rootm, "%s/rootfs", c->data_dir);
+	int host = !strcmp(j->image, "host");
+	snprintf(j->agent_cmd, sizeof j->agent_cmd, "%s", c->agent_command);
+	snprintf(j->cwd, sizeof j->cwd, "/workspace");
+	char **lower = NULL;
+	if (!host && use_image(j, &lower, err) < 0)
+		return -1;
+	int rc = -1;
+	sandbox_bind binds[2];
+	size_t nb = 0;
+	if (jobs_runtime_mount(c, "rt", rt, sizeof rt, err) < 0)
+		goto out;
+	binds[nb++] = (sandbox_bind){rt, "/cortex/rt"};
+	/* The agent package: bound when the agent runs from it. */
+	if (c->agent_dir[0] && !strncmp(j->agent_cmd, "/cortex/agent/", 14)) {
+		if (host) {
+			snprintf(agent, sizeof agent, "%s", c->agent_dir);
+		} else if (jobs_runtime_mount(c, "agent", agent, sizeof agent, err) < 0) {
+			goto out;
+		}
+		binds[nb++] = (sandbox_bind){agent, "/cortex/agent"};
+	}
 	const char *hide[] = {c->data_dir, NULL};
-	sandbox_bind binds[2] = {
-		{c->ws_agent_path, "/cortex/bin/ws-agent"},
-		{c->agent_dir, "/cortex/agent"},
-	};
 	sandbox_opts o = SANDBOX_OPTS_INIT;
 	o.id = j->id;
 	o.root_mount = rootm;
 	o.home_dir = home;
 	o.workspace_dir = ws;
 	o.run_dir = run;
-	o.hide = hide;
+	o.hide = host ? hide : NULL;
+	o.lower_dirs = (const char *const *)lower;
+	o.upper_dir = host ? NULL : upper;
+	o.work_dir = host ? NULL : work;
 	o.binds = binds;
-	o.n_binds = c->agent_dir[0] ? 2 : 1;
-	o.uid = c->sandbox_uid;
-	o.gid = c->sandbox_gid;
+	o.n_binds = nb;
+	o.uid = j->uid;
+	o.gid = j->uid;
 	o.memory_max = c->sandbox_memory_max;
 	o.pids_max = c->sandbox_pids_max;
+	o.cpu_weight = j->cpu_weight;
+	o.cpu_max_millicpu = j->cpu_max_milli;
 	o.mount_dir = SYNC_MOUNT_DIR; /* MCP packages are attached here at run time */
-	if (sandbox_create(&j->sb, &o, err) < 0)
-		return cx_err_wrap(err, "sandbox");
-	return 0;
+	if (sandbox_create(&j->sb, &o, err) < 0) {
+		cx_err_wrap(err, "sandbox");
+		goto out;
+	}
+	rc = 0;
+out:
+	strv_free(lower);
+	if (rc < 0 && !host)
+		imgstore_unpin(j->images, j->image);
+	return rc;
 }
 
 static int start_ws_agent(struct prepare_job *j, cx_err *err)
@@ -216,7 +404,10 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	cleanup_close int wr = pfd[1];
 	char ctx_timeout[32];
 	snprintf(ctx_timeout, sizeof ctx_timeout, "%d", c->context_timeout_ms);
-	const char *argv[] = {"/cortex/bin/ws-agent", "--listen-fd", "4", "--ready-fd", "3",
+	/* ws-agent runs with its own loader and libraries (ws-agent/bundle.sh):
+	 * nothing of the image's /lib is needed. */
+	const char *argv[] = {"/cortex/rt/lib/ld.so", "--library-path", "/cortex/rt/lib", "/cortex/rt/ws-agent",
+			      "--listen-fd", "4", "--ready-fd", "3",
 			      "--context", "/tmp/vf-pending-query.json", "--context-timeout-ms", ctx_timeout, NULL};
 	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the
 	 * sandbox's filter forbids, so it is off inside. */
@@ -242,6 +433,15 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	return 0;
 }
 
+static void detach_disk(const char *dir, const char *id)
+{
+	char mnt[4200];
+	cx_err err = CX_ERR_INIT;
+	snprintf(mnt, sizeof mnt, "%s/" JOBS_DISK_DIR, dir);
+	if (sandbox_disk_detach(mnt, &err) < 0)
+		log_warn("session %s: detach its disk: %s", id, err.msg);
+}
+
 void job_prepare_run(void *arg)
 {
 	struct prepare_job *j = arg;
@@ -250,12 +450,17 @@ void job_prepare_run(void *arg)
 	if (j->old) { /* what is left of a broken sandbox goes first */
 		sandbox_destroy(j->old);
 		j->old = NULL;
+		if (j->old_pinned)
+			imgstore_unpin(j->images, j->image);
 	}
 	if (make_dirs(j, &j->err) < 0 || create_sandbox(j, &j->err) < 0 || start_ws_agent(j, &j->err) < 0) {
 		if (j->sb) {
 			sandbox_destroy(j->sb);
 			j->sb = NULL;
+			if (strcmp(j->image, "host"))
+				imgstore_unpin(j->images, j->image);
 		}
+		detach_disk(j->dir, j->id);
 		return;
 	}
 	j->ms = (double)(cx_mono_us() - t0) / 1000.0;
@@ -267,7 +472,12 @@ void job_stop_run(void *arg)
 	if (j->sb)
 		sandbox_destroy(j->sb);
 	j->sb = NULL;
+	if (j->images && j->image[0])
+		imgstore_unpin(j->images, j->image);
 	jobs_remove_session_files(j->cfg, j->id, j->remove_dir);
+	/* Nothing runs on the disk any more: it comes off the host until the
+	 * next wake (a re-attach costs well under a millisecond to a few). */
+	detach_disk(j->dir, j->id);
 	/* Every process of the sandbox is dead (stop waited for its cgroup to
 	 * empty): nothing can plant a link meanwhile, and nftw(FTW_PHYS) removes
 	 * a symlink, never what it points to. */

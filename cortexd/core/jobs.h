@@ -9,11 +9,23 @@
 
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "config.h"
 #include "sandbox.h"
 #include "sync.h"
 
 struct session;
+struct imgstore;
+
+/* A session's host dirs (root's, 0711, never bound into a sandbox):
+ *   DATA/sessions/<id>/disk.img   its disk (ext4 on a loop device, limits.disk_mb)
+ *   DATA/sessions/<id>/disk/      where the disk is mounted while the sandbox is up:
+ *       home/ workspace/ run/     bound at /home/agent, /workspace, /run/cortex
+ *       upper/ work/              the image root's overlay upper (image mode)
+ *       stage/                    a repo clone before it moves into workspace/ */
+#define JOBS_DISK_IMG "disk.img"
+#define JOBS_DISK_DIR "disk"
 
 /* Root-only dirs of the data dir, never bound into a sandbox: what cortexd
  * (root) opens, binds or connects to for a session lives there, never under
@@ -38,10 +50,20 @@ struct prepare_job {
 	char id[40];
 	char dir[4096];
 	sandbox *old;           /* owned: a broken sandbox of the session, stopped first */
+	int old_pinned;         /* ... which held a pin of image */
+	struct imgstore *images; /* thread-safe; the image is pinned here, unpinned by the stop job */
+	char image[128];        /* "host" = the host's root, read-only (operator opt-in) */
+	uid_t uid;              /* the session's own uid (= gid) */
+	uint64_t disk_mb;
+	uint32_t cpu_weight, cpu_max_milli;
 	/* result */
 	sandbox *sb;            /* NULL on failure */
 	pid_t wsa_pid;
 	double ms;
+	int image_missing;      /* the image is not in the store (err says so) */
+	char agent_cmd[512];    /* the agent inside: the image's claude or /cortex/agent/... */
+	char cwd[1024];         /* the image's WorkingDir, else /workspace */
+	json_t *env;            /* the image's Env as an object (owned), or NULL */
 	cx_err err;
 };
 void job_prepare_run(void *arg);
@@ -52,10 +74,19 @@ struct stop_job {
 	const config *cfg;      /* the daemon's, immutable while running */
 	sandbox *sb;            /* owned by the job */
 	int remove_dir;
+	struct imgstore *images; /* unpin `image` when set */
+	char image[128];
 	char id[40];
 	char dir[4096];
 };
 void job_stop_run(void *arg);
+
+/* The runtime disks every sandbox gets read-only: ws-agent with its loader
+ * (/cortex/rt) and, for images without an agent, the agent package
+ * (/cortex/agent).  Made once per content (mke2fs -d) and loop-mounted under
+ * DATA/runtime, so mountinfo inside shows no host path.  Thread-safe. */
+int jobs_runtime_mount(const config *c, const char *what /* "rt" | "agent" */, char *out, size_t cap,
+		       cx_err *err);
 
 /* Freeze the sandbox's cgroup; returns once FROZEN. */
 struct freeze_job {

@@ -8,8 +8,11 @@
 #include <string.h>
 
 #include "agent.h"
+#include "build.h"
 #include "fanout.h"
+#include "imgstore.h"
 #include "jobs.h"
+#include "clone.h"
 #include "lifecycle-internal.h"
 #include "log.h"
 #include "npmcache.h"
@@ -18,7 +21,7 @@
 
 static void idle_arm(struct session *s);
 
-static const char *const step_names[STEP_N] = {"sandbox", "link", "config", "packages", "sync", "agent"};
+static const char *const step_names[STEP_N] = {"sandbox", "link", "config", "packages", "sync", "repo", "agent"};
 
 /* ---- activity ---- */
 
@@ -63,11 +66,19 @@ static int start_prepare(struct session *s, cx_err *err)
 	j->cfg = &s->d->cfg;
 	snprintf(j->id, sizeof j->id, "%s", s->id);
 	snprintf(j->dir, sizeof j->dir, "%s", s->dir);
+	j->images = s->d->images;
+	snprintf(j->image, sizeof j->image, "%s", s->spec.image);
+	j->uid = s->spec.uid;
+	j->disk_mb = s->spec.disk_mb;
+	j->cpu_weight = s->spec.cpu_weight;
+	j->cpu_max_milli = s->spec.cpu_max_milli;
 	if (s->lc.sb) { /* broken: the job stops what is left of it first */
 		log_info("session %s: its ws-agent link was lost; replacing the sandbox", s->id);
 		agent_link_close(s);
 		j->old = s->lc.sb;
+		j->old_pinned = s->lc.pinned;
 		s->lc.sb = NULL;
+		s->lc.pinned = 0;
 	}
 	s->lc.broken = 0;
 	if (!s->lc.ready_t0_us)
@@ -98,12 +109,19 @@ static void prepare_done(void *arg)
 	if (j->sb) {
 		s->lc.sb = j->sb;
 		s->lc.wsa_pid = j->wsa_pid;
+		s->lc.pinned = strcmp(j->image, "host") != 0;
+		snprintf(s->rt.agent_cmd, sizeof s->rt.agent_cmd, "%s", j->agent_cmd);
+		snprintf(s->rt.cwd, sizeof s->rt.cwd, "%s", j->cwd);
+		json_decref(s->rt.env);
+		s->rt.env = j->env;
+		j->env = NULL;
 		log_info("session %s: sandbox and ws-agent ready in %.1f ms", s->id, j->ms);
 	} else if (!s->deleted) {
 		log_error("session %s: %s", s->id, j->err.msg);
 		lc_set_error(s, j->err.msg);
 		turn_fail(s, "sandbox_failed", j->err.msg);
 	}
+	json_decref(j->env);
 	free(j);
 	lifecycle_reconcile(s);
 	session_unref(s);
@@ -123,6 +141,11 @@ static void start_stop(struct session *s, int remove_dir)
 	j->sb = s->lc.sb;
 	s->lc.sb = NULL;
 	s->lc.broken = 0;
+	if (s->lc.pinned) {
+		j->images = s->d->images;
+		snprintf(j->image, sizeof j->image, "%s", s->spec.image);
+		s->lc.pinned = 0;
+	}
 	j->cfg = &s->d->cfg;
 	j->remove_dir = remove_dir;
 	snprintf(j->id, sizeof j->id, "%s", s->id);
@@ -367,6 +390,36 @@ static int sync_start(struct session *s, struct pass *p)
 	return start_sync(s, p->cfg, &p->err);
 }
 
+/* The repo is checked out once, before the agent first starts (it works in
+ * /workspace).  A failed clone fails this pass with its message; the next
+ * wake or message tries again. */
+static int repo_ready(struct session *s, struct pass *p)
+{
+	(void)p;
+	return !s->spec.repo_url[0] || s->spec.repo_done;
+}
+static int repo_busy(const struct session *s, const struct pass *p)
+{
+	(void)p;
+	return s->lc.cloning;
+}
+static int repo_start(struct session *s, struct pass *p)
+{
+	p->code = "repo_failed";
+	if (s->lc.clone_error[0]) {
+		cx_err_set(&p->err, EIO, "%s", s->lc.clone_error);
+		lc_set_error(s, s->lc.clone_error);
+		s->lc.clone_error[0] = '\0';
+		return -1;
+	}
+	return clone_start(s, &p->err);
+}
+static const char *repo_detail(const struct session *s)
+{
+	(void)s;
+	return "cloning";
+}
+
 static int agent_ready(struct session *s, struct pass *p)
 {
 	if (s->lc.goal < GOAL_HOT && s->link.state == AG_NONE)
@@ -400,6 +453,7 @@ static const struct step steps[STEP_N] = {
 	[STEP_CONFIG] = {config_ready, NULL, config_start, NULL},
 	[STEP_PACKAGES] = {packages_ready, NULL, packages_start, NULL},
 	[STEP_SYNC] = {sync_ready, sync_busy, sync_start, NULL},
+	[STEP_REPO] = {repo_ready, repo_busy, repo_start, repo_detail},
 	[STEP_AGENT] = {agent_ready, agent_busy, agent_start_step, NULL},
 };
 

@@ -30,6 +30,7 @@ void lifecycle_reconcile(struct session *s);
  * record (session_record) off the service thread, then lifecycle_start()s
  * it — or session_unref()s it when the write failed, leaving nothing. */
 struct session *lifecycle_new(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
+			      const struct session_spec *spec /* may be NULL: defaults */,
 			      cx_err *err);
 void lifecycle_start(struct session *s);
 void lifecycle_delete(struct session *s);

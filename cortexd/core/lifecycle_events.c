@@ -91,8 +91,13 @@ void lifecycle_init(struct cortexd *d)
 /* ---- requests ---- */
 
 struct session *lifecycle_new(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
-			      cx_err *err)
+			      const struct session_spec *spec, cx_err *err)
 {
+	uid_t uid = session_uid_alloc(d);
+	if (!uid) {
+		cx_err_set(err, EAGAIN, "no sandbox uid is free (sandbox.uid_count sessions exist)");
+		return NULL;
+	}
 	char id[40] = "s_";
 	cx_random_hex(id + 2, 12);
 	struct session *s = session_new(d, id, user, surface);
@@ -103,6 +108,15 @@ struct session *lifecycle_new(struct cortexd *d, const char *user, const char *s
 	s->lc.ready_t0_us = cx_mono_us();
 	s->created_at = s->last_active_at = cx_wall_ms();
 	s->idle_sleep_s = idle_sleep_s;
+	if (spec)
+		s->spec = *spec;
+	s->spec.uid = uid;
+	if (!s->spec.image[0])
+		snprintf(s->spec.image, sizeof s->spec.image, "%s", d->cfg.images_default);
+	if (!s->spec.disk_mb)
+		s->spec.disk_mb = d->cfg.sandbox_disk_mb;
+	if (!s->spec.cpu_weight)
+		s->spec.cpu_weight = d->cfg.sandbox_cpu_weight;
 	s->lc.state = SS_CREATING;
 	return s;
 }
@@ -242,6 +256,16 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	s->created_at = json_integer_value(json_object_get(o, "created_at"));
 	s->last_active_at = json_integer_value(json_object_get(o, "last_active_at"));
 	s->idle_sleep_s = (int)json_integer_value(json_object_get(o, "idle_sleep_s"));
+	session_spec_load(s, o);
+	/* Records from before per-session uids, images and disks get them now. */
+	if (!s->spec.uid)
+		s->spec.uid = session_uid_alloc(d);
+	if (!s->spec.image[0])
+		snprintf(s->spec.image, sizeof s->spec.image, "%s", d->cfg.images_default);
+	if (!s->spec.disk_mb)
+		s->spec.disk_mb = d->cfg.sandbox_disk_mb;
+	if (!s->spec.cpu_weight)
+		s->spec.cpu_weight = d->cfg.sandbox_cpu_weight;
 	s->lc.state = SS_SLEEPING;
 	s->lc.goal = GOAL_ASLEEP;
 	s->link.had_success = 1; /* home survives: the agent may continue its conversation */

@@ -68,7 +68,75 @@ json_t *session_to_json(const struct session *s)
 	json_object_set_new(o, "agent", json_string(agent));
 	json_object_set_new(o, "ready_ms", s->lc.ready_ms >= 0 ? json_real(s->lc.ready_ms) : json_null());
 	json_object_set_new(o, "turns", json_integer((json_int_t)s->turns));
+	json_object_set_new(o, "image", json_string(s->spec.image));
+	json_object_set_new(o, "limits", json_pack("{s:I,s:i,s:i}", "disk_mb", (json_int_t)s->spec.disk_mb,
+						   "cpu_weight", (int)s->spec.cpu_weight, "cpu_max_millicpu",
+						   (int)s->spec.cpu_max_milli));
+	if (s->spec.repo_url[0])
+		json_object_set_new(o, "repo", json_pack("{s:s,s:s,s:s}", "url", s->spec.repo_url, "ref",
+							 s->spec.repo_ref, "state",
+							 s->spec.repo_done ? "cloned" : "pending"));
 	return o;
+}
+
+static json_t *spec_json(const struct session_spec *p)
+{
+	json_t *o = json_pack("{s:s,s:{s:I,s:i,s:i},s:I}", "image", p->image, "limits", "disk_mb",
+			      (json_int_t)p->disk_mb, "cpu_weight", (int)p->cpu_weight, "cpu_max_millicpu",
+			      (int)p->cpu_max_milli, "uid", (json_int_t)p->uid);
+	if (o && p->repo_url[0])
+		json_object_set_new(o, "repo", json_pack("{s:s,s:s,s:s,s:b}", "url", p->repo_url, "ref",
+							 p->repo_ref, "secret", p->repo_secret, "done",
+							 p->repo_done));
+	return o;
+}
+
+static void copy_json_str(char *dst, size_t cap, json_t *v)
+{
+	const char *t = json_string_value(v);
+	if (t)
+		snprintf(dst, cap, "%s", t);
+}
+
+void session_spec_load(struct session *s, json_t *o)
+{
+	struct session_spec *p = &s->spec;
+	copy_json_str(p->image, sizeof p->image, json_object_get(o, "image"));
+	json_t *l = json_object_get(o, "limits");
+	json_t *v;
+	if ((v = json_object_get(l, "disk_mb")) && json_is_integer(v))
+		p->disk_mb = (uint64_t)json_integer_value(v);
+	if ((v = json_object_get(l, "cpu_weight")) && json_is_integer(v))
+		p->cpu_weight = (uint32_t)json_integer_value(v);
+	if ((v = json_object_get(l, "cpu_max_millicpu")) && json_is_integer(v))
+		p->cpu_max_milli = (uint32_t)json_integer_value(v);
+	if ((v = json_object_get(o, "uid")) && json_is_integer(v))
+		p->uid = (uid_t)json_integer_value(v);
+	json_t *r = json_object_get(o, "repo");
+	if (json_is_object(r)) {
+		copy_json_str(p->repo_url, sizeof p->repo_url, json_object_get(r, "url"));
+		copy_json_str(p->repo_ref, sizeof p->repo_ref, json_object_get(r, "ref"));
+		copy_json_str(p->repo_secret, sizeof p->repo_secret, json_object_get(r, "secret"));
+		p->repo_done = json_is_true(json_object_get(r, "done"));
+	}
+}
+
+uid_t session_uid_alloc(struct cortexd *d)
+{
+	const config *c = &d->cfg;
+	uint32_t n = c->sandbox_uid_count;
+	cleanup_free unsigned char *used = calloc(n / 8 + 1, 1);
+	if (!used)
+		return 0;
+	for (struct session *s = d->sessions; s; s = s->next) {
+		uint32_t k = (uint32_t)(s->spec.uid - c->sandbox_uid_base);
+		if (s->spec.uid >= c->sandbox_uid_base && k < n)
+			used[k / 8] |= (unsigned char)(1u << (k % 8));
+	}
+	for (uint32_t k = 0; k < n; k++)
+		if (!(used[k / 8] & (1u << (k % 8))))
+			return (uid_t)(c->sandbox_uid_base + k);
+	return 0;
 }
 
 /* What is persisted is the session's identity; its live state is not
@@ -80,6 +148,10 @@ char *session_record(const struct session *s, char *key, size_t cap)
 	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i}", "id", s->id, "user", s->user, "surface", s->surface,
 			      "created_at", (json_int_t)s->created_at, "last_active_at", (json_int_t)s->last_active_at,
 			      "idle_sleep_s", s->idle_sleep_s);
+	json_t *sp = spec_json(&s->spec);
+	if (o && sp)
+		json_object_update(o, sp);
+	json_decref(sp);
 	char *v = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
 	return v;
@@ -102,11 +174,13 @@ void session_unref(struct session *s)
 	lws_sul_cancel(&s->lc.sul_idle);
 	lws_sul_cancel(&s->lc.sul_grace);
 	lws_sul_cancel(&s->link.sul_boot);
+	lws_sul_cancel(&s->lc.sul_image);
 	fq_clear(&s->fan.replay);
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
 	sodium_memzero(s->gw_token, sizeof s->gw_token);
 	free(s->next_text);
+	json_decref(s->rt.env);
 	free(s);
 }
 

@@ -46,7 +46,7 @@ enum lc_goal {
 enum lc_job { JOB_NONE, JOB_PREPARE, JOB_STOP, JOB_FREEZE };
 enum ag_state { AG_NONE, AG_STARTING, AG_HOT };
 /* The lifecycle's steps, in order (lifecycle.c has the table). */
-enum lc_step { STEP_SANDBOX, STEP_LINK, STEP_CONFIG, STEP_PACKAGES, STEP_SYNC, STEP_AGENT, STEP_N };
+enum lc_step { STEP_SANDBOX, STEP_LINK, STEP_CONFIG, STEP_PACKAGES, STEP_SYNC, STEP_REPO, STEP_AGENT, STEP_N };
 
 const char *sess_state_name(enum sess_state s);
 
@@ -152,6 +152,12 @@ struct lifecycle {
 	int broken;              /* the sandbox is there but its ws-agent link was lost (ws-agent
 	                            or init died, killed from inside): the sandbox step replaces it */
 	int torn_down;           /* deleted and torn down */
+	int pinned;              /* the sandbox holds a pin of its image (the stop job unpins) */
+	int cloning;             /* the repo step's clone runs (clone.c) */
+	int image_wait;          /* the image is being built or imported: polled (sul_image) */
+	lws_sorted_usec_list_t sul_image;
+	char clone_error[600];   /* why the last clone failed ("" = none): reported once */
+	uint32_t clone_objects, clone_total;
 	char sync_failed[65];    /* all_hash whose sync failed ("" = none) */
 	char error[512];
 	lws_sorted_usec_list_t sul_idle;  /* release the agent, pause, sleep */
@@ -163,6 +169,19 @@ struct lifecycle {
 };
 
 struct cortexd;
+
+/* What the session was created with (persisted; see session_record). */
+struct session_spec {
+	char image[128];         /* image name; "host" = the host's root (operator opt-in) */
+	uint64_t disk_mb;        /* home + /workspace + the root's upper, kernel-enforced */
+	uint32_t cpu_weight;     /* cgroup cpu weight */
+	uint32_t cpu_max_milli;  /* 0 = no cap */
+	uid_t uid;               /* the session's own uid (and gid), from sandbox.uid_base.. */
+	char repo_url[1024];     /* "" = no repo */
+	char repo_ref[256];      /* "" = the remote's HEAD */
+	char repo_secret[128];   /* the user's secret holding the token; "" = none */
+	int repo_done;           /* cloned into /workspace (never cloned again) */
+};
 
 struct session {
 	struct cortexd *d;       /* not owned */
@@ -178,6 +197,14 @@ struct session {
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
 	uint64_t turns;          /* turns started */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
+	struct session_spec spec;
+	/* What the running sandbox's image says about the agent (set by the
+	 * prepare job's done; docs/images.md "What applies to the agent"). */
+	struct {
+		char agent_cmd[512];
+		char cwd[1024];
+		json_t *env;          /* the image's Env, owned; NULL = none */
+	} rt;
 
 	struct lifecycle lc;
 	struct agent_link link;
@@ -205,6 +232,7 @@ struct cortexd {
 	char store_error[200];   /* for the log and operators, never for clients */
 	struct imgstore *images; /* container/imgstore.h; NULL if it could not open */
 	struct builder *builder; /* container/build.h */
+	int default_importing;   /* images.import_dir_default is being imported (server.c) */
 	/* Upward events, set by lifecycle_init(): modules below the lifecycle
 	 * report through them instead of calling up. */
 	void (*reconcile)(struct session *s);
@@ -219,6 +247,10 @@ void session_link(struct session *s);
 struct session *session_find(struct cortexd *d, const char *id);
 char *session_record(const struct session *s, char *key, size_t cap);
 json_t *session_to_json(const struct session *s);
+/* Read spec fields of a record (or of a create body: the same names) into s->spec. */
+void session_spec_load(struct session *s, json_t *o);
+/* The lowest uid of [uid_base, uid_base + uid_count) no session holds; 0 if none is left. */
+uid_t session_uid_alloc(struct cortexd *d);
 void session_unref(struct session *s);
 void session_unlink(struct session *s);
 /* Timers: no-ops without an lws context (unit tests). */

@@ -160,7 +160,7 @@ int turn_begin(struct session *s, const char *text)
 
 /* ---- waiting for the session ---- */
 
-enum { PG_WAKING = 1, PG_INSTALL = 2, PG_CONFIG = 4, PG_AGENT = 8 };
+enum { PG_WAKING = 1, PG_INSTALL = 2, PG_CONFIG = 4, PG_AGENT = 8, PG_CLONE = 16 };
 
 /* Each cortex.progress phase once per turn. */
 static void progress(struct session *s, unsigned bit, json_t *o)
@@ -231,6 +231,10 @@ void turn_wait(struct session *s, enum lc_step step, const cconfig *cfg, const c
 		sandbox_found(t);
 		wait_mark(t, TW_SYNC);
 		progress(s, PG_CONFIG, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "writing_config"));
+		break;
+	case STEP_REPO:
+		sandbox_found(t);
+		progress(s, PG_CLONE, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "cloning"));
 		break;
 	case STEP_AGENT:
 		sandbox_found(t);

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "lifecycle.h"
 #include "images.h"
+#include "repo.h"
 #include "settings.h"
 
 /* ---- users ---- */
@@ -135,25 +136,120 @@ static void sess_del_then(void *arg, int rc, const cx_err *err, struct api_resp 
 	free(w);
 }
 
+/* The create body's image, limits and repo into spec (defaults from the
+ * config).  0, or -1 with a 400 already in resp. */
+static int parse_spec(struct cortexd *d, const char *user, json_t *o, struct session_spec *p,
+		      struct api_resp *resp)
+{
+	const config *c = &d->cfg;
+	json_t *v = json_object_get(o, "image");
+	if (v) {
+		const char *n = json_string_value(v);
+		if (!n || !n[0] || strlen(n) >= sizeof p->image) {
+			api_error(resp, 400, "bad_request", "\"image\" must be an image name");
+			return -1;
+		}
+		if (!strcmp(n, "host") && !c->sandbox_allow_host_root) {
+			api_error(resp, 400, "bad_request",
+				  "\"image\": \"host\" (the host's root) is not enabled on this server");
+			return -1;
+		}
+		snprintf(p->image, sizeof p->image, "%s", n);
+	}
+	p->disk_mb = c->sandbox_disk_mb;
+	p->cpu_weight = c->sandbox_cpu_weight;
+	p->cpu_max_milli = c->sandbox_cpu_max_millicpu;
+	json_t *l = json_object_get(o, "limits");
+	if (l) {
+		static const char *const lk[] = {"disk_mb", "cpu_weight", "cpu_max_millicpu", NULL};
+		if (!json_is_object(l)) {
+			api_error(resp, 400, "bad_request", "\"limits\" must be an object");
+			return -1;
+		}
+		if (api_only_keys(l, lk, "limits", resp) < 0)
+			return -1;
+		const struct {
+			const char *k;
+			long long lo, hi;
+		} r[] = {{"disk_mb", 16, (long long)c->sandbox_disk_max_mb}, {"cpu_weight", 1, 10000},
+			 {"cpu_max_millicpu", 0, 1 << 20}};
+		long long val[3] = {(long long)p->disk_mb, p->cpu_weight, p->cpu_max_milli};
+		for (int i = 0; i < 3; i++) {
+			json_t *x = json_object_get(l, r[i].k);
+			if (!x)
+				continue;
+			if (!json_is_integer(x) || json_integer_value(x) < r[i].lo || json_integer_value(x) > r[i].hi) {
+				api_error(resp, 400, "bad_request", "\"limits.%s\" must be an integer from %lld to %lld",
+					  r[i].k, r[i].lo, r[i].hi);
+				return -1;
+			}
+			val[i] = json_integer_value(x);
+		}
+		p->disk_mb = (uint64_t)val[0];
+		p->cpu_weight = (uint32_t)val[1];
+		p->cpu_max_milli = (uint32_t)val[2];
+	}
+	json_t *r = json_object_get(o, "repo");
+	if (r) {
+		static const char *const rk[] = {"url", "ref", "secret", NULL};
+		if (!json_is_object(r)) {
+			api_error(resp, 400, "bad_request", "\"repo\" must be an object {\"url\",\"ref\",\"secret\"}");
+			return -1;
+		}
+		if (api_only_keys(r, rk, "repo", resp) < 0)
+			return -1;
+		const char *url = json_string_value(json_object_get(r, "url"));
+		json_t *ref = json_object_get(r, "ref"), *sec = json_object_get(r, "secret");
+		cx_err err = CX_ERR_INIT;
+		if (!url || repo_url_ok(url, &err) < 0) {
+			api_error(resp, 400, "bad_request", "\"repo.url\": %s", url ? err.msg : "required (a string)");
+			return -1;
+		}
+		if ((ref && (!json_is_string(ref) || !json_string_length(ref) ||
+			     json_string_length(ref) >= sizeof p->repo_ref)) ||
+		    (sec && (!json_is_string(sec) || !json_string_length(sec) ||
+			     json_string_length(sec) >= sizeof p->repo_secret))) {
+			api_error(resp, 400, "bad_request", "\"repo.ref\" and \"repo.secret\" must be non-empty strings");
+			return -1;
+		}
+		if (sec) {
+			char key[400], *row = NULL;
+			size_t rl = 0;
+			snprintf(key, sizeof key, "settings/%s/secrets/%s", user, json_string_value(sec));
+			if (store_get(d->st, key, &row, &rl, &err) < 0) {
+				api_error(resp, 400, "bad_request", "\"repo.secret\": you have no secret named '%s'",
+					  json_string_value(sec));
+				return -1;
+			}
+			free(row);
+		}
+		snprintf(p->repo_url, sizeof p->repo_url, "%s", url);
+		snprintf(p->repo_ref, sizeof p->repo_ref, "%s", ref ? json_string_value(ref) : "");
+		snprintf(p->repo_secret, sizeof p->repo_secret, "%s", sec ? json_string_value(sec) : "");
+	}
+	return 0;
+}
+
 static void post_session(struct cortexd *d, const char *user, const struct api_req *req, struct api_resp *resp)
 {
 	json_t *o = api_body_object(req, resp, 1);
 	if (!o)
 		return;
-	static const char *const allowed[] = {"surface", "repo", "idle_sleep_s", NULL};
+	static const char *const allowed[] = {"surface", "repo", "idle_sleep_s", "image", "limits", NULL};
 	json_t *sv = json_object_get(o, "surface"), *iv = json_object_get(o, "idle_sleep_s");
 	const char *surface = sv ? json_string_value(sv) : surface_name(SURF_CHAT);
+	struct session_spec spec = {0};
 	if (api_only_keys(o, allowed, "a session", resp) < 0) {
 	} else if (surface_of_name(surface) < 0) {
 		api_error(resp, 400, "bad_request", "\"surface\" must be \"chat\" or \"voice\"");
 	} else if (iv && (!json_is_integer(iv) || json_integer_value(iv) < 0 ||
 			  json_integer_value(iv) > 7 * 86400)) {
 		api_error(resp, 400, "bad_request", "\"idle_sleep_s\" must be an integer from 0 to 604800");
-	} else if (json_object_get(o, "repo")) {
-		api_error(resp, 501, "not_implemented", "\"repo\" checkout is not available yet");
+	} else if (parse_spec(d, user, o, &spec, resp) < 0) {
 	} else {
 		cx_err err = CX_ERR_INIT;
-		struct session *s = lifecycle_new(d, user, surface, iv ? (int)json_integer_value(iv) : 0, &err);
+		struct session *s =
+			lifecycle_new(d, user, surface, iv ? (int)json_integer_value(iv) : 0, &spec, &err);
 		struct sess_write *w = s ? calloc(1, sizeof *w) : NULL;
 		if (w && !(w->val = session_record(s, w->key, sizeof w->key))) {
 			free(w);
@@ -162,7 +258,7 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 		if (!w) {
 			if (s)
 				session_unref(s);
-			api_error(resp, 500, "internal", "%s", s ? "out of memory" : err.msg);
+			api_error(resp, s ? 500 : 503, s ? "internal" : "unavailable", "%s", s ? "out of memory" : err.msg);
 		} else {
 			w->st = d->st;
 			w->s = s;

@@ -241,6 +241,18 @@ static void import_default_run(void *arg)
 			 c->images_import_dir_default, (unsigned long long)(cx_mono_ms() - t0));
 }
 
+/* Service thread: sessions waiting for the default image look again. */
+static void import_default_done(void *arg)
+{
+	struct cortexd *d = arg;
+	d->default_importing = 0;
+	for (struct session *s = d->sessions; s; s = s->next)
+		if (s->lc.image_wait) {
+			s->lc.image_wait = 0;
+			lifecycle_reconcile(s);
+		}
+}
+
 int server_run(struct cortexd *d)
 {
 	cx_err err = CX_ERR_INIT;
@@ -297,8 +309,10 @@ int server_run(struct cortexd *d)
 		goto out_ctx;
 	}
 	open_images(d);
-	if (d->images && c->images_import_dir_default[0])
-		work_submit(import_default_run, NULL, d);
+	if (d->images && c->images_import_dir_default[0]) {
+		d->default_importing = 1;
+		work_submit(import_default_run, import_default_done, d);
+	}
 	printf("cortexd listening on http://%s:%d\n", c->listen_host, d->port);
 	fflush(stdout);
 	log_info("data dir %s, store %s, sandbox uid %u", c->data_dir, c->store_kind,
