@@ -52,13 +52,13 @@ build-tsan: deps
 # (unit, gateway harness, e2e.session, e2e.hot) against the TSan build; both
 # run even if the first fails.  build/ is built too so the binaries named in
 # the contract exist.
-test: build build-asan build-tsan
+test: build build-asan build-tsan image
 	rc=0; \
 	(cd build-asan && ctest --output-on-failure --timeout 600) || rc=1; \
 	(cd build-tsan && ctest -L tsan --output-on-failure --timeout 600) || rc=1; \
 	exit $$rc
 
-run: build
+run: build image
 	@mkdir -p .cortex && chmod 700 .cortex
 	@if [ -z "$$CORTEX_ADMIN_TOKEN" ] && [ ! -s .cortex/admin.token ]; then \
 		(umask 077; echo "cx_$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > .cortex/admin.token); fi
@@ -78,7 +78,7 @@ run: build
 image: deps
 	bash container/build-default.sh
 
-bench: build
+bench: build image
 	bash bench/run.sh
 
 format:

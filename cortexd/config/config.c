@@ -664,6 +664,10 @@ int config_finish(config *c, const char *argv0, cx_err *err)
 	if (!c->images_dir[0] &&
 	    (size_t)snprintf(c->images_dir, sizeof c->images_dir, "%s/images", c->data_dir) >= sizeof c->images_dir)
 		return cx_err_set(err, ENAMETOOLONG, "images dir");
+	/* The machine's default image (`make image`) when the config names none. */
+	if (!c->images_import_dir_default[0] && access(CONFIG_MACHINE_DEFAULT_IMAGE "/index.json", R_OK) == 0)
+		snprintf(c->images_import_dir_default, sizeof c->images_import_dir_default, "%s",
+			 CONFIG_MACHINE_DEFAULT_IMAGE);
 	const char *e;
 	if (!c->provider_base_url[0] && (e = getenv("ANTHROPIC_BASE_URL")) &&
 	    copy_str(c->provider_base_url, sizeof c->provider_base_url, e, "ANTHROPIC_BASE_URL", err) < 0)

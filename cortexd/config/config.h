@@ -34,6 +34,9 @@ struct model_price {
 };
 #define CFG_MAX_PRICES 32
 
+/* Where `make image` (container/build-default.sh) leaves the default image. */
+#define CONFIG_MACHINE_DEFAULT_IMAGE "/var/cache/cortex/images/default"
+
 typedef struct config {
 	char listen_host[256];
 	int listen_port;             /* 0 = pick a free one and print it */

@@ -11,6 +11,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <dirent.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <sodium.h>
@@ -433,7 +434,30 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	return 0;
 }
 
-static void detach_disk(const char *dir, const char *id)
+void jobs_runtime_unmount_all(const config *c)
+{
+	char dir[4300];
+	snprintf(dir, sizeof dir, "%s/runtime", c->data_dir);
+	cleanup_close int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d)
+		return;
+	fd = -1; /* the DIR owns it */
+	for (struct dirent *e; (e = readdir(d));) {
+		if (e->d_name[0] == '.')
+			continue;
+		char p[4600];
+		cx_err err = CX_ERR_INIT;
+		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+		if (sandbox_disk_detach(p, &err) < 0)
+			log_warn("runtime disk %s: %s", p, err.msg);
+		else
+			(void)rmdir(p);
+	}
+	closedir(d);
+}
+
+void jobs_detach_disk(const char *dir, const char *id)
 {
 	char mnt[4200];
 	cx_err err = CX_ERR_INIT;
@@ -460,7 +484,7 @@ void job_prepare_run(void *arg)
 			if (strcmp(j->image, "host"))
 				imgstore_unpin(j->images, j->image);
 		}
-		detach_disk(j->dir, j->id);
+		jobs_detach_disk(j->dir, j->id);
 		return;
 	}
 	j->ms = (double)(cx_mono_us() - t0) / 1000.0;
@@ -477,7 +501,7 @@ void job_stop_run(void *arg)
 	jobs_remove_session_files(j->cfg, j->id, j->remove_dir);
 	/* Nothing runs on the disk any more: it comes off the host until the
 	 * next wake (a re-attach costs well under a millisecond to a few). */
-	detach_disk(j->dir, j->id);
+	jobs_detach_disk(j->dir, j->id);
 	/* Every process of the sandbox is dead (stop waited for its cgroup to
 	 * empty): nothing can plant a link meanwhile, and nftw(FTW_PHYS) removes
 	 * a symlink, never what it points to. */

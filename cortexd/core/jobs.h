@@ -85,6 +85,10 @@ void job_stop_run(void *arg);
  * (/cortex/rt) and, for images without an agent, the agent package
  * (/cortex/agent).  Made once per content (mke2fs -d) and loop-mounted under
  * DATA/runtime, so mountinfo inside shows no host path.  Thread-safe. */
+/* At exit: take the runtime disks off DATA/runtime. */
+void jobs_runtime_unmount_all(const config *c);
+/* Unmount the session's disk (dir = DATA/sessions/<id>); not mounted: nothing. */
+void jobs_detach_disk(const char *dir, const char *id);
 int jobs_runtime_mount(const config *c, const char *what /* "rt" | "agent" */, char *out, size_t cap,
 		       cx_err *err);
 

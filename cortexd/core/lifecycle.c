@@ -119,6 +119,7 @@ static void prepare_done(void *arg)
 	} else if (!s->deleted) {
 		log_error("session %s: %s", s->id, j->err.msg);
 		lc_set_error(s, j->err.msg);
+		s->lc.failed = 1; /* no retry loop: the next request or message tries again */
 		turn_fail(s, "sandbox_failed", j->err.msg);
 	}
 	json_decref(j->env);

@@ -12,6 +12,7 @@
 #include "config_metrics.h"
 #include "core_metrics.h"
 #include "fanout.h"
+#include "imgstore.h"
 #include "jobs.h"
 #include "lifecycle-internal.h"
 #include "log.h"

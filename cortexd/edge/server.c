@@ -18,6 +18,7 @@
 #include "gwlink.h"
 #include "http.h"
 #include "lifecycle.h"
+#include "jobs.h"
 #include "log.h"
 #include "npmcache.h"
 #include "work.h"
@@ -328,7 +329,8 @@ int server_run(struct cortexd *d)
 	builder_close(d->builder); /* kills running buildah children, joins their threads */
 	d->builder = NULL;
 	work_stop();
-	lifecycle_shutdown(d);
+	lifecycle_shutdown(d); /* stops sandboxes, takes their disks off */
+	jobs_runtime_unmount_all(c);
 	imgstore_close(d->images);
 	d->images = NULL;
 out_ctx:

@@ -55,9 +55,25 @@ async function startModelServer(env = {}) {
     requests: () => fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').trim().split('\n').filter(Boolean).map(JSON.parse) : []};
 }
 
+// Every test daemon shares the machine's image store (CORTEX_IMAGE_STORE), so
+// the default image (`make image`, CORTEX_DEFAULT_IMAGE) is unpacked once per
+// machine, not once per test.  A test's own "images" settings win.
+function withImages(args) {
+  args = (args || []).slice();
+  const store = process.env.CORTEX_IMAGE_STORE, def = process.env.CORTEX_DEFAULT_IMAGE;
+  if (!store && !def) return args;
+  let i = args.indexOf('--config'), cfg = {}, file;
+  if (i >= 0) { file = args[i + 1]; cfg = JSON.parse(fs.readFileSync(file, 'utf8')); }
+  else { file = path.join(tmpdir('cfg'), 'cortexd.json'); args.push('--config', file); }
+  cfg.images = Object.assign({}, store ? {dir: store} : {}, def ? {import_dir_default: def} : {}, cfg.images || {});
+  fs.writeFileSync(file, JSON.stringify(cfg));
+  return args;
+}
+
 async function startCortexd(opts = {}) {
   const dataDir = opts.dataDir || tmpdir('cortexd');
   const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
+  opts = Object.assign({}, opts, {args: withImages(opts.args)});
   const env = Object.assign({}, process.env, {CORTEX_ADMIN_TOKEN: admin}, opts.env || {});
   const r = await startProc(process.env.CORTEXD, ['--listen', '127.0.0.1:0', '--data-dir', dataDir].concat(opts.args || []),
     {env}, /cortexd listening on (http:\/\/[\d.]+:(\d+))/, 'cortexd');
