@@ -534,7 +534,7 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	snprintf(digest_file, sizeof digest_file, "%s/cache/%.64s/digest", b->dir, hash + 7);
 	pthread_mutex_lock(&b->mu);
 	for (struct build *x = b->builds; x; x = x->next)
-		if (x->st.state == BUILD_RUNNING && !strcmp(x->st.hash, hash)) {
+		if (x->st.state == BUILD_RUNNING && !x->cancel && !strcmp(x->st.hash, hash)) {
 			add_name(x, name);
 			/* the name's latest build is this one: move it to the head */
 			*out = x->st;
@@ -560,7 +560,7 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	}
 	unsigned all = 0, mine = 0;
 	for (struct build *x = b->builds; x; x = x->next)
-		if (x->st.state == BUILD_RUNNING) {
+		if (x->st.state == BUILD_RUNNING && !x->cancel) { /* a canceled one is on its way out */
 			all++;
 			mine += user && *user && !strcmp(x->user, user);
 		}
