@@ -25,13 +25,13 @@ extern char **environ;
 
 struct build {
 	struct build *next;
-	struct build_status st;     /* guarded by builder.mu */
+	struct build_status st;	    /* guarded by builder.mu */
 	char names[MAX_NAMES][128]; /* images this build is for ("" = free slot) */
-	char user[128];             /* who started it (per-user cap) */
+	char user[128];		    /* who started it (per-user cap) */
 	char stage[1024];
-	pid_t pid;                  /* running child, 0 if none */
+	pid_t pid; /* running child, 0 if none */
 	int cancel;
-	uint64_t cancel_ms;         /* when it was canceled (SIGKILL to the whole group 30 s later) */
+	uint64_t cancel_ms; /* when it was canceled (SIGKILL to the whole group 30 s later) */
 	pthread_t thread;
 	int has_thread;
 	struct builder *b;
@@ -68,7 +68,8 @@ static int mkdir_p(const char *dir, cx_err *err)
 	return 0;
 }
 
-int builder_open(struct builder **out, const struct builder_config *cfg, struct imgstore *st, cx_err *err)
+int builder_open(struct builder **out, const struct builder_config *cfg, struct imgstore *st,
+		 cx_err *err)
 {
 	struct builder *b = calloc(1, sizeof *b);
 	if (!b)
@@ -76,7 +77,8 @@ int builder_open(struct builder **out, const struct builder_config *cfg, struct 
 	pthread_mutex_init(&b->mu, NULL);
 	snprintf(b->dir, sizeof b->dir, "%s", cfg->dir);
 	snprintf(b->base, sizeof b->base, "%s", cfg->base ? cfg->base : "");
-	snprintf(b->buildah, sizeof b->buildah, "%s", cfg->buildah && *cfg->buildah ? cfg->buildah : "buildah");
+	snprintf(b->buildah, sizeof b->buildah, "%s",
+		 cfg->buildah && *cfg->buildah ? cfg->buildah : "buildah");
 	b->max_context = cfg->max_context ? cfg->max_context : 256ull << 20;
 	b->max_builds = cfg->max_builds ? cfg->max_builds : 2;
 	b->max_per_user = cfg->max_per_user ? cfg->max_per_user : 1;
@@ -84,7 +86,9 @@ int builder_open(struct builder **out, const struct builder_config *cfg, struct 
 	if (cfg->storage_driver && *cfg->storage_driver) {
 		snprintf(b->driver, sizeof b->driver, "%s", cfg->storage_driver);
 	} else {
-		FILE *f = fopen(cfg->driver_file ? cfg->driver_file : "/var/cache/cortex/images/storage-driver", "re");
+		FILE *f = fopen(cfg->driver_file ? cfg->driver_file
+						 : "/var/cache/cortex/images/storage-driver",
+				"re");
 		if (f) {
 			if (fgets(b->driver, sizeof b->driver, f))
 				b->driver[strcspn(b->driver, "\r\n \t")] = '\0';
@@ -204,7 +208,8 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 	sigset_t none;
 	sigemptyset(&none);
 	posix_spawnattr_setsigmask(&at, &none);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK |
+					  POSIX_SPAWN_SETSIGDEF);
 	sigset_t all;
 	sigfillset(&all);
 	posix_spawnattr_setsigdefault(&at, &all);
@@ -229,7 +234,9 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 		pthread_mutex_lock(&b->mu);
 		int cancel = x->cancel, late = cancel && cx_mono_ms() - x->cancel_ms > 30000;
 		pthread_mutex_unlock(&b->mu);
-		if (cancel && cx_mono_ms() - last_kill >= 250) { /* a step that runs nothing (COPY, commit) ends by itself */
+		if (cancel &&
+		    cx_mono_ms() - last_kill >=
+			250) { /* a step that runs nothing (COPY, commit) ends by itself */
 			last_kill = cx_mono_ms();
 			late ? (void)kill(-pid, SIGKILL) : kill_below(pid);
 		}
@@ -263,7 +270,8 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 		/* buildah exited? (WNOWAIT: its pid, the group's id, stays reserved) */
 		siginfo_t si;
 		si.si_pid = 0;
-		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid)
+		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+		    si.si_pid == pid)
 			exited = 1;
 		else if (eof)
 			usleep(20000);
@@ -272,7 +280,8 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 		line[n] = '\0';
 		log_line(logfd, "%s", line);
 	}
-	kill(-pid, SIGKILL); /* what a canceled RUN left behind in the group (none after a normal exit) */
+	kill(-pid,
+	     SIGKILL); /* what a canceled RUN left behind in the group (none after a normal exit) */
 	close(pfd[0]);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
@@ -284,7 +293,8 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 		return cx_err_set(err, ECANCELED, "canceled");
 	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
 		return 0;
-	return cx_err_set(err, EIO, "%s %s exited with %s %d", argv[0], argv[3], WIFEXITED(status) ? "status" : "signal",
+	return cx_err_set(err, EIO, "%s %s exited with %s %d", argv[0], argv[3],
+			  WIFEXITED(status) ? "status" : "signal",
 			  WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 }
 
@@ -322,12 +332,32 @@ static void *build_thread(void *arg)
 	snprintf(ocidest, sizeof ocidest, "oci:%s", oci);
 	snprintf(basearg, sizeof basearg, "BASE=%s", b->base);
 	const char *drv = b->driver[0] ? b->driver : NULL;
-	/* argv[3] names the subcommand in errors: keep "--storage-driver D" or "--log-level warn" first */
-	char *bud[] = {b->buildah, drv ? "--storage-driver" : "--log-level", drv ? (char *)drv : "warn", "bud",
-		       "--isolation", "chroot", "--force-rm", "--layers", "-t", tag, "-f", df,
-		       b->base[0] ? "--build-arg" : ctx, b->base[0] ? basearg : NULL, ctx, NULL};
-	char *push[] = {b->buildah, drv ? "--storage-driver" : "--log-level", drv ? (char *)drv : "warn", "push",
-			"--quiet", tag, ocidest, NULL};
+	/* argv[3] names the subcommand in errors: keep "--storage-driver D" or "--log-level warn"
+	 * first */
+	char *bud[] = {b->buildah,
+		       drv ? "--storage-driver" : "--log-level",
+		       drv ? (char *)drv : "warn",
+		       "bud",
+		       "--isolation",
+		       "chroot",
+		       "--force-rm",
+		       "--layers",
+		       "-t",
+		       tag,
+		       "-f",
+		       df,
+		       b->base[0] ? "--build-arg" : ctx,
+		       b->base[0] ? basearg : NULL,
+		       ctx,
+		       NULL};
+	char *push[] = {b->buildah,
+			drv ? "--storage-driver" : "--log-level",
+			drv ? (char *)drv : "warn",
+			"push",
+			"--quiet",
+			tag,
+			ocidest,
+			NULL};
 	int rc;
 	log_line(logfd, "build %s: context %s", x->st.id, x->st.hash);
 	rc = run_child(x, bud, logfd, &err);
@@ -371,7 +401,8 @@ static void *build_thread(void *arg)
 	if (rc)
 		log_line(logfd, "build failed: %s", err.msg);
 	else
-		log_line(logfd, "build done in %.1fs: %s", (double)(cx_mono_ms() - t0) / 1000.0, x->st.digest);
+		log_line(logfd, "build done in %.1fs: %s", (double)(cx_mono_ms() - t0) / 1000.0,
+			 x->st.digest);
 	if (logfd >= 0)
 		close(logfd);
 	cx_rm_rf(x->stage);
@@ -435,7 +466,8 @@ static void reap_builds(struct builder *b)
 }
 
 /* A new record at the head of the list (b->mu held). */
-static struct build *new_build(struct builder *b, const char *name, const char *user, const char *hash)
+static struct build *new_build(struct builder *b, const char *name, const char *user,
+			       const char *hash)
 {
 	reap_builds(b);
 	struct build *x = calloc(1, sizeof *x);
@@ -493,7 +525,8 @@ static int from_cache(struct builder *b, const char *name, const char *user, con
 	if (fd >= 0) {
 		log_line(fd, "build %s: context %s", out->id, hash);
 		log_line(fd, "cached: this context was built before as %s%s", digest,
-			 have ? " (the image already holds it)" : "; imported from the build cache");
+			 have ? " (the image already holds it)"
+			      : "; imported from the build cache");
 		close(fd);
 	}
 	return 0;
@@ -506,7 +539,8 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	if (stat(ctx_tar, &st) < 0)
 		return cx_err_set(err, errno, "build context %s", ctx_tar);
 	if ((uint64_t)st.st_size > b->max_context)
-		return build_err(err, EFBIG, "build context over %llu bytes", (unsigned long long)b->max_context);
+		return build_err(err, EFBIG, "build context over %llu bytes",
+				 (unsigned long long)b->max_context);
 	char tmp[1100];
 	char rnd[17];
 	cx_random_hex(rnd, 8);
@@ -534,7 +568,7 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	snprintf(digest_file, sizeof digest_file, "%s/cache/%.64s/digest", b->dir, hash + 7);
 	pthread_mutex_lock(&b->mu);
 	for (struct build *x = b->builds; x; x = x->next)
-		if (x->st.state == BUILD_RUNNING && !strcmp(x->st.hash, hash)) {
+		if (x->st.state == BUILD_RUNNING && !x->cancel && !strcmp(x->st.hash, hash)) {
 			add_name(x, name);
 			/* the name's latest build is this one: move it to the head */
 			*out = x->st;
@@ -560,14 +594,17 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	}
 	unsigned all = 0, mine = 0;
 	for (struct build *x = b->builds; x; x = x->next)
-		if (x->st.state == BUILD_RUNNING) {
+		if (x->st.state == BUILD_RUNNING &&
+		    !x->cancel) { /* a canceled one is on its way out */
 			all++;
 			mine += user && *user && !strcmp(x->user, user);
 		}
 	if (all >= b->max_builds || mine >= b->max_per_user) {
 		pthread_mutex_unlock(&b->mu);
-		build_err(err, EAGAIN, "%s", all >= b->max_builds ? "too many builds running; try again later"
-								  : "you have a build running already; try again when it ends");
+		build_err(err, EAGAIN, "%s",
+			  all >= b->max_builds
+			      ? "too many builds running; try again later"
+			      : "you have a build running already; try again when it ends");
 		goto fail;
 	}
 	struct build *x = new_build(b, name, user, hash);
@@ -583,7 +620,8 @@ int builder_submit(struct builder *b, const char *name, const char *user, const 
 	int e = pthread_create(&x->thread, NULL, build_thread, x);
 	if (e) {
 		x->st.state = BUILD_FAILED;
-		snprintf(x->st.error, sizeof x->st.error, "cannot start a build thread: %s", strerror(e));
+		snprintf(x->st.error, sizeof x->st.error, "cannot start a build thread: %s",
+			 strerror(e));
 	} else {
 		x->has_thread = 1;
 	}

@@ -32,14 +32,16 @@ struct builder;
 int build_err(cx_err *err, int errnum, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 struct builder_config {
-	const char *dir;            /* work dir (see above) */
-	const char *base;           /* --build-arg BASE=<base>, NULL or "" for none */
-	const char *buildah;        /* program, NULL = "buildah" (on PATH) */
-	const char *storage_driver; /* NULL/"" = the machine's choice (see driver_file), else buildah's default */
-	const char *driver_file;    /* NULL = /var/cache/cortex/images/storage-driver (container/buildah-common.sh) */
-	uint64_t max_context;       /* bytes of the context tar and of its extracted files */
-	unsigned max_builds;        /* concurrent builds (0 = 2) */
-	unsigned max_per_user;      /* concurrent builds one user starts (0 = 1) */
+	const char *dir;	    /* work dir (see above) */
+	const char *base;	    /* --build-arg BASE=<base>, NULL or "" for none */
+	const char *buildah;	    /* program, NULL = "buildah" (on PATH) */
+	const char *storage_driver; /* NULL/"" = the machine's choice (see driver_file), else
+				       buildah's default */
+	const char *driver_file;    /* NULL = /var/cache/cortex/images/storage-driver
+				       (container/buildah-common.sh) */
+	uint64_t max_context;	    /* bytes of the context tar and of its extracted files */
+	unsigned max_builds;	    /* concurrent builds (0 = 2) */
+	unsigned max_per_user;	    /* concurrent builds one user starts (0 = 1) */
 };
 
 enum build_state { BUILD_NONE = 0, BUILD_RUNNING, BUILD_DONE, BUILD_FAILED, BUILD_CANCELED };
@@ -47,16 +49,17 @@ enum build_state { BUILD_NONE = 0, BUILD_RUNNING, BUILD_DONE, BUILD_FAILED, BUIL
 struct build_status {
 	char id[40];
 	enum build_state state;
-	int step, steps;     /* from buildah's "STEP n/m:" lines; 0 before the first */
-	int cached;          /* done from the cache, no buildah run */
-	int joined;          /* builder_submit joined a build already running */
-	char hash[72];       /* "sha256:<hex>" of the context */
-	char digest[72];     /* the image's digest once imported */
-	char error[1024];    /* failed: the reason and the last log lines */
+	int step, steps;  /* from buildah's "STEP n/m:" lines; 0 before the first */
+	int cached;	  /* done from the cache, no buildah run */
+	int joined;	  /* builder_submit joined a build already running */
+	char hash[72];	  /* "sha256:<hex>" of the context */
+	char digest[72];  /* the image's digest once imported */
+	char error[1024]; /* failed: the reason and the last log lines */
 	char log_path[1024];
 };
 
-int builder_open(struct builder **out, const struct builder_config *cfg, struct imgstore *st, cx_err *err);
+int builder_open(struct builder **out, const struct builder_config *cfg, struct imgstore *st,
+		 cx_err *err);
 /* Cancels running builds (their children are killed) and joins the threads. */
 void builder_close(struct builder *b);
 

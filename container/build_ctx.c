@@ -42,7 +42,8 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 	archive_read_support_filter_none(a);
 	/* Entries are written as dir/<path>: an absolute path, so libarchive's
 	 * NOABSOLUTEPATHS cannot be used; absolute entry names are refused below. */
-	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_SYMLINKS | ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+	archive_write_disk_set_options(w, ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+					      ARCHIVE_EXTRACT_SECURE_NODOTDOT);
 	if (archive_read_open_filename(a, tar_path, 64 << 10) != ARCHIVE_OK) {
 		build_err(err, EINVAL, "build context: not a tar: %s", archive_error_string(a));
 		goto out;
@@ -54,12 +55,14 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 		if (r == ARCHIVE_EOF)
 			break;
 		if (r < ARCHIVE_WARN) {
-			build_err(err, EINVAL, "build context: bad tar: %s", archive_error_string(a));
+			build_err(err, EINVAL, "build context: bad tar: %s",
+				  archive_error_string(a));
 			goto out;
 		}
 		mode_t type = archive_entry_filetype(e);
 		char p[4096];
-		snprintf(p, sizeof p, "%s", archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
+		snprintf(p, sizeof p, "%s",
+			 archive_entry_pathname(e) ? archive_entry_pathname(e) : "");
 		if (type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
 			continue; /* devices, fifos, sockets: never in a context */
 		if (archive_entry_hardlink(e)) {
@@ -68,7 +71,8 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 		}
 		total += (uint64_t)archive_entry_size(e);
 		if (total > max) {
-			build_err(err, EFBIG, "build context: over %llu bytes unpacked", (unsigned long long)max);
+			build_err(err, EFBIG, "build context: over %llu bytes unpacked",
+				  (unsigned long long)max);
 			goto out;
 		}
 		char full[4096];
@@ -81,7 +85,8 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 			goto out;
 		}
 		archive_entry_set_pathname(e, full);
-		archive_entry_set_perm(e, (archive_entry_perm(e) & 0755) | (type == AE_IFDIR ? 0700 : 0600));
+		archive_entry_set_perm(e, (archive_entry_perm(e) & 0755) |
+					      (type == AE_IFDIR ? 0700 : 0600));
 		r = archive_write_header(w, e);
 		if (r < ARCHIVE_WARN) {
 			build_err(err, EINVAL, "build context: %s: %s", p, archive_error_string(w));
@@ -93,11 +98,13 @@ int build_extract(const char *tar_path, const char *dir, uint64_t max, cx_err *e
 			int64_t off;
 			while ((r = archive_read_data_block(a, &buf, &len, &off)) == ARCHIVE_OK)
 				if (archive_write_data_block(w, buf, len, off) < ARCHIVE_WARN) {
-					cx_err_set(err, EIO, "build context: %s: %s", p, archive_error_string(w));
+					cx_err_set(err, EIO, "build context: %s: %s", p,
+						   archive_error_string(w));
 					goto out;
 				}
 			if (r != ARCHIVE_EOF) {
-				build_err(err, EINVAL, "build context: %s: %s", p, archive_error_string(a));
+				build_err(err, EINVAL, "build context: %s: %s", p,
+					  archive_error_string(a));
 				goto out;
 			}
 		}
@@ -168,13 +175,17 @@ static int hash_walk(crypto_hash_sha256_state *h, int dfd, const char *rel, cx_e
 			rc = cx_err_set(err, errno, "context: stat %s", path);
 			break;
 		}
-		unsigned char t = S_ISDIR(st.st_mode) ? 'd' : S_ISLNK(st.st_mode) ? 'l' : S_ISREG(st.st_mode) ? 'f' : '?';
+		unsigned char t = S_ISDIR(st.st_mode)	? 'd'
+				  : S_ISLNK(st.st_mode) ? 'l'
+				  : S_ISREG(st.st_mode) ? 'f'
+							: '?';
 		unsigned char x = (st.st_mode & 0111) ? 'x' : '-';
 		crypto_hash_sha256_update(h, &t, 1);
 		crypto_hash_sha256_update(h, &x, 1);
 		crypto_hash_sha256_update(h, (const unsigned char *)path, strlen(path) + 1);
 		if (t == 'd') {
-			int fd = openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			int fd =
+			    openat(dirfd(d), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 			if (fd < 0)
 				rc = cx_err_set(err, errno, "context: open %s", path);
 			else
@@ -185,7 +196,8 @@ static int hash_walk(crypto_hash_sha256_state *h, int dfd, const char *rel, cx_e
 			if (l < 0)
 				rc = cx_err_set(err, errno, "context: readlink %s", path);
 			else
-				crypto_hash_sha256_update(h, (const unsigned char *)target, (unsigned long long)l);
+				crypto_hash_sha256_update(h, (const unsigned char *)target,
+							  (unsigned long long)l);
 		} else if (t == 'f') {
 			uint64_t len = (uint64_t)st.st_size;
 			crypto_hash_sha256_update(h, (const unsigned char *)&len, sizeof len);

@@ -20,8 +20,8 @@ static int valid_image_name(const char *n, size_t len)
 	if (!len || len > 64 || !((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9')))
 		return 0;
 	for (size_t i = 0; i < len; i++)
-		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '.' || n[i] == '_' ||
-		      n[i] == '-'))
+		if (!((n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '.' ||
+		      n[i] == '_' || n[i] == '-'))
 			return 0;
 	return 1;
 }
@@ -36,8 +36,9 @@ int images_upload_route(const char *method, const char *path)
 
 static json_t *build_json(const struct build_status *b)
 {
-	json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:b, s:s}", "id", b->id, "state", build_state_name(b->state), "step",
-			      b->step, "steps", b->steps, "cached", b->cached, "context", b->hash);
+	json_t *o = json_pack("{s:s, s:s, s:i, s:i, s:b, s:s}", "id", b->id, "state",
+			      build_state_name(b->state), "step", b->step, "steps", b->steps,
+			      "cached", b->cached, "context", b->hash);
 	json_object_set_new(o, "error", b->error[0] ? json_string(b->error) : json_null());
 	return o;
 }
@@ -47,9 +48,10 @@ static json_t *image_json(const struct image_info *i)
 	json_t *env = json_array();
 	for (size_t k = 0; i->env && i->env[k]; k++)
 		json_array_append_new(env, json_string(i->env[k]));
-	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:s}", "name", i->name, "digest", i->digest, "size",
-			 (json_int_t)i->size, "layers", (json_int_t)i->n_layers, "created", (json_int_t)i->created, "env",
-			 env, "workdir", i->workdir, "user", i->user);
+	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:o, s:s, s:s}", "name", i->name, "digest",
+			 i->digest, "size", (json_int_t)i->size, "layers", (json_int_t)i->n_layers,
+			 "created", (json_int_t)i->created, "env", env, "workdir", i->workdir,
+			 "user", i->user);
 }
 
 static void list_images(struct cortexd *d, struct api_resp *resp)
@@ -116,9 +118,13 @@ static void img_job_then(void *arg, int rc, const cx_err *err, struct api_resp *
 {
 	struct img_job *j = arg;
 	if (rc == 0)
-		log_info("image %s: %s", j->name, j->import ? "imported" : j->st.cached ? "build cached" : "build started");
+		log_info("image %s: %s", j->name,
+			 j->import	? "imported"
+			 : j->st.cached ? "build cached"
+					: "build started");
 	else
-		log_info("image %s: %s failed: %s", j->name, j->import ? "import" : "build", err->msg);
+		log_info("image %s: %s failed: %s", j->name, j->import ? "import" : "build",
+			 err->msg);
 	if (!resp) {
 	} else if (rc == 0 && j->import) {
 		struct image_info *i = NULL;
@@ -130,9 +136,10 @@ static void img_job_then(void *arg, int rc, const cx_err *err, struct api_resp *
 			api_error(resp, 500, "internal", "%s", e2.msg);
 		}
 	} else if (rc == 0) {
-		api_reply(resp, 202, json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", j->name, "build", j->st.id, "state",
-					       build_state_name(j->st.state), "cached", j->st.cached, "joined",
-					       j->st.joined));
+		api_reply(resp, 202,
+			  json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", j->name, "build", j->st.id,
+				    "state", build_state_name(j->st.state), "cached", j->st.cached,
+				    "joined", j->st.joined));
 	} else if (err->code == EINVAL || err->code == ENOENT) {
 		api_error(resp, 400, "bad_request", "%s", err->msg);
 	} else if (err->code == EFBIG) {
@@ -147,12 +154,14 @@ static void img_job_then(void *arg, int rc, const cx_err *err, struct api_resp *
 	free(j);
 }
 
-static void post_image(struct cortexd *d, const char *name, const char *user, int import, const struct api_req *req,
-		       struct api_resp *resp)
+static void post_image(struct cortexd *d, const char *name, const char *user, int import,
+		       const struct api_req *req, struct api_resp *resp)
 {
 	if (!req->body_file) {
-		api_error(resp, 400, "bad_request", "the body must be a tar (%s) with a Content-Length",
-			  import ? "an OCI layout or a docker archive" : "a build context holding a Dockerfile");
+		api_error(resp, 400, "bad_request",
+			  "the body must be a tar (%s) with a Content-Length",
+			  import ? "an OCI layout or a docker archive"
+				 : "a build context holding a Dockerfile");
 		return;
 	}
 	struct img_job *j = calloc(1, sizeof *j);
@@ -224,7 +233,9 @@ void images_route(struct cortexd *d, const char *user, enum api_who who, const s
 	const char *nm = p + 1, *slash = strchr(nm, '/');
 	size_t nlen = slash ? (size_t)(slash - nm) : strlen(nm);
 	if (*p != '/' || !valid_image_name(nm, nlen)) {
-		api_error(resp, 400, "bad_request", "image names are 1-64 chars of a-z 0-9 . _ -, starting with a letter or digit");
+		api_error(
+		    resp, 400, "bad_request",
+		    "image names are 1-64 chars of a-z 0-9 . _ -, starting with a letter or digit");
 		return;
 	}
 	char name[72];
@@ -232,7 +243,9 @@ void images_route(struct cortexd *d, const char *user, enum api_who who, const s
 	const char *sub = slash ? slash : "";
 	int admin_only = !strcmp(m, "POST") || !strcmp(m, "DELETE");
 	if (admin_only && who != WHO_ADMIN) {
-		api_error(resp, 403, "forbidden", "images are operator-wide: building, importing and deleting need the admin token");
+		api_error(resp, 403, "forbidden",
+			  "images are operator-wide: building, importing and deleting need the "
+			  "admin token");
 		return;
 	}
 	if (!*sub && !strcmp(m, "GET"))

@@ -23,7 +23,7 @@
 
 struct ent {
 	const char *path;
-	const char *body;    /* NULL: a dir; starting with "->": a symlink to the rest */
+	const char *body; /* NULL: a dir; starting with "->": a symlink to the rest */
 	unsigned mode;
 };
 
@@ -81,8 +81,10 @@ static int hash_of(const struct ent *e, size_t n, time_t mtime, char out[72], cx
 static void test_hash_ignores_metadata(void **state)
 {
 	(void)state;
-	const struct ent a[] = {{"Dockerfile", "FROM x\n", 0}, {"src", NULL, 0}, {"src/a.sh", "echo a\n", 0755}};
-	const struct ent b[] = {{"src", NULL, 0}, {"src/a.sh", "echo a\n", 0755}, {"Dockerfile", "FROM x\n", 0}};
+	const struct ent a[] = {
+	    {"Dockerfile", "FROM x\n", 0}, {"src", NULL, 0}, {"src/a.sh", "echo a\n", 0755}};
+	const struct ent b[] = {
+	    {"src", NULL, 0}, {"src/a.sh", "echo a\n", 0755}, {"Dockerfile", "FROM x\n", 0}};
 	char h1[72], h2[72];
 	cx_err err = CX_ERR_INIT;
 	assert_int_equal(hash_of(a, N(a), 1000, h1, &err), 0);
@@ -147,7 +149,8 @@ static void test_submit_refuses(void **state)
 	assert_int_equal(builder_open(&b, &bc, NULL, &err), 0);
 	struct build_status st;
 
-	const struct ent nodf[] = {{"file.txt", "x", 0}, {"sub", NULL, 0}, {"sub/Dockerfile", "FROM x\n", 0}};
+	const struct ent nodf[] = {
+	    {"file.txt", "x", 0}, {"sub", NULL, 0}, {"sub/Dockerfile", "FROM x\n", 0}};
 	snprintf(tar, sizeof tar, "%s/nodf.tar", g_dir);
 	write_tar(tar, nodf, N(nodf), 1);
 	assert_int_equal(builder_submit(b, "img", "u", tar, &st, &err), -1);
