@@ -45,15 +45,20 @@ enum { SETUP_FDS = 1, SETUP_MOUNTS, SETUP_IDS, SETUP_PRCTL, SETUP_EXEC };
  * (nosuid, nodev) but its stage dir: the clone cannot write anywhere else,
  * even where the session's uid could (every sandbox shares that uid).  The
  * namespace dies with the helper. */
+/* The stage dir is bound at CLONE_MNT, on a fresh tmpfs over /tmp: the
+ * helper reaches it there whatever the modes of its host parents (a 0700
+ * data dir the session's uid cannot pass through), and sees no host /tmp. */
+#define CLONE_MNT "/tmp/clone"
 static int private_mounts(const char *stage)
 {
 	struct mount_attr ro = {.attr_set =
 				    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
 	struct mount_attr rw = {.attr_clr = MOUNT_ATTR_RDONLY};
 	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount(stage, stage, NULL, MS_BIND, NULL) < 0 ||
+	    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755") < 0 ||
+	    mkdir(CLONE_MNT, 0755) < 0 || mount(stage, CLONE_MNT, NULL, MS_BIND, NULL) < 0 ||
 	    mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0 ||
-	    mount_setattr(AT_FDCWD, stage, 0, &rw, sizeof rw) < 0)
+	    mount_setattr(AT_FDCWD, CLONE_MNT, 0, &rw, sizeof rw) < 0)
 		return -1;
 	return 0;
 }
@@ -171,6 +176,7 @@ static int rec_error(const struct repo_rec *r, const struct repo_clone_opts *o, 
 	memcpy(msg, r->msg, sizeof r->msg);
 	msg[sizeof r->msg] = '\0';
 	scrub(msg, sizeof msg, stage, "/workspace");
+	scrub(msg, sizeof msg, CLONE_MNT, "/workspace");
 	scrub(msg, sizeof msg, o->stage_dir, "(stage)");
 	scrub(msg, sizeof msg, o->workspace_dir, "/workspace");
 	switch (r->code) {
@@ -292,8 +298,8 @@ static int helper_run(const struct repo_clone_opts *o, const char *stage, cx_err
 	char a0[] = "cortex-clone", max[24], flags[16], *envp[ENV_MAX];
 	snprintf(max, sizeof max, "%llu", (unsigned long long)o->max_bytes);
 	snprintf(flags, sizeof flags, "%u", o->flags & REPO_ALLOW_PRIVATE);
-	char *argv[] = {
-	    a0, (char *)o->url, (char *)(o->ref ? o->ref : ""), (char *)stage, max, flags, NULL};
+	char mnt[] = CLONE_MNT; /* where the helper sees stage (private_mounts) */
+	char *argv[] = {a0, (char *)o->url, (char *)(o->ref ? o->ref : ""), mnt, max, flags, NULL};
 	if (env_build(envp, err) < 0)
 		return -1;
 	int tok[2] = {-1, -1}, rec[2] = {-1, -1}, rc = -1;

@@ -9,7 +9,11 @@
 'use strict';
 const fs = require('fs');
 const path = require('path');
-const {execFileSync, spawn} = require('child_process');
+const {execFileSync, execFile, spawn} = require('child_process');
+// Long commands run asynchronously: a synchronous wait would let cortexd close
+// fetch's idle keep-alive connections under it (the next fetch then fails).
+const sh = (cmd, args) => new Promise((resolve) => execFile(cmd, args, {encoding: 'utf8', maxBuffer: 1 << 24},
+  (e, stdout, stderr) => resolve(e ? 'exit ' + e.code + ': ' + stderr : stdout)));
 const L = require('./lib');
 
 async function run(c, cmd) {
@@ -100,7 +104,7 @@ function startGit(root, token) {
   L.check(!/VISIBLE/.test(out), 'no host dir is visible (/work, /var/cache/cortex, the data dir, the checkout)', 'none', out.match(/VISIBLE .*/g));
   L.check(/cortex-init/.test(out) && !out.includes(process.env.CORTEXD), '/proc/1/cmdline is cortex-init, not cortexd\'s argv', 'cortex-init', out.split('\n')[2]);
   const mi = out.slice(out.indexOf('\n', out.indexOf('cortex-init')));
-  const leaks = ['/work', '/var/cache', d.dataDir, '/tmp/', process.env.CORTEX_TEST_TMP || '/nonexistent'].filter(p => mi.includes(p));
+  const leaks = mi.split('\n').filter(l => ['/work/', '/var/cache', d.dataDir, '/tmp/', process.env.CORTEX_TEST_TMP || '/nonexistent'].some(p => l.includes(p)));
   L.eq(leaks, [], 'mountinfo names no host path');
   const uidA = Number(out.split('\n').map(s => s.trim()).find(s => /^\d+$/.test(s) && Number(s) >= 1000));
   L.check(uidA >= 200000, 'the sandbox runs as a uid of its own (sandbox.uid_base..)', '>= 200000', uidA);
@@ -114,7 +118,7 @@ function startGit(root, token) {
   const uidB = Number(out.trim());
   L.check(uidB >= 200000 && uidB !== uidA, 'each session has its own uid', `!= ${uidA}`, uidB);
 
-  out = await run(ca, 'dd if=/dev/zero of=/workspace/big bs=1M count=100 2>&1 | tail -2; df -m /workspace | tail -1');
+  out = await run(ca, 'dd if=/dev/zero of=/workspace/big bs=1M count=100 2>&1 | grep -i -e space -e copied; df -m /workspace | tail -1');
   L.check(/No space left on device/.test(out), '100 MB into a 64 MB session disk: ENOSPC', 'No space left on device', out.slice(0, 300));
   fr = await L.turn(cb, 'bob after the fill');
   L.eq(L.textOf(fr), 'Echo: bob after the fill. Done.', "another user's turn is unaffected by the full disk");
@@ -131,9 +135,10 @@ function startGit(root, token) {
 
   // ---- a second image in use at the same time: the base image, which has no agent
   const base = path.join(tmp, 'base.tar');
-  execFileSync('bash', ['-c', `. ${JSON.stringify(path.join(process.env.TESTS_DIR, '..', 'container', 'buildah-common.sh'))} && bah push -q localhost/cortex-base:bookworm docker-archive:${base}`], {stdio: 'inherit'});
-  r = await fetch(d.base + '/v1/images/bare/import', {method: 'POST', headers: {authorization: 'Bearer ' + d.admin}, body: fs.readFileSync(base)});
-  L.check(r.status === 201 || r.status === 200, 'a docker-archive imports as image "bare"', 201, r.status + ' ' + await r.text());
+  const pushed = await sh('bash', ['-c', `. ${JSON.stringify(path.join(process.env.TESTS_DIR, '..', 'container', 'buildah-common.sh'))} && bah push -q localhost/cortex-base:bookworm docker-archive:${base}`]);
+  if (pushed.startsWith('exit')) throw new Error('buildah push of the base image: ' + pushed);
+  const imp = await sh(process.env.CORTEXCTL, ['--url', d.base, '--token', d.admin, 'image', 'import', 'bare', base]);
+  L.check(/bare/.test(imp) && !/^exit/.test(imp), 'a docker-archive imports as image "bare" (cortexctl image import)', 'imported', imp.slice(0, 300));
   const sc = await create(d, alice, {image: 'bare'});
   await hot(d, alice, sc, 'alice on the bare image');
   const cc = L.connect(d.base, sc, alice);
@@ -156,10 +161,14 @@ function startGit(root, token) {
   L.eq((await get(d, alice, sr)).repo.state, 'cloned', 'the session reports the repo cloned');
   L.check(cr.frames.some(f => f.type === 'cortex.progress' && f.phase === 'cloning' && f.step === 'done'),
     'cloning progress frames reached the client', 'cortex.progress cloning', cr.frames.map(f => f.type + ':' + (f.phase || '')).slice(0, 20));
+  // Searched for by a part of it: the whole token in the command would be the
+  // agent echoing a secret, which the stream guard rightly stops; the agent's
+  // own transcript (~/.claude) holds this very command, so it is skipped.
+  const part = TOKEN.slice(4, -2);
   out = await run(cr, `cat /workspace/README.md; ls /workspace | wc -l; git -C /workspace describe --tags; stat -c %u /workspace/f1.txt; ` +
-    `grep -rl ${TOKEN} /workspace /home/agent /tmp 2>/dev/null | head -3; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c ${TOKEN}; cat /workspace/.git/config`);
+    `grep -rl -D skip --exclude-dir=.claude ${part} /workspace /home/agent /tmp 2>/dev/null | head -3; cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | grep -c ${part}; cat /workspace/.git/config`);
   L.check(out.includes('REPO_MARKER_11') && out.includes('v1'), 'the repo is in /workspace at the ref', 'REPO_MARKER_11, v1', out.slice(0, 300));
-  L.check(!out.split('\n').some(l => l.startsWith('/')) && !out.includes(TOKEN), 'the token is nowhere in the sandbox (files, environments, .git/config)', 'absent', out);
+  L.check(!out.split('\n').some(l => l.startsWith('/')) && !out.includes(part) && /^0$/m.test(out), 'the token is nowhere in the sandbox (files, environments, .git/config)', 'absent', out);
   const sw = await create(d, bob, {repo: {url}});
   const bad = await L.until(async () => { const s = await get(d, bob, sw); return s.state === 'error' ? s : null; }, 'a clone without a token fails', 60000);
   L.check(/authentication/i.test(bad.error), 'no token: the session says authentication failed', 'authentication', bad.error);

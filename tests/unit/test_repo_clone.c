@@ -697,7 +697,7 @@ static int helper_mounts(char root_opts[64], char stage_opts[64])
 			continue;
 		if (!strcmp(mnt, "/"))
 			snprintf(root_opts, 64, "%.2s", opts);
-		else if (strstr(mnt, "-stage/clone-"))
+		else if (!strcmp(mnt, "/tmp/clone")) /* where repo.c binds the stage dir */
 			snprintf(stage_opts, 64, "%.2s", opts);
 	}
 	fclose(fp);
