@@ -158,8 +158,18 @@ function spawnPerMessage(home, text, cont, modelUrl) {
   });
 }
 
-// The mini-agent must be reachable inside the sandbox: the host root is visible
-// read-only there, but /tmp is the sandbox's own tmpfs.  Copy it out of /tmp.
+// The mini-agent runs inside the sandbox the way an operator's own agent
+// would: a dir given as agent.dir, which cortexd turns into a runtime disk
+// bound at /cortex/agent (the image's root is not the host's).
+function miniAgentDir(mini) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-bench-agent-'));
+  fs.chmodSync(dir, 0o755);
+  fs.copyFileSync(mini, path.join(dir, 'mini-agent'));
+  fs.chmodSync(path.join(dir, 'mini-agent'), 0o755);
+  process.on('exit', () => { try { fs.rmSync(dir, {recursive: true, force: true}); } catch (e) {} });
+  return dir;
+}
+
 function miniAgentPath() {
   const src = process.env.MINI_AGENT || path.join(__dirname, '..', 'build', 'mini-agent');
   if (!fs.existsSync(src)) throw new Error(`mini-agent not found at ${src} (build it: cmake --build build --target mini-agent)`);
@@ -315,7 +325,7 @@ async function partB(mini) {
   if (!DIRECT_ONLY) {
     const cfgDir = L.tmpdir('mini-cfg');
     const cfg = path.join(cfgDir, 'cortexd.json');
-    fs.writeFileSync(cfg, JSON.stringify({agent: {command: mini}}));
+    fs.writeFileSync(cfg, JSON.stringify({agent: {dir: miniAgentDir(mini), command: '/cortex/agent/mini-agent'}}));
     d = await L.startCortexd({args: ['--config', cfg]});
     tok = await newUser(d, 'benchmini');
     sid = await newSession(d, tok);

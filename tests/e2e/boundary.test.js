@@ -27,7 +27,7 @@ function pidsIn(sid, what) {
   for (const p of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(p)) continue;
     try {
-      if (!fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').startsWith(what)) continue;
+      if (!fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(what)) continue;
       if (!fs.readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(sid)) continue;
       out.push(Number(p));
     } catch (e) { /* gone meanwhile */ }
@@ -47,7 +47,7 @@ function initPid(sid) {
 }
 // What a path inside the session's sandbox is, seen from the host through its ws-agent's root.
 function kindInside(sid, p) {
-  const pid = pidsIn(sid, '/cortex/bin/ws-agent')[0];
+  const pid = pidsIn(sid, '/cortex/rt/ws-agent')[0];
   if (!pid) return 'no sandbox';
   try {
     const st = fs.lstatSync(`/proc/${pid}/root${p}`);
@@ -88,7 +88,7 @@ function kindInside(sid, p) {
   await hot(users.bob, B, 'B hot');
   // Each session's own marker, in its home (made by the prepare job).
   for (const [sid, who] of [[A, 'alice'], [B, 'bob']])
-    fs.writeFileSync(`${d.dataDir}/sessions/${sid}/home/cx-marker`, `MARK-${who}-${sid}\n`, {mode: 0o644});
+    fs.writeFileSync(`${d.dataDir}/sessions/${sid}/disk/home/cx-marker`, `MARK-${who}-${sid}\n`, {mode: 0o644});
   const cA = L.connect(d.base, A, users.alice);
   const cB = L.connect(d.base, B, users.bob);
   await cA.opened;
@@ -109,7 +109,7 @@ function kindInside(sid, p) {
   // B's socket; before issue 11 it was B's run/agent.sock (the fallback lets
   // this test show that hole when run against an old cortexd).
   const newSock = `${d.dataDir}/sock/${B}.sock`;
-  const bSock = fs.existsSync(newSock) ? newSock : `${d.dataDir}/sessions/${B}/run/agent.sock`;
+  const bSock = fs.existsSync(newSock) ? newSock : `${d.dataDir}/sessions/${B}/disk/run/agent.sock`;
   L.check(bSock === newSock && fs.statSync(bSock).isSocket(), "B's socket is in the root-only sock dir", newSock, bSock);
 
   // The names cortexd writes (or wrote, or connected to) in the sandbox, and what each points at.
@@ -173,7 +173,7 @@ function kindInside(sid, p) {
   // ---- broken from inside: agent.sock pointed at B's socket, then ws-agent
   // killed.  The session turns error; one POST /wake brings it back, to its
   // own sandbox (the reconnect must not go through the planted link).
-  await run(cA, `setsid sh -c 'sleep 1; ln -sfn ${bSock} /run/cortex/agent.sock; pkill -9 -f "^/cortex/bin/ws-agent "' ` +
+  await run(cA, `setsid sh -c 'sleep 1; ln -sfn ${bSock} /run/cortex/agent.sock; pkill -9 -f "^/cortex/rt/lib/ld.so .*/cortex/rt/ws-agent "' ` +
     '</dev/null >/dev/null 2>&1 & echo killing');
   let st = await L.poll(async () => { const s = await get(users.alice, A); return s.state === 'error' ? s : null; }, 20000);
   L.check(st && st.state === 'error', 'ws-agent killed from inside: the session reports error', 'error', st);
@@ -192,7 +192,7 @@ function kindInside(sid, p) {
   L.eq(r.status, 202, 'wake accepted');
   await hot(users.alice, A, 'A hot after the wake of a dead sandbox');
   L.eq(await marker(cA), `MARK-alice-${A}`, 'after init was killed: POST /wake, then a message is answered');
-  L.eq(pidsIn(A, '/cortex/bin/ws-agent').length, 1, 'one ws-agent in the session (the old sandbox is gone)');
+  L.eq(pidsIn(A, '/cortex/rt/ws-agent').length, 1, 'one ws-agent in the session (the old sandbox is gone)');
 
   watching = false;
   await watcher;

@@ -210,7 +210,7 @@ async function hot(d, token, sid, what) {
   await L.until(async () => (await get(d, alice, vid)).agent === 'none', 'idle agent released', 15000);
   await L.poll(() => agentPids(vid).length === 0, 10000);
   L.eq(agentPids(vid), [], 'the released agent process is gone');
-  L.eq(pidsIn(vid, '/cortex/bin/ws-agent').length, 1, 'the sandbox stays: its ws-agent still runs');
+  L.eq(pidsIn(vid, '/cortex/rt/ws-agent').length, 1, 'the sandbox stays: its ws-agent still runs');
   L.eq((await get(d, alice, vid)).state, 'ready', 'the session stays ready without an agent');
   fr = await L.turn(v, 'wake the agent');
   done = fr[fr.length - 1];

@@ -31,7 +31,8 @@ async function run(c, cmd) {
   L.check(Number(pids) > 0 && Number(pids) < 30, 'only a handful of pids in the sandbox /proc', '< 30', pids);
 
   out = await run(c, 'id -u; id -g; grep -E "^(NoNewPrivs|Seccomp):" /proc/self/status; hostname');
-  L.check(/^65534\n65534\n/.test(out), 'agent tools run as an unprivileged uid', '65534', out);
+  const ids = out.split('\n').slice(0, 2).map(Number);
+  L.check(ids[0] >= 200000 && ids[0] === ids[1], 'agent tools run as the session\'s own unprivileged uid (sandbox.uid_base..)', '>= 200000, uid = gid', out);
   L.check(/NoNewPrivs:\s+1/.test(out) && /Seccomp:\s+2/.test(out), 'no_new_privs and a seccomp filter are on', 'NoNewPrivs 1, Seccomp 2', out);
 
   const probes = ['/etc/cx_probe', '/usr/cx_probe', '/cx_probe', '/opt/cx_probe', '/var/cx_probe', `${d.dataDir}/cx_probe`];
@@ -43,7 +44,7 @@ async function run(c, cmd) {
   for (const p of ['/home/agent/cx_ok', '/workspace/cx_ok', '/tmp/cx_ok'])
     L.check(out.includes('WROTE:' + p), `can write ${p}`, 'WROTE', out);
   L.eq(probes.filter(p => fs.existsSync(p)), [], 'nothing appeared on the host');
-  L.check(fs.existsSync(`${d.dataDir}/sessions/${sid}/workspace/cx_ok`), '/workspace is the session dir on the host', 'exists', 'missing');
+  L.check(fs.existsSync(`${d.dataDir}/sessions/${sid}/disk/workspace/cx_ok`), '/workspace is the session dir on the host', 'exists', 'missing');
 
   out = await run(c, `ls -A ${d.dataDir} | wc -l; ls /root 2>&1 | head -1; cat ${d.dataDir}/cortex.db 2>&1 | head -c 40`);
   // wc counts what ls lists on stdout: 0 for an empty or absent dir.
@@ -57,7 +58,7 @@ async function run(c, cmd) {
   // This session's only (its cgroup names it): other daemons on the host run ws-agents too.
   const sandboxPids = () => fs.readdirSync('/proc').filter(x => /^\d+$/.test(x)).filter(x => {
     try {
-      return fs.readFileSync(`/proc/${x}/cmdline`, 'utf8').includes('/cortex/bin/ws-agent') &&
+      return fs.readFileSync(`/proc/${x}/cmdline`, 'utf8').includes('/cortex/rt/ws-agent') &&
         fs.readFileSync(`/proc/${x}/cgroup`, 'utf8').includes(`/${sid}\n`);
     } catch (e) { return false; }
   });

@@ -163,7 +163,7 @@ const L = require('./lib');
   L.check(isSock && sock.length > 108, 'the agent socket it streamed through is a path over sun_path (108)', 'a socket, > 108 bytes',
     [sock.length, isSock]);
   L.eq((fs.statSync(`${deep}/sock`).mode & 0o777).toString(8), '700', 'the socket dir is 0700 (root only)');
-  L.eq(fs.readdirSync(`${deep}/sessions/${sid2}/run`), [], "nothing of cortexd's in the sandbox-writable run dir");
+  L.eq(fs.readdirSync(`${deep}/sessions/${sid2}/disk/run`), [], "nothing of cortexd's in the sandbox-writable run dir");
   await c4.close();
   L.eq(await d2.stop(), 0, 'second cortexd exits 0');
   L.done();

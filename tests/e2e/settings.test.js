@@ -82,11 +82,11 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   // Secrets are compared by hash: what the agent prints is persisted in the
   // transcript, and the raw database must hold no plaintext secret.
   const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
-  let f = await L.turn(c, 'RUN: printf %s "$GH_TOKEN" | sha256sum; echo COLOR=$FAV_COLOR; sha256sum < ~/.npmrc; stat -c %a:%U ~/.npmrc; ls ~/.claude/commands/p1; cat /tmp/vf-state.json');
+  let f = await L.turn(c, 'RUN: printf %s "$GH_TOKEN" | sha256sum; echo COLOR=$FAV_COLOR; sha256sum < ~/.npmrc; stat -c %a:%u:UID$(id -u) ~/.npmrc; ls ~/.claude/commands/p1; cat /tmp/vf-state.json');
   let out = toolOut(f);
   L.check(out.includes(sha(SECRET)) && out.includes('COLOR=teal'), 'secret env and user env reach the agent', 'sha256(secret) COLOR=teal', out.slice(0, 300));
   L.check(out.includes(sha('//reg/:_authToken=tok-99')), 'credential file written', 'sha256 of the file content', out.slice(0, 400));
-  L.check(/\n600:nobody\n/.test(out), 'credential file is 0600, owned by the sandbox user', '600:nobody', out.slice(0, 400));
+  L.check(/\n600:(\d+):UID\1\n/.test(out), 'credential file is 0600, owned by the session\'s uid', '600:<uid>:UID<uid>', out.slice(0, 400));
   L.check(out.includes('hello.md'), 'plugin command file under ~/.claude/commands/p1', 'hello.md', out.slice(0, 400));
   let state = null;
   try { state = JSON.parse(out.slice(out.indexOf('{'))); } catch (e) { /* reported below */ }
