@@ -75,8 +75,12 @@ run: build image
 # The default sandbox image (root Dockerfile) built with buildah on an
 # mmdebstrap bookworm base, exported to /var/cache/cortex/images/default-<hash>/
 # (cached per machine: a second run is a no-op).  See docs/images.md.
-image: deps
+# Then unpacked once into the machine's image store that `make run`, the
+# tests and the benches share (a no-op when it is there).
+IMAGE_STORE ?= /var/cache/cortex/store
+image: build
 	bash container/build-default.sh
+	build/cortex-imgstore $(IMAGE_STORE) import default /var/cache/cortex/images/default
 
 bench: build image
 	bash bench/run.sh

@@ -221,25 +221,22 @@ static void open_images(struct cortexd *d)
 	}
 }
 
-/* images.import_dir_default: the machine's default image (make image) imported
- * under images.default when the store lacks it, on a worker. */
+/* images.import_dir_default: the machine's default image (make image) put
+ * into the store under images.default at start, on a worker; sessions on it
+ * wait meanwhile (lifecycle.c, image_pending). */
 static void import_default_run(void *arg)
 {
 	struct cortexd *d = arg;
 	config *c = &d->cfg;
 	cx_err err = CX_ERR_INIT;
-	struct image_info *i = NULL;
-	if (imgstore_get(d->images, c->images_default, &i, &err) == 0) {
-		image_info_free(i);
-		return;
-	}
-	cx_err_clear(&err);
+	/* Always: layers already unpacked are only checked (milliseconds), and
+	 * a rebuilt default image (make image) replaces the one stored. */
 	uint64_t t0 = cx_mono_ms();
 	if (imgstore_import_dir(d->images, c->images_default, c->images_import_dir_default, NULL, NULL, &err) < 0)
 		log_error("default image from %s: %s", c->images_import_dir_default, err.msg);
 	else
-		log_info("default image %s imported from %s in %llu ms", c->images_default,
-			 c->images_import_dir_default, (unsigned long long)(cx_mono_ms() - t0));
+		log_info("default image %s from %s in %llu ms", c->images_default, c->images_import_dir_default,
+			 (unsigned long long)(cx_mono_ms() - t0));
 }
 
 /* Service thread: sessions waiting for the default image look again. */
