@@ -91,6 +91,18 @@ void lifecycle_init(struct cortexd *d)
 
 /* ---- requests ---- */
 
+/* What a create body or an old record left unset: the config's defaults. */
+static void spec_defaults(struct session *s)
+{
+	const config *c = &s->d->cfg;
+	if (!s->spec.image[0])
+		snprintf(s->spec.image, sizeof s->spec.image, "%s", c->images_default);
+	if (!s->spec.disk_mb)
+		s->spec.disk_mb = c->sandbox_disk_mb;
+	if (!s->spec.cpu_weight)
+		s->spec.cpu_weight = c->sandbox_cpu_weight;
+}
+
 struct session *lifecycle_new(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
 			      const struct session_spec *spec, cx_err *err)
 {
@@ -112,12 +124,7 @@ struct session *lifecycle_new(struct cortexd *d, const char *user, const char *s
 	if (spec)
 		s->spec = *spec;
 	s->spec.uid = uid;
-	if (!s->spec.image[0])
-		snprintf(s->spec.image, sizeof s->spec.image, "%s", d->cfg.images_default);
-	if (!s->spec.disk_mb)
-		s->spec.disk_mb = d->cfg.sandbox_disk_mb;
-	if (!s->spec.cpu_weight)
-		s->spec.cpu_weight = d->cfg.sandbox_cpu_weight;
+	spec_defaults(s);
 	s->lc.state = SS_CREATING;
 	return s;
 }
@@ -261,12 +268,7 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	/* Records from before per-session uids, images and disks get them now. */
 	if (!s->spec.uid)
 		s->spec.uid = session_uid_alloc(d);
-	if (!s->spec.image[0])
-		snprintf(s->spec.image, sizeof s->spec.image, "%s", d->cfg.images_default);
-	if (!s->spec.disk_mb)
-		s->spec.disk_mb = d->cfg.sandbox_disk_mb;
-	if (!s->spec.cpu_weight)
-		s->spec.cpu_weight = d->cfg.sandbox_cpu_weight;
+	spec_defaults(s);
 	s->lc.state = SS_SLEEPING;
 	s->lc.goal = GOAL_ASLEEP;
 	s->link.had_success = 1; /* home survives: the agent may continue its conversation */

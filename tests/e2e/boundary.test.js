@@ -13,12 +13,7 @@ const fs = require('fs');
 const path = require('path');
 const L = require('./lib');
 
-async function run(c, cmd) {
-  const fr = await L.turn(c, 'RUN: ' + cmd, 120000);
-  const m = L.textOf(fr).match(/TOOL_OUTPUT<<<([\s\S]*)>>>/);
-  if (!m) throw new Error(`no tool output for ${cmd}; frames:\n` + fr.map(f => JSON.stringify(f).slice(0, 400)).join('\n'));
-  return m[1];
-}
+const run = L.runInside;
 
 // Host pids of a session's processes whose command line starts with `what`
 // (the session id names the sandbox's cgroup).

@@ -16,12 +16,7 @@ const sh = (cmd, args) => new Promise((resolve) => execFile(cmd, args, {encoding
   (e, stdout, stderr) => resolve(e ? 'exit ' + e.code + ': ' + stderr : stdout)));
 const L = require('./lib');
 
-async function run(c, cmd) {
-  const fr = await L.turn(c, 'RUN: ' + cmd, 120000);
-  const m = L.textOf(fr).match(/TOOL_OUTPUT<<<([\s\S]*)>>>/);
-  if (!m) throw new Error(`no tool output for ${cmd}; frames:\n` + fr.map(f => JSON.stringify(f).slice(0, 400)).join('\n'));
-  return m[1];
-}
+const run = L.runInside;
 const get = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, tok)).json;
 async function hot(d, tok, sid, what) {
   return L.until(async () => {

@@ -155,6 +155,16 @@ function textOf(frames) {
     .map(f => f.event.delta.text).join('');
 }
 
+// Run a shell command inside the session through the real agent's Bash tool:
+// the model stand-in answers "RUN: cmd" with a Bash tool_use and echoes the
+// tool's output back as TOOL_OUTPUT<<<...>>>.
+async function runInside(c, cmd) {
+  const fr = await turn(c, 'RUN: ' + cmd, 120000);
+  const m = textOf(fr).match(/TOOL_OUTPUT<<<([\s\S]*)>>>/);
+  if (!m) throw new Error(`no tool output for ${cmd}; frames:\n` + fr.map(f => JSON.stringify(f).slice(0, 400)).join('\n'));
+  return m[1];
+}
+
 let failures = 0;
 function check(cond, what, expected, actual) {
   if (cond) { console.log('ok   ' + what); return; }
@@ -207,4 +217,4 @@ async function metrics(d) {
   return m;
 }
 
-module.exports = {tmpdir, metrics, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};
+module.exports = {tmpdir, metrics, runInside, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};

@@ -5,12 +5,7 @@
 const fs = require('fs');
 const L = require('./lib');
 
-async function run(c, cmd) {
-  const fr = await L.turn(c, 'RUN: ' + cmd, 120000);
-  const m = L.textOf(fr).match(/TOOL_OUTPUT<<<([\s\S]*)>>>/);
-  if (!m) throw new Error(`no tool output for ${cmd}; frames:\n` + fr.map(f => JSON.stringify(f).slice(0, 400)).join('\n'));
-  return m[1];
-}
+const run = L.runInside;
 
 (async () => {
   const model = await L.startModelServer();
