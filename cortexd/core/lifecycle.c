@@ -44,10 +44,35 @@ static void sync_forget(struct session *s)
 	sync_state_clear(&s->sync);
 }
 
+/* Errors reach clients (GET /v1/sessions/{id}, cortex.error): host paths in
+ * them (the data and images dirs, e.g. from a failed mkdir or mount) become
+ * placeholders, so a tenant learns nothing of the host's layout. */
+static void scrub_one(char *m, size_t cap, const char *host, const char *shown)
+{
+	size_t hl = strlen(host), sl = strlen(shown);
+	if (hl < 2)
+		return;
+	for (char *p = m; (p = strstr(p, host));) {
+		size_t tail = strlen(p + hl);
+		if ((size_t)(p - m) + sl + tail + 1 > cap)
+			break;
+		memmove(p + sl, p + hl, tail + 1);
+		memcpy(p, shown, sl);
+		p += sl;
+	}
+}
+
+void lc_client_msg(const struct session *s, const char *msg, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s", msg);
+	scrub_one(out, cap, s->d->cfg.images_dir, "<images>");
+	scrub_one(out, cap, s->d->cfg.data_dir, "<data>");
+}
+
 void lc_set_error(struct session *s, const char *msg)
 {
 	s->lc.state = SS_ERROR;
-	snprintf(s->lc.error, sizeof s->lc.error, "%s", msg);
+	lc_client_msg(s, msg, s->lc.error, sizeof s->lc.error);
 }
 
 /* ---- jobs: submitted here, applied here (service thread) ---- */
@@ -120,7 +145,7 @@ static void prepare_done(void *arg)
 		log_error("session %s: %s", s->id, j->err.msg);
 		lc_set_error(s, j->err.msg);
 		s->lc.failed = 1; /* no retry loop: the next request or message tries again */
-		turn_fail(s, "sandbox_failed", j->err.msg);
+		turn_fail(s, "sandbox_failed", s->lc.error);
 	}
 	json_decref(j->env);
 	free(j);
@@ -302,13 +327,53 @@ static int sandbox_busy(const struct session *s, const struct pass *p)
 {
 	(void)p;
 	/* A sync job still borrows a broken sandbox: replace it after. */
-	return s->lc.job == JOB_PREPARE || (s->lc.broken && s->lc.sync_job);
+	return s->lc.job == JOB_PREPARE || s->lc.image_wait || (s->lc.broken && s->lc.sync_job);
+}
+/* The image is not in the store yet but on its way (a build of that name
+ * runs, or the default image is being imported at start): wait, and look
+ * again every IMAGE_POLL_US, telling clients how far it is.  An image that
+ * is neither there nor coming fails the prepare job with a clear message. */
+#define IMAGE_POLL_US (500 * LWS_US_PER_MS)
+static void sul_image_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, lc.sul_image);
+	s->lc.image_wait = 0;
+	lifecycle_reconcile(s);
+}
+static int image_pending(struct session *s)
+{
+	struct cortexd *d = s->d;
+	if (!strcmp(s->spec.image, "host") || !d->images)
+		return 0;
+	if (d->default_importing && !strcmp(s->spec.image, d->cfg.images_default)) {
+		fanout_obj(s, json_pack("{s:s,s:s,s:s,s:s}", "type", "cortex.progress", "phase", "image", "image",
+					s->spec.image, "state", "importing"));
+		return 1;
+	}
+	struct image_info *ii = NULL;
+	cx_err e = CX_ERR_INIT;
+	if (imgstore_get(d->images, s->spec.image, &ii, &e) == 0) {
+		image_info_free(ii);
+		return 0;
+	}
+	struct build_status st;
+	if (d->builder && builder_status(d->builder, s->spec.image, &st) == 0 && st.state == BUILD_RUNNING) {
+		fanout_obj(s, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "type", "cortex.progress", "phase", "image",
+					"image", s->spec.image, "build", st.id, "step", st.step, "steps", st.steps));
+		return 1;
+	}
+	return 0;
 }
 static int sandbox_start(struct session *s, struct pass *p)
 {
 	p->code = "sandbox_failed";
 	if (s->lc.sb && s->lc.state == SS_PAUSED && !s->lc.broken)
 		return thaw(s, &p->err);
+	if (!s->lc.sb && image_pending(s)) {
+		s->lc.image_wait = 1;
+		session_timer(s, &s->lc.sul_image, sul_image_cb, IMAGE_POLL_US);
+		return 0;
+	}
 	return start_prepare(s, &p->err);
 }
 static const char *sandbox_detail(const struct session *s)
@@ -484,7 +549,9 @@ static void step_failed(struct session *s, enum lc_step at, struct pass *p)
 	if (at <= STEP_LINK)
 		lc_set_error(s, p->err.msg);
 	s->lc.failed = 1; /* no retry loop: the next request or message clears it */
-	turn_fail(s, p->code ? p->code : "internal", p->err.msg);
+	char msg[sizeof p->err.msg];
+	lc_client_msg(s, p->err.msg, msg, sizeof msg);
+	turn_fail(s, p->code ? p->code : "internal", msg);
 }
 
 static void all_ready(struct session *s, struct pass *p)

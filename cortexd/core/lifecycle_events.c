@@ -310,6 +310,11 @@ void lifecycle_shutdown(struct cortexd *d)
 			sandbox_destroy(s->lc.sb);
 			s->lc.sb = NULL;
 			jobs_remove_session_files(&d->cfg, s->id, 0);
+			if (s->lc.pinned)
+				imgstore_unpin(d->images, s->spec.image);
+			s->lc.pinned = 0;
 		}
+		/* Its disk comes off the host (a no-op when it is not attached). */
+		jobs_detach_disk(s->dir, s->id);
 	}
 }

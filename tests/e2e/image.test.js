@@ -145,6 +145,31 @@ function startGit(root, token) {
   r = await L.http(d.base, 'DELETE', '/v1/images/bare', d.admin);
   L.eq(r.status, 409, 'an image a running sandbox uses cannot be deleted');
 
+  // ---- a session on an image still being built waits for it, with progress
+  const ctxDir = path.join(tmp, 'ctx');
+  fs.mkdirSync(ctxDir);
+  fs.writeFileSync(path.join(ctxDir, 'Dockerfile'), `FROM localhost/cortex-base:bookworm\nRUN echo built-${Date.now()} > /built\n`);
+  execFileSync('tar', ['-C', ctxDir, '-cf', ctxDir + '.tar', 'Dockerfile']);
+  const later = 'later-' + Date.now().toString(36); // the store is the machine's: a fresh name
+  r = await fetch(d.base + `/v1/images/${later}/build`, {method: 'POST', headers: {authorization: 'Bearer ' + d.admin}, body: fs.readFileSync(ctxDir + '.tar')});
+  L.eq(r.status, 202, 'a build of a new image started');
+  const sl = await create(d, alice, {image: later});
+  const cl = L.connect(d.base, sl, alice);
+  await cl.opened;
+  await hot(d, alice, sl, 'the session on the image that was being built');
+  L.check(cl.frames.some(f => f.type === 'cortex.progress' && f.phase === 'image' && f.image === later),
+    'the session waited for the build with cortex.progress image frames', 'phase image', cl.frames.map(f => f.type + ':' + (f.phase || '')).slice(0, 10));
+  out = await run(cl, 'cat /built');
+  L.check(/built-\d+/.test(out), 'and runs on the image once built', 'built-<n>', out);
+  await cl.close();
+  await L.http(d.base, 'DELETE', `/v1/sessions/${sl}`, alice);
+  await L.until(async () => (await L.http(d.base, 'DELETE', `/v1/images/${later}`, d.admin)).status === 204, 'the built image deleted once unpinned', 30000);
+  r = await L.http(d.base, 'POST', '/v1/sessions', alice, {image: 'never-built'});
+  const sn = r.json.id;
+  const nerr = await L.until(async () => { const s = await get(d, alice, sn); return s.state === 'error' ? s : null; }, 'a session on a missing image fails', 30000);
+  L.check(/not in the store/.test(nerr.error) && !nerr.error.includes(d.dataDir), 'an image neither there nor coming: a clear error, no host path', 'not in the store', nerr.error);
+  await L.http(d.base, 'DELETE', `/v1/sessions/${sn}`, alice);
+
   // ---- repo checkout with a token the sandbox never sees
   const url = `http://127.0.0.1:${git.port}/r.git`;
   r = await L.http(d.base, 'PUT', '/v1/settings/secrets/gh', alice, {value: TOKEN});
