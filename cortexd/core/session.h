@@ -233,6 +233,7 @@ struct cortexd {
 	struct imgstore *images; /* container/imgstore.h; NULL if it could not open */
 	struct builder *builder; /* container/build.h */
 	int default_importing;   /* images.import_dir_default is being imported (server.c) */
+	char npm_disk[4096];     /* the npm cache's own disk is mounted here ("" = none) */
 	/* Upward events, set by lifecycle_init(): modules below the lifecycle
 	 * report through them instead of calling up. */
 	void (*reconcile)(struct session *s);

@@ -3,6 +3,7 @@
  * protocol for connections to each session's ws-agent. */
 #include "server.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <sodium.h>
@@ -138,6 +139,37 @@ static int npm_root(const config *c, char *out, size_t cap, cx_err *err)
 	return 0;
 }
 
+/* The npm cache on a file system of its own (an ext4 file of npm.cache_max_mb,
+ * loop-mounted on the cache dir): the MCP packages bound into sandboxes then
+ * show a path inside that disk in mountinfo, not the host's data dir, and
+ * npm cannot fill the data dir's disk.  A cache dir that already holds
+ * packages (made before this) is left as it is. */
+static int npm_disk(struct cortexd *d, const char *root, cx_err *err)
+{
+	char img[4200];
+	snprintf(img, sizeof img, "%s.img", root);
+	snprintf(d->npm_disk, sizeof d->npm_disk, "%s", root);
+	if (access(img, F_OK) < 0) {
+		DIR *dir = opendir(root);
+		int used = 0;
+		for (struct dirent *e; dir && (e = readdir(dir));)
+			used |= strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+		if (dir)
+			closedir(dir);
+		if (used) {
+			log_warn("npm cache: %s holds packages from before; not moved onto a disk of its own", root);
+			d->npm_disk[0] = '\0';
+			return 0;
+		}
+	}
+	uint64_t mb = d->cfg.npm_cache_max ? (d->cfg.npm_cache_max >> 20) + 256 : 8192;
+	if (sandbox_disk_attach(img, mb, root, err) < 0)
+		return cx_err_wrap(err, "npm cache disk");
+	if (chmod(root, 0755) < 0)
+		return cx_err_set(err, errno, "chmod %s", root);
+	return 0;
+}
+
 /* The data dir, the store, the master key, the admin token, the sessions,
  * the npm cache: everything before the first socket.  0, or -1 (logged). */
 static int open_state(struct cortexd *d)
@@ -174,7 +206,7 @@ static int open_state(struct cortexd *d)
 		log_error("master key: %s", err.msg);
 		return -1;
 	}
-	if (npm_root(c, path, sizeof path, &err) < 0) {
+	if (npm_root(c, path, sizeof path, &err) < 0 || npm_disk(d, path, &err) < 0) {
 		log_error("npm cache: %s", err.msg);
 		return -1;
 	}
@@ -328,6 +360,8 @@ int server_run(struct cortexd *d)
 	work_stop();
 	lifecycle_shutdown(d); /* stops sandboxes, takes their disks off */
 	jobs_runtime_unmount_all(c);
+	if (d->npm_disk[0] && sandbox_disk_detach(d->npm_disk, &err) < 0)
+		log_warn("npm cache disk: %s", err.msg);
 	imgstore_close(d->images);
 	d->images = NULL;
 out_ctx:

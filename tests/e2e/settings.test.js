@@ -129,7 +129,7 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   const fsEntry = {type: 'stdio', command: 'npx', args: ['-y', '@modelcontextprotocol/server-filesystem', '/workspace'], package: FS_PKG};
   r = await L.http(d.base, 'PUT', '/v1/settings/mcp/fs', alice, fsEntry);
   L.check(r.status === 200 || r.status === 201, 'PUT mcp fs', '200/201', [r.status, r.text]);
-  f = await L.turn(c, 'RUN: ls /cortex/mcp; touch /cortex/mcp/x 2>&1 | head -1; cat ~/.claude.json', 240000);
+  f = await L.turn(c, 'RUN: ls /cortex/mcp; touch /cortex/mcp/x 2>&1 | head -1; grep " /cortex/mcp/" /proc/self/mountinfo; cat ~/.claude.json', 240000);
   out = toolOut(f);
   const init = f.find(x => x.type === 'system' && x.subtype === 'init') || {};
   const fsStatus = (init.mcp_servers || []).find(x => x.name === 'fs');
@@ -141,6 +141,9 @@ function errOf(frames) { return frames.find(f => f.type === 'cortex.error'); }
   L.check(inst ? waited && inst.missing >= 1 && inst.total >= inst.missing : !waited, 'install shown as progress (or already done)',
     'progress {missing, total} iff install_ms > 0', [inst || null, doneOf(f).timings]);
   L.check(/Read-only|Permission denied/i.test(out), 'the package mount is read-only inside the sandbox', 'read-only', out.slice(0, 300));
+  const pkgMounts = out.split('\n').filter(l => l.includes(' /cortex/mcp/p-'));
+  L.check(pkgMounts.length >= 1 && !pkgMounts.some(l => l.includes(d.dataDir) || l.includes('/var/cache') || l.includes('/work/')),
+    "the package mount names no host path in mountinfo (the npm cache is a disk of its own)", 'a path inside that disk', pkgMounts);
   L.check(out.includes('/cortex/mcp/p-') && out.includes('node_modules/.bin/mcp-server-filesystem'), '~/.claude.json points at the cached package bin', 'bin path', out.slice(0, 800));
   // Claude Code defers MCP tools behind ToolSearch, so look for them in init's tool list.
   L.check((init.tools || []).some(t => t.startsWith('mcp__fs__')), "the agent lists the server's tools", 'mcp__fs__*', init.tools);
