@@ -54,12 +54,23 @@ static int private_mounts(const char *stage)
 	struct mount_attr ro = {.attr_set =
 				    MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV};
 	struct mount_attr rw = {.attr_clr = MOUNT_ATTR_RDONLY};
-	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-	    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755") < 0 ||
-	    mkdir(CLONE_MNT, 0755) < 0 || mount(stage, CLONE_MNT, NULL, MS_BIND, NULL) < 0 ||
-	    mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0 ||
-	    mount_setattr(AT_FDCWD, CLONE_MNT, 0, &rw, sizeof rw) < 0)
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		return -1;
+	/* Opened in the new namespace (a bind source must be of it), and held
+	 * across the tmpfs mount: stage may lie under /tmp itself. */
+	char via[40];
+	int sfd = open(stage, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sfd < 0)
+		return -1;
+	snprintf(via, sizeof via, "/proc/self/fd/%d", sfd);
+	if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755") < 0 ||
+	    mkdir(CLONE_MNT, 0755) < 0 || mount(via, CLONE_MNT, NULL, MS_BIND, NULL) < 0 ||
+	    mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, &ro, sizeof ro) < 0 ||
+	    mount_setattr(AT_FDCWD, CLONE_MNT, 0, &rw, sizeof rw) < 0) {
+		close(sfd);
+		return -1;
+	}
+	close(sfd);
 	return 0;
 }
 

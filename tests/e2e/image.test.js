@@ -105,12 +105,15 @@ function startGit(root, token) {
   L.check(uidA >= 200000, 'the sandbox runs as a uid of its own (sandbox.uid_base..)', '>= 200000', uidA);
 
   // ---- a second user's session: another uid; then alice fills her disk
-  const sb = await create(d, bob, {});
+  const sb = await create(d, bob, {limits: {cpu_weight: 300, cpu_max_millicpu: 500}});
   await hot(d, bob, sb, 'bob on the default image');
   const cb = L.connect(d.base, sb, bob);
   await cb.opened;
   out = await run(cb, 'id -u');
   const uidB = Number(out.trim());
+  const cg = ['/sys/fs/cgroup/cortex/' + sb + '/cpu.weight', '/sys/fs/cgroup/cpu,cpuacct/cortex/' + sb + '/cpu.shares', '/sys/fs/cgroup/cpu/cortex/' + sb + '/cpu.shares']
+    .filter(f => fs.existsSync(f)).map(f => [path.basename(f), fs.readFileSync(f, 'utf8').trim()]);
+  L.check(cg.length && (cg[0][0] === 'cpu.weight' ? cg[0][1] === '300' : cg[0][1] === '3072'), "limits.cpu_weight lands in the session's cgroup", 'weight 300 / shares 3072', cg);
   L.check(uidB >= 200000 && uidB !== uidA, 'each session has its own uid', `!= ${uidA}`, uidB);
 
   out = await run(ca, 'dd if=/dev/zero of=/workspace/big bs=1M count=100 2>&1 | grep -i -e space -e copied; df -m /workspace | tail -1');
@@ -148,7 +151,8 @@ function startGit(root, token) {
   // ---- a session on an image still being built waits for it, with progress
   const ctxDir = path.join(tmp, 'ctx');
   fs.mkdirSync(ctxDir);
-  fs.writeFileSync(path.join(ctxDir, 'Dockerfile'), `FROM localhost/cortex-base:bookworm\nRUN echo built-${Date.now()} > /built\n`);
+  fs.writeFileSync(path.join(ctxDir, 'Dockerfile'), `FROM localhost/cortex-base:bookworm\nRUN echo built-${Date.now()} > /built\n` +
+    'ENV CX_IMAGE_ENV=from-image\nWORKDIR /srv/app\n');
   execFileSync('tar', ['-C', ctxDir, '-cf', ctxDir + '.tar', 'Dockerfile']);
   const later = 'later-' + Date.now().toString(36); // the store is the machine's: a fresh name
   r = await fetch(d.base + `/v1/images/${later}/build`, {method: 'POST', headers: {authorization: 'Bearer ' + d.admin}, body: fs.readFileSync(ctxDir + '.tar')});
@@ -159,8 +163,9 @@ function startGit(root, token) {
   await hot(d, alice, sl, 'the session on the image that was being built');
   L.check(cl.frames.some(f => f.type === 'cortex.progress' && f.phase === 'image' && f.image === later),
     'the session waited for the build with cortex.progress image frames', 'phase image', cl.frames.map(f => f.type + ':' + (f.phase || '')).slice(0, 10));
-  out = await run(cl, 'cat /built');
+  out = await run(cl, 'cat /built; echo ENV=$CX_IMAGE_ENV; pwd');
   L.check(/built-\d+/.test(out), 'and runs on the image once built', 'built-<n>', out);
+  L.check(out.includes('ENV=from-image') && /\/srv\/app/.test(out), "the image's Env and WorkingDir apply to the agent", 'ENV=from-image, /srv/app', out);
   await cl.close();
   await L.http(d.base, 'DELETE', `/v1/sessions/${sl}`, alice);
   await L.until(async () => (await L.http(d.base, 'DELETE', `/v1/images/${later}`, d.admin)).status === 204, 'the built image deleted once unpinned', 30000);
