@@ -16,24 +16,6 @@
 
 #include "imgstore_int.h"
 
-static _Thread_local double tl_sum;
-
-static int sum_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)p;
-	(void)ftw;
-	if (flag == FTW_F && S_ISREG(sb->st_mode)) /* a layer holds every link of its inodes */
-		tl_sum += (double)sb->st_size / (double)(sb->st_nlink ? sb->st_nlink : 1);
-	return 0;
-}
-
-/* Regular-file bytes below path, hardlinked files once (what unpack_stats.bytes counts). */
-uint64_t img_tree_size(const char *path)
-{
-	tl_sum = 0;
-	nftw(path, sum_one, 16, FTW_PHYS | FTW_MOUNT);
-	return (uint64_t)(tl_sum + 0.5);
-}
 
 /* ---- gc ---- */
 

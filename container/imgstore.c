@@ -32,29 +32,6 @@
 
 /* ---- small helpers ---- */
 
-static int check_name(const char *n, cx_err *err)
-{
-	size_t len = n ? strnlen(n, 66) : 0;
-	bool ok =
-	    len >= 1 && len <= 64 && ((n[0] >= 'a' && n[0] <= 'z') || (n[0] >= '0' && n[0] <= '9'));
-	for (size_t i = 1; ok && i < len; i++)
-		ok = (n[i] >= 'a' && n[i] <= 'z') || (n[i] >= '0' && n[i] <= '9') || n[i] == '.' ||
-		     n[i] == '_' || n[i] == '-';
-	return ok ? 0
-		  : cx_err_set(err, EINVAL,
-			       "bad image name \"%.70s\" (want [a-z0-9][a-z0-9._-]{0,63})",
-			       n ? n : "");
-}
-
-bool img_is_hex64(const char *s)
-{
-	size_t n = 0;
-	for (; s && s[n]; n++)
-		if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
-			return false;
-	return n == 64;
-}
-
 /* A fresh dir tmp/<pid>.<random> (0700); its path into out. */
 static int tmp_new(struct imgstore *st, char *out, size_t cap, cx_err *err)
 {
@@ -64,18 +41,6 @@ static int tmp_new(struct imgstore *st, char *out, size_t cap, cx_err *err)
 	if (mkdir(out, 0700) < 0)
 		return cx_err_set(err, errno, "mkdir %s", out);
 	return 0;
-}
-
-/* A DIR of dirfd from its start (a dup shares the offset of the last walk). */
-DIR *img_dir_walk(int dirfd)
-{
-	int fd = dup(dirfd);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (d)
-		rewinddir(d);
-	else if (fd >= 0)
-		close(fd);
-	return d;
 }
 
 /* Remove what dead processes left in tmp/ (names <pid>.<random>). */
@@ -111,28 +76,6 @@ static int lock_open(struct imgstore *st, int op, cx_err *err)
 
 /* ---- image JSON ---- */
 
-/* *ino (may be NULL): the inode read, for write_image's check. */
-static int read_image(struct imgstore *st, const char *name, json_t **out, ino_t *ino, cx_err *err)
-{
-	char rel[80];
-	snprintf(rel, sizeof rel, "%s.json", name);
-	cleanup_close int fd = openat(st->images_fd, rel, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return cx_err_set(err, errno, errno == ENOENT ? "image %s: not found" : "image %s",
-				  name);
-	json_error_t je;
-	struct stat sb;
-	if (ino)
-		*ino = fstat(fd, &sb) == 0 ? sb.st_ino : 0;
-	*out = json_loadfd(fd, 0, &je);
-	if (!json_is_object(*out)) {
-		json_decref(*out);
-		*out = NULL;
-		return cx_err_set(err, EIO, "image %s: bad JSON: %s", name, je.text);
-	}
-	return 0;
-}
-
 /* Atomically (tmp, fsync, rename).  only_ino != 0: only if images/<name>.json
  * is still that inode (a pin's last_used must not undo another process's
  * import in between); otherwise nothing is written. */
@@ -160,72 +103,6 @@ static int write_image(struct imgstore *st, const char *name, json_t *j, ino_t o
 	if (rc < 0 || keep)
 		unlinkat(st->images_fd, tmp, 0);
 	return rc < 0 ? cx_err_wrap(err, "write image") : 0;
-}
-
-void img_recs_free(struct rec *r, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		json_decref(r[i].j);
-	free(r);
-}
-
-/* Every readable images/<name>.json (unreadable ones are skipped). */
-int img_scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err)
-{
-	*out = NULL;
-	*n = 0;
-	DIR *d = img_dir_walk(st->images_fd);
-	if (!d)
-		return cx_err_set(err, errno, "opendir %s/images", st->dir);
-	size_t cap = 0;
-	int rc = 0;
-	for (struct dirent *e; (e = readdir(d));) {
-		size_t len = strlen(e->d_name);
-		char name[65];
-		json_t *j;
-		if (e->d_name[0] == '.' || len < 6 || len - 5 > 64 ||
-		    strcmp(e->d_name + len - 5, ".json"))
-			continue;
-		memcpy(name, e->d_name, len - 5);
-		name[len - 5] = '\0';
-		if (check_name(name, NULL) < 0 || read_image(st, name, &j, NULL, NULL) < 0)
-			continue;
-		if (*n == cap) {
-			cap = cap ? 2 * cap : 16;
-			struct rec *g = realloc(*out, cap * sizeof **out);
-			if (!g) {
-				json_decref(j);
-				rc = cx_err_set(err, ENOMEM, "scan");
-				break;
-			}
-			*out = g;
-		}
-		struct rec *r = &(*out)[(*n)++];
-		memcpy(r->name, name, sizeof r->name);
-		r->j = j;
-		r->last_used = json_integer_value(json_object_get(j, "last_used"));
-		r->gone = false;
-	}
-	closedir(d);
-	if (rc < 0) {
-		img_recs_free(*out, *n);
-		*out = NULL;
-		*n = 0;
-	}
-	return rc;
-}
-
-/* Size of layer hex as recorded by any image, else UINT64_MAX. */
-uint64_t img_recs_layer_size(const struct rec *r, size_t n, const char *hex)
-{
-	for (size_t i = 0; i < n; i++) {
-		json_t *l = json_object_get(r[i].j, "layers"), *v;
-		json_t *sz = json_object_get(r[i].j, "layer_sizes");
-		size_t k;
-		json_array_foreach(l, k, v) if (!strcmp(json_string_value(v) ?: "", hex)) return (
-		    uint64_t)json_integer_value(json_array_get(sz, k));
-	}
-	return UINT64_MAX;
 }
 
 static struct image_info *info_from_json(struct imgstore *st, const char *name, json_t *j,
@@ -293,23 +170,6 @@ void image_info_list_free(struct image_info **l, size_t n)
 }
 
 /* ---- pins ---- */
-
-bool img_is_pinned(struct imgstore *st, const char *name)
-{
-	for (struct pin *p = st->pins; p; p = p->next)
-		if (!strcmp(p->name, name))
-			return true;
-	return false;
-}
-
-bool img_hex_pinned(struct imgstore *st, const char *hex)
-{
-	for (struct pin *p = st->pins; p; p = p->next)
-		for (size_t k = 0; k < p->n; k++)
-			if (!strcmp(p->hex[k], hex))
-				return true;
-	return false;
-}
 
 /* ---- open / close ---- */
 
@@ -516,7 +376,7 @@ static int import_src(struct imgstore *st, const char *name, struct img_src *src
 int imgstore_import_dir(struct imgstore *st, const char *name, const char *oci_dir,
 			imgstore_progress_fn progress, void *arg, cx_err *err)
 {
-	if (check_name(name, err) < 0)
+	if (img_check_name(name, err) < 0)
 		return -1;
 	struct img_src src;
 	int rc = imgsrc_load(&src, oci_dir, err);
@@ -529,7 +389,7 @@ int imgstore_import_dir(struct imgstore *st, const char *name, const char *oci_d
 int imgstore_import_tar(struct imgstore *st, const char *name, const char *tar_path,
 			imgstore_progress_fn progress, void *arg, cx_err *err)
 {
-	if (check_name(name, err) < 0)
+	if (img_check_name(name, err) < 0)
 		return -1;
 	char stage[PATH_MAX];
 	if (tmp_new(st, stage, sizeof stage, err) < 0)
@@ -548,11 +408,11 @@ int imgstore_import_tar(struct imgstore *st, const char *name, const char *tar_p
 int imgstore_get(struct imgstore *st, const char *name, struct image_info **out, cx_err *err)
 {
 	*out = NULL;
-	if (check_name(name, err) < 0)
+	if (img_check_name(name, err) < 0)
 		return -1;
 	json_t *j = NULL;
 	pthread_mutex_lock(&st->mu);
-	int rc = read_image(st, name, &j, NULL, err);
+	int rc = img_read_image(st, name, &j, NULL, err);
 	pthread_mutex_unlock(&st->mu);
 	if (rc == 0 && !(*out = info_from_json(st, name, j, err)))
 		rc = -1;
@@ -563,12 +423,12 @@ int imgstore_get(struct imgstore *st, const char *name, struct image_info **out,
 int imgstore_pin(struct imgstore *st, const char *name, struct image_info **out, cx_err *err)
 {
 	*out = NULL;
-	if (check_name(name, err) < 0)
+	if (img_check_name(name, err) < 0)
 		return -1;
 	json_t *j = NULL;
 	ino_t ino = 0;
 	pthread_mutex_lock(&st->mu);
-	int rc = read_image(st, name, &j, &ino, err);
+	int rc = img_read_image(st, name, &j, &ino, err);
 	struct pin *p = rc == 0 ? calloc(1, sizeof *p) : NULL;
 	if (rc == 0 && !p)
 		rc = cx_err_set(err, ENOMEM, "pin %s", name);
@@ -652,7 +512,7 @@ int imgstore_list(struct imgstore *st, struct image_info ***out, size_t *n, cx_e
 
 int imgstore_delete(struct imgstore *st, const char *name, cx_err *err)
 {
-	if (check_name(name, err) < 0)
+	if (img_check_name(name, err) < 0)
 		return -1;
 	char rel[80];
 	snprintf(rel, sizeof rel, "%s.json", name);

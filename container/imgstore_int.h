@@ -34,6 +34,10 @@ struct rec {
 	bool gone; /* evicted by this gc */
 };
 
+/* [a-z0-9][a-z0-9._-]{0,63}, else EINVAL (err may be NULL). */
+int img_check_name(const char *n, cx_err *err);
+/* images/<name>.json parsed into *out; *ino (may be NULL) its inode. */
+int img_read_image(struct imgstore *st, const char *name, json_t **out, ino_t *ino, cx_err *err);
 /* Every readable images/<name>.json (unreadable ones are skipped); call under st->mu. */
 int img_scan(struct imgstore *st, struct rec **out, size_t *n, cx_err *err);
 void img_recs_free(struct rec *r, size_t n);

@@ -10,7 +10,6 @@
 #include "cconfig.h"
 #include "fanout.h"
 #include "jobs.h"
-#include "lifecycle.h"
 #include "log.h"
 #include "repo.h"
 #include "work.h"
@@ -122,7 +121,7 @@ static void clone_done(void *arg)
 			log_warn("session %s: clone %s: %s", s->id, j->url, j->err.msg);
 			snprintf(s->lc.clone_error, sizeof s->lc.clone_error, "repo: %s", j->err.msg);
 		}
-		lifecycle_reconcile(s);
+		s->d->reconcile(s); /* the lifecycle's hook: this file sits below it */
 	}
 	free(j);
 }
