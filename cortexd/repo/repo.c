@@ -100,6 +100,10 @@ __attribute__((noreturn)) static void helper_child(const struct spawn_plan *p)
 	rec = REPO_REC_FD;
 	(void)close_range(REPO_REC_FD + 1, ~0U, CLOSE_RANGE_CLOEXEC);
 	umask(022);
+	/* The helper by fd: the tmpfs over /tmp below may hide its path. */
+	int hfd = open(p->helper, O_PATH | O_CLOEXEC);
+	if (hfd < 0)
+		goto fail;
 	r.phase = SETUP_MOUNTS;
 	if (private_mounts(p->stage) < 0)
 		goto fail;
@@ -112,7 +116,7 @@ __attribute__((noreturn)) static void helper_child(const struct spawn_plan *p)
 	if (getppid() != p->parent)
 		_exit(127); /* the parent is gone already */
 	r.phase = SETUP_EXEC;
-	execve(p->helper, p->argv, p->envp);
+	fexecve(hfd, p->argv, p->envp);
 fail:
 	r.sys_errno = errno;
 	(void)!write(rec, &r, sizeof r);
