@@ -271,6 +271,47 @@ static int layers_have(char *const *lower, const char *rel)
 	return 0;
 }
 
+/* Does any layer (top first) have rel (no leading /) as a dir? */
+static int layers_have_dir(char *const *lower, const char *rel)
+{
+	for (size_t i = 0; lower && lower[i]; i++) {
+		char p[4300];
+		struct stat st;
+		snprintf(p, sizeof p, "%s/%s", lower[i], rel);
+		if (lstat(p, &st) == 0)
+			return S_ISDIR(st.st_mode);
+	}
+	return 0;
+}
+
+/* An image's WorkingDir that none of its layers has is made in the
+ * session's upper (as a container runtime makes the cwd), owned by the
+ * session.  The upper is the sandbox's to write: each component is made or
+ * opened with no link followed. */
+static int make_workdir(const char *upper, const char *path, uid_t uid, cx_err *err)
+{
+	cleanup_close int fd = open(upper, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open the root's upper");
+	char buf[1024];
+	snprintf(buf, sizeof buf, "%s", path);
+	for (char *save = NULL, *c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		if (!strcmp(c, ".") || !strcmp(c, ".."))
+			return cx_err_set(err, EINVAL, "WorkingDir %s", path);
+		int made = mkdirat(fd, c, 0755) == 0;
+		if (!made && errno != EEXIST)
+			return cx_err_set(err, errno, "make WorkingDir %s", path);
+		int next = openat(fd, c, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (next < 0)
+			return cx_err_set(err, errno, "make WorkingDir %s (a link or a file is in the way)", path);
+		close(fd);
+		fd = next;
+		if (made && fchown(fd, uid, uid) < 0)
+			return cx_err_set(err, errno, "chown WorkingDir %s", path);
+	}
+	return 0;
+}
+
 static void strv_free(char **v)
 {
 	for (size_t i = 0; v && v[i]; i++)
@@ -312,8 +353,17 @@ static int use_image(struct prepare_job *j, char ***lower_out, cx_err *err)
 			json_object_set_new(j->env, k, json_string(eq + 1));
 		}
 	}
-	if (ii->workdir[0] == '/')
+	if (ii->workdir[0] == '/' && strcmp(ii->workdir, "/")) {
+		char upper[4300];
+		snprintf(upper, sizeof upper, "%s/" JOBS_DISK_DIR "/upper", j->dir);
+		if (!layers_have_dir(lower, ii->workdir + 1) && make_workdir(upper, ii->workdir, j->uid, err) < 0) {
+			strv_free(lower);
+			image_info_free(ii);
+			imgstore_unpin(j->images, j->image);
+			return -1;
+		}
 		snprintf(j->cwd, sizeof j->cwd, "%s", ii->workdir);
+	}
 	/* The configured agent, unless it is the default and the image has its own. */
 	if (!j->cfg->agent_command_set && layers_have(lower, "usr/local/bin/claude"))
 		snprintf(j->agent_cmd, sizeof j->agent_cmd, "/usr/local/bin/claude");
