@@ -47,6 +47,12 @@ static void on_agent_down(struct session *s, int why, const char *code, const ch
 		}
 		return; /* nothing to reconcile until a request: no restart loop */
 	}
+	if (why == DOWN_NEVER_STARTED && !s->turn && s->link.crashes >= 3) {
+		/* Pre-start gave up (the agent cannot start here: a missing
+		 * binary, a bad cwd): say why on GET; a wake or a message tries again. */
+		lc_set_error(s, msg);
+		return;
+	}
 	lifecycle_reconcile(s); /* a fresh agent in the background (bounded by crashes) */
 }
 
@@ -141,6 +147,7 @@ int lifecycle_wake(struct session *s, cx_err *err)
 	if (lifecycle_busy(s))
 		return cx_err_set(err, EBUSY, "the session is %s; try again", sess_state_name(s->lc.state));
 	lc_want_hot(s);
+	s->link.crashes = 0; /* asked for: the agent gets its tries again */
 	lifecycle_reconcile(s);
 	if (s->lc.state == SS_ERROR && s->lc.failed)
 		return cx_err_set(err, EIO, "%s", s->lc.error);
