@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -228,7 +229,7 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 	}
 	char line[4096];
 	size_t n = 0;
-	int status = 0, exited = 0, eof = 0;
+	int status = 0, exited = 0, eof = 0, pidfd = -1;
 	uint64_t last_kill = 0;
 	while (!exited) {
 		pthread_mutex_lock(&b->mu);
@@ -273,9 +274,17 @@ static int run_child(struct build *x, char *const argv[], int logfd, cx_err *err
 		if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 &&
 		    si.si_pid == pid)
 			exited = 1;
-		else if (eof)
-			usleep(20000);
+		else if (eof) {
+			/* Output closed, buildah not gone yet: wait for its exit on a
+			 * pidfd (bounded, so a cancel is still seen). */
+			if (pidfd < 0)
+				pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+			struct pollfd pw = {.fd = pidfd, .events = POLLIN};
+			(void)poll(&pw, pidfd >= 0 ? 1 : 0, 100); /* no pidfd (old kernel): a 100 ms step */
+		}
 	}
+	if (pidfd >= 0)
+		close(pidfd);
 	if (n) {
 		line[n] = '\0';
 		log_line(logfd, "%s", line);
