@@ -9,13 +9,8 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <unistd.h>
-
-#include <dirent.h>
-#include <ftw.h>
-#include <pthread.h>
-#include <sodium.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "imgstore.h"
 #include "log.h"
@@ -151,69 +146,6 @@ static int wait_ready(int fd, int timeout_ms, cx_err *err)
 		if (got >= sizeof buf - 1)
 			return cx_err_set(err, EPROTO, "ws-agent readiness line too long");
 	}
-}
-
-/* ---- the runtime disks ---- */
-
-/* A content key of a tree: names, sizes, mtimes and modes (not contents:
- * enough to tell a rebuilt binary or an upgraded package). */
-static crypto_hash_sha256_state tree_h;
-static int tree_walk(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void)type;
-	(void)ftw;
-	char rec[64];
-	crypto_hash_sha256_update(&tree_h, (const unsigned char *)path, strlen(path) + 1);
-	int n = snprintf(rec, sizeof rec, "%lld:%lld:%o", (long long)st->st_size, (long long)st->st_mtime,
-			 (unsigned)st->st_mode);
-	crypto_hash_sha256_update(&tree_h, (const unsigned char *)rec, (size_t)n);
-	return 0;
-}
-
-static pthread_mutex_t rt_mu = PTHREAD_MUTEX_INITIALIZER;
-
-int jobs_runtime_mount(const config *c, const char *what, char *out, size_t cap, cx_err *err)
-{
-	const char *src = !strcmp(what, "rt") ? c->ws_agent_rt : c->agent_dir;
-	if (!src[0])
-		return cx_err_set(err, ENOENT, "no %s dir configured", what);
-	pthread_mutex_lock(&rt_mu);
-	unsigned char h[crypto_hash_sha256_BYTES];
-	char hex[2 * sizeof h + 1];
-	crypto_hash_sha256_init(&tree_h);
-	int rc = nftw(src, tree_walk, 16, FTW_PHYS);
-	crypto_hash_sha256_final(&tree_h, h);
-	sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-	char img[4300], dir[4300];
-	if (rc != 0) {
-		rc = cx_err_set(err, errno ? errno : EIO, "read %s", src);
-		goto out;
-	}
-	/* The images are shared by every daemon of the machine that uses the
-	 * same images dir; the mount is this data dir's. */
-	snprintf(dir, sizeof dir, "%s/runtime", c->images_dir);
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		rc = cx_err_set(err, errno, "mkdir %s", dir);
-		goto out;
-	}
-	snprintf(img, sizeof img, "%s/%s-%.16s.img", dir, what, hex);
-	if (access(img, F_OK) < 0 && sandbox_disk_make_from_dir(img, src, err) < 0 && err->code != EEXIST) {
-		rc = cx_err_wrap(err, "runtime disk %s", what);
-		goto out;
-	}
-	snprintf(dir, sizeof dir, "%s/runtime", c->data_dir);
-	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
-		rc = cx_err_set(err, errno, "mkdir %s", dir);
-		goto out;
-	}
-	if ((size_t)snprintf(out, cap, "%s/%s-%.16s", dir, what, hex) >= cap) {
-		rc = cx_err_set(err, ENAMETOOLONG, "runtime dir");
-		goto out;
-	}
-	rc = sandbox_disk_attach_ro(img, out, err);
-out:
-	pthread_mutex_unlock(&rt_mu);
-	return rc;
 }
 
 /* ---- the session's disk and dirs ---- */
@@ -482,29 +414,6 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	if (wait_ready(rd, c->ready_timeout_ms, err) < 0)
 		return cx_err_wrap(err, "ws-agent (its log: %s/%s/%s.ws-agent.log)", c->data_dir, JOBS_LOG_DIR, j->id);
 	return 0;
-}
-
-void jobs_runtime_unmount_all(const config *c)
-{
-	char dir[4300];
-	snprintf(dir, sizeof dir, "%s/runtime", c->data_dir);
-	cleanup_close int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-	if (!d)
-		return;
-	fd = -1; /* the DIR owns it */
-	for (struct dirent *e; (e = readdir(d));) {
-		if (e->d_name[0] == '.')
-			continue;
-		char p[4600];
-		cx_err err = CX_ERR_INIT;
-		snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-		if (sandbox_disk_detach(p, &err) < 0)
-			log_warn("runtime disk %s: %s", p, err.msg);
-		else
-			(void)rmdir(p);
-	}
-	closedir(d);
 }
 
 void jobs_detach_disk(const char *dir, const char *id)
