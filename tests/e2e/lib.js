@@ -165,6 +165,16 @@ async function runInside(c, cmd) {
   return m[1];
 }
 
+// After a test killed cortexd with SIGKILL: take off the loop mounts it left
+// under dir (a restarted cortexd would reuse or detach them; a test does not
+// restart it).  Returns how many there were.
+function unmountUnder(dir) {
+  const mine = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
+    .map(l => l.split(' ')[4]).filter(m => m && m.startsWith(dir + '/'));
+  for (const m of mine.reverse()) require('child_process').spawnSync('umount', ['-l', m]);
+  return mine.length;
+}
+
 let failures = 0;
 function check(cond, what, expected, actual) {
   if (cond) { console.log('ok   ' + what); return; }
@@ -217,4 +227,4 @@ async function metrics(d) {
   return m;
 }
 
-module.exports = {tmpdir, metrics, runInside, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};
+module.exports = {tmpdir, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};

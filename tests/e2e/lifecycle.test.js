@@ -167,6 +167,8 @@ async function stateWhen(d, token, sid, want, ms) {
     try { return fs.readdirSync(`/sys/fs/cgroup/${h}/cortex`).filter(x => x.includes(sid)).map(x => h + '/' + x); } catch (e) { return []; }
   });
   L.eq(cgDirs, [], 'no cgroup of the old sandbox is left');
+  const diskMounted = () => fs.readFileSync('/proc/self/mountinfo', 'utf8').includes(`${dataDir}/sessions/${sid}/disk `);
+  L.check(!diskMounted(), "the crashed daemon's session disk is taken off at the restart (the session sleeps)", 'not mounted', 'mounted');
   const c3 = L.connect(d.base, sid, alice);
   await c3.opened;
   fr = await L.turn(c3, 'after restart');
@@ -175,5 +177,7 @@ async function stateWhen(d, token, sid, want, ms) {
   L.eq(await d.stop(), 0, 'cortexd exits 0');
   await L.poll(() => all().length === 0, 10000);
   L.eq(all(), [], 'SIGTERM stops every sandbox');
+  const left = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l.includes(dataDir + '/'));
+  L.eq(left, [], 'after a crash, a restart and a clean stop no mount of the data dir is left');
   L.done();
 })();

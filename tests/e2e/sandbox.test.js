@@ -65,5 +65,6 @@ const run = L.runInside;
   await exited;
   const gone = await L.until(() => before.every(p => !fs.existsSync(`/proc/${p}`)), 'sandbox processes gone', 10000).then(() => true, () => false);
   L.check(gone, 'SIGKILL of cortexd leaves no sandbox process behind', [], before.filter(p => fs.existsSync(`/proc/${p}`)));
+  L.unmountUnder(d.dataDir); // its disks stay mounted until a cortexd starts on the dir again
   L.done();
 })();
