@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/types.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -266,6 +267,29 @@ static inline const char *sh(sandbox *sb, const char *script)
 	out[n] = '\0';
 	close(p[0]);
 	return out;
+}
+
+/* Under TSan a fork from a single-threaded process starts TSan's thread in
+ * the child, and the mount helper's setns(CLONE_NEWNS) then fails with
+ * EINVAL; cortexd is multi-threaded, so a test that mounts into a running
+ * sandbox keeps one idle thread to be the same.  A no-op without TSan. */
+#ifdef __SANITIZE_THREAD__
+static void *fixture_idle_thread(void *unused)
+{
+	(void)unused;
+	for (;;)
+		pause();
+	return NULL;
+}
+#endif
+static inline int fixture_tsan_idle_thread(void)
+{
+#ifdef __SANITIZE_THREAD__
+	pthread_t idle;
+	if (pthread_create(&idle, NULL, fixture_idle_thread, NULL) != 0 || pthread_detach(idle) != 0)
+		return -1;
+#endif
+	return 0;
 }
 
 #endif /* CORTEX_TESTS_SANDBOX_FIXTURE_H */

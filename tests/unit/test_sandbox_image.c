@@ -466,27 +466,11 @@ static void test_reap_stale_covers_cpu(void **state)
 	T.sb = NULL;
 }
 
-#ifdef __SANITIZE_THREAD__
-/* As in test_sandbox_mount.c: under TSan a fork from a single-threaded
- * process starts TSan's thread in the child, and the mount helper's
- * setns(CLONE_NEWNS) then fails with EINVAL; cortexd is multi-threaded, so
- * the test keeps one idle thread to be the same. */
-static void *idle_thread(void *unused)
-{
-	(void)unused;
-	for (;;)
-		pause();
-	return NULL;
-}
-#endif
 
 int main(void)
 {
-#ifdef __SANITIZE_THREAD__
-	pthread_t idle;
-	if (pthread_create(&idle, NULL, idle_thread, NULL) != 0 || pthread_detach(idle) != 0)
+	if (fixture_tsan_idle_thread() != 0)
 		return 1;
-#endif
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_root_is_the_image),
 	    cmocka_unit_test(test_mountinfo_names_no_host_path),

@@ -395,28 +395,11 @@ static void test_destroy_leaves_nothing(void **state)
 	assert_int_equal(host_mounts_with(MOUNT_DIR), 0);
 }
 
-#ifdef __SANITIZE_THREAD__
-/* Under ThreadSanitizer a fork from a single-threaded process starts TSan's
- * background thread in the child, and setns(CLONE_NEWNS) in the mount helper
- * then fails with EINVAL (the child shares its fs with that thread).  cortexd
- * always forks its helpers from a multi-threaded process (TSan starts no
- * thread in such a child), so the test keeps one idle thread to do the same. */
-static void *idle_thread(void *unused)
-{
-	(void)unused;
-	for (;;)
-		pause();
-	return NULL;
-}
-#endif
 
 int main(void)
 {
-#ifdef __SANITIZE_THREAD__
-	pthread_t idle;
-	if (pthread_create(&idle, NULL, idle_thread, NULL) != 0 || pthread_detach(idle) != 0)
+	if (fixture_tsan_idle_thread() != 0)
 		return 1;
-#endif
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mount_dir_root_only),
 	    cmocka_unit_test(test_mount_ro_visible_readonly_exec),
