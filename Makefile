@@ -8,6 +8,9 @@ WS_VERSION := 8.18.0
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
 	util-linux procps git e2fsprogs buildah mmdebstrap
+# The machine's image store: `make image` unpacks the default image there once;
+# `make run`, the tests and the benches share it.
+IMAGE_STORE ?= /var/cache/cortex/store
 NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
 
 .PHONY: all deps build build-asan build-tsan run test bench clean format image
@@ -70,14 +73,15 @@ run: build image
 	echo "  build/cortexctl --token USER_TOKEN session get SESSION_ID"; \
 	echo "  node -e \"const W=require('./.deps/node_modules/ws');const w=new W('ws://127.0.0.1:8787/v1/sessions/SESSION_ID/ws?token=USER_TOKEN');w.on('open',()=>w.send(JSON.stringify({type:'message',text:'hello'})));w.on('message',m=>{console.log(String(m));if(JSON.parse(m).type.match(/done|error/))w.close()})\""; \
 	echo "  (the model provider comes from ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY; see docs/operations.md)"
-	exec build/cortexd --listen 127.0.0.1:8787 --data-dir .cortex
+	@# the machine's image store, where `make image` unpacked the default image
+	@[ -f .cortex/cortexd.json ] || echo '{"images":{"dir":"$(IMAGE_STORE)"}}' > .cortex/cortexd.json
+	exec build/cortexd --listen 127.0.0.1:8787 --data-dir .cortex --config .cortex/cortexd.json
 
 # The default sandbox image (root Dockerfile) built with buildah on an
 # mmdebstrap bookworm base, exported to /var/cache/cortex/images/default-<hash>/
 # (cached per machine: a second run is a no-op).  See docs/images.md.
 # Then unpacked once into the machine's image store that `make run`, the
 # tests and the benches share (a no-op when it is there).
-IMAGE_STORE ?= /var/cache/cortex/store
 image: build
 	bash container/build-default.sh
 	build/cortex-imgstore $(IMAGE_STORE) import default /var/cache/cortex/images/default
