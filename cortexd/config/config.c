@@ -369,6 +369,11 @@ static int load_sandbox(config *c, json_t *sb, cx_err *err)
 		return -1;
 	if (found)
 		c->sandbox_pids_max = (uint64_t)n;
+	json_t *ni = json_object_get(sb, "net_isolated");
+	if (ni && !json_is_boolean(ni))
+		return cx_err_set(err, 0, "config: 'sandbox.net_isolated' must be true or false");
+	if (ni)
+		c->sandbox_net_isolated = json_is_true(ni);
 	static const struct {
 		const char *key;
 		long long lo, hi;

@@ -357,6 +357,7 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 	o.cpu_weight = j->cpu_weight;
 	o.cpu_max_millicpu = j->cpu_max_milli;
 	o.mount_dir = SYNC_MOUNT_DIR; /* MCP packages are attached here at run time */
+	o.net_isolated = c->sandbox_net_isolated;
 	if (sandbox_create(&j->sb, &o, err) < 0) {
 		cx_err_wrap(err, "sandbox");
 		goto out;
