@@ -147,4 +147,9 @@ int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, c
 int wsa_server_run(struct wsa_server *srv, cx_err *err);
 void wsa_server_destroy(struct wsa_server *srv);
 
+/* forward.c: listen on 127.0.0.1:port (the sandbox's own loopback) and pipe
+ * each connection to the Unix socket upstream_fd is an O_PATH fd of (cortexd's
+ * model gateway), on a thread of its own that blocks every signal. */
+int wsa_forward_start(int port, int upstream_fd, cx_err *err);
+
 #endif
