@@ -142,7 +142,6 @@ static void *fwd_main(void *arg)
 	struct fwd_state *st = arg;
 	struct pollfd pfd[1 + 2 * FWD_MAX_CONNS];
 	for (;;) {
-		nfds_t n = 0;
 		size_t live = 0;
 		for (size_t i = 0; i < FWD_MAX_CONNS; i++) {
 			struct fwd_pair *p = st->pairs[i];
@@ -157,8 +156,7 @@ static void *fwd_main(void *arg)
 		for (size_t i = 0; i < FWD_MAX_CONNS; i++)
 			if (!st->pairs[i])
 				pfd[1 + 2 * i] = pfd[2 + 2 * i] = (struct pollfd){-1, 0, 0};
-		n = 1 + 2 * FWD_MAX_CONNS;
-		if (poll(pfd, n, -1) < 0) {
+		if (poll(pfd, 1 + 2 * FWD_MAX_CONNS, -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			fprintf(stderr, "ws-agent: forwarder poll: %s\n", strerror(errno));
@@ -172,12 +170,12 @@ static void *fwd_main(void *arg)
 				continue; /* accepted in this round */
 			short r0 = pfd[1 + 2 * i].revents, r1 = pfd[2 + 2 * i].revents;
 			if (pump(p, 0, r0, r1) < 0 || pump(p, 1, r1, r0) < 0 ||
-			    (p->shut[0] && p->shut[1]) ||
-			    /* a side gone both ways with nothing more to say */
-			    ((r0 | r1) & POLLERR)) {
+			    (p->shut[0] && p->shut[1]) || ((r0 | r1) & POLLERR) ||
+			    /* a side gone both ways (HUP) whose bytes are all passed on:
+			     * nothing can reach it any more, and POLLHUP would spin */
+			    ((r0 & POLLHUP) && p->eof[0] && !p->len[0]) ||
+			    ((r1 & POLLHUP) && p->eof[1] && !p->len[1]))
 				pair_close(&st->pairs[i]);
-				continue;
-			}
 		}
 	}
 }
