@@ -334,7 +334,7 @@ int server_run(struct cortexd *d)
 		log_error("model gateway: %s", err.msg);
 		goto out_ctx;
 	}
-	/* ... and on DATA/sock/gateway.sock for sandboxes with their own
+	/* ... and on DATA/sock/@gateway.sock for sandboxes with their own
 	 * network namespace (ws-agent forwards their 127.0.0.1:port to it). */
 	if (c->gateway_enabled) {
 		int gdir = jobs_private_dir(c, JOBS_SOCK_DIR, &err);
