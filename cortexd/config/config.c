@@ -64,6 +64,7 @@ void config_defaults(config *c)
 	c->sandbox_gid = 65534;
 	c->sandbox_memory_max = 2ull << 30;
 	c->sandbox_pids_max = 512;
+	c->sandbox_net_isolated = true;
 	c->sandbox_uid_base = 200000;
 	c->sandbox_uid_count = 60000;
 	c->sandbox_disk_mb = 2048;
