@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -80,6 +81,9 @@ static void on_accept(struct fwd_state *st)
 	int c = accept4(st->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (c < 0)
 		return;
+	/* Each SSE event is passed on as it comes: no Nagle wait for an ACK. */
+	int one = 1;
+	(void)setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 	size_t i = 0;
 	while (i < FWD_MAX_CONNS && st->pairs[i])
 		i++;
