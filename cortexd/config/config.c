@@ -583,6 +583,18 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (load_npm(c, json_object_get(root, "npm"), err) < 0)
 		goto out;
+	/* Without the gateway the agent talks to the provider itself: an own
+	 * network namespace would cut it off.  Default: the host's then; asked
+	 * for explicitly, an error. */
+	if (!c->gateway_enabled) {
+		json_t *sb = json_object_get(root, "sandbox");
+		if (json_is_true(json_object_get(sb, "net_isolated"))) {
+			cx_err_set(err, 0, "config: 'sandbox.net_isolated' needs the model gateway "
+					   "(gateway.enabled): the agent could reach no model");
+			goto out;
+		}
+		c->sandbox_net_isolated = false;
+	}
 	rc = 0;
 out:
 	json_decref(root);
