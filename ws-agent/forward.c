@@ -32,8 +32,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define FWD_MAX_CONNS 64
-#define FWD_BUF	      (64 * 1024)
+#define FWD_MAX_CONNS WSA_CAP_FWD_CONNS
+#define FWD_BUF	      WSA_CAP_FWD_BUF
 
 /* One accepted connection: side 0 is the agent's, side 1 the gateway's.
  * buf[d] holds bytes read from side d, not yet written to side 1 - d. */
