@@ -76,11 +76,12 @@ static void pair_close(struct fwd_pair **pp)
 	*pp = NULL;
 }
 
-static void on_accept(struct fwd_state *st)
+/* The index of the new pair, or -1. */
+static long on_accept(struct fwd_state *st)
 {
 	int c = accept4(st->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (c < 0)
-		return;
+		return -1;
 	/* Each SSE event is passed on as it comes: no Nagle wait for an ACK. */
 	int one = 1;
 	(void)setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -94,11 +95,12 @@ static void on_accept(struct fwd_state *st)
 		if (u >= 0)
 			close(u);
 		close(c);
-		return;
+		return -1;
 	}
 	p->fd[0] = c;
 	p->fd[1] = u;
 	st->pairs[i] = p;
+	return (long)i;
 }
 
 /* Moves what it can in direction d (side d -> side 1-d).  -1: drop the pair. */
@@ -152,8 +154,13 @@ static void *fwd_main(void *arg)
 			if (!p)
 				continue;
 			live++;
-			for (int s = 0; s < 2; s++)
-				pfd[1 + 2 * i + (size_t)s] = (struct pollfd){p->fd[s], want(p, s), 0};
+			for (int s = 0; s < 2; s++) {
+				/* A side at EOF with nothing to take is not polled:
+				 * its POLLHUP would wake us while the other drains. */
+				short ev = want(p, s);
+				int fd = !ev && p->eof[s] ? -1 : p->fd[s];
+				pfd[1 + 2 * i + (size_t)s] = (struct pollfd){fd, ev, 0};
+			}
 		}
 		/* A full table leaves new connections in the backlog. */
 		pfd[0] = (struct pollfd){live < FWD_MAX_CONNS ? st->lfd : -1, POLLIN, 0};
@@ -166,12 +173,11 @@ static void *fwd_main(void *arg)
 			fprintf(stderr, "ws-agent: forwarder poll: %s\n", strerror(errno));
 			return NULL;
 		}
-		if (pfd[0].revents & POLLIN)
-			on_accept(st);
+		long fresh = (pfd[0].revents & POLLIN) ? on_accept(st) : -1;
 		for (size_t i = 0; i < FWD_MAX_CONNS; i++) {
 			struct fwd_pair *p = st->pairs[i];
-			if (!p || pfd[1 + 2 * i].fd < 0)
-				continue; /* accepted in this round */
+			if (!p || (long)i == fresh)
+				continue; /* accepted in this round: polled from the next */
 			short r0 = pfd[1 + 2 * i].revents, r1 = pfd[2 + 2 * i].revents;
 			if (pump(p, 0, r0, r1) < 0 || pump(p, 1, r1, r0) < 0 ||
 			    (p->shut[0] && p->shut[1]) || ((r0 | r1) & POLLERR) ||
