@@ -117,8 +117,8 @@ static int pump(struct fwd_pair *p, int d, short rev_in, short rev_out)
 			return -1;
 	}
 	if ((rev_out & POLLOUT) && p->len[d] > p->off[d]) {
-		ssize_t n = send(p->fd[o], p->buf[d] + p->off[d], p->len[d] - p->off[d],
-				 MSG_NOSIGNAL);
+		ssize_t n =
+		    send(p->fd[o], p->buf[d] + p->off[d], p->len[d] - p->off[d], MSG_NOSIGNAL);
 		if (n > 0)
 			p->off[d] += (size_t)n;
 		else if (n < 0 && errno != EAGAIN && errno != EINTR)
@@ -193,7 +193,8 @@ static void *fwd_main(void *arg)
 int wsa_forward_start(int port, int upstream_fd, cx_err *err)
 {
 	if (port < 1 || port > 65535 || fcntl(upstream_fd, F_GETFD) < 0)
-		return cx_err_set(err, EINVAL, "forwarder: bad port %d or fd %d", port, upstream_fd);
+		return cx_err_set(err, EINVAL, "forwarder: bad port %d or fd %d", port,
+				  upstream_fd);
 	struct fwd_state *st = calloc(1, sizeof *st);
 	if (!st)
 		return cx_err_set(err, ENOMEM, "forwarder");

@@ -58,10 +58,10 @@ int gateway_listen_unix(int dirfd, const char *name, cx_err *err)
 		return -1;
 	}
 	lws_adopt_desc_t ad = {
-		.vh = gw_state.vh,
-		.type = LWS_ADOPT_RAW_FILE_DESC,
-		.fd.filefd = fd,
-		.vh_prot_name = GW_ACCEPT_PROTOCOL,
+	    .vh = gw_state.vh,
+	    .type = LWS_ADOPT_RAW_FILE_DESC,
+	    .fd.filefd = fd,
+	    .vh_prot_name = GW_ACCEPT_PROTOCOL,
 	};
 	if (!lws_adopt_descriptor_vhost_via_info(&ad)) /* it closed fd */
 		return cx_err_set(err, 0, "gateway: cannot adopt the unix listener");

@@ -462,7 +462,8 @@ static int host_listener(int family, const char *name, unsigned *port_out)
 	} else {
 		struct sockaddr_un a = {.sun_family = AF_UNIX};
 		memcpy(a.sun_path + 1, name, strlen(name));
-		socklen_t len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+		socklen_t len =
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
 		assert_int_equal(bind(fd, (struct sockaddr *)&a, len), 0);
 	}
 	assert_int_equal(listen(fd, 4), 0);
@@ -505,7 +506,7 @@ static void test_net_only_lo(void **state)
 		print_error("host port %u (%s) visible inside:\n%s\n", port, hexport, in_tcp);
 		fail();
 	}
-	assert_string_equal(probe(T.sb, "tcp", portstr, NULL), "errno 111\n");   /* ECONNREFUSED */
+	assert_string_equal(probe(T.sb, "tcp", portstr, NULL), "errno 111\n"); /* ECONNREFUSED */
 	assert_string_equal(probe(T.sb, "unix", name, NULL), "errno 111\n");
 	close(tcp);
 	close(ux);
@@ -533,7 +534,6 @@ static void test_reap_stale_covers_cpu(void **state)
 	sandbox_destroy(T.sb); /* what is left of it: nothing to kill or remove */
 	T.sb = NULL;
 }
-
 
 int main(void)
 {
