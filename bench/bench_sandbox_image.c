@@ -1,9 +1,11 @@
 /* bench_sandbox_image — what image mode costs, on the library itself (root):
  *   overlay: sbx_overlay_open() of a 2-layer image with an upper (fsopen ..
  *            fsmount, then close), 200 runs;
- *   create:  sandbox_create() + sandbox_destroy() in image mode and in
- *            host-root mode, interleaved (image, host, image, ...), 20 runs
- *            each; create alone is timed (returns once init is ready);
+ *   create:  sandbox_create() + sandbox_destroy() in image mode, in
+ *            host-root mode and in image mode with its own network namespace
+ *            (net_isolated, lo brought up), interleaved (image, host, netns,
+ *            image, ...), 20 runs each; create alone is timed (returns once
+ *            init is ready);
  *   disk:    sandbox_disk_attach() of a new 64 MB and a new 10 GB image
  *            (create sparse + mke2fs + loop + mount), 5 runs each.
  * Medians (and min/max) in ms, one JSON line per case.
@@ -125,15 +127,20 @@ int main(int argc, char **argv)
 	}
 	report("overlay_open", t, NO);
 
+	sandbox_opts net_o = img_o; /* one at a time: the same dirs serve */
+	net_o.net_isolated = true;
+
 	/* create, interleaved */
-	static uint64_t ti[NC_MAX], th[NC_MAX];
+	static uint64_t ti[NC_MAX], th[NC_MAX], tn[NC_MAX];
+	const sandbox_opts *kinds[] = {&img_o, &host_o, &net_o};
+	uint64_t *times[] = {ti, th, tn};
 	for (int i = 0; i < NC; i++) {
-		for (int k = 0; k < 2; k++) {
+		for (int k = 0; k < 3; k++) {
 			sandbox *sb;
 			uint64_t t0 = cx_mono_us();
-			if (sandbox_create(&sb, k ? &host_o : &img_o, &err) < 0)
+			if (sandbox_create(&sb, kinds[k], &err) < 0)
 				die("create", &err);
-			(k ? th : ti)[i] = cx_mono_us() - t0;
+			times[k][i] = cx_mono_us() - t0;
 			sandbox_destroy(sb);
 		}
 	}
@@ -143,6 +150,9 @@ int main(int argc, char **argv)
 	report("create_host", th, (size_t)NC);
 	mh = (double)th[NC / 2];
 	printf("{\"case\":\"create_ratio_image_over_host\",\"ratio\":%.3f}\n", mi / mh);
+	report("create_image_netns", tn, (size_t)NC);
+	printf("{\"case\":\"create_ratio_netns_over_image\",\"ratio\":%.3f}\n",
+	       (double)tn[NC / 2] / mi);
 	if (sandbox_disk_detach(disk, &err) < 0)
 		die("detach", &err);
 

@@ -1,3 +1,7 @@
+// BENCH_GW_NETNS=1: instead, both cortexd have the gateway, one with
+// sandbox.net_isolated (the agent -> ws-agent's forwarder inside the netns ->
+// the gateway's Unix socket) and one without (the agent -> the gateway's host
+// TCP port): "direct" below then means "no forwarder".
 // The model gateway's cost, side by side in one run: two cortexd,
 // one with the gateway (the agent's ANTHROPIC_BASE_URL is cortexd, which
 // swaps in the key and forwards with libcurl) and one with
@@ -13,10 +17,12 @@ const L = require('../tests/e2e/lib');
 const {pct, openWs, cortexTurn} = require('./lib');
 
 const N = Number(process.env.BENCH_TURNS || 50);
+const NETNS = process.env.BENCH_GW_NETNS === '1';
 
 async function setup(model, gatewayOn) {
   const cfg = L.tmpdir('gwcfg') + '/cortexd.json';
-  fs.writeFileSync(cfg, JSON.stringify({gateway: {enabled: gatewayOn}}));
+  fs.writeFileSync(cfg, JSON.stringify(NETNS ? {sandbox: {net_isolated: gatewayOn}}
+    : {gateway: {enabled: gatewayOn}, sandbox: {net_isolated: false}}));
   const d = await L.startCortexd({args: ['--config', cfg], env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-bench'}});
   const tok = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'bench'})).json.token;
   const sid = (await L.http(d.base, 'POST', '/v1/sessions', tok, {})).json.id;
@@ -55,13 +61,13 @@ async function setup(model, gatewayOn) {
   console.log('| measure                                                     |   n |       p50 |       p95 |');
   console.log('|-------------------------------------------------------------|-----|-----------|-----------|');
   const rowp = (name, xs) => console.log(`| ${name.padEnd(59)} | ${String(xs.length).padStart(3)} | ${f(pct(xs, 50))} | ${f(pct(xs, 95))} |`);
-  rowp('TTFT, agent -> cortexd gateway -> model (ms)', a);
-  rowp('TTFT, agent -> model directly, key in the sandbox (ms)', b);
-  rowp('added to first token, per pair: gateway - direct (ms)', diffs);
+  rowp(NETNS ? 'TTFT, netns: agent -> forwarder -> gateway unix socket (ms)' : 'TTFT, agent -> cortexd gateway -> model (ms)', a);
+  rowp(NETNS ? 'TTFT, host netns: agent -> gateway TCP port (ms)' : 'TTFT, agent -> model directly, key in the sandbox (ms)', b);
+  rowp(NETNS ? 'added to first token, per pair: forwarder - TCP (ms)' : 'added to first token, per pair: gateway - direct (ms)', diffs);
   rowp('gateway: request in -> provider first byte (ms)', ttfbA);
   console.log(`gateway forwarding per SSE chunk (provider -> agent): mean ${f(fwdMeanUs)} µs over ${fwdEvents} chunks`);
-  console.log(`ratio gateway/direct TTFT: p50 ${(pct(a, 50) / pct(b, 50)).toFixed(3)}, p95 ${(pct(a, 95) / pct(b, 95)).toFixed(3)}`);
-  const out = path.join(__dirname, '..', 'build', 'bench-gateway.json');
+  console.log(`ratio ${NETNS ? 'forwarder/TCP' : 'gateway/direct'} TTFT: p50 ${(pct(a, 50) / pct(b, 50)).toFixed(3)}, p95 ${(pct(a, 95) / pct(b, 95)).toFixed(3)}`);
+  const out = path.join(__dirname, '..', 'build', NETNS ? 'bench-gateway-netns.json' : 'bench-gateway.json');
   fs.mkdirSync(path.dirname(out), {recursive: true});
   fs.writeFileSync(out, JSON.stringify({turns: N, ttft_gateway_ms: a, ttft_direct_ms: b, model_ttfb_ms: ttfbA,
     forward_mean_us: fwdMeanUs, forward_events: fwdEvents}, null, 1));

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <net/if.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +25,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -170,6 +172,27 @@ static int set_cmdline(cx_err *err)
 	return 0;
 }
 
+/* A new network namespace has `lo` down: 127.0.0.1 would not even reach
+ * itself.  Root inside the namespace (before the drop) sets IFF_UP; no
+ * allocation (an AF_INET dgram socket and two ioctls). */
+static int lo_up(cx_err *err)
+{
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0)
+		return cx_err_set(err, errno, "socket for lo");
+	struct ifreq ifr;
+	memset(&ifr, 0, sizeof ifr);
+	memcpy(ifr.ifr_name, "lo", 3);
+	int rc = ioctl(s, SIOCGIFFLAGS, &ifr);
+	if (rc == 0 && !(ifr.ifr_flags & IFF_UP)) {
+		ifr.ifr_flags = (short)(ifr.ifr_flags | IFF_UP);
+		rc = ioctl(s, SIOCSIFFLAGS, &ifr);
+	}
+	int e = errno;
+	close(s);
+	return rc < 0 ? cx_err_set(err, e, "bring lo up") : 0;
+}
+
 static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int root_fd,
 		 init_state *st, cx_err *err)
 {
@@ -181,6 +204,8 @@ static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int r
 	snprintf(host, sizeof host, "cortex-%.12s", opts->id);
 	if (sethostname(host, strlen(host)) < 0)
 		return cx_err_set(err, errno, "sethostname %s", host);
+	if (opts->net_isolated && lo_up(err) < 0)
+		return -1;
 
 	st->devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
 	if (st->devnull < 0)

@@ -2,7 +2,7 @@
  * side of the control protocol (exec, health).
  *
  * sandbox_create forks a monitor; the monitor unshares the mount, pid, ipc and
- * uts namespaces and forks init (PID 1 there).  The monitor only waits for
+ * uts namespaces (and the network one when opts->net_isolated) and forks init (PID 1 there).  The monitor only waits for
  * init and exits with it; it exists because a process cannot move itself into
  * a new pid namespace, and it carries PR_SET_PDEATHSIG so that the sandbox
  * dies with cortexd (init has PDEATHSIG towards the monitor, and init's death
@@ -140,7 +140,10 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 		cx_err_set(&err, errno, "close inherited fds");
 		sbx_child_fail(sync_fd, &err);
 	}
-	if (unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS) < 0) {
+	int ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+	if (opts->net_isolated)
+		ns |= CLONE_NEWNET; /* only `lo`, down until init brings it up */
+	if (unshare(ns) < 0) {
 		cx_err_set(&err, errno, "unshare namespaces");
 		sbx_child_fail(sync_fd, &err);
 	}

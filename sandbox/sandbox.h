@@ -20,6 +20,7 @@
 #ifndef CORTEX_SANDBOX_H
 #define CORTEX_SANDBOX_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -71,6 +72,8 @@ typedef struct sandbox_opts {
 	                              0 = the default (100) */
 	uint32_t cpu_max_millicpu; /* 1000 = one CPU per 100 ms period (v2 cpu.max, v1
 	                              cfs_quota_us); 0 = no cap, else >= 10 */
+	bool net_isolated;         /* own network namespace with only `lo` (up); false = the
+	                              host's (host-root benchmarks compare both) */
 } sandbox_opts;
 #define SANDBOX_MAX_LAYERS 64
 #define SANDBOX_OPTS_INIT {.version = SANDBOX_OPTS_VERSION}

@@ -9,14 +9,21 @@
  *   readlink PATH     the target or "errno N"
  *   write PATH MB     writes MB MiB (1 MiB chunks, then fsync):
  *                     "wrote BYTES errno N" (N = 0 when all went)
+ *   tcp PORT          connect to 127.0.0.1:PORT: "ok" or "errno N"
+ *   unix NAME         connect to the abstract unix socket "\0NAME": "ok" or "errno N"
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 static int cat(const char *path)
@@ -82,11 +89,44 @@ static int write_mb(const char *path, long mb)
 	return e != 0;
 }
 
+/* "ok" when a connection was made, else "errno N" (stream sockets). */
+static int connect_to(int family, const void *addr, socklen_t len)
+{
+	int fd = socket(family, SOCK_STREAM, 0);
+	int rc = fd < 0 ? -1 : connect(fd, addr, len);
+	if (rc == 0)
+		printf("ok\n");
+	else
+		printf("errno %d\n", errno);
+	if (fd >= 0)
+		close(fd);
+	return 0;
+}
+
+static int tcp(const char *port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET};
+	a.sin_port = htons((uint16_t)atoi(port));
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	return connect_to(AF_INET, &a, sizeof a);
+}
+
+static int abstract_unix(const char *name)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	size_t n = strlen(name);
+	if (n + 1 > sizeof a.sun_path)
+		return 2;
+	memcpy(a.sun_path + 1, name, n);
+	return connect_to(AF_UNIX, &a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n));
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 3) {
 		fprintf(stderr,
-			"usage: sbx_probe cat|ls|exists|open|readlink PATH | write PATH MB\n");
+			"usage: sbx_probe cat|ls|exists|open|readlink PATH | write PATH MB | "
+			"tcp PORT | unix NAME\n");
 		return 2;
 	}
 	const char *cmd = argv[1], *path = argv[2];
@@ -119,6 +159,10 @@ int main(int argc, char **argv)
 			printf("errno %d\n", errno);
 		return 0;
 	}
+	if (!strcmp(cmd, "tcp"))
+		return tcp(path);
+	if (!strcmp(cmd, "unix"))
+		return abstract_unix(path);
 	if (!strcmp(cmd, "write") && argc == 4)
 		return write_mb(path, atol(argv[3]));
 	fprintf(stderr, "sbx_probe: unknown command %s\n", cmd);

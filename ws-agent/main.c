@@ -1,13 +1,15 @@
 /* main.c — ws-agent entry point: arguments, then the server loop.
  *
  *   ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]
- *            [--context-timeout-ms MS]
+ *            [--context-timeout-ms MS] [--gateway-fd N --gateway-port P]
  *
  * Started by cortexd inside a session's sandbox with --listen-fd: cortexd
  * made the listening socket in a dir only root reaches and passes it in, so
  * nothing in the sandbox can swap the path cortexd connects to.  --socket
  * (listen on a path of our own) is for running ws-agent on its own, as its
- * tests do.  See wsa.h for the protocol.
+ * tests do.  --gateway-fd/--gateway-port: forward 127.0.0.1:P inside the
+ * sandbox's network namespace to cortexd's model gateway (forward.c).
+ * See wsa.h for the protocol.
  * Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on startup failure.
  */
 #include "wsa.h"
@@ -23,7 +25,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]"
-		   " [--context-timeout-ms MS] [--verbose]\n");
+		   " [--context-timeout-ms MS] [--gateway-fd N --gateway-port P] [--verbose]\n");
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -63,6 +65,8 @@ int main(int argc, char **argv)
 		{"ready-fd", required_argument, NULL, 'r'},
 		{"context", required_argument, NULL, 'c'},
 		{"context-timeout-ms", required_argument, NULL, 't'},
+		{"gateway-fd", required_argument, NULL, 'g'},
+		{"gateway-port", required_argument, NULL, 'p'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -74,6 +78,7 @@ int main(int argc, char **argv)
 		.listen_fd = -1,
 	};
 	int loglevel = LLL_ERR | LLL_WARN;
+	int gw_fd = -1, gw_port = 0;
 	unsigned long v;
 	int o;
 
@@ -110,6 +115,21 @@ int main(int argc, char **argv)
 			}
 			opts.context_timeout_ms = (unsigned)v;
 			break;
+		case 'g':
+			if (parse_uint(optarg, 1 << 20, &v) < 0 || v < 3 || fcntl((int)v, F_GETFD) < 0) {
+				fprintf(stderr, "ws-agent: --gateway-fd %s is not an open fd >= 3\n", optarg);
+				return 2;
+			}
+			gw_fd = (int)v;
+			(void)fcntl(gw_fd, F_SETFD, FD_CLOEXEC); /* never the agent's */
+			break;
+		case 'p':
+			if (parse_uint(optarg, 65535, &v) < 0 || v < 1) {
+				fprintf(stderr, "ws-agent: bad --gateway-port %s\n", optarg);
+				return 2;
+			}
+			gw_port = (int)v;
+			break;
 		case 'v':
 			loglevel |= LLL_NOTICE | LLL_INFO;
 			break;
@@ -122,7 +142,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!opts.socket_path == (opts.listen_fd < 0) || optind != argc ||
-	    opts.context_path[0] != '/') {
+	    opts.context_path[0] != '/' || (gw_fd < 0) != (gw_port == 0)) {
 		usage(stderr);
 		return 2;
 	}
@@ -136,6 +156,11 @@ int main(int argc, char **argv)
 
 	cx_err err = CX_ERR_INIT;
 	struct wsa_server *srv = NULL;
+	/* Before readiness is reported: a ready ws-agent forwards already. */
+	if (gw_fd >= 0 && wsa_forward_start(gw_port, gw_fd, &err) < 0) {
+		fprintf(stderr, "ws-agent: %s\n", err.msg);
+		return 1;
+	}
 	if (wsa_server_create(&opts, &srv, &err) < 0) {
 		fprintf(stderr, "ws-agent: %s\n", err.msg);
 		return 1;

@@ -37,6 +37,8 @@
 #define WSA_CAP_CLIENT_FRAME (2 * WSA_CAP_STDIN_QUEUE + (4u << 10))
 #define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
 #define WSA_READ_CHUNK       (64u << 10) /* one read() from an agent pipe          */
+#define WSA_CAP_FWD_BUF      (64u << 10) /* gateway forwarder: per direction, per pair */
+#define WSA_CAP_FWD_CONNS    64          /* gateway forwarder: pairs at once (then backlog) */
 
 #define WSA_PROTOCOL      "cortex-agent"
 #define WSA_FD_PROTOCOL   "wsa-fd" /* internal: adopted descriptors only */
@@ -146,5 +148,10 @@ int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, c
 /* Serve until SIGTERM/SIGINT; kills and reaps every agent on the way out. */
 int wsa_server_run(struct wsa_server *srv, cx_err *err);
 void wsa_server_destroy(struct wsa_server *srv);
+
+/* forward.c: listen on 127.0.0.1:port (the sandbox's own loopback) and pipe
+ * each connection to the Unix socket upstream_fd is an O_PATH fd of (cortexd's
+ * model gateway), on a thread of its own that blocks every signal. */
+int wsa_forward_start(int port, int upstream_fd, cx_err *err);
 
 #endif

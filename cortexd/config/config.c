@@ -64,6 +64,7 @@ void config_defaults(config *c)
 	c->sandbox_gid = 65534;
 	c->sandbox_memory_max = 2ull << 30;
 	c->sandbox_pids_max = 512;
+	c->sandbox_net_isolated = true;
 	c->sandbox_uid_base = 200000;
 	c->sandbox_uid_count = 60000;
 	c->sandbox_disk_mb = 2048;
@@ -369,6 +370,11 @@ static int load_sandbox(config *c, json_t *sb, cx_err *err)
 		return -1;
 	if (found)
 		c->sandbox_pids_max = (uint64_t)n;
+	json_t *ni = json_object_get(sb, "net_isolated");
+	if (ni && !json_is_boolean(ni))
+		return cx_err_set(err, 0, "config: 'sandbox.net_isolated' must be true or false");
+	if (ni)
+		c->sandbox_net_isolated = json_is_true(ni);
 	static const struct {
 		const char *key;
 		long long lo, hi;
@@ -577,6 +583,18 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (load_npm(c, json_object_get(root, "npm"), err) < 0)
 		goto out;
+	/* Without the gateway the agent talks to the provider itself: an own
+	 * network namespace would cut it off.  Default: the host's then; asked
+	 * for explicitly, an error. */
+	if (!c->gateway_enabled) {
+		json_t *sb = json_object_get(root, "sandbox");
+		if (json_is_true(json_object_get(sb, "net_isolated"))) {
+			cx_err_set(err, 0, "config: 'sandbox.net_isolated' needs the model gateway "
+					   "(gateway.enabled): the agent could reach no model");
+			goto out;
+		}
+		c->sandbox_net_isolated = false;
+	}
 	rc = 0;
 out:
 	json_decref(root);

@@ -3,6 +3,7 @@
 #ifndef CORTEX_CONFIG_H
 #define CORTEX_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include "cx.h"
@@ -55,6 +56,8 @@ typedef struct config {
 	gid_t sandbox_gid;
 	uint64_t sandbox_memory_max;
 	uint64_t sandbox_pids_max;
+	bool sandbox_net_isolated;   /* own netns with only lo (default); the agent reaches the
+	                                gateway through ws-agent's forwarder (issue 12) */
 	uid_t sandbox_uid_base;      /* each session runs as its own uid (= gid) from */
 	uint32_t sandbox_uid_count;  /* [uid_base, uid_base + uid_count) */
 	uint64_t sandbox_disk_mb;    /* a session's disk (home, /workspace, root upper) by default */

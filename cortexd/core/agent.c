@@ -121,7 +121,9 @@ static json_t *build_context(struct session *s, const cconfig *cfg)
 	json_t *env = image_env(s, cfg);
 	if (env && c->gateway_enabled) {
 		char url[300];
-		snprintf(url, sizeof url, "http://%s:%d", c->gateway_host, gateway_port());
+		/* Isolated: the sandbox's own 127.0.0.1, where ws-agent forwards. */
+		snprintf(url, sizeof url, "http://%s:%d",
+			 c->sandbox_net_isolated ? "127.0.0.1" : c->gateway_host, gateway_port());
 		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(url));
 		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(s->gw_token));
 	}

@@ -357,6 +357,7 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 	o.cpu_weight = j->cpu_weight;
 	o.cpu_max_millicpu = j->cpu_max_milli;
 	o.mount_dir = SYNC_MOUNT_DIR; /* MCP packages are attached here at run time */
+	o.net_isolated = c->sandbox_net_isolated;
 	if (sandbox_create(&j->sb, &o, err) < 0) {
 		cx_err_wrap(err, "sandbox");
 		goto out;
@@ -389,9 +390,25 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	snprintf(ctx_timeout, sizeof ctx_timeout, "%d", c->context_timeout_ms);
 	/* ws-agent runs with its own loader and libraries (ws-agent/bundle.sh):
 	 * nothing of the image's /lib is needed. */
+	/* In its own network namespace the agent reaches the gateway through
+	 * ws-agent: an O_PATH fd (fd 5) of the gateway's socket in the root-only
+	 * sock dir, connected through /proc/self/fd/5 (no path followed). */
+	cleanup_close int gwfd = -1;
+	char gw_port[16];
+	snprintf(gw_port, sizeof gw_port, "%d", j->gateway_port);
+	if (c->sandbox_net_isolated && j->gateway_port > 0) {
+		cleanup_close int dfd = jobs_private_dir(c, JOBS_SOCK_DIR, err);
+		if (dfd < 0)
+			return -1;
+		gwfd = openat(dfd, JOBS_GATEWAY_SOCK, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+		if (gwfd < 0)
+			return cx_err_set(err, errno, "open %s/%s/%s", c->data_dir, JOBS_SOCK_DIR,
+					  JOBS_GATEWAY_SOCK);
+	}
 	const char *argv[] = {"/cortex/rt/lib/ld.so", "--library-path", "/cortex/rt/lib", "/cortex/rt/ws-agent",
 			      "--listen-fd", "4", "--ready-fd", "3",
-			      "--context", "/tmp/vf-pending-query.json", "--context-timeout-ms", ctx_timeout, NULL};
+			      "--context", "/tmp/vf-pending-query.json", "--context-timeout-ms", ctx_timeout,
+			      gwfd >= 0 ? "--gateway-fd" : NULL, "5", "--gateway-port", gw_port, NULL};
 	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the
 	 * sandbox's filter forbids, so it is off inside. */
 	const char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/agent", "LANG=C.UTF-8",
@@ -402,9 +419,9 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	eo.cwd = "/workspace";
 	eo.stdout_fd = logfd;
 	eo.stderr_fd = logfd;
-	const int extra[] = {wr, lfd}; /* fd 3, fd 4 */
+	const int extra[] = {wr, lfd, gwfd}; /* fd 3, fd 4, fd 5 */
 	eo.extra_fds = extra;
-	eo.n_extra_fds = 2;
+	eo.n_extra_fds = gwfd >= 0 ? 3 : 2;
 	if (sandbox_exec(j->sb, &j->wsa_pid, &eo, err) < 0)
 		return cx_err_wrap(err, "start ws-agent");
 	close(steal_fd(&wr)); /* only ws-agent holds the write end now: EOF = it died */

@@ -31,6 +31,8 @@ struct imgstore;
  * (root) opens, binds or connects to for a session lives there, never under
  * the session's dirs, which the sandbox can write (home, workspace, run). */
 #define JOBS_SOCK_DIR "sock" /* <id>.sock: the listening socket ws-agent serves */
+#define JOBS_GATEWAY_SOCK "@gateway.sock" /* in JOBS_SOCK_DIR: the model gateway (no session
+                                           id has a @, so no <id>.sock is it) */
 #define JOBS_LOG_DIR "logs"  /* <id>.ws-agent.log: ws-agent's stdout and stderr */
 /* Open DATA/<sub> (O_PATH|O_DIRECTORY), making it 0700 when missing; refuses
  * a symlink, a dir of another owner, or one open to group or others.
@@ -56,6 +58,8 @@ struct prepare_job {
 	uid_t uid;              /* the session's own uid (= gid) */
 	uint64_t disk_mb;
 	uint32_t cpu_weight, cpu_max_milli;
+	int gateway_port;       /* the model gateway's TCP port (0 = no gateway): with
+	                           cfg->sandbox_net_isolated ws-agent forwards it inside */
 	/* result */
 	sandbox *sb;            /* NULL on failure */
 	pid_t wsa_pid;

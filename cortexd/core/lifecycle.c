@@ -10,6 +10,7 @@
 #include "agent.h"
 #include "build.h"
 #include "fanout.h"
+#include "gateway.h"
 #include "imgstore.h"
 #include "jobs.h"
 #include "clone.h"
@@ -97,6 +98,7 @@ static int start_prepare(struct session *s, cx_err *err)
 	j->disk_mb = s->spec.disk_mb;
 	j->cpu_weight = s->spec.cpu_weight;
 	j->cpu_max_milli = s->spec.cpu_max_milli;
+	j->gateway_port = s->d->cfg.gateway_enabled ? gateway_port() : 0;
 	if (s->lc.sb) { /* broken: the job stops what is left of it first */
 		log_info("session %s: its ws-agent link was lost; replacing the sandbox", s->id);
 		agent_link_close(s);

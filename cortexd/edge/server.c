@@ -334,6 +334,18 @@ int server_run(struct cortexd *d)
 		log_error("model gateway: %s", err.msg);
 		goto out_ctx;
 	}
+	/* ... and on DATA/sock/@gateway.sock for sandboxes with their own
+	 * network namespace (ws-agent forwards their 127.0.0.1:port to it). */
+	if (c->gateway_enabled) {
+		int gdir = jobs_private_dir(c, JOBS_SOCK_DIR, &err);
+		int grc = gdir < 0 ? -1 : gateway_listen_unix(gdir, JOBS_GATEWAY_SOCK, &err);
+		if (gdir >= 0)
+			close(gdir);
+		if (grc < 0) {
+			log_error("model gateway: %s", err.msg);
+			goto out_ctx;
+		}
+	}
 	if (work_start(d->ctx, 2, &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_ctx;

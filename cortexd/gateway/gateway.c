@@ -3,6 +3,11 @@
 #include "gw_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +32,39 @@ int gateway_start(struct lws_context *ctx, const char *host, int port,
 		return cx_err_set(err, 0, "gateway: cannot listen on %s:%d", host, port);
 	gw_state.port = lws_get_vhost_listen_port(gw_state.vh);
 	metrics_register("gateway", gateway_metrics_write, NULL);
+	return 0;
+}
+
+int gateway_listen_unix(int dirfd, const char *name, cx_err *err)
+{
+	if (!gw_state.vh)
+		return cx_err_set(err, EINVAL, "gateway: not started");
+	/* Bound through the dir fd: the data dir may be deeper than sun_path. */
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	if ((size_t)snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dirfd, name) >=
+	    sizeof a.sun_path)
+		return cx_err_set(err, ENAMETOOLONG, "gateway: socket name %s", name);
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+		return cx_err_set(err, errno, "gateway: remove stale %s", name);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return cx_err_set(err, errno, "gateway: socket");
+	/* Any uid may connect: only the root-only dir guards the path, and a
+	 * sandbox reaches it only through the O_PATH fd it is handed. */
+	if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || fchmodat(dirfd, name, 0666, 0) < 0 ||
+	    listen(fd, 128) < 0) {
+		cx_err_set(err, errno, "gateway: listen on %s", name);
+		close(fd);
+		return -1;
+	}
+	lws_adopt_desc_t ad = {
+	    .vh = gw_state.vh,
+	    .type = LWS_ADOPT_RAW_FILE_DESC,
+	    .fd.filefd = fd,
+	    .vh_prot_name = GW_ACCEPT_PROTOCOL,
+	};
+	if (!lws_adopt_descriptor_vhost_via_info(&ad)) /* it closed fd */
+		return cx_err_set(err, 0, "gateway: cannot adopt the unix listener");
 	return 0;
 }
 

@@ -61,6 +61,11 @@ struct gateway_ops {
 int gateway_start(struct lws_context *ctx, const char *host, int port,
 		  const struct gateway_ops *ops, cx_err *err);
 int gateway_port(void);
+/* Also serve the gateway on the Unix socket NAME in the dir dirfd (root-only:
+ * sandboxes in their own network namespace reach it through an O_PATH fd
+ * ws-agent is handed, see ws-agent/forward.c).  After gateway_start; the
+ * socket is made connectable by any uid (mode 0666), the dir guards it. */
+int gateway_listen_unix(int dirfd, const char *name, cx_err *err);
 /* Abort in-flight requests and join their threads (before the context goes). */
 void gateway_stop(void);
 /* The service thread woke from lws_cancel_service: move curl's data to the sockets. */

@@ -6,12 +6,14 @@
  */
 #include "gw_internal.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "log.h"
 
@@ -541,8 +543,32 @@ static int gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	}
 }
 
+/* The gateway's Unix socket (gateway_listen_unix), adopted as a raw file:
+ * each accepted connection becomes an HTTP connection of this vhost, served
+ * by gw_callback with the same token auth as over TCP. */
+static int gw_accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+			      void *in, size_t len)
+{
+	(void)user, (void)in, (void)len;
+	if (reason != LWS_CALLBACK_RAW_RX_FILE)
+		return 0;
+	for (;;) {
+		int fd = accept4(lws_get_socket_fd(wsi), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				log_warn("gateway: accept on the unix socket: %s", strerror(errno));
+			return 0;
+		}
+		if (!lws_adopt_socket_vhost(lws_get_vhost(wsi), fd)) /* it closed fd */
+			log_warn("gateway: could not adopt a unix connection");
+	}
+}
+
 static const struct lws_protocols gw_protocols[] = {
     {"cortex-gateway", gw_callback, sizeof(struct gw_conn), 64 * 1024, 0, NULL, 0},
+    {GW_ACCEPT_PROTOCOL, gw_accept_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

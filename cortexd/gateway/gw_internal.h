@@ -123,6 +123,7 @@ void gw_report_send(const char *sess_id, const struct gw_report *r);
 
 /* gw_http.c */
 struct lws_vhost *gw_http_listen(struct lws_context *ctx, const char *host, int port);
+#define GW_ACCEPT_PROTOCOL "cortex-gateway-accept" /* the unix listener, a raw file */
 
 /* gw_upstream.c */
 int gw_upstream_init(cx_err *err);

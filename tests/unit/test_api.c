@@ -235,6 +235,28 @@ static void test_config(void **state)
 	fclose(f);
 	assert_int_equal(config_load_file(&c, path, &err), -1);
 	assert_non_null(strstr(err.msg, "uid"));
+
+	/* Own network namespace: by default; not without the gateway (the agent
+	 * would reach no model): off by default then, an error when asked for. */
+	const char *net[][2] = {{"{}", "1"},
+				{"{\"sandbox\":{\"net_isolated\":false}}", "0"},
+				{"{\"gateway\":{\"enabled\":false}}", "0"},
+				{"{\"gateway\":{\"enabled\":false},\"sandbox\":{\"net_isolated\":true}}", "err"},
+				{"{\"sandbox\":{\"net_isolated\":1}}", "err"}};
+	for (size_t i = 0; i < sizeof net / sizeof net[0]; i++) {
+		f = fopen(path, "w");
+		fputs(net[i][0], f);
+		fclose(f);
+		config_defaults(&c);
+		int rc = config_load_file(&c, path, &err);
+		if (!strcmp(net[i][1], "err")) {
+			assert_int_equal(rc, -1);
+			assert_non_null(strstr(err.msg, "net_isolated"));
+		} else {
+			assert_int_equal(rc, 0);
+			assert_int_equal(c.sandbox_net_isolated, net[i][1][0] == '1');
+		}
+	}
 }
 
 int main(void)

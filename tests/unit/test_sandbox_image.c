@@ -6,7 +6,10 @@
  * disk caps writes with ENOSPC, the cpu limits are in the cgroup, the disk
  * keeps its files across detach/attach, and a link planted in an image
  * cannot send a mount to the host.  Root only (mounts, loop devices). */
+#include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 
@@ -150,6 +153,7 @@ static int group_setup(void **state)
 	o.cpu_weight = 50;
 	o.cpu_max_millicpu = 500;
 	o.mount_dir = "/cortex/mcp";
+	o.net_isolated = true; /* as cortexd's sessions */
 	T.opts = o;
 	if (sandbox_create(&T.sb, &T.opts, &err) < 0) {
 		fprintf(stderr, "sandbox_create: %s\n", err.msg);
@@ -443,6 +447,71 @@ static void test_mount_and_write_on_image(void **state)
 
 /* A daemon that died leaves the cgroup dirs, the cpu one included:
  * sandbox_reap_stale() kills and removes them all. */
+/* A listener on the host: TCP on 127.0.0.1 (port out) or abstract unix. */
+static int host_listener(int family, const char *name, unsigned *port_out)
+{
+	int fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	if (family == AF_INET) {
+		struct sockaddr_in a = {.sin_family = AF_INET};
+		a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		socklen_t len = sizeof a;
+		assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+		assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+		*port_out = ntohs(a.sin_port);
+	} else {
+		struct sockaddr_un a = {.sun_family = AF_UNIX};
+		memcpy(a.sun_path + 1, name, strlen(name));
+		socklen_t len =
+		    (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + strlen(name));
+		assert_int_equal(bind(fd, (struct sockaddr *)&a, len), 0);
+	}
+	assert_int_equal(listen(fd, 4), 0);
+	return fd;
+}
+
+/* The sandbox has its own network namespace: only `lo` (up: a connect to a
+ * closed port is refused, not unreachable), no host socket in /proc/net/tcp,
+ * no way to the host's loopback listeners or abstract unix sockets. */
+static void test_net_only_lo(void **state)
+{
+	(void)state;
+	unsigned port = 0;
+	int tcp = host_listener(AF_INET, NULL, &port);
+	char name[64], portstr[16], hexport[16];
+	snprintf(name, sizeof name, "cortex-test-net-%d", (int)getpid());
+	int ux = host_listener(AF_UNIX, name, NULL);
+	snprintf(portstr, sizeof portstr, "%u", port);
+	snprintf(hexport, sizeof hexport, ":%04X ", port);
+
+	/* Seen from the host, both are there (the probe's checks are not void). */
+	char host_tcp[1 << 16];
+	int fd = open("/proc/net/tcp", O_RDONLY | O_CLOEXEC);
+	ssize_t n = read(fd, host_tcp, sizeof host_tcp - 1);
+	close(fd);
+	host_tcp[n > 0 ? n : 0] = '\0';
+	assert_non_null(strstr(host_tcp, hexport));
+
+	const char *dev = probe(T.sb, "cat", "/proc/net/dev", NULL);
+	unsigned ifaces = 0;
+	for (const char *l = strchr(dev, '\n'); l && (l = strchr(l + 1, '\n'));)
+		if (l[1] && strchr(l + 1, ':'))
+			ifaces++;
+	if (ifaces != 1 || !strstr(dev, " lo:")) {
+		print_error("expected only lo in /proc/net/dev, got:\n%s\n", dev);
+		fail();
+	}
+	const char *in_tcp = probe(T.sb, "cat", "/proc/net/tcp", NULL);
+	if (strstr(in_tcp, hexport)) {
+		print_error("host port %u (%s) visible inside:\n%s\n", port, hexport, in_tcp);
+		fail();
+	}
+	assert_string_equal(probe(T.sb, "tcp", portstr, NULL), "errno 111\n"); /* ECONNREFUSED */
+	assert_string_equal(probe(T.sb, "unix", name, NULL), "errno 111\n");
+	close(tcp);
+	close(ux);
+}
+
 static void test_reap_stale_covers_cpu(void **state)
 {
 	(void)state;
@@ -466,7 +535,6 @@ static void test_reap_stale_covers_cpu(void **state)
 	T.sb = NULL;
 }
 
-
 int main(void)
 {
 	if (fixture_tsan_idle_thread() != 0)
@@ -475,6 +543,7 @@ int main(void)
 	    cmocka_unit_test(test_root_is_the_image),
 	    cmocka_unit_test(test_mountinfo_names_no_host_path),
 	    cmocka_unit_test(test_proc1_tells_nothing_of_cortexd),
+	    cmocka_unit_test(test_net_only_lo),
 	    cmocka_unit_test(test_host_mode_cmdline),
 	    cmocka_unit_test(test_disk_full_is_enospc_inside_only),
 	    cmocka_unit_test(test_cpu_limits_in_cgroup),
