@@ -2,6 +2,7 @@
 #include "cx.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <ftw.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -147,4 +148,20 @@ int cx_rm_rf(const char *path)
 {
 	int rc = nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 	return rc < 0 && errno == ENOENT ? 0 : rc;
+}
+
+int cx_accept_each(int lfd, void (*take)(void *arg, int fd), void *arg, cx_err *err)
+{
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			take(arg, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		return cx_err_set(err, errno, "accept");
+	}
 }

@@ -73,6 +73,10 @@ int cx_read_all(int fd, void *buf, size_t len, cx_err *err);
 /* Remove a tree without following links or crossing mounts; a missing
  * path is not an error.  0, or -1 with errno set. */
 int cx_rm_rf(const char *path);
+/* Accept every connection pending on the nonblocking listening socket lfd
+ * (SOCK_NONBLOCK | SOCK_CLOEXEC) and hand each to take, which owns it.
+ * 0 once drained (EAGAIN); -1 with err on another accept error. */
+int cx_accept_each(int lfd, void (*take)(void *arg, int fd), void *arg, cx_err *err);
 
 /* Random lowercase hex id of 2*nbytes chars into out (size >= 2*nbytes+1). */
 void cx_random_hex(char *out, size_t nbytes);

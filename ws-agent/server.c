@@ -287,20 +287,18 @@ static int on_inotify(struct wsa_server *srv, struct lws *wsi)
 /* Accept every pending connection on the inherited listening socket; lws
  * takes each from here as if its own listener had accepted it (HTTP, then
  * the WebSocket upgrade on the cortex-agent protocol). */
+static void adopt_one(void *vh, int fd)
+{
+	if (!lws_adopt_socket_vhost(vh, fd)) /* it closed fd */
+		lwsl_err("wsa: could not adopt an accepted connection\n");
+}
+
 static int on_listen(struct wsa_server *srv, struct lws *wsi)
 {
-	for (;;) {
-		int fd = accept4(lws_get_socket_fd(wsi), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				lwsl_err("wsa: accept: %s\n", strerror(errno));
-			return 0;
-		}
-		if (!lws_adopt_socket_vhost(srv->vh, fd)) /* it closed fd */
-			lwsl_err("wsa: could not adopt an accepted connection\n");
-	}
+	cx_err err = CX_ERR_INIT;
+	if (cx_accept_each(lws_get_socket_fd(wsi), adopt_one, srv->vh, &err) < 0)
+		lwsl_err("wsa: %s\n", err.msg);
+	return 0;
 }
 
 /* ------------------------------------------------------- lws callbacks */

@@ -546,24 +546,21 @@ static int gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 /* The gateway's Unix socket (gateway_listen_unix), adopted as a raw file:
  * each accepted connection becomes an HTTP connection of this vhost, served
  * by gw_callback with the same token auth as over TCP. */
+static void gw_adopt(void *vh, int fd)
+{
+	if (!lws_adopt_socket_vhost(vh, fd)) /* it closed fd */
+		log_warn("gateway: could not adopt a unix connection");
+}
+
 static int gw_accept_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			      void *in, size_t len)
 {
 	(void)user, (void)in, (void)len;
-	if (reason != LWS_CALLBACK_RAW_RX_FILE)
-		return 0;
-	for (;;) {
-		int fd = accept4(lws_get_socket_fd(wsi), NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno != EAGAIN && errno != EWOULDBLOCK)
-				log_warn("gateway: accept on the unix socket: %s", strerror(errno));
-			return 0;
-		}
-		if (!lws_adopt_socket_vhost(lws_get_vhost(wsi), fd)) /* it closed fd */
-			log_warn("gateway: could not adopt a unix connection");
-	}
+	cx_err err = CX_ERR_INIT;
+	if (reason == LWS_CALLBACK_RAW_RX_FILE &&
+	    cx_accept_each(lws_get_socket_fd(wsi), gw_adopt, lws_get_vhost(wsi), &err) < 0)
+		log_warn("gateway: on the unix socket: %s", err.msg);
+	return 0;
 }
 
 static const struct lws_protocols gw_protocols[] = {
