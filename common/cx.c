@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <ftw.h>
 #include <sys/stat.h>
 #include <fcntl.h>
@@ -164,4 +165,23 @@ int cx_accept_each(int lfd, void (*take)(void *arg, int fd), void *arg, cx_err *
 			return 0;
 		return cx_err_set(err, errno, "accept");
 	}
+}
+
+int cx_listen_unix_at(int dirfd, const char *name, mode_t mode, int backlog, cx_err *err)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	if ((size_t)snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dirfd, name) >= sizeof a.sun_path)
+		return cx_err_set(err, ENAMETOOLONG, "socket name %s", name);
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+		return cx_err_set(err, errno, "remove stale %s", name);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return cx_err_set(err, errno, "socket");
+	if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || fchmodat(dirfd, name, mode, 0) < 0 ||
+	    listen(fd, backlog) < 0) {
+		cx_err_set(err, errno, "listen on %s", name);
+		close(fd);
+		return -1;
+	}
+	return fd;
 }

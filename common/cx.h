@@ -15,6 +15,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -77,6 +78,11 @@ int cx_rm_rf(const char *path);
  * (SOCK_NONBLOCK | SOCK_CLOEXEC) and hand each to take, which owns it.
  * 0 once drained (EAGAIN); -1 with err on another accept error. */
 int cx_accept_each(int lfd, void (*take)(void *arg, int fd), void *arg, cx_err *err);
+
+/* Listen on the Unix socket dirfd/name (SOCK_NONBLOCK | SOCK_CLOEXEC),
+ * bound through /proc/self/fd/<dirfd>/ (a deep dir may not fit sun_path),
+ * a stale socket there removed first, mode applied.  The fd, or -1 with err. */
+int cx_listen_unix_at(int dirfd, const char *name, mode_t mode, int backlog, cx_err *err);
 
 /* Random lowercase hex id of 2*nbytes chars into out (size >= 2*nbytes+1). */
 void cx_random_hex(char *out, size_t nbytes);

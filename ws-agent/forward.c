@@ -1,4 +1,7 @@
-/* forward.c — the model gateway inside the sandbox's network namespace.
+/* forward.c — the model gateway (and the egress proxy) inside the
+ * sandbox's network namespace.  ws-agent runs one forwarder per port; the
+ * egress proxy's is the same code on --egress-fd/--egress-port, and cortexd
+ * tells sandboxes apart there by the connecting uid (SO_PEERCRED).
  *
  * The agent's ANTHROPIC_BASE_URL is http://127.0.0.1:PORT.  With a network
  * namespace of its own that port is the sandbox's: ws-agent listens on it and

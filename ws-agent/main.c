@@ -2,13 +2,15 @@
  *
  *   ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]
  *            [--context-timeout-ms MS] [--gateway-fd N --gateway-port P]
+ *            [--egress-fd N --egress-port P]
  *
  * Started by cortexd inside a session's sandbox with --listen-fd: cortexd
  * made the listening socket in a dir only root reaches and passes it in, so
  * nothing in the sandbox can swap the path cortexd connects to.  --socket
  * (listen on a path of our own) is for running ws-agent on its own, as its
  * tests do.  --gateway-fd/--gateway-port: forward 127.0.0.1:P inside the
- * sandbox's network namespace to cortexd's model gateway (forward.c).
+ * sandbox's network namespace to cortexd's model gateway (forward.c);
+ * --egress-fd/--egress-port: the same for cortexd's egress proxy.
  * See wsa.h for the protocol.
  * Exit status: 0 after SIGTERM/SIGINT, 2 on bad arguments, 1 on startup failure.
  */
@@ -25,7 +27,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]"
-		   " [--context-timeout-ms MS] [--gateway-fd N --gateway-port P] [--verbose]\n");
+		   " [--context-timeout-ms MS] [--gateway-fd N --gateway-port P]\n"
+		   "                [--egress-fd N --egress-port P] [--verbose]\n");
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -67,6 +70,8 @@ int main(int argc, char **argv)
 		{"context-timeout-ms", required_argument, NULL, 't'},
 		{"gateway-fd", required_argument, NULL, 'g'},
 		{"gateway-port", required_argument, NULL, 'p'},
+		{"egress-fd", required_argument, NULL, 'e'},
+		{"egress-port", required_argument, NULL, 'E'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -78,7 +83,7 @@ int main(int argc, char **argv)
 		.listen_fd = -1,
 	};
 	int loglevel = LLL_ERR | LLL_WARN;
-	int gw_fd = -1, gw_port = 0;
+	int gw_fd = -1, gw_port = 0, eg_fd = -1, eg_port = 0;
 	unsigned long v;
 	int o;
 
@@ -130,6 +135,21 @@ int main(int argc, char **argv)
 			}
 			gw_port = (int)v;
 			break;
+		case 'e':
+			if (parse_uint(optarg, 1 << 20, &v) < 0 || v < 3 || fcntl((int)v, F_GETFD) < 0) {
+				fprintf(stderr, "ws-agent: --egress-fd %s is not an open fd >= 3\n", optarg);
+				return 2;
+			}
+			eg_fd = (int)v;
+			(void)fcntl(eg_fd, F_SETFD, FD_CLOEXEC); /* never the agent's */
+			break;
+		case 'E':
+			if (parse_uint(optarg, 65535, &v) < 0 || v < 1) {
+				fprintf(stderr, "ws-agent: bad --egress-port %s\n", optarg);
+				return 2;
+			}
+			eg_port = (int)v;
+			break;
 		case 'v':
 			loglevel |= LLL_NOTICE | LLL_INFO;
 			break;
@@ -142,7 +162,8 @@ int main(int argc, char **argv)
 		}
 	}
 	if (!opts.socket_path == (opts.listen_fd < 0) || optind != argc ||
-	    opts.context_path[0] != '/' || (gw_fd < 0) != (gw_port == 0)) {
+	    opts.context_path[0] != '/' || (gw_fd < 0) != (gw_port == 0) ||
+	    (eg_fd < 0) != (eg_port == 0) || (eg_fd >= 0 && eg_port == gw_port)) {
 		usage(stderr);
 		return 2;
 	}
@@ -157,7 +178,8 @@ int main(int argc, char **argv)
 	cx_err err = CX_ERR_INIT;
 	struct wsa_server *srv = NULL;
 	/* Before readiness is reported: a ready ws-agent forwards already. */
-	if (gw_fd >= 0 && wsa_forward_start(gw_port, gw_fd, &err) < 0) {
+	if ((gw_fd >= 0 && wsa_forward_start(gw_port, gw_fd, &err) < 0) ||
+	    (eg_fd >= 0 && wsa_forward_start(eg_port, eg_fd, &err) < 0)) {
 		fprintf(stderr, "ws-agent: %s\n", err.msg);
 		return 1;
 	}

@@ -1,5 +1,6 @@
 /* config.c — see config.h. */
 #include "config.h"
+#include "egress.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -84,6 +85,13 @@ void config_defaults(config *c)
 	c->surfaces[SURF_VOICE] = (struct surface_profile){"", 800, 20000, "", 600, 120, 1800, 1};
 	for (int i = 0; i < SURF_N; i++)
 		snprintf(c->surfaces[i].name, sizeof c->surfaces[i].name, "%s", surface_name(i));
+	c->egress_enabled = 1;
+	c->egress_port = 3128;
+	c->egress_default_mode = 2; /* EGRESS_MODE_OPEN: the always-denied ranges still apply */
+	strcpy(c->egress_allow_private, "[]");
+	c->egress_max_conns = 1024;
+	c->egress_max_conns_session = 64;
+	c->egress_connect_timeout_ms = 10000;
 	c->config_ttl_s = 300;
 	c->write_parallel = 4;
 	strcpy(c->npm_path, "npm");
@@ -447,6 +455,72 @@ static int load_gateway(config *c, json_t *gw, cx_err *err)
 	return 0;
 }
 
+/* The "egress" section, if present (docs/configuration.md). */
+static int load_egress(config *c, json_t *eo, cx_err *err)
+{
+	const char *s;
+	long long n;
+	int found;
+	if (!eo)
+		return 0;
+	if (!json_is_object(eo))
+		return cx_err_set(err, 0, "config: 'egress' must be an object");
+	json_t *en = json_object_get(eo, "enabled");
+	if (en && !json_is_boolean(en))
+		return cx_err_set(err, 0, "config: 'egress.enabled' must be true or false");
+	if (en)
+		c->egress_enabled = json_is_true(en);
+	if (jint(eo, "port", &n, &found, err) < 0)
+		return -1;
+	if (found && (n < 1 || n > 65535))
+		return cx_err_set(err, 0, "config: 'egress.port' must be 1-65535");
+	if (found)
+		c->egress_port = (int)n;
+	if (jstr(eo, "default_mode", &s, err) < 0)
+		return -1;
+	if (s) {
+		if (!strcmp(s, "none"))
+			c->egress_default_mode = 0;
+		else if (!strcmp(s, "allowlist"))
+			c->egress_default_mode = 1;
+		else if (!strcmp(s, "open"))
+			c->egress_default_mode = 2;
+		else
+			return cx_err_set(err, 0, "config: 'egress.default_mode' must be none, allowlist or open");
+	}
+	json_t *ap = json_object_get(eo, "allow_private");
+	if (ap) {
+		json_t *pol = json_pack("{s:s,s:O}", "mode", "allowlist", "allow", ap);
+		int bad = egress_policy_check_json(pol, err);
+		json_decref(pol);
+		if (bad < 0)
+			return cx_err_wrap(err, "config: 'egress.allow_private'");
+		char *txt = json_dumps(ap, JSON_COMPACT);
+		int rc = txt ? copy_str(c->egress_allow_private, sizeof c->egress_allow_private, txt,
+					"egress.allow_private", err)
+			     : cx_err_set(err, ENOMEM, "config");
+		free(txt);
+		if (rc < 0)
+			return -1;
+	}
+	if (jint(eo, "max_conns", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->egress_max_conns = n < 1 ? 1 : n > 65536 ? 65536 : (unsigned)n;
+	if (jint(eo, "max_conns_per_session", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->egress_max_conns_session = n < 1 ? 1 : n > 65536 ? 65536 : (unsigned)n;
+	if (jint(eo, "connect_timeout_ms", &n, &found, err) < 0)
+		return -1;
+	if (found)
+		c->egress_connect_timeout_ms = n < 100 ? 100 : n > 120000 ? 120000 : (int)n;
+	if (jstr(eo, "upstream_ca_file", &s, err) < 0 ||
+	    (s && copy_str(c->egress_upstream_ca, sizeof c->egress_upstream_ca, s, "egress.upstream_ca_file", err) < 0))
+		return -1;
+	return 0;
+}
+
 /* The "npm" section, if present. */
 static int load_npm(config *c, json_t *npm, cx_err *err)
 {
@@ -582,6 +656,8 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (load_gateway(c, json_object_get(root, "gateway"), err) < 0)
 		goto out;
 	if (load_npm(c, json_object_get(root, "npm"), err) < 0)
+		goto out;
+	if (load_egress(c, json_object_get(root, "egress"), err) < 0)
 		goto out;
 	/* Without the gateway the agent talks to the provider itself: an own
 	 * network namespace would cut it off.  Default: the host's then; asked

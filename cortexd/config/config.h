@@ -89,6 +89,18 @@ typedef struct config {
 	struct model_price prices[CFG_MAX_PRICES];
 	int n_prices;
 
+	/* The egress proxy (cortexd/egress/, docs/network.md): with net_isolated,
+	 * the sandbox's HTTP(S)_PROXY; the only way out. */
+	int egress_enabled;
+	int egress_port;             /* its port on the sandbox's own 127.0.0.1 */
+	int egress_default_mode;     /* EGRESS_MODE_* for a user without a policy */
+	char egress_allow_private[4096]; /* JSON array: the operator's exceptions to the
+	                                    always-denied ranges ("127.0.0.1:8443", CIDR, host) */
+	unsigned egress_max_conns;   /* proxied connections at once, all sessions */
+	unsigned egress_max_conns_session;
+	int egress_connect_timeout_ms;
+	char egress_upstream_ca[4096]; /* extra CA the broker trusts upstream ("" = system only) */
+
 	/* Settings -> sandbox. */
 	int config_ttl_s;            /* a cached session config older than this is re-assembled */
 	int write_parallel;          /* bound on concurrent file writes into one sandbox */

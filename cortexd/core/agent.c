@@ -1,5 +1,6 @@
 /* agent.c — see agent.h. */
 #include "agent.h"
+#include "egress.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -94,6 +95,22 @@ static json_t *image_env(const struct session *s, const cconfig *cfg)
 	return env;
 }
 
+/* The egress proxy for everything that honours the usual variables (curl,
+ * git, npm, pip, Node's fetch where enabled); the sandbox's own loopback
+ * (the gateway, preview servers) stays direct.  Set over the user's env:
+ * inside the namespace nothing else leads out anyway. */
+static void egress_env(json_t *env, int port)
+{
+	char url[64];
+	snprintf(url, sizeof url, "http://127.0.0.1:%d", port);
+	static const char *const proxy_vars[] = {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy",
+						 "npm_config_proxy", "npm_config_https_proxy", NULL};
+	for (const char *const *v = proxy_vars; *v; v++)
+		json_object_set_new(env, *v, json_string(url));
+	json_object_set_new(env, "NO_PROXY", json_string("127.0.0.1,localhost,::1"));
+	json_object_set_new(env, "no_proxy", json_string("127.0.0.1,localhost,::1"));
+}
+
 /* What the agent is started with, written to the context file: the hot agent
  * reads messages as stream-json lines on stdin. */
 static json_t *build_context(struct session *s, const cconfig *cfg)
@@ -127,6 +144,8 @@ static json_t *build_context(struct session *s, const cconfig *cfg)
 		json_object_set_new(env, "ANTHROPIC_BASE_URL", json_string(url));
 		json_object_set_new(env, "ANTHROPIC_API_KEY", json_string(s->gw_token));
 	}
+	if (env && c->sandbox_net_isolated && egress_running())
+		egress_env(env, c->egress_port);
 	return json_pack("{s:o,s:o,s:s}", "argv", argv, "env", env, "cwd",
 			 s->rt.cwd[0] ? s->rt.cwd : "/workspace");
 }

@@ -1,5 +1,6 @@
 /* jobs.c — see jobs.h. */
 #include "jobs.h"
+#include "egress.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -393,9 +394,12 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	/* In its own network namespace the agent reaches the gateway through
 	 * ws-agent: an O_PATH fd (fd 5) of the gateway's socket in the root-only
 	 * sock dir, connected through /proc/self/fd/5 (no path followed). */
+	/* The egress proxy the same way: fd 6, served at 127.0.0.1:<egress port>. */
 	cleanup_close int gwfd = -1;
-	char gw_port[16];
+	cleanup_close int egfd = -1;
+	char gw_port[16], eg_port[16];
 	snprintf(gw_port, sizeof gw_port, "%d", j->gateway_port);
+	snprintf(eg_port, sizeof eg_port, "%d", c->egress_port);
 	if (c->sandbox_net_isolated && j->gateway_port > 0) {
 		cleanup_close int dfd = jobs_private_dir(c, JOBS_SOCK_DIR, err);
 		if (dfd < 0)
@@ -404,11 +408,14 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 		if (gwfd < 0)
 			return cx_err_set(err, errno, "open %s/%s/%s", c->data_dir, JOBS_SOCK_DIR,
 					  JOBS_GATEWAY_SOCK);
+		if (j->egress && (egfd = openat(dfd, EGRESS_SOCK, O_PATH | O_CLOEXEC | O_NOFOLLOW)) < 0)
+			return cx_err_set(err, errno, "open %s/%s/%s", c->data_dir, JOBS_SOCK_DIR, EGRESS_SOCK);
 	}
 	const char *argv[] = {"/cortex/rt/lib/ld.so", "--library-path", "/cortex/rt/lib", "/cortex/rt/ws-agent",
 			      "--listen-fd", "4", "--ready-fd", "3",
 			      "--context", "/tmp/vf-pending-query.json", "--context-timeout-ms", ctx_timeout,
-			      gwfd >= 0 ? "--gateway-fd" : NULL, "5", "--gateway-port", gw_port, NULL};
+			      gwfd >= 0 ? "--gateway-fd" : NULL, "5", "--gateway-port", gw_port,
+			      egfd >= 0 ? "--egress-fd" : NULL, "6", "--egress-port", eg_port, NULL};
 	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the
 	 * sandbox's filter forbids, so it is off inside. */
 	const char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/agent", "LANG=C.UTF-8",
@@ -419,9 +426,9 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	eo.cwd = "/workspace";
 	eo.stdout_fd = logfd;
 	eo.stderr_fd = logfd;
-	const int extra[] = {wr, lfd, gwfd}; /* fd 3, fd 4, fd 5 */
+	const int extra[] = {wr, lfd, gwfd, egfd}; /* fd 3, fd 4, fd 5, fd 6 */
 	eo.extra_fds = extra;
-	eo.n_extra_fds = gwfd >= 0 ? 3 : 2;
+	eo.n_extra_fds = egfd >= 0 ? 4 : gwfd >= 0 ? 3 : 2;
 	if (sandbox_exec(j->sb, &j->wsa_pid, &eo, err) < 0)
 		return cx_err_wrap(err, "start ws-agent");
 	close(steal_fd(&wr)); /* only ws-agent holds the write end now: EOF = it died */

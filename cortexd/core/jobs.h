@@ -60,6 +60,7 @@ struct prepare_job {
 	uint32_t cpu_weight, cpu_max_milli;
 	int gateway_port;       /* the model gateway's TCP port (0 = no gateway): with
 	                           cfg->sandbox_net_isolated ws-agent forwards it inside */
+	int egress;             /* the egress proxy runs: ws-agent forwards cfg->egress_port to it */
 	/* result */
 	sandbox *sb;            /* NULL on failure */
 	pid_t wsa_pid;

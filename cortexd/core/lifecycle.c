@@ -15,6 +15,7 @@
 #include "jobs.h"
 #include "clone.h"
 #include "lifecycle-internal.h"
+#include "egress.h"
 #include "log.h"
 #include "npmcache.h"
 #include "turn.h"
@@ -95,6 +96,7 @@ static int start_prepare(struct session *s, cx_err *err)
 	j->images = s->d->images;
 	snprintf(j->image, sizeof j->image, "%s", s->spec.image);
 	j->uid = s->spec.uid;
+	j->egress = egress_running();
 	j->disk_mb = s->spec.disk_mb;
 	j->cpu_weight = s->spec.cpu_weight;
 	j->cpu_max_milli = s->spec.cpu_max_milli;
@@ -707,6 +709,11 @@ static void teardown(struct session *s)
 	sync_forget(s);
 	ccache_drop(&s->cc);
 	session_unlink(s);
+	egress_unbind(s->spec.uid);
+	{
+		cx_err err = CX_ERR_INIT;
+		(void)egress_set_session_policy(s->id, NULL, &err);
+	}
 	start_stop(s, 1);
 	session_unref(s); /* the registry's reference */
 }

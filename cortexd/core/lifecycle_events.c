@@ -15,6 +15,7 @@
 #include "imgstore.h"
 #include "jobs.h"
 #include "lifecycle-internal.h"
+#include "egress.h"
 #include "log.h"
 #include "metrics.h"
 #include "records.h"
@@ -135,9 +136,36 @@ struct session *lifecycle_new(struct cortexd *d, const char *user, const char *s
 	return s;
 }
 
+/* The egress proxy learns that s runs as its uid, s's own policy and (once
+ * per user) the user's.  A proxied connection from that uid then follows
+ * them (cortexd/egress/egress.h). */
+static void egress_attach(struct session *s)
+{
+	char audit[4200];
+	snprintf(audit, sizeof audit, "%s/%s", s->dir, EGRESS_AUDIT_FILE);
+	cx_err err = CX_ERR_INIT;
+	if (egress_bind(s->spec.uid, s->id, s->user, audit, &err) < 0 ||
+	    (s->network && egress_set_session_policy(s->id, s->network, &err) < 0))
+		log_warn("session %s: egress: %s", s->id, err.msg);
+	if (egress_user_policy_known(s->user))
+		return;
+	char key[256];
+	snprintf(key, sizeof key, "settings/%s/network", s->user);
+	cleanup_free char *val = NULL;
+	size_t len = 0;
+	int rc = store_get(s->d->st, key, &val, &len, &err);
+	json_t *p = rc == 0 ? json_loadb(val, len, 0, NULL) : NULL;
+	if (rc < 0 && rc != CX_NOTFOUND)
+		log_warn("user %s: reading the network policy: %s", s->user, err.msg);
+	else if (egress_set_user_policy(s->user, p, &err) < 0)
+		log_warn("user %s: network policy: %s", s->user, err.msg);
+	json_decref(p);
+}
+
 void lifecycle_start(struct session *s)
 {
 	session_link(s);
+	egress_attach(s);
 	lc_want_hot(s); /* pre-start: the agent is hot before the first message */
 	lifecycle_reconcile(s);
 }
@@ -276,6 +304,10 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	if (!s->spec.uid)
 		s->spec.uid = session_uid_alloc(d);
 	spec_defaults(s);
+	json_t *net = json_object_get(o, "network");
+	if (json_is_object(net))
+		s->network = json_incref(net);
+	egress_attach(s);
 	s->lc.state = SS_SLEEPING;
 	s->lc.goal = GOAL_ASLEEP;
 	s->link.had_success = 1; /* home survives: the agent may continue its conversation */

@@ -151,6 +151,8 @@ char *session_record(const struct session *s, char *key, size_t cap)
 	json_t *sp = spec_json(&s->spec);
 	if (o && sp)
 		json_object_update(o, sp);
+	if (o && s->network)
+		json_object_set(o, "network", s->network);
 	json_decref(sp);
 	char *v = o ? json_dumps(o, JSON_COMPACT) : NULL;
 	json_decref(o);
@@ -181,6 +183,7 @@ void session_unref(struct session *s)
 	sodium_memzero(s->gw_token, sizeof s->gw_token);
 	free(s->next_text);
 	json_decref(s->rt.env);
+	json_decref(s->network);
 	free(s);
 }
 

@@ -198,6 +198,7 @@ struct session {
 	uint64_t turns;          /* turns started */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
 	struct session_spec spec;
+	json_t *network;         /* the session's own egress policy (owned), NULL = its user's */
 	/* What the running sandbox's image says about the agent (set by the
 	 * prepare job's done; docs/images.md "What applies to the agent"). */
 	struct {

@@ -15,6 +15,7 @@
 #include "log.h"
 #include "lifecycle.h"
 #include "images.h"
+#include "network.h"
 #include "repo.h"
 #include "settings.h"
 
@@ -235,7 +236,8 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 	json_t *o = api_body_object(req, resp, 1);
 	if (!o)
 		return;
-	static const char *const allowed[] = {"surface", "repo", "idle_sleep_s", "image", "limits", NULL};
+	static const char *const allowed[] = {"surface", "repo", "idle_sleep_s", "image", "limits", "network", NULL};
+	json_t *net = NULL;
 	json_t *sv = json_object_get(o, "surface"), *iv = json_object_get(o, "idle_sleep_s");
 	const char *surface = sv ? json_string_value(sv) : surface_name(SURF_CHAT);
 	struct session_spec spec = {0};
@@ -246,10 +248,13 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 			  json_integer_value(iv) > 7 * 86400)) {
 		api_error(resp, 400, "bad_request", "\"idle_sleep_s\" must be an integer from 0 to 604800");
 	} else if (parse_spec(d, user, o, &spec, resp) < 0) {
+	} else if (network_session_body(json_object_get(o, "network"), &net, resp) < 0) {
 	} else {
 		cx_err err = CX_ERR_INIT;
 		struct session *s =
 			lifecycle_new(d, user, surface, iv ? (int)json_integer_value(iv) : 0, &spec, &err);
+		if (s)
+			s->network = json_incref(net);
 		struct sess_write *w = s ? calloc(1, sizeof *w) : NULL;
 		if (w && !(w->val = session_record(s, w->key, sizeof w->key))) {
 			free(w);
@@ -265,6 +270,7 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 			api_defer(resp, sess_put_run, sess_put_then, w);
 		}
 	}
+	json_decref(net);
 	json_decref(o);
 }
 
@@ -392,6 +398,8 @@ static void session_route(struct cortexd *d, const char *user, const struct api_
 			list_messages(s, req, resp);
 	} else if (!strcmp(sub, "sleep") || !strcmp(sub, "wake") || !strcmp(sub, "pause")) {
 		control(s, m, sub, resp);
+	} else if (!strcmp(sub, "network") || !strcmp(sub, "egress")) {
+		network_session_route(d, s, req, sub, resp);
 	} else if (!strcmp(sub, "ws")) {
 		api_error(resp, 400, "upgrade_required", "this route is a WebSocket; send an Upgrade request");
 	} else {

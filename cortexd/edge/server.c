@@ -2,6 +2,7 @@
  * client WebSocket on protocols[0] "cortex", plus the "cortex-agent" client
  * protocol for connections to each session's ws-agent. */
 #include "server.h"
+#include "egress.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -283,6 +284,32 @@ static void import_default_done(void *arg)
 		}
 }
 
+static int start_egress(const config *c, cx_err *err)
+{
+	char ca_dir[4200];
+	snprintf(ca_dir, sizeof ca_dir, "%s/egress-ca", c->data_dir);
+	json_t *ap = json_loads(c->egress_allow_private, 0, NULL);
+	cleanup_close int dfd = jobs_private_dir(c, JOBS_SOCK_DIR, err);
+	if (dfd < 0) {
+		json_decref(ap);
+		return -1;
+	}
+	struct egress_opts o = {
+	    .sock_dirfd = dfd,
+	    .default_mode = c->egress_default_mode,
+	    .max_conns = c->egress_max_conns,
+	    .max_conns_session = c->egress_max_conns_session,
+	    .connect_timeout_ms = c->egress_connect_timeout_ms,
+	    .head_timeout_ms = 10000,
+	    .allow_private = ap,
+	    .ca_dir = ca_dir,
+	    .upstream_ca_file = c->egress_upstream_ca[0] ? c->egress_upstream_ca : NULL,
+	};
+	int rc = egress_start(&o, err);
+	json_decref(ap);
+	return rc;
+}
+
 int server_run(struct cortexd *d)
 {
 	cx_err err = CX_ERR_INIT;
@@ -346,6 +373,11 @@ int server_run(struct cortexd *d)
 			goto out_ctx;
 		}
 	}
+	/* The egress proxy: the sandboxes' only way out (docs/network.md). */
+	if (c->sandbox_net_isolated && c->egress_enabled && start_egress(c, &err) < 0) {
+		log_error("%s", err.msg);
+		goto out_ctx;
+	}
 	if (work_start(d->ctx, 2, &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_ctx;
@@ -366,6 +398,7 @@ int server_run(struct cortexd *d)
 	log_info("shutting down");
 	rc = 0;
 	gateway_stop(); /* aborts and joins the provider requests in flight */
+	egress_stop();  /* shuts every proxied connection down, joins their threads */
 	npmcache_shutdown(); /* joins installs; their reports drain in work_stop() */
 	builder_close(d->builder); /* kills running buildah children, joins their threads */
 	d->builder = NULL;

@@ -40,6 +40,7 @@
 
 #include "lifecycle.h"
 #include "log.h"
+#include "network.h"
 #include "settings_check.h"
 
 #define SET_KEY_MAX 256 /* "settings/<user>/<kind>/<name>" */
@@ -494,6 +495,13 @@ void settings_route(struct cortexd *d, const char *user, const struct api_req *r
 {
 	const char *slash = strchr(rest, '/');
 	size_t klen = slash ? (size_t)(slash - rest) : strlen(rest);
+	if (klen == 7 && !strncmp(rest, "network", 7)) {
+		if (slash)
+			api_error(resp, 404, "not_found", "no such route: /v1/settings/%.200s", rest);
+		else
+			network_settings_route(d, user, req, resp);
+		return;
+	}
 	if (klen == 4 && !strncmp(rest, "user", 4)) {
 		if (slash)
 			api_error(resp, 404, "not_found", "no such route: /v1/settings/%.200s",
@@ -509,7 +517,7 @@ void settings_route(struct cortexd *d, const char *user, const struct api_req *r
 	if (!k) {
 		api_error(resp, 404, "not_found",
 			  "no such route: /v1/settings/%.200s (kinds: mcp, secrets, plugins, "
-			  "ai-providers, user)",
+			  "ai-providers, user, network)",
 			  rest);
 		return;
 	}

@@ -21,19 +21,21 @@
 
 #include "cx.h"
 
-#define EGRESS_SOCK "@egress.sock" /* in DATA/sock (JOBS_SOCK_DIR), like @gateway.sock */
+#define EGRESS_SOCK	  "@egress.sock" /* in DATA/sock (JOBS_SOCK_DIR), like @gateway.sock */
+#define EGRESS_AUDIT_FILE "egress.log"	 /* in DATA/sessions/<id>/: the audit trail (JSON lines) */
 
 struct egress_opts {
-	int sock_dirfd;            /* DATA/sock, root-only: the listener is bound in it */
-	int default_mode;          /* EGRESS_MODE_*: a user without a policy */
-	unsigned max_conns;        /* proxied connections at once, all sessions */
+	int sock_dirfd;		    /* DATA/sock, root-only: the listener is bound in it */
+	int default_mode;	    /* EGRESS_MODE_*: a user without a policy */
+	unsigned max_conns;	    /* proxied connections at once, all sessions */
 	unsigned max_conns_session; /* ... per session (429 past it) */
-	int connect_timeout_ms;    /* resolve + connect to the upstream */
-	int head_timeout_ms;       /* the client's request head must arrive within it */
-	json_t *allow_private;     /* operator's exceptions to the always-denied ranges
-	                              (array of policy entries; borrowed, copied) */
-	const char *ca_dir;        /* where the broker's CA lives (created 0700) */
-	const char *upstream_ca_file; /* extra CA the broker trusts upstream (tests); NULL = system only */
+	int connect_timeout_ms;	    /* resolve + connect to the upstream */
+	int head_timeout_ms;	    /* the client's request head must arrive within it */
+	json_t *allow_private;	    /* operator's exceptions to the always-denied ranges
+				       (array of policy entries; borrowed, copied) */
+	const char *ca_dir;	    /* where the broker's CA lives (created 0700) */
+	const char
+	    *upstream_ca_file; /* extra CA the broker trusts upstream (tests); NULL = system only */
 };
 
 enum { EGRESS_MODE_NONE, EGRESS_MODE_ALLOWLIST, EGRESS_MODE_OPEN };
@@ -60,8 +62,15 @@ int egress_user_policy_known(const char *user); /* loaded once per user by the c
  * user's whole set (entries: {"placeholder","value","hosts":[...]}). */
 int egress_set_user_broker(const char *user, json_t *entries, cx_err *err);
 
+/* The last `limit` lines of a session's audit trail, oldest first (a JSON
+ * array; empty when there is none). */
+json_t *egress_audit_read(const char *path, size_t limit);
+
 /* 400-worthy problems of a policy body, as a message; 0 if fine. */
 int egress_policy_check_json(json_t *policy, cx_err *err);
+
+/* The policy as stored and shown: entries normalised; NULL if invalid. */
+json_t *egress_policy_normalise(json_t *policy);
 
 /* The CA certificate (PEM) sandboxes trust for brokered hosts; NULL before start. */
 const char *egress_ca_pem(void);
@@ -77,8 +86,8 @@ struct mitm_swap {
 	const char *value;
 };
 struct mitm_stats {
-	uint64_t up, down;  /* bytes from the sandbox / from the upstream (plaintext) */
-	unsigned swapped;   /* placeholders replaced */
+	uint64_t up, down; /* bytes from the sandbox / from the upstream (plaintext) */
+	unsigned swapped;  /* placeholders replaced */
 };
 struct mitm_ca;
 /* Load the installation's CA from dir (ca.key 0600, ca.pem), or create it
@@ -92,7 +101,7 @@ const char *mitm_ca_pem(const struct mitm_ca *ca);
  * the request head gets the swaps, then bytes flow both ways until either
  * side closes.  Blocking; run on the connection's own thread.  Caps: a head
  * of 64 KiB. */
-int mitm_relay(struct mitm_ca *ca, int cfd, int ufd, const char *host, const struct mitm_swap *sw, size_t nsw,
-	       const char *upstream_ca_file, struct mitm_stats *st, cx_err *err);
+int mitm_relay(struct mitm_ca *ca, int cfd, int ufd, const char *host, const struct mitm_swap *sw,
+	       size_t nsw, const char *upstream_ca_file, struct mitm_stats *st, cx_err *err);
 
 #endif

@@ -39,24 +39,11 @@ int gateway_listen_unix(int dirfd, const char *name, cx_err *err)
 {
 	if (!gw_state.vh)
 		return cx_err_set(err, EINVAL, "gateway: not started");
-	/* Bound through the dir fd: the data dir may be deeper than sun_path. */
-	struct sockaddr_un a = {.sun_family = AF_UNIX};
-	if ((size_t)snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dirfd, name) >=
-	    sizeof a.sun_path)
-		return cx_err_set(err, ENAMETOOLONG, "gateway: socket name %s", name);
-	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
-		return cx_err_set(err, errno, "gateway: remove stale %s", name);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return cx_err_set(err, errno, "gateway: socket");
 	/* Any uid may connect: only the root-only dir guards the path, and a
 	 * sandbox reaches it only through the O_PATH fd it is handed. */
-	if (bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || fchmodat(dirfd, name, 0666, 0) < 0 ||
-	    listen(fd, 128) < 0) {
-		cx_err_set(err, errno, "gateway: listen on %s", name);
-		close(fd);
-		return -1;
-	}
+	int fd = cx_listen_unix_at(dirfd, name, 0666, 128, err);
+	if (fd < 0)
+		return cx_err_wrap(err, "gateway");
 	lws_adopt_desc_t ad = {
 	    .vh = gw_state.vh,
 	    .type = LWS_ADOPT_RAW_FILE_DESC,
