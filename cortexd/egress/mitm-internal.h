@@ -53,7 +53,10 @@ int mitm_head_rewrite(const char *head, size_t len, const struct mitm_swap *sw, 
 /* Overwrite every occurrence of a swap's value in buf[0..len) with as many
  * '*' (same length: the response's framing stays valid); returns how many. */
 unsigned mitm_redact(char *buf, size_t len, const struct mitm_swap *sw, size_t nsw);
-/* Length of the longest value (the bytes a stream redaction keeps back). */
+/* How many bytes at the end of buf[0..len) must wait for more: the longest
+ * tail that is the start of a value (0 almost always, so a stream flows). */
+size_t mitm_partial_tail(const char *buf, size_t len, const struct mitm_swap *sw, size_t nsw);
+/* Length of the longest value (the room a stream redaction may keep back). */
 size_t mitm_swap_max_value(const struct mitm_swap *sw, size_t nsw);
 /* Zero then free a buffer that held a value. */
 void mitm_free_secret(char *p, size_t len);

@@ -156,12 +156,13 @@ static int read_head(SSL *ssl, int fd, char *head, size_t cap, size_t *len, size
 enum { OPEN, CLEAN_EOF, DIRTY_EOF };
 
 /* One direction: src → buf → dst.  buf[off..ready) is due to dst;
- * buf[ready..len) is held back (the tail that might be the start of a value). */
+ * buf[ready..len) is held back: a tail that is the start of a value (shorter
+ * than the longest value; none unless the bytes so far could become one). */
 struct flow {
 	SSL *src, *dst;
 	int sfd, dfd;
 	char *buf;
-	size_t cap, len, off, ready, hold;
+	size_t cap, len, off, ready;
 	int eof;
 	int wfd;   /* what the last call waits for: fd and events */
 	short wev;
@@ -212,7 +213,8 @@ static int flow_step(struct flow *f, int *progress)
 			*progress = 1;
 			if (f->redact) {
 				mitm_redact(f->buf, f->len, f->redact, f->nredact);
-				f->ready = f->len > f->hold ? f->len - f->hold : 0;
+				f->ready = f->len - mitm_partial_tail(f->buf, f->len, f->redact,
+								      f->nredact);
 			} else {
 				f->ready = f->len;
 			}
@@ -401,7 +403,7 @@ static int relay_tls(struct mitm_ca *ca, int cfd, int ufd, const char *host,
 	struct flow up = {.src = cs, .dst = us, .sfd = cfd, .dfd = ufd, .buf = ubuf,
 			  .cap = FLOW_BUF, .count = &st->up};
 	struct flow down = {.src = us, .dst = cs, .sfd = ufd, .dfd = cfd, .buf = dbuf,
-			    .cap = FLOW_BUF + hold, .hold = hold, .count = &st->down,
+			    .cap = FLOW_BUF + hold, .count = &st->down,
 			    .redact = nsw ? sw : NULL, .nredact = nsw};
 	r = relay(&up, &down, cs, cfd, us, ufd, err);
 	/* The response may have been masked in place: nothing of a value stays. */

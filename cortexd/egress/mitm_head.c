@@ -275,6 +275,25 @@ unsigned mitm_redact(char *buf, size_t len, const struct mitm_swap *sw, size_t n
 	return n;
 }
 
+size_t mitm_partial_tail(const char *buf, size_t len, const struct mitm_swap *sw, size_t nsw)
+{
+	size_t hold = 0;
+	for (size_t k = 0; k < nsw; k++) {
+		size_t vl = strlen(sw[k].value);
+		if (vl < 2)
+			continue;
+		/* Start positions inside the last vl-1 bytes, furthest first: the
+		 * first that matches is the longest. */
+		size_t from = len > vl - 1 ? len - (vl - 1) : 0;
+		for (size_t p = from; p < len && len - p > hold; p++)
+			if (buf[p] == sw[k].value[0] && !memcmp(buf + p, sw[k].value, len - p)) {
+				hold = len - p;
+				break;
+			}
+	}
+	return hold;
+}
+
 size_t mitm_swap_max_value(const struct mitm_swap *sw, size_t nsw)
 {
 	size_t m = 0;

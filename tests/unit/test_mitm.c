@@ -27,6 +27,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -112,6 +113,7 @@ struct upstream {
 	char head[8193]; /* the last request head received */
 	size_t head_len;
 	unsigned heads;
+	int gate; /* >= 0: stream mode (see up_stream) */
 };
 
 struct up_conn {
@@ -142,6 +144,20 @@ static void *up_conn_main(void *arg)
 	c->u->head_len = end;
 	c->u->heads++;
 	pthread_mutex_unlock(&c->u->mu);
+	if (c->u->gate >= 0) {
+		/* Stream mode: a first part ending in the start of the value, then
+		 * (once the test opens the gate) the rest of it and an end. */
+		static const char p1[] = "data: 1\n\ntok=ghp_REAL", p2[] = "value_7c1d9e2f4a6b8c0d\nend\n";
+		char rh[160];
+		int n = snprintf(rh, sizeof rh,
+				 "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+				 strlen(p1) + strlen(p2), p1);
+		char g;
+		if (SSL_write(ssl, rh, n) == n && read(c->u->gate, &g, 1) == 1 &&
+		    SSL_write(ssl, p2, (int)strlen(p2)) == (int)strlen(p2))
+			SSL_shutdown(ssl);
+		goto out;
+	}
 	/* Echo what came as Authorization (a reflection the broker must mask). */
 	char echo[512] = "";
 	const char *a = memmem(head, end, "Authorization: ", 15);
@@ -182,9 +198,11 @@ static void *up_main(void *arg)
 	return NULL;
 }
 
-static void upstream_start(struct upstream *u, SSL_CTX *ctx, unsigned nconn)
+/* gate: -1, or the read end of a pipe for stream mode. */
+static void upstream_start_gated(struct upstream *u, SSL_CTX *ctx, unsigned nconn, int gate)
 {
 	memset(u, 0, sizeof *u);
+	u->gate = gate;
 	u->ctx = ctx;
 	u->nconn = nconn;
 	pthread_mutex_init(&u->mu, NULL);
@@ -196,6 +214,11 @@ static void upstream_start(struct upstream *u, SSL_CTX *ctx, unsigned nconn)
 	getsockname(u->lfd, (struct sockaddr *)&sa, &sl);
 	u->port = ntohs(sa.sin_port);
 	pthread_create(&u->th, NULL, up_main, u);
+}
+
+static void upstream_start(struct upstream *u, SSL_CTX *ctx, unsigned nconn)
+{
+	upstream_start_gated(u, ctx, nconn, -1);
 }
 
 static void upstream_stop(struct upstream *u)
@@ -267,8 +290,7 @@ static void relay_join(struct relay *r, int close_ufd)
 
 /* TLS to host over fd, trusting trust only (PEM); sends req, returns every
  * plaintext byte read until the end (malloc'd, *len). */
-static char *client_exchange(int fd, const char *trust_pem, const char *host, const char *req,
-			     size_t reqlen, size_t *len, char *alpn_out)
+static SSL *client_open(int fd, const char *trust_pem, const char *host, char *alpn_out)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	BIO *b = BIO_new_mem_buf(trust_pem, -1);
@@ -300,6 +322,14 @@ static char *client_exchange(int fd, const char *trust_pem, const char *host, co
 		SSL_get0_alpn_selected(ssl, &p, &pl);
 		snprintf(alpn_out, 16, "%.*s", (int)pl, p ? (const char *)p : "");
 	}
+	SSL_CTX_free(ctx); /* the SSL holds its own reference */
+	return ssl;
+}
+
+static char *client_exchange(int fd, const char *trust_pem, const char *host, const char *req,
+			     size_t reqlen, size_t *len, char *alpn_out)
+{
+	SSL *ssl = client_open(fd, trust_pem, host, alpn_out);
 	size_t off = 0;
 	while (off < reqlen) {
 		int n = SSL_write(ssl, req + off, (int)(reqlen - off));
@@ -318,7 +348,6 @@ static char *client_exchange(int fd, const char *trust_pem, const char *host, co
 		got += (size_t)n;
 	}
 	SSL_free(ssl);
-	SSL_CTX_free(ctx);
 	ERR_clear_error();
 	*len = got;
 	return out;
@@ -513,6 +542,61 @@ static void test_concurrent(void **state)
 	assert_int_equal(u.heads, N);
 }
 
+/* A response flows as it comes (nothing held back but the start of a value),
+ * and a value split across two writes is still masked. */
+static void test_stream_flows(void **state)
+{
+	(void)state;
+	int gate[2];
+	assert_int_equal(pipe(gate), 0);
+	struct upstream u;
+	upstream_start_gated(&u, good_ctx, 1, gate[0]);
+	struct relay r;
+	int fd = relay_start(&r, "localhost", u.port, -1, SW, 1);
+	struct timeval tv = {10, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	SSL *ssl = client_open(fd, mitm_ca_pem(CA), "localhost", NULL);
+	assert_int_equal(SSL_write(ssl, REQ, (int)strlen(REQ)), (int)strlen(REQ));
+	char buf[4096];
+	size_t got = 0;
+	while (!memmem(buf, got, "tok=", 4)) {
+		int n = SSL_read(ssl, buf + got, (int)(sizeof buf - 1 - got));
+		if (n <= 0)
+			fail_msg("the first part did not arrive before the upstream went on");
+		got += (size_t)n;
+	}
+	/* The held bytes are exactly the start of the value. */
+	buf[got] = '\0';
+	assert_non_null(strstr(buf, "data: 1\n\ntok="));
+	assert_null(strstr(buf, "ghp_"));
+	assert_int_equal(write(gate[1], "g", 1), 1);
+	for (;;) {
+		int n = SSL_read(ssl, buf + got, (int)(sizeof buf - 1 - got));
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	buf[got] = '\0';
+	char want[128] = "data: 1\n\ntok=";
+	memset(want + strlen(want), '*', strlen(VALUE));
+	strcat(want, "\nend\n");
+	assert_non_null(strstr(buf, want));
+	SSL_free(ssl);
+	relay_join(&r, 1);
+	close(fd);
+	upstream_stop(&u);
+	close(gate[0]);
+	close(gate[1]);
+	if (r.rc != 0)
+		fail_msg("mitm_relay: %s", r.err.msg);
+
+	/* The pure function. */
+	assert_int_equal(mitm_partial_tail("abc ghp_RE", 10, SW, 1), 6);
+	assert_int_equal(mitm_partial_tail("abc g", 5, SW, 1), 1);
+	assert_int_equal(mitm_partial_tail("abc\n\n", 5, SW, 1), 0);
+	assert_int_equal(mitm_partial_tail("", 0, SW, 1), 0);
+}
+
 static void test_head_rewrite(void **state)
 {
 	(void)state;
@@ -674,7 +758,7 @@ int main(void)
 	    cmocka_unit_test(test_ca_reload),	      cmocka_unit_test(test_head_rewrite),
 	    cmocka_unit_test(test_swap_and_mask),     cmocka_unit_test(test_bad_upstream_502),
 	    cmocka_unit_test(test_head_over_cap_431), cmocka_unit_test(test_concurrent),
-	    cmocka_unit_test(test_figures),
+	    cmocka_unit_test(test_stream_flows),      cmocka_unit_test(test_figures),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
