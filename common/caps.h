@@ -17,5 +17,7 @@
 #define CX_CAP_IMAGE_LAYER   (16ull << 30) /* bytes one layer may unpack to         */
 #define CX_CAP_IMAGE_JSON    (4u << 20)    /* index, manifest or config blob        */
 #define CX_CAP_IMAGE_LAYERS  128u          /* layers of one image                   */
+/* egress broker (cortexd/egress/mitm*.c) */
+#define CX_CAP_MITM_HEAD     (64u << 10)   /* request head of an intercepted connection */
 
 #endif

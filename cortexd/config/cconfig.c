@@ -240,8 +240,22 @@ static int add_secret(struct builder *b, const char *user, const char *name, jso
 		return cx_err_wrap(err, "secret %s", name);
 	int rc = 0;
 	const char *env = jstr(row, "env"), *file = jstr(row, "file");
+	/* A brokered secret: the sandbox gets the placeholder wherever the value
+	 * would go; the egress proxy swaps it back for the secret's hosts only
+	 * (egress/broker.h).  The value is still kept for the stream guard. */
+	char ph[SECRETS_PLACEHOLDER_LEN + 1];
+	const char *put = pt;
+	size_t put_len = len;
+	if (json_object_get(row, "broker")) {
+		if (secrets_placeholder(k, user, name, ph, err) < 0) {
+			secrets_free(pt, len);
+			return cx_err_wrap(err, "secret %s", name);
+		}
+		put = ph;
+		put_len = strlen(ph);
+	}
 	if (env)
-		json_object_set_new(b->c->env, env, json_stringn(pt, len));
+		json_object_set_new(b->c->env, env, json_stringn(put, put_len));
 	if (guard_keep(b, pt, len, err) < 0) {
 		secrets_free(pt, len);
 		return -1;
@@ -251,7 +265,7 @@ static int add_secret(struct builder *b, const char *user, const char *name, jso
 		if (home_path(file, path, sizeof path) < 0)
 			rc = cx_err_set(err, EINVAL, "secret %s: bad file %.100s", name, file);
 		else
-			rc = add_file(b, path, pt, len, 0600, 1, err);
+			rc = add_file(b, path, put, put_len, 0600, 1, err);
 	}
 	secrets_free(pt, len);
 	return rc;

@@ -8,8 +8,8 @@
  *   PUT    user               201 / 200 record (replaces the whole record)
  *   GET    user               200 record, {} when never set
  * <kind> is mcp, secrets, plugins or ai-providers.  A view is {"name", ...} plus
- * the stored record, minus anything secret: secrets show env, file and
- * updated_at (never the value or its sealed text); ai-providers show kind,
+ * the stored record, minus anything secret: secrets show env, file, broker
+ * ({"hosts","placeholder"}) and updated_at (never the value or its sealed text); ai-providers show kind,
  * base_url, model and "has_key":true (never the key).  The plugins list shows
  * file names only ({"agents":["a.md"],...}); GET plugins/<name> has the contents.
  *
@@ -26,7 +26,10 @@
  *   404 not_found           unknown kind or route, no such name
  *   405 method_not_allowed
  *   500 internal            store or crypto failure only
- * Every successful PUT or DELETE calls lifecycle_settings_written().
+ * Every successful PUT or DELETE calls lifecycle_settings_written(); one of a
+ * secret also hands the user's brokered secrets to the egress proxy
+ * (broker_sync_user(), egress/broker.h), so the next proxied connection of a
+ * running sandbox uses them.
  *
  * Service thread only: a count check and the put that follows it cannot
  * interleave with another request. */
@@ -38,6 +41,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "broker.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "network.h"
@@ -108,13 +112,28 @@ static int sealed_record(struct cortexd *d, const char *user, const char *ad_kin
 static int secret_build(struct cortexd *d, const char *user, const char *name, json_t *b, json_t **rec,
 			struct api_resp *resp)
 {
-	static const char *const order[] = {"env", "file", NULL};
+	static const char *const order[] = {"env", "file", "broker", NULL};
 	const char *value;
 	size_t len;
 	if (settings_check_secret(b, &value, &len, resp) < 0 ||
 	    sealed_record(d, user, SET_AD_SECRET, name, value, len, "sealed", b, order, rec, resp) < 0)
 		return -1;
 	json_object_set_new(*rec, "updated_at", json_integer(cx_wall_ms()));
+	json_t *br = json_object_get(*rec, "broker");
+	if (br) {
+		/* Shown in the view: what the sandbox holds instead of the value. */
+		char ph[SECRETS_PLACEHOLDER_LEN + 1];
+		cx_err err = CX_ERR_INIT;
+		if (secrets_placeholder(&d->skey, user, name, ph, &err) < 0) {
+			json_decref(*rec);
+			*rec = NULL;
+			api_error(resp, 500, "internal", "broker placeholder: %s", err.msg);
+			return -1;
+		}
+		br = json_deep_copy(br); /* the body's object is shared with rec */
+		json_object_set_new(br, "placeholder", json_string(ph));
+		json_object_set_new(*rec, "broker", br);
+	}
 	return 0;
 }
 
@@ -162,7 +181,7 @@ static json_t *view_as_stored(json_t *rec, int list)
 static json_t *secret_view(json_t *rec, int list)
 {
 	(void)list;
-	static const char *const pub[] = {"env", "file", "updated_at", NULL};
+	static const char *const pub[] = {"env", "file", "broker", "updated_at", NULL};
 	json_t *v = json_object();
 	copy_fields(v, rec, pub);
 	return v;
@@ -372,6 +391,13 @@ static void write_then(void *arg, int rc, const cx_err *err, struct api_resp *re
 	struct set_write *w = arg;
 	if (rc == 0)
 		lifecycle_settings_written(w->d, w->user);
+	if (rc == 0 && w->kind && !strcmp(w->kind, "secrets")) {
+		/* The proxy's copy of the user's brokered secrets: the next
+		 * connection of a running sandbox uses the new set. */
+		cx_err berr = CX_ERR_INIT;
+		if (broker_sync_user(w->d->st, &w->d->skey, w->user, &berr) < 0)
+			log_error("settings: brokered secrets of %s not updated: %s", w->user, berr.msg);
+	}
 	if (!resp) {
 	} else if (rc == 0 && !w->txt) {
 		api_reply(resp, 204, NULL);

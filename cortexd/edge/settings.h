@@ -6,7 +6,11 @@
  *                                       | {"type":"http"|"sse","url","headers":{..}}
  *                                       ("package" optional; "command" may be omitted when
  *                                       "package" names the server, or be "npx")
- *   settings/<user>/secrets/<name>      {"sealed":"cx1:...","env":"VAR","file":"~/rel/path","updated_at":ms}
+ *   settings/<user>/secrets/<name>      {"sealed":"cx1:...","env":"VAR","file":"~/rel/path","updated_at":ms,
+ *                                        "broker":{"hosts":["api.github.com","*.example.com"],
+ *                                                  "placeholder":"cortex-broker-<32 hex>"}}
+ *                                       (with "broker", env and file get the placeholder, never
+ *                                       the value: egress/broker.h)
  *   settings/<user>/user                {"claude_md":"...","model":"...","env":{"VAR":"..."}}
  *   settings/<user>/plugins/<name>      {"agents":{"f.md":".."},"commands":{..},"rules":{..}}
  *   settings/<user>/ai-providers/<name> {"kind":"anthropic","base_url","model","sealed_key":"cx1:..."}
@@ -31,5 +35,9 @@
 #define SET_SECRET_MAX      (64u << 10)  /* bytes of one secret value */
 #define SET_TEXT_MAX        (256u << 10) /* claude_md, one plugin file */
 #define SET_ARGS_MAX        64           /* mcp args, env and header entries */
+#define SET_BROKER_HOSTS    32           /* hosts of one brokered secret */
+#define SET_BROKER_HOST_MAX 253          /* one of them ("*.domain" included) */
+#define SET_BROKER_VALUE_MIN 8           /* bytes of a brokered value */
+#define SET_BROKER_VALUE_MAX (8u << 10)
 
 #endif

@@ -330,18 +330,125 @@ int settings_check_mcp(json_t *b, const char **type, struct api_resp *resp)
 	return *type == types[0] ? check_stdio(b, resp) : check_remote(b, resp);
 }
 
+/* A broker host: a DNS name, or "*." and one with two labels at least; each
+ * label 1-63 of a-z 0-9 - _ (lowercased in place), not starting or ending
+ * in '-'; 253 chars at most. */
+static int valid_broker_host(char *h)
+{
+	size_t n = strlen(h);
+	if (!n || n > SET_BROKER_HOST_MAX)
+		return 0;
+	char *d = h;
+	int wild = !strncmp(h, "*.", 2);
+	if (wild)
+		d += 2;
+	size_t labels = 0, ll = 0;
+	for (char *c = d;; c++) {
+		if (*c == '.' || !*c) {
+			if (!ll || c[-1] == '-')
+				return 0;
+			labels++;
+			ll = 0;
+			if (!*c)
+				break;
+			continue;
+		}
+		if (*c >= 'A' && *c <= 'Z')
+			*c = (char)(*c - 'A' + 'a');
+		if (!is_alnum(*c) && *c != '-' && *c != '_')
+			return 0;
+		if (!ll && *c == '-')
+			return 0;
+		if (++ll > 63)
+			return 0;
+	}
+	return !wild || labels >= 2;
+}
+
+/* "broker":{"hosts":[...]}: replaced in b by its normalized form (lowercase,
+ * duplicates dropped). */
+static int check_broker(json_t *b, struct api_resp *resp)
+{
+	json_t *br = json_object_get(b, "broker");
+	if (!br)
+		return 0;
+	static const char *const allowed[] = {"hosts", NULL};
+	if (!json_is_object(br)) {
+		api_error(resp, 400, "bad_request", "\"broker\" must be an object {\"hosts\":[...]}");
+		return -1;
+	}
+	if (api_only_keys(br, allowed, "\"broker\"", resp) < 0)
+		return -1;
+	json_t *hosts = json_object_get(br, "hosts");
+	size_t n = json_array_size(hosts);
+	if (!json_is_array(hosts) || n < 1 || n > SET_BROKER_HOSTS) {
+		api_error(resp, 400, "bad_request",
+			  "\"broker\".\"hosts\" must be an array of 1-%d host names",
+			  SET_BROKER_HOSTS);
+		return -1;
+	}
+	json_t *norm = json_array();
+	size_t i;
+	json_t *h;
+	json_array_foreach(hosts, i, h)
+	{
+		char host[SET_BROKER_HOST_MAX + 1];
+		const char *s = json_string_value(h);
+		int ok = s && strlen(s) == json_string_length(h) && strlen(s) < sizeof host;
+		if (ok) {
+			memcpy(host, s, strlen(s) + 1);
+			ok = valid_broker_host(host);
+		}
+		if (!ok) {
+			json_decref(norm);
+			api_error(resp, 400, "bad_request",
+				  "\"broker\".\"hosts\"[%zu] must be a host name or *.domain "
+				  "(labels of a-z 0-9 - _, %d chars at most)",
+				  i, SET_BROKER_HOST_MAX);
+			return -1;
+		}
+		int dup = 0;
+		size_t j;
+		json_t *x;
+		json_array_foreach(norm, j, x) dup |= !strcmp(json_string_value(x), host);
+		if (!dup)
+			json_array_append_new(norm, json_string(host));
+	}
+	json_object_set_new(b, "broker", json_pack("{s:o}", "hosts", norm));
+	return 0;
+}
+
+/* A brokered value goes into request headers: no control characters (a line
+ * break would add a header of the sandbox's choosing), and long enough that
+ * masking it in responses does not hit ordinary text. */
+static int check_broker_value(const char *v, size_t len, struct api_resp *resp)
+{
+	int ok = len >= SET_BROKER_VALUE_MIN && len <= SET_BROKER_VALUE_MAX;
+	for (size_t i = 0; ok && i < len; i++)
+		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+			ok = 0;
+	if (!ok)
+		api_error(resp, 400, "bad_request",
+			  "a brokered \"value\" must be %d-%d bytes without control characters "
+			  "(it goes into request headers)",
+			  SET_BROKER_VALUE_MIN, SET_BROKER_VALUE_MAX);
+	return ok ? 0 : -1;
+}
+
 int settings_check_secret(json_t *b, const char **value, size_t *len, struct api_resp *resp)
 {
-	static const char *const allowed[] = {"value", "env", "file", NULL};
+	static const char *const allowed[] = {"value", "env", "file", "broker", NULL};
 	const char *env, *file;
 	if (api_only_keys(b, allowed, "a secret", resp) < 0 ||
 	    get_string(b, "value", SET_SECRET_MAX, 1, value, resp) < 0 ||
 	    get_string(b, "env", SIZE_MAX, 0, &env, resp) < 0 ||
 	    (env && check_env_name("\"env\"", env, 1, resp) < 0) ||
 	    get_string(b, "file", SIZE_MAX, 0, &file, resp) < 0 ||
-	    (file && check_home_file(file, resp) < 0))
+	    (file && check_home_file(file, resp) < 0) || check_broker(b, resp) < 0)
 		return -1;
 	*len = json_string_length(json_object_get(b, "value"));
+	if (json_object_get(b, "broker") && check_broker_value(*value, *len, resp) < 0)
+		return -1;
 	return 0;
 }
 

@@ -285,3 +285,27 @@ void secrets_free(char *pt, size_t len)
 	sodium_memzero(pt, n);
 	free(pt);
 }
+
+int secrets_placeholder(const secrets_key *k, const char *user, const char *name,
+			char out[SECRETS_PLACEHOLDER_LEN + 1], cx_err *err)
+{
+	out[0] = '\0';
+	if (sodium_ready(err) < 0)
+		return -1;
+	if (!k || !k->loaded)
+		return fail(err, EINVAL, "placeholder: no master key loaded");
+	if (!user || !name)
+		return fail(err, EINVAL, "placeholder: missing user or name");
+	unsigned char sub[crypto_generichash_KEYBYTES], h[16];
+	crypto_kdf_derive_from_key(sub, sizeof sub, 1, "cxbroker", k->key);
+	crypto_generichash_state st;
+	crypto_generichash_init(&st, sub, sizeof sub, sizeof h);
+	crypto_generichash_update(&st, (const unsigned char *)user, strlen(user) + 1);
+	crypto_generichash_update(&st, (const unsigned char *)name, strlen(name));
+	crypto_generichash_final(&st, h, sizeof h);
+	sodium_memzero(sub, sizeof sub);
+	sodium_memzero(&st, sizeof st);
+	memcpy(out, SECRETS_PLACEHOLDER_PREFIX, sizeof SECRETS_PLACEHOLDER_PREFIX - 1);
+	sodium_bin2hex(out + sizeof SECRETS_PLACEHOLDER_PREFIX - 1, 33, h, sizeof h);
+	return 0;
+}

@@ -44,4 +44,14 @@ int secrets_open(const secrets_key *k, const char *user, const char *name, const
 /* Zero then free a plaintext returned by secrets_open(). */
 void secrets_free(char *pt, size_t len);
 
+/* What a sandbox holds instead of a brokered secret (docs/network.md): a
+ * stable, meaningless string per (user, name), "cortex-broker-" and 32 hex
+ * of BLAKE2b-128 keyed with a subkey of k (crypto_kdf, context "cxbroker")
+ * over user "\0" name.  Without the master key it reveals nothing about the
+ * value, the user or the name; the egress proxy swaps it for the value. */
+#define SECRETS_PLACEHOLDER_PREFIX "cortex-broker-"
+#define SECRETS_PLACEHOLDER_LEN	   (sizeof SECRETS_PLACEHOLDER_PREFIX - 1 + 32)
+int secrets_placeholder(const secrets_key *k, const char *user, const char *name,
+			char out[SECRETS_PLACEHOLDER_LEN + 1], cx_err *err);
+
 #endif

@@ -214,6 +214,56 @@ static void test_secrets_land_in_env_and_files(void **state)
 	rows_free(&r);
 }
 
+/* A brokered secret: the sandbox's env and files hold the placeholder, the
+ * value appears nowhere in what the sandbox gets. */
+static void test_brokered_secret_is_a_placeholder(void **state)
+{
+	(void)state;
+	const char *value = "ghp_BROKERED_value_93a1c7";
+	char ad[64], *sealed = NULL;
+	cx_err err = CX_ERR_INIT;
+	snprintf(ad, sizeof ad, "secrets/gh");
+	assert_int_equal(secrets_seal(&K, "alice", ad, value, strlen(value), &sealed, &err), 0);
+	json_t *o = json_pack("{s:s, s:s, s:s, s:{s:[s]}}", "sealed", sealed, "env", "GH_TOKEN",
+			      "file", "~/.config/gh/token", "broker", "hosts", "api.github.com");
+	char *txt = json_dumps(o, JSON_COMPACT);
+	struct rows r = {0};
+	row(&r, "settings/alice/secrets/gh", txt);
+	secret_row(&r, "alice", "plain", "not_brokered_value", "PLAIN", NULL);
+	free(txt);
+	free(sealed);
+	json_decref(o);
+
+	char ph[SECRETS_PLACEHOLDER_LEN + 1], other[SECRETS_PLACEHOLDER_LEN + 1];
+	assert_int_equal(secrets_placeholder(&K, "alice", "gh", ph, &err), 0);
+	assert_int_equal(strlen(ph), 46);
+	assert_int_equal(strncmp(ph, "cortex-broker-", 14), 0);
+	cconfig *c = assemble(&r, NULL);
+	assert_string_equal(json_string_value(json_object_get(c->env, "GH_TOKEN")), ph);
+	assert_string_equal(json_string_value(json_object_get(c->env, "PLAIN")),
+			    "not_brokered_value");
+	const struct cfile *f = must_file(c, "/home/agent/.config/gh/token");
+	assert_string_equal(f->data, ph);
+	assert_int_equal(f->mode, 0600);
+	char *env = json_dumps(c->env, 0);
+	assert_null(strstr(env, value));
+	free(env);
+	for (size_t i = 0; i < c->n_files; i++)
+		assert_null(memmem(c->files[i].data, c->files[i].len, value, strlen(value)));
+
+	/* Stable per (user, name), different for another name or user. */
+	cconfig *again = assemble(&r, NULL);
+	assert_string_equal(json_string_value(json_object_get(again->env, "GH_TOKEN")), ph);
+	assert_string_equal(c->all_hash, again->all_hash);
+	assert_int_equal(secrets_placeholder(&K, "alice", "gh2", other, &err), 0);
+	assert_string_not_equal(other, ph);
+	assert_int_equal(secrets_placeholder(&K, "bob", "gh", other, &err), 0);
+	assert_string_not_equal(other, ph);
+	cconfig_unref(again);
+	cconfig_unref(c);
+	rows_free(&r);
+}
+
 static void test_secret_of_another_user_fails_without_leaking(void **state)
 {
 	(void)state;
@@ -303,6 +353,7 @@ int main(void)
 		cmocka_unit_test(test_order_independent_and_other_users_ignored),
 		cmocka_unit_test(test_package_missing_then_installed),
 		cmocka_unit_test(test_secrets_land_in_env_and_files),
+		cmocka_unit_test(test_brokered_secret_is_a_placeholder),
 		cmocka_unit_test(test_secret_of_another_user_fails_without_leaking),
 		cmocka_unit_test(test_user_provider_precedence),
 		cmocka_unit_test(test_corrupt_row_is_an_error),

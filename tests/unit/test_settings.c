@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "auth.h"
+#include "broker.h"
 #include "edge.h"
 #include "lifecycle.h"
 #include "unit_util.h"
@@ -331,6 +332,59 @@ static void test_secrets(void **state)
 	json_decref(o);
 	expect_ok("DELETE", "/v1/settings/secrets/both", a, NULL, 204);
 	bad("DELETE", "/v1/settings/secrets/both", a, NULL, 404, "not_found");
+}
+
+/* A secret with "broker": hosts normalized, the view shows them and the
+ * placeholder (never the value); broker_entries(), what the egress proxy is
+ * given after every write, holds placeholder, value and hosts of brokered
+ * secrets only. */
+static void test_broker_secrets(void **state)
+{
+	(void)state;
+	const char *a = tok_alice;
+	json_t *o = expect("PUT", "/v1/settings/secrets/ghb", a,
+			   "{\"value\":\"" PLAIN_GH "\",\"env\":\"GH_TOKEN\",\"broker\":{\"hosts\":"
+			   "[\"API.GitHub.com\",\"*.Example.com\",\"api.github.com\",\"127.0.0.1\"]}}",
+			   201);
+	char ph[SECRETS_PLACEHOLDER_LEN + 1];
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(secrets_placeholder(&D.skey, "alice", "ghb", ph, &err), 0);
+	json_t *br = json_object_get(o, "broker");
+	assert_string_equal(json_string_value(json_object_get(br, "placeholder")), ph);
+	json_t *hosts = json_object_get(br, "hosts");
+	assert_int_equal(json_array_size(hosts), 3);
+	assert_string_equal(json_string_value(json_array_get(hosts, 0)), "api.github.com");
+	assert_string_equal(json_string_value(json_array_get(hosts, 1)), "*.example.com");
+	assert_string_equal(json_string_value(json_array_get(hosts, 2)), "127.0.0.1");
+	assert_false(contains(o, PLAIN_GH));
+	json_decref(o);
+	o = expect("GET", "/v1/settings/secrets/ghb", a, NULL, 200);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(o, "broker"), "placeholder")), ph);
+	assert_false(contains(o, PLAIN_GH));
+	assert_false(contains(o, "cx1:"));
+	json_decref(o);
+	expect_ok("PUT", "/v1/settings/secrets/plainone", a, "{\"value\":\"" PLAIN_SSH "\"}", 201);
+
+	json_t *arr = NULL;
+	assert_int_equal(broker_entries(D.st, &D.skey, "alice", &arr, &err), 0);
+	assert_int_equal(json_array_size(arr), 1);
+	json_t *e = json_array_get(arr, 0);
+	assert_string_equal(json_string_value(json_object_get(e, "placeholder")), ph);
+	assert_string_equal(json_string_value(json_object_get(e, "value")), PLAIN_GH);
+	assert_int_equal(json_array_size(json_object_get(e, "hosts")), 3);
+	broker_entries_free(arr);
+	assert_int_equal(broker_entries(D.st, &D.skey, "bob", &arr, &err), 0);
+	assert_int_equal(json_array_size(arr), 0);
+	broker_entries_free(arr);
+
+	/* Replaced without "broker": no longer brokered; deleted: gone. */
+	expect_ok("PUT", "/v1/settings/secrets/ghb", a, "{\"value\":\"" PLAIN_GH "\"}", 200);
+	assert_int_equal(broker_entries(D.st, &D.skey, "alice", &arr, &err), 0);
+	assert_int_equal(json_array_size(arr), 0);
+	broker_entries_free(arr);
+	expect_ok("DELETE", "/v1/settings/secrets/ghb", a, NULL, 204);
+	expect_ok("DELETE", "/v1/settings/secrets/plainone", a, NULL, 204);
 }
 
 static void test_user(void **state)
@@ -763,6 +817,72 @@ static void test_bad_secrets(void **state)
 	};
 	for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++)
 		bad("PUT", P, tok_alice, bodies[i], 400, "bad_request");
+	static const char *const brokers[] = {
+	    "5",
+	    "{}",
+	    "{\"hosts\":[]}",
+	    "{\"hosts\":\"api.github.com\"}",
+	    "{\"hosts\":[5]}",
+	    "{\"hosts\":[\"a b.com\"]}",
+	    "{\"hosts\":[\"*.com\"]}",
+	    "{\"hosts\":[\"*\"]}",
+	    "{\"hosts\":[\"-a.com\"]}",
+	    "{\"hosts\":[\"a-.com\"]}",
+	    "{\"hosts\":[\"a..com\"]}",
+	    "{\"hosts\":[\".a.com\"]}",
+	    "{\"hosts\":[\"a.com.\"]}",
+	    "{\"hosts\":[\"a.com:443\"]}",
+	    "{\"hosts\":[\"a.*.com\"]}",
+	    "{\"hosts\":[\"https://a.com\"]}",
+	    "{\"hosts\":[\"a.com\"],\"x\":1}",
+	};
+	char body[600];
+	for (size_t i = 0; i < sizeof brokers / sizeof brokers[0]; i++) {
+		snprintf(body, sizeof body, "{\"value\":\"long_enough_value\",\"broker\":%s}",
+			 brokers[i]);
+		bad("PUT", P, tok_alice, body, 400, "bad_request");
+	}
+	/* A brokered value goes into headers: 8+ bytes, no control characters. */
+	bad("PUT", P, tok_alice, "{\"value\":\"short\",\"broker\":{\"hosts\":[\"a.com\"]}}", 400,
+	    "bad_request");
+	bad("PUT", P, tok_alice,
+	    "{\"value\":\"long_enough\\r\\nX-Evil: 1\",\"broker\":{\"hosts\":[\"a.com\"]}}", 400,
+	    "bad_request");
+	/* 32 hosts pass, 33 do not; a 253-char host passes, 254 does not. */
+	char *hb = malloc(33 * 16 + 200);
+	int n = sprintf(hb, "{\"value\":\"long_enough_value\",\"broker\":{\"hosts\":[");
+	for (int i = 0; i < 33; i++)
+		n += sprintf(hb + n, "%s\"h%d.example.com\"", i ? "," : "", i);
+	strcpy(hb + n, "]}}");
+	bad("PUT", P, tok_alice, hb, 400, "bad_request");
+	char *cut = strstr(hb, ",\"h32.");
+	strcpy(cut, "]}}");
+	expect_ok("PUT", "/v1/settings/secrets/hosts32", tok_alice, hb, 201);
+	expect_ok("DELETE", "/v1/settings/secrets/hosts32", tok_alice, NULL, 204);
+	free(hb);
+	char host[300];
+	for (int len = 253; len <= 254; len++) {
+		/* labels of 63 chars and dots, ending ".com" */
+		int m = 0;
+		while (m < len - 4) {
+			int l = len - 4 - m > 63 ? 63 : len - 4 - m;
+			memset(host + m, 'a', (size_t)l);
+			m += l;
+			if (m < len - 4) {
+				host[m - 1] = '.';
+			}
+		}
+		memcpy(host + m, ".com", 5);
+		assert_int_equal(strlen(host), (size_t)len);
+		snprintf(body, sizeof body,
+			 "{\"value\":\"long_enough_value\",\"broker\":{\"hosts\":[\"%s\"]}}", host);
+		if (len == 253) {
+			expect_ok("PUT", "/v1/settings/secrets/longhost", tok_alice, body, 201);
+			expect_ok("DELETE", "/v1/settings/secrets/longhost", tok_alice, NULL, 204);
+		} else {
+			bad("PUT", P, tok_alice, body, 400, "bad_request");
+		}
+	}
 	/* A 255-char file path passes, 256 does not. */
 	char *ok = big_body("{\"value\":\"x\",\"file\":\"~/", 253, "\"}");
 	expect_ok("PUT", "/v1/settings/secrets/longpath", tok_alice, ok, 201);
@@ -940,7 +1060,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_bodies),	 cmocka_unit_test(test_bad_mcp),
 	    cmocka_unit_test(test_bad_secrets),	 cmocka_unit_test(test_bad_user),
 	    cmocka_unit_test(test_bad_plugins),	 cmocka_unit_test(test_bad_providers),
-	    cmocka_unit_test(test_count_limits),
+	    cmocka_unit_test(test_count_limits), cmocka_unit_test(test_broker_secrets),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
