@@ -15,6 +15,7 @@
 #include "imgstore.h"
 #include "jobs.h"
 #include "lifecycle-internal.h"
+#include "broker.h"
 #include "egress.h"
 #include "log.h"
 #include "metrics.h"
@@ -149,6 +150,9 @@ static void egress_attach(struct session *s)
 		log_warn("session %s: egress: %s", s->id, err.msg);
 	if (egress_user_policy_known(s->user))
 		return;
+	/* Once per user (per cortexd): the brokered secrets and the policy. */
+	if (broker_sync_user(s->d->st, &s->d->skey, s->user, &err) < 0)
+		log_warn("user %s: brokered secrets: %s", s->user, err.msg);
 	char key[256];
 	snprintf(key, sizeof key, "settings/%s/network", s->user);
 	cleanup_free char *val = NULL;
