@@ -24,9 +24,10 @@ int gateway_start(struct lws_context *ctx, const char *host, int port,
 	if (!ops || !ops->authorize)
 		return cx_err_set(err, EINVAL, "gateway: no authorize hook");
 	if (!lim || !lim->max_inflight_per_user || lim->max_inflight_per_user > lim->max_inflight ||
-	    lim->max_inflight > GW_MAX_INFLIGHT_LIMIT)
+	    lim->max_inflight > GW_MAX_INFLIGHT_LIMIT || !lim->body_deadline_s)
 		return cx_err_set(err, EINVAL,
-				  "gateway: limits need 1 <= per user (%u) <= in all (%u) <= %u",
+				  "gateway: limits need 1 <= per user (%u) <= in all (%u) <= %u, "
+				  "and a body deadline",
 				  lim ? lim->max_inflight_per_user : 0, lim ? lim->max_inflight : 0,
 				  GW_MAX_INFLIGHT_LIMIT);
 	if (gw_upstream_init(err) < 0)

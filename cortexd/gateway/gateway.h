@@ -67,10 +67,13 @@ struct gateway_ops {
 /* The in-flight pool: requests holding a slot (body arriving or provider
  * request running), in all and per user.  1 <= max_inflight_per_user <=
  * max_inflight <= GW_MAX_INFLIGHT_LIMIT (config: gateway.max_inflight, 32, and
- * gateway.max_inflight_per_user, 8). */
+ * gateway.max_inflight_per_user, 8).  A body still arriving body_deadline_s
+ * after its headers closes the connection (lws closes one idle for its
+ * context's timeout_secs, but a byte now and then keeps it open). */
 struct gateway_limits {
 	unsigned max_inflight;
 	unsigned max_inflight_per_user;
+	unsigned body_deadline_s; /* >= 1 (config: gateway.body_deadline_s, 60) */
 };
 
 /* Listen on host:port (port 0 = any free one) as a second vhost of ctx.
@@ -93,6 +96,7 @@ struct gw_stats {
 	uint64_t requests, unauthorized, by_class[6]; /* by_class[status/100], [0] = no response */
 	uint64_t overloaded;			      /* refused: the whole pool was taken (529) */
 	uint64_t refused_user_cap;		      /* refused: the user held its share (429) */
+	uint64_t slow_body; /* closed: the body still arriving past body_deadline_s */
 	unsigned inflight, inflight_users;	      /* slots held now, by how many users */
 	struct gateway_limits lim;
 	uint64_t ttfb_us_sum, ttfb_count, fwd_us_sum, fwd_events;

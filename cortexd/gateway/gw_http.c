@@ -510,6 +510,7 @@ static int on_http(struct lws *wsi, struct gw_conn *c, const char *in)
 	lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
 	long long clen = cl[0] ? atoll(cl) : 0;
 	c->too_big = clen > GW_CAP_BODY; /* read and discard, then 413 */
+	c->t_hdr_us = cx_mono_us();
 	admit(c);
 	if (clen > 0) {
 		if (!c->discard && !(c->body = malloc((size_t)clen + 1)))
@@ -523,6 +524,13 @@ static int on_http(struct lws *wsi, struct gw_conn *c, const char *in)
 
 static int on_body(struct gw_conn *c, const char *in, size_t len)
 {
+	if (cx_mono_us() - c->t_hdr_us > (uint64_t)gw_state.lim.body_deadline_s * 1000000u) {
+		/* a slowloris: a byte now and then keeps lws's idle timeout away */
+		gw_state.stats.slow_body++;
+		log_debug("gateway: a body of user %s still arriving after %u s: closed",
+			  c->user[0] ? c->user : "(none)", gw_state.lim.body_deadline_s);
+		return -1;
+	}
 	if (c->too_big || c->discard)
 		return 0;
 	if (c->body_len + len > c->body_cap) {

@@ -107,6 +107,7 @@ struct gw_conn {
 	char user[GW_USER_LEN];
 	char base[GW_CAP_URL]; /* the session's provider */
 	char key[GW_CAP_KEY];  /* wiped in conn_reset */
+	uint64_t t_hdr_us;     /* cx_mono_us() at the headers: the body's deadline counts from it */
 	char *body;
 	size_t body_len, body_cap;
 	/* a response made here (errors): status + JSON body */

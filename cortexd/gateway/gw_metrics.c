@@ -18,11 +18,13 @@ void gateway_metrics_write(FILE *f, void *arg)
 	fprintf(f, "cortex_gateway_requests_total{status=\"overloaded\"} %llu\n", (unsigned long long)gs.overloaded);
 	fprintf(f,
 		"# HELP cortex_gateway_refused_total Gateway requests refused for the in-flight "
-		"pool: a user's share (429) or all of it (529).\n"
+		"pool: a user's share (429), all of it (529), or a body too slow (closed).\n"
 		"# TYPE cortex_gateway_refused_total counter\n"
 		"cortex_gateway_refused_total{reason=\"user_cap\"} %llu\n"
-		"cortex_gateway_refused_total{reason=\"global_cap\"} %llu\n",
-		(unsigned long long)gs.refused_user_cap, (unsigned long long)gs.overloaded);
+		"cortex_gateway_refused_total{reason=\"global_cap\"} %llu\n"
+		"cortex_gateway_refused_total{reason=\"slow_body\"} %llu\n",
+		(unsigned long long)gs.refused_user_cap, (unsigned long long)gs.overloaded,
+		(unsigned long long)gs.slow_body);
 	fprintf(
 	    f,
 	    "# HELP cortex_gateway_inflight Gateway requests holding a slot of the pool (body "

@@ -8,7 +8,8 @@
  * Run: ctest -R unit.gateway  (exit status 0 = all passed)
  *
  * The pool is small here (3 in all, 2 per user) so that the fair-share
- * scenario can fill it with a few slowloris connections.
+ * scenario can fill it with a few slowloris connections, and the body
+ * deadline short (SLOW_DEADLINE_S).
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -403,6 +404,7 @@ static void check_stream(CURL *h, int *nrep)
 /* ---- slowloris: headers and part of a body, the rest maybe later ---- */
 #define SLOW_BODY "{\"model\":\"claude-slow\",\"messages\":[]}"
 #define SLOW_LEN  100 /* content-length: the body is padded with spaces */
+#define SLOW_DEADLINE_S 5   /* gateway_limits.body_deadline_s */
 
 static int slow_open(const char *key)
 {
@@ -524,6 +526,33 @@ static void check_fair_shares(CURL *h, int *nrep)
 	      gs.lim.max_inflight, gs.lim.max_inflight_per_user);
 }
 
+/* 11. A body that trickles in (a byte every 250 ms: lws's idle timeout never
+ * fires) is cut at the deadline, and its slot is back. */
+static void check_body_deadline(void)
+{
+	struct gw_stats gs;
+	uint64_t t0 = cx_mono_us();
+	int fd = slow_open(token3);
+	CHECK(wait_stats(inflight_is, 1, &gs), "the trickling body holds a slot: %u", gs.inflight);
+	struct timeval tv = {0, 250000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	int closed = 0;
+	for (int i = 0; i < 4 * (SLOW_DEADLINE_S + 5) && !closed; i++) {
+		char b[256];
+		ssize_t n = recv(fd, b, sizeof b, 0);
+		closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+		if (!closed && send(fd, " ", 1, MSG_NOSIGNAL) < 0)
+			closed = 1;
+	}
+	double secs = (double)(cx_mono_us() - t0) / 1e6;
+	CHECK(closed && secs >= SLOW_DEADLINE_S && secs < SLOW_DEADLINE_S + 3,
+	      "the gateway closes a body still arriving after %d s: closed %d after %.1f s",
+	      SLOW_DEADLINE_S, closed, secs);
+	close(fd);
+	CHECK(wait_stats(inflight_is, 0, &gs), "its slot is back: %u", gs.inflight);
+	CHECK(gs.slow_body == 1, "counted: slow_body %lu", (unsigned long)gs.slow_body);
+}
+
 static void *tests_thread(void *arg)
 {
 	(void)arg;
@@ -603,6 +632,7 @@ static void *tests_thread(void *arg)
 	      rep.status, rep.error);
 
 	check_fair_shares(h, &nrep);
+	check_body_deadline();
 
 	curl_easy_cleanup(h);
 	__atomic_store_n(&tests_done, 1, __ATOMIC_RELEASE);
@@ -642,7 +672,7 @@ int main(void)
 	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
 	ctx = lws_create_context(&info);
 	cx_err err = CX_ERR_INIT;
-	const struct gateway_limits lim = {3, 2};
+	const struct gateway_limits lim = {3, 2, SLOW_DEADLINE_S};
 	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &hooks, &lim, &err) < 0) {
 		fprintf(stderr, "start: %s\n", err.msg);
 		return 1;
