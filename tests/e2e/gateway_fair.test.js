@@ -13,10 +13,14 @@ const KEY = 'sk-ant-PROVIDER-KEY-fair-2b9e';
 const PER_USER = 2, POOL = 4;
 
 // A request that takes a slot and keeps it: headers and 10 bytes of a
-// 200-byte body, the rest never sent.  Resolves once the bytes are written.
+// 200-byte body, then a space every 5 s (lws closes a connection idle for
+// 30 s; the gateway closes a body not in after 60 s).  Resolves once the
+// first bytes are written.
 function slowloris(gwUrl, token) {
   const u = new URL(gwUrl);
   const s = net.connect(Number(u.port), u.hostname);
+  const drip = setInterval(() => s.write(' '), 5000);
+  s.on('close', () => clearInterval(drip));
   s.on('error', () => {});
   s.got = '';
   s.on('data', d => { s.got += d; });
@@ -69,6 +73,7 @@ function gw(gwUrl, token, text, opts = {}) {
   // ---- alice takes her whole share with bodies she never finishes
   const m0 = await L.metrics(d);
   const slow = [];
+  const tHeld = Date.now();
   for (let i = 0; i < PER_USER; i++) slow.push(await slowloris(gwUrl, tok));
   m = await L.poll(async () => { const x = await L.metrics(d); return x['cortex_gateway_inflight'] === PER_USER ? x : null; });
   L.eq(m && [m['cortex_gateway_inflight'], m['cortex_gateway_inflight_users']], [PER_USER, 1],
@@ -85,7 +90,8 @@ function gw(gwUrl, token, text, opts = {}) {
   m = await L.metrics(d);
   L.eq(m['cortex_gateway_refused_total{reason="user_cap"}'] - m0['cortex_gateway_refused_total{reason="user_cap"}'], 1,
     'the refusal is counted by reason (user_cap)');
-  L.eq(m['cortex_gateway_refused_total{reason="global_cap"}'], 0, 'the pool itself was never full');
+  L.eq([m['cortex_gateway_refused_total{reason="global_cap"}'], m['cortex_gateway_refused_total{reason="slow_body"}']], [0, 0],
+    'the pool itself was never full, no body was too slow');
 
   // ---- bob's turns go on meanwhile
   const nBob = model.requests().length;
@@ -102,6 +108,7 @@ function gw(gwUrl, token, text, opts = {}) {
   L.check(m, 'alice\'s agent hits her cap (429)', `> ${before}`, m && m['cortex_gateway_refused_total{reason="user_cap"}']);
   fr = await L.turn(users.bob.c, 'bob again', 60000);
   L.eq(L.textOf(fr), 'Echo: bob again. Done.', 'bob\'s second turn works while alice\'s agent is refused');
+  console.log(`alice held her slow bodies for ${Date.now() - tHeld} ms`);
   slow.forEach(hangUp);
   fr = await aliceTurn;
   L.eq(L.textOf(fr), 'Echo: alice waits her turn. Done.', 'alice\'s turn completes once her slow requests are gone');
