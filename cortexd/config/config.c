@@ -80,6 +80,9 @@ void config_defaults(config *c)
 	c->turn_grace_s = 120;
 	c->gateway_enabled = 1;
 	strcpy(c->gateway_host, "127.0.0.1");
+	c->gateway_max_inflight = 32;	      /* one curl thread each */
+	c->gateway_max_inflight_per_user = 8; /* a user takes a quarter of the pool at most */
+	c->gateway_body_deadline_s = 60;
 	/* chat: an IDE; voice: a TTS waits on the first sentence, so tighter and sentence-framed. */
 	c->surfaces[SURF_CHAT] = (struct surface_profile){"", 1500, 120000, "", 1800, 600, 3600, 0};
 	c->surfaces[SURF_VOICE] = (struct surface_profile){"", 800, 20000, "", 600, 120, 1800, 1};
@@ -452,6 +455,29 @@ static int load_gateway(config *c, json_t *gw, cx_err *err)
 	if (s && parse_hostport("gateway.listen", s, c->gateway_host, sizeof c->gateway_host,
 				 &c->gateway_port, err) < 0)
 		return -1;
+	long long max = 0, per_user = 0, deadline = 0;
+	int have_max, have_per_user, have_deadline;
+	if (jint(gw, "max_inflight", &max, &have_max, err) < 0 ||
+	    jint(gw, "max_inflight_per_user", &per_user, &have_per_user, err) < 0 ||
+	    jint(gw, "body_deadline_s", &deadline, &have_deadline, err) < 0)
+		return -1;
+	if (have_deadline && (deadline < 1 || deadline > 3600))
+		return cx_err_set(err, 0, "config: gateway.body_deadline_s must be from 1 to 3600");
+	if (have_deadline)
+		c->gateway_body_deadline_s = (unsigned)deadline;
+	if (have_max && (max < 1 || max > 1024)) /* GW_MAX_INFLIGHT_LIMIT: a thread each */
+		return cx_err_set(err, 0, "config: gateway.max_inflight must be from 1 to 1024");
+	if (have_max)
+		c->gateway_max_inflight = (unsigned)max;
+	if (have_per_user && (per_user < 1 || per_user > c->gateway_max_inflight))
+		return cx_err_set(err, 0,
+				  "config: gateway.max_inflight_per_user must be from 1 to "
+				  "gateway.max_inflight (%u)",
+				  c->gateway_max_inflight);
+	if (have_per_user)
+		c->gateway_max_inflight_per_user = (unsigned)per_user;
+	else if (c->gateway_max_inflight_per_user > c->gateway_max_inflight)
+		c->gateway_max_inflight_per_user = c->gateway_max_inflight;
 	return 0;
 }
 

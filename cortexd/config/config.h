@@ -86,6 +86,9 @@ typedef struct config {
 	int gateway_enabled;         /* 0: the provider's URL and key go into the sandbox (old way) */
 	char gateway_host[256];
 	int gateway_port;            /* 0 = any free port */
+	unsigned gateway_max_inflight;		/* requests holding a slot, in all (past it: 529) */
+	unsigned gateway_max_inflight_per_user; /* ... of one user (past it: 429) */
+	unsigned gateway_body_deadline_s;	/* a request body still arriving after it: closed */
 	struct model_price prices[CFG_MAX_PRICES];
 	int n_prices;
 

@@ -35,12 +35,14 @@ static int provider_of(struct session *s, char *url, size_t ucap, char *key, siz
 	return key[0] ? 0 : -1;
 }
 
-static int authorize(void *arg, const char *token, char sess_id[40], char *url, size_t ucap, char *key, size_t kcap)
+static int authorize(void *arg, const char *token, char sess_id[40], char user[GW_USER_LEN],
+		     char *url, size_t ucap, char *key, size_t kcap)
 {
 	struct session *s = by_token(arg, token);
 	if (!s)
 		return CX_NOTFOUND;
 	snprintf(sess_id, 40, "%s", s->id);
+	snprintf(user, GW_USER_LEN, "%s", s->user);
 	return provider_of(s, url, ucap, key, kcap);
 }
 

@@ -357,7 +357,10 @@ int server_run(struct cortexd *d)
 	 * share the host's network namespace, so 127.0.0.1 reaches it). */
 	struct gateway_ops gw;
 	gwlink_ops(d, &gw);
-	if (c->gateway_enabled && gateway_start(d->ctx, c->gateway_host, c->gateway_port, &gw, &err) < 0) {
+	const struct gateway_limits gwl = {
+	    c->gateway_max_inflight, c->gateway_max_inflight_per_user, c->gateway_body_deadline_s};
+	if (c->gateway_enabled &&
+	    gateway_start(d->ctx, c->gateway_host, c->gateway_port, &gw, &gwl, &err) < 0) {
 		log_error("model gateway: %s", err.msg);
 		goto out_ctx;
 	}

@@ -17,15 +17,25 @@
 #include "metrics.h"
 
 int gateway_start(struct lws_context *ctx, const char *host, int port,
-		  const struct gateway_ops *ops, cx_err *err)
+		  const struct gateway_ops *ops, const struct gateway_limits *lim, cx_err *err)
 {
 	if (gw_state.vh)
 		return cx_err_set(err, EALREADY, "gateway: already started");
 	if (!ops || !ops->authorize)
 		return cx_err_set(err, EINVAL, "gateway: no authorize hook");
+	if (!lim || !lim->max_inflight_per_user || lim->max_inflight_per_user > lim->max_inflight ||
+	    lim->max_inflight > GW_MAX_INFLIGHT_LIMIT || !lim->body_deadline_s)
+		return cx_err_set(err, EINVAL,
+				  "gateway: limits need 1 <= per user (%u) <= in all (%u) <= %u, "
+				  "and a body deadline",
+				  lim ? lim->max_inflight_per_user : 0, lim ? lim->max_inflight : 0,
+				  GW_MAX_INFLIGHT_LIMIT);
 	if (gw_upstream_init(err) < 0)
 		return -1;
 	gw_state.ops = *ops;
+	gw_state.lim = *lim;
+	gw_state.stats.lim = *lim;
+	gw_pool_clear();
 	gw_state.ctx = ctx;
 	gw_state.vh = gw_http_listen(ctx, host, port);
 	if (!gw_state.vh)
@@ -72,7 +82,7 @@ void gateway_stop(void)
 			q->conn->req = NULL;
 		gw_req_free(q); /* no report: sessions are going away too */
 	}
-	gw_state.ninflight = 0;
+	gw_pool_clear();
 	gw_state.vh = NULL; /* destroyed with the context */
 	gw_upstream_cleanup();
 }

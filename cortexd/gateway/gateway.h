@@ -11,6 +11,11 @@
  * provider request ends, a report (status, timings, usage parsed from the SSE
  * events) goes to gateway_ops.report on the service thread.
  *
+ * Fair shares: an authorized request holds a slot of the in-flight pool from
+ * its headers (while its body arrives, however slowly) until its provider
+ * request ends.  Past its user's share: 429 rate_limit_error; past the whole
+ * pool: 529 overloaded_error; both with retry-after (struct gateway_limits).
+ *
  * Threads: gateway_* calls and the report callback run on the lws service
  * thread; curl runs on one thread per in-flight request (bounded). */
 #ifndef CORTEX_GATEWAY_H
@@ -22,8 +27,10 @@
 #include "cx.h"
 #include "gw_sse.h" /* struct gw_usage */
 
-#define GW_TOKEN_LEN 68      /* "cxg_" + 64 hex */
-#define GW_MAX_INFLIGHT 32   /* concurrent provider requests; past it: 529 overloaded */
+#define GW_TOKEN_LEN	      68   /* "cxg_" + 64 hex */
+#define GW_USER_LEN	      72   /* a user's name, as authorize gives it */
+#define GW_MAX_INFLIGHT_LIMIT 1024 /* the most max_inflight may be (a thread each) */
+#define GW_RETRY_AFTER_S      2	   /* retry-after of a 429 / 529 made by the gateway */
 
 /* One provider request, as seen by the gateway. */
 struct gw_report {
@@ -47,19 +54,32 @@ struct gw_report {
  * providers.  Both hooks run on the service thread. */
 struct gateway_ops {
 	void *arg;
-	/* token -> the session it belongs to.  0: sess_id set and url/key filled with its provider;
-	 * CX_NOTFOUND: no session has this token; -1: sess_id set but the session has no provider.
-	 * Service thread.  key is wiped by the gateway after use. */
-	int (*authorize)(void *arg, const char *token, char sess_id[40], char *url, size_t ucap,
-			 char *key, size_t kcap);
+	/* token -> the session it belongs to.  0: sess_id and user set, url/key filled with its
+	 * provider; CX_NOTFOUND: no session has this token; -1: sess_id and user set but the
+	 * session has no provider.  Called once a request's headers are in.  Service thread.
+	 * key is wiped by the gateway after use. */
+	int (*authorize)(void *arg, const char *token, char sess_id[40], char user[GW_USER_LEN],
+			 char *url, size_t ucap, char *key, size_t kcap);
 	/* A provider request of session sess_id ended (service thread); the session may be gone. */
 	void (*report)(void *arg, const char *sess_id, const struct gw_report *r);
 };
 
+/* The in-flight pool: requests holding a slot (body arriving or provider
+ * request running), in all and per user.  1 <= max_inflight_per_user <=
+ * max_inflight <= GW_MAX_INFLIGHT_LIMIT (config: gateway.max_inflight, 32, and
+ * gateway.max_inflight_per_user, 8).  A body still arriving body_deadline_s
+ * after its headers closes the connection (lws closes one idle for its
+ * context's timeout_secs, but a byte now and then keeps it open). */
+struct gateway_limits {
+	unsigned max_inflight;
+	unsigned max_inflight_per_user;
+	unsigned body_deadline_s; /* >= 1 (config: gateway.body_deadline_s, 60) */
+};
+
 /* Listen on host:port (port 0 = any free one) as a second vhost of ctx.
- * ops is copied; authorize is required, report may be NULL. */
+ * ops and lim are copied; authorize is required, report may be NULL. */
 int gateway_start(struct lws_context *ctx, const char *host, int port,
-		  const struct gateway_ops *ops, cx_err *err);
+		  const struct gateway_ops *ops, const struct gateway_limits *lim, cx_err *err);
 int gateway_port(void);
 /* Also serve the gateway on the Unix socket NAME in the dir dirfd (root-only:
  * sandboxes in their own network namespace reach it through an O_PATH fd
@@ -73,7 +93,12 @@ void gateway_service(void);
 void gateway_token_new(char out[GW_TOKEN_LEN + 1]);
 
 struct gw_stats {
-	uint64_t requests, unauthorized, overloaded, by_class[6]; /* by_class[status/100], [0] = no response */
+	uint64_t requests, unauthorized, by_class[6]; /* by_class[status/100], [0] = no response */
+	uint64_t overloaded;			      /* refused: the whole pool was taken (529) */
+	uint64_t refused_user_cap;		      /* refused: the user held its share (429) */
+	uint64_t slow_body; /* closed: the body still arriving past body_deadline_s */
+	unsigned inflight, inflight_users;	      /* slots held now, by how many users */
+	struct gateway_limits lim;
 	uint64_t ttfb_us_sum, ttfb_count, fwd_us_sum, fwd_events;
 	uint64_t ttfb_bucket[12]; /* cumulative-ready counts for GW_TTFB_BOUNDS_MS */
 };

@@ -1,8 +1,11 @@
 /* gw_http.c — the gateway's lws vhost "gateway" (HTTP only): an agent's
- * request under /v1/ is read whole (GW_CAP_BODY), its token authorized, and
- * its provider request started (gw_upstream.c); the response goes back one
- * chunk per WRITEABLE callback as the curl thread queues it.  Errors the
- * gateway makes itself are Anthropic-style JSON ({"type":"error",...}).
+ * request under /v1/ has its token authorized and a slot of the in-flight
+ * pool taken for its user once the headers are in (gw_pool.c), is read whole
+ * (GW_CAP_BODY), and its provider request started (gw_upstream.c); the
+ * response goes back one chunk per WRITEABLE callback as the curl thread
+ * queues it.  Errors the gateway makes itself are Anthropic-style JSON
+ * ({"type":"error",...}); the body of a request answered here is dropped as
+ * it arrives.
  */
 #include "gw_internal.h"
 
@@ -36,16 +39,27 @@ static void set_error(struct gw_conn *c, int status, const char *type, const cha
 	c->lstatus = status;
 }
 
+/* The slot c holds, given back (an answer made here needs none). */
+static void slot_release(struct gw_conn *c)
+{
+	if (c->slot)
+		gw_pool_put(c->user);
+	c->slot = 0;
+}
+
 static void conn_reset(struct gw_conn *c)
 {
+	slot_release(c);
 	free(c->body);
 	free(c->lbody);
 	sodium_memzero(c->token, sizeof c->token);
+	sodium_memzero(c->key, sizeof c->key);
 	memset(c, 0, sizeof *c);
 }
 
 static int respond_local(struct lws *wsi, struct gw_conn *c)
 {
+	slot_release(c);
 	lws_callback_on_writable(wsi);
 	c->dispatched = 1;
 	return 0;
@@ -58,8 +72,13 @@ static int write_local(struct lws *wsi, struct gw_conn *c)
 	if (!buf)
 		return -1;
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = start + 511;
+	char ra[16];
+	int ral = snprintf(ra, sizeof ra, "%d", c->retry_after);
 	if (lws_add_http_common_headers(wsi, (unsigned)c->lstatus, "application/json",
 					(lws_filepos_t)blen, &p, end) ||
+	    (c->retry_after > 0 &&
+	     lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+					 (const unsigned char *)ra, ral, &p, end)) ||
 	    lws_finalize_http_header(wsi, &p, end)) {
 		free(buf);
 		return -1;
@@ -201,35 +220,76 @@ static void read_token(struct lws *wsi, struct gw_conn *c)
 
 /* ------------------------------------------------- starting a request */
 
-/* Start the provider request of an authorized agent request.  base is the
- * session's provider URL ("" when it has none). */
-static int forward(struct lws *wsi, struct gw_conn *c, const char *sess_id, const char *base,
-		   const char *key)
+/* The headers are in: look the token up and take a slot of the pool for the
+ * request's user.  What is refused here is answered once the body is in
+ * (dropped as it arrives); nothing but a slot holder keeps its body. */
+static void admit(struct gw_conn *c)
 {
-	if (gw_state.ninflight >= GW_MAX_INFLIGHT) {
-		gw_state.stats.overloaded++;
-		set_error(c, 529, "overloaded_error", "gateway: %u provider requests in flight",
-			  GW_MAX_INFLIGHT);
-		return respond_local(wsi, c);
+	c->discard = 1;
+	c->auth = CX_NOTFOUND;
+	if (c->too_big || strncmp(c->path, "/v1/", 4))
+		return;
+	c->had_token = c->token[0] != '\0';
+	c->auth = c->had_token
+		      ? gw_state.ops.authorize(gw_state.ops.arg, c->token, c->sess_id, c->user,
+					       c->base, sizeof c->base, c->key, sizeof c->key)
+		      : CX_NOTFOUND;
+	sodium_memzero(c->token, sizeof c->token);
+	/* The hook's strings end inside their buffers whatever it wrote. */
+	c->sess_id[sizeof c->sess_id - 1] = c->user[sizeof c->user - 1] = '\0';
+	c->base[sizeof c->base - 1] = c->key[sizeof c->key - 1] = '\0';
+	if (c->auth != 0) {
+		if (c->auth != -1)
+			c->auth = CX_NOTFOUND;
+		return;
 	}
+	unsigned held;
+	switch (gw_pool_take(c->user, &held)) {
+	case GW_POOL_OK:
+		c->slot = 1;
+		c->discard = 0;
+		return;
+	case GW_POOL_USER_CAP:
+		set_error(c, 429, "rate_limit_error",
+			  "gateway: user %s has %u requests in flight (cap %u)", c->user, held,
+			  gw_state.lim.max_inflight_per_user);
+		break;
+	case GW_POOL_GLOBAL_CAP:
+		set_error(c, 529, "overloaded_error",
+			  "gateway: %u requests in flight, of all users (cap %u)", gw_state.used,
+			  gw_state.lim.max_inflight);
+		break;
+	}
+	c->retry_after = GW_RETRY_AFTER_S;
+	log_debug("gateway: %s of user %s refused (%d): %u of %u in flight", c->sess_id, c->user,
+		  c->lstatus, gw_state.used, gw_state.lim.max_inflight);
+}
+
+/* A session without a provider: 403, and the session hears why. */
+static int no_provider(struct lws *wsi, struct gw_conn *c)
+{
+	struct gw_report r;
+	memset(&r, 0, sizeof r);
+	snprintf(r.error, sizeof r.error, "no AI provider is configured for this session");
+	gw_report_send(c->sess_id, &r);
+	set_error(c, 403, "permission_error", "no AI provider is configured for this session");
+	return respond_local(wsi, c);
+}
+
+/* Start the provider request of an admitted agent request (it holds a slot,
+ * which passes to the gw_req). */
+static int forward(struct lws *wsi, struct gw_conn *c)
+{
+	const char *base = c->base;
 	struct gw_req *q = gw_req_new();
 	if (!q) {
 		set_error(c, 500, "api_error", "gateway: out of memory");
 		return respond_local(wsi, c);
 	}
-	snprintf(q->sess_id, sizeof q->sess_id, "%s", sess_id);
+	snprintf(q->sess_id, sizeof q->sess_id, "%s", c->sess_id);
+	snprintf(q->user, sizeof q->user, "%s", c->user);
 	snprintf(q->method, sizeof q->method, "%s", c->method);
 	q->t_recv_us = cx_mono_us();
-	if (!base[0]) {
-		struct gw_report r;
-		memset(&r, 0, sizeof r);
-		snprintf(r.error, sizeof r.error, "no AI provider is configured for this session");
-		gw_report_send(q->sess_id, &r);
-		gw_req_free(q);
-		set_error(c, 403, "permission_error",
-			  "no AI provider is configured for this session");
-		return respond_local(wsi, c);
-	}
 	size_t bl = strlen(base);
 	while (bl && base[bl - 1] == '/')
 		bl--;
@@ -239,7 +299,8 @@ static int forward(struct lws *wsi, struct gw_conn *c, const char *sess_id, cons
 		return respond_local(wsi, c);
 	}
 	snprintf(q->url, sizeof q->url, "%.*s%s", (int)bl, base, c->path);
-	snprintf(q->key, sizeof q->key, "%s", key);
+	snprintf(q->key, sizeof q->key, "%s", c->key);
+	sodium_memzero(c->key, sizeof c->key);
 	int fail = 0;
 	q->hdrs = build_headers(wsi, q->key, &fail);
 	if (fail) {
@@ -261,7 +322,7 @@ static int forward(struct lws *wsi, struct gw_conn *c, const char *sess_id, cons
 	}
 	q->next = gw_state.inflight;
 	gw_state.inflight = q;
-	gw_state.ninflight++;
+	c->slot = 0; /* q holds it now: gw_req_finalize gives it back */
 	c->req = q;
 	/* The first writable clears lws's body timeout (set after a body-less
 	 * LWS_CALLBACK_HTTP returns): a provider may take minutes. */
@@ -282,26 +343,18 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 		set_error(c, 404, "not_found_error", "the gateway serves /v1/ only");
 		return respond_local(wsi, c);
 	}
-	char sess_id[40] = "", base[GW_CAP_URL] = "", key[GW_CAP_KEY] = "";
-	int had_token = c->token[0] != '\0';
-	int rc = had_token ? gw_state.ops.authorize(gw_state.ops.arg, c->token, sess_id, base,
-						    sizeof base, key, sizeof key)
-			   : CX_NOTFOUND;
-	sodium_memzero(c->token, sizeof c->token);
-	/* The hook's strings end inside their buffers whatever it wrote. */
-	sess_id[sizeof sess_id - 1] = base[sizeof base - 1] = key[sizeof key - 1] = '\0';
-	int res;
-	if (rc == 0 || rc == -1) {
-		res = forward(wsi, c, sess_id, rc == 0 ? base : "", key);
-	} else {
+	if (c->auth == CX_NOTFOUND) {
 		gw_state.stats.unauthorized++;
 		set_error(c, 401, "authentication_error",
-			  had_token ? "invalid gateway token"
-				    : "missing x-api-key or Authorization: Bearer");
-		res = respond_local(wsi, c);
+			  c->had_token ? "invalid gateway token"
+				       : "missing x-api-key or Authorization: Bearer");
+		return respond_local(wsi, c);
 	}
-	sodium_memzero(key, sizeof key);
-	return res;
+	if (c->auth == -1)
+		return no_provider(wsi, c);
+	if (!c->slot) /* refused by a cap in admit(): the answer is set */
+		return respond_local(wsi, c);
+	return forward(wsi, c);
 }
 
 /* ------------------------------------------------- writing a response */
@@ -456,12 +509,13 @@ static int on_http(struct lws *wsi, struct gw_conn *c, const char *in)
 	char cl[32] = "";
 	lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
 	long long clen = cl[0] ? atoll(cl) : 0;
+	c->too_big = clen > GW_CAP_BODY; /* read and discard, then 413 */
+	c->t_hdr_us = cx_mono_us();
+	admit(c);
 	if (clen > 0) {
-		if (clen > GW_CAP_BODY)
-			c->too_big = 1; /* read and discard, then 413 */
-		else if (!(c->body = malloc((size_t)clen + 1)))
+		if (!c->discard && !(c->body = malloc((size_t)clen + 1)))
 			return -1;
-		else
+		if (!c->discard)
 			c->body_cap = (size_t)clen;
 		return 0; /* wait for the body */
 	}
@@ -470,7 +524,14 @@ static int on_http(struct lws *wsi, struct gw_conn *c, const char *in)
 
 static int on_body(struct gw_conn *c, const char *in, size_t len)
 {
-	if (c->too_big)
+	if (cx_mono_us() - c->t_hdr_us > (uint64_t)gw_state.lim.body_deadline_s * 1000000u) {
+		/* a slowloris: a byte now and then keeps lws's idle timeout away */
+		gw_state.stats.slow_body++;
+		log_debug("gateway: a body of user %s still arriving after %u s: closed",
+			  c->user[0] ? c->user : "(none)", gw_state.lim.body_deadline_s);
+		return -1;
+	}
+	if (c->too_big || c->discard)
 		return 0;
 	if (c->body_len + len > c->body_cap) {
 		/* more than content-length announced */

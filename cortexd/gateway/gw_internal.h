@@ -4,6 +4,7 @@
  *   gw_http.c      the lws vhost: reading agent requests, writing responses
  *   gw_upstream.c  one curl thread per provider request
  *   gw_queue.c     the capped chunk queue between the two threads
+ *   gw_pool.c      the in-flight pool: slots in all and per user (fair shares)
  *   gw_sse.c       usage / model / error parsing of provider responses
  *
  * A request's life:
@@ -53,6 +54,7 @@ struct gw_req {
 	struct lws *wsi;      /* [svc] not owned; NULL with conn */
 	pthread_t thr;	      /* [svc] */
 	char sess_id[40];     /* [ro] the session, for the report */
+	char user[GW_USER_LEN]; /* [ro] its user: the request holds a slot of the pool for it */
 
 	/* request */
 	char method[16];	 /* [ro] */
@@ -86,20 +88,38 @@ struct gw_req {
 	double fwd_us_sum, fwd_us_max;
 };
 
-/* Per-connection data of the gateway protocol. */
+/* Per-connection data of the gateway protocol.  Its token is looked up as
+ * soon as the headers are in: an authorized request takes its slot of the
+ * pool then, so a body sent slowly holds a slot of its own user. */
 struct gw_conn {
 	struct gw_req *req; /* not owned (gw_state.inflight owns it) */
 	int dispatched;
 	int too_big;
+	int discard; /* the body is read and dropped: the answer is made here */
 	int http11;
 	const char *method;	/* static string */
 	char path[GW_CAP_PATH]; /* path + "?" + query, re-encoded */
 	char token[128];	/* wiped after the lookup */
+	int had_token;
+	int auth; /* authorize's answer (0, -1, CX_NOTFOUND) */
+	int slot; /* holds a slot of the pool for user (until handed to req) */
+	char sess_id[40];
+	char user[GW_USER_LEN];
+	char base[GW_CAP_URL]; /* the session's provider */
+	char key[GW_CAP_KEY];  /* wiped in conn_reset */
+	uint64_t t_hdr_us;     /* cx_mono_us() at the headers: the body's deadline counts from it */
 	char *body;
 	size_t body_len, body_cap;
 	/* a response made here (errors): status + JSON body */
 	int lstatus;
+	int retry_after; /* seconds; 0 = no header */
 	char *lbody;
+};
+
+/* One user's slots in the pool (gw_pool.c). */
+struct gw_pool_user {
+	char user[GW_USER_LEN];
+	unsigned n; /* 0: a free entry */
 };
 
 /* The gateway's state: service thread only, except ctx (curl threads wake
@@ -110,7 +130,10 @@ struct gw_state {
 	int port;
 	struct gateway_ops ops;
 	struct gw_req *inflight;
-	unsigned ninflight;
+	struct gateway_limits lim;
+	unsigned used;	 /* slots held, by conns and reqs */
+	unsigned nusers; /* entries of users[] in use (some may have n == 0) */
+	struct gw_pool_user users[GW_MAX_INFLIGHT_LIMIT]; /* a holder per slot at most */
 	struct gw_stats stats;
 };
 extern struct gw_state gw_state;
@@ -120,6 +143,16 @@ extern struct gw_state gw_state;
 void gw_req_finalize(struct gw_req *q);
 /* Count r in the stats and hand it to ops.report. */
 void gw_report_send(const char *sess_id, const struct gw_report *r);
+
+/* gw_pool.c */
+enum gw_pool_verdict { GW_POOL_OK, GW_POOL_USER_CAP, GW_POOL_GLOBAL_CAP };
+/* Take a slot for user: GW_POOL_OK, or the cap that refuses it (counted in
+ * the stats); *held: the user's slots before the call. */
+enum gw_pool_verdict gw_pool_take(const char *user, unsigned *held);
+/* Give back a slot of user's. */
+void gw_pool_put(const char *user);
+/* Forget every slot (gateway_stop). */
+void gw_pool_clear(void);
 
 /* gw_http.c */
 struct lws_vhost *gw_http_listen(struct lws_context *ctx, const char *host, int port);

@@ -16,6 +16,28 @@ void gateway_metrics_write(FILE *f, void *arg)
 			(unsigned long long)gs.by_class[i]);
 	fprintf(f, "cortex_gateway_requests_total{status=\"unauthorized\"} %llu\n", (unsigned long long)gs.unauthorized);
 	fprintf(f, "cortex_gateway_requests_total{status=\"overloaded\"} %llu\n", (unsigned long long)gs.overloaded);
+	fprintf(f,
+		"# HELP cortex_gateway_refused_total Gateway requests refused for the in-flight "
+		"pool: a user's share (429), all of it (529), or a body too slow (closed).\n"
+		"# TYPE cortex_gateway_refused_total counter\n"
+		"cortex_gateway_refused_total{reason=\"user_cap\"} %llu\n"
+		"cortex_gateway_refused_total{reason=\"global_cap\"} %llu\n"
+		"cortex_gateway_refused_total{reason=\"slow_body\"} %llu\n",
+		(unsigned long long)gs.refused_user_cap, (unsigned long long)gs.overloaded,
+		(unsigned long long)gs.slow_body);
+	fprintf(
+	    f,
+	    "# HELP cortex_gateway_inflight Gateway requests holding a slot of the pool (body "
+	    "arriving or provider request running).\n"
+	    "# TYPE cortex_gateway_inflight gauge\ncortex_gateway_inflight %u\n"
+	    "# HELP cortex_gateway_inflight_users Users holding at least one slot of the pool.\n"
+	    "# TYPE cortex_gateway_inflight_users gauge\ncortex_gateway_inflight_users %u\n"
+	    "# HELP cortex_gateway_inflight_limit The pool's size in all and one user's share "
+	    "(config).\n"
+	    "# TYPE cortex_gateway_inflight_limit gauge\n"
+	    "cortex_gateway_inflight_limit{scope=\"global\"} %u\n"
+	    "cortex_gateway_inflight_limit{scope=\"user\"} %u\n",
+	    gs.inflight, gs.inflight_users, gs.lim.max_inflight, gs.lim.max_inflight_per_user);
 	fputs("# HELP cortex_gateway_ttfb_seconds Gateway: request in -> provider's first byte.\n"
 	      "# TYPE cortex_gateway_ttfb_seconds histogram\n", f);
 	static const double gb[] = GW_TTFB_BOUNDS_MS;

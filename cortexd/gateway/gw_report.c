@@ -86,9 +86,9 @@ void gw_req_finalize(struct gw_req *q)
 	for (struct gw_req **pp = &gw_state.inflight; *pp; pp = &(*pp)->next)
 		if (*pp == q) {
 			*pp = q->next;
-			gw_state.ninflight--;
 			break;
 		}
+	gw_pool_put(q->user);
 	if (q->conn)
 		q->conn->req = NULL;
 	gw_report_send(q->sess_id, &r);

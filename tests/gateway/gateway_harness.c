@@ -6,9 +6,14 @@
  * with libcurl as the agent's HTTP client (it checks the chunked framing).
  *
  * Run: ctest -R unit.gateway  (exit status 0 = all passed)
+ *
+ * The pool is small here (3 in all, 2 per user) so that the fair-share
+ * scenario can fill it with a few slowloris connections, and the body
+ * deadline short (SLOW_DEADLINE_S).
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -34,8 +39,9 @@ static int failures;
 	} while (0)
 
 /* ---- the hooks cortexd provides (struct gateway_ops) ---- */
-static char token1[GW_TOKEN_LEN + 1]; /* session sess-1, provider = the fake upstream */
-static char token2[GW_TOKEN_LEN + 1]; /* session sess-2, no provider */
+static char token1[GW_TOKEN_LEN + 1]; /* session sess-1 of alice, provider = the fake upstream */
+static char token2[GW_TOKEN_LEN + 1]; /* session sess-2 of carol, no provider */
+static char token3[GW_TOKEN_LEN + 1]; /* session sess-3 of bob, provider = the fake upstream */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static char provider_base[256];
@@ -44,17 +50,20 @@ static char report_sess[32][40];
 static int nreports;
 static int ops_arg; /* its address is the hooks' arg */
 
-static int h_authorize(void *arg, const char *token, char sess_id[40], char *url, size_t ucap,
-		       char *key, size_t kcap)
+static int h_authorize(void *arg, const char *token, char sess_id[40], char user[GW_USER_LEN],
+		       char *url, size_t ucap, char *key, size_t kcap)
 {
 	CHECK(arg == &ops_arg, "authorize: arg %p", arg);
 	if (!strcmp(token, token2)) {
 		snprintf(sess_id, 40, "sess-2");
+		snprintf(user, GW_USER_LEN, "carol");
 		return -1;
 	}
-	if (strcmp(token, token1))
+	int bob = !strcmp(token, token3);
+	if (strcmp(token, token1) && !bob)
 		return CX_NOTFOUND;
-	snprintf(sess_id, 40, "sess-1");
+	snprintf(sess_id, 40, bob ? "sess-3" : "sess-1");
+	snprintf(user, GW_USER_LEN, bob ? "bob" : "alice");
 	pthread_mutex_lock(&mu);
 	snprintf(url, ucap, "%s", provider_base);
 	pthread_mutex_unlock(&mu);
@@ -247,6 +256,7 @@ static int listen_any(int *port)
 struct resp {
 	char body[65536];
 	size_t len;
+	char hdrs[4096]; /* the response's header lines */
 	uint64_t t_first_event_us;
 	int abort_after_first; /* return 0 from the write callback once message_start arrived */
 };
@@ -266,6 +276,15 @@ static size_t on_data(char *p, size_t sz, size_t nm, void *ud)
 		if (r->abort_after_first)
 			return 0;
 	}
+	return n;
+}
+
+static size_t on_header(char *p, size_t sz, size_t nm, void *ud)
+{
+	struct resp *r = ud;
+	size_t n = sz * nm, have = strlen(r->hdrs);
+	if (have + n < sizeof r->hdrs)
+		memcpy(r->hdrs + have, p, n), r->hdrs[have + n] = '\0';
 	return n;
 }
 
@@ -290,6 +309,8 @@ static long post(CURL *h, const char *path, const char *key, int bearer, struct 
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, "{\"model\":\"claude-req-0\",\"stream\":true,\"messages\":[]}");
 	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, r);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT, 20L);
 	*cc = curl_easy_perform(h);
 	long st = 0;
@@ -300,6 +321,29 @@ static long post(CURL *h, const char *path, const char *key, int bearer, struct 
 
 static int tests_done; /* set by the tests thread, polled by main: atomic loads/stores */
 static struct lws_context *ctx;
+static struct gw_stats stats_seen; /* under mu: copied by the service loop as it turns */
+
+/* Wait until the gateway's stats satisfy ok (they are the service thread's:
+ * main copies them each time it wakes); 0 on timeout, *out the last seen. */
+static int wait_stats(int (*ok)(const struct gw_stats *, unsigned), unsigned arg,
+		      struct gw_stats *out)
+{
+	for (int i = 0; i < 250; i++) {
+		lws_cancel_service(ctx);
+		usleep(20000);
+		pthread_mutex_lock(&mu);
+		*out = stats_seen;
+		pthread_mutex_unlock(&mu);
+		if (ok(out, arg))
+			return 1;
+	}
+	return 0;
+}
+
+static int inflight_is(const struct gw_stats *s, unsigned n)
+{
+	return s->inflight == n;
+}
 static int closed_port;
 
 static void set_base(int port)
@@ -355,6 +399,158 @@ static void check_stream(CURL *h, int *nrep)
 	CHECK(st == 200 && cc == CURLE_OK && strstr(r.body, "message_stop"), "keep-alive: %ld %d", st, cc);
 	CHECK(nconn == 0, "second request reused the connection (new connects: %ld)", nconn);
 	CHECK(wait_report(++*nrep, &rep) && rep.status == 200, "report 2b");
+}
+
+/* ---- slowloris: headers and part of a body, the rest maybe later ---- */
+#define SLOW_BODY "{\"model\":\"claude-slow\",\"messages\":[]}"
+#define SLOW_LEN  100 /* content-length: the body is padded with spaces */
+#define SLOW_DEADLINE_S 5   /* gateway_limits.body_deadline_s */
+
+static int slow_open(const char *key)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)gateway_port()),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+		perror("slow_open");
+		return -1;
+	}
+	sendf(fd,
+	      "POST /v1/json HTTP/1.1\r\nhost: gw\r\nx-api-key: %s\r\n"
+	      "content-type: application/json\r\ncontent-length: %d\r\n\r\n%.10s",
+	      key, SLOW_LEN, SLOW_BODY);
+	return fd;
+}
+
+/* The rest of the body: the request goes on to the provider. */
+static void slow_finish(int fd)
+{
+	sendf(fd, "%-*s", SLOW_LEN - 10, SLOW_BODY + 10);
+}
+
+/* Nothing came back: the gateway holds the request (and its slot). */
+static int slow_waiting(int fd)
+{
+	char b[64];
+	ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT);
+	return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+/* Read a whole response (content-length or chunked) from fd into out. */
+static void slow_read(int fd, char *out, size_t cap)
+{
+	struct timeval tv = {10, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	size_t n = 0;
+	out[0] = '\0';
+	while (n + 1 < cap) {
+		ssize_t got = recv(fd, out + n, cap - 1 - n, 0);
+		if (got <= 0)
+			break;
+		n += (size_t)got;
+		out[n] = '\0';
+		char *eoh = strstr(out, "\r\n\r\n"), *cl = strcasestr(out, "content-length:");
+		if ((eoh && cl && n >= (size_t)(eoh + 4 - out) + (size_t)atol(cl + 15)) ||
+		    strstr(out, "\r\n0\r\n\r\n"))
+			break;
+	}
+}
+
+/* 10. Fair shares (pool 3, 2 per user): alice holds her two slots with
+ * bodies she never finishes; her third request is refused 429 while bob's
+ * goes through; bob's one slow body then fills the pool, and bob's next
+ * request is refused 529 (the pool, not his share); carol without a
+ * provider needs no slot.  A slow body finished goes on to the provider. */
+static void check_fair_shares(CURL *h, int *nrep)
+{
+	struct gw_report rep;
+	struct gw_stats gs;
+	CURLcode cc;
+	set_base(up_port);
+	int a1 = slow_open(token1), a2 = slow_open(token1);
+	CHECK(wait_stats(inflight_is, 2, &gs), "alice's slow bodies hold 2 slots: %u", gs.inflight);
+	CHECK(gs.inflight_users == 1, "one user holds them: %u", gs.inflight_users);
+
+	memset(&r, 0, sizeof r);
+	long st = post(h, "/v1/json", token1, 0, &r, &cc);
+	CHECK(st == 429, "alice past her share: status %ld, want 429", st);
+	CHECK(strstr(r.body, "\"type\":\"error\"") && strstr(r.body, "\"rate_limit_error\"") &&
+		  strstr(r.body, "user alice has 2 requests in flight (cap 2)"),
+	      "429 body: %s", r.body);
+	CHECK(strcasestr(r.hdrs, "\nretry-after: 2\r\n") != NULL, "429 retry-after: %s", r.hdrs);
+
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/json", token3, 0, &r, &cc);
+	CHECK(st == 200 && strstr(r.body, "claude-json-2"),
+	      "bob while alice is at her share: %ld %s", st, r.body);
+	CHECK(wait_report_of(++*nrep, "sess-3", &rep) && rep.status == 200, "bob's report");
+	CHECK(slow_waiting(a1) && slow_waiting(a2), "alice's slow requests are still held");
+
+	int b1 = slow_open(token3);
+	CHECK(wait_stats(inflight_is, 3, &gs), "bob's slow body fills the pool: %u", gs.inflight);
+	CHECK(gs.inflight_users == 2, "two users hold it: %u", gs.inflight_users);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/json", token3, 0, &r, &cc);
+	CHECK(st == 529 && strstr(r.body, "\"overloaded_error\"") &&
+		  strstr(r.body, "3 requests in flight, of all users (cap 3)"),
+	      "pool full, bob under his share: %ld %s", st, r.body);
+	CHECK(strcasestr(r.hdrs, "\nretry-after: 2\r\n") != NULL, "529 retry-after: %s", r.hdrs);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/messages", token2, 0, &r, &cc);
+	CHECK(st == 403, "carol (no provider, no slot) while the pool is full: %ld %s", st, r.body);
+	CHECK(wait_report_of(++*nrep, "sess-2", &rep), "carol's report");
+
+	/* alice finishes one body: it goes on to the provider, then frees its slot */
+	char resp[4096];
+	slow_finish(a1);
+	slow_read(a1, resp, sizeof resp);
+	CHECK(!strncmp(resp, "HTTP/1.1 200", 12) && strstr(resp, "claude-json-2"),
+	      "a slow body finished is forwarded: %.200s", resp);
+	CHECK(wait_report(++*nrep, &rep) && rep.status == 200, "the slow request's report");
+	CHECK(wait_stats(inflight_is, 2, &gs), "its slot is back: %u", gs.inflight);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/json", token1, 0, &r, &cc);
+	CHECK(st == 200, "alice under her share again: %ld %s", st, r.body);
+	CHECK(wait_report(++*nrep, &rep) && rep.status == 200, "alice's report");
+
+	/* closing the slow connections gives their slots back */
+	close(a1);
+	close(a2);
+	close(b1);
+	CHECK(wait_stats(inflight_is, 0, &gs), "the pool is empty again: %u", gs.inflight);
+	CHECK(gs.inflight_users == 0 && gs.refused_user_cap == 1 && gs.overloaded == 1,
+	      "users %u, refused by a user's share %lu, by the pool %lu", gs.inflight_users,
+	      (unsigned long)gs.refused_user_cap, (unsigned long)gs.overloaded);
+	CHECK(gs.lim.max_inflight == 3 && gs.lim.max_inflight_per_user == 2, "limits %u/%u",
+	      gs.lim.max_inflight, gs.lim.max_inflight_per_user);
+}
+
+/* 11. A body that trickles in (a byte every 250 ms: lws's idle timeout never
+ * fires) is cut at the deadline, and its slot is back. */
+static void check_body_deadline(void)
+{
+	struct gw_stats gs;
+	uint64_t t0 = cx_mono_us();
+	int fd = slow_open(token3);
+	CHECK(wait_stats(inflight_is, 1, &gs), "the trickling body holds a slot: %u", gs.inflight);
+	struct timeval tv = {0, 250000};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	int closed = 0;
+	for (int i = 0; i < 4 * (SLOW_DEADLINE_S + 5) && !closed; i++) {
+		char b[256];
+		ssize_t n = recv(fd, b, sizeof b, 0);
+		closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+		if (!closed && send(fd, " ", 1, MSG_NOSIGNAL) < 0)
+			closed = 1;
+	}
+	double secs = (double)(cx_mono_us() - t0) / 1e6;
+	CHECK(closed && secs >= SLOW_DEADLINE_S && secs < SLOW_DEADLINE_S + 3,
+	      "the gateway closes a body still arriving after %d s: closed %d after %.1f s",
+	      SLOW_DEADLINE_S, closed, secs);
+	close(fd);
+	CHECK(wait_stats(inflight_is, 0, &gs), "its slot is back: %u", gs.inflight);
+	CHECK(gs.slow_body == 1, "counted: slow_body %lu", (unsigned long)gs.slow_body);
 }
 
 static void *tests_thread(void *arg)
@@ -435,6 +631,9 @@ static void *tests_thread(void *arg)
 	CHECK(rep.status == 0 && strstr(rep.error, "no AI provider"), "no-provider report: %d '%s'",
 	      rep.status, rep.error);
 
+	check_fair_shares(h, &nrep);
+	check_body_deadline();
+
 	curl_easy_cleanup(h);
 	__atomic_store_n(&tests_done, 1, __ATOMIC_RELEASE);
 	lws_cancel_service(ctx);
@@ -452,6 +651,7 @@ int main(void)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	gateway_token_new(token1);
 	gateway_token_new(token2);
+	gateway_token_new(token3);
 	CHECK(strlen(token1) == GW_TOKEN_LEN && !strncmp(token1, "cxg_", 4), "token %s", token1);
 
 	int lfd = listen_any(&up_port);
@@ -472,16 +672,21 @@ int main(void)
 	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
 	ctx = lws_create_context(&info);
 	cx_err err = CX_ERR_INIT;
-	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &hooks, &err) < 0) {
+	const struct gateway_limits lim = {3, 2, SLOW_DEADLINE_S};
+	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &hooks, &lim, &err) < 0) {
 		fprintf(stderr, "start: %s\n", err.msg);
 		return 1;
 	}
 	snprintf(gw_url, sizeof gw_url, "http://127.0.0.1:%d", gateway_port());
 	printf("gateway on %s, upstream on %d\n", gw_url, up_port);
 	pthread_create(&tt, NULL, tests_thread, NULL);
-	while (!__atomic_load_n(&tests_done, __ATOMIC_ACQUIRE))
+	while (!__atomic_load_n(&tests_done, __ATOMIC_ACQUIRE)) {
 		if (lws_service(ctx, 0) < 0)
 			break;
+		pthread_mutex_lock(&mu);
+		gateway_get_stats(&stats_seen);
+		pthread_mutex_unlock(&mu);
+	}
 	pthread_join(tt, NULL);
 	struct gw_stats s;
 	gateway_get_stats(&s);

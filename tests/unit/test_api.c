@@ -257,6 +257,41 @@ static void test_config(void **state)
 			assert_int_equal(c.sandbox_net_isolated, net[i][1][0] == '1');
 		}
 	}
+
+	/* The gateway's in-flight pool: in all, and one user's share of it. */
+	const struct {
+		const char *json;
+		int ok;
+		unsigned max, per_user, deadline;
+	} gw[] = {
+	    {"{}", 1, 32, 8, 60},
+	    {"{\"gateway\":{\"max_inflight\":64,\"max_inflight_per_user\":16,"
+	     "\"body_deadline_s\":5}}",
+	     1, 64, 16, 5},
+	    {"{\"gateway\":{\"max_inflight\":4}}", 1, 4, 4, 60}, /* the default share, clamped */
+	    {"{\"gateway\":{\"max_inflight_per_user\":33}}", 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_inflight\":0}}", 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_inflight\":1025}}", 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_inflight_per_user\":\"8\"}}", 0, 0, 0, 0},
+	    {"{\"gateway\":{\"body_deadline_s\":0}}", 0, 0, 0, 0},
+	};
+	for (size_t i = 0; i < sizeof gw / sizeof gw[0]; i++) {
+		f = fopen(path, "w");
+		fputs(gw[i].json, f);
+		fclose(f);
+		config_defaults(&c);
+		int rc = config_load_file(&c, path, &err);
+		if (!gw[i].ok) {
+			assert_int_equal(rc, -1);
+			assert_true(strstr(err.msg, "max_inflight") ||
+				    strstr(err.msg, "body_deadline_s"));
+			continue;
+		}
+		assert_int_equal(rc, 0);
+		assert_int_equal(c.gateway_max_inflight, gw[i].max);
+		assert_int_equal(c.gateway_max_inflight_per_user, gw[i].per_user);
+		assert_int_equal(c.gateway_body_deadline_s, gw[i].deadline);
+	}
 }
 
 int main(void)
