@@ -109,6 +109,15 @@ static void egress_env(json_t *env, int port)
 		json_object_set_new(env, *v, json_string(url));
 	json_object_set_new(env, "NO_PROXY", json_string("127.0.0.1,localhost,::1"));
 	json_object_set_new(env, "no_proxy", json_string("127.0.0.1,localhost,::1"));
+	/* The broker's CA (jobs.c binds it): Node adds it to its own store; the
+	 * rest take a whole bundle (the public CAs, then it). */
+	if (egress_ca_pem()) {
+		json_object_set_new(env, "NODE_EXTRA_CA_CERTS", json_string(EGRESS_TRUST_MOUNT "/ca.pem"));
+		static const char *const bundle_vars[] = {"SSL_CERT_FILE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
+							  "REQUESTS_CA_BUNDLE", NULL};
+		for (const char *const *v = bundle_vars; *v; v++)
+			json_object_set_new(env, *v, json_string(EGRESS_TRUST_MOUNT "/bundle.pem"));
+	}
 }
 
 /* What the agent is started with, written to the context file: the hot agent

@@ -310,7 +310,8 @@ static int use_image(struct prepare_job *j, char ***lower_out, cx_err *err)
 static int create_sandbox(struct prepare_job *j, cx_err *err)
 {
 	const config *c = j->cfg;
-	char home[4300], ws[4300], run[4300], upper[4300], work[4300], rootm[4200], rt[4300], agent[4300];
+	char home[4300], ws[4300], run[4300], upper[4300], work[4300], rootm[4200], rt[4300], agent[4300],
+		trust[4300];
 	snprintf(home, sizeof home, "%s/" JOBS_DISK_DIR "/home", j->dir);
 	snprintf(ws, sizeof ws, "%s/" JOBS_DISK_DIR "/workspace", j->dir);
 	snprintf(run, sizeof run, "%s/" JOBS_DISK_DIR "/run", j->dir);
@@ -324,7 +325,7 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 	if (!host && use_image(j, &lower, err) < 0)
 		return -1;
 	int rc = -1;
-	sandbox_bind binds[2];
+	sandbox_bind binds[3];
 	size_t nb = 0;
 	if (jobs_runtime_mount(c, "rt", rt, sizeof rt, err) < 0)
 		goto out;
@@ -338,6 +339,10 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 		}
 		binds[nb++] = (sandbox_bind){agent, "/cortex/agent"};
 	}
+	/* The egress proxy's CA, for brokered hosts (server.c writes it). */
+	snprintf(trust, sizeof trust, "%s/" JOBS_TRUST_DIR, c->data_dir);
+	if (j->egress && egress_ca_pem())
+		binds[nb++] = (sandbox_bind){trust, EGRESS_TRUST_MOUNT};
 	const char *hide[] = {c->data_dir, NULL};
 	sandbox_opts o = SANDBOX_OPTS_INIT;
 	o.id = j->id;

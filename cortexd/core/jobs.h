@@ -31,6 +31,7 @@ struct imgstore;
  * (root) opens, binds or connects to for a session lives there, never under
  * the session's dirs, which the sandbox can write (home, workspace, run). */
 #define JOBS_SOCK_DIR "sock" /* <id>.sock: the listening socket ws-agent serves */
+#define JOBS_TRUST_DIR "egress-trust" /* in DATA: ca.pem, bundle.pem for /cortex/ca */
 #define JOBS_GATEWAY_SOCK "@gateway.sock" /* in JOBS_SOCK_DIR: the model gateway (no session
                                            id has a @, so no <id>.sock is it) */
 #define JOBS_LOG_DIR "logs"  /* <id>.ws-agent.log: ws-agent's stdout and stderr */

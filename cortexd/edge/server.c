@@ -307,6 +307,13 @@ static int start_egress(const config *c, cx_err *err)
 	};
 	int rc = egress_start(&o, err);
 	json_decref(ap);
+	/* What sandboxes trust, bound read-only at /cortex/ca (jobs.c). */
+	char trust[4200];
+	snprintf(trust, sizeof trust, "%s/" JOBS_TRUST_DIR, c->data_dir);
+	if (rc == 0 && egress_ca_pem() && egress_write_trust(trust, "/etc/ssl/certs/ca-certificates.crt", err) < 0) {
+		egress_stop();
+		return cx_err_wrap(err, "egress: the sandboxes' trust store");
+	}
 	return rc;
 }
 

@@ -1065,6 +1065,58 @@ const char *egress_ca_pem(void)
 	return eg.ca ? mitm_ca_pem(eg.ca) : NULL;
 }
 
+static int write_atomic(const char *dir, const char *name, const char *a, size_t alen, const char *b, size_t blen,
+			cx_err *err)
+{
+	char tmp[4300], dst[4300];
+	snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+	snprintf(dst, sizeof dst, "%s/%s", dir, name);
+	(void)unlink(tmp);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return cx_err_set(err, errno, "create %s", tmp);
+	int rc = cx_write_all(fd, a, alen, err);
+	if (rc == 0 && blen)
+		rc = cx_write_all(fd, b, blen, err);
+	if (rc == 0 && (fchmod(fd, 0644) < 0 || fsync(fd) < 0))
+		rc = cx_err_set(err, errno, "write %s", tmp);
+	close(fd);
+	if (rc == 0 && rename(tmp, dst) < 0)
+		rc = cx_err_set(err, errno, "rename %s", dst);
+	if (rc < 0)
+		(void)unlink(tmp);
+	return rc;
+}
+
+int egress_write_trust(const char *dir, const char *host_bundle, cx_err *err)
+{
+	const char *pem = egress_ca_pem();
+	if (!pem)
+		return cx_err_set(err, ENOENT, "egress: no CA");
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return cx_err_set(err, errno, "mkdir %s", dir);
+	if (chmod(dir, 0755) < 0)
+		return cx_err_set(err, errno, "chmod %s", dir);
+	/* The host's bundle is Debian's ca-certificates, as in the default image;
+	 * a missing one leaves the CA alone in bundle.pem (only brokered hosts verify). */
+	char *bundle = NULL;
+	size_t blen = 0;
+	FILE *f = host_bundle ? fopen(host_bundle, "re") : NULL;
+	if (f) {
+		enum { BUNDLE_MAX = 4 << 20 };
+		bundle = malloc(BUNDLE_MAX);
+		blen = bundle ? fread(bundle, 1, BUNDLE_MAX, f) : 0;
+		fclose(f);
+		if (blen && bundle[blen - 1] != '\n' && blen < BUNDLE_MAX)
+			bundle[blen++] = '\n';
+	}
+	int rc = write_atomic(dir, "ca.pem", pem, strlen(pem), NULL, 0, err);
+	if (rc == 0)
+		rc = write_atomic(dir, "bundle.pem", bundle ? bundle : "", blen, pem, strlen(pem), err);
+	free(bundle);
+	return rc;
+}
+
 void egress_stop(void)
 {
 	if (!eg.running)

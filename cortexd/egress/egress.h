@@ -74,6 +74,11 @@ json_t *egress_policy_normalise(json_t *policy);
 
 /* The CA certificate (PEM) sandboxes trust for brokered hosts; NULL before start. */
 const char *egress_ca_pem(void);
+/* What a sandbox trusts, written to dir (0755, files 0644, each replaced
+ * atomically) for a read-only bind at EGRESS_TRUST_MOUNT: ca.pem (the CA) and
+ * bundle.pem (host_bundle's certificates, then the CA).  Needs a CA. */
+#define EGRESS_TRUST_MOUNT "/cortex/ca"
+int egress_write_trust(const char *dir, const char *host_bundle, cx_err *err);
 
 /* Its /metrics writer is registered by egress_start() (metrics.h). */
 
