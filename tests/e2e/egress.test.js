@@ -43,7 +43,7 @@ function connectVia(hostport) {
   const ok = await upstream('allowed', '127.0.0.2'), other = await upstream('private', '127.0.0.1');
   const cfgFile = L.tmpdir('cfg') + '/cortexd.json';
   fs.writeFileSync(cfgFile, JSON.stringify({sandbox: {net_isolated: true},
-    egress: {allow_private: [`127.0.0.2:${ok.port}`]}}));
+    egress: {allow_private: [`127.0.0.2:${ok.port}`], max_conns_per_session: 4}}));
   const d = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
   const alice = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'alice'})).json.token;
   const bob = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'bob'})).json.token;
@@ -132,6 +132,14 @@ function connectVia(hostport) {
   const m = await L.metrics(d);
   L.check(m['cortex_egress_decisions_total{decision="allow"}'] >= 5 && m['cortex_egress_decisions_total{decision="deny"}'] >= 5,
     'decisions are counted in /metrics', '>= 5 each', [m['cortex_egress_decisions_total{decision="allow"}'], m['cortex_egress_decisions_total{decision="deny"}']]);
+
+  // A session's share of the proxy: 4 tunnels held open, the 5th is a 429.
+  out = await L.runInside(c, 'p=${HTTP_PROXY##*:}; for i in 1 2 3 4 5; do (exec 3<>/dev/tcp/127.0.0.1/$p; ' +
+    `printf 'CONNECT 127.0.0.2:${ok.port} HTTP/1.1\\r\\n\\r\\n' >&3; timeout 3 cat <&3 > /tmp/c$i) & sleep 0.2; done; wait; ` +
+    'echo ok=$(cat /tmp/c? | grep -c "200 Connection") refused=$(cat /tmp/c? | grep -c " 429 ")');
+  L.eq(out.trim(), 'ok=4 refused=1', 'egress.max_conns_per_session: the 5th concurrent connection is a 429');
+  const m2 = await L.metrics(d);
+  L.check(m2['cortex_egress_refused_total{reason="session_cap"}'] >= 1, 'the refusal is counted', '>= 1', m2['cortex_egress_refused_total{reason="session_cap"}']);
 
   // The proxy talks to sandboxes only: a connection from a uid no session runs as is refused.
   const sock = path.join(d.dataDir, 'sock', '@egress.sock');
