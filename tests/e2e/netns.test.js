@@ -32,6 +32,9 @@ const KEY = 'sk-ant-PROVIDER-KEY-netns-5b2e';
 
   let out = await L.runInside(c, "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '");
   L.eq(out.trim(), 'lo', 'only lo inside');
+  out = await L.runInside(c, 'ls /sys/class/net 2>&1 | tr "\\n" " "');
+  L.check(!/eth|ens|enp|wl|ifb|docker|veth|br-/.test(out), '/sys/class/net shows none of the host\'s interfaces', 'lo or nothing', out);
+  console.log('note: /sys/class/net inside: ' + out.trim());
   out = await L.runInside(c, 'echo $ANTHROPIC_BASE_URL');
   L.check(/^http:\/\/127\.0\.0\.1:\d+$/.test(out.trim()), 'the agent\'s base URL is its own loopback', 'http://127.0.0.1:PORT', out);
   for (const [what, port] of [['the model stand-in', modelPort], ['cortexd\'s API', d.port]]) {
