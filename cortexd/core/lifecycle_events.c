@@ -148,11 +148,12 @@ static void egress_attach(struct session *s)
 	if (egress_bind(s->spec.uid, s->id, s->user, audit, &err) < 0 ||
 	    (s->network && egress_set_session_policy(s->id, s->network, &err) < 0))
 		log_warn("session %s: egress: %s", s->id, err.msg);
+	/* Once per user (per cortexd): the brokered secrets and the policy
+	 * (either may be known already: a settings write since start). */
+	if (!egress_user_broker_known(s->user) && broker_sync_user(s->d->st, &s->d->skey, s->user, &err) < 0)
+		log_warn("user %s: brokered secrets: %s", s->user, err.msg);
 	if (egress_user_policy_known(s->user))
 		return;
-	/* Once per user (per cortexd): the brokered secrets and the policy. */
-	if (broker_sync_user(s->d->st, &s->d->skey, s->user, &err) < 0)
-		log_warn("user %s: brokered secrets: %s", s->user, err.msg);
 	char key[256];
 	snprintf(key, sizeof key, "settings/%s/network", s->user);
 	cleanup_free char *val = NULL;

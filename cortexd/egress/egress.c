@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -244,7 +245,7 @@ int egress_set_user_broker(const char *user, json_t *entries, cx_err *err)
 		zero_values(b->entries);
 		json_decref(b->entries);
 		b->entries = NULL;
-	} else if (copy && (b = calloc(1, sizeof *b))) {
+	} else if ((b = calloc(1, sizeof *b))) { /* even empty: the user is "known" */
 		snprintf(b->user, sizeof b->user, "%s", user);
 		b->next = eg.brokers;
 		eg.brokers = b;
@@ -252,12 +253,22 @@ int egress_set_user_broker(const char *user, json_t *entries, cx_err *err)
 	if (b)
 		b->entries = copy;
 	pthread_mutex_unlock(&eg.mu);
-	if (copy && !b) {
+	if (!b) {
 		zero_values(copy);
 		json_decref(copy);
 		return cx_err_set(err, ENOMEM, "egress: broker");
 	}
 	return 0;
+}
+
+int egress_user_broker_known(const char *user)
+{
+	pthread_mutex_lock(&eg.mu);
+	struct broker *b = eg.brokers;
+	while (b && strcmp(b->user, user))
+		b = b->next;
+	pthread_mutex_unlock(&eg.mu);
+	return b != NULL;
 }
 
 /* The swaps of user for host, copied (values included) under the lock;
@@ -418,6 +429,54 @@ json_t *egress_audit_read(const char *path, size_t limit)
 	json_decref(all);
 	free(buf);
 	return out;
+}
+
+/* ---- the host's own addresses ---- */
+
+/* A public address of the host's own interfaces reaches whatever listens on
+ * 0.0.0.0 there: as denied as loopback (unless excepted).  getifaddrs() is
+ * cached for a few seconds (addresses change rarely; a lookup per
+ * connection would cost a netlink dump). */
+#define EG_IFADDR_TTL_MS 5000
+#define EG_IFADDR_MAX    64
+static struct {
+	pthread_mutex_t mu;
+	uint64_t at_ms;
+	size_t n;
+	struct sockaddr_storage a[EG_IFADDR_MAX];
+} ifa = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static int same_addr(const struct sockaddr *x, const struct sockaddr *y)
+{
+	if (x->sa_family != y->sa_family)
+		return 0;
+	if (x->sa_family == AF_INET)
+		return !memcmp(&((const struct sockaddr_in *)x)->sin_addr, &((const struct sockaddr_in *)y)->sin_addr, 4);
+	return !memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr, &((const struct sockaddr_in6 *)y)->sin6_addr, 16);
+}
+
+static int host_own_addr(const struct sockaddr *sa)
+{
+	pthread_mutex_lock(&ifa.mu);
+	uint64_t now = cx_mono_ms();
+	if (!ifa.at_ms || now - ifa.at_ms > EG_IFADDR_TTL_MS) {
+		struct ifaddrs *list = NULL;
+		if (getifaddrs(&list) == 0) {
+			ifa.n = 0;
+			for (struct ifaddrs *i = list; i && ifa.n < EG_IFADDR_MAX; i = i->ifa_next)
+				if (i->ifa_addr && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6))
+					memcpy(&ifa.a[ifa.n++], i->ifa_addr,
+					       i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+										 : sizeof(struct sockaddr_in6));
+			freeifaddrs(list);
+			ifa.at_ms = now;
+		}
+	}
+	int hit = 0;
+	for (size_t i = 0; i < ifa.n && !hit; i++)
+		hit = same_addr((const struct sockaddr *)&ifa.a[i], sa);
+	pthread_mutex_unlock(&ifa.mu);
+	return hit;
 }
 
 /* ---- one connection ---- */
@@ -803,8 +862,14 @@ static void *conn_main(void *arg)
 	int ufd = -1, last_err = 0, allowed = 0;
 	for (struct addrinfo *ai = res; ai && ufd < 0; ai = ai->ai_next) {
 		char rule[POL_RULE_MAX];
-		if (pol_decide(pol, exc, r.host, r.port, ai->ai_addr, rule, sizeof rule) !=
-		    POL_ALLOW) {
+		enum pol_decision dec = pol_decide(pol, exc, r.host, r.port, ai->ai_addr, rule, sizeof rule);
+		if (dec == POL_ALLOW && !pol_addr_private(ai->ai_addr) && host_own_addr(ai->ai_addr) &&
+		    !pol_excepted(exc, r.host, r.port, ai->ai_addr)) {
+			dec = POL_DENY;
+			snprintf(rule, sizeof rule, "an address of this host (always denied; an operator may except it: "
+						    "egress.allow_private)");
+		}
+		if (dec != POL_ALLOW) {
 			if (!allowed)
 				snprintf(a.rule, sizeof a.rule, "%s", rule);
 			continue;

@@ -61,6 +61,7 @@ int egress_user_policy_known(const char *user); /* loaded once per user by the c
  * one of `hosts` get it replaced by `value` in their headers.  Replaces the
  * user's whole set (entries: {"placeholder","value","hosts":[...]}). */
 int egress_set_user_broker(const char *user, json_t *entries, cx_err *err);
+int egress_user_broker_known(const char *user); /* set once since start (even empty) */
 
 /* The last `limit` lines of a session's audit trail, oldest first (a JSON
  * array; empty when there is none). */

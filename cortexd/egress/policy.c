@@ -499,3 +499,11 @@ json_t *egress_policy_normalise(json_t *policy)
 	pol_unref(p);
 	return o;
 }
+
+int pol_excepted(const struct egress_policy *exceptions, const char *name, int port, const struct sockaddr *addr)
+{
+	unsigned char b[16];
+	int af = addr_bytes(addr, b);
+	size_t i;
+	return list_match(exceptions, 0, name, port, af, b, &i) != NULL;
+}

@@ -53,6 +53,8 @@ enum pol_decision pol_decide(const struct egress_policy *p, const struct egress_
  * entry, an allowlist no name/CIDR entry could match): saves a lookup. */
 int pol_denied_by_name(const struct egress_policy *p, const char *name, int port, char *rule,
 		       size_t cap);
+/* Does the operator's exceptions list name (name, port, addr)? */
+int pol_excepted(const struct egress_policy *exceptions, const char *name, int port, const struct sockaddr *addr);
 /* Is addr in an always-denied range? */
 int pol_addr_private(const struct sockaddr *addr);
 

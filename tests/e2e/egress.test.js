@@ -79,6 +79,20 @@ function connectVia(hostport) {
   out = await L.runInside(c, viaProxy('http://169.254.169.254/latest/meta-data/', '169.254.169.254'));
   L.check(/^HTTP\/1\.1 403/.test(out) && /private address 169\.254\.169\.254/.test(out), 'cloud metadata: 403', '403', out);
 
+  // A public address of the host's own (TEST-NET-2 on lo for the test): as
+  // denied as loopback, whatever the policy says.
+  const {execFileSync} = require('child_process');
+  execFileSync('ip', ['addr', 'add', '198.51.100.7/32', 'dev', 'lo']);
+  try {
+    const own = await upstream('own', '198.51.100.7');
+    out = await L.runInside(c, viaProxy(`http://198.51.100.7:${own.port}/x`, `198.51.100.7:${own.port}`));
+    L.check(/^HTTP\/1\.1 403/.test(out) && /an address of this host/.test(out) && own.seen.length === 0,
+      "an address of the host's own interfaces: 403", '403 an address of this host', out);
+    own.srv.close();
+  } finally {
+    execFileSync('ip', ['addr', 'del', '198.51.100.7/32', 'dev', 'lo']);
+  }
+
   // CONNECT tunnel.
   out = await L.runInside(c, connectVia(`127.0.0.2:${ok.port}`));
   L.check(/^HTTP\/1\.1 200 Connection established/.test(out) && out.includes('allowed-says-hello GET /in-tunnel'),
