@@ -12,6 +12,10 @@
 #define CX_CAP_MESSAGE_TEXT    (128u << 10) /* text of one user message             */
 #define CX_CAP_REPLAY         (8u << 20)  /* frames of one turn kept for "resume"  */
 #define CX_CAP_NAME            64u          /* user names, session ids              */
+/* preview ports (cortexd/edge/preview.c) */
+#define CX_CAP_PREVIEW_BUF    (64u << 10)  /* bytes buffered per direction before that side pauses */
+#define CX_CAP_PREVIEW_HEAD   (16u << 10)  /* a response head from inside; a request head to it */
+#define CX_CAP_PREVIEW_CONNS  32u          /* open preview connections per session (429 past it) */
 /* image store (container/imgstore.c) */
 #define CX_CAP_IMAGE_TAR     (16ull << 30) /* file bytes an image tar may stage     */
 #define CX_CAP_IMAGE_LAYER   (16ull << 30) /* bytes one layer may unpack to         */

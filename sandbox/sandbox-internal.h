@@ -99,6 +99,7 @@ struct sandbox {
 	int root_fd;       /* O_PATH of init's root (/proc/<init>/root), opened once
 	                      when init is ready: files are written beneath it */
 	int ctl_fd;        /* control socket to init */
+	bool net_isolated; /* init has a network namespace of its own (opts.net_isolated) */
 	uint32_t seq;      /* of the last control request */
 	sbx_cgroup cg;
 	char *mount_dir;   /* opts.mount_dir (owned), NULL = none */

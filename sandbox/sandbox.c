@@ -323,6 +323,7 @@ int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err)
 		return cx_err_set(err, ENOMEM, "sandbox: calloc");
 	snprintf(sb->id, sizeof sb->id, "%s", opts->id);
 	sb->uid = opts->uid;
+	sb->net_isolated = opts->net_isolated;
 	sb->gid = opts->gid;
 	sb->monitor_pid = sb->init_pid = -1;
 	sb->init_pidfd = sb->ctl_fd = sb->root_fd = -1;

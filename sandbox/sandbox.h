@@ -189,6 +189,23 @@ int sandbox_disk_detach(const char *mountpoint, cx_err *err);
 /* Host pid of the sandbox's init (PID 1 inside), or -1 when stopped. */
 pid_t sandbox_init_pid(const sandbox *sb);
 
+/* ---- the sandbox's network namespace (netns.c) ---- */
+
+/* An fd of the sandbox's network namespace (/proc/<init>/ns/net, O_CLOEXEC),
+ * proved to be this sandbox's: the init pidfd is checked alive after the open,
+ * so a recycled pid cannot hand out another process's namespace.  The fd keeps
+ * the namespace, not the sandbox: a stopped sandbox's connects are refused.
+ * Stopped: ESRCH; a sandbox in the host's namespace (net_isolated off): ENOTSUP.
+ * Cheap (no blocking call): fine on a service thread. */
+int sandbox_netns_open(sandbox *sb, int *out, cx_err *err);
+/* A TCP connection to 127.0.0.1:port inside the namespace netns_fd: a
+ * short-lived thread setns()es into it and makes the socket there (a socket
+ * stays in the namespace it was made in), the calling thread connects, waiting
+ * at most timeout_ms.  The caller's own namespace never changes.  *out is
+ * O_CLOEXEC | O_NONBLOCK with TCP_NODELAY.  Nothing listens: ECONNREFUSED;
+ * no answer in time: ETIMEDOUT.  Blocks: call it from a worker. */
+int sandbox_netns_connect(int netns_fd, uint16_t port, int timeout_ms, int *out, cx_err *err);
+
 /* Make the calling process a child subreaper and ignore nothing else; call once
  * at daemon start so sandbox processes re-parent to cortexd, never to host init. */
 int sandbox_runtime_init(cx_err *err);

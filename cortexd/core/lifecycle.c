@@ -36,6 +36,8 @@ void lc_touch(struct session *s)
 	idle_arm(s);
 }
 
+void lifecycle_touch(struct session *s) { lc_touch(s); }
+
 int lifecycle_busy(const struct session *s) { return s->lc.job != JOB_NONE || s->lc.sync_job != NULL; }
 
 /* Packages a sandbox mounted stay pinned (never evicted) until it stops. */

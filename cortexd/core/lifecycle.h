@@ -38,6 +38,8 @@ void lifecycle_delete(struct session *s);
 int lifecycle_wake(struct session *s, cx_err *err);
 int lifecycle_sleep(struct session *s, cx_err *err);
 int lifecycle_pause(struct session *s, cx_err *err);
+/* Activity that is not a turn (preview-port traffic): the idle timers restart. */
+void lifecycle_touch(struct session *s);
 /* A lifecycle or sync job owns the sandbox right now. */
 int lifecycle_busy(const struct session *s);
 

@@ -196,6 +196,7 @@ struct session {
 	int deleted;
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
 	uint64_t turns;          /* turns started */
+	unsigned previews;       /* open preview-port connections (edge/preview.c) */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
 	struct session_spec spec;
 	json_t *network;         /* the session's own egress policy (owned), NULL = its user's */

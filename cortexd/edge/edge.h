@@ -66,6 +66,9 @@ void settings_route(struct cortexd *d, const char *user, const struct api_req *r
 		    struct api_resp *resp);
 
 /* ws_client.c: the "cortex" protocol's WebSocket callbacks. */
+/* Refuse an upgrade from LWS_CALLBACK_HTTP_CONFIRM_UPGRADE with status and the
+ * JSON error shape; returns what the callback returns. */
+int ws_reject_upgrade(struct lws *wsi, int status, const char *code, const char *msg);
 int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct client *c,
 		       void *in, size_t len);
 

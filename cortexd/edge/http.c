@@ -15,11 +15,13 @@
 #include "caps.h"
 #include "images.h"
 #include "log.h"
+#include "preview.h"
 
 static void http_reset(struct http_conn *h)
 {
 	if (h->waiting) /* the client left before its write was done */
 		api_defer_detach(h->waiting);
+	preview_release(h->pv);
 	free(h->body);
 	free(h->resp.body);
 	if (h->upfd > 0)
@@ -61,7 +63,9 @@ static const char *method_of(struct lws *wsi)
 
 static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 {
-	if (h->upload_failed) {
+	if (h->preset) {
+		/* the reply is in resp already */
+	} else if (h->upload_failed) {
 		api_error(&h->resp, 500, "internal", "cannot store the request body: %s", strerror(h->upload_failed));
 	} else if (h->too_big) {
 		api_error(&h->resp, 413, "too_large", "request body over %zu bytes", h->cap);
@@ -161,6 +165,26 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* A preview-port response (preview.c): streamed, or an error reply instead. */
+static int preview_writeable(struct lws *wsi, struct http_conn *h)
+{
+	switch (preview_http_writeable(h->pv, &h->resp)) {
+	case PREVIEW_MORE:
+		return 0;
+	case PREVIEW_REPLY: /* nothing sent yet: an error reply instead (502) */
+		preview_release(h->pv);
+		h->responding = 1;
+		return write_response(wsi, h);
+	case PREVIEW_DONE:
+		log_debug("%s %s -> preview done", h->method, h->path);
+		http_reset(h);
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	case PREVIEW_CLOSE:
+	default:
+		return -1;
+	}
+}
+
 int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
 		  size_t len)
 {
@@ -169,6 +193,20 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 		http_reset(h);
 		const char *m = method_of(wsi);
 		snprintf(h->path, sizeof h->path, "%s", (const char *)in);
+		if (preview_is_route(h->path)) {
+			size_t blen;
+			h->method = m ? m : "OTHER";
+			if (preview_http_begin(d, wsi, h->path, &h->pv, &h->resp, &blen) == 0)
+				return 0; /* streamed from HTTP_WRITEABLE */
+			h->preset = 1;
+			if (blen) { /* read and drop the body, then answer */
+				h->cap = 0;
+				h->too_big = 1;
+				return 0;
+			}
+			dispatch(d, wsi, h);
+			return 0;
+		}
 		if (!m) {
 			h->method = "OTHER";
 			api_error(&h->resp, 405, "method_not_allowed", "method not supported");
@@ -219,6 +257,8 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 		return 0;
 	}
 	case LWS_CALLBACK_HTTP_BODY:
+		if (h->pv)
+			return preview_http_body(h->pv, in, len);
 		if (!len || !in)
 			return 0; /* lws may report an empty chunk with a NULL pointer */
 		if (h->too_big || h->body_len + len > h->cap) {
@@ -247,10 +287,12 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 		/* lws also reports completion of an empty POST body that we already
 		 * answered from LWS_CALLBACK_HTTP: never run a request twice. */
-		if (!h->responding)
+		if (!h->responding && !h->pv)
 			dispatch(d, wsi, h);
 		return 0;
 	case LWS_CALLBACK_HTTP_WRITEABLE:
+		if (h->pv)
+			return preview_writeable(wsi, h);
 		if (!h->responding || h->waiting)
 			return 0;
 		if (h->resp.stream_file[0])

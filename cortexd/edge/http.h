@@ -20,6 +20,8 @@ struct http_conn {
 	int stream_done;
 	int responding, headers_sent;
 	struct api_defer *waiting; /* the reply waits for this job (a store write) */
+	struct preview *pv;  /* a preview-port request (preview.c), or NULL */
+	int preset;          /* resp already holds the reply (a refused preview request) */
 	struct api_resp resp;
 };
 

@@ -23,6 +23,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "npmcache.h"
+#include "preview.h"
 #include "work.h"
 
 /* HTTP requests and the WebSocket they may upgrade to share one protocol, so
@@ -30,7 +31,17 @@
 struct conn {
 	struct http_conn h;
 	struct client c;
+	int preview;        /* a preview-port WebSocket (preview.c), not a client */
+	struct preview *pv; /* ... its preview */
 };
+
+/* The request's path is a preview port's (the upgrade request's headers are
+ * still there from CONFIRM_UPGRADE to ESTABLISHED). */
+static int preview_upgrade(struct lws *wsi)
+{
+	char uri[512];
+	return lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 && preview_is_route(uri);
+}
 
 static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 			 size_t len)
@@ -50,6 +61,27 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 		if (!conn)
 			return -1;
 		return http_callback(d, wsi, reason, &conn->h, in, len);
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+		if (preview_upgrade(wsi))
+			return preview_ws_confirm(d, wsi);
+		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		if (preview_upgrade(wsi))
+			return 0; /* answered at CONFIRM_UPGRADE */
+		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
+	case LWS_CALLBACK_ESTABLISHED:
+		if (conn && preview_upgrade(wsi)) {
+			conn->preview = 1;
+			return preview_ws_callback(d, wsi, reason, &conn->pv, in, len);
+		}
+		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
+	case LWS_CALLBACK_RECEIVE:
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+	case LWS_CALLBACK_CLOSED:
+		if (conn && conn->preview)
+			return preview_ws_callback(d, wsi, reason, &conn->pv, in, len);
+		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	case LWS_CALLBACK_TIMER: /* an image build log followed (http.c), else the client's */
 		if (conn && conn->h.resp.stream_file[0])
 			return http_callback(d, wsi, reason, &conn->h, in, len);
@@ -62,6 +94,7 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 static const struct lws_protocols protocols[] = {
 	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 0},
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
+	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

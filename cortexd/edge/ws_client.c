@@ -44,12 +44,16 @@ static void ws_token(struct lws *wsi, char *out, int cap)
  * from HTTP_CONFIRM_UPGRADE: there lws lets the callback answer the request
  * itself (headers and body, one lws_write) and return >0; lws then finishes
  * the HTTP transaction. */
-static int reject_upgrade(struct lws *wsi, int status, const char *code, const char *msg)
+int ws_reject_upgrade(struct lws *wsi, int status, const char *code, const char *msg)
 {
 	unsigned char buf[LWS_PRE + 1024];
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-	char body[400];
-	int blen = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
+	char body[600];
+	json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
+	int blen = o ? (int)json_dumpb(o, body, sizeof body, JSON_COMPACT) : 0;
+	json_decref(o);
+	if (blen <= 0 || (size_t)blen > sizeof body)
+		return -1;
 	if (lws_add_http_common_headers(wsi, (unsigned int)status, "application/json", (lws_filepos_t)blen, &p, end) ||
 	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end) ||
 	    lws_finalize_http_header(wsi, &p, end) || end - p < blen)
@@ -110,7 +114,7 @@ int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 	switch (reason) {
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		if (!ws_authorize(d, wsi, &status, &code, &msg))
-			return reject_upgrade(wsi, status, code, msg);
+			return ws_reject_upgrade(wsi, status, code, msg);
 		return 0;
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		/* Answered at CONFIRM_UPGRADE already; a second look only hangs up. */
