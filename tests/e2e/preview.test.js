@@ -166,6 +166,14 @@ function pct(a, p) { const s = a.slice().sort((x, y) => x - y); return s[Math.mi
     h2.kill();
   }
 
+  // A sleeping session: 409, and the preview does not wake it.
+  r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/sleep`, alice);
+  L.eq(r.status, 202, 'the session is put to sleep');
+  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.state === 'sleeping', 'asleep', 30000);
+  r = await L.http(d.base, 'GET', `${pre}/info`, alice);
+  L.eq([r.status, r.json && r.json.error && r.json.error.code], [409, 'not_running'], 'a sleeping session: 409 not_running');
+  L.eq((await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.state, 'sleeping', 'the preview did not wake it');
+
   c.ws.close();
   L.eq(await d.stop(), 0, 'cortexd exits cleanly');
   L.done();
