@@ -265,5 +265,9 @@ int network_session_body(json_t *v, json_t **out, struct api_resp *resp)
 		return -1;
 	}
 	*out = egress_policy_normalise(v);
-	return *out ? 0 : -1;
+	if (!*out) {
+		api_error(resp, 500, "internal", "out of memory");
+		return -1;
+	}
+	return 0;
 }
