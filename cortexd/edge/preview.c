@@ -230,24 +230,6 @@ int preview_is_route(const char *path)
 	return parse_route(path, id, sizeof id, &port, &n, &rest) == 0;
 }
 
-/* The Cortex token: "Authorization: Bearer X" (then *in_header) or ?token=X. */
-static void pv_token(struct lws *wsi, char *out, int cap, int *in_header)
-{
-	char hdr[400];
-	*in_header = 0;
-	if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
-	    !strncasecmp(hdr, "Bearer ", 7)) {
-		snprintf(out, (size_t)cap, "%s", hdr + 7);
-		*in_header = 1;
-		return;
-	}
-	const char *v = lws_get_urlarg_by_name(wsi, "token=", out, cap);
-	if (v)
-		memmove(out, v, strlen(v) + 1);
-	else
-		out[0] = '\0';
-}
-
 /* Who asks, for which session and port: 0, or -1 with the reply in e.  The
  * checks and their order are every session route's (401, 403, 404), then
  * the port (400), the session's state (409) and the cap (429). */
@@ -260,7 +242,7 @@ static int pv_authorize(struct cortexd *d, struct lws *wsi, const char *path, st
 	size_t pl;
 	if (parse_route(path, id, sizeof id, &ps, &pl, rest) < 0)
 		return pv_fail(e, 404, "not_found", "no such route");
-	pv_token(wsi, token, sizeof token, token_in_header);
+	ws_token(wsi, token, sizeof token, token_in_header);
 	enum api_who who = api_auth(d, token[0] ? token : NULL, user, sizeof user);
 	if (who == WHO_NONE)
 		return pv_fail(e, 401, "unauthorized", "missing or invalid token");

@@ -25,12 +25,17 @@ static int parse_ws_path(const char *uri, char *out_id, size_t cap)
 	return 0;
 }
 
-/* The token from "Authorization: Bearer X" or, for browsers, ?token=X. */
-static void ws_token(struct lws *wsi, char *out, int cap)
+/* The token from "Authorization: Bearer X" (then *in_header, if given) or,
+ * for browsers, ?token=X.  Shared by every WebSocket and preview route. */
+void ws_token(struct lws *wsi, char *out, int cap, int *in_header)
 {
 	char hdr[400];
+	if (in_header)
+		*in_header = 0;
 	if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 && !strncasecmp(hdr, "Bearer ", 7)) {
 		snprintf(out, (size_t)cap, "%s", hdr + 7);
+		if (in_header)
+			*in_header = 1;
 		return;
 	}
 	const char *v = lws_get_urlarg_by_name(wsi, "token=", out, cap);
@@ -74,7 +79,7 @@ static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *sta
 	*msg = "no such session";
 	if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || parse_ws_path(uri, id, sizeof id) < 0)
 		return NULL;
-	ws_token(wsi, token, sizeof token);
+	ws_token(wsi, token, sizeof token, NULL);
 	enum api_who who = api_auth(d, token[0] ? token : NULL, user, sizeof user);
 	if (who == WHO_NONE) {
 		*status = 401;
