@@ -38,14 +38,17 @@
 #define FWD_MAX_CONNS WSA_CAP_FWD_CONNS
 #define FWD_BUF	      WSA_CAP_FWD_BUF
 
-/* One accepted connection: side 0 is the agent's, side 1 the gateway's.
- * buf[d] holds bytes read from side d, not yet written to side 1 - d. */
+/* One accepted connection: side 0 is the agent's, side 1 cortexd's.  Bytes
+ * read from side d wait in pipe d (pr/pw: its ends) until written to side
+ * 1 - d: splice() moves them socket → pipe → socket without a copy through
+ * user space (64 KiB read()/send() buffers made a tunnel ~0.4x direct).  The
+ * pipe pages are charged to the sandbox's memory cgroup. */
 struct fwd_pair {
 	int fd[2];
-	bool eof[2];  /* side d sent EOF (read returned 0) */
+	int pr[2], pw[2];
+	bool eof[2];  /* side d sent EOF (splice returned 0) */
 	bool shut[2]; /* shutdown(SHUT_WR) done on side d */
-	size_t len[2], off[2];
-	char buf[2][FWD_BUF];
+	size_t len[2]; /* bytes in pipe d */
 };
 
 struct fwd_state {
@@ -73,10 +76,28 @@ static int upstream_connect(const struct fwd_state *st)
 static void pair_close(struct fwd_pair **pp)
 {
 	struct fwd_pair *p = *pp;
-	close(p->fd[0]);
-	close(p->fd[1]);
+	for (int d = 0; d < 2; d++) {
+		close(p->fd[d]);
+		if (p->pr[d] >= 0)
+			close(p->pr[d]);
+		if (p->pw[d] >= 0)
+			close(p->pw[d]);
+	}
 	free(p);
 	*pp = NULL;
+}
+
+static int pair_pipes(struct fwd_pair *p)
+{
+	for (int d = 0; d < 2; d++) {
+		int pp[2];
+		if (pipe2(pp, O_CLOEXEC | O_NONBLOCK) < 0)
+			return -1;
+		p->pr[d] = pp[0];
+		p->pw[d] = pp[1];
+		(void)fcntl(p->pw[d], F_SETPIPE_SZ, (int)FWD_BUF);
+	}
+	return 0;
 }
 
 /* The index of the new pair, or -1. */
@@ -93,6 +114,15 @@ static long on_accept(struct fwd_state *st)
 		i++;
 	int u = i < FWD_MAX_CONNS ? upstream_connect(st) : -1;
 	struct fwd_pair *p = u >= 0 ? calloc(1, sizeof *p) : NULL;
+	if (p) {
+		p->fd[0] = c;
+		p->fd[1] = u;
+		p->pr[0] = p->pr[1] = p->pw[0] = p->pw[1] = -1;
+		if (pair_pipes(p) < 0) {
+			pair_close(&p);
+			return -1;
+		}
+	}
 	if (!p) {
 		/* The agent sees a reset, as when the gateway is down. */
 		if (u >= 0)
@@ -100,8 +130,6 @@ static long on_accept(struct fwd_state *st)
 		close(c);
 		return -1;
 	}
-	p->fd[0] = c;
-	p->fd[1] = u;
 	st->pairs[i] = p;
 	return (long)i;
 }
@@ -111,7 +139,8 @@ static int pump(struct fwd_pair *p, int d, short rev_in, short rev_out)
 {
 	int o = 1 - d;
 	if ((rev_in & (POLLIN | POLLHUP | POLLERR)) && !p->eof[d] && p->len[d] < FWD_BUF) {
-		ssize_t n = read(p->fd[d], p->buf[d] + p->len[d], FWD_BUF - p->len[d]);
+		ssize_t n = splice(p->fd[d], NULL, p->pw[d], NULL, FWD_BUF - p->len[d],
+				   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0)
 			p->len[d] += (size_t)n;
 		else if (n == 0)
@@ -119,16 +148,14 @@ static int pump(struct fwd_pair *p, int d, short rev_in, short rev_out)
 		else if (errno != EAGAIN && errno != EINTR)
 			return -1;
 	}
-	if ((rev_out & POLLOUT) && p->len[d] > p->off[d]) {
-		ssize_t n =
-		    send(p->fd[o], p->buf[d] + p->off[d], p->len[d] - p->off[d], MSG_NOSIGNAL);
+	if ((rev_out & POLLOUT) && p->len[d]) {
+		/* A peer gone: EPIPE (SIGPIPE is blocked on this thread). */
+		ssize_t n = splice(p->pr[d], NULL, p->fd[o], NULL, p->len[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0)
-			p->off[d] += (size_t)n;
+			p->len[d] -= (size_t)n;
 		else if (n < 0 && errno != EAGAIN && errno != EINTR)
 			return -1;
 	}
-	if (p->off[d] == p->len[d])
-		p->off[d] = p->len[d] = 0;
 	if (p->eof[d] && !p->len[d] && !p->shut[o]) {
 		shutdown(p->fd[o], SHUT_WR); /* half-close passes through */
 		p->shut[o] = true;
@@ -141,7 +168,7 @@ static short want(const struct fwd_pair *p, int side)
 	short ev = 0;
 	if (!p->eof[side] && p->len[side] < FWD_BUF)
 		ev |= POLLIN;
-	if (p->len[1 - side] > p->off[1 - side])
+	if (p->len[1 - side])
 		ev |= POLLOUT;
 	return ev;
 }

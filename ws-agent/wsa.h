@@ -37,7 +37,7 @@
 #define WSA_CAP_CLIENT_FRAME (2 * WSA_CAP_STDIN_QUEUE + (4u << 10))
 #define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
 #define WSA_READ_CHUNK       (64u << 10) /* one read() from an agent pipe          */
-#define WSA_CAP_FWD_BUF      (64u << 10) /* gateway forwarder: per direction, per pair */
+#define WSA_CAP_FWD_BUF      (256u << 10) /* forwarder: pipe size per direction, per pair (kernel pages, charged to the sandbox) */
 #define WSA_CAP_FWD_CONNS    64          /* gateway forwarder: pairs at once (then backlog) */
 
 #define WSA_PROTOCOL      "cortex-agent"

@@ -38,7 +38,7 @@
 #include "policy.h"
 
 #define EG_HEAD_MAX  (16u << 10) /* a request head from the sandbox */
-#define EG_RELAY_BUF (64u << 10) /* per direction */
+#define EG_RELAY_BUF (256u << 10) /* per direction: a pipe of this size (kernel pages, no user copy) */
 #define EG_AUDIT_MAX (1u << 20)	 /* an audit file past this is rotated to .1 */
 #define EG_STACK     (256u << 10)
 
@@ -579,21 +579,31 @@ static int dial(const struct sockaddr *sa, socklen_t len, int timeout_ms)
 	return fd;
 }
 
-/* Pump both ways until both halves are closed; counts bytes. */
+/* Pump both ways until both halves are closed; counts bytes.  splice():
+ * socket → pipe → socket in the kernel, no copy through user space (the
+ * benchmark: 64 KiB read/write buffers gave a tunnel ~0.35x direct). Both
+ * sockets nonblocking, so one slow side never blocks the other direction. */
 static void relay(int cfd, int ufd, uint64_t *up, uint64_t *down)
 {
-	char *buf[2] = {malloc(EG_RELAY_BUF), malloc(EG_RELAY_BUF)};
-	size_t len[2] = {0, 0}, off[2] = {0, 0};
-	int fds[2] = {cfd, ufd}; /* direction d: fds[d] → fds[!d] */
+	int fds[2] = {cfd, ufd}; /* direction d: fds[d] → pipe[d] → fds[!d] */
+	int pr[2] = {-1, -1}, pw[2] = {-1, -1};
+	size_t inpipe[2] = {0, 0};
 	int eof[2] = {0, 0}, shut[2] = {0, 0};
-	if (!buf[0] || !buf[1])
-		goto out;
+	for (int d = 0; d < 2; d++) {
+		int p[2];
+		if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0)
+			goto out;
+		pr[d] = p[0];
+		pw[d] = p[1];
+		(void)fcntl(pw[d], F_SETPIPE_SZ, (int)EG_RELAY_BUF);
+		(void)fcntl(fds[d], F_SETFL, fcntl(fds[d], F_GETFL) | O_NONBLOCK);
+	}
 	for (;;) {
 		struct pollfd p[2] = {{.fd = cfd}, {.fd = ufd}};
 		for (int d = 0; d < 2; d++) {
-			if (!eof[d] && len[d] == 0)
+			if (!eof[d] && inpipe[d] < EG_RELAY_BUF)
 				p[d].events |= POLLIN;
-			if (len[d] > off[d])
+			if (inpipe[d])
 				p[!d].events |= POLLOUT;
 		}
 		if (!p[0].events && !p[1].events)
@@ -605,32 +615,26 @@ static void relay(int cfd, int ufd, uint64_t *up, uint64_t *down)
 		}
 		int dead = 0;
 		for (int d = 0; d < 2; d++) {
-			if (len[d] == 0 && !eof[d] &&
-			    (p[d].revents & (POLLIN | POLLHUP | POLLERR))) {
-				ssize_t n = read(fds[d], buf[d], EG_RELAY_BUF);
-				if (n < 0 && (errno == EINTR || errno == EAGAIN))
-					continue;
-				if (n <= 0) {
-					eof[d] = 1;
-					if (n < 0)
-						dead = 1;
-				} else {
-					len[d] = (size_t)n;
-					off[d] = 0;
+			if (!eof[d] && inpipe[d] < EG_RELAY_BUF && (p[d].revents & (POLLIN | POLLHUP | POLLERR))) {
+				ssize_t n = splice(fds[d], NULL, pw[d], NULL, EG_RELAY_BUF - inpipe[d],
+						   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+				if (n > 0) {
+					inpipe[d] += (size_t)n;
 					*(d ? down : up) += (uint64_t)n;
+				} else if (n == 0) {
+					eof[d] = 1;
+				} else if (errno != EINTR && errno != EAGAIN) {
+					eof[d] = dead = 1;
 				}
 			}
-			if (len[d] > off[d] && (p[!d].revents & (POLLOUT | POLLERR | POLLHUP))) {
-				ssize_t n = write(fds[!d], buf[d] + off[d], len[d] - off[d]);
-				if (n < 0 && (errno == EINTR || errno == EAGAIN))
-					continue;
-				if (n <= 0) {
+			if (inpipe[d] && (p[!d].revents & (POLLOUT | POLLERR | POLLHUP))) {
+				ssize_t n = splice(pr[d], NULL, fds[!d], NULL, inpipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+				if (n > 0)
+					inpipe[d] -= (size_t)n;
+				else if (n < 0 && errno != EINTR && errno != EAGAIN)
 					dead = 1;
-				} else if ((off[d] += (size_t)n) == len[d]) {
-					len[d] = off[d] = 0;
-				}
 			}
-			if (eof[d] && len[d] == 0 && !shut[d]) {
+			if (eof[d] && !inpipe[d] && !shut[d]) {
 				shutdown(fds[!d], SHUT_WR); /* half-close passes through */
 				shut[d] = 1;
 			}
@@ -639,8 +643,12 @@ static void relay(int cfd, int ufd, uint64_t *up, uint64_t *down)
 			break;
 	}
 out:
-	free(buf[0]);
-	free(buf[1]);
+	for (int d = 0; d < 2; d++) {
+		if (pr[d] >= 0)
+			close(pr[d]);
+		if (pw[d] >= 0)
+			close(pw[d]);
+	}
 }
 
 struct req {
