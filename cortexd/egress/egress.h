@@ -8,8 +8,8 @@
  *   uid (each session has its own uid), policy check on the name and on every
  *   address it resolves to, connect, tunnel; audit line + metrics per decision.
  *
- * Threads: egress_start() runs an accept thread and one thread per proxied
- * connection (capped globally and per session).  The table of bindings,
+ * Threads: egress_start() runs an accept thread and workers, each serving one
+ * proxied connection at a time (capped globally and per session).  The table of bindings,
  * policies and brokered secrets is guarded by one mutex; everything here may
  * be called from any thread. */
 #ifndef CORTEX_EGRESS_H
