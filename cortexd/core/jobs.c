@@ -339,10 +339,13 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 		}
 		binds[nb++] = (sandbox_bind){agent, "/cortex/agent"};
 	}
-	/* The egress proxy's CA, for brokered hosts (server.c writes it). */
-	snprintf(trust, sizeof trust, "%s/" JOBS_TRUST_DIR, c->data_dir);
-	if (j->egress && egress_ca_pem())
+	/* The egress proxy's CA, for brokered hosts (server.c writes the files;
+	 * a runtime disk of them, so mountinfo names no host path). */
+	if (j->egress && egress_ca_pem()) {
+		if (jobs_runtime_mount(c, "trust", trust, sizeof trust, err) < 0)
+			goto out;
 		binds[nb++] = (sandbox_bind){trust, EGRESS_TRUST_MOUNT};
+	}
 	const char *hide[] = {c->data_dir, NULL};
 	sandbox_opts o = SANDBOX_OPTS_INIT;
 	o.id = j->id;

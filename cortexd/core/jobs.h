@@ -88,14 +88,14 @@ struct stop_job {
 void job_stop_run(void *arg);
 
 /* The runtime disks every sandbox gets read-only: ws-agent with its loader
- * (/cortex/rt) and, for images without an agent, the agent package
- * (/cortex/agent).  Made once per content (mke2fs -d) and loop-mounted under
+ * (/cortex/rt), for images without an agent, the agent package
+ * (/cortex/agent), and the egress CA's trust files (/cortex/ca).  Made once per content (mke2fs -d) and loop-mounted under
  * DATA/runtime, so mountinfo inside shows no host path.  Thread-safe. */
 /* At exit: take the runtime disks off DATA/runtime. */
 void jobs_runtime_unmount_all(const config *c);
 /* Unmount the session's disk (dir = DATA/sessions/<id>); not mounted: nothing. */
 void jobs_detach_disk(const char *dir, const char *id);
-int jobs_runtime_mount(const config *c, const char *what /* "rt" | "agent" */, char *out, size_t cap,
+int jobs_runtime_mount(const config *c, const char *what /* "rt" | "agent" | "trust" */, char *out, size_t cap,
 		       cx_err *err);
 
 /* Freeze the sandbox's cgroup; returns once FROZEN. */

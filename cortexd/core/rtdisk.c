@@ -38,7 +38,9 @@ static pthread_mutex_t rt_mu = PTHREAD_MUTEX_INITIALIZER;
 
 int jobs_runtime_mount(const config *c, const char *what, char *out, size_t cap, cx_err *err)
 {
-	const char *src = !strcmp(what, "rt") ? c->ws_agent_rt : c->agent_dir;
+	char trust[4300];
+	snprintf(trust, sizeof trust, "%s/" JOBS_TRUST_DIR, c->data_dir);
+	const char *src = !strcmp(what, "rt") ? c->ws_agent_rt : !strcmp(what, "trust") ? trust : c->agent_dir;
 	if (!src[0])
 		return cx_err_set(err, ENOENT, "no %s dir configured", what);
 	pthread_mutex_lock(&rt_mu);
