@@ -23,6 +23,6 @@ node "$root/bench/gateway.js"
 # Issue 12: TTFT through ws-agent's forwarder and the gateway's socket vs the
 # gateway's TCP port; sandbox create with vs without a network namespace.
 BENCH_GW_NETNS=1 node "$root/bench/gateway.js"
-"$root/build/bench_sandbox_image" "$CORTEX_TEST_TMP" | tee "$root/build/bench-sandbox-image.txt"
+"$root/build/bench_sandbox_image" "$(cd "$CORTEX_TEST_TMP" && pwd)" | tee "$root/build/bench-sandbox-image.txt"
 node "$root/bench/images.js"
 BUILD="$root/build" bash "$root/bench/clone_bench.sh"
