@@ -82,6 +82,8 @@ void config_defaults(config *c)
 	strcpy(c->gateway_host, "127.0.0.1");
 	c->gateway_max_inflight = 32;	      /* one curl thread each */
 	c->gateway_max_inflight_per_user = 8; /* a user takes a quarter of the pool at most */
+	c->gateway_max_queued = 256;	      /* past the pool, wait (a body each) ... */
+	c->gateway_queue_timeout_ms = 30000;  /* ... this long at most */
 	c->gateway_body_deadline_s = 60;
 	/* chat: an IDE; voice: a TTS waits on the first sentence, so tighter and sentence-framed. */
 	c->surfaces[SURF_CHAT] = (struct surface_profile){"", 1500, 120000, "", 1800, 600, 3600, 0};
@@ -455,12 +457,22 @@ static int load_gateway(config *c, json_t *gw, cx_err *err)
 	if (s && parse_hostport("gateway.listen", s, c->gateway_host, sizeof c->gateway_host,
 				 &c->gateway_port, err) < 0)
 		return -1;
-	long long max = 0, per_user = 0, deadline = 0;
-	int have_max, have_per_user, have_deadline;
+	long long max = 0, per_user = 0, deadline = 0, queued = 0, qwait = 0;
+	int have_max, have_per_user, have_deadline, have_queued, have_qwait;
 	if (jint(gw, "max_inflight", &max, &have_max, err) < 0 ||
 	    jint(gw, "max_inflight_per_user", &per_user, &have_per_user, err) < 0 ||
-	    jint(gw, "body_deadline_s", &deadline, &have_deadline, err) < 0)
+	    jint(gw, "body_deadline_s", &deadline, &have_deadline, err) < 0 ||
+	    jint(gw, "max_queued", &queued, &have_queued, err) < 0 ||
+	    jint(gw, "queue_timeout_ms", &qwait, &have_qwait, err) < 0)
 		return -1;
+	if (have_queued && (queued < 0 || queued > 4096)) /* GW_MAX_QUEUED_LIMIT */
+		return cx_err_set(err, 0, "config: gateway.max_queued must be from 0 to 4096");
+	if (have_queued)
+		c->gateway_max_queued = (unsigned)queued;
+	if (have_qwait && (qwait < 1 || qwait > 600000))
+		return cx_err_set(err, 0, "config: gateway.queue_timeout_ms must be from 1 to 600000");
+	if (have_qwait)
+		c->gateway_queue_timeout_ms = (unsigned)qwait;
 	if (have_deadline && (deadline < 1 || deadline > 3600))
 		return cx_err_set(err, 0, "config: gateway.body_deadline_s must be from 1 to 3600");
 	if (have_deadline)

@@ -89,6 +89,8 @@ typedef struct config {
 	unsigned gateway_max_inflight;		/* requests holding a slot, in all (past it: 529) */
 	unsigned gateway_max_inflight_per_user; /* ... of one user (past it: 429) */
 	unsigned gateway_body_deadline_s;	/* a request body still arriving after it: closed */
+	unsigned gateway_max_queued;		/* requests waiting for a slot past the pool (past it: 529) */
+	unsigned gateway_queue_timeout_ms;	/* ... for this long at most (then 529) */
 	struct model_price prices[CFG_MAX_PRICES];
 	int n_prices;
 

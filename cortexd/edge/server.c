@@ -398,7 +398,12 @@ int server_run(struct cortexd *d)
 	struct gateway_ops gw;
 	gwlink_ops(d, &gw);
 	const struct gateway_limits gwl = {
-	    c->gateway_max_inflight, c->gateway_max_inflight_per_user, c->gateway_body_deadline_s};
+	    .max_inflight = c->gateway_max_inflight,
+	    .max_inflight_per_user = c->gateway_max_inflight_per_user,
+	    .body_deadline_s = c->gateway_body_deadline_s,
+	    .max_queued = c->gateway_max_queued,
+	    .queue_timeout_ms = c->gateway_queue_timeout_ms,
+	};
 	if (c->gateway_enabled &&
 	    gateway_start(d->ctx, c->gateway_host, c->gateway_port, &gw, &gwl, &err) < 0) {
 		log_error("model gateway: %s", err.msg);

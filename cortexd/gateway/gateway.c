@@ -24,22 +24,27 @@ int gateway_start(struct lws_context *ctx, const char *host, int port,
 	if (!ops || !ops->authorize)
 		return cx_err_set(err, EINVAL, "gateway: no authorize hook");
 	if (!lim || !lim->max_inflight_per_user || lim->max_inflight_per_user > lim->max_inflight ||
-	    lim->max_inflight > GW_MAX_INFLIGHT_LIMIT || !lim->body_deadline_s)
+	    lim->max_inflight > GW_MAX_INFLIGHT_LIMIT || !lim->body_deadline_s ||
+	    lim->max_queued > GW_MAX_QUEUED_LIMIT || !lim->queue_timeout_ms)
 		return cx_err_set(err, EINVAL,
 				  "gateway: limits need 1 <= per user (%u) <= in all (%u) <= %u, "
-				  "and a body deadline",
+				  "a queue of %u at most (%u), a body deadline and a queue timeout",
 				  lim ? lim->max_inflight_per_user : 0, lim ? lim->max_inflight : 0,
-				  GW_MAX_INFLIGHT_LIMIT);
+				  GW_MAX_INFLIGHT_LIMIT, GW_MAX_QUEUED_LIMIT, lim ? lim->max_queued : 0);
 	if (gw_upstream_init(err) < 0)
 		return -1;
 	gw_state.ops = *ops;
 	gw_state.lim = *lim;
+	memset(&gw_state.stats, 0, sizeof gw_state.stats);
 	gw_state.stats.lim = *lim;
-	gw_pool_clear();
+	if (gw_pool_start(err) < 0)
+		return -1;
 	gw_state.ctx = ctx;
 	gw_state.vh = gw_http_listen(ctx, host, port);
-	if (!gw_state.vh)
+	if (!gw_state.vh) {
+		gw_pool_clear();
 		return cx_err_set(err, 0, "gateway: cannot listen on %s:%d", host, port);
+	}
 	gw_state.port = lws_get_vhost_listen_port(gw_state.vh);
 	metrics_register("gateway", gateway_metrics_write, NULL);
 	return 0;

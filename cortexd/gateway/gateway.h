@@ -13,8 +13,11 @@
  *
  * Fair shares: an authorized request holds a slot of the in-flight pool from
  * its headers (while its body arrives, however slowly) until its provider
- * request ends.  Past its user's share: 429 rate_limit_error; past the whole
- * pool: 529 overloaded_error; both with retry-after (struct gateway_limits).
+ * request ends.  Past its user's share: 429 rate_limit_error.  Past the whole
+ * pool it waits in a queue (its body read meanwhile) until a slot is free,
+ * the fewest-holding user's oldest request first; past the queue's length or
+ * its wait: 529 overloaded_error.  Both with retry-after (struct
+ * gateway_limits).
  *
  * Threads: gateway_* calls and the report callback run on the lws service
  * thread; curl runs on one thread per in-flight request (bounded). */
@@ -30,6 +33,7 @@
 #define GW_TOKEN_LEN	      68   /* "cxg_" + 64 hex */
 #define GW_USER_LEN	      72   /* a user's name, as authorize gives it */
 #define GW_MAX_INFLIGHT_LIMIT 1024 /* the most max_inflight may be (a thread each) */
+#define GW_MAX_QUEUED_LIMIT   4096 /* the most max_queued may be (a body each, <= GW_CAP_BODY) */
 #define GW_RETRY_AFTER_S      2	   /* retry-after of a 429 / 529 made by the gateway */
 
 /* One provider request, as seen by the gateway. */
@@ -67,13 +71,18 @@ struct gateway_ops {
 /* The in-flight pool: requests holding a slot (body arriving or provider
  * request running), in all and per user.  1 <= max_inflight_per_user <=
  * max_inflight <= GW_MAX_INFLIGHT_LIMIT (config: gateway.max_inflight, 32, and
- * gateway.max_inflight_per_user, 8).  A body still arriving body_deadline_s
- * after its headers closes the connection (lws closes one idle for its
- * context's timeout_secs, but a byte now and then keeps it open). */
+ * gateway.max_inflight_per_user, 8).  A user's share bounds its requests in
+ * flight and queued together.  Past the pool, up to max_queued requests wait
+ * (no slot, no thread) for queue_timeout_ms at most; max_queued 0: 529 at
+ * once.  A body still arriving body_deadline_s after its headers closes the
+ * connection (lws closes one idle for its context's timeout_secs, but a byte
+ * now and then keeps it open). */
 struct gateway_limits {
 	unsigned max_inflight;
 	unsigned max_inflight_per_user;
-	unsigned body_deadline_s; /* >= 1 (config: gateway.body_deadline_s, 60) */
+	unsigned body_deadline_s;  /* >= 1 (config: gateway.body_deadline_s, 60) */
+	unsigned max_queued;	   /* <= GW_MAX_QUEUED_LIMIT (config: gateway.max_queued, 256) */
+	unsigned queue_timeout_ms; /* >= 1 (config: gateway.queue_timeout_ms, 30000) */
 };
 
 /* Listen on host:port (port 0 = any free one) as a second vhost of ctx.
@@ -94,15 +103,23 @@ void gateway_token_new(char out[GW_TOKEN_LEN + 1]);
 
 struct gw_stats {
 	uint64_t requests, unauthorized, by_class[6]; /* by_class[status/100], [0] = no response */
-	uint64_t overloaded;			      /* refused: the whole pool was taken (529) */
-	uint64_t refused_user_cap;		      /* refused: the user held its share (429) */
+	uint64_t overloaded;	    /* every 529 made for the pool: the three below */
+	uint64_t refused_global_cap; /* refused: the pool was taken and max_queued is 0 (529) */
+	uint64_t refused_queue_full; /* refused: the pool and the queue were full (529) */
+	uint64_t queue_timeouts;     /* refused: queued for queue_timeout_ms (529) */
+	uint64_t refused_user_cap;   /* refused: the user held its share (429) */
 	uint64_t slow_body; /* closed: the body still arriving past body_deadline_s */
-	unsigned inflight, inflight_users;	      /* slots held now, by how many users */
+	unsigned inflight, inflight_users; /* slots held now, by how many users */
+	unsigned queued;		   /* requests waiting for a slot now */
+	/* the wait of requests that got a slot from the queue */
+	uint64_t queue_wait_us_sum, queue_wait_count;
+	uint64_t queue_wait_bucket[10]; /* cumulative-ready counts for GW_QUEUE_WAIT_BOUNDS_MS */
 	struct gateway_limits lim;
 	uint64_t ttfb_us_sum, ttfb_count, fwd_us_sum, fwd_events;
 	uint64_t ttfb_bucket[12]; /* cumulative-ready counts for GW_TTFB_BOUNDS_MS */
 };
 #define GW_TTFB_BOUNDS_MS {5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
+#define GW_QUEUE_WAIT_BOUNDS_MS {10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000}
 void gateway_get_stats(struct gw_stats *out);
 
 #endif

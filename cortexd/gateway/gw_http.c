@@ -1,7 +1,9 @@
 /* gw_http.c — the gateway's lws vhost "gateway" (HTTP only): an agent's
  * request under /v1/ has its token authorized and a slot of the in-flight
- * pool taken for its user once the headers are in (gw_pool.c), is read whole
- * (GW_CAP_BODY), and its provider request started (gw_upstream.c); the
+ * pool taken for its user once the headers are in (gw_pool.c) — or, the pool
+ * being full, waits in its queue for one, bounded in time by an lws timer —
+ * is read whole (GW_CAP_BODY), and its provider request started once it
+ * holds a slot and its body is in (gw_upstream.c); the
  * response goes back one chunk per WRITEABLE callback as the curl thread
  * queues it.  Errors the gateway makes itself are Anthropic-style JSON
  * ({"type":"error",...}); the body of a request answered here is dropped as
@@ -49,6 +51,7 @@ static void slot_release(struct gw_conn *c)
 
 static void conn_reset(struct gw_conn *c)
 {
+	gw_pool_leave(c);
 	slot_release(c);
 	free(c->body);
 	free(c->lbody);
@@ -221,9 +224,10 @@ static void read_token(struct lws *wsi, struct gw_conn *c)
 /* ------------------------------------------------- starting a request */
 
 /* The headers are in: look the token up and take a slot of the pool for the
- * request's user.  What is refused here is answered once the body is in
- * (dropped as it arrives); nothing but a slot holder keeps its body. */
-static void admit(struct gw_conn *c)
+ * request's user, or a place in its queue.  What is refused here is answered
+ * once the body is in (dropped as it arrives); nothing but a slot holder or a
+ * queued request keeps its body. */
+static void admit(struct lws *wsi, struct gw_conn *c)
 {
 	c->discard = 1;
 	c->auth = CX_NOTFOUND;
@@ -243,21 +247,37 @@ static void admit(struct gw_conn *c)
 			c->auth = CX_NOTFOUND;
 		return;
 	}
-	unsigned held;
-	switch (gw_pool_take(c->user, &held)) {
+	unsigned held, queued;
+	switch (gw_pool_take(c, wsi, &held, &queued)) {
 	case GW_POOL_OK:
-		c->slot = 1;
 		c->discard = 0;
 		return;
+	case GW_POOL_QUEUED:
+		c->discard = 0;
+		lws_set_timer_usecs(wsi, (lws_usec_t)gw_state.lim.queue_timeout_ms * 1000);
+		log_debug("gateway: %s of user %s queued: %u in flight, %u queued", c->sess_id,
+			  c->user, gw_state.used, gw_state.queued);
+		return;
 	case GW_POOL_USER_CAP:
-		set_error(c, 429, "rate_limit_error",
-			  "gateway: user %s has %u requests in flight (cap %u)", c->user, held,
-			  gw_state.lim.max_inflight_per_user);
+		if (queued)
+			set_error(c, 429, "rate_limit_error",
+				  "gateway: user %s has %u requests in flight and %u queued (cap %u)",
+				  c->user, held, queued, gw_state.lim.max_inflight_per_user);
+		else
+			set_error(c, 429, "rate_limit_error",
+				  "gateway: user %s has %u requests in flight (cap %u)", c->user,
+				  held, gw_state.lim.max_inflight_per_user);
 		break;
 	case GW_POOL_GLOBAL_CAP:
 		set_error(c, 529, "overloaded_error",
 			  "gateway: %u requests in flight, of all users (cap %u)", gw_state.used,
 			  gw_state.lim.max_inflight);
+		break;
+	case GW_POOL_QUEUE_FULL:
+		set_error(c, 529, "overloaded_error",
+			  "gateway: %u requests in flight and %u queued, of all users (caps %u and %u)",
+			  gw_state.used, gw_state.queued, gw_state.lim.max_inflight,
+			  gw_state.lim.max_queued);
 		break;
 	}
 	c->retry_after = GW_RETRY_AFTER_S;
@@ -352,9 +372,45 @@ static int dispatch(struct lws *wsi, struct gw_conn *c)
 	}
 	if (c->auth == -1)
 		return no_provider(wsi, c);
-	if (!c->slot) /* refused by a cap in admit(): the answer is set */
+	if (c->queued) {
+		/* waits for gw_http_granted(); its WRITEABLE clears lws's timeout
+		 * (the queue's timer bounds the wait) */
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	if (!c->slot) /* refused by a cap in admit() or by the queue: the answer is set */
 		return respond_local(wsi, c);
 	return forward(wsi, c);
+}
+
+void gw_http_granted(struct gw_conn *c)
+{
+	lws_set_timer_usecs(c->wsi, LWS_SET_TIMER_USEC_CANCEL);
+	if (c->dispatched) /* its body is in: forward() on WRITEABLE, outside gw_pool_put */
+		lws_callback_on_writable(c->wsi);
+	/* else dispatch() forwards it once the body is in */
+}
+
+/* The queue's timer of c fired: 529, now or once its body is in. */
+static int queue_timeout(struct lws *wsi, struct gw_conn *c)
+{
+	if (!c->queued)
+		return 0;
+	gw_pool_leave(c);
+	gw_state.stats.queue_timeouts++;
+	gw_state.stats.overloaded++;
+	set_error(c, 529, "overloaded_error",
+		  "gateway: waited %u ms for a slot of the pool (%u in flight, %u queued, of all "
+		  "users)",
+		  gw_state.lim.queue_timeout_ms, gw_state.used, gw_state.queued);
+	c->retry_after = GW_RETRY_AFTER_S;
+	log_debug("gateway: %s of user %s: no slot after %u ms", c->sess_id, c->user,
+		  gw_state.lim.queue_timeout_ms);
+	free(c->body);
+	c->body = NULL;
+	c->body_len = c->body_cap = 0;
+	c->discard = 1;
+	return c->dispatched ? respond_local(wsi, c) : 0;
 }
 
 /* ------------------------------------------------- writing a response */
@@ -511,7 +567,7 @@ static int on_http(struct lws *wsi, struct gw_conn *c, const char *in)
 	long long clen = cl[0] ? atoll(cl) : 0;
 	c->too_big = clen > GW_CAP_BODY; /* read and discard, then 413 */
 	c->t_hdr_us = cx_mono_us();
-	admit(c);
+	admit(wsi, c);
 	if (clen > 0) {
 		if (!c->discard && !(c->body = malloc((size_t)clen + 1)))
 			return -1;
@@ -594,7 +650,15 @@ static int gw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 			return write_req(wsi, c, c->req);
 		if (c->lstatus)
 			return write_local(wsi, c);
+		if (c->queued) {
+			lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+			return 0;
+		}
+		if (c->slot) /* given a slot from the queue */
+			return forward(wsi, c);
 		return 0;
+	case LWS_CALLBACK_TIMER:
+		return c ? queue_timeout(wsi, c) : 0;
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (c)
 			on_closed(c);

@@ -4,7 +4,8 @@
  *   gw_http.c      the lws vhost: reading agent requests, writing responses
  *   gw_upstream.c  one curl thread per provider request
  *   gw_queue.c     the capped chunk queue between the two threads
- *   gw_pool.c      the in-flight pool: slots in all and per user (fair shares)
+ *   gw_pool.c      the in-flight pool: slots in all and per user (fair shares),
+ *                  and the queue of requests waiting for one
  *   gw_sse.c       usage / model / error parsing of provider responses
  *
  * A request's life:
@@ -90,7 +91,8 @@ struct gw_req {
 
 /* Per-connection data of the gateway protocol.  Its token is looked up as
  * soon as the headers are in: an authorized request takes its slot of the
- * pool then, so a body sent slowly holds a slot of its own user. */
+ * pool then, so a body sent slowly holds a slot of its own user; or, the
+ * pool being full, waits in the queue for one (reading its body meanwhile). */
 struct gw_conn {
 	struct gw_req *req; /* not owned (gw_state.inflight owns it) */
 	int dispatched;
@@ -103,6 +105,11 @@ struct gw_conn {
 	int had_token;
 	int auth; /* authorize's answer (0, -1, CX_NOTFOUND) */
 	int slot; /* holds a slot of the pool for user (until handed to req) */
+	int queued;		/* waits in the pool's queue for a slot (gw_pool.c) */
+	struct gw_conn *qnext;	/* [queued] the user's next queued request; not owned */
+	struct lws *wsi;	/* [queued] not owned: the connection, woken when a slot is given */
+	uint64_t qseq;		/* [queued] order of arrival in the queue */
+	uint64_t t_queued_us;	/* [queued] cx_mono_us() at the headers */
 	char sess_id[40];
 	char user[GW_USER_LEN];
 	char base[GW_CAP_URL]; /* the session's provider */
@@ -116,10 +123,12 @@ struct gw_conn {
 	char *lbody;
 };
 
-/* One user's slots in the pool (gw_pool.c). */
+/* One user's slots in the pool and requests in its queue (gw_pool.c). */
 struct gw_pool_user {
 	char user[GW_USER_LEN];
-	unsigned n; /* 0: a free entry */
+	unsigned n;		     /* slots held */
+	unsigned nq;		     /* requests queued; n == nq == 0: a free entry */
+	struct gw_conn *qhead, *qtail; /* queued, oldest first; not owned */
 };
 
 /* The gateway's state: service thread only, except ctx (curl threads wake
@@ -131,9 +140,13 @@ struct gw_state {
 	struct gateway_ops ops;
 	struct gw_req *inflight;
 	struct gateway_limits lim;
-	unsigned used;	 /* slots held, by conns and reqs */
-	unsigned nusers; /* entries of users[] in use (some may have n == 0) */
-	struct gw_pool_user users[GW_MAX_INFLIGHT_LIMIT]; /* a holder per slot at most */
+	unsigned used;	  /* slots held, by conns and reqs */
+	unsigned queued;  /* conns in the queue */
+	uint64_t qseq;	  /* the last queued conn's gw_conn.qseq */
+	unsigned nusers;  /* entries of users[] in use (some may be free) */
+	/* an entry per holder of a slot or a queued request at most:
+	 * lim.max_inflight + lim.max_queued entries (owned) */
+	struct gw_pool_user *users;
 	struct gw_stats stats;
 };
 extern struct gw_state gw_state;
@@ -145,17 +158,31 @@ void gw_req_finalize(struct gw_req *q);
 void gw_report_send(const char *sess_id, const struct gw_report *r);
 
 /* gw_pool.c */
-enum gw_pool_verdict { GW_POOL_OK, GW_POOL_USER_CAP, GW_POOL_GLOBAL_CAP };
-/* Take a slot for user: GW_POOL_OK, or the cap that refuses it (counted in
- * the stats); *held: the user's slots before the call. */
-enum gw_pool_verdict gw_pool_take(const char *user, unsigned *held);
-/* Give back a slot of user's. */
+enum gw_pool_verdict {
+	GW_POOL_OK,	    /* c->slot: c holds a slot */
+	GW_POOL_QUEUED,	    /* c->queued: c waits for one (gw_http_granted wakes it) */
+	GW_POOL_USER_CAP,   /* the user's share is taken, in flight and queued (429) */
+	GW_POOL_GLOBAL_CAP, /* the pool is taken and there is no queue (529) */
+	GW_POOL_QUEUE_FULL, /* the pool and the queue are full (529) */
+};
+/* Take a slot for c's user, or queue c for one (refusals are counted in the
+ * stats); *held, *queued: the user's before the call. */
+enum gw_pool_verdict gw_pool_take(struct gw_conn *c, struct lws *wsi, unsigned *held,
+				  unsigned *queued);
+/* Give back a slot of user's: it goes to a queued conn, if any. */
 void gw_pool_put(const char *user);
-/* Forget every slot (gateway_stop). */
+/* c leaves the queue without a slot (it closed, or waited too long). */
+void gw_pool_leave(struct gw_conn *c);
+/* Size the pool for gw_state.lim (gateway_start); 0 or -1. */
+int gw_pool_start(cx_err *err);
+/* Forget every slot and queued conn, free the pool (gateway_stop). */
 void gw_pool_clear(void);
 
 /* gw_http.c */
 struct lws_vhost *gw_http_listen(struct lws_context *ctx, const char *host, int port);
+/* c, queued, has been given a slot: its request goes on (on its next
+ * WRITEABLE, or once its body is in). */
+void gw_http_granted(struct gw_conn *c);
 #define GW_ACCEPT_PROTOCOL "cortex-gateway-accept" /* the unix listener, a raw file */
 
 /* gw_upstream.c */

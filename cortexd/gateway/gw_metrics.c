@@ -18,13 +18,40 @@ void gateway_metrics_write(FILE *f, void *arg)
 	fprintf(f, "cortex_gateway_requests_total{status=\"overloaded\"} %llu\n", (unsigned long long)gs.overloaded);
 	fprintf(f,
 		"# HELP cortex_gateway_refused_total Gateway requests refused for the in-flight "
-		"pool: a user's share (429), all of it (529), or a body too slow (closed).\n"
+		"pool: a user's share (429), all of it with no queue (529), all of it and the "
+		"queue (529), or a body too slow (closed).\n"
 		"# TYPE cortex_gateway_refused_total counter\n"
 		"cortex_gateway_refused_total{reason=\"user_cap\"} %llu\n"
 		"cortex_gateway_refused_total{reason=\"global_cap\"} %llu\n"
+		"cortex_gateway_refused_total{reason=\"queue_full\"} %llu\n"
 		"cortex_gateway_refused_total{reason=\"slow_body\"} %llu\n",
-		(unsigned long long)gs.refused_user_cap, (unsigned long long)gs.overloaded,
-		(unsigned long long)gs.slow_body);
+		(unsigned long long)gs.refused_user_cap, (unsigned long long)gs.refused_global_cap,
+		(unsigned long long)gs.refused_queue_full, (unsigned long long)gs.slow_body);
+	fprintf(f,
+		"# HELP cortex_gateway_queued Gateway requests waiting for a slot of the pool.\n"
+		"# TYPE cortex_gateway_queued gauge\ncortex_gateway_queued %u\n"
+		"# HELP cortex_gateway_queue_limit The queue's length and wait (config).\n"
+		"# TYPE cortex_gateway_queue_limit gauge\n"
+		"cortex_gateway_queue_limit{bound=\"length\"} %u\n"
+		"cortex_gateway_queue_limit{bound=\"wait_seconds\"} %g\n"
+		"# HELP cortex_gateway_queue_timeouts_total Queued gateway requests that got no slot "
+		"in time (529).\n"
+		"# TYPE cortex_gateway_queue_timeouts_total counter\n"
+		"cortex_gateway_queue_timeouts_total %llu\n",
+		gs.queued, gs.lim.max_queued, gs.lim.queue_timeout_ms / 1000.0,
+		(unsigned long long)gs.queue_timeouts);
+	fputs("# HELP cortex_gateway_queue_wait_seconds Gateway: queued -> given a slot.\n"
+	      "# TYPE cortex_gateway_queue_wait_seconds histogram\n", f);
+	static const double qb[] = GW_QUEUE_WAIT_BOUNDS_MS;
+	for (size_t i = 0; i < sizeof qb / sizeof qb[0]; i++) /* already cumulative */
+		fprintf(f, "cortex_gateway_queue_wait_seconds_bucket{le=\"%g\"} %llu\n", qb[i] / 1000.0,
+			(unsigned long long)gs.queue_wait_bucket[i]);
+	fprintf(f,
+		"cortex_gateway_queue_wait_seconds_bucket{le=\"+Inf\"} %llu\n"
+		"cortex_gateway_queue_wait_seconds_sum %.6f\n"
+		"cortex_gateway_queue_wait_seconds_count %llu\n",
+		(unsigned long long)gs.queue_wait_count, (double)gs.queue_wait_us_sum / 1e6,
+		(unsigned long long)gs.queue_wait_count);
 	fprintf(
 	    f,
 	    "# HELP cortex_gateway_inflight Gateway requests holding a slot of the pool (body "

@@ -10,7 +10,7 @@ const net = require('net');
 const L = require('./lib');
 
 const KEY = 'sk-ant-PROVIDER-KEY-fair-2b9e';
-const PER_USER = 2, POOL = 4;
+const PER_USER = 2, POOL = 4, QUEUE = 16, QWAIT_MS = 20000;
 
 // A request that takes a slot and keeps it: headers and 10 bytes of a
 // 200-byte body, then a space every 5 s (lws closes a connection idle for
@@ -44,7 +44,7 @@ function gw(gwUrl, token, text, opts = {}) {
 (async () => {
   const model = await L.startModelServer();
   const cfgFile = L.tmpdir('cfg') + '/cortexd.json';
-  fs.writeFileSync(cfgFile, JSON.stringify({gateway: {max_inflight: POOL, max_inflight_per_user: PER_USER}}));
+  fs.writeFileSync(cfgFile, JSON.stringify({gateway: {max_inflight: POOL, max_inflight_per_user: PER_USER, max_queued: QUEUE, queue_timeout_ms: QWAIT_MS}}));
   const d = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
   const users = {};
   for (const name of ['alice', 'bob']) {
@@ -63,6 +63,8 @@ function gw(gwUrl, token, text, opts = {}) {
   let m = await L.metrics(d);
   L.eq([m['cortex_gateway_inflight_limit{scope="global"}'], m['cortex_gateway_inflight_limit{scope="user"}']], [POOL, PER_USER],
     'the pool and a user\'s share come from the config');
+  L.eq([m['cortex_gateway_queue_limit{bound="length"}'], m['cortex_gateway_queue_limit{bound="wait_seconds"}'], m['cortex_gateway_queued']],
+    [QUEUE, QWAIT_MS / 1000, 0], 'so do the queue\'s length and wait; nothing queued');
 
   // alice's gateway token, as her agent has it (her Bash tool reads its env).
   const out = L.textOf(await L.turn(users.alice.c, 'RUN: env; echo SCAN_DONE'));
@@ -90,7 +92,8 @@ function gw(gwUrl, token, text, opts = {}) {
   m = await L.metrics(d);
   L.eq(m['cortex_gateway_refused_total{reason="user_cap"}'] - m0['cortex_gateway_refused_total{reason="user_cap"}'], 1,
     'the refusal is counted by reason (user_cap)');
-  L.eq([m['cortex_gateway_refused_total{reason="global_cap"}'], m['cortex_gateway_refused_total{reason="slow_body"}']], [0, 0],
+  L.eq([m['cortex_gateway_refused_total{reason="global_cap"}'], m['cortex_gateway_refused_total{reason="queue_full"}'],
+    m['cortex_gateway_refused_total{reason="slow_body"}'], m['cortex_gateway_queue_timeouts_total']], [0, 0, 0, 0],
     'the pool itself was never full, no body was too slow');
 
   // ---- bob's turns go on meanwhile

@@ -7,9 +7,13 @@
  *
  * Run: ctest -R unit.gateway  (exit status 0 = all passed)
  *
- * The pool is small here (3 in all, 2 per user) so that the fair-share
- * scenario can fill it with a few slowloris connections, and the body
- * deadline short (SLOW_DEADLINE_S).
+ * Two runs of the gateway, each in a context of its own:
+ *   1. no queue, a pool of 3 (2 per user), so that the fair-share scenario can
+ *      fill it with a few slowloris connections, and the body deadline short
+ *      (SLOW_DEADLINE_S);
+ *   2. a pool of 2 (2 per user) with a queue of 3 and a short wait (QWAIT_MS):
+ *      requests past the pool wait for a slot, fairly between users, and
+ *      /metrics says so.
  */
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -24,6 +28,7 @@
 #include <unistd.h>
 
 #include "gateway.h"
+#include "gw_metrics.h"
 
 #define PROVIDER_KEY "sk-provider-KEY123"
 
@@ -42,6 +47,7 @@ static int failures;
 static char token1[GW_TOKEN_LEN + 1]; /* session sess-1 of alice, provider = the fake upstream */
 static char token2[GW_TOKEN_LEN + 1]; /* session sess-2 of carol, no provider */
 static char token3[GW_TOKEN_LEN + 1]; /* session sess-3 of bob, provider = the fake upstream */
+static char token4[GW_TOKEN_LEN + 1]; /* session sess-4 of dave, provider = the fake upstream */
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static char provider_base[256];
@@ -59,11 +65,11 @@ static int h_authorize(void *arg, const char *token, char sess_id[40], char user
 		snprintf(user, GW_USER_LEN, "carol");
 		return -1;
 	}
-	int bob = !strcmp(token, token3);
-	if (strcmp(token, token1) && !bob)
+	int bob = !strcmp(token, token3), dave = !strcmp(token, token4);
+	if (strcmp(token, token1) && !bob && !dave)
 		return CX_NOTFOUND;
-	snprintf(sess_id, 40, bob ? "sess-3" : "sess-1");
-	snprintf(user, GW_USER_LEN, bob ? "bob" : "alice");
+	snprintf(sess_id, 40, bob ? "sess-3" : dave ? "sess-4" : "sess-1");
+	snprintf(user, GW_USER_LEN, bob ? "bob" : dave ? "dave" : "alice");
 	pthread_mutex_lock(&mu);
 	snprintf(url, ucap, "%s", provider_base);
 	pthread_mutex_unlock(&mu);
@@ -112,6 +118,10 @@ static int up_port;
 static char up_last_req[16384]; /* headers + body of the last request */
 static int ack_first;           /* the client saw the first event */
 static int up_saw_close;        /* /v1/hang: the gateway closed on us */
+/* /v1/held: each request (its model names it) is answered once released */
+static char held_order[256];    /* models of the held requests, as they arrived */
+static int held_arrivals;
+static char held_released[256]; /* " model " of each released one */
 
 static int wait_flag(int *flag, int secs)
 {
@@ -216,6 +226,29 @@ static void upstream_serve(int fd)
 		send_chunk(fd, EV_START);
 		usleep(20000);
 		/* close mid-stream: no terminating chunk */
+	} else if (!strncmp(req, "POST /v1/held", 13)) {
+		char tag[32] = "?", want[40];
+		const char *m = strstr(req, "\"model\":\"");
+		if (m)
+			sscanf(m + 9, "%31[^\"]", tag);
+		snprintf(want, sizeof want, " %s ", tag);
+		struct timespec dl;
+		clock_gettime(CLOCK_REALTIME, &dl);
+		dl.tv_sec += 15;
+		pthread_mutex_lock(&mu);
+		size_t ol = strlen(held_order);
+		snprintf(held_order + ol, sizeof held_order - ol, "%s ", tag);
+		held_arrivals++;
+		pthread_cond_broadcast(&cv);
+		while (!strstr(held_released, want))
+			if (pthread_cond_timedwait(&cv, &mu, &dl))
+				break;
+		pthread_mutex_unlock(&mu);
+		char b[128];
+		snprintf(b, sizeof b, "{\"id\":\"m3\",\"type\":\"message\",\"model\":\"%s\","
+				      "\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}", tag);
+		sendf(fd, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+			  "content-length: %zu\r\n\r\n%s", strlen(b), b);
 	} else if (!strncmp(req, "POST /v1/hang", 13)) {
 		sendf(fd, "%s", sse_head);
 		send_chunk(fd, EV_START);
@@ -228,6 +261,15 @@ static void upstream_serve(int fd)
 	}
 }
 
+static void *upstream_conn(void *arg)
+{
+	int fd = (int)(intptr_t)arg;
+	upstream_serve(fd);
+	close(fd);
+	return NULL;
+}
+
+/* A thread per connection: held requests wait side by side. */
 static void *upstream_thread(void *arg)
 {
 	int lfd = (int)(intptr_t)arg;
@@ -235,8 +277,12 @@ static void *upstream_thread(void *arg)
 		int fd = accept(lfd, NULL, NULL);
 		if (fd < 0)
 			return NULL;
-		upstream_serve(fd);
-		close(fd);
+		pthread_t t;
+		if (pthread_create(&t, NULL, upstream_conn, (void *)(intptr_t)fd)) {
+			close(fd);
+			continue;
+		}
+		pthread_detach(t);
 	}
 }
 
@@ -553,6 +599,203 @@ static void check_body_deadline(void)
 	CHECK(gs.slow_body == 1, "counted: slow_body %lu", (unsigned long)gs.slow_body);
 }
 
+/* ---- the queue (run 2: a pool of 2, 2 per user, 3 queued, QWAIT_MS) ---- */
+#define QWAIT_MS 2000
+
+/* A whole request to /v1/held, its model the tag; the answer is read later. */
+static int held_open(const char *key, const char *tag)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET,
+				.sin_port = htons((uint16_t)gateway_port()),
+				.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+		perror("held_open");
+		return -1;
+	}
+	char body[64];
+	int bl = snprintf(body, sizeof body, "{\"model\":\"%s\",\"messages\":[]}", tag);
+	sendf(fd,
+	      "POST /v1/held HTTP/1.1\r\nhost: gw\r\nx-api-key: %s\r\n"
+	      "content-type: application/json\r\ncontent-length: %d\r\n\r\n%s",
+	      key, bl, body);
+	return fd;
+}
+
+static void held_release(const char *tag)
+{
+	pthread_mutex_lock(&mu);
+	size_t l = strlen(held_released);
+	snprintf(held_released + l, sizeof held_released - l, " %s ", tag);
+	pthread_cond_broadcast(&cv);
+	pthread_mutex_unlock(&mu);
+}
+
+/* Wait until n held requests reached the upstream; the order they came in. */
+static int held_wait(int n, char *order, size_t cap)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_REALTIME, &dl);
+	dl.tv_sec += 10;
+	pthread_mutex_lock(&mu);
+	while (held_arrivals < n)
+		if (pthread_cond_timedwait(&cv, &mu, &dl))
+			break;
+	int ok = held_arrivals == n;
+	snprintf(order, cap, "%s", held_order);
+	pthread_mutex_unlock(&mu);
+	return ok;
+}
+
+/* The answer to a held request: 200 with its model. */
+static int held_answered(int fd, const char *tag)
+{
+	char resp[4096], want[48];
+	slow_read(fd, resp, sizeof resp);
+	snprintf(want, sizeof want, "\"model\":\"%s\"", tag);
+	int ok = !strncmp(resp, "HTTP/1.1 200", 12) && strstr(resp, want);
+	if (!ok)
+		fprintf(stderr, "held %s answered: %.300s\n", tag, resp);
+	return ok;
+}
+
+static int queued_is(const struct gw_stats *s, unsigned n)
+{
+	return s->queued == n;
+}
+
+/* dave fills the pool with two requests the provider holds; alice's request
+ * waits QWAIT_MS and gets 529; one that leaves the queue frees its place;
+ * alice queues her share (2), bob one: the queue is full (529 at once for
+ * bob's next, 429 for alice's); as dave's end, bob's queued request gets a
+ * slot before alice's second (alice holds one, bob none), and each queued
+ * request is answered 200.  Last, a queued body still arriving is given a
+ * slot, holds it until the body is in, and goes on. */
+static void check_queue(CURL *h, int *nrep)
+{
+	struct gw_report rep;
+	struct gw_stats gs;
+	CURLcode cc;
+	char order[256];
+	set_base(up_port);
+	int d1 = held_open(token4, "d1");
+	CHECK(held_wait(1, order, sizeof order), "d1 at the provider: %s", order);
+	int d2 = held_open(token4, "d2");
+	CHECK(held_wait(2, order, sizeof order), "d2 at the provider: %s", order);
+	CHECK(wait_stats(inflight_is, 2, &gs) && gs.queued == 0, "dave holds the pool: %u, %u queued",
+	      gs.inflight, gs.queued);
+
+	/* a queued request that gets no slot in time: 529 */
+	memset(&r, 0, sizeof r);
+	uint64_t t0 = cx_mono_us();
+	long st = post(h, "/v1/json", token1, 0, &r, &cc);
+	double ms = (double)(cx_mono_us() - t0) / 1000.0;
+	CHECK(st == 529 && strstr(r.body, "\"overloaded_error\"") &&
+		  strstr(r.body, "gateway: waited 2000 ms for a slot of the pool (2 in flight, 0 queued"),
+	      "queue timeout: %ld %s", st, r.body);
+	CHECK(ms >= QWAIT_MS && ms < QWAIT_MS + 1500, "the 529 came after %.0f ms, want %d", ms, QWAIT_MS);
+	CHECK(strcasestr(r.hdrs, "\nretry-after: 2\r\n") != NULL, "529 retry-after: %s", r.hdrs);
+
+	/* a queued request whose agent leaves gives its place back */
+	int x = held_open(token1, "x1");
+	CHECK(wait_stats(queued_is, 1, &gs), "x1 queued: %u", gs.queued);
+	close(x);
+	CHECK(wait_stats(queued_is, 0, &gs), "x1 left the queue: %u", gs.queued);
+
+	/* alice queues her share, then bob one: the queue (3) is full */
+	int a1 = held_open(token1, "a1");
+	CHECK(wait_stats(queued_is, 1, &gs), "a1 queued: %u", gs.queued);
+	int a2 = held_open(token1, "a2");
+	CHECK(wait_stats(queued_is, 2, &gs), "a2 queued: %u", gs.queued);
+	int b1 = held_open(token3, "b1");
+	CHECK(wait_stats(queued_is, 3, &gs), "b1 queued: %u", gs.queued);
+	CHECK(slow_waiting(a1) && slow_waiting(a2) && slow_waiting(b1), "queued requests are unanswered");
+	memset(&r, 0, sizeof r);
+	t0 = cx_mono_us();
+	st = post(h, "/v1/json", token3, 0, &r, &cc);
+	ms = (double)(cx_mono_us() - t0) / 1000.0;
+	CHECK(st == 529 && strstr(r.body, "\"overloaded_error\"") &&
+		  strstr(r.body, "gateway: 2 requests in flight and 3 queued, of all users (caps 2 and 3)"),
+	      "queue full: %ld %s", st, r.body);
+	CHECK(ms < 1000, "queue full: 529 at once, not after a wait (%.0f ms)", ms);
+	memset(&r, 0, sizeof r);
+	st = post(h, "/v1/json", token1, 0, &r, &cc);
+	CHECK(st == 429 && strstr(r.body, "user alice has 0 requests in flight and 2 queued (cap 2)"),
+	      "alice's share is in the queue: %ld %s", st, r.body);
+
+	/* slots go to the user holding fewest: a1 (first queued), then b1, then a2 */
+	held_release("d1");
+	CHECK(held_answered(d1, "d1"), "d1 answered");
+	CHECK(wait_report_of(++*nrep, "sess-4", &rep) && rep.status == 200, "d1's report");
+	CHECK(held_wait(3, order, sizeof order) && !strcmp(order, "d1 d2 a1 "), "a1 next: %s", order);
+	held_release("d2");
+	CHECK(held_answered(d2, "d2"), "d2 answered");
+	CHECK(wait_report_of(++*nrep, "sess-4", &rep) && rep.status == 200, "d2's report");
+	CHECK(held_wait(4, order, sizeof order) && !strcmp(order, "d1 d2 a1 b1 "),
+	      "bob (no slot) before alice's second (she holds one): %s", order);
+	held_release("a1");
+	CHECK(held_answered(a1, "a1"), "a1 waited, then 200 (not 529)");
+	CHECK(wait_report(++*nrep, &rep) && rep.status == 200, "a1's report");
+	CHECK(held_wait(5, order, sizeof order) && !strcmp(order, "d1 d2 a1 b1 a2 "), "then a2: %s", order);
+	held_release("b1");
+	held_release("a2");
+	CHECK(held_answered(b1, "b1") && held_answered(a2, "a2"), "b1, a2 answered");
+	close(d1);
+	close(d2);
+	close(a1);
+	close(a2);
+	close(b1);
+	*nrep += 2;
+
+	/* a queued request whose body is still arriving holds the slot it is
+	 * given while the rest comes, then goes on */
+	d1 = held_open(token4, "d3");
+	d2 = held_open(token4, "d4");
+	CHECK(held_wait(7, order, sizeof order), "d3, d4 at the provider: %s", order);
+	int sl = slow_open(token1);
+	CHECK(wait_stats(queued_is, 1, &gs), "a slow body queued: %u", gs.queued);
+	held_release("d3");
+	CHECK(held_answered(d1, "d3"), "d3 answered");
+	CHECK(wait_stats(queued_is, 0, &gs) && gs.inflight == 2, "the slow body got d3's slot: %u, %u queued",
+	      gs.inflight, gs.queued);
+	CHECK(slow_waiting(sl), "its body is not in: unanswered");
+	char resp[4096];
+	slow_finish(sl);
+	slow_read(sl, resp, sizeof resp);
+	CHECK(!strncmp(resp, "HTTP/1.1 200", 12) && strstr(resp, "claude-json-2"),
+	      "then forwarded: %.200s", resp);
+	held_release("d4");
+	CHECK(held_answered(d2, "d4"), "d4 answered");
+	close(sl);
+	close(d1);
+	close(d2);
+	*nrep += 3;
+	CHECK(wait_stats(inflight_is, 0, &gs) && gs.queued == 0 && gs.inflight_users == 0,
+	      "all given back: %u in flight, %u queued, %u users", gs.inflight, gs.queued,
+	      gs.inflight_users);
+	CHECK(gs.queue_wait_count == 4 && gs.queue_timeouts == 1 && gs.refused_queue_full == 1 &&
+		  gs.refused_user_cap == 1 && gs.refused_global_cap == 0 && gs.overloaded == 2,
+	      "waited %lu, timeouts %lu, queue full %lu, user cap %lu, global cap %lu, overloaded %lu",
+	      (unsigned long)gs.queue_wait_count, (unsigned long)gs.queue_timeouts,
+	      (unsigned long)gs.refused_queue_full, (unsigned long)gs.refused_user_cap,
+	      (unsigned long)gs.refused_global_cap, (unsigned long)gs.overloaded);
+}
+
+static void *queue_tests_thread(void *arg)
+{
+	(void)arg;
+	int nrep = 0;
+	pthread_mutex_lock(&mu);
+	nreports = 0; /* this run's reports only */
+	pthread_mutex_unlock(&mu);
+	CURL *h = curl_easy_init();
+	check_queue(h, &nrep);
+	curl_easy_cleanup(h);
+	__atomic_store_n(&tests_done, 1, __ATOMIC_RELEASE);
+	lws_cancel_service(ctx);
+	return NULL;
+}
+
 static void *tests_thread(void *arg)
 {
 	(void)arg;
@@ -646,20 +889,8 @@ static int cb_other(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	return 0;
 }
 
-int main(void)
+static struct lws_context *context_new(void)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
-	gateway_token_new(token1);
-	gateway_token_new(token2);
-	gateway_token_new(token3);
-	CHECK(strlen(token1) == GW_TOKEN_LEN && !strncmp(token1, "cxg_", 4), "token %s", token1);
-
-	int lfd = listen_any(&up_port);
-	int cfd = listen_any(&closed_port);
-	close(cfd); /* nothing listens there any more */
-	pthread_t up, tt;
-	pthread_create(&up, NULL, upstream_thread, (void *)(intptr_t)lfd);
-
 	static const struct lws_protocols protos[] = {{"x", cb_other, 0, 0, 0, NULL, 0},
 						      {NULL, NULL, 0, 0, 0, NULL, 0}};
 	struct lws_context_creation_info info;
@@ -669,17 +900,25 @@ int main(void)
 	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.timeout_secs = 30;
 	info.max_http_header_data = 4096;
-	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
-	ctx = lws_create_context(&info);
+	return lws_create_context(&info);
+}
+
+/* Start the gateway with lim in a new context, run tests on a thread while
+ * this one serves, stop; the stats at the end in *out. */
+static int run(const struct gateway_limits *lim, void *(*tests)(void *), struct gw_stats *out,
+	       char **metrics)
+{
 	cx_err err = CX_ERR_INIT;
-	const struct gateway_limits lim = {3, 2, SLOW_DEADLINE_S};
-	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &hooks, &lim, &err) < 0) {
+	ctx = context_new();
+	if (!ctx || gateway_start(ctx, "127.0.0.1", 0, &hooks, lim, &err) < 0) {
 		fprintf(stderr, "start: %s\n", err.msg);
-		return 1;
+		return -1;
 	}
 	snprintf(gw_url, sizeof gw_url, "http://127.0.0.1:%d", gateway_port());
 	printf("gateway on %s, upstream on %d\n", gw_url, up_port);
-	pthread_create(&tt, NULL, tests_thread, NULL);
+	__atomic_store_n(&tests_done, 0, __ATOMIC_RELEASE);
+	pthread_t tt;
+	pthread_create(&tt, NULL, tests, NULL);
 	while (!__atomic_load_n(&tests_done, __ATOMIC_ACQUIRE)) {
 		if (lws_service(ctx, 0) < 0)
 			break;
@@ -688,14 +927,101 @@ int main(void)
 		pthread_mutex_unlock(&mu);
 	}
 	pthread_join(tt, NULL);
+	gateway_get_stats(out);
+	size_t len;
+	FILE *f = open_memstream(metrics, &len);
+	if (f) {
+		gateway_metrics_write(f, NULL);
+		fclose(f);
+	}
+	gateway_stop();
+	lws_context_destroy(ctx);
+	return 0;
+}
+
+/* Each line of want is a line of the metrics text. */
+static void check_metrics(const char *metrics, const char *const *want)
+{
+	for (; *want; want++) {
+		char line[256];
+		snprintf(line, sizeof line, "\n%s\n", *want);
+		CHECK(metrics && strstr(metrics, line), "metrics: want '%s'", *want);
+	}
+}
+
+int main(void)
+{
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	gateway_token_new(token1);
+	gateway_token_new(token2);
+	gateway_token_new(token3);
+	gateway_token_new(token4);
+	CHECK(strlen(token1) == GW_TOKEN_LEN && !strncmp(token1, "cxg_", 4), "token %s", token1);
+
+	int lfd = listen_any(&up_port);
+	int cfd = listen_any(&closed_port);
+	close(cfd); /* nothing listens there any more */
+	pthread_t up;
+	pthread_create(&up, NULL, upstream_thread, (void *)(intptr_t)lfd);
+	lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+
+	/* 1. no queue: past the pool, 529 at once */
+	const struct gateway_limits lim = {.max_inflight = 3,
+					   .max_inflight_per_user = 2,
+					   .body_deadline_s = SLOW_DEADLINE_S,
+					   .max_queued = 0,
+					   .queue_timeout_ms = QWAIT_MS};
 	struct gw_stats s;
-	gateway_get_stats(&s);
+	char *metrics = NULL;
+	if (run(&lim, tests_thread, &s, &metrics) < 0)
+		return 1;
 	printf("stats: requests %lu unauthorized %lu 2xx %lu 4xx %lu none %lu ttfb n=%lu\n",
 	       (unsigned long)s.requests, (unsigned long)s.unauthorized, (unsigned long)s.by_class[2],
 	       (unsigned long)s.by_class[4], (unsigned long)s.by_class[0], (unsigned long)s.ttfb_count);
 	CHECK(s.unauthorized == 2, "unauthorized %lu", (unsigned long)s.unauthorized);
-	gateway_stop();
-	lws_context_destroy(ctx);
+	static const char *const want1[] = {
+	    "cortex_gateway_refused_total{reason=\"user_cap\"} 1",
+	    "cortex_gateway_refused_total{reason=\"global_cap\"} 1",
+	    "cortex_gateway_refused_total{reason=\"queue_full\"} 0",
+	    "cortex_gateway_requests_total{status=\"overloaded\"} 1",
+	    "cortex_gateway_queued 0",
+	    "cortex_gateway_queue_limit{bound=\"length\"} 0",
+	    "cortex_gateway_queue_wait_seconds_count 0",
+	    NULL,
+	};
+	check_metrics(metrics, want1);
+	free(metrics);
+	metrics = NULL;
+
+	/* 2. a queue past the pool */
+	const struct gateway_limits qlim = {.max_inflight = 2,
+					    .max_inflight_per_user = 2,
+					    .body_deadline_s = SLOW_DEADLINE_S,
+					    .max_queued = 3,
+					    .queue_timeout_ms = QWAIT_MS};
+	if (run(&qlim, queue_tests_thread, &s, &metrics) < 0)
+		return 1;
+	static const char *const want2[] = {
+	    "cortex_gateway_queued 0",
+	    "cortex_gateway_queue_limit{bound=\"length\"} 3",
+	    "cortex_gateway_queue_limit{bound=\"wait_seconds\"} 2",
+	    "cortex_gateway_queue_timeouts_total 1",
+	    "cortex_gateway_refused_total{reason=\"queue_full\"} 1",
+	    "cortex_gateway_refused_total{reason=\"global_cap\"} 0",
+	    "cortex_gateway_refused_total{reason=\"user_cap\"} 1",
+	    "cortex_gateway_requests_total{status=\"overloaded\"} 2",
+	    "cortex_gateway_inflight 0",
+	    "cortex_gateway_queue_wait_seconds_bucket{le=\"30\"} 4",
+	    "cortex_gateway_queue_wait_seconds_bucket{le=\"+Inf\"} 4",
+	    "cortex_gateway_queue_wait_seconds_count 4",
+	    NULL,
+	};
+	check_metrics(metrics, want2);
+	CHECK(s.queue_wait_us_sum > 0 && s.queue_wait_bucket[0] == 0,
+	      "queue waits: sum %lu us, %lu under 10 ms", (unsigned long)s.queue_wait_us_sum,
+	      (unsigned long)s.queue_wait_bucket[0]);
+	free(metrics);
+
 	shutdown(lfd, SHUT_RDWR);
 	close(lfd);
 	pthread_join(up, NULL);

@@ -262,18 +262,21 @@ static void test_config(void **state)
 	const struct {
 		const char *json;
 		int ok;
-		unsigned max, per_user, deadline;
+		unsigned max, per_user, deadline, queued, qwait;
 	} gw[] = {
-	    {"{}", 1, 32, 8, 60},
+	    {"{}", 1, 32, 8, 60, 256, 30000},
 	    {"{\"gateway\":{\"max_inflight\":64,\"max_inflight_per_user\":16,"
-	     "\"body_deadline_s\":5}}",
-	     1, 64, 16, 5},
-	    {"{\"gateway\":{\"max_inflight\":4}}", 1, 4, 4, 60}, /* the default share, clamped */
-	    {"{\"gateway\":{\"max_inflight_per_user\":33}}", 0, 0, 0, 0},
-	    {"{\"gateway\":{\"max_inflight\":0}}", 0, 0, 0, 0},
-	    {"{\"gateway\":{\"max_inflight\":1025}}", 0, 0, 0, 0},
-	    {"{\"gateway\":{\"max_inflight_per_user\":\"8\"}}", 0, 0, 0, 0},
-	    {"{\"gateway\":{\"body_deadline_s\":0}}", 0, 0, 0, 0},
+	     "\"body_deadline_s\":5,\"max_queued\":0,\"queue_timeout_ms\":1500}}",
+	     1, 64, 16, 5, 0, 1500},
+	    {"{\"gateway\":{\"max_inflight\":4}}", 1, 4, 4, 60, 256, 30000}, /* the default share, clamped */
+	    {"{\"gateway\":{\"max_inflight_per_user\":33}}", 0, 0, 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_inflight\":0}}", 0, 0, 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_inflight\":1025}}", 0, 0, 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_inflight_per_user\":\"8\"}}", 0, 0, 0, 0, 0, 0},
+	    {"{\"gateway\":{\"body_deadline_s\":0}}", 0, 0, 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_queued\":4097}}", 0, 0, 0, 0, 0, 0},
+	    {"{\"gateway\":{\"max_queued\":-1}}", 0, 0, 0, 0, 0, 0},
+	    {"{\"gateway\":{\"queue_timeout_ms\":0}}", 0, 0, 0, 0, 0, 0},
 	};
 	for (size_t i = 0; i < sizeof gw / sizeof gw[0]; i++) {
 		f = fopen(path, "w");
@@ -284,13 +287,16 @@ static void test_config(void **state)
 		if (!gw[i].ok) {
 			assert_int_equal(rc, -1);
 			assert_true(strstr(err.msg, "max_inflight") ||
-				    strstr(err.msg, "body_deadline_s"));
+				    strstr(err.msg, "body_deadline_s") ||
+				    strstr(err.msg, "max_queued") || strstr(err.msg, "queue_timeout_ms"));
 			continue;
 		}
 		assert_int_equal(rc, 0);
 		assert_int_equal(c.gateway_max_inflight, gw[i].max);
 		assert_int_equal(c.gateway_max_inflight_per_user, gw[i].per_user);
 		assert_int_equal(c.gateway_body_deadline_s, gw[i].deadline);
+		assert_int_equal(c.gateway_max_queued, gw[i].queued);
+		assert_int_equal(c.gateway_queue_timeout_ms, gw[i].qwait);
 	}
 }
 
