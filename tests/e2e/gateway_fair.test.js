@@ -3,7 +3,9 @@
 // never finished), or with requests the provider is slow to answer, is
 // refused more with a 429 — its own agent included, which waits and retries —
 // while another user's turns go on; /metrics counts the refusals and shows
-// who holds the pool.
+// who holds the pool.  Last, the pool full of alice's and carol's slow
+// bodies: bob's turn waits in the gateway's queue (no 529) and goes on as
+// soon as one of them is gone.
 'use strict';
 const fs = require('fs');
 const net = require('net');
@@ -47,14 +49,14 @@ function gw(gwUrl, token, text, opts = {}) {
   fs.writeFileSync(cfgFile, JSON.stringify({gateway: {max_inflight: POOL, max_inflight_per_user: PER_USER, max_queued: QUEUE, queue_timeout_ms: QWAIT_MS}}));
   const d = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
   const users = {};
-  for (const name of ['alice', 'bob']) {
+  for (const name of ['alice', 'bob', 'carol']) {
     const tok = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name})).json.token;
     const r = await L.http(d.base, 'PUT', '/v1/settings/ai-providers/default', tok, {kind: 'anthropic', base_url: model.url, api_key: KEY});
     L.eq(r.status, 201, `${name} configures a provider`);
     const sid = (await L.http(d.base, 'POST', '/v1/sessions', tok, {})).json.id;
     users[name] = {tok, sid};
   }
-  for (const name of ['alice', 'bob']) {
+  for (const name of ['alice', 'bob', 'carol']) {
     const u = users[name];
     await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${u.sid}`, u.tok)).json.agent === 'hot', `${name}'s agent hot`, 90000);
     u.c = L.connect(d.base, u.sid, u.tok);
@@ -139,6 +141,36 @@ function gw(gwUrl, token, text, opts = {}) {
   g = await gw(gwUrl, tok, 'alice again');
   L.eq(g.status, 200, 'and alice is served again');
   await g.text();
+
+  // ---- the pool full (alice's and carol's slow bodies): bob's turn waits in the queue, no 529
+  const cout = L.textOf(await L.turn(users.carol.c, 'RUN: env; echo SCAN_DONE'));
+  const ctok = (cout.match(/ANTHROPIC_API_KEY=(cxg_[0-9a-f]{64})/) || [])[1];
+  L.check(ctok, 'carol\'s agent env names her cxg_ token', 'a token', ctok);
+  const mq = await L.metrics(d);
+  const full = [];
+  for (let i = 0; i < PER_USER; i++) full.push(await slowloris(gwUrl, tok), await slowloris(gwUrl, ctok));
+  m = await L.poll(async () => { const x = await L.metrics(d); return x['cortex_gateway_inflight'] === POOL ? x : null; });
+  L.eq(m && [m['cortex_gateway_inflight'], m['cortex_gateway_inflight_users']], [POOL, 2], 'alice and carol fill the pool');
+  const tq = Date.now();
+  const bobTurn = L.turn(users.bob.c, 'bob waits in the queue', 60000);
+  m = await L.poll(async () => { const x = await L.metrics(d); return x['cortex_gateway_queued'] >= 1 ? x : null; }, 30000);
+  L.check(m, 'bob\'s agent\'s request waits in the queue', 'queued >= 1', m && m['cortex_gateway_queued']);
+  await new Promise(res => setTimeout(res, 500));
+  hangUp(full[0]);
+  fr = await bobTurn;
+  L.eq(L.textOf(fr), 'Echo: bob waits in the queue. Done.', 'bob\'s turn goes on once a slot is free');
+  L.check(!fr.some(f => f.type === 'cortex.error'), 'no error reached bob', 'no cortex.error', fr.filter(f => f.type === 'cortex.error'));
+  console.log(`bob's queued turn took ${Date.now() - tq} ms`);
+  m = await L.metrics(d);
+  L.check(m['cortex_gateway_queue_wait_seconds_count'] - (mq['cortex_gateway_queue_wait_seconds_count'] || 0) >= 1 &&
+    m['cortex_gateway_queue_wait_seconds_sum'] >= 0.5,
+    'the wait is in the histogram', '>= 1 wait of >= 0.5 s', [m['cortex_gateway_queue_wait_seconds_count'], m['cortex_gateway_queue_wait_seconds_sum']]);
+  L.eq([m['cortex_gateway_refused_total{reason="global_cap"}'], m['cortex_gateway_refused_total{reason="queue_full"}'],
+    m['cortex_gateway_queue_timeouts_total'], m['cortex_gateway_requests_total{status="overloaded"}']], [0, 0, 0, 0],
+    'no 529 from the gateway');
+  full.forEach(hangUp);
+  m = await L.poll(async () => { const x = await L.metrics(d); return x['cortex_gateway_inflight'] === 0 && x['cortex_gateway_queued'] === 0 ? x : null; });
+  L.eq(m && [m['cortex_gateway_inflight'], m['cortex_gateway_queued']], [0, 0], 'the pool and the queue are empty again');
 
   L.eq(await d.stop(), 0, 'cortexd exits 0');
   L.done();
