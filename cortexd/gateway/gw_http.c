@@ -260,9 +260,10 @@ static void admit(struct lws *wsi, struct gw_conn *c)
 		return;
 	case GW_POOL_USER_CAP:
 		if (queued)
-			set_error(c, 429, "rate_limit_error",
-				  "gateway: user %s has %u requests in flight and %u queued (cap %u)",
-				  c->user, held, queued, gw_state.lim.max_inflight_per_user);
+			set_error(
+			    c, 429, "rate_limit_error",
+			    "gateway: user %s has %u requests in flight and %u queued (cap %u)",
+			    c->user, held, queued, gw_state.lim.max_inflight_per_user);
 		else
 			set_error(c, 429, "rate_limit_error",
 				  "gateway: user %s has %u requests in flight (cap %u)", c->user,
@@ -274,10 +275,11 @@ static void admit(struct lws *wsi, struct gw_conn *c)
 			  gw_state.lim.max_inflight);
 		break;
 	case GW_POOL_QUEUE_FULL:
-		set_error(c, 529, "overloaded_error",
-			  "gateway: %u requests in flight and %u queued, of all users (caps %u and %u)",
-			  gw_state.used, gw_state.queued, gw_state.lim.max_inflight,
-			  gw_state.lim.max_queued);
+		set_error(
+		    c, 529, "overloaded_error",
+		    "gateway: %u requests in flight and %u queued, of all users (caps %u and %u)",
+		    gw_state.used, gw_state.queued, gw_state.lim.max_inflight,
+		    gw_state.lim.max_queued);
 		break;
 	}
 	c->retry_after = GW_RETRY_AFTER_S;

@@ -168,7 +168,8 @@ static struct gw_pool_user *next_user(void)
 		struct gw_pool_user *u = &gw_state.users[i];
 		if (!u->nq)
 			continue;
-		if (!best || u->n < best->n || (u->n == best->n && u->qhead->qseq < best->qhead->qseq))
+		if (!best || u->n < best->n ||
+		    (u->n == best->n && u->qhead->qseq < best->qhead->qseq))
 			best = u;
 	}
 	return best;
