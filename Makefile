@@ -7,19 +7,21 @@ CLAUDE_CODE_VERSION := 2.1.330
 WS_VERSION := 8.18.0
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
-	util-linux procps git e2fsprogs buildah mmdebstrap
+	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light
 # The machine's image store: `make image` unpacks the default image there once;
 # `make run`, the tests and the benches share it.
 IMAGE_STORE ?= /var/cache/cortex/store
 NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
+# The apt stamp names the package list: adding a package checks again.
+APT_STAMP := .deps/.apt-$(shell echo $(APT_PKGS) | md5sum | cut -c1-8)
 
 .PHONY: all deps build build-asan build-tsan run test bench clean format image
 
 all: build
 
-deps: .deps/.apt $(NPM_STAMP)
+deps: $(APT_STAMP) $(NPM_STAMP)
 
-.deps/.apt:
+$(APT_STAMP):
 	@mkdir -p .deps
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing nodejs npm"; fi; \
@@ -30,7 +32,7 @@ deps: .deps/.apt $(NPM_STAMP)
 	fi
 	@touch $@
 
-$(NPM_STAMP): .deps/.apt
+$(NPM_STAMP): | $(APT_STAMP)
 	@mkdir -p .deps
 	@[ -f .deps/package.json ] || echo '{"name":"cortex-deps","private":true}' > .deps/package.json
 	cd .deps && npm install --no-audit --no-fund --loglevel=error \

@@ -24,7 +24,7 @@ const os = require('os');
 const path = require('path');
 const WebSocket = require('ws');
 const L = require('../tests/e2e/lib');
-const {pct, openWs, cortexTurn} = require('./lib');
+const {pct, openWs, cortexTurn, miniAgentDir, miniAgentPath} = require('./lib');
 
 const N = Number(process.env.BENCH_TURNS || 50);
 const NSLEEP = Number(process.env.BENCH_SLEEP_TURNS || 20);
@@ -156,32 +156,6 @@ function spawnPerMessage(home, text, cont, modelUrl) {
     });
     p.on('exit', code => code === 0 && ttft !== null ? resolve(ttft) : reject(new Error('claude -p failed: ' + code + ' ' + err.slice(-500))));
   });
-}
-
-// The mini-agent runs inside the sandbox the way an operator's own agent
-// would: a dir given as agent.dir, which cortexd turns into a runtime disk
-// bound at /cortex/agent (the image's root is not the host's).
-function miniAgentDir(mini) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-bench-agent-'));
-  fs.chmodSync(dir, 0o755);
-  fs.copyFileSync(mini, path.join(dir, 'mini-agent'));
-  fs.chmodSync(path.join(dir, 'mini-agent'), 0o755);
-  process.on('exit', () => { try { fs.rmSync(dir, {recursive: true, force: true}); } catch (e) {} });
-  return dir;
-}
-
-function miniAgentPath() {
-  const src = process.env.MINI_AGENT || path.join(__dirname, '..', 'build', 'mini-agent');
-  if (!fs.existsSync(src)) throw new Error(`mini-agent not found at ${src} (build it: cmake --build build --target mini-agent)`);
-  const abs = fs.realpathSync(src);
-  if (!/^\/(tmp|dev\/shm|run)(\/|$)/.test(abs)) return abs;
-  const dir = fs.mkdtempSync(path.join('/var/tmp', 'cortex-bench-mini-'));
-  fs.chmodSync(dir, 0o755);
-  const dst = path.join(dir, 'mini-agent');
-  fs.copyFileSync(abs, dst);
-  fs.chmodSync(dst, 0o755);
-  process.on('exit', () => { try { fs.rmSync(dir, {recursive: true, force: true}); } catch (e) {} });
-  return dst;
 }
 
 // ---------------------------------------------------------------- cortexd side

@@ -1,6 +1,10 @@
-// Shared by the benchmarks: percentiles and a session WebSocket client that
-// timestamps the first text_delta of each turn in the event handler.
+// Shared by the benchmarks: percentiles, a session WebSocket client that
+// timestamps the first text_delta of each turn in the event handler, and the
+// mini-agent (tests/fixtures/mini-agent.c) placed where a sandbox can run it.
 'use strict';
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
 const WebSocket = require('ws');
 
 const TURN_MS = 120000;
@@ -55,5 +59,30 @@ function cortexTurn(c, text, t0) {
   });
 }
 
+// The mini-agent runs inside the sandbox the way an operator's own agent
+// would: a dir given as agent.dir, which cortexd turns into a runtime disk
+// bound at /cortex/agent (the image's root is not the host's).
+function miniAgentDir(mini) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-bench-agent-'));
+  fs.chmodSync(dir, 0o755);
+  fs.copyFileSync(mini, path.join(dir, 'mini-agent'));
+  fs.chmodSync(path.join(dir, 'mini-agent'), 0o755);
+  process.on('exit', () => { try { fs.rmSync(dir, {recursive: true, force: true}); } catch (e) {} });
+  return dir;
+}
 
-module.exports = {pct, now, openWs, cortexTurn, TURN_MS};
+function miniAgentPath() {
+  const src = process.env.MINI_AGENT || path.join(__dirname, '..', 'build', 'mini-agent');
+  if (!fs.existsSync(src)) throw new Error(`mini-agent not found at ${src} (build it: cmake --build build --target mini-agent)`);
+  const abs = fs.realpathSync(src);
+  if (!/^\/(tmp|dev\/shm|run)(\/|$)/.test(abs)) return abs;
+  const dir = fs.mkdtempSync(path.join('/var/tmp', 'cortex-bench-mini-'));
+  fs.chmodSync(dir, 0o755);
+  const dst = path.join(dir, 'mini-agent');
+  fs.copyFileSync(abs, dst);
+  fs.chmodSync(dst, 0o755);
+  process.on('exit', () => { try { fs.rmSync(dir, {recursive: true, force: true}); } catch (e) {} });
+  return dst;
+}
+
+module.exports = {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, TURN_MS};

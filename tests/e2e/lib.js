@@ -70,13 +70,15 @@ function withImages(args) {
   return args;
 }
 
+// opts.detached: cortexd in its own session (its own autogroup, as a
+// sandbox is), for a bench that compares it with another proxy.
 async function startCortexd(opts = {}) {
   const dataDir = opts.dataDir || tmpdir('cortexd');
   const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
   opts = Object.assign({}, opts, {args: withImages(opts.args)});
   const env = Object.assign({}, process.env, {CORTEX_ADMIN_TOKEN: admin}, opts.env || {});
   const r = await startProc(process.env.CORTEXD, ['--listen', '127.0.0.1:0', '--data-dir', dataDir].concat(opts.args || []),
-    {env}, /cortexd listening on (http:\/\/[\d.]+:(\d+))/, 'cortexd');
+    {env, detached: !!opts.detached}, /cortexd listening on (http:\/\/[\d.]+:(\d+))/, 'cortexd');
   const base = r.match[1];
   logTails.push(['cortexd', r.logs]);
   // A sanitizer that halts the daemon (TSan's halt_on_error, an ASan error)
@@ -227,4 +229,4 @@ async function metrics(d) {
   return m;
 }
 
-module.exports = {tmpdir, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};
+module.exports = {tmpdir, startProc, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};

@@ -70,6 +70,16 @@ const user = content => JSON.stringify({type: 'user', message: {role: 'user', co
   L.eq(await send(user([{type: 'text', text: 'a'}, {type: 'image'}, {type: 'text', text: 'b'}]), 9), answer('ab'),
     'text blocks are joined, other blocks ignored');
 
+  // FLOOD n size (bench/flood.js): n deltas in Claude Code's full shape, a summary at the end.
+  const flood = await send(user('FLOOD 3 60'), 10);
+  const delta = k => '{"type":"stream_event","event":{"type":"content_block_delta","index":0,"delta":{"type":"text_delta",' +
+    '"text":"lorem ipsum dolor sit amet consectetur adipiscing elit lorem"}},' +
+    '"session_id":"6f1c2a5e-4b7d-4e0a-9c3f-1d2e3f4a5b6c","parent_tool_use_id":null,' +
+    `"uuid":"0b5e7c1d-2f3a-4c6b-8d9e-00000000000${k}"}`;
+  const summary = answer('flood: 3 deltas of 60 bytes');
+  L.eq(flood, summary.slice(0, 3).concat([delta(0), delta(1), delta(2)], summary.slice(5)),
+    'FLOOD 3 60 -> 3 text_delta lines of 60 bytes as Claude Code writes them, then the summary answer');
+
   // Not JSON and unknown types print nothing; the next request is still answered in order.
   L.eq(await send('not json\n{"type":"keep_alive"}\n{"type":"control_request","request_id":7,"request":{"subtype":"interrupt"}}', 1),
     ['{"type":"control_response","response":{"subtype":"success","request_id":7,"response":{}}}'],
