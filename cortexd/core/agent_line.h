@@ -38,6 +38,7 @@ struct agent_line {
 	int is_error;         /* result with is_error:true */
 	const char *result;   /* result text, or NULL */
 	int block_end;        /* content_block_stop / message_stop: a sentence may end */
+	char *delta_buf;      /* the fast path's unescaped delta (owned), else NULL */
 };
 
 /* Always fills out (kind AL_BAD when the line is not an object). */

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <stdlib.h>
+
 #include "agent_line.h"
 #include "unit_util.h"
 
@@ -66,6 +68,138 @@ static void expect_delta(const char *line, const char *want, size_t want_len)
 #define DELTA(text)                                                                                \
 	"{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"      \
 	"\"delta\":{\"type\":\"text_delta\",\"text\":\"" text "\"}}}"
+
+
+/* ---- the fast path (agent_line.c parse_fast) ---- */
+
+#define CC_TAIL ",\"session_id\":\"6f1c2a5e-4b7d-4e0a-9c3f-1d2e3f4a5b6c\",\"parent_tool_use_id\":null," \
+		"\"uuid\":\"0b5e7c1d-2f3a-4c6b-8d9e-000000000001\""
+#define CC_DELTA(text)                                                                             \
+	"{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"      \
+	"\"delta\":{\"type\":\"text_delta\",\"text\":\"" text "\"}}" CC_TAIL "}\n"
+
+/* What the line's text is to jansson (what a client's JSON.parse reads), or
+ * NULL when it is no text delta. */
+static json_t *jansson_text(const char *line)
+{
+	json_t *o = json_loads(line, JSON_ALLOW_NUL, NULL);
+	json_t *t = json_object_get(json_object_get(json_object_get(o, "event"), "delta"), "text");
+	json_incref(t);
+	json_decref(o);
+	return t;
+}
+
+static void expect_same_as_jansson(const char *line, int want_fast)
+{
+	struct agent_line l;
+	parse(&l, line);
+	json_t *t = jansson_text(line);
+	if (!t) {
+		if (l.delta)
+			fail_msg("'%s': a delta jansson does not see", line);
+	} else {
+		if (!l.delta || l.delta_len != json_string_length(t) ||
+		    memcmp(l.delta, json_string_value(t), l.delta_len))
+			fail_msg("'%s': delta differs from jansson's text", line);
+	}
+	if (want_fast >= 0 && (l.delta_buf != NULL) != want_fast)
+		fail_msg("'%s': expected the %s path", line, want_fast ? "fast" : "slow");
+	json_decref(t);
+	agent_line_free(&l);
+}
+
+static void test_fast_path(void **state)
+{
+	(void)state;
+	/* Claude Code's lines: fast, and the same text as jansson's. */
+	expect_same_as_jansson(CC_DELTA("Hello"), 1);
+	expect_same_as_jansson(CC_DELTA(""), 1);
+	expect_same_as_jansson(CC_DELTA("a\\nb\\\"c\\\\d\\/e\\b\\f\\r\\t"), 1);
+	expect_same_as_jansson(CC_DELTA("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80"), 1);
+	expect_same_as_jansson(CC_DELTA("\\u00e9\\u20AC\\ud83d\\ude00"), 1);
+	expect_same_as_jansson(DELTA("no tail"), 1);
+	expect_same_as_jansson("{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":12,"
+			       "\"delta\":{\"type\":\"text_delta\",\"text\":\"sub\"}},\"session_id\":\"s\","
+			       "\"parent_tool_use_id\":\"toolu_01ABC\",\"uuid\":\"u\"}",
+			       1);
+	/* Everything else is the slow path's, which decides as before. */
+	expect_same_as_jansson(CC_DELTA("a\\u0000b"), 0);  /* NUL: JSON_ALLOW_NUL there */
+	expect_same_as_jansson(CC_DELTA("\\ud83d"), 0);   /* lone high surrogate: bad JSON */
+	expect_same_as_jansson(CC_DELTA("\\ude00x"), 0);  /* lone low surrogate */
+	expect_same_as_jansson(CC_DELTA("\xc3"), 0);      /* bad UTF-8 */
+	expect_same_as_jansson(CC_DELTA("\xed\xa0\x80"), 0); /* a surrogate in UTF-8 */
+	expect_same_as_jansson(CC_DELTA("\xc0\xaf"), 0);  /* overlong */
+	expect_same_as_jansson(CC_DELTA("tab\there"), 0); /* a raw control byte */
+	expect_same_as_jansson(CC_DELTA("\\x"), 0);       /* a bad escape */
+	/* A repeated key: a client reads the last one, and so must the guard. */
+	const char *dup = "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"
+			  "\"delta\":{\"type\":\"text_delta\",\"text\":\"harmless\",\"text\":\"SECRET\"}}}";
+	expect_same_as_jansson(dup, 0);
+	struct agent_line l;
+	parse(&l, dup);
+	assert_non_null(l.delta);
+	assert_string_equal(l.delta, "SECRET");
+	agent_line_free(&l);
+	const char *dup2 = "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"
+			   "\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}},\"event\":{\"type\":\"x\"}}";
+	expect_same_as_jansson(dup2, 0);
+	/* A "seq" of the agent's own: the slow path (turn.c re-encodes it). */
+	parse(&l, "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"
+		  "\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}},\"seq\":7}");
+	assert_null(l.delta_buf);
+	assert_non_null(l.o);
+	assert_non_null(json_object_get(l.o, "seq"));
+	agent_line_free(&l);
+	/* Truncated anywhere: never a delta. */
+	const char *full = CC_DELTA("abc\\u00e9");
+	for (size_t n = 0; n + 2 < strlen(full); n++) {
+		char cut[512];
+		memcpy(cut, full, n);
+		cut[n] = 0;
+		parse(&l, cut);
+		if (l.delta)
+			fail_msg("a line cut at %zu gave a delta", n);
+		agent_line_free(&l);
+	}
+}
+
+/* Random texts (every byte value, escapes, surrogate pairs) through jansson's
+ * encoder: the fast path must read back exactly what jansson reads. */
+static void test_fast_path_random(void **state)
+{
+	(void)state;
+	uint64_t x = 0x243f6a8885a308d3u;
+	int fast = 0;
+	for (int round = 0; round < 3000; round++) {
+		char txt[256];
+		size_t n = 0, len = (size_t)(x % 200);
+		while (n < len) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			unsigned r = (unsigned)(x >> 24) % 10;
+			if (r < 6)
+				txt[n++] = (char)(0x01 + (x >> 40) % 0x7f); /* ASCII, controls too */
+			else if (r < 8 && n + 2 <= len)
+				n += (size_t)snprintf(txt + n, 3, "\xc3\xa9");
+			else if (n + 4 <= len)
+				memcpy(txt + n, "\xf0\x9f\x98\x80", 4), n += 4;
+			else
+				txt[n++] = 'z';
+		}
+		json_t *o = json_pack("{s:s,s:{s:s,s:i,s:{s:s,s:s%}},s:s,s:n,s:s}", "type", "stream_event", "event",
+				      "type", "content_block_delta", "index", 0, "delta", "type", "text_delta", "text",
+				      txt, n, "session_id", "abc", "parent_tool_use_id", "uuid", "def");
+		char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | (round % 2 ? JSON_ENSURE_ASCII : 0));
+		struct agent_line l;
+		parse(&l, line);
+		fast += l.delta_buf != NULL;
+		agent_line_free(&l);
+		expect_same_as_jansson(line, -1);
+		free(line);
+		json_decref(o);
+	}
+	/* jansson writes Claude Code's layout: every one of them took the fast path. */
+	assert_int_equal(fast, 3000);
+}
 
 /* ---- wsa.* ---- */
 
@@ -331,7 +465,8 @@ int main(void)
 	    cmocka_unit_test(test_text_delta),	     cmocka_unit_test(test_text_delta_nul),
 	    cmocka_unit_test(test_not_a_text_delta), cmocka_unit_test(test_block_end),
 	    cmocka_unit_test(test_result),	     cmocka_unit_test(test_other_output),
-	    cmocka_unit_test(test_not_an_object),
+	    cmocka_unit_test(test_not_an_object),	     cmocka_unit_test(test_fast_path),
+	    cmocka_unit_test(test_fast_path_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
