@@ -387,7 +387,10 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	struct wsa_frame *f = wsa_outq_pop(&c->q);
 	if (!f)
 		return 0;
-	int m = lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_TEXT);
+	/* Binary: a text frame would make cortexd's lws check its UTF-8 byte by
+	 * byte again; cortexd parses every line (the fast path or jansson), which
+	 * validates it, and forwards only what it accepted. */
+	int m = lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_BINARY);
 	size_t sent_len = f->len;
 	free(f);
 	if (m < (int)sent_len) {
