@@ -77,6 +77,7 @@ void config_defaults(config *c)
 	c->context_timeout_ms = 2000;
 	c->agent_handshake = 1;
 	c->agent_start_timeout_ms = 30000;
+	c->sandbox_workers = 8;
 	c->turn_grace_s = 120;
 	c->gateway_enabled = 1;
 	strcpy(c->gateway_host, "127.0.0.1");
@@ -392,7 +393,7 @@ static int load_sandbox(config *c, json_t *sb, cx_err *err)
 	} lim[] = {
 		{"uid_base", 1000, 0x7fffffff}, {"uid_count", 1, 0x7fffffff}, {"disk_mb", 16, 1 << 24},
 		{"disk_max_mb", 16, 1 << 24},   {"cpu_weight", 1, 10000},      {"cpu_max_millicpu", 0, 1 << 20},
-		{"allow_host_root", 0, 1},      {"repo_allow_private", 0, 1},
+		{"allow_host_root", 0, 1},      {"repo_allow_private", 0, 1},  {"workers", 1, 64},
 	};
 	long long v[sizeof lim / sizeof lim[0]];
 	for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
@@ -428,6 +429,8 @@ static int load_sandbox(config *c, json_t *sb, cx_err *err)
 		c->sandbox_allow_host_root = (int)v[6];
 	if (v[7] >= 0)
 		c->repo_allow_private = (int)v[7];
+	if (v[8] >= 0)
+		c->sandbox_workers = (int)v[8];
 	if (c->sandbox_disk_mb > c->sandbox_disk_max_mb)
 		return cx_err_set(err, 0, "config: sandbox.disk_mb exceeds sandbox.disk_max_mb");
 	return 0;
