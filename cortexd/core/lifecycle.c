@@ -79,6 +79,18 @@ void lc_set_error(struct session *s, const char *msg)
 	lc_client_msg(s, msg, s->lc.error, sizeof s->lc.error);
 }
 
+/* The session's config: a clean one of another session of its user is
+ * taken as is (ccache_adopt), so a burst of creates assembles it once
+ * instead of reading the store on the service thread for each. */
+static cconfig *lc_config(struct session *s, enum ccache_how *how, cx_err *err)
+{
+	struct ccache_src src = {s->d->st, &s->d->skey, &s->d->cfg};
+	for (struct session *o = s->d->sessions; o && !s->cc.cfg; o = o->next)
+		if (o != s && !o->deleted && !strcmp(o->user, s->user))
+			ccache_adopt(&s->cc, &o->cc);
+	return ccache_get(&s->cc, &src, s->user, how, err);
+}
+
 /* ---- jobs: submitted here, applied here (service thread) ---- */
 
 static void prepare_done(void *arg);
@@ -119,12 +131,12 @@ static int start_prepare(struct session *s, cx_err *err)
 	sync_forget(s); /* a new sandbox starts empty (its /tmp too) */
 	s->lc.job = JOB_PREPARE;
 	s->refs++;
-	work_submit(job_prepare_run, prepare_done, j);
+	j->submit_us = cx_mono_us();
+	work_submit_lane(WORK_SANDBOX, job_prepare_run, prepare_done, j);
 	/* Meanwhile: assemble the config and start missing package installs, so
 	 * both are ready when ws-agent is. */
-	struct ccache_src src = {s->d->st, &s->d->skey, &s->d->cfg};
 	cx_err cerr = CX_ERR_INIT;
-	cconfig *c = ccache_get(&s->cc, &src, s->user, NULL, &cerr);
+	cconfig *c = lc_config(s, NULL, &cerr);
 	if (c)
 		(void)cconfig_start_installs(c, s->user);
 	else
@@ -146,7 +158,8 @@ static void prepare_done(void *arg)
 		json_decref(s->rt.env);
 		s->rt.env = j->env;
 		j->env = NULL;
-		log_info("session %s: sandbox and ws-agent ready in %.1f ms", s->id, j->ms);
+		log_info("session %s: sandbox and ws-agent ready in %.1f ms (disk %.1f, sandbox %.1f, ws-agent %.1f, "
+			 "queued %.1f)", s->id, j->ms, j->disk_ms, j->sandbox_ms, j->wsagent_ms, j->queued_ms);
 	} else if (!s->deleted) {
 		log_error("session %s: %s", s->id, j->err.msg);
 		lc_set_error(s, j->err.msg);
@@ -188,7 +201,7 @@ static void start_stop(struct session *s, int remove_dir)
 		s->refs++;
 		log_info("session %s: sleeping", s->id);
 	}
-	work_submit(job_stop_run, stop_done, j);
+	work_submit_lane(WORK_SANDBOX, job_stop_run, stop_done, j);
 }
 
 static void stop_done(void *arg)
@@ -217,7 +230,7 @@ static void start_freeze(struct session *s)
 	j->sb = s->lc.sb;
 	s->lc.job = JOB_FREEZE;
 	s->refs++;
-	work_submit(job_freeze_run, freeze_done, j);
+	work_submit_lane(WORK_SANDBOX, job_freeze_run, freeze_done, j);
 }
 
 static void freeze_done(void *arg)
@@ -255,7 +268,7 @@ static int start_sync(struct session *s, cconfig *c, cx_err *err)
 	j->wsa_pid = s->lc.wsa_pid;
 	s->lc.sync_job = j;
 	s->refs++;
-	work_submit(job_sync_run, sync_done, j);
+	work_submit_lane(WORK_SANDBOX, job_sync_run, sync_done, j);
 	return 0;
 }
 
@@ -410,10 +423,9 @@ static const char *link_detail(const struct session *s) { return s->lc.state == 
 
 static int config_ready(struct session *s, struct pass *p)
 {
-	struct ccache_src src = {s->d->st, &s->d->skey, &s->d->cfg};
 	enum ccache_how how;
 	uint64_t t0 = cx_mono_us();
-	p->cfg = ccache_get(&s->cc, &src, s->user, &how, &p->err);
+	p->cfg = lc_config(s, &how, &p->err);
 	turn_config_lookup(s, how, (double)(cx_mono_us() - t0) / 1000.0);
 	p->code = "config_failed";
 	return p->cfg != NULL;
