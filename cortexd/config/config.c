@@ -77,6 +77,9 @@ void config_defaults(config *c)
 	c->context_timeout_ms = 2000;
 	c->agent_handshake = 1;
 	c->agent_start_timeout_ms = 30000;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	c->agent_max_booting = ncpu < 1 ? 2 : ncpu > 512 ? 1024 : (int)ncpu * 2;
+	c->agent_boot_tries = 3;
 	c->sandbox_workers = 8;
 	c->turn_grace_s = 120;
 	c->gateway_enabled = 1;
@@ -352,6 +355,18 @@ static int load_agent(config *c, json_t *agent, cx_err *err)
 		return -1;
 	if (found)
 		c->agent_start_timeout_ms = n < 100 ? 100 : n > 600000 ? 600000 : (int)n;
+	if (jint(agent, "max_booting", &n, &found, err) < 0)
+		return -1;
+	if (found && (n < 1 || n > 1024))
+		return cx_err_set(err, 0, "config: agent.max_booting must be from 1 to 1024");
+	if (found)
+		c->agent_max_booting = (int)n;
+	if (jint(agent, "boot_tries", &n, &found, err) < 0)
+		return -1;
+	if (found && (n < 1 || n > 10))
+		return cx_err_set(err, 0, "config: agent.boot_tries must be from 1 to 10");
+	if (found)
+		c->agent_boot_tries = (int)n;
 	return 0;
 }
 

@@ -80,6 +80,8 @@ typedef struct config {
 	int agent_handshake;         /* agent answers an initialize control_request (Claude Code
 	                                does); 0 = hot as soon as it is spawned */
 	int agent_start_timeout_ms;  /* spawn -> handshake answered, bounded */
+	int agent_max_booting;       /* agents booting at once, all sessions (the rest wait in line) */
+	int agent_boot_tries;        /* boots of one agent that time out before the session fails */
 	int turn_grace_s;            /* a turn with no client left is cancelled after this */
 	struct surface_profile surfaces[SURF_N];
 

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "boot.h"
 #include "build.h"
 #include "fanout.h"
 #include "gateway.h"
@@ -403,7 +404,9 @@ static const char *sandbox_detail(const struct session *s)
 static int link_ready(struct session *s, struct pass *p)
 {
 	(void)p;
-	if (s->link.up && (s->lc.state == SS_CREATING || s->lc.state == SS_WAKING || s->lc.state == SS_ERROR)) {
+	/* An agent given up on keeps its error until it is asked for again. */
+	if (s->link.up && (s->lc.state == SS_CREATING || s->lc.state == SS_WAKING ||
+			   (s->lc.state == SS_ERROR && !s->lc.agent_failed))) {
 		s->lc.state = SS_READY; /* up again after an error: the error is history */
 		s->lc.error[0] = '\0';
 	}
@@ -518,17 +521,24 @@ static int agent_ready(struct session *s, struct pass *p)
 static int agent_busy(const struct session *s, const struct pass *p)
 {
 	(void)p;
-	return s->link.state == AG_STARTING;
+	return s->link.state == AG_STARTING || s->lc.boot_queued;
 }
 static int agent_start_step(struct session *s, struct pass *p)
 {
-	/* Crashing at start: wait for a message to ask again (no restart loop). */
-	if (!s->turn && s->link.crashes >= 3)
+	/* Crashing at start, or given up: wait for a message (or a wake) to ask
+	 * again (no restart loop). */
+	if (!s->turn && (s->link.crashes >= 3 || s->lc.agent_failed))
+		return 0;
+	/* Boots are bounded (agent.max_booting): in line, this pass waits. */
+	if (!boot_admit(s))
 		return 0;
 	if (s->link.state != AG_NONE)
 		log_info("session %s: config changed; restarting the agent", s->id);
 	p->code = "context_failed";
-	return agent_start(s, p->cfg, s->turn ? &s->turn->context_ms : NULL, &p->err);
+	int rc = agent_start(s, p->cfg, s->turn ? &s->turn->context_ms : NULL, &p->err);
+	if (rc < 0)
+		boot_end(s); /* nothing is starting: the slot goes on */
+	return rc;
 }
 
 static const struct step steps[STEP_N] = {
@@ -574,6 +584,8 @@ static void step_failed(struct session *s, enum lc_step at, struct pass *p)
 
 static void all_ready(struct session *s, struct pass *p)
 {
+	if (s->link.state == AG_HOT)
+		s->lc.boot_timeouts = 0; /* booted: the next boot gets its tries again */
 	if (s->lc.goal == GOAL_HOT && s->lc.ready_t0_us && s->link.state == AG_HOT) {
 		s->lc.ready_ms = (double)(cx_mono_us() - s->lc.ready_t0_us) / 1000.0;
 		s->lc.ready_t0_us = 0;
@@ -718,6 +730,7 @@ static void sul_idle_cb(lws_sorted_usec_list_t *sul)
 static void teardown(struct session *s)
 {
 	s->lc.torn_down = 1; /* once: later events find nothing to do */
+	boot_forget(s);
 	turn_stop_session(s);
 	fanout_close_all(s);
 	sync_forget(s);
