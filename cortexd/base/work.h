@@ -6,7 +6,7 @@
  *
  * Jobs go to a lane, each with its own FIFO queue and threads: the general
  * lane (store writes, deferred replies, imports) and the sandbox lane
- * (a session's prepare, stop, freeze, sync jobs), so a burst of sandbox
+ * (a session's prepare, stop, freeze, sync jobs; sandbox.workers threads), so a burst of sandbox
  * creates never holds up a store write or an API reply behind it.  A lane
  * never started hands its jobs to the general one. */
 #ifndef CORTEX_WORK_H

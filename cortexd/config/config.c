@@ -80,7 +80,7 @@ void config_defaults(config *c)
 	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	c->agent_max_booting = ncpu < 1 ? 2 : ncpu > 512 ? 1024 : (int)ncpu * 2;
 	c->agent_boot_tries = 3;
-	c->sandbox_workers = 8;
+	c->sandbox_workers = ncpu < 2 ? 4 : ncpu > 32 ? 64 : (int)ncpu * 2; /* at least 4 */
 	c->turn_grace_s = 120;
 	c->gateway_enabled = 1;
 	strcpy(c->gateway_host, "127.0.0.1");
