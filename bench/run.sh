@@ -28,4 +28,6 @@ node "$root/bench/flood.js"
 BENCH_GW_NETNS=1 node "$root/bench/gateway.js"
 "$root/build/bench_sandbox_image" "$(cd "$CORTEX_TEST_TMP" && pwd)" | tee "$root/build/bench-sandbox-image.txt"
 node "$root/bench/images.js"
+# Issue 13 goal 3: a burst of 50 creates with the mini-agent -> creates/s to a hot agent.
+node "$root/bench/create_burst.js"
 BUILD="$root/build" bash "$root/bench/clone_bench.sh"

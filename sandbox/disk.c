@@ -19,8 +19,10 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
 #include <poll.h>
+#include <pthread.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <string.h>
@@ -158,6 +160,102 @@ static int make_image(const char *image, uint64_t size_mb, const char *src_dir, 
 		int e = errno;
 		unlink(tmp);
 		return cx_err_set(err, e, "create %s", image);
+	}
+	return 0;
+}
+
+/* Copy a sparse file's data extents (SEEK_DATA/SEEK_HOLE, copy_file_range
+ * in the kernel) into out, sized like it: the holes stay holes.  A reflink
+ * (FICLONE) first where the file system shares extents (btrfs, xfs). */
+static int copy_sparse(int in, int out, off_t size, cx_err *err)
+{
+	if (ioctl(out, FICLONE, in) == 0)
+		return 0;
+	if (ftruncate(out, size) < 0)
+		return cx_err_set(err, errno, "size the copy");
+	for (off_t off = 0; off < size;) {
+		off_t data = lseek(in, off, SEEK_DATA);
+		if (data < 0 && errno == ENXIO)
+			break; /* only a hole is left */
+		if (data < 0)
+			return cx_err_set(err, errno, "seek data");
+		off_t hole = lseek(in, data, SEEK_HOLE);
+		if (hole < 0)
+			return cx_err_set(err, errno, "seek hole");
+		for (loff_t a = data, b = data; a < hole;) {
+			ssize_t n = copy_file_range(in, &a, out, &b, (size_t)(hole - a), 0);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return cx_err_set(err, errno, "copy_file_range");
+			if (n == 0)
+				return cx_err_set(err, EIO, "copy_file_range: short copy");
+		}
+		off = hole;
+	}
+	return 0;
+}
+
+/* The template of an empty disk of size_mb in dir (root's, not reachable by
+ * a sandbox): made by mke2fs once (make_image: never half made). */
+static int template_path(char *out, size_t cap, const char *dir, uint64_t size_mb, cx_err *err)
+{
+	if (snprintf(out, cap, "%s/ext4-%" PRIu64 "mb.img", dir, size_mb) >= (int)cap)
+		return cx_err_set(err, ENAMETOOLONG, "%s", dir);
+	if (access(out, F_OK) == 0)
+		return 0;
+	/* One maker at a time in this process: make_image's temporary name is per pid. */
+	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_mutex_lock(&mu);
+	cx_err e = CX_ERR_INIT;
+	int rc = access(out, F_OK) == 0 ? 0 : make_image(out, size_mb, NULL, &e);
+	pthread_mutex_unlock(&mu);
+	if (rc < 0 && e.code != EEXIST) {
+		if (err)
+			*err = e;
+		return cx_err_wrap(err, "disk template");
+	}
+	return 0;
+}
+
+int sandbox_disk_make_from_template(const char *image_path, uint64_t size_mb, const char *template_dir,
+				    cx_err *err)
+{
+	if (!image_path || !template_dir || image_path[0] != '/' || template_dir[0] != '/')
+		return cx_err_set(err, EINVAL, "disk: image and template dir must be absolute paths");
+	if (size_mb < 8 || size_mb > DISK_MAX_MB)
+		return cx_err_set(err, EINVAL, "disk: size %" PRIu64 " MB not in 8..%llu", size_mb, DISK_MAX_MB);
+	if (access(image_path, F_OK) == 0)
+		return cx_err_set(err, EEXIST, "disk: %s exists", image_path);
+	char tpl[PATH_MAX], tmp[PATH_MAX];
+	if (template_path(tpl, sizeof tpl, template_dir, size_mb, err) < 0)
+		return -1;
+	if (snprintf(tmp, sizeof tmp, "%s.new-%d", image_path, (int)getpid()) >= (int)sizeof tmp)
+		return cx_err_set(err, ENAMETOOLONG, "%s", image_path);
+	cleanup_close int in = open(tpl, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	struct stat st;
+	if (in < 0 || fstat(in, &st) < 0)
+		return cx_err_set(err, errno, "disk: open %s", tpl);
+	if (!S_ISREG(st.st_mode) || st.st_size != (off_t)(size_mb << 20))
+		return cx_err_set(err, EINVAL, "disk: %s is not a %" PRIu64 " MB image", tpl, size_mb);
+	unlink(tmp); /* a leftover of an earlier process with our pid */
+	cleanup_close int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0)
+		return cx_err_set(err, errno, "disk: create %s", tmp);
+	/* Durable before it is renamed into place and mounted: the session's
+	 * journal would otherwise sit on a file system whose metadata a host
+	 * crash could take back (mke2fs syncs the same way). */
+	int rc = copy_sparse(in, out, st.st_size, err);
+	if (rc == 0 && fdatasync(out) < 0)
+		rc = cx_err_set(err, errno, "sync");
+	if (rc < 0) {
+		unlink(tmp);
+		return cx_err_wrap(err, "disk: copy %s", tpl);
+	}
+	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, image_path, RENAME_NOREPLACE) < 0) {
+		int e = errno;
+		unlink(tmp);
+		return cx_err_set(err, e, "disk: create %s", image_path);
 	}
 	return 0;
 }

@@ -11,12 +11,22 @@ struct job {
 	struct job *next;
 };
 
+/* One lane: its own queue and threads.  Every lane's finished jobs go to one
+ * done list (the service thread drains it). */
+struct lane {
+	struct job *todo_head, *todo_tail;
+	pthread_cond_t cv;
+	pthread_t threads[WORK_LANE_MAX_THREADS];
+	unsigned nthreads;
+};
+
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static struct job *todo_head, *todo_tail, *done_head, *done_tail;
+static struct lane lanes[WORK_LANES] = {
+	[WORK_GENERAL] = {.cv = PTHREAD_COND_INITIALIZER},
+	[WORK_SANDBOX] = {.cv = PTHREAD_COND_INITIALIZER},
+};
+static struct job *done_head, *done_tail;
 static int stopping;
-static pthread_t threads[8];
-static unsigned nthreads_running;
 static struct lws_context *svc_ctx;
 
 static void push(struct job **head, struct job **tail, struct job *j)
@@ -40,14 +50,14 @@ static struct job *pop(struct job **head, struct job **tail)
 	return j;
 }
 
-static void *worker(void *unused)
+static void *worker(void *arg)
 {
-	(void)unused;
+	struct lane *l = arg;
 	pthread_mutex_lock(&mu);
 	for (;;) {
 		struct job *j;
-		while (!(j = pop(&todo_head, &todo_tail)) && !stopping)
-			pthread_cond_wait(&cv, &mu);
+		while (!(j = pop(&l->todo_head, &l->todo_tail)) && !stopping)
+			pthread_cond_wait(&l->cv, &mu);
 		if (!j)
 			break;
 		pthread_mutex_unlock(&mu);
@@ -66,21 +76,27 @@ static void *worker(void *unused)
 	return NULL;
 }
 
-int work_start(struct lws_context *ctx, unsigned n, cx_err *err)
+int work_start_lane(enum work_lane lane, unsigned n, cx_err *err)
 {
-	svc_ctx = ctx;
-	if (n > sizeof threads / sizeof threads[0])
-		n = sizeof threads / sizeof threads[0];
-	for (unsigned i = 0; i < n; i++) {
-		int rc = pthread_create(&threads[i], NULL, worker, NULL);
+	struct lane *l = &lanes[lane];
+	if (n > WORK_LANE_MAX_THREADS)
+		n = WORK_LANE_MAX_THREADS;
+	for (unsigned i = l->nthreads; i < n; i++) {
+		int rc = pthread_create(&l->threads[i], NULL, worker, l);
 		if (rc)
 			return cx_err_set(err, rc, "pthread_create");
-		nthreads_running++;
+		l->nthreads++;
 	}
 	return 0;
 }
 
-void work_submit(work_fn run, work_fn done, void *arg)
+int work_start(struct lws_context *ctx, unsigned n, cx_err *err)
+{
+	svc_ctx = ctx;
+	return work_start_lane(WORK_GENERAL, n, err);
+}
+
+void work_submit_lane(enum work_lane lane, work_fn run, work_fn done, void *arg)
 {
 	struct job *j = calloc(1, sizeof *j);
 	if (!j)
@@ -89,16 +105,21 @@ void work_submit(work_fn run, work_fn done, void *arg)
 	j->done = done;
 	j->arg = arg;
 	pthread_mutex_lock(&mu);
+	struct lane *l = &lanes[lane];
+	if (!l->nthreads) /* a lane that was never started: the general one runs it */
+		l = &lanes[WORK_GENERAL];
 	if (!run) {
 		push(&done_head, &done_tail, j);
 		if (svc_ctx)
 			lws_cancel_service(svc_ctx);
 	} else {
-		push(&todo_head, &todo_tail, j);
-		pthread_cond_signal(&cv);
+		push(&l->todo_head, &l->todo_tail, j);
+		pthread_cond_signal(&l->cv);
 	}
 	pthread_mutex_unlock(&mu);
 }
+
+void work_submit(work_fn run, work_fn done, void *arg) { work_submit_lane(WORK_GENERAL, run, done, arg); }
 
 void work_drain_done(void)
 {
@@ -117,11 +138,15 @@ void work_stop(void)
 {
 	pthread_mutex_lock(&mu);
 	stopping = 1;
-	pthread_cond_broadcast(&cv);
+	for (int i = 0; i < WORK_LANES; i++)
+		pthread_cond_broadcast(&lanes[i].cv);
 	pthread_mutex_unlock(&mu);
-	for (unsigned i = 0; i < nthreads_running; i++)
-		pthread_join(threads[i], NULL);
-	nthreads_running = 0;
+	for (int i = 0; i < WORK_LANES; i++) {
+		for (unsigned k = 0; k < lanes[i].nthreads; k++)
+			pthread_join(lanes[i].threads[k], NULL);
+		lanes[i].nthreads = 0;
+	}
 	svc_ctx = NULL;
 	work_drain_done();
+	stopping = 0; /* a later work_start (unit tests) starts afresh */
 }

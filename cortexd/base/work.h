@@ -1,8 +1,14 @@
-/* work.h — a small fixed pool of worker threads for blocking work (sandbox
+/* work.h — small fixed pools of worker threads for blocking work (sandbox
  * create/stop, transcript writes) so the libwebsockets service thread never
  * blocks on it.  A job's `run` runs on a worker; its `done` runs afterwards on
  * the service thread (woken with lws_cancel_service(), the only lws call that
- * is safe from another thread), where it may touch lws objects. */
+ * is safe from another thread), where it may touch lws objects.
+ *
+ * Jobs go to a lane, each with its own FIFO queue and threads: the general
+ * lane (store writes, deferred replies, imports) and the sandbox lane
+ * (a session's prepare, stop, freeze, sync jobs; sandbox.workers threads), so a burst of sandbox
+ * creates never holds up a store write or an API reply behind it.  A lane
+ * never started hands its jobs to the general one. */
 #ifndef CORTEX_WORK_H
 #define CORTEX_WORK_H
 
@@ -12,9 +18,17 @@ struct lws_context;
 
 typedef void (*work_fn)(void *arg);
 
+enum work_lane { WORK_GENERAL, WORK_SANDBOX, WORK_LANES };
+#define WORK_LANE_MAX_THREADS 64
+
+/* Start the general lane's nthreads (and remember ctx for wake-ups). */
 int work_start(struct lws_context *ctx, unsigned nthreads, cx_err *err);
-/* Queue a job.  run may be NULL (only done runs, on the service thread).  done may be NULL. */
+/* Start (more) threads of a lane, up to nthreads in all (capped at WORK_LANE_MAX_THREADS). */
+int work_start_lane(enum work_lane lane, unsigned nthreads, cx_err *err);
+/* Queue a job on the general lane.  run may be NULL (only done runs, on the
+ * service thread).  done may be NULL. */
 void work_submit(work_fn run, work_fn done, void *arg);
+void work_submit_lane(enum work_lane lane, work_fn run, work_fn done, void *arg);
 /* Service thread only: run the `done` of every finished job. */
 void work_drain_done(void);
 /* Finish queued jobs, join the threads.  Call before destroying the lws context. */

@@ -518,6 +518,15 @@ enum ccache_how ccache_check(const struct ccache_entry *e, uint64_t now_us, uint
 	return CC_HIT;
 }
 
+void ccache_adopt(struct ccache_entry *e, const struct ccache_entry *from)
+{
+	if (e->cfg || !from->cfg || from->dirty)
+		return;
+	e->cfg = cconfig_ref(from->cfg);
+	e->at_us = from->at_us;
+	e->dirty = 0;
+}
+
 static int pkg_lookup(struct cpkg *cp, char bin[128])
 {
 	const npm_pkg *p = npmcache_lookup(cp->spec);

@@ -88,6 +88,10 @@ struct ccache_entry {
 };
 /* What a lookup at now_us must do. */
 enum ccache_how ccache_check(const struct ccache_entry *e, uint64_t now_us, uint64_t ttl_us);
+/* An empty e takes from's config (a ref, and its age) when from holds a
+ * clean one: sessions of one user share an assembly instead of each reading
+ * the store again (a settings write marks every one of them dirty). */
+void ccache_adopt(struct ccache_entry *e, const struct ccache_entry *from);
 
 typedef struct ccache_stats {
 	uint64_t hits, misses, dirty, expired, errors;

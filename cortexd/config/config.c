@@ -77,6 +77,10 @@ void config_defaults(config *c)
 	c->context_timeout_ms = 2000;
 	c->agent_handshake = 1;
 	c->agent_start_timeout_ms = 30000;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	c->agent_max_booting = ncpu < 1 ? 2 : ncpu > 512 ? 1024 : (int)ncpu * 2;
+	c->agent_boot_tries = 3;
+	c->sandbox_workers = ncpu < 2 ? 4 : ncpu > 32 ? 64 : (int)ncpu * 2; /* at least 4 */
 	c->turn_grace_s = 120;
 	c->gateway_enabled = 1;
 	strcpy(c->gateway_host, "127.0.0.1");
@@ -353,6 +357,18 @@ static int load_agent(config *c, json_t *agent, cx_err *err)
 		return -1;
 	if (found)
 		c->agent_start_timeout_ms = n < 100 ? 100 : n > 600000 ? 600000 : (int)n;
+	if (jint(agent, "max_booting", &n, &found, err) < 0)
+		return -1;
+	if (found && (n < 1 || n > 1024))
+		return cx_err_set(err, 0, "config: agent.max_booting must be from 1 to 1024");
+	if (found)
+		c->agent_max_booting = (int)n;
+	if (jint(agent, "boot_tries", &n, &found, err) < 0)
+		return -1;
+	if (found && (n < 1 || n > 10))
+		return cx_err_set(err, 0, "config: agent.boot_tries must be from 1 to 10");
+	if (found)
+		c->agent_boot_tries = (int)n;
 	return 0;
 }
 
@@ -394,7 +410,7 @@ static int load_sandbox(config *c, json_t *sb, cx_err *err)
 	} lim[] = {
 		{"uid_base", 1000, 0x7fffffff}, {"uid_count", 1, 0x7fffffff}, {"disk_mb", 16, 1 << 24},
 		{"disk_max_mb", 16, 1 << 24},   {"cpu_weight", 1, 10000},      {"cpu_max_millicpu", 0, 1 << 20},
-		{"allow_host_root", 0, 1},      {"repo_allow_private", 0, 1},
+		{"allow_host_root", 0, 1},      {"repo_allow_private", 0, 1},  {"workers", 1, 64},
 	};
 	long long v[sizeof lim / sizeof lim[0]];
 	for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
@@ -430,6 +446,8 @@ static int load_sandbox(config *c, json_t *sb, cx_err *err)
 		c->sandbox_allow_host_root = (int)v[6];
 	if (v[7] >= 0)
 		c->repo_allow_private = (int)v[7];
+	if (v[8] >= 0)
+		c->sandbox_workers = (int)v[8];
 	if (c->sandbox_disk_mb > c->sandbox_disk_max_mb)
 		return cx_err_set(err, 0, "config: sandbox.disk_mb exceeds sandbox.disk_max_mb");
 	return 0;

@@ -64,6 +64,7 @@ typedef struct config {
 	uint64_t sandbox_disk_max_mb;/* the most a session may ask for (limits.disk_mb) */
 	uint32_t sandbox_cpu_weight; /* cgroup cpu weight 1..10000 (100 = the kernel's default) */
 	uint32_t sandbox_cpu_max_millicpu; /* 0 = no cap; 1000 = one CPU */
+	int sandbox_workers;         /* threads for sandbox jobs (create, stop, freeze, sync) */
 	int repo_allow_private;      /* repo checkouts may reach loopback/private hosts (tests,
 	                                on-premises git servers) */
 	int sandbox_allow_host_root; /* sessions may ask for {"image":"host"}: the host's root
@@ -79,6 +80,8 @@ typedef struct config {
 	int agent_handshake;         /* agent answers an initialize control_request (Claude Code
 	                                does); 0 = hot as soon as it is spawned */
 	int agent_start_timeout_ms;  /* spawn -> handshake answered, bounded */
+	int agent_max_booting;       /* agents booting at once, all sessions (the rest wait in line) */
+	int agent_boot_tries;        /* boots of one agent that time out before the session fails */
 	int turn_grace_s;            /* a turn with no client left is cancelled after this */
 	struct surface_profile surfaces[SURF_N];
 

@@ -68,6 +68,16 @@ int agent_is_current(const struct session *s, const cconfig *cfg)
 	return s->link.state == AG_HOT && !strcmp(s->link.hash, cfg->all_hash);
 }
 
+/* Every change of the agent's state goes through here: leaving "starting"
+ * frees the boot slot (boot.h), whatever ended the boot. */
+static void set_state(struct session *s, enum ag_state st)
+{
+	enum ag_state was = s->link.state;
+	s->link.state = st;
+	if (was == AG_STARTING && st != AG_STARTING && s->d->agent_boot_end)
+		s->d->agent_boot_end(s);
+}
+
 static void down(struct session *s, enum agent_down why, const char *code, const char *msg)
 {
 	if (s->d->agent_down)
@@ -164,7 +174,7 @@ void agent_stop(struct session *s)
 	if (s->link.state == AG_NONE)
 		return;
 	send_json(s, json_pack("{s:s,s:I}", "type", "stop", "gen", (json_int_t)s->link.gen));
-	s->link.state = AG_NONE;
+	set_state(s, AG_NONE);
 	lws_sul_cancel(&s->link.sul_boot);
 }
 
@@ -178,8 +188,7 @@ static void sul_boot_cb(lws_sorted_usec_list_t *sul)
 		 s->link.stderr_tail[0] ? ": " : "", s->link.stderr_tail);
 	log_error("session %s: %s", s->id, msg);
 	agent_stop(s);
-	s->link.crashes++;
-	down(s, DOWN_BOOT_TIMEOUT, "agent_start_timeout", msg);
+	down(s, DOWN_BOOT_TIMEOUT, "agent_start_timeout", msg); /* the lifecycle retries, bounded */
 }
 
 int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_err *err)
@@ -205,7 +214,7 @@ int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_er
 		return -1;
 	s->link.gen++;
 	counters.starts++;
-	s->link.state = AG_STARTING;
+	set_state(s, AG_STARTING);
 	s->link.start_us = cx_mono_us();
 	s->link.stderr_tail[0] = '\0';
 	memcpy(s->link.hash, cfg->all_hash, sizeof s->link.hash);
@@ -217,7 +226,7 @@ int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_er
 
 static void agent_hot(struct session *s)
 {
-	s->link.state = AG_HOT;
+	set_state(s, AG_HOT);
 	lws_sul_cancel(&s->link.sul_boot);
 	log_info("session %s: agent %llu hot in %.1f ms", s->id, (unsigned long long)s->link.gen,
 		 (double)(cx_mono_us() - s->link.start_us) / 1000.0);
@@ -243,7 +252,7 @@ static void stderr_keep(char *buf, size_t cap, const char *txt)
 static void on_exit_event(struct session *s, const struct agent_line *l)
 {
 	int was_starting = s->link.state == AG_STARTING;
-	s->link.state = AG_NONE;
+	set_state(s, AG_NONE);
 	s->link.crashes++;
 	counters.crashes++;
 	lws_sul_cancel(&s->link.sul_boot);
@@ -274,7 +283,7 @@ static void on_error_event(struct session *s, const struct agent_line *l)
 	if (s->link.state == AG_STARTING &&
 	    (eq(code, "context_timeout") || eq(code, "bad_context") || eq(code, "spawn_failed"))) {
 		/* The agent never started: no wsa.exit follows. */
-		s->link.state = AG_NONE;
+		set_state(s, AG_NONE);
 		s->link.crashes++;
 		lws_sul_cancel(&s->link.sul_boot);
 		down(s, DOWN_NEVER_STARTED, code, full);
@@ -394,7 +403,7 @@ static void link_reset(struct session *s)
 	s->link.wsi = NULL;
 	s->link.up = 0;
 	s->fan.rx_paused = 0;
-	s->link.state = AG_NONE;
+	set_state(s, AG_NONE);
 	lws_sul_cancel(&s->link.sul_boot);
 	if (s->link.dirfd >= 0) {
 		close(s->link.dirfd);

@@ -2,6 +2,7 @@
 #include "core_metrics.h"
 
 #include "agent.h"
+#include "boot.h"
 #include "metrics.h"
 #include "turn.h"
 
@@ -45,6 +46,12 @@ void core_metrics_write(FILE *f, void *arg)
 	struct turn_counters tc;
 	agent_get_counters(&ac);
 	turn_get_counters(&tc);
+	struct boot_stats bs;
+	boot_get_stats(d, &bs);
+	fprintf(f, "# HELP cortex_agents_booting Agents starting now (at most agent.max_booting).\n"
+		   "# TYPE cortex_agents_booting gauge\ncortex_agents_booting %u\n", bs.booting);
+	fprintf(f, "# HELP cortex_agent_boot_queue Sessions waiting in line for an agent boot.\n"
+		   "# TYPE cortex_agent_boot_queue gauge\ncortex_agent_boot_queue %u\n", bs.queued);
 	const struct {
 		const char *name, *help;
 		uint64_t v;
@@ -52,6 +59,10 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_agent_starts_total", "Agent processes started (once per session, config change, crash or idle release).", ac.starts},
 		{"cortex_agent_crashes_total", "Agents that exited on their own.", ac.crashes},
 		{"cortex_agent_releases_total", "Idle agents released.", ac.releases},
+		{"cortex_agent_boot_timeouts_total", "Agent boots past agent.start_timeout_ms.", bs.timeouts},
+		{"cortex_agent_boot_retries_total", "Agent boots started again after a timeout (bounded by agent.boot_tries).", bs.retries},
+		{"cortex_agent_boot_failures_total", "Sessions whose agent could not be started (state error, agent \"failed\").", bs.failures},
+		{"cortex_agent_boots_queued_total", "Agent boots that waited in line for a slot (agent.max_booting).", bs.queued_total},
 		{"cortex_messages_total", "Messages written to an agent.", tc.messages_sent},
 		{"cortex_turns_revoked_total", "Turns stopped by the stream guard.", tc.revoked},
 		{"cortex_guard_scans_total", "Agent lines scanned by the stream guard.", tc.guard_scans},

@@ -173,6 +173,20 @@ static int make_dirs(const struct prepare_job *j, cx_err *err)
 		return cx_err_set(err, errno, "chmod %s", j->dir);
 	snprintf(p, sizeof p, "%s/" JOBS_DISK_IMG, j->dir);
 	snprintf(mnt, sizeof mnt, "%s/" JOBS_DISK_DIR, j->dir);
+	/* A new disk is a copy of an empty one (jobs.h: JOBS_DISK_TEMPLATES),
+	 * not an mke2fs run each time. */
+	if (access(p, F_OK) < 0 && errno == ENOENT) {
+		char tpl[4200];
+		cleanup_close int tfd = jobs_private_dir(c, JOBS_DISK_TEMPLATES, err);
+		if (tfd < 0)
+			return cx_err_wrap(err, "the session's disk");
+		snprintf(tpl, sizeof tpl, "%s/" JOBS_DISK_TEMPLATES, c->data_dir);
+		cx_err e = CX_ERR_INIT;
+		if (sandbox_disk_make_from_template(p, j->disk_mb, tpl, &e) < 0 && e.code != EEXIST) {
+			*err = e;
+			return cx_err_wrap(err, "the session's disk");
+		}
+	}
 	if (sandbox_disk_attach(p, j->disk_mb, mnt, err) < 0)
 		return cx_err_wrap(err, "the session's disk");
 	if (chmod(mnt, 0711) < 0)
@@ -468,7 +482,19 @@ void job_prepare_run(void *arg)
 		if (j->old_pinned)
 			imgstore_unpin(j->images, j->image);
 	}
-	if (make_dirs(j, &j->err) < 0 || create_sandbox(j, &j->err) < 0 || start_ws_agent(j, &j->err) < 0) {
+	if (j->submit_us)
+		j->queued_ms = (double)(t0 - j->submit_us) / 1000.0;
+	int rc = make_dirs(j, &j->err);
+	uint64_t t1 = cx_mono_us();
+	j->disk_ms = (double)(t1 - t0) / 1000.0;
+	if (rc == 0)
+		rc = create_sandbox(j, &j->err);
+	uint64_t t2 = cx_mono_us();
+	j->sandbox_ms = (double)(t2 - t1) / 1000.0;
+	if (rc == 0)
+		rc = start_ws_agent(j, &j->err);
+	j->wsagent_ms = (double)(cx_mono_us() - t2) / 1000.0;
+	if (rc < 0) {
 		if (j->sb) {
 			sandbox_destroy(j->sb);
 			j->sb = NULL;

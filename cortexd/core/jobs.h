@@ -35,6 +35,8 @@ struct imgstore;
 #define JOBS_GATEWAY_SOCK "@gateway.sock" /* in JOBS_SOCK_DIR: the model gateway (no session
                                            id has a @, so no <id>.sock is it) */
 #define JOBS_LOG_DIR "logs"  /* <id>.ws-agent.log: ws-agent's stdout and stderr */
+#define JOBS_DISK_TEMPLATES "disk-templates" /* ext4-<mb>mb.img: an empty disk of each size in use,
+                                              copied for a new session (sandbox_disk_make_from_template) */
 /* Open DATA/<sub> (O_PATH|O_DIRECTORY), making it 0700 when missing; refuses
  * a symlink, a dir of another owner, or one open to group or others.
  * Returns the fd, or -1 with err. */
@@ -66,6 +68,9 @@ struct prepare_job {
 	sandbox *sb;            /* NULL on failure */
 	pid_t wsa_pid;
 	double ms;
+	double disk_ms, sandbox_ms, wsagent_ms; /* the steps of ms: dirs + disk, sandbox, ws-agent ready */
+	double queued_ms;       /* submitted -> a worker took it */
+	uint64_t submit_us;     /* set by the submitter */
 	int image_missing;      /* the image is not in the store (err says so) */
 	char agent_cmd[512];    /* the agent inside: the image's claude or /cortex/agent/... */
 	char cwd[1024];         /* the image's WorkingDir, else /workspace */

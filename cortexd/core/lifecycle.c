@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "boot.h"
 #include "build.h"
 #include "fanout.h"
 #include "gateway.h"
@@ -79,6 +80,18 @@ void lc_set_error(struct session *s, const char *msg)
 	lc_client_msg(s, msg, s->lc.error, sizeof s->lc.error);
 }
 
+/* The session's config: a clean one of another session of its user is
+ * taken as is (ccache_adopt), so a burst of creates assembles it once
+ * instead of reading the store on the service thread for each. */
+static cconfig *lc_config(struct session *s, enum ccache_how *how, cx_err *err)
+{
+	struct ccache_src src = {s->d->st, &s->d->skey, &s->d->cfg};
+	for (struct session *o = s->d->sessions; o && !s->cc.cfg; o = o->next)
+		if (o != s && !o->deleted && !strcmp(o->user, s->user))
+			ccache_adopt(&s->cc, &o->cc);
+	return ccache_get(&s->cc, &src, s->user, how, err);
+}
+
 /* ---- jobs: submitted here, applied here (service thread) ---- */
 
 static void prepare_done(void *arg);
@@ -119,12 +132,12 @@ static int start_prepare(struct session *s, cx_err *err)
 	sync_forget(s); /* a new sandbox starts empty (its /tmp too) */
 	s->lc.job = JOB_PREPARE;
 	s->refs++;
-	work_submit(job_prepare_run, prepare_done, j);
+	j->submit_us = cx_mono_us();
+	work_submit_lane(WORK_SANDBOX, job_prepare_run, prepare_done, j);
 	/* Meanwhile: assemble the config and start missing package installs, so
 	 * both are ready when ws-agent is. */
-	struct ccache_src src = {s->d->st, &s->d->skey, &s->d->cfg};
 	cx_err cerr = CX_ERR_INIT;
-	cconfig *c = ccache_get(&s->cc, &src, s->user, NULL, &cerr);
+	cconfig *c = lc_config(s, NULL, &cerr);
 	if (c)
 		(void)cconfig_start_installs(c, s->user);
 	else
@@ -146,7 +159,8 @@ static void prepare_done(void *arg)
 		json_decref(s->rt.env);
 		s->rt.env = j->env;
 		j->env = NULL;
-		log_info("session %s: sandbox and ws-agent ready in %.1f ms", s->id, j->ms);
+		log_info("session %s: sandbox and ws-agent ready in %.1f ms (disk %.1f, sandbox %.1f, ws-agent %.1f, "
+			 "queued %.1f)", s->id, j->ms, j->disk_ms, j->sandbox_ms, j->wsagent_ms, j->queued_ms);
 	} else if (!s->deleted) {
 		log_error("session %s: %s", s->id, j->err.msg);
 		lc_set_error(s, j->err.msg);
@@ -188,7 +202,7 @@ static void start_stop(struct session *s, int remove_dir)
 		s->refs++;
 		log_info("session %s: sleeping", s->id);
 	}
-	work_submit(job_stop_run, stop_done, j);
+	work_submit_lane(WORK_SANDBOX, job_stop_run, stop_done, j);
 }
 
 static void stop_done(void *arg)
@@ -217,7 +231,7 @@ static void start_freeze(struct session *s)
 	j->sb = s->lc.sb;
 	s->lc.job = JOB_FREEZE;
 	s->refs++;
-	work_submit(job_freeze_run, freeze_done, j);
+	work_submit_lane(WORK_SANDBOX, job_freeze_run, freeze_done, j);
 }
 
 static void freeze_done(void *arg)
@@ -255,7 +269,7 @@ static int start_sync(struct session *s, cconfig *c, cx_err *err)
 	j->wsa_pid = s->lc.wsa_pid;
 	s->lc.sync_job = j;
 	s->refs++;
-	work_submit(job_sync_run, sync_done, j);
+	work_submit_lane(WORK_SANDBOX, job_sync_run, sync_done, j);
 	return 0;
 }
 
@@ -390,7 +404,9 @@ static const char *sandbox_detail(const struct session *s)
 static int link_ready(struct session *s, struct pass *p)
 {
 	(void)p;
-	if (s->link.up && (s->lc.state == SS_CREATING || s->lc.state == SS_WAKING || s->lc.state == SS_ERROR)) {
+	/* An agent given up on keeps its error until it is asked for again. */
+	if (s->link.up && (s->lc.state == SS_CREATING || s->lc.state == SS_WAKING ||
+			   (s->lc.state == SS_ERROR && !s->lc.agent_failed))) {
 		s->lc.state = SS_READY; /* up again after an error: the error is history */
 		s->lc.error[0] = '\0';
 	}
@@ -410,10 +426,9 @@ static const char *link_detail(const struct session *s) { return s->lc.state == 
 
 static int config_ready(struct session *s, struct pass *p)
 {
-	struct ccache_src src = {s->d->st, &s->d->skey, &s->d->cfg};
 	enum ccache_how how;
 	uint64_t t0 = cx_mono_us();
-	p->cfg = ccache_get(&s->cc, &src, s->user, &how, &p->err);
+	p->cfg = lc_config(s, &how, &p->err);
 	turn_config_lookup(s, how, (double)(cx_mono_us() - t0) / 1000.0);
 	p->code = "config_failed";
 	return p->cfg != NULL;
@@ -506,17 +521,24 @@ static int agent_ready(struct session *s, struct pass *p)
 static int agent_busy(const struct session *s, const struct pass *p)
 {
 	(void)p;
-	return s->link.state == AG_STARTING;
+	return s->link.state == AG_STARTING || s->lc.boot_queued;
 }
 static int agent_start_step(struct session *s, struct pass *p)
 {
-	/* Crashing at start: wait for a message to ask again (no restart loop). */
-	if (!s->turn && s->link.crashes >= 3)
+	/* Crashing at start, or given up: wait for a message (or a wake) to ask
+	 * again (no restart loop). */
+	if (!s->turn && (s->link.crashes >= 3 || s->lc.agent_failed))
+		return 0;
+	/* Boots are bounded (agent.max_booting): in line, this pass waits. */
+	if (!boot_admit(s))
 		return 0;
 	if (s->link.state != AG_NONE)
 		log_info("session %s: config changed; restarting the agent", s->id);
 	p->code = "context_failed";
-	return agent_start(s, p->cfg, s->turn ? &s->turn->context_ms : NULL, &p->err);
+	int rc = agent_start(s, p->cfg, s->turn ? &s->turn->context_ms : NULL, &p->err);
+	if (rc < 0)
+		boot_end(s); /* nothing is starting: the slot goes on */
+	return rc;
 }
 
 static const struct step steps[STEP_N] = {
@@ -562,6 +584,8 @@ static void step_failed(struct session *s, enum lc_step at, struct pass *p)
 
 static void all_ready(struct session *s, struct pass *p)
 {
+	if (s->link.state == AG_HOT)
+		s->lc.boot_timeouts = 0; /* booted: the next boot gets its tries again */
 	if (s->lc.goal == GOAL_HOT && s->lc.ready_t0_us && s->link.state == AG_HOT) {
 		s->lc.ready_ms = (double)(cx_mono_us() - s->lc.ready_t0_us) / 1000.0;
 		s->lc.ready_t0_us = 0;
@@ -706,6 +730,7 @@ static void sul_idle_cb(lws_sorted_usec_list_t *sul)
 static void teardown(struct session *s)
 {
 	s->lc.torn_down = 1; /* once: later events find nothing to do */
+	boot_forget(s);
 	turn_stop_session(s);
 	fanout_close_all(s);
 	sync_forget(s);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "agent.h"
+#include "boot.h"
 #include "config_metrics.h"
 #include "core_metrics.h"
 #include "fanout.h"
@@ -34,8 +35,36 @@ static void on_agent_output(struct session *s, const struct agent_line *l, const
 		lifecycle_reconcile(s); /* the turn ended: settings that moved meanwhile, the next message */
 }
 
+/* The agent cannot be started here: say so in the session's state (error,
+ * agent "failed") and /metrics, and start no more until asked again. */
+static void agent_gave_up(struct session *s, const char *msg)
+{
+	lc_set_error(s, msg);
+	s->lc.agent_failed = 1;
+	boot_count_failure();
+	log_error("session %s: gave up starting the agent: %s", s->id, msg);
+}
+
 static void on_agent_down(struct session *s, int why, const char *code, const char *msg)
 {
+	if (why == DOWN_BOOT_TIMEOUT) {
+		/* Retried (bounded): a boot that lost the race for the CPU in a
+		 * burst usually makes it the next time.  The waiting turn waits on. */
+		int tries = s->d->cfg.agent_boot_tries;
+		int retry = ++s->lc.boot_timeouts < tries && !s->deleted;
+		boot_count_timeout(retry);
+		if (retry) {
+			log_warn("session %s: agent boot %d of %d timed out; starting it again", s->id,
+				 s->lc.boot_timeouts, tries);
+			lifecycle_reconcile(s);
+			return;
+		}
+		char m[sizeof s->lc.error];
+		snprintf(m, sizeof m, "%s (%d %s)", msg, tries, tries == 1 ? "try" : "tries");
+		turn_agent_down(s, why, code, m);
+		agent_gave_up(s, m);
+		return;
+	}
 	turn_agent_down(s, why, code, msg);
 	if (why == DOWN_LINK_LOST) {
 		/* Lost while the sandbox should be up (ws-agent or init killed, the
@@ -52,7 +81,7 @@ static void on_agent_down(struct session *s, int why, const char *code, const ch
 	if (why == DOWN_NEVER_STARTED && !s->turn && s->link.crashes >= 3) {
 		/* Pre-start gave up (the agent cannot start here: a missing
 		 * binary, a bad cwd): say why on GET; a wake or a message tries again. */
-		lc_set_error(s, msg);
+		agent_gave_up(s, msg);
 		return;
 	}
 	lifecycle_reconcile(s); /* a fresh agent in the background (bounded by crashes) */
@@ -91,6 +120,7 @@ void lifecycle_init(struct cortexd *d)
 	d->reconcile = on_reconcile;
 	d->agent_output = on_agent_output;
 	d->agent_down = on_agent_down;
+	d->agent_boot_end = boot_end;
 	cconfig_set_installed_hook(on_installed, d);
 	metrics_register("core", core_metrics_write, d);
 	metrics_register("config", config_metrics_write, NULL);
@@ -181,6 +211,8 @@ int lifecycle_wake(struct session *s, cx_err *err)
 		return cx_err_set(err, EBUSY, "the session is %s; try again", sess_state_name(s->lc.state));
 	lc_want_hot(s);
 	s->link.crashes = 0; /* asked for: the agent gets its tries again */
+	s->lc.boot_timeouts = 0;
+	s->lc.agent_failed = 0;
 	lifecycle_reconcile(s);
 	if (s->lc.state == SS_ERROR && s->lc.failed)
 		return cx_err_set(err, EIO, "%s", s->lc.error);
@@ -222,6 +254,7 @@ void lifecycle_delete(struct session *s)
 	lws_sul_cancel(&s->lc.sul_idle);
 	lws_sul_cancel(&s->lc.sul_grace);
 	lws_sul_cancel(&s->link.sul_boot);
+	boot_forget(s);
 	lifecycle_reconcile(s); /* tears down now, or when the running job is done */
 }
 
@@ -272,6 +305,8 @@ void lifecycle_message(struct session *s, struct client *c, const char *text)
 	}
 	if (turn_begin(s, text) < 0)
 		return;
+	s->lc.boot_timeouts = 0; /* a message asks for the agent again: its boots get their tries */
+	s->lc.agent_failed = 0;
 	lc_want_hot(s);
 	lifecycle_reconcile(s);
 }
@@ -346,6 +381,9 @@ int lifecycle_load(struct cortexd *d, cx_err *err)
 
 void lifecycle_shutdown(struct cortexd *d)
 {
+	lws_sul_cancel(&d->sul_boot_kick);
+	while (d->boot_head) /* the line's references */
+		boot_forget(d->boot_head);
 	for (struct session *s = d->sessions; s; s = s->next) {
 		turn_stop_session(s);
 		agent_link_close(s);

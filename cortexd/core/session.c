@@ -64,7 +64,9 @@ json_t *session_to_json(const struct session *s)
 	if (s->lc.state == SS_ERROR && s->lc.error[0])
 		json_object_set_new(o, "error", json_string(s->lc.error));
 	static const char *const ag[] = {"none", "starting", "hot"};
-	const char *agent = s->turn && s->turn->sent ? "busy" : ag[s->link.state];
+	const char *agent = s->turn && s->turn->sent			  ? "busy"
+			    : s->lc.agent_failed && s->link.state == AG_NONE ? "failed"
+									    : ag[s->link.state];
 	json_object_set_new(o, "agent", json_string(agent));
 	json_object_set_new(o, "ready_ms", s->lc.ready_ms >= 0 ? json_real(s->lc.ready_ms) : json_null());
 	json_object_set_new(o, "turns", json_integer((json_int_t)s->turns));

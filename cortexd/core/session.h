@@ -166,6 +166,12 @@ struct lifecycle {
 	uint64_t ready_t0_us;    /* create / wake requested (0: not measuring) */
 	double ready_ms;         /* create/wake -> agent hot, < 0 before */
 	char last_turn_hash[65]; /* all_hash of the config the previous turn ran with */
+	/* Agent boots (boot.c): a slot held while the agent starts, or a place in line. */
+	int boot_slot;           /* holds one of agent.max_booting */
+	int boot_queued;         /* waits in d->boot_head (a reference held) */
+	struct session *boot_next;
+	int boot_timeouts;       /* boots timed out since the agent was last hot or asked for */
+	int agent_failed;        /* gave up starting the agent (error state) until asked again */
 };
 
 struct cortexd;
@@ -236,11 +242,17 @@ struct cortexd {
 	struct builder *builder; /* container/build.h */
 	int default_importing;   /* images.import_dir_default is being imported (server.c) */
 	char npm_disk[4096];     /* the npm cache's own disk is mounted here ("" = none) */
+	/* Agent boots in progress and the line of those waiting (boot.h). */
+	unsigned booting, boot_queued;
+	struct session *boot_head, *boot_tail;
+	lws_sorted_usec_list_t sul_boot_kick;
 	/* Upward events, set by lifecycle_init(): modules below the lifecycle
 	 * report through them instead of calling up. */
 	void (*reconcile)(struct session *s);
 	void (*agent_output)(struct session *s, const struct agent_line *l, const char *raw, size_t len);
 	void (*agent_down)(struct session *s, int why /* enum agent_down */, const char *code, const char *msg);
+	/* The agent left "starting" (hot, gone, stopped): its boot slot is free. */
+	void (*agent_boot_end)(struct session *s);
 };
 
 /* session.c: the registry */

@@ -426,7 +426,9 @@ int server_run(struct cortexd *d)
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
-	if (work_start(d->ctx, 2, &err) < 0) {
+	/* Sandbox jobs have their own lane: a create burst does not hold up
+	 * store writes and API replies (work.h). */
+	if (work_start(d->ctx, 2, &err) < 0 || work_start_lane(WORK_SANDBOX, (unsigned)c->sandbox_workers, &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
