@@ -67,7 +67,9 @@ const isResultLine = l => l.includes('"result"') && (() => { try { return JSON.p
 class HotAgent {
   constructor(cmd, args, opts, name) {
     this.name = name;
-    this.p = spawn(cmd, args, Object.assign({stdio: ['pipe', 'pipe', 'pipe']}, opts));
+    // detached: its own session (setsid), so its own autogroup CPU share, as
+    // every sandbox has (each calls setsid()): like with like (issue 13).
+    this.p = spawn(cmd, args, Object.assign({stdio: ['pipe', 'pipe', 'pipe'], detached: true}, opts));
     this.buf = ''; this.err = ''; this.waiters = []; this.exit = null;
     this.p.stdout.on('data', d => {
       const t = now();
@@ -142,7 +144,8 @@ function spawnPerMessage(home, text, cont, modelUrl) {
     if (cont) args.push('--continue');
     args.push('--', text);
     const t0 = now();
-    const p = spawn(claude, args, {cwd: home, uid: UID, gid: UID, env: claudeEnv(home, modelUrl), stdio: ['ignore', 'pipe', 'pipe']});
+    const p = spawn(claude, args, {cwd: home, uid: UID, gid: UID, env: claudeEnv(home, modelUrl), stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true}); // own session, as a sandbox (see HotAgent)
     let buf = '', ttft = null, err = '';
     p.stderr.on('data', d => { err = (err + d).slice(-5000); });
     p.stdout.on('data', d => {

@@ -27,7 +27,8 @@ function direct(home, text, cont, modelUrl) {
     // As the sandbox's uid: Claude Code refuses bypassPermissions as root.
     const p = spawn(claude, args, {cwd: home, uid: 65534, gid: 65534, env: {HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8',
       ANTHROPIC_BASE_URL: modelUrl, ANTHROPIC_API_KEY: 'sk-bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-      DISABLE_AUTOUPDATER: '1', DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1'}, stdio: ['ignore', 'pipe', 'pipe']});
+      DISABLE_AUTOUPDATER: '1', DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1'}, stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true}); // its own session (setsid), as every sandbox: its own autogroup CPU share
     let buf = '', ttft = null, err = '';
     p.stderr.on('data', d => { err += d; });
     p.stdout.on('data', d => {
