@@ -37,7 +37,7 @@ int gateway_start(struct lws_context *ctx, const char *host, int port,
 	gw_state.lim = *lim;
 	memset(&gw_state.stats, 0, sizeof gw_state.stats);
 	gw_state.stats.lim = *lim;
-	if (gw_pool_start(err) < 0)
+	if (gw_pool_start(gw_http_granted, err) < 0)
 		return -1;
 	gw_state.ctx = ctx;
 	gw_state.vh = gw_http_listen(ctx, host, port);

@@ -160,7 +160,7 @@ void gw_report_send(const char *sess_id, const struct gw_report *r);
 /* gw_pool.c */
 enum gw_pool_verdict {
 	GW_POOL_OK,	    /* c->slot: c holds a slot */
-	GW_POOL_QUEUED,	    /* c->queued: c waits for one (gw_http_granted wakes it) */
+	GW_POOL_QUEUED,	    /* c->queued: c waits for one (the granted callback wakes it) */
 	GW_POOL_USER_CAP,   /* the user's share is taken, in flight and queued (429) */
 	GW_POOL_GLOBAL_CAP, /* the pool is taken and there is no queue (529) */
 	GW_POOL_QUEUE_FULL, /* the pool and the queue are full (529) */
@@ -173,8 +173,9 @@ enum gw_pool_verdict gw_pool_take(struct gw_conn *c, struct lws *wsi, unsigned *
 void gw_pool_put(const char *user);
 /* c leaves the queue without a slot (it closed, or waited too long). */
 void gw_pool_leave(struct gw_conn *c);
-/* Size the pool for gw_state.lim (gateway_start); 0 or -1. */
-int gw_pool_start(cx_err *err);
+/* Size the pool for gw_state.lim (gateway_start); granted wakes a queued
+ * conn that got its slot (gw_http_granted).  0 or -1. */
+int gw_pool_start(void (*granted)(struct gw_conn *c), cx_err *err);
 /* Forget every slot and queued conn, free the pool (gateway_stop). */
 void gw_pool_clear(void);
 

@@ -26,6 +26,10 @@
 
 #include "log.h"
 
+/* Who wakes a conn that got its slot (gw_http_granted): handed in, so the
+ * pool, which the HTTP side calls, does not call back up into it. */
+static void (*granted_cb)(struct gw_conn *c);
+
 static unsigned users_cap(void)
 {
 	return gw_state.lim.max_inflight + gw_state.lim.max_queued;
@@ -187,7 +191,7 @@ static void grant(void)
 		hold(u);
 		c->slot = 1;
 		wait_observe(cx_mono_us() - c->t_queued_us);
-		gw_http_granted(c);
+		granted_cb(c);
 	}
 }
 
@@ -222,8 +226,9 @@ void gw_pool_leave(struct gw_conn *c)
 	user_drop_if_idle(u);
 }
 
-int gw_pool_start(cx_err *err)
+int gw_pool_start(void (*granted)(struct gw_conn *c), cx_err *err)
 {
+	granted_cb = granted;
 	free(gw_state.users);
 	gw_state.users = calloc(users_cap(), sizeof *gw_state.users);
 	if (!gw_state.users)
