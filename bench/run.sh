@@ -30,4 +30,6 @@ BENCH_GW_NETNS=1 node "$root/bench/gateway.js"
 node "$root/bench/images.js"
 # Issue 13 goal 3: a burst of 50 creates with the mini-agent -> creates/s to a hot agent.
 node "$root/bench/create_burst.js"
+# Issue 13 goal 2: N sessions sending at once (real Claude Code, then the mini-agent) vs the same agents run directly.
+node "$root/bench/concurrency.js"
 BUILD="$root/build" bash "$root/bench/clone_bench.sh"

@@ -1,0 +1,464 @@
+// Concurrency (issue 13, goal 2): N sessions that send a message at the same
+// moment, through cortexd against the same agents run directly, side by side.
+//   claude: real Claude Code (CORTEX_CLAUDE_DIR) on both sides, one model
+//     stand-in (tests/model-server.js, MODEL_DELTA_MS pacing per delta).
+//     cortexd: N sessions spread over ceil(N/5) users (so the gateway's
+//     per-user share, gateway.max_inflight_per_user 8, is not what limits;
+//     the pool, gateway.max_inflight 32, queues past itself), every agent
+//     hot first; direct: N hot claudes driven on stdin in stream-json mode,
+//     each spawned detached (its own session, as every sandbox calls setsid()).
+//   mini: the same with tests/fixtures/mini-agent (answers at once, no model):
+//     host overhead at N concurrent turns.
+// A round: every client of one side sends its message in one synchronous loop
+// (the same moment), each one's first text_delta is timestamped in its event
+// handler; the round ends when every turn is done.  Sides alternate per round
+// (which one goes first alternates too).  The agents of the largest N are
+// booted once per side and the first N of them take part in a round.
+// Env: BENCH_CONC_N (default 5,20,50), BENCH_CONC_ROUNDS (5),
+// BENCH_CONC_MINI_N (1,20,100), BENCH_CONC_MINI_ROUNDS (10),
+// BENCH_CONC_PARTS (claude,mini), BENCH_CONC_DELTA_MS (5),
+// BENCH_CONC_PERF=N: one more cortexd round at that N under `perf record -a -g`
+// (build/perf-concurrency.data), its top symbols printed.
+// BENCH_CONC_MINI_PERF=N: the same in the mini-agent part (cortexd's own
+// symbols printed too).
+// BENCH_CONC_CGROUP (default 1): each direct agent is also moved into a cpu
+// cgroup of its own under one parent (cortex-direct-<pid>), as cortexd puts
+// every sandbox in a cgroup of its own under "cortex": the CFS then weighs
+// all sandboxes together as one group against the rest of the machine, and
+// the direct side the same.  0: direct agents stay in the root cpu cgroup,
+// where each session (autogroup) weighs as much as all of cortexd's
+// sandboxes together.
+'use strict';
+const {spawn, spawnSync} = require('child_process');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const L = require('../tests/e2e/lib');
+const {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath} = require('./lib');
+
+const list = (v, d) => (v || d).split(',').map(Number).filter(x => x > 0);
+const NS = list(process.env.BENCH_CONC_N, '5,20,50');
+const ROUNDS = Number(process.env.BENCH_CONC_ROUNDS || 5);
+const MINI_NS = list(process.env.BENCH_CONC_MINI_N, '1,20,100');
+const MINI_ROUNDS = Number(process.env.BENCH_CONC_MINI_ROUNDS || 10);
+const PARTS = new Set((process.env.BENCH_CONC_PARTS || 'claude,mini').split(','));
+const DELTA_MS = String(process.env.BENCH_CONC_DELTA_MS || 5);
+const PERF_N = Number(process.env.BENCH_CONC_PERF || 0);
+const MINI_PERF_N = Number(process.env.BENCH_CONC_MINI_PERF || 0);
+const claude = path.join(process.env.CORTEX_CLAUDE_DIR, 'bin', 'claude.exe');
+const HOT_FLAGS = ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose',
+  '--include-partial-messages', '--permission-mode', 'bypassPermissions'];
+const UID = 65534; // the sandbox's uid; Claude Code refuses bypassPermissions as root
+const TURN_MS = 180000;
+const BOOT_PAR = Math.max(2, 2 * os.cpus().length); // direct boots at once (cortexd: agent.max_booting, 2 x CPUs)
+const CGROUP = process.env.BENCH_CONC_CGROUP !== '0';
+const sleepMs = ms => new Promise(r => setTimeout(r, ms));
+const f1 = x => Number.isFinite(x) ? x.toFixed(1) : '-';
+const memAvailMiB = () => Number(fs.readFileSync('/proc/meminfo', 'utf8').match(/MemAvailable:\s+(\d+)/)[1]) / 1024;
+const log = s => process.stderr.write(s + '\n');
+
+// ---------------------------------------------------------------- direct side
+
+const userLine = text => JSON.stringify({type: 'user', message: {role: 'user', content: [{type: 'text', text}]}});
+const isResultLine = l => l.includes('"result"') && (() => { try { return JSON.parse(l).type === 'result'; } catch (e) { return false; } })();
+
+// An agent kept running in stream-json input mode, driven on its stdin
+// (bench/latency.js's HotAgent; here a turn is split into send() and the
+// promise it returns, so a round can write to every agent first).
+class HotAgent {
+  constructor(cmd, args, opts, name) {
+    this.name = name;
+    // detached: its own session (setsid), so its own autogroup CPU share, as every sandbox.
+    this.p = spawn(cmd, args, Object.assign({stdio: ['pipe', 'pipe', 'pipe'], detached: true}, opts));
+    this.buf = ''; this.err = ''; this.waiters = []; this.exit = null;
+    this.p.stdout.on('data', d => {
+      const t = now();
+      this.buf += d;
+      let i;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, i); this.buf = this.buf.slice(i + 1);
+        for (const w of this.waiters.slice()) if (w.pred(line)) this.settle(w, null, {line, t});
+      }
+    });
+    this.p.stderr.on('data', d => { this.err = (this.err + d).slice(-20000); });
+    this.p.stdin.on('error', () => {});
+    this.exited = new Promise(res => this.p.on('exit', (code, sig) => {
+      this.exit = {code, sig};
+      for (const w of this.waiters.slice()) this.settle(w, new Error(`${name} exited (${code}, ${sig}) waiting for ${w.what}\n${this.err.slice(-2000)}`));
+      res(this.exit);
+    }));
+  }
+  settle(w, err, v) {
+    const i = this.waiters.indexOf(w);
+    if (i < 0) return;
+    this.waiters.splice(i, 1); clearTimeout(w.timer);
+    if (err) w.reject(err); else w.resolve(v);
+  }
+  waitLine(pred, what, ms = TURN_MS) {
+    return new Promise((resolve, reject) => {
+      if (this.exit) return reject(new Error(`${this.name} already exited, waiting for ${what}`));
+      const w = {pred, what, resolve, reject};
+      w.timer = setTimeout(() => this.settle(w, new Error(`${this.name}: no ${what} within ${ms} ms\n${this.err.slice(-2000)}`)), ms);
+      this.waiters.push(w);
+    });
+  }
+  async init() {
+    const got = this.waitLine(l => l.includes('"control_response"') && l.includes('"bench-init"'), 'control_response');
+    this.p.stdin.write(JSON.stringify({type: 'control_request', request_id: 'bench-init', request: {subtype: 'initialize'}}) + '\n');
+    await got;
+  }
+  // Write the message now; the promise resolves at the result line.
+  send(text) {
+    const first = this.waitLine(l => l.includes('"text_delta"'), 'first text_delta');
+    const res = this.waitLine(isResultLine, 'result');
+    first.catch(() => {});
+    const t0 = now();
+    this.p.stdin.write(userLine(text) + '\n');
+    return (async () => {
+      const r = await res;
+      const f = await first;
+      if (JSON.parse(r.line).is_error) throw new Error(`${this.name}: error result ${r.line.slice(0, 500)}`);
+      return {ttft: f.t - t0, total: r.t - t0};
+    })();
+  }
+  async close() {
+    this.p.stdin.end();
+    const t = setTimeout(() => { try { this.p.kill('SIGKILL'); } catch (e) {} }, 10000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+function claudeEnv(home, modelUrl) {
+  return {HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8',
+    ANTHROPIC_BASE_URL: modelUrl, ANTHROPIC_API_KEY: 'sk-bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_AUTOUPDATER: '1', DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1'};
+}
+function hotClaude(i, modelUrl) {
+  const home = L.tmpdir('conc-home');
+  fs.chownSync(home, UID, UID);
+  return new HotAgent(claude, HOT_FLAGS, {cwd: home, uid: UID, gid: UID, env: claudeEnv(home, modelUrl)}, `direct claude ${i}`);
+}
+function hotMini(i, mini) {
+  return new HotAgent(mini, HOT_FLAGS, {cwd: '/', uid: UID, gid: UID, env: {PATH: '/usr/bin:/bin'}}, `direct mini-agent ${i}`);
+}
+
+// The direct side's cpu cgroups (v1 "cpu" hierarchy or v2 with the cpu
+// controller), one per agent under one parent, default weight, as sandboxes.
+const cg = {base: null, parent: null, dirs: [], moved: 0};
+function cgroupSetup() {
+  if (!CGROUP) return;
+  const v1 = '/sys/fs/cgroup/cpu';
+  try {
+    if (fs.existsSync(path.join(v1, 'cpu.shares'))) cg.base = v1;
+    else if (fs.readFileSync('/sys/fs/cgroup/cgroup.controllers', 'utf8').split(/\s+/).includes('cpu')) {
+      cg.base = '/sys/fs/cgroup';
+      fs.writeFileSync('/sys/fs/cgroup/cgroup.subtree_control', '+cpu');
+    }
+    if (!cg.base) throw new Error('no cpu controller');
+    cg.parent = path.join(cg.base, `cortex-direct-${process.pid}`);
+    fs.mkdirSync(cg.parent, {recursive: true});
+    if (cg.base === '/sys/fs/cgroup') fs.writeFileSync(path.join(cg.parent, 'cgroup.subtree_control'), '+cpu');
+  } catch (e) {
+    log(`direct side cgroups: not available (${e.message}); direct agents stay in their session's autogroup only`);
+    cg.base = null;
+  }
+}
+function cgroupMove(pid, i) {
+  if (!cg.base) return;
+  const dir = path.join(cg.parent, `a${i}-${pid}`);
+  try {
+    fs.mkdirSync(dir);
+    cg.dirs.push(dir);
+    fs.writeFileSync(path.join(dir, 'cgroup.procs'), String(pid));
+    cg.moved++;
+  } catch (e) { log(`cgroup move of ${pid}: ${e.message}`); }
+}
+function cgroupCleanup() {
+  for (const d of cg.dirs.splice(0)) { try { fs.rmdirSync(d); } catch (e) {} }
+  if (cg.parent) { try { fs.rmdirSync(cg.parent); } catch (e) {} }
+}
+process.on('exit', cgroupCleanup);
+
+// Quiet: wait (at most 4 s) until the machine's busy CPU over 1 s falls under
+// its level before the agents were booted, plus half a CPU: the agents' own
+// post-turn work (Claude Code writes its transcript, JITs) is over.
+function cpuTimes() {
+  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].split(/\s+/).slice(1).map(Number);
+  return {idle: f[3] + f[4], total: f.reduce((a, b) => a + b, 0)};
+}
+async function busyCpus(ms = 1000) {
+  const a = cpuTimes(); await sleepMs(ms); const b = cpuTimes();
+  return os.cpus().length * (1 - (b.idle - a.idle) / Math.max(1, b.total - a.total));
+}
+let baseBusy = null;
+async function settle() {
+  const deadline = Date.now() + 4000;
+  let b;
+  do { b = await busyCpus(); } while (b > baseBusy + 0.5 && Date.now() < deadline);
+  return b;
+}
+
+// Boot n agents, BOOT_PAR at a time.
+async function bootDirect(n, make) {
+  const agents = [];
+  for (let i = 0; i < n; i += BOOT_PAR) {
+    const batch = [];
+    for (let j = i; j < Math.min(n, i + BOOT_PAR); j++) { const a = make(j); cgroupMove(a.p.pid, j); agents.push(a); batch.push(a.init()); }
+    await Promise.all(batch);
+  }
+  return agents;
+}
+
+// ---------------------------------------------------------------- cortexd side
+
+async function newUser(d, name) {
+  const r = await L.http(d.base, 'POST', '/v1/users', d.admin, {name});
+  if (r.status !== 200 && r.status !== 201) throw new Error(`create user: ${r.status} ${r.text}`);
+  return r.json.token;
+}
+
+// n sessions over ceil(n/5) users (session i -> user i mod users, so the
+// first k sessions span min(k, users) users), all created at once, then
+// GET /v1/sessions per user until every agent is hot; one WebSocket each.
+async function cortexSessions(d, n, tag) {
+  const nu = Math.max(1, Math.ceil(n / 5));
+  const toks = [];
+  for (let u = 0; u < nu; u++) toks.push(await newUser(d, `${tag}${u}`));
+  const sess = await Promise.all(Array.from({length: n}, async (_, i) => {
+    const tok = toks[i % nu];
+    const r = await L.http(d.base, 'POST', '/v1/sessions', tok, {});
+    if (r.status !== 201 && r.status !== 200 && r.status !== 202) throw new Error(`create session: ${r.status} ${r.text}`);
+    return {sid: r.json.id, tok};
+  }));
+  await waitAllHot(d, sess, 600000);
+  for (const s of sess) { s.c = openWs(d, s.sid, s.tok); await s.c.opened; }
+  return {sess, users: nu};
+}
+
+async function waitAllHot(d, sess, ms = 60000) {
+  const deadline = Date.now() + ms;
+  const want = new Set(sess.map(s => s.sid));
+  const toks = [...new Set(sess.map(s => s.tok))];
+  for (;;) {
+    let hot = 0, bad = [];
+    for (const tok of toks) {
+      const r = await L.http(d.base, 'GET', '/v1/sessions', tok);
+      for (const s of r.json) {
+        if (!want.has(s.id)) continue;
+        if (s.agent === 'hot') hot++;
+        else if (s.state === 'error' || s.agent === 'failed') bad.push(`${s.id}: ${s.state}/${s.agent} ${s.error || ''}`);
+      }
+    }
+    if (bad.length) throw new Error('sessions failed: ' + bad.slice(0, 5).join('; '));
+    if (hot === want.size) return;
+    if (Date.now() > deadline) throw new Error(`${want.size - hot} of ${want.size} sessions not hot within ${ms} ms`);
+    await sleepMs(hot ? 20 : 200);
+  }
+}
+
+// ---------------------------------------------------------------- rounds
+
+// Every one of the first n clients sends at once; per-client TTFTs.
+async function cortexRound(d, sess, n, label) {
+  await waitAllHot(d, sess.slice(0, n));
+  const ps = [];
+  for (let i = 0; i < n; i++) ps.push(cortexTurn(sess[i].c, `${label} ${i}`));
+  const rs = await Promise.all(ps);
+  return rs.map(r => r.ttft);
+}
+async function directRound(agents, n, label) {
+  const ps = [];
+  for (let i = 0; i < n; i++) ps.push(agents[i].send(`${label} ${i}`));
+  const rs = await Promise.all(ps);
+  return rs.map(r => r.ttft);
+}
+
+async function interleave(n, rounds, d, sess, agents, tag) {
+  // Claude Code has post-turn work (transcript, JIT): wait for a quiet machine; the mini-agent has none.
+  const pause = tag === 'mini' ? () => sleepMs(300) : settle;
+  const cx = [], dx = [], cxRound = [], dxRound = [];
+  for (let r = 0; r < rounds; r++) {
+    const runCx = async () => { const t = now(); cx.push(...await cortexRound(d, sess, n, `cx ${tag}${n} r${r}`)); cxRound.push(now() - t); };
+    const runDx = async () => { const t = now(); dx.push(...await directRound(agents, n, `dx ${tag}${n} r${r}`)); dxRound.push(now() - t); };
+    if (r % 2) { await runDx(); await pause(); await runCx(); } else { await runCx(); await pause(); await runDx(); }
+    await pause();
+    log(`  ${tag} N=${n}: round ${r + 1}/${rounds}`);
+  }
+  return {cx, dx, cxRound, dxRound};
+}
+
+// ---------------------------------------------------------------- metrics
+
+const GW_KEYS = ['cortex_gateway_requests_total{status="2xx"}', 'cortex_gateway_requests_total{status="4xx"}',
+  'cortex_gateway_requests_total{status="5xx"}', 'cortex_gateway_requests_total{status="none"}',
+  'cortex_gateway_requests_total{status="overloaded"}',
+  'cortex_gateway_refused_total{reason="user_cap"}', 'cortex_gateway_refused_total{reason="global_cap"}',
+  'cortex_gateway_refused_total{reason="queue_full"}', 'cortex_gateway_queue_timeouts_total',
+  'cortex_gateway_queue_wait_seconds_count', 'cortex_gateway_queue_wait_seconds_sum'];
+function mdelta(a, b) {
+  const o = {};
+  for (const k of GW_KEYS) o[k] = (b[k] || 0) - (a[k] || 0);
+  return o;
+}
+function gwLine(m) {
+  const g = k => m[k] || 0;
+  const qn = g('cortex_gateway_queue_wait_seconds_count');
+  return `2xx ${g('cortex_gateway_requests_total{status="2xx"}')}, 529 overloaded ${g('cortex_gateway_requests_total{status="overloaded"}')}` +
+    ` (queue_full ${g('cortex_gateway_refused_total{reason="queue_full"}')}, global_cap ${g('cortex_gateway_refused_total{reason="global_cap"}')},` +
+    ` queue timeouts ${g('cortex_gateway_queue_timeouts_total')}), 429 user_cap ${g('cortex_gateway_refused_total{reason="user_cap"}')},` +
+    ` queued then served ${qn} (mean wait ${qn ? f1(1000 * g('cortex_gateway_queue_wait_seconds_sum') / qn) : '-'} ms)`;
+}
+
+// ---------------------------------------------------------------- perf
+
+async function perfRound(d, sess, n, tag = 'claude', rounds = 1) {
+  const which = spawnSync('sh', ['-c', 'command -v perf'], {encoding: 'utf8'}).stdout.trim();
+  if (!which) { log('perf not found; BENCH_CONC_PERF skipped'); return null; }
+  const data = path.join(__dirname, '..', 'build', `perf-concurrency-${tag}.data`);
+  const p = spawn(which, ['record', '-a', '-g', '-F', '499', '-o', data], {stdio: ['ignore', 'ignore', 'pipe']});
+  let err = ''; p.stderr.on('data', x => { err += x; });
+  await sleepMs(1000);
+  const t = [];
+  for (let r = 0; r < rounds; r++) t.push(...await cortexRound(d, sess, n, `perf ${n} r${r}`));
+  p.kill('SIGINT');
+  await new Promise(r => p.on('exit', r));
+  const rep = spawnSync(which, ['report', '-i', data, '--no-children', '--sort', 'comm,dso,sym', '--stdio', '-g', 'none', '--percent-limit', '0.7'],
+    {encoding: 'utf8', maxBuffer: 64 << 20});
+  const lines = r => (r.stdout || '').split('\n').filter(l => /^\s+\d/.test(l));
+  const top = lines(rep).slice(0, 30);
+  const comm = lines(spawnSync(which, ['report', '-i', data, '--no-children', '--sort', 'comm', '--stdio', '-g', 'none'],
+    {encoding: 'utf8', maxBuffer: 64 << 20})).slice(0, 12).map(l => l.trim().replace(/\s+/g, ' ')).join(', ');
+  const cortexd = lines(spawnSync(which, ['report', '-i', data, '--no-children', '--comm', 'cortexd', '--sort', 'dso,sym', '--stdio', '-g', 'none',
+    '--percentage', 'relative', '--percent-limit', '1.5'], {encoding: 'utf8', maxBuffer: 64 << 20})).slice(0, 20);
+  return {ttft: t, top, comm, cortexd, err: err.slice(-500)};
+}
+
+// ---------------------------------------------------------------- parts
+
+const out = {when: new Date().toISOString(), host_cpus: os.cpus().length, delta_ms: Number(DELTA_MS), rounds: ROUNDS,
+  mini_rounds: MINI_ROUNDS, claude: {}, mini: {}};
+const report = [];
+const P = (...a) => report.push(a.join(''));
+const hdr = () => { P('| N | side | turns | p50 ms | p95 ms | max ms | round p50 ms |'); P('|---|---|---|---|---|---|---|'); };
+const rowOf = (n, side, xs, rounds) =>
+  P(`| ${n} | ${side} | ${xs.length} | ${f1(pct(xs, 50))} | ${f1(pct(xs, 95))} | ${f1(Math.max(...xs))} | ${f1(pct(rounds, 50))} |`);
+
+async function partClaude() {
+  const maxN = Math.max(...NS);
+  const model = await L.startModelServer({MODEL_DELTA_MS: DELTA_MS});
+  const mem0 = memAvailMiB();
+  const d = await L.startCortexd({detached: true, env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-bench'}});
+  let t = now();
+  const {sess, users} = await cortexSessions(d, maxN, 'conc');
+  const cxBoot = now() - t;
+  const mem1 = memAvailMiB();
+  log(`claude: ${maxN} cortexd sessions hot in ${f1(cxBoot / 1000)} s (${users} users); MemAvailable -${f1(mem0 - mem1)} MiB`);
+  t = now();
+  const agents = await bootDirect(maxN, i => hotClaude(i, model.url));
+  const dxBoot = now() - t;
+  const mem2 = memAvailMiB();
+  log(`claude: ${maxN} direct hot claudes in ${f1(dxBoot / 1000)} s; MemAvailable -${f1(mem1 - mem2)} MiB (left ${f1(mem2)} MiB)`);
+  out.claude.boot = {cortex_s: cxBoot / 1000, direct_s: dxBoot / 1000, users,
+    mem_cortex_mib: mem0 - mem1, mem_direct_mib: mem1 - mem2, mem_available_mib: mem2};
+  // Warm-up: one turn each, every agent of both sides at once (uncounted).
+  await cortexRound(d, sess, maxN, 'warm up');
+  await directRound(agents, maxN, 'warm up');
+  const quiet = await settle();
+  P(`\nConcurrency, real Claude Code (issue 13, goal 2): N clients send at the same moment; client send -> first text_delta;`);
+  P(`${ROUNDS} rounds per side, interleaved; model stand-in ${DELTA_MS} ms per delta; cortexd: N sessions over ceil(N/5) users;`);
+  P(`direct: N hot claudes on stdin, each detached (its own session). Boot: ${maxN} cortexd sessions hot ${f1(cxBoot / 1000)} s,`);
+  P(`${maxN} direct ${f1(dxBoot / 1000)} s; MemAvailable fell ${f1(mem0 - mem1)} MiB (cortexd side) and ${f1(mem1 - mem2)} MiB (direct side), ${f1(mem2)} MiB left.`);
+  P(`Direct agents in cpu cgroups of their own under one parent (as sandboxes): ${cg.base ? cg.moved + ' moved' : 'no'}. Busy CPUs before`);
+  P(`booting ${f1(baseBusy)}, after ${maxN}+${maxN} idle hot agents and the warm-up ${f1(quiet)} (of ${os.cpus().length}; rounds wait for the machine to settle).`);
+  hdr();
+  const ratios = [];
+  for (const n of NS) {
+    const m0 = await L.metrics(d);
+    const nReq0 = model.requests().length;
+    const r = await interleave(n, ROUNDS, d, sess, agents, 'claude');
+    const m1 = await L.metrics(d);
+    const reqs = model.requests().slice(nReq0);
+    const gw = mdelta(m0, m1);
+    const mreq = {cortex: reqs.filter(q => /^cx /.test(q.last_user)).length, direct: reqs.filter(q => /^dx /.test(q.last_user)).length,
+      other: reqs.filter(q => !/^(cx|dx) /.test(q.last_user)).length};
+    rowOf(n, 'cortexd', r.cx, r.cxRound);
+    rowOf(n, 'direct', r.dx, r.dxRound);
+    ratios.push(`N=${n}: ratio cortexd/direct p50 ${(pct(r.cx, 50) / pct(r.dx, 50)).toFixed(3)}, p95 ${(pct(r.cx, 95) / pct(r.dx, 95)).toFixed(3)};` +
+      ` gateway: ${gwLine(gw)}; model stand-in requests: cortexd ${mreq.cortex}, direct ${mreq.direct}, other ${mreq.other} (${n * ROUNDS} turns per side)`);
+    out.claude[n] = Object.assign(r, {gateway: gw, model_requests: mreq});
+  }
+  for (const x of ratios) P(x);
+  if (PERF_N) {
+    const pr = await perfRound(d, sess, Math.min(PERF_N, maxN));
+    if (pr) {
+      P(`\nperf record -a -g during one more cortexd round at N=${Math.min(PERF_N, maxN)} (first token p50 ${f1(pct(pr.ttft, 50))} ms, p95 ${f1(pct(pr.ttft, 95))} ms); top self symbols:`);
+      for (const l of pr.top) P(l);
+      P(`by command: ${pr.comm}`);
+      P('cortexd alone (share of its own samples):'); for (const l of pr.cortexd) P(l);
+      out.claude.perf = pr;
+    }
+  }
+  await Promise.all(agents.map(a => a.close()));
+  for (const s of sess) await s.c.close();
+  await d.stop();
+  try { model.proc.kill('SIGTERM'); } catch (e) {}
+}
+
+async function partMini() {
+  const maxN = Math.max(...MINI_NS);
+  const mini = miniAgentPath();
+  const cfg = path.join(L.tmpdir('conc-mini-cfg'), 'cortexd.json');
+  fs.writeFileSync(cfg, JSON.stringify({agent: {dir: miniAgentDir(mini), command: '/cortex/agent/mini-agent'}}));
+  const d = await L.startCortexd({detached: true, args: ['--config', cfg]});
+  let t = now();
+  const {sess, users} = await cortexSessions(d, maxN, 'mini');
+  const cxBoot = now() - t;
+  t = now();
+  const agents = await bootDirect(maxN, i => hotMini(i, mini));
+  const dxBoot = now() - t;
+  log(`mini: ${maxN} cortexd sessions hot in ${f1(cxBoot / 1000)} s (${users} users), ${maxN} direct in ${f1(dxBoot / 1000)} s`);
+  await cortexRound(d, sess, maxN, 'warm up');
+  await directRound(agents, maxN, 'warm up');
+  await settle();
+  P(`\nHost overhead at N concurrent turns: mini-agent (answers at once, no model) as the agent on both sides; ${MINI_ROUNDS} rounds per side,`);
+  P(`interleaved; added = cortexd percentile - direct percentile (target at N=100: added p95 <= 10 ms).`);
+  hdr();
+  const adds = [];
+  for (const n of MINI_NS) {
+    const r = await interleave(n, MINI_ROUNDS, d, sess, agents, 'mini');
+    rowOf(n, 'cortexd', r.cx, r.cxRound);
+    rowOf(n, 'direct', r.dx, r.dxRound);
+    adds.push(`N=${n}: added p50 ${f1(pct(r.cx, 50) - pct(r.dx, 50))} ms, p95 ${f1(pct(r.cx, 95) - pct(r.dx, 95))} ms`);
+    out.mini[n] = r;
+  }
+  for (const x of adds) P(x);
+  if (MINI_PERF_N) {
+    const n = Math.min(MINI_PERF_N, maxN);
+    const pr = await perfRound(d, sess, n, 'mini', 20);
+    if (pr) {
+      P(`\nperf record -a -g during 20 more cortexd mini-agent rounds at N=${n} (p50 ${f1(pct(pr.ttft, 50))} ms, p95 ${f1(pct(pr.ttft, 95))} ms); top self symbols:`);
+      for (const l of pr.top) P(l);
+      P(`by command: ${pr.comm}`);
+      P('cortexd alone (share of its own samples):'); for (const l of pr.cortexd) P(l);
+      out.mini.perf = pr;
+    }
+  }
+  await Promise.all(agents.map(a => a.close()));
+  for (const s of sess) await s.c.close();
+  await d.stop();
+}
+
+(async () => {
+  const t0 = now();
+  baseBusy = await busyCpus();
+  cgroupSetup();
+  if (PARTS.has('claude')) await partClaude();
+  if (PARTS.has('mini')) await partMini();
+  console.log(report.join('\n'));
+  console.log(`\n(total ${f1((now() - t0) / 1000)} s)`);
+  const dir = process.env.BENCH_OUT_DIR || path.join(__dirname, '..', 'build');
+  fs.mkdirSync(dir, {recursive: true});
+  fs.writeFileSync(path.join(dir, 'bench-concurrency.json'), JSON.stringify(out));
+  process.exit(0);
+})();
