@@ -143,6 +143,8 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 		unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
 		if (lws_add_http_common_headers(wsi, (unsigned int)h->resp.status,
 						blen ? (h->resp.ctype ? h->resp.ctype : "application/json") : NULL, (lws_filepos_t)blen, &p, end) ||
+		    (h->close_after &&
+		     lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end)) ||
 		    lws_finalize_write_http_header(wsi, start, &p, end))
 			return -1;
 		h->headers_sent = 1;
@@ -161,7 +163,10 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 			return -1;
 	}
 	log_debug("%s %s -> %d", h->method, h->path, h->resp.status);
+	int close_after = h->close_after;
 	http_reset(h);
+	if (close_after)
+		return -1; /* the reply is written; what follows it is not a request */
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
@@ -235,9 +240,29 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			if (v)
 				snprintf(h->token, sizeof h->token, "%s", v);
 		}
-		char cl[32] = "";
-		lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
-		long long clen = cl[0] ? atoll(cl) : 0;
+		/* The body's length: digits only.  A negative, absurd or chunked one
+		 * used to run the route with an empty body; now it is refused. */
+		char cl[32] = "", te[64] = "";
+		int cln = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+		lws_hdr_copy(wsi, te, sizeof te, WSI_TOKEN_HTTP_TRANSFER_ENCODING);
+		long long clen = 0;
+		const char *bad = NULL;
+		int status = 400;
+		if (cln < 0 || (cl[0] && (strspn(cl, "0123456789") != strlen(cl) || strlen(cl) > 18)))
+			bad = "bad Content-Length (digits only, at most 18)";
+		else if (cl[0])
+			clen = atoll(cl);
+		else if (te[0] && (!strcmp(m, "POST") || !strcmp(m, "PUT"))) {
+			bad = "a request body needs a Content-Length (chunked bodies are not accepted)";
+			status = 411;
+		}
+		if (bad) {
+			api_error(&h->resp, status, status == 411 ? "length_required" : "bad_request", "%s", bad);
+			h->close_after = 1;
+			h->responding = 1;
+			lws_callback_on_writable(wsi);
+			return 0;
+		}
 		h->cap = CX_CAP_HTTP_BODY;
 		if ((!strcmp(m, "POST") || !strcmp(m, "PUT")) && clen > 0) {
 			h->expect = (size_t)clen;

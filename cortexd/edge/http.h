@@ -22,6 +22,8 @@ struct http_conn {
 	struct api_defer *waiting; /* the reply waits for this job (a store write) */
 	struct preview *pv;  /* a preview-port request (preview.c), or NULL */
 	int preset;          /* resp already holds the reply (a refused preview request) */
+	int close_after;     /* the request's framing is unknown (a bad Content-Length, a chunked
+	                        body): answer, then close, so no leftover byte is read as a request */
 	struct api_resp resp;
 };
 
