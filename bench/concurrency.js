@@ -34,7 +34,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const L = require('../tests/e2e/lib');
-const {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath} = require('./lib');
+const {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, HotAgent, userLine, isResultLine, claudeEnv} = require('./lib');
 
 const list = (v, d) => (v || d).split(',').map(Number).filter(x => x > 0);
 const NS = list(process.env.BENCH_CONC_N, '5,20,50');
@@ -59,88 +59,15 @@ const log = s => process.stderr.write(s + '\n');
 
 // ---------------------------------------------------------------- direct side
 
-const userLine = text => JSON.stringify({type: 'user', message: {role: 'user', content: [{type: 'text', text}]}});
-const isResultLine = l => l.includes('"result"') && (() => { try { return JSON.parse(l).type === 'result'; } catch (e) { return false; } })();
 
-// An agent kept running in stream-json input mode, driven on its stdin
-// (bench/latency.js's HotAgent; here a turn is split into send() and the
-// promise it returns, so a round can write to every agent first).
-class HotAgent {
-  constructor(cmd, args, opts, name) {
-    this.name = name;
-    // detached: its own session (setsid), so its own autogroup CPU share, as every sandbox.
-    this.p = spawn(cmd, args, Object.assign({stdio: ['pipe', 'pipe', 'pipe'], detached: true}, opts));
-    this.buf = ''; this.err = ''; this.waiters = []; this.exit = null;
-    this.p.stdout.on('data', d => {
-      const t = now();
-      this.buf += d;
-      let i;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i); this.buf = this.buf.slice(i + 1);
-        for (const w of this.waiters.slice()) if (w.pred(line)) this.settle(w, null, {line, t});
-      }
-    });
-    this.p.stderr.on('data', d => { this.err = (this.err + d).slice(-20000); });
-    this.p.stdin.on('error', () => {});
-    this.exited = new Promise(res => this.p.on('exit', (code, sig) => {
-      this.exit = {code, sig};
-      for (const w of this.waiters.slice()) this.settle(w, new Error(`${name} exited (${code}, ${sig}) waiting for ${w.what}\n${this.err.slice(-2000)}`));
-      res(this.exit);
-    }));
-  }
-  settle(w, err, v) {
-    const i = this.waiters.indexOf(w);
-    if (i < 0) return;
-    this.waiters.splice(i, 1); clearTimeout(w.timer);
-    if (err) w.reject(err); else w.resolve(v);
-  }
-  waitLine(pred, what, ms = TURN_MS) {
-    return new Promise((resolve, reject) => {
-      if (this.exit) return reject(new Error(`${this.name} already exited, waiting for ${what}`));
-      const w = {pred, what, resolve, reject};
-      w.timer = setTimeout(() => this.settle(w, new Error(`${this.name}: no ${what} within ${ms} ms\n${this.err.slice(-2000)}`)), ms);
-      this.waiters.push(w);
-    });
-  }
-  async init() {
-    const got = this.waitLine(l => l.includes('"control_response"') && l.includes('"bench-init"'), 'control_response');
-    this.p.stdin.write(JSON.stringify({type: 'control_request', request_id: 'bench-init', request: {subtype: 'initialize'}}) + '\n');
-    await got;
-  }
-  // Write the message now; the promise resolves at the result line.
-  send(text) {
-    const first = this.waitLine(l => l.includes('"text_delta"'), 'first text_delta');
-    const res = this.waitLine(isResultLine, 'result');
-    first.catch(() => {});
-    const t0 = now();
-    this.p.stdin.write(userLine(text) + '\n');
-    return (async () => {
-      const r = await res;
-      const f = await first;
-      if (JSON.parse(r.line).is_error) throw new Error(`${this.name}: error result ${r.line.slice(0, 500)}`);
-      return {ttft: f.t - t0, total: r.t - t0};
-    })();
-  }
-  async close() {
-    this.p.stdin.end();
-    const t = setTimeout(() => { try { this.p.kill('SIGKILL'); } catch (e) {} }, 10000);
-    await this.exited;
-    clearTimeout(t);
-  }
-}
 
-function claudeEnv(home, modelUrl) {
-  return {HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8',
-    ANTHROPIC_BASE_URL: modelUrl, ANTHROPIC_API_KEY: 'sk-bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
-    DISABLE_AUTOUPDATER: '1', DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1'};
-}
 function hotClaude(i, modelUrl) {
   const home = L.tmpdir('conc-home');
   fs.chownSync(home, UID, UID);
-  return new HotAgent(claude, HOT_FLAGS, {cwd: home, uid: UID, gid: UID, env: claudeEnv(home, modelUrl)}, `direct claude ${i}`);
+  return new HotAgent(claude, HOT_FLAGS, {cwd: home, uid: UID, gid: UID, env: claudeEnv(home, modelUrl)}, `direct claude ${i}`, TURN_MS);
 }
 function hotMini(i, mini) {
-  return new HotAgent(mini, HOT_FLAGS, {cwd: '/', uid: UID, gid: UID, env: {PATH: '/usr/bin:/bin'}}, `direct mini-agent ${i}`);
+  return new HotAgent(mini, HOT_FLAGS, {cwd: '/', uid: UID, gid: UID, env: {PATH: '/usr/bin:/bin'}}, `direct mini-agent ${i}`, TURN_MS);
 }
 
 // The direct side's cpu cgroups (v1 "cpu" hierarchy or v2 with the cpu

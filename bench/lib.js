@@ -2,6 +2,7 @@
 // timestamps the first text_delta of each turn in the event handler, and the
 // mini-agent (tests/fixtures/mini-agent.c) placed where a sandbox can run it.
 'use strict';
+const {spawn} = require('child_process');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -85,4 +86,90 @@ function miniAgentPath() {
   return dst;
 }
 
-module.exports = {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, TURN_MS};
+// ---------------------------------------------------------------- direct sides (latency.js, concurrency.js)
+
+const userLine = text => JSON.stringify({type: 'user', message: {role: 'user', content: [{type: 'text', text}]}});
+const isResultLine = l => l.includes('"result"') && (() => { try { return JSON.parse(l).type === 'result'; } catch (e) { return false; } })();
+
+function claudeEnv(home, modelUrl) {
+  return {HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8',
+    ANTHROPIC_BASE_URL: modelUrl, ANTHROPIC_API_KEY: 'sk-bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
+    DISABLE_AUTOUPDATER: '1', DISABLE_TELEMETRY: '1', DISABLE_ERROR_REPORTING: '1'};
+}
+
+// An agent kept running in stream-json input mode, driven on its stdin.
+class HotAgent {
+  constructor(cmd, args, opts, name, turnMs = TURN_MS) {
+    this.name = name;
+    this.turnMs = turnMs;
+    // detached: its own session (setsid), so its own autogroup CPU share, as
+    // every sandbox has (each calls setsid()): like with like (issue 13).
+    this.p = spawn(cmd, args, Object.assign({stdio: ['pipe', 'pipe', 'pipe'], detached: true}, opts));
+    this.buf = ''; this.err = ''; this.waiters = []; this.exit = null;
+    this.p.stdout.on('data', d => {
+      const t = now();
+      this.buf += d;
+      let i;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, i); this.buf = this.buf.slice(i + 1);
+        for (const w of this.waiters.slice()) if (w.pred(line)) this.settle(w, null, {line, t});
+      }
+    });
+    this.p.stderr.on('data', d => { this.err = (this.err + d).slice(-20000); });
+    this.p.stdin.on('error', () => {}); // EPIPE: reported through 'exit'
+    this.exited = new Promise(res => this.p.on('exit', (code, sig) => {
+      this.exit = {code, sig};
+      for (const w of this.waiters.slice()) this.settle(w, new Error(`${name} exited (${code}, ${sig}) waiting for ${w.what}\n${this.err.slice(-2000)}`));
+      res(this.exit);
+    }));
+  }
+  settle(w, err, v) {
+    const i = this.waiters.indexOf(w);
+    if (i < 0) return;
+    this.waiters.splice(i, 1); clearTimeout(w.timer);
+    if (err) w.reject(err); else w.resolve(v);
+  }
+  waitLine(pred, what, ms = this.turnMs) {
+    return new Promise((resolve, reject) => {
+      if (this.exit) return reject(new Error(`${this.name} already exited, waiting for ${what}`));
+      const w = {pred, what, resolve, reject};
+      w.timer = setTimeout(() => this.settle(w, new Error(`${this.name}: no ${what} within ${ms} ms\n${this.err.slice(-2000)}`)), ms);
+      this.waiters.push(w);
+    });
+  }
+  // initialize control_request -> its control_response; returns the time it took.
+  async init() {
+    const id = 'bench-init';
+    const got = this.waitLine(l => l.includes('"control_response"') && l.includes(`"${id}"`), 'control_response');
+    const t0 = now();
+    this.p.stdin.write(JSON.stringify({type: 'control_request', request_id: id, request: {subtype: 'initialize'}}) + '\n');
+    return (await got).t - t0;
+  }
+  // Write the message now; the promise resolves at the result line with
+  // {ttft, total} (a round can write to every agent first, then wait).
+  send(text) {
+    const first = this.waitLine(l => l.includes('"text_delta"'), 'first text_delta');
+    const res = this.waitLine(isResultLine, 'result');
+    first.catch(() => {}); // a failed turn is reported through res
+    const t0 = now();
+    this.p.stdin.write(userLine(text) + '\n');
+    return (async () => {
+      const r = await res;
+      const f = await first;
+      if (JSON.parse(r.line).is_error) throw new Error(`${this.name}: error result ${r.line.slice(0, 500)}`);
+      return {ttft: f.t - t0, total: r.t - t0};
+    })();
+  }
+  // One turn: write -> first text_delta line; then wait for the result line.
+  turn(text) {
+    return this.send(text);
+  }
+  async close() {
+    this.p.stdin.end();
+    const t = setTimeout(() => { try { this.p.kill('SIGKILL'); } catch (e) {} }, 10000);
+    await this.exited;
+    clearTimeout(t);
+  }
+}
+
+module.exports = {HotAgent, userLine, isResultLine, claudeEnv, pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, TURN_MS};
