@@ -5,6 +5,7 @@
 #include "http.h"
 
 #include <errno.h>
+#include <sys/socket.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -170,6 +171,27 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* A preview's browser side while the server inside holds its response:
+ * lws reads nothing more of an HTTP/1 connection during a transaction, so a
+ * hang-up would be seen only at the next write and the preview's slot held
+ * until then.  Every PEER_CHECK_US a non-consuming peek tells: 0 bytes = the
+ * peer is gone (-1 closes the wsi: CLOSED_HTTP releases the preview). */
+#define PEER_CHECK_US 2000000
+static int peer_check(struct lws *wsi)
+{
+	char c;
+	ssize_t n = recv(lws_get_socket_fd(wsi), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+		return -1;
+	lws_set_timer_usecs(wsi, PEER_CHECK_US);
+	return 0;
+}
+
+void http_peer_watch(struct lws *wsi)
+{
+	lws_set_timer_usecs(wsi, PEER_CHECK_US);
+}
+
 /* A preview-port response (preview.c): streamed, or an error reply instead. */
 static int preview_writeable(struct lws *wsi, struct http_conn *h)
 {
@@ -324,6 +346,8 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			return write_stream(d, wsi, h);
 		return write_response(wsi, h);
 	case LWS_CALLBACK_TIMER:
+		if (h->pv)
+			return peer_check(wsi);
 		if (h->responding && h->resp.stream_file[0])
 			lws_callback_on_writable(wsi);
 		return 0;

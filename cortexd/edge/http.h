@@ -27,6 +27,9 @@ struct http_conn {
 	struct api_resp resp;
 };
 
+/* Watch wsi for a hang-up while its response waits on something else
+ * (a preview's server inside): LWS_CALLBACK_TIMER peeks every 2 s. */
+void http_peer_watch(struct lws *wsi);
 int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
 		  size_t len);
 

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "caps.h"
+#include "http.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "work.h"
@@ -978,6 +979,7 @@ int preview_http_begin(struct cortexd *d, struct lws *wsi, const char *path, str
 	*slot = pv;
 	pv->slot = slot;
 	pv_start(pv);
+	http_peer_watch(wsi); /* a hang-up frees the slot even while the inside is silent */
 	return 0;
 }
 

@@ -82,8 +82,8 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 		if (conn && conn->preview)
 			return preview_ws_callback(d, wsi, reason, &conn->pv, in, len);
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
-	case LWS_CALLBACK_TIMER: /* an image build log followed (http.c), else the client's */
-		if (conn && conn->h.resp.stream_file[0])
+	case LWS_CALLBACK_TIMER: /* an image build log followed or a preview's peer watch (http.c), else the client's */
+		if (conn && (conn->h.resp.stream_file[0] || conn->h.pv))
 			return http_callback(d, wsi, reason, &conn->h, in, len);
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	default:
