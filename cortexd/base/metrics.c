@@ -24,7 +24,10 @@ int metrics_register(const char *name, metrics_fn fn, void *arg)
 	return 0;
 }
 
-void metrics_reset(void) { n_writers = 0; }
+void metrics_reset(void)
+{
+	n_writers = 0;
+}
 
 char *metrics_render(size_t *len)
 {
@@ -46,6 +49,17 @@ void metrics_counter(FILE *f, const char *name, const char *help, uint64_t v)
 	if (help)
 		fprintf(f, "# HELP %s %s\n", name, help);
 	fprintf(f, "# TYPE %s counter\n%s %llu\n", name, name, (unsigned long long)v);
+}
+
+void metrics_counter_by(FILE *f, const char *name, const char *help, const char *label,
+			const char *const *values, const uint64_t *v, size_t n)
+{
+	if (help)
+		fprintf(f, "# HELP %s %s\n", name, help);
+	fprintf(f, "# TYPE %s counter\n", name);
+	for (size_t i = 0; i < n; i++)
+		fprintf(f, "%s{%s=\"%s\"} %llu\n", name, label, values[i],
+			(unsigned long long)v[i]);
 }
 
 void metrics_gauge(FILE *f, const char *name, const char *help, double v)

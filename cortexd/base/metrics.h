@@ -21,5 +21,8 @@ void metrics_reset(void);
 /* Helpers for writers: a counter / gauge with HELP and TYPE lines. */
 void metrics_counter(FILE *f, const char *name, const char *help, uint64_t v);
 void metrics_gauge(FILE *f, const char *name, const char *help, double v);
+/* A counter family with one label: n samples name{label="values[i]"} v[i]. */
+void metrics_counter_by(FILE *f, const char *name, const char *help, const char *label, const char *const *values,
+			const uint64_t *v, size_t n);
 
 #endif

@@ -37,11 +37,12 @@
 #include "metrics.h"
 #include "policy.h"
 
-#define EG_HEAD_MAX  (16u << 10) /* a request head from the sandbox */
-#define EG_RELAY_BUF (256u << 10) /* per direction: a pipe of this size (kernel pages, no user copy) */
-#define EG_AUDIT_MAX (1u << 20)	 /* an audit file past this is rotated to .1 */
-#define EG_KEEP_IDLE  8      /* idle workers kept */
-#define EG_IDLE_MS    10000  /* ... the others leave after this long idle */
+#define EG_HEAD_MAX (16u << 10) /* a request head from the sandbox */
+#define EG_RELAY_BUF                                                                               \
+	(256u << 10) /* per direction: a pipe of this size (kernel pages, no user copy) */
+#define EG_AUDIT_MAX (1u << 20) /* an audit file past this is rotated to .1 */
+#define EG_KEEP_IDLE 8		/* idle workers kept */
+#define EG_IDLE_MS   10000	/* ... the others leave after this long idle */
 #define EG_STACK     (256u << 10)
 
 struct binding {
@@ -450,7 +451,7 @@ json_t *egress_audit_read(const char *path, size_t limit)
  * cached for a few seconds (addresses change rarely; a lookup per
  * connection would cost a netlink dump). */
 #define EG_IFADDR_TTL_MS 5000
-#define EG_IFADDR_MAX    64
+#define EG_IFADDR_MAX	 64
 static struct {
 	pthread_mutex_t mu;
 	uint64_t at_ms;
@@ -463,8 +464,10 @@ static int same_addr(const struct sockaddr *x, const struct sockaddr *y)
 	if (x->sa_family != y->sa_family)
 		return 0;
 	if (x->sa_family == AF_INET)
-		return !memcmp(&((const struct sockaddr_in *)x)->sin_addr, &((const struct sockaddr_in *)y)->sin_addr, 4);
-	return !memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr, &((const struct sockaddr_in6 *)y)->sin6_addr, 16);
+		return !memcmp(&((const struct sockaddr_in *)x)->sin_addr,
+			       &((const struct sockaddr_in *)y)->sin_addr, 4);
+	return !memcmp(&((const struct sockaddr_in6 *)x)->sin6_addr,
+		       &((const struct sockaddr_in6 *)y)->sin6_addr, 16);
 }
 
 static int host_own_addr(const struct sockaddr *sa)
@@ -476,10 +479,12 @@ static int host_own_addr(const struct sockaddr *sa)
 		if (getifaddrs(&list) == 0) {
 			ifa.n = 0;
 			for (struct ifaddrs *i = list; i && ifa.n < EG_IFADDR_MAX; i = i->ifa_next)
-				if (i->ifa_addr && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6))
+				if (i->ifa_addr && (i->ifa_addr->sa_family == AF_INET ||
+						    i->ifa_addr->sa_family == AF_INET6))
 					memcpy(&ifa.a[ifa.n++], i->ifa_addr,
-					       i->ifa_addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-										 : sizeof(struct sockaddr_in6));
+					       i->ifa_addr->sa_family == AF_INET
+						   ? sizeof(struct sockaddr_in)
+						   : sizeof(struct sockaddr_in6));
 			freeifaddrs(list);
 			ifa.at_ms = now;
 		}
@@ -627,9 +632,11 @@ static void relay(int cfd, int ufd, uint64_t *up, uint64_t *down)
 		}
 		int dead = 0;
 		for (int d = 0; d < 2; d++) {
-			if (!eof[d] && inpipe[d] < EG_RELAY_BUF && (p[d].revents & (POLLIN | POLLHUP | POLLERR))) {
-				ssize_t n = splice(fds[d], NULL, pw[d], NULL, EG_RELAY_BUF - inpipe[d],
-						   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (!eof[d] && inpipe[d] < EG_RELAY_BUF &&
+			    (p[d].revents & (POLLIN | POLLHUP | POLLERR))) {
+				ssize_t n =
+				    splice(fds[d], NULL, pw[d], NULL, EG_RELAY_BUF - inpipe[d],
+					   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 				if (n > 0) {
 					inpipe[d] += (size_t)n;
 					*(d ? down : up) += (uint64_t)n;
@@ -640,7 +647,8 @@ static void relay(int cfd, int ufd, uint64_t *up, uint64_t *down)
 				}
 			}
 			if (inpipe[d] && (p[!d].revents & (POLLOUT | POLLERR | POLLHUP))) {
-				ssize_t n = splice(pr[d], NULL, fds[!d], NULL, inpipe[d], SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+				ssize_t n = splice(pr[d], NULL, fds[!d], NULL, inpipe[d],
+						   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 				if (n > 0)
 					inpipe[d] -= (size_t)n;
 				else if (n < 0 && errno != EINTR && errno != EAGAIN)
@@ -882,12 +890,15 @@ static void *conn_main(void *arg)
 	int ufd = -1, last_err = 0, allowed = 0;
 	for (struct addrinfo *ai = res; ai && ufd < 0; ai = ai->ai_next) {
 		char rule[POL_RULE_MAX];
-		enum pol_decision dec = pol_decide(pol, exc, r.host, r.port, ai->ai_addr, rule, sizeof rule);
-		if (dec == POL_ALLOW && !pol_addr_private(ai->ai_addr) && host_own_addr(ai->ai_addr) &&
-		    !pol_excepted(exc, r.host, r.port, ai->ai_addr)) {
+		enum pol_decision dec =
+		    pol_decide(pol, exc, r.host, r.port, ai->ai_addr, rule, sizeof rule);
+		if (dec == POL_ALLOW && !pol_addr_private(ai->ai_addr) &&
+		    host_own_addr(ai->ai_addr) && !pol_excepted(exc, r.host, r.port, ai->ai_addr)) {
 			dec = POL_DENY;
-			snprintf(rule, sizeof rule, "an address of this host (always denied; an operator may except it: "
-						    "egress.allow_private)");
+			snprintf(
+			    rule, sizeof rule,
+			    "an address of this host (always denied; an operator may except it: "
+			    "egress.allow_private)");
 		}
 		if (dec != POL_ALLOW) {
 			if (!allowed)
@@ -1045,7 +1056,8 @@ static void take(void *arg, int fd)
 		pthread_mutex_unlock(&eg.mu);
 		atomic_fetch_add(&ctr.refused_global, 1);
 		reply(fd, 503, "Service Unavailable", "refused", "egress_busy",
-		      "the egress proxy has %u connections open (cap egress.max_conns)", eg.o.max_conns);
+		      "the egress proxy has %u connections open (cap egress.max_conns)",
+		      eg.o.max_conns);
 		close(fd); /* no drain here: the accept thread must not wait */
 		return;
 	}
@@ -1055,7 +1067,8 @@ static void take(void *arg, int fd)
 	if (want_worker() < 0 && eg.nthreads == 0) {
 		pthread_mutex_unlock(&eg.mu);
 		free(c);
-		reply(fd, 503, "Service Unavailable", "refused", "egress_busy", "cannot start a connection thread");
+		reply(fd, 503, "Service Unavailable", "refused", "egress_busy",
+		      "cannot start a connection thread");
 		close(fd);
 		return;
 	}
@@ -1097,35 +1110,25 @@ static void *accept_main(void *arg)
 static void write_metrics(FILE *f, void *arg)
 {
 	(void)arg;
-	fputs("# HELP cortex_egress_decisions_total Egress proxy policy decisions.\n"
-	      "# TYPE cortex_egress_decisions_total counter\n",
-	      f);
-	fprintf(f, "cortex_egress_decisions_total{decision=\"allow\"} %llu\n",
-		(unsigned long long)ctr.allow);
-	fprintf(f, "cortex_egress_decisions_total{decision=\"deny\"} %llu\n",
-		(unsigned long long)ctr.deny);
-	fputs("# HELP cortex_egress_refused_total Egress connections refused before a decision.\n"
-	      "# TYPE cortex_egress_refused_total counter\n",
-	      f);
-	fprintf(f, "cortex_egress_refused_total{reason=\"session_cap\"} %llu\n",
-		(unsigned long long)ctr.refused_session);
-	fprintf(f, "cortex_egress_refused_total{reason=\"global_cap\"} %llu\n",
-		(unsigned long long)ctr.refused_global);
-	fprintf(f, "cortex_egress_refused_total{reason=\"bad_request\"} %llu\n",
-		(unsigned long long)ctr.bad_request);
-	fprintf(f, "cortex_egress_refused_total{reason=\"unknown_sandbox\"} %llu\n",
-		(unsigned long long)ctr.unknown_peer);
+	static const char *const decisions[] = {"allow", "deny"};
+	static const char *const reasons[] = {"session_cap", "global_cap", "bad_request",
+					      "unknown_sandbox"};
+	static const char *const dirs[] = {"up", "down"};
+	const uint64_t dv[] = {ctr.allow, ctr.deny};
+	const uint64_t rv[] = {ctr.refused_session, ctr.refused_global, ctr.bad_request,
+			       ctr.unknown_peer};
+	const uint64_t bv[] = {ctr.bytes_up, ctr.bytes_down};
+	metrics_counter_by(f, "cortex_egress_decisions_total", "Egress proxy policy decisions.",
+			   "decision", decisions, dv, 2);
+	metrics_counter_by(f, "cortex_egress_refused_total",
+			   "Egress connections refused before a decision.", "reason", reasons, rv,
+			   4);
 	metrics_counter(f, "cortex_egress_upstream_errors_total",
 			"Egress: resolve or connect failures.", ctr.upstream_error);
 	metrics_counter(f, "cortex_egress_brokered_total",
 			"Egress: tunnels intercepted to broker a credential.", ctr.brokered);
-	fputs("# HELP cortex_egress_bytes_total Bytes relayed by the egress proxy.\n"
-	      "# TYPE cortex_egress_bytes_total counter\n",
-	      f);
-	fprintf(f, "cortex_egress_bytes_total{dir=\"up\"} %llu\n",
-		(unsigned long long)ctr.bytes_up);
-	fprintf(f, "cortex_egress_bytes_total{dir=\"down\"} %llu\n",
-		(unsigned long long)ctr.bytes_down);
+	metrics_counter_by(f, "cortex_egress_bytes_total", "Bytes relayed by the egress proxy.",
+			   "dir", dirs, bv, 2);
 	pthread_mutex_lock(&eg.mu);
 	unsigned open = eg.nconns;
 	pthread_mutex_unlock(&eg.mu);
@@ -1192,8 +1195,8 @@ const char *egress_ca_pem(void)
 	return eg.ca ? mitm_ca_pem(eg.ca) : NULL;
 }
 
-static int write_atomic(const char *dir, const char *name, const char *a, size_t alen, const char *b, size_t blen,
-			cx_err *err)
+static int write_atomic(const char *dir, const char *name, const char *a, size_t alen,
+			const char *b, size_t blen, cx_err *err)
 {
 	char tmp[4300], dst[4300];
 	snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
@@ -1239,7 +1242,8 @@ int egress_write_trust(const char *dir, const char *host_bundle, cx_err *err)
 	}
 	int rc = write_atomic(dir, "ca.pem", pem, strlen(pem), NULL, 0, err);
 	if (rc == 0)
-		rc = write_atomic(dir, "bundle.pem", bundle ? bundle : "", blen, pem, strlen(pem), err);
+		rc = write_atomic(dir, "bundle.pem", bundle ? bundle : "", blen, pem, strlen(pem),
+				  err);
 	free(bundle);
 	return rc;
 }

@@ -62,10 +62,7 @@ r.on('error',e=>console.log('ERR '+e.message));r.end();`;
     'a brokered secret: its view shows the placeholder, never the value', 'placeholder', r.json);
   const placeholder = r.json.broker.placeholder;
 
-  const sid = (await L.http(d.base, 'POST', '/v1/sessions', alice, {})).json.id;
-  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.agent === 'hot', 'agent hot', 60000);
-  const c = L.connect(d.base, sid, alice);
-  await c.opened;
+  const {sid, c} = await L.hotSession(d, alice);
 
   let out = await L.runInside(c, 'echo "$GH_TOKEN"; ls /cortex/ca; echo "$NODE_EXTRA_CA_CERTS $GIT_SSL_CAINFO"');
   L.check(out.includes(placeholder) && /ca\.pem/.test(out) && out.includes('/cortex/ca/ca.pem /cortex/ca/bundle.pem'),

@@ -59,10 +59,7 @@ function connectVia(hostport) {
   r = await L.http(d.base, 'GET', '/v1/settings/network', alice);
   L.eq([r.status, r.json.mode, r.json.source], [200, 'open', 'default'], 'no policy: the default (open)');
 
-  const sid = (await L.http(d.base, 'POST', '/v1/sessions', alice, {})).json.id;
-  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.agent === 'hot', 'agent hot', 60000);
-  const c = L.connect(d.base, sid, alice);
-  await c.opened;
+  const {sid, c} = await L.hotSession(d, alice);
 
   let out = await L.runInside(c, 'echo "$HTTP_PROXY $HTTPS_PROXY $NO_PROXY $npm_config_https_proxy"');
   L.check(/^http:\/\/127\.0\.0\.1:\d+ http:\/\/127\.0\.0\.1:\d+ 127\.0\.0\.1,localhost,::1 http:\/\/127\.0\.0\.1:\d+$/.test(out.trim()),

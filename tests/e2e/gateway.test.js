@@ -44,10 +44,7 @@ function filesContaining(dir, needle, out = [], budget = {n: 20000}) {
   let r = await L.http(d.base, 'PUT', '/v1/settings/ai-providers/default', alice, {kind: 'anthropic', base_url: model.url, api_key: KEY});
   L.check(r.status === 201, 'alice configures her provider', 201, r.status);
 
-  const sid = (await L.http(d.base, 'POST', '/v1/sessions', alice, {})).json.id;
-  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.agent === 'hot', 'agent hot', 60000);
-  const c = L.connect(d.base, sid, alice);
-  await c.opened;
+  const {sid, c} = await L.hotSession(d, alice);
 
   // ---- a turn through the gateway, with a known usage block
   const n0 = model.requests().length;

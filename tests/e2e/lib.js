@@ -229,4 +229,13 @@ async function metrics(d) {
   return m;
 }
 
-module.exports = {tmpdir, startProc, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};
+// A new session of the user with token tok, its agent hot, a client connected.
+async function hotSession(d, tok, body = {}) {
+  const sid = (await http(d.base, 'POST', '/v1/sessions', tok, body)).json.id;
+  await until(async () => (await http(d.base, 'GET', `/v1/sessions/${sid}`, tok)).json.agent === 'hot', 'agent hot', 60000);
+  const c = connect(d.base, sid, tok);
+  await c.opened;
+  return {sid, c};
+}
+
+module.exports = {hotSession, tmpdir, startProc, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};

@@ -19,10 +19,7 @@ const KEY = 'sk-ant-PROVIDER-KEY-netns-5b2e';
   let r = await L.http(d.base, 'PUT', '/v1/settings/ai-providers/default', alice, {kind: 'anthropic', base_url: model.url, api_key: KEY});
   L.check(r.status === 201, 'alice configures her provider', 201, r.status);
 
-  const sid = (await L.http(d.base, 'POST', '/v1/sessions', alice, {})).json.id;
-  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.agent === 'hot', 'agent hot', 60000);
-  const c = L.connect(d.base, sid, alice);
-  await c.opened;
+  const {sid, c} = await L.hotSession(d, alice);
 
   const n0 = model.requests().length;
   const fr = await L.turn(c, 'hi there');
