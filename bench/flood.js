@@ -21,7 +21,7 @@
 // BENCH_FLOOD_ROUNDS (default 7) rounds; BENCH_FLOOD_SCALE (default 1) scales
 // every flood's frame count.  BENCH_FLOOD_PERF=1 (or =dwarf): afterwards, a
 // perf record of cortexd during one more 4 KB flood (build/flood-perf.data)
-// and its top symbols.
+// and its top symbols.  BENCH_FLOOD_STRACE=1: syscalls per delta, by process.
 'use strict';
 const {spawn, spawnSync} = require('child_process');
 const fs = require('fs');
@@ -247,6 +247,32 @@ async function perfProfile(pid, c, callGraph) {
   console.log(report('dso,symbol').slice(0, 15).join('\n'));
 }
 
+// BENCH_FLOOD_STRACE=1: syscalls per delta of cortexd and of each sandbox
+// process during one more 4 KB flood (strace -c; slows the flood, so only
+// the counts mean anything).
+async function straceCounts(side) {
+  if (spawnSync('strace', ['-V']).status !== 0) { console.log('\nstrace not available'); return; }
+  const pids = [side.proxy, ...descendants(side.proxy)];
+  const names = pids.map(p => { try { return fs.readFileSync(`/proc/${p}/comm`, 'utf8').trim(); } catch (e) { return '?'; } });
+  const tr = pids.map(p => {
+    const t = spawn('strace', ['-c', '-p', String(p)], {stdio: ['ignore', 'ignore', 'pipe']});
+    t.out = '';
+    t.stderr.on('data', d => { t.out += d; });
+    return t;
+  });
+  await new Promise(r => setTimeout(r, 500));
+  const f = FLOODS[1];
+  const n = Math.round(f.n / 5);
+  await side.c.flood(n, f.size);
+  await Promise.all(tr.map(t => new Promise(r => { t.once('exit', r); t.kill('SIGINT'); })));
+  console.log(`\nsyscalls per 4 KB delta during a flood of ${n} (strace -c), by process:`);
+  tr.forEach((t, i) => {
+    const rows = t.out.split('\n').filter(l => /^\s*\d/.test(l)).map(l => l.trim().split(/\s+/))
+      .map(c => ({calls: Number(c[3]), name: c[c.length - 1]})).filter(r => r.calls > n / 20);
+    if (rows.length) console.log(`  ${names[i]} (${pids[i]}): ` + rows.map(r => `${r.name} ${(r.calls / n).toFixed(2)}`).join(', '));
+  });
+}
+
 // ---------------------------------------------------------------- report
 
 function table(f, cx, ng) {
@@ -302,6 +328,7 @@ function table(f, cx, ng) {
   const out = {when: new Date().toISOString(), rounds: ROUNDS, floods: FLOODS.map((f, i) => table(f, res[i].cx, res[i].ng))};
   const perf = process.env.BENCH_FLOOD_PERF;
   if (perf) await perfProfile(d.proc.pid, c, perf === 'dwarf' ? 'dwarf' : 'fp');
+  if (process.env.BENCH_FLOOD_STRACE) await straceCounts(cx);
   fs.mkdirSync(build, {recursive: true});
   fs.writeFileSync(path.join(build, 'bench-flood.json'), JSON.stringify(out));
   await c.close();

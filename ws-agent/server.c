@@ -49,7 +49,7 @@ void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data,
 	cx_err err = CX_ERR_INIT;
 	if (!c || !c->wsi)
 		return; /* the owning connection is gone: output has nowhere to go */
-	if (wsa_outq_push(&c->q, data, len, &err) < 0) {
+	if (wsa_outq_push_line(&c->q, data, len, &err) < 0) {
 		lwsl_err("wsa: dropping frame: %s\n", err.msg);
 		return;
 	}
@@ -382,11 +382,41 @@ static void conn_rx(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi,
 	c->rx_oversize = c->rx_binary = false;
 }
 
+/* The next message: the queue's head, or as many whole queued lines as fit
+ * in WSA_CAP_OUT_MESSAGE copied into one (a burst of small deltas costs one
+ * send and one cortexd wakeup, not one per line).  NULL on ENOMEM, with the
+ * queue untouched. */
+static struct wsa_frame *next_message(struct wsa_outq *q)
+{
+	struct wsa_frame *f = q->head;
+	size_t total = 0, n = 0;
+	for (; f && (n == 0 || total + f->len <= WSA_CAP_OUT_MESSAGE); f = f->next, n++)
+		total += f->len;
+	if (n == 1)
+		return wsa_outq_pop(q);
+	struct wsa_frame *m = malloc(sizeof *m + LWS_PRE + total);
+	if (!m)
+		return NULL;
+	m->next = NULL;
+	m->len = 0;
+	while (n--) {
+		f = wsa_outq_pop(q);
+		memcpy(m->data + LWS_PRE + m->len, f->data + LWS_PRE, f->len);
+		m->len += f->len;
+		free(f);
+	}
+	return m;
+}
+
 static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi)
 {
-	struct wsa_frame *f = wsa_outq_pop(&c->q);
-	if (!f)
+	if (!c->q.head)
 		return 0;
+	struct wsa_frame *f = next_message(&c->q);
+	if (!f) {
+		lwsl_err("wsa: out of memory coalescing %zu queued lines\n", c->q.count);
+		return -1;
+	}
 	/* Binary: a text frame would make cortexd's lws check its UTF-8 byte by
 	 * byte again; cortexd parses every line (the fast path or jansson), which
 	 * validates it, and forwards only what it accepted. */
@@ -449,7 +479,10 @@ static int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, voi
 
 static const struct lws_protocols protocols[] = {
 	/* First = default: clients that ask for no subprotocol get this one. */
-	{WSA_PROTOCOL, callback_agent, sizeof(struct wsa_conn), 4096, 0, NULL, 0},
+	/* tx_packet_size: lws sends at most this much per syscall (else
+	 * rx_buffer_size, 4 KiB here), buffering the rest: a coalesced message
+	 * goes in one send. */
+	{WSA_PROTOCOL, callback_agent, sizeof(struct wsa_conn), 4096, 0, NULL, WSA_CAP_OUT_MESSAGE},
 	{WSA_FD_PROTOCOL, callback_fd, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
@@ -560,6 +593,7 @@ int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, c
 	ci.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
 	ci.user = srv;
 	ci.port = CONTEXT_PORT_NO_LISTEN;
+	ci.pt_serv_buf_size = WSA_CAP_OUT_MESSAGE; /* a coalesced message in one send, not 4 KiB pieces */
 	if (!(srv->ctx = lws_create_context(&ci))) {
 		cx_err_set(err, 0, "lws_create_context failed");
 		goto fail;

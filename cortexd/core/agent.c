@@ -352,6 +352,41 @@ static void link_line(struct session *s, const char *line, size_t len)
 	agent_line_free(&l);
 }
 
+/* ws-agent's messages are a stream of '\n'-terminated lines, many to a
+ * message (it coalesces a burst), a line possibly cut across messages or
+ * fragments.  Whole lines inside the received block are handled in place;
+ * only a line cut at the block's end is copied, capped at CX_CAP_AGENT_LINE
+ * (past the cap the rest of that line is discarded and reported once). */
+static void link_partial_done(struct session *s)
+{
+	if (s->link.rx.overflow)
+		fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
+	else if (s->link.rx.len)
+		link_line(s, s->link.rx.buf, s->link.rx.len);
+	rxbuf_reset(&s->link.rx);
+}
+
+static int link_rx(struct session *s, struct lws *wsi, const char *p, size_t len)
+{
+	const char *end = p + len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = (size_t)((nl ? nl : end) - p);
+		if (s->link.rx.len || s->link.rx.overflow || !nl) {
+			if (rxbuf_append(&s->link.rx, CX_CAP_AGENT_LINE, p, n) < 0)
+				return -1;
+			if (nl)
+				link_partial_done(s);
+		} else if (n) {
+			link_line(s, p, n);
+		}
+		if (s->deleted || s->link.wsi != wsi)
+			return 0; /* a line ended the session or the link */
+		p += n + (nl ? 1 : 0);
+	}
+	return 0;
+}
+
 /* ---- the connection (client role, over the session's Unix socket) ---- */
 
 /* No keepalive pings: it is a Unix socket (ws-agent's death closes it), and a
@@ -460,16 +495,7 @@ int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user
 	case LWS_CALLBACK_CLIENT_RECEIVE:
 		if (s->deleted || s->link.wsi != wsi)
 			return 0;
-		if (rxbuf_append(&s->link.rx, CX_CAP_AGENT_LINE, in, len) < 0)
-			return -1;
-		if (!lws_is_final_fragment(wsi))
-			return 0;
-		if (s->link.rx.overflow)
-			fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
-		else
-			link_line(s, s->link.rx.buf, s->link.rx.len);
-		rxbuf_reset(&s->link.rx);
-		return 0;
+		return link_rx(s, wsi, in, len);
 	case LWS_CALLBACK_CLIENT_WRITEABLE:
 		return fq_write_one(wsi, &s->link.out);
 	default:

@@ -379,6 +379,10 @@ int server_run(struct cortexd *d)
 	info.retry_and_idle_policy = &client_retry;
 	info.timeout_secs = 30;
 	info.max_http_header_data = 4096;
+	/* lws reads and sends at most this much per syscall (its default, 4 KiB,
+	 * is a recv per 4 KB delta on the agent link): one buffer for the
+	 * service thread. */
+	info.pt_serv_buf_size = CX_LWS_SERV_BUF;
 	info.user = d;
 	d->ctx = lws_create_context(&info);
 	if (!d->ctx) {

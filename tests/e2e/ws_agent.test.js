@@ -193,14 +193,19 @@ async function connect(agent) {
     close() { ws.close(); },
   };
   ws.on('message', (data, isBinary) => {
-    // Binary frames, one line each: cortexd validates what it parses, so its
-    // lws need not check UTF-8 byte by byte a second time (ws-agent checks it).
+    // Binary messages of whole '\n'-terminated lines, a burst coalesced into
+    // one: cortexd validates what it parses, so its lws need not check UTF-8
+    // byte by byte a second time (ws-agent checks it).
     check(isBinary, 'binary frames only', 'binary', 'text');
-    const raw = data.toString('utf8');
-    let json = null;
-    try { json = JSON.parse(raw); } catch { /* checked by the tests that care */ }
-    c.frames.push({ raw, json });
-    c.seen.push(raw);
+    const text = data.toString('utf8');
+    check(text.endsWith('\n'), 'a message ends with a whole line', 'a trailing newline', text.slice(-80));
+    c.messages = (c.messages || 0) + 1;
+    for (const raw of text.slice(0, -1).split('\n')) {
+      let json = null;
+      try { json = JSON.parse(raw); } catch { /* checked by the tests that care */ }
+      c.frames.push({ raw, json });
+      c.seen.push(raw);
+    }
     c.pump();
   });
   ws.on('close', () => { c.closed = true; });
@@ -640,10 +645,14 @@ test('backpressure: a client that stops reading pauses the agent; memory bounded
     // Unbounded, ws-agent would hold the whole 30 MB; the cap is 8 MiB plus a pipe's worth.
     if (process.env.WSA_TEST_VERBOSE) console.log(`rss growth ${rssMax - rss0} KiB`);
     check(rssMax - rss0 < 24 * 1024, 'ws-agent memory bounded while paused', '< 24 MiB growth', `${rssMax - rss0} KiB`);
+    const msgs0 = c.messages;
     c.ws._socket.resume();
     const frames = await c.untilResult(30000);
     const flood = frames.filter((f) => byType('flood')(f.json));
     eq(flood.length, N, 'every flood line delivered');
+    // The backlog went out coalesced: many lines to a message (<= 256 KiB each).
+    check(c.messages - msgs0 < N / 10, 'queued lines coalesced into few messages', `< ${N / 10} messages`,
+      `${c.messages - msgs0}`);
     for (let i = 0; i < N; i++) if (flood[i].json.n !== i) eq(flood[i].json.n, i, 'order');
   } finally { await a.stop(); }
 });
@@ -792,7 +801,7 @@ test('ping/pong and no-subprotocol connections', async () => {
     await new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); });
     const reply = new Promise((res) => ws.once('message', (d) => res(d.toString())));
     ws.send('{"type":"ping"}');
-    eq(await reply, '{"type":"pong"}', 'pong');
+    eq(await reply, '{"type":"pong"}\n', 'pong (a line)');
     ws.close();
   } finally { await a.stop(); }
 });
