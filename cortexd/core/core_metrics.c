@@ -67,10 +67,13 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_turns_revoked_total", "Turns stopped by the stream guard.", tc.revoked},
 		{"cortex_guard_scans_total", "Agent lines scanned by the stream guard.", tc.guard_scans},
 		{"cortex_store_write_failures_total", "Off-path store writes (transcripts, turn records) that failed; each also reached the session's clients as cortex.error.", d->store_write_failures},
+		{"cortex_store_later_puts_total", "Off-path store writes (transcripts, turn records) handed to a group commit.", d->puts.written},
+		{"cortex_store_later_commits_total", "Group commits of off-path store writes (one transaction, one sync each).", d->puts.batches},
 		{"cortex_frame_alloc_failures_total", "Frames dropped on the message path for lack of memory.", frames_alloc_failures()},
 	};
 	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
 		metrics_counter(f, ctr[i].name, ctr[i].help, ctr[i].v);
+	metrics_gauge(f, "cortex_store_later_queued", "Off-path store writes waiting for the next group commit.", (double)d->puts.queued);
 	fprintf(f, "# TYPE cortex_guard_seconds_total counter\ncortex_guard_seconds_total %.6f\n",
 		(double)tc.guard_us / 1e6);
 	surfaces_write(f, d);

@@ -195,69 +195,161 @@ void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
 		lws_sul_schedule(s->d->ctx, 0, sul, cb, (lws_usec_t)us);
 }
 
-/* ---- store writes off the critical path (transcripts, turn records) ---- */
+/* ---- store writes off the critical path (transcripts, turn records) ----
+ *
+ * Group commit: puts queue on the service thread; one batch at a time is
+ * written by a general-lane job as one transaction (one synced commit for up
+ * to PUT_BATCH_MAX puts, however many sessions they come from).  While a
+ * batch is being written the next one gathers, so under load the commits
+ * per turn fall from three towards a fraction of one, and when idle a put is
+ * written at once.  A batch that fails is retried put by put, so one bad
+ * value fails alone; every failure is reported (put_failed). */
 
-struct put_job {
-	struct cortexd *d;  /* not owned; read on the service thread only (put_done) */
-	store *st;
+#define PUT_BATCH_MAX 100 /* etcd's default --max-txn-ops is 128 */
+
+struct put_item {
+	struct put_item *next;
 	char key[300];
 	char sid[40];       /* the session the write belongs to ("" = none) */
 	char *val;
 	int failed;
-	cx_err err;         /* logged, never shown to clients (host paths) */
+	char err[200];      /* logged, never shown to clients (host paths) */
 };
+
+struct put_batch {
+	struct cortexd *d;  /* not owned; read on the service thread only (put_done) */
+	store *st;
+	struct put_item *items;
+	size_t n;
+};
+
+static void put_write(store *st, struct put_item *items, size_t n)
+{
+	store_op ops[PUT_BATCH_MAX] = {0};
+	size_t i = 0;
+	for (struct put_item *it = items; it && i < PUT_BATCH_MAX; it = it->next, i++)
+		ops[i] = (store_op){.kind = STORE_PUT, .key = it->key, .val = it->val, .len = strlen(it->val)};
+	cx_err err = CX_ERR_INIT;
+	if (store_txn(st, ops, i, &err) == 0)
+		return;
+	for (struct put_item *it = items; it; it = it->next) {
+		cx_err e1 = CX_ERR_INIT;
+		if (n > 1 && store_put(st, it->key, it->val, strlen(it->val), &e1) == 0)
+			continue;
+		it->failed = 1;
+		snprintf(it->err, sizeof it->err, "%s", n > 1 ? e1.msg : err.msg);
+	}
+}
 
 static void put_run(void *arg)
 {
-	struct put_job *j = arg;
-	cx_err_clear(&j->err);
-	j->failed = store_put(j->st, j->key, j->val, strlen(j->val), &j->err) < 0;
+	struct put_batch *b = arg;
+	put_write(b->st, b->items, b->n);
 }
 
 /* Service thread.  A write that failed is never silent: it is counted, the
  * daemon reports unhealthy until a later write succeeds, and the session's
  * clients get cortex.error (an acknowledged turn must not just be missing
  * from the transcript). */
+static void put_report(struct cortexd *d, struct put_item *items)
+{
+	while (items) {
+		struct put_item *it = items;
+		items = it->next;
+		if (it->failed) {
+			d->store_write_failures++;
+			d->store_failing = 1;
+			snprintf(d->store_error, sizeof d->store_error, "%s", it->err);
+			log_error("store write %s: %s", it->key, it->err);
+			struct session *s = it->sid[0] ? session_find(d, it->sid) : NULL;
+			if (s && !s->deleted) {
+				/* The store's own message may name host paths: logs only. */
+				fanout_error(s, NULL, "store_write_failed",
+					     "this turn could not be saved: the store cannot write (disk full or I/O error)");
+			}
+		} else {
+			d->store_failing = 0;
+		}
+		free(it->val);
+		free(it);
+	}
+}
+
+static void put_done(void *arg);
+
+/* Hand the next batch (up to PUT_BATCH_MAX queued puts) to a worker. */
+static void put_kick(struct cortexd *d)
+{
+	if (d->puts.inflight || !d->puts.head || d->stop)
+		return; /* one batch at a time; at shutdown store_put_flush writes the rest */
+	struct put_batch *b = calloc(1, sizeof *b);
+	if (!b)
+		return; /* retried at the next put or batch end */
+	b->d = d;
+	b->st = d->st;
+	b->items = d->puts.head;
+	struct put_item *last = b->items;
+	for (b->n = 1; b->n < PUT_BATCH_MAX && last->next; b->n++)
+		last = last->next;
+	d->puts.head = last->next;
+	if (!d->puts.head)
+		d->puts.tail = NULL;
+	last->next = NULL;
+	d->puts.queued -= b->n;
+	d->puts.inflight = 1;
+	d->puts.batches++;
+	d->puts.written += b->n;
+	work_submit(put_run, put_done, b);
+}
+
 static void put_done(void *arg)
 {
-	struct put_job *j = arg;
-	struct cortexd *d = j->d;
-	if (j->failed) {
-		d->store_write_failures++;
-		d->store_failing = 1;
-		snprintf(d->store_error, sizeof d->store_error, "%s", j->err.msg);
-		log_error("store write %s: %s", j->key, j->err.msg);
-		struct session *s = j->sid[0] ? session_find(d, j->sid) : NULL;
-		if (s && !s->deleted) {
-			/* The store's own message may name host paths: logs only. */
-			fanout_error(s, NULL, "store_write_failed",
-				     "this turn could not be saved: the store cannot write (disk full or I/O error)");
-		}
-	} else {
-		d->store_failing = 0;
-	}
-	free(j->val);
-	free(j);
+	struct put_batch *b = arg;
+	struct cortexd *d = b->d;
+	d->puts.inflight = 0;
+	put_report(d, b->items);
+	free(b);
+	put_kick(d);
 }
 
 void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o)
 {
-	struct put_job *j = calloc(1, sizeof *j);
-	if (j) {
-		j->d = d;
-		j->st = d->st;
-		snprintf(j->key, sizeof j->key, "%s", key);
-		snprintf(j->sid, sizeof j->sid, "%s", sid ? sid : "");
-		j->val = json_dumps(o, JSON_COMPACT);
+	struct put_item *it = calloc(1, sizeof *it);
+	if (it) {
+		snprintf(it->key, sizeof it->key, "%s", key);
+		snprintf(it->sid, sizeof it->sid, "%s", sid ? sid : "");
+		it->val = json_dumps(o, JSON_COMPACT);
 	}
 	json_decref(o);
-	if (!j || !j->val) {
-		free(j);
+	if (!it || !it->val) {
+		free(it);
 		d->store_write_failures++;
 		log_error("store write %s: out of memory", key);
 		return;
 	}
-	work_submit(put_run, put_done, j);
+	if (d->puts.tail)
+		d->puts.tail->next = it;
+	else
+		d->puts.head = it;
+	d->puts.tail = it;
+	d->puts.queued++;
+	put_kick(d);
+}
+
+void store_put_flush(struct cortexd *d)
+{
+	while (d->puts.head) {
+		struct put_item *items = d->puts.head, *last = items;
+		size_t n = 1;
+		for (; n < PUT_BATCH_MAX && last->next; n++)
+			last = last->next;
+		d->puts.head = last->next;
+		last->next = NULL;
+		d->puts.queued -= n;
+		put_write(d->st, items, n);
+		put_report(d, items);
+	}
+	d->puts.tail = NULL;
 }
 
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn)

@@ -223,6 +223,8 @@ struct session {
 	struct session *next;    /* registry */
 };
 
+struct put_item;
+
 /* The daemon.  One per process, passed explicitly. */
 struct cortexd {
 	config cfg;
@@ -234,7 +236,14 @@ struct cortexd {
 	char admin_token[256];
 	secrets_key skey;        /* master key for secrets at rest */
 	volatile sig_atomic_t stop;
-	/* Off-path store writes (store_put_later), service thread only. */
+	/* Off-path store writes (store_put_later), service thread only: the
+	 * queue of the next group commit and the batch being written. */
+	struct {
+		struct put_item *head, *tail;
+		size_t queued;
+		int inflight;
+		uint64_t batches, written; /* commits and puts handed to them */
+	} puts;
 	uint64_t store_write_failures;
 	int store_failing;       /* the last write failed: /healthz says 503 */
 	char store_error[200];   /* for the log and operators, never for clients */
@@ -270,10 +279,12 @@ void session_unref(struct session *s);
 void session_unlink(struct session *s);
 /* Timers: no-ops without an lws context (unit tests). */
 void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, uint64_t us);
-/* Put key = o (consumed) from a worker: never on the message path. */
+/* Put key = o (consumed) from a worker, group-committed: never on the message path. */
 /* A failed write counts in store_write_failures, marks the store failing
  * (GET /healthz 503) and sends cortex.error to session sid's clients. */
 void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o);
+/* Write every queued put now, on this thread (shutdown, after work_stop). */
+void store_put_flush(struct cortexd *d);
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn);
 
 #endif

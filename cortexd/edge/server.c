@@ -458,6 +458,7 @@ int server_run(struct cortexd *d)
 	d->builder = NULL;
 	work_stop();
 	lifecycle_shutdown(d); /* stops sandboxes, takes their disks off */
+	store_put_flush(d);    /* the puts queued behind the last group commit */
 	jobs_runtime_unmount_all(c);
 	if (d->npm_disk[0] && sandbox_disk_detach(d->npm_disk, &err) < 0)
 		log_warn("npm cache disk: %s", err.msg);

@@ -262,6 +262,7 @@ static json_t *wait_row(const char *prefix, const char *part)
 		if (o)
 			return o;
 		nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+		work_drain_done(); /* as the service loop: a finished group commit starts the next */
 	}
 	fail_msg("no row %s*%s* within 5 s", prefix, part);
 	return NULL;
@@ -296,7 +297,7 @@ static int group_setup(void **state)
 	cx_err err = CX_ERR_INIT;
 	if (store_open(&D.st, "sqlite", db, &err) < 0)
 		return -1;
-	if (work_start(NULL, 1, &err) < 0) /* no context: finished jobs are only freed */
+	if (work_start(NULL, 1, &err) < 0) /* no context: wait_row drains finished jobs */
 		return -1;
 	D.reconcile = hook_reconcile;
 	D.agent_output = turn_output;
@@ -313,6 +314,61 @@ static int group_teardown(void **state)
 	store_close(D.st);
 	D.st = NULL;
 	return 0;
+}
+
+/* ---- group commit of off-path puts (session.c) ---- */
+
+/* Drain finished jobs until every queued put is written. */
+static void puts_settle(void)
+{
+	for (int i = 0; i < 500 && (D.puts.inflight || D.puts.head); i++) {
+		nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+		work_drain_done();
+	}
+	assert_false(D.puts.inflight);
+	assert_null(D.puts.head);
+}
+
+static void test_group_commit(void **state)
+{
+	(void)state;
+	puts_settle();
+	uint64_t b0 = D.puts.batches, w0 = D.puts.written, f0 = D.store_write_failures;
+	char key[64];
+	/* 150 puts queued at once: the first goes alone, the rest gather behind
+	 * it into batches of at most 100, each one transaction. */
+	for (int i = 0; i < 150; i++) {
+		snprintf(key, sizeof key, "gc/k%03d", i);
+		store_put_later(&D, "", key, json_pack("{s:i}", "i", i));
+	}
+	puts_settle();
+	assert_int_equal(D.puts.written - w0, 150);
+	assert_in_range(D.puts.batches - b0, 2, 3);
+	store_kv *kv = NULL;
+	size_t n = 0;
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(store_list(D.st, "gc/", 0, &kv, &n, &err), 0);
+	assert_int_equal(n, 150);
+	store_kv_free(kv, n);
+	assert_int_equal(D.store_write_failures, f0);
+	/* One put the store refuses (a value over STORE_VAL_MAX) in a batch
+	 * with good ones: it fails alone, counted once; the others are written. */
+	store_put_later(&D, "", "gc/first", json_pack("{s:i}", "i", 1));
+	char *big = malloc(STORE_VAL_MAX + 1);
+	assert_non_null(big);
+	memset(big, 'x', STORE_VAL_MAX);
+	big[STORE_VAL_MAX] = 0;
+	store_put_later(&D, "", "gc/big", json_pack("{s:s}", "v", big));
+	free(big);
+	store_put_later(&D, "", "gc/after", json_pack("{s:i}", "i", 2));
+	puts_settle();
+	assert_int_equal(D.store_write_failures, f0 + 1);
+	char *v = NULL;
+	size_t len = 0;
+	assert_int_equal(store_get(D.st, "gc/after", &v, &len, &err), 0);
+	free(v);
+	assert_int_not_equal(store_get(D.st, "gc/big", &v, &len, &err), 0);
+	D.store_failing = 0;
 }
 
 /* A failed test leaves its lines behind. */
@@ -1121,6 +1177,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_agent_down_mid_turn, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_waiting_turn, test_setup),
 	    cmocka_unit_test_setup(test_busy, test_setup),
+	    cmocka_unit_test_setup(test_group_commit, test_setup),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
