@@ -3,6 +3,7 @@
 
 #include "agent.h"
 #include "boot.h"
+#include "fanout.h"
 #include "metrics.h"
 #include "turn.h"
 
@@ -68,9 +69,13 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_guard_scans_total", "Agent lines scanned by the stream guard.", tc.guard_scans},
 		{"cortex_store_write_failures_total", "Off-path store writes (transcripts, turn records) that failed; each also reached the session's clients as cortex.error.", d->store_write_failures},
 		{"cortex_frame_alloc_failures_total", "Frames dropped on the message path for lack of memory.", frames_alloc_failures()},
+		{"cortex_ws_clients_cut_total", "Client WebSockets closed with 1008 \"client too slow\": over ws.client_queue_max_bytes behind a faster client.", fanout_clients_cut()},
+		{"cortex_frame_trims_total", "malloc_trim calls after the frames held for slow clients were freed.", frames_trims()},
 	};
 	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
 		metrics_counter(f, ctr[i].name, ctr[i].help, ctr[i].v);
+	metrics_gauge(f, "cortex_frame_bytes", "Payload bytes of the frames held now (each held once, however many clients queue it).",
+		      (double)frames_live_bytes());
 	fprintf(f, "# TYPE cortex_guard_seconds_total counter\ncortex_guard_seconds_total %.6f\n",
 		(double)tc.guard_us / 1e6);
 	surfaces_write(f, d);

@@ -156,7 +156,7 @@ static json_t *next_frame(struct client *c, uint64_t *prev_seq)
 				 (long long)seq);
 		*prev_seq = (uint64_t)seq;
 	}
-	free(f);
+	frame_unref(f);
 	return o;
 }
 
@@ -191,15 +191,15 @@ static void expect_error(struct client *c, uint64_t *prev_seq, const char *code)
 
 static void expect_no_frame(struct client *c, const char *when)
 {
-	if (c->out.head)
-		fail_msg("%s: expected no frame, got %.*s", when, (int)c->out.head->len,
-			 frame_data(c->out.head));
+	if (fq_peek(&c->out))
+		fail_msg("%s: expected no frame, got %.*s", when, (int)fq_peek(&c->out)->len,
+			 frame_data(fq_peek(&c->out)));
 }
 
 /* The next frame is the agent's line raw, with only the seq spliced in. */
 static void expect_line(struct client *c, uint64_t *prev_seq, const char *raw)
 {
-	struct frame *f = c->out.head;
+	struct frame *f = fq_peek(&c->out);
 	if (!f)
 		fail_msg("expected the agent line %s, got no frame", raw);
 	char head[40];
