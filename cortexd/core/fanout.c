@@ -10,16 +10,6 @@
 
 static uint64_t clients_cut;
 
-/* Frames written per WRITEABLE callback (measurement switch, see bench/flood.js). */
-static unsigned fanout_burst(void)
-{
-	static unsigned burst;
-	if (!burst) {
-		const char *e = getenv("CORTEX_WS_BURST");
-		burst = e && atoi(e) > 0 ? (unsigned)atoi(e) : 1;
-	}
-	return burst;
-}
 uint64_t fanout_clients_cut(void) { return clients_cut; }
 
 static size_t queue_cap(const struct session *s)
@@ -239,7 +229,7 @@ int fanout_writeable(struct client *c)
 		lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why, sizeof why - 1);
 		return -1;
 	}
-	if (c->closing || fq_write_some(c->wsi, &c->out, fanout_burst()) < 0)
+	if (c->closing || fq_write_one(c->wsi, &c->out) < 0)
 		return -1;
 	if (c->sess)
 		fanout_update_flow(c->sess);

@@ -44,10 +44,6 @@ void fq_clear(struct fqueue *q);
 /* The lws write discipline: one frame per WRITEABLE callback, another
  * callback requested while frames remain.  -1 means close the connection. */
 int fq_write_one(struct lws *wsi, struct fqueue *q);
-/* Up to max frames while lws_send_pipe_choked() says the socket takes more
- * (nothing of the previous write left buffered in lws); another callback
- * requested while frames remain.  -1 means close the connection. */
-int fq_write_some(struct lws *wsi, struct fqueue *q, unsigned max);
 /* Frames that could not be allocated on the message path (never silent). */
 uint64_t frames_alloc_failures(void);
 void frames_count_alloc_failure(void);
