@@ -23,6 +23,8 @@ node "$root/bench/gateway.js"
 # Issue 13: text deltas to a client through cortexd vs through nginx (apt's,
 # run by the bench) proxying a Node ws flood of the same frames.
 node "$root/bench/flood.js"
+# Issue 14 point 2: 1 reading + 100 non-reading clients on one session: cortexd RSS, reader turn time, close codes.
+node "$root/bench/slow_clients.js"
 # Issue 12: TTFT through ws-agent's forwarder and the gateway's socket vs the
 # gateway's TCP port; sandbox create with vs without a network namespace.
 BENCH_GW_NETNS=1 node "$root/bench/gateway.js"

@@ -1,6 +1,7 @@
 /* config.c — see config.h. */
 #include "config.h"
 #include "egress.h"
+#include "caps.h"
 
 #include <errno.h>
 #include <stddef.h>
@@ -82,6 +83,7 @@ void config_defaults(config *c)
 	c->agent_boot_tries = 3;
 	c->sandbox_workers = ncpu < 2 ? 4 : ncpu > 32 ? 64 : (int)ncpu * 2; /* at least 4 */
 	c->turn_grace_s = 120;
+	c->ws_client_queue_max_bytes = CX_CAP_CLIENT_QUEUE;
 	c->gateway_enabled = 1;
 	strcpy(c->gateway_host, "127.0.0.1");
 	c->gateway_max_inflight = 32;	      /* one curl thread each */
@@ -577,6 +579,31 @@ static int load_egress(config *c, json_t *eo, cx_err *err)
 	return 0;
 }
 
+/* The "ws" section (client WebSockets), if present. */
+static int load_ws(config *c, json_t *ws, cx_err *err)
+{
+	if (!ws)
+		return 0;
+	if (!json_is_object(ws))
+		return cx_err_set(err, 0, "config: 'ws' must be an object");
+	const char *k;
+	json_t *v;
+	json_object_foreach(ws, k, v)
+	{
+		if (strcmp(k, "client_queue_max_bytes"))
+			return cx_err_set(err, 0, "config: unknown field 'ws.%.40s' (client_queue_max_bytes)", k);
+	}
+	long long n = 0;
+	int found;
+	if (jint(ws, "client_queue_max_bytes", &n, &found, err) < 0)
+		return -1;
+	if (found && (n < (64 << 10) || n > (1ll << 30)))
+		return cx_err_set(err, 0, "config: 'ws.client_queue_max_bytes' must be 65536..1073741824");
+	if (found)
+		c->ws_client_queue_max_bytes = (size_t)n;
+	return 0;
+}
+
 /* The "npm" section, if present. */
 static int load_npm(config *c, json_t *npm, cx_err *err)
 {
@@ -712,6 +739,8 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (load_gateway(c, json_object_get(root, "gateway"), err) < 0)
 		goto out;
 	if (load_npm(c, json_object_get(root, "npm"), err) < 0)
+		goto out;
+	if (load_ws(c, json_object_get(root, "ws"), err) < 0)
 		goto out;
 	if (load_egress(c, json_object_get(root, "egress"), err) < 0)
 		goto out;

@@ -83,6 +83,8 @@ typedef struct config {
 	int agent_max_booting;       /* agents booting at once, all sessions (the rest wait in line) */
 	int agent_boot_tries;        /* boots of one agent that time out before the session fails */
 	int turn_grace_s;            /* a turn with no client left is cancelled after this */
+	size_t ws_client_queue_max_bytes; /* frame bytes queued to one client past which it is cut
+	                                     off (1008 "client too slow"), docs/reliability.md */
 	struct surface_profile surfaces[SURF_N];
 
 	/* The model gateway (gateway.h): agents reach the provider only through it. */

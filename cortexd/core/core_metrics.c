@@ -3,6 +3,7 @@
 
 #include "agent.h"
 #include "boot.h"
+#include "fanout.h"
 #include "metrics.h"
 #include "turn.h"
 
@@ -70,10 +71,14 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_store_later_puts_total", "Off-path store writes (transcripts, turn records) handed to a group commit.", d->puts.written},
 		{"cortex_store_later_commits_total", "Group commits of off-path store writes (one transaction, one sync each).", d->puts.batches},
 		{"cortex_frame_alloc_failures_total", "Frames dropped on the message path for lack of memory.", frames_alloc_failures()},
+		{"cortex_ws_clients_cut_total", "Client WebSockets closed with 1008 \"client too slow\": over ws.client_queue_max_bytes behind a faster client.", fanout_clients_cut()},
+		{"cortex_frame_trims_total", "malloc_trim calls after the frames held for slow clients were freed.", frames_trims()},
 	};
 	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
 		metrics_counter(f, ctr[i].name, ctr[i].help, ctr[i].v);
 	metrics_gauge(f, "cortex_store_later_queued", "Off-path store writes waiting for the next group commit.", (double)d->puts.queued);
+	metrics_gauge(f, "cortex_frame_bytes", "Payload bytes of the frames held now (each held once, however many clients queue it).",
+		      (double)frames_live_bytes());
 	fprintf(f, "# TYPE cortex_guard_seconds_total counter\ncortex_guard_seconds_total %.6f\n",
 		(double)tc.guard_us / 1e6);
 	surfaces_write(f, d);

@@ -4,31 +4,76 @@
 #include <string.h>
 
 #include "caps.h"
+#include "log.h"
+#include <stdint.h>
+#include <stdlib.h>
 
+static uint64_t clients_cut;
+
+uint64_t fanout_clients_cut(void) { return clients_cut; }
+
+static size_t queue_cap(const struct session *s)
+{
+	return s->d && s->d->cfg.ws_client_queue_max_bytes ? s->d->cfg.ws_client_queue_max_bytes
+							   : CX_CAP_CLIENT_QUEUE;
+}
+
+/* Past the cap, and behind the fastest client: its frames are let go now (the
+ * memory they pinned with them), and it is closed at its next WRITEABLE with
+ * 1008 "client too slow" -- once what lws holds of its last write has gone
+ * out.  A client that never reads again is dropped by the timeout. */
+static void client_cut(struct session *s, struct client *c)
+{
+	log_warn("session %s: a client with %zu bytes queued (ws.client_queue_max_bytes %zu) is cut off: too slow",
+		 s->id, c->out.bytes, queue_cap(s));
+	clients_cut++;
+	c->closing = 1;
+	c->cut = 1;
+	fq_clear(&c->out);
+	if (c->wsi) {
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, FANOUT_CUT_GRACE_S);
+		lws_callback_on_writable(c->wsi);
+	}
+}
+
+/* The fastest client paces the agent: reading from the ws-agent link pauses
+ * while even it is half a cap behind, and resumes at a quarter.  Any other
+ * client over the cap is cut off, so one that does not read neither stalls
+ * the others nor pins more than a cap of frames. */
 void fanout_update_flow(struct session *s)
 {
+	size_t cap = queue_cap(s), least = SIZE_MAX;
+	for (struct client *c = s->fan.clients; c; c = c->next)
+		if (!c->closing && !c->held && c->out.bytes < least)
+			least = c->out.bytes;
+	for (struct client *c = s->fan.clients; c; c = c->next)
+		if (!c->closing && !c->held && c->out.bytes > cap && c->out.bytes > least)
+			client_cut(s, c);
+	if (least == SIZE_MAX)
+		least = 0;
 	if (!s->link.wsi)
 		return;
-	size_t worst = 0;
-	for (struct client *c = s->fan.clients; c; c = c->next)
-		if (c->out.bytes > worst)
-			worst = c->out.bytes;
-	if (!s->fan.rx_paused && worst > CX_CAP_CLIENT_QUEUE) {
+	if (!s->fan.rx_paused && least > cap / 2) {
 		s->fan.rx_paused = 1;
 		lws_rx_flow_control(s->link.wsi, 0);
-	} else if (s->fan.rx_paused && worst <= CX_CAP_CLIENT_QUEUE / 2) {
+	} else if (s->fan.rx_paused && least <= cap / 4) {
 		s->fan.rx_paused = 0;
 		lws_rx_flow_control(s->link.wsi, 1);
 	}
 }
 
 /* stream: a frame of the session's stream (not an error to this client
- * alone), which resume counts as given. */
+ * alone), which resume counts as given.  Takes the caller's reference. */
 static void client_push(struct client *c, struct frame *f, int stream)
 {
+	if (c->closing) {
+		frame_unref(f);
+		return;
+	}
 	if (stream && f->seq > c->last_seq)
 		c->last_seq = f->seq;
-	fq_push(&c->out, f);
+	if (fq_push(&c->out, f) < 0)
+		return; /* counted by frames.c */
 	if (c->wsi)
 		lws_callback_on_writable(c->wsi);
 }
@@ -44,30 +89,38 @@ static void client_send(struct client *c, const char *data, size_t len, uint64_t
 	client_push(c, f, stream);
 }
 
-/* Keep a turn's frame for "resume"; past the cap the oldest go. */
-static void replay_keep(struct session *s, const char *data, size_t len, uint64_t seq)
+/* Keep a turn's frame for "resume" (a reference); past the cap the oldest go. */
+static void replay_keep(struct session *s, struct frame *f)
 {
-	struct frame *f = frame_new(data, len);
-	if (!f)
+	if (fq_push(&s->fan.replay, frame_ref(f)) < 0)
 		return;
-	f->seq = seq;
-	fq_push(&s->fan.replay, f);
-	while (s->fan.replay.bytes > CX_CAP_REPLAY && s->fan.replay.head != s->fan.replay.tail) {
+	while (s->fan.replay.bytes > CX_CAP_REPLAY && s->fan.replay.n > 1) {
 		struct frame *old = fq_pop(&s->fan.replay);
 		s->fan.replay_dropped = old->seq;
-		free(old);
+		frame_unref(old);
 	}
 }
 
-/* To every client following the stream (not those waiting to resume). */
-static void broadcast(struct session *s, const char *data, size_t len, uint64_t seq)
+/* f (the caller's reference, consumed) to every client following the stream
+ * (not those waiting to resume): one copy, shared. */
+static void broadcast(struct session *s, struct frame *f)
 {
 	if (s->turn)
-		replay_keep(s, data, len, seq);
+		replay_keep(s, f);
 	for (struct client *c = s->fan.clients; c; c = c->next)
 		if (!c->held)
-			client_send(c, data, len, seq, 1);
+			client_push(c, frame_ref(f), 1);
+	frame_unref(f);
 	fanout_update_flow(s);
+}
+
+static void broadcast_copy(struct session *s, const char *data, size_t len, uint64_t seq)
+{
+	struct frame *f = frame_new(data, len);
+	if (!f)
+		return; /* counted by frames.c */
+	f->seq = seq;
+	broadcast(s, f);
 }
 
 void fanout_obj(struct session *s, json_t *o)
@@ -82,7 +135,7 @@ void fanout_obj(struct session *s, json_t *o)
 		frames_count_alloc_failure();
 		return;
 	}
-	broadcast(s, txt, strlen(txt), seq);
+	broadcast_copy(s, txt, strlen(txt), seq);
 	free(txt);
 }
 
@@ -111,8 +164,7 @@ void fanout_line(struct session *s, const char *line, size_t len)
 	if (!f)
 		return; /* not an object (agent_line.c said so first) or no memory (counted) */
 	s->fan.seq++;
-	broadcast(s, frame_data(f), f->len, f->seq);
-	free(f);
+	broadcast(s, f);
 }
 
 void fanout_turn_begin(struct session *s)
@@ -137,9 +189,11 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after)
 		fanout_error(s, c, "resume_gap", msg);
 	}
 	c->held = 0;
-	for (struct frame *f = s->fan.replay.head; f; f = f->next)
+	for (size_t i = 0; i < s->fan.replay.n; i++) {
+		struct frame *f = fq_at(&s->fan.replay, i);
 		if (f->seq > from)
-			client_send(c, frame_data(f), f->len, f->seq, 1);
+			client_push(c, frame_ref(f), 1);
+	}
 	fanout_update_flow(s);
 }
 
@@ -170,6 +224,11 @@ void fanout_detach(struct client *c)
 
 int fanout_writeable(struct client *c)
 {
+	if (c->cut) {
+		static const char why[] = "client too slow";
+		lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why, sizeof why - 1);
+		return -1;
+	}
 	if (c->closing || fq_write_one(c->wsi, &c->out) < 0)
 		return -1;
 	if (c->sess)

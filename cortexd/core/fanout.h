@@ -2,10 +2,16 @@
  * client following the stream, tagged with the session's next seq, and the
  * running turn's frames are kept (capped) for "resume".
  *
- * Flow control: each client has a byte-capped queue; while any client is
- * over its cap, reading from the session's ws-agent link is paused
- * (lws_rx_flow_control), which backs up ws-agent and then the agent's stdout
- * pipe.  Memory stays bounded; nothing is dropped. */
+ * Memory: a frame is allocated once; the resume replay and every client's
+ * queue hold references to it (frames.h).
+ *
+ * Flow control: the fastest client paces the agent -- while even it has half
+ * of ws.client_queue_max_bytes queued, reading from the session's ws-agent
+ * link is paused (lws_rx_flow_control), which backs up ws-agent and then the
+ * agent's stdout pipe.  A client over the cap while another is ahead of it
+ * is cut off: its frames are released at once and it is closed with 1008
+ * "client too slow" (docs/reliability.md).  So a client that does not read
+ * neither stalls the others nor holds more than a cap of frames. */
 #ifndef CORTEX_FANOUT_H
 #define CORTEX_FANOUT_H
 
@@ -29,5 +35,9 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after_seq);
 /* The session is going away: close every client. */
 void fanout_close_all(struct session *s);
 void fanout_update_flow(struct session *s);
+/* Clients cut off for being too slow, since start (cortex_ws_clients_cut_total). */
+uint64_t fanout_clients_cut(void);
+/* A cut client that does not read its close frame within this is dropped. */
+#define FANOUT_CUT_GRACE_S 30
 
 #endif

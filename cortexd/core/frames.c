@@ -2,13 +2,24 @@
 #include "frames.h"
 
 #include <libwebsockets.h>
+#include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
 
 static uint64_t alloc_failures;
+/* Service thread only, like every frame. */
+static size_t live_bytes, live_high;
+static uint64_t trims;
+
+/* After a burst is freed (a turn's frames held for slow clients), glibc
+ * keeps the pages in its heap; give them back once the live frames fall to a
+ * quarter of their high-water mark, if that freed at least TRIM_MIN. */
+#define TRIM_MIN (4u << 20)
 
 uint64_t frames_alloc_failures(void) { return alloc_failures; }
 void frames_count_alloc_failure(void) { alloc_failures++; }
+size_t frames_live_bytes(void) { return live_bytes; }
+uint64_t frames_trims(void) { return trims; }
 
 static struct frame *frame_alloc(size_t len)
 {
@@ -17,9 +28,12 @@ static struct frame *frame_alloc(size_t len)
 		alloc_failures++;
 		return NULL;
 	}
-	f->next = NULL;
+	f->refs = 1;
 	f->seq = 0;
 	f->len = len;
+	live_bytes += len;
+	if (live_bytes > live_high)
+		live_high = live_bytes;
 	return f;
 }
 
@@ -33,46 +47,103 @@ struct frame *frame_new(const void *data, size_t len)
 
 const char *frame_data(const struct frame *f) { return (const char *)f->buf + LWS_PRE; }
 
-void fq_push(struct fqueue *q, struct frame *f)
+struct frame *frame_ref(struct frame *f)
 {
-	if (q->tail)
-		q->tail->next = f;
-	else
-		q->head = f;
-	q->tail = f;
+	f->refs++;
+	return f;
+}
+
+void frame_unref(struct frame *f)
+{
+	if (!f || --f->refs)
+		return;
+	live_bytes -= f->len;
+	free(f);
+	if (live_high - live_bytes >= TRIM_MIN && live_bytes < live_high / 4) {
+		malloc_trim(0);
+		trims++;
+		live_high = live_bytes;
+	}
+}
+
+#define FQ_MIN_SLOTS 16u
+#define FQ_KEEP_SLOTS 1024u /* an emptied ring larger than this is freed */
+
+static int fq_grow(struct fqueue *q)
+{
+	size_t slots = q->slots ? q->slots * 2 : FQ_MIN_SLOTS;
+	struct frame **r = malloc(slots * sizeof *r);
+	if (!r)
+		return -1;
+	for (size_t i = 0; i < q->n; i++)
+		r[i] = q->ring[(q->head + i) & (q->slots - 1)];
+	free(q->ring);
+	q->ring = r;
+	q->slots = slots;
+	q->head = 0;
+	return 0;
+}
+
+int fq_push(struct fqueue *q, struct frame *f)
+{
+	if (q->n == q->slots && fq_grow(q) < 0) {
+		alloc_failures++;
+		frame_unref(f);
+		return -1;
+	}
+	q->ring[(q->head + q->n) & (q->slots - 1)] = f;
+	q->n++;
 	q->bytes += f->len;
+	return 0;
+}
+
+struct frame *fq_peek(const struct fqueue *q) { return q->n ? q->ring[q->head] : NULL; }
+
+struct frame *fq_at(const struct fqueue *q, size_t i)
+{
+	return i < q->n ? q->ring[(q->head + i) & (q->slots - 1)] : NULL;
 }
 
 struct frame *fq_pop(struct fqueue *q)
 {
-	struct frame *f = q->head;
-	if (f) {
-		q->head = f->next;
-		if (!q->head)
-			q->tail = NULL;
-		q->bytes -= f->len;
-		f->next = NULL;
+	if (!q->n)
+		return NULL;
+	struct frame *f = q->ring[q->head];
+	q->head = (q->head + 1) & (q->slots - 1);
+	q->n--;
+	q->bytes -= f->len;
+	if (!q->n && q->slots > FQ_KEEP_SLOTS) {
+		free(q->ring);
+		q->ring = NULL;
+		q->slots = q->head = 0;
 	}
 	return f;
 }
 
 void fq_clear(struct fqueue *q)
 {
-	struct frame *f;
-	while ((f = fq_pop(q)))
-		free(f);
+	for (size_t i = 0; i < q->n; i++)
+		frame_unref(q->ring[(q->head + i) & (q->slots - 1)]);
+	free(q->ring);
+	memset(q, 0, sizeof *q);
 }
 
+/* One frame per WRITEABLE.  Writing more while lws_send_pipe_choked() says
+ * the socket takes them was measured (bench/flood.js, 16 per callback): no
+ * gain for 100 B deltas, whose ceiling is elsewhere, so it is not done. */
 int fq_write_one(struct lws *wsi, struct fqueue *q)
 {
 	struct frame *f = fq_pop(q);
 	if (!f)
 		return 0;
+	/* lws writes the frame's header into the headroom: the same bytes for
+	 * every client (server frames are unmasked), and lws copies what the
+	 * socket did not take, so the frame may go at once. */
 	int n = lws_write(wsi, f->buf + LWS_PRE, f->len, LWS_WRITE_TEXT);
-	free(f);
+	frame_unref(f);
 	if (n < 0)
 		return -1;
-	if (q->head)
+	if (q->n)
 		lws_callback_on_writable(wsi);
 	return 0;
 }

@@ -10,23 +10,36 @@
 
 struct lws;
 
+/* One frame, allocated once and shared by reference: the turn's resume
+ * buffer and every client queue hold the same bytes (refs counts them). */
 struct frame {
-	struct frame *next;
+	uint32_t refs;
 	uint64_t seq;        /* session seq of the frame (0: none), for resume */
 	size_t len;
 	unsigned char buf[]; /* LWS_PRE bytes of headroom, then len bytes of payload */
 };
+/* A FIFO of frame references: a ring of pointers, so a frame sits in any
+ * number of queues.  bytes: the payload bytes of the frames queued. */
 struct fqueue {
-	struct frame *head, *tail;
+	struct frame **ring;
+	size_t slots, head, n;
 	size_t bytes;
 };
 
-/* A frame holding a copy of data, or NULL (out of memory: counted in
- * frames_alloc_failures()). */
+/* A frame holding a copy of data (one reference, the caller's), or NULL (out
+ * of memory: counted in frames_alloc_failures()). */
 struct frame *frame_new(const void *data, size_t len);
 const char *frame_data(const struct frame *f);
-void fq_push(struct fqueue *q, struct frame *f);
+struct frame *frame_ref(struct frame *f);
+void frame_unref(struct frame *f);
+/* Takes the caller's reference.  -1 when the ring cannot grow: the reference
+ * is dropped and the failure counted. */
+int fq_push(struct fqueue *q, struct frame *f);
+/* The oldest frame, and its reference, or NULL. */
 struct frame *fq_pop(struct fqueue *q);
+/* Not owned by the caller. */
+struct frame *fq_peek(const struct fqueue *q);
+struct frame *fq_at(const struct fqueue *q, size_t i);
 void fq_clear(struct fqueue *q);
 /* The lws write discipline: one frame per WRITEABLE callback, another
  * callback requested while frames remain.  -1 means close the connection. */
@@ -34,6 +47,10 @@ int fq_write_one(struct lws *wsi, struct fqueue *q);
 /* Frames that could not be allocated on the message path (never silent). */
 uint64_t frames_alloc_failures(void);
 void frames_count_alloc_failure(void);
+/* Payload bytes of frames alive now, and malloc_trim() calls made after a
+ * large drop of them (memory given back to the system). */
+size_t frames_live_bytes(void);
+uint64_t frames_trims(void);
 
 /* Reassembly of one fragmented WebSocket message, capped. */
 struct rxbuf {

@@ -59,9 +59,10 @@ struct client {
 	struct lws *wsi;      /* NULL in unit tests: frames only queue */
 	struct session *sess; /* not owned; NULL once the session is gone */
 	struct client *next;  /* in sess->fan.clients */
-	struct fqueue out;
+	struct fqueue out;    /* references to shared frames (frames.h) */
 	struct rxbuf rx;
 	int closing;
+	int cut;              /* too slow: closed with 1008 "client too slow" at its next WRITEABLE */
 	int held;             /* joined mid-turn: gets that turn's frames only after "resume" */
 	uint64_t last_seq;    /* highest stream seq queued to this client, not counting errors
 	                         to it alone (resume never repeats one) */
@@ -72,7 +73,7 @@ struct fanout {
 	uint64_t seq;            /* last seq sent on this session */
 	struct fqueue replay;    /* frames of the running or last turn, for "resume" (capped) */
 	uint64_t replay_dropped; /* highest seq dropped from replay by the cap, 0 if none */
-	int rx_paused;           /* agent link reading paused because a client is slow */
+	int rx_paused;           /* agent link reading paused: even the fastest client is behind */
 };
 
 struct agent_link {

@@ -73,7 +73,7 @@ static void check_splice(const char *line, uint64_t seq)
 	}
 	json_decref(orig);
 	json_decref(got);
-	free(f);
+	frame_unref(f);
 }
 
 /* ---- frame_splice_seq ---- */
@@ -94,7 +94,7 @@ static void test_splice_leading_blanks(void **state)
 	struct frame *f = frame_splice_seq(" {\"a\":1}", 8, 9);
 	assert_non_null(f);
 	assert_payload(f, "{\"seq\":9,\"a\":1}");
-	free(f);
+	frame_unref(f);
 }
 
 static void test_splice_empty_object(void **state)
@@ -106,7 +106,7 @@ static void test_splice_empty_object(void **state)
 	struct frame *f = frame_splice_seq("{ }", 3, 12);
 	assert_non_null(f);
 	assert_payload(f, "{\"seq\":12}"); /* no dangling comma */
-	free(f);
+	frame_unref(f);
 }
 
 static void test_splice_nested(void **state)
@@ -127,7 +127,7 @@ static void test_splice_seq_bounds(void **state)
 	struct frame *f = frame_splice_seq("{\"a\":1}", 7, UINT64_MAX);
 	assert_non_null(f);
 	assert_payload(f, "{\"seq\":18446744073709551615,\"a\":1}");
-	free(f);
+	frame_unref(f);
 }
 
 static void test_splice_not_an_object(void **state)
@@ -163,26 +163,76 @@ static void test_fq_bytes(void **state)
 
 	struct frame *f = fq_pop(&q);
 	assert_ptr_equal(f, a); /* FIFO */
-	assert_null(f->next);
 	assert_int_eq_msg(q.bytes, 5, "bytes after a pop");
 	assert_payload(f, "abc");
-	free(f);
+	frame_unref(f);
 	f = fq_pop(&q);
 	assert_ptr_equal(f, b);
 	assert_int_eq_msg(q.bytes, 5, "an empty frame counts 0 bytes");
-	free(f);
+	frame_unref(f);
 	f = fq_pop(&q);
 	assert_ptr_equal(f, c);
 	assert_int_eq_msg(q.bytes, 0, "bytes once empty");
-	assert_null(q.head);
-	assert_null(q.tail);
-	free(f);
+	assert_null(fq_peek(&q));
+	frame_unref(f);
 
-	/* Pushing after it emptied starts a fresh list. */
+	/* Pushing after it emptied starts afresh. */
 	fq_push(&q, frame_new("xy", 2));
-	assert_ptr_equal(q.head, q.tail);
+	assert_int_eq_msg(q.n, 1, "frames after refill");
 	assert_int_eq_msg(q.bytes, 2, "bytes after refill");
 	fq_clear(&q);
+}
+
+/* One frame in many queues: one allocation, counted once in the live bytes,
+ * freed when the last queue lets it go; the ring keeps FIFO order across its
+ * growth and wrap-around. */
+static void test_fq_shared(void **state)
+{
+	(void)state;
+	size_t live0 = frames_live_bytes();
+	struct fqueue qs[5] = {{0}};
+	struct frame *f = frame_new("shared", 6);
+	assert_non_null(f);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(fq_push(&qs[i], frame_ref(f)), 0);
+	frame_unref(f); /* the queues hold it now */
+	assert_int_eq_msg(f->refs, 5, "one reference per queue");
+	assert_int_eq_msg(frames_live_bytes() - live0, 6, "one copy, however many queues");
+	for (int i = 0; i < 4; i++) {
+		assert_ptr_equal(fq_peek(&qs[i]), f);
+		fq_clear(&qs[i]);
+	}
+	assert_int_eq_msg(f->refs, 1, "the last queue still holds it");
+	assert_payload(fq_peek(&qs[4]), "shared");
+	fq_clear(&qs[4]);
+	assert_int_eq_msg(frames_live_bytes(), live0, "freed with its last reference");
+
+	/* Interleaved pushes and pops wrap the ring while it grows. */
+	struct fqueue q = {0};
+	int next_in = 0, next_out = 0;
+	for (int round = 0; round < 50; round++) {
+		for (int k = 0; k < round % 7 + 3; k++) {
+			char buf[16];
+			int n = snprintf(buf, sizeof buf, "%d", next_in++);
+			assert_int_equal(fq_push(&q, frame_new(buf, (size_t)n)), 0);
+		}
+		for (int k = 0; k < round % 5 + 1 && q.n; k++) {
+			struct frame *g = fq_pop(&q);
+			char want[16];
+			snprintf(want, sizeof want, "%d", next_out++);
+			assert_payload(g, want);
+			frame_unref(g);
+		}
+		assert_int_eq_msg(q.n, (size_t)(next_in - next_out), "frames queued");
+		for (size_t i = 0; i < q.n; i++) {
+			char want[16];
+			snprintf(want, sizeof want, "%d", next_out + (int)i);
+			assert_payload(fq_at(&q, i), want);
+		}
+	}
+	assert_null(fq_at(&q, q.n));
+	fq_clear(&q);
+	assert_int_eq_msg(frames_live_bytes(), live0, "every frame freed");
 }
 
 static void test_fq_clear(void **state)
@@ -198,8 +248,8 @@ static void test_fq_clear(void **state)
 	assert_true(q.bytes > 0);
 	fq_clear(&q);
 	assert_int_eq_msg(q.bytes, 0, "bytes after clear");
-	assert_null(q.head);
-	assert_null(q.tail);
+	assert_int_eq_msg(q.n, 0, "frames after clear");
+	assert_null(fq_peek(&q));
 }
 
 static void test_frame_new_copies(void **state)
@@ -211,8 +261,8 @@ static void test_frame_new_copies(void **state)
 	src[0] = 'X';
 	assert_payload(f, "payload");
 	assert_int_eq_msg(f->seq, 0, "a new frame has no seq");
-	assert_null(f->next);
-	free(f);
+	assert_int_eq_msg(f->refs, 1, "a new frame has the caller's reference");
+	frame_unref(f);
 }
 
 /* ---- rxbuf ---- */
@@ -277,6 +327,7 @@ int main(void)
 	    cmocka_unit_test(test_splice_not_an_object),
 	    cmocka_unit_test(test_fq_bytes),
 	    cmocka_unit_test(test_fq_clear),
+	    cmocka_unit_test(test_fq_shared),
 	    cmocka_unit_test(test_frame_new_copies),
 	    cmocka_unit_test(test_rxbuf_append),
 	    cmocka_unit_test(test_rxbuf_overflow),

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "agent.h"
+#include "caps.h"
 #include "agent_line.h"
 #include "fanout.h"
 #include "lifecycle.h"
@@ -156,7 +157,7 @@ static json_t *next_frame(struct client *c, uint64_t *prev_seq)
 				 (long long)seq);
 		*prev_seq = (uint64_t)seq;
 	}
-	free(f);
+	frame_unref(f);
 	return o;
 }
 
@@ -191,15 +192,15 @@ static void expect_error(struct client *c, uint64_t *prev_seq, const char *code)
 
 static void expect_no_frame(struct client *c, const char *when)
 {
-	if (c->out.head)
-		fail_msg("%s: expected no frame, got %.*s", when, (int)c->out.head->len,
-			 frame_data(c->out.head));
+	if (fq_peek(&c->out))
+		fail_msg("%s: expected no frame, got %.*s", when, (int)fq_peek(&c->out)->len,
+			 frame_data(fq_peek(&c->out)));
 }
 
 /* The next frame is the agent's line raw, with only the seq spliced in. */
 static void expect_line(struct client *c, uint64_t *prev_seq, const char *raw)
 {
-	struct frame *f = c->out.head;
+	struct frame *f = fq_peek(&c->out);
 	if (!f)
 		fail_msg("expected the agent line %s, got no frame", raw);
 	char head[40];
@@ -695,6 +696,79 @@ static void test_resume_exactly_once(void **state)
 /* The replay is capped: a client resuming from before what is kept is told
  * resume_gap, then gets everything still kept, once; a client that has every
  * frame is told nothing. */
+/* The client's queue emptied, as its socket would (frames released). */
+static void drain(struct client *c)
+{
+	struct frame *f;
+	while ((f = fq_pop(&c->out)))
+		frame_unref(f);
+}
+
+/* One copy of each frame however many clients queue it; a client over
+ * ws.client_queue_max_bytes behind a faster one is cut off (its frames let
+ * go at once), while the fastest client is never cut, only paced. */
+static void test_slow_client_cut(void **state)
+{
+	(void)state;
+	size_t cap_was = D.cfg.ws_client_queue_max_bytes;
+	D.cfg.ws_client_queue_max_bytes = 1u << 20;
+	struct session *s = sess_new("s_slow", "chat");
+	struct client a = {0}, b = {0}, c = {0};
+	fanout_attach(s, &a);
+	fanout_attach(s, &b);
+	fanout_attach(s, &c);
+	start_turn(s, "flood");
+	drain(&a);
+	drain(&b);
+	drain(&c);
+	uint64_t cut0 = fanout_clients_cut();
+	size_t live0 = frames_live_bytes();
+
+	size_t big = 64u << 10;
+	const char *pre = "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"
+			  "\"delta\":{\"type\":\"text_delta\",\"text\":\"";
+	const char *post = "\"}}}";
+	char *line = malloc(strlen(pre) + big + strlen(post) + 1);
+	assert_non_null(line);
+	strcpy(line, pre);
+	memset(line + strlen(pre), 'y', big);
+	strcpy(line + strlen(pre) + big, post);
+	size_t framelen = 0;
+	for (int i = 0; i < 8; i++) { /* half the cap: everyone keeps up */
+		feed(s, line);
+		framelen = fq_peek(&a.out)->len;
+		drain(&a);
+	}
+	assert_int_eq_msg(b.out.bytes, 8 * framelen, "b's queue");
+	assert_int_eq_msg(frames_live_bytes() - live0, 8 * framelen,
+			  "live frame bytes: one copy for the replay and b and c");
+	assert_false(b.cut);
+	for (int i = 0; i < 16; i++) {
+		feed(s, line);
+		drain(&a);
+	}
+	assert_true(b.cut && b.closing);
+	assert_true(c.cut && c.closing);
+	assert_int_eq_msg(fanout_clients_cut() - cut0, 2, "clients cut");
+	assert_int_eq_msg(b.out.n, 0, "a cut client's queue is let go");
+	assert_false(a.cut || a.closing);
+	assert_true(s->fan.replay.bytes <= (size_t)CX_CAP_REPLAY);
+	assert_int_eq_msg(frames_live_bytes() - live0, s->fan.replay.bytes, "only the replay holds frames");
+	feed(s, line);
+	expect_no_frame(&b, "a cut client gets nothing more");
+
+	/* Now a stops reading too: the slowest of one is never cut, whatever
+	 * it holds (the agent link is paused for it instead). */
+	for (int i = 0; i < 24; i++)
+		feed(s, line);
+	assert_true(a.out.bytes > D.cfg.ws_client_queue_max_bytes);
+	assert_false(a.cut || a.closing);
+	free(line);
+	struct client *cs[] = {&a, &b, &c};
+	sess_free(s, cs, 3);
+	D.cfg.ws_client_queue_max_bytes = cap_was;
+}
+
 static void test_resume_gap(void **state)
 {
 	(void)state;
@@ -1167,6 +1241,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_sentences, test_setup),
 	    cmocka_unit_test_setup(test_resume_exactly_once, test_setup),
 	    cmocka_unit_test_setup(test_resume_gap, test_setup),
+	    cmocka_unit_test_setup(test_slow_client_cut, test_setup),
 	    cmocka_unit_test_setup(test_revoke, test_setup),
 	    cmocka_unit_test_setup(test_revoke_then_link_lost, test_setup),
 	    cmocka_unit_test_setup(test_revoke_split, test_setup),

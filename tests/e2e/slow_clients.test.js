@@ -1,0 +1,94 @@
+// slow_clients.test.js — memory per client (docs/reliability.md): clients
+// that never read, next to one that does, on one session flooded by the
+// mini-agent.  The non-readers are cut off with 1008 "client too slow" once
+// past ws.client_queue_max_bytes (counted in /metrics); every turn of the
+// reader completes; cortexd's RSS stays far below what a copy per client
+// would take, and the frames held fall back to the last turn's replay once
+// the non-readers are gone.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const WebSocket = require('ws');
+const L = require('./lib');
+
+const SLOW = 20;               // non-readers
+const CAP = 1 << 20;           // ws.client_queue_max_bytes
+const DELTA = 4096, DELTAS = 1024, TURN = DELTA * DELTAS; // 4 MiB of text per turn
+const MAX_TURNS = 12;          // kernel buffers take some MiB per socket before cortexd queues
+
+function miniAgentDir() {
+  const dir = L.tmpdir('slow-agent');
+  fs.chmodSync(dir, 0o755);
+  fs.copyFileSync(process.env.MINI_AGENT, path.join(dir, 'mini-agent'));
+  fs.chmodSync(path.join(dir, 'mini-agent'), 0o755);
+  return dir;
+}
+
+const rssMiB = pid => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m)[1]) / 1024;
+
+(async () => {
+  const cfg = path.join(L.tmpdir('slow-cfg'), 'cortexd.json');
+  fs.writeFileSync(cfg, JSON.stringify({agent: {dir: miniAgentDir(), command: '/cortex/agent/mini-agent'},
+    ws: {client_queue_max_bytes: CAP}}));
+  // ASan keeps freed memory in quarantine (256 MiB by default): keep it small
+  // so RSS shows what cortexd holds.
+  const asan = [process.env.ASAN_OPTIONS, 'quarantine_size_mb=16'].filter(Boolean).join(':');
+  const d = await L.startCortexd({args: ['--config', cfg], env: {ASAN_OPTIONS: asan}});
+  const tok = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'slow'})).json.token;
+  const {sid, c: reader} = await L.hotSession(d, tok);
+  const url = d.base.replace('http', 'ws') + `/v1/sessions/${sid}/ws`;
+
+  // One warm-up turn for the baseline.
+  const flood = async () => {
+    const frames = await L.turn(reader, `FLOOD ${DELTAS} ${DELTA}`, 120000);
+    const end = frames[frames.length - 1];
+    L.eq(end.type, 'cortex.done', 'the reader\'s turn ends with cortex.done');
+    const deltas = frames.filter(f => f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta').length;
+    L.eq(deltas, DELTAS, 'text deltas the reader got in one turn');
+    reader.frames.length = 0; // keep the test's own memory flat
+  };
+  await flood();
+  const base = rssMiB(d.proc.pid);
+
+  const slow = [];
+  for (let i = 0; i < SLOW; i++) {
+    const ws = new WebSocket(url, {headers: {authorization: 'Bearer ' + tok}});
+    const s = {ws, code: null, reason: null};
+    s.closed = new Promise(res => ws.on('close', (code, reason) => { s.code = code; s.reason = String(reason); res(); }));
+    ws.on('error', () => {});
+    await new Promise((res, rej) => { ws.once('open', res); ws.once('unexpected-response', () => rej(new Error('upgrade refused'))); });
+    ws.pause(); // never reads: the kernel's buffers fill, then cortexd's queue
+    slow.push(s);
+  }
+  let peak = rssMiB(d.proc.pid);
+  const sampler = setInterval(() => { try { peak = Math.max(peak, rssMiB(d.proc.pid)); } catch (e) { /* exiting */ } }, 20);
+  let turns = 0, cut = 0;
+  while (turns < MAX_TURNS) {
+    await flood();
+    turns++;
+    cut = (await L.metrics(d))['cortex_ws_clients_cut_total'] || 0;
+    if (cut >= SLOW) break;
+  }
+  clearInterval(sampler);
+  L.eq(cut, SLOW, `non-readers cut off (cortex_ws_clients_cut_total) within ${turns} turns of ${TURN >> 20} MiB`);
+  // A copy per client would be SLOW x CAP (20 MiB) and more; shared, what is
+  // held is about one cap plus the replay (ASan's own overhead included).
+  const bound = 10 * (TURN >> 20) + 20;
+  L.check(peak - base < bound, `cortexd RSS growth with ${SLOW} non-readers (MiB, baseline ${base.toFixed(1)})`, `< ${bound}`, (peak - base).toFixed(1));
+
+  // They read again: each gets what was in flight, then the close code.
+  for (const s of slow) s.ws.resume();
+  await Promise.all(slow.map(s => Promise.race([s.closed,
+    new Promise((res, rej) => setTimeout(() => rej(new Error(`a non-reader was not closed within 20 s (code ${s.code})`)), 20000))])));
+  L.eq([...new Set(slow.map(s => `${s.code} ${s.reason}`))], ['1008 client too slow'], 'close code and reason of every non-reader');
+
+  // Gone: the frames held are the last turn's replay at most.
+  await flood();
+  const held = (await L.metrics(d))['cortex_frame_bytes'];
+  L.check(held <= TURN * 1.25, 'frame bytes held once the non-readers are gone (cortex_frame_bytes)', `<= ${TURN * 1.25}`, held);
+  console.log(`slow clients: ${turns} turns, RSS base ${base.toFixed(1)} MiB, peak +${(peak - base).toFixed(1)} MiB, frames held after ${held}`);
+
+  await reader.close();
+  L.eq(await d.stop(), 0, 'cortexd exit code');
+  L.done();
+})();
