@@ -1,5 +1,6 @@
 /* core_metrics.c — /metrics series of sessions, agents and turns. */
 #include "core_metrics.h"
+#include "frames.h"
 
 #include "agent.h"
 #include "boot.h"
@@ -76,6 +77,10 @@ void core_metrics_write(FILE *f, void *arg)
 	};
 	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
 		metrics_counter(f, ctr[i].name, ctr[i].help, ctr[i].v);
+	uint64_t bw, bf;
+	frames_batch_counts(&bw, &bf);
+	metrics_counter(f, "cortex_ws_batched_sends_total", "Sends that carried several queued frames to one client at once.", bw);
+	metrics_counter(f, "cortex_ws_batched_frames_total", "Frames sent in those batched sends.", bf);
 	metrics_gauge(f, "cortex_store_later_queued", "Off-path store writes waiting for the next group commit.", (double)d->puts.queued);
 	metrics_gauge(f, "cortex_frame_bytes", "Payload bytes of the frames held now (each held once, however many clients queue it).",
 		      (double)frames_live_bytes());

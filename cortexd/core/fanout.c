@@ -229,7 +229,7 @@ int fanout_writeable(struct client *c)
 		lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why, sizeof why - 1);
 		return -1;
 	}
-	if (c->closing || fq_write_one(c->wsi, &c->out) < 0)
+	if (c->closing || fq_write_batch(c->wsi, &c->out) < 0)
 		return -1;
 	if (c->sess)
 		fanout_update_flow(c->sess);
