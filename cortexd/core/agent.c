@@ -155,8 +155,12 @@ static json_t *build_context(struct session *s, const cconfig *cfg)
 	}
 	/* MCP servers come by mcp_set_servers after initialize (agent_live.c),
 	 * so a change of them is applied without a restart. */
-	if (c->agent_handshake)
+	if (c->agent_handshake) {
 		json_array_append_new(argv, json_string("--strict-mcp-config"));
+		/* A user may pick bypassPermissions (settings/user): without this
+		 * an agent started in another mode refuses to switch into it. */
+		json_array_append_new(argv, json_string("--allow-dangerously-skip-permissions"));
+	}
 	if (s->link.had_success)
 		json_array_append_new(argv, json_string("--continue"));
 	const char *model = agent_model_of(s, cfg);

@@ -81,6 +81,21 @@ int agent_live_applicable(const struct session *s, const cconfig *cfg)
 	       !strcmp(s->link.hash, cfg->base_hash) && strcmp(s->link.live_hash, cfg->live_hash);
 }
 
+/* The agent did not answer in time: give the apply up and restart it. */
+static void sul_apply_cb(lws_sorted_usec_list_t *sul)
+{
+	struct session *s = lws_container_of(sul, struct session, link.sul_apply);
+	if (!s->link.applying)
+		return;
+	log_warn("session %s: agent %llu did not answer a live config change within %d ms; restarting it", s->id,
+		 (unsigned long long)s->link.gen, s->d->cfg.agent_start_timeout_ms);
+	s->link.applying = 0;
+	s->link.apply_failed = 1;
+	agent_count_live(1);
+	set_pend(s, NULL);
+	s->d->reconcile(s);
+}
+
 void agent_live_apply(struct session *s, const cconfig *cfg)
 {
 	char id[64];
@@ -112,7 +127,9 @@ void agent_live_apply(struct session *s, const cconfig *cfg)
 	if (!s->link.applying) { /* nothing the agent sees changed (e.g. a setting equal to the default) */
 		take_live(s, cfg);
 		set_pend(s, NULL);
+		return;
 	}
+	session_timer(s, &s->link.sul_apply, sul_apply_cb, (uint64_t)s->d->cfg.agent_start_timeout_ms * LWS_US_PER_MS);
 }
 
 static int is_error(json_t *line, const char **msg)
@@ -148,6 +165,7 @@ int agent_live_response(struct session *s, const char *request_id, json_t *line)
 	}
 	if (--s->link.applying > 0)
 		return 1;
+	lws_sul_cancel(&s->link.sul_apply);
 	if (!s->link.apply_failed && s->link.pend_cfg) {
 		take_live(s, s->link.pend_cfg);
 		s->link.live_applies++;

@@ -100,7 +100,8 @@ struct agent_link {
 	cconfig *pend_cfg;       /* owned ref: the config a boot or a live apply is bringing in */
 	int boot_waits;          /* control responses a starting agent still owes */
 	int applying;            /* control responses a live apply still waits for */
-	int apply_failed;        /* one was refused: the agent is restarted instead */
+	int apply_failed;        /* one was refused (or not answered in time): restart instead */
+	lws_sorted_usec_list_t sul_apply; /* live apply deadline (agent.start_timeout_ms) */
 	uint64_t apply_seq;      /* live apply request ids */
 	uint64_t live_applies;   /* config changes taken without a restart */
 	int pid;                 /* the current agent's pid (wsa.started), 0 */

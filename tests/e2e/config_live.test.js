@@ -1,9 +1,7 @@
 // Config changes a hot agent takes without a restart (agent_live.c): the
 // model, the permission mode and the MCP servers go to the running Claude
 // Code by control request (set_model, set_permission_mode, mcp_set_servers);
-// what it reads only at start (CLAUDE.md here) restarts it; a change the agent
-// refuses (bypassPermissions asked of an agent not started in it) falls back
-// to a restart.  Real cortexd, real sandbox, real Claude Code, the test model
+// what it reads only at start (CLAUDE.md here) restarts it.  Real cortexd, real sandbox, real Claude Code, the test model
 // server (which logs the model of every request).
 'use strict';
 const fs = require('fs');
@@ -90,18 +88,18 @@ const mcpEntry = tool => ({type: 'stdio', command: 'node', args: ['-e', MCP_SRC,
   L.eq(initOf(fr).permissionMode, 'default', 'it was started in the permission mode of the config');
   L.eq(lastModel(), 'model-live-b', 'and with its model');
 
-  // ---- a change the agent refuses falls back to a restart: bypassPermissions
-  // is refused by an agent not started in it (bypass_not_launched).
+  // ---- into bypassPermissions from an agent started in another mode: live too
+  // (agents start with --allow-dangerously-skip-permissions).
   const s1 = s;
   m0 = await L.metrics(d);
   await put('/v1/settings/user', {model: 'model-live-b', permission_mode: 'bypassPermissions', claude_md: 'MARK_LIVE_RESTART'});
   fr = await L.turn(c, 'hello eight');
   s = await get();
   m1 = await L.metrics(d);
-  L.eq(initOf(fr).permissionMode, 'bypassPermissions', 'a refused live change still takes effect (by a restart)');
-  L.check(s.agent_gen > s1.agent_gen, 'the refused change restarted the agent', `gen > ${s1.agent_gen}`, s.agent_gen);
-  L.eq(m1.cortex_agent_live_refused_total - m0.cortex_agent_live_refused_total, 1, 'cortex_agent_live_refused_total counts the refusal');
-  L.check(!!doneOf(fr).type && !fr.some(f => f.type === 'cortex.error'), 'the turn after the fallback completes', 'cortex.done', fr.map(f => f.type));
+  L.eq(initOf(fr).permissionMode, 'bypassPermissions', 'an agent started in default mode switches into bypassPermissions');
+  L.eq([s.agent_pid, s.agent_gen], [s1.agent_pid, s1.agent_gen], '... without a restart');
+  L.eq(m1.cortex_agent_live_refused_total - m0.cortex_agent_live_refused_total, 0, 'nothing refused');
+  L.check(!!doneOf(fr).type && !fr.some(f => f.type === 'cortex.error'), 'the turn completes', 'cortex.done', fr.map(f => f.type));
 
   // ---- bad input: an unknown permission mode is a 400
   r = await L.http(d.base, 'PUT', '/v1/settings/user', alice, {permission_mode: 'yolo'});
