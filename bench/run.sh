@@ -19,6 +19,7 @@ mkdir -p "$CORTEX_TEST_TMP"
 node "$root/bench/ttft.js"
 node "$root/bench/latency.js"
 node "$root/bench/settings.js"
+node "$root/bench/config_change.js"
 node "$root/bench/gateway.js"
 # Issue 13: text deltas to a client through cortexd vs through nginx (apt's,
 # run by the bench) proxying a Node ws flood of the same frames.

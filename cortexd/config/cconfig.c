@@ -85,6 +85,7 @@ void cconfig_unref(cconfig *c)
 	free(c->pkgs);
 	json_decref(c->env);
 	json_decref(c->agent_env);
+	json_decref(c->mcp);
 	guard_free(c->guard);
 	if (c->prov_key)
 		secrets_free(c->prov_key, c->prov_key_len);
@@ -299,6 +300,9 @@ static int add_user(struct builder *b, json_t *row, cx_err *err)
 	const char *model = jstr(row, "model");
 	if (model)
 		snprintf(b->c->model, sizeof b->c->model, "%s", model);
+	const char *pm = jstr(row, "permission_mode");
+	if (pm)
+		snprintf(b->c->perm_mode, sizeof b->c->perm_mode, "%s", pm);
 	const char *k;
 	json_t *v;
 	json_object_foreach(json_object_get(row, "env"), k, v)
@@ -337,6 +341,46 @@ static int cmp_file(const void *a, const void *b)
 static int cmp_pkg(const void *a, const void *b)
 {
 	return strcmp(((const struct cpkg *)a)->spec, ((const struct cpkg *)b)->spec);
+}
+
+/* The live part (what a hot agent takes by control request) and the base
+ * (what it reads only at start).  ~/.claude.json is left out of the base: the
+ * agent runs with --strict-mcp-config and gets its servers by mcp_set_servers.
+ * PATH is left out too: it changes only with the MCP packages, whose servers
+ * are named by absolute path (a hot agent's own PATH gains a new package's
+ * bins at its next start). */
+static void finish_split_hashes(cconfig *c)
+{
+	crypto_hash_sha256_state st;
+	unsigned char h[crypto_hash_sha256_BYTES];
+	char *mcp = c->mcp ? json_dumps(c->mcp, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	sha256_hex(mcp ? mcp : "", mcp ? strlen(mcp) : 0, c->mcp_hash);
+	free(mcp);
+	crypto_hash_sha256_init(&st);
+	crypto_hash_sha256_update(&st, (const unsigned char *)c->model, strlen(c->model) + 1);
+	crypto_hash_sha256_update(&st, (const unsigned char *)c->perm_mode, strlen(c->perm_mode) + 1);
+	crypto_hash_sha256_update(&st, (const unsigned char *)c->mcp_hash, 64);
+	crypto_hash_sha256_final(&st, h);
+	hex_of(h, sizeof h, c->live_hash);
+
+	crypto_hash_sha256_init(&st);
+	for (size_t i = 0; i < c->n_files; i++) {
+		if (!strcmp(c->files[i].path, HOME "/.claude.json"))
+			continue;
+		crypto_hash_sha256_update(&st, (const unsigned char *)c->files[i].path, strlen(c->files[i].path) + 1);
+		crypto_hash_sha256_update(&st, (const unsigned char *)c->files[i].hash, 64);
+	}
+	json_t *env = json_copy(c->env);
+	json_object_del(env, "PATH");
+	char *txt = env ? json_dumps(env, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+	json_decref(env);
+	if (txt) {
+		crypto_hash_sha256_update(&st, (const unsigned char *)txt, strlen(txt));
+		sodium_memzero(txt, strlen(txt)); /* holds secret values */
+		free(txt);
+	}
+	crypto_hash_sha256_final(&st, h);
+	hex_of(h, sizeof h, c->base_hash);
 }
 
 /* The three part hashes, then the whole. */
@@ -382,6 +426,7 @@ static void finish_hashes(cconfig *c)
 	memcpy(all + 64, c->pkgs_hash, 64);
 	memcpy(all + 128, c->env_hash, 64);
 	sha256_hex(all, sizeof all, c->all_hash);
+	finish_split_hashes(c);
 }
 
 int cconfig_assemble(const char *user, const store_kv *kv, size_t n, const secrets_key *k,
@@ -464,6 +509,7 @@ int cconfig_assemble(const char *user, const store_kv *kv, size_t n, const secre
 		if (off < sizeof path)
 			snprintf(path + off, sizeof path - off, "%s", BASE_PATH);
 		json_object_set_new(b.c->env, "PATH", json_string(path));
+		b.c->mcp = json_incref(b.mcp);
 		json_t *cj = json_pack("{s:O}", "mcpServers", b.mcp);
 		char *txt = json_dumps(cj, JSON_INDENT(2) | JSON_SORT_KEYS);
 		json_decref(cj);

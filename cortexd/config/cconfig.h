@@ -54,6 +54,8 @@ typedef struct cconfig {
 	json_t *agent_env;        /* the agent's whole env: cortexd's defaults under env; built
 	                             once per assembly by ccache_get, so a message copies nothing */
 	char model[128];          /* "" = the daemon's default */
+	char perm_mode[32];       /* the user's permission mode, "" = the daemon's */
+	json_t *mcp;              /* the mcpServers object (as in ~/.claude.json) */
 	struct cpkg *pkgs;
 	size_t n_pkgs;
 	size_t pkgs_missing;      /* packages not installed yet (their servers are left out) */
@@ -61,6 +63,12 @@ typedef struct cconfig {
 	char pkgs_hash[65];       /* over the installed package keys */
 	char env_hash[65];        /* over env and model */
 	char all_hash[65];        /* over the three above */
+	/* What a hot agent takes by control request (docs/architecture.md, "Config
+	 * change"): the model, the permission mode, the MCP servers; the rest it
+	 * reads only at start.  all_hash changes when either does. */
+	char live_hash[65];       /* over model, perm_mode and mcp */
+	char mcp_hash[65];        /* over mcp alone */
+	char base_hash[65];       /* over the files but ~/.claude.json, and env but PATH */
 	int64_t revision;         /* store revision read at assembly */
 	struct guard *guard;      /* the user's secret values for the stream guard (guard.h) */
 	/* The user's ai-provider, never put into the sandbox when the gateway is on. */

@@ -17,6 +17,13 @@
 static struct agent_counters counters;
 void agent_get_counters(struct agent_counters *out) { *out = counters; }
 void agent_count_release(void) { counters.releases++; }
+void agent_count_live(int refused)
+{
+	if (refused)
+		counters.live_refused++;
+	else
+		counters.live_applies++;
+}
 
 static void link_send(struct session *s, const char *txt, size_t len)
 {
@@ -65,7 +72,8 @@ void agent_interrupt(struct session *s)
 
 int agent_is_current(const struct session *s, const cconfig *cfg)
 {
-	return s->link.state == AG_HOT && !strcmp(s->link.hash, cfg->all_hash);
+	return s->link.state == AG_HOT && !s->link.applying && !strcmp(s->link.hash, cfg->base_hash) &&
+	       !strcmp(s->link.live_hash, cfg->live_hash);
 }
 
 /* Every change of the agent's state goes through here: leaving "starting"
@@ -74,6 +82,8 @@ static void set_state(struct session *s, enum ag_state st)
 {
 	enum ag_state was = s->link.state;
 	s->link.state = st;
+	if (st == AG_NONE)
+		s->link.applying = 0; /* a live apply dies with its agent */
 	if (was == AG_STARTING && st != AG_STARTING && s->d->agent_boot_end)
 		s->d->agent_boot_end(s);
 }
@@ -138,16 +148,22 @@ static json_t *build_context(struct session *s, const cconfig *cfg)
 	const char *cmd = s->rt.agent_cmd[0] ? s->rt.agent_cmd : c->agent_command;
 	json_t *argv = json_pack("[s,s,s,s,s,s,s,s]", cmd, "-p", "--input-format", "stream-json",
 				 "--output-format", "stream-json", "--verbose", "--include-partial-messages");
-	if (c->agent_permission_mode[0]) {
+	const char *perm = agent_perm_of(s, cfg);
+	if (perm[0]) {
 		json_array_append_new(argv, json_string("--permission-mode"));
-		json_array_append_new(argv, json_string(c->agent_permission_mode));
+		json_array_append_new(argv, json_string(perm));
+	}
+	/* MCP servers come by mcp_set_servers after initialize (agent_live.c),
+	 * so a change of them is applied without a restart. */
+	if (c->agent_handshake) {
+		json_array_append_new(argv, json_string("--strict-mcp-config"));
+		/* A user may pick bypassPermissions (settings/user): without this
+		 * an agent started in another mode refuses to switch into it. */
+		json_array_append_new(argv, json_string("--allow-dangerously-skip-permissions"));
 	}
 	if (s->link.had_success)
 		json_array_append_new(argv, json_string("--continue"));
-	/* The user's model, else the surface's, else the provider's. */
-	const char *model = cfg->model[0]			? cfg->model
-			    : s->prof && s->prof->model[0] ? s->prof->model
-							   : c->provider_model;
+	const char *model = agent_model_of(s, cfg);
 	if (model[0]) {
 		json_array_append_new(argv, json_string("--model"));
 		json_array_append_new(argv, json_string(model));
@@ -217,7 +233,8 @@ int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_er
 	set_state(s, AG_STARTING);
 	s->link.start_us = cx_mono_us();
 	s->link.stderr_tail[0] = '\0';
-	memcpy(s->link.hash, cfg->all_hash, sizeof s->link.hash);
+	memcpy(s->link.hash, cfg->base_hash, sizeof s->link.hash);
+	agent_live_record(s, cfg);
 	send_json(s, json_pack("{s:s,s:I}", "type", "start", "gen", (json_int_t)s->link.gen));
 	session_timer(s, &s->link.sul_boot, sul_boot_cb, (uint64_t)s->d->cfg.agent_start_timeout_ms * LWS_US_PER_MS);
 	log_debug("session %s: starting agent %llu", s->id, (unsigned long long)s->link.gen);
@@ -308,6 +325,7 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 	case WSA_STARTED:
 		if (!current || s->link.state != AG_STARTING)
 			break;
+		s->link.pid = (int)json_integer_value(json_object_get(l->o, "pid"));
 		if (!s->d->cfg.agent_handshake) {
 			agent_hot(s);
 			break;
@@ -317,6 +335,7 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 		snprintf(id, sizeof id, "cx-init-%llu", (unsigned long long)l->gen);
 		agent_input(s, json_pack("{s:s,s:s,s:{s:s}}", "type", "control_request", "request_id", id, "request",
 					 "subtype", "initialize"));
+		s->link.boot_waits = 1 + agent_live_boot(s);
 		break;
 	case WSA_EXIT:
 		if (current && !json_is_true(json_object_get(l->o, "retired")) && s->link.state != AG_NONE)
@@ -344,8 +363,10 @@ static void link_line(struct session *s, const char *line, size_t len)
 		/* control responses answer cortexd's own requests: never forwarded */
 		char want[40];
 		snprintf(want, sizeof want, "cx-init-%llu", (unsigned long long)s->link.gen);
-		if (eq(l.request_id, want) && s->link.state == AG_STARTING)
-			agent_hot(s);
+		int live = agent_live_response(s, l.request_id, l.o);
+		if ((live == 2 || (!live && eq(l.request_id, want))) && s->link.state == AG_STARTING &&
+		    --s->link.boot_waits <= 0)
+			agent_hot(s); /* initialize answered, and the MCP servers set */
 	} else if (l.kind != AL_PONG) {
 		s->d->agent_output(s, &l, line, len);
 	}

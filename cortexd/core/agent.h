@@ -41,8 +41,29 @@ int agent_is_current(const struct session *s, const cconfig *cfg);
 
 struct agent_counters {
 	uint64_t starts, crashes, releases;
+	uint64_t live_applies, live_refused; /* agent_live.c */
 };
 void agent_get_counters(struct agent_counters *out);
 void agent_count_release(void);
+void agent_count_live(int refused);
+
+/* ---- config changes a hot agent takes by control request (agent_live.c) ---- */
+
+/* The model / permission mode cfg asks of s's agent ("" = the agent's default). */
+const char *agent_model_of(const struct session *s, const cconfig *cfg);
+const char *agent_perm_of(const struct session *s, const cconfig *cfg);
+/* agent_start: cfg's live part is what the new agent is started with. */
+void agent_live_record(struct session *s, const cconfig *cfg);
+/* The boot's control requests after initialize (the MCP servers); how many
+ * responses to wait for before the agent is hot. */
+int agent_live_boot(struct session *s);
+/* The hot agent runs cfg's base and only its live part differs: a live apply
+ * can bring it to cfg. */
+int agent_live_applicable(const struct session *s, const cconfig *cfg);
+/* Send the control requests that do (set_model, set_permission_mode,
+ * mcp_set_servers); their answers come to agent_live_response. */
+void agent_live_apply(struct session *s, const cconfig *cfg);
+/* A control response: 1 when it answered a live or boot request (consumed). */
+int agent_live_response(struct session *s, const char *request_id, json_t *line);
 
 #endif

@@ -61,6 +61,8 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_agent_starts_total", "Agent processes started (once per session, config change, crash or idle release).", ac.starts},
 		{"cortex_agent_crashes_total", "Agents that exited on their own.", ac.crashes},
 		{"cortex_agent_releases_total", "Idle agents released.", ac.releases},
+		{"cortex_agent_live_applies_total", "Config changes a hot agent took by control request (no restart).", ac.live_applies},
+		{"cortex_agent_live_refused_total", "Live config changes the agent refused (it was restarted instead).", ac.live_refused},
 		{"cortex_agent_boot_timeouts_total", "Agent boots past agent.start_timeout_ms.", bs.timeouts},
 		{"cortex_agent_boot_retries_total", "Agent boots started again after a timeout (bounded by agent.boot_tries).", bs.retries},
 		{"cortex_agent_boot_failures_total", "Sessions whose agent could not be started (state error, agent \"failed\").", bs.failures},

@@ -521,7 +521,7 @@ static int agent_ready(struct session *s, struct pass *p)
 static int agent_busy(const struct session *s, const struct pass *p)
 {
 	(void)p;
-	return s->link.state == AG_STARTING || s->lc.boot_queued;
+	return s->link.state == AG_STARTING || s->lc.boot_queued || s->link.applying;
 }
 static int agent_start_step(struct session *s, struct pass *p)
 {
@@ -529,6 +529,12 @@ static int agent_start_step(struct session *s, struct pass *p)
 	 * again (no restart loop). */
 	if (!s->turn && (s->link.crashes >= 3 || s->lc.agent_failed))
 		return 0;
+	/* Only the model, permission mode or MCP servers changed: the hot agent
+	 * takes them by control request (agent_live.c), no restart. */
+	if (agent_live_applicable(s, p->cfg)) {
+		agent_live_apply(s, p->cfg);
+		return 0;
+	}
 	/* Boots are bounded (agent.max_booting): in line, this pass waits. */
 	if (!boot_admit(s))
 		return 0;

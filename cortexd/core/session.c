@@ -68,6 +68,11 @@ json_t *session_to_json(const struct session *s)
 			    : s->lc.agent_failed && s->link.state == AG_NONE ? "failed"
 									    : ag[s->link.state];
 	json_object_set_new(o, "agent", json_string(agent));
+	/* Which agent process serves, and how many config changes it took live. */
+	json_object_set_new(o, "agent_gen", json_integer((json_int_t)s->link.gen));
+	json_object_set_new(o, "agent_pid", s->link.pid > 0 && s->link.state != AG_NONE ? json_integer(s->link.pid)
+											: json_null());
+	json_object_set_new(o, "config_live_applies", json_integer((json_int_t)s->link.live_applies));
 	json_object_set_new(o, "ready_ms", s->lc.ready_ms >= 0 ? json_real(s->lc.ready_ms) : json_null());
 	json_object_set_new(o, "turns", json_integer((json_int_t)s->turns));
 	json_object_set_new(o, "image", json_string(s->spec.image));
@@ -178,6 +183,7 @@ void session_unref(struct session *s)
 	lws_sul_cancel(&s->lc.sul_idle);
 	lws_sul_cancel(&s->lc.sul_grace);
 	lws_sul_cancel(&s->link.sul_boot);
+	lws_sul_cancel(&s->link.sul_apply);
 	lws_sul_cancel(&s->lc.sul_image);
 	fq_clear(&s->fan.replay);
 	if (s->link.dirfd >= 0)
@@ -186,6 +192,8 @@ void session_unref(struct session *s)
 	free(s->next_text);
 	json_decref(s->rt.env);
 	json_decref(s->network);
+	if (s->link.pend_cfg)
+		cconfig_unref(s->link.pend_cfg);
 	free(s);
 }
 

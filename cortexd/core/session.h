@@ -92,6 +92,20 @@ struct agent_link {
 	char stderr_tail[1024];  /* the current agent's latest stderr, for error frames */
 	uint64_t int_seq;        /* interrupt request ids */
 	lws_sorted_usec_list_t sul_boot; /* start deadline */
+	/* What the agent runs that a control request can change (agent_live.c):
+	 * hash is cfg->base_hash, fixed at start; these follow live applies. */
+	char live_hash[65];      /* cfg->live_hash it runs */
+	char mcp_hash[65];       /* cfg->mcp_hash it runs */
+	char live_model[128];    /* the model it runs ("" = its default) */
+	char live_perm[32];      /* the permission mode it runs ("" = its default) */
+	cconfig *pend_cfg;       /* owned ref: the config a boot or a live apply is bringing in */
+	int boot_waits;          /* control responses a starting agent still owes */
+	int applying;            /* control responses a live apply still waits for */
+	int apply_failed;        /* one was refused (or not answered in time): restart instead */
+	lws_sorted_usec_list_t sul_apply; /* live apply deadline (agent.start_timeout_ms) */
+	uint64_t apply_seq;      /* live apply request ids */
+	uint64_t live_applies;   /* config changes taken without a restart */
+	int pid;                 /* the current agent's pid (wsa.started), 0 */
 	/* Sends to ws-agent go through io (agent.c by default; a fake in unit tests). */
 	const struct agent_io *io;
 };

@@ -238,6 +238,12 @@ void turn_wait(struct session *s, enum lc_step step, const cconfig *cfg, const c
 		break;
 	case STEP_AGENT:
 		sandbox_found(t);
+		if (s->link.applying || agent_live_applicable(s, cfg)) {
+			/* The hot agent takes the change by control request. */
+			wait_mark(t, TW_AGENT);
+			progress(s, PG_AGENT, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "applying_config"));
+			break;
+		}
 		t->agent_cold = 1;
 		wait_mark(t, TW_AGENT);
 		progress(s, PG_AGENT, json_pack("{s:s,s:s}", "type", "cortex.progress", "phase", "starting_agent"));

@@ -163,7 +163,7 @@ static int provider_build(struct cortexd *d, const char *user, const char *name,
 
 static int user_build(json_t *b, json_t **rec, struct api_resp *resp)
 {
-	static const char *const order[] = {"claude_md", "model", "env", NULL};
+	static const char *const order[] = {"claude_md", "model", "permission_mode", "env", NULL};
 	if (settings_check_user(b, resp) < 0)
 		return -1;
 	*rec = json_object();

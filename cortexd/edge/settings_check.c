@@ -537,13 +537,31 @@ int settings_check_provider(json_t *b, const char **key, size_t *len, struct api
 	return 0;
 }
 
+/* Claude Code's --permission-mode values a user may pick ("auto" needs an
+ * account feature, so it is left out). */
+static int check_permission_mode(json_t *o, struct api_resp *resp)
+{
+	static const char *const modes[] = {"default", "acceptEdits", "plan", "bypassPermissions", "dontAsk", NULL};
+	const char *m;
+	if (get_string(o, "permission_mode", 32, 0, &m, resp) < 0)
+		return -1;
+	for (const char *const *v = modes; m && *v; v++)
+		if (!strcmp(m, *v))
+			return 0;
+	if (m)
+		api_error(resp, 400, "bad_request",
+			  "\"permission_mode\" must be one of default, acceptEdits, plan, bypassPermissions, dontAsk");
+	return m ? -1 : 0;
+}
+
 int settings_check_user(json_t *b, struct api_resp *resp)
 {
-	static const char *const allowed[] = {"claude_md", "model", "env", NULL};
+	static const char *const allowed[] = {"claude_md", "model", "env", "permission_mode", NULL};
 	const char *md;
 	if (api_only_keys(b, allowed, "user settings", resp) < 0 ||
 	    get_string(b, "claude_md", SET_TEXT_MAX, 0, &md, resp) < 0 ||
-	    check_model(b, resp) < 0 || check_map(b, "env", MAP_ENV_USER, resp) < 0)
+	    check_model(b, resp) < 0 || check_permission_mode(b, resp) < 0 ||
+	    check_map(b, "env", MAP_ENV_USER, resp) < 0)
 		return -1;
 	return 0;
 }
