@@ -4,8 +4,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "agent_line.h"
@@ -408,11 +411,13 @@ static int link_rx(struct session *s, struct lws *wsi, const char *p, size_t len
 	return 0;
 }
 
-/* ---- the connection (client role, over the session's Unix socket) ---- */
-
-/* No keepalive pings: it is a Unix socket (ws-agent's death closes it), and a
- * paused sandbox cannot answer a ping — it must not be hung up on. */
-static const lws_retry_bo_t agent_retry = {.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0};
+/* ---- the connection: a WebSocket over the session's Unix socket ----
+ *
+ * cortexd connects the socket itself and adopts it into lws as a raw socket;
+ * the WebSocket on it (handshake, frames) is wslink.c's: lws 4.1's client
+ * role parses incoming frames byte by byte, and this link carries every
+ * delta.  No keepalive pings: it is a Unix socket (ws-agent's death closes
+ * it), and a paused sandbox cannot answer a ping — it must not be hung up on. */
 
 int agent_link_connect(struct session *s, cx_err *err)
 {
@@ -422,34 +427,42 @@ int agent_link_connect(struct session *s, cx_err *err)
 	 * only root reaches (jobs.c): never a path under the session's dirs,
 	 * which its sandbox can write.  sun_path is 108 bytes and a deep data dir
 	 * would not fit: connect through /proc/self/fd/<dirfd>/<id>.sock. */
-	char addr[128];
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
 	s->link.dirfd = jobs_private_dir(&s->d->cfg, JOBS_SOCK_DIR, err);
 	if (s->link.dirfd < 0)
 		return -1;
-	snprintf(addr, sizeof addr, "+/proc/self/fd/%d/%s.sock", s->link.dirfd, s->id);
-	struct lws_client_connect_info i;
-	memset(&i, 0, sizeof i);
-	i.context = s->d->ctx;
-	i.vhost = s->d->vh;
-	i.address = addr;
-	i.port = 0;
-	i.path = "/";
-	i.host = "localhost";
-	i.origin = "localhost";
-	i.protocol = "cortex-agent";
-	i.local_protocol_name = "cortex-agent";
-	i.opaque_user_data = s;
-	i.retry_and_idle_policy = &agent_retry;
-	i.pwsi = &s->link.wsi;
-	s->refs++; /* held by the connection until CLOSED / CONNECTION_ERROR */
-	if (!lws_client_connect_via_info(&i)) {
-		s->link.wsi = NULL;
-		s->refs--;
-		return cx_err_set(err, ECONNREFUSED, "cannot connect to ws-agent at %s/%s/%s.sock", s->d->cfg.data_dir,
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s.sock", s->link.dirfd, s->id);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return cx_err_set(err, errno, "socket");
+	/* A Unix stream connect completes at once, or fails (EAGAIN: its
+	 * backlog is full; ENOENT/ECONNREFUSED: no ws-agent). */
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		int e = errno;
+		close(fd);
+		return cx_err_set(err, e, "cannot connect to ws-agent at %s/%s/%s.sock", s->d->cfg.data_dir,
 				  JOBS_SOCK_DIR, s->id);
 	}
+	memset(&s->link.ws, 0, sizeof s->link.ws);
+	wsl_new_key(s->link.ws_key);
+	s->link.ws_sent = 0;
+	s->link.ws_head_len = 0;
+	lws_adopt_desc_t ad = {.vh = s->d->vh,
+			       .type = LWS_ADOPT_SOCKET,
+			       .fd.sockfd = fd,
+			       .vh_prot_name = "cortex-agent",
+			       .opaque = s};
+	s->refs++; /* held by the connection until RAW_CLOSE */
+	s->link.wsi = lws_adopt_descriptor_vhost_via_info(&ad); /* closes fd on failure */
+	if (!s->link.wsi) {
+		s->refs--;
+		return cx_err_set(err, ENOMEM, "cannot adopt the ws-agent connection");
+	}
+	/* The handshake must be answered promptly (ws-agent is local). */
+	lws_set_timeout(s->link.wsi, PENDING_TIMEOUT_AWAITING_SERVER_RESPONSE, 10);
+	lws_callback_on_writable(s->link.wsi);
 	return 0;
 }
 
@@ -467,6 +480,9 @@ static void link_reset(struct session *s)
 	}
 	fq_clear(&s->link.out);
 	rxbuf_reset(&s->link.rx);
+	free(s->link.ws_head);
+	s->link.ws_head = NULL;
+	s->link.ws_head_len = 0;
 }
 
 static void link_gone(struct session *s, struct lws *wsi, const char *why)
@@ -486,39 +502,147 @@ void agent_link_close(struct session *s)
 		lws_set_timeout(w, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 }
 
+/* A protocol failure on the link: logged, and the connection dropped. */
+static int link_fail(struct session *s, const char *why)
+{
+	log_error("session %s: ws-agent link: %s", s->id, why);
+	return -1;
+}
+
+struct link_rx_ctx {
+	struct session *s;
+	struct lws *wsi;
+};
+
+static int link_deliver(void *arg, enum wsl_event ev, const uint8_t *p, size_t n)
+{
+	struct link_rx_ctx *c = arg;
+	if (ev == WSL_CLOSE)
+		return 1; /* ws-agent is going: close too */
+	if (ev == WSL_PING) {
+		/* ws-agent sends none; answer anyway, as a client must */
+		struct frame *f = frame_new((const char *)p, n);
+		if (!f)
+			return 0;
+		f->seq = 10; /* the pong opcode, read by link_writeable */
+		fq_push(&c->s->link.out, f);
+		lws_callback_on_writable(c->wsi);
+		return 0;
+	}
+	if (link_rx(c->s, c->wsi, (const char *)p, n) < 0)
+		return -1;
+	return c->s->deleted || c->s->link.wsi != c->wsi ? 1 : 0;
+}
+
+/* The handshake reply, gathered until its blank line; what follows it is
+ * the first frames. */
+static int link_handshake(struct session *s, struct lws *wsi, const uint8_t **p, size_t *len)
+{
+	if (!s->link.ws_head && !(s->link.ws_head = malloc(WSL_HEAD_MAX)))
+		return link_fail(s, "out of memory");
+	size_t take = *len, old = s->link.ws_head_len;
+	if (take > WSL_HEAD_MAX - old)
+		take = WSL_HEAD_MAX - old;
+	memcpy(s->link.ws_head + old, *p, take);
+	s->link.ws_head_len += take;
+	const char *h = s->link.ws_head;
+	size_t hl = s->link.ws_head_len, end = 0;
+	for (size_t i = old >= 3 ? old - 3 : 0; i + 4 <= hl; i++)
+		if (!memcmp(h + i, "\r\n\r\n", 4)) {
+			end = i + 4;
+			break;
+		}
+	if (!end) {
+		*len = 0;
+		return hl >= WSL_HEAD_MAX ? link_fail(s, "handshake reply over 4 KiB") : 0;
+	}
+	const char *why = NULL;
+	if (wsl_check_reply(h, end, s->link.ws_key, &why) < 0)
+		return link_fail(s, why);
+	*p += end - old;
+	*len -= end - old;
+	free(s->link.ws_head);
+	s->link.ws_head = NULL;
+	s->link.ws_head_len = 0;
+	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+	s->link.up = 1;
+	if (s->link.out.n)
+		lws_callback_on_writable(wsi);
+	s->d->reconcile(s);
+	return 0;
+}
+
+static int link_readable(struct session *s, struct lws *wsi, const uint8_t *p, size_t len)
+{
+	if (!s->link.up && link_handshake(s, wsi, &p, &len) < 0)
+		return -1;
+	if (!len || s->deleted || s->link.wsi != wsi)
+		return 0;
+	struct link_rx_ctx c = {s, wsi};
+	const char *why = NULL;
+	int rc = wsl_feed(&s->link.ws, p, len, link_deliver, &c, &why);
+	if (rc < 0)
+		return why ? link_fail(s, why) : -1;
+	return rc == 1 && s->link.wsi == wsi && !s->deleted ? -1 : 0;
+}
+
+/* One write per WRITEABLE: the handshake, then a frame at a time (masked in
+ * the frame's own buffer, which only this queue holds). */
+static int link_writeable(struct session *s, struct lws *wsi)
+{
+	if (!s->link.ws_sent) {
+		char req[512];
+		int n = wsl_request(req, sizeof req, "cortex-agent", s->link.ws_key);
+		if (n < 0 || lws_write(wsi, (unsigned char *)req, (size_t)n, LWS_WRITE_RAW) < n)
+			return link_fail(s, "cannot send the handshake");
+		s->link.ws_sent = 1;
+		return 0;
+	}
+	if (!s->link.up)
+		return 0; /* frames wait for the 101; link_handshake asks for writeable again */
+	struct frame *f = fq_pop(&s->link.out);
+	if (!f)
+		return 0;
+	uint8_t mask[4], hdr[14];
+	randombytes_buf(mask, sizeof mask);
+	uint8_t op = f->seq == 10 ? 10 : 1; /* pong, else text */
+	size_t hl = wsl_header(hdr, op, f->len, mask);
+	unsigned char *payload = f->buf + LWS_PRE;
+	wsl_mask(payload, f->len, mask);
+	memcpy(payload - hl, hdr, hl); /* hl <= 14 <= LWS_PRE */
+	int n = lws_write(wsi, payload - hl, f->len + hl, LWS_WRITE_RAW);
+	size_t want = f->len + hl;
+	frame_unref(f);
+	if (n < (int)want)
+		return link_fail(s, "write failed");
+	if (s->link.out.n)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
 int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
 	(void)user;
 	struct session *s = lws_get_opaque_user_data(wsi);
+	if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION)
+		return -1; /* no client upgrades to this protocol */
 	if (!s)
 		return 0;
 	switch (reason) {
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		if (s->deleted || s->link.wsi != wsi)
-			return -1;
-		s->link.up = 1;
-		s->d->reconcile(s);
-		return 0;
-	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR: {
-		char why[300];
-		snprintf(why, sizeof why, "ws-agent connection failed: %s", in ? (const char *)in : "unknown");
-		log_error("session %s: %s", s->id, why);
-		link_gone(s, wsi, why);
+	case LWS_CALLBACK_RAW_CLOSE:
+		link_gone(s, wsi, s->link.wsi == wsi && !s->link.up ? "the ws-agent handshake failed"
+								      : "the ws-agent connection closed");
 		lws_set_opaque_user_data(wsi, NULL);
 		session_unref(s);
 		return 0;
-	}
-	case LWS_CALLBACK_CLIENT_CLOSED:
-		link_gone(s, wsi, "the ws-agent connection closed");
-		lws_set_opaque_user_data(wsi, NULL);
-		session_unref(s);
-		return 0;
-	case LWS_CALLBACK_CLIENT_RECEIVE:
+	case LWS_CALLBACK_RAW_RX:
 		if (s->deleted || s->link.wsi != wsi)
 			return 0;
-		return link_rx(s, wsi, in, len);
-	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		return fq_write_one(wsi, &s->link.out);
+		return link_readable(s, wsi, in, len);
+	case LWS_CALLBACK_RAW_WRITEABLE:
+		if (s->deleted || s->link.wsi != wsi)
+			return 0;
+		return link_writeable(s, wsi);
 	default:
 		return 0;
 	}

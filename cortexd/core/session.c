@@ -188,6 +188,7 @@ void session_unref(struct session *s)
 	fq_clear(&s->fan.replay);
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
+	free(s->link.ws_head);
 	sodium_memzero(s->gw_token, sizeof s->gw_token);
 	free(s->next_text);
 	json_decref(s->rt.env);

@@ -25,6 +25,7 @@
 #include "frames.h"
 #include "gateway.h"
 #include "guard.h"
+#include "wslink.h"
 #include "sandbox.h"
 #include "secrets.h"
 #include "sentence.h"
@@ -77,11 +78,16 @@ struct fanout {
 };
 
 struct agent_link {
-	struct lws *wsi;
-	int up;                  /* connected to ws-agent */
+	struct lws *wsi;         /* a raw socket: cortexd speaks the WebSocket itself (wslink.h) */
+	int up;                  /* connected to ws-agent, handshake done */
 	int dirfd;               /* O_PATH of DATA/sock while connecting/connected, -1 */
 	struct fqueue out;
-	struct rxbuf rx;
+	struct rxbuf rx;         /* a line cut at the end of what was read */
+	struct wsl_rx ws;        /* the frame parser */
+	char ws_key[25];         /* Sec-WebSocket-Key of the handshake */
+	int ws_sent;             /* the handshake request is written */
+	char *ws_head;           /* the reply head, gathered (WSL_HEAD_MAX) until up */
+	size_t ws_head_len;
 	/* The hot agent (ws-agent protocol v2: docs/protocol.md). */
 	enum ag_state state;
 	uint64_t gen;            /* generation of the current agent; strictly increasing */
