@@ -82,7 +82,7 @@ test: build build-asan build-tsan image
 # each target for FUZZ_SECONDS; prints execs/s and coverage per target and
 # fails on a crash (the reproducer's path is printed).  make test replays the
 # committed corpus only (the fuzz.* tests).
-fuzz: deps $(FUZZ_APT_STAMP)
+fuzz: $(APT_STAMP) $(FUZZ_APT_STAMP)
 	JOBS=$(JOBS) bash tests/fuzz/jansson.sh build-fuzz/deps/jansson
 	PKG_CONFIG_PATH=$(CURDIR)/build-fuzz/deps/jansson/lib/pkgconfig \
 		cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCORTEX_FUZZ=ON >/dev/null

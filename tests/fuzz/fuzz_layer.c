@@ -51,6 +51,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct unpack_stats st = {0};
 	cx_err err = {0};
 	int rc = unpack_layer(mfd, dest, NULL, 4u << 20, &st, &err);
+	if (getenv("FUZZ_DEBUG"))
+		fprintf(stderr, "unpack_layer: %d (%s), %llu entries, %llu bytes\n", rc, rc < 0 ? err.msg : "ok",
+			(unsigned long long)st.entries, (unsigned long long)st.bytes);
 	if (rc < 0 && !err.msg[0])
 		FUZZ_FAIL();
 	check_contained();
