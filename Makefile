@@ -15,7 +15,12 @@ NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
 # The apt stamp names the package list: adding a package checks again.
 APT_STAMP := .deps/.apt-$(shell echo $(APT_PKGS) | md5sum | cut -c1-8)
 
-.PHONY: all deps build build-asan build-tsan run test bench clean format image
+# `make fuzz` only: clang with libFuzzer (not needed by make test).
+FUZZ_APT_PKGS := clang libclang-rt-dev dpkg-dev
+FUZZ_APT_STAMP := .deps/.apt-fuzz-$(shell echo $(FUZZ_APT_PKGS) | md5sum | cut -c1-8)
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build build-asan build-tsan run test bench clean format image fuzz
 
 all: build
 
@@ -25,6 +30,15 @@ $(APT_STAMP):
 	@mkdir -p .deps
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then missing="$$missing nodejs npm"; fi; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq $$missing; \
+	fi
+	@touch $@
+
+$(FUZZ_APT_STAMP): | $(APT_STAMP)
+	@missing=$$(for p in $(FUZZ_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
@@ -63,6 +77,18 @@ test: build build-asan build-tsan image
 	(cd build-tsan && ctest -L tsan --output-on-failure --timeout 600) || rc=1; \
 	exit $$rc
 
+# Fuzz every parser (tests/fuzz/, docs/reliability.md "Fuzzing"): libFuzzer +
+# ASan + UBSan against an instrumented jansson built from Debian's source,
+# each target for FUZZ_SECONDS; prints execs/s and coverage per target and
+# fails on a crash (the reproducer's path is printed).  make test replays the
+# committed corpus only (the fuzz.* tests).
+fuzz: $(APT_STAMP) $(FUZZ_APT_STAMP)
+	JOBS=$(JOBS) bash tests/fuzz/jansson.sh build-fuzz/deps/jansson
+	PKG_CONFIG_PATH=$(CURDIR)/build-fuzz/deps/jansson/lib/pkgconfig \
+		cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCORTEX_FUZZ=ON >/dev/null
+	cmake --build build-fuzz -j$(JOBS) --target fuzz_targets
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
+
 run: build image
 	@mkdir -p .cortex && chmod 700 .cortex
 	@if [ -z "$$CORTEX_ADMIN_TOKEN" ] && [ ! -s .cortex/admin.token ]; then \
@@ -95,4 +121,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

@@ -87,4 +87,10 @@ int cx_listen_unix_at(int dirfd, const char *name, mode_t mode, int backlog, cx_
 /* Random lowercase hex id of 2*nbytes chars into out (size >= 2*nbytes+1). */
 void cx_random_hex(char *out, size_t nbytes);
 
+/* Make the NUL-terminated s valid UTF-8 in place: each byte of an invalid
+ * or cut-off sequence becomes '?' (a message that quotes a client's bytes,
+ * or cuts them at "%.64s", must still go out as a JSON string).  Returns
+ * how many bytes were replaced. */
+size_t cx_utf8_fix(char *s);
+
 #endif

@@ -194,62 +194,32 @@ static void handle_start(struct wsa_server *srv, struct wsa_conn *c, int64_t gen
 
 /* ------------------------------------------------------------- protocol */
 
-/* "gen": a positive integer, or 0 (with a bad_request sent) if it is not. */
-static int64_t need_gen(struct wsa_server *srv, struct wsa_conn *c, json_t *root, const char *type)
-{
-	json_t *j = json_object_get(root, "gen");
-	if (json_is_integer(j) && json_integer_value(j) > 0)
-		return (int64_t)json_integer_value(j);
-	wsa_send_error(srv, c, 0, "bad_request", "\"%s\" needs a positive integer \"gen\"", type);
-	return 0;
-}
-
-static void handle_input(struct wsa_server *srv, struct wsa_conn *c, json_t *root, int64_t gen)
-{
-	json_t *jdata = json_object_get(root, "data");
-	if (!json_is_string(jdata)) {
-		wsa_send_error(srv, c, gen, "bad_request", "\"input\" needs a string \"data\"");
-		return;
-	}
-	const char *data = json_string_value(jdata);
-	size_t len = json_string_length(jdata);
-	if (memchr(data, '\n', len)) {
-		wsa_send_error(srv, c, gen, "bad_request", "\"data\" must be one line (no newline)");
-		return;
-	}
-	wsa_runner_input(srv, c, gen, data, len);
-}
-
 static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const char *buf, size_t len)
 {
-	json_error_t jerr;
-	json_t *root = json_loadb(buf, len, 0, &jerr);
-	if (!root || !json_is_object(root)) {
-		wsa_send_error(srv, c, 0, "bad_request", "%s",
-			       root ? "frame must be a JSON object" : jerr.text);
-		json_decref(root);
+	struct wsa_msg m;
+	int64_t egen;
+	char why[256];
+	if (wsa_msg_parse(buf, len, &m, &egen, why, sizeof why) < 0) {
+		wsa_send_error(srv, c, egen, "bad_request", "%s", why);
 		return;
 	}
-	const char *type = json_string_value(json_object_get(root, "type"));
-	int64_t gen;
-	if (!type) {
-		wsa_send_error(srv, c, 0, "bad_request", "missing string field \"type\"");
-	} else if (!strcmp(type, "input")) {
-		if ((gen = need_gen(srv, c, root, type)))
-			handle_input(srv, c, root, gen);
-	} else if (!strcmp(type, "start")) {
-		if ((gen = need_gen(srv, c, root, type)))
-			handle_start(srv, c, gen);
-	} else if (!strcmp(type, "stop")) {
+	switch (m.type) {
+	case WSA_MSG_INPUT:
+		wsa_runner_input(srv, c, m.gen, m.data, m.data_len);
+		break;
+	case WSA_MSG_START:
+		handle_start(srv, c, m.gen);
+		break;
+	case WSA_MSG_STOP:
 		/* Only the current agent can be stopped; an unknown or old gen is a no-op. */
-		if ((gen = need_gen(srv, c, root, type)) && srv->current && srv->current->gen == gen)
+		if (srv->current && srv->current->gen == m.gen)
 			wsa_runner_retire(srv->current);
-	} else if (!strcmp(type, "ping")) {
+		break;
+	case WSA_MSG_PING:
 		wsa_conn_send(srv, c, "{\"type\":\"pong\"}", 15);
-	} else {
-		wsa_send_error(srv, c, 0, "bad_request", "unknown type \"%.64s\"", type);
+		break;
 	}
-	json_decref(root);
+	wsa_msg_free(&m);
 }
 
 /* ------------------------------------------------ signals and inotify */

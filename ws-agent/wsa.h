@@ -13,7 +13,8 @@
  * pidfds, the inotify fd and a signalfd are adopted into the loop as raw file
  * descriptors, timers are lws_sul.  No threads, no sleeps.
  *
- * Files: context.c (read + parse the context file), agent.c (fork/exec,
+ * Files: context.c (read + parse the context file), proto.c (parse one
+ * message from cortexd), agent.c (fork/exec,
  * signal, reap one process), lines.c (line splitting, UTF-8), outq.c
  * (outgoing frame queue), runner.c (the running agents on the loop: pipes,
  * stdin queue, retiring, wsa.exit), server.c (connections, protocol, the
@@ -59,6 +60,24 @@ int wsa_context_parse(const char *buf, size_t len, struct wsa_context *out, cx_e
  * Returns CX_NOTFOUND when there is no file (yet), without setting err. */
 int wsa_context_take(const char *path, struct wsa_context *out, cx_err *err);
 void wsa_context_free(struct wsa_context *ctx);
+
+/* ---- proto.c: one message from cortexd ---- */
+
+enum wsa_msg_type { WSA_MSG_INPUT, WSA_MSG_START, WSA_MSG_STOP, WSA_MSG_PING };
+
+struct wsa_msg {
+	enum wsa_msg_type type;
+	int64_t gen;	    /* > 0; input, start, stop */
+	const char *data;   /* input: the line for the agent's stdin, no '\n' (in root) */
+	size_t data_len;
+	struct json_t *root; /* the parsed message (owned: wsa_msg_free) */
+};
+
+/* 0 and *out filled, or -1 with why (a bad_request message) and *err_gen
+ * the generation the error answers (0 when none applies). */
+int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err_gen, char *why,
+		  size_t cap);
+void wsa_msg_free(struct wsa_msg *m);
 
 /* ---- agent.c: the agent process ---- */
 

@@ -701,7 +701,7 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (jstr(root, "ws_agent_rt", &s, err) < 0 ||
 	    (s && copy_str(c->ws_agent_rt, sizeof c->ws_agent_rt, s, "ws_agent_rt", err) < 0))
-		return -1;
+		goto out;
 	if (jstr(root, "ws_agent_path", &s, err) < 0 ||
 	    (s && copy_str(c->ws_agent_path, sizeof c->ws_agent_path, s, "ws_agent_path", err) < 0))
 		goto out;

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cx.h"
+
 static int bad(const char **code, const char *c, char *msg, size_t mcap, const char *m)
 {
 	*code = c;
@@ -58,6 +60,8 @@ int client_frame_parse(const char *data, size_t len, size_t text_cap, struct cli
 		rc = -1;
 	}
 	json_decref(o);
+	if (rc < 0)
+		cx_utf8_fix(msg); /* the type cut at 64 bytes, or the parser's quote of the input */
 	return rc;
 }
 

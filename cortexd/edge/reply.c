@@ -18,6 +18,7 @@ void api_error(struct api_resp *resp, int status, const char *code, const char *
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	cx_utf8_fix(msg); /* quoted client bytes, or a cut: still a JSON string */
 	json_t *o = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
 	free(resp->body);
 	resp->status = status;

@@ -35,6 +35,8 @@ struct obuf {
 
 static int ob_put(struct obuf *b, const void *s, size_t n)
 {
+	if (n == 0)
+		return 0; /* nothing to copy (b->p may still be NULL: no arithmetic on it) */
 	if (n > b->max - b->len)
 		return -1;
 	if (b->len + n > b->cap) {

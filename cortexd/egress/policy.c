@@ -186,7 +186,14 @@ static int parse_entry(const char *s, struct pol_entry *e, cx_err *err)
 	}
 	if (port && parse_port(port, &e->port) < 0)
 		return cx_err_set(err, EINVAL, "entry '%.64s': bad port (1-65535)", s);
-	if (set_net(e, host, -1) == 0) {
+	int wild = host[0] == '*' && host[1] == '.';
+	char norm[254];
+	if (pol_norm_host(wild ? host + 2 : host, norm, sizeof norm) < 0)
+		return cx_err_set(err, EINVAL,
+				  "entry '%.64s': not a hostname, *.domain, IP or CIDR", s);
+	/* An IP after normalising ("1.2.3.4.", "[::.]"): an address entry, not a
+	 * name that would print as an entry that does not parse ("::" with a port). */
+	if (!wild && set_net(e, norm, -1) == 0) {
 		char ab[INET6_ADDRSTRLEN];
 		inet_ntop(e->af, e->net, ab, sizeof ab);
 		if (e->port)
@@ -196,11 +203,6 @@ static int parse_entry(const char *s, struct pol_entry *e, cx_err *err)
 			snprintf(e->text, sizeof e->text, "%s", ab);
 		return 0;
 	}
-	int wild = host[0] == '*' && host[1] == '.';
-	char norm[254];
-	if (pol_norm_host(wild ? host + 2 : host, norm, sizeof norm) < 0)
-		return cx_err_set(err, EINVAL,
-				  "entry '%.64s': not a hostname, *.domain, IP or CIDR", s);
 	e->kind = wild ? ENT_SUFFIX : ENT_HOST;
 	snprintf(e->host, sizeof e->host, "%s%s", wild ? "*." : "", norm);
 	if (e->port)

@@ -61,7 +61,7 @@ static void send_progress(struct clone_state *st, int force)
 	send_rec(st, &st->rec);
 }
 
-__attribute__((noreturn)) static void fail(struct clone_state *st, enum repo_ec code,
+__attribute__((noreturn, format(printf, 3, 4))) static void fail(struct clone_state *st, enum repo_ec code,
 					   const char *fmt, ...)
 {
 	struct repo_rec r = {.kind = REC_ERROR, .code = (int32_t)code};

@@ -1,0 +1,69 @@
+/* proto.c — one message from cortexd (protocol v2, docs/protocol.md):
+ * {"type":"start"|"input"|"stop","gen":G,...} or {"type":"ping"}, parsed
+ * without acting on it (server.c acts).  A fuzz target (tests/fuzz). */
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "wsa.h"
+
+void wsa_msg_free(struct wsa_msg *m)
+{
+	json_decref(m->root);
+	m->root = NULL;
+}
+
+__attribute__((format(printf, 4, 5))) static int fail(json_t *root, char *why, size_t cap,
+						     const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, cap, fmt, ap);
+	va_end(ap);
+	json_decref(root);
+	return -1;
+}
+
+int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err_gen, char *why,
+		  size_t cap)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(buf, len, 0, &jerr);
+	*err_gen = 0;
+	if (!root)
+		return fail(NULL, why, cap, "%s", jerr.text);
+	if (!json_is_object(root))
+		return fail(root, why, cap, "%s", "frame must be a JSON object");
+	const char *type = json_string_value(json_object_get(root, "type"));
+	if (!type)
+		return fail(root, why, cap, "%s", "missing string field \"type\"");
+	*out = (struct wsa_msg){.root = root};
+	if (!strcmp(type, "ping")) {
+		out->type = WSA_MSG_PING;
+		return 0;
+	}
+	if (!strcmp(type, "input"))
+		out->type = WSA_MSG_INPUT;
+	else if (!strcmp(type, "start"))
+		out->type = WSA_MSG_START;
+	else if (!strcmp(type, "stop"))
+		out->type = WSA_MSG_STOP;
+	else
+		return fail(root, why, cap, "unknown type \"%.64s\"", type);
+	json_t *j = json_object_get(root, "gen");
+	if (!json_is_integer(j) || json_integer_value(j) <= 0)
+		return fail(root, why, cap, "\"%s\" needs a positive integer \"gen\"", type);
+	out->gen = (int64_t)json_integer_value(j);
+	if (out->type != WSA_MSG_INPUT)
+		return 0;
+	*err_gen = out->gen;
+	json_t *jdata = json_object_get(root, "data");
+	if (!json_is_string(jdata))
+		return fail(root, why, cap, "%s", "\"input\" needs a string \"data\"");
+	out->data = json_string_value(jdata);
+	out->data_len = json_string_length(jdata);
+	if (memchr(out->data, '\n', out->data_len))
+		return fail(root, why, cap, "%s", "\"data\" must be one line (no newline)");
+	return 0;
+}
