@@ -105,6 +105,7 @@ void config_defaults(config *c)
 	c->write_parallel = 4;
 	strcpy(c->npm_path, "npm");
 	c->npm_cache_max = 2ull << 30;
+	config_caps_defaults(c);
 }
 
 const struct surface_profile *config_surface(const config *c, const char *name)
@@ -713,7 +714,7 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (load_npm(c, json_object_get(root, "npm"), err) < 0)
 		goto out;
-	if (load_egress(c, json_object_get(root, "egress"), err) < 0)
+	if (load_egress(c, json_object_get(root, "egress"), err) < 0 || config_load_caps(c, root, err) < 0)
 		goto out;
 	/* Without the gateway the agent talks to the provider itself: an own
 	 * network namespace would cut it off.  Default: the host's then; asked

@@ -29,5 +29,7 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after_seq);
 /* The session is going away: close every client. */
 void fanout_close_all(struct session *s);
 void fanout_update_flow(struct session *s);
+/* Client WebSockets open on all sessions of user. */
+unsigned fanout_user_clients(struct cortexd *d, const char *user);
 
 #endif
