@@ -34,10 +34,10 @@
 #include "log.h"
 #include "refuse.h"
 
-#define DOOR_MAX_REFUSING 64 /* refusals answered at once (their heads being read) */
-#define DOOR_LINGER_S 2      /* after a refusal: drain what the client still sends */
+#define DOOR_MAX_REFUSING   64 /* refusals answered at once (their heads being read) */
+#define DOOR_LINGER_S	    2  /* after a refusal: drain what the client still sends */
 #define DOOR_HEAD_TIMEOUT_S 10
-#define PEER_BUCKETS 1024
+#define PEER_BUCKETS	    1024
 
 struct door_peer { /* an address with connections counted */
 	struct door_peer *next;
@@ -45,23 +45,23 @@ struct door_peer { /* an address with connections counted */
 	unsigned conns;
 };
 
-struct door_conn { /* a connection at the door (the opaque data of its raw-file wsi) */
-	int sock;		 /* the client's socket, -1 once handed to lws or closed */
-	struct lws *w;		 /* the raw-file wsi watching a copy of sock */
-	struct door_peer *peer;	 /* counted under it, or NULL (refused, or handed on) */
-	int refuse;		 /* 503 or 429: a full pool, answered once the head is read */
-	int replied;		 /* answered: draining until EOF or the linger timeout */
-	int handed;		 /* lws took the socket; its wsi carries the count now */
-	int gone;		 /* the peer hung up */
-	size_t seen;		 /* bytes queued at the last look (the head not whole) */
+struct door_conn {		/* a connection at the door (the opaque data of its raw-file wsi) */
+	int sock;		/* the client's socket, -1 once handed to lws or closed */
+	struct lws *w;		/* the raw-file wsi watching a copy of sock */
+	struct door_peer *peer; /* counted under it, or NULL (refused, or handed on) */
+	int refuse;		/* 503 or 429: a full pool, answered once the head is read */
+	int replied;		/* answered: draining until EOF or the linger timeout */
+	int handed;		/* lws took the socket; its wsi carries the count now */
+	int gone;		/* the peer hung up */
+	size_t seen;		/* bytes queued at the last look (the head not whole) */
 };
 
 static struct {
 	struct lws_vhost *vh;
 	struct door_opts o;
 	struct door_peer *peers[PEER_BUCKETS];
-	unsigned total;		  /* connections counted */
-	unsigned refusing;	  /* refusals pending */
+	unsigned total;		   /* connections counted */
+	unsigned refusing;	   /* refusals pending */
 	struct door_conn *handing; /* the connection being handed to lws (door_adopted) */
 } door;
 
@@ -144,7 +144,8 @@ int door_head_check(const char *buf, size_t len, size_t *head_len)
 	if (tlen > CX_CAP_HTTP_URI)
 		return 414;
 	if (!nl)
-		return len > CX_CAP_HTTP_URI + 64 ? 400 : 0; /* a short target and a long rest: garbage */
+		return len > CX_CAP_HTTP_URI + 64 ? 400
+						  : 0; /* a short target and a long rest: garbage */
 	unsigned fields = 0;
 	for (size_t i = 0; i < tlen; i++) /* query arguments take lws header slots too */
 		fields += t[i] == '&' || t[i] == '?';
@@ -157,7 +158,8 @@ int door_head_check(const char *buf, size_t len, size_t *head_len)
 			break;
 		if (*q == '\n') { /* the empty line: the head is whole */
 			*head_len = (size_t)(q + 1 - buf);
-			return fields > CX_CAP_HTTP_FIELDS || *head_len > CX_CAP_HTTP_HEAD ? 431 : 1;
+			return fields > CX_CAP_HTTP_FIELDS || *head_len > CX_CAP_HTTP_HEAD ? 431
+											   : 1;
 		}
 		fields++;
 		p = memchr(q, '\n', (size_t)(end - q));
@@ -180,8 +182,8 @@ static void door_reply(struct door_conn *c, int status)
 		break;
 	case 431:
 		reason = "Request Header Fields Too Large", code = "headers_too_large";
-		snprintf(msg, sizeof msg, "the request head is over %u bytes or %u fields", CX_CAP_HTTP_HEAD,
-			 CX_CAP_HTTP_FIELDS);
+		snprintf(msg, sizeof msg, "the request head is over %u bytes or %u fields",
+			 CX_CAP_HTTP_HEAD, CX_CAP_HTTP_FIELDS);
 		reject_count(REJECT_HEAD_TOO_LARGE);
 		break;
 	case 408:
@@ -195,8 +197,10 @@ static void door_reply(struct door_conn *c, int status)
 			 door.o.max_conns);
 		break;
 	case 429:
-		reason = "Too Many Requests", code = "too_many_connections", retry = "Retry-After: 1\r\n";
-		snprintf(msg, sizeof msg, "%u connections are open from your address (cap http.max_conns_per_ip)",
+		reason = "Too Many Requests", code = "too_many_connections",
+		retry = "Retry-After: 1\r\n";
+		snprintf(msg, sizeof msg,
+			 "%u connections are open from your address (cap http.max_conns_per_ip)",
 			 door.o.max_conns_per_ip);
 		break;
 	default:
@@ -204,11 +208,13 @@ static void door_reply(struct door_conn *c, int status)
 		reject_count(REJECT_BAD_HEAD);
 	}
 	char body[400], out[800];
-	int bl = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
-	int n = snprintf(out, sizeof out,
-			 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-			 "Connection: close\r\n%s\r\n%s",
-			 status, reason, bl, retry, body);
+	int bl = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+			  code, msg);
+	int n =
+	    snprintf(out, sizeof out,
+		     "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+		     "Connection: close\r\n%s\r\n%s",
+		     status, reason, bl, retry, body);
 	/* A fresh socket's send buffer is empty: one small write goes whole. */
 	if (send(c->sock, out, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 		log_debug("door: reply %d: %s", status, strerror(errno));
@@ -316,7 +322,7 @@ static void set_lowat(int sock, int n)
 static int door_read(struct door_conn *c)
 {
 	static char buf[CX_CAP_HTTP_HEAD]; /* service thread only */
-	if (c->replied) { /* drain until the client is done */
+	if (c->replied) {		   /* drain until the client is done */
 		ssize_t n = recv(c->sock, buf, sizeof buf, MSG_DONTWAIT);
 		return n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)) ? 0 : -1;
 	}
@@ -343,7 +349,8 @@ static int door_read(struct door_conn *c)
 	return 0;
 }
 
-int door_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+int door_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		  size_t len)
 {
 	(void)user;
 	(void)in;

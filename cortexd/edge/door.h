@@ -14,7 +14,7 @@
 #define DOOR_PROTOCOL "cortex-door"
 
 struct door_opts {
-	unsigned max_conns;      /* connections at once (503 past it) */
+	unsigned max_conns;	   /* connections at once (503 past it) */
 	unsigned max_conns_per_ip; /* ... from one address (429 past it); 0 = no cap */
 };
 
@@ -24,7 +24,8 @@ void door_start(struct lws_vhost *vh, const struct door_opts *o);
  * copy of it); returns what the callback returns (lws closes its own). */
 int door_accept(int fd);
 /* The DOOR_PROTOCOL callback (its raw-file wsi watch each waiting head). */
-int door_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+int door_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		  size_t len);
 /* LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED / LWS_CALLBACK_WSI_DESTROY of
  * vh's protocols[0]: a handed-over connection joins / leaves its count. */
 void door_adopted(struct lws *wsi);
