@@ -3,6 +3,7 @@
 
 #include <stdint.h>
 
+#include "door.h"
 #include "metrics.h"
 
 static uint64_t refused[REFUSE_N], rejected[REJECT_N];
@@ -26,6 +27,7 @@ void refuse_metrics_write(FILE *f, void *arg)
 	    "http", "http_ip", "ws_session", "ws_user", "sessions_user", "image_builds", "preview"};
 	static const char *const reasons[REJECT_N] = {"uri_too_long", "headers_too_large",
 						      "bad_request", "head_timeout", "dropped"};
+	metrics_gauge(f, "cortex_http_connections", "Client connections open (counted by the door).", door_conns());
 	metrics_counter_by(f, "cortex_refused_total",
 			   "Requests and connections refused because a pool was full.", "pool",
 			   pools, refused, REFUSE_N);

@@ -59,10 +59,12 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
 		door_adopted(wsi);
 		return 0;
-	case LWS_CALLBACK_WSI_DESTROY: /* every wsi of the vhost: only ours carry a door count */
-		if (lws_get_protocol(wsi) == &protocols[0])
+	case LWS_CALLBACK_WSI_DESTROY: { /* every wsi of the vhost: only ours carry a door count */
+		const struct lws_protocols *p = lws_get_protocol(wsi); /* lws's copy: compare names */
+		if (p && p->name && !strcmp(p->name, protocols[0].name))
 			door_destroyed(wsi);
 		return 0;
+	}
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		work_drain_done();
 		gateway_service();

@@ -145,9 +145,16 @@ function openRaw(port) {
 
   // The hog goes away: its address is served again (its count went down).
   for (const o of hog) o.s.destroy();
-  await L.until(async () => (await L.http(d.base, 'GET', '/healthz').catch(() => ({}))).status === 200,
-    '127.0.0.1 served again once the hog left', 10000);
-  L.check(true, '127.0.0.1 is served again once the hog left');
+  let ok = await L.until(async () => (await L.http(d.base, 'GET', '/healthz').catch(() => ({}))).status === 200,
+    '127.0.0.1 served again once the hog left', 10000).then(() => true, () => false);
+  const conns = async () => {
+    const t = (await from('127.0.0.2', d.base, 'GET', '/metrics', d.admin)).text;
+    return Number((t.match(/^cortex_http_connections (\d+)/m) || [])[1]);
+  };
+  L.check(ok, '127.0.0.1 is served again once the hog left', 'a 200', await conns());
+  // Every connection is uncounted when it closes: alice's 5 WebSockets and at most a few
+  // kept-alive fetch connections are left (and this one).
+  L.check(await conns() <= 5 + 6, 'the hog\'s connections are no longer counted', '<= 11', await conns());
   for (const c of open) await c.close();
   L.eq(await d.stop(), 0, 'cortexd exits cleanly');
   L.done();
