@@ -4,6 +4,9 @@
 #define CX_CAPS_H
 
 #define CX_CAP_HTTP_BODY       (1u << 20)  /* request body of any HTTP route      */
+#define CX_CAP_HTTP_URI        (8u << 10)  /* request target (path + query): 414 past it */
+#define CX_CAP_HTTP_HEAD       (16u << 10) /* request line + header fields: 431 past it */
+#define CX_CAP_HTTP_FIELDS     64u         /* header fields + query args of one request: 431 */
 #define CX_CAP_CLIENT_FRAME    (256u << 10) /* one client -> cortexd WS message    */
 #define CX_CAP_AGENT_LINE      (4u << 20)  /* one agent stdout line / ws-agent frame */
 #define CX_CAP_CLIENT_QUEUE    (8u << 20)  /* default ws.client_queue_max_bytes: frame bytes queued to one client before it is cut off */

@@ -107,6 +107,7 @@ void config_defaults(config *c)
 	c->write_parallel = 4;
 	strcpy(c->npm_path, "npm");
 	c->npm_cache_max = 2ull << 30;
+	config_caps_defaults(c);
 }
 
 const struct surface_profile *config_surface(const config *c, const char *name)
@@ -590,8 +591,12 @@ static int load_ws(config *c, json_t *ws, cx_err *err)
 	json_t *v;
 	json_object_foreach(ws, k, v)
 	{
-		if (strcmp(k, "client_queue_max_bytes"))
-			return cx_err_set(err, 0, "config: unknown field 'ws.%.40s' (client_queue_max_bytes)", k);
+		if (strcmp(k, "client_queue_max_bytes") && strcmp(k, "max_clients_per_session") &&
+		    strcmp(k, "max_clients_per_user")) /* the last two: config_caps.c */
+			return cx_err_set(err, 0,
+					  "config: unknown field 'ws.%.40s' (client_queue_max_bytes, "
+					  "max_clients_per_session, max_clients_per_user)",
+					  k);
 	}
 	long long n = 0;
 	int found;
@@ -742,7 +747,7 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (load_ws(c, json_object_get(root, "ws"), err) < 0)
 		goto out;
-	if (load_egress(c, json_object_get(root, "egress"), err) < 0)
+	if (load_egress(c, json_object_get(root, "egress"), err) < 0 || config_load_caps(c, root, err) < 0)
 		goto out;
 	/* Without the gateway the agent talks to the provider itself: an own
 	 * network namespace would cut it off.  Default: the host's then; asked

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <jansson.h>
+
 #include "cx.h"
 
 /* A surface profile: what a chat IDE and a voice client each need. */
@@ -128,9 +130,21 @@ typedef struct config {
 	char images_import_dir_default[4096]; /* OCI layout imported as the default image at start if absent */
 	unsigned images_max_builds;  /* concurrent builds */
 	unsigned images_max_user_builds; /* concurrent builds per user */
+
+	/* Caps on the edge's pools (config_caps.c, docs/configuration.md "Caps"). */
+	unsigned http_max_conns;        /* client connections at once, all peers (503 past it) */
+	unsigned http_max_conns_per_ip; /* ... from one address (429); 0 = no cap */
+	unsigned ws_max_clients_per_session; /* client WebSockets on one session (429) */
+	unsigned ws_max_clients_per_user;    /* ... on all sessions of one user (429) */
+	unsigned sessions_max_per_user; /* sessions one user holds (429); 0 = no cap */
+	unsigned egress_max_conns_user; /* proxied connections of one user's sessions (429) */
 } config;
 
 void config_defaults(config *c);
+/* config_caps.c: the caps' defaults, and the file's "http", "ws", "sessions"
+ * sections and egress.max_conns_per_user (root: the whole file). */
+void config_caps_defaults(config *c);
+int config_load_caps(config *c, json_t *root, cx_err *err);
 /* The profile named name, or NULL. */
 const struct surface_profile *config_surface(const config *c, const char *name);
 /* The price row for model (exact name, else the longest row that is a prefix of it), or NULL. */

@@ -197,11 +197,21 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after)
 	fanout_update_flow(s);
 }
 
+unsigned fanout_user_clients(struct cortexd *d, const char *user)
+{
+	unsigned n = 0;
+	for (struct session *s = d->sessions; s; s = s->next)
+		if (!strcmp(s->user, user))
+			n += s->fan.nclients;
+	return n;
+}
+
 void fanout_attach(struct session *s, struct client *c)
 {
 	c->sess = s;
 	c->next = s->fan.clients;
 	s->fan.clients = c;
+	s->fan.nclients++;
 	/* Joining mid-turn: that turn's frames come after "resume", exactly once. */
 	c->held = s->turn != NULL;
 }
@@ -213,6 +223,7 @@ void fanout_detach(struct client *c)
 		for (struct client **pp = &s->fan.clients; *pp; pp = &(*pp)->next)
 			if (*pp == c) {
 				*pp = c->next;
+				s->fan.nclients--;
 				break;
 			}
 		fanout_update_flow(s);
@@ -245,5 +256,6 @@ void fanout_close_all(struct session *s)
 			lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
 	}
 	s->fan.clients = NULL;
+	s->fan.nclients = 0;
 	fq_clear(&s->fan.replay);
 }

@@ -39,5 +39,7 @@ void fanout_update_flow(struct session *s);
 uint64_t fanout_clients_cut(void);
 /* A cut client that does not read its close frame within this is dropped. */
 #define FANOUT_CUT_GRACE_S 30
+/* Client WebSockets open on all sessions of user. */
+unsigned fanout_user_clients(struct cortexd *d, const char *user);
 
 #endif

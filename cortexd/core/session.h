@@ -71,6 +71,7 @@ struct client {
 
 struct fanout {
 	struct client *clients;
+	unsigned nclients;       /* in clients (the edge's ws.max_clients_* caps) */
 	uint64_t seq;            /* last seq sent on this session */
 	struct fqueue replay;    /* frames of the running or last turn, for "resume" (capped) */
 	uint64_t replay_dropped; /* highest seq dropped from replay by the cap, 0 if none */

@@ -16,6 +16,7 @@
 #include "lifecycle.h"
 #include "images.h"
 #include "network.h"
+#include "refuse.h"
 #include "repo.h"
 #include "settings.h"
 
@@ -231,8 +232,24 @@ static int parse_spec(struct cortexd *d, const char *user, json_t *o, struct ses
 	return 0;
 }
 
+/* Sessions user holds (deleted ones on their way out not counted). */
+static unsigned user_sessions(struct cortexd *d, const char *user)
+{
+	unsigned n = 0;
+	for (struct session *s = d->sessions; s; s = s->next)
+		n += !s->deleted && !strcmp(s->user, user);
+	return n;
+}
+
 static void post_session(struct cortexd *d, const char *user, const struct api_req *req, struct api_resp *resp)
 {
+	unsigned max = d->cfg.sessions_max_per_user;
+	if (max && user_sessions(d, user) >= max) {
+		refuse_count(REFUSE_SESSIONS_USER);
+		api_error(resp, 429, "too_many_sessions",
+			  "you hold %u sessions (cap sessions.max_per_user): delete one first", max);
+		return;
+	}
 	json_t *o = api_body_object(req, resp, 1);
 	if (!o)
 		return;

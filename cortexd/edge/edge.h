@@ -69,6 +69,8 @@ void settings_route(struct cortexd *d, const char *user, const struct api_req *r
 /* Refuse an upgrade from LWS_CALLBACK_HTTP_CONFIRM_UPGRADE with status and the
  * JSON error shape; returns what the callback returns. */
 int ws_reject_upgrade(struct lws *wsi, int status, const char *code, const char *msg);
+/* ... with a Retry-After of retry_s seconds (0: none). */
+int ws_reject_upgrade_retry(struct lws *wsi, int status, const char *code, const char *msg, int retry_s);
 /* The request's token: "Authorization: Bearer X" (*in_header = 1 if given)
  * or ?token=X; "" when neither. */
 void ws_token(struct lws *wsi, char *out, int cap, int *in_header);

@@ -242,6 +242,15 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			return 0;
 		}
 		h->method = m;
+		/* The door (door.c) checked a connection's first head; this is for
+		 * the next ones on a kept-alive connection. */
+		if (strlen((const char *)in) + (size_t)lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > CX_CAP_HTTP_URI) {
+			api_error(&h->resp, 414, "uri_too_long", "the request target is over %u bytes", CX_CAP_HTTP_URI);
+			h->close_after = 1;
+			h->responding = 1;
+			lws_callback_on_writable(wsi);
+			return 0;
+		}
 		size_t qn = 0;
 		for (int i = 0; qn + 2 < sizeof h->query; i++) {
 			int n = lws_hdr_copy_fragment(wsi, h->query + qn + (qn ? 1 : 0),

@@ -14,6 +14,7 @@
 #include "build.h"
 #include "imgstore.h"
 #include "log.h"
+#include "refuse.h"
 
 static int valid_image_name(const char *n, size_t len)
 {
@@ -145,6 +146,7 @@ static void img_job_then(void *arg, int rc, const cx_err *err, struct api_resp *
 	} else if (err->code == EFBIG) {
 		api_error(resp, 413, "too_large", "%s", err->msg);
 	} else if (err->code == EAGAIN) {
+		refuse_count(REFUSE_IMAGE_BUILDS);
 		api_error(resp, 429, "too_many_builds", "%s", err->msg);
 	} else if (err->code == EBUSY) {
 		api_error(resp, 409, "busy", "%s", err->msg);

@@ -30,6 +30,7 @@
 #include "http.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "refuse.h"
 #include "work.h"
 
 #define PV_BUF	      CX_CAP_PREVIEW_BUF
@@ -265,7 +266,7 @@ static int pv_authorize(struct cortexd *d, struct lws *wsi, const char *path, st
 		    e, 409, "not_running",
 		    "the session is %s; preview ports need it running (POST /v1/sessions/%s/wake)",
 		    sess_state_name(s->lc.state), s->id);
-	if (s->previews >= CX_CAP_PREVIEW_CONNS)
+	if (s->previews >= CX_CAP_PREVIEW_CONNS && (refuse_count(REFUSE_PREVIEW), 1))
 		return pv_fail(e, 429, "too_many_previews",
 			       "at most %u preview connections per session",
 			       (unsigned)CX_CAP_PREVIEW_CONNS);

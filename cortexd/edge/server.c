@@ -17,13 +17,16 @@
 #include "imgstore.h"
 #include "auth.h"
 #include "caps.h"
+#include "door.h"
 #include "gwlink.h"
 #include "http.h"
 #include "lifecycle.h"
+#include "metrics.h"
 #include "jobs.h"
 #include "log.h"
 #include "npmcache.h"
 #include "preview.h"
+#include "refuse.h"
 #include "work.h"
 
 /* HTTP requests and the WebSocket they may upgrade to share one protocol, so
@@ -43,12 +46,25 @@ static int preview_upgrade(struct lws *wsi)
 	return lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 && preview_is_route(uri);
 }
 
+static const struct lws_protocols protocols[];
+
 static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 			 size_t len)
 {
 	struct conn *conn = user;
 	struct cortexd *d = lws_context_user(lws_get_context(wsi));
 	switch (reason) {
+	case LWS_CALLBACK_FILTER_NETWORK_CONNECTION: /* user is lws's, not a conn */
+		return lws_get_vhost(wsi) == d->vh ? door_accept((int)(intptr_t)in) : 0;
+	case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+		door_adopted(wsi);
+		return 0;
+	case LWS_CALLBACK_WSI_DESTROY: { /* every wsi of the vhost: only ours carry a door count */
+		const struct lws_protocols *p = lws_get_protocol(wsi); /* lws's copy: compare names */
+		if (p && p->name && !strcmp(p->name, protocols[0].name))
+			door_destroyed(wsi);
+		return 0;
+	}
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
 		work_drain_done();
 		gateway_service();
@@ -95,6 +111,7 @@ static const struct lws_protocols protocols[] = {
 	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 0},
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
 	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
+	{DOOR_PROTOCOL, door_callback, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -332,6 +349,7 @@ static int start_egress(const config *c, cx_err *err)
 	    .default_mode = c->egress_default_mode,
 	    .max_conns = c->egress_max_conns,
 	    .max_conns_session = c->egress_max_conns_session,
+	    .max_conns_user = c->egress_max_conns_user,
 	    .connect_timeout_ms = c->egress_connect_timeout_ms,
 	    .head_timeout_ms = 10000,
 	    .allow_private = ap,
@@ -378,7 +396,9 @@ int server_run(struct cortexd *d)
 		       LWS_SERVER_OPTION_VALIDATE_UTF8;
 	info.retry_and_idle_policy = &client_retry;
 	info.timeout_secs = 30;
-	info.max_http_header_data = 4096;
+	/* The door (door.c) passes first heads of up to CX_CAP_HTTP_HEAD: lws's
+	 * header table must hold one. */
+	info.max_http_header_data = CX_CAP_HTTP_HEAD + 2048;
 	/* lws reads and sends at most this much per syscall (its default, 4 KiB,
 	 * is a recv per 4 KB delta on the agent link): one buffer for the
 	 * service thread. */
@@ -397,6 +417,12 @@ int server_run(struct cortexd *d)
 		goto out_ctx;
 	}
 	d->port = lws_get_vhost_listen_port(d->vh);
+	const struct door_opts door_o = {
+	    .max_conns = c->http_max_conns,
+	    .max_conns_per_ip = c->http_max_conns_per_ip,
+	};
+	door_start(d->vh, &door_o);
+	metrics_register("edge", refuse_metrics_write, NULL);
 	/* The model gateway: its own loopback listener, for sandboxes only (they
 	 * share the host's network namespace, so 127.0.0.1 reaches it). */
 	struct gateway_ops gw;

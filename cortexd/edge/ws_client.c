@@ -10,6 +10,7 @@
 #include "fanout.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "refuse.h"
 
 static int parse_ws_path(const char *uri, char *out_id, size_t cap)
 {
@@ -51,6 +52,11 @@ void ws_token(struct lws *wsi, char *out, int cap, int *in_header)
  * the HTTP transaction. */
 int ws_reject_upgrade(struct lws *wsi, int status, const char *code, const char *msg)
 {
+	return ws_reject_upgrade_retry(wsi, status, code, msg, 0);
+}
+
+int ws_reject_upgrade_retry(struct lws *wsi, int status, const char *code, const char *msg, int retry_s)
+{
 	unsigned char buf[LWS_PRE + 1024];
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
 	char body[600];
@@ -60,7 +66,12 @@ int ws_reject_upgrade(struct lws *wsi, int status, const char *code, const char 
 	if (blen <= 0 || (size_t)blen > sizeof body)
 		return -1;
 	if (lws_add_http_common_headers(wsi, (unsigned int)status, "application/json", (lws_filepos_t)blen, &p, end) ||
-	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end))
+		return -1;
+	char ra[16];
+	int ral = snprintf(ra, sizeof ra, "%d", retry_s);
+	if ((retry_s > 0 && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_RETRY_AFTER, (const unsigned char *)ra, ral,
+							 &p, end)) ||
 	    lws_finalize_http_header(wsi, &p, end) || end - p < blen)
 		return -1; /* cannot happen with these sizes: close without a reply */
 	memcpy(p, body, (size_t)blen);
@@ -93,6 +104,27 @@ static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *sta
 	return s;
 }
 
+/* The ws.max_clients_* caps, at the upgrade: 0, or what the callback returns
+ * after a 429.  (lws calls ESTABLISHED right after CONFIRM_UPGRADE, so the
+ * counts include every upgrade accepted before this one.) */
+static int ws_caps(struct cortexd *d, struct lws *wsi, struct session *s)
+{
+	char msg[200];
+	if (s->fan.nclients >= d->cfg.ws_max_clients_per_session) {
+		refuse_count(REFUSE_WS_SESSION);
+		snprintf(msg, sizeof msg, "session %s has %u clients connected (cap ws.max_clients_per_session)", s->id,
+			 s->fan.nclients);
+		return ws_reject_upgrade_retry(wsi, 429, "too_many_clients", msg, 5);
+	}
+	unsigned n = fanout_user_clients(d, s->user);
+	if (n >= d->cfg.ws_max_clients_per_user) {
+		refuse_count(REFUSE_WS_USER);
+		snprintf(msg, sizeof msg, "%u clients of yours are connected (cap ws.max_clients_per_user)", n);
+		return ws_reject_upgrade_retry(wsi, 429, "too_many_clients", msg, 5);
+	}
+	return 0;
+}
+
 static void on_frame(struct client *c, const char *data, size_t len)
 {
 	struct session *s = c->sess;
@@ -117,10 +149,12 @@ int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 	int status;
 	const char *code, *msg;
 	switch (reason) {
-	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-		if (!ws_authorize(d, wsi, &status, &code, &msg))
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+		struct session *s = ws_authorize(d, wsi, &status, &code, &msg);
+		if (!s)
 			return ws_reject_upgrade(wsi, status, code, msg);
-		return 0;
+		return ws_caps(d, wsi, s);
+	}
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		/* Answered at CONFIRM_UPGRADE already; a second look only hangs up. */
 		return ws_authorize(d, wsi, &status, &code, &msg) ? 0 : -1;

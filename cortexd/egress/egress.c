@@ -107,7 +107,7 @@ static struct {
 	.audit_mu = PTHREAD_MUTEX_INITIALIZER};
 
 static struct {
-	atomic_ullong allow, deny, refused_session, refused_global, bad_request, upstream_error,
+	atomic_ullong allow, deny, refused_session, refused_user, refused_global, bad_request, upstream_error,
 	    unknown_peer, brokered, bytes_up, bytes_down, conns_total;
 } ctr;
 
@@ -119,6 +119,16 @@ static struct binding *find_uid(uid_t uid)
 		if (b->uid == uid)
 			return b;
 	return NULL;
+}
+
+/* Proxied connections open for all sessions of user (eg.mu held). */
+static unsigned user_conns(const char *user)
+{
+	unsigned n = 0;
+	for (struct binding *b = eg.bindings; b; b = b->next)
+		if (!strcmp(b->user, user))
+			n += b->conns;
+	return n;
 }
 
 static struct binding *find_sid(const char *sid)
@@ -706,6 +716,8 @@ static void *conn_main(void *arg)
 		snprintf(audit_path, sizeof audit_path, "%s", b->audit);
 		if (b->conns >= eg.o.max_conns_session)
 			over = 1;
+		else if (eg.o.max_conns_user && user_conns(b->user) >= eg.o.max_conns_user)
+			over = 2;
 		else
 			b->conns++;
 		struct named_pol *n = *named_slot(&eg.sessions, sid);
@@ -720,6 +732,14 @@ static void *conn_main(void *arg)
 		reply(fd, 403, "Forbidden", "deny", "egress_unknown_sandbox",
 		      "no session runs as uid %u", (unsigned)c->uid);
 		goto out_nobind;
+	}
+	if (over == 2) {
+		atomic_fetch_add(&ctr.refused_user, 1);
+		reply(fd, 429, "Too Many Requests", "refused", "egress_user_cap",
+		      "the sessions of user %s have %u proxied connections open (cap egress.max_conns_per_user)",
+		      user, eg.o.max_conns_user);
+		sid[0] = 0; /* not counted in b->conns */
+		goto out;
 	}
 	if (over) {
 		atomic_fetch_add(&ctr.refused_session, 1);
@@ -1001,18 +1021,18 @@ static void write_metrics(FILE *f, void *arg)
 {
 	(void)arg;
 	static const char *const decisions[] = {"allow", "deny"};
-	static const char *const reasons[] = {"session_cap", "global_cap", "bad_request",
+	static const char *const reasons[] = {"session_cap", "user_cap", "global_cap", "bad_request",
 					      "unknown_sandbox"};
 	static const char *const dirs[] = {"up", "down"};
 	const uint64_t dv[] = {ctr.allow, ctr.deny};
-	const uint64_t rv[] = {ctr.refused_session, ctr.refused_global, ctr.bad_request,
+	const uint64_t rv[] = {ctr.refused_session, ctr.refused_user, ctr.refused_global, ctr.bad_request,
 			       ctr.unknown_peer};
 	const uint64_t bv[] = {ctr.bytes_up, ctr.bytes_down};
 	metrics_counter_by(f, "cortex_egress_decisions_total", "Egress proxy policy decisions.",
 			   "decision", decisions, dv, 2);
 	metrics_counter_by(f, "cortex_egress_refused_total",
 			   "Egress connections refused before a decision.", "reason", reasons, rv,
-			   4);
+			   5);
 	metrics_counter(f, "cortex_egress_upstream_errors_total",
 			"Egress: resolve or connect failures.", ctr.upstream_error);
 	metrics_counter(f, "cortex_egress_brokered_total",

@@ -29,6 +29,7 @@ struct egress_opts {
 	int default_mode;	    /* EGRESS_MODE_*: a user without a policy */
 	unsigned max_conns;	    /* proxied connections at once, all sessions */
 	unsigned max_conns_session; /* ... per session (429 past it) */
+	unsigned max_conns_user;    /* ... of all sessions of one user (429 past it; 0 = none) */
 	int connect_timeout_ms;	    /* resolve + connect to the upstream */
 	int head_timeout_ms;	    /* the client's request head must arrive within it */
 	json_t *allow_private;	    /* operator's exceptions to the always-denied ranges
