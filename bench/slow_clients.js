@@ -85,7 +85,9 @@ async function turns(rd, pid, samples) {
 
 (async () => {
   const cfgDir = L.tmpdir('slow-cfg');
-  const cfg = Object.assign({agent: {dir: miniAgentDir(miniAgentPath()), command: '/cortex/agent/mini-agent'}},
+  // 101 clients on one session: over the default per-session and per-user caps (ws.*).
+  const cfg = Object.assign({agent: {dir: miniAgentDir(miniAgentPath()), command: '/cortex/agent/mini-agent'},
+    ws: {max_clients_per_session: 256, max_clients_per_user: 256}},
     JSON.parse(process.env.BENCH_SLOW_CONFIG || '{}'));
   fs.writeFileSync(path.join(cfgDir, 'cortexd.json'), JSON.stringify(cfg));
   const d = await L.startCortexd({args: ['--config', path.join(cfgDir, 'cortexd.json')], detached: true});

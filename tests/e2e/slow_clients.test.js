@@ -29,7 +29,7 @@ const rssMiB = pid => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').matc
 (async () => {
   const cfg = path.join(L.tmpdir('slow-cfg'), 'cortexd.json');
   fs.writeFileSync(cfg, JSON.stringify({agent: {dir: miniAgentDir(), command: '/cortex/agent/mini-agent'},
-    ws: {client_queue_max_bytes: CAP}}));
+    ws: {client_queue_max_bytes: CAP, max_clients_per_session: 64, max_clients_per_user: 64}}));
   // ASan keeps freed memory in quarantine (256 MiB by default): keep it small
   // so RSS shows what cortexd holds.
   const asan = [process.env.ASAN_OPTIONS, 'quarantine_size_mb=16'].filter(Boolean).join(':');
