@@ -128,6 +128,14 @@ typedef struct config {
 	char images_import_dir_default[4096]; /* OCI layout imported as the default image at start if absent */
 	unsigned images_max_builds;  /* concurrent builds */
 	unsigned images_max_user_builds; /* concurrent builds per user */
+
+	/* The files API and watches (docs/protocol.md "Files"). */
+	uint64_t files_max_read;     /* bytes of one GET reply (a Range past it gets a shorter 206) */
+	uint64_t files_max_write;    /* bytes of one PUT body */
+	unsigned files_max_entries;  /* entries of one directory listing */
+	unsigned files_max_inflight; /* operations running per session (429 past it) */
+	unsigned files_max_watches;  /* inotify watches (dirs) per session */
+	int files_coalesce_ms;       /* events of one path within this window are one cortex.fs frame */
 } config;
 
 void config_defaults(config *c);

@@ -218,6 +218,7 @@ struct session {
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
 	uint64_t turns;          /* turns started */
 	unsigned previews;       /* open preview-port connections (edge/preview.c) */
+	unsigned files_inflight; /* files API operations running (edge/files_route.c) */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
 	struct session_spec spec;
 	json_t *network;         /* the session's own egress policy (owned), NULL = its user's */

@@ -359,6 +359,7 @@ int server_run(struct cortexd *d)
 	if (open_state(d) < 0)
 		goto out_store;
 	lifecycle_init(d);
+	files_route_init();
 
 	signalled = d;
 	signal(SIGPIPE, SIG_IGN);
