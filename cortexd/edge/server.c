@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "agent.h"
+#include "fswatch.h"
 #include "build.h"
 #include "imgstore.h"
 #include "auth.h"
@@ -95,6 +96,7 @@ static const struct lws_protocols protocols[] = {
 	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 0},
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
 	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
+	{"cortex-fswatch", fswatch_callback, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

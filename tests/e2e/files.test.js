@@ -183,7 +183,7 @@ const L = require('./lib');
   // Woken by a message, the agent sees the file written while it slept.
   const c2 = L.connect(d.base, sid, alice);
   await c2.opened;
-  const seen = await L.runInside(c2, 'cat /workspace/while-asleep.txt; stat -c %u /workspace/while-asleep.txt; id -u');
+  const seen = await L.runInside(c2, 'cat /workspace/while-asleep.txt; echo; stat -c %u /workspace/while-asleep.txt; id -u');
   const sl = seen.trim().split('\n');
   L.check(sl[0] === 'zzz' && sl[1] === sl[2], 'after the wake, the file is there, the session uid\'s', 'zzz', seen);
   await c2.close();
