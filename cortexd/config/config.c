@@ -58,6 +58,12 @@ void config_defaults(config *c)
 	strcpy(c->images_default, "default");
 	strcpy(c->images_build_base, "localhost/cortex-base:bookworm");
 	c->images_max_context = 256ull << 20;
+	c->files_max_read = 16ull << 20;
+	c->files_max_write = 16ull << 20;
+	c->files_max_entries = 10000;
+	c->files_max_inflight = 8;
+	c->files_max_watches = 4096;
+	c->files_coalesce_ms = 50;
 	c->images_max_builds = 2;
 	c->images_max_user_builds = 1;
 	strcpy(c->store_kind, "sqlite");
@@ -678,6 +684,39 @@ static int load_images(config *c, json_t *im, cx_err *err)
 	return 0;
 }
 
+/* The "files" section, if present. */
+static int load_files(config *c, json_t *fo, cx_err *err)
+{
+	if (!fo)
+		return 0;
+	if (!json_is_object(fo))
+		return cx_err_set(err, 0, "config: 'files' must be an object");
+	static const struct {
+		const char *key;
+		long long lo, hi;
+	} k[] = {{"max_read_mb", 1, 1024}, {"max_write_mb", 1, 1024}, {"max_entries", 1, 1000000},
+		 {"max_inflight", 1, 256},  {"max_watches", 1, 1 << 20}, {"coalesce_ms", 0, 10000}};
+	long long v[6] = {(long long)(c->files_max_read >> 20), (long long)(c->files_max_write >> 20),
+			  c->files_max_entries, c->files_max_inflight, c->files_max_watches, c->files_coalesce_ms};
+	for (size_t i = 0; i < 6; i++) {
+		int found;
+		long long n;
+		if (jint(fo, k[i].key, &n, &found, err) < 0)
+			return -1;
+		if (found && (n < k[i].lo || n > k[i].hi))
+			return cx_err_set(err, 0, "config: 'files.%s' must be from %lld to %lld", k[i].key, k[i].lo, k[i].hi);
+		if (found)
+			v[i] = n;
+	}
+	c->files_max_read = (uint64_t)v[0] << 20;
+	c->files_max_write = (uint64_t)v[1] << 20;
+	c->files_max_entries = (unsigned)v[2];
+	c->files_max_inflight = (unsigned)v[3];
+	c->files_max_watches = (unsigned)v[4];
+	c->files_coalesce_ms = (int)v[5];
+	return 0;
+}
+
 int config_load_file(config *c, const char *path, cx_err *err)
 {
 	json_error_t jerr;
@@ -717,6 +756,8 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (load_sandbox(c, json_object_get(root, "sandbox"), err) < 0)
 		goto out;
 	if (load_images(c, json_object_get(root, "images"), err) < 0)
+		goto out;
+	if (load_files(c, json_object_get(root, "files"), err) < 0)
 		goto out;
 	if (jint(root, "ready_timeout_ms", &n, &found, err) < 0)
 		goto out;

@@ -138,6 +138,13 @@ typedef struct config {
 	unsigned ws_max_clients_per_user;    /* ... on all sessions of one user (429) */
 	unsigned sessions_max_per_user; /* sessions one user holds (429); 0 = no cap */
 	unsigned egress_max_conns_user; /* proxied connections of one user's sessions (429) */
+	/* The files API and watches (docs/protocol.md "Files"). */
+	uint64_t files_max_read;     /* bytes of one GET reply (a Range past it gets a shorter 206) */
+	uint64_t files_max_write;    /* bytes of one PUT body */
+	unsigned files_max_entries;  /* entries of one directory listing */
+	unsigned files_max_inflight; /* operations running per session (429 past it) */
+	unsigned files_max_watches;  /* inotify watches (dirs) per session */
+	int files_coalesce_ms;       /* events of one path within this window are one cortex.fs frame */
 } config;
 
 void config_defaults(config *c);

@@ -139,6 +139,13 @@ void fanout_obj(struct session *s, json_t *o)
 	free(txt);
 }
 
+void fanout_send_one(struct client *c, const char *txt, size_t len)
+{
+	client_send(c, txt, len, 0, 0);
+	if (c->sess)
+		fanout_update_flow(c->sess);
+}
+
 void fanout_error(struct session *s, struct client *only, const char *code, const char *msg)
 {
 	json_t *o = json_pack("{s:s,s:s,s:s}", "type", "cortex.error", "code", code, "message", msg);

@@ -24,6 +24,9 @@ int fanout_writeable(struct client *c);
 /* Send a cortex.* object (consumed) to every client, with the next seq (and
  * the running turn's id). */
 void fanout_obj(struct session *s, json_t *o);
+/* A frame (txt copied) to one client, outside the stream: no seq, never
+ * replayed (cortex.fs). */
+void fanout_send_one(struct client *c, const char *txt, size_t len);
 /* A cortex.error: to one client (only) or to every client (only = NULL). */
 void fanout_error(struct session *s, struct client *only, const char *code, const char *msg);
 /* An agent line, verbatim with seq spliced in, to every client. */

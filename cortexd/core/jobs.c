@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -29,6 +30,21 @@ int jobs_private_dir(const config *c, const char *sub, cx_err *err)
 	if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
 		close(fd);
 		return cx_err_set(err, EPERM, "%s must be a dir of uid %u, mode 0700", p, (unsigned)geteuid());
+	}
+	return fd;
+}
+
+int jobs_disk_lock(const char *dir, cx_err *err)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open %s", dir);
+	while (flock(fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			int e = errno;
+			close(fd);
+			return cx_err_set(err, e, "lock %s", dir);
+		}
 	}
 	return fd;
 }
@@ -187,7 +203,8 @@ static int make_dirs(const struct prepare_job *j, cx_err *err)
 			return cx_err_wrap(err, "the session's disk");
 		}
 	}
-	if (sandbox_disk_attach(p, j->disk_mb, mnt, err) < 0)
+	cleanup_close int lock = jobs_disk_lock(j->dir, err);
+	if (lock < 0 || sandbox_disk_attach(p, j->disk_mb, mnt, err) < 0)
 		return cx_err_wrap(err, "the session's disk");
 	if (chmod(mnt, 0711) < 0)
 		return cx_err_set(err, errno, "chmod %s", mnt);
@@ -467,7 +484,8 @@ void jobs_detach_disk(const char *dir, const char *id)
 	char mnt[4200];
 	cx_err err = CX_ERR_INIT;
 	snprintf(mnt, sizeof mnt, "%s/" JOBS_DISK_DIR, dir);
-	if (sandbox_disk_detach(mnt, &err) < 0)
+	cleanup_close int lock = jobs_disk_lock(dir, &err); /* -1: no dir, nothing mounted there */
+	if (lock >= 0 && sandbox_disk_detach(mnt, &err) < 0)
 		log_warn("session %s: detach its disk: %s", id, err.msg);
 }
 

@@ -45,6 +45,15 @@ int jobs_private_dir(const config *c, const char *sub, cx_err *err);
  * log too (delete).  Missing files are fine. */
 void jobs_remove_session_files(const config *c, const char *id, int the_log);
 
+/* The session's disk lock: an flock on DATA/sessions/<id> held while its
+ * disk is attached or detached (the prepare and stop jobs) and for the whole
+ * of a file operation of the files API (core/files.c), which may attach the
+ * disk itself while the session sleeps.  So a file operation never sees the
+ * disk come or go under it, and a wake never finds the disk attached
+ * read-only for a read.  Returns the fd to close (which unlocks), or -1
+ * with err (ENOENT: no session dir). */
+int jobs_disk_lock(const char *dir, cx_err *err);
+
 /* Create the sandbox and start ws-agent in it; ready when ws-agent says so.
  * ws-agent gets the ready pipe as fd 3 and, as fd 4, a listening socket
  * cortexd made at DATA/sock/<id>.sock (it serves that, and cortexd connects

@@ -11,6 +11,7 @@
 #include "boot.h"
 #include "build.h"
 #include "fanout.h"
+#include "fswatch.h"
 #include "gateway.h"
 #include "imgstore.h"
 #include "jobs.h"
@@ -161,6 +162,7 @@ static void prepare_done(void *arg)
 		j->env = NULL;
 		log_info("session %s: sandbox and ws-agent ready in %.1f ms (disk %.1f, sandbox %.1f, ws-agent %.1f, "
 			 "queued %.1f)", s->id, j->ms, j->disk_ms, j->sandbox_ms, j->wsagent_ms, j->queued_ms);
+		fswatch_session_up(s);
 	} else if (!s->deleted) {
 		log_error("session %s: %s", s->id, j->err.msg);
 		lc_set_error(s, j->err.msg);
@@ -181,6 +183,7 @@ static void start_stop(struct session *s, int remove_dir)
 		return;
 	}
 	/* The job owns the sandbox from here: nothing may start a sync or a turn step. */
+	fswatch_session_down(s, remove_dir ? "deleted" : "sleeping"); /* the disk comes off the host */
 	turn_stop_session(s);
 	agent_link_close(s);
 	sync_forget(s);

@@ -13,6 +13,7 @@
 #include "config_metrics.h"
 #include "core_metrics.h"
 #include "fanout.h"
+#include "fswatch.h"
 #include "imgstore.h"
 #include "jobs.h"
 #include "lifecycle-internal.h"
@@ -289,6 +290,8 @@ void lifecycle_client_left(struct client *c)
 {
 	struct session *s = c->sess;
 	fanout_detach(c);
+	if (s)
+		fswatch_client_left(s, c);
 	if (s && !s->fan.clients && s->turn && s->d->cfg.turn_grace_s > 0)
 		session_timer(s, &s->lc.sul_grace, sul_grace_cb, (uint64_t)s->d->cfg.turn_grace_s * LWS_US_PER_SEC);
 }
@@ -387,6 +390,7 @@ void lifecycle_shutdown(struct cortexd *d)
 	for (struct session *s = d->sessions; s; s = s->next) {
 		turn_stop_session(s);
 		agent_link_close(s);
+		fswatch_session_down(s, NULL);
 		fanout_close_all(s);
 		sync_state_clear(&s->sync); /* the npm cache is already shut down: no unpins */
 		ccache_drop(&s->cc);

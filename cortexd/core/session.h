@@ -52,6 +52,7 @@ enum lc_step { STEP_SANDBOX, STEP_LINK, STEP_CONFIG, STEP_PACKAGES, STEP_SYNC, S
 const char *sess_state_name(enum sess_state s);
 
 struct session;
+struct fswatch;
 struct sync_job;
 struct agent_line;
 
@@ -65,6 +66,7 @@ struct client {
 	int closing;
 	int cut;              /* too slow: closed with 1008 "client too slow" at its next WRITEABLE */
 	int held;             /* joined mid-turn: gets that turn's frames only after "resume" */
+	unsigned watch;       /* roots it watches, bit 0 /workspace, 1 /home/agent (fswatch.c) */
 	uint64_t last_seq;    /* highest stream seq queued to this client, not counting errors
 	                         to it alone (resume never repeats one) */
 };
@@ -225,6 +227,7 @@ struct session {
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
 	uint64_t turns;          /* turns started */
 	unsigned previews;       /* open preview-port connections (edge/preview.c) */
+	unsigned files_inflight; /* files API operations running (edge/files_route.c) */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
 	struct session_spec spec;
 	json_t *network;         /* the session's own egress policy (owned), NULL = its user's */
@@ -239,6 +242,7 @@ struct session {
 	struct lifecycle lc;
 	struct agent_link link;
 	struct fanout fan;
+	struct fswatch *fsw[2];  /* watches of /workspace and /home/agent (fswatch.c), NULL */
 	struct turn *turn;       /* the running turn, or NULL */
 	struct ccache_entry cc;  /* the assembled config (cconfig.h) */
 	struct sync_state sync;  /* what is written in the sandbox (sync.h) */

@@ -46,6 +46,15 @@ int client_frame_parse(const char *data, size_t len, size_t text_cap, struct cli
 		rc = parse_message(o, text_cap, out, code, msg, mcap);
 	} else if (!strcmp(type, "cancel")) {
 		out->type = CF_CANCEL;
+	} else if (!strcmp(type, "watch") || !strcmp(type, "unwatch")) {
+		json_t *pv = json_object_get(o, "path");
+		const char *p = json_string_value(pv);
+		if (!p || !*p || json_string_length(pv) > 1024 || strlen(p) != json_string_length(pv))
+			rc = bad(code, "bad_frame", msg, mcap, "\"watch\" needs a string \"path\" (\"/workspace\" or \"/home/agent\")");
+		else if (!(out->text = strdup(p)))
+			rc = bad(code, "internal", msg, mcap, "out of memory");
+		else
+			out->type = type[0] == 'w' ? CF_WATCH : CF_UNWATCH;
 	} else if (!strcmp(type, "resume")) {
 		json_t *a = json_object_get(o, "after_seq");
 		if (!json_is_integer(a) || json_integer_value(a) < 0) {

@@ -6,11 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum cf_type { CF_MESSAGE, CF_CANCEL, CF_RESUME };
+enum cf_type { CF_MESSAGE, CF_CANCEL, CF_RESUME, CF_WATCH, CF_UNWATCH };
 
 struct client_frame {
 	enum cf_type type;
-	char *text;         /* CF_MESSAGE: the message (owned, NUL-free) */
+	char *text;         /* CF_MESSAGE: the message; CF_WATCH, CF_UNWATCH: the path (owned, NUL-free) */
 	uint64_t after_seq; /* CF_RESUME */
 };
 

@@ -14,11 +14,14 @@ struct api_req {
 	size_t body_len;
 	const char *query;   /* URI args "a=1&b=2", may be NULL */
 	const char *body_file; /* a body streamed to this file (images_upload_route), or NULL; the route owns it */
+	const char *range;   /* the Range header, or NULL */
 };
 struct api_defer;
 struct api_resp {
 	int status;
 	char *body;          /* malloc'd JSON, or NULL for an empty body */
+	size_t body_len;     /* 0 = strlen(body); else body is these bytes (binary, ctype set) */
+	char content_range[96]; /* "bytes a-b/size" for a 206, "" = none */
 	const char *ctype;   /* NULL = application/json */
 	struct api_defer *defer; /* set by api_defer(): the reply waits for a job */
 	char stream_file[1024];  /* non-empty: the body is this file, sent chunked and followed while */
@@ -60,6 +63,14 @@ int api_parse_int(const char *v, long long lo, long long hi, long long *out);
 /* routes_metrics.c: /metrics, /v1/metrics/turns, /v1/metrics/summary */
 void routes_metrics(struct cortexd *d, const char *user, enum api_who who, const struct api_req *req,
 		    struct api_resp *resp);
+
+/* files_route.c: registers its /metrics writer. */
+void files_route_init(void);
+/* files_route.c: GET|PUT|DELETE /v1/sessions/{id}/files?path= (s is the caller's). */
+void files_route(struct cortexd *d, struct session *s, const struct api_req *req, struct api_resp *resp);
+/* The body cap of a request to path with method m: files.max_write_mb for a
+ * files PUT, 0 when the route is not that. */
+size_t files_route_body_cap(struct cortexd *d, const char *m, const char *path);
 
 /* settings.c: rest is the path after "/v1/settings/"; user a user (never admin). */
 void settings_route(struct cortexd *d, const char *user, const struct api_req *req, const char *rest,

@@ -76,7 +76,7 @@ static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 			h->upfd = 0;
 		}
 		struct api_req r = {h->method, h->path, h->token[0] ? h->token : NULL, h->body, h->body_len,
-				    h->query, h->upload[0] ? h->upload : NULL};
+				    h->query, h->upload[0] ? h->upload : NULL, h->range[0] ? h->range : NULL};
 		api_handle(d, &r, &h->resp);
 		if (h->resp.defer || h->resp.status < 300)
 			h->upload[0] = '\0'; /* the route's job owns the file now */
@@ -136,14 +136,24 @@ static int write_stream(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* The body goes out in pieces of at most this many bytes, one lws_write per
+ * WRITEABLE (a file of the files API can be megabytes). */
+#define HTTP_BODY_CHUNK (64u << 10)
+
 static int write_response(struct lws *wsi, struct http_conn *h)
 {
-	size_t blen = h->resp.body ? strlen(h->resp.body) : 0;
+	size_t blen = h->resp.body ? (h->resp.body_len ? h->resp.body_len : strlen(h->resp.body)) : 0;
 	if (!h->headers_sent) {
-		unsigned char buf[LWS_PRE + 512];
+		unsigned char buf[LWS_PRE + 640];
 		unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+		const char *cr = h->resp.content_range;
+		int binary = h->resp.body_len || (h->resp.ctype && !strcmp(h->resp.ctype, "application/octet-stream"));
 		if (lws_add_http_common_headers(wsi, (unsigned int)h->resp.status,
 						blen ? (h->resp.ctype ? h->resp.ctype : "application/json") : NULL, (lws_filepos_t)blen, &p, end) ||
+		    (cr[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"content-range:",
+							  (const unsigned char *)cr, (int)strlen(cr), &p, end)) ||
+		    (binary && lws_add_http_header_by_name(wsi, (const unsigned char *)"accept-ranges:",
+							   (const unsigned char *)"bytes", 5, &p, end)) ||
 		    (h->close_after &&
 		     lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end)) ||
 		    lws_finalize_write_http_header(wsi, start, &p, end))
@@ -154,14 +164,23 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 			return 0;
 		}
 	} else if (blen) {
-		unsigned char *buf = malloc(LWS_PRE + blen);
+		size_t n = blen - h->body_off;
+		int last = n <= HTTP_BODY_CHUNK;
+		if (!last)
+			n = HTTP_BODY_CHUNK;
+		unsigned char *buf = malloc(LWS_PRE + n);
 		if (!buf)
 			return -1;
-		memcpy(buf + LWS_PRE, h->resp.body, blen);
-		int n = lws_write(wsi, buf + LWS_PRE, blen, LWS_WRITE_HTTP_FINAL);
+		memcpy(buf + LWS_PRE, h->resp.body + h->body_off, n);
+		int w = lws_write(wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
 		free(buf);
-		if (n < 0)
+		if (w < 0)
 			return -1;
+		h->body_off += n;
+		if (!last) {
+			lws_callback_on_writable(wsi);
+			return 0;
+		}
 	}
 	log_debug("%s %s -> %d", h->method, h->path, h->resp.status);
 	int close_after = h->close_after;
@@ -262,6 +281,8 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			qn += (size_t)n + (qn ? 1 : 0);
 		}
 		h->query[qn] = '\0';
+		if (lws_hdr_copy(wsi, h->range, sizeof h->range, WSI_TOKEN_HTTP_RANGE) < 0)
+			h->range[0] = '\0';
 		char hdr[400];
 		if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
 		    !strncasecmp(hdr, "Bearer ", 7))
@@ -297,6 +318,9 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 		h->cap = CX_CAP_HTTP_BODY;
 		if ((!strcmp(m, "POST") || !strcmp(m, "PUT")) && clen > 0) {
 			h->expect = (size_t)clen;
+			size_t fcap = files_route_body_cap(d, m, h->path);
+			if (fcap)
+				h->cap = fcap;
 			if (images_upload_route(m, h->path)) {
 				h->cap = (size_t)d->cfg.images_max_context;
 				if ((unsigned long long)clen <= h->cap && upload_open(d, h) < 0) {

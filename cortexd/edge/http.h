@@ -8,7 +8,9 @@ struct http_conn {
 	const char *method; /* static string */
 	char path[512];
 	char token[300];
-	char query[512];    /* URI args joined with '&' ("" if none; over the cap: cut) */
+	char query[1280];   /* URI args joined with '&' ("" if none; over the cap: cut) */
+	char range[128];    /* the Range header ("" if none) */
+	size_t body_off;    /* bytes of a large response body already written */
 	char *body;
 	size_t body_len, expect;
 	int too_big;

@@ -23,6 +23,8 @@ void api_error(struct api_resp *resp, int status, const char *code, const char *
 	free(resp->body);
 	resp->status = status;
 	resp->body = json_dumps(o, JSON_COMPACT);
+	resp->body_len = 0;
+	resp->content_range[0] = '\0';
 	resp->ctype = NULL;
 	json_decref(o);
 }
@@ -32,6 +34,8 @@ void api_reply(struct api_resp *resp, int status, json_t *o /* consumed; may be 
 	free(resp->body);
 	resp->status = status;
 	resp->body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	resp->body_len = 0;
+	resp->content_range[0] = '\0';
 	resp->ctype = NULL;
 	json_decref(o);
 }

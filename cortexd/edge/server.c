@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "agent.h"
+#include "fswatch.h"
 #include "build.h"
 #include "imgstore.h"
 #include "auth.h"
@@ -112,6 +113,7 @@ static const struct lws_protocols protocols[] = {
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
 	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
 	{DOOR_PROTOCOL, door_callback, 0, 0, 0, NULL, 0},
+	{"cortex-fswatch", fswatch_callback, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -377,6 +379,7 @@ int server_run(struct cortexd *d)
 	if (open_state(d) < 0)
 		goto out_store;
 	lifecycle_init(d);
+	files_route_init();
 
 	signalled = d;
 	signal(SIGPIPE, SIG_IGN);

@@ -8,6 +8,7 @@
 #include "caps.h"
 #include "client_frame.h"
 #include "fanout.h"
+#include "fswatch.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "refuse.h"
@@ -139,6 +140,8 @@ static void on_frame(struct client *c, const char *data, size_t len)
 	case CF_MESSAGE: lifecycle_message(s, c, f.text); break;
 	case CF_CANCEL: lifecycle_cancel(s, c); break;
 	case CF_RESUME: fanout_resume(s, c, f.after_seq); break;
+	case CF_WATCH: fswatch_client_watch(s, c, f.text, 1); break;
+	case CF_UNWATCH: fswatch_client_watch(s, c, f.text, 0); break;
 	}
 	client_frame_free(&f);
 }
