@@ -15,7 +15,6 @@
 #define CX_CAP_MESSAGE_TEXT    (128u << 10) /* text of one user message             */
 #define CX_CAP_REPLAY         (8u << 20)  /* frames of one turn kept for "resume"  */
 #define CX_CAP_NAME            64u          /* user names, session ids              */
-#define CX_LWS_SERV_BUF       (256u << 10) /* lws's per-thread read/send buffer in cortexd */
 /* preview ports (cortexd/edge/preview.c) */
 #define CX_CAP_PREVIEW_BUF    (64u << 10)  /* bytes buffered per direction before that side pauses */
 #define CX_CAP_PREVIEW_HEAD   (16u << 10)  /* a response head from inside; a request head to it */

@@ -449,12 +449,14 @@ int agent_link_connect(struct session *s, cx_err *err)
 	wsl_new_key(s->link.ws_key);
 	s->link.ws_sent = 0;
 	s->link.ws_head_len = 0;
+	/* Adopted as a raw file: cortexd does its own reads (LINK_READ at a
+	 * time, not lws's 4 KiB service buffer) and writes. */
 	lws_adopt_desc_t ad = {.vh = s->d->vh,
-			       .type = LWS_ADOPT_SOCKET,
-			       .fd.sockfd = fd,
+			       .type = LWS_ADOPT_RAW_FILE_DESC,
+			       .fd.filefd = fd,
 			       .vh_prot_name = "cortex-agent",
 			       .opaque = s};
-	s->refs++; /* held by the connection until RAW_CLOSE */
+	s->refs++; /* held by the connection until RAW_CLOSE_FILE */
 	s->link.wsi = lws_adopt_descriptor_vhost_via_info(&ad); /* closes fd on failure */
 	if (!s->link.wsi) {
 		s->refs--;
@@ -480,6 +482,9 @@ static void link_reset(struct session *s)
 	}
 	fq_clear(&s->link.out);
 	rxbuf_reset(&s->link.rx);
+	free(s->link.tx);
+	s->link.tx = NULL;
+	s->link.tx_len = s->link.tx_off = 0;
 	free(s->link.ws_head);
 	s->link.ws_head = NULL;
 	s->link.ws_head_len = 0;
@@ -586,17 +591,37 @@ static int link_readable(struct session *s, struct lws *wsi, const uint8_t *p, s
 	return rc == 1 && s->link.wsi == wsi && !s->deleted ? -1 : 0;
 }
 
-/* One write per WRITEABLE: the handshake, then a frame at a time (masked in
- * the frame's own buffer, which only this queue holds). */
-static int link_writeable(struct session *s, struct lws *wsi)
+/* Write what is pending: 0 all written, 1 the socket is full (wait for
+ * writeable), -1 failed. */
+static int link_flush(struct session *s, int fd)
+{
+	while (s->link.tx_off < s->link.tx_len) {
+		ssize_t n = write(fd, s->link.tx + s->link.tx_off, s->link.tx_len - s->link.tx_off);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return errno == EAGAIN ? 1 : -1;
+		s->link.tx_off += (size_t)n;
+	}
+	free(s->link.tx);
+	s->link.tx = NULL;
+	s->link.tx_len = s->link.tx_off = 0;
+	return 0;
+}
+
+/* The next thing to send as bytes in link.tx: the handshake, then a frame at
+ * a time (masked as a client's must be).  0 nothing to send. */
+static int link_next(struct session *s)
 {
 	if (!s->link.ws_sent) {
 		char req[512];
 		int n = wsl_request(req, sizeof req, "cortex-agent", s->link.ws_key);
-		if (n < 0 || lws_write(wsi, (unsigned char *)req, (size_t)n, LWS_WRITE_RAW) < n)
-			return link_fail(s, "cannot send the handshake");
+		if (n < 0 || !(s->link.tx = malloc((size_t)n)))
+			return -1;
+		memcpy(s->link.tx, req, (size_t)n);
+		s->link.tx_len = (size_t)n;
 		s->link.ws_sent = 1;
-		return 0;
+		return 1;
 	}
 	if (!s->link.up)
 		return 0; /* frames wait for the 101; link_handshake asks for writeable again */
@@ -607,39 +632,71 @@ static int link_writeable(struct session *s, struct lws *wsi)
 	randombytes_buf(mask, sizeof mask);
 	uint8_t op = f->seq == 10 ? 10 : 1; /* pong, else text */
 	size_t hl = wsl_header(hdr, op, f->len, mask);
-	unsigned char *payload = f->buf + LWS_PRE;
-	wsl_mask(payload, f->len, mask);
-	memcpy(payload - hl, hdr, hl); /* hl <= 14 <= LWS_PRE */
-	int n = lws_write(wsi, payload - hl, f->len + hl, LWS_WRITE_RAW);
-	size_t want = f->len + hl;
+	s->link.tx = malloc(hl + f->len);
+	if (s->link.tx) {
+		memcpy(s->link.tx, hdr, hl);
+		memcpy(s->link.tx + hl, f->buf + LWS_PRE, f->len);
+		wsl_mask((uint8_t *)s->link.tx + hl, f->len, mask);
+		s->link.tx_len = hl + f->len;
+	}
 	frame_unref(f);
-	if (n < (int)want)
-		return link_fail(s, "write failed");
-	if (s->link.out.n)
-		lws_callback_on_writable(wsi);
+	return s->link.tx ? 1 : -1;
+}
+
+static int link_writeable(struct session *s, struct lws *wsi)
+{
+	int fd = lws_get_socket_fd(wsi);
+	for (;;) {
+		int rc = link_flush(s, fd);
+		if (rc < 0)
+			return link_fail(s, "write failed");
+		if (rc == 1)
+			break; /* the socket is full */
+		rc = link_next(s);
+		if (rc < 0)
+			return link_fail(s, "out of memory");
+		if (rc == 0)
+			return 0;
+	}
+	lws_callback_on_writable(wsi);
 	return 0;
+}
+
+/* One read of up to LINK_READ bytes (the service thread's buffer). */
+#define LINK_READ (256u << 10)
+static int link_read(struct session *s, struct lws *wsi)
+{
+	static unsigned char buf[LINK_READ];
+	ssize_t n = read(lws_get_socket_fd(wsi), buf, sizeof buf);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return 0;
+	if (n <= 0)
+		return -1; /* EOF or an error: RAW_CLOSE_FILE follows */
+	return link_readable(s, wsi, buf, (size_t)n);
 }
 
 int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
 	(void)user;
+	(void)in; /* a raw file: link_read reads the socket itself */
+	(void)len;
 	struct session *s = lws_get_opaque_user_data(wsi);
 	if (reason == LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION)
 		return -1; /* no client upgrades to this protocol */
 	if (!s)
 		return 0;
 	switch (reason) {
-	case LWS_CALLBACK_RAW_CLOSE:
+	case LWS_CALLBACK_RAW_CLOSE_FILE:
 		link_gone(s, wsi, s->link.wsi == wsi && !s->link.up ? "the ws-agent handshake failed"
 								      : "the ws-agent connection closed");
 		lws_set_opaque_user_data(wsi, NULL);
 		session_unref(s);
 		return 0;
-	case LWS_CALLBACK_RAW_RX:
+	case LWS_CALLBACK_RAW_RX_FILE:
 		if (s->deleted || s->link.wsi != wsi)
 			return 0;
-		return link_readable(s, wsi, in, len);
-	case LWS_CALLBACK_RAW_WRITEABLE:
+		return link_read(s, wsi);
+	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
 		if (s->deleted || s->link.wsi != wsi)
 			return 0;
 		return link_writeable(s, wsi);

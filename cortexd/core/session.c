@@ -189,6 +189,7 @@ void session_unref(struct session *s)
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
 	free(s->link.ws_head);
+	free(s->link.tx);
 	sodium_memzero(s->gw_token, sizeof s->gw_token);
 	free(s->next_text);
 	json_decref(s->rt.env);

@@ -91,6 +91,8 @@ struct agent_link {
 	int ws_sent;             /* the handshake request is written */
 	char *ws_head;           /* the reply head, gathered (WSL_HEAD_MAX) until up */
 	size_t ws_head_len;
+	char *tx;                /* bytes being written (a frame with its header), tx_off sent */
+	size_t tx_len, tx_off;
 	/* The hot agent (ws-agent protocol v2: docs/protocol.md). */
 	enum ag_state state;
 	uint64_t gen;            /* generation of the current agent; strictly increasing */

@@ -34,9 +34,7 @@
 #include "work.h"
 
 #define PV_BUF	      CX_CAP_PREVIEW_BUF
-/* What a side may still deliver after its pause: lws hands over a whole
- * read (up to CX_LWS_SERV_BUF) even past the pause. */
-#define PV_BUF_HARD   (2 * CX_CAP_PREVIEW_BUF + 2 * CX_LWS_SERV_BUF)
+#define PV_BUF_HARD   (4 * CX_CAP_PREVIEW_BUF) /* what a side may still deliver after its pause */
 #define PV_HEAD	      CX_CAP_PREVIEW_HEAD
 #define PV_PIECE      16384 /* bytes per lws_write */
 #define PV_CONNECT_MS 3000

@@ -402,10 +402,6 @@ int server_run(struct cortexd *d)
 	/* The door (door.c) passes first heads of up to CX_CAP_HTTP_HEAD: lws's
 	 * header table must hold one. */
 	info.max_http_header_data = CX_CAP_HTTP_HEAD + 2048;
-	/* lws reads and sends at most this much per syscall (its default, 4 KiB,
-	 * is a recv per 4 KB delta on the agent link): one buffer for the
-	 * service thread. */
-	info.pt_serv_buf_size = CX_LWS_SERV_BUF;
 	info.user = d;
 	d->ctx = lws_create_context(&info);
 	if (!d->ctx) {
