@@ -352,49 +352,42 @@ static void conn_rx(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi,
 	c->rx_oversize = c->rx_binary = false;
 }
 
-/* The next message: the queue's head, or as many whole queued lines as fit
- * in WSA_CAP_OUT_MESSAGE copied into one (a burst of small deltas costs one
- * send and one cortexd wakeup, not one per line).  NULL on ENOMEM, with the
- * queue untouched. */
-static struct wsa_frame *next_message(struct wsa_outq *q)
-{
-	struct wsa_frame *f = q->head;
-	size_t total = 0, n = 0;
-	for (; f && (n == 0 || total + f->len <= WSA_CAP_OUT_MESSAGE); f = f->next, n++)
-		total += f->len;
-	if (n == 1)
-		return wsa_outq_pop(q);
-	struct wsa_frame *m = malloc(sizeof *m + LWS_PRE + total);
-	if (!m)
-		return NULL;
-	m->next = NULL;
-	m->len = 0;
-	while (n--) {
-		f = wsa_outq_pop(q);
-		memcpy(m->data + LWS_PRE + m->len, f->data + LWS_PRE, f->len);
-		m->len += f->len;
-		free(f);
-	}
-	return m;
-}
-
+/* The next message: as many whole queued lines as fit in
+ * WSA_CAP_OUT_MESSAGE, copied end to end into one buffer kept for the
+ * process (a burst of small deltas costs one send and one cortexd wakeup,
+ * not one per line; a fresh 256 KiB allocation per message would be an
+ * mmap and 64 page faults each time).  lws copies whatever the socket does
+ * not take, so the buffer is free again once lws_write returns.  A line
+ * bigger than the buffer goes alone, in its own frame's allocation. */
 static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi)
 {
-	if (!c->q.head)
+	static unsigned char mbuf[LWS_PRE + WSA_CAP_OUT_MESSAGE];
+	struct wsa_frame *f = c->q.head;
+	if (!f)
 		return 0;
-	struct wsa_frame *f = next_message(&c->q);
-	if (!f) {
-		lwsl_err("wsa: out of memory coalescing %zu queued lines\n", c->q.count);
-		return -1;
+	unsigned char *payload;
+	size_t len = 0;
+	if (f->len > WSA_CAP_OUT_MESSAGE) {
+		f = wsa_outq_pop(&c->q);
+		payload = f->data + LWS_PRE;
+		len = f->len;
+	} else {
+		f = NULL;
+		payload = mbuf + LWS_PRE;
+		while (c->q.head && len + c->q.head->len <= WSA_CAP_OUT_MESSAGE) {
+			struct wsa_frame *l = wsa_outq_pop(&c->q);
+			memcpy(payload + len, l->data + LWS_PRE, l->len);
+			len += l->len;
+			free(l);
+		}
 	}
-	/* Binary: a text frame would make cortexd's lws check its UTF-8 byte by
-	 * byte again; cortexd parses every line (the fast path or jansson), which
+	/* Binary: a text frame would make cortexd check its UTF-8 again;
+	 * cortexd parses every line (the fast path or jansson), which
 	 * validates it, and forwards only what it accepted. */
-	int m = lws_write(wsi, f->data + LWS_PRE, f->len, LWS_WRITE_BINARY);
-	size_t sent_len = f->len;
+	int m = lws_write(wsi, payload, len, LWS_WRITE_BINARY);
 	free(f);
-	if (m < (int)sent_len) {
-		lwsl_err("wsa: lws_write failed (%d of %zu)\n", m, sent_len);
+	if (m < (int)len) {
+		lwsl_err("wsa: lws_write failed (%d of %zu)\n", m, len);
 		return -1;
 	}
 	if (c->rx_paused && c->q.bytes <= WSA_CAP_OUT_QUEUE) {
