@@ -20,7 +20,33 @@ FUZZ_APT_PKGS := clang libclang-rt-dev dpkg-dev
 FUZZ_APT_STAMP := .deps/.apt-fuzz-$(shell echo $(FUZZ_APT_PKGS) | md5sum | cut -c1-8)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan build-tsan run test bench clean format image fuzz
+.PHONY: all deps build build-asan build-tsan run test bench clean format image install
+
+# FHS install (docs/operations.md "Install"): programs in $(PREFIX)/lib/cortex
+# (cortexd finds ws-agent and its bundle next to itself), cortexd and
+# cortexctl on PATH, the systemd unit, config in /etc/cortex (never
+# overwritten), state in /var/lib/cortex.  Its own build dir, configured
+# with the install paths compiled in.
+PREFIX ?= /usr/local
+LIBDIR := $(PREFIX)/lib/cortex
+install: deps
+	cmake -S . -B build-install -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORTEX_INSTALL_LIBDIR=$(LIBDIR) \
+		-DCORTEX_CLAUDE_DIR=$(LIBDIR)/claude-code >/dev/null
+	cmake --build build-install -j$(JOBS) --target cortexd cortexctl ws-agent cortex-clone
+	install -d -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/lib/systemd/system \
+		$(DESTDIR)$(PREFIX)/share/doc/cortex
+	install -d -m 0700 $(DESTDIR)/etc/cortex $(DESTDIR)/var/lib/cortex
+	install -m 0755 build-install/cortexd build-install/ws-agent build-install/cortex-clone $(DESTDIR)$(LIBDIR)/
+	rm -rf $(DESTDIR)$(LIBDIR)/ws-agent-rt $(DESTDIR)$(LIBDIR)/claude-code
+	cp -a build-install/ws-agent-rt $(DESTDIR)$(LIBDIR)/ws-agent-rt
+	cp -a .deps/node_modules/@anthropic-ai/claude-code $(DESTDIR)$(LIBDIR)/claude-code
+	ln -sfn ../lib/cortex/cortexd $(DESTDIR)$(PREFIX)/bin/cortexd
+	install -m 0755 build-install/cortexctl $(DESTDIR)$(PREFIX)/bin/cortexctl
+	sed 's|/usr/local|$(PREFIX)|g' contrib/cortexd.service > $(DESTDIR)/lib/systemd/system/cortexd.service
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/cortex/
+	@[ -f $(DESTDIR)/etc/cortex/cortexd.json ] || \
+		(umask 077; echo '{"images":{"dir":"/var/lib/cortex/images"}}' > $(DESTDIR)/etc/cortex/cortexd.json)
+	@echo "installed under $(DESTDIR)$(PREFIX); then: systemctl daemon-reload && systemctl enable --now cortexd" fuzz
 
 all: build
 
@@ -121,4 +147,4 @@ format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-install

@@ -19,6 +19,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cortexd: %s\n", err.msg);
 		return 2;
 	}
+	if (d->cfg.check_only) {
+		printf("cortexd: config ok\n");
+		return 0;
+	}
 	log_set_json(d->cfg.log_json);
 	return server_run(d);
 }

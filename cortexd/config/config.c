@@ -812,6 +812,9 @@ static void usage(void)
 {
 	fputs("usage: cortexd [--listen HOST:PORT] [--data-dir DIR] [--store sqlite|etcd]\n"
 	      "               [--etcd-endpoints URL[,URL...]] [--config FILE] [--log-format text|json]\n"
+	      "               [--check-config]\n"
+	      "--check-config: load the flags and the config file, check the paths they name,\n"
+	      "print \"cortexd: config ok\" and exit 0, or the first error and exit 2.\n"
 	      "Environment: CORTEX_ADMIN_TOKEN, CORTEX_MASTER_KEY_FILE, ANTHROPIC_BASE_URL,\n"
 	      "             ANTHROPIC_API_KEY (the default model provider).\n"
 	      "See docs/operations.md.\n",
@@ -828,6 +831,7 @@ int config_parse_args(config *c, int argc, char **argv, cx_err *err)
 		{"config", required_argument, NULL, 'c'},
 		{"log-format", required_argument, NULL, 'f'},
 		{"help", no_argument, NULL, 'h'},
+		{"check-config", no_argument, NULL, 'k'},
 		{NULL, 0, NULL, 0},
 	};
 	/* The file comes first so flags override it, wherever --config appears. */
@@ -864,6 +868,9 @@ int config_parse_args(config *c, int argc, char **argv, cx_err *err)
 		case 'h':
 			usage();
 			return 1;
+		case 'k':
+			c->check_only = 1;
+			break;
 		default:
 			return cx_err_set(err, 0, "unknown or incomplete option '%s' (see --help)",
 					  argv[optind - 1]);

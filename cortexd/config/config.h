@@ -47,6 +47,7 @@ typedef struct config {
 	char store_kind[16];         /* "sqlite" | "etcd" */
 	char etcd_endpoints[1024];
 	int log_json;
+	int check_only;                /* --check-config: validate, print, exit */
 
 	/* The model provider for users who configured none. */
 	char provider_base_url[1024];

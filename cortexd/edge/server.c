@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent.h"
 #include "fswatch.h"
@@ -18,6 +19,7 @@
 #include "imgstore.h"
 #include "auth.h"
 #include "caps.h"
+#include "sdnotify.h"
 #include "door.h"
 #include "gwlink.h"
 #include "http.h"
@@ -122,6 +124,17 @@ static const lws_retry_bo_t client_retry = {
 	.secs_since_valid_ping = 20,
 	.secs_since_valid_hangup = 60,
 };
+
+/* systemd's watchdog (sdnotify.h): pinged from the service loop itself, so
+ * a loop that stops turning stops the pings and systemd restarts us. */
+static lws_sorted_usec_list_t sul_watchdog;
+static uint64_t watchdog_us;
+static struct lws_context *watchdog_ctx;
+static void watchdog_ping(lws_sorted_usec_list_t *sul)
+{
+	sdnotify("WATCHDOG=1");
+	lws_sul_schedule(watchdog_ctx, 0, sul, watchdog_ping, (lws_usec_t)watchdog_us);
+}
 
 /* The one daemon a signal can stop (the handler has no argument). */
 static struct cortexd *signalled;
@@ -467,6 +480,14 @@ int server_run(struct cortexd *d)
 		work_submit(import_default_run, import_default_done, d);
 	}
 	printf("cortexd listening on http://%s:%d\n", c->listen_host, d->port);
+	char ready[200];
+	snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on http://%s:%d\nMAINPID=%ld", c->listen_host,
+		 d->port, (long)getpid());
+	if (sdnotify(ready) < 0)
+		log_warn("sd_notify READY: %s", strerror(errno));
+	watchdog_ctx = d->ctx;
+	if ((watchdog_us = sdnotify_watchdog_us()))
+		lws_sul_schedule(d->ctx, 0, &sul_watchdog, watchdog_ping, (lws_usec_t)watchdog_us);
 	fflush(stdout);
 	log_info("data dir %s, store %s, sandbox uid %u", c->data_dir, c->store_kind,
 		 (unsigned)c->sandbox_uid);
@@ -475,6 +496,8 @@ int server_run(struct cortexd *d)
 		if (lws_service(d->ctx, 0) < 0)
 			break;
 	log_info("shutting down");
+	sdnotify("STOPPING=1");
+	lws_sul_cancel(&sul_watchdog);
 	rc = 0;
 	gateway_stop(); /* aborts and joins the provider requests in flight */
 	egress_stop();  /* shuts every proxied connection down, joins their threads */
