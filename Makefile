@@ -20,7 +20,7 @@ FUZZ_APT_PKGS := clang libclang-rt-dev dpkg-dev
 FUZZ_APT_STAMP := .deps/.apt-fuzz-$(shell echo $(FUZZ_APT_PKGS) | md5sum | cut -c1-8)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan build-tsan run test bench clean format image install
+.PHONY: all deps build build-asan build-tsan run test bench clean format image install fuzz
 
 # FHS install (docs/operations.md "Install"): programs in $(PREFIX)/lib/cortex
 # (cortexd finds ws-agent and its bundle next to itself), cortexd and
@@ -46,7 +46,7 @@ install: deps
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/cortex/
 	@[ -f $(DESTDIR)/etc/cortex/cortexd.json ] || \
 		(umask 077; echo '{"images":{"dir":"/var/lib/cortex/images"}}' > $(DESTDIR)/etc/cortex/cortexd.json)
-	@echo "installed under $(DESTDIR)$(PREFIX); then: systemctl daemon-reload && systemctl enable --now cortexd" fuzz
+	@echo "installed under $(DESTDIR)$(PREFIX); then: systemctl daemon-reload && systemctl enable --now cortexd"
 
 all: build
 
