@@ -202,7 +202,8 @@ struct session {
 	int refs;                /* registry + jobs + the agent connection; freed at 0 */
 	int deleted;
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
-	uint64_t turns;          /* turns started */
+	uint64_t turns;          /* turns started (kept across restarts: turnstate/<id>) */
+	uint64_t lost_turn;      /* the turn a previous cortexd died in (until the next turn), 0 = none */
 	unsigned previews;       /* open preview-port connections (edge/preview.c) */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
 	struct session_spec spec;
