@@ -245,6 +245,8 @@ struct cortexd {
 		size_t queued;
 		int inflight;
 		uint64_t batches, written; /* commits and puts handed to them */
+		size_t bytes, bytes_high; /* held by queued and in-flight puts; its high-water mark */
+		uint64_t trims;          /* malloc_trim after a backlog drained */
 	} puts;
 	uint64_t store_write_failures;
 	int store_failing;       /* the last write failed: /healthz says 503 */

@@ -337,7 +337,7 @@ static void test_group_commit(void **state)
 	uint64_t b0 = D.puts.batches, w0 = D.puts.written, f0 = D.store_write_failures;
 	char key[64];
 	/* 150 puts queued at once: the first goes alone, the rest gather behind
-	 * it into batches of at most 100, each one transaction. */
+	 * it into one batch (at most PUT_BATCH_MAX), one transaction. */
 	for (int i = 0; i < 150; i++) {
 		snprintf(key, sizeof key, "gc/k%03d", i);
 		store_put_later(&D, "", key, json_pack("{s:i}", "i", i));
