@@ -223,8 +223,11 @@ int turn_begin(struct session *s, const char *text)
 	fanout_turn_begin(s);
 	s->turn = t;
 	s->lost_turn = 0;
-	transcript_append(s, "user", text, t->id);
+	/* The state first: puts are committed in order, so once the message is
+	 * in the transcript a crash finds the turn running (a lost turn never
+	 * goes unrecorded while its message is kept). */
 	state_put(s, t, 1);
+	transcript_append(s, "user", text, t->id);
 	return 0;
 }
 
