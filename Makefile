@@ -20,7 +20,7 @@ FUZZ_APT_PKGS := clang libclang-rt-dev dpkg-dev
 FUZZ_APT_STAMP := .deps/.apt-fuzz-$(shell echo $(FUZZ_APT_PKGS) | md5sum | cut -c1-8)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build build-asan build-tsan run test bench clean format image install fuzz
+.PHONY: all deps build build-asan build-tsan run test bench soak clean format image install fuzz
 
 # FHS install (docs/operations.md "Install"): programs in $(PREFIX)/lib/cortex
 # (cortexd finds ws-agent and its bundle next to itself), cortexd and
@@ -142,6 +142,18 @@ image: build
 
 bench: build image
 	bash bench/run.sh
+
+# Long-running: 50 sessions x 1000 turns with the mini-agent, 20 sessions with
+# real Claude Code for 30 minutes; 0 errors, RSS/fd drift < 5%, nothing left
+# after delete.  Not part of `make test`.  SOAK_SESSIONS, SOAK_TURNS,
+# SOAK_REAL_SESSIONS, SOAK_REAL_MINUTES, SOAK_PARTS=mini,real change the shape
+# (docs/reliability.md, "Soak").
+soak: build image
+	@mkdir -p build/bench-tmp
+	NODE_PATH=$(CURDIR)/.deps/node_modules CORTEXD=$${CORTEXD:-$(CURDIR)/build/cortexd} TESTS_DIR=$(CURDIR)/tests \
+	MINI_AGENT=$(CURDIR)/build/mini-agent CORTEX_CLAUDE_DIR=$(CURDIR)/.deps/node_modules/@anthropic-ai/claude-code \
+	CORTEX_TEST_TMP=$(CURDIR)/build/bench-tmp CORTEX_DEFAULT_IMAGE=/var/cache/cortex/images/default \
+	CORTEX_IMAGE_STORE=$(IMAGE_STORE) node bench/soak.js
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

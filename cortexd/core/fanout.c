@@ -146,13 +146,8 @@ void fanout_send_one(struct client *c, const char *txt, size_t len)
 		fanout_update_flow(c->sess);
 }
 
-void fanout_error(struct session *s, struct client *only, const char *code, const char *msg)
+void fanout_to(struct session *s, struct client *c, json_t *o)
 {
-	json_t *o = json_pack("{s:s,s:s,s:s}", "type", "cortex.error", "code", code, "message", msg);
-	if (!only) {
-		fanout_obj(s, o);
-		return;
-	}
 	uint64_t seq = ++s->fan.seq;
 	json_object_set_new(o, "seq", json_integer((json_int_t)seq));
 	char *txt = json_dumps(o, JSON_COMPACT);
@@ -161,8 +156,17 @@ void fanout_error(struct session *s, struct client *only, const char *code, cons
 		frames_count_alloc_failure();
 		return;
 	}
-	client_send(only, txt, strlen(txt), seq, 0);
+	client_send(c, txt, strlen(txt), seq, 0);
 	free(txt);
+}
+
+void fanout_error(struct session *s, struct client *only, const char *code, const char *msg)
+{
+	json_t *o = json_pack("{s:s,s:s,s:s}", "type", "cortex.error", "code", code, "message", msg);
+	if (only)
+		fanout_to(s, only, o);
+	else
+		fanout_obj(s, o);
 }
 
 void fanout_line(struct session *s, const char *line, size_t len)
@@ -196,6 +200,18 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after)
 		fanout_error(s, c, "resume_gap", msg);
 	}
 	c->held = 0;
+	if (!s->turn && (s->lost_turn || after > s->fan.seq)) {
+		/* The client followed a cortexd that died (seq starts again at a
+		 * restart): what it asks for went with that daemon. */
+		json_t *o = json_pack("{s:s,s:s,s:s}", "type", "cortex.error", "code", "cortexd_restarted", "message",
+				      s->lost_turn ? "cortexd restarted while this turn ran; the rest of its answer is lost "
+						     "(the message is in the transcript; send it again)"
+						   : "cortexd restarted; the frames asked for are not kept across a restart");
+		if (o && s->lost_turn)
+			json_object_set_new(o, "turn", json_integer((json_int_t)s->lost_turn));
+		fanout_to(s, c, o);
+		return;
+	}
 	for (size_t i = 0; i < s->fan.replay.n; i++) {
 		struct frame *f = fq_at(&s->fan.replay, i);
 		if (f->seq > from)

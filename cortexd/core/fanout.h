@@ -29,6 +29,8 @@ void fanout_obj(struct session *s, json_t *o);
 void fanout_send_one(struct client *c, const char *txt, size_t len);
 /* A cortex.error: to one client (only) or to every client (only = NULL). */
 void fanout_error(struct session *s, struct client *only, const char *code, const char *msg);
+/* A cortex.* object (consumed) to one client only, outside the stream. */
+void fanout_to(struct session *s, struct client *c, json_t *o);
 /* An agent line, verbatim with seq spliced in, to every client. */
 void fanout_line(struct session *s, const char *line, size_t len);
 /* A new turn: the replay holds only its frames, and every client follows it. */

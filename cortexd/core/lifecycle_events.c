@@ -343,6 +343,7 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	s->last_active_at = json_integer_value(json_object_get(o, "last_active_at"));
 	s->idle_sleep_s = (int)json_integer_value(json_object_get(o, "idle_sleep_s"));
 	session_spec_load(s, o);
+	turn_restore(s);
 	/* Records from before per-session uids, images and disks get them now. */
 	if (!s->spec.uid)
 		s->spec.uid = session_uid_alloc(d);
@@ -378,6 +379,17 @@ int lifecycle_load(struct cortexd *d, cx_err *err)
 		load_one(d, o, kv[i].key);
 		json_decref(o);
 	}
+	store_kv_free(kv, n);
+	/* A turn state whose session is gone (a put that landed after the
+	 * delete): dropped. */
+	cx_err e2 = CX_ERR_INIT;
+	if (store_list(d->st, "turnstate/", 0, &kv, &n, &e2) < 0) {
+		log_warn("turn states: %s", e2.msg);
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (!session_find(d, kv[i].key + strlen("turnstate/")))
+			(void)store_delete(d->st, kv[i].key, &e2);
 	store_kv_free(kv, n);
 	return 0;
 }

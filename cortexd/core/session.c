@@ -7,6 +7,7 @@
 #include "session.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <string.h>
@@ -215,7 +216,13 @@ void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
  * written at once.  A batch that fails is retried put by put, so one bad
  * value fails alone; every failure is reported (put_failed). */
 
-#define PUT_BATCH_MAX 100 /* etcd's default --max-txn-ops is 128 */
+/* SQLite takes any number of ops in one transaction, and the commit (one
+ * fsync of the WAL) is what costs: 100 per batch capped the writer at about
+ * 7000 puts/s on a loaded 2-core host, fewer than 50 mini-agent sessions
+ * make (5 puts per turn), and the queue grew without bound (docs/reliability.md,
+ * "Soak").  An etcd backend (--max-txn-ops, 128 by default) would split a
+ * batch in its own txn op. */
+#define PUT_BATCH_MAX 2000
 
 struct put_item {
 	struct put_item *next;
@@ -235,12 +242,14 @@ struct put_batch {
 
 static void put_write(store *st, struct put_item *items, size_t n)
 {
-	store_op ops[PUT_BATCH_MAX] = {0};
+	cleanup_free store_op *ops = calloc(n, sizeof *ops);
 	size_t i = 0;
-	for (struct put_item *it = items; it && i < PUT_BATCH_MAX; it = it->next, i++)
+	for (struct put_item *it = items; ops && it && i < n; it = it->next, i++)
 		ops[i] = (store_op){.kind = STORE_PUT, .key = it->key, .val = it->val, .len = strlen(it->val)};
 	cx_err err = CX_ERR_INIT;
-	if (store_txn(st, ops, i, &err) == 0)
+	if (!ops)
+		snprintf(err.msg, sizeof err.msg, "out of memory");
+	else if (store_txn(st, ops, i, &err) == 0)
 		return;
 	for (struct put_item *it = items; it; it = it->next) {
 		cx_err e1 = CX_ERR_INIT;
@@ -255,6 +264,23 @@ static void put_run(void *arg)
 {
 	struct put_batch *b = arg;
 	put_write(b->st, b->items, b->n);
+}
+
+/* A backlog of puts (a commit that took long under load) leaves the heap
+ * fragmented once written: when what the puts hold falls to a quarter of its
+ * high-water mark after at least PUT_TRIM_MIN, the free pages go back to the
+ * kernel (as frames.c does for frames).  Measured in docs/reliability.md, "Soak". */
+#define PUT_TRIM_MIN (1u << 20)
+
+static size_t put_size(const struct put_item *it) { return sizeof *it + strlen(it->val) + 1; }
+
+static void put_trim(struct cortexd *d)
+{
+	if (d->puts.bytes_high - d->puts.bytes >= PUT_TRIM_MIN && d->puts.bytes < d->puts.bytes_high / 4) {
+		malloc_trim(0);
+		d->puts.trims++;
+		d->puts.bytes_high = d->puts.bytes;
+	}
 }
 
 /* Service thread.  A write that failed is never silent: it is counted, the
@@ -280,9 +306,11 @@ static void put_report(struct cortexd *d, struct put_item *items)
 		} else {
 			d->store_failing = 0;
 		}
+		d->puts.bytes -= put_size(it);
 		free(it->val);
 		free(it);
 	}
+	put_trim(d);
 }
 
 static void put_done(void *arg);
@@ -343,6 +371,9 @@ void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t
 		d->puts.head = it;
 	d->puts.tail = it;
 	d->puts.queued++;
+	d->puts.bytes += put_size(it);
+	if (d->puts.bytes > d->puts.bytes_high)
+		d->puts.bytes_high = d->puts.bytes;
 	put_kick(d);
 }
 

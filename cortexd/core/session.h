@@ -227,7 +227,8 @@ struct session {
 	int refs;                /* registry + jobs + the agent connection; freed at 0 */
 	int deleted;
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
-	uint64_t turns;          /* turns started */
+	uint64_t turns;          /* turns started (kept across restarts: turnstate/<id>) */
+	uint64_t lost_turn;      /* the turn a previous cortexd died in (until the next turn), 0 = none */
 	unsigned previews;       /* open preview-port connections (edge/preview.c) */
 	unsigned files_inflight; /* files API operations running (edge/files_route.c) */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
@@ -271,6 +272,8 @@ struct cortexd {
 		size_t queued;
 		int inflight;
 		uint64_t batches, written; /* commits and puts handed to them */
+		size_t bytes, bytes_high; /* held by queued and in-flight puts; its high-water mark */
+		uint64_t trims;          /* malloc_trim after a backlog drained */
 	} puts;
 	uint64_t store_write_failures;
 	int store_failing;       /* the last write failed: /healthz says 503 */

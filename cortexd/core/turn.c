@@ -107,6 +107,73 @@ static void record(struct session *s, const struct turn *t)
 		log_error("session %s: turn record: out of memory", s->id);
 }
 
+/* ---- the turn state kept in the store ----
+ *
+ * turnstate/<session>: {"turn":N}, the number of the session's last turn,
+ * and while a turn runs "running":{"ts","surface"}.  A cortexd killed in the
+ * middle of a turn leaves "running" behind: the next one records that turn
+ * (turn_restore) and numbers the next turns from N + 1. */
+
+static void state_key(const struct session *s, char *key, size_t cap) { snprintf(key, cap, "turnstate/%s", s->id); }
+
+static void state_put(struct session *s, const struct turn *t, int running)
+{
+	if (s->deleted)
+		return; /* its row is being deleted with the session */
+	char key[80];
+	state_key(s, key, sizeof key);
+	json_t *o = json_pack("{s:I}", "turn", (json_int_t)t->id);
+	if (o && running)
+		json_object_set_new(o, "running", json_pack("{s:I,s:s}", "ts", (json_int_t)cx_wall_ms(), "surface",
+							   s->prof ? s->prof->name : s->surface));
+	store_put_later(s->d, s->id, key, o);
+}
+
+void turn_restore(struct session *s)
+{
+	char key[80], *val = NULL;
+	size_t len = 0;
+	cx_err err = CX_ERR_INIT;
+	state_key(s, key, sizeof key);
+	int rc = store_get(s->d->st, key, &val, &len, &err);
+	if (rc != 0) {
+		if (rc != CX_NOTFOUND)
+			log_warn("session %s: turn state: %s", s->id, err.msg);
+		return;
+	}
+	json_t *o = json_loadb(val, len, 0, NULL);
+	free(val);
+	json_int_t n = json_integer_value(json_object_get(o, "turn"));
+	json_t *run = json_object_get(o, "running");
+	if (n > 0)
+		s->turns = (uint64_t)n;
+	if (n > 0 && json_is_object(run)) {
+		const char *sname = json_string_value(json_object_get(run, "surface"));
+		struct turn_record r = {
+			.session = s->id, .user = s->user, .surface = sname ? sname : s->surface, .turn = (uint64_t)n,
+			.path = "unknown", .outcome = "cortexd_restarted",
+			.ts = json_integer_value(json_object_get(run, "ts")), .model_ttfb_ms = -1, .model = "",
+		};
+		char rkey[300], idle[40];
+		json_t *rec = records_build(&s->d->cfg, &r, rkey, sizeof rkey);
+		char *rv = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
+		json_decref(rec);
+		snprintf(idle, sizeof idle, "{\"turn\":%lld}", (long long)n);
+		store_op ops[2] = {{.kind = STORE_PUT, .key = rkey, .val = rv, .len = rv ? strlen(rv) : 0},
+				   {.kind = STORE_PUT, .key = key, .val = idle, .len = strlen(idle)}};
+		if (rv && store_txn(s->d->st, ops, 2, &err) == 0) {
+			s->lost_turn = (uint64_t)n;
+			log_warn("session %s: turn %lld was running when the previous cortexd stopped: recorded as "
+				 "cortexd_restarted", s->id, (long long)n);
+		} else {
+			log_error("session %s: recording lost turn %lld: %s", s->id, (long long)n,
+				  rv ? err.msg : "out of memory");
+		}
+		free(rv);
+	}
+	json_decref(o);
+}
+
 /* The turn is over: the agent's result came, or it can never come. */
 static void turn_end(struct session *s)
 {
@@ -115,6 +182,7 @@ static void turn_end(struct session *s)
 		return;
 	s->turn = NULL;
 	record(s, t);
+	state_put(s, t, 0);
 	turn_free(t);
 	lws_sul_cancel(&s->lc.sul_grace);
 	/* A message that came after cortex.revoked, while the agent was stopping. */
@@ -154,6 +222,11 @@ int turn_begin(struct session *s, const char *text)
 	sentencer_init(&t->sz);
 	fanout_turn_begin(s);
 	s->turn = t;
+	s->lost_turn = 0;
+	/* The state first: puts are committed in order, so once the message is
+	 * in the transcript a crash finds the turn running (a lost turn never
+	 * goes unrecorded while its message is kept). */
+	state_put(s, t, 1);
 	transcript_append(s, "user", text, t->id);
 	return 0;
 }
@@ -322,6 +395,8 @@ void turn_stop_session(struct session *s)
 	free(s->next_text);
 	s->next_text = NULL;
 	if (s->turn) {
+		if (!s->turn->outcome[0])
+			snprintf(s->turn->outcome, sizeof s->turn->outcome, "session_stopped");
 		fanout_error(s, NULL, "session_stopped", "the session was stopped");
 		turn_end(s);
 	}

@@ -33,6 +33,10 @@ void turn_gateway_report(struct session *s, const struct gw_report *r);
 /* The sandbox is going away: the turn ends with session_stopped. */
 void turn_stop_session(struct session *s);
 
+/* At load: the turn count from the store, and a record (outcome
+ * cortexd_restarted) of the turn a previous cortexd died in, if any. */
+void turn_restore(struct session *s);
+
 /* Per surface first-token figures over the last turns (a ring). */
 #define TURN_FT_RING 1024
 struct surface_stats {

@@ -118,6 +118,10 @@ static int sess_del_run(void *arg, cx_err *err)
 	snprintf(prefix, sizeof prefix, "transcripts/%s/", w->id);
 	if (store_delete(w->st, w->key, err) == -1)
 		return -1;
+	char state[80];
+	snprintf(state, sizeof state, "turnstate/%s", w->id);
+	if (store_delete(w->st, state, err) == -1)
+		log_error("delete turn state of %s: %s", w->id, err->msg);
 	if (store_delete_prefix(w->st, prefix, NULL, err) < 0)
 		log_error("delete transcripts of %s: %s", w->id, err->msg); /* the row is gone: deleted */
 	return 0;

@@ -61,7 +61,7 @@ json_t *records_build(const config *cfg, const struct turn_record *t, char *key,
 	observe(cfg, t);
 	int known;
 	double cost = cost_of(cfg, t, &known);
-	int64_t ts = cx_wall_ms();
+	int64_t ts = t->ts ? t->ts : cx_wall_ms();
 	json_t *phases = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms",
 				   t->config_ms, "install_ms", t->install_ms, "sync_ms", t->sync_ms, "agent_start_ms",
 				   t->agent_start_ms, "context_ms", t->context_ms);

@@ -22,8 +22,9 @@
 struct turn_record {
 	const char *session, *user, *surface; /* surface: a profile name */
 	uint64_t turn;
-	const char *path;    /* warm | cold | config_changed */
+	const char *path;    /* warm | cold | config_changed (unknown: a turn lost with its cortexd) */
 	const char *outcome; /* ok, agent_error, revoked, or a cortex.error code */
+	int64_t ts;          /* wall ms of the record; 0 = now */
 	int agent_cold;
 	const char *wake;    /* NULL or what the turn woke */
 	double wait_sandbox_ms, config_ms, install_ms, sync_ms, agent_start_ms, context_ms;

@@ -337,7 +337,7 @@ static void test_group_commit(void **state)
 	uint64_t b0 = D.puts.batches, w0 = D.puts.written, f0 = D.store_write_failures;
 	char key[64];
 	/* 150 puts queued at once: the first goes alone, the rest gather behind
-	 * it into batches of at most 100, each one transaction. */
+	 * it into one batch (at most PUT_BATCH_MAX), one transaction. */
 	for (int i = 0; i < 150; i++) {
 		snprintf(key, sizeof key, "gc/k%03d", i);
 		store_put_later(&D, "", key, json_pack("{s:i}", "i", i));
@@ -1155,6 +1155,58 @@ static void agent_down_case(const char *id, int why, const char *code, int befor
 	sess_free(s, all, 1);
 }
 
+/* cortexd dies mid-turn: the turn state it left tells the next one the turn
+ * count and which turn was lost; that turn gets a record (cortexd_restarted),
+ * a resume hears of it, and the numbers go on. */
+static void test_restore_lost_turn(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_restore", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "one");
+	feed(s, DELTA("par"));
+	/* While it runs the state names it ... */
+	json_t *st = wait_row("turnstate/", "turnstate/s_restore");
+	assert_int_eq_msg(json_integer_value(json_object_get(st, "turn")), 1, "turn state: turn");
+	if (!json_is_object(json_object_get(st, "running")))
+		fail_msg("turn state while the turn runs: %s", json_dumps(st, 0));
+	json_decref(st);
+	/* ... and the daemon dies here: a new session object reads it back. */
+	for (int i = 0; i < 500 && (D.puts.inflight || D.puts.head); i++) {
+		nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+		work_drain_done();
+	}
+	struct session *s2 = session_new(&D, "s_restore", "alice", "chat");
+	assert_non_null(s2);
+	turn_restore(s2);
+	assert_int_eq_msg(s2->turns, 1, "turn count restored");
+	assert_int_eq_msg(s2->lost_turn, 1, "lost turn");
+	expect_record("s_restore", 1, "cortexd_restarted");
+	st = wait_row("turnstate/", "turnstate/s_restore");
+	assert_null(json_object_get(st, "running"));
+	json_decref(st);
+	/* A resume on the new one hears of the lost turn. */
+	struct client b = {0};
+	fanout_attach(s2, &b);
+	uint64_t sb = 0;
+	fanout_resume(s2, &b, 7);
+	json_t *o = expect_frame(&b, &sb, "cortex.error");
+	assert_string_equal(json_string_value(json_object_get(o, "code")), "cortexd_restarted");
+	assert_int_eq_msg(json_integer_value(json_object_get(o, "turn")), 1, "lost turn in the error");
+	json_decref(o);
+	/* Restored twice (no turn since): nothing recorded twice. */
+	struct session *s3 = session_new(&D, "s_restore", "alice", "chat");
+	turn_restore(s3);
+	assert_int_eq_msg(s3->lost_turn, 0, "the lost turn is recorded once");
+	session_unref(s3);
+	fanout_detach(&b);
+	session_unref(s2);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	/* The old object's turn ended at its stop: turn 1 is not lost again. */
+}
+
 static void test_agent_down_mid_turn(void **state)
 {
 	(void)state;
@@ -1250,6 +1302,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_cancel_after_send, test_setup),
 	    cmocka_unit_test_setup(test_cancel_before_send, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_mid_turn, test_setup),
+	    cmocka_unit_test_setup(test_restore_lost_turn, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_waiting_turn, test_setup),
 	    cmocka_unit_test_setup(test_busy, test_setup),
 	    cmocka_unit_test_setup(test_group_commit, test_setup),
