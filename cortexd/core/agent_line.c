@@ -2,6 +2,7 @@
 #include "agent_line.h"
 
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 static const char *str_of(json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
@@ -147,6 +148,17 @@ static size_t put_utf8(char *o, unsigned cp)
 /* The JSON string at *p (after its opening quote) unescaped into a new
  * buffer; *p past the closing quote.  NULL: not a string this path takes
  * (a NUL or a lone surrogate among them: jansson decides). */
+/* Eight bytes that need no attention: all ASCII, none a control byte, a
+ * quote or a backslash (SWAR: "has a byte less than n" is exact for any
+ * byte below 0x80, and the top bits are checked first). */
+#define B8(x) (0x0101010101010101ull * (uint64_t)(x))
+static int plain8(uint64_t w)
+{
+	uint64_t ctl = (w - B8(0x20)) & ~w;
+	uint64_t q = w ^ B8(0x22), bs = w ^ B8(0x5c);
+	return !((w | ctl | ((q - B8(1)) & ~q) | ((bs - B8(1)) & ~bs)) & B8(0x80));
+}
+
 static char *text_str(const char **p, const char *end, size_t *out_len)
 {
 	const char *q = *p;
@@ -154,6 +166,15 @@ static char *text_str(const char **p, const char *end, size_t *out_len)
 	if (!buf)
 		return NULL;
 	while (q < end) {
+		/* Runs of plain ASCII (nearly all of a text delta) eight at a time. */
+		uint64_t w;
+		while (end - q >= 8 && (memcpy(&w, q, 8), plain8(w))) {
+			memcpy(o, q, 8);
+			o += 8;
+			q += 8;
+		}
+		if (q >= end)
+			break;
 		unsigned char c = (unsigned char)*q;
 		if (c == '"') {
 			*o = 0;

@@ -157,7 +157,7 @@ int fq_write_one(struct lws *wsi, struct fqueue *q)
  * are unmasked, so the bytes are exactly what per-frame lws_writes would have
  * sent.  The buffer is the service thread's (every writeable callback runs
  * there).  A frame that would not fit goes alone through fq_write_one. */
-#define FQ_BATCH_MAX (64u << 10)
+#define FQ_BATCH_MAX (128u << 10) /* <= the "cortex" protocol's tx_packet_size (server.c) */
 
 static size_t ws_header(unsigned char *p, size_t len)
 {

@@ -45,7 +45,7 @@ void fq_clear(struct fqueue *q);
  * callback requested while frames remain.  -1 means close the connection. */
 int fq_write_one(struct lws *wsi, struct fqueue *q);
 /* The same for a client (server role, text frames): every queued frame that
- * fits in 64 KiB goes in one send.  Service thread only. */
+ * fits in 128 KiB goes in one send.  Service thread only. */
 int fq_write_batch(struct lws *wsi, struct fqueue *q);
 /* Batched sends so far and the frames they carried (for /metrics). */
 void frames_batch_counts(uint64_t *writes, uint64_t *frames);

@@ -111,7 +111,10 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 }
 
 static const struct lws_protocols protocols[] = {
-	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 0},
+	/* tx_packet_size: lws sends at most this much per syscall (else the rx
+	 * buffer size, 64 KiB) and buffers the rest in a copy: a 64 KB delta
+	 * frame or a batch of frames goes in one send. */
+	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 256 * 1024},
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
 	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
 	{DOOR_PROTOCOL, door_callback, 0, 0, 0, NULL, 0},
