@@ -102,6 +102,9 @@ int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err
 		cx_err_set(err, errno, "pipe");
 		goto out;
 	}
+	/* A bigger stdout pipe: a burst of large deltas is read in few reads
+	 * (the pages are the sandbox user's; best effort, the default works). */
+	(void)fcntl(outp[0], F_SETPIPE_SZ, (int)WSA_STDOUT_PIPE);
 	/* Only our end is non-blocking: O_NONBLOCK on pipe2 would reach the
 	 * agent's read end too (each end is its own open file description). */
 	int fl = fcntl(inp[1], F_GETFL);

@@ -38,7 +38,8 @@
 #define WSA_CAP_CLIENT_FRAME (2 * WSA_CAP_STDIN_QUEUE + (4u << 10))
 #define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
 #define WSA_CAP_OUT_MESSAGE  (256u << 10) /* lines coalesced into one message to cortexd */
-#define WSA_READ_CHUNK       (64u << 10) /* one read() from an agent pipe          */
+#define WSA_READ_CHUNK       (256u << 10) /* one read() from an agent pipe         */
+#define WSA_STDOUT_PIPE      (256u << 10) /* the agent's stdout pipe (F_SETPIPE_SZ)  */
 #define WSA_CAP_FWD_BUF      (256u << 10) /* forwarder: pipe size per direction, per pair (kernel pages, charged to the sandbox) */
 #define WSA_CAP_FWD_CONNS    64          /* gateway forwarder: pairs at once (then backlog) */
 
