@@ -186,45 +186,45 @@ int cx_listen_unix_at(int dirfd, const char *name, mode_t mode, int backlog, cx_
 	return fd;
 }
 
-/* Length of the valid UTF-8 sequence at s (1-4), or 0 (RFC 3629: no
- * overlongs, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_seq(const unsigned char *s)
+size_t cx_utf8_seq(const unsigned char *s, size_t n)
 {
 	unsigned char c = s[0];
 	if (c < 0x80)
 		return 1;
-	size_t n;
+	size_t need;
 	unsigned char lo = 0x80, hi = 0xBF;
 	if (c >= 0xC2 && c <= 0xDF)
-		n = 2;
+		need = 2;
 	else if (c >= 0xE0 && c <= 0xEF) {
-		n = 3;
+		need = 3;
 		if (c == 0xE0)
 			lo = 0xA0;
 		else if (c == 0xED)
 			hi = 0x9F;
 	} else if (c >= 0xF0 && c <= 0xF4) {
-		n = 4;
+		need = 4;
 		if (c == 0xF0)
 			lo = 0x90;
 		else if (c == 0xF4)
 			hi = 0x8F;
 	} else
 		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0; /* a NUL (the end) fails here too */
-	for (size_t i = 2; i < n; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
+	if (n < need || s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < need; i++)
+		if ((s[i] & 0xC0) != 0x80)
 			return 0;
-	return n;
+	return need;
 }
 
 size_t cx_utf8_fix(char *s)
 {
 	size_t fixed = 0;
 	unsigned char *p = (unsigned char *)s;
+	size_t left = strlen(s);
 	while (*p) {
-		size_t n = utf8_seq(p);
+		size_t n = cx_utf8_seq(p, left);
+		left -= n ? n : 1;
 		if (n) {
 			p += n;
 		} else {

@@ -92,5 +92,8 @@ void cx_random_hex(char *out, size_t nbytes);
  * or cuts them at "%.64s", must still go out as a JSON string).  Returns
  * how many bytes were replaced. */
 size_t cx_utf8_fix(char *s);
+/* Length (1-4) of the valid UTF-8 sequence at s, of n bytes left, or 0 (RFC
+ * 3629: no overlongs, no surrogates, nothing above U+10FFFF, not cut). */
+size_t cx_utf8_seq(const unsigned char *s, size_t n);
 
 #endif

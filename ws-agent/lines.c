@@ -101,41 +101,6 @@ int wsa_lines_finish(struct wsa_lines *l, wsa_line_fn fn, void *arg)
 	return rc;
 }
 
-/* Length of the valid UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, max U+10FFFF), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t need;
-	unsigned char lo = 0x80, hi = 0xBF;
-	if (c >= 0xC2 && c <= 0xDF)
-		need = 2;
-	else if (c >= 0xE0 && c <= 0xEF) {
-		need = 3;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	} else if (c >= 0xF0 && c <= 0xF4) {
-		need = 4;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	} else
-		return 0;
-	if (n < need)
-		return 0;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < need; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	return need;
-}
-
 bool wsa_utf8_valid(const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -151,7 +116,7 @@ bool wsa_utf8_valid(const char *s, size_t n)
 				continue;
 			}
 		}
-		size_t k = utf8_seq(p + i, n - i);
+		size_t k = cx_utf8_seq(p + i, n - i);
 		if (!k)
 			return false;
 		i += k;
@@ -168,7 +133,7 @@ char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len)
 	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0, o = 0;
 	while (i < n) {
-		size_t k = utf8_seq(p + i, n - i);
+		size_t k = cx_utf8_seq(p + i, n - i);
 		if (k) {
 			memcpy(out + o, p + i, k);
 			o += k;
