@@ -69,6 +69,8 @@ static size_t to_stdout(char *ptr, size_t size, size_t nmemb, void *ud)
 
 /* One request; prints the body.  token may be NULL (no Authorization).
  * upload: the body is this file (a tar); stream: print as it arrives, no time limit. */
+static const char *upload_type = "Content-Type: application/x-tar"; /* files put: octet-stream */
+
 static int request_ex(const struct cli *cli, const char *token, const char *method, const char *path,
 		      const char *body, FILE *upload, int stream)
 {
@@ -92,7 +94,7 @@ static int request_ex(const struct cli *cli, const char *token, const char *meth
 	if (body)
 		h = curl_slist_append(h, "Content-Type: application/json");
 	if (upload)
-		h = curl_slist_append(h, "Content-Type: application/x-tar");
+		h = curl_slist_append(h, upload_type);
 	struct buf b = {NULL, 0};
 	curl_easy_setopt(c, CURLOPT_URL, full);
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
@@ -278,6 +280,63 @@ static int cmd_image_delete(const struct cli *cli, char **args, int nargs)
 	return image_call(cli, "DELETE", args[0], "", NULL, 0);
 }
 
+/* ---- files (docs/protocol.md "Files") ---- */
+
+/* METHOD /v1/sessions/ID/files?path=PATH[&recursive=1], PATH escaped. */
+static int files_call(const struct cli *cli, const char *method, char **args, const char *extra, FILE *upload,
+		      int stream)
+{
+	if (strlen(args[0]) >= CX_CAP_NAME || strchr(args[0], '/') || strchr(args[0], '?')) {
+		fprintf(stderr, "cortexctl: not a session id: '%.80s'\n", args[0]);
+		return CMD_BAD_ARGS;
+	}
+	char *q = curl_easy_escape(NULL, args[1], 0);
+	if (!q)
+		return EXIT_USAGE;
+	char path[4200];
+	int n = snprintf(path, sizeof path, "/v1/sessions/%s/files?path=%s%s", args[0], q, extra);
+	curl_free(q);
+	if (n < 0 || (size_t)n >= sizeof path) {
+		fprintf(stderr, "cortexctl: path too long\n");
+		return EXIT_USAGE;
+	}
+	return request_ex(cli, cli->token, method, path, NULL, upload, stream);
+}
+
+static int cmd_files_ls(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return files_call(cli, "GET", args, "", NULL, 0);
+}
+
+static int cmd_files_get(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	return files_call(cli, "GET", args, "", NULL, 1); /* the bytes, as they come */
+}
+
+static int cmd_files_put(const struct cli *cli, char **args, int nargs)
+{
+	(void)nargs;
+	FILE *f = !strcmp(args[2], "-") ? stdin : fopen(args[2], "rb");
+	if (!f) {
+		fprintf(stderr, "cortexctl: %s: %s\n", args[2], strerror(errno));
+		return EXIT_USAGE;
+	}
+	upload_type = "Content-Type: application/octet-stream";
+	int rc = files_call(cli, "PUT", args, "", f, 0);
+	if (f != stdin)
+		fclose(f);
+	return rc;
+}
+
+static int cmd_files_rm(const struct cli *cli, char **args, int nargs)
+{
+	if (nargs > 2 && strcmp(args[2], "-r"))
+		return CMD_BAD_ARGS;
+	return files_call(cli, "DELETE", args, nargs > 2 ? "&recursive=1" : "", NULL, 0);
+}
+
 static const struct cmd commands[] = {
     {"health", cmd_health, "", "check that cortexd answers (no token needed)"},
     {"user create", cmd_user_create, "NAME", "create a user and print its token (admin token)"},
@@ -294,6 +353,10 @@ static const struct cmd commands[] = {
     {"image log", cmd_image_log, "NAME", "print the build log, following it while the build runs"},
     {"image import", cmd_image_import, "NAME IMAGE.tar", "import an OCI layout or docker archive (admin token)"},
     {"image delete", cmd_image_delete, "NAME", "delete an image, canceling its build (admin token)"},
+    {"files ls", cmd_files_ls, "ID PATH", "list a directory of /workspace or /home/agent (JSON)"},
+    {"files get", cmd_files_get, "ID PATH", "print a file's bytes"},
+    {"files put", cmd_files_put, "ID PATH FILE", "write FILE (- for stdin) to PATH, atomically"},
+    {"files rm", cmd_files_rm, "ID PATH [-r]", "delete a file or an empty dir (-r: a tree)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof *commands)
 

@@ -28,7 +28,8 @@ const json = (s) => { try { return JSON.parse(s); } catch (e) { return {unparsed
 const COMMANDS = ['health', 'user create NAME', 'session create [chat|voice]', 'session list', 'session get ID',
   'session delete ID', 'session sleep ID', 'session wake ID', 'session messages ID',
   'image list', 'image get NAME', 'image build NAME CONTEXT.tar', 'image log NAME', 'image import NAME IMAGE.tar',
-  'image delete NAME']; // the image commands run against a real build in images.test.js
+  'image delete NAME', 'files ls ID PATH', 'files get ID PATH', 'files put ID PATH FILE', 'files rm ID PATH [-r]'];
+// the image commands run against a real build in images.test.js
 
 (async () => {
   // ---- help and usage, no daemon needed
@@ -98,6 +99,30 @@ const COMMANDS = ['health', 'user create NAME', 'session create [chat|voice]', '
   await L.until(async () => await state() === 'ready', 'session ready again', 60000);
   r = await ctl(['session', 'messages', s1.id], as);
   L.eq([r.code, r.stdout], [0, '[]\n'], 'session messages: none without a turn');
+
+  // files: put a file with an awkward name (escaped in the query), list, get, rm.
+  const fs = require('fs'), path = require('path');
+  const local = path.join(L.tmpdir('cli-files'), 'in.txt');
+  fs.writeFileSync(local, 'hello from cortexctl\n');
+  const remote = '/workspace/dir a/x y=1.txt'; // ('&' is not addressable yet: lws splits decoded args)
+  r = await ctl(['files', 'put', s1.id, remote, local], as);
+  L.eq(r.code, 0, 'files put: exit 0');
+  r = await ctl(['files', 'ls', s1.id, '/workspace/dir a'], as);
+  const ls = json(r.stdout);
+  L.eq([r.code, (ls.entries || []).map(e => [e.name, e.type, e.size])], [0, [['x y=1.txt', 'file', 21]]],
+    'files ls: the entry, its type and size');
+  r = await ctl(['files', 'get', s1.id, remote], as);
+  L.eq([r.code, r.stdout], [0, 'hello from cortexctl\n'], 'files get: the bytes exactly');
+  r = await ctl(['files', 'get', s1.id, '/etc/passwd'], as);
+  L.check(r.code === 1 && /bad_path/.test(r.stdout), 'files get outside the roots: the JSON error, exit 1', [1, 'bad_path'], [r.code, r.stdout]);
+  r = await ctl(['files', 'rm', s1.id, '/workspace/dir a'], as);
+  L.check(r.code === 1 && /not_empty/.test(r.stdout), 'files rm of a non-empty dir without -r: exit 1', [1, 'not_empty'], [r.code, r.stdout]);
+  r = await ctl(['files', 'rm', s1.id, '/workspace/dir a', '-r'], as);
+  L.eq(r.code, 0, 'files rm -r: exit 0');
+  r = await ctl(['files', 'get', s1.id, remote], as);
+  L.eq(r.code, 1, 'files get after rm: exit 1');
+  r = await ctl(['files', 'rm', s1.id, '/workspace/x', '-f'], as);
+  L.eq(r.code, 2, 'files rm with an unknown flag: usage, exit 2');
   for (const s of [s1, s2]) {
     r = await ctl(['session', 'delete', s.id], as);
     L.eq([r.code, r.stdout], [0, ''], `session delete ${s.surface}: exit 0, no body`);
