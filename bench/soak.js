@@ -52,49 +52,9 @@ function sqliteBytes(pid) {
   return v.length === 3 ? {used: v[0], highwater: v[1], rss_kib_after_trim: footprint(pid).rss_kib} : null;
 }
 
-// ---- what is left of sessions on the host
-function procs() {
-  const out = [];
-  for (const p of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const status = fs.readFileSync(`/proc/${p}/status`, 'utf8');
-      if (/^State:\s+Z/m.test(status)) continue;
-      let pidns = '';
-      try { pidns = fs.readlinkSync(`/proc/${p}/ns/pid`); } catch (e) { /* a kernel thread */ }
-      out.push({pid: Number(p), uid: Number(status.match(/^Uid:\s+(\d+)/m)[1]), ppid: Number(status.match(/^PPid:\s+(\d+)/m)[1]), pidns,
-        cmd: fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' ').slice(0, 80),
-        cgroup: fs.readFileSync(`/proc/${p}/cgroup`, 'utf8')});
-    } catch (e) { /* gone meanwhile */ }
-  }
-  return out;
-}
-function cgroupDirs(sids) {
-  const out = [];
-  for (const h of fs.readdirSync('/sys/fs/cgroup')) {
-    for (const base of [`/sys/fs/cgroup/${h}/cortex`, `/sys/fs/cgroup/${h}`]) {
-      let names;
-      try { names = fs.readdirSync(base); } catch (e) { continue; }
-      for (const n of names) if (sids.some(s => n.includes(s))) out.push(`${base}/${n}`);
-      break;
-    }
-  }
-  return out;
-}
-// Is pid a descendant of root?  Other daemons on the host may use the same
-// uids (every cortexd starts at sandbox.uid_base).
-function under(all, pid, root) {
-  const byPid = new Map(all.map(p => [p.pid, p]));
-  for (let p = byPid.get(pid), n = 0; p && n < 64; p = byPid.get(p.ppid), n++) if (p.ppid === root) return true;
-  return false;
-}
-// What is left: processes in a session's cgroup or one of its sandboxes' pid
-// namespaces, or with a session's uid under this cortexd; cgroup dirs.
-function leftovers(sids, uids, pidns, root) {
-  const all = procs();
-  const ps = all.filter(p => sids.some(s => p.cgroup.includes(s)) || pidns.has(p.pidns) || (uids.has(p.uid) && under(all, p.pid, root)));
-  return {processes: ps.map(p => `${p.pid} uid ${p.uid} ${p.cmd}`), cgroups: cgroupDirs(sids)};
-}
+// ---- what is left of sessions on the host: L.leftovers (tests/e2e/lib.js)
+const procs = L.hostProcs;
+const leftovers = L.leftovers;
 
 // ---- one session's client: counts everything that goes wrong
 class Client {

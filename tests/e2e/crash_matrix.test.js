@@ -23,32 +23,8 @@ const L = require('./lib');
 
 const REPS = Number(process.env.CRASH_REPS || 3);
 
-// ---- processes, uids, cgroups of a session (the session id names its cgroup)
-function procs() {
-  const out = [];
-  for (const p of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    try {
-      const status = fs.readFileSync(`/proc/${p}/status`, 'utf8');
-      if (/^State:\s+Z/m.test(status)) continue; // a zombie is its parent's to reap
-      let pidns = '';
-      try { pidns = fs.readlinkSync(`/proc/${p}/ns/pid`); } catch (e) { /* a kernel thread */ }
-      out.push({pid: Number(p), uid: Number(status.match(/^Uid:\s+(\d+)/m)[1]), ppid: Number(status.match(/^PPid:\s+(\d+)/m)[1]), pidns,
-        cmd: fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' '),
-        cgroup: fs.readFileSync(`/proc/${p}/cgroup`, 'utf8')});
-    } catch (e) { /* gone meanwhile */ }
-  }
-  return out;
-}
-const inSession = (sid, what) => procs().filter(p => p.cgroup.includes(sid) && (!what || p.cmd.includes(what)));
-function cgroupDirs(sid) {
-  return fs.readdirSync('/sys/fs/cgroup').flatMap(h => {
-    for (const base of [`/sys/fs/cgroup/${h}/cortex`, `/sys/fs/cgroup/${h}`]) {
-      try { return fs.readdirSync(base).filter(x => x.includes(sid)).map(x => `${base}/${x}`); } catch (e) { /* none */ }
-    }
-    return [];
-  });
-}
+// ---- processes of a session (the session id names its cgroup): L.hostProcs
+const inSession = (sid, what) => L.hostProcs().filter(p => p.cgroup.includes(sid) && (!what || p.cmd.includes(what)));
 
 const isDelta = f => f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta';
 const get = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, tok)).json;
@@ -108,13 +84,6 @@ function see(sid) {
   for (const p of inSession(sid)) if (p.pidns) s.add(p.pidns);
   seen.set(sid, s);
 }
-// Is pid a descendant of cortexd (pid root)?  Other daemons on the host may
-// use the same uids (every cortexd starts at sandbox.uid_base).
-function under(all, pid, root) {
-  const byPid = new Map(all.map(p => [p.pid, p]));
-  for (let p = byPid.get(pid), n = 0; p && n < 64; p = byPid.get(p.ppid), n++) if (p.ppid === root) return true;
-  return false;
-}
 
 // Delete the session: nothing of it is left: no process in its cgroup, in one
 // of its sandboxes' pid namespaces, or with its uid under this cortexd; no
@@ -125,10 +94,8 @@ async function deleteAndCheck(d, tok, sid, uid, label) {
   const r = await L.http(d.base, 'DELETE', `/v1/sessions/${sid}`, tok);
   L.eq(r.status, 204, `${label}: session deleted`);
   const left = () => {
-    const all = procs();
-    const ps = all.filter(p => p.cgroup.includes(sid) || ns.has(p.pidns) || (uid && p.uid === uid && under(all, p.pid, d.proc.pid)));
-    const cg = cgroupDirs(sid);
-    return {ps: ps.map(p => `${p.pid} uid ${p.uid} ${p.cmd.slice(0, 60)}`), cg};
+    const l = L.leftovers([sid], new Set(uid ? [uid] : []), ns, d.proc.pid);
+    return {ps: l.processes, cg: l.cgroups};
   };
   await L.poll(() => { const l = left(); return !l.ps.length && !l.cg.length; }, 20000);
   L.eq(left(), {ps: [], cg: []}, `${label}: no process (cgroup, ${ns.size} pid namespaces, uid ${uid}) and no cgroup dir of the session is left`);

@@ -238,4 +238,52 @@ async function hotSession(d, tok, body = {}) {
   return {sid, c};
 }
 
-module.exports = {hotSession, tmpdir, startProc, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll};
+// ---- what a session leaves on the host (crash_matrix.test.js, bench/soak.js)
+
+// Every live process: pid, uid, ppid, pid namespace, cmdline, cgroup lines.
+function hostProcs() {
+  const out = [];
+  for (const p of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const status = fs.readFileSync(`/proc/${p}/status`, 'utf8');
+      if (/^State:\s+Z/m.test(status)) continue; // a zombie is its parent's to reap
+      let pidns = '';
+      try { pidns = fs.readlinkSync(`/proc/${p}/ns/pid`); } catch (e) { /* a kernel thread */ }
+      out.push({pid: Number(p), uid: Number(status.match(/^Uid:\s+(\d+)/m)[1]), ppid: Number(status.match(/^PPid:\s+(\d+)/m)[1]), pidns,
+        cmd: fs.readFileSync(`/proc/${p}/cmdline`, 'utf8').replace(/\0/g, ' '),
+        cgroup: fs.readFileSync(`/proc/${p}/cgroup`, 'utf8')});
+    } catch (e) { /* gone meanwhile */ }
+  }
+  return out;
+}
+// cgroup dirs (v1 hierarchies or v2) whose name holds one of the session ids.
+function cgroupDirs(sids) {
+  const out = [];
+  for (const h of fs.readdirSync('/sys/fs/cgroup')) {
+    for (const base of [`/sys/fs/cgroup/${h}/cortex`, `/sys/fs/cgroup/${h}`]) {
+      let names;
+      try { names = fs.readdirSync(base); } catch (e) { continue; }
+      for (const n of names) if (sids.some(s => n.includes(s))) out.push(`${base}/${n}`);
+      break;
+    }
+  }
+  return out;
+}
+// Is pid a descendant of root?  Other daemons on the host may use the same
+// uids (every cortexd starts at sandbox.uid_base).
+function under(all, pid, root) {
+  const byPid = new Map(all.map(p => [p.pid, p]));
+  for (let p = byPid.get(pid), n = 0; p && n < 64; p = byPid.get(p.ppid), n++) if (p.ppid === root) return true;
+  return false;
+}
+// What is left of sessions sids: processes in their cgroups or in one of
+// pidns (a Set), or with a uid of uids (a Set) under cortexd pid root; cgroup dirs.
+function leftovers(sids, uids, pidns, root) {
+  const all = hostProcs();
+  const ps = all.filter(p => sids.some(s => p.cgroup.includes(s)) || pidns.has(p.pidns) || (uids.has(p.uid) && under(all, p.pid, root)));
+  return {processes: ps.map(p => `${p.pid} uid ${p.uid} ${p.cmd.slice(0, 80)}`), cgroups: cgroupDirs(sids)};
+}
+
+module.exports = {hotSession, tmpdir, startProc, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll,
+  hostProcs, cgroupDirs, leftovers};
