@@ -609,6 +609,25 @@ static json_t *agent_env_of(const config *d, const cconfig *c)
 	return env;
 }
 
+/* Without the gateway the provider's URL and key are in the agent's env, which
+ * it reads only at start: a change of them must restart it, so they join the
+ * base hash.  (With the gateway a provider change never reaches the agent.) */
+static void fold_provider_into_base(cconfig *c)
+{
+	crypto_hash_sha256_state st;
+	unsigned char h[crypto_hash_sha256_BYTES];
+	const char *keys[] = {"ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY"};
+
+	crypto_hash_sha256_init(&st);
+	crypto_hash_sha256_update(&st, (const unsigned char *)c->base_hash, 64);
+	for (size_t i = 0; i < 2; i++) {
+		const char *v = json_string_value(json_object_get(c->agent_env, keys[i]));
+		crypto_hash_sha256_update(&st, (const unsigned char *)(v ? v : ""), v ? strlen(v) + 1 : 1);
+	}
+	crypto_hash_sha256_final(&st, h);
+	hex_of(h, sizeof h, c->base_hash);
+}
+
 /* One range read of the user's settings, then assembly. */
 static cconfig *assemble_user(const struct ccache_src *src, const char *user, cx_err *err)
 {
@@ -627,6 +646,8 @@ static cconfig *assemble_user(const struct ccache_src *src, const char *user, cx
 			cconfig_unref(c);
 			c = NULL;
 			cx_err_set(err, ENOMEM, "agent env");
+		} else if (!src->cfg->gateway_enabled) {
+			fold_provider_into_base(c);
 		}
 	}
 	store_kv_free(kv, n);

@@ -107,6 +107,30 @@ const mcpEntry = tool => ({type: 'stdio', command: 'node', args: ['-e', MCP_SRC,
 
   c.close();
   await d.stop();
+
+  // ---- gateway off (the old way, kept for comparison benchmarks): the
+  // provider's URL and key are in the agent's env, read only at start, so a
+  // provider change must restart the agent and reach the new URL.
+  const model2 = await L.startModelServer();
+  const cfgFile = L.tmpdir('cfglive') + '/cortex.json';
+  fs.writeFileSync(cfgFile, JSON.stringify({gateway: {enabled: false}}));
+  const d2 = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-test-key'}});
+  const bob = (await L.http(d2.base, 'POST', '/v1/users', d2.admin, {name: 'bob'})).json.token;
+  const hs = await L.hotSession(d2, bob);
+  fr = await L.turn(hs.c, 'gw off one');
+  L.check(!!doneOf(fr).type, 'a turn with the gateway off', 'cortex.done', fr.map(f => f.type));
+  const g0 = (await L.http(d2.base, 'GET', `/v1/sessions/${hs.sid}`, bob)).json;
+  r = await L.http(d2.base, 'PUT', '/v1/settings/ai-providers/other', bob, {kind: 'anthropic', base_url: model2.url, api_key: 'sk-other'});
+  L.check(r.status === 200 || r.status === 201, 'PUT ai-providers/other', '200/201', [r.status, r.text]);
+  const before2 = model2.requests().length;
+  fr = await L.turn(hs.c, 'gw off two');
+  const g1 = (await L.http(d2.base, 'GET', `/v1/sessions/${hs.sid}`, bob)).json;
+  L.check(g1.agent_gen > g0.agent_gen, 'a provider change with the gateway off restarts the agent', 'new generation', [g0.agent_gen, g1.agent_gen]);
+  L.check(model2.requests().length > before2, 'the restarted agent talks to the new provider URL', '> ' + before2, model2.requests().length);
+  L.check(!!doneOf(fr).type, '... and the turn completes', 'cortex.done', fr.map(f => f.type));
+  hs.c.close();
+  await d2.stop();
+  model2.proc.kill();
   model.proc.kill();
   L.done();
 })().catch(e => { console.error(e); process.exit(1); });
