@@ -101,6 +101,24 @@ const mcpEntry = tool => ({type: 'stdio', command: 'node', args: ['-e', MCP_SRC,
   L.eq(m1.cortex_agent_live_refused_total - m0.cortex_agent_live_refused_total, 0, 'nothing refused');
   L.check(!!doneOf(fr).type && !fr.some(f => f.type === 'cortex.error'), 'the turn completes', 'cortex.done', fr.map(f => f.type));
 
+  // ---- a restart-only change while a turn runs: the old agent finishes that
+  // turn (it is not cut off); the new one starts after it, before the next
+  // message.  A message sent after the write's 2xx sees the new config, so
+  // it never goes to the old agent.
+  const s2 = await get();
+  const start = c.frames.length;
+  const running = L.turn(c, 'SLOW150 one two three four five six seven eight');
+  await c.waitFor(f => c.frames.indexOf(f) >= start && f.type === 'stream_event', 'the first delta of the slow turn', 60000);
+  await put('/v1/settings/user', {model: 'model-live-b', permission_mode: 'bypassPermissions', claude_md: 'MARK_MID_TURN'});
+  fr = await running;
+  L.check(!!doneOf(fr).type && !fr.some(f => f.type === 'cortex.error'), 'a turn running during a restart-only change completes', 'cortex.done', fr.map(f => f.type));
+  L.check(/eight/.test(L.textOf(fr)), '... with all of its text', 'eight', L.textOf(fr));
+  await L.until(async () => { const g = await get(); return g.agent_gen > s2.agent_gen && g.agent === 'hot'; }, 'the new agent is hot after the turn, before a message', 30000);
+  fr = await L.turn(c, 'hello nine');
+  const rq = model.requests();
+  L.check((rq[rq.length - 1].markers || []).includes('MARK_MID_TURN'), 'the next turn runs on the new config', 'MARK_MID_TURN', rq[rq.length - 1].markers);
+  L.eq(doneOf(fr).agent, 'hot', '... on an agent already hot when the message came');
+
   // ---- bad input: an unknown permission mode is a 400
   r = await L.http(d.base, 'PUT', '/v1/settings/user', alice, {permission_mode: 'yolo'});
   L.eq(r.status, 400, 'an unknown permission_mode is a 400');
