@@ -21,6 +21,7 @@ const http = require('http');
 const port = Number(process.env.PORT || 0);
 const demo = process.env.MODEL_DEMO === '1';
 const DEMO_LABEL = '[demo model \u2014 not a real AI]';
+const MAX_BODY = 64 << 20; // a request body past this is refused (413)
 const DEMO_ECHO_MAX = 200, DEMO_TOOL_MAX = 2000; // characters of the prompt / tool output quoted back
 const log = process.env.MODEL_LOG ? require('fs').createWriteStream(process.env.MODEL_LOG, {flags: 'a'}) : null;
 
@@ -62,9 +63,14 @@ function demoText(user, toolOut) {
 }
 
 const server = http.createServer((req, res) => {
-  let chunks = [];
-  req.on('data', c => chunks.push(c));
+  let chunks = [], size = 0;
+  req.on('data', c => {
+    size += c.length;
+    if (size > MAX_BODY) { res.writeHead(413, {'content-type': 'application/json', connection: 'close'}); res.end('{}'); req.destroy(); return; }
+    chunks.push(c);
+  });
   req.on('end', () => {
+    if (size > MAX_BODY) return;
     const raw = Buffer.concat(chunks).toString();
     let body = {};
     try { body = raw ? JSON.parse(raw) : {}; } catch (e) {
