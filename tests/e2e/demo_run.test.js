@@ -49,9 +49,12 @@ async function startRun(dataDir, env) {
   p.stdout.on('data', d => { out += d; });
   p.stderr.on('data', d => { err += d; if (process.env.CORTEX_TEST_VERBOSE) process.stderr.write(d); });
   const exited = new Promise(res => p.once('exit', (code, sig) => res({code, sig})));
-  process.on('exit', () => { try { process.kill(-p.pid, 'SIGKILL'); } catch (x) { /* already gone */ } });
+  process.on('exit', code => {
+    if (code) console.error(`--- cortex-run.sh stderr (tail) ---\n${err.slice(-6000)}`);
+    try { process.kill(-p.pid, 'SIGKILL'); } catch (x) { /* already gone */ }
+  });
   await L.until(async () => /cortexd listening on http:\/\/127\.0\.0\.1:\d+/.test(out) || p.exitCode !== null,
-    'cortexd listening', 30000);
+    'cortexd listening', 60000);
   if (!/cortexd listening/.test(out)) throw new Error(`cortex-run.sh exited early\nstdout: ${out}\nstderr: ${err}`);
   const kids = childrenOf(p.pid);
   const admin = fs.readFileSync(path.join(dataDir, 'admin.token'), 'utf8').trim();
@@ -59,11 +62,19 @@ async function startRun(dataDir, env) {
     cortexd: (kids.find(k => /cortexd/.test(k.cmd)) || {}).pid, demo: (kids.find(k => /model-server\.js/.test(k.cmd)) || {}).pid};
 }
 
+// A session and a client, as the README does it: no wait for the agent (the
+// first message waits for it inside cortexd, however long a loaded machine takes).
+const TURN_MS = 240000;
+async function session(base, tok) {
+  const r = await L.http(base, 'POST', '/v1/sessions', tok, {});
+  if (r.status !== 201) throw new Error(`create session: ${r.status} ${r.text}`);
+  const c = L.connect(base, r.json.id, tok);
+  await c.opened;
+  return {sid: r.json.id, c};
+}
 async function userSession(r, name) {
   const tok = (await L.http(r.base, 'POST', '/v1/users', r.admin, {name})).json.token;
-  const d = {base: r.base};
-  const s = await L.hotSession(d, tok);
-  return Object.assign(s, {tok});
+  return Object.assign(await session(r.base, tok), {tok});
 }
 
 (async () => {
@@ -89,7 +100,7 @@ async function userSession(r, name) {
     const f = JSON.parse(m.toString());
     if (f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta') times.push(Date.now());
   });
-  let fr = await L.turn(a.c, 'hello, who are you?');
+  let fr = await L.turn(a.c, 'hello, who are you?', TURN_MS);
   const text = L.textOf(fr);
   const last = fr[fr.length - 1];
   L.eq(last.type, 'cortex.done', 'the turn ends with cortex.done');
@@ -107,7 +118,7 @@ async function userSession(r, name) {
     '>= 1', last.usage);
 
   // A command through the agent's Bash tool, in the sandbox; labelled too.
-  fr = await L.turn(a.c, 'RUN: echo sandbox-$((6*7)) && id -u', 120000);
+  fr = await L.turn(a.c, 'RUN: echo sandbox-$((6*7)) && id -u', TURN_MS);
   const t2 = L.textOf(fr);
   L.check(t2.startsWith(LABEL) && t2.includes('sandbox-42'), 'RUN: runs in the sandbox and the reply is labelled',
     LABEL + ' ... sandbox-42', t2.slice(0, 300));
@@ -119,11 +130,10 @@ async function userSession(r, name) {
     const put = await L.http(r.base, 'PUT', '/v1/settings/ai-providers/default', tok,
       {kind: 'anthropic', base_url: plain.url, api_key: 'sk-bob'});
     L.eq(put.status, 201, "bob sets his own ai-provider");
-    const s = await L.hotSession({base: r.base}, tok);
-    return s;
+    return session(r.base, tok);
   })();
   sids.push(b.sid);
-  fr = await L.turn(b.c, 'hi');
+  fr = await L.turn(b.c, 'hi', TURN_MS);
   L.eq(L.textOf(fr), 'Echo: hi. Done.', "bob's agent talks to his provider, not the demo");
   await a.c.close();
   await b.c.close();
@@ -147,7 +157,7 @@ async function userSession(r, name) {
   L.check(r.cortexd && !r.demo && r.kids.length === 1, 'ANTHROPIC_BASE_URL set: only cortexd runs, no demo model', '[cortexd]', r.kids);
   const c = await userSession(r, 'carol');
   sids.push(c.sid);
-  fr = await L.turn(c.c, 'hello');
+  fr = await L.turn(c.c, 'hello', TURN_MS);
   L.eq(L.textOf(fr), 'Echo: hello. Done.', 'ANTHROPIC_BASE_URL set: the reply comes from that provider, no label');
   await c.c.close();
   r.p.kill('SIGTERM');
