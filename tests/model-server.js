@@ -12,7 +12,8 @@
 // configured: contrib/cortex-run.sh): every reply starts with DEMO_LABEL and is
 // a canned, friendly text that echoes the prompt, streamed one word every
 // MODEL_DELTA_MS (default 40) ms; "RUN: <command>" still runs the command through
-// the agent's Bash tool, and the output comes back labelled.  The test hooks
+// the agent's Bash tool, and the output comes back labelled; the message's model
+// is "demo-model-not-a-real-ai".  The test hooks
 // (STATUS, CUTSTREAM, SLOW, MODEL_REPLY) are off.  MODEL_LIFELINE=1: exit when
 // stdin closes (the script that started it holds the other end).
 // Prints "model-server listening on PORT" once it accepts connections.
@@ -111,7 +112,7 @@ const server = http.createServer((req, res) => {
       : toolOut !== null ? 'TOOL_OUTPUT<<<' + toolOut + '>>>'
       : (process.env.MODEL_REPLY || ('Echo: ' + user + '. Done.'));
     const words = text.match(/\S+\s*/g) || [text];
-    const model = body.model || 'claude-test';
+    const model = demo ? 'demo-model-not-a-real-ai' : (body.model || 'claude-test');
     const id = 'msg_' + Math.random().toString(36).slice(2);
     const usage = {input_tokens: 11, output_tokens: words.length};
     if (!body.stream) {

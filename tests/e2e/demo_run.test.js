@@ -114,6 +114,8 @@ async function userSession(r, name) {
     'the reply came through the real Claude Code CLI in the sandbox (its init line)', 'tools with Bash, cwd /workspace',
     {tools: init.tools, cwd: init.cwd});
   L.check(fr.some(f => f.type === 'result'), "Claude Code's result line is forwarded", 'result', fr.map(f => f.type));
+  const asst = fr.find(f => f.type === 'assistant') || {message: {}};
+  L.eq(asst.message.model, 'demo-model-not-a-real-ai', "the assistant message names the demo model as its model");
   L.check(last.usage && last.usage.model_requests >= 1, 'the gateway forwarded the model request (to the demo model)',
     '>= 1', last.usage);
 
