@@ -52,6 +52,7 @@ async function startRun(dataDir, env) {
   process.on('exit', code => {
     if (code) console.error(`--- cortex-run.sh stderr (tail) ---\n${err.slice(-6000)}`);
     try { process.kill(-p.pid, 'SIGKILL'); } catch (x) { /* already gone */ }
+    if (code) L.unmountUnder(dataDir); // cortexd was killed: take off its mounts
   });
   await L.until(async () => /cortexd listening on http:\/\/127\.0\.0\.1:\d+/.test(out) || p.exitCode !== null,
     'cortexd listening', 60000);
