@@ -115,21 +115,17 @@ fuzz: $(APT_STAMP) $(FUZZ_APT_STAMP)
 	cmake --build build-fuzz -j$(JOBS) --target fuzz_targets
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
 
+# cortexd in the foreground on CORTEX_LISTEN with data in CORTEX_DATA_DIR
+# (`make run CORTEX_LISTEN=127.0.0.1:9000 CORTEX_DATA_DIR=/tmp/c2` for a
+# second one).  contrib/cortex-run.sh makes the admin token and the config
+# file, prints a quick start, and, with no model provider configured
+# (ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY, "provider" in the config file),
+# starts the demo model first and points cortexd at it (README "Quick start").
+CORTEX_LISTEN ?= 127.0.0.1:8787
+CORTEX_DATA_DIR ?= .cortex
 run: build image
-	@mkdir -p .cortex && chmod 700 .cortex
-	@if [ -z "$$CORTEX_ADMIN_TOKEN" ] && [ ! -s .cortex/admin.token ]; then \
-		(umask 077; echo "cx_$$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > .cortex/admin.token); fi
-	@tok=$${CORTEX_ADMIN_TOKEN:-$$(cat .cortex/admin.token)}; \
-	echo "admin token: $$tok"; \
-	echo "quick start:"; \
-	echo "  curl -s -H \"Authorization: Bearer $$tok\" -d '{\"name\":\"alice\"}' http://127.0.0.1:8787/v1/users"; \
-	echo "  build/cortexctl --token USER_TOKEN session create"; \
-	echo "  build/cortexctl --token USER_TOKEN session get SESSION_ID"; \
-	echo "  node -e \"const W=require('./.deps/node_modules/ws');const w=new W('ws://127.0.0.1:8787/v1/sessions/SESSION_ID/ws?token=USER_TOKEN');w.on('open',()=>w.send(JSON.stringify({type:'message',text:'hello'})));w.on('message',m=>{console.log(String(m));if(JSON.parse(m).type.match(/done|error/))w.close()})\""; \
-	echo "  (the model provider comes from ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY; see docs/operations.md)"
-	@# the machine's image store, where `make image` unpacked the default image
-	@[ -f .cortex/cortexd.json ] || echo '{"images":{"dir":"$(IMAGE_STORE)"}}' > .cortex/cortexd.json
-	exec build/cortexd --listen 127.0.0.1:8787 --data-dir .cortex --config .cortex/cortexd.json
+	@CORTEXD=build/cortexd CORTEXCTL=build/cortexctl CORTEX_LISTEN=$(CORTEX_LISTEN) \
+		CORTEX_DATA_DIR=$(CORTEX_DATA_DIR) IMAGE_STORE=$(IMAGE_STORE) exec bash contrib/cortex-run.sh
 
 # The default sandbox image (root Dockerfile) built with buildah on an
 # mmdebstrap bookworm base, exported to /var/cache/cortex/images/default-<hash>/

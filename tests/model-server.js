@@ -8,10 +8,22 @@
 // the tool_result that the agent sends back is answered with
 // "TOOL_OUTPUT<<<...>>>": tests use this to look at the sandbox from inside,
 // through the real agent's real Bash tool.
+// Demo mode (MODEL_DEMO=1, what `make run` starts when no provider is
+// configured: contrib/cortex-run.sh): every reply starts with DEMO_LABEL and is
+// a canned, friendly text that echoes the prompt, streamed one word every
+// MODEL_DELTA_MS (default 40) ms; "RUN: <command>" still runs the command through
+// the agent's Bash tool, and the output comes back labelled; the message's model
+// is "demo-model-not-a-real-ai".  The test hooks
+// (STATUS, CUTSTREAM, SLOW, MODEL_REPLY) are off.  MODEL_LIFELINE=1: exit when
+// stdin closes (the script that started it holds the other end).
 // Prints "model-server listening on PORT" once it accepts connections.
 'use strict';
 const http = require('http');
 const port = Number(process.env.PORT || 0);
+const demo = process.env.MODEL_DEMO === '1';
+const DEMO_LABEL = '[demo model \u2014 not a real AI]';
+const MAX_BODY = 64 << 20; // a request body past this is refused (413)
+const DEMO_ECHO_MAX = 200, DEMO_TOOL_MAX = 2000; // characters of the prompt / tool output quoted back
 const log = process.env.MODEL_LOG ? require('fs').createWriteStream(process.env.MODEL_LOG, {flags: 'a'}) : null;
 
 function lastToolResult(body) {
@@ -37,10 +49,29 @@ function lastUserText(body) {
   return '';
 }
 
+function clip(t, n) { return t.length > n ? t.slice(0, n) + '\u2026' : t; }
+
+function demoText(user, toolOut) {
+  if (toolOut !== null)
+    return `${DEMO_LABEL} Your agent ran that command in the session's sandbox, and it printed:\n\n` +
+      clip(toolOut, DEMO_TOOL_MAX) + '\n\n(The command was real; this sentence is canned text from the demo model.)';
+  return `${DEMO_LABEL} Hello from Cortex! You wrote: "${clip(user.trim(), DEMO_ECHO_MAX)}". ` +
+    'This answer is canned text from the demo model (tests/model-server.js), which `make run` started ' +
+    'because no model provider is configured. It streamed word by word through a real Claude Code agent ' +
+    'running in a real sandbox, so what you see is the real path, with a fake model at the end of it. ' +
+    'Send "RUN: uname -a" to watch the agent run a command inside the sandbox. ' +
+    'For real answers, set up a provider: see "Switch to a real provider" in the README.';
+}
+
 const server = http.createServer((req, res) => {
-  let chunks = [];
-  req.on('data', c => chunks.push(c));
+  let chunks = [], size = 0;
+  req.on('data', c => {
+    size += c.length;
+    if (size > MAX_BODY) { res.writeHead(413, {'content-type': 'application/json', connection: 'close'}); res.end('{}'); req.destroy(); return; }
+    chunks.push(c);
+  });
   req.on('end', () => {
+    if (size > MAX_BODY) return;
     const raw = Buffer.concat(chunks).toString();
     let body = {};
     try { body = raw ? JSON.parse(raw) : {}; } catch (e) {
@@ -68,19 +99,20 @@ const server = http.createServer((req, res) => {
     const user = lastUserText(body);
     // "STATUS<nnn>" in the user's text: answer with that HTTP error (provider
     // failures); "CUTSTREAM": send a few deltas, then drop the connection.
-    const st = user.match(/\bSTATUS(\d{3})\b/);
+    const st = demo ? null : user.match(/\bSTATUS(\d{3})\b/);
     if (st) {
       res.writeHead(Number(st[1]), {'content-type': 'application/json'});
       return res.end(JSON.stringify({type: 'error', error: {type: Number(st[1]) === 429 ? 'rate_limit_error' : 'api_error',
         message: `stand-in provider says ${st[1]}`}}));
     }
-    const cutAfter = /\bCUTSTREAM\b/.test(user) ? 2 : -1;
+    const cutAfter = !demo && /\bCUTSTREAM\b/.test(user) ? 2 : -1;
     const toolOut = lastToolResult(body);
     const runCmd = toolOut === null && user.startsWith('RUN: ') ? user.slice(5) : null;
-    const text = toolOut !== null ? 'TOOL_OUTPUT<<<' + toolOut + '>>>'
+    const text = demo ? demoText(user, toolOut)
+      : toolOut !== null ? 'TOOL_OUTPUT<<<' + toolOut + '>>>'
       : (process.env.MODEL_REPLY || ('Echo: ' + user + '. Done.'));
     const words = text.match(/\S+\s*/g) || [text];
-    const model = body.model || 'claude-test';
+    const model = demo ? 'demo-model-not-a-real-ai' : (body.model || 'claude-test');
     const id = 'msg_' + Math.random().toString(36).slice(2);
     const usage = {input_tokens: 11, output_tokens: words.length};
     if (!body.stream) {
@@ -93,11 +125,18 @@ const server = http.createServer((req, res) => {
     if (runCmd !== null) {
       ev('message_start', {type: 'message_start', message: {id, type: 'message', role: 'assistant', model,
         content: [], stop_reason: null, stop_sequence: null, usage: {input_tokens: usage.input_tokens, output_tokens: 1}}});
-      ev('content_block_start', {type: 'content_block_start', index: 0,
+      let b = 0;
+      if (demo) { // the demo labels every message, this one too
+        ev('content_block_start', {type: 'content_block_start', index: b, content_block: {type: 'text', text: ''}});
+        ev('content_block_delta', {type: 'content_block_delta', index: b,
+          delta: {type: 'text_delta', text: `${DEMO_LABEL} Running your command in the sandbox.\n`}});
+        ev('content_block_stop', {type: 'content_block_stop', index: b++});
+      }
+      ev('content_block_start', {type: 'content_block_start', index: b,
         content_block: {type: 'tool_use', id: 'toolu_' + id.slice(4), name: 'Bash', input: {}}});
-      ev('content_block_delta', {type: 'content_block_delta', index: 0,
+      ev('content_block_delta', {type: 'content_block_delta', index: b,
         delta: {type: 'input_json_delta', partial_json: JSON.stringify({command: runCmd, description: 'probe'})}});
-      ev('content_block_stop', {type: 'content_block_stop', index: 0});
+      ev('content_block_stop', {type: 'content_block_stop', index: b});
       ev('message_delta', {type: 'message_delta', delta: {stop_reason: 'tool_use', stop_sequence: null}, usage: {output_tokens: 5}});
       ev('message_stop', {type: 'message_stop'});
       return res.end();
@@ -107,8 +146,8 @@ const server = http.createServer((req, res) => {
     ev('content_block_start', {type: 'content_block_start', index: 0, content_block: {type: 'text', text: ''}});
     // "SLOW<ms>" anywhere in the user's text paces this reply's deltas (tests of
     // cancel, resume and reconnect need a turn that is still streaming).
-    const slow = user.match(/\bSLOW(\d+)\b/);
-    const delay = slow ? Number(slow[1]) : Number(process.env.MODEL_DELTA_MS || 0);
+    const slow = demo ? null : user.match(/\bSLOW(\d+)\b/);
+    const delay = slow ? Number(slow[1]) : Number(process.env.MODEL_DELTA_MS || (demo ? 40 : 0));
     let i = 0;
     const next = () => {
       if (i === cutAfter) return res.socket.destroy();
@@ -124,6 +163,13 @@ const server = http.createServer((req, res) => {
     next();
   });
 });
+if (process.env.MODEL_LIFELINE === '1') {
+  process.stdin.on('end', () => process.exit(0));
+  process.stdin.on('error', () => process.exit(0));
+  process.stdin.resume();
+  // A signal ends it at once (a shell starts it with SIGINT ignored).
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => process.exit(0));
+}
 server.listen(port, '127.0.0.1', () => {
   console.log('model-server listening on ' + server.address().port);
 });
