@@ -129,6 +129,10 @@ static void pump(struct chat *c)
 static void *read_stdin(void *arg)
 {
 	struct chat *c = arg;
+	sigset_t ss; /* Ctrl-C is the service loop's, not a short read here */
+	sigemptyset(&ss);
+	sigaddset(&ss, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &ss, NULL);
 	char *buf = malloc(CX_CAP_MESSAGE_TEXT + 2);
 	while (buf && fgets(buf, CX_CAP_MESSAGE_TEXT + 2, stdin)) {
 		size_t n = strlen(buf);
@@ -159,6 +163,7 @@ static void end_turn(struct chat *c)
 	c->at_line_start = 1;
 	fflush(stdout);
 	c->turn_running = 0;
+	g_sigint = 0; /* the next Ctrl-C cancels the next turn, or exits while idle */
 	prompt(c);
 }
 
@@ -283,6 +288,8 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
 {
 	struct chat *c = g_chat;
 	(void)user;
+	if (!c)
+		return 0;
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
 		unsigned char **p = (unsigned char **)in, *end = (*p) + len;
@@ -445,6 +452,7 @@ int cmd_chat(const struct cli *cli, struct opts *o)
 	struct sigaction sa;
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_sigint;
+	sa.sa_flags = SA_RESTART;
 	sigaction(SIGINT, &sa, NULL);
 	pthread_t reader;
 	int have_reader = !c.oneshot && pthread_create(&reader, NULL, read_stdin, &c) == 0;
@@ -455,12 +463,13 @@ int cmd_chat(const struct cli *cli, struct opts *o)
 		if (lws_service(c.ctx, 0) < 0)
 			break;
 	signal(SIGINT, SIG_DFL);
-	g_chat = NULL;
+	c.done = 1; /* the closes that destroying the context calls back are no loss */
 	pthread_mutex_lock(&c.mu);
 	struct lws_context *ctx = c.ctx;
 	c.ctx = NULL; /* the reader, still in fgets, no longer pokes it */
 	pthread_mutex_unlock(&c.mu);
 	lws_context_destroy(ctx);
+	g_chat = NULL;
 	if (have_reader) /* blocked in fgets: it goes with the process */
 		pthread_detach(reader);
 	for (int i = 0; i < c.nout; i++)

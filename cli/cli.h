@@ -116,8 +116,10 @@ void out_json(json_t *v); /* indented, to stdout */
 void out_value(char *buf, size_t cap, json_t *v, const char *key);
 void out_object(json_t *o); /* "key: value" lines */
 
-/* Reads all of a file (or stdin for "-") up to cap bytes; NULL printed. */
+/* Reads all of a file (or stdin for "-") up to cap bytes, NUL-terminated;
+ * NULL printed. */
 char *read_input(const char *path, size_t cap, size_t *len);
+char *read_stream(FILE *f, size_t cap, size_t *len);
 
 /* ---- command handlers ---- */
 int cmd_health(const struct cli *, struct opts *);

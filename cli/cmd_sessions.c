@@ -180,7 +180,8 @@ static json_t *create_body(const struct opts *o)
 	return b;
 }
 
-/* Polls the session until it is ready (0) or in error (EXIT_SERVER). */
+/* Polls the session until it is ready with its agent hot (0), or in error
+ * (EXIT_SERVER). */
 static int wait_ready(const struct cli *cli, const char *path, json_t **last)
 {
 	for (int i = 0; i < 1200; i++) { /* 10 minutes */
@@ -189,9 +190,10 @@ static int wait_ready(const struct cli *cli, const char *path, json_t **last)
 		if (rc)
 			return rc;
 		const char *st = json_string_value(json_object_get(v, "state"));
+		const char *ag = json_string_value(json_object_get(v, "agent"));
 		json_decref(*last);
 		*last = v;
-		if (st && !strcmp(st, "ready"))
+		if (st && !strcmp(st, "ready") && ag && (!strcmp(ag, "hot") || !strcmp(ag, "busy")))
 			return 0;
 		if (st && !strcmp(st, "error")) {
 			fprintf(stderr, "cortexctl: the session failed: %s\n",

@@ -85,18 +85,29 @@ int http_do(const struct cli *cli, const struct http_req *r, struct http_resp *o
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, r->stream || r->sink || r->upload ? 0L : 120L);
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
-	if (r->upload) {
-		struct stat st;
+	struct stat st;
+	char *slurp = NULL; /* a pipe's bytes: cortexd wants a Content-Length, never chunks */
+	if (r->upload && (fstat(fileno(r->upload), &st) || !S_ISREG(st.st_mode))) {
+		size_t n = 0;
+		slurp = read_stream(r->upload, RESP_CAP, &n);
+		if (!slurp) {
+			curl_slist_free_all(h);
+			curl_easy_cleanup(c);
+			return EXIT_USAGE;
+		}
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)n);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, slurp);
+	} else if (r->upload) {
 		curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(c, CURLOPT_READDATA, r->upload);
-		if (!fstat(fileno(r->upload), &st) && S_ISREG(st.st_mode))
-			curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
+		curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)st.st_size);
 	} else if (r->body) {
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, r->body);
 	} else if (!strcmp(r->method, "POST") || !strcmp(r->method, "PUT")) {
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
 	}
 	CURLcode rc = curl_easy_perform(c);
+	free(slurp);
 	out->status = status_of(c);
 	char *ct = NULL;
 	if (!curl_easy_getinfo(c, CURLINFO_CONTENT_TYPE, &ct) && ct)
@@ -229,6 +240,31 @@ int path_join(char *buf, size_t cap, const char *prefix, const char *name, const
 	return 0;
 }
 
+char *read_stream(FILE *f, size_t cap, size_t *len)
+{
+	size_t n = 0, size = 65536;
+	char *buf = malloc(size + 1);
+	while (buf) {
+		n += fread(buf + n, 1, size - n, f);
+		if (ferror(f) || n > cap) {
+			fprintf(stderr, "cortexctl: input %s\n", ferror(f) ? "unreadable" : "larger than the cap");
+			free(buf);
+			return NULL;
+		}
+		if (feof(f))
+			break;
+		char *nb = n == size ? realloc(buf, (size *= 2) + 1) : buf;
+		if (!nb)
+			free(buf);
+		buf = nb;
+	}
+	if (!buf)
+		return NULL;
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
 char *read_input(const char *path, size_t cap, size_t *len)
 {
 	FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
@@ -236,18 +272,8 @@ char *read_input(const char *path, size_t cap, size_t *len)
 		fprintf(stderr, "cortexctl: %s: %s\n", path, strerror(errno));
 		return NULL;
 	}
-	char *buf = malloc(cap + 1);
-	size_t n = buf ? fread(buf, 1, cap + 1, f) : 0;
-	int bad = !buf || ferror(f);
+	char *buf = read_stream(f, cap, len);
 	if (f != stdin)
 		fclose(f);
-	if (bad || n > cap) {
-		fprintf(stderr, "cortexctl: %s: %s\n", strcmp(path, "-") ? path : "stdin",
-			bad ? "cannot read" : "larger than the cap");
-		free(buf);
-		return NULL;
-	}
-	buf[n] = '\0';
-	*len = n;
 	return buf;
 }

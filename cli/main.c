@@ -23,7 +23,7 @@ static const struct cmd commands[] = {
     {"users create", cmd_users_create, "NAME", "", "create a user and print its token (admin token)"},
     {"sessions create", cmd_sessions_create, "[chat|voice]",
      "surface=chat|voice image=NAME repo=URL ref=REF repo-secret=NAME limit=KEY=N* idle=SECONDS wait",
-     "create a session (--wait: until it is ready)"},
+     "create a session (--wait: until its agent is hot)"},
     {"sessions ls", cmd_sessions_ls, "", "", "list your sessions"},
     {"sessions show", cmd_sessions_show, "ID", "", "show a session: state, agent, timings"},
     {"sessions sleep", cmd_sessions_sleep, "ID", "", "stop the sandbox; home and workspace are kept"},
@@ -100,7 +100,7 @@ static void usage_words(char *out, size_t cap, const struct cmd *c)
 	size_t off = (size_t)snprintf(out, cap, "%s%s%s", c->name, *c->usage ? " " : "", c->usage);
 	for (const char *p = c->flags; *p && off < cap;) {
 		size_t len = strcspn(p, " ");
-		const char *slash = memchr(p, '/', len), *eq = memchr(p, '=', len);
+		const char *eq = memchr(p, '=', len), *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
 		size_t nlen = slash ? (size_t)(slash - p) : eq ? (size_t)(eq - p) : len;
 		int rep = p[len - 1] == '*';
 		int n = snprintf(out + off, cap - off, " [--%.*s%s%.*s]%s", (int)nlen, p, eq ? " " : "",
@@ -213,7 +213,7 @@ static int help_for_group(const char *group)
 static int spec_word_is(const char *p, size_t len, const char *name, size_t nlen, int shortf, int *takes,
 			const char **canon, size_t *clen)
 {
-	const char *slash = memchr(p, '/', len), *eq = memchr(p, '=', len);
+	const char *eq = memchr(p, '=', len), *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
 	size_t longlen = slash ? (size_t)(slash - p) : eq ? (size_t)(eq - p) : len;
 	*takes = eq != NULL;
 	*canon = p;
@@ -336,7 +336,7 @@ static void print_flags_words(const struct cmd *c)
 {
 	for (const char *p = c->flags; *p;) {
 		size_t len = strcspn(p, " ");
-		const char *slash = memchr(p, '/', len), *eq = memchr(p, '=', len);
+		const char *eq = memchr(p, '=', len), *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
 		size_t nlen = slash ? (size_t)(slash - p) : eq ? (size_t)(eq - p) : len;
 		printf(" --%.*s", (int)nlen, p);
 		p += len;

@@ -34,7 +34,7 @@ _cortexctl() {
             "mcp ls") words="--json --help" ;;
             "mcp show") words="--json --help" ;;
             "mcp rm") words="--json --help" ;;
-            "secrets put") words="--json --help --from-file --env --file=~ --broker-host" ;;
+            "secrets put") words="--json --help --from-file --env --file --broker-host" ;;
             "secrets ls") words="--json --help" ;;
             "secrets rm") words="--json --help" ;;
             "user show") words="--json --help" ;;
