@@ -271,8 +271,11 @@ int cmd_images_build(const struct cli *cli, struct opts *o)
 	if (rc || (rc = api_json(cli, "GET", path, NULL, &img)))
 		return rc;
 	const char *state = json_string_value(json_object_get(json_object_get(img, "build"), "state"));
-	if (cli->json)
-		printf("%s\n", json_dumps(img, JSON_COMPACT));
+	if (cli->json) {
+		char *t = json_dumps(img, JSON_COMPACT);
+		printf("%s\n", t ? t : "{}");
+		free(t);
+	}
 	if (!state || strcmp(state, "done")) {
 		const char *err = json_string_value(json_object_get(json_object_get(img, "build"), "error"));
 		fprintf(stderr, "cortexctl: the build %s: %s\n", state ? state : "did not finish", err ? err : "");

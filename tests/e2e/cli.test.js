@@ -162,7 +162,7 @@ async function chatTests(d, as, sid) {
     L.check(/cancelling the turn/.test(text) && !/tok39/.test(text.split('SLOW300')[2] || ''),
       'Ctrl-C mid-turn: cancel sent, the turn ends before its last word', 'cancelled before tok39', text.slice(-1500));
     tmux(sock, 'send-keys', '-t', 'chat', 'after the cancel', 'Enter');
-    await L.until(() => (pane(sock).match(/after the cancel/g) || []).length >= 2, 'the next turn answered', 60000);
+    await L.until(() => /after the cancel[\s\S]*after the cancel[\s\S]*\[done;/.test(pane(sock)), 'the next turn answered and done', 60000);
     tmux(sock, 'send-keys', '-t', 'chat', 'C-c');
     await L.until(() => /CHAT-EXIT=\d+/.test(pane(sock)), 'chat exits on Ctrl-C while idle', 15000);
     L.eq(pane(sock).match(/CHAT-EXIT=(\d+)/)[1], '130', 'Ctrl-C while idle: exit 130');

@@ -123,6 +123,19 @@ async function waitBuilt(d, name, timeoutMs = 240000) {
   c = ctl(['images', 'build', 'fromdir', dirCtx]);
   L.check(c.code === 0 && /STEP 1\/3/.test(c.err) && /STEP 3\/3/.test(c.err) && /^built fromdir: sha256:/.test(c.out),
     'cortexctl images build DIR: tarred, STEP progress on stderr, built', 'STEP 1/3..3/3, built', c);
+  // on a terminal (tmux): a progress bar drawn from the STEP lines
+  fs.writeFileSync(path.join(dirCtx, 'g.txt'), nonce + '-tty\n');
+  const sock = 'cortexctl-img-' + process.pid;
+  const tm = (...a) => execFileSync('tmux', ['-L', sock].concat(a)).toString();
+  tm('new-session', '-d', '-s', 'b', '-x', '160', '-y', '20',
+    `env CORTEX_URL=${d.base} CORTEX_TOKEN=${d.admin} ${process.env.CORTEXCTL} images build fromtty ${dirCtx}; echo BUILD-EXIT=$?; sleep 60`);
+  try {
+    const screen = await L.poll(async () => { const t = tm('capture-pane', '-p', '-t', 'b'); return /BUILD-EXIT=\d+/.test(t) ? t : null; }, 240000);
+    L.check(/\[#{30}\] 3\/3 STEP 3\/3/.test(screen) && /built fromtty: sha256:/.test(screen) && /BUILD-EXIT=0/.test(screen),
+      'cortexctl images build on a terminal: a full progress bar, then built', '[###...] 3/3, built', screen);
+  } finally {
+    try { tm('kill-server'); } catch (e) { /* gone */ }
+  }
   c = ctl(['--json', 'images', 'ls']);
   L.check(c.code === 0 && JSON.parse(c.out).images.some(i => i.name === 'fromdir'), 'cortexctl images ls: the new image', 'fromdir', c.out.slice(0, 300));
   const badCtx = path.join(root, 'ctl-bad');
