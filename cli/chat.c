@@ -18,8 +18,8 @@
 #include "caps.h"
 #include "cli.h"
 
-#define OUTQ 16
-#define FRAME_CAP (8u << 20) /* one incoming frame, reassembled */
+#define OUTQ		 16
+#define FRAME_CAP	 (8u << 20) /* one incoming frame, reassembled */
 #define RECONNECT_FOR_MS 60000
 
 struct chat {
@@ -98,7 +98,8 @@ static void pump(struct chat *c)
 	if (c->oneshot) {
 		if (!c->oneshot_sent) {
 			c->oneshot_sent = 1, c->turn_running = 1, c->cancel_sent = 0;
-			queue_frame(c, json_pack("{s:s,s:s}", "type", "message", "text", c->oneshot));
+			queue_frame(c,
+				    json_pack("{s:s,s:s}", "type", "message", "text", c->oneshot));
 		} else {
 			c->done = 1;
 		}
@@ -191,13 +192,16 @@ static void on_frame(struct chat *c, const char *text, size_t len)
 	if (!strcmp(type, "stream_event")) {
 		json_t *ev = json_object_get(f, "event"), *d = json_object_get(ev, "delta");
 		const char *t = json_string_value(json_object_get(d, "text"));
-		if (!c->cli->json && t && !strcmp(str_or(json_string_value(json_object_get(d, "type")), ""), "text_delta")) {
+		if (!c->cli->json && t &&
+		    !strcmp(str_or(json_string_value(json_object_get(d, "type")), ""),
+			    "text_delta")) {
 			fputs(t, stdout);
 			fflush(stdout);
 			c->at_line_start = t[0] ? t[strlen(t) - 1] == '\n' : c->at_line_start;
 		}
 	} else if (!strcmp(type, "cortex.progress") && !c->cli->json && isatty(2)) {
-		fprintf(stderr, "[%s]\n", str_or(json_string_value(json_object_get(f, "phase")), "progress"));
+		fprintf(stderr, "[%s]\n",
+			str_or(json_string_value(json_object_get(f, "phase")), "progress"));
 	} else if (!strcmp(type, "cortex.done")) {
 		int cancelled = json_is_true(json_object_get(f, "cancelled"));
 		if (!c->cli->json && (cancelled || isatty(2))) {
@@ -205,7 +209,8 @@ static void on_frame(struct chat *c, const char *text, size_t len)
 				putchar('\n'), c->at_line_start = 1;
 			fflush(stdout);
 			json_t *t = json_object_get(f, "timings");
-			fprintf(stderr, "[%s; first token %.0f ms, total %.0f ms]\n", cancelled ? "cancelled" : "done",
+			fprintf(stderr, "[%s; first token %.0f ms, total %.0f ms]\n",
+				cancelled ? "cancelled" : "done",
 				json_number_value(json_object_get(t, "first_token_ms")),
 				json_number_value(json_object_get(t, "total_ms")));
 		}
@@ -218,8 +223,9 @@ static void on_frame(struct chat *c, const char *text, size_t len)
 		fflush(stdout);
 		const char *code = str_or(json_string_value(json_object_get(f, "code")),
 					  json_string_value(json_object_get(f, "reason")));
-		fprintf(stderr, "cortexctl: %s: %s: %s\n", !strcmp(type, "cortex.error") ? "error" : "revoked",
-			code ? code : "?", str_or(json_string_value(json_object_get(f, "message")), ""));
+		fprintf(stderr, "cortexctl: %s: %s: %s\n",
+			!strcmp(type, "cortex.error") ? "error" : "revoked", code ? code : "?",
+			str_or(json_string_value(json_object_get(f, "message")), ""));
 		c->had_error = 1;
 		/* a refused resume or message leaves no turn running */
 		end_turn(c);
@@ -267,7 +273,8 @@ static void lost(struct chat *c, const char *why, int status)
 		c->at_line_start = 1;
 	}
 	if (now_ms() - c->reconnect_since > RECONNECT_FOR_MS) {
-		fprintf(stderr, "cortexctl: chat: could not reconnect for %d s\n", RECONNECT_FOR_MS / 1000);
+		fprintf(stderr, "cortexctl: chat: could not reconnect for %d s\n",
+			RECONNECT_FOR_MS / 1000);
 		c->rc = EXIT_SERVER;
 		c->done = 1;
 		return;
@@ -284,7 +291,8 @@ static void reconnect(lws_sorted_usec_list_t *sul)
 		lost(c, "connect failed", 0);
 }
 
-static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		    size_t len)
 {
 	struct chat *c = g_chat;
 	(void)user;
@@ -293,7 +301,8 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_APPEND_HANDSHAKE_HEADER: {
 		unsigned char **p = (unsigned char **)in, *end = (*p) + len;
-		if (c->auth[0] && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION, (unsigned char *)c->auth,
+		if (c->auth[0] && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
+							       (unsigned char *)c->auth,
 							       (int)strlen(c->auth), p, end))
 			return -1;
 		break;
@@ -301,9 +310,11 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
 		c->connected = 1;
 		if (c->reconnect_since) /* pick the turn up where the cut left it */
-			fprintf(stderr, "cortexctl: reconnected; resuming after seq %lld\n", c->last_seq);
+			fprintf(stderr, "cortexctl: reconnected; resuming after seq %lld\n",
+				c->last_seq);
 		if (c->ever_connected)
-			queue_frame(c, json_pack("{s:s,s:I}", "type", "resume", "after_seq", (json_int_t)c->last_seq));
+			queue_frame(c, json_pack("{s:s,s:I}", "type", "resume", "after_seq",
+						 (json_int_t)c->last_seq));
 		c->ever_connected = 1, c->reconnect_since = 0;
 		if (!c->turn_running)
 			prompt(c);
@@ -317,7 +328,9 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		snprintf(why, sizeof why, "%s", in ? (const char *)in : "connection failed");
 		if (st)
 			snprintf(why, sizeof why, "the server answered HTTP %d (%s)", st,
-				 st == 401 ? "bad token" : st == 404 ? "no such session" : "refused");
+				 st == 401   ? "bad token"
+				 : st == 404 ? "no such session"
+					     : "refused");
 		lost(c, why, st);
 		break;
 	}
@@ -367,7 +380,8 @@ static int on_event(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			c->done = 1;
 		} else if (g_sigint == 1 && !c->cancel_sent) {
 			c->cancel_sent = 1;
-			fprintf(stderr, "\ncortexctl: cancelling the turn (Ctrl-C again to quit)\n");
+			fprintf(stderr,
+				"\ncortexctl: cancelling the turn (Ctrl-C again to quit)\n");
 			c->at_line_start = 1;
 			queue_frame(c, json_pack("{s:s}", "type", "cancel"));
 		}
@@ -412,7 +426,8 @@ static int parse_url(struct chat *c, const char *url, const char *id)
 		pre--;
 	char tail[128];
 	snprintf(tail, sizeof tail, "/%s/ws", id);
-	if ((size_t)snprintf(c->path, sizeof c->path, "%.*s/v1/sessions%s", (int)pre, p, tail) >= sizeof c->path)
+	if ((size_t)snprintf(c->path, sizeof c->path, "%.*s/v1/sessions%s", (int)pre, p, tail) >=
+	    sizeof c->path)
 		return -1;
 	return 0;
 }
@@ -428,10 +443,12 @@ int cmd_chat(const struct cli *cli, struct opts *o)
 	if (path_join(probe, sizeof probe, "/", o->pos[0], NULL) < 0)
 		return EXIT_USAGE;
 	if (parse_url(&c, cli->url, o->pos[0]) < 0) {
-		fprintf(stderr, "cortexctl: chat needs an http:// or https:// URL, not '%s'\n", cli->url);
+		fprintf(stderr, "cortexctl: chat needs an http:// or https:// URL, not '%s'\n",
+			cli->url);
 		return EXIT_USAGE;
 	}
-	if (cli->token && (size_t)snprintf(c.auth, sizeof c.auth, "Bearer %s", cli->token) >= sizeof c.auth)
+	if (cli->token &&
+	    (size_t)snprintf(c.auth, sizeof c.auth, "Bearer %s", cli->token) >= sizeof c.auth)
 		return EXIT_USAGE;
 	pthread_mutex_init(&c.mu, NULL);
 	lws_set_log_level(0, NULL);

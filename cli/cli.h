@@ -18,11 +18,11 @@
 /* Exit codes (docs/cli.md "Exit status"; the man page says the same). */
 enum {
 	EXIT_OK = 0,
-	EXIT_USAGE = 1,     /* bad command line or input, locally or a 400/405/411/413/415/416/422 */
+	EXIT_USAGE = 1, /* bad command line or input, locally or a 400/405/411/413/415/416/422 */
 	EXIT_NOT_FOUND = 2, /* 404 */
-	EXIT_AUTH = 3,      /* 401, 403 */
-	EXIT_SERVER = 4,    /* 5xx (but 503), unreachable, a broken stream, a cortex.error in chat */
-	EXIT_CONFLICT = 5,  /* 409, 423, 429, 503, 507: refused for now */
+	EXIT_AUTH = 3,	    /* 401, 403 */
+	EXIT_SERVER = 4,   /* 5xx (but 503), unreachable, a broken stream, a cortex.error in chat */
+	EXIT_CONFLICT = 5, /* 409, 423, 429, 503, 507: refused for now */
 	EXIT_INTERRUPTED = 130,
 };
 
@@ -49,7 +49,7 @@ struct opts {
 };
 
 struct cmd {
-	const char *name;  /* one or two words, matched against the arguments */
+	const char *name; /* one or two words, matched against the arguments */
 	int (*run)(const struct cli *cli, struct opts *o); /* exit status or CMD_BAD_ARGS */
 	const char *usage; /* operands; a word without [] is required */
 	const char *flags; /* "image=NAME env=K=V* force": =VALUE takes a value, * repeats */
@@ -69,12 +69,12 @@ int opt_int(const struct opts *o, const char *name, long long lo, long long hi, 
 
 struct http_req {
 	const char *method;
-	const char *path;      /* /v1/... (already escaped) */
-	const char *body;      /* JSON body, or NULL */
-	FILE *upload;          /* a body read from this file, or NULL */
+	const char *path; /* /v1/... (already escaped) */
+	const char *body; /* JSON body, or NULL */
+	FILE *upload;	  /* a body read from this file, or NULL */
 	const char *upload_type;
-	int no_token;          /* /healthz */
-	int stream;            /* write the body to stdout as it arrives (2xx only) */
+	int no_token; /* /healthz */
+	int stream;   /* write the body to stdout as it arrives (2xx only) */
 	size_t (*sink)(char *p, size_t n, void *ud); /* instead: give each chunk here */
 	void *sink_ud;
 };
@@ -97,7 +97,8 @@ int http_report(const struct cli *cli, const struct http_resp *r);
 
 /* A JSON call: body (not stolen; may be NULL) in, the parsed 2xx answer out
  * (*out NULL for an empty body).  Errors are reported; returns the exit code. */
-int api_json(const struct cli *cli, const char *method, const char *path, json_t *body, json_t **out);
+int api_json(const struct cli *cli, const char *method, const char *path, json_t *body,
+	     json_t **out);
 /* The same, then prints: --json the raw body; otherwise human(out) when
  * given, else the JSON indented. */
 int api_print(const struct cli *cli, const char *method, const char *path, json_t *body,

@@ -64,9 +64,12 @@ int cmd_images_log(const struct cli *cli, struct opts *o)
 	return rc;
 }
 
-static int upload(const struct cli *cli, const char *path, FILE *f, void (*human)(json_t *), json_t **out)
+static int upload(const struct cli *cli, const char *path, FILE *f, void (*human)(json_t *),
+		  json_t **out)
 {
-	struct http_req rq = {.method = "POST", .path = path, .upload = f,
+	struct http_req rq = {.method = "POST",
+			      .path = path,
+			      .upload = f,
 			      .upload_type = "Content-Type: application/x-tar"};
 	struct http_resp rs;
 	int rc = http_do(cli, &rq, &rs);
@@ -87,7 +90,9 @@ static int upload(const struct cli *cli, const char *path, FILE *f, void (*human
 static void imported_human(json_t *v)
 {
 	printf("imported %s: %s, %lld layers\n", json_string_value(json_object_get(v, "name")),
-	       json_string_value(json_object_get(v, "digest")) ? json_string_value(json_object_get(v, "digest")) : "-",
+	       json_string_value(json_object_get(v, "digest"))
+		   ? json_string_value(json_object_get(v, "digest"))
+		   : "-",
 	       (long long)json_integer_value(json_object_get(v, "layers")));
 }
 
@@ -114,12 +119,14 @@ static FILE *tar_dir(const char *dir)
 {
 	FILE *f = tmpfile();
 	struct archive *w = archive_write_new(), *r = archive_read_disk_new();
-	int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC), ok = f && w && r && cwd >= 0 && chdir(dir) == 0;
+	int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+	    ok = f && w && r && cwd >= 0 && chdir(dir) == 0;
 	const char *why = ok ? NULL : strerror(errno);
 	if (ok) {
 		archive_write_set_format_pax_restricted(w);
 		archive_read_disk_set_symlink_physical(r);
-		ok = archive_write_open_FILE(w, f) == ARCHIVE_OK && archive_read_disk_open(r, ".") == ARCHIVE_OK;
+		ok = archive_write_open_FILE(w, f) == ARCHIVE_OK &&
+		     archive_read_disk_open(r, ".") == ARCHIVE_OK;
 		why = ok ? NULL : archive_error_string(archive_errno(w) ? w : r);
 	}
 	struct archive_entry *e = NULL;
@@ -145,7 +152,8 @@ static FILE *tar_dir(const char *dir)
 			break;
 		}
 		if (archive_entry_filetype(e) == AE_IFREG && archive_entry_size(e) > 0) {
-			int fd = open(archive_entry_sourcepath(e), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+			int fd =
+			    open(archive_entry_sourcepath(e), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 			char buf[65536];
 			ssize_t n;
 			while (fd >= 0 && (n = read(fd, buf, sizeof buf)) > 0)
@@ -197,15 +205,16 @@ static void progress_line(struct follow *fl, const char *l)
 	fl->ntail++;
 	int step, steps;
 	const char *s = strstr(l, "STEP ");
-	if (fl->quiet || !s || sscanf(s, "STEP %d/%d", &step, &steps) != 2 || steps <= 0 || step > steps)
+	if (fl->quiet || !s || sscanf(s, "STEP %d/%d", &step, &steps) != 2 || steps <= 0 ||
+	    step > steps)
 		return;
 	if (!fl->tty) {
 		fprintf(stderr, "%s\n", s);
 		return;
 	}
 	int width = 30, done = step * width / steps;
-	fprintf(stderr, "\r\033[K[%.*s%.*s] %d/%d %.60s", done, "##############################", width - done,
-		"..............................", step, steps, s);
+	fprintf(stderr, "\r\033[K[%.*s%.*s] %d/%d %.60s", done, "##############################",
+		width - done, "..............................", step, steps, s);
 	fl->drawn = 1;
 }
 
@@ -228,7 +237,9 @@ static void built_human(json_t *v)
 {
 	json_t *b = json_object_get(v, "build");
 	printf("built %s: %s%s\n", json_string_value(json_object_get(v, "name")),
-	       json_string_value(json_object_get(v, "digest")) ? json_string_value(json_object_get(v, "digest")) : "-",
+	       json_string_value(json_object_get(v, "digest"))
+		   ? json_string_value(json_object_get(v, "digest"))
+		   : "-",
 	       json_is_true(json_object_get(b, "cached")) ? " (cached)" : "");
 }
 
@@ -244,7 +255,8 @@ int cmd_images_build(const struct cli *cli, struct opts *o)
 		fprintf(stderr, "cortexctl: %s: %s\n", o->pos[1], strerror(errno));
 		return EXIT_USAGE;
 	}
-	FILE *f = S_ISDIR(st.st_mode) ? tar_dir(o->pos[1]) : fopen(o->pos[1], "rb"); /* a tar as is */
+	FILE *f =
+	    S_ISDIR(st.st_mode) ? tar_dir(o->pos[1]) : fopen(o->pos[1], "rb"); /* a tar as is */
 	if (!f)
 		return EXIT_USAGE;
 	json_t *started = NULL;
@@ -258,7 +270,8 @@ int cmd_images_build(const struct cli *cli, struct opts *o)
 	}
 	struct follow fl = {.tty = isatty(2), .quiet = cli->json};
 	if (!json_is_true(json_object_get(started, "cached"))) {
-		struct http_req rq = {.method = "GET", .path = logp, .sink = follow_sink, .sink_ud = &fl};
+		struct http_req rq = {
+		    .method = "GET", .path = logp, .sink = follow_sink, .sink_ud = &fl};
 		struct http_resp rs;
 		if (!(rc = http_do(cli, &rq, &rs)))
 			rc = http_report(cli, &rs);
@@ -270,15 +283,18 @@ int cmd_images_build(const struct cli *cli, struct opts *o)
 	json_t *img = NULL;
 	if (rc || (rc = api_json(cli, "GET", path, NULL, &img)))
 		return rc;
-	const char *state = json_string_value(json_object_get(json_object_get(img, "build"), "state"));
+	const char *state =
+	    json_string_value(json_object_get(json_object_get(img, "build"), "state"));
 	if (cli->json) {
 		char *t = json_dumps(img, JSON_COMPACT);
 		printf("%s\n", t ? t : "{}");
 		free(t);
 	}
 	if (!state || strcmp(state, "done")) {
-		const char *err = json_string_value(json_object_get(json_object_get(img, "build"), "error"));
-		fprintf(stderr, "cortexctl: the build %s: %s\n", state ? state : "did not finish", err ? err : "");
+		const char *err =
+		    json_string_value(json_object_get(json_object_get(img, "build"), "error"));
+		fprintf(stderr, "cortexctl: the build %s: %s\n", state ? state : "did not finish",
+			err ? err : "");
 		for (int i = fl.ntail > 8 ? fl.ntail - 8 : 0; !err && i < fl.ntail; i++)
 			fprintf(stderr, "  %s\n", fl.tail[i % 8]);
 		rc = EXIT_SERVER;

@@ -25,7 +25,8 @@ int cmd_health(const struct cli *cli, struct opts *o)
 	else if (rc == EXIT_OK)
 		printf("ok\n");
 	else
-		fprintf(stderr, "cortexctl: not healthy (HTTP %ld): %s\n", rs.status, rs.body ? rs.body : "");
+		fprintf(stderr, "cortexctl: not healthy (HTTP %ld): %s\n", rs.status,
+			rs.body ? rs.body : "");
 	http_resp_free(&rs);
 	return rc;
 }
@@ -46,7 +47,8 @@ int cmd_metrics(const struct cli *cli, struct opts *o)
 static int metrics_query(char *buf, size_t cap, const struct opts *o, const char *base)
 {
 	long long since = -1, limit = -1;
-	if (opt_int(o, "since", 0, (long long)1 << 53, &since) < 0 || opt_int(o, "limit", 1, 1000, &limit) < 0)
+	if (opt_int(o, "since", 0, (long long)1 << 53, &since) < 0 ||
+	    opt_int(o, "limit", 1, 1000, &limit) < 0)
 		return -1;
 	const char *s = opt_get(o, "session");
 	char sess[80] = "";
@@ -71,10 +73,11 @@ int cmd_metrics_summary(const struct cli *cli, struct opts *o)
 
 static void turns_human(json_t *v)
 {
-	static const char *const cols[] = {"TIME", "SESSION", "TURN", "SURFACE", "PATH", "OUTCOME", "FIRST_TOKEN_MS",
-					   "TOTAL_MS", NULL};
-	static const char *const keys[] = {"ts", "session", "turn", "surface", "path", "outcome", "first_token_ms",
-					   "total_ms"};
+	static const char *const cols[] = {"TIME",	     "SESSION",	 "TURN",
+					   "SURFACE",	     "PATH",	 "OUTCOME",
+					   "FIRST_TOKEN_MS", "TOTAL_MS", NULL};
+	static const char *const keys[] = {"ts",   "session", "turn",		"surface",
+					   "path", "outcome", "first_token_ms", "total_ms"};
 	out_table(v, cols, keys);
 }
 
@@ -90,7 +93,8 @@ int cmd_metrics_turns(const struct cli *cli, struct opts *o)
 
 static void user_human(json_t *v)
 {
-	printf("user %s created; its token (shown once):\n%s\n", json_string_value(json_object_get(v, "name")),
+	printf("user %s created; its token (shown once):\n%s\n",
+	       json_string_value(json_object_get(v, "name")),
 	       json_string_value(json_object_get(v, "token")));
 }
 
@@ -110,8 +114,10 @@ int cmd_users_create(const struct cli *cli, struct opts *o)
 
 static void sessions_human(json_t *v)
 {
-	static const char *const cols[] = {"ID", "STATE", "SURFACE", "AGENT", "IMAGE", "TURNS", "CREATED", NULL};
-	static const char *const keys[] = {"id", "state", "surface", "agent", "image", "turns", "created_at"};
+	static const char *const cols[] = {"ID",    "STATE", "SURFACE", "AGENT",
+					   "IMAGE", "TURNS", "CREATED", NULL};
+	static const char *const keys[] = {"id",    "state", "surface",	  "agent",
+					   "image", "turns", "created_at"};
 	if (json_is_object(v)) {
 		out_object(v);
 		return;
@@ -129,8 +135,11 @@ static int limits_of(const struct opts *o, json_t *body)
 		char *end = NULL;
 		long long x = eq ? strtoll(eq + 1, &end, 10) : 0;
 		if (!eq || eq == v || !eq[1] || *end) {
-			fprintf(stderr, "cortexctl: --limit wants KEY=INTEGER (disk_mb, cpu_weight, cpu_max_millicpu), "
-					"not '%s'\n", v);
+			fprintf(stderr,
+				"cortexctl: --limit wants KEY=INTEGER (disk_mb, cpu_weight, "
+				"cpu_max_millicpu), "
+				"not '%s'\n",
+				v);
 			json_decref(l);
 			return -1;
 		}
@@ -197,8 +206,9 @@ static int wait_ready(const struct cli *cli, const char *path, json_t **last)
 			return 0;
 		if (st && !strcmp(st, "error")) {
 			fprintf(stderr, "cortexctl: the session failed: %s\n",
-				json_string_value(json_object_get(v, "error")) ? json_string_value(json_object_get(v, "error"))
-									      : "(no reason given)");
+				json_string_value(json_object_get(v, "error"))
+				    ? json_string_value(json_object_get(v, "error"))
+				    : "(no reason given)");
 			return EXIT_SERVER;
 		}
 		usleep(500 * 1000);
@@ -216,7 +226,8 @@ int cmd_sessions_create(const struct cli *cli, struct opts *o)
 	json_decref(b);
 	if (rc == EXIT_OK && opt_has(o, "wait")) {
 		char path[128];
-		if (path_join(path, sizeof path, "/v1/sessions/", json_string_value(json_object_get(v, "id")), NULL) < 0)
+		if (path_join(path, sizeof path, "/v1/sessions/",
+			      json_string_value(json_object_get(v, "id")), NULL) < 0)
 			rc = EXIT_SERVER;
 		else
 			rc = wait_ready(cli, path, &v);
@@ -282,7 +293,9 @@ static void messages_human(json_t *v)
 		char ts[40];
 		out_value(ts, sizeof ts, json_object_get(m, "ts"), "ts");
 		printf("[%s] %s: %s\n", ts, json_string_value(json_object_get(m, "role")),
-		       json_string_value(json_object_get(m, "text")) ? json_string_value(json_object_get(m, "text")) : "");
+		       json_string_value(json_object_get(m, "text"))
+			   ? json_string_value(json_object_get(m, "text"))
+			   : "");
 	}
 }
 
@@ -419,8 +432,8 @@ int cmd_files_exists(const struct cli *cli, struct opts *o)
 	const char *type = strstr(rs.type, "json") ? "dir" : "file";
 	if (rc == EXIT_OK || rc == EXIT_NOT_FOUND) {
 		if (cli->json)
-			printf("{\"exists\":%s%s%s%s}\n", rc ? "false" : "true", rc ? "" : ",\"type\":\"", rc ? "" : type,
-			       rc ? "" : "\"");
+			printf("{\"exists\":%s%s%s%s}\n", rc ? "false" : "true",
+			       rc ? "" : ",\"type\":\"", rc ? "" : type, rc ? "" : "\"");
 		else
 			printf("%s\n", rc ? "no" : type);
 	} else {

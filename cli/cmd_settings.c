@@ -42,7 +42,8 @@ static int settings_ls(const struct cli *cli, const char *kind)
 	return api_print(cli, "GET", path, NULL, names_human);
 }
 
-static int settings_one(const struct cli *cli, const char *method, const char *kind, const char *name, json_t *body)
+static int settings_one(const struct cli *cli, const char *method, const char *kind,
+			const char *name, json_t *body)
 {
 	char path[160];
 	if (kind_path(path, sizeof path, kind, name) < 0)
@@ -79,8 +80,8 @@ static json_t *load_json_file(const char *path)
 	json_t *v = json_loadb(t, n, 0, &je);
 	free(t);
 	if (!json_is_object(v)) {
-		fprintf(stderr, "cortexctl: %s: not a JSON object%s%s (line %d)\n", path, v ? "" : ": ", v ? "" : je.text,
-			je.line);
+		fprintf(stderr, "cortexctl: %s: not a JSON object%s%s (line %d)\n", path,
+			v ? "" : ": ", v ? "" : je.text, je.line);
 		json_decref(v);
 		return NULL;
 	}
@@ -98,9 +99,11 @@ static json_t *mcp_body(const struct opts *o)
 		}
 		return load_json_file(opt_get(o, "from-file"));
 	}
-	const char *cmd = opt_get(o, "command"), *url = opt_get(o, "url"), *type = opt_get(o, "type");
+	const char *cmd = opt_get(o, "command"), *url = opt_get(o, "url"),
+		   *type = opt_get(o, "type");
 	if (!cmd == !url) {
-		fprintf(stderr, "cortexctl: mcp put needs --command (stdio), --url (http/sse) or --from-file\n");
+		fprintf(stderr, "cortexctl: mcp put needs --command (stdio), --url (http/sse) or "
+				"--from-file\n");
 		return NULL;
 	}
 	json_t *b = json_pack("{s:s}", "type", type ? type : cmd ? "stdio" : "http"), *m = NULL;
@@ -174,7 +177,8 @@ static char *secret_input(const struct opts *o, const char *flag, const char *wh
 	if (n && v[n - 1] == '\r')
 		v[--n] = '\0';
 	if (!n || strlen(v) != n) {
-		fprintf(stderr, "cortexctl: the %s is %s\n", what, n ? "binary (a NUL byte)" : "empty");
+		fprintf(stderr, "cortexctl: the %s is %s\n", what,
+			n ? "binary (a NUL byte)" : "empty");
 		free(v);
 		return NULL;
 	}
@@ -246,7 +250,8 @@ int cmd_user_set(const struct cli *cli, struct opts *o)
 		json_t *s = t ? json_stringn(t, n) : NULL;
 		free(t);
 		if (!s) {
-			fprintf(stderr, "cortexctl: --claude-md: %s\n", t ? "not UTF-8 text" : "cannot read");
+			fprintf(stderr, "cortexctl: --claude-md: %s\n",
+				t ? "not UTF-8 text" : "cannot read");
 			json_decref(cur);
 			return EXIT_USAGE;
 		}
@@ -255,7 +260,8 @@ int cmd_user_set(const struct cli *cli, struct opts *o)
 	if (opt_get(o, "model"))
 		json_object_set_new(cur, "model", json_string(opt_get(o, "model")));
 	if (opt_get(o, "permission-mode"))
-		json_object_set_new(cur, "permission_mode", json_string(opt_get(o, "permission-mode")));
+		json_object_set_new(cur, "permission_mode",
+				    json_string(opt_get(o, "permission-mode")));
 	json_t *env = json_object_get(cur, "env"), *add = NULL;
 	if (pairs_of(o, "env", &add) < 0) {
 		json_decref(cur);
@@ -299,7 +305,8 @@ static int plugin_dir(const char *dir, const char *sub, json_t *body, int *files
 		json_t *s = t ? json_stringn(t, n) : NULL;
 		free(t);
 		if (!s) {
-			fprintf(stderr, "cortexctl: %s: %s\n", f, t ? "not UTF-8 text" : "cannot read");
+			fprintf(stderr, "cortexctl: %s: %s\n", f,
+				t ? "not UTF-8 text" : "cannot read");
 			rc = -1;
 			break;
 		}
@@ -322,10 +329,13 @@ int cmd_plugins_put(const struct cli *cli, struct opts *o)
 	}
 	json_t *b = json_object();
 	int files = 0;
-	if (plugin_dir(o->pos[1], "agents", b, &files) < 0 || plugin_dir(o->pos[1], "commands", b, &files) < 0 ||
+	if (plugin_dir(o->pos[1], "agents", b, &files) < 0 ||
+	    plugin_dir(o->pos[1], "commands", b, &files) < 0 ||
 	    plugin_dir(o->pos[1], "rules", b, &files) < 0 || !files) {
 		if (!files)
-			fprintf(stderr, "cortexctl: %s has no agents/*.md, commands/*.md or rules/*.md\n", o->pos[1]);
+			fprintf(stderr,
+				"cortexctl: %s has no agents/*.md, commands/*.md or rules/*.md\n",
+				o->pos[1]);
 		json_decref(b);
 		return EXIT_USAGE;
 	}
@@ -361,8 +371,9 @@ int cmd_providers_put(const struct cli *cli, struct opts *o)
 	char *key = secret_input(o, "key-file", "API key");
 	if (!key)
 		return EXIT_USAGE;
-	json_t *b = json_pack("{s:s,s:s,s:s}", "kind", opt_get(o, "kind") ? opt_get(o, "kind") : "anthropic",
-			      "base_url", opt_get(o, "base-url"), "api_key", key);
+	json_t *b = json_pack("{s:s,s:s,s:s}", "kind",
+			      opt_get(o, "kind") ? opt_get(o, "kind") : "anthropic", "base_url",
+			      opt_get(o, "base-url"), "api_key", key);
 	memset(key, 0, strlen(key));
 	free(key);
 	if (!b) {

@@ -62,7 +62,8 @@ int http_do(const struct cli *cli, const struct http_req *r, struct http_resp *o
 		return EXIT_USAGE;
 	}
 	const char *token = r->no_token ? NULL : cli->token;
-	if (token && (size_t)snprintf(auth, sizeof auth, "Authorization: Bearer %s", token) >= sizeof auth) {
+	if (token &&
+	    (size_t)snprintf(auth, sizeof auth, "Authorization: Bearer %s", token) >= sizeof auth) {
 		fprintf(stderr, "cortexctl: token longer than %zu bytes\n", sizeof auth - 23);
 		return EXIT_USAGE;
 	}
@@ -75,7 +76,8 @@ int http_do(const struct cli *cli, const struct http_req *r, struct http_resp *o
 	if (r->body)
 		h = curl_slist_append(h, "Content-Type: application/json");
 	if (r->upload)
-		h = curl_slist_append(h, r->upload_type ? r->upload_type : "Content-Type: application/octet-stream");
+		h = curl_slist_append(h, r->upload_type ? r->upload_type
+							: "Content-Type: application/octet-stream");
 	h = curl_slist_append(h, "Expect:"); /* cortexd answers at once; no 100-continue dance */
 	struct sink s = {r, out, c, 0};
 	curl_easy_setopt(c, CURLOPT_URL, full);
@@ -171,13 +173,14 @@ int http_report(const struct cli *cli, const struct http_resp *r)
 	if (ec)
 		fprintf(stderr, "cortexctl: %s: %s (HTTP %ld)\n", ec, msg ? msg : "", r->status);
 	else
-		fprintf(stderr, "cortexctl: HTTP %ld%s%.300s\n", r->status, r->body && *r->body ? ": " : "",
-			r->body ? r->body : "");
+		fprintf(stderr, "cortexctl: HTTP %ld%s%.300s\n", r->status,
+			r->body && *r->body ? ": " : "", r->body ? r->body : "");
 	json_decref(e);
 	return code;
 }
 
-int api_json(const struct cli *cli, const char *method, const char *path, json_t *body, json_t **out)
+int api_json(const struct cli *cli, const char *method, const char *path, json_t *body,
+	     json_t **out)
 {
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	struct http_req rq = {.method = method, .path = path, .body = text};
@@ -196,7 +199,8 @@ int api_json(const struct cli *cli, const char *method, const char *path, json_t
 		json_error_t je;
 		*out = json_loads(rs.body, JSON_DECODE_ANY, &je);
 		if (!*out) {
-			fprintf(stderr, "cortexctl: %s %s: the answer is not JSON: %s\n", method, path, je.text);
+			fprintf(stderr, "cortexctl: %s %s: the answer is not JSON: %s\n", method,
+				path, je.text);
 			rc = EXIT_SERVER;
 		}
 	}
@@ -229,8 +233,8 @@ int path_join(char *buf, size_t cap, const char *prefix, const char *name, const
 	size_t n = strlen(name);
 	int ok = n > 0 && n < CX_CAP_NAME && strcmp(name, ".") && strcmp(name, "..");
 	for (const char *p = name; ok && *p; p++)
-		ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		     strchr("._@:-", *p);
+		ok = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		     (*p >= '0' && *p <= '9') || strchr("._@:-", *p);
 	if (!ok) {
 		fprintf(stderr, "cortexctl: not a valid name or id: '%.80s'\n", name);
 		return -1;
@@ -247,7 +251,8 @@ char *read_stream(FILE *f, size_t cap, size_t *len)
 	while (buf) {
 		n += fread(buf + n, 1, size - n, f);
 		if (ferror(f) || n > cap) {
-			fprintf(stderr, "cortexctl: input %s\n", ferror(f) ? "unreadable" : "larger than the cap");
+			fprintf(stderr, "cortexctl: input %s\n",
+				ferror(f) ? "unreadable" : "larger than the cap");
 			free(buf);
 			return NULL;
 		}

@@ -18,29 +18,40 @@ static int cmd_completion(const struct cli *cli, struct opts *o);
 static const struct cmd commands[] = {
     {"health", cmd_health, "", "", "check that cortexd answers (no token needed)"},
     {"metrics", cmd_metrics, "", "", "print the Prometheus metrics (admin token)"},
-    {"metrics summary", cmd_metrics_summary, "", "since=MS", "first-token p50/p95 by surface/path, cache hits, cost"},
-    {"metrics turns", cmd_metrics_turns, "", "session=ID since=MS limit=N", "per-turn records, oldest first"},
-    {"users create", cmd_users_create, "NAME", "", "create a user and print its token (admin token)"},
+    {"metrics summary", cmd_metrics_summary, "", "since=MS",
+     "first-token p50/p95 by surface/path, cache hits, cost"},
+    {"metrics turns", cmd_metrics_turns, "", "session=ID since=MS limit=N",
+     "per-turn records, oldest first"},
+    {"users create", cmd_users_create, "NAME", "",
+     "create a user and print its token (admin token)"},
     {"sessions create", cmd_sessions_create, "[chat|voice]",
-     "surface=chat|voice image=NAME repo=URL ref=REF repo-secret=NAME limit=KEY=N* idle=SECONDS wait",
+     "surface=chat|voice image=NAME repo=URL ref=REF repo-secret=NAME limit=KEY=N* idle=SECONDS "
+     "wait",
      "create a session (--wait: until its agent is hot)"},
     {"sessions ls", cmd_sessions_ls, "", "", "list your sessions"},
     {"sessions show", cmd_sessions_show, "ID", "", "show a session: state, agent, timings"},
-    {"sessions sleep", cmd_sessions_sleep, "ID", "", "stop the sandbox; home and workspace are kept"},
-    {"sessions pause", cmd_sessions_pause, "ID", "", "freeze the sandbox; memory and the hot agent are kept"},
+    {"sessions sleep", cmd_sessions_sleep, "ID", "",
+     "stop the sandbox; home and workspace are kept"},
+    {"sessions pause", cmd_sessions_pause, "ID", "",
+     "freeze the sandbox; memory and the hot agent are kept"},
     {"sessions wake", cmd_sessions_wake, "ID", "", "start a sleeping or paused session again"},
     {"sessions rm", cmd_sessions_rm, "ID", "", "delete a session, its sandbox and files"},
-    {"sessions messages", cmd_sessions_messages, "ID", "limit=N after=CURSOR", "print the session's transcript"},
+    {"sessions messages", cmd_sessions_messages, "ID", "limit=N after=CURSOR",
+     "print the session's transcript"},
     {"chat", cmd_chat, "ID", "message/m=TEXT",
      "talk to a session: tokens stream as they come; Ctrl-C cancels the turn (twice: exit)"},
     /* {"exec", cmd_exec, ...}: `cortexctl exec` (cli/cmd_exec.c) goes here. */
     {"files ls", cmd_files_ls, "ID PATH", "", "list a directory of /workspace or /home/agent"},
     {"files get", cmd_files_get, "ID PATH", "", "print a file's bytes"},
-    {"files put", cmd_files_put, "ID PATH FILE", "", "write FILE (- for stdin) to PATH, atomically"},
-    {"files rm", cmd_files_rm, "ID PATH", "recursive/r", "delete a file or an empty dir (-r: a tree)"},
-    {"files exists", cmd_files_exists, "ID PATH", "", "exit 0 if PATH exists, 2 if not (prints its type)"},
+    {"files put", cmd_files_put, "ID PATH FILE", "",
+     "write FILE (- for stdin) to PATH, atomically"},
+    {"files rm", cmd_files_rm, "ID PATH", "recursive/r",
+     "delete a file or an empty dir (-r: a tree)"},
+    {"files exists", cmd_files_exists, "ID PATH", "",
+     "exit 0 if PATH exists, 2 if not (prints its type)"},
     {"mcp put", cmd_mcp_put, "NAME",
-     "from-file=FILE type=stdio|http|sse command=CMD arg=ARG* env=K=V* url=URL header=K=V* package=NPM@VER",
+     "from-file=FILE type=stdio|http|sse command=CMD arg=ARG* env=K=V* url=URL header=K=V* "
+     "package=NPM@VER",
      "add or replace an MCP server (flags, or a JSON file)"},
     {"mcp ls", cmd_mcp_ls, "", "", "list your MCP servers"},
     {"mcp show", cmd_mcp_show, "NAME", "", "show one MCP server"},
@@ -53,7 +64,8 @@ static const struct cmd commands[] = {
     {"user set", cmd_user_set, "",
      "claude-md=FILE model=MODEL permission-mode=MODE env=K=V* unset-env=K* clear",
      "change fields of your user settings (the others are kept)"},
-    {"plugins put", cmd_plugins_put, "NAME DIR", "", "upload DIR/{agents,commands,rules}/*.md as a plugin"},
+    {"plugins put", cmd_plugins_put, "NAME DIR", "",
+     "upload DIR/{agents,commands,rules}/*.md as a plugin"},
     {"plugins ls", cmd_plugins_ls, "", "", "list your plugins"},
     {"plugins show", cmd_plugins_show, "NAME", "", "show one plugin's files"},
     {"plugins rm", cmd_plugins_rm, "NAME", "", "remove a plugin"},
@@ -62,16 +74,20 @@ static const struct cmd commands[] = {
     {"providers ls", cmd_providers_ls, "", "", "list your model providers (no keys)"},
     {"providers show", cmd_providers_show, "NAME", "", "show one model provider (no key)"},
     {"providers rm", cmd_providers_rm, "NAME", "", "remove a model provider"},
-    {"network show", cmd_network_show, "", "session=ID", "show your egress policy (or a session's)"},
-    {"network set", cmd_network_set, "", "session=ID mode=none|allowlist|open allow=ENTRY* deny=ENTRY*",
+    {"network show", cmd_network_show, "", "session=ID",
+     "show your egress policy (or a session's)"},
+    {"network set", cmd_network_set, "",
+     "session=ID mode=none|allowlist|open allow=ENTRY* deny=ENTRY*",
      "set your egress policy (or a session's)"},
     {"network rm", cmd_network_rm, "", "session=ID", "reset the egress policy to the default"},
     {"images ls", cmd_images_ls, "", "", "list the images"},
     {"images show", cmd_images_show, "NAME", "", "show an image and its latest build"},
     {"images build", cmd_images_build, "NAME DIR", "detach",
      "build DIR (or a tar) with its Dockerfile; follows the log with a progress bar (admin)"},
-    {"images log", cmd_images_log, "NAME", "", "print the build log, following it while the build runs"},
-    {"images import", cmd_images_import, "NAME FILE", "", "import an OCI layout or docker archive tar (admin)"},
+    {"images log", cmd_images_log, "NAME", "",
+     "print the build log, following it while the build runs"},
+    {"images import", cmd_images_import, "NAME FILE", "",
+     "import an OCI layout or docker archive tar (admin)"},
     {"images rm", cmd_images_rm, "NAME", "", "delete an image, canceling its build (admin)"},
     {"completion", cmd_completion, "bash", "", "print the bash completion script"},
 };
@@ -81,13 +97,20 @@ static const struct cmd commands[] = {
 static const struct {
 	const char *old, *now;
 } aliases[] = {
-    {"user create", "users create"},      {"session create", "sessions create"},
-    {"session list", "sessions ls"},      {"session get", "sessions show"},
-    {"session delete", "sessions rm"},    {"session sleep", "sessions sleep"},
-    {"session wake", "sessions wake"},    {"session pause", "sessions pause"},
-    {"session messages", "sessions messages"}, {"image list", "images ls"},
-    {"image get", "images show"},         {"image build", "images build"},
-    {"image log", "images log"},          {"image import", "images import"},
+    {"user create", "users create"},
+    {"session create", "sessions create"},
+    {"session list", "sessions ls"},
+    {"session get", "sessions show"},
+    {"session delete", "sessions rm"},
+    {"session sleep", "sessions sleep"},
+    {"session wake", "sessions wake"},
+    {"session pause", "sessions pause"},
+    {"session messages", "sessions messages"},
+    {"image list", "images ls"},
+    {"image get", "images show"},
+    {"image build", "images build"},
+    {"image log", "images log"},
+    {"image import", "images import"},
     {"image delete", "images rm"},
 };
 
@@ -100,11 +123,14 @@ static void usage_words(char *out, size_t cap, const struct cmd *c)
 	size_t off = (size_t)snprintf(out, cap, "%s%s%s", c->name, *c->usage ? " " : "", c->usage);
 	for (const char *p = c->flags; *p && off < cap;) {
 		size_t len = strcspn(p, " ");
-		const char *eq = memchr(p, '=', len), *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
+		const char *eq = memchr(p, '=', len),
+			   *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
 		size_t nlen = slash ? (size_t)(slash - p) : eq ? (size_t)(eq - p) : len;
 		int rep = p[len - 1] == '*';
-		int n = snprintf(out + off, cap - off, " [--%.*s%s%.*s]%s", (int)nlen, p, eq ? " " : "",
-				 eq ? (int)(len - (size_t)(eq - p) - 1 - (size_t)rep) : 0, eq ? eq + 1 : "", rep ? "..." : "");
+		int n =
+		    snprintf(out + off, cap - off, " [--%.*s%s%.*s]%s", (int)nlen, p, eq ? " " : "",
+			     eq ? (int)(len - (size_t)(eq - p) - 1 - (size_t)rep) : 0,
+			     eq ? eq + 1 : "", rep ? "..." : "");
 		off += n > 0 ? (size_t)n : 0;
 		p += len;
 		p += strspn(p, " ");
@@ -124,10 +150,12 @@ static void print_usage(FILE *out)
 		     "       cortexctl --help | COMMAND --help\n\ncommands:\n");
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		print_command_line(out, &commands[i]);
-	fprintf(out, "\nURL defaults to $CORTEX_URL or http://127.0.0.1:8787, TOKEN to $CORTEX_TOKEN.\n"
-		     "--json prints the server's JSON as is (errors too); otherwise tables.\n"
-		     "Exit status: 0 ok, 1 usage or bad input, 2 not found, 3 auth (401/403),\n"
-		     "4 server error or unreachable, 5 conflict or refused (409/429/503). See cortexctl(1).\n");
+	fprintf(out,
+		"\nURL defaults to $CORTEX_URL or http://127.0.0.1:8787, TOKEN to $CORTEX_TOKEN.\n"
+		"--json prints the server's JSON as is (errors too); otherwise tables.\n"
+		"Exit status: 0 ok, 1 usage or bad input, 2 not found, 3 auth (401/403),\n"
+		"4 server error or unreachable, 5 conflict or refused (409/429/503). See "
+		"cortexctl(1).\n");
 }
 
 static void print_command_usage(FILE *out, const struct cmd *c)
@@ -210,8 +238,8 @@ static int help_for_group(const char *group)
 /* ---- flags ---- */
 
 /* Does the spec word at p (len bytes) name this flag?  *takes: needs a value. */
-static int spec_word_is(const char *p, size_t len, const char *name, size_t nlen, int shortf, int *takes,
-			const char **canon, size_t *clen)
+static int spec_word_is(const char *p, size_t len, const char *name, size_t nlen, int shortf,
+			int *takes, const char **canon, size_t *clen)
 {
 	const char *eq = memchr(p, '=', len), *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
 	size_t longlen = slash ? (size_t)(slash - p) : eq ? (size_t)(eq - p) : len;
@@ -219,7 +247,8 @@ static int spec_word_is(const char *p, size_t len, const char *name, size_t nlen
 	*canon = p;
 	*clen = longlen;
 	if (shortf)
-		return slash && (size_t)((eq ? eq : p + len) - slash - 1) == nlen && !strncmp(slash + 1, name, nlen);
+		return slash && (size_t)((eq ? eq : p + len) - slash - 1) == nlen &&
+		       !strncmp(slash + 1, name, nlen);
 	return longlen == nlen && !strncmp(p, name, nlen);
 }
 
@@ -246,10 +275,12 @@ static int scan_args(const struct cmd *c, char **args, int nargs, struct cli *cl
 			cli->json = 1;
 			continue;
 		}
-		if (!shortf && (!strncmp(name, "url", nlen) || !strncmp(name, "token", nlen)) && (nlen == 3 || nlen == 5)) {
+		if (!shortf && (!strncmp(name, "url", nlen) || !strncmp(name, "token", nlen)) &&
+		    (nlen == 3 || nlen == 5)) {
 			const char *v = eqv ? eqv + 1 : i + 1 < nargs ? args[++i] : NULL;
 			if (!v) {
-				fprintf(stderr, "cortexctl: --%.*s needs a value\n", (int)nlen, name);
+				fprintf(stderr, "cortexctl: --%.*s needs a value\n", (int)nlen,
+					name);
 				return -1;
 			}
 			*(nlen == 3 ? &cli->url : &cli->token) = v;
@@ -323,7 +354,8 @@ int opt_int(const struct opts *o, const char *name, long long lo, long long hi, 
 	char *end;
 	long long x = strtoll(v, &end, 10);
 	if (!*v || *end || x < lo || x > hi) {
-		fprintf(stderr, "cortexctl: --%s must be an integer from %lld to %lld\n", name, lo, hi);
+		fprintf(stderr, "cortexctl: --%s must be an integer from %lld to %lld\n", name, lo,
+			hi);
 		return -1;
 	}
 	*out = x;
@@ -336,7 +368,8 @@ static void print_flags_words(const struct cmd *c)
 {
 	for (const char *p = c->flags; *p;) {
 		size_t len = strcspn(p, " ");
-		const char *eq = memchr(p, '=', len), *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
+		const char *eq = memchr(p, '=', len),
+			   *slash = memchr(p, '/', eq ? (size_t)(eq - p) : len);
 		size_t nlen = slash ? (size_t)(slash - p) : eq ? (size_t)(eq - p) : len;
 		printf(" --%.*s", (int)nlen, p);
 		p += len;
@@ -357,7 +390,8 @@ static int cmd_completion(const struct cli *cli, struct opts *o)
 	       "        case ${COMP_WORDS[i]} in\n"
 	       "            --url|--token) ((i++)) ;;\n"
 	       "            -*) ;;\n"
-	       "            *) if [[ -z $w1 ]]; then w1=${COMP_WORDS[i]}; elif [[ -z $w2 ]]; then w2=${COMP_WORDS[i]}; fi ;;\n"
+	       "            *) if [[ -z $w1 ]]; then w1=${COMP_WORDS[i]}; elif [[ -z $w2 ]]; then "
+	       "w2=${COMP_WORDS[i]}; fi ;;\n"
 	       "        esac\n"
 	       "    done\n"
 	       "    local words=\n"
@@ -384,7 +418,8 @@ static int cmd_completion(const struct cli *cli, struct opts *o)
 	for (size_t i = 0; i < N_COMMANDS; i++) {
 		const struct cmd *c = &commands[i];
 		size_t g = strcspn(c->name, " ");
-		if (i && !strncmp(commands[i - 1].name, c->name, g) && strcspn(commands[i - 1].name, " ") == g)
+		if (i && !strncmp(commands[i - 1].name, c->name, g) &&
+		    strcspn(commands[i - 1].name, " ") == g)
 			continue; /* one line per group */
 		printf("                %.*s) words=\"", (int)g, c->name);
 		int first = 1;
@@ -392,9 +427,11 @@ static int cmd_completion(const struct cli *cli, struct opts *o)
 				   strcspn(commands[j].name, " ") == g;
 		     j++) {
 			if (commands[j].name[g] == ' ')
-				printf("%s%s", first ? "" : " ", commands[j].name + g + 1), first = 0;
+				printf("%s%s", first ? "" : " ", commands[j].name + g + 1),
+				    first = 0;
 			else
-				printf("%s--json --help", first ? "" : " "), print_flags_words(&commands[j]), first = 0;
+				printf("%s--json --help", first ? "" : " "),
+				    print_flags_words(&commands[j]), first = 0;
 		}
 		printf("\" ;;\n");
 	}
@@ -404,7 +441,8 @@ static int cmd_completion(const struct cli *cli, struct opts *o)
 	       "    if [[ $cur == -* || -z $w2 || $words == *--json* ]]; then\n"
 	       "        COMPREPLY=($(compgen -W \"$words\" -- \"$cur\"))\n"
 	       "    fi\n"
-	       "    [[ ${#COMPREPLY[@]} -eq 0 && $cur != -* ]] && COMPREPLY=($(compgen -f -- \"$cur\"))\n"
+	       "    [[ ${#COMPREPLY[@]} -eq 0 && $cur != -* ]] && COMPREPLY=($(compgen -f -- "
+	       "\"$cur\"))\n"
 	       "    return 0\n"
 	       "}\n"
 	       "complete -F _cortexctl cortexctl\n");
@@ -430,7 +468,8 @@ int main(int argc, char **argv)
 		}
 		int is_url = !strcmp(argv[i], "--url"), is_token = !strcmp(argv[i], "--token");
 		if ((!is_url && !is_token) || i + 1 >= argc) {
-			fprintf(stderr, "cortexctl: %s '%s'\n\n", is_url || is_token ? "a value is missing after" : "unknown option",
+			fprintf(stderr, "cortexctl: %s '%s'\n\n",
+				is_url || is_token ? "a value is missing after" : "unknown option",
 				argv[i]);
 			print_usage(stderr);
 			return EXIT_USAGE;
@@ -450,14 +489,16 @@ int main(int argc, char **argv)
 	if (!c) {
 		if (asks_help && help_for_group(args[0]))
 			return 0;
-		fprintf(stderr, "cortexctl: unknown command '%s%s%s'\n\n", args[0], nargs > 1 ? " " : "",
-			nargs > 1 ? args[1] : "");
+		fprintf(stderr, "cortexctl: unknown command '%s%s%s'\n\n", args[0],
+			nargs > 1 ? " " : "", nargs > 1 ? args[1] : "");
 		print_usage(stderr);
 		return EXIT_USAGE;
 	}
 	if (asks_help) {
 		print_command_usage(stdout, c);
-		printf("\n%s\n\nGlobal options: --url URL, --token TOKEN, --json.  See cortexctl(1).\n", c->help);
+		printf("\n%s\n\nGlobal options: --url URL, --token TOKEN, --json.  See "
+		       "cortexctl(1).\n",
+		       c->help);
 		return 0;
 	}
 	struct opts o = {0};
@@ -469,7 +510,8 @@ int main(int argc, char **argv)
 	for (const char *p = c->usage; *p; p += strcspn(p, " "), p += strspn(p, " "))
 		max++;
 	if (o.npos < req || o.npos > max) {
-		fprintf(stderr, "cortexctl: %s: %s operands\n", c->name, o.npos < req ? "missing" : "too many");
+		fprintf(stderr, "cortexctl: %s: %s operands\n", c->name,
+			o.npos < req ? "missing" : "too many");
 		print_command_usage(stderr, c);
 		return EXIT_USAGE;
 	}

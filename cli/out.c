@@ -5,13 +5,14 @@
 
 #include "cli.h"
 
-#define COL_MAX 12
+#define COL_MAX	 12
 #define CELL_CAP 96
 
 /* Milliseconds since the epoch, for keys that hold such times. */
 static int is_ms_time(const char *key)
 {
-	static const char *const k[] = {"created_at", "last_active_at", "ts", "created", "mtime", NULL};
+	static const char *const k[] = {"created_at", "last_active_at", "ts",
+					"created",    "mtime",		NULL};
 	for (int i = 0; k[i]; i++)
 		if (!strcmp(key, k[i]))
 			return 1;
@@ -24,7 +25,8 @@ void out_value(char *buf, size_t cap, json_t *v, const char *key)
 		snprintf(buf, cap, "-");
 	} else if (json_is_string(v)) {
 		snprintf(buf, cap, "%s", json_string_value(v));
-	} else if (json_is_integer(v) && key && is_ms_time(key) && json_integer_value(v) > 100000000000LL) {
+	} else if (json_is_integer(v) && key && is_ms_time(key) &&
+		   json_integer_value(v) > 100000000000LL) {
 		time_t t = (time_t)(json_integer_value(v) / 1000);
 		struct tm tm;
 		gmtime_r(&t, &tm);
@@ -69,7 +71,9 @@ void out_table(json_t *rows, const char *const *cols, const char *const *keys)
 	for (size_t r = 0; r < nrow; r++)
 		for (size_t c = 0; c < ncol; c++) {
 			json_t *row = json_array_get(rows, r);
-			json_t *v = json_is_object(row) ? json_object_get(row, keys[c]) : c == 0 ? row : NULL;
+			json_t *v = json_is_object(row) ? json_object_get(row, keys[c])
+				    : c == 0		? row
+							: NULL;
 			out_value(cell[r * ncol + c], CELL_CAP, v, keys[c]);
 			size_t l = strlen(cell[r * ncol + c]);
 			if (l > w[c])
