@@ -201,8 +201,10 @@ struct follow {
 
 static void progress_line(struct follow *fl, const char *l)
 {
-	snprintf(fl->tail[fl->ntail % 8], sizeof fl->tail[0], "%s", l);
-	fl->ntail++;
+	char *t = fl->tail[fl->ntail++ % 8];
+	size_t k = strnlen(l, sizeof fl->tail[0] - 1);
+	memcpy(t, l, k);
+	t[k] = '\0';
 	int step, steps;
 	const char *s = strstr(l, "STEP ");
 	if (fl->quiet || !s || sscanf(s, "STEP %d/%d", &step, &steps) != 2 || steps <= 0 ||
