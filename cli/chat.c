@@ -144,6 +144,8 @@ static void *read_stdin(void *arg)
 		pthread_mutex_lock(&c->mu);
 		if (c->nlines < OUTQ)
 			c->lines[c->nlines++] = strdup(buf);
+		else
+			fprintf(stderr, "cortexctl: %d lines wait already; this one is dropped\n", OUTQ);
 		if (c->ctx)
 			lws_cancel_service(c->ctx);
 		pthread_mutex_unlock(&c->mu);
