@@ -145,7 +145,8 @@ static void *read_stdin(void *arg)
 		if (c->nlines < OUTQ)
 			c->lines[c->nlines++] = strdup(buf);
 		else
-			fprintf(stderr, "cortexctl: %d lines wait already; this one is dropped\n", OUTQ);
+			fprintf(stderr, "cortexctl: %d lines wait already; this one is dropped\n",
+				OUTQ);
 		if (c->ctx)
 			lws_cancel_service(c->ctx);
 		pthread_mutex_unlock(&c->mu);
