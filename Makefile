@@ -7,7 +7,7 @@ CLAUDE_CODE_VERSION := 2.1.330
 WS_VERSION := 8.18.0
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
-	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light
+	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light tmux
 # The machine's image store: `make image` unpacks the default image there once;
 # `make run`, the tests and the benches share it.
 IMAGE_STORE ?= /var/cache/cortex/store
@@ -42,6 +42,9 @@ install: deps
 	cp -a .deps/node_modules/@anthropic-ai/claude-code $(DESTDIR)$(LIBDIR)/claude-code
 	ln -sfn ../lib/cortex/cortexd $(DESTDIR)$(PREFIX)/bin/cortexd
 	install -m 0755 build-install/cortexctl $(DESTDIR)$(PREFIX)/bin/cortexctl
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/bash-completion/completions
+	install -m 0644 docs/cortexctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/cortexctl.1
+	install -m 0644 contrib/cortexctl.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cortexctl
 	sed 's|/usr/local|$(PREFIX)|g' contrib/cortexd.service > $(DESTDIR)/lib/systemd/system/cortexd.service
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/cortex/
 	@[ -f $(DESTDIR)/etc/cortex/cortexd.json ] || \

@@ -99,17 +99,52 @@ async function waitBuilt(d, name, timeoutMs = 240000) {
 
   // ---- the same through cortexctl ----
   const ctl = (args) => {
-    try { return {code: 0, out: execFileSync(process.env.CORTEXCTL, args, {env: Object.assign({}, process.env, {CORTEX_URL: d.base, CORTEX_TOKEN: d.admin})}).toString()}; }
-    catch (e) { return {code: e.status, out: String(e.stdout) + String(e.stderr)}; }
+    const r = require('child_process').spawnSync(process.env.CORTEXCTL, args,
+      {env: Object.assign({}, process.env, {CORTEX_URL: d.base, CORTEX_TOKEN: d.admin}), timeout: 300000});
+    return {code: r.status, out: String(r.stdout), err: String(r.stderr)};
   };
-  let c = ctl(['image', 'build', 'tiny', path.join(root, 'ctx1.tar')]);
-  L.check(c.code === 0 && JSON.parse(c.out).cached === true, 'cortexctl image build: cached', 'exit 0, cached', c);
-  c = ctl(['image', 'log', 'tiny']);
+  let c = ctl(['--json', 'images', 'build', 'tiny', path.join(root, 'ctx1.tar')]);
+  L.check(c.code === 0 && JSON.parse(c.out).build.cached === true && JSON.parse(c.out).digest === (img && img.digest),
+    'cortexctl images build (a tar) --json: cached, the image', 'exit 0, cached', c);
+  c = ctl(['images', 'build', 'tiny', path.join(root, 'ctx1.tar')]);
+  L.check(c.code === 0 && c.out === `built tiny: ${img && img.digest} (cached)\n`, 'cortexctl images build: one line', 'built tiny: ... (cached)', c);
+  c = ctl(['image', 'log', 'tiny']); // the earlier spelling
   L.check(c.code === 0 && /cached/.test(c.out), 'cortexctl image log', 'cached', c);
-  c = ctl(['image', 'get', 'tiny']);
-  L.check(c.code === 0 && JSON.parse(c.out).digest === (img && img.digest), 'cortexctl image get', img && img.digest, c);
-  c = ctl(['image', 'get', 'nothing']);
-  L.eq(c.code, 1, 'cortexctl image get of an unknown image: exit 1');
+  c = ctl(['--json', 'images', 'show', 'tiny']);
+  L.check(c.code === 0 && JSON.parse(c.out).digest === (img && img.digest), 'cortexctl images show', img && img.digest, c);
+  c = ctl(['images', 'show', 'nothing']);
+  L.eq(c.code, 2, 'cortexctl images show of an unknown image: exit 2');
+  // a directory: tarred by cortexctl (libarchive), a real build followed with its STEP progress
+  const dirCtx = path.join(root, 'ctl-dir');
+  fs.mkdirSync(path.join(dirCtx, 'sub'), {recursive: true});
+  fs.writeFileSync(path.join(dirCtx, 'Dockerfile'), 'FROM scratch\nCOPY sub/f.txt /f.txt\nCOPY g.txt /g.txt\n');
+  fs.writeFileSync(path.join(dirCtx, 'sub', 'f.txt'), nonce + '-dir\n');
+  fs.writeFileSync(path.join(dirCtx, 'g.txt'), 'g\n');
+  c = ctl(['images', 'build', 'fromdir', dirCtx]);
+  L.check(c.code === 0 && /STEP 1\/3/.test(c.err) && /STEP 3\/3/.test(c.err) && /^built fromdir: sha256:/.test(c.out),
+    'cortexctl images build DIR: tarred, STEP progress on stderr, built', 'STEP 1/3..3/3, built', c);
+  // on a terminal (tmux): a progress bar drawn from the STEP lines
+  fs.writeFileSync(path.join(dirCtx, 'g.txt'), nonce + '-tty\n');
+  const sock = 'cortexctl-img-' + process.pid;
+  const tm = (...a) => execFileSync('tmux', ['-L', sock].concat(a)).toString();
+  tm('new-session', '-d', '-s', 'b', '-x', '160', '-y', '20',
+    `env CORTEX_URL=${d.base} CORTEX_TOKEN=${d.admin} ${process.env.CORTEXCTL} images build fromtty ${dirCtx}; echo BUILD-EXIT=$?; sleep 60`);
+  try {
+    const screen = await L.poll(async () => { const t = tm('capture-pane', '-p', '-t', 'b'); return /BUILD-EXIT=\d+/.test(t) ? t : null; }, 240000);
+    L.check(/\[#{30}\] 3\/3 STEP 3\/3/.test(screen) && /built fromtty: sha256:/.test(screen) && /BUILD-EXIT=0/.test(screen),
+      'cortexctl images build on a terminal: a full progress bar, then built', '[###...] 3/3, built', screen);
+  } finally {
+    try { tm('kill-server'); } catch (e) { /* gone */ }
+  }
+  c = ctl(['--json', 'images', 'ls']);
+  L.check(c.code === 0 && JSON.parse(c.out).images.some(i => i.name === 'fromdir'), 'cortexctl images ls: the new image', 'fromdir', c.out.slice(0, 300));
+  const badCtx = path.join(root, 'ctl-bad');
+  fs.mkdirSync(badCtx, {recursive: true});
+  fs.writeFileSync(path.join(badCtx, 'Dockerfile'), `FROM localhost/cortex-base:bookworm\nRUN echo ${nonce} && false\n`);
+  c = ctl(['images', 'build', 'badbuild', badCtx]);
+  L.check(c.code === 4 && /the build failed/.test(c.err), 'cortexctl images build that fails: exit 4, the reason', [4, 'failed'], c);
+  c = ctl(['images', 'rm', 'fromdir']);
+  L.eq(c.code, 0, 'cortexctl images rm');
 
   // ---- two concurrent builds of one new context: one build, joined ----
   const ctx2 = context(root, 'ctx2', {Dockerfile: 'FROM scratch\nCOPY file.txt /file.txt\n', 'file.txt': nonce + '-2\n'});
