@@ -93,10 +93,10 @@ fi
 cat <<EOF
 admin token: $tok
 quick start (docs in README.md):
-  curl -s -H "Authorization: Bearer $tok" -d '{"name":"alice"}' $URL/v1/users
-  export CORTEX_URL=$URL CORTEX_TOKEN=USER_TOKEN
-  $CORTEXCTL session create
-  node -e "const W=require('./.deps/node_modules/ws');const w=new W('ws://$LISTEN/v1/sessions/SESSION_ID/ws?token='+process.env.CORTEX_TOKEN);w.on('open',()=>w.send(JSON.stringify({type:'message',text:'hello'})));w.on('message',m=>{const f=JSON.parse(m);const d=f.event&&f.event.delta;if(d&&d.text)process.stdout.write(d.text);if(/cortex\\.(done|error)/.test(f.type)){console.log('\\n'+String(m));w.close()}})"
+  export CORTEX_URL=$URL CORTEX_TOKEN=$tok
+  export CORTEX_TOKEN=\$($CORTEXCTL --json users create alice | sed 's/.*"token":"\\([^"]*\\)".*/\\1/')
+  id=\$($CORTEXCTL sessions create --wait)
+  $CORTEXCTL chat \$id          # type a line; the reply streams; Ctrl-C cancels
 EOF
 
 # cortexd in the background, so this script can stop the demo model after it.
