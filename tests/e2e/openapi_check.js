@@ -61,6 +61,23 @@ function selfCheck() {
       ids.add(op.operationId);
       if (!op.responses || !Object.keys(op.responses).length) bad.push(`${m} ${p}: no responses`);
     }
+  // Every schema compiles under a strict validator (a misspelt keyword or
+  // a bad "type" is an error there, not silently ignored).
+  const strict = new Ajv2020({strict: true, strictTypes: false, strictRequired: false});
+  addFormats(strict);
+  strict.addFormat('binary', true);
+  strict.addKeyword('x-cortex-pending');
+  strict.addSchema({$id: 'cortex', $defs: rewrite(SPEC.components.schemas)});
+  const media = [];
+  (function walk(v, at) {
+    if (!v || typeof v !== 'object') return;
+    if (at.endsWith('/content')) for (const [t, m] of Object.entries(v)) if (m.schema) media.push([at + '/' + t, m.schema]);
+    for (const [k, x] of Object.entries(v)) if (k !== 'schemas') walk(x, at + '/' + k);
+  })({paths: SPEC.paths, responses: SPEC.components.responses}, '#');
+  const broken = [];
+  for (const [at, sch] of Object.keys(SPEC.components.schemas).map(k => ['#/components/schemas/' + k, schemaRef(k)]).concat(media))
+    try { strict.compile(rewrite(sch)); } catch (e) { broken.push(at + ': ' + e.message); }
+  L.eq(broken, [], `all ${Object.keys(SPEC.components.schemas).length} component schemas and ${media.length} media schemas compile (strict JSON Schema 2020-12)`);
   L.eq(SPEC.openapi, '3.1.0', 'the spec is OpenAPI 3.1.0');
   L.eq(bad, [], 'every $ref of the spec resolves, every operation has responses');
   L.eq(dup, [], 'operation ids are unique');
