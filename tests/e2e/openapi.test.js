@@ -401,6 +401,9 @@ function coverage() {
   await call('delete the session', 'DELETE', '/v1/sessions/{id}', {id: sid}, {tok: alice, expect: 204});
   await call('delete it again', 'DELETE', '/v1/sessions/{id}', {id: sid}, {tok: alice, expect: 404});
   coverage();
+  await L.until(() => !fs.existsSync(path.join(d.dataDir, 'sessions', sid)), 'the deleted session\'s dir gone', 30000);
   L.eq(await d.stop(), 0, 'cortexd exits 0');
+  const left = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => l.includes(d.dataDir + '/'));
+  L.eq(left, [], 'nothing of the daemon is left mounted');
   L.done();
 })();
