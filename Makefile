@@ -5,13 +5,16 @@ SHELL := /bin/bash
 JOBS ?= $(shell nproc)
 CLAUDE_CODE_VERSION := 2.1.330
 WS_VERSION := 8.18.0
+# e2e.openapi validates real responses against docs/openapi.json (JSON Schema 2020-12).
+AJV_VERSION := 8.20.0
+AJV_FORMATS_VERSION := 3.0.1
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
 	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light tmux
 # The machine's image store: `make image` unpacks the default image there once;
 # `make run`, the tests and the benches share it.
 IMAGE_STORE ?= /var/cache/cortex/store
-NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)
+NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)-$(AJV_VERSION)-$(AJV_FORMATS_VERSION)
 # The apt stamp names the package list: adding a package checks again.
 APT_STAMP := .deps/.apt-$(shell echo $(APT_PKGS) | md5sum | cut -c1-8)
 
@@ -79,7 +82,8 @@ $(NPM_STAMP): | $(APT_STAMP)
 	@mkdir -p .deps
 	@[ -f .deps/package.json ] || echo '{"name":"cortex-deps","private":true}' > .deps/package.json
 	cd .deps && npm install --no-audit --no-fund --loglevel=error \
-		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) ws@$(WS_VERSION)
+		@anthropic-ai/claude-code@$(CLAUDE_CODE_VERSION) ws@$(WS_VERSION) \
+		ajv@$(AJV_VERSION) ajv-formats@$(AJV_FORMATS_VERSION)
 	@.deps/node_modules/.bin/claude --version
 	@touch $@
 

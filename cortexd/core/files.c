@@ -460,6 +460,14 @@ void files_run(struct files_job *j)
 			return;
 		}
 		int rc = j->op == FILES_GET ? sandbox_disk_attach_ro(img, mnt, &e) : sandbox_disk_attach(img, 0, mnt, &e);
+		/* Just after a sleep the stopped sandbox's lazily detached mount
+		 * may still hold the disk's ext4 read-write for a moment: a
+		 * read-only mount of it is EBUSY then.  Share that read-write
+		 * instance instead (what is on the disk is not touched). */
+		if (rc < 0 && j->op == FILES_GET && e.code == EBUSY) {
+			cx_err_clear(&e);
+			rc = sandbox_disk_attach(img, 0, mnt, &e);
+		}
 		if (rc < 0) {
 			j->status = 500;
 			j->code = "internal";

@@ -424,7 +424,10 @@ static void session_route(struct cortexd *d, const char *user, const struct api_
 	} else if (!strcmp(sub, "network") || !strcmp(sub, "egress")) {
 		network_session_route(d, s, req, sub, resp);
 	} else if (!strcmp(sub, "ws")) {
-		api_error(resp, 400, "upgrade_required", "this route is a WebSocket; send an Upgrade request");
+		if (strcmp(m, "GET"))
+			api_error(resp, 405, "method_not_allowed", "use GET with an Upgrade: websocket");
+		else
+			api_error(resp, 400, "upgrade_required", "this route is a WebSocket; send an Upgrade request");
 	} else {
 		api_error(resp, 404, "not_found", "no such route");
 	}
@@ -440,6 +443,10 @@ void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *r
 			api_reply(resp, 503, json_pack("{s:b,s:s}", "ok", 0, "store", "failing"));
 		else
 			api_reply(resp, 200, json_pack("{s:b}", "ok", 1));
+		return;
+	}
+	if (!strcmp(p, "/v1/openapi.json")) {
+		openapi_route(req, resp);
 		return;
 	}
 	char user[80] = "";

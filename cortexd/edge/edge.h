@@ -15,6 +15,7 @@ struct api_req {
 	const char *query;   /* URI args "a=1&b=2", may be NULL */
 	const char *body_file; /* a body streamed to this file (images_upload_route), or NULL; the route owns it */
 	const char *range;   /* the Range header, or NULL */
+	const char *if_none_match; /* the If-None-Match header, or NULL */
 };
 struct api_defer;
 struct api_resp {
@@ -23,6 +24,7 @@ struct api_resp {
 	size_t body_len;     /* 0 = strlen(body); else body is these bytes (binary, ctype set) */
 	char content_range[96]; /* "bytes a-b/size" for a 206, "" = none */
 	const char *ctype;   /* NULL = application/json */
+	const char *etag;    /* a static ETag to send ("\"...\""), or NULL */
 	struct api_defer *defer; /* set by api_defer(): the reply waits for a job */
 	char stream_file[1024];  /* non-empty: the body is this file, sent chunked and followed while */
 	char stream_name[128];   /* the build of image stream_name runs (GET /v1/images/{name}/log) */
@@ -59,6 +61,9 @@ enum api_who api_auth(struct cortexd *d, const char *token, char *out_user, size
 int api_query_arg(const char *q, const char *name, char *out, size_t cap);
 /* An integer query value in [lo, hi]: 0, or -1. */
 int api_parse_int(const char *v, long long lo, long long hi, long long *out);
+
+/* openapi.c: GET /v1/openapi.json (no auth), docs/openapi.json as built in. */
+void openapi_route(const struct api_req *req, struct api_resp *resp);
 
 /* routes_metrics.c: /metrics, /v1/metrics/turns, /v1/metrics/summary */
 void routes_metrics(struct cortexd *d, const char *user, enum api_who who, const struct api_req *req,

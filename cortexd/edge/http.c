@@ -75,8 +75,12 @@ static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 			close(h->upfd);
 			h->upfd = 0;
 		}
-		struct api_req r = {h->method, h->path, h->token[0] ? h->token : NULL, h->body, h->body_len,
-				    h->query, h->upload[0] ? h->upload : NULL, h->range[0] ? h->range : NULL};
+		struct api_req r = {h->method,	 h->path,
+				    h->token[0] ? h->token : NULL,
+				    h->body,	 h->body_len,
+				    h->query,	 h->upload[0] ? h->upload : NULL,
+				    h->range[0] ? h->range : NULL,
+				    h->inm[0] ? h->inm : NULL};
 		api_handle(d, &r, &h->resp);
 		if (h->resp.defer || h->resp.status < 300)
 			h->upload[0] = '\0'; /* the route's job owns the file now */
@@ -154,6 +158,9 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 							  (const unsigned char *)cr, (int)strlen(cr), &p, end)) ||
 		    (binary && lws_add_http_header_by_name(wsi, (const unsigned char *)"accept-ranges:",
 							   (const unsigned char *)"bytes", 5, &p, end)) ||
+		    (h->resp.etag && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ETAG,
+								  (const unsigned char *)h->resp.etag,
+								  (int)strlen(h->resp.etag), &p, end)) ||
 		    (h->close_after &&
 		     lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end)) ||
 		    lws_finalize_write_http_header(wsi, start, &p, end))
@@ -283,6 +290,8 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 		h->query[qn] = '\0';
 		if (lws_hdr_copy(wsi, h->range, sizeof h->range, WSI_TOKEN_HTTP_RANGE) < 0)
 			h->range[0] = '\0';
+		if (lws_hdr_copy(wsi, h->inm, sizeof h->inm, WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
+			h->inm[0] = '\0';
 		char hdr[400];
 		if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
 		    !strncasecmp(hdr, "Bearer ", 7))

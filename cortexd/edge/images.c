@@ -141,7 +141,8 @@ static void img_job_then(void *arg, int rc, const cx_err *err, struct api_resp *
 			  json_pack("{s:s, s:s, s:s, s:b, s:b}", "name", j->name, "build", j->st.id,
 				    "state", build_state_name(j->st.state), "cached", j->st.cached,
 				    "joined", j->st.joined));
-	} else if (err->code == EINVAL || err->code == ENOENT) {
+	} else if (err->code == EINVAL || err->code == ENOENT || err->code == EILSEQ) {
+		/* EILSEQ: libarchive's ARCHIVE_ERRNO_FILE_FORMAT, a body that is no archive */
 		api_error(resp, 400, "bad_request", "%s", err->msg);
 	} else if (err->code == EFBIG) {
 		api_error(resp, 413, "too_large", "%s", err->msg);

@@ -26,6 +26,7 @@ void api_error(struct api_resp *resp, int status, const char *code, const char *
 	resp->body_len = 0;
 	resp->content_range[0] = '\0';
 	resp->ctype = NULL;
+	resp->etag = NULL;
 	json_decref(o);
 }
 
@@ -37,6 +38,7 @@ void api_reply(struct api_resp *resp, int status, json_t *o /* consumed; may be 
 	resp->body_len = 0;
 	resp->content_range[0] = '\0';
 	resp->ctype = NULL;
+	resp->etag = NULL;
 	json_decref(o);
 }
 

@@ -201,6 +201,37 @@ static void test_sessions_of_other_users_are_404(void **state)
 	free(r.body);
 }
 
+/* GET /v1/openapi.json: no token, the built-in spec, its ETag; 304 when
+ * If-None-Match names it (alone or in a list), 200 for another tag. */
+static void test_openapi(void **state)
+{
+	(void)state;
+	struct api_resp r = unit_call("GET", "/v1/openapi.json", NULL, NULL);
+	assert_int_eq_msg(r.status, 200, "the spec without a token");
+	json_t *o = json_loads(r.body, 0, NULL);
+	assert_non_null(o);
+	assert_string_equal(json_string_value(json_object_get(o, "openapi")), "3.1.0");
+	assert_non_null(json_object_get(json_object_get(o, "paths"), "/v1/openapi.json"));
+	json_decref(o);
+	assert_non_null(r.etag);
+	assert_int_equal(strlen(r.etag), 34);
+	char list[128];
+	snprintf(list, sizeof list, "\"x\", W/%s", r.etag);
+	const char *tags[] = {r.etag, list, "*", "\"other\"", "x"};
+	const int want[] = {304, 304, 304, 200, 200};
+	for (int i = 0; i < 5; i++) {
+		struct api_req q = {.method = "GET", .path = "/v1/openapi.json", .if_none_match = tags[i]};
+		struct api_resp x = {0};
+		api_handle(&D, &q, &x);
+		assert_int_eq_msg(x.status, want[i], tags[i]);
+		assert_true(x.status == 304 ? !x.body : x.body && !strcmp(x.body, r.body));
+		assert_string_equal(x.etag, r.etag);
+		free(x.body);
+	}
+	free(r.body);
+	expect_error("POST", "/v1/openapi.json", NULL, "{}", 405, "method_not_allowed");
+}
+
 static void test_config(void **state)
 {
 	(void)state;
@@ -309,6 +340,7 @@ int main(void)
 		cmocka_unit_test(test_user_create_and_lookup),
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_sessions_of_other_users_are_404),
+		cmocka_unit_test(test_openapi),
 		cmocka_unit_test(test_config),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
