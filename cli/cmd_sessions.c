@@ -125,20 +125,21 @@ static void sessions_human(json_t *v)
 	out_table(v, cols, keys);
 }
 
-/* --limit disk_mb=512 --limit cpu_weight=50 ... into {"disk_mb":512,...}. */
+/* --limit disk_mb=512 --limit cpu=0.5 ... into {"disk_mb":512,"cpu":0.5,...}:
+ * an integer stays one, anything else with a '.' is a number (cpu). */
 static int limits_of(const struct opts *o, json_t *body)
 {
 	const char *v;
 	json_t *l = NULL;
 	for (int i = 0; (v = opt_nth(o, "limit", i)); i++) {
 		const char *eq = strchr(v, '=');
-		char *end = NULL;
+		char *end = NULL, *fend = NULL;
 		long long x = eq ? strtoll(eq + 1, &end, 10) : 0;
-		if (!eq || eq == v || !eq[1] || *end) {
+		double f = eq ? strtod(eq + 1, &fend) : 0;
+		if (!eq || eq == v || !eq[1] || (*end && *fend)) {
 			fprintf(stderr,
-				"cortexctl: --limit wants KEY=INTEGER (disk_mb, cpu_weight, "
-				"cpu_max_millicpu), "
-				"not '%s'\n",
+				"cortexctl: --limit wants KEY=NUMBER (disk_mb, memory_mb, pids, cpu, "
+				"cpu_weight, cpu_max_millicpu), not '%s'\n",
 				v);
 			json_decref(l);
 			return -1;
@@ -147,7 +148,7 @@ static int limits_of(const struct opts *o, json_t *body)
 			l = json_object();
 		char key[64];
 		snprintf(key, sizeof key, "%.*s", (int)(eq - v), v);
-		json_object_set_new(l, key, json_integer(x));
+		json_object_set_new(l, key, *end ? json_real(f) : json_integer(x));
 	}
 	if (l)
 		json_object_set_new(body, "limits", l);

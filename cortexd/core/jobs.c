@@ -392,8 +392,8 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 	o.n_binds = nb;
 	o.uid = j->uid;
 	o.gid = j->uid;
-	o.memory_max = c->sandbox_memory_max;
-	o.pids_max = c->sandbox_pids_max;
+	o.memory_max = j->memory_mb << 20;
+	o.pids_max = j->pids;
 	o.cpu_weight = j->cpu_weight;
 	o.cpu_max_millicpu = j->cpu_max_milli;
 	o.mount_dir = SYNC_MOUNT_DIR; /* MCP packages are attached here at run time */

@@ -70,6 +70,7 @@ struct prepare_job {
 	uid_t uid;              /* the session's own uid (= gid) */
 	uint64_t disk_mb;
 	uint32_t cpu_weight, cpu_max_milli;
+	uint64_t memory_mb, pids; /* 0 = no limit */
 	int gateway_port;       /* the model gateway's TCP port (0 = no gateway): with
 	                           cfg->sandbox_net_isolated ws-agent forwards it inside */
 	int egress;             /* the egress proxy runs: ws-agent forwards cfg->egress_port to it */

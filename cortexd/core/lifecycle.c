@@ -116,6 +116,8 @@ static int start_prepare(struct session *s, cx_err *err)
 	j->disk_mb = s->spec.disk_mb;
 	j->cpu_weight = s->spec.cpu_weight;
 	j->cpu_max_milli = s->spec.cpu_max_milli;
+	j->memory_mb = s->spec.memory_mb;
+	j->pids = s->spec.pids;
 	j->gateway_port = s->d->cfg.gateway_enabled ? gateway_port() : 0;
 	if (s->lc.sb) { /* broken: the job stops what is left of it first */
 		log_info("session %s: its ws-agent link was lost; replacing the sandbox", s->id);

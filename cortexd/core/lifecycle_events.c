@@ -140,6 +140,10 @@ static void spec_defaults(struct session *s)
 		s->spec.disk_mb = c->sandbox_disk_mb;
 	if (!s->spec.cpu_weight)
 		s->spec.cpu_weight = c->sandbox_cpu_weight;
+	if (!s->spec.memory_mb) /* records from before these limits: the config's */
+		s->spec.memory_mb = c->sandbox_memory_max >> 20;
+	if (!s->spec.pids)
+		s->spec.pids = c->sandbox_pids_max;
 }
 
 struct session *lifecycle_new(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,

@@ -57,6 +57,16 @@ struct session *session_find(struct cortexd *d, const char *id)
 	return NULL;
 }
 
+/* The contract's names (disk_mb, memory_mb, pids, cpu: CPUs, 0 = no cap) and
+ * cortexd's finer ones (cpu_weight, cpu_max_millicpu, the same cap). */
+static json_t *limits_json(const struct session_spec *p)
+{
+	return json_pack("{s:I,s:I,s:I,s:f,s:i,s:i}", "disk_mb", (json_int_t)p->disk_mb, "memory_mb",
+			 (json_int_t)p->memory_mb, "pids", (json_int_t)p->pids, "cpu",
+			 (double)p->cpu_max_milli / 1000.0, "cpu_weight", (int)p->cpu_weight,
+			 "cpu_max_millicpu", (int)p->cpu_max_milli);
+}
+
 json_t *session_to_json(const struct session *s)
 {
 	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i}", "id", s->id, "state", sess_state_name(s->lc.state),
@@ -77,9 +87,7 @@ json_t *session_to_json(const struct session *s)
 	json_object_set_new(o, "ready_ms", s->lc.ready_ms >= 0 ? json_real(s->lc.ready_ms) : json_null());
 	json_object_set_new(o, "turns", json_integer((json_int_t)s->turns));
 	json_object_set_new(o, "image", json_string(s->spec.image));
-	json_object_set_new(o, "limits", json_pack("{s:I,s:i,s:i}", "disk_mb", (json_int_t)s->spec.disk_mb,
-						   "cpu_weight", (int)s->spec.cpu_weight, "cpu_max_millicpu",
-						   (int)s->spec.cpu_max_milli));
+	json_object_set_new(o, "limits", limits_json(&s->spec));
 	if (s->spec.repo_url[0])
 		json_object_set_new(o, "repo", json_pack("{s:s,s:s,s:s}", "url", s->spec.repo_url, "ref",
 							 s->spec.repo_ref, "state",
@@ -89,9 +97,8 @@ json_t *session_to_json(const struct session *s)
 
 static json_t *spec_json(const struct session_spec *p)
 {
-	json_t *o = json_pack("{s:s,s:{s:I,s:i,s:i},s:I}", "image", p->image, "limits", "disk_mb",
-			      (json_int_t)p->disk_mb, "cpu_weight", (int)p->cpu_weight, "cpu_max_millicpu",
-			      (int)p->cpu_max_milli, "uid", (json_int_t)p->uid);
+	json_t *o = json_pack("{s:s,s:o,s:I}", "image", p->image, "limits", limits_json(p), "uid",
+			      (json_int_t)p->uid);
 	if (o && p->repo_url[0])
 		json_object_set_new(o, "repo", json_pack("{s:s,s:s,s:s,s:b}", "url", p->repo_url, "ref",
 							 p->repo_ref, "secret", p->repo_secret, "done",
@@ -118,6 +125,10 @@ void session_spec_load(struct session *s, json_t *o)
 		p->cpu_weight = (uint32_t)json_integer_value(v);
 	if ((v = json_object_get(l, "cpu_max_millicpu")) && json_is_integer(v))
 		p->cpu_max_milli = (uint32_t)json_integer_value(v);
+	if ((v = json_object_get(l, "memory_mb")) && json_is_integer(v))
+		p->memory_mb = (uint64_t)json_integer_value(v);
+	if ((v = json_object_get(l, "pids")) && json_is_integer(v))
+		p->pids = (uint64_t)json_integer_value(v);
 	if ((v = json_object_get(o, "uid")) && json_is_integer(v))
 		p->uid = (uid_t)json_integer_value(v);
 	json_t *r = json_object_get(o, "repo");

@@ -208,6 +208,8 @@ struct session_spec {
 	uint64_t disk_mb;        /* home + /workspace + the root's upper, kernel-enforced */
 	uint32_t cpu_weight;     /* cgroup cpu weight */
 	uint32_t cpu_max_milli;  /* 0 = no cap */
+	uint64_t memory_mb;      /* cgroup memory.max; 0 = the config's (sandbox.memory_max_mb) */
+	uint64_t pids;           /* cgroup pids.max; 0 = the config's (sandbox.pids_max) */
 	uid_t uid;               /* the session's own uid (and gid), from sandbox.uid_base.. */
 	char repo_url[1024];     /* "" = no repo */
 	char repo_ref[256];      /* "" = the remote's HEAD */

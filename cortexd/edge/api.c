@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -142,6 +143,64 @@ static void sess_del_then(void *arg, int rc, const cx_err *err, struct api_resp 
 	free(w);
 }
 
+/* "limits" of a create: the contract's disk_mb, memory_mb, pids and cpu (CPUs,
+ * a number), plus cortexd's cpu_weight and cpu_max_millicpu (cpu in
+ * thousandths; give one of the two).  Each is bounded by the config: a
+ * session may ask for less than the operator's maximum, never more. */
+static int session_limits_parse(json_t *l, const config *c, struct session_spec *p, struct api_resp *resp)
+{
+	static const char *const lk[] = {"disk_mb", "memory_mb", "pids", "cpu", "cpu_weight", "cpu_max_millicpu", NULL};
+	if (!json_is_object(l)) {
+		api_error(resp, 400, "bad_request", "\"limits\" must be an object");
+		return -1;
+	}
+	if (api_only_keys(l, lk, "limits", resp) < 0)
+		return -1;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	long long cpu_cap = c->sandbox_cpu_max_millicpu ? (long long)c->sandbox_cpu_max_millicpu
+							: (ncpu > 0 ? ncpu : 1) * 1000LL;
+	const struct {
+		const char *k;
+		long long lo, hi;
+	} r[] = {{"disk_mb", 16, (long long)c->sandbox_disk_max_mb},
+		 {"memory_mb", 64, c->sandbox_memory_max ? (long long)(c->sandbox_memory_max >> 20) : 1LL << 24},
+		 {"pids", 16, c->sandbox_pids_max ? (long long)c->sandbox_pids_max : 1LL << 22},
+		 {"cpu_weight", 1, 10000},
+		 {"cpu_max_millicpu", c->sandbox_cpu_max_millicpu ? 10 : 0, cpu_cap}};
+	long long val[5] = {(long long)p->disk_mb, (long long)p->memory_mb, (long long)p->pids, p->cpu_weight,
+			    p->cpu_max_milli};
+	for (int i = 0; i < 5; i++) {
+		json_t *x = json_object_get(l, r[i].k);
+		if (!x)
+			continue;
+		if (!json_is_integer(x) || json_integer_value(x) < r[i].lo || json_integer_value(x) > r[i].hi) {
+			api_error(resp, 400, "bad_request", "\"limits.%s\" must be an integer from %lld to %lld",
+				  r[i].k, r[i].lo, r[i].hi);
+			return -1;
+		}
+		val[i] = json_integer_value(x);
+	}
+	json_t *cpu = json_object_get(l, "cpu");
+	if (cpu) {
+		double v = json_number_value(cpu), hi = (double)cpu_cap / 1000.0;
+		if (json_object_get(l, "cpu_max_millicpu")) {
+			api_error(resp, 400, "bad_request", "\"limits\": give \"cpu\" or \"cpu_max_millicpu\", not both");
+			return -1;
+		}
+		if (!json_is_number(cpu) || !(v >= 0.01 && v <= hi)) {
+			api_error(resp, 400, "bad_request", "\"limits.cpu\" must be a number of CPUs from 0.01 to %g", hi);
+			return -1;
+		}
+		val[4] = (long long)(v * 1000.0 + 0.5);
+	}
+	p->disk_mb = (uint64_t)val[0];
+	p->memory_mb = (uint64_t)val[1];
+	p->pids = (uint64_t)val[2];
+	p->cpu_weight = (uint32_t)val[3];
+	p->cpu_max_milli = (uint32_t)val[4];
+	return 0;
+}
+
 /* The create body's image, limits and repo into spec (defaults from the
  * config).  0, or -1 with a 400 already in resp. */
 static int parse_spec(struct cortexd *d, const char *user, json_t *o, struct session_spec *p,
@@ -165,36 +224,11 @@ static int parse_spec(struct cortexd *d, const char *user, json_t *o, struct ses
 	p->disk_mb = c->sandbox_disk_mb;
 	p->cpu_weight = c->sandbox_cpu_weight;
 	p->cpu_max_milli = c->sandbox_cpu_max_millicpu;
+	p->memory_mb = c->sandbox_memory_max >> 20;
+	p->pids = c->sandbox_pids_max;
 	json_t *l = json_object_get(o, "limits");
-	if (l) {
-		static const char *const lk[] = {"disk_mb", "cpu_weight", "cpu_max_millicpu", NULL};
-		if (!json_is_object(l)) {
-			api_error(resp, 400, "bad_request", "\"limits\" must be an object");
-			return -1;
-		}
-		if (api_only_keys(l, lk, "limits", resp) < 0)
-			return -1;
-		const struct {
-			const char *k;
-			long long lo, hi;
-		} r[] = {{"disk_mb", 16, (long long)c->sandbox_disk_max_mb}, {"cpu_weight", 1, 10000},
-			 {"cpu_max_millicpu", 0, 1 << 20}};
-		long long val[3] = {(long long)p->disk_mb, p->cpu_weight, p->cpu_max_milli};
-		for (int i = 0; i < 3; i++) {
-			json_t *x = json_object_get(l, r[i].k);
-			if (!x)
-				continue;
-			if (!json_is_integer(x) || json_integer_value(x) < r[i].lo || json_integer_value(x) > r[i].hi) {
-				api_error(resp, 400, "bad_request", "\"limits.%s\" must be an integer from %lld to %lld",
-					  r[i].k, r[i].lo, r[i].hi);
-				return -1;
-			}
-			val[i] = json_integer_value(x);
-		}
-		p->disk_mb = (uint64_t)val[0];
-		p->cpu_weight = (uint32_t)val[1];
-		p->cpu_max_milli = (uint32_t)val[2];
-	}
+	if (l && session_limits_parse(l, c, p, resp) < 0)
+		return -1;
 	json_t *r = json_object_get(o, "repo");
 	if (r) {
 		static const char *const rk[] = {"url", "ref", "secret", NULL};

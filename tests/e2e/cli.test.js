@@ -303,7 +303,7 @@ async function settingsTests(as) {
   r = await ctl(['sessions', 'create', '--wait'], as);
   const sid = r.stdout.trim();
   L.check(r.code === 0 && /^s_\S+$/.test(sid), 'sessions create --wait: the id once ready', 's_...', [r.code, r.stdout, r.stderr]);
-  r = await ctl(['--json', 'sessions', 'create', '--surface', 'voice', '--idle', '600', '--limit', 'disk_mb=256'], as);
+  r = await ctl(['--json', 'sessions', 'create', '--surface', 'voice', '--idle', '600', '--limit', 'disk_mb=256', '--limit', 'cpu=0.5', '--limit', 'memory_mb=512'], as);
   const s2 = json(r.stdout);
   L.eq([r.code, s2.surface], [0, 'voice'], 'sessions create --surface voice --json');
   r = await ctl(['sessions', 'create', '--limit', 'disk_mb=1'], as);
@@ -311,7 +311,7 @@ async function settingsTests(as) {
   r = await ctl(['sessions', 'ls'], as);
   L.check(r.code === 0 && r.stdout.includes(sid) && r.stdout.includes(s2.id) && /voice/.test(r.stdout), 'sessions ls: a table of both', 'both ids', r.stdout);
   r = await ctl(['--json', 'sessions', 'show', s2.id], as);
-  L.eq([r.code, json(r.stdout).idle_sleep_s, json(r.stdout).limits.disk_mb], [0, 600, 256], 'sessions show --json: idle and limits as asked');
+  L.eq([r.code, json(r.stdout).idle_sleep_s, json(r.stdout).limits.disk_mb, json(r.stdout).limits.cpu, json(r.stdout).limits.memory_mb], [0, 600, 256, 0.5, 512], 'sessions show --json: idle and limits as asked (cpu a number)');
   r = await ctl(['sessions', 'show', sid], as);
   L.check(r.code === 0 && /^state:\s+ready$/m.test(r.stdout), 'sessions show: key: value lines', 'state: ready', r.stdout);
   r = await ctl(['sessions', 'show', 's_nope'], as);

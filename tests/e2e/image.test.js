@@ -116,6 +116,27 @@ function startGit(root, token) {
   L.check(cg.length && (cg[0][0] === 'cpu.weight' ? cg[0][1] === '300' : cg[0][1] === '3072'), "limits.cpu_weight lands in the session's cgroup", 'weight 300 / shares 3072', cg);
   L.check(uidB >= 200000 && uidB !== uidA, 'each session has its own uid', `!= ${uidA}`, uidB);
 
+  // ---- the contract's limit names: memory_mb, pids, cpu (CPUs) land in the cgroup
+  r = await L.http(d.base, 'POST', '/v1/sessions', bob, {limits: {memory_mb: 1 << 30}});
+  L.eq(r.status, 400, 'limits.memory_mb over the config maximum: 400');
+  r = await L.http(d.base, 'POST', '/v1/sessions', bob, {limits: {cpu: 0.5, cpu_max_millicpu: 500}});
+  L.eq(r.status, 400, 'limits.cpu and limits.cpu_max_millicpu together: 400');
+  r = await L.http(d.base, 'POST', '/v1/sessions', bob, {limits: {pids: 'many'}});
+  L.eq(r.status, 400, 'limits.pids not an integer: 400');
+  const slim = await create(d, bob, {limits: {memory_mb: 300, pids: 100, cpu: 0.25}});
+  await hot(d, bob, slim, 'bob with memory, pids and cpu limits');
+  const lim = (await L.http(d.base, 'GET', `/v1/sessions/${slim}`, bob)).json.limits;
+  L.eq([lim.memory_mb, lim.pids, lim.cpu, lim.cpu_max_millicpu], [300, 100, 0.25, 250], 'the session reports the limits it asked for');
+  const cgf = f => ['/sys/fs/cgroup/cortex/' + slim + '/' + f].filter(x => fs.existsSync(x)).map(x => fs.readFileSync(x, 'utf8').trim())[0];
+  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers')) {
+    L.eq([cgf('memory.max'), cgf('pids.max'), cgf('cpu.max')], [String(300 << 20), '100', '25000 100000'], "memory_mb, pids and cpu land in the session's cgroup (v2)");
+  } else {
+    const v1 = (c, f) => { try { return fs.readFileSync(`/sys/fs/cgroup/${c}/cortex/${slim}/${f}`, 'utf8').trim(); } catch (e) { return null; } };
+    L.eq([v1('memory', 'memory.limit_in_bytes'), v1('pids', 'pids.max')], [String(300 << 20), '100'], "memory_mb and pids land in the session's cgroup (v1)");
+  }
+  r = await L.http(d.base, 'DELETE', `/v1/sessions/${slim}`, bob);
+  L.eq(r.status, 204, 'delete the limited session');
+
   out = await run(ca, 'dd if=/dev/zero of=/workspace/big bs=1M count=100 2>&1 | grep -i -e space -e copied; df -m /workspace | tail -1');
   L.check(/No space left on device/.test(out), '100 MB into a 64 MB session disk: ENOSPC', 'No space left on device', out.slice(0, 300));
   fr = await L.turn(cb, 'bob after the fill');
