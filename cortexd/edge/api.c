@@ -19,6 +19,7 @@
 #include "refuse.h"
 #include "repo.h"
 #include "settings.h"
+#include "ui.h"
 
 /* ---- users ---- */
 
@@ -440,6 +441,10 @@ void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *r
 			api_reply(resp, 503, json_pack("{s:b,s:s}", "ok", 0, "store", "failing"));
 		else
 			api_reply(resp, 200, json_pack("{s:b}", "ok", 1));
+		return;
+	}
+	if (ui_is_route(p)) { /* the dashboard's static files: no token (it asks for one) */
+		ui_route(req, resp);
 		return;
 	}
 	char user[80] = "";

@@ -15,6 +15,7 @@ struct api_req {
 	const char *query;   /* URI args "a=1&b=2", may be NULL */
 	const char *body_file; /* a body streamed to this file (images_upload_route), or NULL; the route owns it */
 	const char *range;   /* the Range header, or NULL */
+	const char *if_none_match; /* the If-None-Match header, or NULL (ui.c) */
 };
 struct api_defer;
 struct api_resp {
@@ -26,6 +27,8 @@ struct api_resp {
 	struct api_defer *defer; /* set by api_defer(): the reply waits for a job */
 	char stream_file[1024];  /* non-empty: the body is this file, sent chunked and followed while */
 	char stream_name[128];   /* the build of image stream_name runs (GET /v1/images/{name}/log) */
+	const char *const *headers; /* static: more header "name:", "value" pairs, NULL-ended (ui.c) */
+	const char *etag;        /* static: an ETag header, or NULL */
 };
 
 /* Store writes never run on the service thread (SQLite fsyncs): a route that

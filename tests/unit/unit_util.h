@@ -37,7 +37,7 @@ static struct cortexd D;
 static inline struct api_resp unit_call(const char *method, const char *path, const char *token,
 					const char *body)
 {
-	struct api_req r = {method, path, token, body, body ? strlen(body) : 0, NULL, NULL, NULL};
+	struct api_req r = {method, path, token, body, body ? strlen(body) : 0, NULL, NULL, NULL, NULL};
 	struct api_resp resp = {0};
 	api_handle(&D, &r, &resp);
 	api_defer_finish(&resp); /* no worker pool here: the store write runs inline */
