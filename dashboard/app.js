@@ -61,6 +61,11 @@ function signOut() {
   $('#who').textContent = '';
   location.hash = '';
   show('signin');
+  // Nothing of the last token's data stays in the page.
+  $('#sessions tbody').replaceChildren();
+  $('#ft-plots').replaceChildren();
+  $('#ft-summary tbody').replaceChildren();
+  for (const id of ['#rates', '#sandbox-counts', '#egress-counts', '#cache-counts']) $(id).replaceChildren();
 }
 
 // ---- sessions list
@@ -72,13 +77,15 @@ function agentText(s) {
   return parts.join(' · ');
 }
 
-function confirmButton(label, onConfirm) {
-  const b = el('button', {type: 'button', class: 'danger'}, label);
-  let armed = 0;
+// A button that acts on its second click within 3 s.  The list is redrawn
+// every 3 s, so which ids are armed is kept here, not in the button.
+const armed = new Map(); // id -> timer
+function confirmButton(id, label, onConfirm) {
+  const b = el('button', {type: 'button', class: 'danger'}, armed.has(id) ? 'Confirm' : label);
   b.addEventListener('click', () => {
-    if (armed) { clearTimeout(armed); armed = 0; onConfirm(b); return; }
+    if (armed.has(id)) { clearTimeout(armed.get(id)); armed.delete(id); onConfirm(b); return; }
     b.textContent = 'Confirm';
-    armed = setTimeout(() => { armed = 0; b.textContent = label; }, 3000);
+    armed.set(id, setTimeout(() => { armed.delete(id); b.textContent = label; }, 3000));
   });
   return b;
 }
@@ -105,7 +112,7 @@ async function refreshSessions() {
     el('td', {}, ago(s.last_active_at)),
     el('td', {},
       el('button', {type: 'button', class: 'open', onclick: () => { location.hash = '#/session/' + s.id; }}, 'Open'), ' ',
-      confirmButton('Delete', async (b) => {
+      confirmButton(s.id, 'Delete', async (b) => {
         b.disabled = true;
         try { await api('DELETE', '/v1/sessions/' + s.id); } catch (e) { $('#sessions-error').textContent = e.message; }
         refreshSessions();

@@ -33,7 +33,7 @@ async function poll() {
       api('GET', `/v1/metrics/turns?since=${since}&limit=5000`),
       api('GET', `/v1/metrics/summary?since=${since}`),
     ]);
-    firstTokenPlots(turns, since, now);
+    firstTokenPlots(turns, since, now, summary.first_token || {});
     summaryTable(summary);
     if (who === 'admin') adminMetrics(await (await api('GET', '/metrics', undefined, {raw: true})).text(), now);
     $('#metrics-error').textContent = '';
@@ -45,7 +45,7 @@ async function poll() {
 
 // One plot per surface; per path a p50 line (solid) and a p95 line (dashed)
 // over BUCKETS time buckets of the range.
-function firstTokenPlots(turns, since, now) {
+function firstTokenPlots(turns, since, now, bySp) {
   const bySurface = new Map();
   for (const t of turns) {
     if (t.outcome !== 'ok' || typeof t.first_token_ms !== 'number') continue;
@@ -86,7 +86,9 @@ function firstTokenPlots(turns, since, now) {
       out.push({label: `${path} (${rows.length})`, color, points: p50});
       out.push({label: path + ' p95', color, dash: true, points: p95, noLegend: true});
     }
-    drawPlot(c, {series: out, xmin: since, xmax: now, title: `${surface}: first token ms`});
+    const budget = Object.entries(bySp).find(([k]) => k.startsWith(surface + '/'));
+    drawPlot(c, {series: out, xmin: since, xmax: now, title: `${surface}: first token ms`,
+      hline: budget ? {y: budget[1].budget_ms, label: `budget ${budget[1].budget_ms} ms`} : null});
   }
   for (const c of box.querySelectorAll('canvas.ft-plot'))
     if (!keep.has(c.dataset.surface)) c.parentElement.remove();
@@ -125,9 +127,9 @@ function adminMetrics(text, now) {
   kv('#cache-counts', [['config cache hit rate', rate(cfg)], ...Object.entries(cfg).map(([k, v]) => ['config ' + k, String(v)]),
     ['npm cache hit rate', rate(npm)], ...Object.entries(npm).map(([k, v]) => ['npm ' + k, String(v)])]);
   const xmin = series[0].ts, xmax = Math.max(now, xmin + POLL_MS);
-  drawPlot($('#plot-sandboxes'), {xmin, xmax, title: 'sessions by state',
+  drawPlot($('#plot-sandboxes'), {xmin, xmax, title: 'sessions by state', integer: true,
     series: Object.keys(states).map(k => ({label: k, color: STATE_COLOR[k] || '#6b7280', points: series.map(p => [p.ts, p.states[k] || 0])}))});
   const deltas = Object.keys(egress).map(k => ({label: k, color: DECISION_COLOR[k] || '#6b7280',
     points: series.slice(1).map((p, i) => [p.ts, Math.max(0, (p.egress[k] || 0) - (series[i].egress[k] || 0))])}));
-  drawPlot($('#plot-egress'), {xmin, xmax, title: 'egress decisions per ' + POLL_MS / 1000 + ' s', series: deltas});
+  drawPlot($('#plot-egress'), {xmin, xmax, integer: true, title: 'egress decisions per ' + POLL_MS / 1000 + ' s', series: deltas});
 }

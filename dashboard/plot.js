@@ -14,7 +14,7 @@ function timeLabel(ms, span) {
   return span > 2 * 86400e3 ? `${d.getMonth() + 1}/${d.getDate()} ${hm}` : span < 600e3 ? d.toTimeString().slice(0, 8) : hm;
 }
 
-export function drawPlot(canvas, {series, xmin, xmax, title, unit = ''}) {
+export function drawPlot(canvas, {series, xmin, xmax, title, unit = '', integer = false, hline = null}) {
   const dpr = window.devicePixelRatio || 1;
   const W = canvas.clientWidth || canvas.width, H = canvas.clientHeight || canvas.height;
   if (canvas.width !== Math.round(W * dpr)) { canvas.width = Math.round(W * dpr); canvas.height = Math.round(H * dpr); }
@@ -26,8 +26,8 @@ export function drawPlot(canvas, {series, xmin, xmax, title, unit = ''}) {
   g.fillText(title || '', PAD.l, 14);
   const pts = series.flatMap(s => s.points);
   canvas.dataset.points = String(pts.length);
-  let ymax = Math.max(1, ...pts.map(p => p[1])) * 1.1;
-  const ystep = niceStep(ymax, 4);
+  let ymax = Math.max(1, hline ? hline.y : 0, ...pts.map(p => p[1])) * 1.1;
+  const ystep = integer ? Math.max(1, Math.round(niceStep(ymax, 4))) : niceStep(ymax, 4);
   ymax = Math.ceil(ymax / ystep) * ystep;
   if (xmax <= xmin) xmax = xmin + 1;
   const X = (x) => PAD.l + (x - xmin) / (xmax - xmin) * (W - PAD.l - PAD.r);
@@ -39,13 +39,23 @@ export function drawPlot(canvas, {series, xmin, xmax, title, unit = ''}) {
   g.textAlign = 'right';
   for (let y = 0; y <= ymax + 1e-9; y += ystep) {
     g.beginPath(); g.moveTo(PAD.l, Y(y)); g.lineTo(W - PAD.r, Y(y)); g.stroke();
-    g.fillText(Math.round(y) + unit, PAD.l - 4, Y(y) + 4);
+    g.fillText((ystep < 1 ? y.toFixed(1) : Math.round(y)) + unit, PAD.l - 4, Y(y) + 4);
   }
   g.textAlign = 'center';
   const span = xmax - xmin;
   for (let i = 0; i <= 4; i++) {
     const x = xmin + span * i / 4;
+    g.textAlign = i === 0 ? 'left' : i === 4 ? 'right' : 'center';
     g.fillText(timeLabel(x, span), X(x), H - PAD.b + 16);
+  }
+  if (hline) { // a reference level (a surface's first-token budget)
+    g.strokeStyle = '#9aa4ae';
+    g.setLineDash([2, 3]);
+    g.beginPath(); g.moveTo(PAD.l, Y(hline.y)); g.lineTo(W - PAD.r, Y(hline.y)); g.stroke();
+    g.setLineDash([]);
+    g.fillStyle = '#5c6773';
+    g.textAlign = 'right';
+    g.fillText(hline.label, W - PAD.r, Y(hline.y) - 3);
   }
   // series
   for (const s of series) {

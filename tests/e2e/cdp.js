@@ -113,7 +113,10 @@ class Page {
     for (;;) {
       const v = await this.eval(expression);
       if (v) return v;
-      if (Date.now() > deadline) throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}: ${expression}`);
+      if (Date.now() > deadline) {
+        if (this.failShot) await this.screenshot(this.failShot).then(f => console.log('screenshot at the failure: ' + f), () => {});
+        throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}: ${expression}`);
+      }
       await new Promise(r => setTimeout(r, 50)); // poll interval
     }
   }

@@ -56,6 +56,7 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
   const version = (await b.send('Browser.getVersion')).product;
   console.log('browser: ' + version);
   const p = await b.newPage();
+  p.failShot = path.join(ART, 'failure.png');
   await p.cmd('Emulation.setDeviceMetricsOverride', {width: 1280, height: 900, deviceScaleFactor: 1, mobile: false});
   await p.goto(d.base + '/');
   await p.waitFor(`!document.querySelector('#view-signin').hidden`, 'the sign-in form');
@@ -109,7 +110,8 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
   r = await L.http(d.base, 'PUT', `/v1/sessions/${sid}/files?path=${encodeURIComponent('/workspace/notes/from-api.txt')}`, alice, undefined, 'written through the API\n');
   L.check(r.status === 201, 'PUT a file through the API', 201, r.status);
   await p.waitFor(`document.querySelector('#files-list li[data-path="/workspace/notes"]')`, 'the new dir in the listing (live)', 10000);
-  const ev = await p.waitFor(`[...document.querySelectorAll('#fs-events li')].map(l => l.textContent).find(t => /created \\/workspace\\/notes\\/from-api\\.txt/.test(t))`,
+  // A PUT is a temp file renamed over the name: created or modified (docs/protocol.md).
+  const ev = await p.waitFor(`[...document.querySelectorAll('#fs-events li')].map(l => l.textContent).find(t => /(created|modified) \\/workspace\\/notes\\/from-api\\.txt/.test(t))`,
     'the cortex.fs event in the page');
   L.check(!!ev, 'the watch shows the new file live', 'created /workspace/notes/from-api.txt', ev);
   await p.click('#files-list li[data-path="/workspace/notes"]');
@@ -163,6 +165,7 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
   // ---- the admin: sandbox counts, egress decisions, caches
   await p.click('#signout');
   await p.waitFor(`!document.querySelector('#view-signin').hidden`, 'signed out');
+  L.eq(await p.eval(`document.querySelectorAll('#sessions tbody tr, canvas.ft-plot').length`), 0, 'sign out leaves none of the user\'s data in the page');
   L.eq(await p.eval(`sessionStorage.getItem('cortex.token')`), null, 'sign out forgets the token');
   await p.click('#token');
   await p.type(d.admin);
@@ -181,14 +184,18 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
   await p.click('#token');
   await p.type(alice);
   await p.click('#signin');
-  await p.waitFor(`document.querySelector('#sessions tr[data-id="${sid}"]')`, 'the row again');
+  await p.waitFor(`!document.querySelector('#view-sessions').hidden && document.querySelector('#sessions tr[data-id="${sid}"]')`, 'the row again');
   await p.click(`#sessions tr[data-id="${sid}"] button.danger`);
   await p.click(`#sessions tr[data-id="${sid}"] button.danger`); // "Confirm"
   await p.waitFor(`!document.querySelector('#sessions tr[data-id="${sid}"]') && !document.querySelector('#sessions-empty').hidden`, 'the row gone', 30000);
   r = await L.http(d.base, 'GET', '/v1/sessions/' + sid, alice);
   L.eq(r.status, 404, 'Delete + Confirm in the page deleted the session');
 
-  const csp_errors = p.console.filter(l => /Content Security Policy|Refused to/.test(l));
+  // The browser enforces the policy: an outside image put into the page is refused.
+  await p.eval(`document.body.append(Object.assign(document.createElement('img'), {src: 'http://127.0.0.2:9/outside.png'}))`);
+  const refused = await L.poll(() => p.console.find(l => /Refused to load the image 'http:\/\/127\.0\.0\.2:9\/outside\.png'/.test(l)), 10000);
+  L.check(!!refused, 'Chromium enforces the CSP (an outside image is refused)', 'Refused to load the image ...', p.console.slice(-5));
+  const csp_errors = p.console.filter(l => /Content Security Policy|Refused to/.test(l) && !/outside\.png/.test(l));
   L.eq(csp_errors, [], 'no Content-Security-Policy violation in the console');
   L.eq(p.exceptions.map(e => e.exception ? e.exception.description : e.text), [], 'no uncaught script error');
 

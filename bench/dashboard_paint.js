@@ -1,0 +1,54 @@
+// Dashboard first paint (issue 15 point 5): navigation start -> first
+// contentful paint, from the page's own Performance API
+// (performance.getEntriesByName('first-contentful-paint')), in Debian's
+// headless Chromium driving cortexd's GET / on loopback.  Two ways:
+//   cold         the browser's cache disabled (every file fetched whole)
+//   revalidated  the cache on: each file is revalidated by ETag (304)
+// and, signed in as a user, the time until the sessions table is filled
+// (navigation start -> the first row in the DOM).  BENCH_ROUNDS loads each
+// (default 20); p50/p95 in ms.
+'use strict';
+const L = require('../tests/e2e/lib');
+const {launch} = require('../tests/e2e/cdp');
+const {pct} = require('./lib');
+
+const N = Number(process.env.BENCH_ROUNDS || 20);
+
+(async () => {
+  const d = await L.startCortexd({env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
+  const tok = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'bench'})).json.token;
+  await L.http(d.base, 'POST', '/v1/sessions', tok, {});
+  const b = await launch(L.tmpdir('chromium'));
+  const version = (await b.send('Browser.getVersion')).product;
+  const p = await b.newPage();
+  await p.cmd('Network.enable');
+  const fcp = () => p.waitFor(`(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime`, 'FCP');
+  const rows = {};
+  for (const mode of ['cold', 'revalidated']) {
+    await p.cmd('Network.setCacheDisabled', {cacheDisabled: mode === 'cold'});
+    await p.goto(d.base + '/'); // warm the cache for "revalidated"
+    const xs = [];
+    for (let i = 0; i < N; i++) { await p.goto(d.base + '/'); xs.push(await fcp()); }
+    rows[mode] = xs;
+  }
+  await p.cmd('Network.setCacheDisabled', {cacheDisabled: false});
+  await p.eval(`sessionStorage.setItem('cortex.token', ${JSON.stringify(tok)})`);
+  // The moment the first row lands in the DOM, noted by the page itself (a
+  // DevTools-injected observer: not subject to the page's CSP).
+  await p.cmd('Page.addScriptToEvaluateOnNewDocument', {source: `new MutationObserver((_, o) => {
+    if (document.querySelector('#sessions tbody tr')) { window.__listed = performance.now(); o.disconnect(); }
+  }).observe(document, {subtree: true, childList: true});`});
+  const listed = [];
+  for (let i = 0; i < N; i++) {
+    await p.goto(d.base + '/');
+    listed.push(await p.waitFor('window.__listed', 'a session row'));
+  }
+  rows['signed in: sessions table filled'] = listed;
+  console.log(`\nDashboard first paint (${version}, ${N} loads each)`);
+  console.log('| load | p50 ms | p95 ms |\n|---|---|---|');
+  for (const [k, xs] of Object.entries(rows))
+    console.log(`| ${k === 'cold' ? 'first contentful paint, cache disabled' : k === 'revalidated' ? 'first contentful paint, cache revalidated (304)' : k} | ${pct(xs, 50).toFixed(1)} | ${pct(xs, 95).toFixed(1)} |`);
+  await b.close();
+  await d.stop();
+  process.exit(0);
+})();
