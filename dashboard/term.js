@@ -1,9 +1,10 @@
 // term.js — the terminal pane: a command run with a pty through the session
 // socket's exec frames (docs/protocol.md):
 //   → {"type":"exec","id","cmd":[...],"cwd":"/workspace","pty":{"cols","rows"}}
-//   → {"type":"stdin","id","data"}   {"type":"resize","id","cols","rows"}   {"type":"cancel","id"}
-//   ← output frames carrying this "id" and "data" (text, or base64 when "encoding":"base64")
-//   ← {"type":"cortex.exit","id","code"}
+//   → {"type":"stdin","id","data"}   {"type":"resize","id","cols","rows"}   {"type":"exec_cancel","id"}
+//   ← {"type":"cortex.exec_started","id","pid"}
+//   ← {"type":"cortex.stdout"|"cortex.stderr","id","data"} (UTF-8 text; base64 if "encoding":"base64")
+//   ← {"type":"cortex.exit","id","code"}, or {"type":"cortex.error","id","code","message"}
 // The screen is a small VT100 subset (cursor moves, erase, colours dropped),
 // enough for a shell prompt and line-oriented programs; not a full emulator.
 const MAX_LINES = 2000;
@@ -54,13 +55,15 @@ export class Terminal {
     this.render();
   }
 
-  stop() { if (this.id) this.send({type: 'cancel', id: this.id}); }
+  stop() { if (this.id) this.send({type: 'exec_cancel', id: this.id}); }
 
   owns(f) { return this.id !== null && f.id === this.id; }
 
   frame(f) {
     if (f.type === 'cortex.exit') {
       this.finish(`exited with code ${f.code}${f.signal ? ' (signal ' + f.signal + ')' : ''}`);
+    } else if (f.type === 'cortex.exec_started') {
+      this.setStatus(`running (pid ${f.pid})`);
     } else if (f.type === 'cortex.error') {
       this.finish(`${f.code}: ${f.message}`);
     } else if (typeof f.data === 'string') {

@@ -193,8 +193,8 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
 
   // The browser enforces the policy: an outside image put into the page is refused.
   await p.eval(`document.body.append(Object.assign(document.createElement('img'), {src: 'http://127.0.0.2:9/outside.png'}))`);
-  const refused = await L.poll(() => p.console.find(l => /Refused to load the image 'http:\/\/127\.0\.0\.2:9\/outside\.png'/.test(l)), 10000);
-  L.check(!!refused, 'Chromium enforces the CSP (an outside image is refused)', 'Refused to load the image ...', p.console.slice(-5));
+  const refused = await L.poll(() => p.console.find(l => /(Refused to load|Loading) the image 'http:\/\/127\.0\.0\.2:9\/outside\.png'.*Content Security Policy/.test(l)), 10000);
+  L.check(!!refused, 'Chromium enforces the CSP (an outside image is refused)', 'Loading the image ... violates ... Content Security Policy', p.console.slice(-5));
   const csp_errors = p.console.filter(l => /Content Security Policy|Refused to/.test(l) && !/outside\.png/.test(l));
   L.eq(csp_errors, [], 'no Content-Security-Policy violation in the console');
   L.eq(p.exceptions.map(e => e.exception ? e.exception.description : e.text), [], 'no uncaught script error');
