@@ -25,7 +25,7 @@ function connect(c) {
     onFrame(c, f);
   };
   ws.onclose = (ev) => {
-    if (cur !== c) return; // left the view
+    if (cur !== c || c.gone) return; // left the view, or the session was deleted
     $('#ws-state').textContent = `disconnected (${ev.code}); reconnecting…`;
     c.term.detached();
     c.retry = setTimeout(() => connect(c), c.backoff);
@@ -234,6 +234,7 @@ async function refreshHeader(c) {
       (s.agent_pid ? ` pid ${s.agent_pid}` : '') + ` gen ${s.agent_gen}`;
   } catch (e) {
     $('#sess-state').textContent = e.status === 404 ? 'deleted' : e.message;
+    if (e.status === 404) c.gone = true;
   }
 }
 

@@ -146,8 +146,26 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
     const st = await p.waitFor(`/exited/.test(document.querySelector('#term-status').textContent) && document.querySelector('#term-status').textContent`, 'the exit');
     L.eq(st, 'exited with code 3', 'cortex.exit ends the terminal with its code');
   } else {
-    console.log('NOT CHECKED terminal: this cortexd answers exec frames with bad_frame (exec over the WebSocket not merged yet)');
+    console.log('NOT CHECKED terminal against cortexd: this cortexd answers exec frames with bad_frame (exec over the WebSocket not merged yet)');
   }
+  // The terminal's screen and keys on their own (term.js loaded as the page loads it).
+  const vt = await p.eval(`(async () => {
+    const {Terminal} = await import('/ui/term.js');
+    const pre = document.createElement('pre'), sent = [];
+    document.body.append(pre);
+    const t = new Terminal(pre, (o) => { sent.push(o); return true; }, document.createElement('span'));
+    t.write('hello\\r\\nwor\\x1b[1mld\\x1b[0m\\r\\nabc\\bX\\r\\n\\x1b]0;a title\\x07$ ls -l\\x1b[5D\\x1b[K');
+    const screen = pre.textContent;
+    t.id = 'vt';
+    for (const k of [{key: 'l'}, {key: 'Enter'}, {key: 'c', ctrlKey: true}, {key: 'ArrowUp'}, {key: 'Backspace'}])
+      pre.dispatchEvent(new KeyboardEvent('keydown', Object.assign({bubbles: true, cancelable: true}, k)));
+    t.dispose();
+    pre.remove();
+    return {screen, sent};
+  })()`);
+  L.eq(vt.screen, 'hello\nworld\nabX\n$ ', 'the terminal screen: CR/LF, colours dropped, backspace, title skipped, cursor left + erase');
+  L.eq(vt.sent.map(o => o.type === 'stdin' ? o.data : o.type), ['l', '\r', '\x03', '\x1b[A', '\x7f', 'exec_cancel'],
+    'keys become stdin frames (Enter CR, Ctrl+C ^C, arrows, DEL); closing cancels the command');
   await shot('03-session');
 
   // ---- metrics: the first-token plot of alice's own turns
