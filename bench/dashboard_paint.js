@@ -20,7 +20,8 @@ const N = Number(process.env.BENCH_ROUNDS || 20);
   const d = await L.startCortexd({env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
   const tok = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'bench'})).json.token;
   await L.http(d.base, 'POST', '/v1/sessions', tok, {});
-  const b = await launch(L.tmpdir('chromium'));
+  const profile = L.tmpdir('chromium');
+  const b = await launch(profile);
   const version = (await b.send('Browser.getVersion')).product;
   const p = await b.newPage();
   await p.cmd('Network.enable');
@@ -59,6 +60,7 @@ const N = Number(process.env.BENCH_ROUNDS || 20);
     console.log(`| ${{floor: 'floor: a one-line page (Node http, loopback), first contentful paint', cold: 'dashboard, cache disabled: first contentful paint',
       revalidated: 'dashboard, cache revalidated (304): first contentful paint'}[k] || 'dashboard, ' + k} | ${pct(xs, 50).toFixed(1)} | ${pct(xs, 95).toFixed(1)} |`);
   await b.close();
+  require('fs').rmSync(profile, {recursive: true, force: true});
   await d.stop();
   process.exit(0);
 })();

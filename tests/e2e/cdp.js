@@ -56,7 +56,9 @@ class Browser {
     const msg = {id, method, params};
     if (sessionId) msg.sessionId = sessionId;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, {resolve, reject, method});
+      // Bounded: a renderer that hangs fails the test, naming the command.
+      const t = setTimeout(() => { this.pending.delete(id); reject(new Error(`${method}: no answer within 60 s ${JSON.stringify(params).slice(0, 300)}`)); }, 60000);
+      this.pending.set(id, {resolve: (v) => { clearTimeout(t); resolve(v); }, reject: (e) => { clearTimeout(t); reject(e); }, method});
       this.ws.send(JSON.stringify(msg));
     });
   }

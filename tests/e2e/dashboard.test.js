@@ -52,7 +52,8 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
   // ---- the browser
   fs.rmSync(ART, {recursive: true, force: true});
   fs.mkdirSync(ART, {recursive: true});
-  const b = await launch(L.tmpdir('chromium'));
+  const profile = L.tmpdir('chromium');
+  const b = await launch(profile);
   const version = (await b.send('Browser.getVersion')).product;
   console.log('browser: ' + version);
   const p = await b.newPage();
@@ -104,6 +105,28 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
   L.check(partial.size >= 3, 'the text grew in steps while streaming (deltas rendered as they came)', '>= 3 partial lengths', [...partial]);
   const userMsg = await p.eval(`document.querySelector('#chat-log .msg.user').textContent`);
   L.eq(userMsg, 'stream to the dashboard please SLOW120', 'the user message is shown');
+
+  // ---- a cut mid-reply (the browser's connections to cortexd destroyed with
+  // `ss -K`, as a network drop would): the page reconnects, sends resume with
+  // the last seq it saw, and the reply ends whole
+  await p.click('#chat-input');
+  await p.type('resume me across a cut SLOW250');
+  await p.press('Enter');
+  await p.waitFor(`(() => { const m = [...document.querySelectorAll('#chat-log .msg.assistant')].pop();
+    return m && m.classList.contains('streaming') && m.textContent.length > 10; })()`, 'the second reply streaming', 90000);
+  await p.eval(`window.__cut = new Promise(res => new MutationObserver((_, o) => {
+    if (/disconnected/.test(document.querySelector('#ws-state').textContent)) { o.disconnect();
+      res([...document.querySelectorAll('#chat-log .msg.assistant')].pop().textContent); } })
+    .observe(document.querySelector('#ws-state'), {childList: true, characterData: true, subtree: true})); 0`);
+  const ss = require('child_process').spawnSync('ss', ['-K', `dport = :${d.port}`], {encoding: 'utf8'});
+  L.check(ss.status === 0, 'ss -K cuts the browser\'s connections to cortexd', 0, ss.stderr);
+  const cutAt = await p.eval(`Promise.race([window.__cut, new Promise(r => setTimeout(() => r('(no cut seen in 10 s: ' +
+    document.querySelector('#ws-state').textContent + ')'), 10000))])`);
+  const second = await p.waitFor(`(() => { const m = [...document.querySelectorAll('#chat-log .msg.assistant')].pop();
+    return m && m.classList.contains('done') && m.querySelector('.text').textContent; })()`, 'the second reply after the reconnect', 90000);
+  L.check(!/Done\./.test(cutAt), 'the socket was cut before the reply ended', 'partial', cutAt);
+  L.eq(second, 'Echo: resume me across a cut SLOW250. Done.', 'after the reconnect, resume by seq completes the reply: nothing lost, nothing twice');
+  L.eq(await p.eval(`document.querySelector('#ws-state').textContent`), 'connected', 'the page is connected again');
 
   // ---- files: a file written through the API appears (cortex.fs), opens, is edited in the page
   await p.waitFor(`document.querySelector('#files-path').textContent === '/workspace'`, 'the files pane on /workspace');
@@ -227,6 +250,7 @@ const ART = path.join(path.dirname(process.env.CORTEX_TEST_TMP || '/tmp/x'), 'ar
   console.log(`dashboard first contentful paint: p50 ${fcp[2].toFixed(1)} ms over 5 loads (${fcp.map(x => x.toFixed(1)).join(', ')}) in ${version}`);
   console.log('screenshots kept in ' + ART);
   await b.close();
+  fs.rmSync(profile, {recursive: true, force: true});
   L.check(await d.stop() === 0, 'cortexd exits cleanly', 0, 'non-zero');
   L.done();
 })(); // a throw fails the test through lib.js's handler (with cortexd's log tail)
