@@ -38,3 +38,5 @@ node "$root/bench/concurrency.js"
 BUILD="$root/build" bash "$root/bench/clone_bench.sh"
 # Issue 15 point 1: files API list/read/write latency (awake and asleep) and watch latency.
 node "$root/bench/files.js"
+# Issue 15 point 5: the dashboard's first contentful paint in headless Chromium.
+node "$root/bench/dashboard_paint.js"

@@ -20,6 +20,7 @@
 #include "refuse.h"
 #include "repo.h"
 #include "settings.h"
+#include "ui.h"
 
 /* ---- users ---- */
 
@@ -481,6 +482,10 @@ void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *r
 	}
 	if (!strcmp(p, "/v1/openapi.json")) {
 		openapi_route(req, resp);
+		return;
+	}
+	if (ui_is_route(p)) { /* the dashboard's static files: no token (it asks for one) */
+		ui_route(req, resp);
 		return;
 	}
 	char user[80] = "";

@@ -75,11 +75,8 @@ static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 			close(h->upfd);
 			h->upfd = 0;
 		}
-		struct api_req r = {h->method,	 h->path,
-				    h->token[0] ? h->token : NULL,
-				    h->body,	 h->body_len,
-				    h->query,	 h->upload[0] ? h->upload : NULL,
-				    h->range[0] ? h->range : NULL,
+		struct api_req r = {h->method, h->path, h->token[0] ? h->token : NULL, h->body, h->body_len,
+				    h->query, h->upload[0] ? h->upload : NULL, h->range[0] ? h->range : NULL,
 				    h->inm[0] ? h->inm : NULL};
 		api_handle(d, &r, &h->resp);
 		if (h->resp.defer || h->resp.status < 300)
@@ -148,22 +145,26 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 {
 	size_t blen = h->resp.body ? (h->resp.body_len ? h->resp.body_len : strlen(h->resp.body)) : 0;
 	if (!h->headers_sent) {
-		unsigned char buf[LWS_PRE + 640];
+		unsigned char buf[LWS_PRE + 1536];
 		unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
-		const char *cr = h->resp.content_range;
-		int binary = h->resp.body_len || (h->resp.ctype && !strcmp(h->resp.ctype, "application/octet-stream"));
+		const char *cr = h->resp.content_range, *const *xh = h->resp.headers, *et = h->resp.etag;
+		int binary = !xh && (h->resp.body_len || (h->resp.ctype && !strcmp(h->resp.ctype, "application/octet-stream")));
 		if (lws_add_http_common_headers(wsi, (unsigned int)h->resp.status,
 						blen ? (h->resp.ctype ? h->resp.ctype : "application/json") : NULL, (lws_filepos_t)blen, &p, end) ||
 		    (cr[0] && lws_add_http_header_by_name(wsi, (const unsigned char *)"content-range:",
 							  (const unsigned char *)cr, (int)strlen(cr), &p, end)) ||
 		    (binary && lws_add_http_header_by_name(wsi, (const unsigned char *)"accept-ranges:",
 							   (const unsigned char *)"bytes", 5, &p, end)) ||
-		    (h->resp.etag && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ETAG,
-								  (const unsigned char *)h->resp.etag,
-								  (int)strlen(h->resp.etag), &p, end)) ||
 		    (h->close_after &&
 		     lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end)) ||
-		    lws_finalize_write_http_header(wsi, start, &p, end))
+		    (et && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ETAG, (const unsigned char *)et,
+							(int)strlen(et), &p, end)))
+			return -1;
+		for (; xh && xh[0]; xh += 2)
+			if (lws_add_http_header_by_name(wsi, (const unsigned char *)xh[0], (const unsigned char *)xh[1],
+							(int)strlen(xh[1]), &p, end))
+				return -1;
+		if (lws_finalize_write_http_header(wsi, start, &p, end))
 			return -1;
 		h->headers_sent = 1;
 		if (blen) {

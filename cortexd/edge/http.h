@@ -10,7 +10,7 @@ struct http_conn {
 	char token[300];
 	char query[1280];   /* URI args joined with '&' ("" if none; over the cap: cut) */
 	char range[128];    /* the Range header ("" if none) */
-	char inm[128];      /* the If-None-Match header ("" if none) */
+	char inm[256];      /* the If-None-Match header ("" if none; a longer one is dropped) */
 	size_t body_off;    /* bytes of a large response body already written */
 	char *body;
 	size_t body_len, expect;
