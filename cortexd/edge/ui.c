@@ -62,11 +62,12 @@ void ui_route(const struct api_req *req, struct api_resp *resp)
 		return;
 	}
 	resp->headers = ui_headers;
-	resp->etag = a->etag;
 	if (etag_listed(req->if_none_match, a->etag)) {
-		api_reply(resp, 304, NULL);
+		api_reply(resp, 304, NULL); /* clears etag: set it after */
+		resp->etag = a->etag;
 		return;
 	}
+	resp->etag = a->etag;
 	char *b = malloc(a->len + 1);
 	if (!b) {
 		api_error(resp, 500, "internal", "out of memory");
