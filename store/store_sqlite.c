@@ -16,6 +16,7 @@
  * COMMIT with SQLITE_BUSY.
  */
 #include "store.h"
+#include "store_evlog.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define SQ_BUSY_TIMEOUT_MS 5000
 
@@ -41,6 +43,9 @@ enum sq_stmt {
 	ST_ROLLBACK,
 	ST_BUMP,
 	ST_REV,
+	ST_LEASE_SET,
+	ST_LEASE_CLEAR,
+	ST_LEASE_KEYS,
 	ST__COUNT
 };
 
@@ -52,13 +57,17 @@ static const char *const sq_sql[ST__COUNT] = {
     [ST_LIST_RANGE] = "SELECT key, val FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?4 "
 		      "ORDER BY key LIMIT ?3",
     [ST_LIST_FROM] = "SELECT key, val FROM kv WHERE key >= ?1 AND key > ?3 ORDER BY key LIMIT ?2",
-    [ST_DELP_RANGE] = "DELETE FROM kv WHERE key >= ?1 AND key < ?2",
-    [ST_DELP_FROM] = "DELETE FROM kv WHERE key >= ?1",
+    [ST_DELP_RANGE] = "DELETE FROM kv WHERE key >= ?1 AND key < ?2 RETURNING key",
+    [ST_DELP_FROM] = "DELETE FROM kv WHERE key >= ?1 RETURNING key",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_BUMP] = "UPDATE meta SET rev = rev + 1 WHERE id = 0 RETURNING rev",
     [ST_REV] = "SELECT rev FROM meta WHERE id = 0",
+    [ST_LEASE_SET] = "INSERT INTO lease_keys(key, lease) VALUES (?1, ?2) "
+		     "ON CONFLICT(key) DO UPDATE SET lease = excluded.lease",
+    [ST_LEASE_CLEAR] = "DELETE FROM lease_keys WHERE key = ?1",
+    [ST_LEASE_KEYS] = "DELETE FROM lease_keys WHERE lease = ?1 RETURNING key",
 };
 
 static const char sq_schema[] = "CREATE TABLE IF NOT EXISTS kv("
@@ -70,13 +79,51 @@ static const char sq_schema[] = "CREATE TABLE IF NOT EXISTS kv("
 				"  id INTEGER PRIMARY KEY CHECK (id = 0),"
 				"  rev INTEGER NOT NULL"
 				");"
-				"INSERT OR IGNORE INTO meta(id, rev) VALUES (0, 0);";
+				"INSERT OR IGNORE INTO meta(id, rev) VALUES (0, 0);"
+				"CREATE TABLE IF NOT EXISTS lease_keys("
+				"  key TEXT PRIMARY KEY,"
+				"  lease INTEGER NOT NULL"
+				") WITHOUT ROWID;"
+				/* leases live in the process: the keys of a gone one go */
+				"BEGIN IMMEDIATE;"
+				"UPDATE meta SET rev = rev + 1 WHERE id = 0 AND EXISTS"
+				"  (SELECT 1 FROM lease_keys JOIN kv USING (key));"
+				"DELETE FROM kv WHERE key IN (SELECT key FROM lease_keys);"
+				"DELETE FROM lease_keys;"
+				"COMMIT;";
+
+/* A change of the open transaction, published to watchers once committed. */
+struct sq_pend {
+	store_event_kind kind;
+	char *key;	 /* owned */
+	const void *val; /* not owned: the caller's, valid for the call */
+	size_t len;
+};
+
+struct sq_lease {
+	int64_t id, ttl;
+	uint64_t deadline_ms; /* monotonic */
+};
 
 struct sq {
 	pthread_mutex_t mu; /* guards db and every cached statement */
 	sqlite3 *db;
 	sqlite3_stmt *st[ST__COUNT];
 	char *path; /* for error messages */
+	/* watch: changes of the open transaction, then the log */
+	struct evlog *log;
+	struct sq_pend *pend;
+	size_t npend, cap_pend;
+	int64_t pend_rev;
+	int pend_oom;
+	/* leases (in the process), under mu; the reaper thread expires them */
+	struct sq_lease *leases;
+	size_t nleases, cap_leases;
+	int64_t next_lease;
+	int lease_used; /* a lease was ever granted: puts detach keys */
+	int reaper_on, reaper_stop;
+	pthread_cond_t lease_cv;
+	pthread_t reaper;
 };
 
 /* ---- small helpers (all called with q->mu held) ---- */
@@ -131,8 +178,50 @@ static int sq_exec(struct sq *q, enum sq_stmt id, const char *what, cx_err *err)
 /* Roll back if a transaction is open.  Some errors (SQLITE_FULL, IOERR, …)
  * already rolled back automatically, hence the autocommit check.  Errors here
  * are not reported: the caller already has the error that matters. */
+static void sq_pend_clear(struct sq *q)
+{
+	for (size_t i = 0; i < q->npend; i++)
+		free(q->pend[i].key);
+	q->npend = 0;
+	q->pend_oom = 0;
+}
+
+/* Note a change of the open transaction (published if it commits). */
+static void sq_note(struct sq *q, store_event_kind kind, const char *key, const void *val,
+		    size_t len)
+{
+	if (q->npend == q->cap_pend) {
+		size_t ncap = q->cap_pend ? q->cap_pend * 2 : 16;
+		struct sq_pend *np = realloc(q->pend, ncap * sizeof *np);
+		if (!np) {
+			q->pend_oom = 1;
+			return;
+		}
+		q->pend = np;
+		q->cap_pend = ncap;
+	}
+	char *k = strdup(key);
+	if (!k) {
+		q->pend_oom = 1;
+		return;
+	}
+	q->pend[q->npend++] = (struct sq_pend){kind, k, val, len};
+}
+
+static void sq_publish(struct sq *q)
+{
+	for (size_t i = 0; i < q->npend; i++)
+		evlog_add(q->log, q->pend[i].kind, q->pend[i].key, q->pend[i].val, q->pend[i].len,
+			  q->pend_rev);
+	if (q->pend_oom) /* a change we could not note: watchers resync */
+		evlog_add(q->log, STORE_EV_RESYNC, "", NULL, 0, q->pend_rev);
+	evlog_publish(q->log);
+	sq_pend_clear(q);
+}
+
 static void sq_rollback(struct sq *q)
 {
+	sq_pend_clear(q);
 	if (!sqlite3_get_autocommit(q->db))
 		(void)sq_exec(q, ST_ROLLBACK, "rollback", NULL);
 }
@@ -150,6 +239,8 @@ static int sq_end(struct sq *q, int rc, cx_err *err)
 		rc = -1;
 	if (rc != 0)
 		sq_rollback(q);
+	else
+		sq_publish(q);
 	return rc;
 }
 
@@ -159,7 +250,7 @@ static int sq_bump(struct sq *q, int64_t *rev, cx_err *err)
 	sqlite3_stmt *st = sq_stmt(q, ST_BUMP);
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		*rev = sqlite3_column_int64(st, 0);
+		*rev = q->pend_rev = sqlite3_column_int64(st, 0);
 	sq_done(st);
 	if (rc != SQLITE_ROW)
 		return sq_fail(q, rc, "bumping revision", err);
@@ -255,6 +346,15 @@ static int put_in_txn(struct sq *q, const char *key, const void *val, size_t len
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		return sq_fail(q, rc, "put", err);
+	if (q->lease_used) { /* a put without a lease detaches the key */
+		st = sq_stmt(q, ST_LEASE_CLEAR);
+		sq_bind_text(st, 1, key, strlen(key));
+		rc = sqlite3_step(st);
+		sq_done(st);
+		if (rc != SQLITE_DONE)
+			return sq_fail(q, rc, "put (lease)", err);
+	}
+	sq_note(q, STORE_EV_PUT, key, val, len);
 	return 0;
 }
 
@@ -268,6 +368,8 @@ static int del_in_txn(struct sq *q, const char *key, int *deleted, cx_err *err)
 	if (rc != SQLITE_DONE)
 		return sq_fail(q, rc, "delete", err);
 	*deleted = sqlite3_changes(q->db);
+	if (*deleted)
+		sq_note(q, STORE_EV_DEL, key, NULL, 0);
 	return 0;
 }
 
@@ -418,11 +520,15 @@ static int delete_prefix_locked(struct sq *q, const char *prefix, size_t *out_n,
 	char succ[STORE_KEY_MAX];
 	int unused;
 	sqlite3_stmt *st = sq_prefix_stmt(q, ST_DELP_RANGE, ST_DELP_FROM, prefix, succ, &unused);
-	int rc = sqlite3_step(st);
+	int rc;
+	size_t deleted = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		deleted++;
+		sq_note(q, STORE_EV_DEL, (const char *)sqlite3_column_text(st, 0), NULL, 0);
+	}
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		return sq_end(q, sq_fail(q, rc, "delete prefix", err), err);
-	sqlite3_int64 deleted = sqlite3_changes64(q->db);
 	if (deleted == 0) {
 		sq_rollback(q); /* nothing changed: no revision bump */
 		return 0;
@@ -431,7 +537,7 @@ static int delete_prefix_locked(struct sq *q, const char *prefix, size_t *out_n,
 	int r = sq_bump(q, &rev, err);
 	r = sq_end(q, r, err);
 	if (r == 0 && out_n)
-		*out_n = (size_t)deleted;
+		*out_n = deleted;
 	return r;
 }
 
@@ -460,11 +566,242 @@ static int sq_revision(void *impl, int64_t *out, cx_err *err)
 	return r;
 }
 
+/* ---- watch (the in-process event log) ---- */
+
+static int sq_watch(void *impl, const char *prefix, int64_t from_rev, store_watch_fn cb, void *arg,
+		    void **out, cx_err *err)
+{
+	struct sq *q = impl;
+	/* Under mu, no commit is half published: "from now" is exact. */
+	pthread_mutex_lock(&q->mu);
+	int r = evlog_watch(q->log, prefix, from_rev, cb, arg, out, err);
+	pthread_mutex_unlock(&q->mu);
+	return r;
+}
+
+static void sq_watch_cancel(void *impl, void *w)
+{
+	struct sq *q = impl;
+	evlog_cancel(q->log, w);
+}
+
+/* ---- leases: in memory, their keys in lease_keys; a thread expires them ---- */
+
+static uint64_t sq_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static struct sq_lease *lease_find(struct sq *q, int64_t id)
+{
+	for (size_t i = 0; i < q->nleases; i++)
+		if (q->leases[i].id == id)
+			return &q->leases[i];
+	return NULL;
+}
+
+/* Forget the lease and delete its keys, in one revision. */
+static int lease_end_locked(struct sq *q, struct sq_lease *l, cx_err *err)
+{
+	int64_t id = l->id;
+	*l = q->leases[--q->nleases];
+	if (sq_begin(q, err) < 0)
+		return -1;
+	sqlite3_stmt *st = sq_stmt(q, ST_LEASE_KEYS);
+	sqlite3_bind_int64(st, 1, id);
+	char **keys = NULL;
+	size_t n = 0, cap = 0;
+	int rc, r = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			cap = cap ? cap * 2 : 8;
+			char **nk = realloc(keys, cap * sizeof *nk);
+			if (!nk) {
+				r = cx_err_set(err, ENOMEM, "store: lease keys");
+				break;
+			}
+			keys = nk;
+		}
+		if (!(keys[n] = strdup((const char *)sqlite3_column_text(st, 0)))) {
+			r = cx_err_set(err, ENOMEM, "store: lease keys");
+			break;
+		}
+		n++;
+	}
+	sq_done(st);
+	if (r == 0 && rc != SQLITE_DONE)
+		r = sq_fail(q, rc, "lease keys", err);
+	int removed = 0;
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		int d = 0;
+		r = del_in_txn(q, keys[i], &d, err);
+		removed += d;
+	}
+	int64_t rev;
+	if (r == 0 && removed)
+		r = sq_bump(q, &rev, err);
+	for (size_t i = 0; i < n; i++)
+		free(keys[i]);
+	free(keys);
+	return sq_end(q, r, err);
+}
+
+static void *sq_reaper(void *arg)
+{
+	struct sq *q = arg;
+	pthread_mutex_lock(&q->mu);
+	while (!q->reaper_stop) {
+		uint64_t now = sq_now_ms(), next = UINT64_MAX;
+		for (size_t i = 0; i < q->nleases;) {
+			struct sq_lease *l = &q->leases[i];
+			if (l->deadline_ms <= now) {
+				cx_err err = CX_ERR_INIT; /* nobody to tell; the keys stay */
+				(void)lease_end_locked(q, l, &err);
+				continue; /* the last lease moved into slot i */
+			}
+			if (l->deadline_ms < next)
+				next = l->deadline_ms;
+			i++;
+		}
+		if (next == UINT64_MAX) {
+			pthread_cond_wait(&q->lease_cv, &q->mu);
+			continue;
+		}
+		struct timespec ts;
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		uint64_t wait = next - now;
+		ts.tv_sec += (time_t)(wait / 1000u);
+		ts.tv_nsec += (long)(wait % 1000u) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&q->lease_cv, &q->mu, &ts);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
+static int sq_lease_grant(void *impl, int64_t ttl_s, int64_t *out_id, cx_err *err)
+{
+	struct sq *q = impl;
+	int r = 0;
+	pthread_mutex_lock(&q->mu);
+	if (!q->reaper_on) {
+		int rc = pthread_create(&q->reaper, NULL, sq_reaper, q);
+		if (rc != 0)
+			r = cx_err_set(err, rc, "store: starting the lease thread");
+		else
+			q->reaper_on = 1;
+	}
+	if (r == 0 && q->nleases == q->cap_leases) {
+		size_t ncap = q->cap_leases ? q->cap_leases * 2 : 8;
+		struct sq_lease *nl = realloc(q->leases, ncap * sizeof *nl);
+		if (!nl)
+			r = cx_err_set(err, ENOMEM, "store: allocating a lease");
+		else {
+			q->leases = nl;
+			q->cap_leases = ncap;
+		}
+	}
+	if (r == 0) {
+		*out_id = ++q->next_lease;
+		q->leases[q->nleases++] = (struct sq_lease){*out_id, ttl_s,
+							    sq_now_ms() + (uint64_t)ttl_s * 1000u};
+		q->lease_used = 1;
+		pthread_cond_signal(&q->lease_cv);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return r;
+}
+
+/* The lease if it is alive (an expired one the reaper has not reached is not). */
+static struct sq_lease *lease_alive(struct sq *q, int64_t id)
+{
+	struct sq_lease *l = lease_find(q, id);
+	return l && l->deadline_ms > sq_now_ms() ? l : NULL;
+}
+
+static int sq_lease_keepalive(void *impl, int64_t id, int64_t *out_ttl, cx_err *err)
+{
+	(void)err;
+	struct sq *q = impl;
+	pthread_mutex_lock(&q->mu);
+	struct sq_lease *l = lease_alive(q, id);
+	if (l) {
+		l->deadline_ms = sq_now_ms() + (uint64_t)l->ttl * 1000u;
+		*out_ttl = l->ttl;
+	}
+	pthread_mutex_unlock(&q->mu);
+	return l ? 0 : CX_NOTFOUND;
+}
+
+static int sq_lease_revoke(void *impl, int64_t id, cx_err *err)
+{
+	struct sq *q = impl;
+	pthread_mutex_lock(&q->mu);
+	struct sq_lease *l = lease_alive(q, id);
+	int r = l ? lease_end_locked(q, l, err) : CX_NOTFOUND;
+	pthread_mutex_unlock(&q->mu);
+	if (r == -1)
+		return cx_err_wrap(err, "store: revoking lease %lld", (long long)id);
+	return r;
+}
+
+static int put_lease_locked(struct sq *q, const char *key, const void *val, size_t len,
+			    int64_t lease, cx_err *err)
+{
+	if (!lease_alive(q, lease))
+		return CX_NOTFOUND;
+	if (sq_begin(q, err) < 0)
+		return -1;
+	int64_t rev = 0;
+	int r = sq_bump(q, &rev, err);
+	if (r == 0)
+		r = put_in_txn(q, key, val, len, rev, err);
+	if (r == 0) {
+		sqlite3_stmt *st = sq_stmt(q, ST_LEASE_SET);
+		sq_bind_text(st, 1, key, strlen(key));
+		sqlite3_bind_int64(st, 2, lease);
+		int rc = sqlite3_step(st);
+		sq_done(st);
+		if (rc != SQLITE_DONE)
+			r = sq_fail(q, rc, "put (lease)", err);
+	}
+	return sq_end(q, r, err);
+}
+
+static int sq_put_lease(void *impl, const char *key, const void *val, size_t len, int64_t lease,
+			cx_err *err)
+{
+	struct sq *q = impl;
+	pthread_mutex_lock(&q->mu);
+	int r = put_lease_locked(q, key, val, len, lease, err);
+	pthread_mutex_unlock(&q->mu);
+	if (r == -1)
+		return cx_err_wrap(err, "store: put '%.64s'", key);
+	return r;
+}
+
 static void sq_close(void *impl)
 {
 	struct sq *q = impl;
 	if (!q)
 		return;
+	if (q->reaper_on) {
+		pthread_mutex_lock(&q->mu);
+		q->reaper_stop = 1;
+		pthread_cond_signal(&q->lease_cv);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->reaper, NULL);
+	}
+	evlog_free(q->log);
+	sq_pend_clear(q);
+	free(q->pend);
+	free(q->leases);
+	pthread_cond_destroy(&q->lease_cv);
 	for (int i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(q->st[i]); /* NULL is a no-op */
 	sqlite3_close(q->db);		    /* last connection: checkpoints the WAL */
@@ -482,6 +819,12 @@ static const struct store_ops sq_ops = {
     .txn = sq_txn,
     .delete_prefix = sq_delete_prefix,
     .revision = sq_revision,
+    .watch = sq_watch,
+    .watch_cancel = sq_watch_cancel,
+    .lease_grant = sq_lease_grant,
+    .lease_keepalive = sq_lease_keepalive,
+    .lease_revoke = sq_lease_revoke,
+    .put_lease = sq_put_lease,
     .close = sq_close,
 };
 
@@ -567,12 +910,19 @@ int store_open_sqlite(store **out, const char *path, cx_err *err)
 	if (!q)
 		return cx_err_set(err, ENOMEM, "store: allocating sqlite backend");
 	pthread_mutex_init(&q->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->lease_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	q->path = strdup(path);
 	if (!q->path) {
 		sq_close(q);
 		return cx_err_set(err, ENOMEM, "store: allocating sqlite backend");
 	}
-	if (sq_setup(q, err) < 0) {
+	int64_t rev = 0;
+	if (sq_setup(q, err) < 0 || sq_revision(q, &rev, err) < 0 ||
+	    evlog_new(&q->log, rev, err) < 0) {
 		sq_close(q);
 		return -1;
 	}

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "etcd_fixture.h"
 #include "store.h"
 #include "unit_util.h"
 
@@ -31,6 +32,12 @@ static int open_sqlite(store **out, const char *dir, cx_err *err)
 	return store_open(out, "sqlite", path, err);
 }
 
+/* A real single-member etcd on loopback, its data under dir (etcd_fixture.h). */
+static int open_etcd(store **out, const char *dir, cx_err *err)
+{
+	return etcd_fixture_open(out, dir, err);
+}
+
 struct backend {
 	const char *name;
 	backend_open_fn open;
@@ -39,6 +46,7 @@ struct backend {
 /* One line per backend, in this form: CMake registers a ctest per line. */
 static const struct backend backends[] = {
     {"sqlite", open_sqlite},
+    {"etcd", open_etcd},
 };
 
 static const struct backend *backend; /* the one under test */
