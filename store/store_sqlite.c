@@ -15,8 +15,7 @@
  * so a concurrent process makes us wait (busy_timeout) instead of failing at
  * COMMIT with SQLITE_BUSY.
  */
-#include "store.h"
-#include "store_evlog.h"
+#include "store_sqlite.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,25 +28,6 @@
 #include <time.h>
 
 #define SQ_BUSY_TIMEOUT_MS 5000
-
-enum sq_stmt {
-	ST_GET,
-	ST_PUT,
-	ST_DEL,
-	ST_LIST_RANGE, /* prefix with an upper bound */
-	ST_LIST_FROM,  /* prefix with no successor (empty or all 0xff) */
-	ST_DELP_RANGE,
-	ST_DELP_FROM,
-	ST_BEGIN,
-	ST_COMMIT,
-	ST_ROLLBACK,
-	ST_BUMP,
-	ST_REV,
-	ST_LEASE_SET,
-	ST_LEASE_CLEAR,
-	ST_LEASE_KEYS,
-	ST__COUNT
-};
 
 static const char *const sq_sql[ST__COUNT] = {
     [ST_GET] = "SELECT val FROM kv WHERE key = ?1",
@@ -92,49 +72,15 @@ static const char sq_schema[] = "CREATE TABLE IF NOT EXISTS kv("
 				"DELETE FROM lease_keys;"
 				"COMMIT;";
 
-/* A change of the open transaction, published to watchers once committed. */
-struct sq_pend {
-	store_event_kind kind;
-	char *key;	 /* owned */
-	const void *val; /* not owned: the caller's, valid for the call */
-	size_t len;
-};
-
-struct sq_lease {
-	int64_t id, ttl;
-	uint64_t deadline_ms; /* monotonic */
-};
-
-struct sq {
-	pthread_mutex_t mu; /* guards db and every cached statement */
-	sqlite3 *db;
-	sqlite3_stmt *st[ST__COUNT];
-	char *path; /* for error messages */
-	/* watch: changes of the open transaction, then the log */
-	struct evlog *log;
-	struct sq_pend *pend;
-	size_t npend, cap_pend;
-	int64_t pend_rev;
-	int pend_oom;
-	/* leases (in the process), under mu; the reaper thread expires them */
-	struct sq_lease *leases;
-	size_t nleases, cap_leases;
-	int64_t next_lease;
-	int lease_used; /* a lease was ever granted: puts detach keys */
-	int reaper_on, reaper_stop;
-	pthread_cond_t lease_cv;
-	pthread_t reaper;
-};
-
 /* ---- small helpers (all called with q->mu held) ---- */
 
-static int sq_fail(struct sq *q, int rc, const char *what, cx_err *err)
+int sq_fail(struct sq *q, int rc, const char *what, cx_err *err)
 {
 	return cx_err_set(err, 0, "store: sqlite %s: %s (%s, code %d)", q->path, what,
 			  sqlite3_errmsg(q->db), rc);
 }
 
-static sqlite3_stmt *sq_stmt(struct sq *q, enum sq_stmt id)
+sqlite3_stmt *sq_stmt(struct sq *q, enum sq_stmt id)
 {
 	sqlite3_stmt *st = q->st[id];
 	sqlite3_reset(st);
@@ -144,13 +90,13 @@ static sqlite3_stmt *sq_stmt(struct sq *q, enum sq_stmt id)
 
 /* Release a statement after use: drops bindings so no caller pointer (bound
  * SQLITE_STATIC) outlives the call. */
-static void sq_done(sqlite3_stmt *st)
+void sq_done(sqlite3_stmt *st)
 {
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 }
 
-static int sq_bind_text(sqlite3_stmt *st, int idx, const char *s, size_t len)
+int sq_bind_text(sqlite3_stmt *st, int idx, const char *s, size_t len)
 {
 	return sqlite3_bind_text(st, idx, s, (int)len, SQLITE_STATIC);
 }
@@ -226,14 +172,14 @@ static void sq_rollback(struct sq *q)
 		(void)sq_exec(q, ST_ROLLBACK, "rollback", NULL);
 }
 
-static int sq_begin(struct sq *q, cx_err *err)
+int sq_begin(struct sq *q, cx_err *err)
 {
 	return sq_exec(q, ST_BEGIN, "begin transaction", err);
 }
 
 /* Commit when rc == 0, otherwise (or when COMMIT fails) roll back.  Returns rc
  * or -1 on commit failure, so callers can `return sq_end(q, r, err);`. */
-static int sq_end(struct sq *q, int rc, cx_err *err)
+int sq_end(struct sq *q, int rc, cx_err *err)
 {
 	if (rc == 0 && sq_exec(q, ST_COMMIT, "commit", err) < 0)
 		rc = -1;
@@ -245,7 +191,7 @@ static int sq_end(struct sq *q, int rc, cx_err *err)
 }
 
 /* Bump the store revision inside the open transaction; new value in *rev. */
-static int sq_bump(struct sq *q, int64_t *rev, cx_err *err)
+int sq_bump(struct sq *q, int64_t *rev, cx_err *err)
 {
 	sqlite3_stmt *st = sq_stmt(q, ST_BUMP);
 	int rc = sqlite3_step(st);
@@ -333,7 +279,7 @@ static int sq_get(void *impl, const char *key, char **out, size_t *out_len, cx_e
 }
 
 /* Inside an open transaction. */
-static int put_in_txn(struct sq *q, const char *key, const void *val, size_t len, int64_t rev,
+int put_in_txn(struct sq *q, const char *key, const void *val, size_t len, int64_t rev,
 		      cx_err *err)
 {
 	sqlite3_stmt *st = sq_stmt(q, ST_PUT);
@@ -359,7 +305,7 @@ static int put_in_txn(struct sq *q, const char *key, const void *val, size_t len
 }
 
 /* Inside an open transaction; *deleted = rows removed (0 or 1). */
-static int del_in_txn(struct sq *q, const char *key, int *deleted, cx_err *err)
+int del_in_txn(struct sq *q, const char *key, int *deleted, cx_err *err)
 {
 	sqlite3_stmt *st = sq_stmt(q, ST_DEL);
 	sq_bind_text(st, 1, key, strlen(key));
@@ -566,237 +512,12 @@ static int sq_revision(void *impl, int64_t *out, cx_err *err)
 	return r;
 }
 
-/* ---- watch (the in-process event log) ---- */
-
-static int sq_watch(void *impl, const char *prefix, int64_t from_rev, store_watch_fn cb, void *arg,
-		    void **out, cx_err *err)
-{
-	struct sq *q = impl;
-	/* Under mu, no commit is half published: "from now" is exact. */
-	pthread_mutex_lock(&q->mu);
-	int r = evlog_watch(q->log, prefix, from_rev, cb, arg, out, err);
-	pthread_mutex_unlock(&q->mu);
-	return r;
-}
-
-static void sq_watch_cancel(void *impl, void *w)
-{
-	struct sq *q = impl;
-	evlog_cancel(q->log, w);
-}
-
-/* ---- leases: in memory, their keys in lease_keys; a thread expires them ---- */
-
-static uint64_t sq_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static struct sq_lease *lease_find(struct sq *q, int64_t id)
-{
-	for (size_t i = 0; i < q->nleases; i++)
-		if (q->leases[i].id == id)
-			return &q->leases[i];
-	return NULL;
-}
-
-/* Forget the lease and delete its keys, in one revision. */
-static int lease_end_locked(struct sq *q, struct sq_lease *l, cx_err *err)
-{
-	int64_t id = l->id;
-	*l = q->leases[--q->nleases];
-	if (sq_begin(q, err) < 0)
-		return -1;
-	sqlite3_stmt *st = sq_stmt(q, ST_LEASE_KEYS);
-	sqlite3_bind_int64(st, 1, id);
-	char **keys = NULL;
-	size_t n = 0, cap = 0;
-	int rc, r = 0;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			cap = cap ? cap * 2 : 8;
-			char **nk = realloc(keys, cap * sizeof *nk);
-			if (!nk) {
-				r = cx_err_set(err, ENOMEM, "store: lease keys");
-				break;
-			}
-			keys = nk;
-		}
-		if (!(keys[n] = strdup((const char *)sqlite3_column_text(st, 0)))) {
-			r = cx_err_set(err, ENOMEM, "store: lease keys");
-			break;
-		}
-		n++;
-	}
-	sq_done(st);
-	if (r == 0 && rc != SQLITE_DONE)
-		r = sq_fail(q, rc, "lease keys", err);
-	int removed = 0;
-	for (size_t i = 0; r == 0 && i < n; i++) {
-		int d = 0;
-		r = del_in_txn(q, keys[i], &d, err);
-		removed += d;
-	}
-	int64_t rev;
-	if (r == 0 && removed)
-		r = sq_bump(q, &rev, err);
-	for (size_t i = 0; i < n; i++)
-		free(keys[i]);
-	free(keys);
-	return sq_end(q, r, err);
-}
-
-static void *sq_reaper(void *arg)
-{
-	struct sq *q = arg;
-	pthread_mutex_lock(&q->mu);
-	while (!q->reaper_stop) {
-		uint64_t now = sq_now_ms(), next = UINT64_MAX;
-		for (size_t i = 0; i < q->nleases;) {
-			struct sq_lease *l = &q->leases[i];
-			if (l->deadline_ms <= now) {
-				cx_err err = CX_ERR_INIT; /* nobody to tell; the keys stay */
-				(void)lease_end_locked(q, l, &err);
-				continue; /* the last lease moved into slot i */
-			}
-			if (l->deadline_ms < next)
-				next = l->deadline_ms;
-			i++;
-		}
-		if (next == UINT64_MAX) {
-			pthread_cond_wait(&q->lease_cv, &q->mu);
-			continue;
-		}
-		struct timespec ts;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		uint64_t wait = next - now;
-		ts.tv_sec += (time_t)(wait / 1000u);
-		ts.tv_nsec += (long)(wait % 1000u) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&q->lease_cv, &q->mu, &ts);
-	}
-	pthread_mutex_unlock(&q->mu);
-	return NULL;
-}
-
-static int sq_lease_grant(void *impl, int64_t ttl_s, int64_t *out_id, cx_err *err)
-{
-	struct sq *q = impl;
-	int r = 0;
-	pthread_mutex_lock(&q->mu);
-	if (!q->reaper_on) {
-		int rc = pthread_create(&q->reaper, NULL, sq_reaper, q);
-		if (rc != 0)
-			r = cx_err_set(err, rc, "store: starting the lease thread");
-		else
-			q->reaper_on = 1;
-	}
-	if (r == 0 && q->nleases == q->cap_leases) {
-		size_t ncap = q->cap_leases ? q->cap_leases * 2 : 8;
-		struct sq_lease *nl = realloc(q->leases, ncap * sizeof *nl);
-		if (!nl)
-			r = cx_err_set(err, ENOMEM, "store: allocating a lease");
-		else {
-			q->leases = nl;
-			q->cap_leases = ncap;
-		}
-	}
-	if (r == 0) {
-		*out_id = ++q->next_lease;
-		q->leases[q->nleases++] = (struct sq_lease){*out_id, ttl_s,
-							    sq_now_ms() + (uint64_t)ttl_s * 1000u};
-		q->lease_used = 1;
-		pthread_cond_signal(&q->lease_cv);
-	}
-	pthread_mutex_unlock(&q->mu);
-	return r;
-}
-
-/* The lease if it is alive (an expired one the reaper has not reached is not). */
-static struct sq_lease *lease_alive(struct sq *q, int64_t id)
-{
-	struct sq_lease *l = lease_find(q, id);
-	return l && l->deadline_ms > sq_now_ms() ? l : NULL;
-}
-
-static int sq_lease_keepalive(void *impl, int64_t id, int64_t *out_ttl, cx_err *err)
-{
-	(void)err;
-	struct sq *q = impl;
-	pthread_mutex_lock(&q->mu);
-	struct sq_lease *l = lease_alive(q, id);
-	if (l) {
-		l->deadline_ms = sq_now_ms() + (uint64_t)l->ttl * 1000u;
-		*out_ttl = l->ttl;
-	}
-	pthread_mutex_unlock(&q->mu);
-	return l ? 0 : CX_NOTFOUND;
-}
-
-static int sq_lease_revoke(void *impl, int64_t id, cx_err *err)
-{
-	struct sq *q = impl;
-	pthread_mutex_lock(&q->mu);
-	struct sq_lease *l = lease_alive(q, id);
-	int r = l ? lease_end_locked(q, l, err) : CX_NOTFOUND;
-	pthread_mutex_unlock(&q->mu);
-	if (r == -1)
-		return cx_err_wrap(err, "store: revoking lease %lld", (long long)id);
-	return r;
-}
-
-static int put_lease_locked(struct sq *q, const char *key, const void *val, size_t len,
-			    int64_t lease, cx_err *err)
-{
-	if (!lease_alive(q, lease))
-		return CX_NOTFOUND;
-	if (sq_begin(q, err) < 0)
-		return -1;
-	int64_t rev = 0;
-	int r = sq_bump(q, &rev, err);
-	if (r == 0)
-		r = put_in_txn(q, key, val, len, rev, err);
-	if (r == 0) {
-		sqlite3_stmt *st = sq_stmt(q, ST_LEASE_SET);
-		sq_bind_text(st, 1, key, strlen(key));
-		sqlite3_bind_int64(st, 2, lease);
-		int rc = sqlite3_step(st);
-		sq_done(st);
-		if (rc != SQLITE_DONE)
-			r = sq_fail(q, rc, "put (lease)", err);
-	}
-	return sq_end(q, r, err);
-}
-
-static int sq_put_lease(void *impl, const char *key, const void *val, size_t len, int64_t lease,
-			cx_err *err)
-{
-	struct sq *q = impl;
-	pthread_mutex_lock(&q->mu);
-	int r = put_lease_locked(q, key, val, len, lease, err);
-	pthread_mutex_unlock(&q->mu);
-	if (r == -1)
-		return cx_err_wrap(err, "store: put '%.64s'", key);
-	return r;
-}
-
 static void sq_close(void *impl)
 {
 	struct sq *q = impl;
 	if (!q)
 		return;
-	if (q->reaper_on) {
-		pthread_mutex_lock(&q->mu);
-		q->reaper_stop = 1;
-		pthread_cond_signal(&q->lease_cv);
-		pthread_mutex_unlock(&q->mu);
-		pthread_join(q->reaper, NULL);
-	}
+	sq_lease_stop(q);
 	evlog_free(q->log);
 	sq_pend_clear(q);
 	free(q->pend);
