@@ -1,9 +1,10 @@
 /* store.h — the key-value store every persistent thing lives in.
  *
  * Shaped like etcd v3 (keys and values are byte strings, list by prefix,
- * atomic multi-key transactions) so an etcd backend can be added behind the
- * same ops table without touching callers.  The embedded default is SQLite
- * (WAL, synchronous=FULL) in the data dir.  Thread-safe: callers on any thread.
+ * atomic multi-key transactions, revisions, watches, leases) with two
+ * backends behind one ops table: the embedded default, SQLite (WAL,
+ * synchronous=FULL) in the data dir, and etcd (store_etcd.c, shared by several
+ * cortexd: docs/scale-out.md).  Thread-safe: callers on any thread.
  *
  * Key layout (owned by the callers, documented in docs/architecture.md):
  *   users/<name>, tokens/<sha256-hex>, sessions/<user>/<id>,
