@@ -25,6 +25,7 @@
 
 extern char **environ;
 static pid_t etcd_fixture_pid = -1;
+static char etcd_fixture_url[64]; /* the client URL of the one running */
 
 static inline void etcd_fixture_stop(void)
 {
@@ -84,6 +85,7 @@ static inline int etcd_fixture_open(store **out, const char *dir, cx_err *err)
 		etcd_fixture_pid = -1;
 		return cx_err_set(err, rc, "etcd fixture: starting etcd (etcd-server installed?)");
 	}
+	snprintf(etcd_fixture_url, sizeof etcd_fixture_url, "%s", curl);
 	struct store_etcd_opts o = {.endpoints = curl, .max_request_bytes = ETCD_FIXTURE_MAX_REQUEST};
 	for (int i = 0; i < 400; i++) { /* up to ~10 s */
 		cx_err_clear(err);
