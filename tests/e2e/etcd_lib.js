@@ -32,7 +32,8 @@ async function startCluster(n = 3) {
   for (const m of members) {
     m.url = `http://127.0.0.1:${m.cport}`;
     let err = '';
-    m.proc = spawn('etcd', ['--name', m.name, '--data-dir', path.join(dir, m.name),
+    // setpriv --pdeathsig: a member dies with the test, however the test ends
+    m.proc = spawn('setpriv', ['--pdeathsig', 'KILL', 'etcd', '--name', m.name, '--data-dir', path.join(dir, m.name),
       '--listen-client-urls', m.url, '--advertise-client-urls', m.url,
       '--listen-peer-urls', `http://127.0.0.1:${m.pport}`,
       '--initial-advertise-peer-urls', `http://127.0.0.1:${m.pport}`,

@@ -10,7 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +23,6 @@
 
 #define ETCD_FIXTURE_MAX_REQUEST (32u * 1024u * 1024u)
 
-extern char **environ;
 static pid_t etcd_fixture_pid = -1;
 static char etcd_fixture_url[64]; /* the client URL of the one running */
 
@@ -75,15 +74,24 @@ static inline int etcd_fixture_open(store **out, const char *dir, cx_err *err)
 			"--initial-advertise-peer-urls", purl, "--initial-cluster", cluster,
 			"--heartbeat-interval", "10", "--election-timeout", "100",
 			"--max-request-bytes", maxreq, NULL};
-	posix_spawn_file_actions_t fa;
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_addopen(&fa, 1, logp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-	posix_spawn_file_actions_adddup2(&fa, 1, 2);
-	int rc = posix_spawnp(&etcd_fixture_pid, "etcd", &fa, NULL, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	if (rc != 0) {
+	int logfd = open(logp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (logfd < 0)
+		return cx_err_set(err, errno, "etcd fixture: %s", logp);
+	pid_t parent = getpid();
+	etcd_fixture_pid = fork();
+	if (etcd_fixture_pid == 0) { /* dies with the test, whatever kills it */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		dup2(logfd, 1);
+		dup2(logfd, 2);
+		execvp("etcd", argv);
+		_exit(127);
+	}
+	close(logfd);
+	if (etcd_fixture_pid < 0) {
 		etcd_fixture_pid = -1;
-		return cx_err_set(err, rc, "etcd fixture: starting etcd (etcd-server installed?)");
+		return cx_err_set(err, errno, "etcd fixture: fork");
 	}
 	snprintf(etcd_fixture_url, sizeof etcd_fixture_url, "%s", curl);
 	struct store_etcd_opts o = {.endpoints = curl, .max_request_bytes = ETCD_FIXTURE_MAX_REQUEST};
