@@ -165,3 +165,92 @@ int store_revision(store *s, int64_t *out, cx_err *err)
 				  s->ops->name);
 	return s->ops->revision(s->impl, out, err);
 }
+
+/* ---- watch and lease ---- */
+
+struct store_watch {
+	store *s; /* not owned */
+	void *impl;
+};
+
+static int check_ops(store *s, int have, const char *what, cx_err *err)
+{
+	if (!have)
+		return cx_err_set(err, ENOTSUP, "store: %s backend has no %s", s->ops->name, what);
+	return 0;
+}
+
+int store_watch_start(store *s, const char *prefix, int64_t from_rev, store_watch_fn cb, void *arg,
+		      store_watch **out, cx_err *err)
+{
+	*out = NULL;
+	if (check_ops(s, s->ops->watch != NULL, "watch", err) < 0 || check_prefix(prefix, err) < 0)
+		return -1;
+	if (!cb || from_rev < 0)
+		return cx_err_set(err, EINVAL, "store: watch needs a callback and a revision >= 0");
+	store_watch *w = calloc(1, sizeof *w);
+	if (!w)
+		return cx_err_set(err, ENOMEM, "store: allocating a watch");
+	w->s = s;
+	if (s->ops->watch(s->impl, prefix, from_rev, cb, arg, &w->impl, err) < 0) {
+		free(w);
+		return cx_err_wrap(err, "store: watch '%.64s'", prefix);
+	}
+	*out = w;
+	return 0;
+}
+
+void store_watch_cancel(store_watch *w)
+{
+	if (!w)
+		return;
+	w->s->ops->watch_cancel(w->s->impl, w->impl);
+	free(w);
+}
+
+int store_lease_grant(store *s, int64_t ttl_s, int64_t *out_id, cx_err *err)
+{
+	*out_id = 0;
+	if (check_ops(s, s->ops->lease_grant != NULL, "leases", err) < 0)
+		return -1;
+	if (ttl_s < 1 || ttl_s > STORE_LEASE_TTL_MAX)
+		return cx_err_set(err, EINVAL, "store: lease TTL %lld s out of range 1..%d",
+				  (long long)ttl_s, STORE_LEASE_TTL_MAX);
+	return s->ops->lease_grant(s->impl, ttl_s, out_id, err);
+}
+
+int store_lease_keepalive(store *s, int64_t id, int64_t *out_ttl, cx_err *err)
+{
+	if (out_ttl)
+		*out_ttl = 0;
+	if (check_ops(s, s->ops->lease_keepalive != NULL, "leases", err) < 0)
+		return -1;
+	if (id <= 0)
+		return cx_err_set(err, EINVAL, "store: lease id %lld is not > 0", (long long)id);
+	int64_t ttl = 0;
+	int r = s->ops->lease_keepalive(s->impl, id, &ttl, err);
+	if (r == 0 && out_ttl)
+		*out_ttl = ttl;
+	return r;
+}
+
+int store_lease_revoke(store *s, int64_t id, cx_err *err)
+{
+	if (check_ops(s, s->ops->lease_revoke != NULL, "leases", err) < 0)
+		return -1;
+	if (id <= 0)
+		return cx_err_set(err, EINVAL, "store: lease id %lld is not > 0", (long long)id);
+	return s->ops->lease_revoke(s->impl, id, err);
+}
+
+int store_put_lease(store *s, const char *key, const void *val, size_t len, int64_t lease,
+		    cx_err *err)
+{
+	if (check_ops(s, s->ops->put_lease != NULL, "leases", err) < 0)
+		return -1;
+	if (check_key("key", key, err) < 0 || check_val(key, val, len, err) < 0)
+		return -1;
+	if (lease <= 0)
+		return cx_err_set(err, EINVAL, "store: lease id %lld is not > 0", (long long)lease);
+	return s->ops->put_lease(s->impl, key, val, len, lease, err);
+}

@@ -15,7 +15,7 @@
  * so a concurrent process makes us wait (busy_timeout) instead of failing at
  * COMMIT with SQLITE_BUSY.
  */
-#include "store.h"
+#include "store_sqlite.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -25,24 +25,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #define SQ_BUSY_TIMEOUT_MS 5000
-
-enum sq_stmt {
-	ST_GET,
-	ST_PUT,
-	ST_DEL,
-	ST_LIST_RANGE, /* prefix with an upper bound */
-	ST_LIST_FROM,  /* prefix with no successor (empty or all 0xff) */
-	ST_DELP_RANGE,
-	ST_DELP_FROM,
-	ST_BEGIN,
-	ST_COMMIT,
-	ST_ROLLBACK,
-	ST_BUMP,
-	ST_REV,
-	ST__COUNT
-};
 
 static const char *const sq_sql[ST__COUNT] = {
     [ST_GET] = "SELECT val FROM kv WHERE key = ?1",
@@ -52,13 +37,17 @@ static const char *const sq_sql[ST__COUNT] = {
     [ST_LIST_RANGE] = "SELECT key, val FROM kv WHERE key >= ?1 AND key < ?2 AND key > ?4 "
 		      "ORDER BY key LIMIT ?3",
     [ST_LIST_FROM] = "SELECT key, val FROM kv WHERE key >= ?1 AND key > ?3 ORDER BY key LIMIT ?2",
-    [ST_DELP_RANGE] = "DELETE FROM kv WHERE key >= ?1 AND key < ?2",
-    [ST_DELP_FROM] = "DELETE FROM kv WHERE key >= ?1",
+    [ST_DELP_RANGE] = "DELETE FROM kv WHERE key >= ?1 AND key < ?2 RETURNING key",
+    [ST_DELP_FROM] = "DELETE FROM kv WHERE key >= ?1 RETURNING key",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_BUMP] = "UPDATE meta SET rev = rev + 1 WHERE id = 0 RETURNING rev",
     [ST_REV] = "SELECT rev FROM meta WHERE id = 0",
+    [ST_LEASE_SET] = "INSERT INTO lease_keys(key, lease) VALUES (?1, ?2) "
+		     "ON CONFLICT(key) DO UPDATE SET lease = excluded.lease",
+    [ST_LEASE_CLEAR] = "DELETE FROM lease_keys WHERE key = ?1",
+    [ST_LEASE_KEYS] = "DELETE FROM lease_keys WHERE lease = ?1 RETURNING key",
 };
 
 static const char sq_schema[] = "CREATE TABLE IF NOT EXISTS kv("
@@ -70,24 +59,28 @@ static const char sq_schema[] = "CREATE TABLE IF NOT EXISTS kv("
 				"  id INTEGER PRIMARY KEY CHECK (id = 0),"
 				"  rev INTEGER NOT NULL"
 				");"
-				"INSERT OR IGNORE INTO meta(id, rev) VALUES (0, 0);";
-
-struct sq {
-	pthread_mutex_t mu; /* guards db and every cached statement */
-	sqlite3 *db;
-	sqlite3_stmt *st[ST__COUNT];
-	char *path; /* for error messages */
-};
+				"INSERT OR IGNORE INTO meta(id, rev) VALUES (0, 0);"
+				"CREATE TABLE IF NOT EXISTS lease_keys("
+				"  key TEXT PRIMARY KEY,"
+				"  lease INTEGER NOT NULL"
+				") WITHOUT ROWID;"
+				/* leases live in the process: the keys of a gone one go */
+				"BEGIN IMMEDIATE;"
+				"UPDATE meta SET rev = rev + 1 WHERE id = 0 AND EXISTS"
+				"  (SELECT 1 FROM lease_keys JOIN kv USING (key));"
+				"DELETE FROM kv WHERE key IN (SELECT key FROM lease_keys);"
+				"DELETE FROM lease_keys;"
+				"COMMIT;";
 
 /* ---- small helpers (all called with q->mu held) ---- */
 
-static int sq_fail(struct sq *q, int rc, const char *what, cx_err *err)
+int sq_fail(struct sq *q, int rc, const char *what, cx_err *err)
 {
 	return cx_err_set(err, 0, "store: sqlite %s: %s (%s, code %d)", q->path, what,
 			  sqlite3_errmsg(q->db), rc);
 }
 
-static sqlite3_stmt *sq_stmt(struct sq *q, enum sq_stmt id)
+sqlite3_stmt *sq_stmt(struct sq *q, enum sq_stmt id)
 {
 	sqlite3_stmt *st = q->st[id];
 	sqlite3_reset(st);
@@ -97,13 +90,13 @@ static sqlite3_stmt *sq_stmt(struct sq *q, enum sq_stmt id)
 
 /* Release a statement after use: drops bindings so no caller pointer (bound
  * SQLITE_STATIC) outlives the call. */
-static void sq_done(sqlite3_stmt *st)
+void sq_done(sqlite3_stmt *st)
 {
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 }
 
-static int sq_bind_text(sqlite3_stmt *st, int idx, const char *s, size_t len)
+int sq_bind_text(sqlite3_stmt *st, int idx, const char *s, size_t len)
 {
 	return sqlite3_bind_text(st, idx, s, (int)len, SQLITE_STATIC);
 }
@@ -131,35 +124,79 @@ static int sq_exec(struct sq *q, enum sq_stmt id, const char *what, cx_err *err)
 /* Roll back if a transaction is open.  Some errors (SQLITE_FULL, IOERR, …)
  * already rolled back automatically, hence the autocommit check.  Errors here
  * are not reported: the caller already has the error that matters. */
+static void sq_pend_clear(struct sq *q)
+{
+	for (size_t i = 0; i < q->npend; i++)
+		free(q->pend[i].key);
+	q->npend = 0;
+	q->pend_oom = 0;
+}
+
+/* Note a change of the open transaction (published if it commits). */
+static void sq_note(struct sq *q, store_event_kind kind, const char *key, const void *val,
+		    size_t len)
+{
+	if (q->npend == q->cap_pend) {
+		size_t ncap = q->cap_pend ? q->cap_pend * 2 : 16;
+		struct sq_pend *np = realloc(q->pend, ncap * sizeof *np);
+		if (!np) {
+			q->pend_oom = 1;
+			return;
+		}
+		q->pend = np;
+		q->cap_pend = ncap;
+	}
+	char *k = strdup(key);
+	if (!k) {
+		q->pend_oom = 1;
+		return;
+	}
+	q->pend[q->npend++] = (struct sq_pend){kind, k, val, len};
+}
+
+static void sq_publish(struct sq *q)
+{
+	for (size_t i = 0; i < q->npend; i++)
+		evlog_add(q->log, q->pend[i].kind, q->pend[i].key, q->pend[i].val, q->pend[i].len,
+			  q->pend_rev);
+	if (q->pend_oom) /* a change we could not note: watchers resync */
+		evlog_add(q->log, STORE_EV_RESYNC, "", NULL, 0, q->pend_rev);
+	evlog_publish(q->log);
+	sq_pend_clear(q);
+}
+
 static void sq_rollback(struct sq *q)
 {
+	sq_pend_clear(q);
 	if (!sqlite3_get_autocommit(q->db))
 		(void)sq_exec(q, ST_ROLLBACK, "rollback", NULL);
 }
 
-static int sq_begin(struct sq *q, cx_err *err)
+int sq_begin(struct sq *q, cx_err *err)
 {
 	return sq_exec(q, ST_BEGIN, "begin transaction", err);
 }
 
 /* Commit when rc == 0, otherwise (or when COMMIT fails) roll back.  Returns rc
  * or -1 on commit failure, so callers can `return sq_end(q, r, err);`. */
-static int sq_end(struct sq *q, int rc, cx_err *err)
+int sq_end(struct sq *q, int rc, cx_err *err)
 {
 	if (rc == 0 && sq_exec(q, ST_COMMIT, "commit", err) < 0)
 		rc = -1;
 	if (rc != 0)
 		sq_rollback(q);
+	else
+		sq_publish(q);
 	return rc;
 }
 
 /* Bump the store revision inside the open transaction; new value in *rev. */
-static int sq_bump(struct sq *q, int64_t *rev, cx_err *err)
+int sq_bump(struct sq *q, int64_t *rev, cx_err *err)
 {
 	sqlite3_stmt *st = sq_stmt(q, ST_BUMP);
 	int rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW)
-		*rev = sqlite3_column_int64(st, 0);
+		*rev = q->pend_rev = sqlite3_column_int64(st, 0);
 	sq_done(st);
 	if (rc != SQLITE_ROW)
 		return sq_fail(q, rc, "bumping revision", err);
@@ -242,7 +279,7 @@ static int sq_get(void *impl, const char *key, char **out, size_t *out_len, cx_e
 }
 
 /* Inside an open transaction. */
-static int put_in_txn(struct sq *q, const char *key, const void *val, size_t len, int64_t rev,
+int put_in_txn(struct sq *q, const char *key, const void *val, size_t len, int64_t rev,
 		      cx_err *err)
 {
 	sqlite3_stmt *st = sq_stmt(q, ST_PUT);
@@ -255,11 +292,20 @@ static int put_in_txn(struct sq *q, const char *key, const void *val, size_t len
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		return sq_fail(q, rc, "put", err);
+	if (q->lease_used) { /* a put without a lease detaches the key */
+		st = sq_stmt(q, ST_LEASE_CLEAR);
+		sq_bind_text(st, 1, key, strlen(key));
+		rc = sqlite3_step(st);
+		sq_done(st);
+		if (rc != SQLITE_DONE)
+			return sq_fail(q, rc, "put (lease)", err);
+	}
+	sq_note(q, STORE_EV_PUT, key, val, len);
 	return 0;
 }
 
 /* Inside an open transaction; *deleted = rows removed (0 or 1). */
-static int del_in_txn(struct sq *q, const char *key, int *deleted, cx_err *err)
+int del_in_txn(struct sq *q, const char *key, int *deleted, cx_err *err)
 {
 	sqlite3_stmt *st = sq_stmt(q, ST_DEL);
 	sq_bind_text(st, 1, key, strlen(key));
@@ -268,6 +314,8 @@ static int del_in_txn(struct sq *q, const char *key, int *deleted, cx_err *err)
 	if (rc != SQLITE_DONE)
 		return sq_fail(q, rc, "delete", err);
 	*deleted = sqlite3_changes(q->db);
+	if (*deleted)
+		sq_note(q, STORE_EV_DEL, key, NULL, 0);
 	return 0;
 }
 
@@ -418,11 +466,15 @@ static int delete_prefix_locked(struct sq *q, const char *prefix, size_t *out_n,
 	char succ[STORE_KEY_MAX];
 	int unused;
 	sqlite3_stmt *st = sq_prefix_stmt(q, ST_DELP_RANGE, ST_DELP_FROM, prefix, succ, &unused);
-	int rc = sqlite3_step(st);
+	int rc;
+	size_t deleted = 0;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		deleted++;
+		sq_note(q, STORE_EV_DEL, (const char *)sqlite3_column_text(st, 0), NULL, 0);
+	}
 	sq_done(st);
 	if (rc != SQLITE_DONE)
 		return sq_end(q, sq_fail(q, rc, "delete prefix", err), err);
-	sqlite3_int64 deleted = sqlite3_changes64(q->db);
 	if (deleted == 0) {
 		sq_rollback(q); /* nothing changed: no revision bump */
 		return 0;
@@ -431,7 +483,7 @@ static int delete_prefix_locked(struct sq *q, const char *prefix, size_t *out_n,
 	int r = sq_bump(q, &rev, err);
 	r = sq_end(q, r, err);
 	if (r == 0 && out_n)
-		*out_n = (size_t)deleted;
+		*out_n = deleted;
 	return r;
 }
 
@@ -465,6 +517,12 @@ static void sq_close(void *impl)
 	struct sq *q = impl;
 	if (!q)
 		return;
+	sq_lease_stop(q);
+	evlog_free(q->log);
+	sq_pend_clear(q);
+	free(q->pend);
+	free(q->leases);
+	pthread_cond_destroy(&q->lease_cv);
 	for (int i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(q->st[i]); /* NULL is a no-op */
 	sqlite3_close(q->db);		    /* last connection: checkpoints the WAL */
@@ -482,6 +540,12 @@ static const struct store_ops sq_ops = {
     .txn = sq_txn,
     .delete_prefix = sq_delete_prefix,
     .revision = sq_revision,
+    .watch = sq_watch,
+    .watch_cancel = sq_watch_cancel,
+    .lease_grant = sq_lease_grant,
+    .lease_keepalive = sq_lease_keepalive,
+    .lease_revoke = sq_lease_revoke,
+    .put_lease = sq_put_lease,
     .close = sq_close,
 };
 
@@ -567,12 +631,19 @@ int store_open_sqlite(store **out, const char *path, cx_err *err)
 	if (!q)
 		return cx_err_set(err, ENOMEM, "store: allocating sqlite backend");
 	pthread_mutex_init(&q->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&q->lease_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	q->path = strdup(path);
 	if (!q->path) {
 		sq_close(q);
 		return cx_err_set(err, ENOMEM, "store: allocating sqlite backend");
 	}
-	if (sq_setup(q, err) < 0) {
+	int64_t rev = 0;
+	if (sq_setup(q, err) < 0 || sq_revision(q, &rev, err) < 0 ||
+	    evlog_new(&q->log, rev, err) < 0) {
 		sq_close(q);
 		return -1;
 	}

@@ -93,6 +93,7 @@ struct ccache_entry {
 	cconfig *cfg;       /* owned ref, or NULL */
 	uint64_t at_us;     /* when assembled (monotonic) */
 	int dirty;
+	int64_t changed_ms; /* wall ms of the last settings write that marked it (0 = none) */
 };
 /* What a lookup at now_us must do. */
 enum ccache_how ccache_check(const struct ccache_entry *e, uint64_t now_us, uint64_t ttl_us);

@@ -741,6 +741,21 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (jstr(root, "etcd_endpoints", &s, err) < 0 ||
 	    (s && copy_str(c->etcd_endpoints, sizeof c->etcd_endpoints, s, "etcd_endpoints", err) < 0))
 		goto out;
+	{
+		long long mrb;
+		int have;
+		if (jint(root, "etcd_max_request_bytes", &mrb, &have, err) < 0)
+			goto out;
+		if (have && (mrb < 4096 || mrb > 256LL * 1024 * 1024)) {
+			cx_err_set(err, 0, "config: 'etcd_max_request_bytes' must be 4096..268435456");
+			goto out;
+		}
+		if (have)
+			c->etcd_max_request_bytes = (size_t)mrb;
+		if (jstr(root, "etcd_namespace", &s, err) < 0 ||
+		    (s && copy_str(c->etcd_namespace, sizeof c->etcd_namespace, s, "etcd_namespace", err) < 0))
+			goto out;
+	}
 	if (jstr(root, "log_format", &s, err) < 0 || (s && set_log_format(c, s, err) < 0))
 		goto out;
 	if (jstr(root, "ws_agent_rt", &s, err) < 0 ||
@@ -885,6 +900,9 @@ int config_finish(config *c, const char *argv0, cx_err *err)
 {
 	(void)argv0;
 	char buf[PATH_MAX];
+	if (strcmp(c->store_kind, "etcd") == 0 && !c->etcd_endpoints[0])
+		return cx_err_set(err, EINVAL, "--store etcd needs --etcd-endpoints URL[,URL...] "
+					       "(or \"etcd_endpoints\" in the config file)");
 	if (c->data_dir[0] != '/') {
 		if (!getcwd(buf, sizeof buf))
 			return cx_err_set(err, errno, "getcwd");

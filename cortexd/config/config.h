@@ -46,6 +46,8 @@ typedef struct config {
 	char data_dir[4096];         /* absolute after config_finish() */
 	char store_kind[16];         /* "sqlite" | "etcd" */
 	char etcd_endpoints[1024];
+	size_t etcd_max_request_bytes; /* etcd's --max-request-bytes; 0 = its default, 1.5 MiB */
+	char etcd_namespace[65];       /* key prefix in etcd, ends with '/'; "" = "cortex/" */
 	int log_json;
 	int check_only;                /* --check-config: validate, print, exit */
 

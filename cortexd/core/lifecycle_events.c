@@ -97,6 +97,7 @@ static void user_changed(struct cortexd *d, const char *user)
 			continue;
 		if (s->cc.cfg)
 			s->cc.dirty = 1;
+		s->cc.changed_ms = cx_wall_ms();
 		if (!s->deleted && s->lc.sb) {
 			live = 1;
 			lifecycle_reconcile(s);

@@ -84,6 +84,9 @@ json_t *session_to_json(const struct session *s)
 	json_object_set_new(o, "agent_pid", s->link.pid > 0 && s->link.state != AG_NONE ? json_integer(s->link.pid)
 											: json_null());
 	json_object_set_new(o, "config_live_applies", json_integer((json_int_t)s->link.live_applies));
+	/* When a settings write (here, or on a node sharing the store) last marked its config. */
+	json_object_set_new(o, "config_changed_at",
+			    s->cc.changed_ms ? json_integer((json_int_t)s->cc.changed_ms) : json_null());
 	json_object_set_new(o, "ready_ms", s->lc.ready_ms >= 0 ? json_real(s->lc.ready_ms) : json_null());
 	json_object_set_new(o, "turns", json_integer((json_int_t)s->turns));
 	json_object_set_new(o, "image", json_string(s->spec.image));
@@ -231,9 +234,21 @@ void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
  * fsync of the WAL) is what costs: 100 per batch capped the writer at about
  * 7000 puts/s on a loaded 2-core host, fewer than 50 mini-agent sessions
  * make (5 puts per turn), and the queue grew without bound (docs/reliability.md,
- * "Soak").  An etcd backend (--max-txn-ops, 128 by default) would split a
- * batch in its own txn op. */
+ * "Soak").  etcd caps a txn at --max-txn-ops (128 by default; the store
+ * takes one for itself) and a request at 1.5 MiB, so with it a batch is at
+ * most PUT_BATCH_MAX_ETCD puts and about PUT_BATCH_BYTES_ETCD bytes (a batch
+ * refused anyway is retried put by put, as any failed batch). */
 #define PUT_BATCH_MAX 2000
+#define PUT_BATCH_MAX_ETCD 100
+#define PUT_BATCH_BYTES_ETCD (1024u * 1024u)
+
+/* Whether one more put fits a batch of n puts and bytes. */
+static int put_batch_fits(const struct cortexd *d, size_t n, size_t bytes)
+{
+	if (strcmp(d->cfg.store_kind, "etcd") == 0)
+		return n < PUT_BATCH_MAX_ETCD && bytes < PUT_BATCH_BYTES_ETCD;
+	return n < PUT_BATCH_MAX;
+}
 
 struct put_item {
 	struct put_item *next;
@@ -338,8 +353,11 @@ static void put_kick(struct cortexd *d)
 	b->st = d->st;
 	b->items = d->puts.head;
 	struct put_item *last = b->items;
-	for (b->n = 1; b->n < PUT_BATCH_MAX && last->next; b->n++)
+	size_t bytes = put_size(last);
+	for (b->n = 1; put_batch_fits(d, b->n, bytes) && last->next; b->n++) {
 		last = last->next;
+		bytes += put_size(last);
+	}
 	d->puts.head = last->next;
 	if (!d->puts.head)
 		d->puts.tail = NULL;
@@ -392,9 +410,11 @@ void store_put_flush(struct cortexd *d)
 {
 	while (d->puts.head) {
 		struct put_item *items = d->puts.head, *last = items;
-		size_t n = 1;
-		for (; n < PUT_BATCH_MAX && last->next; n++)
+		size_t n = 1, bytes = put_size(last);
+		for (; put_batch_fits(d, n, bytes) && last->next; n++) {
 			last = last->next;
+			bytes += put_size(last);
+		}
 		d->puts.head = last->next;
 		last->next = NULL;
 		d->puts.queued -= n;

@@ -28,6 +28,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "npmcache.h"
+#include "peerwatch.h"
 #include "preview.h"
 #include "refuse.h"
 #include "work.h"
@@ -262,8 +263,11 @@ static int open_state(struct cortexd *d)
 		return -1;
 	}
 	snprintf(path, sizeof path, "%s/cortex.db", c->data_dir);
-	const char *target = strcmp(c->store_kind, "etcd") ? path : c->etcd_endpoints;
-	if (store_open(&d->st, c->store_kind, target, &err) < 0) {
+	struct store_etcd_opts eo = {.endpoints = c->etcd_endpoints,
+				     .ns = c->etcd_namespace[0] ? c->etcd_namespace : NULL,
+				     .max_request_bytes = c->etcd_max_request_bytes};
+	if (strcmp(c->store_kind, "etcd") == 0 ? store_open_etcd(&d->st, &eo, &err) < 0
+					       : store_open(&d->st, c->store_kind, path, &err) < 0) {
 		log_error("store: %s", err.msg);
 		return -1;
 	}
@@ -477,6 +481,11 @@ int server_run(struct cortexd *d)
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
+	/* A shared store: settings written on other nodes mark configs here. */
+	if (strcmp(c->store_kind, "etcd") == 0 && peerwatch_start(d, &err) < 0) {
+		log_error("%s", err.msg);
+		goto out_ctx;
+	}
 	open_images(d);
 	if (d->images && c->images_import_dir_default[0]) {
 		d->default_importing = 1;
@@ -507,6 +516,7 @@ int server_run(struct cortexd *d)
 	npmcache_shutdown(); /* joins installs; their reports drain in work_stop() */
 	builder_close(d->builder); /* kills running buildah children, joins their threads */
 	d->builder = NULL;
+	peerwatch_stop(); /* no event is queued past this */
 	work_stop();
 	lifecycle_shutdown(d); /* stops sandboxes, takes their disks off */
 	store_put_flush(d);    /* the puts queued behind the last group commit */

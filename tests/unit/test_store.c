@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "etcd_fixture.h"
 #include "store.h"
 #include "unit_util.h"
 
@@ -31,6 +33,12 @@ static int open_sqlite(store **out, const char *dir, cx_err *err)
 	return store_open(out, "sqlite", path, err);
 }
 
+/* A real single-member etcd on loopback, its data under dir (etcd_fixture.h). */
+static int open_etcd(store **out, const char *dir, cx_err *err)
+{
+	return etcd_fixture_open(out, dir, err);
+}
+
 struct backend {
 	const char *name;
 	backend_open_fn open;
@@ -39,6 +47,7 @@ struct backend {
 /* One line per backend, in this form: CMake registers a ctest per line. */
 static const struct backend backends[] = {
     {"sqlite", open_sqlite},
+    {"etcd", open_etcd},
 };
 
 static const struct backend *backend; /* the one under test */
@@ -948,6 +957,183 @@ static void test_concurrent_use(void **state)
 	EXPECT_REV(rev0 + writes); /* no write lost or counted twice */
 }
 
+
+/* ---- watch ---- */
+
+#define WATCH_MAX 64
+
+struct wlog {
+	pthread_mutex_t mu;
+	int n;
+	struct {
+		store_event_kind kind;
+		char key[64];
+		char val[64];
+		int64_t rev;
+	} ev[WATCH_MAX];
+};
+
+static void wlog_cb(void *arg, const store_event *ev)
+{
+	struct wlog *l = arg;
+	pthread_mutex_lock(&l->mu);
+	if (l->n < WATCH_MAX) {
+		l->ev[l->n].kind = ev->kind;
+		snprintf(l->ev[l->n].key, sizeof l->ev[0].key, "%s", ev->key ? ev->key : "");
+		snprintf(l->ev[l->n].val, sizeof l->ev[0].val, "%.*s", (int)ev->len,
+			 ev->val ? ev->val : "");
+		l->ev[l->n].rev = ev->rev;
+	}
+	l->n++;
+	pthread_mutex_unlock(&l->mu);
+}
+
+/* Wait (up to 10 s) until the watch saw n events; then how many it saw. */
+static int wlog_wait(struct wlog *l, int n)
+{
+	for (int i = 0; i < 1000; i++) {
+		pthread_mutex_lock(&l->mu);
+		int got = l->n;
+		pthread_mutex_unlock(&l->mu);
+		if (got >= n)
+			return got;
+		usleep(10 * 1000);
+	}
+	return l->n;
+}
+
+/* "P:key=val@rev|D:key@rev|..." of what was seen. */
+static void wlog_str(struct wlog *l, int64_t base, char *out, size_t cap)
+{
+	size_t used = 0;
+	out[0] = '\0';
+	pthread_mutex_lock(&l->mu);
+	for (int i = 0; i < l->n && i < WATCH_MAX; i++) {
+		int w;
+		if (l->ev[i].kind == STORE_EV_PUT)
+			w = snprintf(out + used, cap - used, "%sP:%s=%s@%lld", i ? "|" : "",
+				     l->ev[i].key, l->ev[i].val, (long long)(l->ev[i].rev - base));
+		else
+			w = snprintf(out + used, cap - used, "%s%c:%s@%lld", i ? "|" : "",
+				     l->ev[i].kind == STORE_EV_DEL ? 'D' : 'R', l->ev[i].key,
+				     (long long)(l->ev[i].rev - base));
+		if (w < 0 || (size_t)w >= cap - used)
+			break;
+		used += (size_t)w;
+	}
+	pthread_mutex_unlock(&l->mu);
+}
+
+#define EXPECT_EVENTS(want, l, base)                                                               \
+	do {                                                                                       \
+		char got_[2048];                                                                   \
+		wlog_str((l), (base), got_, sizeof got_);                                          \
+		if (strcmp((want), got_) != 0)                                                     \
+			fail_msg("watch events (revisions relative)\n  expected: %s\n  actual:   %s", \
+				 (want), got_);                                                    \
+	} while (0)
+
+/* Every committed write under the prefix, in order, with its revision; one
+ * revision for all events of a txn or delete_prefix; nothing from outside. */
+static void test_watch_events(void **state)
+{
+	struct fx *f = *state;
+	put_str(f, "w/old", "before"); /* before the watch: not seen */
+	int64_t base = revision(f);
+	struct wlog l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	store_watch *w = NULL;
+	OK(store_watch_start(f->s, "w/", 0, wlog_cb, &l, &w, &f->err));
+	put_str(f, "w/a", "1");
+	put_str(f, "x/a", "outside");
+	put_str(f, "w", "not under w/");
+	OK(store_delete(f->s, "w/a", &f->err));
+	EXPECT_RC(CX_NOTFOUND, store_delete(f->s, "w/a", &f->err)); /* no write, no event */
+	store_op ops[] = {{STORE_PUT, "w/b", "2", 1}, {STORE_PUT, "w/c", "3", 1},
+			  {STORE_DEL, "w/none", NULL, 0}};
+	OK(store_txn(f->s, ops, 3, &f->err));
+	OK(store_delete_prefix(f->s, "w/", NULL, &f->err));
+	assert_int_equal(7, wlog_wait(&l, 7));
+	usleep(100 * 1000); /* nothing more comes */
+	EXPECT_EVENTS("P:w/a=1@1|D:w/a@4|P:w/b=2@5|P:w/c=3@5|D:w/b@6|D:w/c@6|D:w/old@6", &l, base);
+	store_watch_cancel(w);
+}
+
+/* from_rev replays what was written since; cancel stops delivery. */
+static void test_watch_from_rev_and_cancel(void **state)
+{
+	struct fx *f = *state;
+	struct wlog keep = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	store_watch *kw = NULL; /* an unrelated watch stays open meanwhile */
+	OK(store_watch_start(f->s, "zz/", 0, wlog_cb, &keep, &kw, &f->err));
+	put_str(f, "h/0", "zero");
+	int64_t from = revision(f) + 1;
+	put_str(f, "h/1", "one");
+	put_str(f, "h/2", "two");
+	struct wlog l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	store_watch *w = NULL;
+	OK(store_watch_start(f->s, "h/", from, wlog_cb, &l, &w, &f->err));
+	assert_int_equal(2, wlog_wait(&l, 2));
+	EXPECT_EVENTS("P:h/1=one@0|P:h/2=two@1", &l, from);
+	store_watch_cancel(w);
+	put_str(f, "h/3", "after cancel");
+	usleep(200 * 1000);
+	EXPECT_EVENTS("P:h/1=one@0|P:h/2=two@1", &l, from);
+	store_watch_cancel(kw);
+	store_watch_cancel(NULL);
+	EXPECT_REFUSED(EINVAL, "revision >= 0",
+		       store_watch_start(f->s, "h/", -1, wlog_cb, &l, &w, &f->err));
+}
+
+/* ---- leases ---- */
+
+static void test_lease_revoke(void **state)
+{
+	struct fx *f = *state;
+	int64_t id = 0, ttl = 0;
+	OK(store_lease_grant(f->s, 30, &id, &f->err));
+	assert_true(id > 0);
+	OK(store_put_lease(f->s, "l/a", "leased", 6, id, &f->err));
+	OK(store_put_lease(f->s, "l/b", "leased", 6, id, &f->err));
+	OK(store_put_lease(f->s, "l/c", "leased", 6, id, &f->err));
+	put_str(f, "l/b", "plain"); /* a put without the lease detaches the key */
+	put_str(f, "l/d", "plain");
+	OK(store_lease_keepalive(f->s, id, &ttl, &f->err));
+	assert_int_equal(30, ttl);
+	int64_t rev0 = revision(f);
+	OK(store_lease_revoke(f->s, id, &f->err));
+	EXPECT_REV(rev0 + 1); /* its keys go in one revision */
+	EXPECT_KEYS("l/b|l/d", "l/", 0);
+	check_str(f, "l/b", "plain");
+	cx_err_clear(&f->err);
+	EXPECT_RC(CX_NOTFOUND, store_lease_revoke(f->s, id, &f->err));
+	EXPECT_RC(CX_NOTFOUND, store_lease_keepalive(f->s, id, &ttl, &f->err));
+	EXPECT_RC(CX_NOTFOUND, store_put_lease(f->s, "l/e", "x", 1, id, &f->err));
+	check_absent(f, "l/e");
+	EXPECT_REFUSED(EINVAL, "TTL", store_lease_grant(f->s, 0, &id, &f->err));
+	EXPECT_REFUSED(EINVAL, "lease id", store_put_lease(f->s, "l/f", "x", 1, 0, &f->err));
+}
+
+/* An expired lease takes its keys, seen by a watch as deletes. */
+static void test_lease_expiry(void **state)
+{
+	struct fx *f = *state;
+	int64_t id = 0, ttl = 0;
+	OK(store_lease_grant(f->s, 1, &id, &f->err));
+	OK(store_put_lease(f->s, "e/a", "x", 1, id, &f->err));
+	put_str(f, "e/b", "kept");
+	struct wlog l = {.mu = PTHREAD_MUTEX_INITIALIZER};
+	store_watch *w = NULL;
+	OK(store_watch_start(f->s, "e/", 0, wlog_cb, &l, &w, &f->err));
+	int64_t base = revision(f);
+	assert_int_equal(1, wlog_wait(&l, 1)); /* within ~1 s of TTL (etcd checks twice a second) */
+	EXPECT_EVENTS("D:e/a@1", &l, base);
+	check_absent(f, "e/a");
+	check_str(f, "e/b", "kept");
+	cx_err_clear(&f->err);
+	EXPECT_RC(CX_NOTFOUND, store_lease_keepalive(f->s, id, &ttl, &f->err));
+	store_watch_cancel(w);
+}
+
 /* ---- runner ---- */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
@@ -979,6 +1165,10 @@ static int run_backend(const struct backend *b)
 	    T(test_key_limits),
 	    T(test_value_limits),
 	    T(test_concurrent_use),
+	    T(test_watch_events),
+	    T(test_watch_from_rev_and_cancel),
+	    T(test_lease_revoke),
+	    T(test_lease_expiry),
 	};
 	char group[64];
 	snprintf(group, sizeof group, "store/%s", b->name);

@@ -156,8 +156,13 @@ static void test_open_kinds(void **state)
 	assert_int_equal(-1, store_open(&s, "redis", "whatever", &err));
 	assert_non_null(strstr(err.msg, "redis"));
 	assert_null(s);
-	assert_int_equal(-1, store_open(&s, "etcd", "http://127.0.0.1:2379", &err));
-	assert_non_null(strstr(err.msg, "etcd backend not built"));
+	/* port 1: nothing listens; the open fails fast and names the endpoint */
+	assert_int_equal(-1, store_open(&s, "etcd", "http://127.0.0.1:1", &err));
+	assert_non_null(strstr(err.msg, "127.0.0.1:1"));
+	assert_int_equal(-1, store_open(&s, "etcd", "ftp://127.0.0.1:2379", &err));
+	assert_non_null(strstr(err.msg, "bad etcd endpoint"));
+	assert_int_equal(-1, store_open(&s, "etcd", NULL, &err));
+	assert_non_null(strstr(err.msg, "endpoints"));
 	assert_int_equal(-1, store_open(&s, NULL, "/nonexistent/x.db", &err));
 	assert_non_null(strstr(err.msg, "no store kind"));
 	assert_int_equal(-1, store_open(&s, "sqlite", "", &err));
