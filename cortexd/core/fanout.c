@@ -184,6 +184,7 @@ void fanout_turn_begin(struct session *s)
 {
 	fq_clear(&s->fan.replay);
 	s->fan.replay_dropped = 0;
+	s->fan.restored = 0;
 	for (struct client *c = s->fan.clients; c; c = c->next)
 		c->held = 0;
 }
@@ -259,8 +260,10 @@ void fanout_attach(struct session *s, struct client *c)
 	c->next = s->fan.clients;
 	s->fan.clients = c;
 	s->fan.nclients++;
-	/* Joining mid-turn: that turn's frames come after "resume", exactly once. */
-	c->held = s->turn != NULL;
+	/* Joining mid-turn (or after a restart, the last turn's frames kept from
+	 * the turn log): those frames come after "resume", exactly once, and
+	 * in order -- nothing is sent to it before. */
+	c->held = s->turn != NULL || (s->fan.restored && s->fan.replay.n);
 }
 
 void fanout_detach(struct client *c)

@@ -281,6 +281,7 @@ void handover_load_done(struct cortexd *d)
 
 void handover_resume(struct cortexd *d)
 {
+	cx_listen_kept_done();
 	for (struct session *s = d->sessions; s; s = s->next) {
 		if (!s->ho.adopted || !s->lc.sb)
 			continue;

@@ -88,6 +88,8 @@ struct fanout {
 	struct fqueue replay;    /* frames of the running or last turn, for "resume" (capped) */
 	uint64_t replay_dropped; /* highest seq dropped from replay by the cap, 0 if none */
 	int rx_paused;           /* agent link reading paused: even the fastest client is behind */
+	int restored;            /* replay holds the last turn's frames from the turn log (a
+	                            restart): a client joining is held until "resume", as mid-turn */
 	struct turnlog_state tlog;
 };
 

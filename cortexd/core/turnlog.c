@@ -361,6 +361,7 @@ uint64_t turnlog_restore(struct session *s, int *ended)
 	if (r.cont && r.first > 1)
 		s->fan.replay_dropped = r.first - 1; /* older frames of the turn went with a rotation */
 	s->fan.tlog.turn = r.turn;
+	s->fan.restored = s->fan.replay.n > 0;
 	*ended = r.ended;
 	return r.turn;
 }

@@ -516,6 +516,7 @@ int server_run(struct cortexd *d)
 		/* The agents' output up to now is read (and logged) before the
 		 * sandboxes are handed over: bounded. */
 		uint64_t t0 = cx_mono_ms();
+		cx_listen_keep_for_exec(); /* the gateway's and egress's sockets: sandboxes hold them */
 		handover_detach_all(d);
 		while (d->ho_pending && cx_mono_ms() - t0 < HANDOVER_DRAIN_MS)
 			if (lws_service(d->ctx, 0) < 0)
