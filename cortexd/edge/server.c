@@ -526,7 +526,7 @@ int server_run(struct cortexd *d)
 				 HANDOVER_DRAIN_MS);
 	}
 	log_info(upgrade ? "upgrade restart: shutting down for the re-exec" : "shutting down");
-	sdnotify("STOPPING=1");
+	sdnotify(upgrade ? "RELOADING=1" : "STOPPING=1"); /* the next image says READY=1 */
 	lws_sul_cancel(&sul_watchdog);
 	rc = 0;
 	gateway_stop(); /* aborts and joins the provider requests in flight */
