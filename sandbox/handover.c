@@ -104,7 +104,7 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 	sb->root_fd = sb->init_pidfd = -1;
 	pthread_mutex_init(&sb->mount_lock, NULL);
 	(void)fcntl(sb->ctl_fd, F_SETFD, FD_CLOEXEC);
-	int rc = -1;
+	int rc = -1, verified = 0;
 	if (h->mount_dir[0] && !(sb->mount_dir = strdup(h->mount_dir))) {
 		cx_err_set(err, ENOMEM, "sandbox %s adopt", id);
 		goto fail;
@@ -131,6 +131,7 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 			   (int)h->monitor_pid, (int)h->init_pid);
 		goto fail;
 	}
+	verified = 1;
 	char proc[64];
 	snprintf(proc, sizeof proc, "/proc/%d/root", (int)h->init_pid);
 	sb->root_fd = open(proc, O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -144,16 +145,18 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 	rc = 0;
 fail:
 	if (rc < 0) {
-		/* Nothing of it can be trusted: take it down (the cgroup reap at
-		 * load covers what is left) -- closing the socket ends init. */
-		if (sb->init_pidfd >= 0) {
+		/* A verified sandbox that fails later (init died, no answer) is
+		 * taken down and its monitor, our child, reaped.  An unverified
+		 * record's pids are never signalled: the caller's cgroup reap
+		 * (sandbox_reap_stale) by id stops what is there. */
+		if (verified)
 			(void)pidfd_send_signal(sb->init_pidfd, SIGKILL, NULL, 0);
+		if (sb->init_pidfd >= 0)
 			close(sb->init_pidfd);
-		}
 		if (sb->root_fd >= 0)
 			close(sb->root_fd);
 		close(sb->ctl_fd);
-		if (ppid_of(h->monitor_pid) == getpid()) /* ours: it exits with init */
+		if (verified)
 			while (waitpid(h->monitor_pid, NULL, 0) < 0 && errno == EINTR)
 				;
 		for (int c = 0; c < SBX_CG_MAX; c++)

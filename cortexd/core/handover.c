@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -219,6 +220,7 @@ int handover_adopt(struct session *s)
 	sandbox *sb = NULL;
 	if (sandbox_adopt(&sb, s->id, NULL, &h, &err) < 0) {
 		log_warn("session %s: its sandbox could not be taken back (%s): it comes back sleeping", s->id, err.msg);
+		s->ho.failed_monitor = h.monitor_pid;
 		return 0;
 	}
 	s->lc.sb = sb;
@@ -253,6 +255,23 @@ int handover_adopt(struct session *s)
 	log_info("session %s: sandbox taken back (init %d)%s", s->id, (int)h.init_pid,
 		 s->turn ? ", its turn goes on" : "");
 	return 1;
+}
+
+void handover_reap_failed(struct session *s)
+{
+	pid_t m = s->ho.failed_monitor;
+	s->ho.failed_monitor = 0;
+	if (m <= 1)
+		return;
+	/* The cgroup reap killed its init; the monitor, if it was ours, exits
+	 * with it (waitpid touches nothing that is not our child: ECHILD). */
+	for (int i = 0; i < 200; i++) {
+		pid_t r = waitpid(m, NULL, WNOHANG);
+		if (r == m || (r < 0 && errno != EINTR))
+			return;
+		usleep(10000);
+	}
+	log_warn("session %s: the monitor %d of a sandbox not taken back did not exit", s->id, (int)m);
 }
 
 void handover_load_done(struct cortexd *d)

@@ -43,6 +43,9 @@ void handover_exec(struct cortexd *d);
 void handover_load(struct cortexd *d);
 /* At load of s: take its sandbox back if the record has it; 1 adopted. */
 int handover_adopt(struct session *s);
+/* After the cgroup reap of a session whose sandbox was not taken back: its
+ * monitor (our child) is reaped, bounded. */
+void handover_reap_failed(struct session *s);
 /* After load: close what the record held that no session took. */
 void handover_load_done(struct cortexd *d);
 /* Once the event loop runs: adopted sessions link to ws-agent again. */

@@ -378,6 +378,7 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 		log_warn("session %s: leftover sandbox: %s", s->id, rerr.msg);
 	else if (found)
 		log_info("session %s: stopped the sandbox a previous cortexd left behind", s->id);
+	handover_reap_failed(s);
 	/* ... and its disk may still be mounted: it comes back sleeping, so off. */
 	jobs_detach_disk(s->dir, s->id);
 	jobs_remove_session_files(&d->cfg, s->id, 0); /* its socket, if it died with one */

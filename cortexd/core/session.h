@@ -252,6 +252,7 @@ struct session {
 	 * handed to the next cortexd; taken back from the previous one. */
 	struct {
 		int detaching, detached, kept, adopted;
+		pid_t failed_monitor; /* its sandbox could not be taken back: reaped after the cgroup reap */
 	} ho;
 	json_t *network;         /* the session's own egress policy (owned), NULL = its user's */
 	/* What the running sandbox's image says about the agent (set by the
