@@ -42,10 +42,11 @@ async function reconnect(d, sid, tok) {
 
 const f1 = x => Number.isFinite(x) ? x.toFixed(1) : '-';
 
+let D = null;
 (async () => {
   const cfg = path.join(L.tmpdir('bench-upgrade'), 'cortexd.json');
   fs.writeFileSync(cfg, JSON.stringify({agent: {dir: miniAgentDir(), command: '/cortex/agent/mini-agent', max_booting: 4}}));
-  const d = await L.startCortexd({args: ['--config', cfg]});
+  const d = D = await L.startCortexd({args: ['--config', cfg]});
   const tok = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'bench'})).json.token;
   const S = await Promise.all(Array.from({length: N}, () => L.hotSession(d, tok)));
   const unreach = [], downs = [];
@@ -69,9 +70,13 @@ const f1 = x => Number.isFinite(x) ? x.toFixed(1) : '-';
     await Promise.all(S.map(async (s, i) => {
       await closed[i];
       const last = Math.max(...s.c.frames.slice(s.start).map(f => f.seq || 0));
-      const c = await reconnect(d, s.sid, tok);
-      c.send({type: 'resume', after_seq: last});
-      await c.waitFor(f => f.seq > last, 'first frame after resume', 120000);
+      let c;
+      for (;;) { /* a connection the old process took while draining is closed (1006): again */
+        c = await reconnect(d, s.sid, tok);
+        c.send({type: 'resume', after_seq: last});
+        const gone = new Promise(res => c.ws.once('close', () => res(null)));
+        if (await Promise.race([c.waitFor(f => f.seq > last, 'first frame after resume', 120000), gone])) break;
+      }
       unreach.push(now() - t0);
       const end = await c.waitFor(f => f.type === 'cortex.done' || f.type === 'cortex.error', 'end', 120000).catch(() => null);
       if (!end || end.type !== 'cortex.done') notDone++;
@@ -100,4 +105,8 @@ const f1 = x => Number.isFinite(x) ? x.toFixed(1) : '-';
   await d.stop();
   L.unmountUnder(d.dataDir);
   process.exit(lost || dup || seqDup || notDone ? 1 : 0);
-})().catch(e => { console.error(e); process.exit(1); });
+})().catch(e => {
+  console.error(e);
+  if (D) console.error(D.logs().split('\n').filter(l => / (warn|error) |upgrade|taken/.test(l)).slice(-40).join('\n'));
+  process.exit(1);
+});

@@ -349,11 +349,11 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	turn_restore(s);
 	int ended = 0;
 	uint64_t logged = turnlog_restore(s, &ended);
-	if (adopted && s->turn && logged != s->turn->id)
-		fq_clear(&s->fan.replay); /* (the log missed the turn: nothing to replay) */
-	else if (adopted)
-		; /* a turn that goes on, or the last one's frames: kept for resume */
-	else if (logged && !ended)
+	if (adopted && s->turn && logged != s->turn->id) {
+		/* (The log missed the turn that goes on: it starts again with it.) */
+		fq_clear(&s->fan.replay);
+		turnlog_begin(s, s->turn->id);
+	} else if (!adopted && logged && !ended) /* adopted: its turn goes on, or the last one's frames stay */
 		fanout_lost_turn(s, logged);
 	else if (s->lost_turn && logged != s->lost_turn)
 		fq_clear(&s->fan.replay); /* another turn's frames: only the error is known */

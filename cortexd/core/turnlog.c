@@ -245,6 +245,8 @@ void turnlog_close(struct session *s, int remove)
 	struct turnlog_state *t = &s->fan.tlog;
 	if (!remove)
 		turnlog_flush(s);
+	if (t->fd > 0 && !remove && t->dirty)
+		(void)fdatasync(t->fd); /* a stop, not the message path: the last frames on disk */
 	if (t->fd > 0)
 		close(t->fd);
 	t->fd = -1;

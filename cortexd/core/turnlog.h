@@ -44,7 +44,8 @@ void turnlog_flush(struct session *s);
 /* At load: the kept frames into s->fan.replay and s->fan.seq past them.
  * Returns the turn the log holds (0: none) and whether it ended. */
 uint64_t turnlog_restore(struct session *s, int *ended);
-/* Close the log; remove: delete its files too (session deleted). */
+/* Close the log (fdatasync'd first unless removed: a stop); remove: delete
+ * its files too (session deleted). */
 void turnlog_close(struct session *s, int remove);
 
 #endif
