@@ -18,7 +18,8 @@ int sandbox_handover_release(sandbox *sb, sandbox_handover *out, cx_err *err)
 	if (!sb || sb->monitor_pid < 0 || sb->ctl_fd < 0)
 		return cx_err_set(err, ESRCH, "sandbox: not running");
 	if (sb->mount_dir && strlen(sb->mount_dir) >= sizeof out->mount_dir)
-		return cx_err_set(err, ENAMETOOLONG, "sandbox %s: mount_dir too long to hand over", sb->id);
+		return cx_err_set(err, ENAMETOOLONG, "sandbox %s: mount_dir too long to hand over",
+				  sb->id);
 	int fl = fcntl(sb->ctl_fd, F_GETFD);
 	if (fl < 0 || fcntl(sb->ctl_fd, F_SETFD, fl & ~FD_CLOEXEC) < 0)
 		return cx_err_set(err, errno, "sandbox %s: keep the control socket", sb->id);
@@ -80,7 +81,8 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 {
 	*out = NULL;
 	size_t idlen = id ? strlen(id) : 0;
-	if (!idlen || idlen > CX_CAP_NAME || strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != idlen)
+	if (!idlen || idlen > CX_CAP_NAME ||
+	    strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != idlen)
 		return cx_err_set(err, EINVAL, "sandbox adopt: bad id");
 	if (h->monitor_pid <= 1 || h->init_pid <= 1 || h->ctl_fd < 3 || !h->uid || !h->gid)
 		return cx_err_set(err, EINVAL, "sandbox %s adopt: bad handover record", id);
@@ -89,7 +91,8 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 	socklen_t tl = sizeof type;
 	if (fstat(h->ctl_fd, &st) < 0 || !S_ISSOCK(st.st_mode) ||
 	    getsockopt(h->ctl_fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 || type != SOCK_SEQPACKET)
-		return cx_err_set(err, EBADF, "sandbox %s adopt: fd %d is not its control socket", id, h->ctl_fd);
+		return cx_err_set(err, EBADF, "sandbox %s adopt: fd %d is not its control socket",
+				  id, h->ctl_fd);
 	sandbox *sb = calloc(1, sizeof *sb);
 	if (!sb)
 		return cx_err_set(err, ENOMEM, "sandbox adopt");
@@ -114,7 +117,8 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 		cx_err_set(err, errno, "sandbox %s adopt: init %d is gone", id, (int)h->init_pid);
 		goto fail;
 	}
-	int r = sbx_cgroup_find_at(&sb->cg, SBX_CGROUP_ROOT, cgroup_name ? cgroup_name : "cortex", id, err);
+	int r = sbx_cgroup_find_at(&sb->cg, SBX_CGROUP_ROOT, cgroup_name ? cgroup_name : "cortex",
+				   id, err);
 	if (r <= 0) {
 		if (!r)
 			cx_err_set(err, ENOENT, "sandbox %s adopt: no cgroup", id);
@@ -127,8 +131,8 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 	 * init's pid, and checked alive after, so it was this init throughout. */
 	if (ppid_of(h->monitor_pid) != getpid() || ppid_of(h->init_pid) != h->monitor_pid || !dir ||
 	    !in_cgroup(dir, h->init_pid)) {
-		cx_err_set(err, ESRCH, "sandbox %s adopt: pids %d/%d are not its monitor and init", id,
-			   (int)h->monitor_pid, (int)h->init_pid);
+		cx_err_set(err, ESRCH, "sandbox %s adopt: pids %d/%d are not its monitor and init",
+			   id, (int)h->monitor_pid, (int)h->init_pid);
 		goto fail;
 	}
 	verified = 1;

@@ -22,21 +22,22 @@
 #include "turnlog.h"
 
 #define STATE_FILE "state.json"
-#define STATE_CAP (16u << 20) /* the record of every session, read back */
+#define STATE_CAP  (16u << 20) /* the record of every session, read back */
 
 /* ---- the old process ---- */
 
 static int can_detach(const struct session *s)
 {
-	return !s->deleted && s->lc.sb && s->link.up && s->link.wsi && s->lc.job == JOB_NONE && !s->lc.sync_job &&
-	       s->lc.state == SS_READY && s->link.state != AG_STARTING && !s->link.applying && !s->lc.cloning;
+	return !s->deleted && s->lc.sb && s->link.up && s->link.wsi && s->lc.job == JOB_NONE &&
+	       !s->lc.sync_job && s->lc.state == SS_READY && s->link.state != AG_STARTING &&
+	       !s->link.applying && !s->lc.cloning;
 }
 
 unsigned handover_detach_all(struct cortexd *d)
 {
 	d->ho_pending = 0;
 	for (struct session *s = d->sessions; s; s = s->next) {
-		fanout_close_all(s); /* clients reconnect to the next process and resume */
+		fanout_close_all(s);   /* clients reconnect to the next process and resume */
 		fanout_update_flow(s); /* nobody to pace the agent: read all it has */
 		if (!can_detach(s))
 			continue;
@@ -59,9 +60,10 @@ void handover_detached(struct session *s)
 
 static json_t *session_record_of(struct session *s, sandbox_handover *h)
 {
-	json_t *o = json_pack("{s:s,s:i,s:i,s:i,s:I,s:b,s:s,s:i,s:i,s:I}", "id", s->id, "monitor", (int)h->monitor_pid,
-			      "init", (int)h->init_pid, "ctl_fd", h->ctl_fd, "ctl_seq", (json_int_t)h->seq, "net_isolated",
-			      h->net_isolated, "mount_dir", h->mount_dir, "uid", (int)h->uid, "gid", (int)h->gid,
+	json_t *o = json_pack("{s:s,s:i,s:i,s:i,s:I,s:b,s:s,s:i,s:i,s:I}", "id", s->id, "monitor",
+			      (int)h->monitor_pid, "init", (int)h->init_pid, "ctl_fd", h->ctl_fd,
+			      "ctl_seq", (json_int_t)h->seq, "net_isolated", h->net_isolated,
+			      "mount_dir", h->mount_dir, "uid", (int)h->uid, "gid", (int)h->gid,
 			      "turns", (json_int_t)s->turns);
 	if (!o)
 		return NULL;
@@ -72,10 +74,12 @@ static json_t *session_record_of(struct session *s, sandbox_handover *h)
 	json_object_set_new(o, "cwd", json_string(s->rt.cwd));
 	if (s->rt.env)
 		json_object_set(o, "env", s->rt.env);
-	json_t *ag = json_pack("{s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i}", "state", (int)s->link.state, "gen",
-			       (json_int_t)s->link.gen, "hash", s->link.hash, "live_hash", s->link.live_hash, "mcp_hash",
-			       s->link.mcp_hash, "live_model", s->link.live_model, "live_perm", s->link.live_perm,
-			       "had_success", s->link.had_success, "crashes", s->link.crashes, "pid", s->link.pid);
+	json_t *ag =
+	    json_pack("{s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i}", "state", (int)s->link.state,
+		      "gen", (json_int_t)s->link.gen, "hash", s->link.hash, "live_hash",
+		      s->link.live_hash, "mcp_hash", s->link.mcp_hash, "live_model",
+		      s->link.live_model, "live_perm", s->link.live_perm, "had_success",
+		      s->link.had_success, "crashes", s->link.crashes, "pid", s->link.pid);
 	if (ag)
 		json_object_set_new(o, "agent", ag);
 	json_t *t = turn_handover(s);
@@ -89,7 +93,8 @@ static int write_file(struct cortexd *d, const char *txt, cx_err *err)
 	cleanup_close int dfd = jobs_private_dir(&d->cfg, HANDOVER_DIR, err);
 	if (dfd < 0)
 		return -1;
-	cleanup_close int fd = openat(dfd, STATE_FILE ".tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	cleanup_close int fd = openat(dfd, STATE_FILE ".tmp",
+				      O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return cx_err_set(err, errno, "handover: create");
 	if (cx_write_all(fd, txt, strlen(txt), err) < 0 || fsync(fd) < 0)
@@ -163,7 +168,8 @@ void handover_load(struct cortexd *d)
 	(void)unlinkat(dfd, STATE_FILE, 0); /* read once: a later start never takes it again */
 	struct stat st;
 	json_t *root = NULL;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && (uint64_t)st.st_size <= STATE_CAP)
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    (uint64_t)st.st_size <= STATE_CAP)
 		root = json_loadfd(fd, 0, NULL);
 	close(fd);
 	if (!root)
@@ -177,7 +183,8 @@ void handover_load(struct cortexd *d)
 		return;
 	}
 	d->handover = root;
-	log_info("upgrade restart: taking over %zu session(s)", json_array_size(json_object_get(root, "sessions")));
+	log_info("upgrade restart: taking over %zu session(s)",
+		 json_array_size(json_object_get(root, "sessions")));
 }
 
 static json_t *record_of(struct cortexd *d, const char *id)
@@ -219,7 +226,9 @@ int handover_adopt(struct session *s)
 	cx_err err = CX_ERR_INIT;
 	sandbox *sb = NULL;
 	if (sandbox_adopt(&sb, s->id, NULL, &h, &err) < 0) {
-		log_warn("session %s: its sandbox could not be taken back (%s): it comes back sleeping", s->id, err.msg);
+		log_warn(
+		    "session %s: its sandbox could not be taken back (%s): it comes back sleeping",
+		    s->id, err.msg);
 		s->ho.failed_monitor = h.monitor_pid;
 		return 0;
 	}
@@ -235,7 +244,9 @@ int handover_adopt(struct session *s)
 	if (json_is_object(env))
 		s->rt.env = json_incref(env);
 	json_t *ag = json_object_get(o, "agent");
-	s->link.state = (enum ag_state)json_integer_value(json_object_get(ag, "state")) == AG_HOT ? AG_HOT : AG_NONE;
+	s->link.state = (enum ag_state)json_integer_value(json_object_get(ag, "state")) == AG_HOT
+			    ? AG_HOT
+			    : AG_NONE;
 	s->link.gen = (uint64_t)json_integer_value(json_object_get(ag, "gen"));
 	str_to(s->link.hash, sizeof s->link.hash, ag, "hash");
 	str_to(s->link.live_hash, sizeof s->link.live_hash, ag, "live_hash");
@@ -271,7 +282,8 @@ void handover_reap_failed(struct session *s)
 			return;
 		usleep(10000);
 	}
-	log_warn("session %s: the monitor %d of a sandbox not taken back did not exit", s->id, (int)m);
+	log_warn("session %s: the monitor %d of a sandbox not taken back did not exit", s->id,
+		 (int)m);
 }
 
 void handover_load_done(struct cortexd *d)
@@ -294,7 +306,7 @@ void handover_load_done(struct cortexd *d)
 	d->handover = NULL;
 	json_t *so;
 	json_array_foreach(json_object_get(root, "sessions"), i, so)
-		json_object_del(so, "gw_token");
+	    json_object_del(so, "gw_token");
 	json_decref(root);
 }
 
@@ -319,7 +331,8 @@ void handover_resume(struct cortexd *d)
 			log_warn("session %s: ws-agent after the restart: %s", s->id, err.msg);
 			s->link.attaching = 0;
 			s->lc.broken = 1;
-			turn_fail(s, "agent_lost", "the agent could not be reached after cortexd's upgrade restart");
+			turn_fail(s, "agent_lost",
+				  "the agent could not be reached after cortexd's upgrade restart");
 			lifecycle_reconcile(s);
 		}
 	}

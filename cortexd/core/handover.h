@@ -25,7 +25,7 @@
 
 #include "session.h"
 
-#define HANDOVER_DIR "handover"
+#define HANDOVER_DIR	  "handover"
 #define HANDOVER_DRAIN_MS 5000 /* longest wait for the detach answers */
 
 /* Drop every client and send detach where it applies: the number sent. */

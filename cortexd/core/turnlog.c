@@ -13,7 +13,7 @@
 #include "log.h"
 #include "work.h"
 
-static struct cortexd *sync_d;      /* the daemon whose logs are synced */
+static struct cortexd *sync_d; /* the daemon whose logs are synced */
 static lws_sorted_usec_list_t sul_sync;
 static int sync_armed, sync_inflight;
 static uint64_t n_syncs, n_write_errors;
@@ -102,7 +102,8 @@ static void sul_sync_cb(lws_sorted_usec_list_t *sul)
 		return;
 	if (sync_inflight) { /* the disk is slow: try again next period */
 		sync_armed = 1;
-		lws_sul_schedule(d->ctx, 0, &sul_sync, sul_sync_cb, (lws_usec_t)TURNLOG_SYNC_MS * LWS_US_PER_MS);
+		lws_sul_schedule(d->ctx, 0, &sul_sync, sul_sync_cb,
+				 (lws_usec_t)TURNLOG_SYNC_MS * LWS_US_PER_MS);
 		return;
 	}
 	int n = 0;
@@ -132,7 +133,8 @@ static void arm_sync(struct session *s)
 	if (sync_armed || !s->d->ctx || !sync_d)
 		return;
 	sync_armed = 1;
-	lws_sul_schedule(s->d->ctx, 0, &sul_sync, sul_sync_cb, (lws_usec_t)TURNLOG_SYNC_MS * LWS_US_PER_MS);
+	lws_sul_schedule(s->d->ctx, 0, &sul_sync, sul_sync_cb,
+			 (lws_usec_t)TURNLOG_SYNC_MS * LWS_US_PER_MS);
 }
 
 void turnlog_start(struct cortexd *d)
@@ -277,8 +279,8 @@ static char *slurp(int dfd, const char *name, size_t *len)
 		return NULL;
 	struct stat st;
 	char *buf = NULL;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 && (uint64_t)st.st_size <= 2ull * TURNLOG_CAP &&
-	    (buf = malloc((size_t)st.st_size))) {
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    (uint64_t)st.st_size <= 2ull * TURNLOG_CAP && (buf = malloc((size_t)st.st_size))) {
 		size_t got = 0;
 		while (got < (size_t)st.st_size) {
 			ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
@@ -295,10 +297,10 @@ static char *slurp(int dfd, const char *name, size_t *len)
 }
 
 struct restore {
-	uint64_t turn;   /* of the first header seen */
+	uint64_t turn; /* of the first header seen */
 	int ended;
-	uint64_t first;  /* lowest seq kept */
-	int cont;        /* the first header is "R": older frames were dropped */
+	uint64_t first; /* lowest seq kept */
+	int cont;	/* the first header is "R": older frames were dropped */
 };
 
 static void restore_buf(struct session *s, const char *b, size_t len, struct restore *r)
@@ -361,7 +363,8 @@ uint64_t turnlog_restore(struct session *s, int *ended)
 	}
 	close(dfd);
 	if (r.cont && r.first > 1)
-		s->fan.replay_dropped = r.first - 1; /* older frames of the turn went with a rotation */
+		s->fan.replay_dropped =
+		    r.first - 1; /* older frames of the turn went with a rotation */
 	s->fan.tlog.turn = r.turn;
 	s->fan.restored = s->fan.replay.n > 0;
 	*ended = r.ended;

@@ -26,9 +26,9 @@
 
 #include "session.h"
 
-#define TURNLOG_DIR "turnlog"
-#define TURNLOG_CAP (16u << 20)     /* bytes per session, both files */
-#define TURNLOG_BUF (256u << 10)    /* gathered before a write is forced */
+#define TURNLOG_DIR	"turnlog"
+#define TURNLOG_CAP	(16u << 20)  /* bytes per session, both files */
+#define TURNLOG_BUF	(256u << 10) /* gathered before a write is forced */
 #define TURNLOG_SYNC_MS 200
 
 /* Start the periodic fdatasync (service thread, after work_start). */
