@@ -39,6 +39,8 @@ node "$root/bench/create_burst.js"
 # Issue 13 goal 2: N sessions sending at once (real Claude Code, then the mini-agent) vs the same agents run directly.
 node "$root/bench/concurrency.js"
 BUILD="$root/build" bash "$root/bench/clone_bench.sh"
+# Issue 16 point 4: upgrade restart (SIGHUP) with 20 sessions mid-turn: time unreachable, frames lost (0).
+node "$root/bench/upgrade.js"
 # Issue 15 point 1: files API list/read/write latency (awake and asleep) and watch latency.
 node "$root/bench/files.js"
 # Issue 15 point 5: the dashboard's first contentful paint in headless Chromium.

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -167,8 +169,95 @@ int cx_accept_each(int lfd, void (*take)(void *arg, int fd), void *arg, cx_err *
 	}
 }
 
+#define KEPT_MAX 8
+static struct {
+	char name[64];
+	int fd;
+} kept[KEPT_MAX];
+static int n_kept;
+
+/* The socket a previous image kept for name (CORTEX_KEPT_FDS), or -1. */
+static int listen_inherited(const char *name)
+{
+	const char *env = getenv("CORTEX_KEPT_FDS");
+	size_t nl = strlen(name);
+	for (const char *p = env; p && *p;) {
+		const char *eq = strchr(p, '='), *end = strchr(p, ';');
+		if (!eq || (end && eq > end))
+			break;
+		if ((size_t)(eq - p) == nl && !memcmp(p, name, nl)) {
+			int fd = atoi(eq + 1), on = 0, dom = 0;
+			socklen_t l = sizeof on, l2 = sizeof dom;
+			struct sockaddr_un a;
+			socklen_t al = sizeof a;
+			if (fd > 2 && getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &l) == 0 && on &&
+			    getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l2) == 0 && dom == AF_UNIX &&
+			    getsockname(fd, (struct sockaddr *)&a, &al) == 0 && al > sizeof a.sun_family) {
+				a.sun_path[sizeof a.sun_path - 1] = '\0';
+				size_t pl = strlen(a.sun_path);
+				if (pl > nl && a.sun_path[pl - nl - 1] == '/' && !strcmp(a.sun_path + pl - nl, name)) {
+					(void)fcntl(fd, F_SETFD, FD_CLOEXEC);
+					(void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+					return fd;
+				}
+			}
+			return -1;
+		}
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	return -1;
+}
+
+static void listen_record(const char *name, int fd)
+{
+	if (n_kept < KEPT_MAX && strlen(name) < sizeof kept[0].name) {
+		snprintf(kept[n_kept].name, sizeof kept[0].name, "%s", name);
+		kept[n_kept++].fd = fd;
+	}
+}
+
+void cx_listen_keep_for_exec(void)
+{
+	char env[KEPT_MAX * 80] = "";
+	size_t len = 0;
+	for (int i = 0; i < n_kept; i++) {
+		int dup = fcntl(kept[i].fd, F_DUPFD, 3); /* no CLOEXEC: it crosses the execve */
+		if (dup < 0)
+			continue;
+		len += (size_t)snprintf(env + len, sizeof env - len, "%s%s=%d", len ? ";" : "", kept[i].name, dup);
+	}
+	if (len)
+		setenv("CORTEX_KEPT_FDS", env, 1);
+}
+
+void cx_listen_kept_done(void)
+{
+	const char *env = getenv("CORTEX_KEPT_FDS");
+	for (const char *p = env; p && *p;) {
+		const char *eq = strchr(p, '='), *end = strchr(p, ';');
+		if (!eq)
+			break;
+		int fd = atoi(eq + 1), taken = 0;
+		for (int i = 0; i < n_kept; i++)
+			taken |= kept[i].fd == fd;
+		if (!taken && fd > 2)
+			close(fd);
+		if (!end)
+			break;
+		p = end + 1;
+	}
+	unsetenv("CORTEX_KEPT_FDS");
+}
+
 int cx_listen_unix_at(int dirfd, const char *name, mode_t mode, int backlog, cx_err *err)
 {
+	int inh = listen_inherited(name);
+	if (inh >= 0) {
+		listen_record(name, inh);
+		return inh;
+	}
 	struct sockaddr_un a = {.sun_family = AF_UNIX};
 	if ((size_t)snprintf(a.sun_path, sizeof a.sun_path, "/proc/self/fd/%d/%s", dirfd, name) >= sizeof a.sun_path)
 		return cx_err_set(err, ENAMETOOLONG, "socket name %s", name);
@@ -183,6 +272,7 @@ int cx_listen_unix_at(int dirfd, const char *name, mode_t mode, int backlog, cx_
 		close(fd);
 		return -1;
 	}
+	listen_record(name, fd);
 	return fd;
 }
 

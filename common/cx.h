@@ -83,6 +83,13 @@ int cx_accept_each(int lfd, void (*take)(void *arg, int fd), void *arg, cx_err *
  * bound through /proc/self/fd/<dirfd>/ (a deep dir may not fit sun_path),
  * a stale socket there removed first, mode applied.  The fd, or -1 with err. */
 int cx_listen_unix_at(int dirfd, const char *name, mode_t mode, int backlog, cx_err *err);
+/* An upgrade restart: every listener cx_listen_unix_at made is duplicated
+ * without CLOEXEC and named in CORTEX_KEPT_FDS ("name=fd;..."), so the next
+ * image's cx_listen_unix_at of the same name takes that very socket (the
+ * O_PATH fds sandboxes hold of it keep working) instead of binding anew. */
+void cx_listen_keep_for_exec(void);
+/* After start: close what was kept but not taken, forget CORTEX_KEPT_FDS. */
+void cx_listen_kept_done(void);
 
 /* Random lowercase hex id of 2*nbytes chars into out (size >= 2*nbytes+1). */
 void cx_random_hex(char *out, size_t nbytes);

@@ -1,5 +1,7 @@
 /* main.c — cortexd: parse configuration, then run the server (server.c). */
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "session.h"
 #include "log.h"
@@ -24,5 +26,12 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	log_set_json(d->cfg.log_json);
+	/* An upgrade restart (SIGHUP) execs the binary at this path again:
+	 * the new one, if a package upgrade replaced it. */
+	d->argv = argv;
+	ssize_t n = readlink("/proc/self/exe", d->exe, sizeof d->exe - 1);
+	d->exe[n > 0 ? n : 0] = '\0';
+	if (n > 10 && !strcmp(d->exe + n - 10, " (deleted)"))
+		d->exe[n - 10] = '\0';
 	return server_run(d);
 }

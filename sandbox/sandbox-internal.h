@@ -109,6 +109,9 @@ struct sandbox {
 	pthread_mutex_t mount_lock;
 };
 
+/* Free the object only (nothing is stopped; cg dirs are not freed). */
+void sbx_free(sandbox *sb);
+
 /* ---- seccomp.c ---- */
 
 typedef enum sbx_sc_action {

@@ -6,8 +6,11 @@
  * init and exits with it; it exists because a process cannot move itself into
  * a new pid namespace, and it carries PR_SET_PDEATHSIG so that the sandbox
  * dies with cortexd (init has PDEATHSIG towards the monitor, and init's death
- * kills the namespace).  Note: PDEATHSIG follows the *thread* that forked, so
- * create sandboxes from a long-lived thread.
+ * kills the namespace).  The monitor does not use PDEATHSIG itself: that
+ * follows the *thread* that forked (a worker), and every thread but one ends
+ * at an execve -- an upgrade restart (sandbox_handover) must keep the
+ * sandboxes.  It polls a pidfd of cortexd instead, readable only when the
+ * whole process is gone (crash, kill -9, exit), never at an execve.
  *
  * Setup handshake on the sync socket (errors travel as code + message):
  *   monitor -> lib  PID(init's host pid)   lib puts it in the cgroup
@@ -25,6 +28,7 @@
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -122,12 +126,35 @@ int sbx_close_fds_except(const int *keep, size_t n_keep)
 
 /* ---- monitor ---- */
 
+/* Wait for init; if cortexd (the process, parent_pidfd) dies first, take init
+ * down with it.  Threads of cortexd ending (an execve ends all but one) are
+ * not its death. */
+__attribute__((noreturn)) static void monitor_wait(pid_t init, int parent_pidfd)
+{
+	int ipfd = (int)syscall(SYS_pidfd_open, init, 0);
+	for (;;) {
+		struct pollfd p[2] = {{parent_pidfd, POLLIN, 0}, {ipfd, POLLIN, 0}};
+		int r = ipfd >= 0 ? poll(p, 2, -1) : 1;
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 || (p[0].revents && !p[1].revents))
+			kill(init, SIGKILL); /* cortexd is gone: so is the sandbox */
+		if (r < 0 || p[0].revents || p[1].revents || ipfd < 0)
+			break;
+	}
+	int st;
+	while (waitpid(init, &st, 0) < 0)
+		if (errno != EINTR)
+			_exit(1);
+	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+}
+
 __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 						   const sbx_seccomp_prog *filter, pid_t parent,
-						   int sync_fd, int ctl_fd, int root_fd)
+						   int sync_fd, int ctl_fd, int root_fd, int parent_pidfd)
 {
 	cx_err err = CX_ERR_INIT;
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) < 0 || getppid() != parent)
+	if (getppid() != parent)
 		_exit(1); /* the creator is already gone */
 	/* The daemon may ignore SIGCHLD (then waitpid fails) or block signals. */
 	signal(SIGCHLD, SIG_DFL);
@@ -135,8 +162,8 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Other threads' fds without O_CLOEXEC must not reach the sandbox. */
-	int keep[3] = {sync_fd, ctl_fd, root_fd};
-	if (sbx_close_fds_except(keep, root_fd >= 0 ? 3 : 2) < 0) {
+	int keep[4] = {sync_fd, ctl_fd, parent_pidfd, root_fd};
+	if (sbx_close_fds_except(keep, root_fd >= 0 ? 4 : 3) < 0) {
 		cx_err_set(&err, errno, "close inherited fds");
 		sbx_child_fail(sync_fd, &err);
 	}
@@ -150,8 +177,10 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	/* _Fork: the daemon's atfork handlers (library code) have no business
 	 * here, and the daemon's own fork already reset libc's state. */
 	pid_t init = sbx_fork();
-	if (init == 0)
+	if (init == 0) {
+		close(parent_pidfd);
 		sbx_init_main(opts, filter, sync_fd, ctl_fd, root_fd);
+	}
 	if (init < 0) {
 		cx_err_set(&err, errno, "fork init");
 		sbx_child_fail(sync_fd, &err);
@@ -162,11 +191,7 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	if (sbx_sync_send(sync_fd, SBX_SYNC_PID, init, NULL) < 0)
 		_exit(1); /* PDEATHSIG takes init with us */
 	close(sync_fd);
-	int st;
-	while (waitpid(init, &st, 0) < 0)
-		if (errno != EINTR)
-			_exit(1);
-	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+	monitor_wait(init, parent_pidfd);
 }
 
 /* ---- lifecycle ---- */
@@ -218,7 +243,7 @@ static int check_opts(const sandbox_opts *o, cx_err *err)
 	return 0;
 }
 
-static void free_sandbox(sandbox *sb)
+void sbx_free(sandbox *sb)
 {
 	pthread_mutex_destroy(&sb->mount_lock);
 	free(sb->mount_dir);
@@ -273,11 +298,14 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 		return -1;
 
 	pid_t parent = getpid();
+	cleanup_close int parent_pidfd = pidfd_open(parent, 0);
+	if (parent_pidfd < 0)
+		return cx_err_set(err, errno, "pidfd_open (cortexd)");
 	pid_t pid = fork();
 	if (pid < 0)
 		return cx_err_set(err, errno, "fork");
 	if (pid == 0)
-		monitor_main(opts, &filter, parent, sync_child, ctl_child, root_fd);
+		monitor_main(opts, &filter, parent, sync_child, ctl_child, root_fd, parent_pidfd);
 	sb->monitor_pid = pid;
 	close_fd(&sync_child);
 	close_fd(&ctl_child);
@@ -329,18 +357,18 @@ int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err)
 	sb->init_pidfd = sb->ctl_fd = sb->root_fd = -1;
 	pthread_mutex_init(&sb->mount_lock, NULL);
 	if (opts->mount_dir && !(sb->mount_dir = strdup(opts->mount_dir))) {
-		free_sandbox(sb);
+		sbx_free(sb);
 		return cx_err_set(err, ENOMEM, "sandbox %s: strdup", opts->id);
 	}
 	if (sbx_cgroup_create(&sb->cg, opts, err) < 0) {
-		free_sandbox(sb);
+		sbx_free(sb);
 		return cx_err_wrap(err, "sandbox %s", opts->id);
 	}
 	if (start(sb, opts, err) < 0) {
 		cx_err tmp = CX_ERR_INIT;
 		kill_and_reap(sb);
 		sbx_cgroup_remove(&sb->cg, &tmp);
-		free_sandbox(sb);
+		sbx_free(sb);
 		return cx_err_wrap(err, "sandbox %s", opts->id);
 	}
 	*out = sb;
@@ -377,7 +405,7 @@ void sandbox_destroy(sandbox *sb)
 		return;
 	cx_err err = CX_ERR_INIT;
 	(void)sandbox_stop(sb, &err);
-	free_sandbox(sb);
+	sbx_free(sb);
 }
 
 int sandbox_freeze(sandbox *sb, int frozen, cx_err *err)

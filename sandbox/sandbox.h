@@ -213,6 +213,30 @@ int sandbox_netns_open(sandbox *sb, int *out, cx_err *err);
  * no answer in time: ETIMEDOUT.  Blocks: call it from a worker. */
 int sandbox_netns_connect(int netns_fd, uint16_t port, int timeout_ms, int *out, cx_err *err);
 
+/* ---- upgrade restarts (handover.c) ----
+ *
+ * cortexd re-executing itself keeps its sandboxes: sandbox_handover_release
+ * lets go of the object without stopping anything and keeps the control
+ * socket open across the execve (its CLOEXEC cleared; init exits when it
+ * closes); the new process takes the sandbox back with sandbox_adopt, which
+ * trusts nothing it is told: the monitor must be its own child, init the
+ * monitor's child and listed in <cgroup_name>/<id>'s cgroup.procs (checked
+ * through a pidfd, so a recycled pid fails), and init must answer a ping on
+ * the socket. */
+typedef struct sandbox_handover {
+	pid_t monitor_pid;
+	pid_t init_pid;
+	int ctl_fd;            /* open in the new process (same number) */
+	uint32_t seq;
+	uid_t uid;
+	gid_t gid;
+	bool net_isolated;
+	char mount_dir[256];   /* "" = none */
+} sandbox_handover;
+int sandbox_handover_release(sandbox *sb, sandbox_handover *out, cx_err *err);
+int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
+		  cx_err *err);
+
 /* Make the calling process a child subreaper and ignore nothing else; call once
  * at daemon start so sandbox processes re-parent to cortexd, never to host init. */
 int sandbox_runtime_init(cx_err *err);

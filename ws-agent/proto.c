@@ -39,8 +39,8 @@ int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err
 	if (!type)
 		return fail(root, why, cap, "%s", "missing string field \"type\"");
 	*out = (struct wsa_msg){.root = root};
-	if (!strcmp(type, "ping")) {
-		out->type = WSA_MSG_PING;
+	if (!strcmp(type, "ping") || !strcmp(type, "detach") || !strcmp(type, "attach")) {
+		out->type = type[0] == 'p' ? WSA_MSG_PING : type[0] == 'd' ? WSA_MSG_DETACH : WSA_MSG_ATTACH;
 		return 0;
 	}
 	if (!strcmp(type, "input"))

@@ -316,7 +316,7 @@ static void set_paused(struct wsa_agent *a, bool pause)
 void wsa_runner_flow_update(struct wsa_server *srv)
 {
 	struct wsa_agent *a = srv->current;
-	if (!a)
+	if (!a || a->held)
 		return;
 	size_t queued = a->owner ? a->owner->q.bytes : 0;
 	if (!a->paused && queued > WSA_CAP_OUT_QUEUE)
@@ -434,6 +434,56 @@ void wsa_runner_retire(struct wsa_agent *a)
 	agent_maybe_finish(a);
 }
 
+static void current_of(struct wsa_server *srv, int64_t *gen, pid_t *pid)
+{
+	struct wsa_agent *a = srv->current;
+	*gen = a && !a->reaped ? a->gen : 0;
+	*pid = a && !a->reaped ? a->pid : 0;
+}
+
+static void sul_detach_cb(lws_sorted_usec_list_t *sul)
+{
+	struct wsa_server *srv = lws_container_of(sul, struct wsa_server, sul_detach);
+	struct wsa_agent *next;
+	for (struct wsa_agent *a = srv->agents; a; a = next) {
+		next = a->next;
+		if (!a->held || a->owner)
+			continue;
+		lwsl_warn("wsa: agent gen %lld was not attached again in time: stopped\n", (long long)a->gen);
+		a->held = false;
+		if (!a->exit_sent)
+			wsa_runner_retire(a);
+		else
+			agent_maybe_finish(a);
+	}
+}
+
+void wsa_runner_detach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen, pid_t *pid)
+{
+	for (struct wsa_agent *a = srv->agents; a; a = a->next) {
+		if (a->owner != c || a->retired)
+			continue;
+		a->held = true;
+		set_paused(a, true); /* its output waits in its pipes */
+	}
+	lws_sul_schedule(srv->ctx, 0, &srv->sul_detach, sul_detach_cb, ms(WSA_DETACH_GRACE_MS));
+	current_of(srv, gen, pid);
+}
+
+void wsa_runner_attach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen, pid_t *pid)
+{
+	lws_sul_cancel(&srv->sul_detach);
+	current_of(srv, gen, pid);
+	for (struct wsa_agent *a = srv->agents; a; a = a->next) {
+		if (!a->held)
+			continue;
+		a->held = false;
+		a->owner = c;
+		set_paused(a, false);
+	}
+	wsa_runner_flow_update(srv);
+}
+
 void wsa_runner_conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 {
 	struct wsa_agent *next;
@@ -442,7 +492,7 @@ void wsa_runner_conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 		if (a->owner != c)
 			continue;
 		a->owner = NULL; /* nothing more is queued to the closing connection */
-		if (!a->exit_sent)
+		if (!a->exit_sent && !a->held)
 			wsa_runner_retire(a);
 	}
 }

@@ -218,6 +218,21 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 	case WSA_MSG_PING:
 		wsa_conn_send(srv, c, "{\"type\":\"pong\"}", 15);
 		break;
+	case WSA_MSG_DETACH:
+	case WSA_MSG_ATTACH: {
+		/* The answer is queued behind every line sent before it: once
+		 * cortexd reads wsa.detached it has all of the agents' output. */
+		int64_t gen = 0;
+		pid_t pid = 0;
+		if (m.type == WSA_MSG_DETACH)
+			wsa_runner_detach(srv, c, &gen, &pid);
+		else
+			wsa_runner_attach(srv, c, &gen, &pid);
+		wsa_conn_send_json(srv, c, json_pack("{s:s,s:I,s:i}", "type",
+						     m.type == WSA_MSG_DETACH ? "wsa.detached" : "wsa.attached",
+						     "gen", (json_int_t)gen, "pid", (int)pid));
+		break;
+	}
 	}
 	wsa_msg_free(&m);
 }
@@ -606,6 +621,7 @@ void wsa_server_destroy(struct wsa_server *srv)
 	srv->stopping = true;
 	if (srv->ctx) {
 		lws_sul_cancel(&srv->pending.sul_deadline);
+		lws_sul_cancel(&srv->sul_detach);
 		lws_context_destroy(srv->ctx); /* closes adopted fds too */
 	}
 	wsa_runner_free_all(srv);

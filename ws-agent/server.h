@@ -44,6 +44,7 @@ struct wsa_agent {
 	bool retired;	/* stopped or replaced: output dropped, never current again */
 	bool exit_sent; /* wsa.exit queued (or had nowhere to go) */
 	bool paused;	/* stdout/stderr flow-controlled off (backpressure) */
+	bool held;	/* detached: kept (paused) for the connection that attaches next */
 	bool forced_eof;
 	int eof_stage;
 
@@ -91,6 +92,7 @@ struct wsa_server {
 	struct wsa_pending pending;
 	struct wsa_agent *agents;  /* owned: every agent not yet freed */
 	struct wsa_agent *current; /* on agents, or NULL */
+	lws_sorted_usec_list_t sul_detach; /* detached agents not attached again by then stop */
 };
 
 /* ---- server.c, for runner.c ---- */
@@ -114,6 +116,11 @@ void wsa_runner_input(struct wsa_server *srv, struct wsa_conn *c, int64_t gen, c
 		      size_t len);
 /* Retire the current agent (stop, or a newer start): its output is dropped from now on. */
 void wsa_runner_retire(struct wsa_agent *a);
+/* detach: hold every agent of c (paused, kept when c closes); attach: give
+ * the held agents to c and let them run.  Both return the current agent's
+ * gen and pid (0 when none). */
+void wsa_runner_detach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen, pid_t *pid);
+void wsa_runner_attach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen, pid_t *pid);
 /* Connection c is gone: retire every agent it started, send them nothing more. */
 void wsa_runner_conn_closed(struct wsa_server *srv, struct wsa_conn *c);
 void wsa_runner_reap_all(struct wsa_server *srv); /* SIGCHLD */

@@ -46,6 +46,7 @@
 #define WSA_PROTOCOL      "cortex-agent"
 #define WSA_FD_PROTOCOL   "wsa-fd" /* internal: adopted descriptors only */
 #define WSA_KILL_GRACE_MS 2000     /* SIGTERM -> SIGKILL, and exit -> pipe EOF */
+#define WSA_DETACH_GRACE_MS 60000  /* detached agents not attached again by then are stopped */
 
 /* ---- context.c: the context file of one start ---- */
 
@@ -64,7 +65,10 @@ void wsa_context_free(struct wsa_context *ctx);
 
 /* ---- proto.c: one message from cortexd ---- */
 
-enum wsa_msg_type { WSA_MSG_INPUT, WSA_MSG_START, WSA_MSG_STOP, WSA_MSG_PING };
+/* detach: cortexd is about to re-exec (an upgrade restart): the agents stay
+ * when this connection closes, their output waits in their pipes; attach: a
+ * (new) connection takes them over (docs/protocol.md). */
+enum wsa_msg_type { WSA_MSG_INPUT, WSA_MSG_START, WSA_MSG_STOP, WSA_MSG_PING, WSA_MSG_DETACH, WSA_MSG_ATTACH };
 
 struct wsa_msg {
 	enum wsa_msg_type type;

@@ -1,5 +1,7 @@
 /* agent.c — see agent.h. */
 #include "agent.h"
+#include "turnlog.h"
+#include "handover.h"
 #include "egress.h"
 
 #include <errno.h>
@@ -197,6 +199,30 @@ void agent_stop(struct session *s)
 	lws_sul_cancel(&s->link.sul_boot);
 }
 
+void agent_detach(struct session *s)
+{
+	send_json(s, json_pack("{s:s}", "type", "detach"));
+}
+
+/* wsa.attached: the agents ws-agent held for us.  The one this session knew
+ * goes on (and the turn with it); if it ended meanwhile, the turn cannot. */
+static void on_attached(struct session *s, const struct agent_line *l)
+{
+	s->link.attaching = 0;
+	uint64_t gen = l->has_gen ? l->gen : 0;
+	if (s->link.state == AG_HOT && gen && gen == s->link.gen) {
+		log_info("session %s: agent %llu taken back after the upgrade restart", s->id, (unsigned long long)gen);
+		s->d->reconcile(s);
+		return;
+	}
+	int had = s->link.state != AG_NONE;
+	set_state(s, AG_NONE);
+	if (had || s->turn)
+		down(s, DOWN_EXITED, "agent_lost", "the agent ended during cortexd's upgrade restart");
+	else
+		s->d->reconcile(s);
+}
+
 static void sul_boot_cb(lws_sorted_usec_list_t *sul)
 {
 	struct session *s = lws_container_of(sul, struct session, link.sul_boot);
@@ -343,6 +369,12 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 	case WSA_EXIT:
 		if (current && !json_is_true(json_object_get(l->o, "retired")) && s->link.state != AG_NONE)
 			on_exit_event(s, l);
+		break;
+	case WSA_DETACHED:
+		handover_detached(s);
+		break;
+	case WSA_ATTACHED:
+		on_attached(s, l);
 		break;
 	case WSA_ERROR:
 		if (current)
@@ -571,6 +603,10 @@ static int link_handshake(struct session *s, struct lws *wsi, const uint8_t **p,
 	s->link.ws_head_len = 0;
 	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 	s->link.up = 1;
+	if (s->link.attaching) { /* adopted: the held agents first, nothing before */
+		send_json(s, json_pack("{s:s}", "type", "attach"));
+		return 0;
+	}
 	if (s->link.out.n)
 		lws_callback_on_writable(wsi);
 	s->d->reconcile(s);
@@ -586,6 +622,7 @@ static int link_readable(struct session *s, struct lws *wsi, const uint8_t *p, s
 	struct link_rx_ctx c = {s, wsi};
 	const char *why = NULL;
 	int rc = wsl_feed(&s->link.ws, p, len, link_deliver, &c, &why);
+	turnlog_flush(s); /* the batch's frames, before any client is given them */
 	if (rc < 0)
 		return why ? link_fail(s, why) : -1;
 	return rc == 1 && s->link.wsi == wsi && !s->deleted ? -1 : 0;

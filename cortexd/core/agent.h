@@ -32,6 +32,8 @@ void agent_link_close(struct session *s);
 /* Start an agent for cfg (a running one is retired first); hot later. */
 int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_err *err);
 void agent_stop(struct session *s);
+/* An upgrade restart: ask ws-agent to hold the agents (wsa.detached answers). */
+void agent_detach(struct session *s);
 /* One JSON line (consumed) to the current agent's stdin. */
 void agent_input(struct session *s, json_t *line);
 /* Ask the current agent to stop its turn (a control request). */

@@ -16,6 +16,8 @@ static void parse_wsa(struct agent_line *l)
 		 : eq(t, "exit")   ? WSA_EXIT
 		 : eq(t, "stderr") ? WSA_STDERR
 		 : eq(t, "error")  ? WSA_ERROR
+		 : eq(t, "detached") ? WSA_DETACHED
+		 : eq(t, "attached") ? WSA_ATTACHED
 				   : WSA_OTHER;
 	json_t *g = json_object_get(l->o, "gen");
 	if (json_is_integer(g) && json_integer_value(g) >= 0) {

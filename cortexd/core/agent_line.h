@@ -19,7 +19,7 @@ enum al_kind {
 	AL_PONG,
 	AL_OUTPUT,           /* the agent's output: forwarded to clients during a turn */
 };
-enum al_wsa { WSA_OTHER, WSA_STARTED, WSA_EXIT, WSA_STDERR, WSA_ERROR };
+enum al_wsa { WSA_OTHER, WSA_STARTED, WSA_EXIT, WSA_STDERR, WSA_ERROR, WSA_DETACHED, WSA_ATTACHED };
 
 struct agent_line {
 	enum al_kind kind;

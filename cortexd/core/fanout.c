@@ -1,5 +1,6 @@
 /* fanout.c — see fanout.h. */
 #include "fanout.h"
+#include "turnlog.h"
 
 #include <string.h>
 
@@ -107,6 +108,7 @@ static void broadcast(struct session *s, struct frame *f)
 {
 	if (s->turn)
 		replay_keep(s, f);
+	turnlog_frame(s, f);
 	for (struct client *c = s->fan.clients; c; c = c->next)
 		if (!c->held)
 			client_push(c, frame_ref(f), 1);
@@ -182,6 +184,7 @@ void fanout_turn_begin(struct session *s)
 {
 	fq_clear(&s->fan.replay);
 	s->fan.replay_dropped = 0;
+	s->fan.restored = 0;
 	for (struct client *c = s->fan.clients; c; c = c->next)
 		c->held = 0;
 }
@@ -200,7 +203,10 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after)
 		fanout_error(s, c, "resume_gap", msg);
 	}
 	c->held = 0;
-	if (!s->turn && (s->lost_turn || after > s->fan.seq)) {
+	/* After a restart the turn log gave back the last turn's frames (and,
+	 * if it died with the old cortexd, the error that ends it): replayed
+	 * below like a running turn's.  Without them, only the error. */
+	if (!s->turn && (after > s->fan.seq || (s->lost_turn && !s->fan.replay.n))) {
 		/* The client followed a cortexd that died (seq starts again at a
 		 * restart): what it asks for went with that daemon. */
 		json_t *o = json_pack("{s:s,s:s,s:s}", "type", "cortex.error", "code", "cortexd_restarted", "message",
@@ -220,6 +226,25 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after)
 	fanout_update_flow(s);
 }
 
+void fanout_lost_turn(struct session *s, uint64_t turn)
+{
+	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I}", "type", "cortex.error", "code", "cortexd_restarted", "message",
+			      "cortexd restarted while this turn ran; the rest of its answer is lost "
+			      "(the message is in the transcript; send it again)",
+			      "turn", (json_int_t)turn, "seq", (json_int_t)(s->fan.seq + 1));
+	char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	struct frame *f = txt ? frame_new(txt, strlen(txt)) : NULL;
+	free(txt);
+	if (!f)
+		return;
+	f->seq = ++s->fan.seq;
+	replay_keep(s, f);
+	turnlog_frame(s, f);
+	frame_unref(f);
+	turnlog_end(s);
+}
+
 unsigned fanout_user_clients(struct cortexd *d, const char *user)
 {
 	unsigned n = 0;
@@ -235,8 +260,10 @@ void fanout_attach(struct session *s, struct client *c)
 	c->next = s->fan.clients;
 	s->fan.clients = c;
 	s->fan.nclients++;
-	/* Joining mid-turn: that turn's frames come after "resume", exactly once. */
-	c->held = s->turn != NULL;
+	/* Joining mid-turn (or after a restart, the last turn's frames kept from
+	 * the turn log): those frames come after "resume", exactly once, and
+	 * in order -- nothing is sent to it before. */
+	c->held = s->turn != NULL || (s->fan.restored && s->fan.replay.n);
 }
 
 void fanout_detach(struct client *c)
@@ -263,6 +290,8 @@ int fanout_writeable(struct client *c)
 		lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why, sizeof why - 1);
 		return -1;
 	}
+	if (c->sess)
+		turnlog_flush(c->sess); /* what a client is given is in the log first */
 	if (c->closing || fq_write_batch(c->wsi, &c->out) < 0)
 		return -1;
 	if (c->sess)

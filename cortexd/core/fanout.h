@@ -37,6 +37,9 @@ void fanout_line(struct session *s, const char *line, size_t len);
 void fanout_turn_begin(struct session *s);
 /* resume after_seq: every kept frame after it this client was not given. */
 void fanout_resume(struct session *s, struct client *c, uint64_t after_seq);
+/* At load: the turn the log holds died with the previous cortexd; its end,
+ * cortex.error cortexd_restarted, is kept (and logged) as its last frame. */
+void fanout_lost_turn(struct session *s, uint64_t turn);
 /* The session is going away: close every client. */
 void fanout_close_all(struct session *s);
 void fanout_update_flow(struct session *s);

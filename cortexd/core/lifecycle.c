@@ -1,6 +1,7 @@
 /* lifecycle.c — see lifecycle.h.  The only writer of s->lc, s->sync and
  * s->cc; the only place a session's sandbox jobs are submitted and applied. */
 #include "lifecycle.h"
+#include "turnlog.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -744,6 +745,7 @@ static void teardown(struct session *s)
 	boot_forget(s);
 	turn_stop_session(s);
 	fanout_close_all(s);
+	turnlog_close(s, 1);
 	sync_forget(s);
 	ccache_drop(&s->cc);
 	session_unlink(s);

@@ -2,6 +2,8 @@
  * the API, clients and their frames, the hooks lower modules report through,
  * and loading / stopping every session.  Each ends in lifecycle_reconcile(). */
 #include "lifecycle.h"
+#include "turnlog.h"
+#include "handover.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -348,7 +350,18 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	s->last_active_at = json_integer_value(json_object_get(o, "last_active_at"));
 	s->idle_sleep_s = (int)json_integer_value(json_object_get(o, "idle_sleep_s"));
 	session_spec_load(s, o);
+	int adopted = handover_adopt(s); /* an upgrade restart: its sandbox and turn go on */
 	turn_restore(s);
+	int ended = 0;
+	uint64_t logged = turnlog_restore(s, &ended);
+	if (adopted && s->turn && logged != s->turn->id) {
+		/* (The log missed the turn that goes on: it starts again with it.) */
+		fq_clear(&s->fan.replay);
+		turnlog_begin(s, s->turn->id);
+	} else if (!adopted && logged && !ended) /* adopted: its turn goes on, or the last one's frames stay */
+		fanout_lost_turn(s, logged);
+	else if (s->lost_turn && logged != s->lost_turn)
+		fq_clear(&s->fan.replay); /* another turn's frames: only the error is known */
 	/* Records from before per-session uids, images and disks get them now. */
 	if (!s->spec.uid)
 		s->spec.uid = session_uid_alloc(d);
@@ -357,6 +370,8 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	if (json_is_object(net))
 		s->network = json_incref(net);
 	egress_attach(s);
+	if (adopted)
+		return;
 	s->lc.state = SS_SLEEPING;
 	s->lc.goal = GOAL_ASLEEP;
 	s->link.had_success = 1; /* home survives: the agent may continue its conversation */
@@ -368,6 +383,7 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 		log_warn("session %s: leftover sandbox: %s", s->id, rerr.msg);
 	else if (found)
 		log_info("session %s: stopped the sandbox a previous cortexd left behind", s->id);
+	handover_reap_failed(s);
 	/* ... and its disk may still be mounted: it comes back sleeping, so off. */
 	jobs_detach_disk(s->dir, s->id);
 	jobs_remove_session_files(&d->cfg, s->id, 0); /* its socket, if it died with one */
@@ -379,12 +395,14 @@ int lifecycle_load(struct cortexd *d, cx_err *err)
 	size_t n = 0;
 	if (store_list(d->st, "sessions/", 0, &kv, &n, err) < 0)
 		return -1;
+	handover_load(d);
 	for (size_t i = 0; i < n; i++) {
 		json_t *o = json_loadb(kv[i].val, kv[i].len, 0, NULL);
 		load_one(d, o, kv[i].key);
 		json_decref(o);
 	}
 	store_kv_free(kv, n);
+	handover_load_done(d);
 	/* A turn state whose session is gone (a put that landed after the
 	 * delete): dropped. */
 	cx_err e2 = CX_ERR_INIT;
@@ -405,6 +423,14 @@ void lifecycle_shutdown(struct cortexd *d)
 	while (d->boot_head) /* the line's references */
 		boot_forget(d->boot_head);
 	for (struct session *s = d->sessions; s; s = s->next) {
+		if (s->ho.kept) { /* handed to the next cortexd: its sandbox, disk and turn go on */
+			fanout_close_all(s);
+			fswatch_session_down(s, NULL);
+			sync_state_clear(&s->sync);
+			ccache_drop(&s->cc);
+			turnlog_close(s, 0);
+			continue;
+		}
 		turn_stop_session(s);
 		agent_link_close(s);
 		fswatch_session_down(s, NULL);
@@ -421,5 +447,6 @@ void lifecycle_shutdown(struct cortexd *d)
 		}
 		/* Its disk comes off the host (a no-op when it is not attached). */
 		jobs_detach_disk(s->dir, s->id);
+		turnlog_close(s, 0);
 	}
 }

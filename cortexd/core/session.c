@@ -36,6 +36,7 @@ struct session *session_new(struct cortexd *d, const char *id, const char *user,
 	s->refs = 1;
 	s->lc.ready_ms = -1;
 	s->link.dirfd = -1;
+	s->fan.tlog.fd = -1;
 	gateway_token_new(s->gw_token);
 	s->prof = config_surface(&d->cfg, surface);
 	if (!s->prof)
@@ -201,6 +202,9 @@ void session_unref(struct session *s)
 	lws_sul_cancel(&s->link.sul_apply);
 	lws_sul_cancel(&s->lc.sul_image);
 	fq_clear(&s->fan.replay);
+	if (s->fan.tlog.fd > 0)
+		close(s->fan.tlog.fd);
+	free(s->fan.tlog.buf);
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
 	free(s->link.ws_head);

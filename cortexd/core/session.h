@@ -71,6 +71,16 @@ struct client {
 	                         to it alone (resume never repeats one) */
 };
 
+/* The durable turn log (turnlog.c). */
+struct turnlog_state {
+	int fd;                  /* DATA/turnlog/<id>.log, O_APPEND; <= 0 = not open */
+	char *buf;               /* frames gathered, not yet written */
+	size_t len, alloc;
+	uint64_t size;           /* bytes in the file */
+	uint64_t turn;           /* the turn it holds (0: none) */
+	int dirty;               /* written since the last fdatasync */
+};
+
 struct fanout {
 	struct client *clients;
 	unsigned nclients;       /* in clients (the edge's ws.max_clients_* caps) */
@@ -78,6 +88,9 @@ struct fanout {
 	struct fqueue replay;    /* frames of the running or last turn, for "resume" (capped) */
 	uint64_t replay_dropped; /* highest seq dropped from replay by the cap, 0 if none */
 	int rx_paused;           /* agent link reading paused: even the fastest client is behind */
+	int restored;            /* replay holds the last turn's frames from the turn log (a
+	                            restart): a client joining is held until "resume", as mid-turn */
+	struct turnlog_state tlog;
 };
 
 struct agent_link {
@@ -117,6 +130,8 @@ struct agent_link {
 	uint64_t apply_seq;      /* live apply request ids */
 	uint64_t live_applies;   /* config changes taken without a restart */
 	int pid;                 /* the current agent's pid (wsa.started), 0 */
+	int attaching;           /* adopted after an upgrade restart: "attach" sent first,
+	                            the agent is hot again once wsa.attached names its gen */
 	/* Sends to ws-agent go through io (agent.c by default; a fake in unit tests). */
 	const struct agent_io *io;
 };
@@ -235,6 +250,12 @@ struct session {
 	unsigned files_inflight; /* files API operations running (edge/files_route.c) */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
 	struct session_spec spec;
+	/* An upgrade restart (handover.c): detach sent / answered; the sandbox
+	 * handed to the next cortexd; taken back from the previous one. */
+	struct {
+		int detaching, detached, kept, adopted;
+		pid_t failed_monitor; /* its sandbox could not be taken back: reaped after the cgroup reap */
+	} ho;
 	json_t *network;         /* the session's own egress policy (owned), NULL = its user's */
 	/* What the running sandbox's image says about the agent (set by the
 	 * prepare job's done; docs/images.md "What applies to the agent"). */
@@ -267,6 +288,11 @@ struct cortexd {
 	char admin_token[256];
 	secrets_key skey;        /* master key for secrets at rest */
 	volatile sig_atomic_t stop;
+	volatile sig_atomic_t upgrade; /* SIGHUP: stop, hand the sandboxes over, re-exec */
+	char *const *argv;       /* main's, for the re-exec (not owned) */
+	char exe[4096];          /* this binary's path at start (a new one there is what runs next) */
+	json_t *handover;        /* the previous process's handover record, while loading */
+	unsigned ho_pending;     /* detach answers still awaited */
 	/* Off-path store writes (store_put_later), service thread only: the
 	 * queue of the next group commit and the batch being written. */
 	struct {

@@ -1,5 +1,6 @@
 /* turn.c — see turn.h. */
 #include "turn.h"
+#include "turnlog.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -147,7 +148,7 @@ void turn_restore(struct session *s)
 	json_t *run = json_object_get(o, "running");
 	if (n > 0)
 		s->turns = (uint64_t)n;
-	if (n > 0 && json_is_object(run)) {
+	if (n > 0 && json_is_object(run) && !s->turn) { /* (an adopted turn goes on) */
 		const char *sname = json_string_value(json_object_get(run, "surface"));
 		struct turn_record r = {
 			.session = s->id, .user = s->user, .surface = sname ? sname : s->surface, .turn = (uint64_t)n,
@@ -180,6 +181,7 @@ static void turn_end(struct session *s)
 	struct turn *t = s->turn;
 	if (!t)
 		return;
+	turnlog_end(s);
 	s->turn = NULL;
 	record(s, t);
 	state_put(s, t, 0);
@@ -221,6 +223,7 @@ int turn_begin(struct session *s, const char *text)
 	guard_scan_init(&t->gs_line);
 	sentencer_init(&t->sz);
 	fanout_turn_begin(s);
+	turnlog_begin(s, t->id);
 	s->turn = t;
 	s->lost_turn = 0;
 	/* The state first: puts are committed in order, so once the message is
@@ -388,6 +391,52 @@ void turn_cancel(struct session *s)
 		turn_interrupt(s);
 	else if (s->turn)
 		turn_fail(s, "cancelled", "the turn was cancelled before the agent started");
+}
+
+json_t *turn_handover(struct session *s)
+{
+	struct turn *t = s->turn;
+	if (!t)
+		return NULL;
+	json_t *o = json_pack("{s:I,s:s,s:f,s:f,s:i,s:I,s:i,s:i,s:s}", "id", (json_int_t)t->id, "text", t->text,
+			      "elapsed_ms", ms_since(t->t0_us), "first_token_ms", t->first_token_ms, "sent", t->sent,
+			      "agent_gen", (json_int_t)t->agent_gen, "agent_cold", t->agent_cold, "cancelled",
+			      t->cancelled, "model", t->model);
+	s->turn = NULL;
+	turn_free(t);
+	return o;
+}
+
+void turn_adopt(struct session *s, json_t *o)
+{
+	struct turn *t = calloc(1, sizeof *t);
+	const char *text = json_string_value(json_object_get(o, "text"));
+	if (!t || !(t->text = strdup(text ? text : ""))) {
+		free(t);
+		return;
+	}
+	double el = json_number_value(json_object_get(o, "elapsed_ms"));
+	uint64_t now = cx_mono_us(), back = (uint64_t)(el > 0 ? el * 1000.0 : 0);
+	t->t0_us = back < now ? now - back : now;
+	t->sent_us = t->t0_us;
+	t->id = (uint64_t)json_integer_value(json_object_get(o, "id"));
+	t->first_token_ms = json_number_value(json_object_get(o, "first_token_ms"));
+	t->model_ttfb_ms = -1;
+	t->cache_how = -1;
+	t->sent = (int)json_integer_value(json_object_get(o, "sent"));
+	t->agent_gen = (uint64_t)json_integer_value(json_object_get(o, "agent_gen"));
+	t->agent_cold = (int)json_integer_value(json_object_get(o, "agent_cold"));
+	t->cancelled = (int)json_integer_value(json_object_get(o, "cancelled"));
+	t->sandbox_ok = 1;
+	const char *m = json_string_value(json_object_get(o, "model"));
+	snprintf(t->model, sizeof t->model, "%s", m ? m : "");
+	t->sess = s;
+	guard_scan_init(&t->gs_text);
+	guard_scan_init(&t->gs_line);
+	sentencer_init(&t->sz);
+	s->turn = t;
+	if (t->id > s->turns)
+		s->turns = t->id;
 }
 
 void turn_stop_session(struct session *s)

@@ -33,6 +33,12 @@ void turn_gateway_report(struct session *s, const struct gw_report *r);
 /* The sandbox is going away: the turn ends with session_stopped. */
 void turn_stop_session(struct session *s);
 
+/* An upgrade restart: the running turn as JSON (NULL: none), and the turn let
+ * go of without ending it (no record, no frame: the next cortexd goes on). */
+json_t *turn_handover(struct session *s);
+/* ... taken back by the next cortexd: s->turn from o, s->turns past it. */
+void turn_adopt(struct session *s, json_t *o);
+
 /* At load: the turn count from the store, and a record (outcome
  * cortexd_restarted) of the turn a previous cortexd died in, if any. */
 void turn_restore(struct session *s);

@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -31,6 +32,8 @@
 #include "peerwatch.h"
 #include "preview.h"
 #include "refuse.h"
+#include "turnlog.h"
+#include "handover.h"
 #include "work.h"
 
 /* HTTP requests and the WebSocket they may upgrade to share one protocol, so
@@ -145,7 +148,8 @@ static struct cortexd *signalled;
 
 static void on_signal(int sig)
 {
-	(void)sig;
+	if (sig == SIGHUP)
+		signalled->upgrade = 1; /* an upgrade restart (handover.h) */
 	signalled->stop = 1;
 	if (signalled->ctx)
 		lws_cancel_service(signalled->ctx); /* a write to lws's pipe: safe in a handler */
@@ -408,6 +412,7 @@ int server_run(struct cortexd *d)
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
 
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
 	struct lws_context_creation_info info;
@@ -430,6 +435,12 @@ int server_run(struct cortexd *d)
 	}
 	if (!c->listen_port)
 		info.port = 0; /* lws: 0 asks the kernel for a free port */
+	/* An upgrade restart of a daemon on a kernel-chosen port: the same one
+	 * again, so clients find it where they left it. */
+	const char *up = getenv("CORTEX_UPGRADE_PORT");
+	if (up && !c->listen_port)
+		info.port = atoi(up);
+	unsetenv("CORTEX_UPGRADE_PORT");
 	d->vh = lws_create_vhost(d->ctx, &info);
 	if (!d->vh) {
 		log_error("cannot listen on %s:%d", c->listen_host, c->listen_port);
@@ -481,6 +492,7 @@ int server_run(struct cortexd *d)
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
+	turnlog_start(d);
 	/* A shared store: settings written on other nodes mark configs here. */
 	if (strcmp(c->store_kind, "etcd") == 0 && peerwatch_start(d, &err) < 0) {
 		log_error("%s", err.msg);
@@ -491,6 +503,7 @@ int server_run(struct cortexd *d)
 		d->default_importing = 1;
 		work_submit(import_default_run, import_default_done, d);
 	}
+	handover_resume(d); /* sessions a previous process handed over link up again */
 	printf("cortexd listening on http://%s:%d\n", c->listen_host, d->port);
 	char ready[200];
 	snprintf(ready, sizeof ready, "READY=1\nSTATUS=listening on http://%s:%d\nMAINPID=%ld", c->listen_host,
@@ -507,8 +520,22 @@ int server_run(struct cortexd *d)
 	while (!d->stop)
 		if (lws_service(d->ctx, 0) < 0)
 			break;
-	log_info("shutting down");
-	sdnotify("STOPPING=1");
+	int upgrade = d->upgrade && d->argv && d->exe[0];
+	if (upgrade) {
+		/* The agents' output up to now is read (and logged) before the
+		 * sandboxes are handed over: bounded. */
+		uint64_t t0 = cx_mono_ms();
+		cx_listen_keep_for_exec(); /* the gateway's and egress's sockets: sandboxes hold them */
+		handover_detach_all(d);
+		while (d->ho_pending && cx_mono_ms() - t0 < HANDOVER_DRAIN_MS)
+			if (lws_service(d->ctx, 0) < 0)
+				break;
+		if (d->ho_pending)
+			log_warn("upgrade restart: %u session(s) did not detach in %d ms: stopped", d->ho_pending,
+				 HANDOVER_DRAIN_MS);
+	}
+	log_info(upgrade ? "upgrade restart: shutting down for the re-exec" : "shutting down");
+	sdnotify(upgrade ? "RELOADING=1" : "STOPPING=1"); /* the next image says READY=1 */
 	lws_sul_cancel(&sul_watchdog);
 	rc = 0;
 	gateway_stop(); /* aborts and joins the provider requests in flight */
@@ -518,11 +545,15 @@ int server_run(struct cortexd *d)
 	d->builder = NULL;
 	peerwatch_stop(); /* no event is queued past this */
 	work_stop();
-	lifecycle_shutdown(d); /* stops sandboxes, takes their disks off */
+	if (upgrade && handover_write(d) < 0)
+		upgrade = 0; /* no record: nothing is kept, the next start finds them sleeping */
+	lifecycle_shutdown(d); /* stops sandboxes (not those handed over), takes their disks off */
 	store_put_flush(d);    /* the puts queued behind the last group commit */
-	jobs_runtime_unmount_all(c);
-	if (d->npm_disk[0] && sandbox_disk_detach(d->npm_disk, &err) < 0)
-		log_warn("npm cache disk: %s", err.msg);
+	if (!upgrade) {
+		jobs_runtime_unmount_all(c);
+		if (d->npm_disk[0] && sandbox_disk_detach(d->npm_disk, &err) < 0)
+			log_warn("npm cache disk: %s", err.msg);
+	}
 	imgstore_close(d->images);
 	d->images = NULL;
 out_ctx:
@@ -531,5 +562,9 @@ out_ctx:
 out_store:
 	secrets_key_wipe(&d->skey);
 	store_close(d->st);
+	if (rc == 0 && upgrade) {
+		handover_exec(d); /* returns only if it failed: the kept sandboxes die with us */
+		rc = 1;
+	}
 	return rc;
 }

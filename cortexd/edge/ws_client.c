@@ -153,6 +153,8 @@ int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 	const char *code, *msg;
 	switch (reason) {
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+		if (d->stop) /* stopping, or an upgrade restart draining: the next process takes it */
+			return ws_reject_upgrade_retry(wsi, 503, "restarting", "cortexd is restarting; connect again", 1);
 		struct session *s = ws_authorize(d, wsi, &status, &code, &msg);
 		if (!s)
 			return ws_reject_upgrade(wsi, status, code, msg);

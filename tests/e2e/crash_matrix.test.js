@@ -215,9 +215,19 @@ async function rowCortexd(env, tok, text0, reps, agentWord, label0) {
     c = L.connect(env.d.base, sid, tok);
     await c.opened;
     c.send({type: 'resume', after_seq: lastSeq});
-    const lost = await c.waitFor(f => f.type === 'cortex.error', `${label}: resume after the restart`, 20000).catch(e => ({error: e.message}));
+    const lost = await c.waitFor(f => f.type === 'cortex.error' && f.code === 'cortexd_restarted', `${label}: resume after the restart`, 20000).catch(e => ({error: e.message}));
     L.check(lost.code === 'cortexd_restarted' && lost.turn > 0, `${label}: resume after the restart -> cortex.error cortexd_restarted naming the lost turn`,
       'cortexd_restarted', lost);
+    // The durable turn log: every frame the dead cortexd had after lastSeq,
+    // once each, seqs consecutive, ending with that error (a resume_gap
+    // first only if the log's cap let the oldest of them go).
+    const got = c.frames.slice(0, c.frames.indexOf(lost) + 1).filter(f => f.seq);
+    const gap = c.frames.find(f => f.code === 'resume_gap');
+    const seqs = got.map(f => f.seq), from = gap ? seqs[0] : lastSeq + 1;
+    L.eq(seqs, Array.from({length: seqs.length}, (_, i) => from + i),
+      `${label}: resume replays the turn log after seq ${lastSeq}: consecutive, each once${gap ? ' (after a resume_gap)' : ''}`);
+    L.check(seqs[0] > lastSeq && lost.seq === seqs[seqs.length - 1], `${label}: nothing the client had is repeated; the error is the last frame`,
+      `> ${lastSeq}`, seqs.slice(0, 3));
     const turn = await aftermath(env.d, tok, sid, text, 'cortexd_restarted', label);
     L.check(turn > lastTurn, `${label}: turn numbers keep counting across restarts`, `> ${lastTurn}`, turn);
     await nextTurn(c, `after cortexd kill ${agentWord} ${i}`, label);

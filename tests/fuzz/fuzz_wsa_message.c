@@ -17,7 +17,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_FAIL();
 		return 0;
 	}
-	if (m.type != WSA_MSG_PING && m.gen <= 0)
+	/* ping, detach and attach carry no generation; the others a positive one */
+	int genless = m.type == WSA_MSG_PING || m.type == WSA_MSG_DETACH || m.type == WSA_MSG_ATTACH;
+	if ((!genless && m.gen <= 0) || (genless && m.gen != 0))
 		FUZZ_FAIL();
 	if (m.type == WSA_MSG_INPUT && (!m.data || memchr(m.data, '\n', m.data_len)))
 		FUZZ_FAIL();

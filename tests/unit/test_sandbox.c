@@ -531,6 +531,73 @@ static void test_dies_with_creator(void **state)
 	}
 }
 
+static void *create_thread(void *arg)
+{
+	fixture *f = arg;
+	cx_err err = CX_ERR_INIT;
+	if (sandbox_create(&f->sb, &f->opts, &err) < 0)
+		print_error("%s\n", err.msg);
+	return NULL;
+}
+
+/* An upgrade restart's two halves in one process: a sandbox made by a thread
+ * that then exits (execve ends every thread but one) lives on; it is let go
+ * of (sandbox_handover_release) and taken back (sandbox_adopt) and works;
+ * records that lie -- another init pid, a dead one, an fd that is not its
+ * socket, another id's cgroup -- are refused. */
+static void test_handover_adopt(void **state)
+{
+	(void)state;
+	fixture f;
+	fixture_init(&f, "handover");
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, create_thread, &f), 0);
+	assert_int_equal(pthread_join(t, NULL), 0);
+	assert_non_null(f.sb);
+	pid_t init = sandbox_init_pid(f.sb);
+	nanosleep(&(struct timespec){0, 200000000L}, NULL);
+	assert_false(process_gone(init)); /* the creating thread is gone, the sandbox is not */
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(sandbox_health(f.sb, &err), 0);
+
+	sandbox_handover h;
+	assert_int_equal(sandbox_handover_release(f.sb, &h, &err), 0);
+	f.sb = NULL;
+	assert_int_equal(h.init_pid, init);
+	assert_false(fcntl(h.ctl_fd, F_GETFD) & FD_CLOEXEC); /* it must cross the execve */
+
+	const char *id = f.opts.id;
+	sandbox *sb = NULL;
+	/* (A record's fd is the adopter's from then on, even when refused: the
+	 * bad records get copies of it, so the real one keeps init alive.) */
+	sandbox_handover bad = h;
+	bad.init_pid = getpid(); /* not the monitor's child */
+	bad.ctl_fd = dup(h.ctl_fd);
+	assert_int_equal(sandbox_adopt(&sb, id, f.opts.cgroup_name, &bad, &err), -1);
+	bad = h;
+	bad.ctl_fd = 0; /* stdin: not its control socket (and not taken) */
+	assert_int_equal(sandbox_adopt(&sb, id, f.opts.cgroup_name, &bad, &err), -1);
+	assert_int_equal(fcntl(0, F_GETFD) >= 0, 1);
+	bad = h;
+	bad.ctl_fd = dup(h.ctl_fd);
+	assert_int_equal(sandbox_adopt(&sb, "another-id", f.opts.cgroup_name, &bad, &err), -1); /* not its cgroup */
+	bad = h;
+	bad.monitor_pid = getppid(); /* not our child */
+	bad.ctl_fd = dup(h.ctl_fd);
+	assert_int_equal(sandbox_adopt(&sb, id, f.opts.cgroup_name, &bad, &err), -1);
+	assert_null(sb);
+	assert_false(process_gone(init)); /* an unverified record's pids are never signalled */
+
+	if (sandbox_adopt(&sb, id, f.opts.cgroup_name, &h, &err) < 0)
+		fail_msg("adopt: %s", err.msg);
+	assert_non_null(sb);
+	assert_int_equal(sandbox_init_pid(sb), init);
+	assert_int_equal(sandbox_health(sb, &err), 0);
+	assert_string_equal(sh(sb, "echo adopted"), "adopted\n");
+	sandbox_destroy(sb);
+	assert_true(process_gone(init));
+}
+
 static void test_runtime_init(void **state)
 {
 	(void)state;
@@ -567,6 +634,7 @@ int main(void)
 		cmocka_unit_test(test_stop_and_persistence),
 		cmocka_unit_test(test_dies_with_creator),
 		cmocka_unit_test(test_runtime_init),
+		cmocka_unit_test(test_handover_adopt),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

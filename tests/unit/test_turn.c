@@ -28,6 +28,7 @@
 #include "lifecycle.h"
 #include "log.h"
 #include "turn.h"
+#include "turnlog.h"
 #include "unit_util.h"
 #include "work.h"
 
@@ -1207,6 +1208,54 @@ static void test_restore_lost_turn(void **state)
 	/* The old object's turn ended at its stop: turn 1 is not lost again. */
 }
 
+/* The durable turn log: a session object made after "the daemon died"
+ * gets the dead one's frames back from DATA/turnlog/<id>.log with the same
+ * seqs, plus the error ending the lost turn; a client that joins is held and
+ * its resume gives every frame after its seq exactly once, in order.  A
+ * third object (a second crash) reads the same, the end not added twice. */
+static void test_turnlog_replay(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_tlog", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "one");
+	feed(s, DELTA("1"));
+	feed(s, DELTA("2"));
+	feed(s, DELTA("3"));
+	uint64_t last = s->fan.seq;
+	turnlog_flush(s); /* what a client's WRITEABLE (or the link's batch end) does */
+	for (int round = 0; round < 2; round++) {
+		struct session *s2 = session_new(&D, "s_tlog", "alice", "chat");
+		assert_non_null(s2);
+		int ended = -1;
+		uint64_t turn = turnlog_restore(s2, &ended);
+		assert_int_eq_msg(turn, 1, "the logged turn");
+		assert_int_eq_msg(ended, round, "the turn ended (its end logged by the first restore)");
+		if (!ended)
+			fanout_lost_turn(s2, turn);
+		assert_int_eq_msg(s2->fan.seq, last + 1, "seq goes on after the logged frames and the end");
+		struct client b = {0};
+		fanout_attach(s2, &b);
+		assert_int_eq_msg(b.held, 1, "a client joining while restored frames are kept is held");
+		uint64_t sb = last - 2;
+		fanout_resume(s2, &b, last - 2);
+		expect_replay(&b, last - 2, last); /* deltas 2 and 3, once */
+		json_t *o = expect_frame(&b, &sb, "cortex.error");
+		assert_string_equal(json_string_value(json_object_get(o, "code")), "cortexd_restarted");
+		assert_int_eq_msg(json_integer_value(json_object_get(o, "turn")), 1, "the lost turn");
+		json_decref(o);
+		expect_no_frame(&b, "after the replay");
+		fanout_resume(s2, &b, 0);
+		expect_no_frame(&b, "a second resume");
+		fanout_detach(&b);
+		turnlog_close(s2, 0);
+		session_unref(s2);
+	}
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
 static void test_agent_down_mid_turn(void **state)
 {
 	(void)state;
@@ -1303,6 +1352,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_cancel_before_send, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_mid_turn, test_setup),
 	    cmocka_unit_test_setup(test_restore_lost_turn, test_setup),
+	    cmocka_unit_test_setup(test_turnlog_replay, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_waiting_turn, test_setup),
 	    cmocka_unit_test_setup(test_busy, test_setup),
 	    cmocka_unit_test_setup(test_group_commit, test_setup),

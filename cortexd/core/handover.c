@@ -1,0 +1,339 @@
+/* handover.c — see handover.h. */
+#include "handover.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "agent.h"
+#include "fanout.h"
+#include "fswatch.h"
+#include "imgstore.h"
+#include "jobs.h"
+#include "lifecycle-internal.h"
+#include "lifecycle.h"
+#include "log.h"
+#include "turn.h"
+#include "turnlog.h"
+
+#define STATE_FILE "state.json"
+#define STATE_CAP  (16u << 20) /* the record of every session, read back */
+
+/* ---- the old process ---- */
+
+static int can_detach(const struct session *s)
+{
+	return !s->deleted && s->lc.sb && s->link.up && s->link.wsi && s->lc.job == JOB_NONE &&
+	       !s->lc.sync_job && s->lc.state == SS_READY && s->link.state != AG_STARTING &&
+	       !s->link.applying && !s->lc.cloning;
+}
+
+unsigned handover_detach_all(struct cortexd *d)
+{
+	d->ho_pending = 0;
+	for (struct session *s = d->sessions; s; s = s->next) {
+		fanout_close_all(s);   /* clients reconnect to the next process and resume */
+		fanout_update_flow(s); /* nobody to pace the agent: read all it has */
+		if (!can_detach(s))
+			continue;
+		s->ho.detaching = 1;
+		d->ho_pending++;
+		agent_detach(s);
+	}
+	log_info("upgrade restart: %u session(s) asked to detach", d->ho_pending);
+	return d->ho_pending;
+}
+
+void handover_detached(struct session *s)
+{
+	if (!s->ho.detaching || s->ho.detached)
+		return;
+	s->ho.detached = 1;
+	if (s->d->ho_pending)
+		s->d->ho_pending--;
+}
+
+static json_t *session_record_of(struct session *s, sandbox_handover *h)
+{
+	json_t *o = json_pack("{s:s,s:i,s:i,s:i,s:I,s:b,s:s,s:i,s:i,s:I}", "id", s->id, "monitor",
+			      (int)h->monitor_pid, "init", (int)h->init_pid, "ctl_fd", h->ctl_fd,
+			      "ctl_seq", (json_int_t)h->seq, "net_isolated", h->net_isolated,
+			      "mount_dir", h->mount_dir, "uid", (int)h->uid, "gid", (int)h->gid,
+			      "turns", (json_int_t)s->turns);
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "wsa_pid", json_integer(s->lc.wsa_pid));
+	json_object_set_new(o, "pinned", json_boolean(s->lc.pinned));
+	json_object_set_new(o, "gw_token", json_string(s->gw_token));
+	json_object_set_new(o, "agent_cmd", json_string(s->rt.agent_cmd));
+	json_object_set_new(o, "cwd", json_string(s->rt.cwd));
+	if (s->rt.env)
+		json_object_set(o, "env", s->rt.env);
+	json_t *ag =
+	    json_pack("{s:i,s:I,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:i}", "state", (int)s->link.state,
+		      "gen", (json_int_t)s->link.gen, "hash", s->link.hash, "live_hash",
+		      s->link.live_hash, "mcp_hash", s->link.mcp_hash, "live_model",
+		      s->link.live_model, "live_perm", s->link.live_perm, "had_success",
+		      s->link.had_success, "crashes", s->link.crashes, "pid", s->link.pid);
+	if (ag)
+		json_object_set_new(o, "agent", ag);
+	json_t *t = turn_handover(s);
+	if (t)
+		json_object_set_new(o, "turn", t);
+	return o;
+}
+
+static int write_file(struct cortexd *d, const char *txt, cx_err *err)
+{
+	cleanup_close int dfd = jobs_private_dir(&d->cfg, HANDOVER_DIR, err);
+	if (dfd < 0)
+		return -1;
+	cleanup_close int fd = openat(dfd, STATE_FILE ".tmp",
+				      O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return cx_err_set(err, errno, "handover: create");
+	if (cx_write_all(fd, txt, strlen(txt), err) < 0 || fsync(fd) < 0)
+		return cx_err_set(err, errno, "handover: write");
+	if (renameat(dfd, STATE_FILE ".tmp", dfd, STATE_FILE) < 0)
+		return cx_err_set(err, errno, "handover: rename");
+	return 0;
+}
+
+int handover_write(struct cortexd *d)
+{
+	json_t *list = json_array();
+	cx_err err = CX_ERR_INIT;
+	unsigned kept = 0, left = 0;
+	for (struct session *s = d->sessions; s; s = s->next) {
+		if (!s->ho.detached || !s->lc.sb || !s->link.up) {
+			left += s->lc.sb != NULL;
+			continue;
+		}
+		turnlog_flush(s);
+		sandbox_handover h;
+		sandbox *sb = s->lc.sb;
+		if (sandbox_handover_release(sb, &h, &err) < 0) {
+			log_warn("session %s: not handed over: %s", s->id, err.msg);
+			left++;
+			continue;
+		}
+		s->lc.sb = NULL;
+		s->ho.kept = 1;
+		json_t *o = session_record_of(s, &h);
+		agent_link_close(s); /* ws-agent keeps the detached agents */
+		if (o)
+			json_array_append_new(list, o);
+		kept++;
+	}
+	json_t *root = json_pack("{s:i,s:o}", "pid", (int)getpid(), "sessions", list);
+	char *txt = root ? json_dumps(root, JSON_COMPACT) : NULL;
+	json_decref(root);
+	int rc = txt && write_file(d, txt, &err) == 0 ? 0 : -1;
+	if (txt)
+		memset(txt, 0, strlen(txt)); /* gateway tokens */
+	free(txt);
+	if (rc < 0)
+		log_error("upgrade restart: %s", txt ? err.msg : "out of memory");
+	log_info("upgrade restart: %u sandbox(es) handed over, %u stopped", kept, left);
+	return rc;
+}
+
+void handover_exec(struct cortexd *d)
+{
+	char port[16];
+	snprintf(port, sizeof port, "%d", d->port);
+	setenv("CORTEX_UPGRADE_PORT", port, 1);
+	fflush(stdout);
+	fflush(stderr);
+	execv(d->exe, d->argv);
+	log_error("upgrade restart: execv %s: %s", d->exe, strerror(errno));
+}
+
+/* ---- the new process ---- */
+
+void handover_load(struct cortexd *d)
+{
+	cx_err err = CX_ERR_INIT;
+	cleanup_close int dfd = jobs_private_dir(&d->cfg, HANDOVER_DIR, &err);
+	if (dfd < 0)
+		return;
+	int fd = openat(dfd, STATE_FILE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	(void)unlinkat(dfd, STATE_FILE, 0); /* read once: a later start never takes it again */
+	struct stat st;
+	json_t *root = NULL;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    (uint64_t)st.st_size <= STATE_CAP)
+		root = json_loadfd(fd, 0, NULL);
+	close(fd);
+	if (!root)
+		return;
+	if (json_integer_value(json_object_get(root, "pid")) != getpid()) {
+		/* Another process wrote it (one that died, or this is a fresh
+		 * start): its fds are not ours and its sandboxes are reaped. */
+		log_warn("upgrade restart: a handover record of pid %lld is not ours; ignored",
+			 (long long)json_integer_value(json_object_get(root, "pid")));
+		json_decref(root);
+		return;
+	}
+	d->handover = root;
+	log_info("upgrade restart: taking over %zu session(s)",
+		 json_array_size(json_object_get(root, "sessions")));
+}
+
+static json_t *record_of(struct cortexd *d, const char *id)
+{
+	json_t *list = json_object_get(d->handover, "sessions"), *o;
+	size_t i;
+	json_array_foreach(list, i, o)
+	{
+		const char *rid = json_string_value(json_object_get(o, "id"));
+		if (rid && !strcmp(rid, id) && !json_is_true(json_object_get(o, "taken")))
+			return o;
+	}
+	return NULL;
+}
+
+static void str_to(char *dst, size_t cap, json_t *o, const char *key)
+{
+	const char *v = json_string_value(json_object_get(o, key));
+	snprintf(dst, cap, "%s", v ? v : "");
+}
+
+int handover_adopt(struct session *s)
+{
+	struct cortexd *d = s->d;
+	json_t *o = d->handover ? record_of(d, s->id) : NULL;
+	if (!o)
+		return 0;
+	json_object_set_new(o, "taken", json_true());
+	sandbox_handover h = {
+	    .monitor_pid = (pid_t)json_integer_value(json_object_get(o, "monitor")),
+	    .init_pid = (pid_t)json_integer_value(json_object_get(o, "init")),
+	    .ctl_fd = (int)json_integer_value(json_object_get(o, "ctl_fd")),
+	    .seq = (uint32_t)json_integer_value(json_object_get(o, "ctl_seq")),
+	    .uid = (uid_t)json_integer_value(json_object_get(o, "uid")),
+	    .gid = (gid_t)json_integer_value(json_object_get(o, "gid")),
+	    .net_isolated = json_is_true(json_object_get(o, "net_isolated")),
+	};
+	str_to(h.mount_dir, sizeof h.mount_dir, o, "mount_dir");
+	cx_err err = CX_ERR_INIT;
+	sandbox *sb = NULL;
+	if (sandbox_adopt(&sb, s->id, NULL, &h, &err) < 0) {
+		log_warn(
+		    "session %s: its sandbox could not be taken back (%s): it comes back sleeping",
+		    s->id, err.msg);
+		s->ho.failed_monitor = h.monitor_pid;
+		return 0;
+	}
+	s->lc.sb = sb;
+	s->lc.wsa_pid = (pid_t)json_integer_value(json_object_get(o, "wsa_pid"));
+	s->lc.pinned = json_is_true(json_object_get(o, "pinned"));
+	s->lc.state = SS_READY;
+	s->lc.goal = GOAL_HOT;
+	str_to(s->gw_token, sizeof s->gw_token, o, "gw_token");
+	str_to(s->rt.agent_cmd, sizeof s->rt.agent_cmd, o, "agent_cmd");
+	str_to(s->rt.cwd, sizeof s->rt.cwd, o, "cwd");
+	json_t *env = json_object_get(o, "env");
+	if (json_is_object(env))
+		s->rt.env = json_incref(env);
+	json_t *ag = json_object_get(o, "agent");
+	s->link.state = (enum ag_state)json_integer_value(json_object_get(ag, "state")) == AG_HOT
+			    ? AG_HOT
+			    : AG_NONE;
+	s->link.gen = (uint64_t)json_integer_value(json_object_get(ag, "gen"));
+	str_to(s->link.hash, sizeof s->link.hash, ag, "hash");
+	str_to(s->link.live_hash, sizeof s->link.live_hash, ag, "live_hash");
+	str_to(s->link.mcp_hash, sizeof s->link.mcp_hash, ag, "mcp_hash");
+	str_to(s->link.live_model, sizeof s->link.live_model, ag, "live_model");
+	str_to(s->link.live_perm, sizeof s->link.live_perm, ag, "live_perm");
+	s->link.had_success = (int)json_integer_value(json_object_get(ag, "had_success"));
+	s->link.crashes = (int)json_integer_value(json_object_get(ag, "crashes"));
+	s->link.pid = (int)json_integer_value(json_object_get(ag, "pid"));
+	json_int_t turns = json_integer_value(json_object_get(o, "turns"));
+	if (turns > 0 && (uint64_t)turns > s->turns)
+		s->turns = (uint64_t)turns;
+	json_t *t = json_object_get(o, "turn");
+	if (json_is_object(t))
+		turn_adopt(s, t);
+	s->ho.adopted = 1;
+	log_info("session %s: sandbox taken back (init %d)%s", s->id, (int)h.init_pid,
+		 s->turn ? ", its turn goes on" : "");
+	return 1;
+}
+
+void handover_reap_failed(struct session *s)
+{
+	pid_t m = s->ho.failed_monitor;
+	s->ho.failed_monitor = 0;
+	if (m <= 1)
+		return;
+	/* The cgroup reap killed its init; the monitor, if it was ours, exits
+	 * with it (waitpid touches nothing that is not our child: ECHILD). */
+	for (int i = 0; i < 200; i++) {
+		pid_t r = waitpid(m, NULL, WNOHANG);
+		if (r == m || (r < 0 && errno != EINTR))
+			return;
+		usleep(10000);
+	}
+	log_warn("session %s: the monitor %d of a sandbox not taken back did not exit", s->id,
+		 (int)m);
+}
+
+void handover_load_done(struct cortexd *d)
+{
+	if (!d->handover)
+		return;
+	json_t *list = json_object_get(d->handover, "sessions"), *o;
+	size_t i;
+	json_array_foreach(list, i, o)
+	{
+		if (json_is_true(json_object_get(o, "taken")))
+			continue;
+		/* Its session is gone: closing the control socket ends its init
+		 * (the cgroup reap of a later start covers the rest). */
+		int fd = (int)json_integer_value(json_object_get(o, "ctl_fd"));
+		if (fd > 2)
+			close(fd);
+	}
+	json_t *root = d->handover;
+	d->handover = NULL;
+	json_t *so;
+	json_array_foreach(json_object_get(root, "sessions"), i, so)
+	    json_object_del(so, "gw_token");
+	json_decref(root);
+}
+
+void handover_resume(struct cortexd *d)
+{
+	cx_listen_kept_done();
+	for (struct session *s = d->sessions; s; s = s->next) {
+		if (!s->ho.adopted || !s->lc.sb)
+			continue;
+		if (s->lc.pinned && d->images) {
+			struct image_info *ii = NULL;
+			cx_err err = CX_ERR_INIT;
+			if (imgstore_pin(d->images, s->spec.image, &ii, &err) < 0)
+				s->lc.pinned = 0;
+			image_info_free(ii);
+		}
+		fswatch_session_up(s);
+		lc_touch(s);
+		s->link.attaching = 1;
+		cx_err err = CX_ERR_INIT;
+		if (agent_link_connect(s, &err) < 0) {
+			log_warn("session %s: ws-agent after the restart: %s", s->id, err.msg);
+			s->link.attaching = 0;
+			s->lc.broken = 1;
+			turn_fail(s, "agent_lost",
+				  "the agent could not be reached after cortexd's upgrade restart");
+			lifecycle_reconcile(s);
+		}
+	}
+}

@@ -1,0 +1,372 @@
+/* turnlog.c — see turnlog.h. */
+#include "turnlog.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "jobs.h"
+#include "log.h"
+#include "work.h"
+
+static struct cortexd *sync_d; /* the daemon whose logs are synced */
+static lws_sorted_usec_list_t sul_sync;
+static int sync_armed, sync_inflight;
+static uint64_t n_syncs, n_write_errors;
+
+static int dir_open(struct session *s)
+{
+	cx_err err = CX_ERR_INIT;
+	int dfd = jobs_private_dir(&s->d->cfg, TURNLOG_DIR, &err);
+	if (dfd < 0)
+		log_warn("session %s: turn log: %s", s->id, err.msg);
+	return dfd;
+}
+
+static void name_of(const struct session *s, const char *ext, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s.%s", s->id, ext);
+}
+
+/* The current file, opened (created) on first use. */
+static int log_open(struct session *s)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	if (t->fd > 0)
+		return 0;
+	int dfd = dir_open(s);
+	if (dfd < 0)
+		return -1;
+	char name[80];
+	name_of(s, "log", name, sizeof name);
+	int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+	close(dfd);
+	if (fd < 0) {
+		log_warn("session %s: turn log %s: %s", s->id, name, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	t->size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	t->fd = fd;
+	return 0;
+}
+
+static void buf_add(struct session *s, const char *p, size_t n)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	if (t->len + n > t->alloc) {
+		size_t want = t->alloc ? t->alloc : 4096;
+		while (want < t->len + n)
+			want *= 2;
+		char *nb = realloc(t->buf, want);
+		if (!nb) {
+			n_write_errors++;
+			return;
+		}
+		t->buf = nb;
+		t->alloc = want;
+	}
+	memcpy(t->buf + t->len, p, n);
+	t->len += n;
+}
+
+static void sync_run(void *arg)
+{
+	int *fds = arg;
+	for (int i = 1; i <= fds[0]; i++) {
+		(void)fdatasync(fds[i]);
+		close(fds[i]);
+	}
+}
+
+static void sync_done(void *arg)
+{
+	free(arg);
+	sync_inflight = 0;
+	n_syncs++;
+}
+
+/* Every TURNLOG_SYNC_MS while logs are written: one job fdatasyncs a dup of
+ * each written since the last one (a worker; the service thread never waits
+ * for the disk). */
+static void sul_sync_cb(lws_sorted_usec_list_t *sul)
+{
+	(void)sul;
+	sync_armed = 0;
+	struct cortexd *d = sync_d;
+	if (!d)
+		return;
+	if (sync_inflight) { /* the disk is slow: try again next period */
+		sync_armed = 1;
+		lws_sul_schedule(d->ctx, 0, &sul_sync, sul_sync_cb,
+				 (lws_usec_t)TURNLOG_SYNC_MS * LWS_US_PER_MS);
+		return;
+	}
+	int n = 0;
+	for (struct session *s = d->sessions; s; s = s->next)
+		n += s->fan.tlog.dirty && s->fan.tlog.fd > 0;
+	if (!n)
+		return;
+	int *fds = calloc((size_t)n + 1, sizeof *fds);
+	if (!fds)
+		return;
+	for (struct session *s = d->sessions; s && fds[0] < n; s = s->next) {
+		struct turnlog_state *t = &s->fan.tlog;
+		if (!t->dirty || t->fd <= 0)
+			continue;
+		int fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 3);
+		if (fd >= 0)
+			fds[++fds[0]] = fd;
+		t->dirty = 0;
+	}
+	sync_inflight = 1;
+	work_submit(sync_run, sync_done, fds);
+}
+
+static void arm_sync(struct session *s)
+{
+	s->fan.tlog.dirty = 1;
+	if (sync_armed || !s->d->ctx || !sync_d)
+		return;
+	sync_armed = 1;
+	lws_sul_schedule(s->d->ctx, 0, &sul_sync, sul_sync_cb,
+			 (lws_usec_t)TURNLOG_SYNC_MS * LWS_US_PER_MS);
+}
+
+void turnlog_start(struct cortexd *d)
+{
+	sync_d = d;
+}
+
+/* Past half the cap: the file becomes <id>.old (the older one goes) and a
+ * new one starts with the turn's header. */
+static void rotate(struct session *s)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	int dfd = dir_open(s);
+	if (dfd < 0)
+		return;
+	char cur[80], old[80];
+	name_of(s, "log", cur, sizeof cur);
+	name_of(s, "old", old, sizeof old);
+	if (t->fd > 0) {
+		close(t->fd);
+		t->fd = -1;
+	}
+	if (renameat(dfd, cur, dfd, old) < 0)
+		log_warn("session %s: turn log rotate: %s", s->id, strerror(errno));
+	close(dfd);
+	t->size = 0;
+	if (log_open(s) < 0)
+		return;
+	char hdr[40];
+	int n = snprintf(hdr, sizeof hdr, "R %llu\n", (unsigned long long)t->turn);
+	if (write(t->fd, hdr, (size_t)n) == n)
+		t->size += (uint64_t)n;
+}
+
+void turnlog_flush(struct session *s)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	if (!t->len)
+		return;
+	if (log_open(s) < 0) {
+		t->len = 0;
+		n_write_errors++;
+		return;
+	}
+	size_t off = 0;
+	while (off < t->len) {
+		ssize_t w = write(t->fd, t->buf + off, t->len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			n_write_errors++;
+			log_warn("session %s: turn log write: %s", s->id, strerror(errno));
+			break;
+		}
+		off += (size_t)w;
+	}
+	t->size += off;
+	t->len = 0;
+	arm_sync(s);
+	if (t->size > TURNLOG_CAP / 2)
+		rotate(s);
+}
+
+void turnlog_begin(struct session *s, uint64_t turn)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	t->len = 0;
+	t->turn = turn;
+	if (log_open(s) < 0)
+		return;
+	if (ftruncate(t->fd, 0) < 0)
+		log_warn("session %s: turn log truncate: %s", s->id, strerror(errno));
+	t->size = 0;
+	int dfd = dir_open(s);
+	if (dfd >= 0) {
+		char old[80];
+		name_of(s, "old", old, sizeof old);
+		(void)unlinkat(dfd, old, 0);
+		close(dfd);
+	}
+	char hdr[40];
+	int n = snprintf(hdr, sizeof hdr, "T %llu\n", (unsigned long long)turn);
+	buf_add(s, hdr, (size_t)n);
+}
+
+void turnlog_frame(struct session *s, const struct frame *f)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	if (!t->turn)
+		return; /* no turn since this cortexd loaded the session: nothing to continue */
+	char pre[32];
+	int n = snprintf(pre, sizeof pre, "%llu ", (unsigned long long)f->seq);
+	buf_add(s, pre, (size_t)n);
+	buf_add(s, frame_data(f), f->len);
+	buf_add(s, "\n", 1);
+	if (t->len >= TURNLOG_BUF)
+		turnlog_flush(s);
+}
+
+void turnlog_end(struct session *s)
+{
+	if (!s->fan.tlog.turn)
+		return;
+	buf_add(s, "E\n", 2);
+	turnlog_flush(s);
+}
+
+void turnlog_close(struct session *s, int remove)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	if (!remove)
+		turnlog_flush(s);
+	if (t->fd > 0 && !remove && t->dirty)
+		(void)fdatasync(t->fd); /* a stop, not the message path: the last frames on disk */
+	if (t->fd > 0)
+		close(t->fd);
+	t->fd = -1;
+	t->turn = 0;
+	free(t->buf);
+	t->buf = NULL;
+	t->len = t->alloc = 0;
+	if (!remove)
+		return;
+	int dfd = dir_open(s);
+	if (dfd < 0)
+		return;
+	char name[80];
+	name_of(s, "log", name, sizeof name);
+	(void)unlinkat(dfd, name, 0);
+	name_of(s, "old", name, sizeof name);
+	(void)unlinkat(dfd, name, 0);
+	close(dfd);
+}
+
+/* ---- restore ---- */
+
+/* The whole file (bounded), or NULL. */
+static char *slurp(int dfd, const char *name, size_t *len)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	struct stat st;
+	char *buf = NULL;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0 &&
+	    (uint64_t)st.st_size <= 2ull * TURNLOG_CAP && (buf = malloc((size_t)st.st_size))) {
+		size_t got = 0;
+		while (got < (size_t)st.st_size) {
+			ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+			if (r < 0 && errno == EINTR)
+				continue;
+			if (r <= 0)
+				break;
+			got += (size_t)r;
+		}
+		*len = got;
+	}
+	close(fd);
+	return buf;
+}
+
+struct restore {
+	uint64_t turn; /* of the first header seen */
+	int ended;
+	uint64_t first; /* lowest seq kept */
+	int cont;	/* the first header is "R": older frames were dropped */
+};
+
+static void restore_buf(struct session *s, const char *b, size_t len, struct restore *r)
+{
+	const char *p = b, *end = b + len;
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		if (!nl)
+			break; /* cut by a crash: that frame was never flushed whole */
+		size_t n = (size_t)(nl - p);
+		if (n >= 2 && (p[0] == 'T' || p[0] == 'R') && p[1] == ' ') {
+			uint64_t turn = strtoull(p + 2, NULL, 10);
+			if (r->turn && turn != r->turn) { /* an .old of another turn: start over */
+				fq_clear(&s->fan.replay);
+				s->fan.seq = 0;
+				r->first = 0;
+				r->ended = 0;
+				r->turn = 0;
+			}
+			if (!r->turn)
+				r->cont = p[0] == 'R';
+			r->turn = turn;
+		} else if (n == 1 && p[0] == 'E') {
+			r->ended = 1;
+		} else if (n > 2 && p[0] >= '0' && p[0] <= '9') {
+			char *sp;
+			uint64_t seq = strtoull(p, &sp, 10);
+			if (sp < nl && *sp == ' ' && seq > 0) {
+				struct frame *f = frame_new(sp + 1, (size_t)(nl - sp - 1));
+				if (f) {
+					f->seq = seq;
+					if (!r->first)
+						r->first = seq;
+					if (seq > s->fan.seq)
+						s->fan.seq = seq;
+					fq_push(&s->fan.replay, f);
+				}
+			}
+		}
+		p = nl + 1;
+	}
+}
+
+uint64_t turnlog_restore(struct session *s, int *ended)
+{
+	*ended = 0;
+	int dfd = dir_open(s);
+	if (dfd < 0)
+		return 0;
+	struct restore r = {0};
+	const char *exts[] = {"old", "log"};
+	for (int i = 0; i < 2; i++) {
+		char name[80];
+		size_t len = 0;
+		name_of(s, exts[i], name, sizeof name);
+		char *b = slurp(dfd, name, &len);
+		if (b)
+			restore_buf(s, b, len, &r);
+		free(b);
+	}
+	close(dfd);
+	if (r.cont && r.first > 1)
+		s->fan.replay_dropped =
+		    r.first - 1; /* older frames of the turn went with a rotation */
+	s->fan.tlog.turn = r.turn;
+	s->fan.restored = s->fan.replay.n > 0;
+	*ended = r.ended;
+	return r.turn;
+}

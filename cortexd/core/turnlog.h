@@ -1,0 +1,51 @@
+/* turnlog.h — the durable turn log: every stream frame of a session's running
+ * (or last) turn, appended to DATA/turnlog/<id>.log (root-only dir, never a
+ * path a sandbox can write), so a cortexd that starts again — after a crash
+ * or an upgrade restart — replays to a client that sends "resume" every frame
+ * it lacks, exactly once, with the same seqs.
+ *
+ * Format: one line per record.  "T <turn>" starts a turn (the file is cut
+ * there); "<seq> <frame>" is a frame (frames are JSON without a raw newline);
+ * "E" says the turn ended; "R <turn>" starts a file that continues the turn
+ * after a rotation (older frames were dropped).  A line without its '\n' (cut by a crash) is
+ * ignored.
+ *
+ * Writes: frames are gathered in memory and written (write(2), page cache)
+ * before any client is given one (fanout_writeable flushes first) and at the
+ * end of each batch read from ws-agent; so a frame a client saw is always in
+ * the log, and a cortexd crash loses none of them.  fdatasync runs on a worker
+ * every TURNLOG_SYNC_MS for logs written since (a host crash loses at most that
+ * much), never on the service thread.
+ *
+ * Bound: TURNLOG_CAP bytes per session.  Past half of it the file becomes
+ * <id>.old and a new one starts (the previous .old is dropped), so the newest
+ * frames are kept, like the in-memory replay; a resume from before the oldest
+ * kept frame gets cortex.error resume_gap first. */
+#ifndef CORTEX_TURNLOG_H
+#define CORTEX_TURNLOG_H
+
+#include "session.h"
+
+#define TURNLOG_DIR	"turnlog"
+#define TURNLOG_CAP	(16u << 20)  /* bytes per session, both files */
+#define TURNLOG_BUF	(256u << 10) /* gathered before a write is forced */
+#define TURNLOG_SYNC_MS 200
+
+/* Start the periodic fdatasync (service thread, after work_start). */
+void turnlog_start(struct cortexd *d);
+/* A new turn: the log is cut and starts with it. */
+void turnlog_begin(struct session *s, uint64_t turn);
+/* A stream frame (seq set) of the session. */
+void turnlog_frame(struct session *s, const struct frame *f);
+/* The turn ended (its cortex.done or error is already logged). */
+void turnlog_end(struct session *s);
+/* Write what is gathered (before a client gets a frame). */
+void turnlog_flush(struct session *s);
+/* At load: the kept frames into s->fan.replay and s->fan.seq past them.
+ * Returns the turn the log holds (0: none) and whether it ended. */
+uint64_t turnlog_restore(struct session *s, int *ended);
+/* Close the log (fdatasync'd first unless removed: a stop); remove: delete
+ * its files too (session deleted). */
+void turnlog_close(struct session *s, int remove);
+
+#endif
