@@ -40,7 +40,10 @@ void lc_touch(struct session *s)
 
 void lifecycle_touch(struct session *s) { lc_touch(s); }
 
-int lifecycle_busy(const struct session *s) { return s->lc.job != JOB_NONE || s->lc.sync_job != NULL; }
+int lifecycle_busy(const struct session *s)
+{
+	return s->lc.job != JOB_NONE || s->lc.sync_job != NULL || s->exec_launching;
+}
 
 /* Packages a sandbox mounted stay pinned (never evicted) until it stops. */
 static void sync_forget(struct session *s)
@@ -623,7 +626,7 @@ static void reconcile_once(struct session *s)
 		s->lc.goal = GOAL_HOT; /* a waiting turn wants everything */
 	switch (s->lc.goal) {
 	case GOAL_ASLEEP:
-		if (s->lc.sync_job)
+		if (s->lc.sync_job || s->exec_launching) /* they borrow the sandbox */
 			return;
 		if (s->lc.sb)
 			start_stop(s, 0);
@@ -631,7 +634,8 @@ static void reconcile_once(struct session *s)
 			s->lc.state = SS_SLEEPING;
 		return;
 	case GOAL_PAUSED:
-		if (s->lc.state == SS_READY && s->lc.sb && !s->lc.sync_job && s->link.state != AG_STARTING)
+		if (s->lc.state == SS_READY && s->lc.sb && !s->lc.sync_job && !s->exec_launching &&
+		    s->link.state != AG_STARTING)
 			start_freeze(s);
 		return;
 	default:

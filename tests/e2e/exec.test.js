@@ -1,0 +1,206 @@
+// Exec for IDEs (issue 15 point 2): {"type":"exec"} on the session WebSocket and
+// POST /v1/sessions/{id}/exec against a real cortexd and a real sandbox.
+// Streaming order, stderr apart, exit codes, stdin round trip, a pty (tty is
+// /dev/pts/N, stty size follows resize), timeout, cancel, many at once, the
+// per-session and per-user caps, bad input, another user's session 404, a
+// sleeping session woken, a client that leaves takes its commands with it,
+// and at the end no command left running and no fd left open in cortexd.
+'use strict';
+const fs = require('fs');
+const L = require('./lib');
+
+function execWS(c, spec) {
+  const id = spec.id;
+  const frames = () => c.frames.filter(f => f.id === id);
+  const end = c.waitFor(f => f.id === id && (f.type === 'cortex.exit' || f.type === 'cortex.error'), `end of exec ${id}`, 60000);
+  c.send(Object.assign({type: 'exec'}, spec));
+  return {
+    end: end.then(e => {
+      const fr = frames();
+      return {exit: e, frames: fr, out: fr.filter(f => f.type === 'cortex.stdout').map(f => f.data).join(''),
+        err: fr.filter(f => f.type === 'cortex.stderr').map(f => f.data).join('')};
+    }),
+    frames,
+  };
+}
+// cortexd's pipes and ptys (what an exec opens; sessions' sockets come and go apart).
+const fdCount = pid => fs.readdirSync(`/proc/${pid}/fd`).filter(f => {
+  try { return /^pipe:|ptmx|\/dev\/pts\//.test(fs.readlinkSync(`/proc/${pid}/fd/${f}`)); } catch (e) { return false; }
+}).length;
+const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + tag)).map(p => `${p.pid} ${p.cmd}`);
+
+(async () => {
+  const model = await L.startModelServer();
+  const cfgFile = L.tmpdir('cfg') + '/cortexd.json';
+  fs.writeFileSync(cfgFile, JSON.stringify({exec: {max_per_session: 6, max_per_user: 8, max_output_kb: 1}}));
+  const d = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
+  const alice = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'alice'})).json.token;
+  const bob = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'bob'})).json.token;
+  let r = await L.http(d.base, 'PUT', '/v1/settings/ai-providers/default', alice, {kind: 'anthropic', base_url: model.url, api_key: 'sk-ant-exec'});
+  L.check(r.status === 201, 'alice configures her provider', 201, r.status);
+  const {sid, c} = await L.hotSession(d, alice);
+  const fd0 = fdCount(d.proc.pid);
+
+  // Exit code, stderr apart, the frames' order.
+  let x = await execWS(c, {id: 'a', cmd: ['sh', '-c', 'echo one; echo two >&2; echo three; exit 3']}).end;
+  L.eq([x.exit.type, x.exit.code, x.exit.signal, x.exit.timed_out, x.out, x.err], ['cortex.exit', 3, null, false, 'one\nthree\n', 'two\n'],
+    'exec: stdout and stderr apart, the exit code');
+  L.check(x.frames[0].type === 'cortex.exec_started' && x.frames[0].pid > 1 && x.frames[x.frames.length - 1] === x.exit,
+    'cortex.exec_started first, cortex.exit last', 'started..exit', x.frames.map(f => f.type));
+
+  // Streaming: output arrives as it is written, in order.
+  const t0 = Date.now();
+  const st = execWS(c, {id: 'stream', cmd: ['sh', '-c', 'for i in 1 2 3 4 5; do echo $i; sleep 0.3; done']});
+  const first = await c.waitFor(f => f.id === 'stream' && f.type === 'cortex.stdout', 'first output');
+  const tFirst = Date.now() - t0;
+  x = await st.end;
+  const tEnd = Date.now() - t0;
+  L.check(x.out === '1\n2\n3\n4\n5\n' && first.data.startsWith('1') && tEnd - tFirst > 800 &&
+    x.frames.filter(f => f.type === 'cortex.stdout').length >= 3,
+  'output streams in order while the command runs (first after ' + tFirst + ' ms, end after ' + tEnd + ' ms)', '1..5 in several frames',
+  x.frames.map(f => f.type + ':' + JSON.stringify(f.data)));
+
+  // cwd, env, PATH lookup.
+  x = await execWS(c, {id: 'env', cmd: ['sh', '-c', 'pwd; echo $FOO; id -u'], cwd: '/home/agent', env: ['FOO=bar baz']}).end;
+  const envLines = x.out.trim().split('\n');
+  L.check(x.exit.code === 0 && envLines[0] === '/home/agent' && envLines[1] === 'bar baz' && Number(envLines[2]) >= 1000,
+    'cwd and env apply; it runs as the session uid (not root)', ['/home/agent', 'bar baz', 'uid'], x.out);
+  const agentUid = envLines[2];
+  x = await execWS(c, {id: 'nf', cmd: ['no-such-program-xyz']}).end;
+  L.check(x.exit.type === 'cortex.exit' && x.exit.code === 127 && /no-such-program-xyz/.test(x.err), 'a missing program: 127 and a message', 127, x);
+
+  // stdin round trip.
+  const cat = execWS(c, {id: 'cat', cmd: ['cat']});
+  await c.waitFor(f => f.id === 'cat' && f.type === 'cortex.exec_started', 'cat started');
+  c.send({type: 'stdin', id: 'cat', data: 'hello '});
+  c.send({type: 'stdin', id: 'cat', data: 'wörld\n', eof: true});
+  x = await cat.end;
+  L.eq([x.exit.code, x.out], [0, 'hello wörld\n'], 'stdin reaches the command, eof ends it (UTF-8 intact)');
+  x = await execWS(c, {id: 'b64', cmd: ['printf', '\\377\\000A'], encoding: 'base64'}).end;
+  L.eq(Buffer.from(x.out, 'base64').toString('hex'), 'ff0041', 'encoding base64: the bytes exactly');
+
+  // pty: a terminal of the sandbox's devpts, resize reaches it.
+  x = await execWS(c, {id: 'tty', cmd: ['tty'], pty: {cols: 100, rows: 30}}).end;
+  L.check(x.exit.code === 0 && /^\/dev\/pts\/\d+\r?\n$/.test(x.out), 'pty: tty prints /dev/pts/N', '/dev/pts/N', x.out);
+  const sz = execWS(c, {id: 'size', cmd: ['sh', '-c', 'stty size; read x; stty size'], pty: {cols: 100, rows: 30}});
+  await c.waitFor(f => f.id === 'size' && f.type === 'cortex.stdout' && /30 100/.test(sz.frames().filter(g => g.type === 'cortex.stdout').map(g => g.data).join('')), 'first stty size');
+  c.send({type: 'resize', id: 'size', cols: 120, rows: 40});
+  c.send({type: 'stdin', id: 'size', data: 'go\r'});
+  x = await sz.end;
+  L.check(x.exit.code === 0 && /30 100[\s\S]*40 120/.test(x.out) && x.err === '', 'pty: stty size follows resize (stdout only: one stream)', '30 100 .. 40 120', x.out);
+
+  // Timeout and cancel kill the process group.
+  let t1 = Date.now();
+  x = await execWS(c, {id: 'to', cmd: ['sh', '-c', 'sleep 931 & sleep 932'], timeout_s: 1}).end;
+  L.check(x.exit.timed_out === true && x.exit.signal === 'KILL' && x.exit.code === 137 && Date.now() - t1 < 5000,
+    'timeout_s 1: killed (KILL, 137) in time', 'timed_out', [x.exit, Date.now() - t1]);
+  const cn = execWS(c, {id: 'cn', cmd: ['sh', '-c', 'sleep 933 & sleep 934']});
+  await c.waitFor(f => f.id === 'cn' && f.type === 'cortex.exec_started', 'cn started');
+  c.send({type: 'exec_cancel', id: 'cn'});
+  x = await cn.end;
+  L.check(x.exit.cancelled === true && x.exit.signal === 'KILL', 'exec_cancel kills it', 'cancelled', x.exit);
+  let left = await L.poll(() => sleepers('93').length === 0, 5000);
+  L.check(left, 'nothing of them runs on (the whole group, background jobs too)', [], sleepers('93'));
+
+  // Many at once, and the per-session cap.
+  const many = [];
+  for (let i = 0; i < 6; i++) many.push(execWS(c, {id: 'm' + i, cmd: ['sh', '-c', `sleep 1; echo m${i}`]}));
+  await c.waitFor(f => f.id === 'm5' && f.type === 'cortex.exec_started', 'the sixth started', 30000);
+  x = await execWS(c, {id: 'over', cmd: ['true']}).end;
+  L.check(x.exit.type === 'cortex.error' && x.exit.code === 'too_many_execs', 'a seventh on the session: cortex.error too_many_execs', 'too_many_execs', x.exit);
+  const ms = await Promise.all(many.map(m => m.end));
+  L.check(ms.every((m, i) => m.exit.code === 0 && m.out === `m${i}\n`), 'six at once all finish with their own output', 'm0..m5', ms.map(m => [m.exit.code, m.out]));
+  t1 = Date.now();
+  const many2 = [];
+  for (let i = 0; i < 6; i++) many2.push(execWS(c, {id: 'p' + i, cmd: ['sh', '-c', 'sleep 1']}));
+  await Promise.all(many2.map(m => m.end));
+  L.check(Date.now() - t1 < 4000, 'they run in parallel (6 x sleep 1 in < 4 s)', '< 4000 ms', Date.now() - t1);
+
+  // The per-user cap across two sessions: 6 here + 2 there = 8.
+  const {sid: sid2, c: c2} = await L.hotSession(d, alice);
+  const hold = [];
+  for (let i = 0; i < 6; i++) hold.push(execWS(c, {id: 'h' + i, cmd: ['sleep', '935']}));
+  await c.waitFor(f => f.id === 'h5' && f.type === 'cortex.exec_started', 'six held');
+  const hold2 = [execWS(c2, {id: 'u0', cmd: ['sleep', '936']}), execWS(c2, {id: 'u1', cmd: ['sleep', '936']})];
+  await c2.waitFor(f => f.id === 'u1' && f.type === 'cortex.exec_started', 'two more held');
+  x = await execWS(c2, {id: 'u2', cmd: ['true']}).end;
+  L.check(x.exit.type === 'cortex.error' && x.exit.code === 'too_many_execs' && /max_per_user/.test(x.exit.message),
+    'the ninth of the user: refused (exec.max_per_user)', 'too_many_execs', x.exit);
+  r = await L.http(d.base, 'POST', `/v1/sessions/${sid2}/exec`, alice, {cmd: ['true']});
+  L.check(r.status === 429 && r.json.error.code === 'too_many_execs', 'POST over the cap: 429', 429, [r.status, r.json]);
+  let m = await L.metrics(d);
+  L.check(m['cortex_exec_refused_total{cap="session"}'] >= 1 && m['cortex_exec_refused_total{cap="user"}'] >= 2 && m['cortex_exec_running'] === 8,
+    '/metrics counts refusals by cap and the 8 running', 'session>=1 user>=2 running 8',
+    [m['cortex_exec_refused_total{cap="session"}'], m['cortex_exec_refused_total{cap="user"}'], m['cortex_exec_running']]);
+  L.check(sleepers('935').length === 6 && sleepers('936').length === 2, 'the host sees the 8 commands running (the leftover check can see them)', [6, 2], [sleepers('935'), sleepers('936')]);
+  // A client that leaves takes its commands with it.
+  await c2.close();
+  left = await L.poll(() => sleepers('936').length === 0, 5000);
+  L.check(left, 'its client gone, its commands are killed', [], sleepers('936'));
+  for (const h of hold) c.send({type: 'exec_cancel', id: h.frames()[0].id});
+  await Promise.all(hold.map(h => h.end));
+  left = await L.poll(() => sleepers('93').length === 0, 5000);
+  L.check(left, 'cancelled and disconnected: no sleep 935/936 left', [], sleepers('93'));
+  m = await L.metrics(d);
+  L.check(m['cortex_exec_running'] === 0, 'cortex_exec_running back to 0', 0, m['cortex_exec_running']);
+
+  // Bad input: each a cortex.error with the id, or a 400.
+  const bads = [
+    [{id: 'e1'}, /cmd/], [{id: 'e2', cmd: []}, /cmd/], [{id: 'e3', cmd: ['ls'], cwd: '/etc'}, /cwd/],
+    [{id: 'e4', cmd: ['ls'], cwd: '/workspace/../etc'}, /cwd/], [{id: 'e5', cmd: ['ls'], env: ['1X=y']}, /env/],
+    [{id: 'e6', cmd: ['ls'], timeout_s: -1}, /timeout_s/], [{id: 'e7', cmd: ['ls'], pty: {cols: 0}}, /pty/],
+    [{id: 'e8', cmd: ['ls'], bogus: 1}, /bogus/], [{id: 'e9', cmd: ['-x']}, /cmd/],
+  ];
+  for (const [spec, re] of bads) {
+    x = await execWS(c, spec).end;
+    L.check(x.exit.type === 'cortex.error' && x.exit.code === 'bad_frame' && re.test(x.exit.message), `bad exec ${JSON.stringify(spec)}: bad_frame`, re.source, x.exit);
+  }
+  c.send({type: 'stdin', id: 'nobody', data: 'x'});
+  const ne = await c.waitFor(f => f.id === 'nobody', 'no_exec');
+  L.check(ne.code === 'no_exec', 'stdin for an unknown id: no_exec', 'no_exec', ne);
+  c.send({type: 'exec', cmd: ['ls']});
+  const noid = await c.waitFor(f => f.type === 'cortex.error' && /id/.test(f.message || '') && !f.id, 'exec without id');
+  L.check(noid.code === 'bad_frame', 'exec without an id: bad_frame', 'bad_frame', noid);
+
+  // POST one-shot.
+  const P = (body, tok = alice, s = sid) => L.http(d.base, 'POST', `/v1/sessions/${s}/exec`, tok, body);
+  r = await P({cmd: ['sh', '-c', 'echo hi; echo err >&2; exit 5']});
+  L.check(r.status === 200 && r.json.code === 5 && r.json.stdout === 'hi\n' && r.json.stderr === 'err\n' && r.json.timed_out === false && r.json.truncated === false,
+    'POST exec: 200 with code, stdout, stderr', {code: 5}, [r.status, r.json]);
+  r = await P({cmd: ['cat'], stdin: 'from stdin'});
+  L.eq([r.status, r.json.stdout], [200, 'from stdin'], 'POST exec with stdin');
+  r = await P({cmd: ['sh', '-c', 'head -c 5000 /dev/zero | tr "\\0" a']});
+  L.check(r.status === 200 && r.json.truncated === true && r.json.stdout.length === 1024 && r.json.code === 0,
+    'POST exec: output capped at exec.max_output_kb, truncated', 1024, [r.status, r.json.truncated, r.json.stdout.length]);
+  t1 = Date.now();
+  r = await P({cmd: ['sleep', '937'], timeout_s: 1});
+  L.check(r.status === 200 && r.json.timed_out === true && r.json.signal === 'KILL' && Date.now() - t1 < 5000, 'POST exec: timeout', true, r.json);
+  for (const [body, what] of [[{}, 'no cmd'], [{cmd: 'ls'}, 'cmd a string'], [{cmd: ['ls'], cwd: '/tmp'}, 'cwd outside'],
+    [{cmd: ['ls'], pty: true}, 'pty on POST'], [{cmd: ['ls'], env: ['A']}, 'env without =']]) {
+    r = await P(body);
+    L.check(r.status === 400 && r.json.error && r.json.error.code === 'bad_request', `POST exec ${what}: 400`, 400, [r.status, r.json]);
+  }
+  r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/exec`, alice, undefined, '{"cmd":[');
+  L.check(r.status === 400, 'POST exec with broken JSON: 400', 400, r.status);
+  r = await L.http(d.base, 'GET', `/v1/sessions/${sid}/exec`, alice);
+  L.check(r.status === 405, 'GET exec: 405', 405, r.status);
+  r = await P({cmd: ['id', '-u']}, bob);
+  L.check(r.status === 404 && r.json.error.code === 'not_found', "bob's POST exec on alice's session: 404", 404, [r.status, r.json]);
+
+  // A sleeping session is woken by an exec.
+  await c.close();
+  r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/sleep`, alice);
+  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, alice)).json.state === 'sleeping', 'sleeping', 30000);
+  r = await P({cmd: ['sh', '-c', 'echo woke; id -u']});
+  L.check(r.status === 200 && r.json.stdout === `woke\n${agentUid}\n`, 'POST exec wakes a sleeping session, same uid', 'woke', [r.status, r.json]);
+
+  // Nothing left: no command process, no fd of cortexd.
+  left = await L.poll(() => sleepers('93').length === 0, 5000);
+  L.check(left, 'no command process left on the host', [], sleepers('93'));
+  const fd1 = await L.poll(() => fdCount(d.proc.pid) <= fd0, 5000);
+  L.check(fd1, `cortexd holds no pipe or pty of finished commands (${fd0} before, ${fdCount(d.proc.pid)} after)`, fd0, fdCount(d.proc.pid));
+
+  await d.stop();
+  L.unmountUnder(d.dataDir);
+  L.done();
+})().catch(e => { console.error(e); process.exit(1); });
