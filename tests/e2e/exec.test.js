@@ -32,7 +32,7 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
 (async () => {
   const model = await L.startModelServer();
   const cfgFile = L.tmpdir('cfg') + '/cortexd.json';
-  fs.writeFileSync(cfgFile, JSON.stringify({exec: {max_per_session: 6, max_per_user: 8, max_output_kb: 1}}));
+  fs.writeFileSync(cfgFile, JSON.stringify({exec: {max_per_session: 6, max_per_user: 8, max_output_kb: 1}, ws: {client_queue_max_bytes: 1 << 20}}));
   const d = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
   const alice = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'alice'})).json.token;
   const bob = (await L.http(d.base, 'POST', '/v1/users', d.admin, {name: 'bob'})).json.token;
@@ -88,6 +88,21 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
   c.send({type: 'stdin', id: 'size', data: 'go\r'});
   x = await sz.end;
   L.check(x.exit.code === 0 && /30 100[\s\S]*40 120/.test(x.out) && x.err === '', 'pty: stty size follows resize (stdout only: one stream)', '30 100 .. 40 120', x.out);
+
+  // Backpressure: a client that does not read stops the command's pipe being
+  // read (it blocks on write) instead of cortexd buffering its output.
+  const N = 20000000;
+  const bp = execWS(c, {id: 'bp', cmd: ['sh', '-c', `head -c ${N} /dev/zero | tr "\\0" x; sleep 0.1`]});
+  await c.waitFor(f => f.id === 'bp' && f.type === 'cortex.exec_started', 'bp started');
+  c.ws._socket.pause();
+  await new Promise(res => setTimeout(res, 2500));
+  const blocked = L.hostProcs().filter(p => p.cmd.startsWith(`head -c ${N}`));
+  const rss = Number(fs.readFileSync(`/proc/${d.proc.pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
+  c.ws._socket.resume();
+  x = await bp.end;
+  L.check(blocked.length === 1 && x.exit.code === 0 && x.out.length === N && /^x+$/.test(x.out),
+    'a client that stops reading pauses the command (still writing after 2.5 s), then gets all 20 MB', [1, N], [blocked.length, x.out.length, x.exit]);
+  L.check(rss < 600 * 1024, `cortexd did not buffer it (VmRSS ${rss} kB while paused)`, '< 600 MB', rss);
 
   // Timeout and cancel kill the process group.
   let t1 = Date.now();
