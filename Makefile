@@ -7,7 +7,7 @@ CLAUDE_CODE_VERSION := 2.1.330
 WS_VERSION := 8.18.0
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
-	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light
+	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light tmux
 # The machine's image store: `make image` unpacks the default image there once;
 # `make run`, the tests and the benches share it.
 IMAGE_STORE ?= /var/cache/cortex/store

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "caps.h"
+#include "cli_exec.h"
 
 enum { EXIT_HTTP_ERROR = 1, EXIT_USAGE = 2 };
 
@@ -337,6 +338,12 @@ static int cmd_files_rm(const struct cli *cli, char **args, int nargs)
 	return files_call(cli, "DELETE", args, nargs > 2 ? "&recursive=1" : "", NULL, 0);
 }
 
+static int cmd_exec(const struct cli *cli, char **args, int nargs)
+{
+	int rc = cli_exec(cli->url, cli->token, args, nargs);
+	return rc < 0 ? CMD_BAD_ARGS : rc;
+}
+
 static const struct cmd commands[] = {
     {"health", cmd_health, "", "check that cortexd answers (no token needed)"},
     {"user create", cmd_user_create, "NAME", "create a user and print its token (admin token)"},
@@ -357,6 +364,9 @@ static const struct cmd commands[] = {
     {"files get", cmd_files_get, "ID PATH", "print a file's bytes"},
     {"files put", cmd_files_put, "ID PATH FILE", "write FILE (- for stdin) to PATH, atomically"},
     {"files rm", cmd_files_rm, "ID PATH [-r]", "delete a file or an empty dir (-r: a tree)"},
+    {"exec", cmd_exec, "[OPTIONS] ID -- CMD [ARG...]",
+     "run CMD in the session's sandbox, streaming its output; exits with its code (-i: send stdin, -t: a terminal, "
+     "-it: interactive, -w DIR, -e NAME=VALUE, --timeout S)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof *commands)
 
@@ -499,7 +509,7 @@ int main(int argc, char **argv)
 	int nargs = argc - first, nwords = 0;
 	const struct cmd *c = find_command(args, nargs, &nwords);
 	int asks_help = 0;
-	for (int i = c ? nwords : 1; i < nargs; i++)
+	for (int i = c ? nwords : 1; i < nargs && strcmp(args[i], "--"); i++) /* after --: the command's */
 		asks_help |= is_help(args[i]);
 	if (!c) {
 		if (asks_help && help_for_group(args[0]))

@@ -119,7 +119,7 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
 
   // Many at once, and the per-session cap.
   const many = [];
-  for (let i = 0; i < 6; i++) many.push(execWS(c, {id: 'm' + i, cmd: ['sh', '-c', `sleep 1; echo m${i}`]}));
+  for (let i = 0; i < 6; i++) many.push(execWS(c, {id: 'm' + i, cmd: ['sh', '-c', `sleep 3; echo m${i}`]}));
   await c.waitFor(f => f.id === 'm5' && f.type === 'cortex.exec_started', 'the sixth started', 30000);
   x = await execWS(c, {id: 'over', cmd: ['true']}).end;
   L.check(x.exit.type === 'cortex.error' && x.exit.code === 'too_many_execs', 'a seventh on the session: cortex.error too_many_execs', 'too_many_execs', x.exit);
@@ -147,6 +147,7 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
   L.check(m['cortex_exec_refused_total{cap="session"}'] >= 1 && m['cortex_exec_refused_total{cap="user"}'] >= 2 && m['cortex_exec_running'] === 8,
     '/metrics counts refusals by cap and the 8 running', 'session>=1 user>=2 running 8',
     [m['cortex_exec_refused_total{cap="session"}'], m['cortex_exec_refused_total{cap="user"}'], m['cortex_exec_running']]);
+  await L.poll(() => sleepers('935').length === 6 && sleepers('936').length === 2, 5000); // env execs sleep
   L.check(sleepers('935').length === 6 && sleepers('936').length === 2, 'the host sees the 8 commands running (the leftover check can see them)', [6, 2], [sleepers('935'), sleepers('936')]);
   // A client that leaves takes its commands with it.
   await c2.close();
@@ -201,6 +202,42 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
   L.check(r.status === 405, 'GET exec: 405', 405, r.status);
   r = await P({cmd: ['id', '-u']}, bob);
   L.check(r.status === 404 && r.json.error.code === 'not_found', "bob's POST exec on alice's session: 404", 404, [r.status, r.json]);
+
+  // cortexctl exec: streaming through the WebSocket, its exit code, stdin, bytes exact.
+  const {spawnSync} = require('child_process');
+  const ctl = (args, input) => spawnSync(process.env.CORTEXCTL, ['--url', d.base, '--token', alice, 'exec'].concat(args),
+    {input: input || '', timeout: 60000});
+  let p = ctl([sid, '--', 'sh', '-c', 'echo out; echo err >&2; exit 7']);
+  L.eq([p.status, p.stdout.toString(), p.stderr.toString()], [7, 'out\n', 'err\n'], 'cortexctl exec: stdout, stderr, the exit code');
+  p = ctl(['-i', sid, '--', 'cat'], Buffer.from([0xff, 0x00, 0x41, 0x0a]));
+  L.eq([p.status, p.stdout.toString('hex')], [0, 'ff00410a'], 'cortexctl exec -i: stdin in, bytes exact out');
+  p = ctl(['-w', '/home/agent', '-e', 'A=1', sid, '--', 'sh', '-c', 'pwd; echo $A; ls -h / >/dev/null && echo h']);
+  L.eq([p.status, p.stdout.toString()], [0, '/home/agent\n1\nh\n'], 'cortexctl exec -w -e (and -h after -- is the command\'s)');
+  p = ctl(['--timeout', '1', sid, '--', 'sleep', '938']);
+  L.check(p.status === 137 && /timed out/.test(p.stderr.toString()), 'cortexctl exec --timeout: 137, says so', 137, [p.status, p.stderr.toString()]);
+  p = ctl(['nosuchsession', '--', 'true']);
+  L.check(p.status === 1 && /404/.test(p.stderr.toString()), 'cortexctl exec on a missing session: 1 and the 404', 1, [p.status, p.stderr.toString()]);
+  p = ctl([sid, 'true']);
+  L.check(p.status === 2 && /usage/.test(p.stderr.toString()), 'cortexctl exec without --: usage, 2', 2, [p.status, p.stderr.toString()]);
+  // -it in a real terminal (tmux): a shell, its size, SIGWINCH -> resize.
+  const tm = (...a) => spawnSync('tmux', ['-L', 'cx-exec-' + process.pid].concat(a), {encoding: 'utf8'});
+  const screen = () => tm('capture-pane', '-p', '-t', 'x').stdout || '';
+  const r0 = tm('new-session', '-d', '-s', 'x', '-x', '100', '-y', '30',
+    `${process.env.CORTEXCTL} --url ${d.base} --token ${alice} exec -it ${sid} -- sh; echo EXITED $?; sleep 30`);
+  L.check(r0.status === 0, 'tmux runs cortexctl exec -it', 0, r0.stderr);
+  await L.poll(() => /\$ $/m.test(screen()), 15000);
+  tm('send-keys', '-t', 'x', 'stty size; tty', 'Enter');
+  let scr = await L.poll(() => /^30 100\s*$/m.test(screen()) && /\/dev\/pts\/\d+/.test(screen()) ? screen() : '', 15000);
+  L.check(scr, 'cortexctl exec -it: a shell on a pty of the terminal\'s size', '30 100, /dev/pts/N', screen());
+  tm('resize-window', '-t', 'x', '-x', '120', '-y', '40');
+  await new Promise(res => setTimeout(res, 300));
+  tm('send-keys', '-t', 'x', 'stty size', 'Enter');
+  scr = await L.poll(() => /^40 120\s*$/m.test(screen()) ? screen() : '', 15000);
+  L.check(scr, 'SIGWINCH: the resize reaches the shell', '40 120', screen());
+  tm('send-keys', '-t', 'x', 'exit 3', 'Enter');
+  scr = await L.poll(() => /EXITED 3/.test(screen()) ? screen() : '', 15000);
+  L.check(scr, 'exit 3 in the shell: cortexctl exits 3, the terminal restored', 'EXITED 3', screen());
+  tm('kill-server');
 
   // A sleeping session is woken by an exec.
   await c.close();
