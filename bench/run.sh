@@ -38,3 +38,5 @@ node "$root/bench/concurrency.js"
 BUILD="$root/build" bash "$root/bench/clone_bench.sh"
 # Issue 15 point 1: files API list/read/write latency (awake and asleep) and watch latency.
 node "$root/bench/files.js"
+# Issue 15 point 2: exec start -> first output through cortexd (WebSocket, pty, POST) vs sandbox_exec directly.
+node "$root/bench/exec.js"
