@@ -787,8 +787,8 @@ static void on_stdin(struct session *s, struct client *c, struct exec *x, json_t
 		char *dec = NULL;
 		if (x->sp.base64) {
 			dec = malloc(n + 1);
-			int r = dec ? lws_b64_decode_string_len(data, (int)n, dec, (int)n + 1) : -1;
-			if (r < 0 && n) {
+			long r = dec ? exec_b64_decode(data, n, dec) : -1;
+			if (r < 0) {
 				free(dec);
 				return send_error(s, c, x->sp.id, "bad_frame", "\"data\" is not valid base64");
 			}

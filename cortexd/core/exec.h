@@ -52,6 +52,9 @@ struct exec_spec {
  * into out.  -1 with a message (for a bad_frame / 400). */
 int exec_spec_parse(json_t *o, int http, const config *cfg, struct exec_spec *out, char *msg, size_t mcap);
 void exec_spec_clear(struct exec_spec *sp);
+/* Strict base64 (RFC 4648, padding optional): the bytes into out (room for
+ * n bytes), their count, or -1. */
+long exec_b64_decode(const char *in, size_t n, char *out);
 
 /* Client frames (edge/ws_client.c), each with a string "id". */
 enum exec_frame { EXEC_FRAME_START, EXEC_FRAME_STDIN, EXEC_FRAME_RESIZE, EXEC_FRAME_CANCEL };

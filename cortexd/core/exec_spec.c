@@ -1,6 +1,7 @@
 /* exec_spec.c — checking an exec request (exec.h): pure, no session. */
 #include "exec.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,33 @@ void exec_spec_clear(struct exec_spec *sp)
 	free(sp->env);
 	free(sp->stdin_data);
 	memset(sp, 0, sizeof *sp);
+}
+
+long exec_b64_decode(const char *in, size_t n, char *out)
+{
+	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	uint32_t acc = 0;
+	int bits = 0;
+	long o = 0;
+	size_t pad = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (in[i] == '=') {
+			pad++;
+			continue;
+		}
+		const char *f = in[i] ? memchr(t, in[i], 64) : NULL;
+		if (!f || pad)
+			return -1; /* not base64, or data after padding */
+		acc = acc << 6 | (uint32_t)(f - t);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (char)(acc >> bits & 0xff);
+		}
+	}
+	if (pad > 2 || (n % 4 && pad) || bits >= 6)
+		return -1;
+	return o;
 }
 
 static int bad(char *msg, size_t mcap, const char *m)
@@ -162,13 +190,13 @@ int exec_spec_parse(json_t *o, int http, const config *cfg, struct exec_spec *ou
 		if (!json_is_string(in))
 			return bad(msg, mcap, "\"stdin\" must be a string");
 		size_t n = json_string_length(in);
-		if (!(out->stdin_data = malloc(n ? n : 1)))
+		if (!(out->stdin_data = malloc(n + 1)))
 			return bad(msg, mcap, "out of memory");
 		if (out->base64) {
-			int r = lws_b64_decode_string_len(json_string_value(in), (int)n, out->stdin_data, (int)(n ? n : 1));
-			if (r < 0 && n)
+			long r = exec_b64_decode(json_string_value(in), n, out->stdin_data);
+			if (r < 0)
 				return bad(msg, mcap, "\"stdin\" is not valid base64");
-			out->stdin_len = r < 0 ? 0 : (size_t)r;
+			out->stdin_len = (size_t)r;
 		} else {
 			memcpy(out->stdin_data, json_string_value(in), n);
 			out->stdin_len = n;
