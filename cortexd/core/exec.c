@@ -826,9 +826,8 @@ void exec_client_frame(struct session *s, struct client *c, enum exec_frame type
 			x->exited = 1;
 			return exec_finish(x);
 		}
-		if (x->st == EX_LAUNCH)
-			x->orphan = 1; /* killed when the launch is done; the exit is reported now */
-		if (x->st == EX_LAUNCH) {
+		if (x->st == EX_LAUNCH) { /* killed when the launch is done; the exit is reported now */
+			x->orphan = 1;
 			x->killed = 1;
 			json_t *e = json_pack("{s:s,s:s,s:i,s:s,s:b,s:b}", "type", "cortex.exit", "id", x->sp.id, "code",
 					      128 + SIGKILL, "signal", "KILL", "timed_out", 0, "cancelled", 1);
@@ -869,6 +868,25 @@ void exec_client_left(struct client *c)
 			x->orphan = 1;
 		} else {
 			exec_free(x); /* closing the exit fd kills the group */
+		}
+	}
+}
+
+void exec_session_gone(struct session *s, const char *why)
+{
+	struct exec *x = s->execs, *next;
+	for (; x; x = next) {
+		next = x->next;
+		x->c = NULL; /* its client is about to be let go */
+		if (x->st != EX_LAUNCH) {
+			exec_fail(x, "not_found", why); /* frees x */
+			continue;
+		}
+		x->orphan = 1; /* launch_done frees it (and so kills it) */
+		if (x->done) {
+			struct exec_result r = {.code = -1, .fail_code = "not_found", .fail_msg = why};
+			x->done(x->arg, &r);
+			x->done = NULL;
 		}
 	}
 }

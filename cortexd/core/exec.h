@@ -59,6 +59,9 @@ long exec_b64_decode(const char *in, size_t n, char *out);
 /* Client frames (edge/ws_client.c), each with a string "id". */
 enum exec_frame { EXEC_FRAME_START, EXEC_FRAME_STDIN, EXEC_FRAME_RESIZE, EXEC_FRAME_CANCEL };
 void exec_client_frame(struct session *s, struct client *c, enum exec_frame type, json_t *frame);
+/* The session is deleted or cortexd stops: every command is killed (a POST
+ * waiting for one gets 404 / the reason), before its clients are let go. */
+void exec_session_gone(struct session *s, const char *why);
 /* The client has gone: its commands are killed. */
 void exec_client_left(struct client *c);
 /* The client's queue went down: paused output is read again. */

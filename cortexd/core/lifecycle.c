@@ -10,6 +10,7 @@
 #include "agent.h"
 #include "boot.h"
 #include "build.h"
+#include "exec.h"
 #include "fanout.h"
 #include "fswatch.h"
 #include "gateway.h"
@@ -745,6 +746,7 @@ static void teardown(struct session *s)
 	s->lc.torn_down = 1; /* once: later events find nothing to do */
 	boot_forget(s);
 	turn_stop_session(s);
+	exec_session_gone(s, "the session was deleted"); /* before its clients go */
 	fanout_close_all(s);
 	sync_forget(s);
 	ccache_drop(&s->cc);

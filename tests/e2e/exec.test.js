@@ -239,6 +239,23 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
   L.check(scr, 'exit 3 in the shell: cortexctl exits 3, the terminal restored', 'EXITED 3', screen());
   tm('kill-server');
 
+  // Deleting a session with commands running: a waiting POST gets 404, a WebSocket
+  // client is let go, nothing is left, cortexd carries on.
+  const c3 = L.connect(d.base, sid2, alice);
+  await c3.opened;
+  execWS(c3, {id: 'del', cmd: ['sleep', '941']});
+  await c3.waitFor(f => f.id === 'del' && f.type === 'cortex.exec_started', 'del started');
+  const postDel = P({cmd: ['sleep', '940'], timeout_s: 30}, alice, sid2);
+  await L.poll(() => sleepers('940').length === 1, 5000);
+  r = await L.http(d.base, 'DELETE', `/v1/sessions/${sid2}`, alice);
+  L.check(r.status === 204, 'delete the session under its commands', 204, r.status);
+  r = await postDel;
+  L.check(r.status === 404 && r.json.error.code === 'not_found', 'the waiting POST exec: 404 (deleted)', 404, [r.status, r.json]);
+  left = await L.poll(() => sleepers('94').length === 0, 10000);
+  L.check(left, 'its commands are gone with it', [], sleepers('94'));
+  r = await L.http(d.base, 'GET', '/healthz');
+  L.check(r.status === 200, 'cortexd carries on', 200, r.status);
+
   // A sleeping session is woken by an exec.
   await c.close();
   r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/sleep`, alice);
