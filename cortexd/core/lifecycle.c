@@ -716,8 +716,8 @@ static void sul_idle_cb(lws_sorted_usec_list_t *sul)
 	struct session *s = lws_container_of(sul, struct session, lc.sul_idle);
 	if (s->deleted)
 		return;
-	if (s->turn || lifecycle_busy(s) || s->link.state == AG_STARTING) {
-		lc_touch(s); /* not idle: look again a full period later */
+	if (s->turn || lifecycle_busy(s) || s->nexec || s->link.state == AG_STARTING) {
+		lc_touch(s); /* not idle (a command runs: exec.c): look again a full period later */
 		return;
 	}
 	uint64_t idle = cx_mono_us() - s->lc.active_us, lim;

@@ -256,6 +256,18 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
   r = await L.http(d.base, 'GET', '/healthz');
   L.check(r.status === 200, 'cortexd carries on', 200, r.status);
 
+  // A running command keeps its session from idling to sleep.
+  const sid3 = (await L.http(d.base, 'POST', '/v1/sessions', alice, {idle_sleep_s: 2})).json.id;
+  await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid3}`, alice)).json.state === 'ready', 'sid3 ready', 60000);
+  const idleStates = [];
+  const watcher = setInterval(async () => idleStates.push((await L.http(d.base, 'GET', `/v1/sessions/${sid3}`, alice)).json.state), 500);
+  r = await P({cmd: ['sleep', '5']}, alice, sid3);
+  clearInterval(watcher);
+  L.check(r.status === 200 && r.json.code === 0 && idleStates.length >= 6 && idleStates.every(x => x === 'ready'),
+    'idle_sleep_s 2 and a 5 s command: the session stays ready while it runs', 'ready throughout', [r.json, idleStates]);
+  const slept = await L.poll(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid3}`, alice)).json.state === 'sleeping', 15000);
+  L.check(slept, '... and sleeps once it is idle again', 'sleeping', slept);
+
   // A sleeping session is woken by an exec.
   await c.close();
   r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/sleep`, alice);
