@@ -562,8 +562,8 @@ static void launch_done(void *arg)
 			in_flush(x);
 	}
 	free(j);
-	if (!s->exec_launching && s->lc.goal != GOAL_HOT && s->lc.goal != GOAL_UP)
-		lifecycle_reconcile(s); /* a sleep, pause or delete waited for the launch */
+	if (!s->exec_launching && (s->lc.broken || (s->lc.goal != GOAL_HOT && s->lc.goal != GOAL_UP)))
+		lifecycle_reconcile(s); /* a sleep, pause, delete or replacement waited for the launch */
 }
 
 /* The command's environment: the image's Env, then PATH, HOME, LANG (and

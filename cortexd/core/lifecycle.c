@@ -353,8 +353,8 @@ static int sandbox_ready(struct session *s, struct pass *p)
 static int sandbox_busy(const struct session *s, const struct pass *p)
 {
 	(void)p;
-	/* A sync job still borrows a broken sandbox: replace it after. */
-	return s->lc.job == JOB_PREPARE || s->lc.image_wait || (s->lc.broken && s->lc.sync_job);
+	/* A sync job or an exec launch still borrows a broken sandbox: replace it after. */
+	return s->lc.job == JOB_PREPARE || s->lc.image_wait || (s->lc.broken && (s->lc.sync_job || s->exec_launching));
 }
 /* The image is not in the store yet but on its way (a build of that name
  * runs, or the default image is being imported at start): wait, and look
