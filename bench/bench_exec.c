@@ -4,7 +4,8 @@
  * cortexd's exec does (core/exec.c), timing from the call to the first byte
  * on the pipe, and to the wait status on the exit fd.  Also a pty run each
  * time (sandbox_openpty + ctty).  p50/p95 in ms, one JSON line per case;
- * bench/exec.js runs it beside the same commands through cortexd.
+ * bench/exec.js runs it beside the same commands through cortexd (BENCH_RAW=1:
+ * every sample instead, to pool blocks of runs).
  *   bench_exec <scratch dir> <runs> <layer dir, top first>... */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +29,13 @@ static int cmp_u64(const void *a, const void *b)
 
 static void report(const char *name, uint64_t *us, size_t n)
 {
+	if (getenv("BENCH_RAW")) { /* every sample, for a caller that pools runs */
+		printf("{\"case\":\"%s\",\"samples_ms\":[", name);
+		for (size_t i = 0; i < n; i++)
+			printf("%s%.3f", i ? "," : "", (double)us[i] / 1000);
+		printf("]}\n");
+		return;
+	}
 	qsort(us, n, sizeof *us, cmp_u64);
 	printf("{\"case\":\"%s\",\"runs\":%zu,\"p50_ms\":%.3f,\"p95_ms\":%.3f,\"max_ms\":%.3f}\n", name, n,
 	       (double)us[n / 2] / 1000, (double)us[n * 95 / 100] / 1000, (double)us[n - 1] / 1000);

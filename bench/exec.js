@@ -8,7 +8,8 @@
 //   direct      build/bench_exec: sandbox_exec() of /bin/echo on a sandbox of the
 //               same default image layers, stdout pipe + exit fd (the path
 //               cortexd's exec takes, minus cortexd)
-// BENCH_ROUNDS (default 200) each, sequential.
+// BENCH_ROUNDS (default 200) each, sequential, in 4 blocks alternating between
+// cortexd and the library so both see the same load.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -24,10 +25,10 @@ function row(name, xs) {
   return {p50: pct(xs, 50), p95: pct(xs, 95)};
 }
 
-async function wsRuns(c, pty) {
+async function wsRuns(c, pty, n, tag) {
   const first = [], exit = [];
-  for (let i = -10; i < N; i++) { // 10 warm-up runs
-    const id = (pty ? 'p' : 'w') + i;
+  for (let i = 0; i < n; i++) {
+    const id = `${tag}${pty ? 'p' : 'w'}${i}`;
     let t1 = null;
     const t0 = now();
     await new Promise((resolve, reject) => {
@@ -39,7 +40,8 @@ async function wsRuns(c, pty) {
         if (f.type === 'cortex.exit' || f.type === 'cortex.error') {
           c.ws.off('message', on);
           if (f.type === 'cortex.error' || f.code !== 0) return reject(new Error(JSON.stringify(f)));
-          if (i >= 0) { first.push(t1 - t0); exit.push(t - t0); }
+          first.push(t1 - t0);
+          exit.push(t - t0);
           resolve();
         }
       };
@@ -50,6 +52,29 @@ async function wsRuns(c, pty) {
   return {first, exit};
 }
 
+async function postRuns(d, sid, tok, n) {
+  const xs = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = now();
+    const r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/exec`, tok, {cmd: ['/bin/echo', 'x']});
+    if (r.status !== 200 || r.json.stdout !== 'x\n') throw new Error(JSON.stringify(r.json));
+    xs.push(now() - t0);
+  }
+  return xs;
+}
+
+// The library directly, on the same image's layers (top first): n runs of each case.
+function directRuns(n) {
+  const store = process.env.CORTEX_IMAGE_STORE || '/var/cache/cortex/store';
+  const img = JSON.parse(fs.readFileSync(path.join(store, 'images', 'default.json'), 'utf8'));
+  const layers = img.layers.slice().reverse().map(h => path.join(store, 'layers', h));
+  const bin = path.join(path.dirname(process.env.CORTEXD), 'bench_exec');
+  const r = spawnSync(bin, [path.resolve(process.env.CORTEX_TEST_TMP), String(n)].concat(layers),
+    {encoding: 'utf8', env: Object.assign({}, process.env, {BENCH_RAW: '1'})});
+  if (r.status !== 0) throw new Error('bench_exec: ' + r.stderr);
+  return Object.fromEntries(r.stdout.trim().split('\n').map(l => JSON.parse(l)).map(j => [j.case, j.samples_ms]));
+}
+
 (async () => {
   const model = await L.startModelServer();
   const d = await L.startCortexd({env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
@@ -57,40 +82,36 @@ async function wsRuns(c, pty) {
   await L.http(d.base, 'PUT', '/v1/settings/ai-providers/default', tok, {kind: 'anthropic', base_url: model.url, api_key: 'sk-ant-bench'});
   const {sid, c} = await L.hotSession(d, tok);
 
-  console.log(`exec: /bin/echo x, start -> first output (and -> exit), ${N} runs each`);
-  const ws = await wsRuns(c, false);
-  const wsp = await wsRuns(c, true);
-  const post = [];
-  for (let i = -10; i < N; i++) {
-    const t0 = now();
-    const r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/exec`, tok, {cmd: ['/bin/echo', 'x']});
-    if (r.status !== 200 || r.json.stdout !== 'x\n') throw new Error(JSON.stringify(r.json));
-    if (i >= 0) post.push(now() - t0);
+  // Blocks of runs, alternating between cortexd and the library, so that both
+  // see the same load (the machine is shared): BLOCKS x N/BLOCKS runs each.
+  const BLOCKS = 4, per = Math.max(1, Math.round(N / BLOCKS));
+  console.log(`exec: /bin/echo x, start -> first output (and -> exit), ${BLOCKS} interleaved blocks of ${per} runs each`);
+  await wsRuns(c, false, 10, 'warm'); // warm-up
+  await wsRuns(c, true, 10, 'warm');
+  const ws = {first: [], exit: []}, wsp = {first: [], exit: []}, post = [];
+  const direct = {direct_first_output: [], direct_exit: [], direct_pty_first_output: [], direct_pty_exit: []};
+  for (let b = 0; b < BLOCKS; b++) {
+    const w = await wsRuns(c, false, per, 'b' + b);
+    ws.first.push(...w.first); ws.exit.push(...w.exit);
+    const p = await wsRuns(c, true, per, 'b' + b);
+    wsp.first.push(...p.first); wsp.exit.push(...p.exit);
+    post.push(...await postRuns(d, sid, tok, per));
+    const dr = directRuns(per);
+    for (const k of Object.keys(direct)) direct[k].push(...dr[k]);
   }
   await c.close();
   await d.stop();
   L.unmountUnder(d.dataDir);
-
-  // The library directly, on the same image's layers (top first).
-  const store = process.env.CORTEX_IMAGE_STORE || '/var/cache/cortex/store';
-  const img = JSON.parse(fs.readFileSync(path.join(store, 'images', 'default.json'), 'utf8'));
-  const layers = img.layers.slice().reverse().map(h => path.join(store, 'layers', h));
-  const bin = path.join(path.dirname(process.env.CORTEXD), 'bench_exec');
-  const r = spawnSync(bin, [path.resolve(process.env.CORTEX_TEST_TMP), String(N)].concat(layers), {encoding: 'utf8'});
-  if (r.status !== 0) throw new Error('bench_exec: ' + r.stderr);
-  const direct = Object.fromEntries(r.stdout.trim().split('\n').map(l => JSON.parse(l)).map(j => [j.case, j]));
 
   const a = row('cortexd ws first output', ws.first);
   row('cortexd ws exit', ws.exit);
   const b = row('cortexd ws pty first output', wsp.first);
   row('cortexd ws pty exit', wsp.exit);
   const p = row('cortexd POST round trip', post);
-  const dl = (k) => { const j = direct[k]; console.log(`${k.replace(/_/g, ' ').padEnd(26)} p50 ${j.p50_ms.toFixed(2).padStart(8)} ms   p95 ${j.p95_ms.toFixed(2).padStart(8)} ms   (n=${j.runs})`); return j; };
-  const df = dl('direct_first_output');
-  dl('direct_exit');
-  const dp = dl('direct_pty_first_output');
-  const de = direct.direct_exit;
-  console.log(`overhead of cortexd (p50): ws first output +${(a.p50 - df.p50_ms).toFixed(2)} ms (x${(a.p50 / df.p50_ms).toFixed(2)}), ` +
-    `pty +${(b.p50 - dp.p50_ms).toFixed(2)} ms (x${(b.p50 / dp.p50_ms).toFixed(2)}), POST vs direct exit +${(p.p50 - de.p50_ms).toFixed(2)} ms`);
+  const df = row('direct first output', direct.direct_first_output);
+  const de = row('direct exit', direct.direct_exit);
+  const dp = row('direct pty first output', direct.direct_pty_first_output);
+  console.log(`overhead of cortexd (p50): ws first output +${(a.p50 - df.p50).toFixed(2)} ms (x${(a.p50 / df.p50).toFixed(2)}), ` +
+    `pty +${(b.p50 - dp.p50).toFixed(2)} ms (x${(b.p50 / dp.p50).toFixed(2)}), POST vs direct exit +${(p.p50 - de.p50).toFixed(2)} ms`);
   L.done();
 })().catch(e => { console.error(e); process.exit(1); });

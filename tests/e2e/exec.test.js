@@ -66,6 +66,9 @@ const sleepers = tag => L.hostProcs().filter(p => p.cmd.startsWith('sleep ' + ta
   L.check(x.exit.code === 0 && envLines[0] === '/home/agent' && envLines[1] === 'bar baz' && Number(envLines[2]) >= 1000,
     'cwd and env apply; it runs as the session uid (not root)', ['/home/agent', 'bar baz', 'uid'], x.out);
   const agentUid = envLines[2];
+  x = await execWS(c, {id: 'cg', cmd: ['sh', '-c', 'cat /proc/self/cgroup; grep -E "^(NoNewPrivs|Seccomp):" /proc/self/status']}).end;
+  L.check(x.exit.code === 0 && x.out.includes(sid) && /NoNewPrivs:\s+1/.test(x.out) && /Seccomp:\s+2/.test(x.out),
+    "it runs in the session's cgroup, with no_new_privs and the seccomp filter", sid, x.out);
   x = await execWS(c, {id: 'nf', cmd: ['no-such-program-xyz']}).end;
   L.check(x.exit.type === 'cortex.exit' && x.exit.code === 127 && /no-such-program-xyz/.test(x.err), 'a missing program: 127 and a message', 127, x);
 
