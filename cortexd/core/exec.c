@@ -19,48 +19,7 @@
 #include "metrics.h"
 #include "work.h"
 
-#define EXEC_READ_CHUNK (16u << 10)
-#define EXEC_WAIT_TICK_US (20 * 1000)      /* a command waiting for its session to wake looks again */
-#define EXEC_WAIT_MAX_US (120ull * 1000000) /* ... at most this long */
-#define EXEC_DRAIN_US (2 * 1000000)         /* output still open this long after the exit: closed */
-
-enum ex_state { EX_WAIT, EX_LAUNCH, EX_RUN };
-enum ex_role { R_OUT, R_ERR, R_EXIT, R_IN, R_N };
-
-struct exec;
-struct ex_pipe {
-	struct exec *x;
-	enum ex_role role;
-	int fd;            /* owned until adopted, then wsi's */
-	struct lws *wsi;
-	int open;
-	unsigned char carry[4]; /* a UTF-8 sequence cut by the read */
-	size_t ncarry;
-};
-
-struct exec {
-	struct exec *next;   /* in s->execs */
-	struct session *s;   /* a reference */
-	struct client *c;    /* not owned; NULL for a one-shot */
-	struct exec_spec sp;
-	enum ex_state st;
-	pid_t pid;
-	struct ex_pipe p[R_N]; /* a pty: R_OUT is the master, also written as stdin */
-	int exited;          /* status read, or the exit fd reached EOF, or we killed it */
-	int status, have_status, sandbox_gone, killed, timed_out, cancelled, paused, orphan;
-	int wake_asked;
-	char *in_buf;        /* stdin waiting for the command */
-	size_t in_len;
-	int in_eof;          /* close stdin once in_buf is written */
-	uint64_t t0_us, wait_until_us;
-	lws_sorted_usec_list_t sul_wait, sul_timeout;
-	/* one-shot */
-	exec_done_fn done;
-	void *arg;
-	char *buf[2];
-	size_t nbuf[2];
-	int truncated;
-};
+#include "exec-internal.h"
 
 static uint64_t started_total, refused_total[2], timeouts_total, cancelled_total, failed_total, out_bytes_total;
 static uint64_t running_now;
@@ -81,6 +40,11 @@ static void exec_metrics_write(FILE *f, void *arg)
 	metrics_gauge(f, "cortex_exec_running", "commands running or waiting to start", (double)running_now);
 }
 
+void exec_count_started(void)
+{
+	started_total++;
+}
+
 void exec_init(void)
 {
 	metrics_register("exec", exec_metrics_write, NULL);
@@ -97,7 +61,7 @@ static unsigned user_execs(struct cortexd *d, const char *user)
 
 /* ---- frames to the client ---- */
 
-static void send_obj(struct exec *x, json_t *o)
+void exec_send_obj(struct exec *x, json_t *o)
 {
 	if (!x->c || !o)
 		return json_decref(o);
@@ -131,7 +95,7 @@ static void pipe_close(struct ex_pipe *p)
 	p->open = 0;
 }
 
-static void exec_free(struct exec *x)
+void exec_free(struct exec *x)
 {
 	struct session *s = x->s;
 	for (struct exec **pp = &s->execs; *pp; pp = &(*pp)->next)
@@ -160,7 +124,7 @@ static const char *sig_name(int sig)
 }
 
 /* It did not start (or its session went): one cortex.error with its id. */
-static void exec_fail(struct exec *x, const char *code, const char *msg)
+void exec_fail(struct exec *x, const char *code, const char *msg)
 {
 	failed_total++;
 	if (x->c) {
@@ -193,7 +157,7 @@ static void exec_finish(struct exec *x)
 				      x->cancelled, "ms", ms);
 		if (o && x->sandbox_gone && !x->have_status)
 			json_object_set_new(o, "error", json_string("the session's sandbox stopped"));
-		send_obj(x, o);
+		exec_send_obj(x, o);
 	} else if (x->done) {
 		struct exec_result r = {code, sig, x->timed_out, x->truncated, x->buf[0], x->buf[1],
 					x->nbuf[0], x->nbuf[1], ms, NULL, NULL};
@@ -224,7 +188,7 @@ static void check_end(struct exec *x)
 
 /* Cancel, timeout, the client gone: closing our end of the exit fd makes
  * init SIGKILL the command's process group. */
-static void exec_kill(struct exec *x)
+void exec_kill(struct exec *x)
 {
 	if (x->st != EX_RUN || x->exited)
 		return;
@@ -234,7 +198,7 @@ static void exec_kill(struct exec *x)
 	check_end(x);
 }
 
-static void timeout_cb(lws_sorted_usec_list_t *sul)
+void exec_timeout_cb(lws_sorted_usec_list_t *sul)
 {
 	struct exec *x = lws_container_of(sul, struct exec, sul_timeout);
 	x->timed_out = 1;
@@ -337,7 +301,7 @@ static void on_output(struct ex_pipe *p, const unsigned char *in, size_t n, int 
 		json_decref(data);
 		return;
 	}
-	send_obj(x, json_pack("{s:s,s:s,s:o}", "type", which ? "cortex.stderr" : "cortex.stdout", "id", x->sp.id,
+	exec_send_obj(x, json_pack("{s:s,s:s,s:o}", "type", which ? "cortex.stderr" : "cortex.stdout", "id", x->sp.id,
 			      "data", data));
 	if (!x->paused && x->c->out.bytes > queue_cap(x->s) / 2)
 		set_paused(x, 1); /* the pipe fills, the command blocks on write */
@@ -383,7 +347,7 @@ static void on_readable(struct ex_pipe *p)
 
 /* ---- stdin ---- */
 
-static void in_flush(struct exec *x)
+void exec_in_flush(struct exec *x)
 {
 	struct ex_pipe *p = x->sp.pty ? &x->p[R_OUT] : &x->p[R_IN];
 	if (!p->open || p->fd < 0)
@@ -423,262 +387,6 @@ static int in_append(struct exec *x, const char *data, size_t n)
 	x->in_buf = nb;
 	x->in_len += n;
 	return 0;
-}
-
-/* ---- launch (a worker) ---- */
-
-struct launch_job {
-	struct exec *x;
-	sandbox *sb;      /* borrowed: s->exec_launching holds the lifecycle off it */
-	char **argv, **envp; /* owned copies */
-	char cwd[1025];
-	int pty;
-	unsigned cols, rows;
-	/* result */
-	int fds[R_N];     /* ours: stdout (pty master), stderr, exit, stdin */
-	pid_t pid;
-	int rc;
-	cx_err err;
-};
-
-static void strv_free(char **v)
-{
-	for (char **p = v; p && *p; p++)
-		free(*p);
-	free(v);
-}
-
-static void launch_run(void *arg)
-{
-	struct launch_job *j = arg;
-	cx_err_clear(&j->err);
-	int mine[R_N] = {-1, -1, -1, -1}, theirs[R_N] = {-1, -1, -1, -1};
-	int pp[2];
-	j->rc = -1;
-	if (j->pty) {
-		if (sandbox_openpty(j->sb, &mine[R_OUT], &theirs[R_OUT], &j->err) < 0)
-			goto out;
-		struct winsize ws = {.ws_row = (unsigned short)j->rows, .ws_col = (unsigned short)j->cols};
-		(void)ioctl(mine[R_OUT], TIOCSWINSZ, &ws);
-	} else {
-		for (int r = R_OUT; r <= R_IN; r++) {
-			if (r == R_EXIT)
-				continue;
-			if (pipe2(pp, O_CLOEXEC) < 0) {
-				cx_err_set(&j->err, errno, "pipe");
-				goto out;
-			}
-			mine[r] = r == R_IN ? pp[1] : pp[0];
-			theirs[r] = r == R_IN ? pp[0] : pp[1];
-			fcntl(mine[r], F_SETFL, O_NONBLOCK);
-		}
-	}
-	if (pipe2(pp, O_CLOEXEC) < 0) {
-		cx_err_set(&j->err, errno, "pipe");
-		goto out;
-	}
-	mine[R_EXIT] = pp[0];
-	theirs[R_EXIT] = pp[1];
-	fcntl(mine[R_EXIT], F_SETFL, O_NONBLOCK);
-	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
-	eo.argv = (const char *const *)j->argv;
-	eo.envp = (const char *const *)j->envp;
-	eo.cwd = j->cwd;
-	eo.stdin_fd = j->pty ? theirs[R_OUT] : theirs[R_IN];
-	eo.stdout_fd = theirs[R_OUT];
-	eo.stderr_fd = j->pty ? theirs[R_OUT] : theirs[R_ERR];
-	eo.exit_fd = theirs[R_EXIT];
-	eo.ctty = j->pty != 0;
-	if (sandbox_exec(j->sb, &j->pid, &eo, &j->err) < 0)
-		goto out;
-	j->rc = 0;
-	memcpy(j->fds, mine, sizeof mine);
-	for (int r = 0; r < R_N; r++)
-		mine[r] = -1;
-out:
-	for (int r = 0; r < R_N; r++) {
-		if (mine[r] >= 0)
-			close(mine[r]);
-		if (theirs[r] >= 0)
-			close(theirs[r]);
-	}
-}
-
-static int adopt(struct exec *x, enum ex_role r, int fd)
-{
-	struct ex_pipe *p = &x->p[r];
-	p->x = x;
-	p->role = r;
-	p->fd = fd;
-	p->open = fd >= 0;
-	if (fd < 0 || !x->s->d->vh)
-		return 0;
-	lws_adopt_desc_t ad = {.vh = x->s->d->vh, .type = LWS_ADOPT_RAW_FILE_DESC, .fd.filefd = fd,
-			       .vh_prot_name = "cortex-exec", .opaque = p};
-	p->wsi = lws_adopt_descriptor_vhost_via_info(&ad);
-	if (!p->wsi) { /* it closed fd */
-		p->fd = -1;
-		p->open = 0;
-		return -1;
-	}
-	return 0;
-}
-
-static void launch_done(void *arg)
-{
-	struct launch_job *j = arg;
-	struct exec *x = j->x;
-	struct session *s = x->s;
-	s->exec_launching--;
-	strv_free(j->argv);
-	strv_free(j->envp);
-	if (j->rc < 0 || x->orphan) {
-		for (int r = 0; r < R_N; r++)
-			if (j->rc == 0 && j->fds[r] >= 0)
-				close(j->fds[r]); /* the exit fd too: init kills it */
-		if (x->orphan)
-			exec_free(x);
-		else
-			exec_fail(x, j->err.code == ENOENT || j->err.code == EACCES ? "exec_not_found" : "exec_failed",
-				  j->err.msg);
-	} else {
-		x->st = EX_RUN;
-		x->pid = j->pid;
-		started_total++;
-		int bad = 0;
-		for (int r = 0; r < R_N; r++)
-			bad |= adopt(x, (enum ex_role)r, j->fds[r]) < 0;
-		if (x->sp.pty)
-			x->p[R_IN].open = 1; /* stdin goes to the master */
-		if (x->c)
-			send_obj(x, json_pack("{s:s,s:s,s:i,s:b}", "type", "cortex.exec_started", "id", x->sp.id, "pid",
-					      (int)x->pid, "pty", x->sp.pty));
-		if (x->sp.timeout_s && s->d->ctx)
-			lws_sul_schedule(s->d->ctx, 0, &x->sul_timeout, timeout_cb,
-					 (lws_usec_t)x->sp.timeout_s * LWS_US_PER_SEC);
-		if (bad)
-			exec_kill(x);
-		else
-			in_flush(x);
-	}
-	free(j);
-	if (!s->exec_launching && (s->lc.broken || (s->lc.goal != GOAL_HOT && s->lc.goal != GOAL_UP)))
-		lifecycle_reconcile(s); /* a sleep, pause, delete or replacement waited for the launch */
-}
-
-/* The command's environment: the image's Env, then PATH, HOME, LANG (and
- * TERM for a pty) where the image has none, then the caller's entries. */
-static char **build_env(const struct exec *x)
-{
-	const struct session *s = x->s;
-	size_t n = json_object_size(s->rt.env) + 8;
-	for (char **e = x->sp.env; e && *e; e++)
-		n++;
-	char **v = calloc(n, sizeof *v);
-	size_t k = 0;
-	if (!v)
-		return NULL;
-	const char *name;
-	json_t *val;
-	json_object_foreach(s->rt.env, name, val) {
-		const char *sv = json_string_value(val);
-		if (sv && asprintf(&v[k], "%s=%s", name, sv) >= 0)
-			k++;
-	}
-	static const char *const defs[] = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-					   "HOME=/home/agent", "LANG=C.UTF-8", "TERM=xterm-256color"};
-	for (size_t d = 0; d < 4; d++) {
-		if (d == 3 && !x->sp.pty)
-			continue;
-		size_t nl = strcspn(defs[d], "=") + 1;
-		int have = json_object_getn(s->rt.env, defs[d], nl - 1) != NULL;
-		for (char **e = x->sp.env; !have && e && *e; e++)
-			have = !strncmp(*e, defs[d], nl);
-		if (!have && (v[k] = strdup(defs[d])))
-			k++;
-	}
-	for (char **e = x->sp.env; e && *e; e++) {
-		size_t nl = strcspn(*e, "=") + 1;
-		for (size_t i = 0; i < k; i++) /* the caller's value wins */
-			if (!strncmp(v[i], *e, nl)) {
-				free(v[i]);
-				v[i] = v[--k];
-				v[k] = NULL;
-				break;
-			}
-		if ((v[k] = strdup(*e)))
-			k++;
-	}
-	return v;
-}
-
-static void launch(struct exec *x)
-{
-	struct session *s = x->s;
-	struct launch_job *j = calloc(1, sizeof *j);
-	size_t n = 0;
-	for (char **a = x->sp.argv; *a; a++)
-		n++;
-	int relative = x->sp.argv[0][0] != '/';
-	char **argv = j ? calloc(n + 2, sizeof *argv) : NULL;
-	char **envp = argv ? build_env(x) : NULL;
-	if (!j || !argv || !envp) {
-		free(j);
-		free(argv);
-		strv_free(envp);
-		return exec_fail(x, "internal", "out of memory");
-	}
-	/* A program name: looked up in the command's PATH inside, by env. */
-	size_t k = 0;
-	if (relative)
-		argv[k++] = strdup("/usr/bin/env");
-	for (size_t i = 0; i < n; i++)
-		argv[k++] = strdup(x->sp.argv[i]);
-	j->x = x;
-	j->sb = s->lc.sb;
-	j->argv = argv;
-	j->envp = envp;
-	snprintf(j->cwd, sizeof j->cwd, "%s", x->sp.cwd);
-	j->pty = x->sp.pty;
-	j->cols = x->sp.cols;
-	j->rows = x->sp.rows;
-	x->st = EX_LAUNCH;
-	s->exec_launching++;
-	work_submit(launch_run, launch_done, j);
-}
-
-/* Launch once the sandbox is there and running; wake the session first. */
-static void wait_cb(lws_sorted_usec_list_t *sul);
-
-static void try_launch(struct exec *x)
-{
-	struct session *s = x->s;
-	if (s->deleted)
-		return exec_fail(x, "not_found", "the session was deleted");
-	if (s->lc.sb && s->lc.job == JOB_NONE && s->lc.state != SS_PAUSED && !s->lc.broken &&
-	    (s->lc.goal == GOAL_HOT || s->lc.goal == GOAL_UP))
-		return launch(x);
-	if (s->lc.state == SS_ERROR && s->lc.failed && x->wake_asked)
-		return exec_fail(x, "session_unavailable", s->lc.error[0] ? s->lc.error : "the session is in error");
-	if (!x->wake_asked) {
-		cx_err err = CX_ERR_INIT;
-		int rc = lifecycle_wake(s, &err); /* as a message would; EBUSY: a job runs, look again */
-		if (rc == 0 || err.code != EBUSY)
-			x->wake_asked = 1;
-		if (rc < 0 && err.code != EBUSY)
-			return exec_fail(x, "session_unavailable", err.msg);
-		if (rc == 0 && s->lc.sb && s->lc.job == JOB_NONE && s->lc.state != SS_PAUSED && !s->lc.broken)
-			return launch(x);
-	}
-	if (cx_mono_us() > x->wait_until_us)
-		return exec_fail(x, "session_unavailable", "the session did not wake in time");
-	if (s->d->ctx)
-		lws_sul_schedule(s->d->ctx, 0, &x->sul_wait, wait_cb, EXEC_WAIT_TICK_US);
-}
-
-static void wait_cb(lws_sorted_usec_list_t *sul)
-{
-	try_launch(lws_container_of(sul, struct exec, sul_wait));
 }
 
 /* A new command (sp consumed): the caps, then wait or launch. */
@@ -737,7 +445,7 @@ int exec_oneshot(struct session *s, struct exec_spec *sp, exec_done_fn done, voi
 	x->done = done;
 	x->arg = arg;
 	x->in_eof = 1;
-	try_launch(x);
+	exec_try_launch(x);
 	return 0;
 }
 
@@ -773,7 +481,7 @@ static void on_exec(struct session *s, struct client *c, json_t *o)
 		send_error(s, c, id, status == 429 ? "too_many_execs" : "internal", msg);
 		return;
 	}
-	try_launch(x);
+	exec_try_launch(x);
 }
 
 static void on_stdin(struct session *s, struct client *c, struct exec *x, json_t *o)
@@ -804,7 +512,7 @@ static void on_stdin(struct session *s, struct client *c, struct exec *x, json_t
 	if (json_is_true(ev))
 		x->in_eof = 1;
 	if (x->st == EX_RUN)
-		in_flush(x);
+		exec_in_flush(x);
 	lifecycle_touch(s);
 }
 
@@ -831,7 +539,7 @@ void exec_client_frame(struct session *s, struct client *c, enum exec_frame type
 			x->killed = 1;
 			json_t *e = json_pack("{s:s,s:s,s:i,s:s,s:b,s:b}", "type", "cortex.exit", "id", x->sp.id, "code",
 					      128 + SIGKILL, "signal", "KILL", "timed_out", 0, "cancelled", 1);
-			send_obj(x, e);
+			exec_send_obj(x, e);
 			x->c = NULL;
 			return;
 		}
@@ -912,7 +620,7 @@ int exec_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		on_readable(p);
 		break;
 	case LWS_CALLBACK_RAW_WRITEABLE_FILE:
-		in_flush(p->x);
+		exec_in_flush(p->x);
 		break;
 	case LWS_CALLBACK_RAW_CLOSE_FILE: { /* a hangup lws saw first */
 		struct exec *x = p->x;
