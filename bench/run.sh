@@ -45,3 +45,5 @@ node "$root/bench/upgrade.js"
 node "$root/bench/files.js"
 # Issue 15 point 5: the dashboard's first contentful paint in headless Chromium.
 node "$root/bench/dashboard_paint.js"
+# Issue 15 point 2: exec start -> first output through cortexd (WebSocket, pty, POST) vs sandbox_exec directly.
+node "$root/bench/exec.js"

@@ -7,7 +7,9 @@
  *   cmd_sessions.c  health, metrics, users, sessions, files
  *   cmd_settings.c  mcp, secrets, user, plugins, providers, network
  *   cmd_images.c    images (build tars a dir with libarchive, follows the log)
- *   chat.c          chat: a libwebsockets client on the session WebSocket */
+ *   chat.c          chat: a libwebsockets client on the session WebSocket
+ *   exec.c, wsc.c   exec: its own option parser and a small WebSocket client
+ *                   (cli_exec.h, wsc.h) */
 #ifndef CORTEXCTL_CLI_H
 #define CORTEXCTL_CLI_H
 

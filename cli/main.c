@@ -12,8 +12,16 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_exec.h"
 
 static int cmd_completion(const struct cli *cli, struct opts *o);
+/* In the table for help and completion; main hands exec its raw arguments. */
+static int cmd_exec(const struct cli *cli, struct opts *o)
+{
+	(void)cli;
+	(void)o;
+	return CMD_BAD_ARGS;
+}
 
 static const struct cmd commands[] = {
     {"health", cmd_health, "", "", "check that cortexd answers (no token needed)"},
@@ -40,7 +48,9 @@ static const struct cmd commands[] = {
      "print the session's transcript"},
     {"chat", cmd_chat, "ID", "message/m=TEXT",
      "talk to a session: tokens stream as they come; Ctrl-C cancels the turn (twice: exit)"},
-    /* {"exec", cmd_exec, ...}: `cortexctl exec` (cli/cmd_exec.c) goes here. */
+    {"exec", cmd_exec, "ID -- CMD [ARG...]",
+     "interactive/i tty/t workdir/w=DIR env/e=NAME=VALUE* timeout=SECONDS",
+     "run CMD in the session's sandbox, streaming its output; exits with its code (-it: a terminal)"},
     {"files ls", cmd_files_ls, "ID PATH", "", "list a directory of /workspace or /home/agent"},
     {"files get", cmd_files_get, "ID PATH", "", "print a file's bytes"},
     {"files put", cmd_files_put, "ID PATH FILE", "",
@@ -484,7 +494,7 @@ int main(int argc, char **argv)
 	}
 	const struct cmd *c = find_command(args, nargs, &nwords);
 	int asks_help = 0;
-	for (int k = c ? nwords : 1; k < nargs; k++)
+	for (int k = c ? nwords : 1; k < nargs && strcmp(args[k], "--"); k++) /* after --: the command's */
 		asks_help |= is_help(args[k]);
 	if (!c) {
 		if (asks_help && help_for_group(args[0]))
@@ -500,6 +510,14 @@ int main(int argc, char **argv)
 		       "cortexctl(1).\n",
 		       c->help);
 		return 0;
+	}
+	if (c->run == cmd_exec) {
+		/* Its own parser (cli/exec.c): everything after -- is the command's,
+		 * and -it is two switches, as in docker exec. */
+		int rc = cli_exec(cli.url, cli.token, args + nwords, nargs - nwords);
+		if (rc == CMD_BAD_ARGS)
+			print_command_usage(stderr, c);
+		return rc == CMD_BAD_ARGS ? EXIT_USAGE : rc;
 	}
 	struct opts o = {0};
 	if (scan_args(c, args + nwords, nargs - nwords, &cli, &o) < 0) {

@@ -11,7 +11,7 @@ _cortexctl() {
     done
     local words=
     if [[ -z $w1 ]]; then
-        words="--url --token --json --help health metrics users sessions chat files mcp secrets user plugins providers network images completion"
+        words="--url --token --json --help health metrics users sessions chat exec files mcp secrets user plugins providers network images completion"
     else
         case "$w1 $w2" in
             "metrics summary") words="--json --help --since" ;;
@@ -62,6 +62,7 @@ _cortexctl() {
                 users) words="create" ;;
                 sessions) words="create ls show sleep pause wake rm messages" ;;
                 chat) words="--json --help --message" ;;
+                exec) words="--json --help --interactive --tty --workdir --env --timeout" ;;
                 files) words="ls get put rm exists" ;;
                 mcp) words="put ls show rm" ;;
                 secrets) words="put ls rm" ;;

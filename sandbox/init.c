@@ -37,6 +37,13 @@
 typedef struct init_scratch {
 	char req[sizeof(sbx_ctl_hdr) + SBX_CTL_MAX_MSG]; /* one request */
 	char *strs[SBX_CTL_MAX_MSG + 2];                 /* argv..., NULL, envp..., NULL */
+	/* Programs started with an exit fd (sandbox_exec_opts.exit_fd). */
+	struct {
+		pid_t pid;
+		int fd;
+	} watch[SANDBOX_EXEC_MAX_WATCHED];
+	int nwatch;
+	struct pollfd pfd[2 + SANDBOX_EXEC_MAX_WATCHED];
 } init_scratch;
 
 typedef struct init_state {
@@ -237,13 +244,44 @@ static int setup(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int r
 	return 0;
 }
 
+static void unwatch(const init_state *st, int i)
+{
+	init_scratch *sc = st->scratch;
+	close(sc->watch[i].fd);
+	sc->watch[i] = sc->watch[--sc->nwatch];
+}
+
 static void reap(const init_state *st)
 {
 	struct signalfd_siginfo si;
 	while (read(st->sigfd, &si, sizeof si) > 0)
 		;
-	while (waitpid(-1, NULL, WNOHANG) > 0)
-		;
+	init_scratch *sc = st->scratch;
+	pid_t pid;
+	int status;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int i = 0; i < sc->nwatch; i++) {
+			if (sc->watch[i].pid != pid)
+				continue;
+			/* The program's group ends with it, then the caller hears of it. */
+			kill(-pid, SIGKILL);
+			int32_t v = status;
+			(void)!write(sc->watch[i].fd, &v, sizeof v);
+			unwatch(st, i);
+			break;
+		}
+	}
+}
+
+/* The caller closed its end of an exit fd: the program's group is killed. */
+static void watch_hangups(const init_state *st)
+{
+	init_scratch *sc = st->scratch;
+	for (int i = sc->nwatch - 1; i >= 0; i--)
+		if (sc->pfd[2 + i].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+			kill(-sc->watch[i].pid, SIGKILL);
+			unwatch(st, i);
+		}
 }
 
 static void reply(const init_state *st, uint32_t type, uint32_t seq, int code, pid_t pid,
@@ -267,7 +305,7 @@ static void reply(const init_state *st, uint32_t type, uint32_t seq, int code, p
 
 /* In the forked child: never returns. */
 __attribute__((noreturn)) static void exec_child(const init_state *st, int report,
-						 int slots[SBX_CTL_MAX_FDS], const char *cwd,
+						 int slots[SBX_CTL_MAX_FDS], bool ctty, const char *cwd,
 						 char **argv, char **envp)
 {
 	exec_failure f = {0, 0};
@@ -291,6 +329,8 @@ __attribute__((noreturn)) static void exec_child(const init_state *st, int repor
 	for (int i = 0; i < SBX_CTL_MAX_FDS; i++)
 		if (slots[i] >= 0 && dup2(slots[i], i) < 0)
 			goto fail;
+	if (ctty && ioctl(0, TIOCSCTTY, 0) < 0)
+		goto fail;
 	/* Everything else (including the report pipe) closes at execve. */
 	if (close_range((unsigned)top, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
 		goto fail;
@@ -338,9 +378,13 @@ static void reply_err(const init_state *st, uint32_t seq, const cx_err *e)
 }
 
 static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payload, size_t len,
-			int slots[SBX_CTL_MAX_FDS])
+			int slots[SBX_CTL_MAX_FDS], int *exit_fd)
 {
 	cx_err e = CX_ERR_INIT;
+	if (*exit_fd >= 0 && st->scratch->nwatch >= SANDBOX_EXEC_MAX_WATCHED) {
+		reply(st, SBX_CTL_EXEC_ERR, h->seq, EAGAIN, 0, "exec: too many watched programs");
+		return;
+	}
 	/* cwd, argv and envp are at least one byte each. */
 	if (h->argc < 1 || (size_t)h->argc + h->envc + 1 > len) {
 		reply(st, SBX_CTL_EXEC_ERR, h->seq, EINVAL, 0, "exec: bad argc/envc");
@@ -361,7 +405,7 @@ static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payloa
 	pid_t pid = sbx_fork(); /* as the monitor does: no atfork handlers */
 	if (pid == 0) {
 		close(pipefd[0]);
-		exec_child(st, pipefd[1], slots, cwd, argv, envp);
+		exec_child(st, pipefd[1], slots, (h->flags & SBX_EXEC_CTTY) != 0, cwd, argv, envp);
 	}
 	int fork_errno = errno;
 	close(pipefd[1]);
@@ -386,6 +430,13 @@ static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payloa
 		reply_err(st, h->seq, &e);
 		return;
 	}
+	if (*exit_fd >= 0) { /* init keeps it until the program exits */
+		init_scratch *sc = st->scratch;
+		sc->watch[sc->nwatch].pid = pid;
+		sc->watch[sc->nwatch].fd = *exit_fd;
+		sc->nwatch++;
+		*exit_fd = -1;
+	}
 	reply(st, SBX_CTL_EXEC_OK, h->seq, 0, pid, NULL);
 }
 
@@ -395,7 +446,7 @@ static int serve_one(const init_state *st)
 	char *buf = st->scratch->req;
 	size_t cap = sizeof st->scratch->req;
 	union {
-		char b[CMSG_SPACE(sizeof(int) * SBX_CTL_MAX_FDS)];
+		char b[CMSG_SPACE(sizeof(int) * SBX_CTL_MAX_PASS)];
 		struct cmsghdr align;
 	} cbuf;
 	struct iovec iov = {buf, cap};
@@ -407,7 +458,7 @@ static int serve_one(const init_state *st)
 	if (n == 0)
 		return -1;
 
-	int fds[SBX_CTL_MAX_FDS], nfds = 0;
+	int fds[SBX_CTL_MAX_PASS], nfds = 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -415,7 +466,7 @@ static int serve_one(const init_state *st)
 		for (size_t i = 0; i < k; i++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-			if (nfds < SBX_CTL_MAX_FDS)
+			if (nfds < SBX_CTL_MAX_PASS)
 				fds[nfds++] = fd;
 			else
 				close(fd);
@@ -430,9 +481,17 @@ static int serve_one(const init_state *st)
 		reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "control: truncated request");
 	} else if (h.type == SBX_CTL_PING) {
 		reply(st, SBX_CTL_PONG, h.seq, 0, 0, NULL);
+	} else if (h.type == SBX_CTL_EXEC && (h.flags & SBX_EXEC_EXIT_FD) && nfds < 1) {
+		reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "exec: exit fd missing");
 	} else if (h.type == SBX_CTL_EXEC) {
 		/* Hand the received fds to their slots in fdmask order; the
-		 * slots from 3 on must be contiguous (fd 3, 4, ... in order). */
+		 * slots from 3 on must be contiguous (fd 3, 4, ... in order).
+		 * The exit fd, if any, comes last. */
+		int exit_fd = -1;
+		if (h.flags & SBX_EXEC_EXIT_FD) {
+			exit_fd = fds[--nfds];
+			fcntl(exit_fd, F_SETFL, O_NONBLOCK);
+		}
 		int slots[SBX_CTL_MAX_FDS], used = 0;
 		uint32_t extra = h.fdmask >> 3;
 		for (int i = 0; i < SBX_CTL_MAX_FDS; i++) {
@@ -444,7 +503,9 @@ static int serve_one(const init_state *st)
 		    (unsigned)__builtin_popcount(h.fdmask) != (unsigned)nfds)
 			reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "exec: fd count mismatch");
 		else
-			handle_exec(st, &h, buf + sizeof h, (size_t)n - sizeof h, slots);
+			handle_exec(st, &h, buf + sizeof h, (size_t)n - sizeof h, slots, &exit_fd);
+		if (exit_fd >= 0)
+			close(exit_fd); /* not kept: the caller reads EOF */
 	} else {
 		reply(st, SBX_CTL_EXEC_ERR, h.seq, EINVAL, 0, "control: unknown request");
 	}
@@ -482,14 +543,23 @@ void sbx_init_main(const sandbox_opts *opts, const sbx_seccomp_prog *filter, int
 	close(sync_fd);
 
 	for (;;) {
-		struct pollfd p[2] = {{st.ctl, POLLIN, 0}, {st.sigfd, POLLIN, 0}};
-		if (poll(p, 2, -1) < 0) {
+		/* ctl, SIGCHLD, then every exit fd (no events asked: a hangup of
+		 * the reader shows as POLLERR). */
+		struct pollfd *p = st.scratch->pfd;
+		p[0] = (struct pollfd){st.ctl, POLLIN, 0};
+		p[1] = (struct pollfd){st.sigfd, POLLIN, 0};
+		int nw = st.scratch->nwatch;
+		for (int i = 0; i < nw; i++)
+			p[2 + i] = (struct pollfd){st.scratch->watch[i].fd, 0, 0};
+		if (poll(p, (nfds_t)(2 + nw), -1) < 0) {
 			if (errno == EINTR)
 				continue;
 			_exit(1);
 		}
 		if (p[1].revents)
 			reap(&st);
+		else if (nw)
+			watch_hangups(&st); /* after a reap the table moved: next round */
 		if (p[0].revents && serve_one(&st) < 0)
 			_exit(0); /* daemon gone: the kernel kills the pid namespace */
 	}

@@ -107,6 +107,9 @@ struct sandbox {
 	 * from worker threads: check-then-mount of one name must not
 	 * interleave. */
 	pthread_mutex_t mount_lock;
+	/* Serialises control requests (exec, ping), which may come from
+	 * several worker threads at once: one request and its reply at a time. */
+	pthread_mutex_t ctl_lock;
 };
 
 /* Free the object only (nothing is stopped; cg dirs are not freed). */
@@ -202,8 +205,11 @@ typedef struct sbx_ctl_hdr {
 	uint32_t envc;
 	uint32_t fdmask; /* EXEC: bit i set = fd slot i was passed (in order); the
 	                    slots from 3 on are contiguous */
-	uint32_t _pad;
+	uint32_t flags;  /* EXEC: SBX_EXEC_* */
 } sbx_ctl_hdr;
+#define SBX_EXEC_EXIT_FD 1u /* one more fd follows the slots: sandbox_exec_opts.exit_fd */
+#define SBX_EXEC_CTTY 2u    /* TIOCSCTTY fd 0 after setsid */
+#define SBX_CTL_MAX_PASS (SBX_CTL_MAX_FDS + 1) /* fds in one request: slots + exit fd */
 
 /* init.c: PID 1 inside the sandbox; never returns.  Everything it needs
  * that takes allocating to make (the filter) is made before the fork. */

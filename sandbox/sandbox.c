@@ -246,6 +246,7 @@ static int check_opts(const sandbox_opts *o, cx_err *err)
 void sbx_free(sandbox *sb)
 {
 	pthread_mutex_destroy(&sb->mount_lock);
+	pthread_mutex_destroy(&sb->ctl_lock);
 	free(sb->mount_dir);
 	free(sb);
 }
@@ -356,6 +357,7 @@ int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err)
 	sb->monitor_pid = sb->init_pid = -1;
 	sb->init_pidfd = sb->ctl_fd = sb->root_fd = -1;
 	pthread_mutex_init(&sb->mount_lock, NULL);
+	pthread_mutex_init(&sb->ctl_lock, NULL);
 	if (opts->mount_dir && !(sb->mount_dir = strdup(opts->mount_dir))) {
 		sbx_free(sb);
 		return cx_err_set(err, ENOMEM, "sandbox %s: strdup", opts->id);
@@ -503,10 +505,20 @@ static int ctl_recv(sandbox *sb, uint32_t seq, sbx_ctl_hdr *h, char *msg, size_t
 	}
 }
 
+static int health_locked(sandbox *sb, cx_err *err);
+
 int sandbox_health(sandbox *sb, cx_err *err)
 {
 	if (!sb || sb->ctl_fd < 0)
 		return cx_err_set(err, ESRCH, "sandbox: not running");
+	pthread_mutex_lock(&sb->ctl_lock);
+	int rc = health_locked(sb, err);
+	pthread_mutex_unlock(&sb->ctl_lock);
+	return rc;
+}
+
+static int health_locked(sandbox *sb, cx_err *err)
+{
 	sbx_ctl_hdr h = {.type = SBX_CTL_PING, .seq = ++sb->seq};
 	if (send(sb->ctl_fd, &h, sizeof h, MSG_NOSIGNAL) < 0)
 		return cx_err_set(err, errno, "sandbox %s: ping", sb->id);
@@ -531,13 +543,25 @@ static int put_str(char *buf, size_t *len, const char *s)
 	return 0;
 }
 
+static int exec_locked(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_err *err);
+
 int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_err *err)
 {
 	if (!sb || sb->ctl_fd < 0)
 		return cx_err_set(err, ESRCH, "sandbox: not running");
-	if (!eo || eo->version != SANDBOX_EXEC_OPTS_VERSION || !eo->argv || !eo->argv[0] ||
-	    eo->argv[0][0] != '/')
+	if (!eo || (eo->version != 2 && eo->version != SANDBOX_EXEC_OPTS_VERSION) || !eo->argv ||
+	    !eo->argv[0] || eo->argv[0][0] != '/')
 		return cx_err_set(err, EINVAL, "sandbox exec: argv[0] must be an absolute path");
+	pthread_mutex_lock(&sb->ctl_lock);
+	int rc = exec_locked(sb, out_pid, eo, err);
+	pthread_mutex_unlock(&sb->ctl_lock);
+	return rc;
+}
+
+static int exec_locked(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_err *err)
+{
+	int exit_fd = eo->version >= 3 ? eo->exit_fd : -1;
+	bool ctty = eo->version >= 3 && eo->ctty;
 	cleanup_free char *buf = malloc(sizeof(sbx_ctl_hdr) + SBX_CTL_MAX_MSG);
 	if (!buf)
 		return cx_err_set(err, ENOMEM, "sandbox exec");
@@ -556,7 +580,7 @@ int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_er
 	if (eo->n_extra_fds > SANDBOX_EXEC_MAX_EXTRA_FDS || (eo->n_extra_fds && !eo->extra_fds))
 		return cx_err_set(err, EINVAL, "sandbox exec %s: %zu extra fds (at most %d)", eo->argv[0],
 				  eo->n_extra_fds, SANDBOX_EXEC_MAX_EXTRA_FDS);
-	int fds[SBX_CTL_MAX_FDS], nfds = 0;
+	int fds[SBX_CTL_MAX_PASS], nfds = 0;
 	int slots[SBX_CTL_MAX_FDS] = {eo->stdin_fd, eo->stdout_fd, eo->stderr_fd};
 	for (size_t i = 0; i < eo->n_extra_fds; i++) {
 		if (eo->extra_fds[i] < 0) /* a hole would renumber the ones after it */
@@ -571,10 +595,16 @@ int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_er
 			h.fdmask |= 1u << i;
 			fds[nfds++] = slots[i];
 		}
+	if (exit_fd >= 0) { /* after the slots, outside fdmask */
+		h.flags |= SBX_EXEC_EXIT_FD;
+		fds[nfds++] = exit_fd;
+	}
+	if (ctty)
+		h.flags |= SBX_EXEC_CTTY;
 	memcpy(buf, &h, sizeof h);
 
 	union {
-		char b[CMSG_SPACE(sizeof(int) * SBX_CTL_MAX_FDS)];
+		char b[CMSG_SPACE(sizeof(int) * SBX_CTL_MAX_PASS)];
 		struct cmsghdr align;
 	} cbuf;
 	memset(&cbuf, 0, sizeof cbuf);

@@ -81,7 +81,8 @@ typedef struct sandbox_opts {
 /* Most fds passed beyond stdio (fd 3, 4, ...). */
 #define SANDBOX_EXEC_MAX_EXTRA_FDS 4
 
-#define SANDBOX_EXEC_OPTS_VERSION 2
+/* Version 3 added exit_fd and ctty (at the end); version 2 callers still work. */
+#define SANDBOX_EXEC_OPTS_VERSION 3
 typedef struct sandbox_exec_opts {
 	unsigned version;               /* SANDBOX_EXEC_OPTS_VERSION */
 	const char *const *argv;        /* argv[0] is an absolute path inside the sandbox */
@@ -91,8 +92,21 @@ typedef struct sandbox_exec_opts {
 	const int *extra_fds;           /* not owned; passed as fd 3, 4, ... in order (a
 	                                   readiness pipe, a listening socket); each >= 0 */
 	size_t n_extra_fds;             /* at most SANDBOX_EXEC_MAX_EXTRA_FDS */
+	/* ---- version 3 ---- */
+	int exit_fd;                    /* -1, or the write end of a host pipe (not seen by the
+	                                   program): init writes the program's wait status to it
+	                                   (an int32, as waitpid gives it) when it exits, after
+	                                   SIGKILLing what is left of its process group, and
+	                                   closes it.  Closing the read end before that kills
+	                                   the process group (SIGKILL): the caller's handle on
+	                                   the program's life.  EOF without a status: the
+	                                   sandbox stopped.  At most SANDBOX_EXEC_MAX_WATCHED
+	                                   such programs at once (then EAGAIN) */
+	bool ctty;                      /* after setsid, make fd 0 (a terminal, e.g. the slave
+	                                   of sandbox_openpty) the controlling terminal */
 } sandbox_exec_opts;
-#define SANDBOX_EXEC_OPTS_INIT {SANDBOX_EXEC_OPTS_VERSION, NULL, NULL, NULL, -1, -1, -1, NULL, 0}
+#define SANDBOX_EXEC_OPTS_INIT {SANDBOX_EXEC_OPTS_VERSION, NULL, NULL, NULL, -1, -1, -1, NULL, 0, -1, false}
+#define SANDBOX_EXEC_MAX_WATCHED 256
 
 /* Start the sandbox.  Returns once the mounts are built, privileges dropped and
  * the filter loaded, or with the failing step and path in err. */
@@ -101,6 +115,15 @@ int sandbox_create(sandbox **out, const sandbox_opts *opts, cx_err *err);
 /* Run a program inside, in its own session (setsid: no controlling tty), as the
  * sandbox uid, in the sandbox cgroup.  out_pid: its pid inside the sandbox. */
 int sandbox_exec(sandbox *sb, pid_t *out_pid, const sandbox_exec_opts *eo, cx_err *err);
+
+/* A pseudo-terminal pair of the sandbox's own devpts (/dev/pts inside), so
+ * the program sees its terminal as /dev/pts/N: *out_master stays with the
+ * caller (read output, write input, TIOCSWINSZ), *out_slave (owned by the
+ * sandbox uid) is handed to sandbox_exec as stdio with ctty set.  Both
+ * O_CLOEXEC; the master is O_NONBLOCK.  /dev/pts/ptmx is opened beneath
+ * the sandbox's root without following any link.  No devpts inside: ENOENT.
+ * Cheap (no request to init); thread-safe. */
+int sandbox_openpty(sandbox *sb, int *out_master, int *out_slave, cx_err *err);
 
 /* Write a file at an absolute path inside the sandbox, atomically (temp file +
  * rename), owned by the sandbox uid, never following a symlink the sandbox

@@ -64,6 +64,11 @@ void config_defaults(config *c)
 	c->files_max_inflight = 8;
 	c->files_max_watches = 4096;
 	c->files_coalesce_ms = 50;
+	c->exec_max_per_session = 16;
+	c->exec_max_per_user = 64;
+	c->exec_max_output = 1u << 20;
+	c->exec_max_timeout_s = 86400;
+	c->exec_default_timeout_s = 60;
 	c->images_max_builds = 2;
 	c->images_max_user_builds = 1;
 	strcpy(c->store_kind, "sqlite");
@@ -717,6 +722,40 @@ static int load_files(config *c, json_t *fo, cx_err *err)
 	return 0;
 }
 
+/* The "exec" section, if present. */
+static int load_exec(config *c, json_t *eo, cx_err *err)
+{
+	if (!eo)
+		return 0;
+	if (!json_is_object(eo))
+		return cx_err_set(err, 0, "config: 'exec' must be an object");
+	static const struct {
+		const char *key;
+		long long lo, hi;
+	} k[] = {{"max_per_session", 1, 1024}, {"max_per_user", 1, 4096}, {"max_output_kb", 1, 65536},
+		 {"max_timeout_s", 1, 604800}, {"default_timeout_s", 1, 604800}};
+	long long v[5] = {c->exec_max_per_session, c->exec_max_per_user, (long long)(c->exec_max_output >> 10),
+			  c->exec_max_timeout_s, c->exec_default_timeout_s};
+	for (size_t i = 0; i < 5; i++) {
+		int found;
+		long long n;
+		if (jint(eo, k[i].key, &n, &found, err) < 0)
+			return -1;
+		if (found && (n < k[i].lo || n > k[i].hi))
+			return cx_err_set(err, 0, "config: 'exec.%s' must be from %lld to %lld", k[i].key, k[i].lo, k[i].hi);
+		if (found)
+			v[i] = n;
+	}
+	if (v[4] > v[3])
+		return cx_err_set(err, 0, "config: 'exec.default_timeout_s' must not exceed 'exec.max_timeout_s'");
+	c->exec_max_per_session = (unsigned)v[0];
+	c->exec_max_per_user = (unsigned)v[1];
+	c->exec_max_output = (uint64_t)v[2] << 10;
+	c->exec_max_timeout_s = (int)v[3];
+	c->exec_default_timeout_s = (int)v[4];
+	return 0;
+}
+
 int config_load_file(config *c, const char *path, cx_err *err)
 {
 	json_error_t jerr;
@@ -771,6 +810,8 @@ int config_load_file(config *c, const char *path, cx_err *err)
 	if (load_sandbox(c, json_object_get(root, "sandbox"), err) < 0)
 		goto out;
 	if (load_images(c, json_object_get(root, "images"), err) < 0)
+		goto out;
+	if (load_exec(c, json_object_get(root, "exec"), err) < 0)
 		goto out;
 	if (load_files(c, json_object_get(root, "files"), err) < 0)
 		goto out;

@@ -148,6 +148,11 @@ typedef struct config {
 	unsigned files_max_inflight; /* operations running per session (429 past it) */
 	unsigned files_max_watches;  /* inotify watches (dirs) per session */
 	int files_coalesce_ms;       /* events of one path within this window are one cortex.fs frame */
+	unsigned exec_max_per_session; /* commands running (or waiting to start) per session */
+	unsigned exec_max_per_user;    /* ... over all of a user's sessions */
+	uint64_t exec_max_output;      /* bytes of stdout and of stderr a POST .../exec reply carries */
+	int exec_max_timeout_s;        /* the longest timeout_s a command may ask for */
+	int exec_default_timeout_s;    /* POST .../exec without timeout_s (the WebSocket's default: none) */
 } config;
 
 void config_defaults(config *c);

@@ -11,6 +11,7 @@
 #include "agent.h"
 #include "boot.h"
 #include "build.h"
+#include "exec.h"
 #include "fanout.h"
 #include "fswatch.h"
 #include "gateway.h"
@@ -41,7 +42,10 @@ void lc_touch(struct session *s)
 
 void lifecycle_touch(struct session *s) { lc_touch(s); }
 
-int lifecycle_busy(const struct session *s) { return s->lc.job != JOB_NONE || s->lc.sync_job != NULL; }
+int lifecycle_busy(const struct session *s)
+{
+	return s->lc.job != JOB_NONE || s->lc.sync_job != NULL || s->exec_launching;
+}
 
 /* Packages a sandbox mounted stay pinned (never evicted) until it stops. */
 static void sync_forget(struct session *s)
@@ -352,8 +356,8 @@ static int sandbox_ready(struct session *s, struct pass *p)
 static int sandbox_busy(const struct session *s, const struct pass *p)
 {
 	(void)p;
-	/* A sync job still borrows a broken sandbox: replace it after. */
-	return s->lc.job == JOB_PREPARE || s->lc.image_wait || (s->lc.broken && s->lc.sync_job);
+	/* A sync job or an exec launch still borrows a broken sandbox: replace it after. */
+	return s->lc.job == JOB_PREPARE || s->lc.image_wait || (s->lc.broken && (s->lc.sync_job || s->exec_launching));
 }
 /* The image is not in the store yet but on its way (a build of that name
  * runs, or the default image is being imported at start): wait, and look
@@ -626,7 +630,7 @@ static void reconcile_once(struct session *s)
 		s->lc.goal = GOAL_HOT; /* a waiting turn wants everything */
 	switch (s->lc.goal) {
 	case GOAL_ASLEEP:
-		if (s->lc.sync_job)
+		if (s->lc.sync_job || s->exec_launching) /* they borrow the sandbox */
 			return;
 		if (s->lc.sb)
 			start_stop(s, 0);
@@ -634,7 +638,8 @@ static void reconcile_once(struct session *s)
 			s->lc.state = SS_SLEEPING;
 		return;
 	case GOAL_PAUSED:
-		if (s->lc.state == SS_READY && s->lc.sb && !s->lc.sync_job && s->link.state != AG_STARTING)
+		if (s->lc.state == SS_READY && s->lc.sb && !s->lc.sync_job && !s->exec_launching &&
+		    s->link.state != AG_STARTING)
 			start_freeze(s);
 		return;
 	default:
@@ -714,8 +719,8 @@ static void sul_idle_cb(lws_sorted_usec_list_t *sul)
 	struct session *s = lws_container_of(sul, struct session, lc.sul_idle);
 	if (s->deleted)
 		return;
-	if (s->turn || lifecycle_busy(s) || s->link.state == AG_STARTING) {
-		lc_touch(s); /* not idle: look again a full period later */
+	if (s->turn || lifecycle_busy(s) || s->nexec || s->link.state == AG_STARTING) {
+		lc_touch(s); /* not idle (a command runs: exec.c): look again a full period later */
 		return;
 	}
 	uint64_t idle = cx_mono_us() - s->lc.active_us, lim;
@@ -744,6 +749,7 @@ static void teardown(struct session *s)
 	s->lc.torn_down = 1; /* once: later events find nothing to do */
 	boot_forget(s);
 	turn_stop_session(s);
+	exec_session_gone(s, "the session was deleted"); /* before its clients go */
 	fanout_close_all(s);
 	turnlog_close(s, 1);
 	sync_forget(s);

@@ -14,6 +14,7 @@
 #include "boot.h"
 #include "config_metrics.h"
 #include "core_metrics.h"
+#include "exec.h"
 #include "fanout.h"
 #include "fswatch.h"
 #include "imgstore.h"
@@ -434,6 +435,7 @@ void lifecycle_shutdown(struct cortexd *d)
 		turn_stop_session(s);
 		agent_link_close(s);
 		fswatch_session_down(s, NULL);
+		exec_session_gone(s, "cortexd is stopping");
 		fanout_close_all(s);
 		sync_state_clear(&s->sync); /* the npm cache is already shut down: no unpins */
 		ccache_drop(&s->cc);

@@ -53,6 +53,7 @@ const char *sess_state_name(enum sess_state s);
 
 struct session;
 struct fswatch;
+struct exec;
 struct sync_job;
 struct agent_line;
 
@@ -248,6 +249,9 @@ struct session {
 	uint64_t lost_turn;      /* the turn a previous cortexd died in (until the next turn), 0 = none */
 	unsigned previews;       /* open preview-port connections (edge/preview.c) */
 	unsigned files_inflight; /* files API operations running (edge/files_route.c) */
+	struct exec *execs;      /* commands run by clients and POST .../exec (exec.c) */
+	unsigned nexec;          /* in execs */
+	unsigned exec_launching; /* exec launch jobs borrowing lc.sb: no stop or freeze meanwhile */
 	char *next_text;         /* message received after cortex.revoked, before the agent stopped */
 	struct session_spec spec;
 	/* An upgrade restart (handover.c): detach sent / answered; the sandbox

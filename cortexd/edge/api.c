@@ -456,6 +456,8 @@ static void session_route(struct cortexd *d, const char *user, const struct api_
 		control(s, m, sub, resp);
 	} else if (!strcmp(sub, "files")) {
 		files_route(d, s, req, resp);
+	} else if (!strcmp(sub, "exec")) {
+		exec_route(d, s, req, resp);
 	} else if (!strcmp(sub, "network") || !strcmp(sub, "egress")) {
 		network_session_route(d, s, req, sub, resp);
 	} else if (!strcmp(sub, "ws")) {

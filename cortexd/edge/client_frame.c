@@ -55,6 +55,18 @@ int client_frame_parse(const char *data, size_t len, size_t text_cap, struct cli
 			rc = bad(code, "internal", msg, mcap, "out of memory");
 		else
 			out->type = type[0] == 'w' ? CF_WATCH : CF_UNWATCH;
+	} else if (!strcmp(type, "exec") || !strcmp(type, "stdin") || !strcmp(type, "resize") ||
+		   !strcmp(type, "exec_cancel")) {
+		json_t *iv = json_object_get(o, "id");
+		const char *id = json_string_value(iv);
+		if (!id || !*id || json_string_length(iv) > 64 || strlen(id) != json_string_length(iv)) {
+			*code = "bad_frame";
+			snprintf(msg, mcap, "\"%s\" needs a string \"id\" of 1 to 64 bytes", type);
+			rc = -1;
+		} else {
+			out->type = type[0] == 'e' ? (type[4] ? CF_EXEC_CANCEL : CF_EXEC) : type[0] == 's' ? CF_STDIN : CF_RESIZE;
+			out->obj = json_incref(o);
+		}
 	} else if (!strcmp(type, "resume")) {
 		json_t *a = json_object_get(o, "after_seq");
 		if (!json_is_integer(a) || json_integer_value(a) < 0) {
@@ -78,4 +90,6 @@ void client_frame_free(struct client_frame *f)
 {
 	free(f->text);
 	f->text = NULL;
+	json_decref(f->obj);
+	f->obj = NULL;
 }

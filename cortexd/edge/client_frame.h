@@ -6,12 +6,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum cf_type { CF_MESSAGE, CF_CANCEL, CF_RESUME, CF_WATCH, CF_UNWATCH };
+#include <jansson.h>
+
+enum cf_type { CF_MESSAGE, CF_CANCEL, CF_RESUME, CF_WATCH, CF_UNWATCH, CF_EXEC, CF_STDIN, CF_RESIZE, CF_EXEC_CANCEL };
 
 struct client_frame {
 	enum cf_type type;
 	char *text;         /* CF_MESSAGE: the message; CF_WATCH, CF_UNWATCH: the path (owned, NUL-free) */
 	uint64_t after_seq; /* CF_RESUME */
+	json_t *obj;        /* CF_EXEC, CF_STDIN, CF_RESIZE, CF_EXEC_CANCEL: the frame (a reference;
+	                       core/exec.c checks its members), with a string "id" */
 };
 
 /* 0 and out filled, or -1 with a cortex.error code ("bad_frame",

@@ -43,6 +43,12 @@ void api_defer(struct api_resp *resp, api_run_fn run, api_then_fn then, void *ar
  * done, unless api_defer_detach() said the connection went away. */
 void api_defer_start(struct api_resp *resp, struct lws *wsi, struct api_defer **slot);
 void api_defer_detach(struct api_defer *j);
+/* A reply that waits for an event on the service thread instead of a job:
+ * then is called (resp NULL if the client has gone) once the owner calls
+ * api_defer_complete(j, ...), which may come before or after the connection
+ * starts waiting. */
+struct api_defer *api_defer_event(struct api_resp *resp, api_then_fn then, void *arg);
+void api_defer_complete(struct api_defer *j, int rc, const cx_err *err);
 /* Run it here and now (unit tests, which have no worker pool). */
 void api_defer_finish(struct api_resp *resp);
 void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *resp);
@@ -77,6 +83,9 @@ void files_route(struct cortexd *d, struct session *s, const struct api_req *req
 /* The body cap of a request to path with method m: files.max_write_mb for a
  * files PUT, 0 when the route is not that. */
 size_t files_route_body_cap(struct cortexd *d, const char *m, const char *path);
+
+/* exec_route.c: POST /v1/sessions/{id}/exec (s is the caller's). */
+void exec_route(struct cortexd *d, struct session *s, const struct api_req *req, struct api_resp *resp);
 
 /* settings.c: rest is the path after "/v1/settings/"; user a user (never admin). */
 void settings_route(struct cortexd *d, const char *user, const struct api_req *req, const char *rest,

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "exec.h"
 #include "fswatch.h"
 #include "build.h"
 #include "imgstore.h"
@@ -123,6 +124,7 @@ static const struct lws_protocols protocols[] = {
 	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
 	{DOOR_PROTOCOL, door_callback, 0, 0, 0, NULL, 0},
 	{"cortex-fswatch", fswatch_callback, 0, 0, 0, NULL, 0},
+	{"cortex-exec", exec_callback, 0, 0, 0, NULL, 0},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
@@ -404,6 +406,7 @@ int server_run(struct cortexd *d)
 		goto out_store;
 	lifecycle_init(d);
 	files_route_init();
+	exec_init();
 
 	signalled = d;
 	signal(SIGPIPE, SIG_IGN);

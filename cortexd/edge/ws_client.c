@@ -7,6 +7,7 @@
 
 #include "caps.h"
 #include "client_frame.h"
+#include "exec.h"
 #include "fanout.h"
 #include "fswatch.h"
 #include "lifecycle.h"
@@ -142,6 +143,10 @@ static void on_frame(struct client *c, const char *data, size_t len)
 	case CF_RESUME: fanout_resume(s, c, f.after_seq); break;
 	case CF_WATCH: fswatch_client_watch(s, c, f.text, 1); break;
 	case CF_UNWATCH: fswatch_client_watch(s, c, f.text, 0); break;
+	case CF_EXEC: exec_client_frame(s, c, EXEC_FRAME_START, f.obj); break;
+	case CF_STDIN: exec_client_frame(s, c, EXEC_FRAME_STDIN, f.obj); break;
+	case CF_RESIZE: exec_client_frame(s, c, EXEC_FRAME_RESIZE, f.obj); break;
+	case CF_EXEC_CANCEL: exec_client_frame(s, c, EXEC_FRAME_CANCEL, f.obj); break;
 	}
 	client_frame_free(&f);
 }
@@ -191,11 +196,17 @@ int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 			on_frame(c, c->rx.buf, c->rx.len);
 		rxbuf_reset(&c->rx);
 		return 0;
-	case LWS_CALLBACK_SERVER_WRITEABLE:
-		return c ? fanout_writeable(c) : -1;
+	case LWS_CALLBACK_SERVER_WRITEABLE: {
+		int rc = c ? fanout_writeable(c) : -1;
+		if (rc == 0 && c->sess && c->sess->execs)
+			exec_client_drained(c);
+		return rc;
+	}
 	case LWS_CALLBACK_CLOSED:
-		if (c)
+		if (c) {
+			exec_client_left(c); /* its commands are killed */
 			lifecycle_client_left(c);
+		}
 		return 0;
 	default:
 		return 0;

@@ -98,6 +98,35 @@ static void test_cancel(void **state)
 	client_frame_free(&f);
 }
 
+static void test_exec_frames(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *json;
+		enum cf_type type;
+	} ok[] = {
+	    {"{\"type\":\"exec\",\"id\":\"a\",\"cmd\":[\"ls\"]}", CF_EXEC},
+	    {"{\"type\":\"stdin\",\"id\":\"a\",\"data\":\"x\"}", CF_STDIN},
+	    {"{\"type\":\"resize\",\"id\":\"a\",\"cols\":1,\"rows\":1}", CF_RESIZE},
+	    {"{\"type\":\"exec_cancel\",\"id\":\"a\"}", CF_EXEC_CANCEL},
+	};
+	for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+		struct client_frame f;
+		parse_ok(ok[i].json, &f);
+		assert_int_eq_msg(f.type, ok[i].type, ok[i].json);
+		assert_non_null(f.obj); /* the members are exec.c's to check */
+		assert_string_equal(json_string_value(json_object_get(f.obj, "id")), "a");
+		client_frame_free(&f);
+		assert_null(f.obj);
+	}
+	/* The id: a string of 1..64 bytes without NUL. */
+	parse_bad("{\"type\":\"exec\",\"cmd\":[\"ls\"]}", "bad_frame");
+	parse_bad("{\"type\":\"stdin\",\"id\":\"\"}", "bad_frame");
+	parse_bad("{\"type\":\"resize\",\"id\":7}", "bad_frame");
+	parse_bad("{\"type\":\"exec_cancel\",\"id\":\"0123456789012345678901234567890123456789012345678901234567890123x\"}",
+		  "bad_frame");
+}
+
 static void test_resume(void **state)
 {
 	(void)state;
@@ -282,6 +311,7 @@ int main(void)
 	    cmocka_unit_test(test_message_at_cap),
 	    cmocka_unit_test(test_cancel),
 	    cmocka_unit_test(test_resume),
+	    cmocka_unit_test(test_exec_frames),
 	    cmocka_unit_test(test_bad_json),
 	    cmocka_unit_test(test_not_an_object),
 	    cmocka_unit_test(test_type_missing_or_not_string),

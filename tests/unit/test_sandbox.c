@@ -7,7 +7,9 @@
  * to EOF, so each check sees exactly what the sandboxed process saw. */
 #include <errno.h>
 #include <linux/magic.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -170,6 +172,148 @@ static void test_no_leaked_fds(void **state)
 	/* Init's fds (control socket) are out of reach: it is not dumpable. */
 	out = sh(sb, "ls /proc/1/fd >/dev/null 2>&1 && echo readable || echo denied");
 	assert_string_equal(out, "denied\n");
+}
+
+/* exit_fd (sandbox_exec_opts v3): the wait status arrives on it; closing our
+ * end kills the program's whole process group; a missing program still fails
+ * the call (no status, init closes the fd). */
+static int32_t read_status(int fd)
+{
+	struct pollfd p = {fd, POLLIN, 0};
+	int32_t st = -1;
+	assert_int_equal(poll(&p, 1, 10000), 1);
+	assert_int_equal(read(fd, &st, sizeof st), (ssize_t)sizeof st);
+	return st;
+}
+
+static void test_exec_exit_fd(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	cx_err err = CX_ERR_INIT;
+	int ex[2];
+	assert_int_equal(pipe2(ex, O_CLOEXEC), 0);
+	const char *argv[] = {"/bin/sh", "-c", "exit 7", NULL};
+	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
+	eo.argv = argv;
+	eo.exit_fd = ex[1];
+	assert_ok(sandbox_exec(sb, NULL, &eo, &err), err);
+	close(ex[1]);
+	int32_t st = read_status(ex[0]);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 7);
+	char c;
+	assert_int_equal(read(ex[0], &c, 1), 0); /* then closed */
+	close(ex[0]);
+
+	/* A signal: the raw status says so. */
+	assert_int_equal(pipe2(ex, O_CLOEXEC), 0);
+	const char *argv2[] = {"/bin/sh", "-c", "kill -TERM $$", NULL};
+	eo.argv = argv2;
+	eo.exit_fd = ex[1];
+	assert_ok(sandbox_exec(sb, NULL, &eo, &err), err);
+	close(ex[1]);
+	st = read_status(ex[0]);
+	assert_true(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+	close(ex[0]);
+
+	/* Closing the read end kills the group, background children too. */
+	assert_int_equal(pipe2(ex, O_CLOEXEC), 0);
+	const char *argv3[] = {"/bin/sh", "-c", "sleep 611 & sleep 612", NULL};
+	eo.argv = argv3;
+	eo.exit_fd = ex[1];
+	pid_t pid;
+	assert_ok(sandbox_exec(sb, &pid, &eo, &err), err);
+	close(ex[1]);
+	const char *out = NULL;
+	for (int i = 0; i < 100; i++) {
+		out = sh(sb, "pgrep -c -f '^sleep 61[12]' || true");
+		if (!strcmp(out, "2\n"))
+			break;
+		usleep(20000);
+	}
+	assert_string_equal(out, "2\n");
+	close(ex[0]);
+	for (int i = 0; i < 100; i++) {
+		out = sh(sb, "pgrep -c -f '^sleep 61[12]' || true");
+		if (!strcmp(out, "0\n"))
+			break;
+		usleep(20000);
+	}
+	assert_string_equal(out, "0\n");
+
+	/* The program's exit ends its group: a background child does not outlive it. */
+	assert_int_equal(pipe2(ex, O_CLOEXEC), 0);
+	const char *argv4[] = {"/bin/sh", "-c", "sleep 613 & exit 0", NULL};
+	eo.argv = argv4;
+	eo.exit_fd = ex[1];
+	assert_ok(sandbox_exec(sb, NULL, &eo, &err), err);
+	close(ex[1]);
+	st = read_status(ex[0]);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(ex[0]);
+	for (int i = 0; i < 100; i++) {
+		out = sh(sb, "pgrep -c -f '^sleep 613' || true");
+		if (!strcmp(out, "0\n"))
+			break;
+		usleep(20000);
+	}
+	assert_string_equal(out, "0\n");
+
+	/* A failed exec: -1, and init does not keep the fd (EOF). */
+	assert_int_equal(pipe2(ex, O_CLOEXEC), 0);
+	const char *argv5[] = {"/no/such/program", NULL};
+	eo.argv = argv5;
+	eo.exit_fd = ex[1];
+	assert_int_equal(sandbox_exec(sb, NULL, &eo, &err), -1);
+	assert_int_equal(err.code, ENOENT);
+	close(ex[1]);
+	assert_int_equal(read(ex[0], &c, 1), 0);
+	close(ex[0]);
+}
+
+/* sandbox_openpty + ctty: the program's terminal is /dev/pts/N of the
+ * sandbox's devpts, its controlling terminal, of the size we set. */
+static void test_exec_pty(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	cx_err err = CX_ERR_INIT;
+	int m, s, ex[2];
+	assert_ok(sandbox_openpty(sb, &m, &s, &err), err);
+	struct winsize ws = {.ws_row = 33, .ws_col = 111};
+	assert_int_equal(ioctl(m, TIOCSWINSZ, &ws), 0);
+	assert_int_equal(pipe2(ex, O_CLOEXEC), 0);
+	const char *argv[] = {"/bin/sh", "-c", "tty; stty size; cat /proc/self/stat | cut -d' ' -f7", NULL};
+	sandbox_exec_opts eo = SANDBOX_EXEC_OPTS_INIT;
+	eo.argv = argv;
+	eo.stdin_fd = eo.stdout_fd = eo.stderr_fd = s;
+	eo.ctty = true;
+	eo.exit_fd = ex[1];
+	assert_ok(sandbox_exec(sb, NULL, &eo, &err), err);
+	close(s);
+	close(ex[1]);
+	assert_int_equal(WEXITSTATUS(read_status(ex[0])), 0);
+	close(ex[0]);
+	char buf[512];
+	size_t n = 0;
+	for (int i = 0; i < 200 && n < sizeof buf - 1; i++) {
+		ssize_t k = read(m, buf + n, sizeof buf - 1 - n);
+		if (k > 0)
+			n += (size_t)k;
+		else if (k < 0 && errno == EAGAIN)
+			usleep(10000);
+		else
+			break; /* EIO: no slave left */
+	}
+	buf[n] = '\0';
+	close(m);
+	int pts = -1, rows = 0, cols = 0, tty_nr = 0;
+	assert_int_equal(sscanf(buf, "/dev/pts/%d\r\n%d %d\r\n%d", &pts, &rows, &cols, &tty_nr), 4);
+	assert_true(pts >= 0);
+	assert_int_equal(rows, 33);
+	assert_int_equal(cols, 111);
+	assert_true(tty_nr != 0); /* a controlling terminal */
 }
 
 static void test_session_no_tty(void **state)
@@ -624,6 +768,8 @@ int main(void)
 		cmocka_unit_test(test_hidden_path),
 		cmocka_unit_test(test_no_leaked_fds),
 		cmocka_unit_test(test_session_no_tty),
+		cmocka_unit_test(test_exec_exit_fd),
+		cmocka_unit_test(test_exec_pty),
 		cmocka_unit_test(test_nnp_seccomp_caps),
 		cmocka_unit_test(test_cgroup_limits),
 		cmocka_unit_test(test_exec_errors_and_fd3),
