@@ -158,6 +158,19 @@ const L = require('./lib');
   L.eq([f.from, f.path], ['/workspace/watched.txt', '/workspace/moved.txt'], 'mv -> cortex.fs moved {from, path}');
   f = await w.waitFor(f => f.type === 'cortex.fs' && f.event === 'deleted', 'cortex.fs deleted', 10000);
   L.eq(f.path, '/workspace/big.bin', 'rm -> cortex.fs deleted');
+  // More new files at once than cortexd coalesces (1024 pending): one overflow
+  // frame (list again), not an unbounded queue; the watch goes on after it.
+  const from = w.frames.length;
+  w.send({type: 'exec', id: 'flood', cmd: ['sh', '-c', 'mkdir -p /workspace/flood && cd /workspace/flood && seq 1 3000 | xargs touch']});
+  f = await w.waitFor(f => w.frames.indexOf(f) >= from && f.type === 'cortex.exit' && f.id === 'flood', 'the flood exec ends', 60000);
+  L.eq(f.code, 0, '3000 files made in one go (exec)');
+  f = await w.waitFor(f => w.frames.indexOf(f) >= from && f.type === 'cortex.fs' && f.event === 'overflow', 'cortex.fs overflow', 10000);
+  L.check(!!f, '3000 new files at once -> one cortex.fs overflow', 'overflow', f);
+  await req('PUT', '/workspace/after-overflow.txt', {body: 'a'});
+  f = await w.waitFor(f => f.type === 'cortex.fs' && f.path === '/workspace/after-overflow.txt', 'cortex.fs after the overflow', 10000);
+  L.check(!!f, 'the watch goes on after an overflow', 'cortex.fs', f);
+  r = await L.http(d.base, 'POST', `/v1/sessions/${sid}/exec`, alice, {cmd: ['rm', '-rf', '/workspace/flood']});
+  L.eq([r.status, r.json && r.json.code], [200, 0], 'flood removed');
   w.send({type: 'watch', path: '/etc'});
   f = await w.waitFor(f => f.type === 'cortex.error' && /watch/.test(JSON.stringify(f)), 'a bad watch is refused', 10000);
   L.check(!!f, 'a watch outside /workspace and home -> cortex.error', 'cortex.error', f);
