@@ -140,6 +140,8 @@ int cmd_sessions_rm(const struct cli *, struct opts *);
 int cmd_sessions_messages(const struct cli *, struct opts *);
 int cmd_files_ls(const struct cli *, struct opts *);
 int cmd_files_get(const struct cli *, struct opts *);
+int cmd_sessions_egress(const struct cli *, struct opts *);
+int cmd_ports_get(const struct cli *, struct opts *);
 int cmd_files_put(const struct cli *, struct opts *);
 int cmd_files_rm(const struct cli *, struct opts *);
 int cmd_files_exists(const struct cli *, struct opts *);

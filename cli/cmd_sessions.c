@@ -317,6 +317,56 @@ int cmd_sessions_messages(const struct cli *cli, struct opts *o)
 	return api_print(cli, "GET", path, NULL, messages_human);
 }
 
+/* ---- what a session did on the network, and its preview ports ---- */
+
+static void egress_human(json_t *v)
+{
+	static const char *const cols[] = {"TIME", "DECISION", "METHOD", "HOST", "PORT", "RULE", "MS", NULL};
+	static const char *const keys[] = {"ts", "decision", "method", "host", "port", "rule", "ms", NULL};
+	out_table(json_object_get(v, "entries"), cols, keys);
+}
+
+int cmd_sessions_egress(const struct cli *cli, struct opts *o)
+{
+	long long limit = -1;
+	if (opt_int(o, "limit", 1, 1000, &limit) < 0)
+		return EXIT_USAGE;
+	char q[64] = "/egress", path[256];
+	if (limit > 0)
+		snprintf(q, sizeof q, "/egress?limit=%lld", limit);
+	if (path_join(path, sizeof path, "/v1/sessions/", o->pos[0], q) < 0)
+		return EXIT_USAGE;
+	return api_print(cli, "GET", path, NULL, egress_human);
+}
+
+/* GET a preview port's PATH; the body streams to stdout as it comes. */
+int cmd_ports_get(const struct cli *cli, struct opts *o)
+{
+	char *end = NULL;
+	long port = strtol(o->pos[1], &end, 10);
+	const char *p = o->npos > 2 ? o->pos[2] : "/";
+	if (*end || port < 1 || port > 65535) {
+		fprintf(stderr, "cortexctl: PORT must be 1-65535, not '%s'\n", o->pos[1]);
+		return EXIT_USAGE;
+	}
+	char tail[CX_CAP_HTTP_URI], path[CX_CAP_HTTP_URI + 128];
+	int n = snprintf(tail, sizeof tail, "/ports/%ld%s%s", port, p[0] == '/' ? "" : "/", p);
+	if (n < 0 || (size_t)n >= sizeof tail || strpbrk(p, " \r\n")) {
+		fprintf(stderr, "cortexctl: PATH must be a URL path without spaces, at most %u bytes\n",
+			CX_CAP_HTTP_URI - 32);
+		return EXIT_USAGE;
+	}
+	if (path_join(path, sizeof path, "/v1/sessions/", o->pos[0], tail) < 0)
+		return EXIT_USAGE;
+	struct http_req rq = {.method = "GET", .path = path, .stream = 1};
+	struct http_resp rs;
+	int rc = http_do(cli, &rq, &rs);
+	if (!rc)
+		rc = http_report(cli, &rs);
+	http_resp_free(&rs);
+	return rc;
+}
+
 /* ---- files (docs/protocol.md "Files") ---- */
 
 static int files_path(char *buf, size_t cap, const struct opts *o, const char *extra)

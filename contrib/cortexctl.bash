@@ -11,7 +11,7 @@ _cortexctl() {
     done
     local words=
     if [[ -z $w1 ]]; then
-        words="--url --token --json --help health metrics users sessions chat exec files mcp secrets user plugins providers network images completion"
+        words="--url --token --json --help health metrics users sessions ports chat exec files mcp secrets user plugins providers network images completion"
     else
         case "$w1 $w2" in
             "metrics summary") words="--json --help --since" ;;
@@ -25,6 +25,8 @@ _cortexctl() {
             "sessions wake") words="--json --help" ;;
             "sessions rm") words="--json --help" ;;
             "sessions messages") words="--json --help --limit --after" ;;
+            "sessions egress") words="--json --help --limit" ;;
+            "ports get") words="--json --help" ;;
             "files ls") words="--json --help" ;;
             "files get") words="--json --help" ;;
             "files put") words="--json --help" ;;
@@ -60,7 +62,8 @@ _cortexctl() {
                 health) words="--json --help" ;;
                 metrics) words="--json --help summary turns" ;;
                 users) words="create" ;;
-                sessions) words="create ls show sleep pause wake rm messages" ;;
+                sessions) words="create ls show sleep pause wake rm messages egress" ;;
+                ports) words="get" ;;
                 chat) words="--json --help --message" ;;
                 exec) words="--json --help --interactive --tty --workdir --env --timeout" ;;
                 files) words="ls get put rm exists" ;;

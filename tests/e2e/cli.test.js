@@ -38,7 +38,7 @@ const exits = (r, code, what) => L.check(r.code === code, `${what}: exit ${code}
 // The command table as the spec of this test: help, man page, docs and completion must all have each.
 const COMMANDS = ['health', 'metrics', 'metrics summary', 'metrics turns', 'users create NAME', 'sessions create',
   'sessions ls', 'sessions show ID', 'sessions sleep ID', 'sessions pause ID', 'sessions wake ID', 'sessions rm ID',
-  'sessions messages ID', 'chat ID', 'files ls ID PATH', 'files get ID PATH', 'files put ID PATH FILE', 'files rm ID PATH',
+  'sessions messages ID', 'sessions egress ID', 'ports get ID PORT', 'chat ID', 'exec ID', 'files ls ID PATH', 'files get ID PATH', 'files put ID PATH FILE', 'files rm ID PATH',
   'files exists ID PATH', 'mcp put NAME', 'mcp ls', 'mcp show NAME', 'mcp rm NAME', 'secrets put NAME', 'secrets ls',
   'secrets rm NAME', 'user show', 'user set', 'plugins put NAME DIR', 'plugins ls', 'plugins show NAME', 'plugins rm NAME',
   'providers put NAME', 'providers ls', 'providers show NAME', 'providers rm NAME', 'network show', 'network set',
@@ -64,7 +64,7 @@ async function offline() {
   L.eq([r.code, r.stdout === fs.readFileSync(path.join(REPO, 'contrib/cortexctl.bash'), 'utf8')], [0, true],
     'contrib/cortexctl.bash is `cortexctl completion bash` (regenerate it when the table changes)');
   const comp = (line) => execFileSync('bash', ['-c', `source ${REPO}/contrib/cortexctl.bash; COMP_WORDS=(${line}); COMP_CWORD=$((\${#COMP_WORDS[@]}-1)); _cortexctl; echo "\${COMPREPLY[*]}"`]).toString().trim();
-  L.eq(comp('cortexctl sessions ""'), 'create ls show sleep pause wake rm messages', 'completion: a group\'s subcommands');
+  L.eq(comp('cortexctl sessions ""'), 'create ls show sleep pause wake rm messages egress', 'completion: a group\'s subcommands');
   L.eq(comp('cortexctl sessions create --i'), '--image --idle', 'completion: a command\'s flags');
   // the man page and docs/cli.md name every command
   const man = fs.readFileSync(path.join(REPO, 'docs/cortexctl.1'), 'utf8').replace(/\\f[BIRP]/g, '').replace(/\\-/g, '-');
@@ -358,8 +358,26 @@ async function settingsTests(as) {
   ok(await ctl(['files', 'rm', sid, '/workspace/dir a', '-r'], as), 'files rm -r');
   r = await ctl(['files', 'get', sid, remote], as);
   exits(r, 2, 'files get after rm (404)');
+
   ok(await ctl(['sessions', 'wake', sid], as), 'sessions wake from sleeping');
   await L.until(async () => await state() === 'ready', 'ready again', 60000);
+  // egress decisions and a preview port (a server started with cortexctl exec)
+  r = await ctl(['--json', 'sessions', 'egress', sid, '--limit', '5'], as);
+  L.check(r.code === 0 && Array.isArray(json(r.stdout).entries), 'sessions egress --json: {entries: [...]}', 'entries', [r.code, r.stdout.slice(0, 200)]);
+  r = await ctl(['sessions', 'egress', sid], as);
+  L.check(r.code === 0 && /^TIME\s+DECISION\s+METHOD\s+HOST/.test(r.stdout), 'sessions egress: a table', 'TIME DECISION METHOD HOST', r.stdout.slice(0, 200));
+  r = await ctl(['sessions', 'egress', 'nosuch'], as);
+  exits(r, 2, 'sessions egress of an unknown session (404)');
+  r = await ctl(['ports', 'get', sid, '8123', '/x'], as);
+  L.check(r.code === 4 && /502|bad_gateway/.test(r.stderr), 'ports get with nothing listening: exit 4 (502)', 4, [r.code, r.stderr.slice(0, 200)]);
+  r = await ctl(['ports', 'get', sid, '70000'], as);
+  exits(r, 1, 'ports get of a bad port');
+  const srv = spawn(CTL, ['exec', sid, '--', 'node', '-e', "require('http').createServer((q,r)=>r.end('port-ok '+q.url)).listen(8123,'127.0.0.1')"],
+    {env: Object.assign({}, process.env, as), stdio: 'ignore'});
+  const got = await L.poll(async () => { const x = await ctl(['ports', 'get', sid, '8123', '/a/b?c=1'], as); return x.code === 0 ? x : null; }, 30000);
+  L.eq(got && got.stdout, 'port-ok /a/b?c=1', 'ports get: the body of a server inside the session');
+  srv.kill('SIGINT');
+  await new Promise(res => srv.on('close', res));
 
   await chatTests(d, as, sid);
 
