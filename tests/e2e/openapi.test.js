@@ -131,7 +131,7 @@ async function usersAndSettings(d, call) {
 // Exec over the WebSocket: every frame it sends, both ways, through the spec
 // (checked with the rest at the end of stream); a refusal the server makes
 // for a frame's shape is one the spec makes too.
-async function execFrames(c, send) {
+async function execFrames(c, send, call, sid, alice) {
   const refused = (f, what) => L.check(!!C.errorsOf(C.schemaRef('Frame.Client'), f), `client frame ${what} is no Frame.Client`, 'invalid', null);
   const of = (id) => c.frames.filter(f => f.id === id);
   const end = (id) => c.waitFor(f => f.id === id && (f.type === 'cortex.exit' || f.type === 'cortex.error'), `the end of exec ${id}`, 60000);
@@ -185,6 +185,17 @@ async function execFrames(c, send) {
   send({type: 'resize', id: 'e1', cols: 80, rows: 24}, 'resize (ended)');
   x = await c.waitFor(f => f.id === 'e1' && f.type === 'cortex.error', 'no_exec for a resize');
   L.eq(x.code, 'no_exec', 'resize of an ended command: cortex.error no_exec');
+  // The cap (exec.max_per_session 2 here): a third is refused, on the socket and by POST.
+  for (const id of ['h1', 'h2']) send({type: 'exec', id, cmd: ['sleep', '933']}, 'exec (held)');
+  await c.waitFor(f => f.id === 'h2' && f.type === 'cortex.exec_started', 'two held');
+  send({type: 'exec', id: 'h3', cmd: ['true']}, 'exec (over the cap)');
+  x = await end('h3');
+  L.check(x.type === 'cortex.error' && x.code === 'too_many_execs', 'a third exec: cortex.error too_many_execs', 'too_many_execs', x);
+  const r = await call('exec over the cap', 'POST', '/v1/sessions/{id}/exec', {id: sid}, {tok: alice, body: {cmd: ['true']}, expect: 429});
+  L.eq(r.json && r.json.error.code, 'too_many_execs', 'POST exec over the cap: 429 too_many_execs');
+  for (const id of ['h1', 'h2']) send({type: 'exec_cancel', id}, 'exec_cancel (held)');
+  await end('h1');
+  await end('h2');
   refused({type: 'exec_cancel'}, 'exec_cancel without an id');
   refused({type: 'resize', id: 'x', cols: 0, rows: 5}, 'resize of 0 cols');
   refused({type: 'exec', id: 'x'.repeat(65), cmd: ['ls']}, 'exec with a 65-byte id');
@@ -219,7 +230,7 @@ async function stream(d, call, sid, alice, bob, c) {
   await c2.close();
   send({type: 'unwatch', path: '/workspace'}, 'unwatch');
 
-  await execFrames(c, send);
+  await execFrames(c, send, call, sid, alice);
 
   // Every frame the server sent is a Frame.Server; the main kinds were seen.
   const all = c.frames.concat(c2.frames);
@@ -428,7 +439,7 @@ function coverage() {
   const model = await L.startModelServer();
   const root = L.tmpdir('openapi');
   const cfgFile = path.join(root, 'cortexd.json');
-  fs.writeFileSync(cfgFile, JSON.stringify({sandbox: {net_isolated: true}, exec: {max_output_kb: 1}}));
+  fs.writeFileSync(cfgFile, JSON.stringify({sandbox: {net_isolated: true}, exec: {max_output_kb: 1, max_per_session: 2}}));
   const d = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
   const call = caller(d.base);
   await served(d);
