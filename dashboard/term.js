@@ -2,9 +2,10 @@
 // socket's exec frames (docs/protocol.md):
 //   → {"type":"exec","id","cmd":[...],"cwd":"/workspace","pty":{"cols","rows"}}
 //   → {"type":"stdin","id","data"}   {"type":"resize","id","cols","rows"}   {"type":"exec_cancel","id"}
-//   ← {"type":"cortex.exec_started","id","pid"}
-//   ← {"type":"cortex.stdout"|"cortex.stderr","id","data"} (UTF-8 text; base64 if "encoding":"base64")
-//   ← {"type":"cortex.exit","id","code"}, or {"type":"cortex.error","id","code","message"}
+//   ← {"type":"cortex.exec_started","id","pid","pty"}
+//   ← {"type":"cortex.stdout"|"cortex.stderr","id","data"} (UTF-8 text: the exec asks no "encoding")
+//   ← {"type":"cortex.exit","id","code","signal","timed_out","cancelled","ms","error"?},
+//     or {"type":"cortex.error","id","code","message"}
 // The screen is a small VT100 subset (cursor moves, erase, colours dropped),
 // enough for a shell prompt and line-oriented programs; not a full emulator.
 const MAX_LINES = 2000;
@@ -32,7 +33,8 @@ export class Terminal {
     this.pre.append(probe);
     const w = probe.getBoundingClientRect().width || 8, h = probe.getBoundingClientRect().height || 16;
     probe.remove();
-    return {cols: Math.max(20, Math.floor((this.pre.clientWidth - 12) / w)), rows: Math.max(5, Math.floor((this.pre.clientHeight - 12) / h))};
+    const fit = (px, ch, min) => Math.min(1000, Math.max(min, Math.floor((px - 12) / ch))); // cortexd takes 1-1000
+    return {cols: fit(this.pre.clientWidth, w, 20), rows: fit(this.pre.clientHeight, h, 5)};
   }
 
   start(cmdline) {
@@ -61,13 +63,14 @@ export class Terminal {
 
   frame(f) {
     if (f.type === 'cortex.exit') {
-      this.finish(`exited with code ${f.code}${f.signal ? ' (signal ' + f.signal + ')' : ''}`);
+      if (f.code === null) this.finish(f.error || (f.cancelled ? 'cancelled' : 'ended'));
+      else this.finish(`${f.cancelled ? 'cancelled: ' : ''}exited with code ${f.code}${f.signal ? ' (signal ' + f.signal + ')' : ''}`);
     } else if (f.type === 'cortex.exec_started') {
       this.setStatus(`running (pid ${f.pid})`);
     } else if (f.type === 'cortex.error') {
       this.finish(`${f.code}: ${f.message}`);
-    } else if (typeof f.data === 'string') {
-      this.write(f.encoding === 'base64' ? new TextDecoder().decode(Uint8Array.from(atob(f.data), ch => ch.charCodeAt(0))) : f.data);
+    } else if (f.type === 'cortex.stdout' || f.type === 'cortex.stderr') {
+      this.write(f.data);
     }
   }
 

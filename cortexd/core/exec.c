@@ -537,8 +537,9 @@ void exec_client_frame(struct session *s, struct client *c, enum exec_frame type
 		if (x->st == EX_LAUNCH) { /* killed when the launch is done; the exit is reported now */
 			x->orphan = 1;
 			x->killed = 1;
-			json_t *e = json_pack("{s:s,s:s,s:i,s:s,s:b,s:b}", "type", "cortex.exit", "id", x->sp.id, "code",
-					      128 + SIGKILL, "signal", "KILL", "timed_out", 0, "cancelled", 1);
+			json_t *e = json_pack("{s:s,s:s,s:i,s:s,s:b,s:b,s:f}", "type", "cortex.exit", "id", x->sp.id, "code",
+					      128 + SIGKILL, "signal", "KILL", "timed_out", 0, "cancelled", 1, "ms",
+					      (double)(cx_mono_us() - x->t0_us) / 1000.0);
 			exec_send_obj(x, e);
 			x->c = NULL;
 			return;

@@ -5,12 +5,11 @@
 // sandbox, a real image build and import), and every real response is
 // validated against the spec with ajv (JSON Schema 2020-12): its status must
 // be declared, its body must match.  The session WebSocket's frames, both
-// ways, are validated against the frame schemas.  Then: every operation of
-// the spec was answered (a success and a 4xx each), every method a path does
-// not list gets the declared 405, and every route family cortexd's dispatch
-// code names is a path of the spec.  Operations and frames marked
-// x-cortex-pending must not be served yet (the test fails once they are, so
-// the mark is taken off and they are checked like the rest).
+// ways, are validated against the frame schemas (exec's too: output, stdin,
+// a pty resized, a cancel, refusals).  Then: every operation of the spec was
+// answered (a success and a 4xx each), every method a path does not list
+// gets the declared 405, and every route family cortexd's dispatch code
+// names is a path of the spec.
 'use strict';
 const {execFileSync} = require('child_process');
 const crypto = require('crypto');
@@ -129,6 +128,79 @@ async function usersAndSettings(d, call) {
   return {alice, bob};
 }
 
+// Exec over the WebSocket: every frame it sends, both ways, through the spec
+// (checked with the rest at the end of stream); a refusal the server makes
+// for a frame's shape is one the spec makes too.
+async function execFrames(c, send, call, sid, alice) {
+  const refused = (f, what) => L.check(!!C.errorsOf(C.schemaRef('Frame.Client'), f), `client frame ${what} is no Frame.Client`, 'invalid', null);
+  const of = (id) => c.frames.filter(f => f.id === id);
+  const end = (id) => c.waitFor(f => f.id === id && (f.type === 'cortex.exit' || f.type === 'cortex.error'), `the end of exec ${id}`, 60000);
+  const out = (id, t = 'cortex.stdout') => of(id).filter(f => f.type === t).map(f => f.data).join('');
+  // Output on both streams, an exit code.
+  send({type: 'exec', id: 'e1', cmd: ['sh', '-c', 'echo out; echo err >&2; exit 3'], cwd: '/workspace', env: ['A=1'], timeout_s: 60}, 'exec');
+  let x = await end('e1');
+  L.check(x.type === 'cortex.exit' && x.code === 3 && out('e1') === 'out\n' && out('e1', 'cortex.stderr') === 'err\n' && of('e1')[0].type === 'cortex.exec_started',
+    'exec: cortex.exec_started, cortex.stdout, cortex.stderr, cortex.exit code 3', 3, of('e1'));
+  // stdin, base64 both ways.
+  send({type: 'exec', id: 'cat', cmd: ['cat'], encoding: 'base64'}, 'exec (base64)');
+  await c.waitFor(f => f.id === 'cat' && f.type === 'cortex.exec_started', 'cat started');
+  send({type: 'stdin', id: 'cat', data: Buffer.from('hello\n').toString('base64')}, 'stdin');
+  send({type: 'stdin', id: 'cat', eof: true}, 'stdin eof');
+  x = await end('cat');
+  L.check(x.code === 0 && Buffer.from(out('cat'), 'base64').toString() === 'hello\n', 'exec: stdin round trip (base64)', 'hello', of('cat'));
+  // A pty, resized.
+  send({type: 'exec', id: 'pty', cmd: ['sh', '-c', 'stty size; read x; stty size'], pty: {cols: 100, rows: 30}}, 'exec (pty)');
+  await c.waitFor(f => f.id === 'pty' && f.type === 'cortex.stdout' && /30 100/.test(out('pty')), 'the first stty size');
+  send({type: 'resize', id: 'pty', cols: 120, rows: 40}, 'resize');
+  send({type: 'stdin', id: 'pty', data: 'go\r'}, 'stdin (pty)');
+  x = await end('pty');
+  L.check(x.code === 0 && /30 100[\s\S]*40 120/.test(out('pty')) && of('pty')[0].pty === true, 'exec: a pty, resized', '30 100 .. 40 120', out('pty'));
+  send({type: 'exec', id: 'pty2', cmd: ['tty'], pty: true}, 'exec (pty: true)');
+  x = await end('pty2');
+  L.check(x.code === 0 && /\/dev\/pts\//.test(out('pty2')), 'exec: pty true', '/dev/pts/N', of('pty2'));
+  // Cancelled.
+  send({type: 'exec', id: 'sl', cmd: ['sleep', '931']}, 'exec (sleep)');
+  await c.waitFor(f => f.id === 'sl' && f.type === 'cortex.exec_started', 'sleep started');
+  send({type: 'exec_cancel', id: 'sl'}, 'exec_cancel');
+  x = await end('sl');
+  L.check(x.type === 'cortex.exit' && x.cancelled === true && x.code === 137 && x.signal === 'KILL', 'exec_cancel: cortex.exit cancelled, 137 KILL', 137, x);
+  // Refused: cortex.error with the id.
+  for (const [f, code, what] of [
+    [{type: 'exec', id: 'b1', cmd: ['ls'], cwd: '/etc'}, 'bad_frame', 'a cwd outside'],
+    [{type: 'exec', id: 'b2', cmd: ['ls'], bogus: 1}, 'bad_frame', 'an unknown member'],
+    [{type: 'exec', id: 'b3', cmd: ['ls'], pty: {cols: 0}}, 'bad_frame', 'a pty of 0 cols'],
+    [{type: 'exec', id: 'b4', cmd: ['-x']}, 'bad_frame', 'cmd[0] an option'],
+    [{type: 'exec', id: 'b5', cmd: ['ls'], env: ['1X=y']}, 'bad_frame', 'a bad env name']]) {
+    refused(f, what);
+    c.send(f);
+    x = await end(f.id);
+    L.check(x.type === 'cortex.error' && x.code === code, `exec refused (${what}): cortex.error ${code} with its id`, code, x);
+  }
+  send({type: 'exec', id: 'nf', cmd: ['/no/such/program']}, 'exec (a missing program)');
+  x = await end('nf');
+  L.check(x.type === 'cortex.error' && x.code === 'exec_not_found', 'exec of a missing absolute path: cortex.error exec_not_found', 'exec_not_found', x);
+  send({type: 'stdin', id: 'nobody', data: 'x'}, 'stdin (no such exec)');
+  x = await c.waitFor(f => f.id === 'nobody', 'no_exec');
+  L.eq(x.code, 'no_exec', 'stdin for no running command: cortex.error no_exec');
+  send({type: 'resize', id: 'e1', cols: 80, rows: 24}, 'resize (ended)');
+  x = await c.waitFor(f => f.id === 'e1' && f.type === 'cortex.error', 'no_exec for a resize');
+  L.eq(x.code, 'no_exec', 'resize of an ended command: cortex.error no_exec');
+  // The cap (exec.max_per_session 2 here): a third is refused, on the socket and by POST.
+  for (const id of ['h1', 'h2']) send({type: 'exec', id, cmd: ['sleep', '933']}, 'exec (held)');
+  await c.waitFor(f => f.id === 'h2' && f.type === 'cortex.exec_started', 'two held');
+  send({type: 'exec', id: 'h3', cmd: ['true']}, 'exec (over the cap)');
+  x = await end('h3');
+  L.check(x.type === 'cortex.error' && x.code === 'too_many_execs', 'a third exec: cortex.error too_many_execs', 'too_many_execs', x);
+  const r = await call('exec over the cap', 'POST', '/v1/sessions/{id}/exec', {id: sid}, {tok: alice, body: {cmd: ['true']}, expect: 429});
+  L.eq(r.json && r.json.error.code, 'too_many_execs', 'POST exec over the cap: 429 too_many_execs');
+  for (const id of ['h1', 'h2']) send({type: 'exec_cancel', id}, 'exec_cancel (held)');
+  await end('h1');
+  await end('h2');
+  refused({type: 'exec_cancel'}, 'exec_cancel without an id');
+  refused({type: 'resize', id: 'x', cols: 0, rows: 5}, 'resize of 0 cols');
+  refused({type: 'exec', id: 'x'.repeat(65), cmd: ['ls']}, 'exec with a 65-byte id');
+}
+
 // The session WebSocket: frames both ways against the frame schemas.
 async function stream(d, call, sid, alice, bob, c) {
   const clientOk = (f, what) => L.check(!C.errorsOf(C.schemaRef('Frame.Client'), f), `client frame ${what} is a Frame.Client`, 'valid', C.errorsOf(C.schemaRef('Frame.Client'), f));
@@ -158,28 +230,22 @@ async function stream(d, call, sid, alice, bob, c) {
   await c2.close();
   send({type: 'unwatch', path: '/workspace'}, 'unwatch');
 
-  // Pending frames (x-cortex-pending): not understood by this build yet.
-  const pending = Object.entries(C.SPEC.components.schemas).filter(([k, s]) => k.startsWith('Frame.Client.') && s['x-cortex-pending']);
-  const execFrame = {type: 'exec', id: 'e1', cmd: ['echo', 'hi'], cwd: '/workspace'};
-  if (pending.some(([k]) => k === 'Frame.Client.exec')) {
-    L.check(!C.errorsOf(C.schemaRef('Frame.Client.exec'), execFrame), 'the pending exec frame has a schema that takes the contract\'s shape', 'valid', null);
-    const m = c.frames.length;
-    c.send(execFrame);
-    const e = await c.waitFor(f => c.frames.indexOf(f) >= m && f.type === 'cortex.error', 'the answer to a pending exec frame');
-    L.check(e.code === 'bad_frame' && /unknown frame type/.test(e.message), 'exec is x-cortex-pending: this build does not serve it yet (take the mark off when it does)', 'bad_frame', e);
-  } else {
-    send(execFrame, 'exec');
-    const x = await c.waitFor(f => f.type === 'cortex.exit' && f.id === 'e1', 'cortex.exit of an exec');
-    L.check(x.code === 0, 'exec: cortex.exit code 0', 0, x);
-  }
+  await execFrames(c, send, call, sid, alice);
 
   // Every frame the server sent is a Frame.Server; the main kinds were seen.
   const all = c.frames.concat(c2.frames);
   const bad = all.map(f => [f, C.errorsOf(C.schemaRef('Frame.Server'), f)]).filter(([, e]) => e);
   L.check(bad.length === 0, `all ${all.length} server frames match Frame.Server`, 0, bad.slice(0, 3).map(([f, e]) => [e, JSON.stringify(f).slice(0, 300)]));
   const kinds = new Set(all.map(f => f.type));
-  for (const k of ['system', 'stream_event', 'assistant', 'result', 'cortex.done', 'cortex.error', 'cortex.fs'])
+  for (const k of ['system', 'stream_event', 'assistant', 'result', 'cortex.done', 'cortex.error', 'cortex.fs',
+    'cortex.exec_started', 'cortex.stdout', 'cortex.stderr', 'cortex.exit'])
     L.check(kinds.has(k), `a ${k} frame was seen and validated`, k, [...kinds]);
+  const specFrames = C.SPEC.paths['/v1/sessions/{id}/ws'].get['x-websocket-frames'];
+  const listed = (side) => specFrames[side].map(r => r.$ref.split('/').pop()).sort();
+  L.eq(listed('clientToServer'), C.SPEC.components.schemas['Frame.Client'].oneOf.map(r => r.$ref.split('/').pop()).sort(),
+    'x-websocket-frames lists every Frame.Client');
+  L.eq(listed('serverToClient'), C.SPEC.components.schemas['Frame.Server'].anyOf.map(r => r.$ref.split('/').pop()).sort(),
+    'x-websocket-frames lists every Frame.Server');
 
   // The upgrade's refusals are the operation's declared responses.
   const ws = C.SPEC.paths['/v1/sessions/{id}/ws'].get;
@@ -237,15 +303,20 @@ async function sessionRoutes(d, call, sid, alice, bob) {
   await call('session network: another user', 'DELETE', '/v1/sessions/{id}/network', id, {tok: bob, expect: 404});
   await call('egress', 'GET', '/v1/sessions/{id}/egress', id, {tok: alice, query: 'limit=5', expect: 200});
   await call('egress, a bad limit', 'GET', '/v1/sessions/{id}/egress', id, {tok: alice, query: 'limit=x', expect: 400});
-  const exec = C.SPEC.paths['/v1/sessions/{id}/exec'].post;
-  if (exec['x-cortex-pending']) {
-    const r = await fetch(`${d.base}/v1/sessions/${sid}/exec`, {method: 'POST', headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/json'}, body: '{"cmd":["true"]}'});
-    const j = await r.json().catch(() => null);
-    L.check(r.status === 404 && j && /no such route/.test(j.error.message), 'POST exec is x-cortex-pending: not served by this build yet (take the mark off when it is)', 404, [r.status, j]);
-  } else {
-    await call('exec', 'POST', '/v1/sessions/{id}/exec', id, {tok: alice, body: {cmd: ['echo', 'hi']}, expect: 200});
-    await call('exec, no cmd', 'POST', '/v1/sessions/{id}/exec', id, {tok: alice, body: {cwd: '/'}, expect: 400});
-  }
+  const E = '/v1/sessions/{id}/exec';
+  let r = await call('exec', 'POST', E, id, {tok: alice, body: {cmd: ['sh', '-c', 'cat; echo err >&2; exit 4'], stdin: 'in\n', cwd: '/home/agent', env: ['B=2'], timeout_s: 30}, expect: 200});
+  L.check(r.json && r.json.code === 4 && r.json.stdout === 'in\n' && r.json.stderr === 'err\n', 'POST exec: code, stdout, stderr', 4, r.json);
+  r = await call('exec (base64, truncated)', 'POST', E, id, {tok: alice, body: {cmd: ['head', '-c', '5000', '/dev/zero'], encoding: 'base64'}, expect: 200});
+  L.check(r.json && r.json.truncated === true && Buffer.from(r.json.stdout, 'base64').length === 1024, 'POST exec: stdout capped at exec.max_output_kb (1), truncated', 1024, r.json && r.json.truncated);
+  r = await call('exec, timed out', 'POST', E, id, {tok: alice, body: {cmd: ['sleep', '932'], timeout_s: 1}, expect: 200});
+  L.check(r.json && r.json.timed_out === true && r.json.code === 137 && r.json.signal === 'KILL', 'POST exec: timed out, 137 KILL', 137, r.json);
+  await call('exec, no cmd', 'POST', E, id, {tok: alice, body: {cwd: '/workspace'}, expect: 400, badBody: true});
+  await call('exec, pty (WebSocket only)', 'POST', E, id, {tok: alice, body: {cmd: ['ls'], pty: true}, expect: 400, badBody: true});
+  await call('exec, a cwd outside', 'POST', E, id, {tok: alice, body: {cmd: ['ls'], cwd: '/tmp'}, expect: 400, badBody: true});
+  await call('exec, malformed JSON', 'POST', E, id, {tok: alice, body: '{"cmd":[', expect: 400});
+  r = await call('exec, a missing program', 'POST', E, id, {tok: alice, body: {cmd: ['/no/such/program']}, expect: 400});
+  L.eq(r.json && r.json.error.code, 'exec_not_found', 'POST exec of a missing absolute path: 400 exec_not_found');
+  await call('exec, another user\'s session', 'POST', E, id, {tok: bob, body: {cmd: ['true']}, expect: 404});
 }
 
 async function preview(d, call, sid, alice, c) {
@@ -329,13 +400,12 @@ async function sweeps(d, call, sid, alice) {
   const params = {id: sid, name: 'x1', port: PORT, path: 'info'};
   for (const {path: p, method, op} of C.operations()) {
     if (op.security && !op.security.length) continue; // no auth
-    if (op['x-cortex-pending']) continue;
     await call(`${method.toUpperCase()} ${p} with a bad token`, method.toUpperCase(), p, params, {tok: 'cx_' + 'f'.repeat(64), expect: 401});
   }
   const na = C.deref({$ref: '#/components/responses/MethodNotAllowed'});
   for (const [p, item] of Object.entries(C.SPEC.paths)) {
     const m = ['GET', 'POST', 'PUT', 'DELETE'].find(x => !item[x.toLowerCase()]);
-    if (!m || Object.values(item).some(o => o['x-cortex-pending'])) continue;
+    if (!m) continue;
     const tok = /^\/(v1\/images|v1\/users|metrics)/.test(p) ? d.admin : alice;
     const url = p.replace(/\{(\w+)\}/g, (_, k) => params[k]);
     const res = await fetch(d.base + url, {method: m, headers: {authorization: 'Bearer ' + tok}});
@@ -355,10 +425,6 @@ async function sweeps(d, call, sid, alice) {
 function coverage() {
   for (const {key, op} of C.operations()) {
     const seen = [...(C.hits.get(key) || [])];
-    if (op['x-cortex-pending']) {
-      L.eq(seen, [], `${key} is x-cortex-pending: checked as not served`);
-      continue;
-    }
     const okSeen = seen.some(s => s < 400), errSeen = seen.some(s => s >= 400 && s < 500);
     L.check(okSeen && (errSeen || (op.security && !op.security.length)), `${key} answered with a success and a 4xx`, 'both', seen);
   }
@@ -373,7 +439,7 @@ function coverage() {
   const model = await L.startModelServer();
   const root = L.tmpdir('openapi');
   const cfgFile = path.join(root, 'cortexd.json');
-  fs.writeFileSync(cfgFile, JSON.stringify({sandbox: {net_isolated: true}}));
+  fs.writeFileSync(cfgFile, JSON.stringify({sandbox: {net_isolated: true}, exec: {max_output_kb: 1, max_per_session: 2}}));
   const d = await L.startCortexd({args: ['--config', cfgFile], env: {ANTHROPIC_BASE_URL: '', ANTHROPIC_API_KEY: ''}});
   const call = caller(d.base);
   await served(d);
