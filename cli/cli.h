@@ -103,6 +103,8 @@ int api_json(const struct cli *cli, const char *method, const char *path, json_t
 	     json_t **out);
 /* The same, then prints: --json the raw body; otherwise human(out) when
  * given, else the JSON indented. */
+/* GET path, its body streamed to stdout as it comes; the exit code. */
+int api_stream_get(const struct cli *cli, const char *path);
 int api_print(const struct cli *cli, const char *method, const char *path, json_t *body,
 	      void (*human)(json_t *v));
 

@@ -55,13 +55,7 @@ int cmd_images_log(const struct cli *cli, struct opts *o)
 	char path[160];
 	if (image_path(path, sizeof path, o->pos[0], "/log") < 0)
 		return EXIT_USAGE;
-	struct http_req rq = {.method = "GET", .path = path, .stream = 1};
-	struct http_resp rs;
-	int rc = http_do(cli, &rq, &rs);
-	if (!rc)
-		rc = http_report(cli, &rs);
-	http_resp_free(&rs);
-	return rc;
+	return api_stream_get(cli, path);
 }
 
 static int upload(const struct cli *cli, const char *path, FILE *f, void (*human)(json_t *),

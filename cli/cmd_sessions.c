@@ -34,13 +34,7 @@ int cmd_health(const struct cli *cli, struct opts *o)
 int cmd_metrics(const struct cli *cli, struct opts *o)
 {
 	(void)o;
-	struct http_req rq = {.method = "GET", .path = "/metrics", .stream = 1};
-	struct http_resp rs;
-	int rc = http_do(cli, &rq, &rs);
-	if (!rc)
-		rc = http_report(cli, &rs);
-	http_resp_free(&rs);
-	return rc;
+	return api_stream_get(cli, "/metrics");
 }
 
 /* ?since=..&session=..&limit=.. from the flags that are set. */
@@ -358,13 +352,7 @@ int cmd_ports_get(const struct cli *cli, struct opts *o)
 	}
 	if (path_join(path, sizeof path, "/v1/sessions/", o->pos[0], tail) < 0)
 		return EXIT_USAGE;
-	struct http_req rq = {.method = "GET", .path = path, .stream = 1};
-	struct http_resp rs;
-	int rc = http_do(cli, &rq, &rs);
-	if (!rc)
-		rc = http_report(cli, &rs);
-	http_resp_free(&rs);
-	return rc;
+	return api_stream_get(cli, path);
 }
 
 /* ---- files (docs/protocol.md "Files") ---- */
@@ -422,13 +410,7 @@ int cmd_files_get(const struct cli *cli, struct opts *o)
 	char path[CX_CAP_HTTP_URI + 128];
 	if (files_path(path, sizeof path, o, "") < 0)
 		return EXIT_USAGE;
-	struct http_req rq = {.method = "GET", .path = path, .stream = 1};
-	struct http_resp rs;
-	int rc = http_do(cli, &rq, &rs);
-	if (!rc)
-		rc = http_report(cli, &rs);
-	http_resp_free(&rs);
-	return rc;
+	return api_stream_get(cli, path);
 }
 
 int cmd_files_put(const struct cli *cli, struct opts *o)

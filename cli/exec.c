@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -31,43 +32,23 @@ static void on_winch(int sig)
 	winch = 1;
 }
 
+/* base64 with libsodium (the classic alphabet, padded: what cortexd speaks). */
 static char *b64_enc(const unsigned char *in, size_t n)
 {
-	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char *out = malloc((n + 2) / 3 * 4 + 1);
-	size_t o = 0;
-	if (!out)
-		return NULL;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < n ? (uint32_t)in[i + 1] << 8 : 0) | (i + 2 < n ? in[i + 2] : 0);
-		out[o++] = t[v >> 18 & 63];
-		out[o++] = t[v >> 12 & 63];
-		out[o++] = i + 1 < n ? t[v >> 6 & 63] : '=';
-		out[o++] = i + 2 < n ? t[v & 63] : '=';
-	}
-	out[o] = '\0';
+	size_t cap = sodium_base64_ENCODED_LEN(n, sodium_base64_VARIANT_ORIGINAL);
+	char *out = malloc(cap);
+	if (out)
+		sodium_bin2base64(out, cap, in, n, sodium_base64_VARIANT_ORIGINAL);
 	return out;
 }
 
-/* Decodes in place; returns the length, or -1. */
+/* Decodes in place (the bytes never outgrow the text); returns the length, or -1. */
 static long b64_dec(char *s)
 {
-	uint32_t acc = 0;
-	int bits = 0;
-	long o = 0;
-	for (char *p = s; *p && *p != '='; p++) {
-		const char *t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-		const char *f = strchr(t, *p);
-		if (!f)
-			return -1;
-		acc = acc << 6 | (uint32_t)(f - t);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			s[o++] = (char)(acc >> bits & 0xff);
-		}
-	}
-	return o;
+	size_t n = 0, len = strlen(s);
+	if (sodium_base642bin((unsigned char *)s, len, s, len, NULL, &n, NULL, sodium_base64_VARIANT_ORIGINAL) < 0)
+		return -1;
+	return (long)n;
 }
 
 static int send_obj(struct wsc *w, json_t *o)

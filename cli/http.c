@@ -282,3 +282,14 @@ char *read_input(const char *path, size_t cap, size_t *len)
 		fclose(f);
 	return buf;
 }
+
+int api_stream_get(const struct cli *cli, const char *path)
+{
+	struct http_req rq = {.method = "GET", .path = path, .stream = 1};
+	struct http_resp rs;
+	int rc = http_do(cli, &rq, &rs);
+	if (!rc)
+		rc = http_report(cli, &rs);
+	http_resp_free(&rs);
+	return rc;
+}
