@@ -141,7 +141,7 @@ int store_put_lease(store *s, const char *key, const void *val, size_t len, int6
 
 /* Put key only if it is absent (atomically), attached to lease (0 = none):
  * 0 if put, 1 if the key exists (nothing written), CX_NOTFOUND if the lease
- * is gone.  etcd only (a txn comparing create_revision); SQLite: ENOTSUP. */
+ * is gone.  etcd: one txn comparing create_revision; SQLite: in its lock. */
 int store_create_lease(store *s, const char *key, const void *val, size_t len, int64_t lease,
 		       cx_err *err);
 
