@@ -79,7 +79,8 @@ enum owner_who owner_claim(store *st, const char *id, char *node, size_t cap, cx
 		if (rc < 0 && rc != CX_NOTFOUND)
 			return OWNER_ERROR;
 		if (rc == CX_NOTFOUND) /* the lease lapsed: the keepalive regrants it */
-			return cx_err_set(err, EAGAIN, "this node's lease lapsed; try again"), OWNER_ERROR;
+			return cx_err_set(err, EAGAIN, "this node's lease lapsed; try again"),
+			       OWNER_ERROR;
 		char *v = NULL;
 		size_t len = 0;
 		rc = store_get(st, key, &v, &len, err);
@@ -87,9 +88,11 @@ enum owner_who owner_claim(store *st, const char *id, char *node, size_t cap, cx
 			continue; /* it expired in between: try again */
 		if (rc < 0)
 			return OWNER_ERROR;
-		enum owner_who who = len == strlen(own_id) && !memcmp(v, own_id, len) ? OWNER_MINE : OWNER_OTHER;
+		enum owner_who who =
+		    len == strlen(own_id) && !memcmp(v, own_id, len) ? OWNER_MINE : OWNER_OTHER;
 		/* ours on an older lease (an upgrade restart): onto this one */
-		if (who == OWNER_MINE && store_put_lease(st, key, own_id, strlen(own_id), lease_now(), err) != 0)
+		if (who == OWNER_MINE &&
+		    store_put_lease(st, key, own_id, strlen(own_id), lease_now(), err) != 0)
 			log_warn("%s: moving it to this node's lease: %s", key, err->msg);
 		if (node && cap)
 			snprintf(node, cap, "%.*s", (int)(len < cap ? len : cap - 1), v);
@@ -129,8 +132,8 @@ void owner_forget(store *st, const char *id)
 		log_warn("session %s: dropping its owner key: %s", id, err.msg);
 }
 
-int owner_route(struct cortexd *d, const char *user, const char *id, struct session **out, char *url,
-		size_t cap, cx_err *err)
+int owner_route(struct cortexd *d, const char *user, const char *id, struct session **out,
+		char *url, size_t cap, cx_err *err)
 {
 	*out = NULL;
 	if (!own_on || strchr(id, '/'))
@@ -150,7 +153,10 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 	if (who == OWNER_OTHER) {
 		rc = owner_node_url(d->st, node, url, cap, err);
 		if (rc == CX_NOTFOUND) /* its node is gone, its key not yet: a moment */
-			return cx_err_set(err, EAGAIN, "session %s: its owner %s is going away; try again", id, node), -1;
+			return cx_err_set(err, EAGAIN,
+					  "session %s: its owner %s is going away; try again", id,
+					  node),
+			       -1;
 		if (rc == 0)
 			own_redirects++;
 		return rc < 0 ? -1 : 1;
@@ -205,9 +211,12 @@ static void ka_done(void *arg)
 		for (struct session *s = own_d->sessions; s; s = s->next) {
 			char node[OWN_ID_MAX] = "";
 			cx_err e = CX_ERR_INIT;
-			if (!s->deleted && owner_claim(own_d->st, s->id, node, sizeof node, &e) != OWNER_MINE)
-				log_error("session %s: now owned by %s%s%s (two nodes may serve it until one stops)",
-					  s->id, node[0] ? node : "?", e.code ? ": " : "", e.code ? e.msg : "");
+			if (!s->deleted &&
+			    owner_claim(own_d->st, s->id, node, sizeof node, &e) != OWNER_MINE)
+				log_error("session %s: now owned by %s%s%s (two nodes may serve it "
+					  "until one stops)",
+					  s->id, node[0] ? node : "?", e.code ? ": " : "",
+					  e.code ? e.msg : "");
 		}
 	}
 	free(k);
@@ -236,13 +245,15 @@ static void ka_schedule(void)
 static void owner_metrics(FILE *f, void *arg)
 {
 	(void)arg;
-	metrics_counter(f, "cortex_owner_claims_total", "Sessions this node claimed on a request", own_claims);
+	metrics_counter(f, "cortex_owner_claims_total", "Sessions this node claimed on a request",
+			own_claims);
 	metrics_counter(f, "cortex_owner_takeovers_total",
-			"Sessions of a node that is gone loaded here (they come back sleeping)", own_takeovers);
-	metrics_counter(f, "cortex_owner_redirects_total", "Requests sent to the node that owns the session",
-			own_redirects);
-	metrics_counter(f, "cortex_owner_lease_lost_total", "Times this node's lease had expired at a keepalive",
-			own_lease_lost);
+			"Sessions of a node that is gone loaded here (they come back sleeping)",
+			own_takeovers);
+	metrics_counter(f, "cortex_owner_redirects_total",
+			"Requests sent to the node that owns the session", own_redirects);
+	metrics_counter(f, "cortex_owner_lease_lost_total",
+			"Times this node's lease had expired at a keepalive", own_lease_lost);
 }
 
 int owner_init(struct cortexd *d, cx_err *err)

@@ -41,8 +41,8 @@ int owner_node_url(store *st, const char *node, char *url, size_t cap, cx_err *e
  * loads it sleeping: *out) if its owner is gone, or says where it lives.
  * 0 and *out: serve it here; 1 and url: the owner's base URL (no trailing
  * slash); CX_NOTFOUND: no such session of this user; -1: store error. */
-int owner_route(struct cortexd *d, const char *user, const char *id, struct session **out, char *url,
-		size_t cap, cx_err *err);
+int owner_route(struct cortexd *d, const char *user, const char *id, struct session **out,
+		char *url, size_t cap, cx_err *err);
 /* The session is gone: its owners/ key too.  Any thread. */
 void owner_forget(store *st, const char *id);
 

@@ -84,7 +84,6 @@ int ws_reject_upgrade_retry(struct lws *wsi, int status, const char *code, const
 	return 1;
 }
 
-/* where (700 bytes, or NULL): the owner node's URL for a 307. */
 /* A 307 to the node that owns the session (owner.h): ws clients that follow
  * redirects connect there. */
 static int ws_redirect_upgrade(struct lws *wsi, const char *where)
@@ -102,6 +101,8 @@ static int ws_redirect_upgrade(struct lws *wsi, const char *where)
 	return 1;
 }
 
+/* where (700 bytes, or NULL): set to the owner node's URL (for a 307) when
+ * another node serves the session. */
 static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *status, const char **code,
 				    const char **msg, char *where)
 {
