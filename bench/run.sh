@@ -18,6 +18,7 @@ mkdir -p "$CORTEX_TEST_TMP"
 # Issue 16: store put/get, SQLite vs a real etcd; cross-node invalidation over a 3-member etcd.
 "$root/build/bench_store" "$(cd "$CORTEX_TEST_TMP" && pwd)" | tee "$root/build/bench-store.txt"
 node "$root/bench/invalidate.js"
+node "$root/bench/owner.js" # one owner per session: the 307 hop, failover time
 "$root/build/egress_bench" | tee "$root/build/bench-egress.txt"
 node "$root/bench/ttft.js"
 node "$root/bench/latency.js"

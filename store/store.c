@@ -254,3 +254,15 @@ int store_put_lease(store *s, const char *key, const void *val, size_t len, int6
 		return cx_err_set(err, EINVAL, "store: lease id %lld is not > 0", (long long)lease);
 	return s->ops->put_lease(s->impl, key, val, len, lease, err);
 }
+
+int store_create_lease(store *s, const char *key, const void *val, size_t len, int64_t lease,
+		       cx_err *err)
+{
+	if (check_ops(s, s->ops->create_lease != NULL, "create-if-absent", err) < 0)
+		return -1;
+	if (check_key("key", key, err) < 0 || check_val(key, val, len, err) < 0)
+		return -1;
+	if (lease < 0)
+		return cx_err_set(err, EINVAL, "store: lease id %lld is < 0", (long long)lease);
+	return s->ops->create_lease(s->impl, key, val, len, lease, err);
+}

@@ -139,6 +139,12 @@ int store_lease_revoke(store *s, int64_t id, cx_err *err);
 int store_put_lease(store *s, const char *key, const void *val, size_t len, int64_t lease,
 		    cx_err *err);
 
+/* Put key only if it is absent (atomically), attached to lease (0 = none):
+ * 0 if put, 1 if the key exists (nothing written), CX_NOTFOUND if the lease
+ * is gone.  etcd: one txn comparing create_revision; SQLite: in its lock. */
+int store_create_lease(store *s, const char *key, const void *val, size_t len, int64_t lease,
+		       cx_err *err);
+
 /* ---- backend interface: for store_*.c only, not for callers ----
  * The front (store.c) validates keys, values and ops before dispatching, so a
  * backend may assume: keys non-empty and <= STORE_KEY_MAX, values <=
@@ -164,6 +170,9 @@ struct store_ops {
 	/* lease 0 = none: put with no lease, which detaches the key from any */
 	int (*put_lease)(void *impl, const char *key, const void *val, size_t len, int64_t lease,
 			 cx_err *err);
+	/* may be NULL (ENOTSUP) */
+	int (*create_lease)(void *impl, const char *key, const void *val, size_t len, int64_t lease,
+			    cx_err *err);
 	void (*close)(void *impl);
 };
 /* Wrap a backend's impl; on failure ops->close(impl) has been called. */

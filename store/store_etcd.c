@@ -181,6 +181,43 @@ static int se_put_lease(void *impl, const char *key, const void *val, size_t len
 	return put_req(impl, key, val, len, lease, err);
 }
 
+/* Put only if the key is absent (compare create_revision == 0): 0 if put,
+ * CX_EXIST-style 1 if the key exists (nothing written). */
+static int se_create_lease(void *impl, const char *key, const void *val, size_t len, int64_t lease,
+			   cx_err *err)
+{
+	struct se *q = impl;
+	if (check_size(q, q->nslen + strlen(key) + len + ETCD_OP_OVERHEAD, key, err) < 0)
+		return -1;
+	char fk[STORE_KEY_MAX * 2 + 2];
+	size_t n = full_key(q, key, fk);
+	struct ebuf b = {0};
+	ebuf_str(&b, "{\"compare\":[{\"target\":\"CREATE\",\"result\":\"EQUAL\",\"create_revision\":\"0\",");
+	add_b64_field(&b, "key", fk, n);
+	ebuf_str(&b, "}],\"success\":[{\"request_put\":{");
+	add_b64_field(&b, "key", fk, n);
+	ebuf_str(&b, ",");
+	add_b64_field(&b, "value", val ? val : "", len);
+	if (lease) {
+		char l[48];
+		snprintf(l, sizeof l, ",\"lease\":\"%lld\"", (long long)lease);
+		ebuf_str(&b, l);
+	}
+	ebuf_str(&b, "}}]}");
+	json_t *j = NULL;
+	int code = 0;
+	if (post(q, "/v3/kv/txn", &b, &j, &code, err) < 0) {
+		if (lease && code == ETCD_GRPC_NOT_FOUND) {
+			cx_err_clear(err);
+			return CX_NOTFOUND;
+		}
+		return cx_err_wrap(err, "store: create '%.64s'", key);
+	}
+	int ok = json_is_true(json_object_get(j, "succeeded"));
+	json_decref(j);
+	return ok ? 0 : 1;
+}
+
 /* deleterange of [key, end) (end NULL: the key alone); *deleted = count. */
 static int delete_range(struct se *q, const char *fk, size_t n, const char *end, size_t elen,
 			int64_t *deleted, cx_err *err)
@@ -438,6 +475,7 @@ static const struct store_ops se_ops = {
     .lease_keepalive = se_lease_keepalive,
     .lease_revoke = se_lease_revoke,
     .put_lease = se_put_lease,
+    .create_lease = se_create_lease,
     .close = se_close,
 };
 

@@ -330,6 +330,26 @@ static int put_locked(struct sq *q, const char *key, const void *val, size_t len
 	return sq_end(q, r, err);
 }
 
+/* Put if absent, in the store's lock: 0 put, 1 present, CX_NOTFOUND lease gone. */
+static int sq_create_lease(void *impl, const char *key, const void *val, size_t len, int64_t lease,
+			   cx_err *err)
+{
+	struct sq *q = impl;
+	pthread_mutex_lock(&q->mu);
+	char *v = NULL;
+	size_t vl = 0;
+	int r = get_locked(q, key, &v, &vl, err);
+	free(v);
+	if (r == 0)
+		r = 1;
+	else if (r == CX_NOTFOUND)
+		r = lease ? sq_put_lease_locked(q, key, val, len, lease, err) : put_locked(q, key, val, len, err);
+	pthread_mutex_unlock(&q->mu);
+	if (r == -1)
+		return cx_err_wrap(err, "store: create '%.64s'", key);
+	return r;
+}
+
 static int sq_put(void *impl, const char *key, const void *val, size_t len, cx_err *err)
 {
 	struct sq *q = impl;
@@ -546,6 +566,7 @@ static const struct store_ops sq_ops = {
     .lease_keepalive = sq_lease_keepalive,
     .lease_revoke = sq_lease_revoke,
     .put_lease = sq_put_lease,
+    .create_lease = sq_create_lease,
     .close = sq_close,
 };
 

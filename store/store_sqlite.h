@@ -82,6 +82,9 @@ void sq_watch_cancel(void *impl, void *w);
 int sq_lease_grant(void *impl, int64_t ttl_s, int64_t *out_id, cx_err *err);
 int sq_lease_keepalive(void *impl, int64_t id, int64_t *out_ttl, cx_err *err);
 int sq_lease_revoke(void *impl, int64_t id, cx_err *err);
+/* q->mu held: put key attached to a live lease (CX_NOTFOUND if it is not). */
+int sq_put_lease_locked(struct sq *q, const char *key, const void *val, size_t len, int64_t lease,
+			cx_err *err);
 int sq_put_lease(void *impl, const char *key, const void *val, size_t len, int64_t lease,
 		 cx_err *err);
 /* Stop the lease thread (close). */

@@ -193,7 +193,7 @@ int sq_lease_revoke(void *impl, int64_t id, cx_err *err)
 	return r;
 }
 
-static int put_lease_locked(struct sq *q, const char *key, const void *val, size_t len,
+int sq_put_lease_locked(struct sq *q, const char *key, const void *val, size_t len,
 			    int64_t lease, cx_err *err)
 {
 	if (!lease_alive(q, lease))
@@ -221,7 +221,7 @@ int sq_put_lease(void *impl, const char *key, const void *val, size_t len, int64
 {
 	struct sq *q = impl;
 	pthread_mutex_lock(&q->mu);
-	int r = put_lease_locked(q, key, val, len, lease, err);
+	int r = sq_put_lease_locked(q, key, val, len, lease, err);
 	pthread_mutex_unlock(&q->mu);
 	if (r == -1)
 		return cx_err_wrap(err, "store: put '%.64s'", key);

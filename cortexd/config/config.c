@@ -794,6 +794,32 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		if (jstr(root, "etcd_namespace", &s, err) < 0 ||
 		    (s && copy_str(c->etcd_namespace, sizeof c->etcd_namespace, s, "etcd_namespace", err) < 0))
 			goto out;
+		if (jstr(root, "node_id", &s, err) < 0 ||
+		    (s && copy_str(c->node_id, sizeof c->node_id, s, "node_id", err) < 0))
+			goto out;
+		if (s && (!s[0] || strchr(s, '/'))) {
+			cx_err_set(err, 0, "config: 'node_id' must be non-empty and hold no '/'");
+			goto out;
+		}
+		if (jstr(root, "node_advertise_url", &s, err) < 0 ||
+		    (s && copy_str(c->node_advertise_url, sizeof c->node_advertise_url, s, "node_advertise_url", err) < 0))
+			goto out;
+		if (s && strncmp(s, "http://", 7)) {
+			cx_err_set(err, 0, "config: 'node_advertise_url' must start with http://");
+			goto out;
+		}
+		if (jstr(root, "sessions_dir", &s, err) < 0 ||
+		    (s && copy_str(c->sessions_dir, sizeof c->sessions_dir, s, "sessions_dir", err) < 0))
+			goto out;
+		long long ttl;
+		if (jint(root, "node_lease_ttl_s", &ttl, &have, err) < 0)
+			goto out;
+		if (have && (ttl < 2 || ttl > 300)) {
+			cx_err_set(err, 0, "config: 'node_lease_ttl_s' must be 2..300");
+			goto out;
+		}
+		if (have)
+			c->node_lease_ttl_s = (int)ttl;
 	}
 	if (jstr(root, "log_format", &s, err) < 0 || (s && set_log_format(c, s, err) < 0))
 		goto out;
@@ -952,6 +978,12 @@ int config_finish(config *c, const char *argv0, cx_err *err)
 		if (copy_str(c->data_dir, sizeof c->data_dir, abs, "data dir", err) < 0)
 			return -1;
 	}
+	if (!c->sessions_dir[0] &&
+	    (size_t)snprintf(c->sessions_dir, sizeof c->sessions_dir, "%s/sessions", c->data_dir) >=
+		sizeof c->sessions_dir)
+		return cx_err_set(err, ENAMETOOLONG, "sessions dir");
+	if (c->sessions_dir[0] != '/')
+		return cx_err_set(err, EINVAL, "sessions_dir must be an absolute path");
 	if (!c->images_dir[0] &&
 	    (size_t)snprintf(c->images_dir, sizeof c->images_dir, "%s/images", c->data_dir) >= sizeof c->images_dir)
 		return cx_err_set(err, ENAMETOOLONG, "images dir");

@@ -48,6 +48,11 @@ typedef struct config {
 	char etcd_endpoints[1024];
 	size_t etcd_max_request_bytes; /* etcd's --max-request-bytes; 0 = its default, 1.5 MiB */
 	char etcd_namespace[65];       /* key prefix in etcd, ends with '/'; "" = "cortex/" */
+	/* Scale-out (etcd): this node's id and URL, its lease TTL (owner.h) */
+	char node_id[101];             /* "" = hostname:port */
+	char node_advertise_url[400];  /* "" = http://LISTEN */
+	int node_lease_ttl_s;          /* 0 = 10 */
+	char sessions_dir[4096];       /* "" = DATA/sessions; shared by every node with etcd */
 	int log_json;
 	int check_only;                /* --check-config: validate, print, exit */
 

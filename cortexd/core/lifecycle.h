@@ -20,6 +20,9 @@
 void lifecycle_init(struct cortexd *d);
 /* Sessions from the store (all sleeping); sandboxes a dead cortexd left are reaped. */
 int lifecycle_load(struct cortexd *d, cx_err *err);
+/* Load the one stored session at key (sessions/<user>/<id>), sleeping: a
+ * session taken over from a node that is gone (owner.c).  0, CX_NOTFOUND, -1. */
+int lifecycle_load_one(struct cortexd *d, const char *key, cx_err *err);
 /* On exit: every sandbox is stopped synchronously (the workers are gone). */
 void lifecycle_shutdown(struct cortexd *d);
 

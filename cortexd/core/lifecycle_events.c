@@ -2,6 +2,7 @@
  * the API, clients and their frames, the hooks lower modules report through,
  * and loading / stopping every session.  Each ends in lifecycle_reconcile(). */
 #include "lifecycle.h"
+#include "owner.h"
 #include "turnlog.h"
 #include "handover.h"
 
@@ -173,6 +174,11 @@ struct session *lifecycle_new(struct cortexd *d, const char *user, const char *s
 	s->spec.uid = uid;
 	spec_defaults(s);
 	s->lc.state = SS_CREATING;
+	/* With a shared store: owned by this node (owners/<id> on its lease). */
+	if (owner_claim(d->st, id, NULL, 0, err) != OWNER_MINE) {
+		session_unref(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -397,11 +403,26 @@ int lifecycle_load(struct cortexd *d, cx_err *err)
 	if (store_list(d->st, "sessions/", 0, &kv, &n, err) < 0)
 		return -1;
 	handover_load(d);
+	unsigned others = 0;
 	for (size_t i = 0; i < n; i++) {
+		/* With a shared store: only the sessions this node owns (or that no
+		 * live node owns: claimed here).  Another node's are not touched,
+		 * their sandboxes not reaped. */
+		const char *sid = strrchr(kv[i].key, '/');
+		cx_err oerr = CX_ERR_INIT;
+		enum owner_who who = sid ? owner_claim(d->st, sid + 1, NULL, 0, &oerr) : OWNER_MINE;
+		if (who == OWNER_ERROR)
+			log_warn("%s: its owner: %s; not loaded", kv[i].key, oerr.msg);
+		if (who != OWNER_MINE) {
+			others++;
+			continue;
+		}
 		json_t *o = json_loadb(kv[i].val, kv[i].len, 0, NULL);
 		load_one(d, o, kv[i].key);
 		json_decref(o);
 	}
+	if (others)
+		log_info("%u session(s) belong to other nodes: not loaded here", others);
 	store_kv_free(kv, n);
 	handover_load_done(d);
 	/* A turn state whose session is gone (a put that landed after the
@@ -415,6 +436,22 @@ int lifecycle_load(struct cortexd *d, cx_err *err)
 		if (!session_find(d, kv[i].key + strlen("turnstate/")))
 			(void)store_delete(d->st, kv[i].key, &e2);
 	store_kv_free(kv, n);
+	return 0;
+}
+
+int lifecycle_load_one(struct cortexd *d, const char *key, cx_err *err)
+{
+	char *v = NULL;
+	size_t len = 0;
+	int rc = store_get(d->st, key, &v, &len, err);
+	if (rc < 0)
+		return rc;
+	json_t *o = json_loadb(v, len, 0, NULL);
+	free(v);
+	if (!o)
+		return cx_err_set(err, EINVAL, "%s: not JSON", key);
+	load_one(d, o, key);
+	json_decref(o);
 	return 0;
 }
 

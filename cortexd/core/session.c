@@ -5,6 +5,7 @@
  * Store keys: sessions/<user>/<id>,
  * transcripts/<id>/<ts>-<turn>-<0 user|1 assistant>. */
 #include "session.h"
+#include "owner.h"
 
 #include <errno.h>
 #include <malloc.h>
@@ -32,7 +33,7 @@ struct session *session_new(struct cortexd *d, const char *id, const char *user,
 	snprintf(s->id, sizeof s->id, "%s", id);
 	snprintf(s->user, sizeof s->user, "%s", user);
 	snprintf(s->surface, sizeof s->surface, "%s", surface);
-	snprintf(s->dir, sizeof s->dir, "%s/sessions/%s", d->cfg.data_dir, id);
+	snprintf(s->dir, sizeof s->dir, "%s/%s", d->cfg.sessions_dir, id);
 	s->refs = 1;
 	s->lc.ready_ms = -1;
 	s->link.dirfd = -1;
@@ -73,6 +74,8 @@ json_t *session_to_json(const struct session *s)
 	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:i}", "id", s->id, "state", sess_state_name(s->lc.state),
 			      "surface", s->surface, "created_at", (json_int_t)s->created_at, "last_active_at",
 			      (json_int_t)s->last_active_at, "idle_sleep_s", s->idle_sleep_s);
+	if (owner_enabled()) /* a shared store: the node that serves it */
+		json_object_set_new(o, "node", json_string(owner_node_id()));
 	if (s->lc.state == SS_ERROR && s->lc.error[0])
 		json_object_set_new(o, "error", json_string(s->lc.error));
 	static const char *const ag[] = {"none", "starting", "hot"};

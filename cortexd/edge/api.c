@@ -2,6 +2,7 @@
  * JSON body out.  Every 4xx carries {"error":{"code","message"}}.  Validation
  * happens before anything is stored, so a bad request changes nothing. */
 #include "edge.h"
+#include "owner.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -120,6 +121,7 @@ static int sess_del_run(void *arg, cx_err *err)
 	snprintf(prefix, sizeof prefix, "transcripts/%s/", w->id);
 	if (store_delete(w->st, w->key, err) == -1)
 		return -1;
+	owner_forget(w->st, w->id);
 	char state[80];
 	snprintf(state, sizeof state, "turnstate/%s", w->id);
 	if (store_delete(w->st, state, err) == -1)
@@ -336,6 +338,32 @@ static void list_sessions(struct cortexd *d, const char *user, struct api_resp *
 	for (struct session *s = d->sessions; s; s = s->next)
 		if (!s->deleted && !strcmp(s->user, user))
 			json_array_append_new(arr, session_to_json(s));
+	/* A shared store: the user's sessions on other nodes too (their stored
+	 * records; "node": the owner, null while none holds it). */
+	store_kv *kv = NULL;
+	size_t n = 0;
+	char prefix[128];
+	cx_err err = CX_ERR_INIT;
+	snprintf(prefix, sizeof prefix, "sessions/%s/", user);
+	if (owner_enabled() && store_list(d->st, prefix, 0, &kv, &n, &err) < 0)
+		log_warn("listing %s: %s", prefix, err.msg);
+	for (size_t i = 0; i < n; i++) {
+		const char *id = kv[i].key + strlen(prefix);
+		if (session_find(d, id))
+			continue;
+		json_t *o = json_loadb(kv[i].val, kv[i].len, 0, NULL);
+		if (!json_is_object(o)) {
+			json_decref(o);
+			continue;
+		}
+		char okey[128], *node = NULL;
+		snprintf(okey, sizeof okey, "owners/%s", id);
+		int rc = store_get(d->st, okey, &node, NULL, &err);
+		json_object_set_new(o, "node", rc == 0 ? json_string(node) : json_null());
+		free(node);
+		json_array_append_new(arr, o);
+	}
+	store_kv_free(kv, n);
 	api_reply(resp, 200, arr);
 }
 
@@ -434,6 +462,28 @@ static void session_route(struct cortexd *d, const char *user, const struct api_
 	memcpy(id, rest, idlen);
 	id[idlen] = '\0';
 	struct session *s = session_find(d, id);
+	/* Not here: another node's (a shared store), or one whose node is gone. */
+	if (!s && owner_enabled()) {
+		char url[512];
+		cx_err err = CX_ERR_INIT;
+		int rc = owner_route(d, user, id, &s, url, sizeof url, &err);
+		if (rc == 1) {
+			const char *q = req->query && req->query[0] ? req->query : NULL;
+			int n = snprintf(resp->location, sizeof resp->location, "%s%s%s%s", url, req->path, q ? "?" : "",
+					 q ? q : "");
+			if (n < 0 || (size_t)n >= sizeof resp->location) {
+				resp->location[0] = '\0';
+				api_error(resp, 414, "uri_too_long", "the request's URI is too long to send to its node");
+			} else {
+				api_error(resp, 307, "other_node", "session %s is served by another node: %s", id, url);
+			}
+			return;
+		}
+		if (rc == -1) {
+			api_error(resp, 503, "unavailable", "session %s: %s", id, err.msg);
+			return;
+		}
+	}
 	/* Another user's session is indistinguishable from a missing one. */
 	if (!s || strcmp(s->user, user)) {
 		api_error(resp, 404, "not_found", "no such session");

@@ -29,6 +29,7 @@ struct api_resp {
 	char stream_file[1024];  /* non-empty: the body is this file, sent chunked and followed while */
 	char stream_name[128];   /* the build of image stream_name runs (GET /v1/images/{name}/log) */
 	const char *const *headers; /* static: more header "name:", "value" pairs, NULL-ended (ui.c) */
+	char location[700];         /* non-empty: a Location header (307 to a session's owner node) */
 };
 
 /* Store writes never run on the service thread (SQLite fsyncs): a route that

@@ -160,6 +160,10 @@ static int write_response(struct lws *wsi, struct http_conn *h)
 		    (et && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_ETAG, (const unsigned char *)et,
 							(int)strlen(et), &p, end)))
 			return -1;
+		if (h->resp.location[0] &&
+		    lws_add_http_header_by_name(wsi, (const unsigned char *)"location:",
+						(const unsigned char *)h->resp.location, (int)strlen(h->resp.location), &p, end))
+			return -1;
 		for (; xh && xh[0]; xh += 2)
 			if (lws_add_http_header_by_name(wsi, (const unsigned char *)xh[0], (const unsigned char *)xh[1],
 							(int)strlen(xh[1]), &p, end))

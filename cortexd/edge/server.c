@@ -30,6 +30,7 @@
 #include "jobs.h"
 #include "log.h"
 #include "npmcache.h"
+#include "owner.h"
 #include "peerwatch.h"
 #include "preview.h"
 #include "refuse.h"
@@ -263,7 +264,7 @@ static int open_state(struct cortexd *d)
 		return -1;
 	}
 	char path[4200];
-	snprintf(path, sizeof path, "%s/sessions", c->data_dir);
+	snprintf(path, sizeof path, "%s", c->sessions_dir);
 	if (mkdir(path, 0700) < 0 && errno != EEXIST) {
 		log_error("%s: %s", path, strerror(errno));
 		return -1;
@@ -289,7 +290,8 @@ static int open_state(struct cortexd *d)
 		log_error("npm cache: %s", err.msg);
 		return -1;
 	}
-	if (auth_admin_init(c->data_dir, d->admin_token, &err) < 0 || lifecycle_load(d, &err) < 0 ||
+	if (auth_admin_init(c->data_dir, d->admin_token, &err) < 0 || owner_init(d, &err) < 0 ||
+	    lifecycle_load(d, &err) < 0 ||
 	    sandbox_runtime_init(&err) < 0 ||
 	    npmcache_init(d->st, path, c->npm_path, c->sandbox_uid, c->sandbox_gid, c->npm_cache_max,
 			  &err) < 0) {
@@ -501,6 +503,10 @@ int server_run(struct cortexd *d)
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
+	if (owner_start(d, &err) < 0) { /* nodes/<id>: other nodes send its sessions' requests here */
+		log_error("%s", err.msg);
+		goto out_ctx;
+	}
 	open_images(d);
 	if (d->images && c->images_import_dir_default[0]) {
 		d->default_importing = 1;
@@ -552,6 +558,8 @@ int server_run(struct cortexd *d)
 		upgrade = 0; /* no record: nothing is kept, the next start finds them sleeping */
 	lifecycle_shutdown(d); /* stops sandboxes (not those handed over), takes their disks off */
 	store_put_flush(d);    /* the puts queued behind the last group commit */
+	if (!upgrade)
+		owner_stop(d); /* sandboxes stopped, disks off: the lease goes, others take our sessions */
 	if (!upgrade) {
 		jobs_runtime_unmount_all(c);
 		if (d->npm_disk[0] && sandbox_disk_detach(d->npm_disk, &err) < 0)

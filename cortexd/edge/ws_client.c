@@ -2,6 +2,7 @@
  * upgrade, parse each frame (client_frame.c) and hand it to the lifecycle;
  * write queued frames when lws says the socket is writeable. */
 #include "edge.h"
+#include "owner.h"
 
 #include <string.h>
 
@@ -83,8 +84,27 @@ int ws_reject_upgrade_retry(struct lws *wsi, int status, const char *code, const
 	return 1;
 }
 
+/* A 307 to the node that owns the session (owner.h): ws clients that follow
+ * redirects connect there. */
+static int ws_redirect_upgrade(struct lws *wsi, const char *where)
+{
+	unsigned char buf[LWS_PRE + 1200];
+	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
+	if (lws_add_http_common_headers(wsi, 307, NULL, 0, &p, end) ||
+	    lws_add_http_header_by_name(wsi, (const unsigned char *)"location:", (const unsigned char *)where,
+					(int)strlen(where), &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION, (const unsigned char *)"close", 5, &p, end) ||
+	    lws_finalize_http_header(wsi, &p, end))
+		return -1;
+	if (lws_write(wsi, start, (size_t)(p - start), LWS_WRITE_HTTP_HEADERS) < 0)
+		return -1;
+	return 1;
+}
+
+/* where (700 bytes, or NULL): set to the owner node's URL (for a 307) when
+ * another node serves the session. */
 static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *status, const char **code,
-				    const char **msg)
+				    const char **msg, char *where)
 {
 	char uri[512], id[64], token[300], user[80];
 	*status = 404;
@@ -101,6 +121,34 @@ static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *sta
 		return NULL;
 	}
 	struct session *s = session_find(d, id);
+	if (!s && who == WHO_USER && owner_enabled() && where) {
+		/* another node's (307 there), or one whose node is gone (taken over) */
+		char url[512];
+		cx_err err = CX_ERR_INIT;
+		int rc = owner_route(d, user, id, &s, url, sizeof url, &err);
+		if (rc == 1) {
+			char args[400] = "";
+			for (int i = 0; i < 8; i++) { /* the query (a ?token=), as sent */
+				char v[300];
+				int n = lws_hdr_copy_fragment(wsi, v, sizeof v, WSI_TOKEN_HTTP_URI_ARGS, i);
+				if (n <= 0)
+					break;
+				size_t al = strlen(args);
+				snprintf(args + al, sizeof args - al, "%c%s", al ? '&' : '?', v);
+			}
+			snprintf(where, 700, "%s%s%s", url, uri, args);
+			*status = 307;
+			*code = "other_node";
+			*msg = "the session is served by another node: see Location";
+			return NULL;
+		}
+		if (rc == -1) {
+			*status = 503;
+			*code = "unavailable";
+			*msg = "the session's owner is changing; try again";
+			return NULL;
+		}
+	}
 	if (!s || who != WHO_USER || strcmp(s->user, user))
 		return NULL; /* another user's session looks exactly like a missing one */
 	return s;
@@ -160,20 +208,23 @@ int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
 		if (d->stop) /* stopping, or an upgrade restart draining: the next process takes it */
 			return ws_reject_upgrade_retry(wsi, 503, "restarting", "cortexd is restarting; connect again", 1);
-		struct session *s = ws_authorize(d, wsi, &status, &code, &msg);
+		char where[700] = "";
+		struct session *s = ws_authorize(d, wsi, &status, &code, &msg, where);
+		if (!s && where[0])
+			return ws_redirect_upgrade(wsi, where);
 		if (!s)
 			return ws_reject_upgrade(wsi, status, code, msg);
 		return ws_caps(d, wsi, s);
 	}
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
 		/* Answered at CONFIRM_UPGRADE already; a second look only hangs up. */
-		return ws_authorize(d, wsi, &status, &code, &msg) ? 0 : -1;
+		return ws_authorize(d, wsi, &status, &code, &msg, NULL) ? 0 : -1;
 	case LWS_CALLBACK_ESTABLISHED: {
 		if (!c)
 			return -1;
 		memset(c, 0, sizeof *c);
 		c->wsi = wsi;
-		struct session *s = ws_authorize(d, wsi, &status, &code, &msg);
+		struct session *s = ws_authorize(d, wsi, &status, &code, &msg, NULL);
 		if (!s)
 			return -1;
 		lifecycle_client_joined(s, c);

@@ -1113,6 +1113,29 @@ static void test_lease_revoke(void **state)
 	EXPECT_REFUSED(EINVAL, "lease id", store_put_lease(f->s, "l/f", "x", 1, 0, &f->err));
 }
 
+/* Put if absent (session owners, docs/scale-out.md): one winner, the loser
+ * leaves the value alone; the key goes with its lease, then can be created
+ * again; a dead lease is CX_NOTFOUND and writes nothing. */
+static void test_create_lease(void **state)
+{
+	struct fx *f = *state;
+	int64_t id = 0;
+	OK(store_lease_grant(f->s, 30, &id, &f->err));
+	OK(store_create_lease(f->s, "c/a", "node-1", 6, id, &f->err));
+	check_str(f, "c/a", "node-1");
+	int64_t rev0 = revision(f);
+	EXPECT_RC(1, store_create_lease(f->s, "c/a", "node-2", 6, id, &f->err));
+	EXPECT_RC(1, store_create_lease(f->s, "c/a", "node-2", 6, 0, &f->err));
+	check_str(f, "c/a", "node-1");
+	EXPECT_REV(rev0); /* nothing written */
+	OK(store_lease_revoke(f->s, id, &f->err));
+	check_absent(f, "c/a");
+	EXPECT_RC(CX_NOTFOUND, store_create_lease(f->s, "c/a", "node-2", 6, id, &f->err));
+	check_absent(f, "c/a");
+	OK(store_create_lease(f->s, "c/a", "node-2", 6, 0, &f->err)); /* no lease */
+	check_str(f, "c/a", "node-2");
+}
+
 /* An expired lease takes its keys, seen by a watch as deletes. */
 static void test_lease_expiry(void **state)
 {
@@ -1168,6 +1191,7 @@ static int run_backend(const struct backend *b)
 	    T(test_watch_events),
 	    T(test_watch_from_rev_and_cancel),
 	    T(test_lease_revoke),
+	    T(test_create_lease),
 	    T(test_lease_expiry),
 	};
 	char group[64];

@@ -1,0 +1,129 @@
+// One owner per session (issue 16 point 3): the cost of reaching a session
+// through a node that does not own it (a 307 to the owner), and failover
+// time (kill -9 of the owner → another node serves the session).  A 3-member
+// etcd, two cortexd sharing a sessions dir, the mini-agent.
+//   hop: BENCH_OWNER_N rounds (default 40), alternating: open the session
+//     WebSocket on A (the owner) or on B (redirected), send a message, time
+//     to the first text delta from the open call; then turns/s on one open
+//     connection of each.
+//   failover: BENCH_OWNER_ROUNDS kills (default 3), TTL BENCH_OWNER_TTL s
+//     (default 10, the default node_lease_ttl_s).
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const WebSocket = require('ws');
+const L = require('../tests/e2e/lib');
+const E = require('../tests/e2e/etcd_lib');
+
+const N = Number(process.env.BENCH_OWNER_N || 40);
+const ROUNDS = Number(process.env.BENCH_OWNER_ROUNDS || 3);
+const TTL = Number(process.env.BENCH_OWNER_TTL || 10);
+const pct = (xs, p) => { const s = xs.slice().sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p / 100 * s.length) - 1))]; };
+
+function open(base, sid, tok) {
+  const ws = new WebSocket(base.replace('http', 'ws') + `/v1/sessions/${sid}/ws?token=${tok}`, {followRedirects: true});
+  const c = {ws, on: null};
+  ws.on('message', d => { const f = JSON.parse(d.toString()); if (c.on) c.on(f); });
+  c.opened = new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); ws.once('unexpected-response', (q, r) => rej(new Error('refused ' + r.statusCode))); });
+  // resolves {first, done} ms after t0
+  c.turn = (text, t0) => new Promise((res, rej) => {
+    let first = null;
+    const t = setTimeout(() => rej(new Error('turn timeout')), 120000);
+    c.on = f => {
+      if (first === null && f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta') first = Date.now() - t0;
+      if (f.type === 'cortex.done' || f.type === 'cortex.error') { clearTimeout(t); c.on = null; res({first, done: Date.now() - t0, ok: f.type === 'cortex.done'}); }
+    };
+    ws.send(JSON.stringify({type: 'message', text}));
+  });
+  return c;
+}
+
+(async () => {
+  const etcd = await E.startCluster(3);
+  const tmp = path.resolve(L.tmpdir('bench-owner')); // agent.dir and sessions_dir: absolute
+  const keyFile = path.join(tmp, 'master.key');
+  fs.writeFileSync(keyFile, require('crypto').randomBytes(32), {mode: 0o600});
+  const shared = path.join(tmp, 'sessions');
+  const agentDir = path.join(tmp, 'agent');
+  fs.mkdirSync(agentDir, {mode: 0o755});
+  fs.chmodSync(tmp, 0o755);
+  fs.copyFileSync(process.env.MINI_AGENT, path.join(agentDir, 'mini-agent'));
+  fs.chmodSync(path.join(agentDir, 'mini-agent'), 0o755);
+  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
+  const env = {CORTEX_ADMIN_TOKEN: admin, CORTEX_MASTER_KEY_FILE: keyFile};
+  const start = async id => {
+    const cfg = path.join(tmp, id + '.json');
+    fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
+      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL}));
+    return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
+  };
+  const nodes = {a: await start('node-a'), b: await start('node-b')};
+  const tok = (await L.http(nodes.a.base, 'POST', '/v1/users', admin, {name: 'bench'})).json.token;
+  const hot = async d => {
+    const sid = (await L.http(d.base, 'POST', '/v1/sessions', tok, {})).json.id;
+    await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, tok)).json.agent === 'hot', 'hot', 150000);
+    return sid;
+  };
+
+  // ---- hop cost
+  const sid = await hot(nodes.a);
+  const res = {direct: [], viaB: []};
+  for (let i = 0; i < N; i++) {
+    const which = i % 2 ? 'viaB' : 'direct';
+    const t0 = Date.now();
+    const c = open(which === 'direct' ? nodes.a.base : nodes.b.base, sid, tok);
+    await c.opened;
+    const r = await c.turn('hop ' + i, t0);
+    if (!r.ok) throw new Error('turn failed');
+    res[which].push(r.first);
+    c.ws.close();
+  }
+  // turns/s on one open connection of each, in alternating blocks of 25
+  const tps = {direct: [0, 0], viaB: [0, 0]};
+  const conns = {direct: open(nodes.a.base, sid, tok), viaB: open(nodes.b.base, sid, tok)};
+  await conns.direct.opened; await conns.viaB.opened;
+  for (let b = 0; b < 8; b++) {
+    const which = b % 2 ? 'viaB' : 'direct';
+    const t0 = Date.now();
+    for (let i = 0; i < 25; i++) await conns[which].turn('tps ' + i, Date.now());
+    tps[which][0] += 25; tps[which][1] += Date.now() - t0;
+  }
+  for (const w of ['direct', 'viaB']) { tps[w] = tps[w][0] * 1000 / tps[w][1]; conns[w].ws.close(); }
+  console.log('| path | open + first token p50 | p95 | turns/s on an open connection |');
+  console.log('|---|---|---|---|');
+  for (const w of ['direct', 'viaB'])
+    console.log(`| ${w === 'direct' ? 'to the owner (A)' : 'through B (307 to A)'} | ${pct(res[w], 50)} ms | ${pct(res[w], 95)} ms | ${tps[w].toFixed(1)} |`);
+  await L.http(nodes.a.base, 'DELETE', `/v1/sessions/${sid}`, tok);
+
+  // ---- failover
+  let owner = 'a', other = 'b';
+  const fo = [], wake = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const s = await hot(nodes[owner]);
+    const t0 = Date.now();
+    nodes[owner].proc.kill('SIGKILL');
+    await new Promise(res2 => nodes[owner].proc.once('exit', res2));
+    L.unmountUnder(nodes[owner].dataDir);
+    L.unmountUnder(shared);
+    const ok = await L.poll(async () => (await fetch(`${nodes[other].base}/v1/sessions/${s}`, {headers: {authorization: 'Bearer ' + tok}, redirect: 'manual'})).status === 200, (TTL + 30) * 1000);
+    if (!ok) throw new Error('no failover');
+    fo.push(Date.now() - t0);
+    const t1 = Date.now();
+    const c = open(nodes[other].base, s, tok);
+    await c.opened;
+    const w = await c.turn('after failover', t1);
+    if (!w.ok) throw new Error('turn after failover failed');
+    wake.push(w.first);
+    c.ws.close();
+    await L.http(nodes[other].base, 'DELETE', `/v1/sessions/${s}`, tok);
+    nodes[owner] = await start('node-' + owner);
+    [owner, other] = [other, owner];
+  }
+  console.log(`failover (TTL ${TTL} s), kill -9 → the other node answers 200: ${fo.join(', ')} ms`);
+  console.log(`then open + first token of the waking turn: ${wake.join(', ')} ms`);
+  for (const k of ['a', 'b']) await nodes[k].stop();
+  await etcd.stop();
+  for (const k of ['a', 'b']) L.unmountUnder(nodes[k].dataDir);
+  L.unmountUnder(shared);
+  process.exit(0);
+})().catch(e => { console.error(e); process.exit(1); });

@@ -1,0 +1,49 @@
+/* owner.h — one owner per session when several cortexd share an etcd store
+ * (issue 16 point 3, docs/scale-out.md "Ownership").
+ *
+ * Each node keeps a store lease (node_lease_ttl_s, kept alive every TTL/3 on
+ * a worker) and registers nodes/<node_id> = {"id","url"} on it.  A session
+ * made on a node is owned by it: owners/<session-id> = <node_id>, put on the
+ * node's lease with a create-if-absent txn.  A node loads and serves only the
+ * sessions it owns; a request for a session owned by another live node is
+ * sent there (307 to the owner's advertised URL, see owner_route).  When a
+ * node dies its lease expires and its owners/ keys go with it: the first
+ * node asked for such a session claims it (the same create-if-absent txn)
+ * and loads it sleeping from the shared sessions dir.
+ *
+ * With the SQLite store (one node) all of this is off: owner_enabled() is 0
+ * and every call below is a no-op that says "mine".  Service thread only,
+ * except where noted. */
+#ifndef CORTEX_OWNER_H
+#define CORTEX_OWNER_H
+
+#include "session.h"
+
+/* With the store open, before lifecycle_load: the node id and its lease
+ * (etcd only).  0 or -1 with err. */
+int owner_init(struct cortexd *d, cx_err *err);
+/* After work_start and the listener (d->port known): nodes/<id> and the
+ * keepalive.  0 or -1 with err. */
+int owner_start(struct cortexd *d, cx_err *err);
+/* Revokes the lease (a clean stop hands the sessions over at once). */
+void owner_stop(struct cortexd *d);
+int owner_enabled(void);
+const char *owner_node_id(void);
+
+enum owner_who { OWNER_MINE = 0, OWNER_OTHER = 1, OWNER_ERROR = -1 };
+/* Claim session id for this node unless another live node holds it.
+ * OWNER_OTHER: *node (cap bytes, may be NULL) names the owner.  Blocking
+ * (one or two store round trips): any thread. */
+enum owner_who owner_claim(store *st, const char *id, char *node, size_t cap, cx_err *err);
+/* The advertised URL of node (from nodes/<node>); 0, CX_NOTFOUND, -1. */
+int owner_node_url(store *st, const char *node, char *url, size_t cap, cx_err *err);
+/* A session route for id that this node does not hold: claims it (and
+ * loads it sleeping: *out) if its owner is gone, or says where it lives.
+ * 0 and *out: serve it here; 1 and url: the owner's base URL (no trailing
+ * slash); CX_NOTFOUND: no such session of this user; -1: store error. */
+int owner_route(struct cortexd *d, const char *user, const char *id, struct session **out,
+		char *url, size_t cap, cx_err *err);
+/* The session is gone: its owners/ key too.  Any thread. */
+void owner_forget(store *st, const char *id);
+
+#endif
