@@ -275,7 +275,9 @@ void handover_reap_failed(struct session *s)
 	if (m <= 1)
 		return;
 	/* The cgroup reap killed its init; the monitor, if it was ours, exits
-	 * with it (waitpid touches nothing that is not our child: ECHILD). */
+	 * with it (waitpid touches nothing that is not our child: ECHILD).  A
+	 * bounded poll (2 s in 10 ms steps), once per session not taken back at
+	 * start-up: not a fixed sleep on any request's path. */
 	for (int i = 0; i < 200; i++) {
 		pid_t r = waitpid(m, NULL, WNOHANG);
 		if (r == m || (r < 0 && errno != EINTR))
