@@ -148,6 +148,11 @@ async function waitBuilt(d, name, timeoutMs = 240000) {
 
   // ---- two concurrent builds of one new context: one build, joined ----
   const ctx2 = context(root, 'ctx2', {Dockerfile: 'FROM scratch\nCOPY file.txt /file.txt\n', 'file.txt': nonce + '-2\n'});
+  // The cortexctl steps above ran with spawnSync, which blocks this event loop:
+  // fetch's pooled keep-alive socket may have been closed by cortexd meanwhile
+  // (lws keeps an idle HTTP/1.1 connection 5 s) without fetch having seen it.
+  // Let the loop take in those closes before reusing the pool.
+  await new Promise(r => setTimeout(r, 200));
   const [a, b] = await Promise.all([post(d, '/v1/images/two-a/build', ctx2), post(d, '/v1/images/two-b/build', ctx2)]);
   L.eq([a.status, b.status], [202, 202], 'join: both 202');
   L.check(a.json.build && a.json.build === b.json.build, 'join: the same build id', a.json.build, b.json.build);
