@@ -139,6 +139,19 @@ static int se_get(void *impl, const char *key, char **out, size_t *out_len, cx_e
 	return r;
 }
 
+/* The fields of a put, {"key","value"[,"lease"]} without the braces: put and create share them. */
+static void put_fields(struct ebuf *b, const char *fk, size_t n, const void *val, size_t len, int64_t lease)
+{
+	add_b64_field(b, "key", fk, n);
+	ebuf_str(b, ",");
+	add_b64_field(b, "value", val ? val : "", len);
+	if (lease) {
+		char l[48];
+		snprintf(l, sizeof l, ",\"lease\":\"%lld\"", (long long)lease);
+		ebuf_str(b, l);
+	}
+}
+
 static int put_req(struct se *q, const char *key, const void *val, size_t len, int64_t lease,
 		   cx_err *err)
 {
@@ -148,14 +161,7 @@ static int put_req(struct se *q, const char *key, const void *val, size_t len, i
 	size_t n = full_key(q, key, fk);
 	struct ebuf b = {0};
 	ebuf_str(&b, "{");
-	add_b64_field(&b, "key", fk, n);
-	ebuf_str(&b, ",");
-	add_b64_field(&b, "value", val ? val : "", len);
-	if (lease) {
-		char l[48];
-		snprintf(l, sizeof l, ",\"lease\":\"%lld\"", (long long)lease);
-		ebuf_str(&b, l);
-	}
+	put_fields(&b, fk, n, val, len, lease);
 	ebuf_str(&b, "}");
 	json_t *j = NULL;
 	int code = 0;
@@ -195,14 +201,7 @@ static int se_create_lease(void *impl, const char *key, const void *val, size_t 
 	ebuf_str(&b, "{\"compare\":[{\"target\":\"CREATE\",\"result\":\"EQUAL\",\"create_revision\":\"0\",");
 	add_b64_field(&b, "key", fk, n);
 	ebuf_str(&b, "}],\"success\":[{\"request_put\":{");
-	add_b64_field(&b, "key", fk, n);
-	ebuf_str(&b, ",");
-	add_b64_field(&b, "value", val ? val : "", len);
-	if (lease) {
-		char l[48];
-		snprintf(l, sizeof l, ",\"lease\":\"%lld\"", (long long)lease);
-		ebuf_str(&b, l);
-	}
+	put_fields(&b, fk, n, val, len, lease);
 	ebuf_str(&b, "}}]}");
 	json_t *j = NULL;
 	int code = 0;

@@ -3,10 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -275,15 +277,20 @@ void handover_reap_failed(struct session *s)
 	if (m <= 1)
 		return;
 	/* The cgroup reap killed its init; the monitor, if it was ours, exits
-	 * with it (waitpid touches nothing that is not our child: ECHILD).  A
-	 * bounded poll (2 s in 10 ms steps), once per session not taken back at
-	 * start-up: not a fixed sleep on any request's path. */
-	for (int i = 0; i < 200; i++) {
-		pid_t r = waitpid(m, NULL, WNOHANG);
-		if (r == m || (r < 0 && errno != EINTR))
-			return;
-		usleep(10000);
+	 * with it: wait for that on its pidfd (at most 2 s), then reap it
+	 * (waitpid touches nothing that is not our child: ECHILD). */
+	int pfd = (int)syscall(SYS_pidfd_open, m, 0);
+	if (pfd >= 0) {
+		struct pollfd p = {pfd, POLLIN, 0};
+		while (poll(&p, 1, 2000) < 0 && errno == EINTR)
+			;
+		close(pfd);
 	}
+	pid_t r;
+	while ((r = waitpid(m, NULL, WNOHANG)) < 0 && errno == EINTR)
+		;
+	if (r == m || r < 0)
+		return;
 	log_warn("session %s: the monitor %d of a sandbox not taken back did not exit", s->id,
 		 (int)m);
 }
