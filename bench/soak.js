@@ -35,7 +35,7 @@ const sleep = ms => new Promise(r => setTimeout(r, ms));
 // ---- cortexd's footprint
 function footprint(pid) {
   const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-  return {rss_kib: Number(st.match(/^VmRSS:\s+(\d+)/m)[1]), fds: fs.readdirSync(`/proc/${pid}/fd`).length,
+  return {rss_kib: Number(st.match(/^VmRSS:\s+(\d+)/m)[1]), fds: fs.readdirSync(`/proc/${pid}/fd`).length, fd_kinds: fdKinds(pid),
     threads: Number(st.match(/^Threads:\s+(\d+)/m)[1])};
 }
 
@@ -135,9 +135,36 @@ function sessionIds(sids, uids, pidns) {
 }
 
 // Wait until cortexd has written what the turns queued (the store's group commit) and is idle.
+// Then wait for the descriptor count to hold still: the agents' idle keep-alive
+// connections to the gateway close a few seconds after their last request, so
+// a count taken 1.5 s after the last turn depended on which session finished
+// last (the 2026-11-30 real run: 183 at the warm-up's end, 172 at the run's
+// end, every sample in between 182-185).  Stable = the same count over 3 reads
+// 2 s apart (at most 90 s).
 async function settle(d) {
   await L.poll(async () => (await L.metrics(d))['cortex_store_later_queued'] === 0, 30000);
   await sleep(1500);
+  const t0 = Date.now();
+  let last = -1, same = 0;
+  while (same < 3 && Date.now() - t0 < 90000) {
+    const n = fs.readdirSync(`/proc/${d.proc.pid}/fd`).length;
+    same = n === last ? same + 1 : 1;
+    last = n;
+    await sleep(2000);
+  }
+}
+
+// What cortexd's descriptors are, by kind (socket, pipe, anon_inode:[eventfd], file):
+// printed with the footprint so a drift names its kind.
+function fdKinds(pid) {
+  const k = {};
+  for (const f of fs.readdirSync(`/proc/${pid}/fd`)) {
+    let t;
+    try { t = fs.readlinkSync(`/proc/${pid}/fd/${f}`); } catch { continue; }
+    t = t.startsWith('/') ? 'file' : t.replace(/:\[?\d+\]?$/, '');
+    k[t] = (k[t] || 0) + 1;
+  }
+  return k;
 }
 
 // A soak part.  o: {name, d, sessions, perUser, warmup, turns (or minutes), msg(i, k), expect(msg)}
@@ -211,7 +238,7 @@ async function soakPart(o) {
   const procsEnd = procs().filter(p => sids.some(s => p.cgroup.includes(s))).length;
   sessionIds(sids, uids, pidns);
   const m = await L.metrics(d);
-  log(`${o.name}: end ${stats.turns} turns; RSS ${(end.rss_kib / 1024).toFixed(1)} MiB, ${end.fds} fds; ${procsEnd} sandbox processes`);
+  log(`${o.name}: end ${stats.turns} turns; RSS ${(end.rss_kib / 1024).toFixed(1)} MiB, ${end.fds} fds ${JSON.stringify(end.fd_kinds)} (warm-up: ${JSON.stringify(base.fd_kinds)}); ${procsEnd} sandbox processes`);
 
   await Promise.all(clients.map(c => c.close()));
   for (const s of sess) await req(d, stats, 'DELETE', `/v1/sessions/${s.sid}`, s.tok);
