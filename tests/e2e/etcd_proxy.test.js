@@ -107,6 +107,22 @@ function miniAgentDir() {
     '>= 600 ms between first and last', spread);
   L.eq(turnsOf(await L.metrics({base: A.base, admin})) - tA0, 1, 'the turn ran on A');
 
+  // ---- backpressure: a client that stops reading during a flood through B: B stops reading
+  // from A (its queue is capped), and the client gets every byte once it reads again
+  const FN = 200, FS = 32768;
+  const fstart = c.frames.length;
+  const down0 = (await L.metrics({base: B.base, admin})).cortex_owner_proxy_bytes_from_owner_total;
+  c.ws.pause();
+  c.send({type: 'message', text: `FLOOD ${FN} ${FS}`});
+  await new Promise(res => setTimeout(res, 2000));
+  const downPaused = (await L.metrics({base: B.base, admin})).cortex_owner_proxy_bytes_from_owner_total - down0;
+  c.ws.resume();
+  const fend = await c.waitFor(f => c.frames.indexOf(f) >= fstart && (f.type === 'cortex.done' || f.type === 'cortex.error'), 'end of the flood', 60000);
+  const fd = c.frames.slice(fstart).filter(isDelta).filter(f => f.event.delta.text.length === FS);
+  L.check(downPaused < FN * FS, 'while the client did not read, B wrote it less than the flood (held back, not buffered whole)',
+    `< ${FN * FS}`, downPaused);
+  L.eq([fend.type, fd.length], ['cortex.done', FN], `a flood of ${FN} × ${FS} B through B: every delta once the client reads again`);
+
   // ---- resume by seq through C, mid-turn
   const start0 = c.frames.length;
   c.send({type: 'message', text: 'DRIP 30 60'});
