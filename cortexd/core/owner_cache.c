@@ -17,10 +17,10 @@
 
 #include "log.h"
 
-#define OC_BUCKETS 4096
-#define OC_ID_MAX  64
+#define OC_BUCKETS  4096
+#define OC_ID_MAX   64
 #define OC_NODE_MAX 128
-#define OC_URL_MAX 512
+#define OC_URL_MAX  512
 
 struct oc_owner {
 	struct oc_owner *next;
@@ -187,8 +187,10 @@ int owner_cache_start(store *st, cx_err *err)
 	int64_t rev = 0;
 	/* the revision first: the watches replay every write after it, so a
 	 * write between the list and the watch is applied (again: idempotent) */
-	if (store_revision(st, &rev, err) < 0 || oc_load(owners, err) < 0 || oc_load(nodes, err) < 0 ||
-	    store_watch_start(st, owners, rev + 1, oc_event, (void *)owners, &oc_wowners, err) < 0 ||
+	if (store_revision(st, &rev, err) < 0 || oc_load(owners, err) < 0 ||
+	    oc_load(nodes, err) < 0 ||
+	    store_watch_start(st, owners, rev + 1, oc_event, (void *)owners, &oc_wowners, err) <
+		0 ||
 	    store_watch_start(st, nodes, rev + 1, oc_event, (void *)nodes, &oc_wnodes, err) < 0)
 		return cx_err_wrap(err, "owner cache");
 	return 0;

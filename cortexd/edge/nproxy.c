@@ -14,43 +14,27 @@
 #include <string.h>
 
 #include "caps.h"
+#include "nproxy-internal.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "owner.h"
 #include "session.h"
 
-#define NP_QCAP	    CX_CAP_PREVIEW_BUF /* bytes queued per direction before its reader pauses */
-#define NP_PIECE    16384	       /* bytes per read of the owner's HTTP body */
-#define NP_HEADROOM 16		       /* room for a chunk header before a piece's data */
-#define NP_TAIL	    8		       /* "\r\n" and a last "0\r\n\r\n" after it */
-
 /* ---- counters (service thread) ---- */
 
-static uint64_t np_http, np_ws, np_unreachable, np_timeouts, np_refused, np_loops, np_cut;
-static uint64_t np_bytes_up, np_bytes_down;
-static unsigned np_open;
+uint64_t np_http, np_ws, np_unreachable, np_timeouts, np_refused, np_loops, np_cut;
+uint64_t np_bytes_up, np_bytes_down;
+unsigned np_open;
 
-/* ---- queued pieces: one copy of what was read, written whole ---- */
+/* ---- queued pieces ---- */
 
-struct np_piece {
-	struct np_piece *next;
-	size_t len;
-	int flags; /* lws_write flags of a WebSocket fragment */
-	unsigned char buf[];
-};
-
-struct np_queue {
-	struct np_piece *head, *tail;
-	size_t bytes;
-};
-
-static unsigned char *piece_data(struct np_piece *p)
+unsigned char *np_piece_data(struct np_piece *p)
 {
 	return p->buf + LWS_PRE + NP_HEADROOM;
 }
 
-static int q_put(struct np_queue *q, const void *data, size_t len, int flags)
+int np_q_put(struct np_queue *q, const void *data, size_t len, int flags)
 {
 	struct np_piece *p = malloc(sizeof *p + LWS_PRE + NP_HEADROOM + len + NP_TAIL);
 	if (!p)
@@ -59,7 +43,7 @@ static int q_put(struct np_queue *q, const void *data, size_t len, int flags)
 	p->len = len;
 	p->flags = flags;
 	if (len)
-		memcpy(piece_data(p), data, len);
+		memcpy(np_piece_data(p), data, len);
 	if (q->tail)
 		q->tail->next = p;
 	else
@@ -69,7 +53,7 @@ static int q_put(struct np_queue *q, const void *data, size_t len, int flags)
 	return 0;
 }
 
-static void q_pop(struct np_queue *q)
+void np_q_pop(struct np_queue *q)
 {
 	struct np_piece *p = q->head;
 	if (!p)
@@ -84,42 +68,8 @@ static void q_pop(struct np_queue *q)
 static void q_free(struct np_queue *q)
 {
 	while (q->head)
-		q_pop(q);
+		np_q_pop(q);
 }
-
-/* ---- the proxy ---- */
-
-struct nproxy {
-	int ws;
-	struct cortexd *d;	/* not owned */
-	struct lws *down;	/* the client's side; NULL once gone */
-	struct lws *up;		/* the connection to the owner; NULL before and after */
-	struct nproxy **slot;	/* the client connection's pointer to this */
-	lws_sorted_usec_list_t sul; /* the owner's answer is due */
-	char host[256];
-	int port;
-	char path[CX_CAP_HTTP_URI + 64];
-	char token[300];
-	/* HTTP request */
-	char method[8];
-	char *body; /* owned */
-	size_t body_len, body_off;
-	char range[128], inm[256];
-	/* HTTP response */
-	int status, head_in, head_out, chunk_out, up_done, up_gone;
-	long long clen; /* -1: none (chunked or to the close) */
-	char ctype[128], crange[128], etag[300], loc[700], retry[16], accept_ranges[16];
-	const char *fail_code; /* "owner_unreachable": nothing came from the owner */
-	char fail_msg[200];
-	struct np_queue downq, upq; /* to the client, to the owner */
-	int up_paused;		    /* the owner's reading is paused (downq full) */
-	int down_paused;	    /* the client's reading is paused (upq full) */
-	/* WebSocket */
-	int ws_open;		/* the owner accepted the upgrade */
-	int close_down, close_up; /* a close code to send that way once its queue drained */
-	unsigned char down_reason[124], up_reason[124];
-	size_t down_rlen, up_rlen;
-};
 
 static void np_free(struct nproxy *px)
 {
@@ -131,7 +81,7 @@ static void np_free(struct nproxy *px)
 	free(px);
 }
 
-static void np_maybe_free(struct nproxy *px)
+void np_maybe_free(struct nproxy *px)
 {
 	if (!px->down && !px->up)
 		np_free(px);
@@ -166,8 +116,8 @@ static void np_fail(struct nproxy *px, const char *fmt, ...)
 		quiet++;
 		return;
 	}
-	log_warn("proxy to %s:%d%.100s: %s (%u more since the last line)", px->host, px->port, px->path,
-		 px->fail_msg, quiet);
+	log_warn("proxy to %s:%d%.100s: %s (%u more since the last line)", px->host, px->port,
+		 px->path, px->fail_msg, quiet);
 	last = now;
 	quiet = 0;
 }
@@ -179,7 +129,8 @@ static void np_timeout(lws_sorted_usec_list_t *sul)
 	if (px->head_in || px->ws_open)
 		return;
 	np_timeouts++;
-	np_fail(px, "the session's node did not %s within %d ms", px->ws ? "accept the WebSocket" : "accept the connection",
+	np_fail(px, "the session's node did not %s within %d ms",
+		px->ws ? "accept the WebSocket" : "accept the connection",
 		px->d->cfg.cluster_proxy_timeout_ms ? px->d->cfg.cluster_proxy_timeout_ms : 5000);
 	np_kill_up(px);
 	px->up_gone = 1;
@@ -211,7 +162,7 @@ static int parse_url(struct nproxy *px, const char *url)
 	return 0;
 }
 
-static struct nproxy *np_new(struct cortexd *d, struct lws *down, const char *url, int ws)
+struct nproxy *np_new(struct cortexd *d, struct lws *down, const char *url, int ws)
 {
 	struct nproxy *px = calloc(1, sizeof *px);
 	if (!px)
@@ -222,14 +173,15 @@ static struct nproxy *np_new(struct cortexd *d, struct lws *down, const char *ur
 	px->ws = ws;
 	px->clen = -1;
 	if (parse_url(px, url) < 0) {
-		np_fail(px, "the session's node has an advertised URL this node cannot use: %.100s", url);
+		np_fail(px, "the session's node has an advertised URL this node cannot use: %.100s",
+			url);
 		return px;
 	}
 	return px;
 }
 
 /* Connect to the owner; a failure is left in px (the client is told). */
-static void np_connect(struct nproxy *px)
+void np_connect(struct nproxy *px)
 {
 	if (px->fail_code)
 		return;
@@ -296,7 +248,8 @@ int nproxy_target(struct cortexd *d, const char *path, char *url, size_t cap)
 	sid[n] = '\0';
 	if (session_find(d, sid))
 		return 0;
-	return owner_cache_lookup(sid, node, sizeof node, url, cap) == 1 && strcmp(node, owner_node_id());
+	return owner_cache_lookup(sid, node, sizeof node, url, cap) == 1 &&
+	       strcmp(node, owner_node_id());
 }
 
 void nproxy_count_loop(void)
@@ -329,12 +282,13 @@ int nproxy_http_begin(struct cortexd *d, struct lws *wsi, struct http_conn *h, c
 	return 0;
 }
 
-static int add_hdr(struct lws *wsi, const char *name, const char *v, unsigned char **p, unsigned char *end)
+int np_add_hdr(struct lws *wsi, const char *name, const char *v, unsigned char **p,
+	       unsigned char *end)
 {
 	if (!v || !v[0])
 		return 0;
-	return lws_add_http_header_by_name(wsi, (const unsigned char *)name, (const unsigned char *)v,
-					   (int)strlen(v), p, end);
+	return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+					   (const unsigned char *)v, (int)strlen(v), p, end);
 }
 
 static int write_head(struct nproxy *px)
@@ -346,21 +300,22 @@ static int write_head(struct nproxy *px)
 	char num[24];
 	snprintf(num, sizeof num, "%lld", px->clen);
 	if (lws_add_http_header_status(wsi, (unsigned)px->status, &p, end) ||
-	    add_hdr(wsi, "content-type:", px->ctype, &p, end) ||
-	    add_hdr(wsi, "content-range:", px->crange, &p, end) ||
-	    add_hdr(wsi, "accept-ranges:", px->accept_ranges, &p, end) ||
-	    add_hdr(wsi, "etag:", px->etag, &p, end) || add_hdr(wsi, "location:", px->loc, &p, end) ||
-	    add_hdr(wsi, "retry-after:", px->retry, &p, end))
+	    np_add_hdr(wsi, "content-type:", px->ctype, &p, end) ||
+	    np_add_hdr(wsi, "content-range:", px->crange, &p, end) ||
+	    np_add_hdr(wsi, "accept-ranges:", px->accept_ranges, &p, end) ||
+	    np_add_hdr(wsi, "etag:", px->etag, &p, end) ||
+	    np_add_hdr(wsi, "location:", px->loc, &p, end) ||
+	    np_add_hdr(wsi, "retry-after:", px->retry, &p, end))
 		return -1;
 	if (!nobody && px->clen >= 0) {
-		if (add_hdr(wsi, "content-length:", num, &p, end))
+		if (np_add_hdr(wsi, "content-length:", num, &p, end))
 			return -1;
 	} else if (!nobody) {
 		px->chunk_out = 1;
 		if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING,
 						 (const unsigned char *)"chunked", 7, &p, end))
 			return -1;
-	} else if (add_hdr(wsi, "content-length:", "0", &p, end)) {
+	} else if (np_add_hdr(wsi, "content-length:", "0", &p, end)) {
 		return -1;
 	}
 	return lws_finalize_write_http_header(wsi, start, &p, end) ? -1 : 0;
@@ -369,7 +324,7 @@ static int write_head(struct nproxy *px)
 /* The head piece of downq, chunk-framed when chunk_out (data has headroom). */
 static int write_piece(struct nproxy *px, struct np_piece *pc)
 {
-	unsigned char *data = piece_data(pc), *start = data;
+	unsigned char *data = np_piece_data(pc), *start = data;
 	size_t len = pc->len;
 	if (px->chunk_out) {
 		char hdr[NP_HEADROOM];
@@ -389,7 +344,9 @@ enum nproxy_write nproxy_http_writeable(struct nproxy *px, struct api_resp *resp
 		if (!px->head_in && (px->fail_code || px->up_gone)) {
 			if (!px->fail_code) {
 				np_cut++;
-				np_fail(px, "the session's node closed the connection without a response");
+				np_fail(
+				    px,
+				    "the session's node closed the connection without a response");
 			}
 			api_error(resp, 503, px->fail_code, "%s", px->fail_msg);
 			resp->headers = retry_hdr;
@@ -408,7 +365,7 @@ enum nproxy_write nproxy_http_writeable(struct nproxy *px, struct api_resp *resp
 		if (write_piece(px, pc) < 0)
 			return NPROXY_CLOSE;
 		np_bytes_down += pc->len;
-		q_pop(&px->downq);
+		np_q_pop(&px->downq);
 		if (px->up_paused && px->up && px->downq.bytes <= NP_QCAP / 2) {
 			px->up_paused = 0;
 			lws_rx_flow_control(px->up, 1);
@@ -462,18 +419,20 @@ static int up_headers(struct nproxy *px, struct lws *wsi, unsigned char **p, uns
 	char auth[320];
 	snprintf(auth, sizeof auth, "Bearer %s", px->token);
 	if ((px->token[0] && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
-							  (const unsigned char *)auth, (int)strlen(auth), p, end)) ||
-	    add_hdr(wsi, "x-cortex-hop:", "1", p, end))
+							  (const unsigned char *)auth,
+							  (int)strlen(auth), p, end)) ||
+	    np_add_hdr(wsi, "x-cortex-hop:", "1", p, end))
 		return -1;
 	if (px->ws)
 		return 0;
 	char num[24];
 	snprintf(num, sizeof num, "%zu", px->body_len);
-	if (add_hdr(wsi, "range:", px->range, p, end) || add_hdr(wsi, "if-none-match:", px->inm, p, end))
+	if (np_add_hdr(wsi, "range:", px->range, p, end) ||
+	    np_add_hdr(wsi, "if-none-match:", px->inm, p, end))
 		return -1;
 	if (!strcmp(px->method, "POST") || !strcmp(px->method, "PUT")) {
-		if (add_hdr(wsi, "content-length:", num, p, end) ||
-		    (px->body_len && add_hdr(wsi, "content-type:", "application/json", p, end)))
+		if (np_add_hdr(wsi, "content-length:", num, p, end) ||
+		    (px->body_len && np_add_hdr(wsi, "content-type:", "application/json", p, end)))
 			return -1;
 		if (px->body_len) {
 			lws_client_http_body_pending(wsi, 1);
@@ -508,9 +467,9 @@ static int up_body(struct nproxy *px, struct lws *wsi)
 }
 
 /* A piece from the owner for the client; the owner pauses past the cap. */
-static int down_put(struct nproxy *px, struct lws *up, const void *in, size_t len, int flags)
+int np_down_put(struct nproxy *px, struct lws *up, const void *in, size_t len, int flags)
 {
-	if (q_put(&px->downq, in, len, flags) < 0)
+	if (np_q_put(&px->downq, in, len, flags) < 0)
 		return -1;
 	if (px->downq.bytes > NP_QCAP && !px->up_paused) {
 		px->up_paused = 1;
@@ -519,158 +478,6 @@ static int down_put(struct nproxy *px, struct lws *up, const void *in, size_t le
 	if (px->down)
 		lws_callback_on_writable(px->down);
 	return 0;
-}
-
-/* ---- WebSocket ---- */
-
-static int ws_close_with(struct lws *wsi, int code, const unsigned char *reason, size_t rlen)
-{
-	lws_close_reason(wsi, (enum lws_close_status)code, (unsigned char *)reason, rlen);
-	return -1;
-}
-
-int nproxy_ws_confirm(struct cortexd *d, struct lws *wsi)
-{
-	char token[300], user[80], hop[8];
-	ws_token(wsi, token, sizeof token, NULL);
-	if (api_auth(d, token[0] ? token : NULL, user, sizeof user) != WHO_USER)
-		return ws_reject_upgrade(wsi, 401, "unauthorized", "missing or invalid token");
-	if (lws_hdr_custom_copy(wsi, hop, sizeof hop, "x-cortex-hop:", 13) > 0) {
-		np_loops++;
-		return ws_reject_upgrade(wsi, 508, "proxy_loop",
-					 "forwarded by another node, and this node does not hold the session either");
-	}
-	return 0;
-}
-
-/* The client's frames and close code, to the owner. */
-static int ws_up_writeable(struct nproxy *px, struct lws *wsi)
-{
-	struct np_piece *pc = px->upq.head;
-	if (pc) {
-		if (lws_write(wsi, piece_data(pc), pc->len, (enum lws_write_protocol)pc->flags) < (int)pc->len)
-			return -1;
-		np_bytes_up += pc->len;
-		q_pop(&px->upq);
-		if (px->down_paused && px->down && px->upq.bytes <= NP_QCAP / 2) {
-			px->down_paused = 0;
-			lws_rx_flow_control(px->down, 1);
-		}
-		if (px->upq.head || px->close_up)
-			lws_callback_on_writable(wsi);
-		return 0;
-	}
-	if (px->close_up)
-		return ws_close_with(wsi, px->close_up, px->up_reason, px->up_rlen);
-	return 0;
-}
-
-/* The owner's frames and close code, to the client. */
-static int ws_down_writeable(struct nproxy *px, struct lws *wsi)
-{
-	if (!px->ws_open && px->fail_code) {
-		char frame[LWS_PRE + 400];
-		int n = snprintf(frame + LWS_PRE, 400, "{\"type\":\"cortex.error\",\"code\":\"%s\",\"message\":\"%s\"}",
-				 px->fail_code, px->fail_msg);
-		if (n > 0 && n < 400)
-			lws_write(wsi, (unsigned char *)frame + LWS_PRE, (size_t)n, LWS_WRITE_TEXT);
-		int code = px->close_down ? px->close_down : 1013 /* try again later */;
-		return ws_close_with(wsi, code, (const unsigned char *)"owner unreachable", 17);
-	}
-	struct np_piece *pc = px->downq.head;
-	if (pc) {
-		if (lws_write(wsi, piece_data(pc), pc->len, (enum lws_write_protocol)pc->flags) < (int)pc->len)
-			return -1;
-		np_bytes_down += pc->len;
-		q_pop(&px->downq);
-		if (px->up_paused && px->up && px->downq.bytes <= NP_QCAP / 2) {
-			px->up_paused = 0;
-			lws_rx_flow_control(px->up, 1);
-		}
-		if (px->downq.head || px->up_gone)
-			lws_callback_on_writable(wsi);
-		return 0;
-	}
-	if (px->up_gone) {
-		if (px->close_down)
-			return ws_close_with(wsi, px->close_down, px->down_reason, px->down_rlen);
-		return ws_close_with(wsi, LWS_CLOSE_STATUS_GOINGAWAY,
-				     (const unsigned char *)"the session's node went away", 28);
-	}
-	return 0;
-}
-
-/* A close code as received (2 bytes + reason), kept for the other side;
- * codes that must not be sent become 1000. */
-static int close_code_of(const unsigned char *in, size_t len, unsigned char *reason, size_t *rlen)
-{
-	int code = len >= 2 ? in[0] << 8 | in[1] : 1000;
-	if (code < 1000 || code == 1005 || code == 1006 || code == 1015 || code >= 5000)
-		code = 1000;
-	*rlen = len > 2 ? len - 2 : 0;
-	if (*rlen > 123)
-		*rlen = 123;
-	if (*rlen)
-		memcpy(reason, in + 2, *rlen);
-	return code;
-}
-
-int nproxy_ws_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason,
-		       struct nproxy **slot, const char *url, void *in, size_t len)
-{
-	struct nproxy *px = *slot;
-	switch (reason) {
-	case LWS_CALLBACK_ESTABLISHED: {
-		char uri[CX_CAP_HTTP_URI], args[CX_CAP_HTTP_URI] = "";
-		if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0)
-			return -1;
-		if (!(px = np_new(d, wsi, url, 1)))
-			return -1;
-		np_ws++;
-		for (int i = 0; i < 16; i++) { /* the query as sent (a ?token=, ?after=) */
-			char v[1024];
-			int n = lws_hdr_copy_fragment(wsi, v, sizeof v, WSI_TOKEN_HTTP_URI_ARGS, i);
-			if (n <= 0)
-				break;
-			size_t al = strlen(args);
-			snprintf(args + al, sizeof args - al, "%c%s", al ? '&' : '?', v);
-		}
-		snprintf(px->path, sizeof px->path, "%s%s", uri, args);
-		ws_token(wsi, px->token, sizeof px->token, NULL);
-		*slot = px;
-		px->slot = slot;
-		np_connect(px);
-		if (px->fail_code)
-			lws_callback_on_writable(wsi);
-		return 0;
-	}
-	case LWS_CALLBACK_RECEIVE: {
-		if (!px)
-			return -1;
-		int flags = lws_write_ws_flags(lws_frame_is_binary(wsi) ? LWS_WRITE_BINARY : LWS_WRITE_TEXT,
-					       lws_is_first_fragment(wsi), lws_is_final_fragment(wsi));
-		if (q_put(&px->upq, in, len, flags) < 0)
-			return -1;
-		if (px->upq.bytes > NP_QCAP && !px->down_paused) {
-			px->down_paused = 1;
-			lws_rx_flow_control(wsi, 0);
-		}
-		if (px->up && px->ws_open)
-			lws_callback_on_writable(px->up);
-		return 0;
-	}
-	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-		if (px)
-			px->close_up = close_code_of(in, len, px->up_reason, &px->up_rlen);
-		return 0;
-	case LWS_CALLBACK_SERVER_WRITEABLE:
-		return px ? ws_down_writeable(px, wsi) : -1;
-	case LWS_CALLBACK_CLOSED:
-		nproxy_release(px);
-		return 0;
-	default:
-		return 0;
-	}
 }
 
 /* ---- the owner's side ---- */
@@ -695,14 +502,16 @@ int nproxy_owner_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
 		int st = (int)lws_http_client_http_response(wsi);
 		px->up = NULL;
 		px->up_gone = 1;
-		if (px->ws && st >= 400 && st < 600) { /* the owner refused the upgrade: its status */
+		if (px->ws && st >= 400 &&
+		    st < 600) { /* the owner refused the upgrade: its status */
 			np_refused++;
 			px->fail_code = "owner_refused";
-			snprintf(px->fail_msg, sizeof px->fail_msg, "the session's node answered %d", st);
+			snprintf(px->fail_msg, sizeof px->fail_msg,
+				 "the session's node answered %d", st);
 			px->close_down = 4000 + st;
 		} else {
-			np_fail(px, "cannot reach the session's node %s:%d (%s)", px->host, px->port,
-				in ? (const char *)in : "connection error");
+			np_fail(px, "cannot reach the session's node %s:%d (%s)", px->host,
+				px->port, in ? (const char *)in : "connection error");
 		}
 		if (px->down)
 			lws_callback_on_writable(px->down);
@@ -731,7 +540,7 @@ int nproxy_owner_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
 	case LWS_CALLBACK_RECEIVE_CLIENT_HTTP_READ:
 		if (!px)
 			return -1;
-		return len ? down_put(px, wsi, in, len, 0) : 0;
+		return len ? np_down_put(px, wsi, in, len, 0) : 0;
 	case LWS_CALLBACK_COMPLETED_CLIENT_HTTP:
 		if (px) {
 			px->up_done = 1;
@@ -751,33 +560,8 @@ int nproxy_owner_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
 		else
 			np_maybe_free(px);
 		return 0;
-	/* WebSocket */
-	case LWS_CALLBACK_CLIENT_ESTABLISHED:
-		if (!px)
-			return -1;
-		px->ws_open = 1;
-		lws_sul_cancel(&px->sul);
-		if (!px->down)
-			px->close_up = px->close_up ? px->close_up : LWS_CLOSE_STATUS_GOINGAWAY;
-		if (px->upq.head || px->close_up)
-			lws_callback_on_writable(wsi);
-		return 0;
-	case LWS_CALLBACK_CLIENT_RECEIVE:
-		if (!px)
-			return -1;
-		return down_put(px, wsi, in, len,
-				lws_write_ws_flags(lws_frame_is_binary(wsi) ? LWS_WRITE_BINARY : LWS_WRITE_TEXT,
-						   lws_is_first_fragment(wsi), lws_is_final_fragment(wsi)));
-	case LWS_CALLBACK_CLIENT_WRITEABLE:
-		if (!px)
-			return -1;
-		return ws_up_writeable(px, wsi);
-	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-		if (px)
-			px->close_down = close_code_of(in, len, px->down_reason, &px->down_rlen);
-		return 0;
-	default:
-		return 0;
+	default: /* the WebSocket events */
+		return np_ws_owner_event(px, wsi, reason, in, len);
 	}
 }
 
@@ -793,21 +577,25 @@ static void np_metrics(FILE *f, void *arg)
 	metrics_counter(f, "cortex_owner_proxy_unreachable_total",
 			"Proxied requests whose node could not be reached (503 owner_unreachable)",
 			np_unreachable);
-	metrics_counter(f, "cortex_owner_proxy_timeouts_total",
-			"Proxied requests whose node did not answer within cluster.proxy_timeout_ms",
-			np_timeouts);
+	metrics_counter(
+	    f, "cortex_owner_proxy_timeouts_total",
+	    "Proxied requests whose node did not answer within cluster.proxy_timeout_ms",
+	    np_timeouts);
 	metrics_counter(f, "cortex_owner_proxy_refused_total",
-			"Proxied WebSocket upgrades the owner refused (close 4000 + its status)", np_refused);
-	metrics_counter(f, "cortex_owner_proxy_cut_total",
-			"Proxied responses the owner cut short", np_cut);
-	metrics_counter(f, "cortex_owner_proxy_loops_total",
-			"Requests forwarded by another node for a session this node does not hold (508)",
-			np_loops);
+			"Proxied WebSocket upgrades the owner refused (close 4000 + its status)",
+			np_refused);
+	metrics_counter(f, "cortex_owner_proxy_cut_total", "Proxied responses the owner cut short",
+			np_cut);
+	metrics_counter(
+	    f, "cortex_owner_proxy_loops_total",
+	    "Requests forwarded by another node for a session this node does not hold (508)",
+	    np_loops);
 	metrics_counter(f, "cortex_owner_proxy_bytes_to_owner_total", "Bytes proxied to owners",
 			np_bytes_up);
 	metrics_counter(f, "cortex_owner_proxy_bytes_from_owner_total", "Bytes proxied from owners",
 			np_bytes_down);
-	metrics_gauge(f, "cortex_owner_proxy_open", "Proxied requests and WebSockets open now", np_open);
+	metrics_gauge(f, "cortex_owner_proxy_open", "Proxied requests and WebSockets open now",
+		      np_open);
 }
 
 void nproxy_init(void)
