@@ -24,21 +24,35 @@ const ROUNDS = Number(process.env.BENCH_OWNER_ROUNDS || 3);
 const TTL = Number(process.env.BENCH_OWNER_TTL || 10);
 const pct = (xs, p) => { const s = xs.slice().sort((a, b) => a - b); return s[Math.min(s.length - 1, Math.max(0, Math.ceil(p / 100 * s.length) - 1))]; };
 
+let turnsDone = 0; // turns of the session ended so far (one session per run of open())
+
 function open(base, sid, tok) {
   const ws = new WebSocket(base.replace('http', 'ws') + `/v1/sessions/${sid}/ws?token=${tok}`, {followRedirects: true});
-  const c = {ws, on: null};
-  ws.on('message', d => { const f = JSON.parse(d.toString()); if (c.on) c.on(f); });
+  // Every client of the session gets every turn's frames: a connection that
+  // starts a turn first waits for the cortex.done of every turn before (a
+  // late one, through a hop, must not end this turn), then takes the next.
+  const c = {ws, on: null, base: turnsDone, dones: 0, wait: null};
+  ws.on('message', d => {
+    const f = JSON.parse(d.toString());
+    if (f.type === 'cortex.done') { c.dones++; if (c.wait && c.base + c.dones >= turnsDone) { const w = c.wait; c.wait = null; w(); } }
+    if (c.on) c.on(f);
+  });
   c.opened = new Promise((res, rej) => { ws.once('open', res); ws.once('error', rej); ws.once('unexpected-response', (q, r) => rej(new Error('refused ' + r.statusCode))); });
   // resolves {first, done} ms after t0
-  c.turn = (text, t0) => new Promise((res, rej) => {
-    let first = null;
-    const t = setTimeout(() => rej(new Error('turn timeout')), 120000);
-    c.on = f => {
-      if (first === null && f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta') first = Date.now() - t0;
-      if (f.type === 'cortex.done' || f.type === 'cortex.error') { clearTimeout(t); c.on = null; res({first, done: Date.now() - t0, ok: f.type === 'cortex.done'}); }
-    };
-    ws.send(JSON.stringify({type: 'message', text}));
-  });
+  c.turn = async (text, t0) => {
+    if (c.base + c.dones < turnsDone) await new Promise(res => { c.wait = res; });
+    return new Promise((res, rej) => {
+      let first = null;
+      const mine = turnsDone + 1;
+      const t = setTimeout(() => rej(new Error('turn timeout')), 120000);
+      c.on = f => {
+        if (first === null && f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta') first = Date.now() - t0;
+        const end = f.type === 'cortex.done' ? c.base + c.dones >= mine : f.type === 'cortex.error';
+        if (end) { clearTimeout(t); c.on = null; turnsDone++; res({first, done: Date.now() - t0, ok: f.type === 'cortex.done', code: f.code}); }
+      };
+      ws.send(JSON.stringify({type: 'message', text}));
+    });
+  };
   return c;
 }
 
@@ -91,7 +105,10 @@ function open(base, sid, tok) {
   for (let b = -3; b < 3 * TPS_BLOCKS; b++) { // b < 0: a warm-up block on each, not counted
     const [which] = P[(b + 3) % 3];
     const t0 = Date.now();
-    for (let i = 0; i < 25; i++) await conns[which].turn('tps ' + i, Date.now());
+    for (let i = 0; i < 25; i++) {
+      const r = await conns[which].turn('tps ' + i, Date.now());
+      if (!r.ok) throw new Error(`turn through ${which}: ${r.code}`);
+    }
     if (b >= 0) { tps[which][0] += 25; tps[which][1] += Date.now() - t0; }
   }
   for (const [w] of P) { tps[w] = tps[w][0] * 1000 / tps[w][1]; conns[w].ws.close(); }
