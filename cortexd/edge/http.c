@@ -85,7 +85,10 @@ static int forward(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 			  "forwarded by another node, and this node does not hold the session either");
 		return 1;
 	}
-	return nproxy_http_begin(d, wsi, h, url) == 0 ? 2 : 1;
+	if (nproxy_http_begin(d, wsi, h, url) < 0)
+		return 1;
+	http_peer_watch(wsi); /* a client that hangs up while the owner works is seen */
+	return 2;
 }
 
 static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)

@@ -42,6 +42,14 @@ function miniAgentDir() {
       sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL, cluster: {forward: 'proxy', proxy_timeout_ms: 2000}}));
     return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
   };
+  // the "cluster" section is checked: a bad value or field names itself
+  const {spawnSync} = require('child_process');
+  for (const [cl, re] of [[{forward: 'tunnel'}, /cluster.forward/], [{proxy_timeout_ms: 5}, /cluster.proxy_timeout_ms/], [{hops: 2}, /unknown field 'cluster.hops'/]]) {
+    const bad = path.join(tmp, 'bad.json');
+    fs.writeFileSync(bad, JSON.stringify({cluster: cl}));
+    const r = spawnSync(process.env.CORTEXD, ['--check-config', '--config', bad, '--data-dir', path.join(tmp, 'chk')], {encoding: 'utf8'});
+    L.check(r.status === 2 && re.test(r.stderr + r.stdout), `--check-config refuses cluster ${JSON.stringify(cl)}`, `exit 2, ${re}`, [r.status, (r.stderr + r.stdout).trim().slice(0, 200)]);
+  }
   const A = await start('node-a'), B = await start('node-b'), C = await start('node-c');
   const nodes = {'node-a': A, 'node-b': B, 'node-c': C};
 
@@ -78,6 +86,16 @@ function miniAgentDir() {
   }
   let r = await L.http(B.base, 'POST', `/v1/sessions/${sid}/exec`, alice, {cmd: ['sh', '-c', 'echo hi; exit 3']});
   L.eq([r.status, r.json.code, r.json.stdout], [200, 3, 'hi\n'], 'one-shot exec through B');
+  // a client that hangs up while the owner works: B lets go of the proxy
+  const ac = new AbortController();
+  const pending = fetch(`${B.base}/v1/sessions/${sid}/exec`, {method: 'POST', signal: ac.signal,
+    headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/json'}, body: JSON.stringify({cmd: ['sleep', '20'], timeout_s: 30})}).catch(() => null);
+  await L.until(async () => (await L.metrics({base: B.base, admin})).cortex_owner_proxy_open === 1, 'the exec proxied, open on B', 10000);
+  ac.abort();
+  await pending;
+  L.check(await L.poll(async () => (await L.metrics({base: B.base, admin})).cortex_owner_proxy_open === 0, 8000),
+    'the client hung up mid-response: B closes its proxy (cortex_owner_proxy_open back to 0)', 0,
+    (await L.metrics({base: B.base, admin})).cortex_owner_proxy_open);
   r = await L.http(C.base, 'POST', `/v1/sessions/${sid}/exec`, alice, undefined, '{"cmd":[');
   L.eq([r.status, r.json && r.json.error && r.json.error.code], [400, 'bad_json'], "a bad body through C: A's 400");
   res = await fetch(`${B.base}/v1/sessions/${sid}`, {headers: {authorization: 'Bearer ' + alice, 'x-cortex-hop': '1'}});
