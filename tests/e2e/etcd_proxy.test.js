@@ -214,6 +214,8 @@ function miniAgentDir() {
   }
   const gone = await L.poll(() => !fs.readdirSync(shared).includes(sid), 15000);
   L.check(gone, 'its dir is gone from the shared sessions dir', 'gone', fs.readdirSync(shared));
+  const procsLeft = () => L.hostProcs().filter(p => p.cgroup.includes(sid));
+  L.check(await L.poll(() => procsLeft().length === 0, 15000), 'no process of the session is left on any node', [], procsLeft());
   const mO = await L.metrics({base: other.base, admin});
   L.eq(mO.cortex_owner_proxy_open, 0, 'no proxy left open');
   L.eq(await B.stop(), 0, 'B exits cleanly');
