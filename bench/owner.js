@@ -139,7 +139,7 @@ function open(base, sid, tok) {
     const t0 = Date.now();
     nodes[owner].proc.kill('SIGKILL');
     await new Promise(res2 => nodes[owner].proc.once('exit', res2));
-    L.unmountUnder(nodes[owner].dataDir);
+    L.unmountUnder(path.resolve(nodes[owner].dataDir));
     L.unmountUnder(shared);
     const ok = await L.poll(async () => (await fetch(`${nodes[other].base}/v1/sessions/${s}`, {headers: {authorization: 'Bearer ' + tok}, redirect: 'manual'})).status === 200, (TTL + 30) * 1000);
     if (!ok) throw new Error('no failover');
@@ -159,7 +159,7 @@ function open(base, sid, tok) {
   console.log(`then open + first token of the waking turn: ${wake.join(', ')} ms`);
   for (const k of ['a', 'b', 'c']) await nodes[k].stop();
   await etcd.stop();
-  for (const k of ['a', 'b', 'c']) L.unmountUnder(nodes[k].dataDir);
+  for (const k of ['a', 'b', 'c']) L.unmountUnder(path.resolve(nodes[k].dataDir));
   L.unmountUnder(shared);
   process.exit(0);
 })().catch(e => { console.error(e); process.exit(1); });
