@@ -591,6 +591,38 @@ static int load_egress(config *c, json_t *eo, cx_err *err)
 	return 0;
 }
 
+/* The "cluster" section (scale-out, docs/scale-out.md), if present. */
+static int load_cluster(config *c, json_t *cl, cx_err *err)
+{
+	if (!cl)
+		return 0;
+	if (!json_is_object(cl))
+		return cx_err_set(err, 0, "config: 'cluster' must be an object");
+	const char *k;
+	json_t *v;
+	json_object_foreach(cl, k, v)
+	{
+		if (strcmp(k, "forward") && strcmp(k, "proxy_timeout_ms"))
+			return cx_err_set(err, 0, "config: unknown field 'cluster.%.40s' (forward, proxy_timeout_ms)", k);
+	}
+	const char *s = NULL;
+	if (jstr(cl, "forward", &s, err) < 0)
+		return -1;
+	if (s && strcmp(s, "proxy") && strcmp(s, "redirect"))
+		return cx_err_set(err, 0, "config: 'cluster.forward' must be \"proxy\" or \"redirect\"");
+	if (s)
+		c->cluster_redirect = !strcmp(s, "redirect");
+	long long n = 0;
+	int found;
+	if (jint(cl, "proxy_timeout_ms", &n, &found, err) < 0)
+		return -1;
+	if (found && (n < 100 || n > 600000))
+		return cx_err_set(err, 0, "config: 'cluster.proxy_timeout_ms' must be 100..600000");
+	if (found)
+		c->cluster_proxy_timeout_ms = (int)n;
+	return 0;
+}
+
 /* The "ws" section (client WebSockets), if present. */
 static int load_ws(config *c, json_t *ws, cx_err *err)
 {
@@ -868,7 +900,8 @@ int config_load_file(config *c, const char *path, cx_err *err)
 		goto out;
 	if (load_npm(c, json_object_get(root, "npm"), err) < 0)
 		goto out;
-	if (load_ws(c, json_object_get(root, "ws"), err) < 0)
+	if (load_cluster(c, json_object_get(root, "cluster"), err) < 0 ||
+	    load_ws(c, json_object_get(root, "ws"), err) < 0)
 		goto out;
 	if (load_egress(c, json_object_get(root, "egress"), err) < 0 || config_load_caps(c, root, err) < 0)
 		goto out;

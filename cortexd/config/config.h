@@ -52,6 +52,8 @@ typedef struct config {
 	char node_id[101];             /* "" = hostname:port */
 	char node_advertise_url[400];  /* "" = http://LISTEN */
 	int node_lease_ttl_s;          /* 0 = 10 */
+	int cluster_redirect;          /* "cluster": {"forward": "redirect"}: 307 to the owner, else proxy */
+	int cluster_proxy_timeout_ms;  /* "cluster.proxy_timeout_ms": 0 = 5000 (connect; a WebSocket's upgrade) */
 	char sessions_dir[4096];       /* "" = DATA/sessions; shared by every node with etcd */
 	int log_json;
 	int check_only;                /* --check-config: validate, print, exit */

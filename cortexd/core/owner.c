@@ -138,6 +138,10 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 	*out = NULL;
 	if (!own_on || strchr(id, '/'))
 		return CX_NOTFOUND;
+	char node[OWN_ID_MAX];
+	if (!d->cfg.cluster_redirect &&
+	    owner_cache_lookup(id, node, sizeof node, url, cap) == 1 && strcmp(node, own_id))
+		return 1;
 	char key[256];
 	snprintf(key, sizeof key, "sessions/%s/%s", user, id);
 	char *v = NULL;
@@ -146,7 +150,6 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 	if (rc < 0)
 		return rc;
 	free(v);
-	char node[OWN_ID_MAX];
 	enum owner_who who = owner_claim(d->st, id, node, sizeof node, err);
 	if (who == OWNER_ERROR)
 		return -1;
@@ -157,8 +160,6 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 					  "session %s: its owner %s is going away; try again", id,
 					  node),
 			       -1;
-		if (rc == 0)
-			own_redirects++;
 		return rc < 0 ? -1 : 1;
 	}
 	/* Ours now: a dead node's session comes back sleeping here. */
@@ -171,6 +172,11 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 	}
 	*out = session_find(d, id);
 	return *out ? 0 : CX_NOTFOUND;
+}
+
+void owner_redirected(void)
+{
+	own_redirects++;
 }
 
 /* ---- the keepalive ---- */
@@ -251,7 +257,9 @@ static void owner_metrics(FILE *f, void *arg)
 			"Sessions of a node that is gone loaded here (they come back sleeping)",
 			own_takeovers);
 	metrics_counter(f, "cortex_owner_redirects_total",
-			"Requests sent to the node that owns the session", own_redirects);
+			"Requests answered with a 307 to the node that owns the session", own_redirects);
+	metrics_gauge(f, "cortex_owner_cache_sessions", "Session owners of the cluster known to this node",
+		      (double)owner_cache_size());
 	metrics_counter(f, "cortex_owner_lease_lost_total",
 			"Times this node's lease had expired at a keepalive", own_lease_lost);
 }
@@ -297,6 +305,8 @@ int owner_start(struct cortexd *d, cx_err *err)
 		return -1;
 	if (own_ctx)
 		ka_schedule();
+	if (owner_cache_start(own_st, err) < 0)
+		return -1;
 	metrics_register("owner", owner_metrics, NULL);
 	log_info("node %s (%s): lease %lld, TTL %lld s", own_id, own_url, (long long)lease_now(),
 		 (long long)own_ttl);
@@ -310,6 +320,7 @@ void owner_stop(struct cortexd *d)
 		return;
 	own_stopping = 1;
 	lws_sul_cancel(&own_sul);
+	owner_cache_stop();
 	cx_err err = CX_ERR_INIT;
 	if (store_lease_revoke(own_st, lease_now(), &err) < 0)
 		log_warn("node %s: revoking the lease: %s", own_id, err.msg);

@@ -40,9 +40,27 @@ int owner_node_url(store *st, const char *node, char *url, size_t cap, cx_err *e
 /* A session route for id that this node does not hold: claims it (and
  * loads it sleeping: *out) if its owner is gone, or says where it lives.
  * 0 and *out: serve it here; 1 and url: the owner's base URL (no trailing
- * slash); CX_NOTFOUND: no such session of this user; -1: store error. */
+ * slash); CX_NOTFOUND: no such session of this user; -1: store error.
+ * With cluster.forward "proxy" (the default) an owner in the cache is the
+ * answer (1: no store read; the owner checks the user); only a session with
+ * no live owner in the cache (gone, or unknown) reads and claims in the
+ * store.  With "redirect" the user is checked here first (a 307 must not
+ * tell another user where a session lives). */
 int owner_route(struct cortexd *d, const char *user, const char *id, struct session **out,
 		char *url, size_t cap, cx_err *err);
+/* A 307 to the owner was sent (cortex_owner_redirects_total). */
+void owner_redirected(void);
+
+/* owner_cache.c: owners/ and nodes/ followed by store watches (started by
+ * owner_start, stopped by owner_stop), so routing a request to another node
+ * reads no store on the service thread.  Any thread. */
+int owner_cache_start(store *st, cx_err *err);
+void owner_cache_stop(void);
+/* Session id's owner per the cache: 1 with *node and *url; 2 with *node only
+ * (its nodes/ key is gone: it is going away); CX_NOTFOUND: no owner known. */
+int owner_cache_lookup(const char *id, char *node, size_t ncap, char *url, size_t ucap);
+size_t owner_cache_size(void);
+
 /* The session is gone: its owners/ key too.  Any thread. */
 void owner_forget(store *st, const char *id);
 

@@ -467,7 +467,13 @@ static void session_route(struct cortexd *d, const char *user, const struct api_
 		char url[512];
 		cx_err err = CX_ERR_INIT;
 		int rc = owner_route(d, user, id, &s, url, sizeof url, &err);
+		if (rc == 1 && !d->cfg.cluster_redirect) { /* http.c proxies it there (or 508s a second hop) */
+			resp->forward = 1;
+			snprintf(resp->location, sizeof resp->location, "%s", url);
+			return;
+		}
 		if (rc == 1) {
+			owner_redirected();
 			const char *q = req->query && req->query[0] ? req->query : NULL;
 			int n = snprintf(resp->location, sizeof resp->location, "%s%s%s%s", url, req->path, q ? "?" : "",
 					 q ? q : "");

@@ -30,6 +30,7 @@ struct api_resp {
 	char stream_name[128];   /* the build of image stream_name runs (GET /v1/images/{name}/log) */
 	const char *const *headers; /* static: more header "name:", "value" pairs, NULL-ended (ui.c) */
 	char location[700];         /* non-empty: a Location header (307 to a session's owner node) */
+	int forward;                /* proxy the request to the node at location (nproxy.h), not a reply */
 };
 
 /* Store writes never run on the service thread (SQLite fsyncs): a route that

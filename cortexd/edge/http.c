@@ -16,6 +16,8 @@
 #include "caps.h"
 #include "images.h"
 #include "log.h"
+#include "nproxy.h"
+#include "owner.h"
 #include "preview.h"
 
 static void http_reset(struct http_conn *h)
@@ -23,6 +25,7 @@ static void http_reset(struct http_conn *h)
 	if (h->waiting) /* the client left before its write was done */
 		api_defer_detach(h->waiting);
 	preview_release(h->pv);
+	nproxy_release(h->px);
 	free(h->body);
 	free(h->resp.body);
 	if (h->upfd > 0)
@@ -62,9 +65,42 @@ static const char *method_of(struct lws *wsi)
 	return NULL;
 }
 
+/* A session another node owns (nproxy.h): proxied there, or 508 when it
+ * was proxied here already.  1 if handled (resp holds an error reply, or the
+ * proxy runs), 0 to route it here. */
+static int forward(struct cortexd *d, struct lws *wsi, struct http_conn *h)
+{
+	char url[512];
+	if (!h->resp.forward) {
+		if (h->preset || h->upload_failed || h->too_big || !nproxy_target(d, h->path, url, sizeof url))
+			return 0;
+	} else {
+		snprintf(url, sizeof url, "%s", h->resp.location);
+		h->resp.forward = 0;
+		h->resp.location[0] = '\0';
+	}
+	if (h->hop) {
+		nproxy_count_loop();
+		api_error(&h->resp, 508, "proxy_loop",
+			  "forwarded by another node, and this node does not hold the session either");
+		return 1;
+	}
+	if (nproxy_http_begin(d, wsi, h, url) < 0)
+		return 1;
+	http_peer_watch(wsi); /* a client that hangs up while the owner works is seen */
+	return 2;
+}
+
 static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 {
-	if (h->preset) {
+	int fw = forward(d, wsi, h);
+	if (fw == 2) { /* the response comes from the owner (nproxy_http_writeable) */
+		h->responding = 1;
+		return;
+	}
+	if (fw) {
+		/* the reply is in resp */
+	} else if (h->preset) {
 		/* the reply is in resp already */
 	} else if (h->upload_failed) {
 		api_error(&h->resp, 500, "internal", "cannot store the request body: %s", strerror(h->upload_failed));
@@ -79,6 +115,10 @@ static void dispatch(struct cortexd *d, struct lws *wsi, struct http_conn *h)
 				    h->query, h->upload[0] ? h->upload : NULL, h->range[0] ? h->range : NULL,
 				    h->inm[0] ? h->inm : NULL};
 		api_handle(d, &r, &h->resp);
+		if (h->resp.forward && forward(d, wsi, h) == 2) { /* the owner was found in the store */
+			h->responding = 1;
+			return;
+		}
 		if (h->resp.defer || h->resp.status < 300)
 			h->upload[0] = '\0'; /* the route's job owns the file now */
 	}
@@ -223,6 +263,26 @@ void http_peer_watch(struct lws *wsi)
 	lws_set_timer_usecs(wsi, PEER_CHECK_US);
 }
 
+/* A proxied response (nproxy.c): streamed, or an error reply instead. */
+static int nproxy_writeable(struct lws *wsi, struct http_conn *h)
+{
+	switch (nproxy_http_writeable(h->px, &h->resp)) {
+	case NPROXY_MORE:
+		return 0;
+	case NPROXY_REPLY: /* nothing sent yet: an error reply instead (503) */
+		nproxy_release(h->px);
+		h->responding = 1;
+		return write_response(wsi, h);
+	case NPROXY_DONE:
+		log_debug("%s %s -> proxied", h->method, h->path);
+		http_reset(h);
+		return lws_http_transaction_completed(wsi) ? -1 : 0;
+	case NPROXY_CLOSE:
+	default:
+		return -1;
+	}
+}
+
 /* A preview-port response (preview.c): streamed, or an error reply instead. */
 static int preview_writeable(struct lws *wsi, struct http_conn *h)
 {
@@ -297,6 +357,10 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			h->range[0] = '\0';
 		if (lws_hdr_copy(wsi, h->inm, sizeof h->inm, WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
 			h->inm[0] = '\0';
+		{
+			char hop[8];
+			h->hop = owner_enabled() && lws_hdr_custom_copy(wsi, hop, sizeof hop, "x-cortex-hop:", 13) > 0;
+		}
 		char hdr[400];
 		if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
 		    !strncasecmp(hdr, "Bearer ", 7))
@@ -387,13 +451,15 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 	case LWS_CALLBACK_HTTP_WRITEABLE:
 		if (h->pv)
 			return preview_writeable(wsi, h);
+		if (h->px)
+			return nproxy_writeable(wsi, h);
 		if (!h->responding || h->waiting)
 			return 0;
 		if (h->resp.stream_file[0])
 			return write_stream(d, wsi, h);
 		return write_response(wsi, h);
 	case LWS_CALLBACK_TIMER:
-		if (h->pv)
+		if (h->pv || h->px)
 			return peer_check(wsi);
 		if (h->responding && h->resp.stream_file[0])
 			lws_callback_on_writable(wsi);

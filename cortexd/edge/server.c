@@ -32,6 +32,7 @@
 #include "npmcache.h"
 #include "owner.h"
 #include "peerwatch.h"
+#include "nproxy.h"
 #include "preview.h"
 #include "refuse.h"
 #include "turnlog.h"
@@ -45,6 +46,8 @@ struct conn {
 	struct client c;
 	int preview;        /* a preview-port WebSocket (preview.c), not a client */
 	struct preview *pv; /* ... its preview */
+	int proxied;        /* a WebSocket proxied to its session's node (nproxy.c), not a client */
+	struct nproxy *px;  /* ... its proxy */
 };
 
 /* The request's path is a preview port's (the upgrade request's headers are
@@ -53,6 +56,14 @@ static int preview_upgrade(struct lws *wsi)
 {
 	char uri[512];
 	return lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 && preview_is_route(uri);
+}
+
+/* The upgrade is for a session another node owns (nproxy.h); url: its node. */
+static int proxy_upgrade(struct cortexd *d, struct lws *wsi, char *url, size_t cap)
+{
+	char uri[512], u[512];
+	return lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 &&
+	       nproxy_target(d, uri, url ? url : u, url ? cap : sizeof u);
 }
 
 static const struct lws_protocols protocols[];
@@ -89,23 +100,33 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
 		if (preview_upgrade(wsi))
 			return preview_ws_confirm(d, wsi);
+		if (!d->stop && proxy_upgrade(d, wsi, NULL, 0))
+			return nproxy_ws_confirm(d, wsi);
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		if (preview_upgrade(wsi))
+		if (preview_upgrade(wsi) || proxy_upgrade(d, wsi, NULL, 0))
 			return 0; /* answered at CONFIRM_UPGRADE */
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
-	case LWS_CALLBACK_ESTABLISHED:
+	case LWS_CALLBACK_ESTABLISHED: {
+		char url[512];
 		if (conn && preview_upgrade(wsi)) {
 			conn->preview = 1;
 			return preview_ws_callback(d, wsi, reason, &conn->pv, in, len);
 		}
+		if (conn && proxy_upgrade(d, wsi, url, sizeof url)) {
+			conn->proxied = 1;
+			return nproxy_ws_callback(d, wsi, reason, &conn->px, url, in, len);
+		}
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
+	}
 	case LWS_CALLBACK_RECEIVE:
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
 	case LWS_CALLBACK_CLOSED:
 		if (conn && conn->preview)
 			return preview_ws_callback(d, wsi, reason, &conn->pv, in, len);
+		if (conn && conn->proxied)
+			return nproxy_ws_callback(d, wsi, reason, &conn->px, NULL, in, len);
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	case LWS_CALLBACK_TIMER: /* an image build log followed or a preview's peer watch (http.c), else the client's */
 		if (conn && (conn->h.resp.stream_file[0] || conn->h.pv))
@@ -123,6 +144,7 @@ static const struct lws_protocols protocols[] = {
 	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 256 * 1024},
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
 	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
+	{"cortex-owner", nproxy_owner_callback, 0, 64 * 1024, 0, NULL, 0},
 	{DOOR_PROTOCOL, door_callback, 0, 0, 0, NULL, 0},
 	{"cortex-fswatch", fswatch_callback, 0, 0, 0, NULL, 0},
 	{"cortex-exec", exec_callback, 0, 0, 0, NULL, 0},
@@ -458,6 +480,7 @@ int server_run(struct cortexd *d)
 	};
 	door_start(d->vh, &door_o);
 	metrics_register("edge", refuse_metrics_write, NULL);
+	nproxy_init();
 	/* The model gateway: its own loopback listener, for sandboxes only (they
 	 * share the host's network namespace, so 127.0.0.1 reaches it). */
 	struct gateway_ops gw;

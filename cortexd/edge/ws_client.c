@@ -126,7 +126,16 @@ static struct session *ws_authorize(struct cortexd *d, struct lws *wsi, int *sta
 		char url[512];
 		cx_err err = CX_ERR_INIT;
 		int rc = owner_route(d, user, id, &s, url, sizeof url, &err);
+		if (rc == 1 && !d->cfg.cluster_redirect) {
+			/* proxy mode, the owner known from the store but not yet from the
+			 * owner cache (nproxy_target): a moment */
+			*status = 503;
+			*code = "unavailable";
+			*msg = "the session's owner is not known here yet; try again";
+			return NULL;
+		}
 		if (rc == 1) {
+			owner_redirected();
 			char args[400] = "";
 			for (int i = 0; i < 8; i++) { /* the query (a ?token=), as sent */
 				char v[300];

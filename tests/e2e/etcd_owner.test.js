@@ -63,7 +63,7 @@ const turnsOf = m => Object.keys(m).filter(k => k.startsWith('cortex_turns_total
   const start = async (id) => {
     const cfg = path.join(tmp, id + '.json');
     fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
-      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL}));
+      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL, cluster: {forward: 'redirect'}}));
     return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
   };
   const A = await start('node-a');
