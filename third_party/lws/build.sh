@@ -34,7 +34,12 @@ aopt=(-o Dir::Etc::SourceList="$work/apt/sources.list" -o Dir::Etc::SourceParts=
       -o Dir::State::Lists="$work/apt/lists" -o Dir::Cache="$work/apt/cache" -o APT::Sandbox::User=root)
 echo "lws: fetching the source of libwebsockets $ver (apt-get source)"
 apt-get "${aopt[@]}" -qq update
-(cd "$work" && apt-get "${aopt[@]}" -qq source --download-only "libwebsockets=$ver")
+(cd "$work" && apt-get "${aopt[@]}" -qq source --download-only "libwebsockets=$ver") || {
+	echo "lws: libwebsockets $ver is not in Debian's archive (any more?): set LWS_DEB_VERSION in the" \
+	     "Makefile to the version libwebsockets-dev has ($(dpkg-query -W -f='${source:Version}' \
+	     libwebsockets-dev 2>/dev/null)) and check that third_party/lws/*.patch still apply" >&2
+	exit 1
+}
 # dpkg-source applies Debian's patches (debian/patches/series); then ours.
 (cd "$work" && dpkg-source -x --no-check ./libwebsockets_*.dsc src >/dev/null)
 for p in "$here"/*.patch; do
