@@ -18,6 +18,15 @@ NPM_STAMP := .deps/.npm-$(CLAUDE_CODE_VERSION)-$(WS_VERSION)-$(AJV_VERSION)-$(AJ
 # The apt stamp names the package list: adding a package checks again.
 APT_STAMP := .deps/.apt-$(shell echo $(APT_PKGS) | md5sum | cut -c1-8)
 
+# libwebsockets: Debian's 4.1.6-3 built from its source package with our
+# patch (third_party/lws/: close on an unmasked client frame, RFC 6455 5.1),
+# once per patch set, into LWS_PREFIX; CMake links it with an rpath
+# (CORTEX_LWS_DIR).  docs/hacking.md "The patched libwebsockets".
+LWS_DEB_VERSION := 4.1.6-3
+LWS_PREFIX ?= $(CURDIR)/.deps/lws
+LWS_STAMP := $(LWS_PREFIX)/.stamp-$(LWS_DEB_VERSION)-$(shell cat third_party/lws/build.sh third_party/lws/*.patch | md5sum | cut -c1-8)
+CMAKE_LWS := -DCORTEX_LWS_DIR=$(LWS_PREFIX)
+
 # `make fuzz` only: clang with libFuzzer (not needed by make test).
 FUZZ_APT_PKGS := clang libclang-rt-dev dpkg-dev
 FUZZ_APT_STAMP := .deps/.apt-fuzz-$(shell echo $(FUZZ_APT_PKGS) | md5sum | cut -c1-8)
@@ -33,14 +42,16 @@ FUZZ_SECONDS ?= 60
 PREFIX ?= /usr/local
 LIBDIR := $(PREFIX)/lib/cortex
 install: deps
-	cmake -S . -B build-install -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORTEX_INSTALL_LIBDIR=$(LIBDIR) \
+	cmake -S . -B build-install -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORTEX_INSTALL_LIBDIR=$(LIBDIR) $(CMAKE_LWS) \
 		-DCORTEX_CLAUDE_DIR=$(LIBDIR)/claude-code >/dev/null
 	cmake --build build-install -j$(JOBS) --target cortexd cortexctl ws-agent cortex-clone
 	install -d -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/lib/systemd/system \
 		$(DESTDIR)$(PREFIX)/share/doc/cortex
 	install -d -m 0700 $(DESTDIR)/etc/cortex $(DESTDIR)/var/lib/cortex
 	install -m 0755 build-install/cortexd build-install/ws-agent build-install/cortex-clone $(DESTDIR)$(LIBDIR)/
-	rm -rf $(DESTDIR)$(LIBDIR)/ws-agent-rt $(DESTDIR)$(LIBDIR)/claude-code
+	rm -rf $(DESTDIR)$(LIBDIR)/ws-agent-rt $(DESTDIR)$(LIBDIR)/claude-code $(DESTDIR)$(LIBDIR)/lws
+	install -d -m 0755 $(DESTDIR)$(LIBDIR)/lws
+	cp -a $(LWS_PREFIX)/lib/libwebsockets.so* $(LWS_PREFIX)/lib/libwebsockets-evlib_*.so $(DESTDIR)$(LIBDIR)/lws/
 	cp -a build-install/ws-agent-rt $(DESTDIR)$(LIBDIR)/ws-agent-rt
 	cp -a .deps/node_modules/@anthropic-ai/claude-code $(DESTDIR)$(LIBDIR)/claude-code
 	ln -sfn ../lib/cortex/cortexd $(DESTDIR)$(PREFIX)/bin/cortexd
@@ -56,7 +67,7 @@ install: deps
 
 all: build
 
-deps: $(APT_STAMP) $(NPM_STAMP)
+deps: $(APT_STAMP) $(NPM_STAMP) $(LWS_STAMP)
 
 $(APT_STAMP):
 	@mkdir -p .deps
@@ -68,6 +79,9 @@ $(APT_STAMP):
 		apt-get update -qq && apt-get install -y -qq $$missing; \
 	fi
 	@touch $@
+
+$(LWS_STAMP): | $(APT_STAMP)
+	JOBS=$(JOBS) bash third_party/lws/build.sh $(LWS_PREFIX) $(LWS_DEB_VERSION)
 
 $(FUZZ_APT_STAMP): | $(APT_STAMP)
 	@missing=$$(for p in $(FUZZ_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -88,16 +102,16 @@ $(NPM_STAMP): | $(APT_STAMP)
 	@touch $@
 
 build: deps
-	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_LWS) >/dev/null
 	cmake --build build -j$(JOBS)
 
 build-asan: deps
-	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCORTEX_SANITIZE=ON >/dev/null
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCORTEX_SANITIZE=ON $(CMAKE_LWS) >/dev/null
 	cmake --build build-asan -j$(JOBS)
 
 # ThreadSanitizer (exclusive with ASan): -O1, its own build dir.
 build-tsan: deps
-	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCORTEX_TSAN=ON >/dev/null
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCORTEX_TSAN=ON $(CMAKE_LWS) >/dev/null
 	cmake --build build-tsan -j$(JOBS)
 
 # The suite runs against the ASan+UBSan build, then the tests labelled tsan
@@ -115,10 +129,10 @@ test: build build-asan build-tsan image
 # each target for FUZZ_SECONDS; prints execs/s and coverage per target and
 # fails on a crash (the reproducer's path is printed).  make test replays the
 # committed corpus only (the fuzz.* tests).
-fuzz: $(APT_STAMP) $(FUZZ_APT_STAMP)
+fuzz: $(APT_STAMP) $(FUZZ_APT_STAMP) $(LWS_STAMP)
 	JOBS=$(JOBS) bash tests/fuzz/jansson.sh build-fuzz/deps/jansson
 	PKG_CONFIG_PATH=$(CURDIR)/build-fuzz/deps/jansson/lib/pkgconfig \
-		cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCORTEX_FUZZ=ON >/dev/null
+		cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCORTEX_FUZZ=ON $(CMAKE_LWS) >/dev/null
 	cmake --build build-fuzz -j$(JOBS) --target fuzz_targets
 	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh
 

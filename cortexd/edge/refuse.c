@@ -6,7 +6,7 @@
 #include "door.h"
 #include "metrics.h"
 
-static uint64_t refused[REFUSE_N], rejected[REJECT_N];
+static uint64_t refused[REFUSE_N], rejected[REJECT_N], ws_protocol_errors;
 
 void refuse_count(enum refuse_pool p)
 {
@@ -18,6 +18,11 @@ void reject_count(enum reject_reason r)
 {
 	if (r < REJECT_N)
 		rejected[r]++;
+}
+
+void ws_protocol_error_count(void)
+{
+	ws_protocol_errors++;
 }
 
 void refuse_metrics_write(FILE *f, void *arg)
@@ -34,4 +39,8 @@ void refuse_metrics_write(FILE *f, void *arg)
 	metrics_counter_by(f, "cortex_http_rejected_total",
 			   "Connections answered at the door for a bad request head.", "reason",
 			   reasons, rejected, REJECT_N);
+	metrics_counter(f, "cortex_ws_protocol_errors_total",
+			"Client WebSockets libwebsockets closed with 1002 (protocol error): an unmasked frame "
+			"(RFC 6455 5.1), a bad opcode, continuation or reserved bits.",
+			ws_protocol_errors);
 }

@@ -1,5 +1,6 @@
 /* refuse.h — what the edge refuses for a full pool or a bad request head,
- * counted for /metrics (cortex_refused_total{pool}, cortex_http_rejected_total{reason}).
+ * counted for /metrics (cortex_refused_total{pool}, cortex_http_rejected_total{reason}),
+ * and client WebSockets lws closed for a protocol error (cortex_ws_protocol_errors_total).
  * Service thread only. */
 #ifndef CORTEX_REFUSE_H
 #define CORTEX_REFUSE_H
@@ -28,6 +29,9 @@ enum reject_reason {
 
 void refuse_count(enum refuse_pool p);
 void reject_count(enum reject_reason r);
+/* A client WebSocket lws closed with 1002: an unmasked frame (the patched
+ * lws, third_party/lws), a bad opcode, continuation or reserved bits. */
+void ws_protocol_error_count(void);
 /* The /metrics writer (registered by server.c). */
 void refuse_metrics_write(FILE *f, void *arg);
 

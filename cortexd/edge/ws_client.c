@@ -263,6 +263,14 @@ int ws_client_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 		return rc;
 	}
 	case LWS_CALLBACK_CLOSED:
+		/* lws's own close reason stays in its close buffer: 1002 when it
+		 * closed for a protocol error of the client's (an unmasked frame,
+		 * third_party/lws).  Empty when the client closed first. */
+		if (lws_get_close_length(wsi) >= 2) {
+			const unsigned char *cp = lws_get_close_payload(wsi);
+			if (((cp[0] << 8) | cp[1]) == LWS_CLOSE_STATUS_PROTOCOL_ERR)
+				ws_protocol_error_count();
+		}
 		if (c) {
 			exec_client_left(c); /* its commands are killed */
 			lifecycle_client_left(c);
