@@ -7,6 +7,8 @@
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/wait.h>
 #include <signal.h>
 
@@ -76,8 +78,24 @@ static int in_cgroup(const char *dir, pid_t pid)
 	return found;
 }
 
-int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
-		  cx_err *err)
+void sandbox_record(const sandbox *sb, sandbox_handover *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!sb)
+		return;
+	out->monitor_pid = sb->monitor_pid;
+	out->init_pid = sb->init_pid;
+	out->ctl_fd = sb->ctl_fd;
+	out->seq = sb->seq;
+	out->uid = sb->uid;
+	out->gid = sb->gid;
+	out->net_isolated = sb->net_isolated;
+	snprintf(out->mount_dir, sizeof out->mount_dir, "%s", sb->mount_dir ? sb->mount_dir : "");
+}
+
+/* foreign: the monitor is not our child (cortexd died; a new one reclaims). */
+static int adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
+		 bool foreign, cx_err *err)
 {
 	*out = NULL;
 	size_t idlen = id ? strlen(id) : 0;
@@ -129,7 +147,8 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 		dir = sb->cg.dirs[c];
 	/* Whose child is whom, and which cgroup: all read while the pidfd holds
 	 * init's pid, and checked alive after, so it was this init throughout. */
-	if (ppid_of(h->monitor_pid) != getpid() || ppid_of(h->init_pid) != h->monitor_pid || !dir ||
+	if ((!foreign && ppid_of(h->monitor_pid) != getpid()) ||
+	    ppid_of(h->init_pid) != h->monitor_pid || !dir ||
 	    !in_cgroup(dir, h->init_pid)) {
 		cx_err_set(err, ESRCH, "sandbox %s adopt: pids %d/%d are not its monitor and init",
 			   id, (int)h->monitor_pid, (int)h->init_pid);
@@ -160,7 +179,7 @@ fail:
 		if (sb->root_fd >= 0)
 			close(sb->root_fd);
 		close(sb->ctl_fd);
-		if (verified)
+		if (verified && !foreign)
 			while (waitpid(h->monitor_pid, NULL, 0) < 0 && errno == EINTR)
 				;
 		for (int c = 0; c < SBX_CG_MAX; c++)
@@ -168,4 +187,44 @@ fail:
 		sbx_free(sb);
 	}
 	return rc;
+}
+
+int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
+		  cx_err *err)
+{
+	return adopt(out, id, cgroup_name, h, false, err);
+}
+
+int sandbox_reclaim(sandbox **out, const char *id, const char *cgroup_name,
+		    const sandbox_handover *h, cx_err *err)
+{
+	*out = NULL;
+	if (h->monitor_pid <= 1 || h->init_pid <= 1 || h->ctl_fd < 3)
+		return cx_err_set(err, EINVAL, "sandbox %s reclaim: bad record", id ? id : "?");
+	cleanup_close int mfd = pidfd_open(h->monitor_pid, 0);
+	if (mfd < 0)
+		return cx_err_set(err, errno, "sandbox %s reclaim: monitor %d is gone", id,
+				  (int)h->monitor_pid);
+	int ctl = (int)syscall(SYS_pidfd_getfd, mfd, h->ctl_fd, 0);
+	if (ctl < 0)
+		return cx_err_set(err, errno, "sandbox %s reclaim: the monitor holds no control socket",
+				  id);
+	(void)fcntl(ctl, F_SETFD, FD_CLOEXEC);
+	sandbox_handover mine = *h;
+	mine.ctl_fd = ctl; /* adopt takes it, also when it refuses */
+	if (ctl < 3) {
+		close(ctl);
+		return cx_err_set(err, EBADF, "sandbox %s reclaim: fd %d", id, ctl);
+	}
+	if (adopt(out, id, cgroup_name, &mine, true, err) < 0)
+		return -1;
+	/* From now on the monitor watches this process; the pidfd was taken
+	 * before the checks, so it is the monitor they verified. */
+	if (pidfd_send_signal(mfd, SIGUSR1, NULL, 0) < 0) {
+		cx_err_set(err, errno, "sandbox %s reclaim: tell the monitor", id);
+		sandbox_destroy(*out);
+		*out = NULL;
+		return -1;
+	}
+	return 0;
 }
