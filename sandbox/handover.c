@@ -28,6 +28,7 @@ int sandbox_handover_release(sandbox *sb, sandbox_handover *out, cx_err *err)
 	out->monitor_pid = sb->monitor_pid;
 	out->init_pid = sb->init_pid;
 	out->ctl_fd = sb->ctl_fd;
+	out->mon_ctl_fd = sb->mon_ctl_fd;
 	out->seq = sb->seq;
 	out->uid = sb->uid;
 	out->gid = sb->gid;
@@ -85,7 +86,8 @@ void sandbox_record(const sandbox *sb, sandbox_handover *out)
 		return;
 	out->monitor_pid = sb->monitor_pid;
 	out->init_pid = sb->init_pid;
-	out->ctl_fd = sb->ctl_fd;
+	out->ctl_fd = sb->mon_ctl_fd;
+	out->mon_ctl_fd = sb->mon_ctl_fd;
 	out->seq = sb->seq;
 	out->uid = sb->uid;
 	out->gid = sb->gid;
@@ -122,6 +124,7 @@ static int adopt(sandbox **out, const char *id, const char *cgroup_name, const s
 	sb->monitor_pid = h->monitor_pid;
 	sb->init_pid = h->init_pid;
 	sb->ctl_fd = h->ctl_fd;
+	sb->mon_ctl_fd = h->mon_ctl_fd > 0 ? h->mon_ctl_fd : h->ctl_fd;
 	sb->root_fd = sb->init_pidfd = -1;
 	pthread_mutex_init(&sb->mount_lock, NULL);
 	(void)fcntl(sb->ctl_fd, F_SETFD, FD_CLOEXEC);
@@ -212,6 +215,7 @@ int sandbox_reclaim(sandbox **out, const char *id, const char *cgroup_name,
 	(void)fcntl(ctl, F_SETFD, FD_CLOEXEC);
 	sandbox_handover mine = *h;
 	mine.ctl_fd = ctl; /* adopt takes it, also when it refuses */
+	mine.mon_ctl_fd = h->ctl_fd;
 	if (ctl < 3) {
 		close(ctl);
 		return cx_err_set(err, EBADF, "sandbox %s reclaim: fd %d", id, ctl);

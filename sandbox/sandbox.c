@@ -389,7 +389,7 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 	cleanup_close int sync_fd = sp[0], sync_child = sp[1];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cp) < 0)
 		return cx_err_set(err, errno, "socketpair");
-	sb->ctl_fd = cp[0];
+	sb->ctl_fd = sb->mon_ctl_fd = cp[0];
 	cleanup_close int ctl_child = cp[1];
 	/* Image mode: the root overlay is made here, where allocating is fine;
 	 * only its mount fd crosses the fork. */

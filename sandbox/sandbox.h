@@ -260,6 +260,8 @@ typedef struct sandbox_handover {
 	gid_t gid;
 	bool net_isolated;
 	char mount_dir[256];   /* "" = none */
+	int mon_ctl_fd;        /* the monitor's copy of the control socket (sandbox_record,
+	                          sandbox_reclaim); 0 = ctl_fd's number */
 } sandbox_handover;
 int sandbox_handover_release(sandbox *sb, sandbox_handover *out, cx_err *err);
 /* What a crash record needs of a running sandbox (nothing is let go of):

@@ -164,6 +164,10 @@ struct wsa_options {
 	const char *context_path; /* not owned */
 	unsigned context_timeout_ms;
 	int ready_fd; /* -1: none */
+	unsigned hold_on_drop_ms; /* 0: a connection that closes takes its agents down.
+	                             N: it acts as a "detach" (cortexd died; a new one
+	                             attaches): its agents are held, output waiting in
+	                             their pipes, for N ms (--hold-on-drop MS) */
 };
 
 struct wsa_server;
