@@ -88,7 +88,7 @@ void sandbox_record(const sandbox *sb, sandbox_handover *out)
 	out->init_pid = sb->init_pid;
 	out->ctl_fd = sb->mon_ctl_fd;
 	out->mon_ctl_fd = sb->mon_ctl_fd;
-	out->seq = sb->seq;
+	out->seq = 0; /* (a worker's exec may be counting it: sandbox_reclaim picks its own) */
 	out->uid = sb->uid;
 	out->gid = sb->gid;
 	out->net_isolated = sb->net_isolated;
@@ -216,6 +216,9 @@ int sandbox_reclaim(sandbox **out, const char *id, const char *cgroup_name,
 	sandbox_handover mine = *h;
 	mine.ctl_fd = ctl; /* adopt takes it, also when it refuses */
 	mine.mon_ctl_fd = h->ctl_fd;
+	/* Requests go on from a seq no earlier one is likely to have had:
+	 * replies the dead cortexd never read are skipped by their seq. */
+	mine.seq = (uint32_t)(cx_mono_ms() << 8);
 	if (ctl < 3) {
 		close(ctl);
 		return cx_err_set(err, EBADF, "sandbox %s reclaim: fd %d", id, ctl);

@@ -19,7 +19,14 @@
  * continues with the next seq, and a client that reconnects and resumes gets
  * every frame it lacks from the turn log.  A sandbox that cannot be adopted
  * is stopped and its session comes back sleeping, its turn ended by
- * cortex.error cortexd_restarted. */
+ * cortex.error cortexd_restarted.
+ *
+ * kill -9 (sessions.keep_on_crash): no record is written at the end, so one
+ * is kept all along (handover_keep_note, DATA/keep/<id>.json); a cortexd
+ * started on the same data dir reclaims the sandboxes from those records
+ * (sandbox_reclaim: the monitor is no longer our child) in handover_adopt,
+ * then the same attach as above (docs/operations.md, "Crashes that keep
+ * sessions"). */
 #ifndef CORTEX_HANDOVER_H
 #define CORTEX_HANDOVER_H
 
