@@ -445,6 +445,7 @@ static void sul_detach_cb(lws_sorted_usec_list_t *sul)
 {
 	struct wsa_server *srv = lws_container_of(sul, struct wsa_server, sul_detach);
 	struct wsa_agent *next;
+	wsa_outq_clear(&srv->held_q); /* nobody attached: their output had nowhere to go */
 	for (struct wsa_agent *a = srv->agents; a; a = next) {
 		next = a->next;
 		if (!a->held || a->owner)

@@ -231,6 +231,12 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 		wsa_conn_send_json(srv, c, json_pack("{s:s,s:I,s:i}", "type",
 						     m.type == WSA_MSG_DETACH ? "wsa.detached" : "wsa.attached",
 						     "gen", (json_int_t)gen, "pid", (int)pid));
+		if (m.type == WSA_MSG_ATTACH && srv->held_q.head) {
+			/* What a dropped link had not sent (--hold-on-drop), before
+			 * anything the agents write from now on. */
+			wsa_outq_splice(&c->q, &srv->held_q);
+			lws_callback_on_writable(c->wsi);
+		}
 		break;
 	}
 	}
@@ -400,6 +406,16 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	 * cortexd parses every line (the fast path or jansson), which
 	 * validates it, and forwards only what it accepted. */
 	int m = lws_write(wsi, payload, len, LWS_WRITE_BINARY);
+	if (m < (int)len && srv->opts.hold_on_drop_ms) {
+		/* cortexd died: these lines go to the next one, first (whole
+		 * lines: lws took none of them). */
+		struct wsa_outq back = {0};
+		cx_err err = CX_ERR_INIT;
+		if (wsa_outq_push(&back, (const char *)payload, len, &err) == 0) {
+			wsa_outq_splice(&back, &c->q);
+			c->q = back;
+		}
+	}
 	free(f);
 	if (m < (int)len) {
 		lwsl_err("wsa: lws_write failed (%d of %zu)\n", m, len);
@@ -423,6 +439,8 @@ static void conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 		if (srv->pending.active && srv->pending.owner == c)
 			pending_clear(srv);
 		wsa_runner_conn_closed(srv, c);
+		if (srv->opts.hold_on_drop_ms) /* the next cortexd gets them after wsa.attached */
+			wsa_outq_splice(&srv->held_q, &c->q);
 	}
 	wsa_outq_clear(&c->q);
 	free(c->rx);
@@ -624,6 +642,7 @@ void wsa_server_destroy(struct wsa_server *srv)
 		lws_sul_cancel(&srv->sul_detach);
 		lws_context_destroy(srv->ctx); /* closes adopted fds too */
 	}
+	wsa_outq_clear(&srv->held_q);
 	wsa_runner_free_all(srv);
 	if (srv->opts.ready_fd >= 0)
 		close(srv->opts.ready_fd);

@@ -154,6 +154,8 @@ int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *e
 int wsa_outq_push_line(struct wsa_outq *q, const char *payload, size_t len, cx_err *err);
 struct wsa_frame *wsa_outq_pop(struct wsa_outq *q); /* caller frees with free() */
 void wsa_outq_clear(struct wsa_outq *q);
+/* Move every frame of from to the end of to (from is left empty). */
+void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from);
 
 /* ---- server.c: the WebSocket protocol (runner.c is its internal half) ---- */
 

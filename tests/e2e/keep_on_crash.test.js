@@ -67,10 +67,13 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
   for (const s of S) {
     s.init = inSession(s.sid, 'cortex-init').map(p => p.pid);
     s.agent = inSession(s.sid, 'mini-agent').map(p => p.pid);
-    s.uid = (inSession(s.sid, 'ws-agent')[0] || {}).uid;
   }
   L.check(S.every(s => s.init.length === 1 && s.agent.length === 1), 'each session has one init and one hot agent', 'one each',
     S.map(s => [s.init, s.agent]));
+  // A fourth whose record will lie (another init pid): it must come back
+  // sleeping with nothing of its sandbox left, the others untouched.
+  const bad = await L.hotSession(d, tok);
+  bad.procs = inSession(bad.sid).map(p => p.pid);
   const m = S[0];
   m.start = m.c.frames.length;
   m.c.send({type: 'message', text: `DRIP ${DRIP_N} ${DRIP_MS}`});
@@ -83,7 +86,17 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
   await new Promise(r => setTimeout(r, 500));
   L.check(S.every(s => s.init.concat(s.agent).every(alive)), 'kill -9 of cortexd: every init and agent lives on', 'alive',
     S.map(s => s.init.concat(s.agent).map(alive)));
+  const rec = path.join(d.dataDir, 'keep', `${bad.sid}.json`);
+  const r = JSON.parse(fs.readFileSync(rec, 'utf8'));
+  L.eq((fs.statSync(rec).mode & 0o777).toString(8), '600', 'the crash record is 0600');
+  r.init = S[1].init[0]; // a real init, of another session's sandbox
+  fs.writeFileSync(rec, JSON.stringify(r));
   d = await restart(d, args);
+  L.eq((await state(d, tok, bad.sid)).state, 'sleeping', 'a record that fails verification: its session comes back sleeping');
+  await L.poll(() => !bad.procs.some(alive), 15000);
+  L.eq(bad.procs.filter(alive), [], 'and nothing of its sandbox is left running');
+  L.eq(L.cgroupDirs([bad.sid]), [], 'nor its cgroup');
+  L.eq((await L.http(d.base, 'DELETE', `/v1/sessions/${bad.sid}`, tok)).status, 204, 'it is deleted');
   for (const s of S)
     L.eq((await state(d, tok, s.sid)).state, 'ready', `${s.sid}: ready after the restart (kept, not sleeping)`);
   const c = await reconnect(d, m.sid, tok);
@@ -107,7 +120,8 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
   }
 
   // ---- 2. on, not restarted within the grace ----
-  const sids = S.map(s => s.sid), uids = new Set(S.map(s => s.uid));
+  // (Not by uid: other cortexd on this host number their sandbox uids alike.)
+  const sids = S.map(s => s.sid), uids = new Set();
   await crash(d);
   const t2 = Date.now();
   await new Promise(r => setTimeout(r, 500));
