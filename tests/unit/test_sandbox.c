@@ -793,6 +793,27 @@ static void test_reclaim_after_crash(void **state)
 	assert_int_equal(sandbox_reclaim(&sb, "another-id", CG_NAME, &r.h, &err), -1);
 	assert_null(sb);
 	assert_false(process_gone(r.h.init_pid));
+	/* Paused (frozen): refused at once, not after a ping's timeout. */
+	char fz[600];
+	cg_dir(fz, sizeof fz, "freezer", r.id);
+	strcat(fz, cgroup_v2() ? "/cgroup.freeze" : "/freezer.state");
+	FILE *ff = fopen(fz, "w");
+	struct stat fst;
+	if (cgroup_v2() || stat("/sys/fs/cgroup/freezer", &fst) == 0)
+		assert_non_null(ff); /* (v1 without a freezer: nothing can pause) */
+	if (ff) {
+		fputs(cgroup_v2() ? "1" : "FROZEN", ff);
+		fclose(ff);
+		uint64_t t0 = cx_mono_ms();
+		assert_int_equal(sandbox_reclaim(&sb, r.id, CG_NAME, &r.h, &err), -1);
+		assert_true(cx_mono_ms() - t0 < 2000);
+		assert_int_equal(err.code, EAGAIN);
+		ff = fopen(fz, "w");
+		assert_non_null(ff);
+		fputs(cgroup_v2() ? "0" : "THAWED", ff);
+		fclose(ff);
+		assert_false(process_gone(r.h.init_pid));
+	}
 	if (sandbox_reclaim(&sb, r.id, CG_NAME, &r.h, &err) < 0)
 		fail_msg("reclaim: %s", err.msg);
 	assert_int_equal(sandbox_init_pid(sb), r.h.init_pid);
