@@ -47,6 +47,15 @@ static struct wsa_server *server_of(struct lws *wsi)
 void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data, size_t len)
 {
 	cx_err err = CX_ERR_INIT;
+	if ((!c || !c->wsi) && srv->dropped) {
+		/* The link dropped (--hold-on-drop) and a read of an agent's pipe
+		 * was already under way: the line waits for the next cortexd. */
+		if (srv->held_q.bytes <= 2 * (size_t)WSA_CAP_OUT_QUEUE &&
+		    wsa_outq_push_line(&srv->held_q, data, len, &err) == 0)
+			return;
+		lwsl_err("wsa: dropping a held frame: %s\n", err.msg[0] ? err.msg : "queue full");
+		return;
+	}
 	if (!c || !c->wsi)
 		return; /* the owning connection is gone: output has nowhere to go */
 	if (wsa_outq_push_line(&c->q, data, len, &err) < 0) {
@@ -231,6 +240,8 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 		wsa_conn_send_json(srv, c, json_pack("{s:s,s:I,s:i}", "type",
 						     m.type == WSA_MSG_DETACH ? "wsa.detached" : "wsa.attached",
 						     "gen", (json_int_t)gen, "pid", (int)pid));
+		if (m.type == WSA_MSG_ATTACH)
+			srv->dropped = false;
 		if (m.type == WSA_MSG_ATTACH && srv->held_q.head) {
 			/* What a dropped link had not sent (--hold-on-drop), before
 			 * anything the agents write from now on. */
