@@ -416,17 +416,15 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	/* Binary: a text frame would make cortexd check its UTF-8 again;
 	 * cortexd parses every line (the fast path or jansson), which
 	 * validates it, and forwards only what it accepted. */
+	/* --hold-on-drop: a copy of the batch until lws took it.  A write that
+	 * fails may close the connection inside lws_write: conn_closed then
+	 * puts the copy first in the held queue (whole lines: lws sent none). */
+	cx_err qerr = CX_ERR_INIT;
+	if (srv->opts.hold_on_drop_ms)
+		(void)wsa_outq_push(&srv->inflight_q, (const char *)payload, len, &qerr);
 	int m = lws_write(wsi, payload, len, LWS_WRITE_BINARY);
-	if (m < (int)len && srv->opts.hold_on_drop_ms) {
-		/* cortexd died: these lines go to the next one, first (whole
-		 * lines: lws took none of them). */
-		struct wsa_outq back = {0};
-		cx_err err = CX_ERR_INIT;
-		if (wsa_outq_push(&back, (const char *)payload, len, &err) == 0) {
-			wsa_outq_splice(&back, &c->q);
-			c->q = back;
-		}
-	}
+	if (m >= (int)len)
+		wsa_outq_clear(&srv->inflight_q);
 	free(f);
 	if (m < (int)len) {
 		lwsl_err("wsa: lws_write failed (%d of %zu)\n", m, len);
@@ -450,8 +448,13 @@ static void conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 		if (srv->pending.active && srv->pending.owner == c)
 			pending_clear(srv);
 		wsa_runner_conn_closed(srv, c);
-		if (srv->opts.hold_on_drop_ms) /* the next cortexd gets them after wsa.attached */
-			wsa_outq_splice(&srv->held_q, &c->q);
+		if (srv->opts.hold_on_drop_ms) { /* the next cortexd gets them after wsa.attached */
+			struct wsa_outq q = {0};
+			wsa_outq_splice(&q, &srv->inflight_q); /* the batch being written first */
+			wsa_outq_splice(&q, &srv->held_q);
+			wsa_outq_splice(&q, &c->q);
+			srv->held_q = q;
+		}
 	}
 	wsa_outq_clear(&c->q);
 	free(c->rx);
@@ -654,6 +657,7 @@ void wsa_server_destroy(struct wsa_server *srv)
 		lws_context_destroy(srv->ctx); /* closes adopted fds too */
 	}
 	wsa_outq_clear(&srv->held_q);
+	wsa_outq_clear(&srv->inflight_q);
 	wsa_runner_free_all(srv);
 	if (srv->opts.ready_fd >= 0)
 		close(srv->opts.ready_fd);

@@ -107,6 +107,10 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
   L.eq(seqs, Array.from({length: seqs.length}, (_, i) => m.lastSeq + 1 + i), `frames after seq ${m.lastSeq}, each once, none missing`);
   const text = m.c.frames.slice(m.start).filter(isDelta).concat(c.frames.filter(isDelta)).map(f => f.event.delta.text).join('');
   L.eq(text, Array.from({length: DRIP_N}, (_, k) => `${k},`).join(''), `the deltas before and after the crash are 0..${DRIP_N - 1}, each once, in order`);
+  if (!text.startsWith('0,1,2,3,4,5,6,'))
+    console.log('# debug', JSON.stringify(m.c.frames.slice(m.start).map(f => [f.seq, f.type, isDelta(f) ? f.event.delta.text : ''])),
+      JSON.stringify(c.frames.slice(0, 6).map(f => [f.seq, f.type, isDelta(f) ? f.event.delta.text : ''])),
+      fs.readFileSync(path.join(d.dataDir, 'turnlog', `${m.sid}.log`), 'utf8').split('\n').slice(0, 14).map(l => l.slice(0, 90)).join('\n'));
   m.c2 = c;
   for (const s of S) {
     L.eq(inSession(s.sid, 'cortex-init').map(p => p.pid), s.init, `${s.sid}: the same sandbox init before and after`);
