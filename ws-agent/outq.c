@@ -60,3 +60,17 @@ void wsa_outq_clear(struct wsa_outq *q)
 	while ((f = wsa_outq_pop(q)))
 		free(f);
 }
+
+void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from)
+{
+	if (!from->head)
+		return;
+	if (to->tail)
+		to->tail->next = from->head;
+	else
+		to->head = from->head;
+	to->tail = from->tail;
+	to->bytes += from->bytes;
+	to->count += from->count;
+	*from = (struct wsa_outq){0};
+}

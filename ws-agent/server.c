@@ -47,6 +47,15 @@ static struct wsa_server *server_of(struct lws *wsi)
 void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data, size_t len)
 {
 	cx_err err = CX_ERR_INIT;
+	if ((!c || !c->wsi) && srv->dropped) {
+		/* The link dropped (--hold-on-drop) and a read of an agent's pipe
+		 * was already under way: the line waits for the next cortexd. */
+		if (srv->held_q.bytes <= 2 * (size_t)WSA_CAP_OUT_QUEUE &&
+		    wsa_outq_push_line(&srv->held_q, data, len, &err) == 0)
+			return;
+		lwsl_err("wsa: dropping a held frame: %s\n", err.msg[0] ? err.msg : "queue full");
+		return;
+	}
 	if (!c || !c->wsi)
 		return; /* the owning connection is gone: output has nowhere to go */
 	if (wsa_outq_push_line(&c->q, data, len, &err) < 0) {
@@ -231,6 +240,14 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 		wsa_conn_send_json(srv, c, json_pack("{s:s,s:I,s:i}", "type",
 						     m.type == WSA_MSG_DETACH ? "wsa.detached" : "wsa.attached",
 						     "gen", (json_int_t)gen, "pid", (int)pid));
+		if (m.type == WSA_MSG_ATTACH)
+			srv->dropped = false;
+		if (m.type == WSA_MSG_ATTACH && srv->held_q.head) {
+			/* What a dropped link had not sent (--hold-on-drop), before
+			 * anything the agents write from now on. */
+			wsa_outq_splice(&c->q, &srv->held_q);
+			lws_callback_on_writable(c->wsi);
+		}
 		break;
 	}
 	}
@@ -399,7 +416,15 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	/* Binary: a text frame would make cortexd check its UTF-8 again;
 	 * cortexd parses every line (the fast path or jansson), which
 	 * validates it, and forwards only what it accepted. */
+	/* --hold-on-drop: a copy of the batch until lws took it.  A write that
+	 * fails may close the connection inside lws_write: conn_closed then
+	 * puts the copy first in the held queue (whole lines: lws sent none). */
+	cx_err qerr = CX_ERR_INIT;
+	if (srv->opts.hold_on_drop_ms)
+		(void)wsa_outq_push(&srv->inflight_q, (const char *)payload, len, &qerr);
 	int m = lws_write(wsi, payload, len, LWS_WRITE_BINARY);
+	if (m >= (int)len)
+		wsa_outq_clear(&srv->inflight_q);
 	free(f);
 	if (m < (int)len) {
 		lwsl_err("wsa: lws_write failed (%d of %zu)\n", m, len);
@@ -423,6 +448,13 @@ static void conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 		if (srv->pending.active && srv->pending.owner == c)
 			pending_clear(srv);
 		wsa_runner_conn_closed(srv, c);
+		if (srv->opts.hold_on_drop_ms) { /* the next cortexd gets them after wsa.attached */
+			struct wsa_outq q = {0};
+			wsa_outq_splice(&q, &srv->inflight_q); /* the batch being written first */
+			wsa_outq_splice(&q, &srv->held_q);
+			wsa_outq_splice(&q, &c->q);
+			srv->held_q = q;
+		}
 	}
 	wsa_outq_clear(&c->q);
 	free(c->rx);
@@ -624,6 +656,8 @@ void wsa_server_destroy(struct wsa_server *srv)
 		lws_sul_cancel(&srv->sul_detach);
 		lws_context_destroy(srv->ctx); /* closes adopted fds too */
 	}
+	wsa_outq_clear(&srv->held_q);
+	wsa_outq_clear(&srv->inflight_q);
 	wsa_runner_free_all(srv);
 	if (srv->opts.ready_fd >= 0)
 		close(srv->opts.ready_fd);

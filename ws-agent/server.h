@@ -93,6 +93,10 @@ struct wsa_server {
 	struct wsa_agent *agents;  /* owned: every agent not yet freed */
 	struct wsa_agent *current; /* on agents, or NULL */
 	lws_sorted_usec_list_t sul_detach; /* detached agents not attached again by then stop */
+	struct wsa_outq inflight_q; /* --hold-on-drop: the batch lws_write is writing */
+	bool dropped;           /* a link dropped with agents held, not attached again yet */
+	struct wsa_outq held_q; /* --hold-on-drop: what the dropped link had not sent, for the
+	                           connection that attaches (bounded as that queue was) */
 };
 
 /* ---- server.c, for runner.c ---- */

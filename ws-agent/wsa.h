@@ -154,6 +154,8 @@ int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *e
 int wsa_outq_push_line(struct wsa_outq *q, const char *payload, size_t len, cx_err *err);
 struct wsa_frame *wsa_outq_pop(struct wsa_outq *q); /* caller frees with free() */
 void wsa_outq_clear(struct wsa_outq *q);
+/* Move every frame of from to the end of to (from is left empty). */
+void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from);
 
 /* ---- server.c: the WebSocket protocol (runner.c is its internal half) ---- */
 
@@ -164,6 +166,10 @@ struct wsa_options {
 	const char *context_path; /* not owned */
 	unsigned context_timeout_ms;
 	int ready_fd; /* -1: none */
+	unsigned hold_on_drop_ms; /* 0: a connection that closes takes its agents down.
+	                             N: it acts as a "detach" (cortexd died; a new one
+	                             attaches): its agents are held, output waiting in
+	                             their pipes, for N ms (--hold-on-drop MS) */
 };
 
 struct wsa_server;

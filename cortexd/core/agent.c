@@ -273,6 +273,7 @@ int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_er
 static void agent_hot(struct session *s)
 {
 	set_state(s, AG_HOT);
+	handover_keep_note(s); /* a crash now finds this agent */
 	lws_sul_cancel(&s->link.sul_boot);
 	log_info("session %s: agent %llu hot in %.1f ms", s->id, (unsigned long long)s->link.gen,
 		 (double)(cx_mono_us() - s->link.start_us) / 1000.0);
