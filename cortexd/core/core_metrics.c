@@ -63,6 +63,8 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_agent_releases_total", "Idle agents released.", ac.releases},
 		{"cortex_agent_live_applies_total", "Config changes a hot agent took by control request (no restart).", ac.live_applies},
 		{"cortex_agent_live_refused_total", "Live config changes the agent refused (it was restarted instead).", ac.live_refused},
+		{"cortex_agent_link_resent_dups_total", "Lines ws-agent sent again after an attach that cortexd had read (dropped by link seq).", ac.link_dups},
+		{"cortex_agent_link_lost_total", "Lines a cortexd restart lost: past ws-agent's resend window (reported to the turn as agent_output_lost).", ac.link_lost},
 		{"cortex_agent_boot_timeouts_total", "Agent boots past agent.start_timeout_ms.", bs.timeouts},
 		{"cortex_agent_boot_retries_total", "Agent boots started again after a timeout (bounded by agent.boot_tries).", bs.retries},
 		{"cortex_agent_boot_failures_total", "Sessions whose agent could not be started (state error, agent \"failed\").", bs.failures},
