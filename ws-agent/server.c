@@ -242,11 +242,12 @@ static uint64_t first_pending_seq(const struct wsa_server *srv)
 	return srv->link_seq + 1;
 }
 
-/* attach: wsa.attached {"gen","pid","seq":S,"lost":N} (outside the
+/* attach: wsa.attached {"gen","pid","seq":S,"lost":N,"resent":R} (outside the
  * sequence), then every line after the "seq" cortexd has durably, from the
  * window (S is the first of them), then what a dropped link had not sent,
  * then what the agents write from now on.  N > 0: lines cortexd lacks were
- * dropped from the window by its cap.  Without "seq" nothing is resent. */
+ * dropped from the window by its cap; R: lines sent again from the window.
+ * Without "seq" nothing is resent. */
 static void handle_attach(struct wsa_server *srv, struct wsa_conn *c, const struct wsa_msg *m)
 {
 	int64_t gen = 0;
@@ -260,8 +261,10 @@ static void handle_attach(struct wsa_server *srv, struct wsa_conn *c, const stru
 	if (lost)
 		lwsl_warn("wsa: attach from line %llu: %llu line(s) past the resend window's cap\n",
 			  (unsigned long long)have + 1, (unsigned long long)lost);
-	wsa_conn_send_json(srv, c, json_pack("{s:s,s:I,s:i,s:I,s:I}", "type", "wsa.attached", "gen", (json_int_t)gen,
-					     "pid", (int)pid, "seq", (json_int_t)first, "lost", (json_int_t)lost));
+	wsa_conn_send_json(srv, c,
+			   json_pack("{s:s,s:I,s:i,s:I,s:I,s:I}", "type", "wsa.attached", "gen", (json_int_t)gen, "pid",
+				     (int)pid, "seq", (json_int_t)first, "lost", (json_int_t)lost, "resent",
+				     (json_int_t)srv->sent.count));
 	if (c->q.tail)
 		c->q.tail->unnumbered = true;
 	wsa_outq_splice(&c->q, &srv->sent);

@@ -216,6 +216,12 @@ static void on_attached(struct session *s, const struct agent_line *l)
 	if (json_is_integer(jseq) && json_integer_value(jseq) > 0)
 		s->link.rx_seq = (uint64_t)json_integer_value(jseq) - 1;
 	json_int_t lost = json_integer_value(json_object_get(l->o, "lost"));
+	json_int_t resent = json_integer_value(json_object_get(l->o, "resent"));
+	if (resent > 0) {
+		counters.link_resent += (uint64_t)resent;
+		log_info("session %s: ws-agent sends %lld line(s) again that the turn log lacked", s->id,
+			 (long long)resent);
+	}
 	if (lost > 0) {
 		counters.link_lost += (uint64_t)lost;
 		char msg[200];

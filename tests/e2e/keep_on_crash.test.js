@@ -8,7 +8,10 @@
 //    serve, the sessions are ready (not sleeping), the client resumes by seq
 //    and gets every frame after it once (seqs consecutive), the deltas before
 //    and after are 0..n-1 each once in order, the turn ends in cortex.done;
-//    the next turn runs on the same hot agent.
+//    the next turn runs on the same hot agent.  A second session is in a
+//    fast turn (a line every 2 ms) at the kill: lines ws-agent had written
+//    to the dead cortexd's socket come again from its resend window (the
+//    link seq, docs/reliability.md) -- 0..n-1 each once there too.
 // 2. On, not restarted within the grace: after it no process and no cgroup
 //    of the sessions is left; a later start finds them sleeping, wakes one,
 //    and after delete and stop no mount of the data dir is left.
@@ -21,6 +24,7 @@ const L = require('./lib');
 
 const GRACE_S = 15;
 const DRIP_N = 60, DRIP_MS = 40;
+const FAST_N = 3000, FAST_MS = 2;
 
 const isDelta = f => f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta';
 const inSession = (sid, what) => L.hostProcs().filter(p => p.cgroup.includes(sid) && (!what || p.cmd.includes(what)));
@@ -77,11 +81,16 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
   const m = S[0];
   m.start = m.c.frames.length;
   m.c.send({type: 'message', text: `DRIP ${DRIP_N} ${DRIP_MS}`});
+  const fast = S[2];
+  fast.start = fast.c.frames.length;
+  fast.c.send({type: 'message', text: `DRIP ${FAST_N} ${FAST_MS}`});
   await m.c.waitFor(() => m.c.frames.slice(m.start).filter(isDelta).length >= 5, 'mid-turn: 5 deltas', 30000);
+  await fast.c.waitFor(() => fast.c.frames.slice(fast.start).filter(isDelta).length >= 50, 'fast turn: 50 deltas', 30000);
   const closed = S.map(s => new Promise(res => s.c.ws.once('close', code => res(code))));
   await crash(d);
   const codes = await Promise.all(closed);
   m.lastSeq = Math.max(...m.c.frames.slice(m.start).map(f => f.seq || 0));
+  fast.lastSeq = Math.max(...fast.c.frames.slice(fast.start).map(f => f.seq || 0));
   L.check(codes.every(c => c === 1006), 'every client socket drops (1006)', 1006, codes);
   await new Promise(r => setTimeout(r, 500));
   L.check(S.every(s => s.init.concat(s.agent).every(alive)), 'kill -9 of cortexd: every init and agent lives on', 'alive',
@@ -112,6 +121,19 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
       JSON.stringify(c.frames.slice(0, 6).map(f => [f.seq, f.type, isDelta(f) ? f.event.delta.text : ''])),
       fs.readFileSync(path.join(d.dataDir, 'turnlog', `${m.sid}.log`), 'utf8').split('\n').slice(0, 14).map(l => l.slice(0, 90)).join('\n'));
   m.c2 = c;
+  // The fast turn: every line once, those in the dead cortexd's socket too.
+  const fc = await reconnect(d, fast.sid, tok);
+  fc.send({type: 'resume', after_seq: fast.lastSeq});
+  const fend = await fc.waitFor(f => f.type === 'cortex.done' || f.type === 'cortex.error', 'end of the fast turn', 60000);
+  L.check(fend.type === 'cortex.done' && !fend.is_error, 'the fast turn continues to its cortex.done', 'cortex.done', fend);
+  const fseqs = fc.frames.filter(f => f.seq).map(f => f.seq);
+  L.eq(fseqs, Array.from({length: fseqs.length}, (_, i) => fast.lastSeq + 1 + i), `fast: frames after seq ${fast.lastSeq}, each once`);
+  const ftext = fast.c.frames.slice(fast.start).filter(isDelta).concat(fc.frames.filter(isDelta)).map(f => f.event.delta.text).join('');
+  L.eq(ftext, Array.from({length: FAST_N}, (_, k) => `${k},`).join(''), `fast: the deltas before and after the crash are 0..${FAST_N - 1}, each once, in order`);
+  const km = await L.metrics(d);
+  L.eq(km['cortex_agent_link_lost_total'], 0, 'no ws-agent line lost past a resend window');
+  console.log(`# fast turn: ${fast.c.frames.slice(fast.start).filter(isDelta).length} deltas before the kill; lines sent again from ws-agent's window: ${km['cortex_agent_link_resent_total']}, dropped as read: ${km['cortex_agent_link_dups_total']}`);
+  fast.c2 = fc;
   for (const s of S) {
     L.eq(inSession(s.sid, 'cortex-init').map(p => p.pid), s.init, `${s.sid}: the same sandbox init before and after`);
     L.eq(inSession(s.sid, 'mini-agent').map(p => p.pid), s.agent, `${s.sid}: the same agent process before and after`);
