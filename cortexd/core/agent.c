@@ -444,9 +444,10 @@ static void link_line(struct session *s, const char *line, size_t len)
  * (past the cap the rest of that line is discarded and reported once). */
 static void link_partial_done(struct session *s)
 {
-	if (s->link.rx.overflow && ++s->link.rx_seq > s->link.dup_upto)
-		fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
-	else if (s->link.rx.len)
+	if (s->link.rx.overflow) {
+		if (++s->link.rx_seq > s->link.dup_upto) /* (a line too, in the link seq) */
+			fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
+	} else if (s->link.rx.len)
 		link_line(s, s->link.rx.buf, s->link.rx.len);
 	rxbuf_reset(&s->link.rx);
 }
