@@ -30,6 +30,10 @@ function miniAgentDir() {
   return dir;
 }
 
+// The /proc scans block this event loop (seconds on a busy machine): let it
+// take in keep-alive sockets cortexd closed meanwhile before the next fetch.
+const settle = () => new Promise(r => setTimeout(r, 200));
+
 async function reconnect(d, sid, tok, ms = 30000) {
   const t0 = Date.now();
   for (;;) {
@@ -72,6 +76,7 @@ async function reconnect(d, sid, tok, ms = 30000) {
   L.check(S.every(s => s.init.length === 1 && s.agent.length === 1), `${N} sessions on A, each with one init and one hot agent`,
     'one each', S.map(s => [s.init, s.agent]));
   console.log(`# ${N} hot sessions at ${Date.now() - t0} ms`);
+  await settle();
 
   // Every session mid-turn, then SIGHUP.
   for (const s of S) { s.start = s.c.frames.length; s.c.send({type: 'message', text: `DRIP ${s.drip.n} ${s.drip.ms}`}); }
@@ -112,6 +117,7 @@ async function reconnect(d, sid, tok, ms = 30000) {
       `${s.sid}: deltas 0..${s.drip.n - 1} before and after the restart, each once, in order`);
     L.eq(inSession(s.sid, 'cortex-init').map(p => p.pid), s.init, `${s.sid}: the same sandbox init`);
     L.eq(inSession(s.sid, 'mini-agent').map(p => p.pid), s.agent, `${s.sid}: the same agent process`);
+    await settle();
     L.eq((await L.http(A.base, 'GET', `/v1/sessions/${s.sid}`, tok)).json.node, 'node-a', `${s.sid}: still owned by A`);
   }
   console.log(`# ${N} sessions: deltas lost ${lost}, duplicated ${dup}`);

@@ -59,6 +59,13 @@ async function reconnect(d, sid, tok) {
   return c;
 }
 
+// The /proc scans (L.hostProcs) block this event loop, seconds on a busy
+// machine: fetch's pooled keep-alive socket may have been closed by cortexd
+// meanwhile (lws keeps an idle HTTP/1.1 connection 5 s) without fetch having
+// seen it ('fetch failed: other side closed').  Let the loop take in those
+// closes before the next request (as e2e.images does).
+const settle = () => new Promise(r => setTimeout(r, 200));
+
 const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, tok)).json;
 
 (async () => {
@@ -76,6 +83,7 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
     S.map(s => [s.init, s.agent]));
   // A fourth whose record will lie (another init pid): it must come back
   // sleeping with nothing of its sandbox left, the others untouched.
+  await settle();
   const bad = await L.hotSession(d, tok);
   bad.procs = inSession(bad.sid).map(p => p.pid);
   const m = S[0];
@@ -137,6 +145,7 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
   for (const s of S) {
     L.eq(inSession(s.sid, 'cortex-init').map(p => p.pid), s.init, `${s.sid}: the same sandbox init before and after`);
     L.eq(inSession(s.sid, 'mini-agent').map(p => p.pid), s.agent, `${s.sid}: the same agent process before and after`);
+    await settle();
     const cc = s.c2 || await reconnect(d, s.sid, tok);
     const fr = await L.turn(cc, `after the crash ${s.sid}`, 60000);
     const e = fr[fr.length - 1];
