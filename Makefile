@@ -10,7 +10,7 @@ AJV_VERSION := 8.20.0
 AJV_FORMATS_VERSION := 3.0.1
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
-	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light tmux chromium iproute2 etcd-server etcd-client
+	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light tmux chromium iproute2 etcd-server etcd-client systemd
 # The machine's image store: `make image` unpacks the default image there once;
 # `make run`, the tests and the benches share it.
 IMAGE_STORE ?= /var/cache/cortex/store
@@ -60,7 +60,7 @@ install: deps
 	install -m 0644 docs/cortexctl.1 $(DESTDIR)$(PREFIX)/share/man/man1/cortexctl.1
 	install -m 0644 contrib/cortexctl.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/cortexctl
 	sed 's|/usr/local|$(PREFIX)|g' contrib/cortexd.service > $(DESTDIR)/lib/systemd/system/cortexd.service
-	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/cortex/
+	install -m 0644 README.md docs/*.md contrib/cortexd-keep-on-crash.conf $(DESTDIR)$(PREFIX)/share/doc/cortex/
 	@[ -f $(DESTDIR)/etc/cortex/cortexd.json ] || \
 		(umask 077; echo '{"images":{"dir":"/var/lib/cortex/images"}}' > $(DESTDIR)/etc/cortex/cortexd.json)
 	@echo "installed under $(DESTDIR)$(PREFIX); then: systemctl daemon-reload && systemctl enable --now cortexd"

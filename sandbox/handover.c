@@ -7,6 +7,8 @@
 #include <sys/pidfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <sys/wait.h>
 #include <signal.h>
 
@@ -26,6 +28,7 @@ int sandbox_handover_release(sandbox *sb, sandbox_handover *out, cx_err *err)
 	out->monitor_pid = sb->monitor_pid;
 	out->init_pid = sb->init_pid;
 	out->ctl_fd = sb->ctl_fd;
+	out->mon_ctl_fd = sb->mon_ctl_fd;
 	out->seq = sb->seq;
 	out->uid = sb->uid;
 	out->gid = sb->gid;
@@ -76,8 +79,45 @@ static int in_cgroup(const char *dir, pid_t pid)
 	return found;
 }
 
-int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
-		  cx_err *err)
+void sandbox_record(const sandbox *sb, sandbox_handover *out)
+{
+	memset(out, 0, sizeof *out);
+	if (!sb)
+		return;
+	out->monitor_pid = sb->monitor_pid;
+	out->init_pid = sb->init_pid;
+	out->ctl_fd = sb->mon_ctl_fd;
+	out->mon_ctl_fd = sb->mon_ctl_fd;
+	out->seq = 0; /* (a worker's exec may be counting it: sandbox_reclaim picks its own) */
+	out->uid = sb->uid;
+	out->gid = sb->gid;
+	out->net_isolated = sb->net_isolated;
+	snprintf(out->mount_dir, sizeof out->mount_dir, "%s", sb->mount_dir ? sb->mount_dir : "");
+}
+
+/* 1 if the cgroup is frozen or freezing (v2 cgroup.events "frozen 1" or
+ * cgroup.freeze 1; v1 freezer.state not THAWED). */
+static int cg_frozen(const sbx_cgroup *cg)
+{
+	char p[4200], buf[256];
+	const char *dir = cg->v2 ? cg->dirs[0] : cg->dirs[SBX_CG_FREEZER];
+	if (!dir)
+		return 0;
+	snprintf(p, sizeof p, "%s/%s", dir, cg->v2 ? "cgroup.freeze" : "freezer.state");
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return cg->v2 ? buf[0] == '1' : strncmp(buf, "THAWED", 6) != 0;
+}
+
+/* foreign: the monitor is not our child (cortexd died; a new one reclaims). */
+static int adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
+		 bool foreign, cx_err *err)
 {
 	*out = NULL;
 	size_t idlen = id ? strlen(id) : 0;
@@ -104,6 +144,7 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 	sb->monitor_pid = h->monitor_pid;
 	sb->init_pid = h->init_pid;
 	sb->ctl_fd = h->ctl_fd;
+	sb->mon_ctl_fd = h->mon_ctl_fd > 0 ? h->mon_ctl_fd : h->ctl_fd;
 	sb->root_fd = sb->init_pidfd = -1;
 	pthread_mutex_init(&sb->mount_lock, NULL);
 	(void)fcntl(sb->ctl_fd, F_SETFD, FD_CLOEXEC);
@@ -129,10 +170,17 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
 		dir = sb->cg.dirs[c];
 	/* Whose child is whom, and which cgroup: all read while the pidfd holds
 	 * init's pid, and checked alive after, so it was this init throughout. */
-	if (ppid_of(h->monitor_pid) != getpid() || ppid_of(h->init_pid) != h->monitor_pid || !dir ||
+	if ((!foreign && ppid_of(h->monitor_pid) != getpid()) ||
+	    ppid_of(h->init_pid) != h->monitor_pid || !dir ||
 	    !in_cgroup(dir, h->init_pid)) {
 		cx_err_set(err, ESRCH, "sandbox %s adopt: pids %d/%d are not its monitor and init",
 			   id, (int)h->monitor_pid, (int)h->init_pid);
+		goto fail;
+	}
+	if (foreign && cg_frozen(&sb->cg)) {
+		/* A paused sandbox would not answer the ping for its whole
+		 * timeout: it is not taken back (the reap by id stops it). */
+		cx_err_set(err, EAGAIN, "sandbox %s reclaim: it is frozen (paused)", id);
 		goto fail;
 	}
 	verified = 1;
@@ -160,7 +208,7 @@ fail:
 		if (sb->root_fd >= 0)
 			close(sb->root_fd);
 		close(sb->ctl_fd);
-		if (verified)
+		if (verified && !foreign)
 			while (waitpid(h->monitor_pid, NULL, 0) < 0 && errno == EINTR)
 				;
 		for (int c = 0; c < SBX_CG_MAX; c++)
@@ -168,4 +216,48 @@ fail:
 		sbx_free(sb);
 	}
 	return rc;
+}
+
+int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
+		  cx_err *err)
+{
+	return adopt(out, id, cgroup_name, h, false, err);
+}
+
+int sandbox_reclaim(sandbox **out, const char *id, const char *cgroup_name,
+		    const sandbox_handover *h, cx_err *err)
+{
+	*out = NULL;
+	if (h->monitor_pid <= 1 || h->init_pid <= 1 || h->ctl_fd < 3)
+		return cx_err_set(err, EINVAL, "sandbox %s reclaim: bad record", id ? id : "?");
+	cleanup_close int mfd = pidfd_open(h->monitor_pid, 0);
+	if (mfd < 0)
+		return cx_err_set(err, errno, "sandbox %s reclaim: monitor %d is gone", id,
+				  (int)h->monitor_pid);
+	int ctl = (int)syscall(SYS_pidfd_getfd, mfd, h->ctl_fd, 0);
+	if (ctl < 0)
+		return cx_err_set(err, errno, "sandbox %s reclaim: the monitor holds no control socket",
+				  id);
+	(void)fcntl(ctl, F_SETFD, FD_CLOEXEC);
+	sandbox_handover mine = *h;
+	mine.ctl_fd = ctl; /* adopt takes it, also when it refuses */
+	mine.mon_ctl_fd = h->ctl_fd;
+	/* Requests go on from a seq no earlier one is likely to have had:
+	 * replies the dead cortexd never read are skipped by their seq. */
+	mine.seq = (uint32_t)(cx_mono_ms() << 8);
+	if (ctl < 3) {
+		close(ctl);
+		return cx_err_set(err, EBADF, "sandbox %s reclaim: fd %d", id, ctl);
+	}
+	if (adopt(out, id, cgroup_name, &mine, true, err) < 0)
+		return -1;
+	/* From now on the monitor watches this process; the pidfd was taken
+	 * before the checks, so it is the monitor they verified. */
+	if (pidfd_send_signal(mfd, SIGUSR1, NULL, 0) < 0) {
+		cx_err_set(err, errno, "sandbox %s reclaim: tell the monitor", id);
+		sandbox_destroy(*out);
+		*out = NULL;
+		return -1;
+	}
+	return 0;
 }

@@ -99,6 +99,8 @@ struct sandbox {
 	int root_fd;       /* O_PATH of init's root (/proc/<init>/root), opened once
 	                      when init is ready: files are written beneath it */
 	int ctl_fd;        /* control socket to init */
+	int mon_ctl_fd;    /* the number of its copy in the monitor (keep_grace_s):
+	                      ctl_fd's, unless the sandbox was reclaimed */
 	bool net_isolated; /* init has a network namespace of its own (opts.net_isolated) */
 	uint32_t seq;      /* of the last control request */
 	sbx_cgroup cg;

@@ -29,6 +29,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -126,32 +127,119 @@ int sbx_close_fds_except(const int *keep, size_t n_keep)
 
 /* ---- monitor ---- */
 
+/* The cgroup's parent dirs, opened before unshare: init's pivot_root moves
+ * the monitor's root too (they share the mount namespace), so the paths no
+ * longer reach the host's cgroup tree afterwards. */
+typedef struct mon_cg {
+	int pfd[SBX_CG_MAX];
+	const char *name[SBX_CG_MAX];
+} mon_cg;
+
+static void mon_cg_open(mon_cg *m, const sbx_cgroup *cg)
+{
+	for (int c = 0; c < SBX_CG_MAX; c++) {
+		m->pfd[c] = -1;
+		m->name[c] = NULL;
+		const char *slash = cg->dirs[c] ? strrchr(cg->dirs[c], '/') : NULL;
+		char parent[PATH_MAX];
+		if (!slash || (size_t)(slash - cg->dirs[c]) >= sizeof parent)
+			continue;
+		memcpy(parent, cg->dirs[c], (size_t)(slash - cg->dirs[c]));
+		parent[slash - cg->dirs[c]] = '\0';
+		m->pfd[c] = open(parent, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		m->name[c] = slash + 1;
+	}
+}
+
+static void mon_cg_close(mon_cg *m)
+{
+	for (int c = 0; c < SBX_CG_MAX; c++)
+		if (m->pfd[c] >= 0)
+			close(m->pfd[c]);
+}
+
+/* A sandbox given up after its grace: init is dead, so the cgroup empties;
+ * its dirs go (bounded: a task still leaving keeps one busy briefly). */
+static void monitor_remove_cgroup(const mon_cg *m)
+{
+	for (int c = 0; c < SBX_CG_MAX; c++)
+		for (int k = 0; m->pfd[c] >= 0 && k < 500 &&
+				unlinkat(m->pfd[c], m->name[c], AT_REMOVEDIR) < 0 && errno == EBUSY;
+		     k++)
+			nanosleep(&(struct timespec){0, 10000000L}, NULL);
+}
+
 /* Wait for init; if cortexd (the process, parent_pidfd) dies first, take init
- * down with it.  Threads of cortexd ending (an execve ends all but one) are
- * not its death. */
-__attribute__((noreturn)) static void monitor_wait(pid_t init, int parent_pidfd)
+ * down with it -- at once, or with grace_s (sandbox_opts.keep_grace_s) only
+ * if no new cortexd says within grace_s that it took the sandbox back: a
+ * SIGUSR1 from root, whose sender the monitor watches from then on.  Threads
+ * of cortexd ending (an execve ends all but one) are not its death. */
+__attribute__((noreturn)) static void monitor_wait(pid_t init, int parent_pidfd, uint32_t grace_s,
+						   const mon_cg *cg)
 {
 	int ipfd = (int)syscall(SYS_pidfd_open, init, 0);
-	for (;;) {
-		struct pollfd p[2] = {{parent_pidfd, POLLIN, 0}, {ipfd, POLLIN, 0}};
-		int r = ipfd >= 0 ? poll(p, 2, -1) : 1;
+	int sfd = -1;
+	if (grace_s) {
+		sigset_t u;
+		sigemptyset(&u);
+		sigaddset(&u, SIGUSR1);
+		sigprocmask(SIG_BLOCK, &u, NULL);
+		sfd = signalfd(-1, &u, SFD_CLOEXEC | SFD_NONBLOCK);
+	}
+	bool orphan = false, gave_up = false;
+	uint64_t deadline = 0;
+	while (ipfd >= 0) {
+		struct pollfd p[3] = {{ipfd, POLLIN, 0}, {orphan ? -1 : parent_pidfd, POLLIN, 0},
+				      {sfd, POLLIN, 0}};
+		int tmo = -1;
+		if (orphan) {
+			uint64_t now = cx_mono_ms();
+			tmo = deadline > now ? (int)(deadline - now) : 0;
+		}
+		int r = poll(p, 3, tmo);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 || (p[0].revents && !p[1].revents))
-			kill(init, SIGKILL); /* cortexd is gone: so is the sandbox */
-		if (r < 0 || p[0].revents || p[1].revents || ipfd < 0)
+		if (r < 0) {
+			kill(init, SIGKILL);
 			break;
+		}
+		if (p[0].revents)
+			break; /* init ended */
+		struct signalfd_siginfo si;
+		while (sfd >= 0 && read(sfd, &si, sizeof si) == (ssize_t)sizeof si) {
+			int np = si.ssi_uid == 0 ? (int)syscall(SYS_pidfd_open, (pid_t)si.ssi_pid, 0) : -1;
+			if (np < 0)
+				continue;
+			close(parent_pidfd);
+			parent_pidfd = np; /* the new cortexd: its death is the one watched */
+			orphan = false;
+		}
+		if (!orphan && parent_pidfd >= 0 && p[1].revents) {
+			if (!grace_s) {
+				kill(init, SIGKILL); /* cortexd is gone: so is the sandbox */
+				break;
+			}
+			orphan = true;
+			deadline = cx_mono_ms() + (uint64_t)grace_s * 1000;
+		} else if (orphan && r == 0 && cx_mono_ms() >= deadline) {
+			kill(init, SIGKILL); /* nobody took it back in time */
+			gave_up = true;
+			break;
+		}
 	}
 	int st;
 	while (waitpid(init, &st, 0) < 0)
 		if (errno != EINTR)
 			_exit(1);
+	if (gave_up)
+		monitor_remove_cgroup(cg);
 	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }
 
 __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 						   const sbx_seccomp_prog *filter, pid_t parent,
-						   int sync_fd, int ctl_fd, int root_fd, int parent_pidfd)
+						   int sync_fd, int ctl_fd, int root_fd, int parent_pidfd,
+						   int lib_ctl_fd, const sbx_cgroup *cg)
 {
 	cx_err err = CX_ERR_INIT;
 	if (getppid() != parent)
@@ -162,11 +250,19 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
 	/* Other threads' fds without O_CLOEXEC must not reach the sandbox. */
-	int keep[4] = {sync_fd, ctl_fd, parent_pidfd, root_fd};
-	if (sbx_close_fds_except(keep, root_fd >= 0 ? 4 : 3) < 0) {
+	/* With a grace, the monitor holds cortexd's end of the control socket
+	 * too: init sees no EOF when cortexd dies, and a new cortexd copies it
+	 * out of here (sandbox_reclaim). */
+	if (!opts->keep_grace_s)
+		lib_ctl_fd = -1;
+	int keep[5] = {sync_fd, ctl_fd, parent_pidfd, root_fd >= 0 ? root_fd : sync_fd,
+		       lib_ctl_fd >= 0 ? lib_ctl_fd : sync_fd};
+	if (sbx_close_fds_except(keep, 5) < 0) {
 		cx_err_set(&err, errno, "close inherited fds");
 		sbx_child_fail(sync_fd, &err);
 	}
+	mon_cg mcg;
+	mon_cg_open(&mcg, opts->keep_grace_s ? cg : &(sbx_cgroup){0});
 	int ns = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
 	if (opts->net_isolated)
 		ns |= CLONE_NEWNET; /* only `lo`, down until init brings it up */
@@ -179,6 +275,9 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	pid_t init = sbx_fork();
 	if (init == 0) {
 		close(parent_pidfd);
+		if (lib_ctl_fd >= 0)
+			close(lib_ctl_fd);
+		mon_cg_close(&mcg);
 		sbx_init_main(opts, filter, sync_fd, ctl_fd, root_fd);
 	}
 	if (init < 0) {
@@ -191,7 +290,7 @@ __attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
 	if (sbx_sync_send(sync_fd, SBX_SYNC_PID, init, NULL) < 0)
 		_exit(1); /* PDEATHSIG takes init with us */
 	close(sync_fd);
-	monitor_wait(init, parent_pidfd);
+	monitor_wait(init, parent_pidfd, opts->keep_grace_s, &mcg);
 }
 
 /* ---- lifecycle ---- */
@@ -290,7 +389,7 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 	cleanup_close int sync_fd = sp[0], sync_child = sp[1];
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, cp) < 0)
 		return cx_err_set(err, errno, "socketpair");
-	sb->ctl_fd = cp[0];
+	sb->ctl_fd = sb->mon_ctl_fd = cp[0];
 	cleanup_close int ctl_child = cp[1];
 	/* Image mode: the root overlay is made here, where allocating is fine;
 	 * only its mount fd crosses the fork. */
@@ -306,7 +405,8 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 	if (pid < 0)
 		return cx_err_set(err, errno, "fork");
 	if (pid == 0)
-		monitor_main(opts, &filter, parent, sync_child, ctl_child, root_fd, parent_pidfd);
+		monitor_main(opts, &filter, parent, sync_child, ctl_child, root_fd, parent_pidfd,
+			     sb->ctl_fd, &sb->cg);
 	sb->monitor_pid = pid;
 	close_fd(&sync_child);
 	close_fd(&ctl_child);

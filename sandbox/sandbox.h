@@ -74,6 +74,11 @@ typedef struct sandbox_opts {
 	                              cfs_quota_us); 0 = no cap, else >= 10 */
 	bool net_isolated;         /* own network namespace with only `lo` (up); false = the
 	                              host's (host-root benchmarks compare both) */
+	uint32_t keep_grace_s;     /* 0: the sandbox dies with cortexd (kill -9 included).
+	                              N: when cortexd dies, the monitor keeps init (and the
+	                              control socket's cortexd end) for N s, waiting for a new
+	                              cortexd to take it back (sandbox_reclaim); past that it
+	                              kills init and removes the cgroup itself */
 } sandbox_opts;
 #define SANDBOX_MAX_LAYERS 64
 #define SANDBOX_OPTS_INIT {.version = SANDBOX_OPTS_VERSION}
@@ -255,8 +260,23 @@ typedef struct sandbox_handover {
 	gid_t gid;
 	bool net_isolated;
 	char mount_dir[256];   /* "" = none */
+	int mon_ctl_fd;        /* the monitor's copy of the control socket (sandbox_record,
+	                          sandbox_reclaim); 0 = ctl_fd's number */
 } sandbox_handover;
 int sandbox_handover_release(sandbox *sb, sandbox_handover *out, cx_err *err);
+/* What a crash record needs of a running sandbox (nothing is let go of):
+ * ctl_fd is the number of the control socket's cortexd end, which the
+ * monitor of a sandbox made with keep_grace_s also holds. */
+void sandbox_record(const sandbox *sb, sandbox_handover *out);
+/* After cortexd died (kill -9) with keep_grace_s set: take a sandbox back
+ * from a record of sandbox_record.  The monitor is no longer our child; the
+ * control socket is copied out of it (pidfd_getfd of h->ctl_fd), then the
+ * checks of sandbox_adopt hold (init the monitor's child, in <id>'s cgroup,
+ * answering a ping) and the monitor is told (SIGUSR1) to watch this process
+ * from now on.  A record that fails is never acted on: the caller's cgroup
+ * reap (sandbox_reap_stale) stops what is left. */
+int sandbox_reclaim(sandbox **out, const char *id, const char *cgroup_name,
+		    const sandbox_handover *h, cx_err *err);
 int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
 		  cx_err *err);
 

@@ -2,7 +2,7 @@
  *
  *   ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]
  *            [--context-timeout-ms MS] [--gateway-fd N --gateway-port P]
- *            [--egress-fd N --egress-port P]
+ *            [--egress-fd N --egress-port P] [--hold-on-drop MS]
  *
  * Started by cortexd inside a session's sandbox with --listen-fd: cortexd
  * made the listening socket in a dir only root reaches and passes it in, so
@@ -28,7 +28,7 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: ws-agent (--listen-fd N | --socket PATH) [--ready-fd N] [--context FILE]"
 		   " [--context-timeout-ms MS] [--gateway-fd N --gateway-port P]\n"
-		   "                [--egress-fd N --egress-port P] [--verbose]\n");
+		   "                [--egress-fd N --egress-port P] [--hold-on-drop MS] [--verbose]\n");
 }
 
 static int parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -72,6 +72,7 @@ int main(int argc, char **argv)
 		{"gateway-port", required_argument, NULL, 'p'},
 		{"egress-fd", required_argument, NULL, 'e'},
 		{"egress-port", required_argument, NULL, 'E'},
+		{"hold-on-drop", required_argument, NULL, 'H'},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -149,6 +150,13 @@ int main(int argc, char **argv)
 				return 2;
 			}
 			eg_port = (int)v;
+			break;
+		case 'H':
+			if (parse_uint(optarg, 3600000, &v) < 0) {
+				fprintf(stderr, "ws-agent: bad --hold-on-drop %s\n", optarg);
+				return 2;
+			}
+			opts.hold_on_drop_ms = (unsigned)v;
 			break;
 		case 'v':
 			loglevel |= LLL_NOTICE | LLL_INFO;

@@ -16,6 +16,8 @@ static int push(struct wsa_outq *q, const char *payload, size_t len, bool nl, cx
 		return cx_err_set(err, ENOMEM, "frame of %zu bytes", len);
 	f->next = NULL;
 	f->len = len + extra;
+	f->seq = 0;
+	f->unnumbered = false;
 	memcpy(f->data + LWS_PRE, payload, len);
 	if (nl)
 		f->data[LWS_PRE + len] = '\n';
@@ -54,9 +56,35 @@ struct wsa_frame *wsa_outq_pop(struct wsa_outq *q)
 	return f;
 }
 
+void wsa_outq_append(struct wsa_outq *q, struct wsa_frame *f)
+{
+	f->next = NULL;
+	if (q->tail)
+		q->tail->next = f;
+	else
+		q->head = f;
+	q->tail = f;
+	q->bytes += f->len;
+	q->count++;
+}
+
 void wsa_outq_clear(struct wsa_outq *q)
 {
 	struct wsa_frame *f;
 	while ((f = wsa_outq_pop(q)))
 		free(f);
+}
+
+void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from)
+{
+	if (!from->head)
+		return;
+	if (to->tail)
+		to->tail->next = from->head;
+	else
+		to->head = from->head;
+	to->tail = from->tail;
+	to->bytes += from->bytes;
+	to->count += from->count;
+	*from = (struct wsa_outq){0};
 }

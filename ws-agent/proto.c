@@ -1,5 +1,6 @@
 /* proto.c — one message from cortexd (protocol v2, docs/protocol.md):
- * {"type":"start"|"input"|"stop","gen":G,...} or {"type":"ping"}, parsed
+ * {"type":"start"|"input"|"stop","gen":G,...}, {"type":"ping"|"detach"},
+ * {"type":"attach"[,"seq":K]} or {"type":"ack","seq":K}, parsed
  * without acting on it (server.c acts).  A fuzz target (tests/fuzz). */
 #include <jansson.h>
 #include <stdarg.h>
@@ -39,8 +40,21 @@ int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err
 	if (!type)
 		return fail(root, why, cap, "%s", "missing string field \"type\"");
 	*out = (struct wsa_msg){.root = root};
-	if (!strcmp(type, "ping") || !strcmp(type, "detach") || !strcmp(type, "attach")) {
-		out->type = type[0] == 'p' ? WSA_MSG_PING : type[0] == 'd' ? WSA_MSG_DETACH : WSA_MSG_ATTACH;
+	if (!strcmp(type, "ping") || !strcmp(type, "detach")) {
+		out->type = type[0] == 'p' ? WSA_MSG_PING : WSA_MSG_DETACH;
+		return 0;
+	}
+	if (!strcmp(type, "attach") || !strcmp(type, "ack")) {
+		/* attach: "seq" (optional) is the last line of ours cortexd has
+		 * durably; ack: the lines up to "seq" need not be kept. */
+		out->type = type[1] == 't' ? WSA_MSG_ATTACH : WSA_MSG_ACK;
+		json_t *j = json_object_get(root, "seq");
+		if (j && (!json_is_integer(j) || json_integer_value(j) < 0))
+			return fail(root, why, cap, "\"%s\": \"seq\" must be a non-negative integer", type);
+		if (!j && out->type == WSA_MSG_ACK)
+			return fail(root, why, cap, "%s", "\"ack\" needs \"seq\"");
+		out->has_seq = j != NULL;
+		out->seq = j ? (uint64_t)json_integer_value(j) : 0;
 		return 0;
 	}
 	if (!strcmp(type, "input"))

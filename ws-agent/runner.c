@@ -445,6 +445,8 @@ static void sul_detach_cb(lws_sorted_usec_list_t *sul)
 {
 	struct wsa_server *srv = lws_container_of(sul, struct wsa_server, sul_detach);
 	struct wsa_agent *next;
+	wsa_outq_clear(&srv->held_q); /* nobody attached: their output had nowhere to go */
+	srv->dropped = false;
 	for (struct wsa_agent *a = srv->agents; a; a = next) {
 		next = a->next;
 		if (!a->held || a->owner)
@@ -486,6 +488,28 @@ void wsa_runner_attach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen,
 
 void wsa_runner_conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 {
+	/* cortexd died (sessions.keep_on_crash): the drop is a detach, and a
+	 * new cortexd attaches within the grace or the agents are stopped. */
+	if (srv->opts.hold_on_drop_ms && !srv->stopping) {
+		bool any = false;
+		for (struct wsa_agent *a = srv->agents; a; a = a->next) {
+			if (a->owner != c)
+				continue;
+			a->owner = NULL;
+			if (a->retired || a->exit_sent)
+				continue;
+			a->held = any = true;
+			set_paused(a, true); /* its output waits in its pipes */
+		}
+		if (any) {
+			srv->dropped = true;
+			lwsl_warn("wsa: the connection dropped: its agents are held for %u ms\n",
+				  srv->opts.hold_on_drop_ms);
+			lws_sul_schedule(srv->ctx, 0, &srv->sul_detach, sul_detach_cb,
+					 ms(srv->opts.hold_on_drop_ms));
+		}
+		return;
+	}
 	struct wsa_agent *next;
 	for (struct wsa_agent *a = srv->agents; a; a = next) {
 		next = a->next;

@@ -47,6 +47,15 @@ static struct wsa_server *server_of(struct lws *wsi)
 void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data, size_t len)
 {
 	cx_err err = CX_ERR_INIT;
+	if ((!c || !c->wsi) && srv->dropped) {
+		/* The link dropped (--hold-on-drop) and a read of an agent's pipe
+		 * was already under way: the line waits for the next cortexd. */
+		if (srv->held_q.bytes <= 2 * (size_t)WSA_CAP_OUT_QUEUE &&
+		    wsa_outq_push_line(&srv->held_q, data, len, &err) == 0)
+			return;
+		lwsl_err("wsa: dropping a held frame: %s\n", err.msg[0] ? err.msg : "queue full");
+		return;
+	}
 	if (!c || !c->wsi)
 		return; /* the owning connection is gone: output has nowhere to go */
 	if (wsa_outq_push_line(&c->q, data, len, &err) < 0) {
@@ -192,6 +201,79 @@ static void handle_start(struct wsa_server *srv, struct wsa_conn *c, int64_t gen
 				 (lws_usec_t)srv->opts.context_timeout_ms * LWS_US_PER_MS);
 }
 
+/* ------------------------------------------- the link seq, resend window */
+
+/* Lines up to seq are durable at cortexd (an ack, or an attach's "seq"). */
+static void window_ack(struct wsa_server *srv, uint64_t seq)
+{
+	while (srv->sent.head && srv->sent.head->seq <= seq)
+		free(wsa_outq_pop(&srv->sent));
+}
+
+/* f was handed to lws: kept until acked, the oldest dropped past the cap. */
+static void window_keep(struct wsa_server *srv, struct wsa_frame *f)
+{
+	if (f->unnumbered) {
+		free(f);
+		return;
+	}
+	wsa_outq_append(&srv->sent, f);
+	while (srv->sent.bytes > WSA_CAP_RESEND && srv->sent.head) {
+		free(wsa_outq_pop(&srv->sent));
+	}
+}
+
+static void seq_restart(struct wsa_server *srv)
+{
+	wsa_outq_clear(&srv->sent);
+	srv->link_seq = 0;
+	for (struct wsa_frame *f = srv->held_q.head; f; f = f->next)
+		f->seq = 0; /* numbered again when sent */
+}
+
+/* The seq of the first line the attaching connection gets (resent or held). */
+static uint64_t first_pending_seq(const struct wsa_server *srv)
+{
+	if (srv->sent.head)
+		return srv->sent.head->seq;
+	for (const struct wsa_frame *f = srv->held_q.head; f; f = f->next)
+		if (f->seq)
+			return f->seq;
+	return srv->link_seq + 1;
+}
+
+/* attach: wsa.attached {"gen","pid","seq":S,"lost":N,"resent":R} (outside the
+ * sequence), then every line after the "seq" cortexd has durably, from the
+ * window (S is the first of them), then what a dropped link had not sent,
+ * then what the agents write from now on.  N > 0: lines cortexd lacks were
+ * dropped from the window by its cap; R: lines sent again from the window.
+ * Without "seq" nothing is resent. */
+static void handle_attach(struct wsa_server *srv, struct wsa_conn *c, const struct wsa_msg *m)
+{
+	int64_t gen = 0;
+	pid_t pid = 0;
+	wsa_runner_attach(srv, c, &gen, &pid);
+	srv->dropped = false;
+	uint64_t have = m->has_seq ? m->seq : UINT64_MAX;
+	window_ack(srv, have);
+	uint64_t first = first_pending_seq(srv);
+	uint64_t lost = m->has_seq && first > have + 1 ? first - have - 1 : 0;
+	if (lost)
+		lwsl_warn("wsa: attach from line %llu: %llu line(s) past the resend window's cap\n",
+			  (unsigned long long)have + 1, (unsigned long long)lost);
+	wsa_conn_send_json(srv, c,
+			   json_pack("{s:s,s:I,s:i,s:I,s:I,s:I}", "type", "wsa.attached", "gen", (json_int_t)gen, "pid",
+				     (int)pid, "seq", (json_int_t)first, "lost", (json_int_t)lost, "resent",
+				     (json_int_t)srv->sent.count));
+	if (c->q.tail)
+		c->q.tail->unnumbered = true;
+	wsa_outq_splice(&c->q, &srv->sent);
+	wsa_outq_splice(&c->q, &srv->held_q);
+	if (c->q.head)
+		lws_callback_on_writable(c->wsi);
+	wsa_runner_flow_update(srv);
+}
+
 /* ------------------------------------------------------------- protocol */
 
 static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const char *buf, size_t len)
@@ -202,6 +284,11 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 	if (wsa_msg_parse(buf, len, &m, &egen, why, sizeof why) < 0) {
 		wsa_send_error(srv, c, egen, "bad_request", "%s", why);
 		return;
+	}
+	if (!c->greeted) {
+		c->greeted = true;
+		if (m.type != WSA_MSG_ATTACH)
+			seq_restart(srv); /* a new cortexd that takes nothing over */
 	}
 	switch (m.type) {
 	case WSA_MSG_INPUT:
@@ -218,21 +305,22 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 	case WSA_MSG_PING:
 		wsa_conn_send(srv, c, "{\"type\":\"pong\"}", 15);
 		break;
-	case WSA_MSG_DETACH:
-	case WSA_MSG_ATTACH: {
+	case WSA_MSG_ACK:
+		window_ack(srv, m.seq);
+		break;
+	case WSA_MSG_DETACH: {
 		/* The answer is queued behind every line sent before it: once
 		 * cortexd reads wsa.detached it has all of the agents' output. */
 		int64_t gen = 0;
 		pid_t pid = 0;
-		if (m.type == WSA_MSG_DETACH)
-			wsa_runner_detach(srv, c, &gen, &pid);
-		else
-			wsa_runner_attach(srv, c, &gen, &pid);
-		wsa_conn_send_json(srv, c, json_pack("{s:s,s:I,s:i}", "type",
-						     m.type == WSA_MSG_DETACH ? "wsa.detached" : "wsa.attached",
-						     "gen", (json_int_t)gen, "pid", (int)pid));
+		wsa_runner_detach(srv, c, &gen, &pid);
+		wsa_conn_send_json(srv, c,
+				   json_pack("{s:s,s:I,s:i}", "type", "wsa.detached", "gen", (json_int_t)gen, "pid", (int)pid));
 		break;
 	}
+	case WSA_MSG_ATTACH:
+		handle_attach(srv, c, &m);
+		break;
 	}
 	wsa_msg_free(&m);
 }
@@ -384,6 +472,8 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	size_t len = 0;
 	if (f->len > WSA_CAP_OUT_MESSAGE) {
 		f = wsa_outq_pop(&c->q);
+		if (!f->seq && !f->unnumbered)
+			f->seq = ++srv->link_seq;
 		payload = f->data + LWS_PRE;
 		len = f->len;
 	} else {
@@ -391,16 +481,22 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 		payload = mbuf + LWS_PRE;
 		while (c->q.head && len + c->q.head->len <= WSA_CAP_OUT_MESSAGE) {
 			struct wsa_frame *l = wsa_outq_pop(&c->q);
+			if (!l->seq && !l->unnumbered)
+				l->seq = ++srv->link_seq;
 			memcpy(payload + len, l->data + LWS_PRE, l->len);
 			len += l->len;
-			free(l);
+			window_keep(srv, l); /* not freed: kept until cortexd acks it */
 		}
 	}
 	/* Binary: a text frame would make cortexd check its UTF-8 again;
 	 * cortexd parses every line (the fast path or jansson), which
-	 * validates it, and forwards only what it accepted. */
+	 * validates it, and forwards only what it accepted.  Every line is in
+	 * the resend window before lws_write: one that a failing write (which
+	 * may close the connection inside lws_write) or cortexd's death lost
+	 * goes again to the cortexd that attaches. */
 	int m = lws_write(wsi, payload, len, LWS_WRITE_BINARY);
-	free(f);
+	if (f)
+		window_keep(srv, f);
 	if (m < (int)len) {
 		lwsl_err("wsa: lws_write failed (%d of %zu)\n", m, len);
 		return -1;
@@ -423,6 +519,8 @@ static void conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 		if (srv->pending.active && srv->pending.owner == c)
 			pending_clear(srv);
 		wsa_runner_conn_closed(srv, c);
+		if (srv->opts.hold_on_drop_ms) /* the next cortexd gets them after wsa.attached */
+			wsa_outq_splice(&srv->held_q, &c->q); /* (what was sent waits in the window) */
 	}
 	wsa_outq_clear(&c->q);
 	free(c->rx);
@@ -624,6 +722,8 @@ void wsa_server_destroy(struct wsa_server *srv)
 		lws_sul_cancel(&srv->sul_detach);
 		lws_context_destroy(srv->ctx); /* closes adopted fds too */
 	}
+	wsa_outq_clear(&srv->held_q);
+	wsa_outq_clear(&srv->sent);
 	wsa_runner_free_all(srv);
 	if (srv->opts.ready_fd >= 0)
 		close(srv->opts.ready_fd);

@@ -30,6 +30,7 @@ struct wsa_conn {
 	bool rx_oversize;
 	bool rx_binary;
 	bool rx_paused; /* a client not reading its replies stops being read */
+	bool greeted;	/* its first message came: an attach continues the link seqs, else they restart */
 };
 
 struct wsa_agent {
@@ -93,6 +94,15 @@ struct wsa_server {
 	struct wsa_agent *agents;  /* owned: every agent not yet freed */
 	struct wsa_agent *current; /* on agents, or NULL */
 	lws_sorted_usec_list_t sul_detach; /* detached agents not attached again by then stop */
+	/* The link seq: every line sent to cortexd but wsa.attached is numbered
+	 * 1, 2, ... in the order sent; a connection that starts with "attach"
+	 * continues the numbering, any other starts it again. */
+	uint64_t link_seq;       /* of the last line numbered */
+	struct wsa_outq sent;    /* the resend window: lines sent, not yet acked (WSA_CAP_RESEND) */
+	bool dropped;           /* a link dropped with agents held, not attached again yet */
+	struct wsa_outq held_q; /* --hold-on-drop: what the dropped link had not sent, for the
+	                           connection that attaches (bounded as that queue was);
+	                           lines it had sent wait in the resend window */
 };
 
 /* ---- server.c, for runner.c ---- */

@@ -38,6 +38,11 @@
 #define WSA_CAP_CLIENT_FRAME (2 * WSA_CAP_STDIN_QUEUE + (4u << 10))
 #define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
 #define WSA_CAP_OUT_MESSAGE  (256u << 10) /* lines coalesced into one message to cortexd */
+/* The resend window: lines sent to cortexd and not yet acknowledged, kept
+ * for a cortexd that attaches after the one that read them died.  Past the
+ * cap the oldest go; a resume from before them is reported (wsa.attached
+ * "lost"), never silent. */
+#define WSA_CAP_RESEND       (4u << 20)
 #define WSA_READ_CHUNK       (256u << 10) /* one read() from an agent pipe         */
 #define WSA_STDOUT_PIPE      (256u << 10) /* the agent's stdout pipe (F_SETPIPE_SZ)  */
 #define WSA_CAP_FWD_BUF      (256u << 10) /* forwarder: pipe size per direction, per pair (kernel pages, charged to the sandbox) */
@@ -68,13 +73,23 @@ void wsa_context_free(struct wsa_context *ctx);
 /* detach: cortexd is about to re-exec (an upgrade restart): the agents stay
  * when this connection closes, their output waits in their pipes; attach: a
  * (new) connection takes them over (docs/protocol.md). */
-enum wsa_msg_type { WSA_MSG_INPUT, WSA_MSG_START, WSA_MSG_STOP, WSA_MSG_PING, WSA_MSG_DETACH, WSA_MSG_ATTACH };
+enum wsa_msg_type {
+	WSA_MSG_INPUT,
+	WSA_MSG_START,
+	WSA_MSG_STOP,
+	WSA_MSG_PING,
+	WSA_MSG_DETACH,
+	WSA_MSG_ATTACH,
+	WSA_MSG_ACK
+};
 
 struct wsa_msg {
 	enum wsa_msg_type type;
 	int64_t gen;	    /* > 0; input, start, stop */
 	const char *data;   /* input: the line for the agent's stdin, no '\n' (in root) */
 	size_t data_len;
+	uint64_t seq;	    /* ack, attach: a link seq (has_seq) */
+	bool has_seq;
 	struct json_t *root; /* the parsed message (owned: wsa_msg_free) */
 };
 
@@ -140,6 +155,8 @@ char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len);
 struct wsa_frame {
 	struct wsa_frame *next;
 	size_t len;          /* payload bytes, starting at data + LWS_PRE */
+	uint64_t seq;        /* a line to cortexd: its link seq once sent, 0 before */
+	bool unnumbered;     /* wsa.attached: outside the sequence, never resent */
 	unsigned char data[]; /* LWS_PRE headroom + payload */
 };
 
@@ -153,7 +170,10 @@ int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *e
 /* The same, with a '\n' appended (a line for an agent's stdin). */
 int wsa_outq_push_line(struct wsa_outq *q, const char *payload, size_t len, cx_err *err);
 struct wsa_frame *wsa_outq_pop(struct wsa_outq *q); /* caller frees with free() */
+void wsa_outq_append(struct wsa_outq *q, struct wsa_frame *f); /* takes f */
 void wsa_outq_clear(struct wsa_outq *q);
+/* Move every frame of from to the end of to (from is left empty). */
+void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from);
 
 /* ---- server.c: the WebSocket protocol (runner.c is its internal half) ---- */
 
@@ -164,6 +184,10 @@ struct wsa_options {
 	const char *context_path; /* not owned */
 	unsigned context_timeout_ms;
 	int ready_fd; /* -1: none */
+	unsigned hold_on_drop_ms; /* 0: a connection that closes takes its agents down.
+	                             N: it acts as a "detach" (cortexd died; a new one
+	                             attaches): its agents are held, output waiting in
+	                             their pipes, for N ms (--hold-on-drop MS) */
 };
 
 struct wsa_server;

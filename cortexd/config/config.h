@@ -147,6 +147,8 @@ typedef struct config {
 	unsigned ws_max_clients_per_session; /* client WebSockets on one session (429) */
 	unsigned ws_max_clients_per_user;    /* ... on all sessions of one user (429) */
 	unsigned sessions_max_per_user; /* sessions one user holds (429); 0 = no cap */
+	bool keep_on_crash;             /* sandboxes outlive a cortexd crash, re-adopted at start */
+	unsigned keep_on_crash_grace_s; /* ... for this long; then they stop themselves */
 	unsigned egress_max_conns_user; /* proxied connections of one user's sessions (429) */
 	/* The files API and watches (docs/protocol.md "Files"). */
 	uint64_t files_max_read;     /* bytes of one GET reply (a Range past it gets a shorter 206) */

@@ -36,6 +36,8 @@ void config_caps_defaults(config *c)
 	c->ws_max_clients_per_session = 16;
 	c->ws_max_clients_per_user = 64;
 	c->sessions_max_per_user = 100;
+	c->keep_on_crash = false;
+	c->keep_on_crash_grace_s = 60;
 	c->egress_max_conns_user = 256;
 }
 
@@ -55,7 +57,14 @@ int config_load_caps(config *c, json_t *root, cx_err *err)
 	    cap_int(s, "sessions", "max_per_user", 0, 1000000, &c->sessions_max_per_user, err) <
 		0 ||
 	    cap_int(e, "egress", "max_conns_per_user", 1, 65536, &c->egress_max_conns_user, err) <
-		0)
+		0 ||
+	    cap_int(s, "sessions", "keep_on_crash_grace_s", 1, 3600, &c->keep_on_crash_grace_s,
+		    err) < 0)
 		return -1;
+	json_t *k = json_object_get(s, "keep_on_crash");
+	if (k && !json_is_boolean(k))
+		return cx_err_set(err, 0, "config: 'sessions.keep_on_crash' must be true or false");
+	if (k)
+		c->keep_on_crash = json_is_true(k);
 	return 0;
 }

@@ -209,6 +209,30 @@ void agent_detach(struct session *s)
 static void on_attached(struct session *s, const struct agent_line *l)
 {
 	s->link.attaching = 0;
+	/* The lines that follow are numbered from "seq" on: those up to the
+	 * turn log's last "L" (dup_upto) were read before and are dropped.
+	 * "lost": lines past ws-agent's resend window, gone. */
+	json_t *jseq = json_object_get(l->o, "seq");
+	if (json_is_integer(jseq) && json_integer_value(jseq) > 0)
+		s->link.rx_seq = (uint64_t)json_integer_value(jseq) - 1;
+	json_int_t lost = json_integer_value(json_object_get(l->o, "lost"));
+	json_int_t resent = json_integer_value(json_object_get(l->o, "resent"));
+	if (resent > 0) {
+		counters.link_resent += (uint64_t)resent;
+		log_info("session %s: ws-agent sends %lld line(s) again that the turn log lacked", s->id,
+			 (long long)resent);
+	}
+	if (lost > 0) {
+		counters.link_lost += (uint64_t)lost;
+		char msg[200];
+		snprintf(msg, sizeof msg,
+			 "%lld line(s) of the agent's output were lost with cortexd's restart (past "
+			 "ws-agent's resend window)",
+			 (long long)lost);
+		log_warn("session %s: %s", s->id, msg);
+		if (s->turn)
+			fanout_error(s, NULL, "agent_output_lost", msg);
+	}
 	uint64_t gen = l->has_gen ? l->gen : 0;
 	if (s->link.state == AG_HOT && gen && gen == s->link.gen) {
 		log_info("session %s: agent %llu taken back after the upgrade restart", s->id, (unsigned long long)gen);
@@ -273,6 +297,7 @@ int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_er
 static void agent_hot(struct session *s)
 {
 	set_state(s, AG_HOT);
+	handover_keep_note(s); /* a crash now finds this agent */
 	lws_sul_cancel(&s->link.sul_boot);
 	log_info("session %s: agent %llu hot in %.1f ms", s->id, (unsigned long long)s->link.gen,
 		 (double)(cx_mono_us() - s->link.start_us) / 1000.0);
@@ -387,12 +412,16 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 	}
 }
 
-/* One line from ws-agent. */
+/* One line from ws-agent: each but wsa.attached is the next link seq. */
 static void link_line(struct session *s, const char *line, size_t len)
 {
 	struct agent_line l;
 	agent_line_parse(&l, line, len);
-	if (l.kind == AL_WSA) {
+	if (l.kind == AL_WSA && l.wsa == WSA_ATTACHED && s->link.attaching) {
+		on_attached(s, &l);
+	} else if (++s->link.rx_seq <= s->link.dup_upto) {
+		counters.link_dups++; /* resent after an attach, read before it */
+	} else if (l.kind == AL_WSA) {
 		on_wsa(s, &l);
 	} else if (l.kind == AL_CONTROL_RESPONSE) {
 		/* control responses answer cortexd's own requests: never forwarded */
@@ -415,9 +444,10 @@ static void link_line(struct session *s, const char *line, size_t len)
  * (past the cap the rest of that line is discarded and reported once). */
 static void link_partial_done(struct session *s)
 {
-	if (s->link.rx.overflow)
-		fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
-	else if (s->link.rx.len)
+	if (s->link.rx.overflow) {
+		if (++s->link.rx_seq > s->link.dup_upto) /* (a line too, in the link seq) */
+			fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
+	} else if (s->link.rx.len)
 		link_line(s, s->link.rx.buf, s->link.rx.len);
 	rxbuf_reset(&s->link.rx);
 }
@@ -477,6 +507,20 @@ int agent_link_connect(struct session *s, cx_err *err)
 		return cx_err_set(err, e, "cannot connect to ws-agent at %s/%s/%s.sock", s->d->cfg.data_dir,
 				  JOBS_SOCK_DIR, s->id);
 	}
+	if (s->link.attaching) {
+		/* ws-agent goes on numbering: what the turn log has is not sent again */
+		s->link.dup_upto = s->link.logged_seq;
+		s->link.rx_seq = s->link.logged_seq;
+	} else {
+		/* A ws-agent that numbers from 1 again: the log says so first, so
+		 * that a crash before the next batch does not take lines of this
+		 * link for ones read before. */
+		s->link.rx_seq = s->link.dup_upto = 0;
+		s->link.seq_known = 1;
+		(void)turnlog_link_seq(s, 0);
+	}
+	s->link.acked_seq = 0;
+	s->link.ack_bytes = 0;
 	memset(&s->link.ws, 0, sizeof s->link.ws);
 	wsl_new_key(s->link.ws_key);
 	s->link.ws_sent = 0;
@@ -508,6 +552,7 @@ static void link_reset(struct session *s)
 	s->fan.rx_paused = 0;
 	set_state(s, AG_NONE);
 	lws_sul_cancel(&s->link.sul_boot);
+	lws_sul_cancel(&s->link.sul_ack);
 	if (s->link.dirfd >= 0) {
 		close(s->link.dirfd);
 		s->link.dirfd = -1;
@@ -604,13 +649,47 @@ static int link_handshake(struct session *s, struct lws *wsi, const uint8_t **p,
 	lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
 	s->link.up = 1;
 	if (s->link.attaching) { /* adopted: the held agents first, nothing before */
-		send_json(s, json_pack("{s:s}", "type", "attach"));
+		json_t *o = json_pack("{s:s}", "type", "attach");
+		if (o && s->link.seq_known) /* else ws-agent sends nothing again */
+			json_object_set_new(o, "seq", json_integer((json_int_t)s->link.logged_seq));
+		send_json(s, o);
 		return 0;
 	}
 	if (s->link.out.n)
 		lws_callback_on_writable(wsi);
 	s->d->reconcile(s);
 	return 0;
+}
+
+/* Acks: ws-agent may forget the lines the turn log has ("L"), told every
+ * LINK_ACK_BYTES read or LINK_ACK_MS after a read, whichever comes first --
+ * not per message: a flood pays one small frame per MiB. */
+#define LINK_ACK_BYTES (1u << 20)
+#define LINK_ACK_MS    100
+
+static void link_ack(struct session *s)
+{
+	s->link.ack_bytes = 0;
+	if (!s->link.up || !s->link.wsi || s->link.logged_seq <= s->link.acked_seq)
+		return;
+	s->link.acked_seq = s->link.logged_seq;
+	send_json(s, json_pack("{s:s,s:I}", "type", "ack", "seq", (json_int_t)s->link.acked_seq));
+}
+
+static void sul_ack_cb(lws_sorted_usec_list_t *sul)
+{
+	link_ack(lws_container_of(sul, struct session, link.sul_ack));
+}
+
+static void link_ack_later(struct session *s, size_t read)
+{
+	s->link.ack_bytes += read;
+	if (s->link.ack_bytes >= LINK_ACK_BYTES) {
+		lws_sul_cancel(&s->link.sul_ack);
+		link_ack(s);
+	} else if (s->link.logged_seq > s->link.acked_seq && lws_dll2_is_detached(&s->link.sul_ack.list)) {
+		session_timer(s, &s->link.sul_ack, sul_ack_cb, (uint64_t)LINK_ACK_MS * LWS_US_PER_MS);
+	}
 }
 
 static int link_readable(struct session *s, struct lws *wsi, const uint8_t *p, size_t len)
@@ -622,7 +701,14 @@ static int link_readable(struct session *s, struct lws *wsi, const uint8_t *p, s
 	struct link_rx_ctx c = {s, wsi};
 	const char *why = NULL;
 	int rc = wsl_feed(&s->link.ws, p, len, link_deliver, &c, &why);
-	turnlog_flush(s); /* the batch's frames, before any client is given them */
+	/* The batch's frames, before any client is given them, and how far the
+	 * link is read: only that is acked. */
+	if (s->link.rx_seq != s->link.logged_seq && s->link.wsi == wsi && !s->deleted)
+		(void)turnlog_link_seq(s, s->link.rx_seq);
+	else
+		(void)turnlog_flush(s);
+	if (s->link.wsi == wsi && !s->deleted)
+		link_ack_later(s, len);
 	if (rc < 0)
 		return why ? link_fail(s, why) : -1;
 	return rc == 1 && s->link.wsi == wsi && !s->deleted ? -1 : 0;

@@ -44,6 +44,9 @@ int agent_is_current(const struct session *s, const cconfig *cfg);
 struct agent_counters {
 	uint64_t starts, crashes, releases;
 	uint64_t live_applies, live_refused; /* agent_live.c */
+	uint64_t link_resent; /* lines ws-agent sent again at an attach (the turn log lacked them) */
+	uint64_t link_dups;  /* lines ws-agent sent again after an attach that were read before */
+	uint64_t link_lost;  /* lines past ws-agent's resend window at an attach */
 };
 void agent_get_counters(struct agent_counters *out);
 void agent_count_release(void);

@@ -1,6 +1,7 @@
 /* handover.c — see handover.h. */
 #include "handover.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -60,7 +61,7 @@ void handover_detached(struct session *s)
 		s->d->ho_pending--;
 }
 
-static json_t *session_record_of(struct session *s, sandbox_handover *h)
+static json_t *session_record_of(struct session *s, sandbox_handover *h, json_t *t)
 {
 	json_t *o = json_pack("{s:s,s:i,s:i,s:i,s:I,s:b,s:s,s:i,s:i,s:I}", "id", s->id, "monitor",
 			      (int)h->monitor_pid, "init", (int)h->init_pid, "ctl_fd", h->ctl_fd,
@@ -69,6 +70,7 @@ static json_t *session_record_of(struct session *s, sandbox_handover *h)
 			      "turns", (json_int_t)s->turns);
 	if (!o)
 		return NULL;
+	json_object_set_new(o, "mon_ctl_fd", json_integer(h->mon_ctl_fd));
 	json_object_set_new(o, "wsa_pid", json_integer(s->lc.wsa_pid));
 	json_object_set_new(o, "pinned", json_boolean(s->lc.pinned));
 	json_object_set_new(o, "gw_token", json_string(s->gw_token));
@@ -84,7 +86,6 @@ static json_t *session_record_of(struct session *s, sandbox_handover *h)
 		      s->link.had_success, "crashes", s->link.crashes, "pid", s->link.pid);
 	if (ag)
 		json_object_set_new(o, "agent", ag);
-	json_t *t = turn_handover(s);
 	if (t)
 		json_object_set_new(o, "turn", t);
 	return o;
@@ -126,7 +127,7 @@ int handover_write(struct cortexd *d)
 		}
 		s->lc.sb = NULL;
 		s->ho.kept = 1;
-		json_t *o = session_record_of(s, &h);
+		json_t *o = session_record_of(s, &h, turn_handover(s));
 		agent_link_close(s); /* ws-agent keeps the detached agents */
 		if (o)
 			json_array_append_new(list, o);
@@ -208,32 +209,10 @@ static void str_to(char *dst, size_t cap, json_t *o, const char *key)
 	snprintf(dst, cap, "%s", v ? v : "");
 }
 
-int handover_adopt(struct session *s)
+/* A session's state from its record (SIGHUP's or a crash record), its
+ * sandbox taken back already. */
+static void take_record(struct session *s, json_t *o, sandbox *sb)
 {
-	struct cortexd *d = s->d;
-	json_t *o = d->handover ? record_of(d, s->id) : NULL;
-	if (!o)
-		return 0;
-	json_object_set_new(o, "taken", json_true());
-	sandbox_handover h = {
-	    .monitor_pid = (pid_t)json_integer_value(json_object_get(o, "monitor")),
-	    .init_pid = (pid_t)json_integer_value(json_object_get(o, "init")),
-	    .ctl_fd = (int)json_integer_value(json_object_get(o, "ctl_fd")),
-	    .seq = (uint32_t)json_integer_value(json_object_get(o, "ctl_seq")),
-	    .uid = (uid_t)json_integer_value(json_object_get(o, "uid")),
-	    .gid = (gid_t)json_integer_value(json_object_get(o, "gid")),
-	    .net_isolated = json_is_true(json_object_get(o, "net_isolated")),
-	};
-	str_to(h.mount_dir, sizeof h.mount_dir, o, "mount_dir");
-	cx_err err = CX_ERR_INIT;
-	sandbox *sb = NULL;
-	if (sandbox_adopt(&sb, s->id, NULL, &h, &err) < 0) {
-		log_warn(
-		    "session %s: its sandbox could not be taken back (%s): it comes back sleeping",
-		    s->id, err.msg);
-		s->ho.failed_monitor = h.monitor_pid;
-		return 0;
-	}
 	s->lc.sb = sb;
 	s->lc.wsa_pid = (pid_t)json_integer_value(json_object_get(o, "wsa_pid"));
 	s->lc.pinned = json_is_true(json_object_get(o, "pinned"));
@@ -264,6 +243,44 @@ int handover_adopt(struct session *s)
 	json_t *t = json_object_get(o, "turn");
 	if (json_is_object(t))
 		turn_adopt(s, t);
+}
+
+static void hv_from(sandbox_handover *h, json_t *o)
+{
+	*h = (sandbox_handover){
+	    .monitor_pid = (pid_t)json_integer_value(json_object_get(o, "monitor")),
+	    .init_pid = (pid_t)json_integer_value(json_object_get(o, "init")),
+	    .ctl_fd = (int)json_integer_value(json_object_get(o, "ctl_fd")),
+	    .seq = (uint32_t)json_integer_value(json_object_get(o, "ctl_seq")),
+	    .uid = (uid_t)json_integer_value(json_object_get(o, "uid")),
+	    .gid = (gid_t)json_integer_value(json_object_get(o, "gid")),
+	    .net_isolated = json_is_true(json_object_get(o, "net_isolated")),
+	    .mon_ctl_fd = (int)json_integer_value(json_object_get(o, "mon_ctl_fd")),
+	};
+	str_to(h->mount_dir, sizeof h->mount_dir, o, "mount_dir");
+}
+
+static int keep_reclaim(struct session *s);
+
+int handover_adopt(struct session *s)
+{
+	struct cortexd *d = s->d;
+	json_t *o = d->handover ? record_of(d, s->id) : NULL;
+	if (!o)
+		return keep_reclaim(s);
+	json_object_set_new(o, "taken", json_true());
+	sandbox_handover h;
+	hv_from(&h, o);
+	cx_err err = CX_ERR_INIT;
+	sandbox *sb = NULL;
+	if (sandbox_adopt(&sb, s->id, NULL, &h, &err) < 0) {
+		log_warn(
+		    "session %s: its sandbox could not be taken back (%s): it comes back sleeping",
+		    s->id, err.msg);
+		s->ho.failed_monitor = h.monitor_pid;
+		return 0;
+	}
+	take_record(s, o, sb);
 	s->ho.adopted = 1;
 	log_info("session %s: sandbox taken back (init %d)%s", s->id, (int)h.init_pid,
 		 s->turn ? ", its turn goes on" : "");
@@ -295,8 +312,11 @@ void handover_reap_failed(struct session *s)
 		 (int)m);
 }
 
+static void keep_sweep(struct cortexd *d);
+
 void handover_load_done(struct cortexd *d)
 {
+	keep_sweep(d);
 	if (!d->handover)
 		return;
 	json_t *list = json_object_get(d->handover, "sessions"), *o;
@@ -310,6 +330,13 @@ void handover_load_done(struct cortexd *d)
 		int fd = (int)json_integer_value(json_object_get(o, "ctl_fd"));
 		if (fd > 2)
 			close(fd);
+		/* A monitor that holds the socket too (keep_on_crash) keeps init:
+		 * its cgroup goes by id. */
+		const char *id = json_string_value(json_object_get(o, "id"));
+		int found = 0;
+		cx_err err = CX_ERR_INIT;
+		if (id && sandbox_reap_stale(NULL, id, &found, &err) < 0)
+			log_warn("session %s: the sandbox no session took: %s", id, err.msg);
 	}
 	json_t *root = d->handover;
 	d->handover = NULL;
@@ -345,4 +372,146 @@ void handover_resume(struct cortexd *d)
 			lifecycle_reconcile(s);
 		}
 	}
+}
+
+/* ---- kill -9 (sessions.keep_on_crash): DATA/keep/<id>.json ---- */
+
+static int keep_name(const char *id, char *name, size_t cap)
+{
+	size_t n = strlen(id);
+	if (!n || n > 64 || strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") != n)
+		return -1;
+	snprintf(name, cap, "%s.json", id);
+	return 0;
+}
+
+void handover_keep_note(struct session *s)
+{
+	struct cortexd *d = s->d;
+	char name[80];
+	if (!d->cfg.keep_on_crash || !s->lc.sb || s->deleted || keep_name(s->id, name, sizeof name) < 0)
+		return;
+	sandbox_handover h;
+	sandbox_record(s->lc.sb, &h);
+	json_t *o = session_record_of(s, &h, turn_describe(s));
+	char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	cx_err err = CX_ERR_INIT;
+	cleanup_close int dfd = txt ? jobs_private_dir(&d->cfg, JOBS_KEEP_DIR, &err) : -1;
+	int rc = -1;
+	if (dfd >= 0) {
+		/* No fsync: what it guards against is cortexd's death, not the
+		 * host's (the page cache outlives the process). */
+		char tmp[96];
+		snprintf(tmp, sizeof tmp, "%s.tmp", name);
+		cleanup_close int fd =
+		    openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+		rc = fd >= 0 && cx_write_all(fd, txt, strlen(txt), &err) == 0 &&
+			     renameat(dfd, tmp, dfd, name) == 0
+			 ? 0
+			 : -1;
+		if (rc < 0 && !err.msg[0])
+			cx_err_set(&err, errno, "write %s", name);
+	}
+	if (rc < 0)
+		log_warn("session %s: crash record: %s", s->id, txt ? err.msg : "out of memory");
+	if (txt)
+		memset(txt, 0, strlen(txt)); /* the gateway token */
+	free(txt);
+}
+
+static void keep_forget(struct cortexd *d, const char *id)
+{
+	char name[80];
+	cx_err err = CX_ERR_INIT;
+	cleanup_close int dfd = keep_name(id, name, sizeof name) == 0
+				    ? jobs_private_dir(&d->cfg, JOBS_KEEP_DIR, &err)
+				    : -1;
+	if (dfd >= 0)
+		(void)unlinkat(dfd, name, 0);
+}
+
+static json_t *keep_read(struct cortexd *d, const char *id)
+{
+	char name[80];
+	cx_err err = CX_ERR_INIT;
+	if (keep_name(id, name, sizeof name) < 0)
+		return NULL;
+	cleanup_close int dfd = jobs_private_dir(&d->cfg, JOBS_KEEP_DIR, &err);
+	cleanup_close int fd = dfd >= 0 ? openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC) : -1;
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
+	    (uint64_t)st.st_size > STATE_CAP)
+		return NULL;
+	json_t *o = json_loadfd(fd, 0, NULL);
+	const char *rid = json_string_value(json_object_get(o, "id"));
+	if (!rid || strcmp(rid, id)) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
+}
+
+static int keep_reclaim(struct session *s)
+{
+	struct cortexd *d = s->d;
+	json_t *o = keep_read(d, s->id);
+	if (!o)
+		return 0;
+	if (!d->cfg.keep_on_crash) { /* turned off since: the reap stops it */
+		json_decref(o);
+		keep_forget(d, s->id);
+		return 0;
+	}
+	sandbox_handover h;
+	hv_from(&h, o);
+	cx_err err = CX_ERR_INIT;
+	sandbox *sb = NULL;
+	if (sandbox_reclaim(&sb, s->id, NULL, &h, &err) < 0) {
+		log_warn("session %s: its sandbox was not kept through the crash (%s): it comes back "
+			 "sleeping",
+			 s->id, err.msg);
+		json_decref(o);
+		keep_forget(d, s->id);
+		return 0;
+	}
+	take_record(s, o, sb);
+	json_decref(o);
+	s->ho.adopted = 1;
+	log_info("session %s: sandbox kept through cortexd's crash (init %d)%s", s->id,
+		 (int)h.init_pid, s->turn ? ", its turn goes on" : "");
+	return 1;
+}
+
+/* Records of sessions that are gone: their sandboxes are stopped by id. */
+static void keep_sweep(struct cortexd *d)
+{
+	cx_err err = CX_ERR_INIT;
+	cleanup_close int dfd = jobs_private_dir(&d->cfg, JOBS_KEEP_DIR, &err);
+	int fd = dfd >= 0 ? openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!dir) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	struct dirent *e;
+	while ((e = readdir(dir))) {
+		char id[80];
+		size_t n = strlen(e->d_name);
+		if (e->d_name[0] == '.' || n < 6 || n - 5 >= sizeof id)
+			continue;
+		if (strcmp(e->d_name + n - 5, ".json")) {
+			(void)unlinkat(dfd, e->d_name, 0); /* a .tmp a crash left */
+			continue;
+		}
+		memcpy(id, e->d_name, n - 5);
+		id[n - 5] = '\0';
+		if (session_find(d, id))
+			continue;
+		int found = 0;
+		(void)sandbox_reap_stale(NULL, id, &found, &err);
+		(void)unlinkat(dfd, e->d_name, 0);
+	}
+	closedir(dir);
 }

@@ -19,7 +19,14 @@
  * continues with the next seq, and a client that reconnects and resumes gets
  * every frame it lacks from the turn log.  A sandbox that cannot be adopted
  * is stopped and its session comes back sleeping, its turn ended by
- * cortex.error cortexd_restarted. */
+ * cortex.error cortexd_restarted.
+ *
+ * kill -9 (sessions.keep_on_crash): no record is written at the end, so one
+ * is kept all along (handover_keep_note, DATA/keep/<id>.json); a cortexd
+ * started on the same data dir reclaims the sandboxes from those records
+ * (sandbox_reclaim: the monitor is no longer our child) in handover_adopt,
+ * then the same attach as above (docs/operations.md, "Crashes that keep
+ * sessions"). */
 #ifndef CORTEX_HANDOVER_H
 #define CORTEX_HANDOVER_H
 
@@ -48,6 +55,13 @@ int handover_adopt(struct session *s);
 void handover_reap_failed(struct session *s);
 /* After load: close what the record held that no session took. */
 void handover_load_done(struct cortexd *d);
+/* sessions.keep_on_crash: (re)write DATA/keep/<id>.json (root-only) for s's
+ * running sandbox -- its monitor and init pids, the monitor's copy of the
+ * control socket, the hot agent, the running turn -- so that a cortexd
+ * started after a kill -9 takes it back (sandbox_reclaim) from handover_adopt.
+ * Called when the sandbox is up, an agent turns hot, a turn's message is sent
+ * and a turn ends.  No-op when the option is off. */
+void handover_keep_note(struct session *s);
 /* Once the event loop runs: adopted sessions link to ws-agent again. */
 void handover_resume(struct cortexd *d);
 

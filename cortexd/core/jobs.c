@@ -66,6 +66,10 @@ void jobs_remove_session_files(const config *c, const char *id, int the_log)
 	snprintf(name, sizeof name, "%s.sock", id);
 	if (sock >= 0 && unlinkat(sock, name, 0) < 0 && errno != ENOENT)
 		log_warn("session %s: remove %s/%s/%s: %s", id, c->data_dir, JOBS_SOCK_DIR, name, strerror(errno));
+	cleanup_close int keep = jobs_private_dir(c, JOBS_KEEP_DIR, &err);
+	snprintf(name, sizeof name, "%s.json", id); /* its sandbox is gone: no crash record */
+	if (keep >= 0 && unlinkat(keep, name, 0) < 0 && errno != ENOENT)
+		log_warn("session %s: remove %s/%s/%s: %s", id, c->data_dir, JOBS_KEEP_DIR, name, strerror(errno));
 	if (!the_log)
 		return;
 	cleanup_close int logs = jobs_private_dir(c, JOBS_LOG_DIR, &err);
@@ -398,6 +402,7 @@ static int create_sandbox(struct prepare_job *j, cx_err *err)
 	o.cpu_max_millicpu = j->cpu_max_milli;
 	o.mount_dir = SYNC_MOUNT_DIR; /* MCP packages are attached here at run time */
 	o.net_isolated = c->sandbox_net_isolated;
+	o.keep_grace_s = c->keep_on_crash ? c->keep_on_crash_grace_s : 0; /* a crash keeps it */
 	if (sandbox_create(&j->sb, &o, err) < 0) {
 		cx_err_wrap(err, "sandbox");
 		goto out;
@@ -428,6 +433,8 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	cleanup_close int wr = pfd[1];
 	char ctx_timeout[32];
 	snprintf(ctx_timeout, sizeof ctx_timeout, "%d", c->context_timeout_ms);
+	char hold_ms[32]; /* sessions.keep_on_crash: a dropped link is a detach */
+	snprintf(hold_ms, sizeof hold_ms, "%u", c->keep_on_crash ? c->keep_on_crash_grace_s * 1000u : 0u);
 	/* ws-agent runs with its own loader and libraries (ws-agent/bundle.sh):
 	 * nothing of the image's /lib is needed. */
 	/* In its own network namespace the agent reaches the gateway through
@@ -453,6 +460,7 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	const char *argv[] = {"/cortex/rt/lib/ld.so", "--library-path", "/cortex/rt/lib", "/cortex/rt/ws-agent",
 			      "--listen-fd", "4", "--ready-fd", "3",
 			      "--context", "/tmp/vf-pending-query.json", "--context-timeout-ms", ctx_timeout,
+			      "--hold-on-drop", hold_ms,
 			      gwfd >= 0 ? "--gateway-fd" : NULL, "5", "--gateway-port", gw_port,
 			      egfd >= 0 ? "--egress-fd" : NULL, "6", "--egress-port", eg_port, NULL};
 	/* Sanitizer runtimes in test builds: leak checking needs ptrace, which the

@@ -34,6 +34,7 @@ struct imgstore;
 #define JOBS_TRUST_DIR "egress-trust" /* in DATA: ca.pem, bundle.pem for /cortex/ca */
 #define JOBS_GATEWAY_SOCK "@gateway.sock" /* in JOBS_SOCK_DIR: the model gateway (no session
                                            id has a @, so no <id>.sock is it) */
+#define JOBS_KEEP_DIR "keep"  /* <id>.json: a sandbox a crash keeps (sessions.keep_on_crash) */
 #define JOBS_LOG_DIR "logs"  /* <id>.ws-agent.log: ws-agent's stdout and stderr */
 #define JOBS_DISK_TEMPLATES "disk-templates" /* ext4-<mb>mb.img: an empty disk of each size in use,
                                               copied for a new session (sandbox_disk_make_from_template) */

@@ -15,6 +15,7 @@
 #include "fanout.h"
 #include "fswatch.h"
 #include "gateway.h"
+#include "handover.h"
 #include "imgstore.h"
 #include "jobs.h"
 #include "clone.h"
@@ -167,6 +168,7 @@ static void prepare_done(void *arg)
 		json_decref(s->rt.env);
 		s->rt.env = j->env;
 		j->env = NULL;
+		handover_keep_note(s); /* sessions.keep_on_crash: a crash keeps it */
 		log_info("session %s: sandbox and ws-agent ready in %.1f ms (disk %.1f, sandbox %.1f, ws-agent %.1f, "
 			 "queued %.1f)", s->id, j->ms, j->disk_ms, j->sandbox_ms, j->wsagent_ms, j->queued_ms);
 		fswatch_session_up(s);

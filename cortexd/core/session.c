@@ -203,6 +203,7 @@ void session_unref(struct session *s)
 	lws_sul_cancel(&s->lc.sul_grace);
 	lws_sul_cancel(&s->link.sul_boot);
 	lws_sul_cancel(&s->link.sul_apply);
+	lws_sul_cancel(&s->link.sul_ack);
 	lws_sul_cancel(&s->lc.sul_image);
 	fq_clear(&s->fan.replay);
 	if (s->fan.tlog.fd > 0)

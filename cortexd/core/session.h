@@ -133,6 +133,16 @@ struct agent_link {
 	int pid;                 /* the current agent's pid (wsa.started), 0 */
 	int attaching;           /* adopted after an upgrade restart: "attach" sent first,
 	                            the agent is hot again once wsa.attached names its gen */
+	/* ws-agent numbers the lines it sends (the link seq) and keeps them
+	 * until acked (its resend window); an attach names the last one the turn
+	 * log has and ws-agent sends again what follows (docs/reliability.md). */
+	uint64_t rx_seq;         /* link seq of the last whole line read */
+	uint64_t dup_upto;       /* lines up to this seq were read before the attach: dropped */
+	uint64_t logged_seq;     /* rx_seq as the turn log has it ("L" record) */
+	int seq_known;           /* logged_seq came from the turn log at load: an attach names it */
+	uint64_t acked_seq;      /* the last ack sent to ws-agent */
+	size_t ack_bytes;        /* read since that ack */
+	lws_sorted_usec_list_t sul_ack;
 	/* Sends to ws-agent go through io (agent.c by default; a fake in unit tests). */
 	const struct agent_io *io;
 };

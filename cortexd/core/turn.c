@@ -9,6 +9,7 @@
 #include "agent.h"
 #include "agent_line.h"
 #include "fanout.h"
+#include "handover.h"
 #include "log.h"
 #include "records.h"
 
@@ -186,6 +187,7 @@ static void turn_end(struct session *s)
 	record(s, t);
 	state_put(s, t, 0);
 	turn_free(t);
+	handover_keep_note(s); /* a crash now finds no turn running */
 	lws_sul_cancel(&s->lc.sul_grace);
 	/* A message that came after cortex.revoked, while the agent was stopping. */
 	char *next = s->next_text;
@@ -355,6 +357,7 @@ void turn_send(struct session *s, const cconfig *cfg)
 	t->agent_gen = s->link.gen;
 	agent_input(s, json_pack("{s:s,s:{s:s,s:[{s:s,s:s}]}}", "type", "user", "message", "role", "user", "content",
 				 "type", "text", "text", t->text));
+	handover_keep_note(s); /* a crash now finds this turn going on in the agent */
 }
 
 /* ---- stopping a turn ---- */
@@ -393,15 +396,23 @@ void turn_cancel(struct session *s)
 		turn_fail(s, "cancelled", "the turn was cancelled before the agent started");
 }
 
-json_t *turn_handover(struct session *s)
+json_t *turn_describe(const struct session *s)
 {
-	struct turn *t = s->turn;
+	const struct turn *t = s->turn;
 	if (!t)
 		return NULL;
-	json_t *o = json_pack("{s:I,s:s,s:f,s:f,s:i,s:I,s:i,s:i,s:s}", "id", (json_int_t)t->id, "text", t->text,
+	return json_pack("{s:I,s:s,s:f,s:f,s:i,s:I,s:i,s:i,s:s}", "id", (json_int_t)t->id, "text", t->text,
 			      "elapsed_ms", ms_since(t->t0_us), "first_token_ms", t->first_token_ms, "sent", t->sent,
 			      "agent_gen", (json_int_t)t->agent_gen, "agent_cold", t->agent_cold, "cancelled",
 			      t->cancelled, "model", t->model);
+}
+
+json_t *turn_handover(struct session *s)
+{
+	struct turn *t = s->turn;
+	json_t *o = turn_describe(s);
+	if (!t)
+		return NULL;
 	s->turn = NULL;
 	turn_free(t);
 	return o;

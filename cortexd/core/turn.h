@@ -36,6 +36,8 @@ void turn_stop_session(struct session *s);
 /* An upgrade restart: the running turn as JSON (NULL: none), and the turn let
  * go of without ending it (no record, no frame: the next cortexd goes on). */
 json_t *turn_handover(struct session *s);
+/* The same record of the running turn, which goes on (NULL: none). */
+json_t *turn_describe(const struct session *s);
 /* ... taken back by the next cortexd: s->turn from o, s->turns past it. */
 void turn_adopt(struct session *s, json_t *o);
 

@@ -164,20 +164,21 @@ static void rotate(struct session *s)
 	if (log_open(s) < 0)
 		return;
 	char hdr[40];
-	int n = snprintf(hdr, sizeof hdr, "R %llu\n", (unsigned long long)t->turn);
+	int n = snprintf(hdr, sizeof hdr, "R %llu\nL %llu\n", (unsigned long long)t->turn,
+			 (unsigned long long)s->link.logged_seq);
 	if (write(t->fd, hdr, (size_t)n) == n)
 		t->size += (uint64_t)n;
 }
 
-void turnlog_flush(struct session *s)
+int turnlog_flush(struct session *s)
 {
 	struct turnlog_state *t = &s->fan.tlog;
 	if (!t->len)
-		return;
+		return 0;
 	if (log_open(s) < 0) {
 		t->len = 0;
 		n_write_errors++;
-		return;
+		return -1;
 	}
 	size_t off = 0;
 	while (off < t->len) {
@@ -191,11 +192,29 @@ void turnlog_flush(struct session *s)
 		}
 		off += (size_t)w;
 	}
+	int rc = off == t->len ? 0 : -1;
 	t->size += off;
 	t->len = 0;
 	arm_sync(s);
 	if (t->size > TURNLOG_CAP / 2)
 		rotate(s);
+	return rc;
+}
+
+static void buf_link_seq(struct session *s, uint64_t seq)
+{
+	char rec[32];
+	int n = snprintf(rec, sizeof rec, "L %llu\n", (unsigned long long)seq);
+	buf_add(s, rec, (size_t)n);
+}
+
+int turnlog_link_seq(struct session *s, uint64_t seq)
+{
+	buf_link_seq(s, seq);
+	if (turnlog_flush(s) < 0)
+		return -1;
+	s->link.logged_seq = seq;
+	return 0;
 }
 
 void turnlog_begin(struct session *s, uint64_t turn)
@@ -218,6 +237,8 @@ void turnlog_begin(struct session *s, uint64_t turn)
 	char hdr[40];
 	int n = snprintf(hdr, sizeof hdr, "T %llu\n", (unsigned long long)turn);
 	buf_add(s, hdr, (size_t)n);
+	buf_link_seq(s, s->link.logged_seq); /* the cut dropped the last one */
+	(void)turnlog_flush(s);
 }
 
 void turnlog_frame(struct session *s, const struct frame *f)
@@ -297,6 +318,8 @@ static char *slurp(int dfd, const char *name, size_t *len)
 }
 
 struct restore {
+	uint64_t link_seq; /* the last "L" */
+	int has_link_seq;
 	uint64_t turn; /* of the first header seen */
 	int ended;
 	uint64_t first; /* lowest seq kept */
@@ -323,6 +346,9 @@ static void restore_buf(struct session *s, const char *b, size_t len, struct res
 			if (!r->turn)
 				r->cont = p[0] == 'R';
 			r->turn = turn;
+		} else if (n > 2 && p[0] == 'L' && p[1] == ' ') {
+			r->link_seq = strtoull(p + 2, NULL, 10);
+			r->has_link_seq = 1;
 		} else if (n == 1 && p[0] == 'E') {
 			r->ended = 1;
 		} else if (n > 2 && p[0] >= '0' && p[0] <= '9') {
@@ -366,6 +392,8 @@ uint64_t turnlog_restore(struct session *s, int *ended)
 		s->fan.replay_dropped =
 		    r.first - 1; /* older frames of the turn went with a rotation */
 	s->fan.tlog.turn = r.turn;
+	s->link.logged_seq = r.link_seq;
+	s->link.seq_known = r.has_link_seq;
 	s->fan.restored = s->fan.replay.n > 0;
 	*ended = r.ended;
 	return r.turn;

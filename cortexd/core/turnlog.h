@@ -7,7 +7,10 @@
  * Format: one line per record.  "T <turn>" starts a turn (the file is cut
  * there); "<seq> <frame>" is a frame (frames are JSON without a raw newline);
  * "E" says the turn ended; "R <turn>" starts a file that continues the turn
- * after a rotation (older frames were dropped).  A line without its '\n' (cut by a crash) is
+ * after a rotation (older frames were dropped); "L <n>": every line ws-agent
+ * sent up to link seq n is read and its frames are above it (written at the
+ * end of each batch read from ws-agent, and after each T and R, in or out of
+ * a turn: cortexd acks ws-agent only what an "L" has).  A line without its '\n' (cut by a crash) is
  * ignored.
  *
  * Writes: frames are gathered in memory and written (write(2), page cache)
@@ -39,9 +42,13 @@ void turnlog_begin(struct session *s, uint64_t turn);
 void turnlog_frame(struct session *s, const struct frame *f);
 /* The turn ended (its cortex.done or error is already logged). */
 void turnlog_end(struct session *s);
-/* Write what is gathered (before a client gets a frame). */
-void turnlog_flush(struct session *s);
-/* At load: the kept frames into s->fan.replay and s->fan.seq past them.
+/* Write what is gathered (before a client gets a frame): 0, or -1 when
+ * something could not be written (logged, counted). */
+int turnlog_flush(struct session *s);
+/* After a batch read from ws-agent: "L <seq>" and a flush; 0 once written. */
+int turnlog_link_seq(struct session *s, uint64_t seq);
+/* At load: the kept frames into s->fan.replay and s->fan.seq past them,
+ * the last "L" into s->link.logged_seq (seq_known).
  * Returns the turn the log holds (0: none) and whether it ended. */
 uint64_t turnlog_restore(struct session *s, int *ended);
 /* Close the log (fdatasync'd first unless removed: a stop); remove: delete

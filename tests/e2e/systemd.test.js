@@ -38,6 +38,32 @@ function notifyListener(sock) {
   return {p, got, until};
 }
 
+// contrib/cortexd.service and the keep_on_crash drop-in: what the unit does
+// when the main process dies (KillMode) and that systemd parses both without
+// a complaint (systemd-analyze verify, with ExecStart pointed at this build).
+function unitCheck() {
+  const contrib = path.join(process.env.TESTS_DIR, '..', 'contrib');
+  const unit = fs.readFileSync(path.join(contrib, 'cortexd.service'), 'utf8');
+  const dropin = fs.readFileSync(path.join(contrib, 'cortexd-keep-on-crash.conf'), 'utf8');
+  const km = t => (t.match(/^KillMode=(\S+)$/m) || [])[1];
+  L.eq(km(unit), 'mixed', 'the unit: KillMode=mixed (a crash takes the sandboxes; a stop is cortexd\'s own)');
+  L.eq(km(dropin), 'process', 'the keep_on_crash drop-in: KillMode=process (the monitors outlive the main process)');
+  const dir = L.tmpdir('unit');
+  fs.writeFileSync(path.join(dir, 'cortexd.service'), unit.split('/usr/local/bin/cortexd').join(process.env.CORTEXD));
+  fs.mkdirSync(path.join(dir, 'cortexd.service.d'));
+  fs.writeFileSync(path.join(dir, 'cortexd.service.d', 'keep-on-crash.conf'), dropin);
+  const r = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(dir, 'cortexd.service')],
+    {encoding: 'utf8', env: {...process.env, SYSTEMD_UNIT_PATH: dir + ':'}, timeout: 30000});
+  if (r.error && r.error.code === 'ENOENT') { L.check(false, 'systemd-analyze is installed (apt systemd)', 'found', 'missing'); return; }
+  const noise = (r.stderr || '').split('\n').filter(l => l && !/Unit type .* not supported|not executable: No such file/.test(l));
+  L.eq([r.status, noise], [0, []], 'systemd-analyze verify: the unit with the drop-in parses without a complaint');
+  // ... and it would say so: a bad KillMode in the drop-in is reported.
+  fs.writeFileSync(path.join(dir, 'cortexd.service.d', 'keep-on-crash.conf'), '[Service]\nKillMode=bogus\n');
+  const b = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(dir, 'cortexd.service')],
+    {encoding: 'utf8', env: {...process.env, SYSTEMD_UNIT_PATH: dir + ':'}, timeout: 30000});
+  L.check(/kill mode/i.test(b.stderr || ''), 'a broken drop-in is reported by the same check', 'Failed to parse kill mode', b.stderr);
+}
+
 (async () => {
   // --check-config: ok, and a bad file named with its error, exit 2.
   const dir = L.tmpdir('systemd');
@@ -80,5 +106,6 @@ function notifyListener(sock) {
   L.eq(n.got.filter((g) => g.msg === 'WATCHDOG=1').length, n0, 'no watchdog pings when WATCHDOG_PID is not ours');
   await d2.stop();
   n.p.kill();
+  unitCheck();
   L.done();
 })();

@@ -70,7 +70,8 @@ async function startAgent(opts = {}) {
   const dir = fs.mkdtempSync(path.join(TMP, 'wsa-'));
   const sock = path.join(dir, 'agent.sock');
   const ctx = path.join(dir, 'vf-pending-query.json');
-  const rest = ['--ready-fd', '3', '--context', ctx, '--context-timeout-ms', String(opts.contextTimeoutMs || 3000)];
+  const rest = ['--ready-fd', '3', '--context', ctx, '--context-timeout-ms', String(opts.contextTimeoutMs || 3000),
+    ...(opts.args || [])];
   // listenFd: as cortexd does it, the parent makes the listening socket and
   // ws-agent inherits it as fd 4 (python binds it, then execs ws-agent).
   const [cmd, args] = opts.listenFd
@@ -824,6 +825,69 @@ test('a stale socket file is replaced', async () => {
   eq(got, 'ready\n', 'ready over a stale socket');
   proc.kill('SIGTERM');
   await new Promise((r) => proc.on('exit', r));
+});
+
+test('the link seq and the resend window: attach resends after seq, ack trims, the cap is reported', async () => {
+  const a = await startAgent({ args: ['--hold-on-drop', '20000'] });
+  try {
+    a.writeContext();
+    // A connection that starts with "start": lines are numbered 1, 2, ...
+    const c = await connect(a);
+    await c.start(1);
+    c.say(1, 'one two three four');
+    await c.untilResult();
+    await c.sync();
+    const sent = c.seen.slice(); // every line so far: seqs 1..n
+    const n = sent.length;
+    c.close();
+    await waitFor(() => c.closed, 'the first connection closed');
+    // Attach naming seq n-3: the last 3 lines come again, numbered from n-2.
+    const c2 = await connect(a);
+    c2.send({ type: 'attach', seq: n - 3 });
+    const at = (await c2.next(byType('wsa.attached'), 'wsa.attached')).json;
+    eq(JSON.stringify([at.gen, at.seq, at.lost, at.resent]), JSON.stringify([1, n - 2, 0, 3]),
+      `wsa.attached after seq ${n - 3}: [gen, seq, lost, resent]`);
+    const again = [];
+    for (let i = 0; i < 3; i++) again.push((await c2.next(() => true, 'a resent line')).raw);
+    eq(JSON.stringify(again), JSON.stringify(sent.slice(n - 3)), 'the resent lines are the last 3 sent, in order');
+    // ack n: those are dropped; an attach from 0 now reports them lost.
+    c2.send({ type: 'ack', seq: n });
+    await c2.sync(); // the pong is line n+1
+    c2.close();
+    await waitFor(() => c2.closed, 'the second connection closed');
+    const c3 = await connect(a);
+    c3.send({ type: 'attach', seq: 0 });
+    const at3 = (await c3.next(byType('wsa.attached'), 'wsa.attached')).json;
+    eq(JSON.stringify([at3.seq, at3.lost, at3.resent]), JSON.stringify([n + 1, n, 1]),
+      'after ack n, an attach from 0: [seq, lost (the acked lines), resent (the pong)]');
+    eq((await c3.next(() => true, 'the resent pong')).raw, '{"type":"pong"}', 'the resent line is the pong');
+    // The cap: ~6 MB of lines never acked; an attach from before them gets
+    // the newest 4 MiB and the number of the rest.
+    const before = n + 1;
+    c3.say(1, 'mode:flood 6000');
+    await c3.untilResult(15000);
+    await c3.sync();
+    c3.close();
+    await waitFor(() => c3.closed, 'the third connection closed');
+    const c4 = await connect(a);
+    c4.send({ type: 'attach', seq: before });
+    const at4 = (await c4.next(byType('wsa.attached'), 'wsa.attached', 15000)).json;
+    check(at4.lost > 1000 && at4.resent > 1000 && at4.seq === before + at4.lost + 1, 'past the 4 MiB cap: the oldest are reported lost',
+      'lost > 1000, resent > 1000, seq = from + lost + 1', at4);
+    let bytes = 0;
+    for (let i = 0; i < at4.resent; i++) bytes += (await c4.next(() => true, 'a resent line', 15000)).raw.length + 1;
+    check(bytes <= 4 << 20 && bytes > (4 << 20) - 2048, 'what is resent is the newest 4 MiB', '<= 4 MiB', bytes);
+    // A connection that starts with anything else numbers from 1 again.
+    c4.close();
+    await waitFor(() => c4.closed, 'the fourth connection closed');
+    const c5 = await connect(a);
+    await c5.sync();
+    c5.send({ type: 'attach', seq: 0 });
+    const at5 = (await c5.next(byType('wsa.attached'), 'wsa.attached')).json;
+    eq(JSON.stringify([at5.seq, at5.lost, at5.resent]), JSON.stringify([1, 0, 1]),
+      'a connection that began with ping: numbered from 1 (the pong), nothing of the old ones');
+    c5.close();
+  } finally { await a.stop(); }
 });
 
 // ------------------------------------------------------------------ runner

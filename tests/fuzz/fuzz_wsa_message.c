@@ -17,9 +17,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			FUZZ_FAIL();
 		return 0;
 	}
-	/* ping, detach and attach carry no generation; the others a positive one */
-	int genless = m.type == WSA_MSG_PING || m.type == WSA_MSG_DETACH || m.type == WSA_MSG_ATTACH;
+	/* ping, detach, attach and ack carry no generation; the others a positive one */
+	int genless = m.type == WSA_MSG_PING || m.type == WSA_MSG_DETACH || m.type == WSA_MSG_ATTACH ||
+		      m.type == WSA_MSG_ACK;
 	if ((!genless && m.gen <= 0) || (genless && m.gen != 0))
+		FUZZ_FAIL();
+	/* a link seq only where one belongs; ack always has one */
+	if ((m.has_seq && m.type != WSA_MSG_ATTACH && m.type != WSA_MSG_ACK) ||
+	    (m.type == WSA_MSG_ACK && !m.has_seq) || (!m.has_seq && m.seq != 0))
 		FUZZ_FAIL();
 	if (m.type == WSA_MSG_INPUT && (!m.data || memchr(m.data, '\n', m.data_len)))
 		FUZZ_FAIL();

@@ -742,6 +742,115 @@ static void test_handover_adopt(void **state)
 	assert_true(process_gone(init));
 }
 
+/* kill -9 of the creator with keep_grace_s: the sandbox lives on; a record of
+ * it (sandbox_record) lets another process take it back (sandbox_reclaim),
+ * which refuses a record of another id; when nobody does within the grace,
+ * the monitor kills init and removes the cgroup itself. */
+struct crash_rec {
+	sandbox_handover h;
+	char id[64];
+};
+
+static pid_t crash_creator(const char *tag, uint32_t grace_s, struct crash_rec *r)
+{
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	pid_t child = fork();
+	assert_true(child >= 0);
+	if (child == 0) {
+		fixture f;
+		fixture_init(&f, tag);
+		f.opts.keep_grace_s = grace_s;
+		cx_err err = CX_ERR_INIT;
+		struct crash_rec rec = {0};
+		if (sandbox_create(&f.sb, &f.opts, &err) == 0)
+			sandbox_record(f.sb, &rec.h);
+		else
+			print_error("create: %s\n", err.msg);
+		snprintf(rec.id, sizeof rec.id, "%s", f.opts.id);
+		(void)!write(p[1], &rec, sizeof rec);
+		for (;;)
+			pause(); /* until SIGKILL */
+	}
+	close(p[1]);
+	assert_int_equal(read(p[0], r, sizeof *r), (ssize_t)sizeof *r);
+	close(p[0]);
+	assert_true(r->h.init_pid > 0);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	nanosleep(&(struct timespec){0, 300000000L}, NULL);
+	return child;
+}
+
+static void test_reclaim_after_crash(void **state)
+{
+	(void)state;
+	struct crash_rec r;
+	crash_creator("crash", 30, &r);
+	assert_false(process_gone(r.h.init_pid)); /* kept through the creator's kill -9 */
+	cx_err err = CX_ERR_INIT;
+	sandbox *sb = NULL;
+	assert_int_equal(sandbox_reclaim(&sb, "another-id", CG_NAME, &r.h, &err), -1);
+	assert_null(sb);
+	assert_false(process_gone(r.h.init_pid));
+	/* Paused (frozen): refused at once, not after a ping's timeout. */
+	char fz[600];
+	cg_dir(fz, sizeof fz, "freezer", r.id);
+	strcat(fz, cgroup_v2() ? "/cgroup.freeze" : "/freezer.state");
+	FILE *ff = fopen(fz, "w");
+	struct stat fst;
+	if (cgroup_v2() || stat("/sys/fs/cgroup/freezer", &fst) == 0)
+		assert_non_null(ff); /* (v1 without a freezer: nothing can pause) */
+	if (ff) {
+		fputs(cgroup_v2() ? "1" : "FROZEN", ff);
+		fclose(ff);
+		uint64_t t0 = cx_mono_ms();
+		assert_int_equal(sandbox_reclaim(&sb, r.id, CG_NAME, &r.h, &err), -1);
+		assert_true(cx_mono_ms() - t0 < 2000);
+		assert_int_equal(err.code, EAGAIN);
+		ff = fopen(fz, "w");
+		assert_non_null(ff);
+		fputs(cgroup_v2() ? "0" : "THAWED", ff);
+		fclose(ff);
+		assert_false(process_gone(r.h.init_pid));
+	}
+	if (sandbox_reclaim(&sb, r.id, CG_NAME, &r.h, &err) < 0)
+		fail_msg("reclaim: %s", err.msg);
+	assert_int_equal(sandbox_init_pid(sb), r.h.init_pid);
+	assert_string_equal(sh(sb, "echo reclaimed"), "reclaimed\n");
+	sandbox_destroy(sb);
+	assert_true(process_gone(r.h.init_pid));
+	char dir[600];
+	struct stat st;
+	cg_dir(dir, sizeof dir, "pids", r.id);
+	assert_int_not_equal(stat(dir, &st), 0);
+}
+
+static void test_grace_runs_out(void **state)
+{
+	(void)state;
+	struct crash_rec r;
+	crash_creator("grace", 1, &r);
+	assert_false(process_gone(r.h.init_pid));
+	bool gone = false;
+	for (int i = 0; i < 500 && !(gone = process_gone(r.h.init_pid)); i++)
+		nanosleep(&(struct timespec){0, 10000000L}, NULL);
+	assert_true(gone);
+	char dir[600];
+	struct stat st;
+	cg_dir(dir, sizeof dir, "pids", r.id);
+	bool rmd = false;
+	for (int i = 0; i < 300 && !(rmd = stat(dir, &st) != 0); i++)
+		nanosleep(&(struct timespec){0, 10000000L}, NULL);
+	if (!rmd) {
+		print_error("cgroup %s left after the grace\n", dir);
+		fail();
+	}
+	cx_err err = CX_ERR_INIT;
+	sandbox *sb = NULL;
+	assert_int_equal(sandbox_reclaim(&sb, r.id, CG_NAME, &r.h, &err), -1);
+}
+
 static void test_runtime_init(void **state)
 {
 	(void)state;
@@ -781,6 +890,8 @@ int main(void)
 		cmocka_unit_test(test_dies_with_creator),
 		cmocka_unit_test(test_runtime_init),
 		cmocka_unit_test(test_handover_adopt),
+		cmocka_unit_test(test_reclaim_after_crash),
+		cmocka_unit_test(test_grace_runs_out),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
