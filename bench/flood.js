@@ -21,6 +21,8 @@
 // BENCH_FLOOD_ROUNDS (default 7) rounds; BENCH_FLOOD_SCALE (default 1) scales
 // every flood's frame count.  BENCH_FLOOD_PERF=1 (or =dwarf): afterwards, a
 // perf record of cortexd during one more 4 KB flood (build/flood-perf.data)
+// (BENCH_FLOOD_PROFILE_SIZE=65536: a 64 KB one; BENCH_FLOOD_SIZES=65536: only
+// the 64 KB floods are measured)
 // and its top symbols.  BENCH_FLOOD_STRACE=1: syscalls per delta, by process.
 'use strict';
 const {spawn, spawnSync} = require('child_process');
@@ -34,11 +36,16 @@ const {pct, now, miniAgentDir, miniAgentPath} = require('./lib');
 const ROUNDS = Number(process.env.BENCH_FLOOD_ROUNDS || 7);
 const SCALE = Number(process.env.BENCH_FLOOD_SCALE || 1);
 const TURN_MS = 120000;
-const FLOODS = [
+const ALL_FLOODS = [
   {name: '100 B deltas', size: 100, n: Math.round(40000 * SCALE), unit: 'frames/s'},
   {name: '4 KB deltas', size: 4096, n: Math.round(10000 * SCALE), unit: 'frames/s'},
   {name: '64 KB deltas', size: 65536, n: Math.round(1000 * SCALE), unit: 'MB/s'},
 ];
+// BENCH_FLOOD_SIZES=65536 (comma-separated delta sizes): only those floods.
+const SIZES = (process.env.BENCH_FLOOD_SIZES || '').split(',').filter(Boolean).map(Number);
+const FLOODS = SIZES.length ? ALL_FLOODS.filter(f => SIZES.includes(f.size)) : ALL_FLOODS;
+// The flood BENCH_FLOOD_PERF / BENCH_FLOOD_STRACE watch: BENCH_FLOOD_PROFILE_SIZE (default 4096).
+const PROFILED = ALL_FLOODS.find(f => f.size === Number(process.env.BENCH_FLOOD_PROFILE_SIZE || 4096)) || ALL_FLOODS[1];
 const build = path.join(__dirname, '..', 'build');
 
 // ---------------------------------------------------------------- the client
@@ -234,7 +241,7 @@ async function perfProfile(pid, c, callGraph) {
   let err = '';
   rec.stderr.on('data', d => { err += d; });
   await new Promise(r => setTimeout(r, 500)); // perf attaches
-  const f = FLOODS[1];
+  const f = PROFILED;
   const res = await c.flood(f.n, f.size);
   await new Promise(r => { rec.once('exit', r); rec.kill('SIGINT'); });
   const report = sort => spawnSync('perf', ['report', '-i', data, '--stdio', '--no-children', '--sort', sort, '-g', 'none'],
@@ -261,11 +268,11 @@ async function straceCounts(side) {
     return t;
   });
   await new Promise(r => setTimeout(r, 500));
-  const f = FLOODS[1];
+  const f = PROFILED;
   const n = Math.round(f.n / 5);
   await side.c.flood(n, f.size);
   await Promise.all(tr.map(t => new Promise(r => { t.once('exit', r); t.kill('SIGINT'); })));
-  console.log(`\nsyscalls per 4 KB delta during a flood of ${n} (strace -c), by process:`);
+  console.log(`\nsyscalls per delta (${f.name}) during a flood of ${n} (strace -c), by process:`);
   tr.forEach((t, i) => {
     const rows = t.out.split('\n').filter(l => /^\s*\d/.test(l)).map(l => l.trim().split(/\s+/))
       .map(c => ({calls: Number(c[3]), name: c[c.length - 1]})).filter(r => r.calls > n / 20);

@@ -182,7 +182,9 @@ int fq_write_batch(struct lws *wsi, struct fqueue *q)
 {
 	static unsigned char buf[LWS_PRE + FQ_BATCH_MAX];
 	struct frame *f = fq_peek(q);
-	if (q->n < 2 || !f || f->len + 10 > FQ_BATCH_MAX)
+	/* Not two frames in the batch (a 64 KB delta's frame fills half of it):
+	 * the frame goes from where it lies, not copied into the batch first. */
+	if (q->n < 2 || !f || 20 + f->len + fq_at(q, 1)->len > FQ_BATCH_MAX)
 		return fq_write_one(wsi, q);
 	size_t off = 0;
 	while ((f = fq_peek(q)) && off + 10 + f->len <= FQ_BATCH_MAX) {
