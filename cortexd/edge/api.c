@@ -90,12 +90,6 @@ struct sess_write {
 	char *val;         /* create: the row */
 };
 
-static int sess_put_run(void *arg, cx_err *err)
-{
-	struct sess_write *w = arg;
-	return store_put(w->st, w->key, w->val, strlen(w->val), err);
-}
-
 /* Stored: the session starts (even when the client has gone); not stored:
  * nothing of it is left. */
 static void sess_put_then(void *arg, int rc, const cx_err *err, struct api_resp *resp)
@@ -325,7 +319,7 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 		} else {
 			w->st = d->st;
 			w->s = s;
-			api_defer(resp, sess_put_run, sess_put_then, w);
+			create_commit(d->st, w->key, w->val, resp, sess_put_then, w); /* group commit */
 		}
 	}
 	json_decref(net);

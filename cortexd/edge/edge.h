@@ -51,6 +51,11 @@ void api_defer_detach(struct api_defer *j);
  * starts waiting. */
 struct api_defer *api_defer_event(struct api_resp *resp, api_then_fn then, void *arg);
 void api_defer_complete(struct api_defer *j, int rc, const cx_err *err);
+/* create_commit.c: a created session's row (key, val: alive until then runs)
+ * committed with the rows of other creates in one store transaction (group
+ * commit); then runs once that commit returned, as with api_defer. */
+void create_commit(store *st, const char *key, const char *val, struct api_resp *resp, api_then_fn then,
+		   void *arg);
 /* Run it here and now (unit tests, which have no worker pool). */
 void api_defer_finish(struct api_resp *resp);
 void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *resp);
