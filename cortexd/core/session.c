@@ -209,6 +209,8 @@ void session_unref(struct session *s)
 	if (s->fan.tlog.fd > 0)
 		close(s->fan.tlog.fd);
 	free(s->fan.tlog.buf);
+	for (unsigned i = 0; i < s->fan.tlog.nbig; i++)
+		frame_unref(s->fan.tlog.big[i]);
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
 	free(s->link.ws_head);

@@ -73,10 +73,19 @@ struct client {
 };
 
 /* The durable turn log (turnlog.c). */
+#define TURNLOG_BIG_MIN 1024u /* frames this long are written from where they lie */
+#define TURNLOG_BIG_MAX 64u   /* of them pending at once (then a flush) */
+
 struct turnlog_state {
 	int fd;                  /* DATA/turnlog/<id>.log, O_APPEND; <= 0 = not open */
 	char *buf;               /* frames gathered, not yet written */
 	size_t len, alloc;
+	/* Big frames are not copied into buf: a reference each, written (writev)
+	 * after buf's first big_at[i] bytes; pending = buf + their bytes. */
+	struct frame *big[TURNLOG_BIG_MAX];
+	size_t big_at[TURNLOG_BIG_MAX];
+	unsigned nbig;
+	size_t pending;
 	uint64_t size;           /* bytes in the file */
 	uint64_t turn;           /* the turn it holds (0: none) */
 	int dirty;               /* written since the last fdatasync */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "jobs.h"
@@ -72,6 +73,54 @@ static void buf_add(struct session *s, const char *p, size_t n)
 	}
 	memcpy(t->buf + t->len, p, n);
 	t->len += n;
+	t->pending += n;
+}
+
+static void drop_pending(struct turnlog_state *t)
+{
+	for (unsigned i = 0; i < t->nbig; i++)
+		frame_unref(t->big[i]);
+	t->nbig = 0;
+	t->len = t->pending = 0;
+}
+
+/* buf with the big frames in their places, in one writev per IOV_MAX pieces.
+ * Returns the bytes written; stops at the first error. */
+static size_t write_pending(struct session *s)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	struct iovec iov[2 * TURNLOG_BIG_MAX + 1];
+	int n = 0;
+	size_t at = 0;
+	for (unsigned i = 0; i < t->nbig; i++) {
+		if (t->big_at[i] > at)
+			iov[n++] = (struct iovec){t->buf + at, t->big_at[i] - at};
+		at = t->big_at[i];
+		iov[n++] = (struct iovec){(void *)frame_data(t->big[i]), t->big[i]->len};
+	}
+	if (t->len > at)
+		iov[n++] = (struct iovec){t->buf + at, t->len - at};
+	size_t done = 0;
+	int k = 0;
+	while (k < n) {
+		ssize_t w = writev(t->fd, iov + k, n - k);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			n_write_errors++;
+			log_warn("session %s: turn log write: %s", s->id, w < 0 ? strerror(errno) : "short write");
+			break;
+		}
+		done += (size_t)w;
+		size_t left = (size_t)w;
+		while (k < n && left >= iov[k].iov_len)
+			left -= iov[k++].iov_len;
+		if (left) { /* a short write: the rest of that piece next */
+			iov[k].iov_base = (char *)iov[k].iov_base + left;
+			iov[k].iov_len -= left;
+		}
+	}
+	return done;
 }
 
 static void sync_run(void *arg)
@@ -173,28 +222,18 @@ static void rotate(struct session *s)
 int turnlog_flush(struct session *s)
 {
 	struct turnlog_state *t = &s->fan.tlog;
-	if (!t->len)
+	if (!t->pending)
 		return 0;
 	if (log_open(s) < 0) {
-		t->len = 0;
+		drop_pending(t);
 		n_write_errors++;
 		return -1;
 	}
-	size_t off = 0;
-	while (off < t->len) {
-		ssize_t w = write(t->fd, t->buf + off, t->len - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			n_write_errors++;
-			log_warn("session %s: turn log write: %s", s->id, strerror(errno));
-			break;
-		}
-		off += (size_t)w;
-	}
-	int rc = off == t->len ? 0 : -1;
-	t->size += off;
-	t->len = 0;
+	size_t want = t->pending;
+	size_t done = write_pending(s);
+	int rc = done == want ? 0 : -1;
+	t->size += done;
+	drop_pending(t);
 	arm_sync(s);
 	if (t->size > TURNLOG_CAP / 2)
 		rotate(s);
@@ -220,7 +259,7 @@ int turnlog_link_seq(struct session *s, uint64_t seq)
 void turnlog_begin(struct session *s, uint64_t turn)
 {
 	struct turnlog_state *t = &s->fan.tlog;
-	t->len = 0;
+	drop_pending(t);
 	t->turn = turn;
 	if (log_open(s) < 0)
 		return;
@@ -249,9 +288,18 @@ void turnlog_frame(struct session *s, const struct frame *f)
 	char pre[32];
 	int n = snprintf(pre, sizeof pre, "%llu ", (unsigned long long)f->seq);
 	buf_add(s, pre, (size_t)n);
-	buf_add(s, frame_data(f), f->len);
+	if (f->len >= TURNLOG_BIG_MIN) {
+		/* Referenced, not copied (a 64 KB delta's frame): written from
+		 * where it lies at the flush, which comes before any client is
+		 * given it. */
+		t->big_at[t->nbig] = t->len;
+		t->big[t->nbig++] = frame_ref((struct frame *)f);
+		t->pending += f->len;
+	} else {
+		buf_add(s, frame_data(f), f->len);
+	}
 	buf_add(s, "\n", 1);
-	if (t->len >= TURNLOG_BUF)
+	if (t->pending >= TURNLOG_BUF || t->nbig == TURNLOG_BIG_MAX)
 		turnlog_flush(s);
 }
 
@@ -274,9 +322,10 @@ void turnlog_close(struct session *s, int remove)
 		close(t->fd);
 	t->fd = -1;
 	t->turn = 0;
+	drop_pending(t);
 	free(t->buf);
 	t->buf = NULL;
-	t->len = t->alloc = 0;
+	t->alloc = 0;
 	if (!remove)
 		return;
 	int dfd = dir_open(s);
