@@ -35,7 +35,7 @@ void config_caps_defaults(config *c)
 {
 	c->http_max_conns = 4096;
 	c->http_max_conns_per_ip = 256;
-	strcpy(c->http_event_loop, "libev");
+	strcpy(c->http_event_loop, "poll");
 	c->ws_max_clients_per_session = 16;
 	c->ws_max_clients_per_user = 64;
 	c->sessions_max_per_user = 100;

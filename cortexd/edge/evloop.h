@@ -9,7 +9,9 @@
  * wake-up at a time, so the daemon's `while (!stop)` and the handover drain
  * keep their shape.  lws loads its event-lib plugin (libwebsockets-evlib-ev
  * / -uv, Debian's build of lws 4.1 with LWS_WITH_EVLIB_PLUGINS) by the
- * option bit. */
+ * option bit.  Default poll: lws 4.1.6's libev plugin re-arms its timer
+ * with ev_timer_set on an active watcher (ignored by libev), so a sul
+ * scheduled while a later one is armed fires late (docs/architecture.md). */
 #ifndef CORTEX_EVLOOP_H
 #define CORTEX_EVLOOP_H
 

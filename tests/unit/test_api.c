@@ -267,8 +267,8 @@ static void test_config(void **state)
 	assert_int_equal(config_load_file(&c, path, &err), -1);
 	assert_non_null(strstr(err.msg, "uid"));
 
-	/* The event loop: libev by default, one of three names, nothing else. */
-	const char *loops[][2] = {{"{}", "libev"},
+	/* The event loop: poll by default, one of three names, nothing else. */
+	const char *loops[][2] = {{"{}", "poll"},
 				  {"{\"http\":{\"event_loop\":\"poll\"}}", "poll"},
 				  {"{\"http\":{\"event_loop\":\"libuv\"}}", "libuv"},
 				  {"{\"http\":{\"event_loop\":\"select\"}}", NULL},
