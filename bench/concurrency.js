@@ -17,6 +17,8 @@
 // Env: BENCH_CONC_N (default 5,20,50), BENCH_CONC_ROUNDS (5),
 // BENCH_CONC_MINI_N (1,20,100), BENCH_CONC_MINI_ROUNDS (10),
 // BENCH_CONC_PARTS (claude,mini), BENCH_CONC_DELTA_MS (5),
+// BENCH_CONC_EVENT_LOOP (cortexd's http.event_loop: libev, libuv or poll;
+// unset = cortexd's default),
 // BENCH_CONC_PERF=N: one more cortexd round at that N under `perf record -a -g`
 // (build/perf-concurrency.data), its top symbols printed.
 // BENCH_CONC_MINI_PERF=N: the same in the mini-agent part (cortexd's own
@@ -187,11 +189,31 @@ async function waitAllHot(d, sess, ms = 60000) {
 // ---------------------------------------------------------------- rounds
 
 // Every one of the first n clients sends at once; per-client TTFTs.
-async function cortexRound(d, sess, n, label) {
+// cortexd's CPU time in ms (utime + stime): the whole process, and its main
+// thread (the service thread, tid = pid). Load on the machine stretches the
+// first token, not these: they say what a turn costs cortexd itself.
+const TICK_MS = 1000 / (Number(spawnSync('getconf', ['CLK_TCK'], {encoding: 'utf8'}).stdout) || 100);
+function cpuMs(statPath) {
+  try {
+    const f = fs.readFileSync(statPath, 'utf8');
+    const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(x[11]) + Number(x[12])) * TICK_MS;
+  } catch (e) { return NaN; }
+}
+function cortexCpu(d) {
+  const pid = d.proc.pid;
+  return {all: cpuMs(`/proc/${pid}/stat`), svc: cpuMs(`/proc/${pid}/task/${pid}/stat`)};
+}
+async function cortexRound(d, sess, n, label, cpu) {
   await waitAllHot(d, sess.slice(0, n));
+  const c0 = cortexCpu(d);
   const ps = [];
   for (let i = 0; i < n; i++) ps.push(cortexTurn(sess[i].c, `${label} ${i}`));
   const rs = await Promise.all(ps);
+  if (cpu) {
+    const c1 = cortexCpu(d);
+    cpu.all += c1.all - c0.all; cpu.svc += c1.svc - c0.svc; cpu.turns += n;
+  }
   return rs.map(r => r.ttft);
 }
 async function directRound(agents, n, label) {
@@ -204,15 +226,15 @@ async function directRound(agents, n, label) {
 async function interleave(n, rounds, d, sess, agents, tag) {
   // Claude Code has post-turn work (transcript, JIT): wait for a quiet machine; the mini-agent has none.
   const pause = tag === 'mini' ? () => sleepMs(300) : settle;
-  const cx = [], dx = [], cxRound = [], dxRound = [];
+  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0};
   for (let r = 0; r < rounds; r++) {
-    const runCx = async () => { const t = now(); cx.push(...await cortexRound(d, sess, n, `cx ${tag}${n} r${r}`)); cxRound.push(now() - t); };
+    const runCx = async () => { const t = now(); cx.push(...await cortexRound(d, sess, n, `cx ${tag}${n} r${r}`, cpu)); cxRound.push(now() - t); };
     const runDx = async () => { const t = now(); dx.push(...await directRound(agents, n, `dx ${tag}${n} r${r}`)); dxRound.push(now() - t); };
     if (r % 2) { await runDx(); await pause(); await runCx(); } else { await runCx(); await pause(); await runDx(); }
     await pause();
     log(`  ${tag} N=${n}: round ${r + 1}/${rounds}`);
   }
-  return {cx, dx, cxRound, dxRound};
+  return {cx, dx, cxRound, dxRound, cpu};
 }
 
 // ---------------------------------------------------------------- metrics
@@ -275,7 +297,13 @@ async function partClaude() {
   const maxN = Math.max(...NS);
   const model = await L.startModelServer({MODEL_DELTA_MS: DELTA_MS});
   const mem0 = memAvailMiB();
-  const d = await L.startCortexd({detached: true, env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-bench'}});
+  const args = [];
+  if (process.env.BENCH_CONC_EVENT_LOOP) {
+    const cfg = path.join(L.tmpdir('conc-cfg'), 'cortexd.json');
+    fs.writeFileSync(cfg, JSON.stringify({http: {event_loop: process.env.BENCH_CONC_EVENT_LOOP}}));
+    args.push('--config', cfg);
+  }
+  const d = await L.startCortexd({detached: true, args, env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-bench'}});
   let t = now();
   const {sess, users} = await cortexSessions(d, maxN, 'conc');
   const cxBoot = now() - t;
@@ -336,7 +364,9 @@ async function partMini() {
   const maxN = Math.max(...MINI_NS);
   const mini = miniAgentPath();
   const cfg = path.join(L.tmpdir('conc-mini-cfg'), 'cortexd.json');
-  fs.writeFileSync(cfg, JSON.stringify({agent: {dir: miniAgentDir(mini), command: '/cortex/agent/mini-agent'}}));
+  const mcfg = {agent: {dir: miniAgentDir(mini), command: '/cortex/agent/mini-agent'}};
+  if (process.env.BENCH_CONC_EVENT_LOOP) mcfg.http = {event_loop: process.env.BENCH_CONC_EVENT_LOOP};
+  fs.writeFileSync(cfg, JSON.stringify(mcfg));
   const d = await L.startCortexd({detached: true, args: ['--config', cfg]});
   let t = now();
   const {sess, users} = await cortexSessions(d, maxN, 'mini');
@@ -356,7 +386,8 @@ async function partMini() {
     const r = await interleave(n, MINI_ROUNDS, d, sess, agents, 'mini');
     rowOf(n, 'cortexd', r.cx, r.cxRound);
     rowOf(n, 'direct', r.dx, r.dxRound);
-    adds.push(`N=${n}: added p50 ${f1(pct(r.cx, 50) - pct(r.dx, 50))} ms, p95 ${f1(pct(r.cx, 95) - pct(r.dx, 95))} ms`);
+    adds.push(`N=${n}: added p50 ${f1(pct(r.cx, 50) - pct(r.dx, 50))} ms, p95 ${f1(pct(r.cx, 95) - pct(r.dx, 95))} ms; ` +
+      `cortexd CPU per turn ${(r.cpu.all / r.cpu.turns).toFixed(3)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(3)} ms)`);
     out.mini[n] = r;
   }
   for (const x of adds) P(x);

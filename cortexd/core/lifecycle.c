@@ -710,6 +710,11 @@ static void idle_arm(struct session *s)
 		if (lim && lim > idle && (!next || lim - idle < next))
 			next = lim - idle;
 	}
+	/* Armed already for no later than that: it stays (sul_idle_cb looks
+	 * again and re-arms).  Moving it on every turn's touch cost a walk of
+	 * lws's sorted timer list (O(timers): ~100 sessions' worth). */
+	if (next && s->lc.sul_idle.list.owner && s->d->ctx && s->lc.sul_idle.us <= lws_now_usecs() + (lws_usec_t)next)
+		return;
 	if (next)
 		session_timer(s, &s->lc.sul_idle, sul_idle_cb, next);
 	else

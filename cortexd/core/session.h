@@ -89,6 +89,7 @@ struct turnlog_state {
 	uint64_t size;           /* bytes in the file */
 	uint64_t turn;           /* the turn it holds (0: none) */
 	int dirty;               /* written since the last fdatasync */
+	int old_maybe;           /* <id>.old may exist (a rotation, or a file this process found) */
 };
 
 struct fanout {

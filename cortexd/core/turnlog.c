@@ -53,6 +53,7 @@ static int log_open(struct session *s)
 	struct stat st;
 	t->size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
 	t->fd = fd;
+	t->old_maybe = 1; /* a previous process may have rotated it: the next turn's cut looks */
 	return 0;
 }
 
@@ -212,6 +213,7 @@ static void rotate(struct session *s)
 	t->size = 0;
 	if (log_open(s) < 0)
 		return;
+	t->old_maybe = 1;
 	char hdr[40];
 	int n = snprintf(hdr, sizeof hdr, "R %llu\nL %llu\n", (unsigned long long)t->turn,
 			 (unsigned long long)s->link.logged_seq);
@@ -263,15 +265,22 @@ void turnlog_begin(struct session *s, uint64_t turn)
 	t->turn = turn;
 	if (log_open(s) < 0)
 		return;
-	if (ftruncate(t->fd, 0) < 0)
-		log_warn("session %s: turn log truncate: %s", s->id, strerror(errno));
-	t->size = 0;
-	int dfd = dir_open(s);
-	if (dfd >= 0) {
-		char old[80];
-		name_of(s, "old", old, sizeof old);
-		(void)unlinkat(dfd, old, 0);
-		close(dfd);
+	/* Small turns follow each other in one file (restore keeps the last):
+	 * no truncate, unlink or directory walk per turn on the service thread. */
+	if (t->size > TURNLOG_KEEP || t->old_maybe) {
+		if (ftruncate(t->fd, 0) < 0)
+			log_warn("session %s: turn log truncate: %s", s->id, strerror(errno));
+		t->size = 0;
+	}
+	if (t->old_maybe) {
+		int dfd = dir_open(s);
+		if (dfd >= 0) {
+			char old[80];
+			name_of(s, "old", old, sizeof old);
+			(void)unlinkat(dfd, old, 0);
+			close(dfd);
+			t->old_maybe = 0;
+		}
 	}
 	char hdr[40];
 	int n = snprintf(hdr, sizeof hdr, "T %llu\n", (unsigned long long)turn);

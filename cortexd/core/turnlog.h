@@ -4,8 +4,11 @@
  * or an upgrade restart — replays to a client that sends "resume" every frame
  * it lacks, exactly once, with the same seqs.
  *
- * Format: one line per record.  "T <turn>" starts a turn (the file is cut
- * there); "<seq> <frame>" is a frame (frames are JSON without a raw newline);
+ * Format: one line per record.  "T <turn>" starts a turn; the file is cut
+ * there only once it holds more than TURNLOG_KEEP bytes, so most turns cost
+ * the service thread no file-system call of their own (an ftruncate waits
+ * for ext4's journal, which the store's and the logs' fdatasyncs keep busy);
+ * the restore keeps the last turn only.  "<seq> <frame>" is a frame (frames are JSON without a raw newline);
  * "E" says the turn ended; "R <turn>" starts a file that continues the turn
  * after a rotation (older frames were dropped); "L <n>": every line ws-agent
  * sent up to link seq n is read and its frames are above it (written at the
@@ -32,11 +35,12 @@
 #define TURNLOG_DIR	"turnlog"
 #define TURNLOG_CAP	(16u << 20)  /* bytes per session, both files */
 #define TURNLOG_BUF	(256u << 10) /* gathered before a write is forced */
+#define TURNLOG_KEEP	(64u << 10)  /* past this, a new turn cuts the file */
 #define TURNLOG_SYNC_MS 200
 
 /* Start the periodic fdatasync (service thread, after work_start). */
 void turnlog_start(struct cortexd *d);
-/* A new turn: the log is cut and starts with it. */
+/* A new turn: its header (the log is cut first when past TURNLOG_KEEP). */
 void turnlog_begin(struct session *s, uint64_t turn);
 /* A stream frame (seq set) of the session. */
 void turnlog_frame(struct session *s, const struct frame *f);

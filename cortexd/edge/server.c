@@ -23,6 +23,7 @@
 #include "caps.h"
 #include "sdnotify.h"
 #include "door.h"
+#include "evloop.h"
 #include "gwlink.h"
 #include "http.h"
 #include "lifecycle.h"
@@ -455,10 +456,16 @@ int server_run(struct cortexd *d)
 	 * header table must hold one. */
 	info.max_http_header_data = CX_CAP_HTTP_HEAD + 2048;
 	info.user = d;
-	d->ctx = lws_create_context(&info);
-	if (!d->ctx) {
-		log_error("lws context creation failed");
+	struct evloop loop;
+	if (evloop_open(&loop, (enum evloop_kind)evloop_kind_of_name(c->http_event_loop), &info, &err) < 0) {
+		log_error("%s", err.msg);
 		goto out_store;
+	}
+	d->ctx = lws_create_context(&info);
+	info.foreign_loops = NULL; /* the vhost's info below: the context has the loop */
+	if (!d->ctx) {
+		log_error("lws context creation failed (event loop %s)", c->http_event_loop);
+		goto out_ctx;
 	}
 	if (!c->listen_port)
 		info.port = 0; /* lws: 0 asks the kernel for a free port */
@@ -546,11 +553,11 @@ int server_run(struct cortexd *d)
 	if ((watchdog_us = sdnotify_watchdog_us()))
 		lws_sul_schedule(d->ctx, 0, &sul_watchdog, watchdog_ping, (lws_usec_t)watchdog_us);
 	fflush(stdout);
-	log_info("data dir %s, store %s, sandbox uid %u", c->data_dir, c->store_kind,
-		 (unsigned)c->sandbox_uid);
+	log_info("data dir %s, store %s, sandbox uid %u, event loop %s", c->data_dir, c->store_kind,
+		 (unsigned)c->sandbox_uid, c->http_event_loop);
 
 	while (!d->stop)
-		if (lws_service(d->ctx, 0) < 0)
+		if (evloop_service(&loop, d->ctx) < 0)
 			break;
 	int upgrade = d->upgrade && d->argv && d->exe[0];
 	if (upgrade) {
@@ -560,7 +567,7 @@ int server_run(struct cortexd *d)
 		cx_listen_keep_for_exec(); /* the gateway's and egress's sockets: sandboxes hold them */
 		handover_detach_all(d);
 		while (d->ho_pending && cx_mono_ms() - t0 < HANDOVER_DRAIN_MS)
-			if (lws_service(d->ctx, 0) < 0)
+			if (evloop_service(&loop, d->ctx) < 0)
 				break;
 		if (d->ho_pending)
 			log_warn("upgrade restart: %u session(s) did not detach in %d ms: stopped", d->ho_pending,
@@ -591,7 +598,7 @@ int server_run(struct cortexd *d)
 	imgstore_close(d->images);
 	d->images = NULL;
 out_ctx:
-	lws_context_destroy(d->ctx);
+	evloop_close(&loop, d->ctx);
 	d->ctx = NULL;
 out_store:
 	secrets_key_wipe(&d->skey);

@@ -267,6 +267,27 @@ static void test_config(void **state)
 	assert_int_equal(config_load_file(&c, path, &err), -1);
 	assert_non_null(strstr(err.msg, "uid"));
 
+	/* The event loop: poll by default, one of three names, nothing else. */
+	const char *loops[][2] = {{"{}", "poll"},
+				  {"{\"http\":{\"event_loop\":\"poll\"}}", "poll"},
+				  {"{\"http\":{\"event_loop\":\"libuv\"}}", "libuv"},
+				  {"{\"http\":{\"event_loop\":\"select\"}}", NULL},
+				  {"{\"http\":{\"event_loop\":1}}", NULL}};
+	for (size_t i = 0; i < sizeof loops / sizeof loops[0]; i++) {
+		f = fopen(path, "w");
+		fputs(loops[i][0], f);
+		fclose(f);
+		config_defaults(&c);
+		int rc = config_load_file(&c, path, &err);
+		if (!loops[i][1]) {
+			assert_int_equal(rc, -1);
+			assert_non_null(strstr(err.msg, "http.event_loop"));
+		} else {
+			assert_int_equal(rc, 0);
+			assert_string_equal(c.http_event_loop, loops[i][1]);
+		}
+	}
+
 	/* Own network namespace: by default; not without the gateway (the agent
 	 * would reach no model): off by default then, an error when asked for. */
 	const char *net[][2] = {{"{}", "1"},

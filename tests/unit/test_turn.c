@@ -1256,6 +1256,40 @@ static void test_turnlog_replay(void **state)
 	sess_free(s, all, 1);
 }
 
+/* Small turns follow each other in one log file (no cut per turn): the
+ * restore keeps only the last turn's frames, with their seqs. */
+static void test_turnlog_two_turns(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_tlog2", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "one");
+	feed(s, DELTA("1"));
+	feed(s, RESULT("1"));
+	turnlog_flush(s);
+	uint64_t size1 = s->fan.tlog.size;
+	start_turn(s, "two");
+	uint64_t first2 = s->fan.seq + 1;
+	feed(s, DELTA("2"));
+	feed(s, DELTA("3"));
+	uint64_t last = s->fan.seq;
+	turnlog_flush(s);
+	assert_true(s->fan.tlog.size > size1); /* appended, not cut */
+	struct session *s2 = session_new(&D, "s_tlog2", "alice", "chat");
+	assert_non_null(s2);
+	int ended = -1;
+	uint64_t turn = turnlog_restore(s2, &ended);
+	assert_int_eq_msg(turn, 2, "the last turn of the file");
+	assert_int_eq_msg(ended, 0, "turn 2 did not end");
+	assert_int_eq_msg(s2->fan.seq, last, "seq from the last turn's frames");
+	assert_int_eq_msg(s2->fan.replay.n, last - first2 + 1, "only turn 2's frames are kept");
+	turnlog_close(s2, 0);
+	session_unref(s2);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
 static void test_agent_down_mid_turn(void **state)
 {
 	(void)state;
@@ -1353,6 +1387,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_agent_down_mid_turn, test_setup),
 	    cmocka_unit_test_setup(test_restore_lost_turn, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_replay, test_setup),
+	    cmocka_unit_test_setup(test_turnlog_two_turns, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_waiting_turn, test_setup),
 	    cmocka_unit_test_setup(test_busy, test_setup),
 	    cmocka_unit_test_setup(test_group_commit, test_setup),
