@@ -19,18 +19,34 @@ static lws_sorted_usec_list_t sul_sync;
 static int sync_armed, sync_inflight;
 static uint64_t n_syncs, n_write_errors;
 
+/* The log lives in the session's own dir (root's, 0711; with etcd on storage
+ * every node reaches), so the node that takes a session over after its
+ * owner died restores the frames of the turn that was running there.  The
+ * sandbox can traverse that dir but not write it; the dir is checked to be
+ * root's and not writable by others before anything in it is opened, and
+ * nothing in it is followed (O_NOFOLLOW). */
 static int dir_open(struct session *s)
 {
-	cx_err err = CX_ERR_INIT;
-	int dfd = jobs_private_dir(&s->d->cfg, TURNLOG_DIR, &err);
-	if (dfd < 0)
-		log_warn("session %s: turn log: %s", s->id, err.msg);
+	int dfd = open(s->dir, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (dfd < 0) {
+		if (errno != ENOENT) /* no dir: the session never had a sandbox */
+			log_warn("session %s: turn log: open %s: %s", s->id, s->dir, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	if (fstat(dfd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 022)) {
+		log_warn("session %s: turn log: %s must be a dir of uid %u not writable by others", s->id,
+			 s->dir, (unsigned)geteuid());
+		close(dfd);
+		return -1;
+	}
 	return dfd;
 }
 
 static void name_of(const struct session *s, const char *ext, char *out, size_t cap)
 {
-	snprintf(out, cap, "%s.%s", s->id, ext);
+	(void)s;
+	snprintf(out, cap, TURNLOG_NAME ".%s", ext);
 }
 
 /* The current file, opened (created) on first use. */
@@ -192,7 +208,7 @@ void turnlog_start(struct cortexd *d)
 	sync_d = d;
 }
 
-/* Past half the cap: the file becomes <id>.old (the older one goes) and a
+/* Past half the cap: the file becomes turn.old (the older one goes) and a
  * new one starts with the turn's header. */
 static void rotate(struct session *s)
 {
@@ -428,6 +444,28 @@ static void restore_buf(struct session *s, const char *b, size_t len, struct res
 	}
 }
 
+/* Before the log moved into the session's dir it was DATA/turnlog/<id>.{old,log}:
+ * a cortexd upgraded in place reads (and then removes) what the old one wrote. */
+static void restore_legacy(struct session *s, struct restore *r)
+{
+	cx_err err = CX_ERR_INIT;
+	int dfd = jobs_private_dir(&s->d->cfg, TURNLOG_LEGACY_DIR, &err);
+	if (dfd < 0)
+		return;
+	const char *exts[] = {"old", "log"};
+	for (int i = 0; i < 2; i++) {
+		char name[80];
+		size_t len = 0;
+		snprintf(name, sizeof name, "%s.%s", s->id, exts[i]);
+		char *b = slurp(dfd, name, &len);
+		if (b)
+			restore_buf(s, b, len, r);
+		free(b);
+		(void)unlinkat(dfd, name, 0);
+	}
+	close(dfd);
+}
+
 uint64_t turnlog_restore(struct session *s, int *ended)
 {
 	*ended = 0;
@@ -446,6 +484,8 @@ uint64_t turnlog_restore(struct session *s, int *ended)
 		free(b);
 	}
 	close(dfd);
+	if (!r.turn)
+		restore_legacy(s, &r);
 	if (r.cont && r.first > 1)
 		s->fan.replay_dropped =
 		    r.first - 1; /* older frames of the turn went with a rotation */

@@ -1,7 +1,9 @@
 /* turnlog.h — the durable turn log: every stream frame of a session's running
- * (or last) turn, appended to DATA/turnlog/<id>.log (root-only dir, never a
- * path a sandbox can write), so a cortexd that starts again — after a crash
- * or an upgrade restart — replays to a client that sends "resume" every frame
+ * (or last) turn, appended to SESSION_DIR/turn.log (the session's dir: root's,
+ * never writable by its sandbox; with etcd on storage every node reaches, so
+ * the node that takes a session over after its owner died has it too), so a
+ * cortexd that starts again — after a crash or an upgrade restart — or
+ * another node replays to a client that sends "resume" every frame
  * it lacks, exactly once, with the same seqs.
  *
  * Format: one line per record.  "T <turn>" starts a turn; the file is cut
@@ -24,7 +26,7 @@
  * much), never on the service thread.
  *
  * Bound: TURNLOG_CAP bytes per session.  Past half of it the file becomes
- * <id>.old and a new one starts (the previous .old is dropped), so the newest
+ * turn.old and a new one starts (the previous .old is dropped), so the newest
  * frames are kept, like the in-memory replay; a resume from before the oldest
  * kept frame gets cortex.error resume_gap first. */
 #ifndef CORTEX_TURNLOG_H
@@ -32,7 +34,8 @@
 
 #include "session.h"
 
-#define TURNLOG_DIR	"turnlog"
+#define TURNLOG_NAME	"turn"    /* SESSION_DIR/turn.log, turn.old */
+#define TURNLOG_LEGACY_DIR "turnlog" /* DATA/turnlog/<id>.log before: read once */
 #define TURNLOG_CAP	(16u << 20)  /* bytes per session, both files */
 #define TURNLOG_BUF	(256u << 10) /* gathered before a write is forced */
 #define TURNLOG_KEEP	(64u << 10)  /* past this, a new turn cuts the file */

@@ -166,7 +166,18 @@ function miniAgentDir() {
   L.check(mB.cortex_owner_proxy_bytes_to_owner_total >= big.length, 'bytes to the owner counted', `>= ${big.length}`,
     mB.cortex_owner_proxy_bytes_to_owner_total);
 
-  // ---- kill -9 A: 503 owner_unreachable while its lease lives, then re-owned
+  // ---- kill -9 A mid-turn: 503 owner_unreachable while its lease lives, then re-owned;
+  // the turn log is in the session's dir on the shared storage, so the new owner has
+  // every frame A logged: a resume through another node gets them once, then
+  // cortexd_restarted naming the lost turn.
+  const ck = L.connect(B.base, sid, alice);
+  await ck.opened;
+  ck.send({type: 'message', text: 'DRIP 200 50'});
+  await ck.waitFor(() => ck.frames.filter(isDelta).length >= 5, '5 deltas before the kill', 30000);
+  // The client counts only what it had here: what A logs after this (A writes every frame
+  // to the log before sending it), it has not seen, and the resume must bring it.
+  const cut = ck.frames.length;
+  await new Promise(res => setTimeout(res, 600));
   A.proc.kill('SIGKILL');
   await new Promise(res => A.proc.once('exit', res));
   const tKill = Date.now();
@@ -192,6 +203,7 @@ function miniAgentDir() {
     return !!s2;
   }, 'the session served again', (TTL + 10) * 1000);
   const failover = Date.now() - tKill;
+  await ck.close();
   console.log(`     failover: kill -9 A → served again through B in ${failover} ms (TTL ${TTL} s)`);
   L.check(failover < (TTL + 5) * 1000, 'within TTL + 5 s', `< ${(TTL + 5) * 1000}`, failover);
   L.check(s2.state === 'sleeping' && (s2.node === 'node-b' || s2.node === 'node-c'), 'it comes back sleeping on B or C',
@@ -200,6 +212,18 @@ function miniAgentDir() {
   const tO = turnsOf(await L.metrics({base: owner.base, admin}));
   const c3 = L.connect(other.base, sid, alice);
   await c3.opened;
+  const seen = ck.frames.slice(0, cut).filter(f => f.seq), killSeq = Math.max(...seen.map(f => f.seq));
+  const seenDeltas = ck.frames.slice(0, cut).filter(isDelta).map(f => f.event.delta.text);
+  c3.send({type: 'resume', after_seq: killSeq});
+  const lost = await c3.waitFor(f => f.type === 'cortex.error' && f.code === 'cortexd_restarted', 'cortexd_restarted after the resume', 20000);
+  L.check(lost.turn > 0, `a resume after seq ${killSeq} on the new owner ends with cortex.error cortexd_restarted naming the turn`, 'turn > 0', lost);
+  const rs = c3.frames.filter(f => f.seq).map(f => f.seq);
+  L.eq(rs, Array.from({length: rs.length}, (_, i) => killSeq + 1 + i), `frames after seq ${killSeq} from the new owner: each once, none missing (${rs.length})`);
+  const replayed = c3.frames.filter(isDelta).length;
+  L.check(replayed >= 3, 'the resume replays the deltas A logged after the client stopped reading (from the shared turn log)', '>= 3', replayed);
+  const all = seenDeltas.concat(c3.frames.filter(isDelta).map(f => f.event.delta.text));
+  L.eq(all.join(''), Array.from({length: all.length}, (_, k) => `${k},`).join(''),
+    `the turn's deltas seen before the kill and replayed after it: 0..${all.length - 1}, each once, in order`);
   const fr3 = await L.turn(c3, 'hello after failover', 120000);
   L.eq([fr3[fr3.length - 1].type, L.textOf(fr3)], ['cortex.done', 'Echo: hello after failover'],
     'the next message, through the other node, wakes it on its new owner');

@@ -119,6 +119,7 @@ static struct session *sess_new(const char *id, const char *surface)
 {
 	struct session *s = session_new(&D, id, "alice", surface);
 	assert_non_null(s);
+	(void)mkdir(s->dir, 0711); /* as the prepare job makes it: the turn log lives there */
 	s->link.io = &fake_io;
 	s->link.state = AG_HOT;
 	s->link.up = 1;
@@ -294,6 +295,8 @@ static int group_setup(void **state)
 	memset(&D, 0, sizeof D);
 	config_defaults(&D.cfg);
 	snprintf(D.cfg.data_dir, sizeof D.cfg.data_dir, "%s", tmpdir);
+	snprintf(D.cfg.sessions_dir, sizeof D.cfg.sessions_dir, "%s/sessions", tmpdir);
+	(void)mkdir(D.cfg.sessions_dir, 0700);
 	char db[4200];
 	snprintf(db, sizeof db, "%s/t.db", tmpdir);
 	cx_err err = CX_ERR_INIT;
@@ -1209,7 +1212,7 @@ static void test_restore_lost_turn(void **state)
 }
 
 /* The durable turn log: a session object made after "the daemon died"
- * gets the dead one's frames back from DATA/turnlog/<id>.log with the same
+ * gets the dead one's frames back from SESSION_DIR/turn.log with the same
  * seqs, plus the error ending the lost turn; a client that joins is held and
  * its resume gives every frame after its seq exactly once, in order.  A
  * third object (a second crash) reads the same, the end not added twice. */
