@@ -79,6 +79,45 @@ static void post_user(struct cortexd *d, const struct api_req *req, struct api_r
 	json_decref(o);
 }
 
+static int user_del_run(void *arg, cx_err *err)
+{
+	struct user_write *w = arg;
+	return auth_delete_user(w->st, w->name, err);
+}
+
+static void user_del_then(void *arg, int rc, const cx_err *err, struct api_resp *resp)
+{
+	struct user_write *w = arg;
+	if (rc == 0)
+		log_info("deleted user %s", w->name);
+	if (resp && rc == 0)
+		api_reply(resp, 204, NULL);
+	else if (resp && rc == CX_NOTFOUND)
+		api_error(resp, 404, "not_found", "no user '%s'", w->name);
+	else if (resp)
+		api_error(resp, 500, "internal", "%s", err->msg);
+	free(w);
+}
+
+/* DELETE /v1/users/{name} (admin): the user and its token go; the token stops
+ * working here at once and on the other nodes when the delete's watch event
+ * arrives (auth.h: the token cache). */
+static void delete_user(struct cortexd *d, const char *name, struct api_resp *resp)
+{
+	if (!auth_valid_name(name)) {
+		api_error(resp, 404, "not_found", "no such user");
+		return;
+	}
+	struct user_write *w = calloc(1, sizeof *w);
+	if (!w) {
+		api_error(resp, 500, "internal", "out of memory");
+		return;
+	}
+	w->st = d->st;
+	snprintf(w->name, sizeof w->name, "%s", name);
+	api_defer(resp, user_del_run, user_del_then, w);
+}
+
 /* ---- sessions ---- */
 
 /* A session row written (create) or removed with its transcript (delete). */
@@ -557,6 +596,15 @@ void api_handle(struct cortexd *d, const struct api_req *req, struct api_resp *r
 			api_error(resp, 403, "forbidden", "admin token required");
 		else
 			post_user(d, req, resp);
+		return;
+	}
+	if (!strncmp(p, "/v1/users/", 10)) {
+		if (strcmp(m, "DELETE"))
+			api_error(resp, 405, "method_not_allowed", "use DELETE");
+		else if (who != WHO_ADMIN)
+			api_error(resp, 403, "forbidden", "admin token required");
+		else
+			delete_user(d, p + 10, resp);
 		return;
 	}
 	if (!strcmp(p, "/v1/sessions") || !strncmp(p, "/v1/sessions/", 13)) {

@@ -529,7 +529,8 @@ int server_run(struct cortexd *d)
 	}
 	turnlog_start(d);
 	/* A shared store: settings written on other nodes mark configs here. */
-	if (strcmp(c->store_kind, "etcd") == 0 && peerwatch_start(d, &err) < 0) {
+	if (strcmp(c->store_kind, "etcd") == 0 &&
+	    (peerwatch_start(d, &err) < 0 || auth_cache_start(d->st, &err) < 0)) {
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}
@@ -583,6 +584,7 @@ int server_run(struct cortexd *d)
 	builder_close(d->builder); /* kills running buildah children, joins their threads */
 	d->builder = NULL;
 	peerwatch_stop(); /* no event is queued past this */
+	auth_cache_stop();
 	work_stop();
 	if (upgrade && handover_write(d) < 0)
 		upgrade = 0; /* no record: nothing is kept, the next start finds them sleeping */

@@ -25,6 +25,17 @@ int auth_lookup_user(store *s, const char *token, char *out_name, size_t cap, cx
 /* Create a user and its token atomically: 0, or -1 with err->code EEXIST if taken. */
 int auth_create_user(store *s, const char *name, char out_token[AUTH_TOKEN_LEN + 1], cx_err *err);
 
+/* Delete a user and its token (users/<name>, tokens/<hash>) in one txn: 0,
+ * CX_NOTFOUND, or -1.  Its sessions stay in the store (an admin deletes them). */
+int auth_delete_user(store *s, const char *name, cx_err *err);
+
+/* The token cache (auth.c): tokens/ listed, then followed by a store watch, so
+ * auth_lookup_user answers a known token without a store read; a deleted token
+ * leaves the cache when its watch event arrives.  Started on a shared store
+ * (etcd) only: on SQLite a read is local and the lookup stays as it was. */
+int auth_cache_start(store *s, cx_err *err);
+void auth_cache_stop(void);
+
 /* Names: [a-z0-9][a-z0-9_-]{0,63}. */
 int auth_valid_name(const char *name);
 

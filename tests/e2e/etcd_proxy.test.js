@@ -67,6 +67,30 @@ function miniAgentDir() {
   }
   L.eq((await L.http(B.base, 'GET', `/v1/sessions/${sid}`, bob)).status, 404, "another user through B: A's 404");
   L.eq((await L.http(B.base, 'GET', `/v1/sessions/${sid}`, 'cx_bad')).status, 401, 'a bad token through B: 401');
+  // ---- tokens: each node caches tokens/ from the store's watch (a hit reads
+  // nothing); a user deleted on A loses access on B within the watch latency
+  const carol = (await L.http(A.base, 'POST', '/v1/users', admin, {name: 'carol'})).json.token;
+  L.eq((await L.http(B.base, 'GET', '/v1/sessions', carol)).status, 200, 'a token made on A works on B at once (a miss reads the store)');
+  await L.until(async () => (await L.metrics({base: B.base, admin})).cortex_auth_token_cache_tokens >= 3, "B's token cache holds alice, bob, carol", 5000);
+  const mB0 = await L.metrics({base: B.base, admin});
+  for (let i = 0; i < 5; i++) L.eq((await L.http(B.base, 'GET', '/v1/sessions', carol)).status, 200, `carol on B (${i})`);
+  const mB1 = await L.metrics({base: B.base, admin});
+  L.eq([mB1.cortex_auth_token_cache_hits_total - mB0.cortex_auth_token_cache_hits_total, mB1.cortex_auth_token_store_reads_total - mB0.cortex_auth_token_store_reads_total],
+    [5, 0], "B answers carol's 5 requests from its cache, no store read");
+  L.eq((await L.http(A.base, 'DELETE', '/v1/users/carol', alice)).status, 403, 'DELETE /v1/users/{name} with a user token: 403');
+  L.eq((await L.http(A.base, 'DELETE', '/v1/users/nobody', admin)).status, 404, 'DELETE of an unknown user: 404');
+  L.eq((await L.http(A.base, 'DELETE', '/v1/users/carol', admin)).status, 204, 'carol deleted on A: 204');
+  const tDel = Date.now();
+  L.eq((await L.http(A.base, 'GET', '/v1/sessions', carol)).status, 401, "carol's token on A right after: 401");
+  let lastB = 0;
+  const revoked = await L.poll(async () => (lastB = (await L.http(B.base, 'GET', '/v1/sessions', carol)).status) === 401, 2000);
+  const lagMs = Date.now() - tDel;
+  L.check(revoked, "carol's token on B: 401 within the watch latency", '401 within 2000 ms', [lastB, lagMs]);
+  console.log(`# token revoked: A's 204 → B's 401 in ${lagMs} ms (load ${require('os').loadavg()[0].toFixed(1)})`);
+  L.check(await L.poll(async () => (await L.http(C.base, 'GET', '/v1/sessions', carol)).status === 401, 2000), "carol's token on C: 401 within 2 s", 401, 'not 401');
+  L.eq((await L.http(B.base, 'GET', '/v1/sessions', alice)).status, 200, "alice's token on B still works");
+  const cTok = (await L.metrics({base: C.base, admin})).cortex_auth_token_cache_tokens;
+  L.eq(cTok, 2, "C's token cache: carol's entry gone (alice, bob left)");
   const F = (X, p, extra = '') => `${X.base}/v1/sessions/${sid}/files?path=${encodeURIComponent(p)}${extra}`;
   const big = Buffer.alloc(300 * 1024);
   for (let i = 0; i < big.length; i++) big[i] = (i * 7 + 3) & 0xff;

@@ -93,6 +93,11 @@ async function usersAndSettings(d, call) {
   await call('an unknown field', 'POST', '/v1/users', {}, {tok: d.admin, body: {name: 'carol', admin: true}, expect: 400, badBody: true});
   await call('malformed JSON', 'POST', '/v1/users', {}, {tok: d.admin, body: '{"name":', expect: 400});
   await call('a user creating users', 'POST', '/v1/users', {}, {tok: alice, body: {name: 'dave'}, expect: 403});
+  const erin = (await call('create erin', 'POST', '/v1/users', {}, {tok: d.admin, body: {name: 'erin'}, expect: 201})).json.token;
+  await call('a user deleting users', 'DELETE', '/v1/users/{name}', {name: 'erin'}, {tok: alice, expect: 403});
+  await call('delete erin', 'DELETE', '/v1/users/{name}', {name: 'erin'}, {tok: d.admin, expect: 204});
+  await call('delete erin again', 'DELETE', '/v1/users/{name}', {name: 'erin'}, {tok: d.admin, expect: 404});
+  L.eq((await L.http(d.base, 'GET', '/v1/sessions', erin)).status, 401, "a deleted user's token: 401");
 
   const kinds = [
     ['mcp', {type: 'stdio', command: 'node', args: ['srv.js'], env: {A: '1'}}, {type: 'ftp'}],
