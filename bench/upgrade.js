@@ -33,12 +33,7 @@ function miniAgentDir() {
   return dir;
 }
 
-async function reconnect(d, sid, tok) {
-  for (;;) {
-    const c = L.connect(d.base, sid, tok);
-    try { await c.opened; return c; } catch (e) { await sleepMs(10); }
-  }
-}
+const reconnect = (d, sid, tok) => L.reconnect(d, sid, tok, Infinity, 10);
 
 const f1 = x => Number.isFinite(x) ? x.toFixed(1) : '-';
 

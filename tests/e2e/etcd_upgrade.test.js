@@ -34,16 +34,7 @@ function miniAgentDir() {
 // take in keep-alive sockets cortexd closed meanwhile before the next fetch.
 const settle = () => new Promise(r => setTimeout(r, 200));
 
-async function reconnect(d, sid, tok, ms = 30000) {
-  const t0 = Date.now();
-  for (;;) {
-    const c = L.connect(d.base, sid, tok);
-    try { await c.opened; return c; } catch (e) {
-      if (Date.now() - t0 > ms) throw e;
-      await new Promise(r => setTimeout(r, 50));
-    }
-  }
-}
+const reconnect = L.reconnect;
 
 (async () => {
   const t0 = Date.now();

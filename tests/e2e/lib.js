@@ -285,5 +285,18 @@ function leftovers(sids, uids, pidns, root) {
   return {processes: ps.map(p => `${p.pid} uid ${p.uid} ${p.cmd.slice(0, 80)}`), cgroups: cgroupDirs(sids)};
 }
 
-module.exports = {hotSession, tmpdir, startProc, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll,
+// A WebSocket to the session, retried every `every` ms while cortexd comes back
+// (an upgrade restart, a failover) for at most ms.
+async function reconnect(d, sid, tok, ms = 30000, every = 50) {
+  const t0 = Date.now();
+  for (;;) {
+    const c = connect(d.base, sid, tok);
+    try { await c.opened; return c; } catch (e) {
+      if (Date.now() - t0 > ms) throw e;
+      await new Promise(r => setTimeout(r, every));
+    }
+  }
+}
+
+module.exports = {reconnect, hotSession, tmpdir, startProc, metrics, runInside, unmountUnder, startModelServer, startCortexd, http, connect, turn, textOf, check, eq, done, until, poll,
   hostProcs, cgroupDirs, leftovers};

@@ -39,16 +39,7 @@ async function upAgain(d, n) {
     'cortexd answers again after the upgrade restart', 60000);
 }
 
-async function reconnect(d, sid, tok, ms = 30000) {
-  const t0 = Date.now();
-  for (;;) {
-    const c = L.connect(d.base, sid, tok);
-    try { await c.opened; return c; } catch (e) {
-      if (Date.now() - t0 > ms) throw e;
-      await new Promise(r => setTimeout(r, 50));
-    }
-  }
-}
+const reconnect = L.reconnect;
 
 (async () => {
   const cfg = path.join(L.tmpdir('upgrade-cfg'), 'cortexd.json');
