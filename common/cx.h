@@ -103,4 +103,16 @@ size_t cx_utf8_fix(char *s);
  * 3629: no overlongs, no surrogates, nothing above U+10FFFF, not cut). */
 size_t cx_utf8_seq(const unsigned char *s, size_t n);
 
+/* FNV-1a over n bytes: the bucket hash of cortexd's small chained tables
+ * (peers, owners, tokens).  Not for anything an attacker picks to collide
+ * against a secret: these tables are keyed by ids, addresses and token hashes. */
+static inline uint32_t cx_fnv1a(const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 16777619u;
+	return h;
+}
+
 #endif

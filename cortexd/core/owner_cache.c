@@ -43,10 +43,7 @@ static store_watch *oc_wowners, *oc_wnodes;
 
 static unsigned oc_hash(const char *s)
 {
-	unsigned h = 2166136261u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 16777619u;
-	return h % OC_BUCKETS;
+	return cx_fnv1a(s, strlen(s)) % OC_BUCKETS;
 }
 
 /* ---- under oc_mu ---- */

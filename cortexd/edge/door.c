@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "caps.h"
+#include "cx.h"
 #include "log.h"
 #include "refuse.h"
 
@@ -84,10 +85,7 @@ static void peer_addr(int fd, unsigned char out[16])
 
 static struct door_peer **peer_slot(const unsigned char addr[16])
 {
-	uint32_t h = 2166136261u;
-	for (int i = 0; i < 16; i++)
-		h = (h ^ addr[i]) * 16777619u;
-	struct door_peer **pp = &door.peers[h % PEER_BUCKETS];
+	struct door_peer **pp = &door.peers[cx_fnv1a(addr, 16) % PEER_BUCKETS];
 	while (*pp && memcmp((*pp)->addr, addr, 16))
 		pp = &(*pp)->next;
 	return pp;

@@ -123,10 +123,7 @@ static uint64_t tc_hits, tc_reads, tc_size;
 
 static unsigned tc_bucket(const char *hash)
 {
-	unsigned h = 2166136261u;
-	for (; *hash; hash++)
-		h = (h ^ (unsigned char)*hash) * 16777619u;
-	return h % TC_BUCKETS;
+	return cx_fnv1a(hash, strlen(hash)) % TC_BUCKETS;
 }
 
 /* under tc_mu; val NULL: delete */
