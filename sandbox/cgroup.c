@@ -501,6 +501,32 @@ static int try_rmdir(void *ctx, cx_err *err)
 	return errno != EBUSY;
 }
 
+struct rmdirat_ctx {
+	int dfd;
+	const char *name;
+	int errnum;
+};
+
+static int try_rmdirat(void *ctx, cx_err *err)
+{
+	(void)err;
+	struct rmdirat_ctx *r = ctx;
+	if (unlinkat(r->dfd, r->name, AT_REMOVEDIR) == 0) {
+		r->errnum = 0;
+		return 1;
+	}
+	r->errnum = errno;
+	return errno != EBUSY;
+}
+
+int sbx_cgroup_rmdir_at(int dfd, const char *name, int timeout_ms)
+{
+	struct rmdirat_ctx r = {dfd, name, 0};
+	cx_err tmp = CX_ERR_INIT;
+	(void)cg_wait(NULL, try_rmdirat, &r, timeout_ms, &tmp);
+	return r.errnum ? -1 : 0;
+}
+
 int sbx_cgroup_remove(sbx_cgroup *cg, cx_err *err)
 {
 	int ret = 0;

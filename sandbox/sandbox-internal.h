@@ -71,6 +71,9 @@ int sbx_cgroup_add_pid(const sbx_cgroup *cg, pid_t pid, cx_err *err);
 int sbx_cgroup_is_empty(const sbx_cgroup *cg, cx_err *err);
 /* Block until no task is left (v2: inotify on cgroup.events; v1: bounded backoff). */
 int sbx_cgroup_wait_empty(const sbx_cgroup *cg, int timeout_ms, cx_err *err);
+/* rmdir dfd/name, retried on EBUSY (a dying task holds a v1 cgroup for a
+ * moment) with cg_wait's bounded backoff for at most timeout_ms; 0 or -1. */
+int sbx_cgroup_rmdir_at(int dfd, const char *name, int timeout_ms);
 /* Freeze or thaw; returns once the kernel reports the state reached (v2
  * cgroup.events "frozen 1|0", v1 freezer.state FROZEN|THAWED), or after
  * SBX_FREEZE_TIMEOUT_MS with ETIMEDOUT (a freeze that times out is undone). */

@@ -163,10 +163,8 @@ static void mon_cg_close(mon_cg *m)
 static void monitor_remove_cgroup(const mon_cg *m)
 {
 	for (int c = 0; c < SBX_CG_MAX; c++)
-		for (int k = 0; m->pfd[c] >= 0 && k < 500 &&
-				unlinkat(m->pfd[c], m->name[c], AT_REMOVEDIR) < 0 && errno == EBUSY;
-		     k++)
-			nanosleep(&(struct timespec){0, 10000000L}, NULL);
+		if (m->pfd[c] >= 0)
+			(void)sbx_cgroup_rmdir_at(m->pfd[c], m->name[c], 5000);
 }
 
 /* Wait for init; if cortexd (the process, parent_pidfd) dies first, take init
