@@ -211,6 +211,29 @@ function miniAgentDir() {
   L.check(mB.cortex_owner_proxy_http_total >= 5 && mB.cortex_owner_proxy_ws_total === 2 && mC.cortex_owner_proxy_ws_total === 1,
     "B's and C's cortex_owner_proxy_* count what they proxied", 'http >= 5, ws 2 on B (one refused by A), 1 on C',
     [mB.cortex_owner_proxy_http_total, mB.cortex_owner_proxy_ws_total, mC.cortex_owner_proxy_ws_total]);
+  // ---- a preview port's WebSocket through B: upgraded by A's preview, frames both ways
+  {
+    const WebSocket = require('ws');
+    const wsOpen = url => new Promise((res, rej) => {
+      const ws = new WebSocket(url), msgs = [];
+      ws.on('message', (m, bin) => msgs.push({m, bin}));
+      ws.once('open', () => res({ws, msgs}));
+      ws.once('unexpected-response', (q, rr) => rej(Object.assign(new Error('HTTP ' + rr.statusCode), {status: rr.statusCode})));
+      ws.once('error', rej);
+    });
+    const w = await wsOpen(B.base.replace('http', 'ws') + `${pre}/ws?token=${alice}`);
+    const bin = require('crypto').randomBytes(100 * 1024);
+    w.ws.send('hello inside');
+    w.ws.send(bin);
+    await L.until(async () => w.msgs.length >= 2, 'two echoes through B', 10000);
+    L.check(!w.msgs[0].bin && w.msgs[0].m.toString() === 'hello inside' && w.msgs[1].bin && Buffer.from(w.msgs[1].m).equals(bin),
+      'a preview WebSocket through B: text and 100 KiB binary echo back', 'echoes', w.msgs.map(x => x.m.length));
+    const closed = new Promise(res => w.ws.once('close', code => res(code)));
+    w.ws.close(1000);
+    L.eq(await closed, 1000, 'its close handshake completes through B');
+    const err = await wsOpen(B.base.replace('http', 'ws') + `${pre}/ws?token=cx_bad`).catch(e => e);
+    L.eq(err.status, 401, 'a preview WebSocket with a bad token through B: 401');
+  }
   L.eq([mB.cortex_owner_redirects_total, mB.cortex_owner_proxy_loops_total], [0, 1], 'no redirect; the one loop counted');
   L.check(mB.cortex_owner_proxy_bytes_to_owner_total >= big.length, 'bytes to the owner counted', `>= ${big.length}`,
     mB.cortex_owner_proxy_bytes_to_owner_total);
