@@ -310,18 +310,32 @@ static void preview_request_headers(struct nproxy *px, struct lws *wsi)
 /* The preview server's response headers lws parsed: every known one but the
  * framing (this hop's own), and these custom names (lws 4.1 cannot list them). */
 static const char *const resp_custom[] = {
-    "x-request-id:",	      "x-powered-by:",		 "x-frame-options:",
-    "x-content-type-options:", "x-xss-protection:",	 "referrer-policy:",
-    "permissions-policy:",    "content-security-policy:", "access-control-allow-credentials:",
-    "access-control-expose-headers:", "access-control-allow-methods:",
-    "access-control-allow-headers:",  "access-control-max-age:",
+    "x-request-id:",
+    "x-powered-by:",
+    "x-frame-options:",
+    "x-content-type-options:",
+    "x-xss-protection:",
+    "referrer-policy:",
+    "permissions-policy:",
+    "content-security-policy:",
+    "access-control-allow-credentials:",
+    "access-control-expose-headers:",
+    "access-control-allow-methods:",
+    "access-control-allow-headers:",
+    "access-control-max-age:",
 };
 
 static void preview_response_headers(struct nproxy *px, struct lws *wsi)
 {
-	static const char *const skip[] = {"content-length:", "transfer-encoding:", "connection:",
-					   "keep-alive:", "upgrade:", "proxy-connection:", "te:",
-					   "trailer:", "host:"};
+	static const char *const skip[] = {"content-length:",
+					   "transfer-encoding:",
+					   "connection:",
+					   "keep-alive:",
+					   "upgrade:",
+					   "proxy-connection:",
+					   "te:",
+					   "trailer:",
+					   "host:"};
 	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
 		const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
 		size_t nl = name ? strlen(name) : 0;
@@ -405,11 +419,11 @@ static int write_head(struct nproxy *px)
 		if (add_pairs(wsi, px->rhdr, px->rhdr_len, &p, end))
 			return -1;
 	} else if (np_add_hdr(wsi, "content-type:", px->ctype, &p, end) ||
-	    np_add_hdr(wsi, "content-range:", px->crange, &p, end) ||
-	    np_add_hdr(wsi, "accept-ranges:", px->accept_ranges, &p, end) ||
-	    np_add_hdr(wsi, "etag:", px->etag, &p, end) ||
-	    np_add_hdr(wsi, "location:", px->loc, &p, end) ||
-	    np_add_hdr(wsi, "retry-after:", px->retry, &p, end))
+		   np_add_hdr(wsi, "content-range:", px->crange, &p, end) ||
+		   np_add_hdr(wsi, "accept-ranges:", px->accept_ranges, &p, end) ||
+		   np_add_hdr(wsi, "etag:", px->etag, &p, end) ||
+		   np_add_hdr(wsi, "location:", px->loc, &p, end) ||
+		   np_add_hdr(wsi, "retry-after:", px->retry, &p, end))
 		return -1;
 	if (!nobody && px->clen >= 0) {
 		if (np_add_hdr(wsi, "content-length:", num, &p, end))
