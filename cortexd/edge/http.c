@@ -303,6 +303,16 @@ static int preview_writeable(struct lws *wsi, struct http_conn *h)
 	}
 }
 
+/* A preview port of a session another node owns, not forwarded here by a
+ * node already: it goes the API routes' way, to nproxy (the owner checks the
+ * token and serves it). */
+static int preview_elsewhere(struct cortexd *d, struct lws *wsi, const char *path)
+{
+	char url[512], hop[8];
+	return nproxy_target(d, path, url, sizeof url) &&
+	       lws_hdr_custom_copy(wsi, hop, sizeof hop, "x-cortex-hop:", 13) <= 0;
+}
+
 int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons reason, struct http_conn *h, void *in,
 		  size_t len)
 {
@@ -311,7 +321,7 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 		http_reset(h);
 		const char *m = method_of(wsi);
 		snprintf(h->path, sizeof h->path, "%s", (const char *)in);
-		if (preview_is_route(h->path)) {
+		if (preview_is_route(h->path) && !preview_elsewhere(d, wsi, h->path)) {
 			size_t blen;
 			h->method = m ? m : "OTHER";
 			if (preview_http_begin(d, wsi, h->path, &h->pv, &h->resp, &blen) == 0)

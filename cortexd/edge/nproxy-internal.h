@@ -10,6 +10,7 @@
 #define NP_PIECE    16384	       /* bytes per read of the owner's HTTP body */
 #define NP_HEADROOM 16		       /* room for a chunk header before a piece's data */
 #define NP_TAIL	    8		       /* "\r\n" and a last "0\r\n\r\n" after it */
+#define NP_HDRCAP   16384	       /* bytes of a preview's passed headers, each way */
 
 /* ---- queued pieces: one copy of what was read, written whole ---- */
 
@@ -52,6 +53,12 @@ struct nproxy {
 	struct np_queue downq, upq; /* to the client, to the owner */
 	int up_paused;		    /* the owner's reading is paused (downq full) */
 	int down_paused;	    /* the client's reading is paused (upq full) */
+	/* a preview port's request: headers passed through both ways, as
+	 * "name:\0value\0" pairs (request: preview.c's list; response: all that
+	 * lws knows and nproxy.c's few custom names) */
+	int preview;
+	char *xhdr, *rhdr; /* owned */
+	size_t xhdr_len, rhdr_len;
 	/* WebSocket */
 	int ws_open;		  /* the owner accepted the upgrade */
 	int close_down, close_up; /* a close code to send that way once its queue drained */

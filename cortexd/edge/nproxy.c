@@ -19,6 +19,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "owner.h"
+#include "preview.h"
 #include "session.h"
 
 /* ---- counters (service thread) ---- */
@@ -77,6 +78,8 @@ static void np_free(struct nproxy *px)
 	q_free(&px->downq);
 	q_free(&px->upq);
 	free(px->body);
+	free(px->xhdr);
+	free(px->rhdr);
 	np_open--;
 	free(px);
 }
@@ -259,6 +262,113 @@ void nproxy_count_loop(void)
 
 /* ---- HTTP ---- */
 
+/* Append name and v as a pair to *buf (capped at NP_HDRCAP: past it, dropped). */
+static void hdr_put(char **buf, size_t *len, const char *name, const char *v)
+{
+	size_t nl = strlen(name) + 1, vl = strlen(v) + 1;
+	if (*len + nl + vl > NP_HDRCAP)
+		return;
+	char *nb = realloc(*buf, *len + nl + vl);
+	if (!nb)
+		return;
+	memcpy(nb + *len, name, nl);
+	memcpy(nb + *len + nl, v, vl);
+	*buf = nb;
+	*len += nl + vl;
+}
+
+/* Every header of token t (each repeat its own pair: Set-Cookie). */
+static void hdr_put_token(char **buf, size_t *len, struct lws *wsi, enum lws_token_indexes t)
+{
+	const char *name = (const char *)lws_token_to_string(t);
+	char v[4096];
+	if (!name || lws_hdr_total_length(wsi, t) <= 0)
+		return;
+	for (int i = 0; i < 32; i++) {
+		if (lws_hdr_copy_fragment(wsi, v, sizeof v, t, i) < 0)
+			break;
+		hdr_put(buf, len, name, v);
+	}
+}
+
+/* The request headers a preview passes inside (preview.c's list). */
+static void preview_request_headers(struct nproxy *px, struct lws *wsi)
+{
+	char v[4096];
+	for (size_t i = 0; i < preview_fwd_ntokens; i++)
+		if (lws_hdr_copy(wsi, v, sizeof v, preview_fwd_tokens[i]) > 0)
+			hdr_put(&px->xhdr, &px->xhdr_len,
+				(const char *)lws_token_to_string(preview_fwd_tokens[i]), v);
+	for (size_t i = 0; i < preview_fwd_ncustom; i++) {
+		int nl = (int)strlen(preview_fwd_custom[i]);
+		if (lws_hdr_custom_length(wsi, preview_fwd_custom[i], nl) > 0 &&
+		    lws_hdr_custom_copy(wsi, v, sizeof v, preview_fwd_custom[i], nl) >= 0)
+			hdr_put(&px->xhdr, &px->xhdr_len, preview_fwd_custom[i], v);
+	}
+}
+
+/* The preview server's response headers lws parsed: every known one but the
+ * framing (this hop's own), and these custom names (lws 4.1 cannot list them). */
+static const char *const resp_custom[] = {
+    "x-request-id:",
+    "x-powered-by:",
+    "x-frame-options:",
+    "x-content-type-options:",
+    "x-xss-protection:",
+    "referrer-policy:",
+    "permissions-policy:",
+    "content-security-policy:",
+    "access-control-allow-credentials:",
+    "access-control-expose-headers:",
+    "access-control-allow-methods:",
+    "access-control-allow-headers:",
+    "access-control-max-age:",
+};
+
+static void preview_response_headers(struct nproxy *px, struct lws *wsi)
+{
+	static const char *const skip[] = {"content-length:",
+					   "transfer-encoding:",
+					   "connection:",
+					   "keep-alive:",
+					   "upgrade:",
+					   "proxy-connection:",
+					   "te:",
+					   "trailer:",
+					   "host:"};
+	for (int t = 0; t < WSI_TOKEN_COUNT; t++) {
+		const char *name = (const char *)lws_token_to_string((enum lws_token_indexes)t);
+		size_t nl = name ? strlen(name) : 0;
+		if (!nl || name[0] == ':' || name[nl - 1] != ':' || strchr(name, ' '))
+			continue; /* methods, the status line, HTTP/2 pseudo-headers */
+		int sk = 0;
+		for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+			sk |= !strcmp(name, skip[i]);
+		if (!sk)
+			hdr_put_token(&px->rhdr, &px->rhdr_len, wsi, (enum lws_token_indexes)t);
+	}
+	char v[4096];
+	for (size_t i = 0; i < sizeof resp_custom / sizeof resp_custom[0]; i++) {
+		int nl = (int)strlen(resp_custom[i]);
+		if (lws_hdr_custom_length(wsi, resp_custom[i], nl) > 0 &&
+		    lws_hdr_custom_copy(wsi, v, sizeof v, resp_custom[i], nl) >= 0)
+			hdr_put(&px->rhdr, &px->rhdr_len, resp_custom[i], v);
+	}
+}
+
+/* The pairs of buf as header lines. */
+static int add_pairs(struct lws *wsi, const char *buf, size_t len, unsigned char **p,
+		     unsigned char *end)
+{
+	for (size_t o = 0; o < len;) {
+		const char *name = buf + o, *v = name + strlen(name) + 1;
+		o = (size_t)(v - buf) + strlen(v) + 1;
+		if (np_add_hdr(wsi, name, v, p, end))
+			return -1;
+	}
+	return 0;
+}
+
 int nproxy_http_begin(struct cortexd *d, struct lws *wsi, struct http_conn *h, const char *url)
 {
 	struct nproxy *px = np_new(d, wsi, url, 0);
@@ -272,6 +382,10 @@ int nproxy_http_begin(struct cortexd *d, struct lws *wsi, struct http_conn *h, c
 	snprintf(px->token, sizeof px->token, "%s", h->token);
 	snprintf(px->range, sizeof px->range, "%s", h->range);
 	snprintf(px->inm, sizeof px->inm, "%s", h->inm);
+	if (preview_is_route(h->path)) {
+		px->preview = 1;
+		preview_request_headers(px, wsi);
+	}
 	px->body = h->body;
 	px->body_len = h->body_len;
 	h->body = NULL;
@@ -293,19 +407,23 @@ int np_add_hdr(struct lws *wsi, const char *name, const char *v, unsigned char *
 
 static int write_head(struct nproxy *px)
 {
-	unsigned char buf[LWS_PRE + 2048];
+	unsigned char buf[LWS_PRE + NP_HDRCAP + 2048];
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
 	struct lws *wsi = px->down;
 	int nobody = px->status == 204 || px->status == 304 || px->status < 200;
 	char num[24];
 	snprintf(num, sizeof num, "%lld", px->clen);
-	if (lws_add_http_header_status(wsi, (unsigned)px->status, &p, end) ||
-	    np_add_hdr(wsi, "content-type:", px->ctype, &p, end) ||
-	    np_add_hdr(wsi, "content-range:", px->crange, &p, end) ||
-	    np_add_hdr(wsi, "accept-ranges:", px->accept_ranges, &p, end) ||
-	    np_add_hdr(wsi, "etag:", px->etag, &p, end) ||
-	    np_add_hdr(wsi, "location:", px->loc, &p, end) ||
-	    np_add_hdr(wsi, "retry-after:", px->retry, &p, end))
+	if (lws_add_http_header_status(wsi, (unsigned)px->status, &p, end))
+		return -1;
+	if (px->preview) {
+		if (add_pairs(wsi, px->rhdr, px->rhdr_len, &p, end))
+			return -1;
+	} else if (np_add_hdr(wsi, "content-type:", px->ctype, &p, end) ||
+		   np_add_hdr(wsi, "content-range:", px->crange, &p, end) ||
+		   np_add_hdr(wsi, "accept-ranges:", px->accept_ranges, &p, end) ||
+		   np_add_hdr(wsi, "etag:", px->etag, &p, end) ||
+		   np_add_hdr(wsi, "location:", px->loc, &p, end) ||
+		   np_add_hdr(wsi, "retry-after:", px->retry, &p, end))
 		return -1;
 	if (!nobody && px->clen >= 0) {
 		if (np_add_hdr(wsi, "content-length:", num, &p, end))
@@ -408,6 +526,8 @@ static void up_head(struct nproxy *px, struct lws *wsi)
 	char cl[32] = "";
 	copy_hdr(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
 	px->clen = cl[0] && strspn(cl, "0123456789") == strlen(cl) ? atoll(cl) : -1;
+	if (px->preview)
+		preview_response_headers(px, wsi);
 	px->head_in = 1;
 	lws_sul_cancel(&px->sul);
 }
@@ -418,6 +538,20 @@ static int up_headers(struct nproxy *px, struct lws *wsi, unsigned char **p, uns
 {
 	char auth[320];
 	snprintf(auth, sizeof auth, "Bearer %s", px->token);
+	if (px->preview) { /* as the client sent them: the token in the query or Authorization */
+		char num[24];
+		snprintf(num, sizeof num, "%zu", px->body_len);
+		if (np_add_hdr(wsi, "x-cortex-hop:", "1", p, end) ||
+		    add_pairs(wsi, px->xhdr, px->xhdr_len, p, end) ||
+		    ((px->body_len || !strcmp(px->method, "POST") || !strcmp(px->method, "PUT")) &&
+		     np_add_hdr(wsi, "content-length:", num, p, end)))
+			return -1;
+		if (px->body_len) {
+			lws_client_http_body_pending(wsi, 1);
+			lws_callback_on_writable(wsi);
+		}
+		return 0;
+	}
 	if ((px->token[0] && lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_AUTHORIZATION,
 							  (const unsigned char *)auth,
 							  (int)strlen(auth), p, end)) ||

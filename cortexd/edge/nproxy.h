@@ -18,6 +18,8 @@
  * connected — a WebSocket: not upgraded — within cluster.proxy_timeout_ms;
  * a response then takes as long as its route): HTTP 503 owner_unreachable
  * with Retry-After; a WebSocket gets a cortex.error frame and close 1013.
+ * A preview port's request (preview.h) passes preview.c's request headers as
+ * sent and the preview server's response headers (capped at NP_HDRCAP).
  * Service thread only. */
 #ifndef CORTEX_NPROXY_H
 #define CORTEX_NPROXY_H

@@ -311,7 +311,7 @@ static void head_uri(struct head *h, const char *s, const char *also_safe)
 }
 
 /* Request headers passed to the inside: the ones lws knows by token... */
-static const enum lws_token_indexes fwd_tokens[] = {
+const enum lws_token_indexes preview_fwd_tokens[] = {
     WSI_TOKEN_HTTP_ACCEPT,
     WSI_TOKEN_HTTP_ACCEPT_ENCODING,
     WSI_TOKEN_HTTP_ACCEPT_LANGUAGE,
@@ -334,10 +334,12 @@ static const enum lws_token_indexes fwd_tokens[] = {
     WSI_TOKEN_HTTP_AUTHORIZATION, /* unless it carried the Cortex token */
 };
 /* ... and a few it does not (lws 4.1 cannot list the others). */
-static const char *const fwd_custom[] = {
+const char *const preview_fwd_custom[] = {
     "x-requested-with:", "x-csrf-token:",   "x-xsrf-token:",   "access-control-request-method:",
     "sec-fetch-site:",	 "sec-fetch-mode:", "sec-fetch-dest:", "sec-fetch-user:",
 };
+const size_t preview_fwd_ntokens = sizeof preview_fwd_tokens / sizeof preview_fwd_tokens[0];
+const size_t preview_fwd_ncustom = sizeof preview_fwd_custom / sizeof preview_fwd_custom[0];
 
 static int pv_method(struct lws *wsi, const char **out)
 {
@@ -389,19 +391,19 @@ static int pv_request_head(struct preview *pv, struct lws *wsi, const char *meth
 		}
 	}
 	head_add(h, " HTTP/1.1\r\nHost: 127.0.0.1:%u\r\n", (unsigned)pv->port);
-	for (size_t i = 0; i < sizeof fwd_tokens / sizeof fwd_tokens[0]; i++) {
-		enum lws_token_indexes t = fwd_tokens[i];
+	for (size_t i = 0; i < sizeof preview_fwd_tokens / sizeof preview_fwd_tokens[0]; i++) {
+		enum lws_token_indexes t = preview_fwd_tokens[i];
 		if (lws_hdr_total_length(wsi, t) <= 0 || lws_hdr_copy(wsi, v, sizeof v, t) < 0)
 			continue;
 		if (t == WSI_TOKEN_HTTP_AUTHORIZATION && token_in_header)
 			continue; /* the sandbox never sees the user's Cortex token */
 		head_add(h, "%s %s\r\n", (const char *)lws_token_to_string(t), v);
 	}
-	for (size_t i = 0; i < sizeof fwd_custom / sizeof fwd_custom[0]; i++) {
-		int nl = (int)strlen(fwd_custom[i]);
-		if (lws_hdr_custom_length(wsi, fwd_custom[i], nl) > 0 &&
-		    lws_hdr_custom_copy(wsi, v, sizeof v, fwd_custom[i], nl) >= 0)
-			head_add(h, "%s %s\r\n", fwd_custom[i], v);
+	for (size_t i = 0; i < sizeof preview_fwd_custom / sizeof preview_fwd_custom[0]; i++) {
+		int nl = (int)strlen(preview_fwd_custom[i]);
+		if (lws_hdr_custom_length(wsi, preview_fwd_custom[i], nl) > 0 &&
+		    lws_hdr_custom_copy(wsi, v, sizeof v, preview_fwd_custom[i], nl) >= 0)
+			head_add(h, "%s %s\r\n", preview_fwd_custom[i], v);
 	}
 	char peer[64] = "";
 	lws_get_peer_simple(wsi, peer, sizeof peer);

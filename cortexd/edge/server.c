@@ -53,18 +53,22 @@ struct conn {
 
 /* The request's path is a preview port's (the upgrade request's headers are
  * still there from CONFIRM_UPGRADE to ESTABLISHED). */
-static int preview_upgrade(struct lws *wsi)
-{
-	char uri[512];
-	return lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 && preview_is_route(uri);
-}
-
 /* The upgrade is for a session another node owns (nproxy.h); url: its node. */
 static int proxy_upgrade(struct cortexd *d, struct lws *wsi, char *url, size_t cap)
 {
 	char uri[512], u[512];
 	return lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 &&
 	       nproxy_target(d, uri, url ? url : u, url ? cap : sizeof u);
+}
+
+/* ... and served here: a preview of a session another node owns is proxied
+ * (unless a node forwarded it already: this node's preview answers). */
+static int preview_upgrade(struct cortexd *d, struct lws *wsi)
+{
+	char uri[512], hop[8];
+	return lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) > 0 && preview_is_route(uri) &&
+	       (!proxy_upgrade(d, wsi, NULL, 0) ||
+		lws_hdr_custom_copy(wsi, hop, sizeof hop, "x-cortex-hop:", 13) > 0);
 }
 
 static const struct lws_protocols protocols[];
@@ -99,18 +103,18 @@ static int callback_main(struct lws *wsi, enum lws_callback_reasons reason, void
 			return -1;
 		return http_callback(d, wsi, reason, &conn->h, in, len);
 	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-		if (preview_upgrade(wsi))
+		if (preview_upgrade(d, wsi))
 			return preview_ws_confirm(d, wsi);
 		if (!d->stop && proxy_upgrade(d, wsi, NULL, 0))
 			return nproxy_ws_confirm(d, wsi);
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		if (preview_upgrade(wsi) || proxy_upgrade(d, wsi, NULL, 0))
+		if (preview_upgrade(d, wsi) || proxy_upgrade(d, wsi, NULL, 0))
 			return 0; /* answered at CONFIRM_UPGRADE */
 		return ws_client_callback(d, wsi, reason, conn ? &conn->c : NULL, in, len);
 	case LWS_CALLBACK_ESTABLISHED: {
 		char url[512];
-		if (conn && preview_upgrade(wsi)) {
+		if (conn && preview_upgrade(d, wsi)) {
 			conn->preview = 1;
 			return preview_ws_callback(d, wsi, reason, &conn->pv, in, len);
 		}

@@ -110,6 +110,31 @@ function miniAgentDir() {
   }
   let r = await L.http(B.base, 'POST', `/v1/sessions/${sid}/exec`, alice, {cmd: ['sh', '-c', 'echo hi; exit 3']});
   L.eq([r.status, r.json.code, r.json.stdout], [200, 3, 'hi\n'], 'one-shot exec through B');
+  // ---- a preview port through B: the owner A serves it, its headers pass both ways
+  const PORT = 8123, pre = `/v1/sessions/${sid}/ports/${PORT}`;
+  const pvsrc = fs.readFileSync(path.join(__dirname, 'preview_server.js')).toString('base64');
+  r = await L.http(A.base, 'POST', `/v1/sessions/${sid}/exec`, alice, {cmd: ['sh', '-c',
+    `echo ${pvsrc} | base64 -d > /tmp/pv.js && (setsid nohup node /tmp/pv.js ${PORT} > /tmp/pv.log 2>&1 < /dev/null &) ; ` +
+    'for i in $(seq 50); do grep -q listening /tmp/pv.log && break; sleep 0.1; done; cat /tmp/pv.log']});
+  L.check(/listening on 8123/.test(r.json && r.json.stdout || ''), 'a preview server runs in the session on A', 'listening', r.json);
+  res = await fetch(`${B.base}${pre}/info?q=1`, {headers: {authorization: 'Bearer ' + alice, cookie: 'k=v', 'x-requested-with': 't'}});
+  const pinfo = await res.json();
+  L.eq([res.status, pinfo.url, pinfo.headers.cookie, pinfo.headers['x-requested-with']], [200, '/info?q=1', 'k=v', 't'],
+    'a preview GET through B: A serves it, the request headers pass');
+  L.check(!('authorization' in pinfo.headers) && !('x-cortex-hop' in pinfo.headers), 'the Cortex token and the hop mark stay outside', 'absent', pinfo.headers);
+  L.eq([res.headers.get('x-request-id'), res.headers.get('cache-control'), res.headers.get('content-type'), res.headers.getSetCookie()],
+    ['pv-info', 'no-store', 'application/json', ['a=1; Path=/', 'b=2; HttpOnly']], "the preview server's response headers pass through B");
+  res = await fetch(`${B.base}${pre}/info?token=${alice}&q=2`);
+  const pq = await res.json();
+  L.eq([res.status, pq.url], [200, '/info?q=2'], 'through B authorised by ?token= (A checks it and strips it)');
+  const body = Buffer.alloc(200 * 1024, 'p');
+  res = await fetch(`${B.base}${pre}/echo`, {method: 'POST', body, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
+  const echoed = Buffer.from(await res.arrayBuffer());
+  L.check(res.status === 200 && echoed.equals(body), 'a 200 KiB preview POST through B arrives whole (echoed back)', 'equal bytes', [res.status, echoed.length]);
+  for (const [X, n] of [[A, 'A'], [B, 'B']]) {
+    L.eq((await L.http(X.base, 'GET', `${pre}/info`, 'cx_bad')).status, 401, `a bad token for the preview on ${n}: 401`);
+    L.eq((await L.http(X.base, 'GET', `${pre}/info`, bob)).status, 404, `another user's token for the preview on ${n}: 404`);
+  }
   // a client that hangs up while the owner works: B lets go of the proxy
   const ac = new AbortController();
   const pending = fetch(`${B.base}/v1/sessions/${sid}/exec`, {method: 'POST', signal: ac.signal,
@@ -186,6 +211,29 @@ function miniAgentDir() {
   L.check(mB.cortex_owner_proxy_http_total >= 5 && mB.cortex_owner_proxy_ws_total === 2 && mC.cortex_owner_proxy_ws_total === 1,
     "B's and C's cortex_owner_proxy_* count what they proxied", 'http >= 5, ws 2 on B (one refused by A), 1 on C',
     [mB.cortex_owner_proxy_http_total, mB.cortex_owner_proxy_ws_total, mC.cortex_owner_proxy_ws_total]);
+  // ---- a preview port's WebSocket through B: upgraded by A's preview, frames both ways
+  {
+    const WebSocket = require('ws');
+    const wsOpen = url => new Promise((res, rej) => {
+      const ws = new WebSocket(url), msgs = [];
+      ws.on('message', (m, bin) => msgs.push({m, bin}));
+      ws.once('open', () => res({ws, msgs}));
+      ws.once('unexpected-response', (q, rr) => rej(Object.assign(new Error('HTTP ' + rr.statusCode), {status: rr.statusCode})));
+      ws.once('error', rej);
+    });
+    const w = await wsOpen(B.base.replace('http', 'ws') + `${pre}/ws?token=${alice}`);
+    const bin = require('crypto').randomBytes(100 * 1024);
+    w.ws.send('hello inside');
+    w.ws.send(bin);
+    await L.until(async () => w.msgs.length >= 2, 'two echoes through B', 10000);
+    L.check(!w.msgs[0].bin && w.msgs[0].m.toString() === 'hello inside' && w.msgs[1].bin && Buffer.from(w.msgs[1].m).equals(bin),
+      'a preview WebSocket through B: text and 100 KiB binary echo back', 'echoes', w.msgs.map(x => x.m.length));
+    const closed = new Promise(res => w.ws.once('close', code => res(code)));
+    w.ws.close(1000);
+    L.eq(await closed, 1000, 'its close handshake completes through B');
+    const err = await wsOpen(B.base.replace('http', 'ws') + `${pre}/ws?token=cx_bad`).catch(e => e);
+    L.eq(err.status, 401, 'a preview WebSocket with a bad token through B: 401');
+  }
   L.eq([mB.cortex_owner_redirects_total, mB.cortex_owner_proxy_loops_total], [0, 1], 'no redirect; the one loop counted');
   L.check(mB.cortex_owner_proxy_bytes_to_owner_total >= big.length, 'bytes to the owner counted', `>= ${big.length}`,
     mB.cortex_owner_proxy_bytes_to_owner_total);

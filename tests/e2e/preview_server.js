@@ -19,6 +19,9 @@ const srv = http.createServer((req, res) => {
   if (u.pathname === '/info') {
     res.setHeader('content-type', 'application/json');
     res.setHeader('x-inside', 'yes');
+    res.setHeader('x-request-id', 'pv-info');
+    res.setHeader('cache-control', 'no-store');
+    res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; HttpOnly']);
     res.end(JSON.stringify({method: req.method, url: req.url, headers: req.headers}));
   } else if (u.pathname === '/stream') {
     res.setHeader('content-type', 'text/plain');
