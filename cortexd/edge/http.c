@@ -65,6 +65,22 @@ static const char *method_of(struct lws *wsi)
 	return NULL;
 }
 
+/* ... and the ones only a preview port accepts (preview.c), proxied to the
+ * owner of a preview this node does not serve. */
+static const char *preview_method_of(struct lws *wsi)
+{
+	const char *m = method_of(wsi);
+	if (m)
+		return m;
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_PATCH_URI))
+		return "PATCH";
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI))
+		return "OPTIONS";
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HEAD_URI))
+		return "HEAD";
+	return NULL;
+}
+
 /* A session another node owns (nproxy.h): proxied there, or 508 when it
  * was proxied here already.  1 if handled (resp holds an error reply, or the
  * proxy runs), 0 to route it here. */
@@ -321,7 +337,11 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 		http_reset(h);
 		const char *m = method_of(wsi);
 		snprintf(h->path, sizeof h->path, "%s", (const char *)in);
-		if (preview_is_route(h->path) && !preview_elsewhere(d, wsi, h->path)) {
+		int pv_far = 0; /* a preview port proxied to its owner: any method it takes */
+		if (preview_is_route(h->path) && preview_elsewhere(d, wsi, h->path)) {
+			pv_far = 1;
+			m = preview_method_of(wsi);
+		} else if (preview_is_route(h->path)) {
 			size_t blen;
 			h->method = m ? m : "OTHER";
 			if (preview_http_begin(d, wsi, h->path, &h->pv, &h->resp, &blen) == 0)
@@ -392,7 +412,7 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			bad = "bad Content-Length (digits only, at most 18)";
 		else if (cl[0])
 			clen = atoll(cl);
-		else if (te[0] && (!strcmp(m, "POST") || !strcmp(m, "PUT"))) {
+		else if (te[0] && (pv_far || !strcmp(m, "POST") || !strcmp(m, "PUT"))) {
 			bad = "a request body needs a Content-Length (chunked bodies are not accepted)";
 			status = 411;
 		}
@@ -404,7 +424,7 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			return 0;
 		}
 		h->cap = CX_CAP_HTTP_BODY;
-		if ((!strcmp(m, "POST") || !strcmp(m, "PUT")) && clen > 0) {
+		if ((pv_far || !strcmp(m, "POST") || !strcmp(m, "PUT")) && clen > 0) {
 			h->expect = (size_t)clen;
 			size_t fcap = files_route_body_cap(d, m, h->path);
 			if (fcap)

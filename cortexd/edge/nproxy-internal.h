@@ -78,6 +78,8 @@ int np_q_put(struct np_queue *q, const void *data, size_t len, int flags);
 void np_q_pop(struct np_queue *q);
 /* A proxy for the client connection down, to the node at url (ws: a WebSocket). */
 struct nproxy *np_new(struct cortexd *d, struct lws *down, const char *url, int ws);
+/* A preview's request headers from the client (preview.c's list), into px->xhdr. */
+void np_preview_request_headers(struct nproxy *px, struct lws *wsi);
 /* Connect to the owner; a failure is left in px (fail_code) for the client. */
 void np_connect(struct nproxy *px);
 /* Free px once neither side refers to it. */

@@ -198,7 +198,7 @@ void np_connect(struct nproxy *px)
 	i.port = px->port;
 	i.path = px->path;
 	i.host = hosthdr;
-	i.origin = hosthdr;
+	i.origin = px->preview ? NULL : hosthdr; /* a preview's: the client's, in xhdr */
 	i.method = px->ws ? NULL : px->method;
 	i.protocol = NULL; /* no subprotocol: the owner's default "cortex" */
 	i.local_protocol_name = "cortex-owner";
@@ -292,7 +292,7 @@ static void hdr_put_token(char **buf, size_t *len, struct lws *wsi, enum lws_tok
 }
 
 /* The request headers a preview passes inside (preview.c's list). */
-static void preview_request_headers(struct nproxy *px, struct lws *wsi)
+void np_preview_request_headers(struct nproxy *px, struct lws *wsi)
 {
 	char v[4096];
 	for (size_t i = 0; i < preview_fwd_ntokens; i++)
@@ -384,7 +384,7 @@ int nproxy_http_begin(struct cortexd *d, struct lws *wsi, struct http_conn *h, c
 	snprintf(px->inm, sizeof px->inm, "%s", h->inm);
 	if (preview_is_route(h->path)) {
 		px->preview = 1;
-		preview_request_headers(px, wsi);
+		np_preview_request_headers(px, wsi);
 	}
 	px->body = h->body;
 	px->body_len = h->body_len;
@@ -411,6 +411,7 @@ static int write_head(struct nproxy *px)
 	unsigned char *start = buf + LWS_PRE, *p = start, *end = buf + sizeof buf - 1;
 	struct lws *wsi = px->down;
 	int nobody = px->status == 204 || px->status == 304 || px->status < 200;
+	int head = !strcmp(px->method, "HEAD"); /* the owner's length, no body */
 	char num[24];
 	snprintf(num, sizeof num, "%lld", px->clen);
 	if (lws_add_http_header_status(wsi, (unsigned)px->status, &p, end))
@@ -425,7 +426,10 @@ static int write_head(struct nproxy *px)
 		   np_add_hdr(wsi, "location:", px->loc, &p, end) ||
 		   np_add_hdr(wsi, "retry-after:", px->retry, &p, end))
 		return -1;
-	if (!nobody && px->clen >= 0) {
+	if (head && !nobody) {
+		if (px->clen >= 0 && np_add_hdr(wsi, "content-length:", num, &p, end))
+			return -1;
+	} else if (!nobody && px->clen >= 0) {
 		if (np_add_hdr(wsi, "content-length:", num, &p, end))
 			return -1;
 	} else if (!nobody) {

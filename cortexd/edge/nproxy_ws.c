@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "nproxy-internal.h"
+#include "preview.h"
 
 static int ws_close_with(struct lws *wsi, int code, const unsigned char *reason, size_t rlen)
 {
@@ -125,6 +126,10 @@ int nproxy_ws_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 		}
 		snprintf(px->path, sizeof px->path, "%s%s", uri, args);
 		ws_token(wsi, px->token, sizeof px->token, NULL);
+		if (preview_is_route(uri)) { /* Origin, Cookie...: what A's preview passes inside */
+			px->preview = 1;
+			np_preview_request_headers(px, wsi);
+		}
 		*slot = px;
 		px->slot = slot;
 		np_connect(px);

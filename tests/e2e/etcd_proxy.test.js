@@ -131,6 +131,20 @@ function miniAgentDir() {
   res = await fetch(`${B.base}${pre}/echo`, {method: 'POST', body, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
   const echoed = Buffer.from(await res.arrayBuffer());
   L.check(res.status === 200 && echoed.equals(body), 'a 200 KiB preview POST through B arrives whole (echoed back)', 'equal bytes', [res.status, echoed.length]);
+  // every method A's preview takes passes through B the same (not 405)
+  for (const [X, n] of [[A, 'A'], [B, 'B']]) {
+    const auth = {authorization: 'Bearer ' + alice};
+    res = await fetch(`${X.base}${pre}/info?m=1`, {method: 'PATCH', body: 'patched', headers: {...auth, 'content-type': 'text/plain'}});
+    const pj = res.status === 200 ? await res.json() : {};
+    L.eq([res.status, pj.method, pj.url, pj.headers && pj.headers['content-length']], [200, 'PATCH', '/info?m=1', '7'], `a preview PATCH with a body on ${n}`);
+    res = await fetch(`${X.base}${pre}/info`, {method: 'OPTIONS', headers: {...auth, 'access-control-request-method': 'PUT'}});
+    const oj = res.status === 200 ? await res.json() : {};
+    L.eq([res.status, oj.method, oj.headers && oj.headers['access-control-request-method']], [200, 'OPTIONS', 'PUT'], `a preview OPTIONS on ${n}`);
+    res = await fetch(`${X.base}${pre}/info`, {method: 'HEAD', headers: auth});
+    const hb = Buffer.from(await res.arrayBuffer());
+    L.eq([res.status, res.headers.get('x-request-id'), res.headers.get('content-type'), hb.length],
+      [200, 'pv-info', 'application/json', 0], `a preview HEAD on ${n}: the headers, no body`);
+  }
   for (const [X, n] of [[A, 'A'], [B, 'B']]) {
     L.eq((await L.http(X.base, 'GET', `${pre}/info`, 'cx_bad')).status, 401, `a bad token for the preview on ${n}: 401`);
     L.eq((await L.http(X.base, 'GET', `${pre}/info`, bob)).status, 404, `another user's token for the preview on ${n}: 404`);
@@ -231,6 +245,18 @@ function miniAgentDir() {
     const closed = new Promise(res => w.ws.once('close', code => res(code)));
     w.ws.close(1000);
     L.eq(await closed, 1000, 'its close handshake completes through B');
+    // the browser's Origin and Cookie reach the server inside through B, as on A
+    for (const [X, n] of [[A, 'A'], [B, 'B']]) {
+      const hw = await new Promise((res2, rej) => {
+        const ws = new WebSocket(X.base.replace('http', 'ws') + `${pre}/ws?token=${alice}`,
+          {origin: 'http://app.example', headers: {cookie: 'sid=c00k1e'}});
+        ws.once('open', () => ws.send('headers?'));
+        ws.once('message', m => { res2(JSON.parse(m.toString())); ws.close(1000); });
+        ws.once('error', rej);
+      });
+      L.eq([hw.origin, hw.cookie, 'x-cortex-hop' in hw], ['http://app.example', 'sid=c00k1e', false],
+        `a preview WebSocket's Origin and Cookie reach the server inside (via ${n})`);
+    }
     const err = await wsOpen(B.base.replace('http', 'ws') + `${pre}/ws?token=cx_bad`).catch(e => e);
     L.eq(err.status, 401, 'a preview WebSocket with a bad token through B: 401');
   }

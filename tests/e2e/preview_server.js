@@ -6,7 +6,8 @@
 //   GET  /big?n=N    -> N bytes with a Content-Length
 //   POST /echo       -> the request body back (sha and length in headers)
 //   GET  /ws (upgrade) -> echoes every message (text stays text, binary binary);
-//                         after "ping me" it pings, and reports the pong as "pong:<payload>"
+//                         after "ping me" it pings, and reports the pong as "pong:<payload>";
+//                         "headers?" is answered with the upgrade request's headers as JSON
 'use strict';
 const crypto = require('crypto');
 const http = require('http');
@@ -86,7 +87,8 @@ srv.on('upgrade', (req, sock, head) => {
       if (fin) {
         const m = Buffer.concat(parts);
         parts = [];
-        send(msgOp, m);
+        if (msgOp === 1 && m.toString() === 'headers?') send(1, Buffer.from(JSON.stringify(req.headers)));
+        else send(msgOp, m);
         if (msgOp === 1 && m.toString() === 'ping me') send(9, Buffer.from('hi'));
       }
     }
