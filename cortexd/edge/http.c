@@ -287,6 +287,8 @@ static int nproxy_writeable(struct lws *wsi, struct http_conn *h)
 		return 0;
 	case NPROXY_REPLY: /* nothing sent yet: an error reply instead (503) */
 		nproxy_release(h->px);
+		if (h->pv_stream)
+			h->close_after = 1; /* the rest of a streamed body is not read */
 		h->responding = 1;
 		return write_response(wsi, h);
 	case NPROXY_DONE:
@@ -424,7 +426,13 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 			return 0;
 		}
 		h->cap = CX_CAP_HTTP_BODY;
-		if ((pv_far || !strcmp(m, "POST") || !strcmp(m, "PUT")) && clen > 0) {
+		if (pv_far && clen > 0) { /* no cap, as on the owner: streamed there as it comes */
+			h->expect = (size_t)clen;
+			h->pv_stream = (size_t)clen;
+			dispatch(d, wsi, h);
+			return 0;
+		}
+		if ((!strcmp(m, "POST") || !strcmp(m, "PUT")) && clen > 0) {
 			h->expect = (size_t)clen;
 			size_t fcap = files_route_body_cap(d, m, h->path);
 			if (fcap)
@@ -447,6 +455,10 @@ int http_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_reasons 
 	case LWS_CALLBACK_HTTP_BODY:
 		if (h->pv)
 			return preview_http_body(h->pv, in, len);
+		if (h->px && h->pv_stream)
+			return nproxy_http_body(h->px, in, len);
+		if (h->pv_stream)
+			return 0; /* its proxy is gone (an error reply): dropped */
 		if (!len || !in)
 			return 0; /* lws may report an empty chunk with a NULL pointer */
 		if (h->too_big || h->body_len + len > h->cap) {

@@ -26,6 +26,7 @@ struct http_conn {
 	struct preview *pv;  /* a preview-port request (preview.c), or NULL */
 	struct nproxy *px;   /* a request proxied to its session's node (nproxy.c), or NULL */
 	int hop;             /* it came with X-Cortex-Hop: forwarded by another node already */
+	size_t pv_stream;    /* a preview body streamed to the owner as it arrives: its length */
 	int preset;          /* resp already holds the reply (a refused preview request) */
 	int close_after;     /* the request's framing is unknown (a bad Content-Length, a chunked
 	                        body): answer, then close, so no leftover byte is read as a request */

@@ -43,6 +43,8 @@ struct nproxy {
 	char method[8];
 	char *body; /* owned */
 	size_t body_len, body_off;
+	int stream;	/* a preview body from the client as it comes (upq), body_len long */
+	size_t body_in; /* ... bytes of it come so far */
 	char range[128], inm[256];
 	/* HTTP response */
 	int status, head_in, head_out, chunk_out, up_done, up_gone;

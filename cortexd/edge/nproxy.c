@@ -388,6 +388,10 @@ int nproxy_http_begin(struct cortexd *d, struct lws *wsi, struct http_conn *h, c
 	}
 	px->body = h->body;
 	px->body_len = h->body_len;
+	if (h->pv_stream) {
+		px->stream = 1;
+		px->body_len = h->pv_stream;
+	}
 	h->body = NULL;
 	h->body_len = 0;
 	px->slot = &h->px;
@@ -502,7 +506,8 @@ enum nproxy_write nproxy_http_writeable(struct nproxy *px, struct api_resp *resp
 			if (lws_write(px->down, buf + LWS_PRE, 5, LWS_WRITE_HTTP_FINAL) < 5)
 				return NPROXY_CLOSE;
 		}
-		return NPROXY_DONE;
+		/* answered before the client's body was all in: that connection ends */
+		return px->stream && px->body_in < px->body_len ? NPROXY_CLOSE : NPROXY_DONE;
 	}
 	if (px->up_gone) { /* cut short by the owner: the client sees it cut short */
 		np_cut++;
@@ -577,6 +582,48 @@ static int up_headers(struct nproxy *px, struct lws *wsi, unsigned char **p, uns
 			lws_callback_on_writable(wsi);
 		}
 	}
+	return 0;
+}
+
+int nproxy_http_body(struct nproxy *px, const void *in, size_t len)
+{
+	if (!len || !in)
+		return 0;
+	if (px->body_in + len > px->body_len)
+		return -1; /* more than its Content-Length */
+	px->body_in += len;
+	if (np_q_put(&px->upq, in, len, 0) < 0)
+		return -1;
+	if (px->upq.bytes > NP_QCAP && !px->down_paused && px->down) {
+		px->down_paused = 1;
+		lws_rx_flow_control(px->down, 0);
+	}
+	if (px->up)
+		lws_callback_on_writable(px->up);
+	return 0;
+}
+
+/* One piece of a streamed body to the owner, as the client sent it. */
+static int up_stream(struct nproxy *px, struct lws *wsi)
+{
+	struct np_piece *pc = px->upq.head;
+	if (!pc)
+		return 0; /* more comes: nproxy_http_body asks again */
+	int last = px->body_off + pc->len >= px->body_len;
+	if (lws_write(wsi, np_piece_data(pc), pc->len,
+		      last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) < (int)pc->len)
+		return -1;
+	px->body_off += pc->len;
+	np_bytes_up += pc->len;
+	np_q_pop(&px->upq);
+	if (px->down_paused && px->down && px->upq.bytes <= NP_QCAP / 2) {
+		px->down_paused = 0;
+		lws_rx_flow_control(px->down, 1);
+	}
+	if (last)
+		lws_client_http_body_pending(wsi, 0);
+	else if (px->upq.head)
+		lws_callback_on_writable(wsi);
 	return 0;
 }
 
@@ -661,6 +708,8 @@ int nproxy_owner_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
 	case LWS_CALLBACK_CLIENT_HTTP_WRITEABLE:
 		if (!px)
 			return -1;
+		if (px->stream)
+			return up_stream(px, wsi);
 		return px->body_off < px->body_len ? up_body(px, wsi) : 0;
 	case LWS_CALLBACK_ESTABLISHED_CLIENT_HTTP:
 		if (!px)

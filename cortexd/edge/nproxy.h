@@ -41,6 +41,9 @@ int nproxy_target(struct cortexd *d, const char *path, char *url, size_t cap);
 /* Start proxying h's request (its body is taken) to url: 0 (the response
  * comes from nproxy_http_writeable), or -1 with an error reply in h->resp. */
 int nproxy_http_begin(struct cortexd *d, struct lws *wsi, struct http_conn *h, const char *url);
+/* A piece of a preview body streamed to the owner (h->pv_stream): queued;
+ * the client's reading pauses past NP_QCAP until the owner takes it.  0 or -1. */
+int nproxy_http_body(struct nproxy *px, const void *in, size_t len);
 enum nproxy_write {
 	NPROXY_MORE,  /* wrote, or nothing to write yet */
 	NPROXY_REPLY, /* nothing was sent: resp holds an error reply (503) */

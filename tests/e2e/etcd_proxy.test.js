@@ -131,6 +131,12 @@ function miniAgentDir() {
   res = await fetch(`${B.base}${pre}/echo`, {method: 'POST', body, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
   const echoed = Buffer.from(await res.arrayBuffer());
   L.check(res.status === 200 && echoed.equals(body), 'a 200 KiB preview POST through B arrives whole (echoed back)', 'equal bytes', [res.status, echoed.length]);
+  // a body over the API's 1 MiB cap streams through B as it comes (A's preview has no cap)
+  const big3 = require('crypto').randomBytes(3 * 1024 * 1024);
+  res = await fetch(`${B.base}${pre}/echo`, {method: 'POST', body: big3, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
+  const echoed3 = Buffer.from(await res.arrayBuffer());
+  L.check(res.status === 200 && echoed3.equals(big3),
+    'a 3 MiB preview POST through B arrives whole (not 413; echoed back)', 'equal bytes', [res.status, echoed3.length]);
   // every method A's preview takes passes through B the same (not 405)
   for (const [X, n] of [[A, 'A'], [B, 'B']]) {
     const auth = {authorization: 'Bearer ' + alice};
