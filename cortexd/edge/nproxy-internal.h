@@ -69,7 +69,8 @@ struct nproxy {
 };
 
 /* counters (nproxy.c's /metrics) */
-extern uint64_t np_http, np_ws, np_unreachable, np_timeouts, np_refused, np_loops, np_cut;
+extern uint64_t np_http, np_ws, np_unreachable, np_timeouts, np_refused, np_loops, np_cut,
+    np_pauses;
 extern uint64_t np_bytes_up, np_bytes_down;
 extern unsigned np_open;
 

@@ -24,7 +24,7 @@
 
 /* ---- counters (service thread) ---- */
 
-uint64_t np_http, np_ws, np_unreachable, np_timeouts, np_refused, np_loops, np_cut;
+uint64_t np_http, np_ws, np_unreachable, np_timeouts, np_refused, np_loops, np_cut, np_pauses;
 uint64_t np_bytes_up, np_bytes_down;
 unsigned np_open;
 
@@ -596,6 +596,7 @@ int nproxy_http_body(struct nproxy *px, const void *in, size_t len)
 		return -1;
 	if (px->upq.bytes > NP_QCAP && !px->down_paused && px->down) {
 		px->down_paused = 1;
+		np_pauses++;
 		lws_rx_flow_control(px->down, 0);
 	}
 	if (px->up)
@@ -773,6 +774,9 @@ static void np_metrics(FILE *f, void *arg)
 			np_refused);
 	metrics_counter(f, "cortex_owner_proxy_cut_total", "Proxied responses the owner cut short",
 			np_cut);
+	metrics_counter(f, "cortex_owner_proxy_client_pauses_total",
+			"Times a client's reading paused: its queue to the owner was full",
+			np_pauses);
 	metrics_counter(
 	    f, "cortex_owner_proxy_loops_total",
 	    "Requests forwarded by another node for a session this node does not hold (508)",

@@ -147,6 +147,7 @@ int nproxy_ws_callback(struct cortexd *d, struct lws *wsi, enum lws_callback_rea
 			return -1;
 		if (px->upq.bytes > NP_QCAP && !px->down_paused) {
 			px->down_paused = 1;
+			np_pauses++;
 			lws_rx_flow_control(wsi, 0);
 		}
 		if (px->up && px->ws_open)

@@ -131,12 +131,16 @@ function miniAgentDir() {
   res = await fetch(`${B.base}${pre}/echo`, {method: 'POST', body, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
   const echoed = Buffer.from(await res.arrayBuffer());
   L.check(res.status === 200 && echoed.equals(body), 'a 200 KiB preview POST through B arrives whole (echoed back)', 'equal bytes', [res.status, echoed.length]);
-  // a body over the API's 1 MiB cap streams through B as it comes (A's preview has no cap)
-  const big3 = require('crypto').randomBytes(3 * 1024 * 1024);
-  res = await fetch(`${B.base}${pre}/echo`, {method: 'POST', body: big3, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
+  // a body over the API's 1 MiB cap streams through B as it comes (A's preview has no cap),
+  // to a server inside that does not read for 1.5 s: B's queue fills and its reading pauses
+  const big3 = require('crypto').randomBytes(12 * 1024 * 1024);
+  const pauses0 = (await L.metrics({base: B.base, admin})).cortex_owner_proxy_client_pauses_total;
+  res = await fetch(`${B.base}${pre}/slowecho`, {method: 'POST', body: big3, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
   const echoed3 = Buffer.from(await res.arrayBuffer());
   L.check(res.status === 200 && echoed3.equals(big3),
-    'a 3 MiB preview POST through B arrives whole (not 413; echoed back)', 'equal bytes', [res.status, echoed3.length]);
+    'a 12 MiB preview POST through B arrives whole (not 413; echoed back)', 'equal bytes', [res.status, echoed3.length]);
+  const pauses1 = (await L.metrics({base: B.base, admin})).cortex_owner_proxy_client_pauses_total;
+  L.check(pauses1 > pauses0, "B paused reading the client while A's side was full (cortex_owner_proxy_client_pauses_total)", '> ' + pauses0, pauses1);
   // every method A's preview takes passes through B the same (not 405)
   for (const [X, n] of [[A, 'A'], [B, 'B']]) {
     const auth = {authorization: 'Bearer ' + alice};

@@ -5,6 +5,7 @@
 //   GET  /release    -> lets /stream finish
 //   GET  /big?n=N    -> N bytes with a Content-Length
 //   POST /echo       -> the request body back (sha and length in headers)
+//   POST /slowecho   -> the same, after not reading for 1.5 s (the sender's side backs up)
 //   GET  /ws (upgrade) -> echoes every message (text stays text, binary binary);
 //                         after "ping me" it pings, and reports the pong as "pong:<payload>";
 //                         "headers?" is answered with the upgrade request's headers as JSON
@@ -36,8 +37,12 @@ const srv = http.createServer((req, res) => {
     const buf = Buffer.alloc(n, 'x');
     res.setHeader('content-length', n);
     res.end(buf);
-  } else if (u.pathname === '/echo') {
+  } else if (u.pathname === '/echo' || u.pathname === '/slowecho') {
     const chunks = [];
+    if (u.pathname === '/slowecho') {
+      req.pause();
+      setTimeout(() => req.resume(), 1500);
+    }
     req.on('data', c => chunks.push(c));
     req.on('end', () => {
       const b = Buffer.concat(chunks);
