@@ -192,7 +192,7 @@ static void start_stop(struct session *s, int remove_dir)
 		return;
 	}
 	/* The job owns the sandbox from here: nothing may start a sync or a turn step. */
-	fswatch_session_down(s, remove_dir ? "deleted" : "sleeping"); /* the disk comes off the host */
+	fswatch_session_down(s, remove_dir ? "deleted" : s->released ? "moved" : "sleeping"); /* the disk comes off the host */
 	turn_stop_session(s);
 	agent_link_close(s);
 	sync_forget(s);
@@ -208,7 +208,7 @@ static void start_stop(struct session *s, int remove_dir)
 	j->remove_dir = remove_dir;
 	snprintf(j->id, sizeof j->id, "%s", s->id);
 	snprintf(j->dir, sizeof j->dir, "%s", s->dir);
-	if (!remove_dir) {
+	if (!remove_dir && !s->deleted) {
 		j->s = s;
 		s->lc.job = JOB_STOP;
 		s->refs++;
@@ -756,9 +756,9 @@ static void teardown(struct session *s)
 	s->lc.torn_down = 1; /* once: later events find nothing to do */
 	boot_forget(s);
 	turn_stop_session(s);
-	exec_session_gone(s, "the session was deleted"); /* before its clients go */
+	exec_session_gone(s, s->released ? "the session moved to another node" : "the session was deleted"); /* before its clients go */
 	fanout_close_all(s);
-	turnlog_close(s, 1);
+	turnlog_close(s, !s->released); /* released: the new owner replays it */
 	sync_forget(s);
 	ccache_drop(&s->cc);
 	session_unlink(s);
@@ -767,6 +767,6 @@ static void teardown(struct session *s)
 		cx_err err = CX_ERR_INIT;
 		(void)egress_set_session_policy(s->id, NULL, &err);
 	}
-	start_stop(s, 1);
+	start_stop(s, !s->released);
 	session_unref(s); /* the registry's reference */
 }

@@ -23,6 +23,8 @@ int lifecycle_load(struct cortexd *d, cx_err *err);
 /* Load the one stored session at key (sessions/<user>/<id>), sleeping: a
  * session taken over from a node that is gone (owner.c).  0, CX_NOTFOUND, -1. */
 int lifecycle_load_one(struct cortexd *d, const char *key, cx_err *err);
+/* The same with the record already read (takeover.c reads it on a worker). */
+int lifecycle_load_record(struct cortexd *d, const char *key, const char *val, size_t len, cx_err *err);
 /* On exit: every sandbox is stopped synchronously (the workers are gone). */
 void lifecycle_shutdown(struct cortexd *d);
 
@@ -37,6 +39,11 @@ struct session *lifecycle_new(struct cortexd *d, const char *user, const char *s
 			      cx_err *err);
 void lifecycle_start(struct session *s);
 void lifecycle_delete(struct session *s);
+/* Another node owns s now (this node's lease had lapsed and the session was
+ * taken over): torn down here as a delete is — clients cut off, sandbox
+ * stopped, disk detached — but its files, turn log and store rows stay for
+ * the new owner. */
+void lifecycle_release(struct session *s);
 /* 0, or -1 with err (code EBUSY: try again; the route answers 409). */
 int lifecycle_wake(struct session *s, cx_err *err);
 int lifecycle_sleep(struct session *s, cx_err *err);

@@ -273,6 +273,12 @@ void lifecycle_delete(struct session *s)
 	lifecycle_reconcile(s); /* tears down now, or when the running job is done */
 }
 
+void lifecycle_release(struct session *s)
+{
+	s->released = 1;
+	lifecycle_delete(s);
+}
+
 /* ---- clients ---- */
 
 /* A turn with no client left keeps running for turn_grace_s, then stops. */
@@ -446,8 +452,14 @@ int lifecycle_load_one(struct cortexd *d, const char *key, cx_err *err)
 	int rc = store_get(d->st, key, &v, &len, err);
 	if (rc < 0)
 		return rc;
-	json_t *o = json_loadb(v, len, 0, NULL);
+	rc = lifecycle_load_record(d, key, v, len, err);
 	free(v);
+	return rc;
+}
+
+int lifecycle_load_record(struct cortexd *d, const char *key, const char *val, size_t len, cx_err *err)
+{
+	json_t *o = json_loadb(val, len, 0, NULL);
 	if (!o)
 		return cx_err_set(err, EINVAL, "%s: not JSON", key);
 	load_one(d, o, key);

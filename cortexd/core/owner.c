@@ -24,7 +24,7 @@ static lws_sorted_usec_list_t own_sul;
 static int own_ka_busy, own_stopping;
 static struct cortexd *own_d;
 /* metrics (service thread) */
-static uint64_t own_claims, own_takeovers, own_redirects, own_lease_lost;
+static uint64_t own_claims, own_takeovers, own_redirects, own_lease_lost, own_released;
 
 int owner_enabled(void)
 {
@@ -162,16 +162,22 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 			       -1;
 		return rc < 0 ? -1 : 1;
 	}
-	/* Ours now: a dead node's session comes back sleeping here. */
+	/* Ours now: a dead node's session comes back sleeping here (when no
+	 * takeover sweep had loaded it yet). */
 	own_claims++;
 	if (!session_find(d, id)) {
 		if (lifecycle_load_one(d, key, err) < 0)
 			return -1;
-		own_takeovers++;
-		log_info("session %s: taken over (its owner is gone), sleeping here", id);
+		owner_took_over(id);
 	}
 	*out = session_find(d, id);
 	return *out ? 0 : CX_NOTFOUND;
+}
+
+void owner_took_over(const char *id)
+{
+	own_takeovers++;
+	log_info("session %s: taken over (its owner is gone), sleeping here", id);
 }
 
 void owner_redirected(void)
@@ -211,19 +217,37 @@ static void ka_done(void *arg)
 	if (k->failed)
 		log_warn("node %s: lease keepalive: %s", own_id, k->err.msg);
 	if (k->lost && !k->failed) {
-		/* Our keys went with the old lease: claim our sessions again. */
+		/* Our keys went with the old lease: claim our sessions again.  One
+		 * another node took over meanwhile is its now: let go of it here
+		 * (two nodes must not run one sandbox on one shared disk). */
 		own_lease_lost++;
 		log_warn("node %s: the lease had expired; registered again", own_id);
+		size_t n = 0, i = 0;
+		for (struct session *s = own_d->sessions; s; s = s->next)
+			n++;
+		char (*gone)[64] = n ? calloc(n, sizeof *gone) : NULL;
 		for (struct session *s = own_d->sessions; s; s = s->next) {
 			char node[OWN_ID_MAX] = "";
 			cx_err e = CX_ERR_INIT;
-			if (!s->deleted &&
-			    owner_claim(own_d->st, s->id, node, sizeof node, &e) != OWNER_MINE)
-				log_error("session %s: now owned by %s%s%s (two nodes may serve it "
-					  "until one stops)",
-					  s->id, node[0] ? node : "?", e.code ? ": " : "",
-					  e.code ? e.msg : "");
+			if (s->deleted)
+				continue;
+			enum owner_who who = owner_claim(own_d->st, s->id, node, sizeof node, &e);
+			if (who == OWNER_OTHER && gone && i < n && strlen(s->id) < sizeof gone[0])
+				snprintf(gone[i++], sizeof gone[0], "%s", s->id);
+			if (who == OWNER_OTHER)
+				log_error("session %s: taken over by %s while this node's lease had lapsed: "
+					  "released here", s->id, node);
+			else if (who == OWNER_ERROR)
+				log_error("session %s: claiming it again: %s", s->id, e.msg);
 		}
+		for (size_t k2 = 0; k2 < i; k2++) { /* (a release unlinks the session) */
+			struct session *s = session_find(own_d, gone[k2]);
+			if (s && !s->deleted) {
+				own_released++;
+				lifecycle_release(s);
+			}
+		}
+		free(gone);
 	}
 	free(k);
 	if (!own_stopping)
@@ -262,6 +286,9 @@ static void owner_metrics(FILE *f, void *arg)
 		      (double)owner_cache_size());
 	metrics_counter(f, "cortex_owner_lease_lost_total",
 			"Times this node's lease had expired at a keepalive", own_lease_lost);
+	metrics_counter(f, "cortex_owner_released_total",
+			"Sessions let go here because another node took them over while this node's lease had lapsed",
+			own_released);
 }
 
 int owner_init(struct cortexd *d, cx_err *err)
@@ -305,6 +332,7 @@ int owner_start(struct cortexd *d, cx_err *err)
 		return -1;
 	if (own_ctx)
 		ka_schedule();
+	owner_takeover_start(d, own_st);
 	if (owner_cache_start(own_st, err) < 0)
 		return -1;
 	metrics_register("owner", owner_metrics, NULL);

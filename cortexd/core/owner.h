@@ -6,10 +6,12 @@
  * made on a node is owned by it: owners/<session-id> = <node_id>, put on the
  * node's lease with a create-if-absent txn.  A node loads and serves only the
  * sessions it owns; a request for a session owned by another live node is
- * sent there (307 to the owner's advertised URL, see owner_route).  When a
- * node dies its lease expires and its owners/ keys go with it: the first
- * node asked for such a session claims it (the same create-if-absent txn)
- * and loads it sleeping from the shared sessions dir.
+ * sent there (proxied, or a 307 to the owner's advertised URL, see
+ * owner_route).  When a node dies its lease expires and its owners/ keys go
+ * with it: every live node sees the deletes and races to claim the sessions
+ * (takeover.c, the same create-if-absent txn, on a worker); each winner
+ * loads its sessions sleeping from the shared sessions dir.  A request for
+ * a session whose owner this node does not know yet claims it itself.
  *
  * With the SQLite store (one node) all of this is off: owner_enabled() is 0
  * and every call below is a no-op that says "mine".  Service thread only,
@@ -60,6 +62,20 @@ void owner_cache_stop(void);
  * (its nodes/ key is gone: it is going away); CX_NOTFOUND: no owner known. */
 int owner_cache_lookup(const char *id, char *node, size_t ncap, char *url, size_t ucap);
 size_t owner_cache_size(void);
+
+/* takeover.c: a dead node's sessions claimed when its owners/ keys go.
+ * owner_orphaned(id, node): owners/<id>, owned by node (not this one), was
+ * deleted (the owner cache's watch thread); owner_orphans_resync(): events
+ * were missed: every session no live node owns.  Both any thread.  Started
+ * by owner_start; owner_takeover_stop before work_stop (a sweep that ends
+ * later loads nothing: the next start claims and loads its sessions). */
+void owner_orphaned(const char *id, const char *node);
+void owner_orphans_resync(void);
+void owner_takeover_start(struct cortexd *d, store *st);
+void owner_takeover_stop(void);
+/* Session id was loaded here from a node that is gone (counts and logs it).
+ * Service thread. */
+void owner_took_over(const char *id);
 
 /* The session is gone: its owners/ key too.  Any thread. */
 void owner_forget(store *st, const char *id);

@@ -69,11 +69,14 @@ static void owner_set(const char *id, const char *node, size_t nlen)
 	o->node[nlen] = '\0';
 }
 
-static void owner_del(const char *id)
+/* Drops id; its owner was (prev, cap bytes: "" if unknown). */
+static void owner_del(const char *id, char *prev, size_t cap)
 {
+	prev[0] = '\0';
 	for (struct oc_owner **pp = &oc_tab[oc_hash(id)]; *pp; pp = &(*pp)->next)
 		if (!strcmp((*pp)->id, id)) {
 			struct oc_owner *o = *pp;
+			snprintf(prev, cap, "%s", o->node);
 			*pp = o->next;
 			free(o);
 			oc_count--;
@@ -166,15 +169,24 @@ static void oc_event(void *arg, const store_event *ev)
 		cx_err err = CX_ERR_INIT;
 		if (oc_load(prefix, &err) < 0)
 			log_warn("owner cache: re-reading %s: %s", prefix, err.msg);
+		if (prefix[0] == 'o') /* deletes were missed: sessions may be orphans */
+			owner_orphans_resync();
 		return;
 	}
 	const char *name = ev->key + strlen(prefix);
+	char prev[OC_NODE_MAX] = "";
 	pthread_mutex_lock(&oc_mu);
-	if (prefix[0] == 'o')
-		ev->kind == STORE_EV_PUT ? owner_set(name, ev->val, ev->len) : owner_del(name);
-	else
+	if (prefix[0] != 'o')
 		node_set(name, ev->kind == STORE_EV_PUT ? ev->val : NULL, ev->len);
+	else if (ev->kind == STORE_EV_PUT)
+		owner_set(name, ev->val, ev->len);
+	else
+		owner_del(name, prev, sizeof prev);
 	pthread_mutex_unlock(&oc_mu);
+	/* another node's session lost its owner: takeover.c sees whether the
+	 * node is gone (and then claims it) */
+	if (prev[0] && strcmp(prev, owner_node_id()))
+		owner_orphaned(name, prev);
 }
 
 int owner_cache_start(store *st, cx_err *err)

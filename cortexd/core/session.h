@@ -264,6 +264,7 @@ struct session {
 	char dir[4096];          /* DATA/sessions/<id> */
 	int refs;                /* registry + jobs + the agent connection; freed at 0 */
 	int deleted;
+	int released;            /* deleted here only: another node owns it now (files kept) */
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
 	uint64_t turns;          /* turns started (kept across restarts: turnstate/<id>) */
 	uint64_t lost_turn;      /* the turn a previous cortexd died in (until the next turn), 0 = none */

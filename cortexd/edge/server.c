@@ -588,6 +588,7 @@ int server_run(struct cortexd *d)
 	builder_close(d->builder); /* kills running buildah children, joins their threads */
 	d->builder = NULL;
 	peerwatch_stop(); /* no event is queued past this */
+	owner_takeover_stop(); /* a sweep ending after this loads nothing */
 	auth_cache_stop();
 	work_stop();
 	if (upgrade && handover_write(d) < 0)

@@ -1,0 +1,91 @@
+// Scale-out, a node that lost its lease while alive (issue 16 point 3,
+// docs/scale-out.md "Takeover"): node A is stopped (SIGSTOP) past its lease
+// TTL with a hot session and a client connected.  B sees A's owners/ key go
+// and takes the session over at once, without a request for it.  When A runs
+// again its keepalive finds the lease gone, registers again, finds B owning
+// the session and lets go of it: the client on A is cut off, the sandbox on
+// A stopped (no process left in its cgroup), its files kept, and the next
+// message through A is proxied to B and wakes the session there.  Two nodes
+// never run one sandbox on one shared disk.  Real etcd, real cortexd, real
+// sandboxes, the mini-agent.
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const L = require('./lib');
+const E = require('./etcd_lib');
+
+const TTL = 3; // node_lease_ttl_s
+
+(async () => {
+  const etcd = await E.startCluster(1);
+  const tmp = L.tmpdir('fence');
+  const keyFile = path.join(tmp, 'master.key');
+  fs.writeFileSync(keyFile, require('crypto').randomBytes(32), {mode: 0o600});
+  const shared = path.join(tmp, 'sessions');
+  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
+  const env = {CORTEX_ADMIN_TOKEN: admin, CORTEX_MASTER_KEY_FILE: keyFile};
+  const agentDir = L.tmpdir('fence-agent');
+  fs.chmodSync(agentDir, 0o755);
+  fs.copyFileSync(process.env.MINI_AGENT, path.join(agentDir, 'mini-agent'));
+  fs.chmodSync(path.join(agentDir, 'mini-agent'), 0o755);
+  const start = async (id) => {
+    const cfg = path.join(tmp, id + '.json');
+    fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
+      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL}));
+    return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
+  };
+  const A = await start('node-a');
+  const B = await start('node-b');
+  const alice = (await L.http(A.base, 'POST', '/v1/users', admin, {name: 'alice'})).json.token;
+  const {sid, c} = await L.hotSession(A, alice);
+  let fr = await L.turn(c, 'hello on A');
+  L.eq(fr[fr.length - 1].type, 'cortex.done', 'a turn on A');
+  const inCgroup = () => L.hostProcs().filter(p => p.cgroup.includes(sid));
+  L.check(inCgroup().length > 0, "the session's sandbox runs (processes in its cgroup)", '> 0', inCgroup().length);
+  let closed = false;
+  c.ws.on('close', () => { closed = true; });
+
+  // ---- A stalls past its TTL: B takes the session over, unasked
+  process.kill(A.proc.pid, 'SIGSTOP');
+  const t0 = Date.now();
+  const took = await L.poll(async () => {
+    const m = await L.metrics({base: B.base, admin});
+    return m.cortex_owner_takeovers_total >= 1 ? m : null;
+  }, (TTL + 10) * 1000);
+  L.check(!!took, 'B took the session over while A was stopped', 'takeovers 1', took && took.cortex_owner_takeovers_total);
+  console.log(`     A stopped → B owns the session in ${Date.now() - t0} ms (TTL ${TTL} s)`);
+
+  // ---- A runs again: its keepalive finds the lease gone and lets the session go
+  process.kill(A.proc.pid, 'SIGCONT');
+  const rel = await L.poll(async () => {
+    const m = await L.metrics({base: A.base, admin});
+    return m.cortex_owner_released_total >= 1 ? m : null;
+  }, (TTL + 10) * 1000);
+  L.check(!!rel, "A let go of the session (cortex_owner_released_total)", 1, rel && rel.cortex_owner_released_total);
+  L.check(rel && rel.cortex_owner_lease_lost_total >= 1, "A saw its lease had lapsed", '>= 1', rel && rel.cortex_owner_lease_lost_total);
+  L.check(await L.poll(async () => closed, 10000), "the client on A was cut off", true, closed);
+  L.check(await L.poll(async () => inCgroup().length === 0, 20000), "no process is left in the session's cgroup on A",
+    [], inCgroup().map(p => `${p.pid} ${p.cmd.slice(0, 60)}`));
+  L.check(fs.existsSync(path.join(shared, sid)), "its dir stays in the shared sessions dir (B's now)", true, fs.existsSync(path.join(shared, sid)));
+
+  // ---- the session lives on B: through A it is proxied there, and wakes there
+  const g = await L.http(A.base, 'GET', `/v1/sessions/${sid}`, alice);
+  L.eq([g.status, g.json && g.json.node, g.json && g.json.state], [200, 'node-b', 'sleeping'], 'GET through A: served by B, sleeping');
+  const c2 = await L.reconnect(A, sid, alice);
+  fr = await L.turn(c2, 'hello after the move');
+  L.eq(fr[fr.length - 1].type, 'cortex.done', 'the next message through A wakes it on B');
+  L.eq(L.textOf(fr), 'Echo: hello after the move', 'the reply streamed back through A');
+  const mA = await L.metrics({base: A.base, admin}), mB = await L.metrics({base: B.base, admin});
+  const count = m => Object.keys(m).filter(k => k.startsWith('cortex_sessions{')).reduce((a, k) => a + m[k], 0);
+  L.eq([count(mA), count(mB)], [0, 1], 'sessions held: A none, B one');
+  c2.close();
+
+  L.eq((await L.http(B.base, 'DELETE', `/v1/sessions/${sid}`, alice)).status, 204, 'deleted on B');
+  L.check(await L.poll(async () => inCgroup().length === 0 && !fs.existsSync(path.join(shared, sid)), 20000),
+    'nothing of it is left', 'no process, no dir', inCgroup().length);
+  L.eq(await A.stop(), 0, 'A exits 0');
+  L.eq(await B.stop(), 0, 'B exits 0');
+  L.unmountUnder(tmp);
+  await etcd.stop();
+  L.done();
+})().catch(e => { console.error(e); process.exit(1); });
