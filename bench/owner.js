@@ -133,14 +133,23 @@ function open(base, sid, tok) {
 
   // ---- failover
   let owner = 'a', other = 'b';
-  const fo = [], wake = [];
+  const fo = [], owned = [], wake = [];
+  const takeovers = async () => {
+    let n = 0;
+    for (const k of ['a', 'b', 'c']) if (k !== owner) n += (await L.metrics({base: nodes[k].base, admin})).cortex_owner_takeovers_total || 0;
+    return n;
+  };
   for (let r = 0; r < ROUNDS; r++) {
     const s = await hot(nodes[owner]);
+    const tk0 = await takeovers();
     const t0 = Date.now();
     nodes[owner].proc.kill('SIGKILL');
     await new Promise(res2 => nodes[owner].proc.once('exit', res2));
     L.unmountUnder(path.resolve(nodes[owner].dataDir));
     L.unmountUnder(shared);
+    // re-owned by a live node with no request for it (takeover.c): only /metrics is read
+    if (!await L.poll(async () => await takeovers() > tk0, (TTL + 30) * 1000)) throw new Error('no takeover');
+    owned.push(Date.now() - t0);
     const ok = await L.poll(async () => (await fetch(`${nodes[other].base}/v1/sessions/${s}`, {headers: {authorization: 'Bearer ' + tok}, redirect: 'manual'})).status === 200, (TTL + 30) * 1000);
     if (!ok) throw new Error('no failover');
     fo.push(Date.now() - t0);
@@ -155,6 +164,7 @@ function open(base, sid, tok) {
     nodes[owner] = await start('node-' + owner);  // a and b (proxy); c stays
     [owner, other] = [other, owner];
   }
+  console.log(`failover (TTL ${TTL} s), kill -9 → re-owned by a live node, unasked: ${owned.join(', ')} ms`);
   console.log(`failover (TTL ${TTL} s), kill -9 → the other node answers 200: ${fo.join(', ')} ms`);
   console.log(`then open + first token of the waking turn: ${wake.join(', ')} ms`);
   for (const k of ['a', 'b', 'c']) await nodes[k].stop();
