@@ -93,6 +93,8 @@ void job_prepare_run(void *arg);
 /* Stop every process (and remove the session's dir when deleting). */
 struct stop_job {
 	struct session *s;      /* for done only; NULL when the session is gone */
+	struct session *hold;   /* a deleted session's reference: its uid stays taken until
+				 * the sandbox is destroyed (done drops it) */
 	const config *cfg;      /* the daemon's, immutable while running */
 	sandbox *sb;            /* owned by the job */
 	int remove_dir;

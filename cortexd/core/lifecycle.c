@@ -213,6 +213,9 @@ static void start_stop(struct session *s, int remove_dir)
 		s->lc.job = JOB_STOP;
 		s->refs++;
 		log_info("session %s: sleeping", s->id);
+	} else {
+		j->hold = s;
+		s->refs++;
 	}
 	work_submit_lane(WORK_SANDBOX, job_stop_run, stop_done, j);
 }
@@ -221,6 +224,8 @@ static void stop_done(void *arg)
 {
 	struct stop_job *j = arg;
 	struct session *s = j->s;
+	if (j->hold)
+		session_unref(j->hold); /* its uid is free again */
 	free(j);
 	if (!s)
 		return;

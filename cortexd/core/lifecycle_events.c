@@ -154,18 +154,23 @@ static void spec_defaults(struct session *s)
 struct session *lifecycle_new(struct cortexd *d, const char *user, const char *surface, int idle_sleep_s,
 			      const struct session_spec *spec, cx_err *err)
 {
-	uid_t uid = session_uid_alloc(d);
-	if (!uid) {
-		cx_err_set(err, EAGAIN, "no sandbox uid is free (sandbox.uid_count sessions exist)");
-		return NULL;
-	}
 	char id[40] = "s_";
 	cx_random_hex(id + 2, 12);
+	/* taken here (and with etcd in the cluster) before the session is linked */
+	uid_t uid = owner_uid_alloc(d, id, err);
+	if (!uid) {
+		if (!err->code)
+			cx_err_set(err, EAGAIN, "no sandbox uid is free (sandbox.uid_count sessions exist)");
+		return NULL;
+	}
 	struct session *s = session_new(d, id, user, surface);
 	if (!s) {
+		session_uid_put(d, uid);
+		owner_forget_async(d->st, id, uid, 0);
 		cx_err_set(err, ENOMEM, "session");
 		return NULL;
 	}
+	s->uid_held = 1;
 	s->lc.ready_t0_us = cx_mono_us();
 	s->created_at = s->last_active_at = cx_wall_ms();
 	s->idle_sleep_s = idle_sleep_s;
@@ -176,6 +181,7 @@ struct session *lifecycle_new(struct cortexd *d, const char *user, const char *s
 	s->lc.state = SS_CREATING;
 	/* With a shared store: owned by this node (owners/<id> on its lease). */
 	if (owner_claim(d->st, id, NULL, 0, err) != OWNER_MINE) {
+		owner_forget_async(d->st, id, uid, 0); /* its uids/ key */
 		session_unref(s);
 		return NULL;
 	}
@@ -376,8 +382,18 @@ static void load_one(struct cortexd *d, json_t *o, const char *key)
 	else if (s->lost_turn && logged != s->lost_turn)
 		fq_clear(&s->fan.replay); /* another turn's frames: only the error is known */
 	/* Records from before per-session uids, images and disks get them now. */
-	if (!s->spec.uid)
+	if (!s->spec.uid) {
 		s->spec.uid = session_uid_alloc(d);
+		s->uid_held = s->spec.uid != 0;
+	} else if (session_uid_take(d, s->spec.uid)) {
+		/* Only a record from before uids were claimed in the cluster can
+		 * meet one here (owner.h "sandbox uids"). */
+		log_error("session %s: its uid %u is another session's on this node too: it shares "
+			  "that uid's egress policy until one of them is deleted",
+			  s->id, (unsigned)s->spec.uid);
+	} else {
+		s->uid_held = 1;
+	}
 	spec_defaults(s);
 	json_t *net = json_object_get(o, "network");
 	if (json_is_object(net))
@@ -424,6 +440,11 @@ int lifecycle_load(struct cortexd *d, cx_err *err)
 			continue;
 		}
 		json_t *o = json_loadb(kv[i].val, kv[i].len, 0, NULL);
+		json_int_t uid = json_integer_value(json_object_get(o, "uid"));
+		char other[64] = "";
+		/* with etcd: its uid in uids/ (records from before the cluster claimed uids) */
+		if (sid && uid > 0 && owner_uid_claim(d->st, (uid_t)uid, sid + 1, other, &oerr) == 1)
+			log_error("%s: its uid %lld is session %s's too", kv[i].key, (long long)uid, other);
 		load_one(d, o, kv[i].key);
 		json_decref(o);
 	}

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include "lifecycle.h"
@@ -172,6 +173,95 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 	}
 	*out = session_find(d, id);
 	return *out ? 0 : CX_NOTFOUND;
+}
+
+/* ---- sandbox uids ---- */
+
+int owner_uid_claim(store *st, uid_t uid, const char *id, char *other, cx_err *err)
+{
+	if (!own_on || !uid)
+		return 0;
+	char key[64];
+	snprintf(key, sizeof key, "uids/%u", (unsigned)uid);
+	int rc = store_create_lease(st, key, id, strlen(id), 0, err);
+	if (rc != 1)
+		return rc == 0 ? 0 : -1;
+	char *v = NULL;
+	size_t len = 0;
+	rc = store_get(st, key, &v, &len, err);
+	if (rc == CX_NOTFOUND) /* freed in between: once more */
+		return store_create_lease(st, key, id, strlen(id), 0, err) == 0 ? 0 : -1;
+	if (rc < 0)
+		return -1;
+	int mine = len == strlen(id) && !memcmp(v, id, len);
+	if (!mine && other)
+		snprintf(other, 64, "%.*s", (int)(len < 63 ? len : 63), v);
+	free(v);
+	return mine ? 0 : 1;
+}
+
+uid_t owner_uid_alloc(struct cortexd *d, const char *id, cx_err *err)
+{
+	const config *c = &d->cfg;
+	if (!own_on)
+		return session_uid_alloc_from(d, 0);
+	uint32_t start = randombytes_uniform(c->sandbox_uid_count ? c->sandbox_uid_count : 1);
+	for (int tries = 0; tries < 64; tries++) {
+		uid_t uid = session_uid_alloc_from(d, start);
+		if (!uid)
+			break;
+		int rc = owner_uid_claim(d->st, uid, id, NULL, err);
+		if (rc == 0)
+			return uid;
+		session_uid_put(d, uid);
+		if (rc < 0)
+			return 0;
+		start = (uint32_t)(uid - c->sandbox_uid_base) + 1; /* another node's session has it */
+	}
+	cx_err_set(err, EAGAIN, "no sandbox uid is free in the cluster (sandbox.uid_count)");
+	return 0;
+}
+
+void owner_uid_forget(store *st, uid_t uid, const char *id)
+{
+	if (!own_on || !uid)
+		return;
+	char key[64], *v = NULL;
+	size_t len = 0;
+	cx_err err = CX_ERR_INIT;
+	snprintf(key, sizeof key, "uids/%u", (unsigned)uid);
+	if (store_get(st, key, &v, &len, &err) == 0 && len == strlen(id) && !memcmp(v, id, len) &&
+	    store_delete(st, key, &err) == -1)
+		log_warn("session %s: dropping %s: %s", id, key, err.msg);
+	free(v);
+}
+
+struct forget_job {
+	store *st;
+	uid_t uid;
+	int owner;
+	char id[64];
+};
+
+static void forget_run(void *arg)
+{
+	struct forget_job *f = arg;
+	owner_uid_forget(f->st, f->uid, f->id);
+	if (f->owner)
+		owner_forget(f->st, f->id);
+	free(f);
+}
+
+void owner_forget_async(store *st, const char *id, uid_t uid, int owner)
+{
+	struct forget_job *f = own_on ? calloc(1, sizeof *f) : NULL;
+	if (!f)
+		return;
+	f->st = st;
+	f->uid = uid;
+	f->owner = owner;
+	snprintf(f->id, sizeof f->id, "%s", id);
+	work_submit(forget_run, NULL, f);
 }
 
 void owner_took_over(const char *id)

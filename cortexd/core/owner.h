@@ -77,6 +77,26 @@ void owner_takeover_stop(void);
  * Service thread. */
 void owner_took_over(const char *id);
 
+/* ---- sandbox uids, unique in the cluster (uids/<uid> = <session id>, no
+ * lease) ----
+ * A session keeps its uid when another node takes it over, and the egress
+ * proxy and the sandbox's files know a session by it: two sessions with one
+ * uid on one host would share a policy and credentials.  Each node picks
+ * from sandbox.uid_base..+uid_count, so the cluster decides who has a uid.
+ * Off (no etcd): session_uid_alloc alone. */
+/* A uid for session id, free here and claimed in the store (from a random
+ * start in the range: nodes rarely race for one); 0 with err when none is
+ * free.  Blocking (a txn per try): lifecycle_new, as owner_claim. */
+uid_t owner_uid_alloc(struct cortexd *d, const char *id, cx_err *err);
+/* Claim uid for id if nobody has it: 0 (ours, or claimed now), 1 (another
+ * session's: *other, 64 bytes, names it), -1.  Any thread. */
+int owner_uid_claim(store *st, uid_t uid, const char *id, char *other, cx_err *err);
+/* Session id is gone: uids/<uid> too, if it is still id's.  Any thread. */
+void owner_uid_forget(store *st, uid_t uid, const char *id);
+/* A failed create: its uids/ key goes, and its owners/ key with owner (on a
+ * worker). */
+void owner_forget_async(store *st, const char *id, uid_t uid, int owner);
+
 /* The session is gone: its owners/ key too.  Any thread. */
 void owner_forget(store *st, const char *id);
 

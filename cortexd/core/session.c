@@ -147,22 +147,52 @@ void session_spec_load(struct session *s, json_t *o)
 	}
 }
 
-uid_t session_uid_alloc(struct cortexd *d)
+/* The bitmap, made on first use; NULL on ENOMEM. */
+static unsigned char *uid_map(struct cortexd *d)
+{
+	if (!d->uid_used)
+		d->uid_used = calloc(d->cfg.sandbox_uid_count / 8 + 1, 1);
+	return d->uid_used;
+}
+
+uid_t session_uid_alloc(struct cortexd *d) { return session_uid_alloc_from(d, 0); }
+
+uid_t session_uid_alloc_from(struct cortexd *d, uint32_t start)
 {
 	const config *c = &d->cfg;
 	uint32_t n = c->sandbox_uid_count;
-	cleanup_free unsigned char *used = calloc(n / 8 + 1, 1);
-	if (!used)
+	unsigned char *used = uid_map(d);
+	if (!used || !n)
 		return 0;
-	for (struct session *s = d->sessions; s; s = s->next) {
-		uint32_t k = (uint32_t)(s->spec.uid - c->sandbox_uid_base);
-		if (s->spec.uid >= c->sandbox_uid_base && k < n)
+	for (uint32_t i = 0; i < n; i++) {
+		uint32_t k = (start + i) % n; /* from start, wrapping */
+		if (!(used[k / 8] & (1u << (k % 8)))) {
 			used[k / 8] |= (unsigned char)(1u << (k % 8));
-	}
-	for (uint32_t k = 0; k < n; k++)
-		if (!(used[k / 8] & (1u << (k % 8))))
 			return (uid_t)(c->sandbox_uid_base + k);
+		}
+	}
 	return 0;
+}
+
+int session_uid_take(struct cortexd *d, uid_t uid)
+{
+	const config *c = &d->cfg;
+	uint32_t k = (uint32_t)(uid - c->sandbox_uid_base);
+	unsigned char *used = uid_map(d);
+	if (uid < c->sandbox_uid_base || k >= c->sandbox_uid_count || !used)
+		return 0;
+	if (used[k / 8] & (1u << (k % 8)))
+		return 1;
+	used[k / 8] |= (unsigned char)(1u << (k % 8));
+	return 0;
+}
+
+void session_uid_put(struct cortexd *d, uid_t uid)
+{
+	const config *c = &d->cfg;
+	uint32_t k = (uint32_t)(uid - c->sandbox_uid_base);
+	if (uid >= c->sandbox_uid_base && k < c->sandbox_uid_count && d->uid_used)
+		d->uid_used[k / 8] &= (unsigned char)~(1u << (k % 8));
 }
 
 /* What is persisted is the session's identity; its live state is not
@@ -221,6 +251,8 @@ void session_unref(struct session *s)
 	json_decref(s->network);
 	if (s->link.pend_cfg)
 		cconfig_unref(s->link.pend_cfg);
+	if (s->uid_held) /* its sandbox is gone (a delete's stop job held a reference) */
+		session_uid_put(s->d, s->spec.uid);
 	free(s);
 }
 

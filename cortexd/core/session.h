@@ -265,6 +265,7 @@ struct session {
 	int refs;                /* registry + jobs + the agent connection; freed at 0 */
 	int deleted;
 	int released;            /* deleted here only: another node owns it now (files kept) */
+	int uid_held;            /* spec.uid's bit in d->uid_used is this session's (freed with it) */
 	char gw_token[GW_TOKEN_LEN + 1]; /* the agent's key for the model gateway (memory only) */
 	uint64_t turns;          /* turns started (kept across restarts: turnstate/<id>) */
 	uint64_t lost_turn;      /* the turn a previous cortexd died in (until the next turn), 0 = none */
@@ -309,6 +310,7 @@ struct cortexd {
 	struct lws_context *ctx; /* NULL in unit tests: timers and sockets are skipped */
 	struct lws_vhost *vh;
 	struct session *sessions;
+	unsigned char *uid_used; /* sandbox uids held here, a bit per slot of sandbox.uid_count (session.c) */
 	int port;
 	char admin_token[256];
 	secrets_key skey;        /* master key for secrets at rest */
@@ -357,8 +359,19 @@ char *session_record(const struct session *s, char *key, size_t cap);
 json_t *session_to_json(const struct session *s);
 /* Read spec fields of a record (or of a create body: the same names) into s->spec. */
 void session_spec_load(struct session *s, json_t *o);
-/* The lowest uid of [uid_base, uid_base + uid_count) no session holds; 0 if none is left. */
+/* Sandbox uids held on this node: one bit per slot of [uid_base, uid_base +
+ * uid_count), taken when a session is made or loaded and given back when the
+ * session is freed, after its sandbox is destroyed.  Sessions being created
+ * (not yet linked) hold theirs too: a burst of creates gets distinct uids.
+ * session_uid_alloc: the lowest free uid, taken; 0 if none is left.
+ * session_uid_alloc_from: the first free at or after slot start (wrapping).
+ * session_uid_take: a stored uid, taken: 0, or 1 when another session here
+ * holds it already (or it is outside the range: not tracked, 0).
+ * session_uid_put: given back. */
 uid_t session_uid_alloc(struct cortexd *d);
+uid_t session_uid_alloc_from(struct cortexd *d, uint32_t start);
+int session_uid_take(struct cortexd *d, uid_t uid);
+void session_uid_put(struct cortexd *d, uid_t uid);
 void session_unref(struct session *s);
 void session_unlink(struct session *s);
 /* Timers: no-ops without an lws context (unit tests). */

@@ -169,6 +169,23 @@ static int drop_live(struct to_job *j)
 	return left;
 }
 
+/* Its uid is in uids/ (a record from before the cluster claimed uids gets
+ * the key now); one another session holds is logged (owner.h). */
+static void uid_keep(const char *id, const char *val, size_t len)
+{
+	json_t *o = json_loadb(val, len, 0, NULL);
+	json_int_t uid = json_integer_value(json_object_get(o, "uid"));
+	json_decref(o);
+	char other[64] = "";
+	cx_err e = CX_ERR_INIT;
+	int rc = uid > 0 ? owner_uid_claim(to_st, (uid_t)uid, id, other, &e) : 0;
+	if (rc == 1)
+		log_error("session %s: its uid %lld is session %s's too (a record from before uids/)", id,
+			  (long long)uid, other);
+	else if (rc < 0)
+		log_warn("session %s: uids/%lld: %s", id, (long long)uid, e.msg);
+}
+
 /* On a worker: claim the wanted sessions that no live node owns. */
 static void to_run(void *arg)
 {
@@ -217,6 +234,7 @@ static void to_run(void *arg)
 				free(v);
 				continue; /* claimed, not loaded: a request loads it (owner_route) */
 			}
+			uid_keep(id, v, len);
 			w->val = v;
 			w->len = len;
 			w->next = j->won;

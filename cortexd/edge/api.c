@@ -127,6 +127,7 @@ struct sess_write {
 	char id[40];
 	char key[200];
 	char *val;         /* create: the row */
+	uid_t uid;         /* the session's sandbox uid (its uids/ key with etcd) */
 };
 
 /* Stored: the session starts (even when the client has gone); not stored:
@@ -139,6 +140,7 @@ static void sess_put_then(void *arg, int rc, const cx_err *err, struct api_resp 
 		if (resp)
 			api_reply(resp, 201, session_to_json(w->s));
 	} else {
+		owner_forget_async(w->st, w->id, w->uid, 1); /* nothing of it is left */
 		session_unref(w->s);
 		if (resp)
 			api_error(resp, 500, "internal", "%s", err->msg);
@@ -155,6 +157,7 @@ static int sess_del_run(void *arg, cx_err *err)
 	if (store_delete(w->st, w->key, err) == -1)
 		return -1;
 	owner_forget(w->st, w->id);
+	owner_uid_forget(w->st, w->uid, w->id);
 	char state[80];
 	snprintf(state, sizeof state, "turnstate/%s", w->id);
 	if (store_delete(w->st, state, err) == -1)
@@ -352,12 +355,16 @@ static void post_session(struct cortexd *d, const char *user, const struct api_r
 			w = NULL;
 		}
 		if (!w) {
-			if (s)
+			if (s) {
+				owner_forget_async(d->st, s->id, s->spec.uid, 1);
 				session_unref(s);
+			}
 			api_error(resp, s ? 500 : 503, s ? "internal" : "unavailable", "%s", s ? "out of memory" : err.msg);
 		} else {
 			w->st = d->st;
 			w->s = s;
+			w->uid = s->spec.uid;
+			snprintf(w->id, sizeof w->id, "%s", s->id);
 			create_commit(d->st, w->key, w->val, resp, sess_put_then, w); /* group commit */
 		}
 	}
@@ -450,6 +457,7 @@ static void delete_session(struct cortexd *d, struct session *s, struct api_resp
 	w->st = d->st;
 	w->s = s;
 	s->refs++;
+	w->uid = s->spec.uid;
 	snprintf(w->id, sizeof w->id, "%s", s->id);
 	snprintf(w->key, sizeof w->key, "sessions/%s/%s", s->user, s->id);
 	api_defer(resp, sess_del_run, sess_del_then, w);

@@ -82,6 +82,12 @@ function miniAgentDir() {
   const notHot = good.filter(st => st.agent !== 'hot');
   if (notHot.length) console.log('# not hot: ' + JSON.stringify(notHot.slice(0, 3)));
   L.eq([of('flaky')[0].state, of('flaky')[0].agent], ['ready', 'hot'], 'the session whose first boot hung is hot after a retry');
+  // Every session of the burst runs as a uid no other has (the creates were
+  // answered before any was linked: the uid is taken at the create).
+  const procs = L.hostProcs();
+  const uidsOf = ids.filter((id, i) => who[i] === 'good').map(id => [...new Set(procs.filter(p => p.cgroup.includes(id) && p.uid).map(p => p.uid))]);
+  L.check(uidsOf.every(u => u.length === 1 && u[0] >= 200000) && new Set(uidsOf.map(u => u[0])).size === uidsOf.length,
+    `the ${BURST} sessions created at once run as ${BURST} distinct uids (sandbox.uid_base..)`, 'distinct', uidsOf.map(u => u.join('/')).join(','));
 
   const hang = of('hang')[0];
   L.eq([hang.state, hang.agent], ['error', 'failed'], 'the agent that never answers: state error, agent failed');

@@ -31,7 +31,7 @@ const TTL = 3; // node_lease_ttl_s
   const start = async (id) => {
     const cfg = path.join(tmp, id + '.json');
     fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
-      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL}));
+      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL, sandbox: {uid_count: 2}}));
     return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
   };
   const A = await start('node-a');
@@ -44,6 +44,18 @@ const TTL = 3; // node_lease_ttl_s
   L.check(inCgroup().length > 0, "the session's sandbox runs (processes in its cgroup)", '> 0', inCgroup().length);
   let closed = false;
   c.ws.on('close', () => { closed = true; });
+  const uidOf = id => [...new Set(L.hostProcs().filter(p => p.cgroup.includes(id) && p.uid).map(p => p.uid))];
+
+  // ---- sandbox uids are the cluster's: both nodes pick from the same two
+  // (sandbox.uid_count 2), and uids/<uid> in etcd says whose each is
+  const bs = await L.hotSession(B, alice);
+  L.check(uidOf(bs.sid).length === 1 && uidOf(sid).length === 1 && uidOf(bs.sid)[0] !== uidOf(sid)[0],
+    "a session made on B gets the uid A's session does not have", `!= ${uidOf(sid)}`, uidOf(bs.sid));
+  const third = await L.http(B.base, 'POST', '/v1/sessions', alice, {});
+  L.check(third.status === 503 && /no sandbox uid is free in the cluster/.test(third.text),
+    'a third session: 503, no uid is free in the cluster (nothing stored)', '503 no sandbox uid', [third.status, third.text]);
+  const listed = (await L.http(B.base, 'GET', '/v1/sessions', alice)).json;
+  L.eq((listed.sessions || listed).map(x => x.id).sort(), [sid, bs.sid].sort(), 'only the two sessions exist');
 
   // ---- A stalls past its TTL: B takes the session over, unasked
   process.kill(A.proc.pid, 'SIGSTOP');
@@ -77,12 +89,20 @@ const TTL = 3; // node_lease_ttl_s
   L.eq(L.textOf(fr), 'Echo: hello after the move', 'the reply streamed back through A');
   const mA = await L.metrics({base: A.base, admin}), mB = await L.metrics({base: B.base, admin});
   const count = m => Object.keys(m).filter(k => k.startsWith('cortex_sessions{')).reduce((a, k) => a + m[k], 0);
-  L.eq([count(mA), count(mB)], [0, 1], 'sessions held: A none, B one');
+  L.eq([count(mA), count(mB)], [0, 2], 'sessions held: A none, B two');
+  L.check(uidOf(sid).length === 1 && uidOf(bs.sid).length === 1 && uidOf(sid)[0] !== uidOf(bs.sid)[0],
+    "on B, the session taken over and B's own run as different uids", 'distinct', [uidOf(sid), uidOf(bs.sid)]);
   c2.close();
+  bs.c.close();
+  L.eq((await L.http(B.base, 'DELETE', `/v1/sessions/${bs.sid}`, alice)).status, 204, "B's own session deleted");
 
   L.eq((await L.http(B.base, 'DELETE', `/v1/sessions/${sid}`, alice)).status, 204, 'deleted on B');
   L.check(await L.poll(async () => inCgroup().length === 0 && !fs.existsSync(path.join(shared, sid)), 20000),
     'nothing of it is left', 'no process, no dir', inCgroup().length);
+  const b64 = x => Buffer.from(x).toString('base64');
+  const uk = await (await fetch(etcd.members[0].url + '/v3/kv/range', {method: 'POST',
+    body: JSON.stringify({key: b64('uids/'), range_end: b64('uids0'), count_only: true})})).json();
+  L.eq(Number(uk.count || 0), 0, "no uids/ key is left in etcd (each went with its session)");
   L.eq(await A.stop(), 0, 'A exits 0');
   L.eq(await B.stop(), 0, 'B exits 0');
   L.unmountUnder(tmp);
