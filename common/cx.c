@@ -79,6 +79,32 @@ uint64_t cx_mono_us(void)
 
 uint64_t cx_mono_ms(void) { return cx_mono_us() / 1000u; }
 
+int cx_budget_take(struct cx_budget *b)
+{
+	uint64_t now = cx_mono_us();
+	pthread_mutex_lock(&b->mu);
+	if (b->last_us)
+		b->tokens += (double)(now - b->last_us) / 1e6 * b->per_s;
+	if (b->tokens > b->burst)
+		b->tokens = b->burst;
+	b->last_us = now;
+	int ok = b->tokens >= 1.0;
+	if (ok)
+		b->tokens -= 1.0;
+	else
+		b->refused++;
+	pthread_mutex_unlock(&b->mu);
+	return ok;
+}
+
+uint64_t cx_budget_refused(struct cx_budget *b)
+{
+	pthread_mutex_lock(&b->mu);
+	uint64_t n = b->refused;
+	pthread_mutex_unlock(&b->mu);
+	return n;
+}
+
 int64_t cx_wall_ms(void)
 {
 	struct timespec ts;

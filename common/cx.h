@@ -14,6 +14,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <stdlib.h>
@@ -65,6 +66,21 @@ static inline int steal_fd(int *fd)
 uint64_t cx_mono_us(void); /* CLOCK_MONOTONIC, microseconds */
 uint64_t cx_mono_ms(void);
 int64_t cx_wall_ms(void); /* CLOCK_REALTIME, ms since epoch */
+
+/* ---- a rate budget (token bucket), thread-safe ----
+ * Work that a request can make others wait for — a store read on cortexd's
+ * service thread for a token or session id no cache knows — is allowed at
+ * `per_s` a second with bursts of `burst`; past it the caller refuses. */
+struct cx_budget {
+	pthread_mutex_t mu;
+	double per_s, burst, tokens;
+	uint64_t last_us;
+	uint64_t refused; /* under mu */
+};
+#define CX_BUDGET_INIT(per_s, burst) {PTHREAD_MUTEX_INITIALIZER, (per_s), (burst), (burst), 0, 0}
+/* 1: one unit taken; 0: over budget (counted in b->refused). */
+int cx_budget_take(struct cx_budget *b);
+uint64_t cx_budget_refused(struct cx_budget *b);
 
 /* ---- io ---- */
 /* Write/read exactly len bytes, retrying on EINTR and short counts. */

@@ -26,6 +26,10 @@ static int own_ka_busy, own_stopping;
 static struct cortexd *own_d;
 /* metrics (service thread) */
 static uint64_t own_claims, own_takeovers, own_redirects, own_lease_lost, own_released;
+/* A request for a session id no cache knows reads the store on the service
+ * thread: at most 100 a second, bursts of 200 (auth.c's reasoning); past it
+ * a 503 "try again". */
+static struct cx_budget own_miss_budget = CX_BUDGET_INIT(100, 200);
 
 int owner_enabled(void)
 {
@@ -145,6 +149,9 @@ int owner_route(struct cortexd *d, const char *user, const char *id, struct sess
 		return 1;
 	char key[256];
 	snprintf(key, sizeof key, "sessions/%s/%s", user, id);
+	if (!cx_budget_take(&own_miss_budget))
+		return cx_err_set(err, EAGAIN, "too many requests for sessions this node does not know; try again"),
+		       -1;
 	char *v = NULL;
 	size_t len = 0;
 	int rc = store_get(d->st, key, &v, &len, err);
@@ -376,6 +383,9 @@ static void owner_metrics(FILE *f, void *arg)
 		      (double)owner_cache_size());
 	metrics_counter(f, "cortex_owner_lease_lost_total",
 			"Times this node's lease had expired at a keepalive", own_lease_lost);
+	metrics_counter(f, "cortex_owner_lookups_refused_total",
+			"Requests for a session no cache knows refused unread (over 100 store reads a second)",
+			cx_budget_refused(&own_miss_budget));
 	metrics_counter(f, "cortex_owner_released_total",
 			"Sessions let go here because another node took them over while this node's lease had lapsed",
 			own_released);

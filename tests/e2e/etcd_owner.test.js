@@ -116,6 +116,24 @@ const turnsOf = m => Object.keys(m).filter(k => k.startsWith('cortex_turns_total
   console.log(`     WebSocket open: direct to A ${openDirect} ms, through B (307) ${openViaB} ms`);
   c.close(); direct.close();
 
+  // ---- random tokens do not make B read etcd on its service thread without
+  // bound: past 100 reads a second (bursts of 200) a miss is a 401 unread
+  const mt0 = await L.metrics({base: B.base, admin});
+  const rnd = () => 'cx_' + require('crypto').randomBytes(64).toString('hex').slice(0, alice.length - 3);
+  const tf0 = Date.now();
+  let n401 = 0;
+  for (let b = 0; b < 6; b++)
+    n401 += (await Promise.all(Array.from({length: 100}, () => L.http(B.base, 'GET', '/v1/sessions', rnd())))).filter(r => r.status === 401).length;
+  const floodS = (Date.now() - tf0) / 1000;
+  const mt1 = await L.metrics({base: B.base, admin});
+  const reads = mt1.cortex_auth_token_store_reads_total - mt0.cortex_auth_token_store_reads_total;
+  const refusedT = mt1.cortex_auth_token_store_reads_refused_total - (mt0.cortex_auth_token_store_reads_refused_total || 0);
+  L.eq(n401, 600, '600 random tokens: 600 × 401');
+  L.check(reads <= 200 + 100 * floodS + 5 && refusedT > 0 && reads + refusedT === 600,
+    `... of which at most 200 + 100/s were read from etcd (${floodS.toFixed(2)} s), the rest refused unread`,
+    `<= ${Math.floor(200 + 100 * floodS + 5)} read, > 0 refused`, {reads, refused: refusedT});
+  L.eq((await L.http(B.base, 'GET', '/v1/sessions', alice)).status, 200, "alice's token still works on B (from the cache)");
+
   // A session deleted on its (live) owner is no orphan: B sees its owners/
   // key go, finds A alive, and neither lists sessions nor claims anything.
   const gone1 = (await L.http(A.base, 'POST', '/v1/sessions', alice, {})).json.id;
