@@ -33,8 +33,8 @@ struct oc_node {
 	struct oc_node *next;
 	char id[OC_NODE_MAX];
 	char url[OC_URL_MAX];
-	int naddr;		    /* its URL's host as addresses (0: a DNS name) */
-	struct in6_addr addr[2];    /* IPv4 as v4-mapped */
+	int naddr;		 /* its URL's host as addresses (0: a DNS name) */
+	struct in6_addr addr[2]; /* IPv4 as v4-mapped */
 };
 
 static pthread_mutex_t oc_mu = PTHREAD_MUTEX_INITIALIZER;

@@ -792,10 +792,11 @@ static void np_metrics(FILE *f, void *arg)
 			np_bytes_up);
 	metrics_counter(f, "cortex_owner_proxy_bytes_from_owner_total", "Bytes proxied from owners",
 			np_bytes_down);
-	metrics_counter(f, "cortex_owner_proxy_headers_dropped_total",
-			"Preview headers not passed: past their cap (16 KiB each way) or the room of "
-			"the request to the owner",
-			np_hdr_drops);
+	metrics_counter(
+	    f, "cortex_owner_proxy_headers_dropped_total",
+	    "Preview headers not passed: past their cap (16 KiB each way) or the room of "
+	    "the request to the owner",
+	    np_hdr_drops);
 	metrics_gauge(f, "cortex_owner_proxy_open", "Proxied requests and WebSockets open now",
 		      np_open);
 }

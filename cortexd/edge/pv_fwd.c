@@ -12,8 +12,15 @@
 /* Never passed on, either way: hop-by-hop (RFC 9110 7.6.1), and the proxy's
  * own credentials (consumed by the hop they were meant for). */
 static const char *const hop_by_hop[] = {
-    "connection:", "keep-alive:", "proxy-connection:",	 "te:",		"trailer:",
-    "transfer-encoding:", "upgrade:",   "proxy-authorization:", "proxy-authenticate:",
+    "connection:",
+    "keep-alive:",
+    "proxy-connection:",
+    "te:",
+    "trailer:",
+    "transfer-encoding:",
+    "upgrade:",
+    "proxy-authorization:",
+    "proxy-authenticate:",
 };
 
 /* Never passed inside from a request: what cortexd itself writes for the
