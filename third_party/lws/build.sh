@@ -63,10 +63,12 @@ cmake --build "$work/build" -j"${JOBS:-2}" >"$work/build.log" 2>&1 || { tail -40
 rm -rf "$prefix"
 cmake --install "$work/build" >/dev/null
 # each patch's mark in what was installed: 0001's log line, 0002's symbol
-# (exported) and its feature macro (CMakeLists.txt checks both again)
+# (exported) and its feature macro (CMakeLists.txt checks the macro again);
+# grep reads all of nm's output: with -q it would exit early, and nm's SIGPIPE
+# fail the pipeline (pipefail)
 grep -q 'unmasked frame from a client' "$prefix"/lib/libwebsockets.so.* ||
 	{ echo "lws: the built library lacks our patch 0001" >&2; exit 1; }
-nm -D --defined-only "$prefix"/lib/libwebsockets.so | grep -qw lws_hdr_custom_name_foreach &&
+nm -D --defined-only "$prefix"/lib/libwebsockets.so | grep -w lws_hdr_custom_name_foreach >/dev/null &&
 	grep -q 'define LWS_HAS_HDR_CUSTOM_NAME_FOREACH' "$prefix"/include/libwebsockets/lws-http.h ||
 	{ echo "lws: the built library lacks our patch 0002 (lws_hdr_custom_name_foreach)" >&2; exit 1; }
 rm -rf "$work"
