@@ -62,6 +62,12 @@ void owner_cache_stop(void);
  * (its nodes/ key is gone: it is going away); CX_NOTFOUND: no owner known. */
 int owner_cache_lookup(const char *id, char *node, size_t ncap, char *url, size_t ucap);
 size_t owner_cache_size(void);
+/* peer (a numeric IPv4 or IPv6 address, as lws_get_peer_simple gives it) is
+ * the host of a live node's URL in nodes/ (a literal address, or localhost:
+ * the loopback ones; a URL naming a host by DNS name matches nothing): 1,
+ * else 0.  How an owner trusts the client address a proxying node sends
+ * (edge/preview.c, docs/scale-out.md).  Any thread. */
+int owner_cache_is_node_addr(const char *peer);
 
 /* takeover.c: a dead node's sessions claimed when its owners/ keys go.
  * owner_orphaned(id, node): owners/<id>, owned by node (not this one), was

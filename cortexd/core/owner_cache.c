@@ -11,6 +11,7 @@
  * the session, which answers it itself (it claims or refuses as any node). */
 #include "owner.h"
 
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,8 @@ struct oc_node {
 	struct oc_node *next;
 	char id[OC_NODE_MAX];
 	char url[OC_URL_MAX];
+	int naddr;		 /* its URL's host as addresses (0: a DNS name) */
+	struct in6_addr addr[2]; /* IPv4 as v4-mapped */
 };
 
 static pthread_mutex_t oc_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -95,6 +98,42 @@ static void owners_clear(void)
 	oc_count = 0;
 }
 
+/* A numeric address as an in6_addr (IPv4 v4-mapped): 0, or -1. */
+static int addr_parse(const char *s, struct in6_addr *a)
+{
+	struct in_addr v4;
+	if (inet_pton(AF_INET6, s, a) == 1)
+		return 0;
+	if (inet_pton(AF_INET, s, &v4) != 1)
+		return -1;
+	memset(a, 0, sizeof *a);
+	a->s6_addr[10] = a->s6_addr[11] = 0xff;
+	memcpy(&a->s6_addr[12], &v4, 4);
+	return 0;
+}
+
+/* The host of url (scheme://host[:port][/...], host maybe [v6]) as n's
+ * addresses: a literal one, or localhost's two. */
+static void node_addrs(struct oc_node *n, const char *url)
+{
+	char host[256];
+	const char *h = strstr(url, "://");
+	h = h ? h + 3 : url;
+	size_t len = *h == '[' ? strcspn(++h, "]") : strcspn(h, ":/");
+	n->naddr = 0;
+	if (len >= sizeof host)
+		return;
+	memcpy(host, h, len);
+	host[len] = '\0';
+	if (!strcmp(host, "localhost")) {
+		addr_parse("127.0.0.1", &n->addr[0]);
+		addr_parse("::1", &n->addr[1]);
+		n->naddr = 2;
+	} else if (addr_parse(host, &n->addr[0]) == 0) {
+		n->naddr = 1;
+	}
+}
+
 /* nodes/<id> = {"id","url","pid"}: its url, or a delete when val is NULL. */
 static void node_set(const char *id, const char *val, size_t len)
 {
@@ -118,8 +157,10 @@ static void node_set(const char *id, const char *val, size_t len)
 			snprintf(n->id, sizeof n->id, "%s", id);
 			*pp = n;
 		}
-		if (n)
+		if (n) {
 			snprintf(n->url, sizeof n->url, "%s", u);
+			node_addrs(n, u);
+		}
 	}
 	json_decref(o);
 }
@@ -242,4 +283,18 @@ size_t owner_cache_size(void)
 	size_t n = oc_count;
 	pthread_mutex_unlock(&oc_mu);
 	return n;
+}
+
+int owner_cache_is_node_addr(const char *peer)
+{
+	struct in6_addr a;
+	int hit = 0;
+	if (!peer || addr_parse(peer, &a) < 0)
+		return 0;
+	pthread_mutex_lock(&oc_mu);
+	for (struct oc_node *n = oc_nodes; n && !hit; n = n->next)
+		for (int i = 0; i < n->naddr; i++)
+			hit |= !memcmp(&n->addr[i], &a, sizeof a);
+	pthread_mutex_unlock(&oc_mu);
+	return hit;
 }

@@ -11,6 +11,7 @@
 #define NP_HEADROOM 16		       /* room for a chunk header before a piece's data */
 #define NP_TAIL	    8		       /* "\r\n" and a last "0\r\n\r\n" after it */
 #define NP_HDRCAP   16384	       /* bytes of a preview's passed headers, each way */
+#define NP_VCAP	    (CX_CAP_HTTP_HEAD + 2048) /* one request header's value (lws's own cap) */
 
 /* ---- queued pieces: one copy of what was read, written whole ---- */
 

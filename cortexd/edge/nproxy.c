@@ -20,12 +20,14 @@
 #include "metrics.h"
 #include "owner.h"
 #include "preview.h"
+#include "pv_fwd.h"
 #include "session.h"
 
 /* ---- counters (service thread) ---- */
 
 uint64_t np_http, np_ws, np_unreachable, np_timeouts, np_refused, np_loops, np_cut, np_pauses;
 uint64_t np_bytes_up, np_bytes_down;
+static uint64_t np_hdr_drops; /* preview headers past NP_HDRCAP or the handshake's room */
 unsigned np_open;
 
 /* ---- queued pieces ---- */
@@ -262,15 +264,16 @@ void nproxy_count_loop(void)
 
 /* ---- HTTP ---- */
 
-/* Append name and v as a pair to *buf (capped at NP_HDRCAP: past it, dropped). */
+/* Append name and v as a pair to *buf (capped at NP_HDRCAP: past it,
+ * dropped and counted). */
 static void hdr_put(char **buf, size_t *len, const char *name, const char *v)
 {
 	size_t nl = strlen(name) + 1, vl = strlen(v) + 1;
-	if (*len + nl + vl > NP_HDRCAP)
+	char *nb = *len + nl + vl > NP_HDRCAP ? NULL : realloc(*buf, *len + nl + vl);
+	if (!nb) {
+		np_hdr_drops++;
 		return;
-	char *nb = realloc(*buf, *len + nl + vl);
-	if (!nb)
-		return;
+	}
 	memcpy(nb + *len, name, nl);
 	memcpy(nb + *len + nl, v, vl);
 	*buf = nb;
@@ -291,39 +294,42 @@ static void hdr_put_token(char **buf, size_t *len, struct lws *wsi, enum lws_tok
 	}
 }
 
-/* The request headers a preview passes inside (preview.c's list). */
+static void xhdr_put(void *arg, const char *name, const char *v)
+{
+	struct nproxy *px = arg;
+	hdr_put(&px->xhdr, &px->xhdr_len, name, v);
+}
+
+static void rhdr_put(void *arg, const char *name, const char *v)
+{
+	struct nproxy *px = arg;
+	hdr_put(&px->rhdr, &px->rhdr_len, name, v);
+}
+
+/* The request headers a preview passes inside (preview.c's tokens, every
+ * custom one: pv_fwd.h), after the client's address and host, which the
+ * owner trusts from a node (pv_fwd_client) and passes inside for it. */
 void np_preview_request_headers(struct nproxy *px, struct lws *wsi)
 {
-	char v[4096];
+	char *v = malloc(NP_VCAP), host[512];
+	if (!v) {
+		np_hdr_drops++;
+		return;
+	}
+	pv_fwd_client(wsi, v, NP_VCAP, host, sizeof host);
+	hdr_put(&px->xhdr, &px->xhdr_len, "x-forwarded-for:", v);
+	if (host[0])
+		hdr_put(&px->xhdr, &px->xhdr_len, "x-forwarded-host:", host);
 	for (size_t i = 0; i < preview_fwd_ntokens; i++)
-		if (lws_hdr_copy(wsi, v, sizeof v, preview_fwd_tokens[i]) > 0)
+		if (lws_hdr_copy(wsi, v, NP_VCAP, preview_fwd_tokens[i]) > 0)
 			hdr_put(&px->xhdr, &px->xhdr_len,
 				(const char *)lws_token_to_string(preview_fwd_tokens[i]), v);
-	for (size_t i = 0; i < preview_fwd_ncustom; i++) {
-		int nl = (int)strlen(preview_fwd_custom[i]);
-		if (lws_hdr_custom_length(wsi, preview_fwd_custom[i], nl) > 0 &&
-		    lws_hdr_custom_copy(wsi, v, sizeof v, preview_fwd_custom[i], nl) >= 0)
-			hdr_put(&px->xhdr, &px->xhdr_len, preview_fwd_custom[i], v);
-	}
+	free(v);
+	pv_fwd_request_custom(wsi, xhdr_put, px);
 }
 
 /* The preview server's response headers lws parsed: every known one but the
- * framing (this hop's own), and these custom names (lws 4.1 cannot list them). */
-static const char *const resp_custom[] = {
-    "x-request-id:",
-    "x-powered-by:",
-    "x-frame-options:",
-    "x-content-type-options:",
-    "x-xss-protection:",
-    "referrer-policy:",
-    "permissions-policy:",
-    "content-security-policy:",
-    "access-control-allow-credentials:",
-    "access-control-expose-headers:",
-    "access-control-allow-methods:",
-    "access-control-allow-headers:",
-    "access-control-max-age:",
-};
+ * framing (this hop's own), and every custom one but the hop-by-hop ones. */
 
 static void preview_response_headers(struct nproxy *px, struct lws *wsi)
 {
@@ -347,22 +353,23 @@ static void preview_response_headers(struct nproxy *px, struct lws *wsi)
 		if (!sk)
 			hdr_put_token(&px->rhdr, &px->rhdr_len, wsi, (enum lws_token_indexes)t);
 	}
-	char v[4096];
-	for (size_t i = 0; i < sizeof resp_custom / sizeof resp_custom[0]; i++) {
-		int nl = (int)strlen(resp_custom[i]);
-		if (lws_hdr_custom_length(wsi, resp_custom[i], nl) > 0 &&
-		    lws_hdr_custom_copy(wsi, v, sizeof v, resp_custom[i], nl) >= 0)
-			hdr_put(&px->rhdr, &px->rhdr_len, resp_custom[i], v);
-	}
+	pv_fwd_response_custom(wsi, rhdr_put, px);
 }
 
-/* The pairs of buf as header lines. */
+/* The pairs of buf as header lines.  fit: a pair that does not fit in
+ * what is left is dropped (counted), not an error (a client handshake's
+ * room: lws's pt_serv_buf_size, 4 KiB with the request line). */
 static int add_pairs(struct lws *wsi, const char *buf, size_t len, unsigned char **p,
-		     unsigned char *end)
+		     unsigned char *end, int fit)
 {
 	for (size_t o = 0; o < len;) {
 		const char *name = buf + o, *v = name + strlen(name) + 1;
+		size_t need = strlen(name) + strlen(v) + 8;
 		o = (size_t)(v - buf) + strlen(v) + 1;
+		if (fit && (end - *p < 0 || (size_t)(end - *p) < need)) {
+			np_hdr_drops++;
+			continue;
+		}
 		if (np_add_hdr(wsi, name, v, p, end))
 			return -1;
 	}
@@ -421,7 +428,7 @@ static int write_head(struct nproxy *px)
 	if (lws_add_http_header_status(wsi, (unsigned)px->status, &p, end))
 		return -1;
 	if (px->preview) {
-		if (add_pairs(wsi, px->rhdr, px->rhdr_len, &p, end))
+		if (add_pairs(wsi, px->rhdr, px->rhdr_len, &p, end, 0))
 			return -1;
 	} else if (np_add_hdr(wsi, "content-type:", px->ctype, &p, end) ||
 		   np_add_hdr(wsi, "content-range:", px->crange, &p, end) ||
@@ -551,9 +558,9 @@ static int up_headers(struct nproxy *px, struct lws *wsi, unsigned char **p, uns
 		char num[24];
 		snprintf(num, sizeof num, "%zu", px->body_len);
 		if (np_add_hdr(wsi, "x-cortex-hop:", "1", p, end) ||
-		    add_pairs(wsi, px->xhdr, px->xhdr_len, p, end) ||
 		    ((px->body_len || !strcmp(px->method, "POST") || !strcmp(px->method, "PUT")) &&
-		     np_add_hdr(wsi, "content-length:", num, p, end)))
+		     np_add_hdr(wsi, "content-length:", num, p, end)) ||
+		    add_pairs(wsi, px->xhdr, px->xhdr_len, p, end, 1))
 			return -1;
 		if (px->body_len) {
 			lws_client_http_body_pending(wsi, 1);
@@ -785,6 +792,11 @@ static void np_metrics(FILE *f, void *arg)
 			np_bytes_up);
 	metrics_counter(f, "cortex_owner_proxy_bytes_from_owner_total", "Bytes proxied from owners",
 			np_bytes_down);
+	metrics_counter(
+	    f, "cortex_owner_proxy_headers_dropped_total",
+	    "Preview headers not passed: past their cap (16 KiB each way) or the room of "
+	    "the request to the owner",
+	    np_hdr_drops);
 	metrics_gauge(f, "cortex_owner_proxy_open", "Proxied requests and WebSockets open now",
 		      np_open);
 }

@@ -30,6 +30,7 @@
 #include "http.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "pv_fwd.h"
 #include "refuse.h"
 #include "work.h"
 
@@ -333,13 +334,13 @@ const enum lws_token_indexes preview_fwd_tokens[] = {
     WSI_TOKEN_HTTP_AC_REQUEST_HEADERS,
     WSI_TOKEN_HTTP_AUTHORIZATION, /* unless it carried the Cortex token */
 };
-/* ... and a few it does not (lws 4.1 cannot list the others). */
-const char *const preview_fwd_custom[] = {
-    "x-requested-with:", "x-csrf-token:",   "x-xsrf-token:",   "access-control-request-method:",
-    "sec-fetch-site:",	 "sec-fetch-mode:", "sec-fetch-dest:", "sec-fetch-user:",
-};
+/* ... and every custom one (pv_fwd.c). */
 const size_t preview_fwd_ntokens = sizeof preview_fwd_tokens / sizeof preview_fwd_tokens[0];
-const size_t preview_fwd_ncustom = sizeof preview_fwd_custom / sizeof preview_fwd_custom[0];
+
+static void head_custom(void *arg, const char *name, const char *v)
+{
+	head_add(arg, "%s %s\r\n", name, v);
+}
 
 static int pv_method(struct lws *wsi, const char **out)
 {
@@ -399,20 +400,13 @@ static int pv_request_head(struct preview *pv, struct lws *wsi, const char *meth
 			continue; /* the sandbox never sees the user's Cortex token */
 		head_add(h, "%s %s\r\n", (const char *)lws_token_to_string(t), v);
 	}
-	for (size_t i = 0; i < sizeof preview_fwd_custom / sizeof preview_fwd_custom[0]; i++) {
-		int nl = (int)strlen(preview_fwd_custom[i]);
-		if (lws_hdr_custom_length(wsi, preview_fwd_custom[i], nl) > 0 &&
-		    lws_hdr_custom_copy(wsi, v, sizeof v, preview_fwd_custom[i], nl) >= 0)
-			head_add(h, "%s %s\r\n", preview_fwd_custom[i], v);
-	}
-	char peer[64] = "";
-	lws_get_peer_simple(wsi, peer, sizeof peer);
-	if (lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_X_FORWARDED_FOR) > 0)
-		head_add(h, "X-Forwarded-For: %s, %s\r\n", v, peer);
-	else
-		head_add(h, "X-Forwarded-For: %s\r\n", peer);
-	if (lws_hdr_copy(wsi, v, sizeof v, WSI_TOKEN_HOST) > 0)
-		head_add(h, "X-Forwarded-Host: %s\r\n", v);
+	pv_fwd_request_custom(wsi, head_custom, h);
+	/* the client's address and host: through a non-owner, the ones it saw */
+	char host[512];
+	pv_fwd_client(wsi, v, sizeof v, host, sizeof host);
+	head_add(h, "X-Forwarded-For: %s\r\n", v);
+	if (host[0])
+		head_add(h, "X-Forwarded-Host: %s\r\n", host);
 	head_add(h, "X-Forwarded-Proto: http\r\nX-Forwarded-Prefix: /v1/sessions/%s/ports/%u\r\n",
 		 pv->s->id, (unsigned)pv->port);
 	if (ws_key)

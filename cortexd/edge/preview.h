@@ -21,11 +21,10 @@ struct preview;
 int preview_is_route(const char *path);
 
 /* The request headers a preview passes to the inside (nproxy.c passes the
- * same ones to the owner): by lws token, and by name ("name:"). */
+ * same ones to the owner): by lws token here; the custom ones and the
+ * client's address are pv_fwd.h's. */
 extern const enum lws_token_indexes preview_fwd_tokens[];
 extern const size_t preview_fwd_ntokens;
-extern const char *const preview_fwd_custom[];
-extern const size_t preview_fwd_ncustom;
 
 /* LWS_CALLBACK_HTTP on a preview route.  0: the preview runs and *slot holds
  * it (its events go to the functions below); -1: resp holds the error reply

@@ -127,6 +127,55 @@ function miniAgentDir() {
   res = await fetch(`${B.base}${pre}/info?token=${alice}&q=2`);
   const pq = await res.json();
   L.eq([res.status, pq.url], [200, '/info?q=2'], 'through B authorised by ?token= (A checks it and strips it)');
+  // ---- every custom header both ways, and the client's address and host as
+  // a direct request shows them.  The client connects from 127.0.0.2, which
+  // is no node's URL host (127.0.0.1): A trusts the X-Forwarded-For/-Host only
+  // from a node with X-Cortex-Hop, so the spoof below is not believed.
+  const CLIENT = '127.0.0.2';
+  const getFrom = (X, p, headers) => new Promise((resolve, reject) => {
+    const q = require('http').request(`${X.base}${p}`, {localAddress: CLIENT, headers: Object.assign({authorization: 'Bearer ' + alice}, headers)}, rs => {
+      const cs = [];
+      rs.on('data', c => cs.push(c));
+      rs.on('end', () => { let j = null; try { j = JSON.parse(Buffer.concat(cs)); } catch (e) { /* null: checked */ } resolve({status: rs.statusCode, headers: rs.headers, json: j}); });
+    });
+    q.on('error', reject);
+    q.end();
+  });
+  const mD0 = await L.metrics({base: B.base, admin});
+  for (const [X, n] of [[A, 'A'], [B, 'B']]) {
+    const host = new URL(X.base).host;
+    let g = await getFrom(X, `${pre}/info`, {'x-some-custom-req': 'hello', 'x-cortex-secret': 'no', 'x-drop-me': 'hop', connection: 'keep-alive, x-drop-me'});
+    L.eq([g.status, g.headers['x-whatever-custom'], g.headers['x-custom-multi'], g.headers['x-request-id']], [200, '1', 'm1', 'pv-info'],
+      `every custom response header of the server inside passes (via ${n})`);
+    const h = g.json && g.json.headers || {};
+    L.eq([h['x-some-custom-req'], h['x-forwarded-for'], h['x-forwarded-host']], ['hello', CLIENT, host],
+      `via ${n}: a custom request header reaches the server inside; X-Forwarded-For is the client's address, X-Forwarded-Host the host it used`);
+    L.check(!('x-cortex-secret' in h) && !('x-cortex-hop' in h) && !('x-drop-me' in h) && !('authorization' in h),
+      `via ${n}: X-Cortex-*, a header the Connection header names and the token stay outside`, 'absent', h);
+    g = await getFrom(X, `${pre}/info`, {'x-forwarded-for': '10.0.0.9'});
+    L.eq(g.json && g.json.headers['x-forwarded-for'], `10.0.0.9, ${CLIENT}`, `via ${n}: a client's own X-Forwarded-For gets its address appended`);
+  }
+  {
+    // a client posing as a node (X-Cortex-Hop and forged X-Forwarded-*) directly to A
+    const g = await getFrom(A, `${pre}/info`, {'x-cortex-hop': '1', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.example'});
+    const h = g.json && g.json.headers || {};
+    L.eq([g.status, h['x-forwarded-for'], h['x-forwarded-host']], [200, `6.6.6.6, ${CLIENT}`, new URL(A.base).host],
+      'X-Cortex-Hop from a non-node address: the forged X-Forwarded-For gets the real peer appended, X-Forwarded-Host is its Host');
+  }
+  {
+    // more custom headers than B's request to A has room for: the rest is dropped, counted
+    const many = {};
+    for (let i = 0; i < 40; i++) many[`x-many-${i}`] = 'v'.repeat(200);
+    const g = await getFrom(B, `${pre}/info`, many);
+    const got = Object.keys(g.json && g.json.headers || {}).filter(k => k.startsWith('x-many-')).length;
+    const mD1 = await L.metrics({base: B.base, admin});
+    const dropped = mD1.cortex_owner_proxy_headers_dropped_total - (mD0.cortex_owner_proxy_headers_dropped_total || 0);
+    L.check(g.status === 200 && got > 0 && got < 40 && dropped === 40 - got,
+      '40 custom headers of 200 bytes through B: A serves it; the ones past the room are dropped and counted', 'some pass, the rest counted',
+      {status: g.status, got, dropped});
+    const ga = await getFrom(A, `${pre}/info`, many);
+    L.eq(Object.keys(ga.json && ga.json.headers || {}).filter(k => k.startsWith('x-many-')).length, 40, 'the same 40 directly on A: all pass');
+  }
   const body = Buffer.alloc(200 * 1024, 'p');
   res = await fetch(`${B.base}${pre}/echo`, {method: 'POST', body, headers: {authorization: 'Bearer ' + alice, 'content-type': 'application/octet-stream'}});
   const echoed = Buffer.from(await res.arrayBuffer());
@@ -266,6 +315,18 @@ function miniAgentDir() {
       });
       L.eq([hw.origin, hw.cookie, 'x-cortex-hop' in hw], ['http://app.example', 'sid=c00k1e', false],
         `a preview WebSocket's Origin and Cookie reach the server inside (via ${n})`);
+    }
+    // the WebSocket upgrade through B: the client's address and host, custom headers
+    for (const [X, n] of [[A, 'A'], [B, 'B']]) {
+      const hw = await new Promise((res2, rej) => {
+        const ws = new WebSocket(X.base.replace('http', 'ws') + `${pre}/ws?token=${alice}`,
+          {localAddress: '127.0.0.2', headers: {'x-ws-custom': 'w1', 'x-forwarded-for': '10.1.1.1'}});
+        ws.once('open', () => ws.send('headers?'));
+        ws.once('message', m => { res2(JSON.parse(m.toString())); ws.close(1000); });
+        ws.once('error', rej);
+      });
+      L.eq([hw['x-ws-custom'], hw['x-forwarded-for'], hw['x-forwarded-host']], ['w1', '10.1.1.1, 127.0.0.2', new URL(X.base).host],
+        `a preview WebSocket via ${n}: its custom header, the client's X-Forwarded-For and host reach the server inside`);
     }
     const err = await wsOpen(B.base.replace('http', 'ws') + `${pre}/ws?token=cx_bad`).catch(e => e);
     L.eq(err.status, 401, 'a preview WebSocket with a bad token through B: 401');

@@ -1,6 +1,6 @@
 // A small HTTP + WebSocket server that preview.test.js starts inside a
 // sandbox on 127.0.0.1:PORT (plain Node, no packages: the sandbox sees none).
-//   GET  /info?...   -> JSON {method, url, headers}
+//   GET  /info?...   -> JSON {method, url, headers} (and custom response headers)
 //   GET  /stream     -> chunked: "first\n" at once, "second\n" once /release was hit
 //   GET  /release    -> lets /stream finish
 //   GET  /big?n=N    -> N bytes with a Content-Length
@@ -22,6 +22,8 @@ const srv = http.createServer((req, res) => {
     res.setHeader('content-type', 'application/json');
     res.setHeader('x-inside', 'yes');
     res.setHeader('x-request-id', 'pv-info');
+    res.setHeader('x-whatever-custom', '1'); // a name no fixed list has
+    res.setHeader('x-custom-multi', 'm1');
     res.setHeader('cache-control', 'no-store');
     res.setHeader('set-cookie', ['a=1; Path=/', 'b=2; HttpOnly']);
     res.end(JSON.stringify({method: req.method, url: req.url, headers: req.headers}));

@@ -62,8 +62,15 @@ cmake -S "$work/src" -B "$work/build" -DCMAKE_BUILD_TYPE=None -DCMAKE_INSTALL_PR
 cmake --build "$work/build" -j"${JOBS:-2}" >"$work/build.log" 2>&1 || { tail -40 "$work/build.log" >&2; exit 1; }
 rm -rf "$prefix"
 cmake --install "$work/build" >/dev/null
+# each patch's mark in what was installed: 0001's log line, 0002's symbol
+# (exported) and its feature macro (CMakeLists.txt checks the macro again);
+# grep reads all of nm's output: with -q it would exit early, and nm's SIGPIPE
+# fail the pipeline (pipefail)
 grep -q 'unmasked frame from a client' "$prefix"/lib/libwebsockets.so.* ||
-	{ echo "lws: the built library lacks our patch" >&2; exit 1; }
+	{ echo "lws: the built library lacks our patch 0001" >&2; exit 1; }
+nm -D --defined-only "$prefix"/lib/libwebsockets.so | grep -w lws_hdr_custom_name_foreach >/dev/null &&
+	grep -q 'define LWS_HAS_HDR_CUSTOM_NAME_FOREACH' "$prefix"/include/libwebsockets/lws-http.h ||
+	{ echo "lws: the built library lacks our patch 0002 (lws_hdr_custom_name_foreach)" >&2; exit 1; }
 rm -rf "$work"
 touch "$stamp"
 echo "lws: libwebsockets $ver + $(ls "$here"/*.patch | wc -l) patch(es) in $prefix ($(($(date +%s) - t0)) s)"
