@@ -280,6 +280,17 @@ int sandbox_reclaim(sandbox **out, const char *id, const char *cgroup_name,
 int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
 		  cx_err *err);
 
+/* The fork server (forkserver.c): a small helper process, forked here, that
+ * makes sandbox monitors as children of the calling process, so creating a
+ * sandbox does not fork the (large, threaded) caller.  Call once, early, while
+ * the process is small and single-threaded; sandbox_create uses it from then
+ * on and forks directly when there is none.  Stop it (and reap it) before an
+ * execve.  A no-op in ThreadSanitizer builds. */
+int sandbox_forkserver_start(cx_err *err);
+void sandbox_forkserver_stop(void);
+/* The helper's pid, -1 when there is none. */
+pid_t sandbox_forkserver_pid(void);
+
 /* Make the calling process a child subreaper and ignore nothing else; call once
  * at daemon start so sandbox processes re-parent to cortexd, never to host init. */
 int sandbox_runtime_init(cx_err *err);
