@@ -388,11 +388,13 @@ struct child_args {
 	char **argv, **envp;
 };
 
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 static int child_entry(void *arg)
 {
 	const struct child_args *a = arg;
 	exec_child(a->st, a->report, a->slots, a->ctty, a->cwd, a->argv, a->envp);
 }
+#endif
 
 /* The EXEC child: clone(CLONE_VM | CLONE_VFORK) on the scratch stack, as
  * posix_spawn does -- init's page tables are not copied (init is a copy of
