@@ -69,6 +69,7 @@ static pthread_mutex_t fs_lock = PTHREAD_MUTEX_INITIALIZER;
 static int fs_fd = -1;	    /* the daemon's end; -1 = no helper */
 static pid_t fs_pid = -1;   /* the helper, our child */
 static pid_t fs_owner = -1; /* who started it: only its monitors can be made there */
+static uint64_t fs_spawned;  /* monitors it made */
 
 /* ---- serialisation (daemon side: allocating is fine here) ---- */
 
@@ -458,6 +459,14 @@ pid_t sandbox_forkserver_pid(void)
 	return p;
 }
 
+uint64_t sandbox_forkserver_spawned(void)
+{
+	pthread_mutex_lock(&fs_lock);
+	uint64_t n = fs_spawned;
+	pthread_mutex_unlock(&fs_lock);
+	return n;
+}
+
 static int send_req(const fs_req *q, const int *fds)
 {
 	char cbuf[CMSG_SPACE(FS_NFDS * sizeof(int))];
@@ -544,5 +553,8 @@ int sbx_forkserver_spawn(const sandbox_opts *opts, const sbx_seccomp_prog *filte
 		return cx_err_set(err, EPROTO, "sandbox fork server: no control fd number");
 	*out = reply.pid;
 	*out_mon_ctl_fd = reply.mon_ctl_fd;
+	pthread_mutex_lock(&fs_lock);
+	fs_spawned++;
+	pthread_mutex_unlock(&fs_lock);
 	return 1;
 }

@@ -246,6 +246,7 @@ __attribute__((noreturn)) void sbx_monitor_main(const sandbox_opts *opts,
 	cx_err err = CX_ERR_INIT;
 	if (getppid() != parent)
 		_exit(1); /* the creator is already gone */
+	prctl(PR_SET_NAME, "cortex-monitor"); /* not the daemon's name, nor its fork server's */
 	/* The daemon may ignore SIGCHLD (then waitpid fails) or block signals. */
 	signal(SIGCHLD, SIG_DFL);
 	sigset_t none;

@@ -288,8 +288,9 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
  * execve.  A no-op in ThreadSanitizer builds. */
 int sandbox_forkserver_start(cx_err *err);
 void sandbox_forkserver_stop(void);
-/* The helper's pid, -1 when there is none. */
+/* The helper's pid, -1 when there is none; monitors it made so far. */
 pid_t sandbox_forkserver_pid(void);
+uint64_t sandbox_forkserver_spawned(void);
 
 /* Make the calling process a child subreaper and ignore nothing else; call once
  * at daemon start so sandbox processes re-parent to cortexd, never to host init. */
