@@ -205,6 +205,11 @@ int sandbox_reap_stale(const char *cgroup_name, const char *id, int *found, cx_e
  * on the host fills up. */
 int sandbox_disk_attach(const char *image_path, uint64_t size_mb, const char *mountpoint,
 			cx_err *err);
+/* As sandbox_disk_attach, for an image the caller made just now (e.g. with
+ * sandbox_disk_make_from_template) while holding a lock that every attacher
+ * of it takes: no loop device can back it yet, so the host's loop devices are
+ * not scanned for one (each is an open and an ioctl: hundreds on a busy host). */
+int sandbox_disk_attach_new(const char *image_path, const char *mountpoint, cx_err *err);
 /* A new image (O_EXCL) at image_path: a copy of an empty size_mb disk, the
  * template template_dir/ext4-<size_mb>mb.img (made by mke2fs the first time,
  * as sandbox_disk_attach would), reflinked where the file system can, else
