@@ -38,6 +38,18 @@ function merge(a, b) {
 const f1 = x => Number.isFinite(x) ? x.toFixed(1) : '-';
 function stats(xs) { return `p50 ${f1(pct(xs, 50))}  p95 ${f1(pct(xs, 95))}  max ${f1(Math.max(...xs))}`; }
 
+// What is left of sessions ids: processes under cortexd (its sandbox fork
+// server aside), cgroup dirs named after them, mounts naming them.
+function leftOf(d, ids) {
+  const all = L.hostProcs();
+  const byPid = new Map(all.map(p => [p.pid, p]));
+  const descends = p => { for (let q = p, n = 0; q && n < 64; q = byPid.get(q.ppid), n++) if (q.ppid === d.proc.pid) return true; return false; };
+  const comm = pid => { try { return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim(); } catch (e) { return ''; } };
+  const procs = all.filter(p => descends(p) && !(p.ppid === d.proc.pid && comm(p.pid) === 'cortex-sbxfork'));
+  const mounts = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(l => ids.some(id => l.includes(id)));
+  return {processes: procs.map(p => `${p.pid} ${p.cmd.slice(0, 60)}`), cgroups: L.cgroupDirs(ids), mounts: mounts.length};
+}
+
 // One burst: N POSTs at once, then GET /v1/sessions (one list for all) every
 // 20 ms until every session is hot or failed.
 async function burst(d, tok) {
@@ -106,7 +118,19 @@ async function burst(d, tok) {
       return Object.entries(m).filter(([k]) => k.startsWith('cortex_sessions{')).every(([, v]) => v === 0);
     }, 60000);
     await sleepMs(500);
+    // Nothing of the round's sessions may be left once their stop jobs ran:
+    // processes under cortexd (its sandbox fork server aside), their cgroup
+    // dirs, mounts naming them (waited for, at most 60 s).
+    const tLeft = now();
+    for (;;) {
+      b.left = leftOf(d, b.created);
+      if (!b.left.processes.length && !b.left.cgroups.length && !b.left.mounts) break;
+      if (now() - tLeft > 60000) break;
+      await sleepMs(200);
+    }
+    b.leftMs = now() - tLeft;
   }
+
   const m = await L.metrics(d);
   const code = await d.stop();
   if (process.env.BENCH_BURST_LOG) fs.writeFileSync(process.env.BENCH_BURST_LOG, d.logs());
@@ -123,6 +147,9 @@ async function burst(d, tok) {
     }
     for (const [k, xs] of Object.entries(b.steps)) console.log(`  prepare job ${k} (ms): ${stats(xs)}`);
     if (b.failed.length) console.log(`  failures: ${b.failed.slice(0, 3).join(' | ')}`);
+    console.log(`  left after the deletes: ${b.left.processes.length} processes, ${b.left.cgroups.length} cgroup dirs, ` +
+      `${b.left.mounts} mounts${b.left.processes.length ? ' (' + b.left.processes.slice(0, 3).join(', ') + ')' : ''}` +
+      ` (checked until clean: ${f1(b.leftMs)} ms after the sessions left /metrics)`);
   });
   const best = Math.max(...rounds.map(b => b.rate));
   console.log(`creates/s (best of ${ROUNDS}): ${best.toFixed(1)}`);

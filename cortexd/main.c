@@ -5,6 +5,7 @@
 
 #include "session.h"
 #include "log.h"
+#include "sandbox.h"
 #include "server.h"
 
 static struct cortexd daemon_; /* large (config paths): not on the stack */
@@ -33,5 +34,9 @@ int main(int argc, char **argv)
 	d->exe[n > 0 ? n : 0] = '\0';
 	if (n > 10 && !strcmp(d->exe + n - 10, " (deleted)"))
 		d->exe[n - 10] = '\0';
+	/* Now, while cortexd is small and single-threaded: sandboxes' monitors
+	 * are forked from this helper, not from the daemon (sandbox/forkserver.c). */
+	if (sandbox_forkserver_start(&err) < 0)
+		log_warn("%s: sandboxes fork the daemon", err.msg);
 	return server_run(d);
 }

@@ -348,7 +348,9 @@ static int mounted_here(const char *mountpoint, const struct stat *img, cx_err *
 	return cx_err_set(err, EBUSY, "%s: another file system is mounted there", mountpoint);
 }
 
-static int attach(const char *image, const char *mountpoint, bool ro, cx_err *err)
+/* fresh: the caller made the image just now, holding a lock every attacher
+ * of it takes, so no loop device can back it: the scan is skipped. */
+static int attach(const char *image, const char *mountpoint, bool ro, bool fresh, cx_err *err)
 {
 	if (access("/dev/loop-control", F_OK) < 0)
 		return cx_err_set(err, errno, "/dev/loop-control: this host has no loop devices");
@@ -375,7 +377,7 @@ static int attach(const char *image, const char *mountpoint, bool ro, cx_err *er
 
 	char dev[64];
 	cleanup_close int lfd = -1;
-	if (!loop_find(&st, dev, sizeof dev) &&
+	if ((fresh || !loop_find(&st, dev, sizeof dev)) &&
 	    loop_attach(ifd, ro, dev, sizeof dev, &lfd, err) < 0)
 		return cx_err_wrap(err, "attach %s", image);
 	unsigned long flags = MS_NOSUID | MS_NODEV | (ro ? MS_RDONLY : 0);
@@ -403,7 +405,16 @@ int sandbox_disk_attach(const char *image_path, uint64_t size_mb, const char *mo
 			return cx_err_wrap(err, "disk");
 		}
 	}
-	if (attach(image_path, mountpoint, false, err) < 0)
+	if (attach(image_path, mountpoint, false, false, err) < 0)
+		return cx_err_wrap(err, "disk");
+	return 0;
+}
+
+int sandbox_disk_attach_new(const char *image_path, const char *mountpoint, cx_err *err)
+{
+	if (!image_path || !mountpoint || image_path[0] != '/' || mountpoint[0] != '/')
+		return cx_err_set(err, EINVAL, "disk: image and mountpoint must be absolute paths");
+	if (attach(image_path, mountpoint, false, true, err) < 0)
 		return cx_err_wrap(err, "disk");
 	return 0;
 }
@@ -412,7 +423,7 @@ int sandbox_disk_attach_ro(const char *image_path, const char *mountpoint, cx_er
 {
 	if (!image_path || !mountpoint || image_path[0] != '/' || mountpoint[0] != '/')
 		return cx_err_set(err, EINVAL, "disk: image and mountpoint must be absolute paths");
-	if (attach(image_path, mountpoint, true, err) < 0)
+	if (attach(image_path, mountpoint, true, false, err) < 0)
 		return cx_err_wrap(err, "disk (read-only)");
 	return 0;
 }

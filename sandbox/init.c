@@ -19,6 +19,7 @@
 #include <grp.h>
 #include <net/if.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,6 +45,9 @@ typedef struct init_scratch {
 	} watch[SANDBOX_EXEC_MAX_WATCHED];
 	int nwatch;
 	struct pollfd pfd[2 + SANDBOX_EXEC_MAX_WATCHED];
+	/* The stack of an EXEC child made with CLONE_VM | CLONE_VFORK (one at a
+	 * time: init waits until it has exec'd or exited). */
+	_Alignas(16) char child_stack[64 << 10];
 } init_scratch;
 
 typedef struct init_state {
@@ -303,12 +307,15 @@ static void reply(const init_state *st, uint32_t type, uint32_t seq, int code, p
 	(void)send(st->ctl, &r, sizeof r.h + n, MSG_NOSIGNAL);
 }
 
-/* In the forked child: never returns. */
+/* In the child: never returns.  It may share init's memory (CLONE_VM, see
+ * spawn_child): it writes only its own stack, never `in_slots`. */
 __attribute__((noreturn)) static void exec_child(const init_state *st, int report,
-						 int slots[SBX_CTL_MAX_FDS], bool ctty, const char *cwd,
-						 char **argv, char **envp)
+						 const int in_slots[SBX_CTL_MAX_FDS], bool ctty,
+						 const char *cwd, char **argv, char **envp)
 {
 	exec_failure f = {0, 0};
+	int slots[SBX_CTL_MAX_FDS];
+	memcpy(slots, in_slots, sizeof slots);
 	sigset_t none;
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -372,6 +379,50 @@ static int parse_strings(char *payload, size_t len, const sbx_ctl_hdr *h, char *
 	return 0;
 }
 
+struct child_args {
+	const init_state *st;
+	int report;
+	const int *slots;
+	bool ctty;
+	const char *cwd;
+	char **argv, **envp;
+};
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+static int child_entry(void *arg)
+{
+	const struct child_args *a = arg;
+	exec_child(a->st, a->report, a->slots, a->ctty, a->cwd, a->argv, a->envp);
+}
+#endif
+
+/* The EXEC child: clone(CLONE_VM | CLONE_VFORK) on the scratch stack, as
+ * posix_spawn does -- init's page tables are not copied (init is a copy of
+ * the daemon or of its fork server, with every library mapped) and init takes
+ * no copy-on-write faults afterwards; init waits only until the execve.
+ * Signals stay blocked across it (init's SIGCHLD is blocked for its signalfd
+ * anyway); the child unblocks them.  Sanitizer builds fork (their runtimes
+ * keep state in our memory). */
+static pid_t spawn_child(const struct child_args *a)
+{
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+	pid_t pid = sbx_fork(); /* as the monitor does: no atfork handlers */
+	if (pid == 0)
+		exec_child(a->st, a->report, a->slots, a->ctty, a->cwd, a->argv, a->envp);
+	return pid;
+#else
+	sigset_t all, old;
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	char *top = a->st->scratch->child_stack + sizeof a->st->scratch->child_stack;
+	pid_t pid = clone(child_entry, top, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)a);
+	int e = errno;
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	errno = e;
+	return pid;
+#endif
+}
+
 static void reply_err(const init_state *st, uint32_t seq, const cx_err *e)
 {
 	reply(st, SBX_CTL_EXEC_ERR, seq, e->code, 0, e->msg);
@@ -402,11 +453,9 @@ static void handle_exec(const init_state *st, const sbx_ctl_hdr *h, char *payloa
 		reply_err(st, h->seq, &e);
 		return;
 	}
-	pid_t pid = sbx_fork(); /* as the monitor does: no atfork handlers */
-	if (pid == 0) {
-		close(pipefd[0]);
-		exec_child(st, pipefd[1], slots, (h->flags & SBX_EXEC_CTTY) != 0, cwd, argv, envp);
-	}
+	/* The child's copy of pipefd[0] closes at its execve (CLOEXEC). */
+	struct child_args ca = {st, pipefd[1], slots, (h->flags & SBX_EXEC_CTTY) != 0, cwd, argv, envp};
+	pid_t pid = spawn_child(&ca);
 	int fork_errno = errno;
 	close(pipefd[1]);
 	if (pid < 0) {

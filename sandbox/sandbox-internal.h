@@ -7,6 +7,9 @@
  *                            PDEATHSIG=KILL) ──fork──> init (PID 1 of the new
  *                            pid ns, PDEATHSIG=KILL) ──fork──> exec'd programs
  *
+ * (With the fork server, forkserver.c, the monitor is cloned from a small
+ * helper instead, with CLONE_PARENT: still the daemon's child.)
+ *
  * Two socketpairs connect the library to the children:
  *   sync (SOCK_STREAM): used only during sandbox_create, carries sbx_sync_msg
  *        frames (pid of init, "go", "ready", or an error with its message);
@@ -221,6 +224,20 @@ typedef struct sbx_ctl_hdr {
 __attribute__((noreturn)) void sbx_init_main(const sandbox_opts *opts,
 					     const sbx_seccomp_prog *filter, int sync_fd,
 					     int ctl_fd, int root_fd);
+
+/* sandbox.c: the monitor (see there); never returns.  parent: the daemon's
+ * pid, which must be the caller's parent. */
+__attribute__((noreturn)) void sbx_monitor_main(const sandbox_opts *opts,
+					       const sbx_seccomp_prog *filter, pid_t parent, int sync_fd,
+					       int ctl_fd, int root_fd, int parent_pidfd, int lib_ctl_fd,
+					       const sbx_cgroup *cg);
+
+/* forkserver.c: have the fork server make the monitor (as the daemon's child).
+ * 1 and *out set (and *out_mon_ctl_fd: lib_ctl_fd's number in the monitor, -1
+ * without one), 0 when there is no fork server (the caller forks), -1 error. */
+int sbx_forkserver_spawn(const sandbox_opts *opts, const sbx_seccomp_prog *filter, pid_t parent,
+			 int sync_child, int ctl_child, int root_fd, int parent_pidfd, int lib_ctl_fd,
+			 const sbx_cgroup *cg, pid_t *out, int *out_mon_ctl_fd, cx_err *err);
 
 /* Close every fd >= 3 except those in keep[]. */
 int sbx_close_fds_except(const int *keep, size_t n_keep);

@@ -12,6 +12,10 @@
  * sandboxes.  It polls a pidfd of cortexd instead, readable only when the
  * whole process is gone (crash, kill -9, exit), never at an execve.
  *
+ * In cortexd the monitor is not a fork of the daemon but a clone of a small
+ * helper forked at start (forkserver.c), made with CLONE_PARENT so it is the
+ * daemon's child all the same; without the helper it is a fork, as here.
+ *
  * Setup handshake on the sync socket (errors travel as code + message):
  *   monitor -> lib  PID(init's host pid)   lib puts it in the cgroup
  *   lib -> init     GO                      init builds mounts, drops privs
@@ -234,14 +238,15 @@ __attribute__((noreturn)) static void monitor_wait(pid_t init, int parent_pidfd,
 	_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 }
 
-__attribute__((noreturn)) static void monitor_main(const sandbox_opts *opts,
-						   const sbx_seccomp_prog *filter, pid_t parent,
-						   int sync_fd, int ctl_fd, int root_fd, int parent_pidfd,
-						   int lib_ctl_fd, const sbx_cgroup *cg)
+__attribute__((noreturn)) void sbx_monitor_main(const sandbox_opts *opts,
+					       const sbx_seccomp_prog *filter, pid_t parent, int sync_fd,
+					       int ctl_fd, int root_fd, int parent_pidfd, int lib_ctl_fd,
+					       const sbx_cgroup *cg)
 {
 	cx_err err = CX_ERR_INIT;
 	if (getppid() != parent)
 		_exit(1); /* the creator is already gone */
+	prctl(PR_SET_NAME, "cortex-monitor"); /* not the daemon's name, nor its fork server's */
 	/* The daemon may ignore SIGCHLD (then waitpid fails) or block signals. */
 	signal(SIGCHLD, SIG_DFL);
 	sigset_t none;
@@ -399,12 +404,25 @@ static int start(sandbox *sb, const sandbox_opts *opts, cx_err *err)
 	cleanup_close int parent_pidfd = pidfd_open(parent, 0);
 	if (parent_pidfd < 0)
 		return cx_err_set(err, errno, "pidfd_open (cortexd)");
-	pid_t pid = fork();
-	if (pid < 0)
-		return cx_err_set(err, errno, "fork");
-	if (pid == 0)
-		monitor_main(opts, &filter, parent, sync_child, ctl_child, root_fd, parent_pidfd,
-			     sb->ctl_fd, &sb->cg);
+	/* The fork server's monitor costs the daemon no page-table copy and no
+	 * copy-on-write faults (forkserver.c); without one, fork the daemon. */
+	pid_t pid = -1;
+	int mon_ctl = -1;
+	int fs = sbx_forkserver_spawn(opts, &filter, parent, sync_child, ctl_child, root_fd,
+				      parent_pidfd, opts->keep_grace_s ? sb->ctl_fd : -1, &sb->cg,
+				      &pid, &mon_ctl, err);
+	if (fs < 0)
+		return -1;
+	if (fs > 0 && opts->keep_grace_s)
+		sb->mon_ctl_fd = mon_ctl; /* its number there is not ours */
+	if (fs == 0) {
+		pid = fork();
+		if (pid < 0)
+			return cx_err_set(err, errno, "fork");
+		if (pid == 0)
+			sbx_monitor_main(opts, &filter, parent, sync_child, ctl_child, root_fd,
+					 parent_pidfd, sb->ctl_fd, &sb->cg);
+	}
 	sb->monitor_pid = pid;
 	close_fd(&sync_child);
 	close_fd(&ctl_child);

@@ -205,6 +205,11 @@ int sandbox_reap_stale(const char *cgroup_name, const char *id, int *found, cx_e
  * on the host fills up. */
 int sandbox_disk_attach(const char *image_path, uint64_t size_mb, const char *mountpoint,
 			cx_err *err);
+/* As sandbox_disk_attach, for an image the caller made just now (e.g. with
+ * sandbox_disk_make_from_template) while holding a lock that every attacher
+ * of it takes: no loop device can back it yet, so the host's loop devices are
+ * not scanned for one (each is an open and an ioctl: hundreds on a busy host). */
+int sandbox_disk_attach_new(const char *image_path, const char *mountpoint, cx_err *err);
 /* A new image (O_EXCL) at image_path: a copy of an empty size_mb disk, the
  * template template_dir/ext4-<size_mb>mb.img (made by mke2fs the first time,
  * as sandbox_disk_attach would), reflinked where the file system can, else
@@ -279,6 +284,18 @@ int sandbox_reclaim(sandbox **out, const char *id, const char *cgroup_name,
 		    const sandbox_handover *h, cx_err *err);
 int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
 		  cx_err *err);
+
+/* The fork server (forkserver.c): a small helper process, forked here, that
+ * makes sandbox monitors as children of the calling process, so creating a
+ * sandbox does not fork the (large, threaded) caller.  Call once, early, while
+ * the process is small and single-threaded; sandbox_create uses it from then
+ * on and forks directly when there is none.  Stop it (and reap it) before an
+ * execve.  A no-op in ThreadSanitizer builds. */
+int sandbox_forkserver_start(cx_err *err);
+void sandbox_forkserver_stop(void);
+/* The helper's pid, -1 when there is none; monitors it made so far. */
+pid_t sandbox_forkserver_pid(void);
+uint64_t sandbox_forkserver_spawned(void);
 
 /* Make the calling process a child subreaper and ignore nothing else; call once
  * at daemon start so sandbox processes re-parent to cortexd, never to host init. */

@@ -5,6 +5,13 @@
  * pipes for stdin/stdout/stderr, and no other descriptor of ours.  Exec failures travel back over a CLOEXEC pipe: EOF
  * on it means execve succeeded, a record on it carries the failing step and
  * errno (crun's sync-socket pattern, reduced to one message).
+ *
+ * The child is made with clone(CLONE_VM | CLONE_VFORK) on a stack of its own,
+ * as posix_spawn does: no copy of ws-agent's page tables, no copy-on-write
+ * faults in ws-agent afterwards, and ws-agent waits only until the execve.
+ * Signals are blocked around the clone, so no handler of ours runs in the
+ * child on our memory; the child resets them before unblocking.  Sanitizer
+ * builds fork instead (their interceptors keep state in our memory).
  */
 #include "wsa.h"
 
@@ -13,9 +20,18 @@
 #include <linux/close_range.h>
 #include <signal.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/pidfd.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define WSA_SPAWN_FORK 1
+#else
+#define WSA_SPAWN_FORK 0
+#endif
+#define WSA_SPAWN_STACK (64u << 10)
 
 enum spawn_stage { STAGE_SETUP = 1, STAGE_CHDIR, STAGE_EXEC };
 
@@ -83,6 +99,43 @@ fail:
 	_exit(127);
 }
 
+struct spawn_args {
+	const struct wsa_context *ctx;
+	pid_t parent;
+	int in_r, out_w, err_w, sync_w;
+};
+
+static int child_entry(void *arg)
+{
+	const struct spawn_args *a = arg;
+	child_exec(a->ctx, a->parent, a->in_r, a->out_w, a->err_w, a->sync_w);
+}
+
+/* fork(), or its CLONE_VM | CLONE_VFORK equivalent (see the top). */
+static pid_t spawn_child(const struct spawn_args *a)
+{
+	if (WSA_SPAWN_FORK) {
+		pid_t pid = fork();
+		if (pid == 0)
+			child_exec(a->ctx, a->parent, a->in_r, a->out_w, a->err_w, a->sync_w);
+		return pid;
+	}
+	void *stack = mmap(NULL, WSA_SPAWN_STACK, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+	if (stack == MAP_FAILED)
+		return -1;
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	pid_t pid = clone(child_entry, (char *)stack + WSA_SPAWN_STACK,
+			  CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)a);
+	int e = errno;
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	munmap(stack, WSA_SPAWN_STACK); /* the child has exec'd or exited */
+	errno = e;
+	return pid;
+}
+
 static void close_pair(int p[2])
 {
 	for (int i = 0; i < 2; i++)
@@ -113,14 +166,12 @@ int wsa_agent_spawn(const struct wsa_context *ctx, struct wsa_child *out, cx_err
 		goto out;
 	}
 
-	pid_t parent = getpid();
-	pid_t pid = fork();
+	struct spawn_args a = {ctx, getpid(), inp[0], outp[1], errp[1], syncp[1]};
+	pid_t pid = spawn_child(&a);
 	if (pid < 0) {
-		cx_err_set(err, errno, "fork");
+		cx_err_set(err, errno, "spawn");
 		goto out;
 	}
-	if (pid == 0)
-		child_exec(ctx, parent, inp[0], outp[1], errp[1], syncp[1]);
 
 	/* Both sides set the group so a stop right after spawn cannot miss it. */
 	(void)setpgid(pid, pid);

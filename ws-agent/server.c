@@ -670,6 +670,7 @@ int wsa_server_create(const struct wsa_options *opts, struct wsa_server **out, c
 	ci.user = srv;
 	ci.port = CONTEXT_PORT_NO_LISTEN;
 	ci.pt_serv_buf_size = WSA_CAP_OUT_MESSAGE; /* a coalesced message in one send, not 4 KiB pieces */
+	ci.fd_limit_per_thread = WSA_CAP_LWS_FDS;
 	if (!(srv->ctx = lws_create_context(&ci))) {
 		cx_err_set(err, 0, "lws_create_context failed");
 		goto fail;

@@ -47,6 +47,10 @@
 #define WSA_STDOUT_PIPE      (256u << 10) /* the agent's stdout pipe (F_SETPIPE_SZ)  */
 #define WSA_CAP_FWD_BUF      (256u << 10) /* forwarder: pipe size per direction, per pair (kernel pages, charged to the sandbox) */
 #define WSA_CAP_FWD_CONNS    64          /* gateway forwarder: pairs at once (then backlog) */
+/* fds lws tracks (links from cortexd, agents' pipes and pidfds).  Without it
+ * lws sizes two zeroed tables by RLIMIT_NOFILE, which the sandbox inherits
+ * from cortexd (the unit sets 1048576): 16 MB written at every start. */
+#define WSA_CAP_LWS_FDS      1024
 
 #define WSA_PROTOCOL      "cortex-agent"
 #define WSA_FD_PROTOCOL   "wsa-fd" /* internal: adopted descriptors only */

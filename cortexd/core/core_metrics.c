@@ -1,5 +1,6 @@
 /* core_metrics.c — /metrics series of sessions, agents and turns. */
 #include "core_metrics.h"
+#include "sandbox.h"
 #include "frames.h"
 
 #include "agent.h"
@@ -88,6 +89,11 @@ void core_metrics_write(FILE *f, void *arg)
 	metrics_counter(f, "cortex_ws_batched_sends_total", "Sends that carried several queued frames to one client at once.", bw);
 	metrics_counter(f, "cortex_ws_batched_frames_total", "Frames sent in those batched sends.", bf);
 	metrics_gauge(f, "cortex_store_later_queued", "Off-path store writes waiting for the next group commit.", (double)d->puts.queued);
+	metrics_gauge(f, "cortex_sandbox_forkserver_up",
+		      "1 while the sandbox fork server runs (0: sandboxes fork the daemon itself, slower).",
+		      sandbox_forkserver_pid() > 0 ? 1.0 : 0.0);
+	metrics_counter(f, "cortex_sandbox_forkserver_monitors_total",
+			"Sandbox monitors the fork server made.", sandbox_forkserver_spawned());
 	metrics_gauge(f, "cortex_frame_bytes", "Payload bytes of the frames held now (each held once, however many clients queue it).",
 		      (double)frames_live_bytes());
 	fprintf(f, "# TYPE cortex_guard_seconds_total counter\ncortex_guard_seconds_total %.6f\n",

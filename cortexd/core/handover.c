@@ -153,6 +153,9 @@ void handover_exec(struct cortexd *d)
 	setenv("CORTEX_UPGRADE_PORT", port, 1);
 	fflush(stdout);
 	fflush(stderr);
+	/* Reaped here: the new image starts a helper of its own.  If execv
+	 * fails, sandboxes fork the daemon from then on. */
+	sandbox_forkserver_stop();
 	execv(d->exe, d->argv);
 	log_error("upgrade restart: execv %s: %s", d->exe, strerror(errno));
 }

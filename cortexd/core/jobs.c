@@ -193,6 +193,13 @@ static int make_dirs(const struct prepare_job *j, cx_err *err)
 		return cx_err_set(err, errno, "chmod %s", j->dir);
 	snprintf(p, sizeof p, "%s/" JOBS_DISK_IMG, j->dir);
 	snprintf(mnt, sizeof mnt, "%s/" JOBS_DISK_DIR, j->dir);
+	/* Under the disk's lock from here: every attacher of it (the files
+	 * route too) takes it, so a disk made below is attached with no other
+	 * attach in between and no scan for a loop device backing it. */
+	cleanup_close int lock = jobs_disk_lock(j->dir, err);
+	if (lock < 0)
+		return cx_err_wrap(err, "the session's disk");
+	bool fresh = false;
 	/* A new disk is a copy of an empty one (jobs.h: JOBS_DISK_TEMPLATES),
 	 * not an mke2fs run each time. */
 	if (access(p, F_OK) < 0 && errno == ENOENT) {
@@ -206,9 +213,9 @@ static int make_dirs(const struct prepare_job *j, cx_err *err)
 			*err = e;
 			return cx_err_wrap(err, "the session's disk");
 		}
+		fresh = e.code != EEXIST;
 	}
-	cleanup_close int lock = jobs_disk_lock(j->dir, err);
-	if (lock < 0 || sandbox_disk_attach(p, j->disk_mb, mnt, err) < 0)
+	if ((fresh ? sandbox_disk_attach_new(p, mnt, err) : sandbox_disk_attach(p, j->disk_mb, mnt, err)) < 0)
 		return cx_err_wrap(err, "the session's disk");
 	if (chmod(mnt, 0711) < 0)
 		return cx_err_set(err, errno, "chmod %s", mnt);

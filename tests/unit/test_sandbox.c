@@ -1,7 +1,9 @@
 /* test_sandbox.c — the sandbox from the outside: namespaces, mounts, uid,
  * fds, session, no_new_privs/seccomp, cgroups, sandbox_write_file, stop,
  * persistence and dying with the creator.  Needs root (CAP_SYS_ADMIN) and
- * cgroups; run by ctest with CORTEX_TEST_TMP set.
+ * cgroups; run by ctest with CORTEX_TEST_TMP set.  With CX_TEST_FORKSERVER=1
+ * (unit.test_sandbox_forkserver) the same cases run with the fork server
+ * started, as cortexd starts it: every monitor is then made by the helper.
  *
  * Programs run inside through /bin/sh -c with stdout+stderr on a pipe read
  * to EOF, so each check sees exactly what the sandboxed process saw. */
@@ -64,7 +66,36 @@ static int group_setup(void **state)
 	 * O_CLOEXEC (the monitor closes what a concurrent fork might leak). */
 	g_leak_fd = open("/dev/null", O_RDONLY);
 	g_leak_fd_cloexec = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	/* After the leak fds: the helper must close what it inherits, too. */
+	const char *fs = getenv("CX_TEST_FORKSERVER");
+	if (fs && !strcmp(fs, "1")) {
+		cx_err err = CX_ERR_INIT;
+		if (sandbox_forkserver_start(&err) < 0 || sandbox_forkserver_pid() <= 0) {
+			fprintf(stderr, "fork server: %s\n", err.msg);
+			return -1;
+		}
+	}
 	return 0;
+}
+
+/* /proc/<pid>/status's PPid, and its comm in comm[]; -1 if unreadable. */
+static pid_t ppid_comm(pid_t pid, char *comm, size_t cap)
+{
+	char p[64], buf[4096];
+	snprintf(p, sizeof p, "/proc/%d/status", (int)pid);
+	FILE *f = fopen(p, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	int pp = -1;
+	const char *q = strstr(buf, "\nPPid:");
+	if (!q || sscanf(q + 7, "%d", &pp) != 1)
+		return -1;
+	if (sscanf(buf, "Name:\t%63s", comm) != 1 || cap < 64)
+		return -1;
+	return pp;
 }
 
 static int group_teardown(void **state)
@@ -107,6 +138,25 @@ static void test_pid_namespace(void **state)
 	assert_not_contains(out, mine);
 	assert_not_contains(out, "HOSTPID");
 	assert_true(sandbox_init_pid(sb) > 1);
+	/* The monitor (init's parent) is our child either way, named so. */
+	char comm[64];
+	pid_t mon = ppid_comm(sandbox_init_pid(sb), comm, sizeof comm);
+	assert_true(mon > 1);
+	assert_int_equal(ppid_comm(mon, comm, sizeof comm), getpid());
+	assert_string_equal(comm, "cortex-monitor");
+	/* With the fork server, it made this one (and the next). */
+	const char *fs = getenv("CX_TEST_FORKSERVER");
+	bool with = fs && !strcmp(fs, "1");
+	uint64_t before = sandbox_forkserver_spawned();
+	assert_true(with ? before >= 1 : before == 0);
+	fixture f;
+	fixture_init(&f, "fs");
+	cx_err err = CX_ERR_INIT;
+	if (sandbox_create(&f.sb, &f.opts, &err) < 0)
+		fail_msg("create: %s", err.msg);
+	assert_int_equal(sandbox_forkserver_spawned(), before + (with ? 1 : 0));
+	assert_true(strstr(sh(f.sb, "echo ok"), "ok") != NULL);
+	sandbox_destroy(f.sb);
 }
 
 static void test_identity(void **state)

@@ -364,6 +364,33 @@ static void test_bad_image_options(void **state)
 	assert_int_equal(stat(img, &st), -1);
 }
 
+/* A disk made from the template and attached as new (no loop device scan):
+ * mounted, writable, and an attach of it as an existing image afterwards is
+ * the no-op it is for a mounted one. */
+static void test_disk_attach_new(void **state)
+{
+	(void)state;
+	cx_err err = CX_ERR_INIT;
+	char tpl[700], img[700], mp[700], f[800];
+	pathf(tpl, sizeof tpl, "%s/templates", T.base);
+	pathf(img, sizeof img, "%s/new.img", T.base);
+	pathf(mp, sizeof mp, "%s/new", T.base);
+	assert_int_equal(mkdir(tpl, 0700), 0);
+	assert_ok(sandbox_disk_make_from_template(img, 16, tpl, &err), err);
+	assert_ok(sandbox_disk_attach_new(img, mp, &err), err);
+	struct stat a, b;
+	pathf(f, sizeof f, "%s/..", mp);
+	assert_int_equal(stat(mp, &a), 0);
+	assert_int_equal(stat(f, &b), 0);
+	assert_true(a.st_dev != b.st_dev); /* a mount of its own */
+	pathf(f, sizeof f, "%s/x", mp);
+	write_host_file(f, "x\n", 0600);
+	assert_ok(sandbox_disk_attach(img, 16, mp, &err), err); /* mounted: nothing done */
+	assert_fails(sandbox_disk_attach_new("rel.img", mp, &err), err, EINVAL);
+	assert_ok(sandbox_disk_detach(mp, &err), err);
+	assert_int_equal(stat(f, &a), -1);
+}
+
 /* An image whose /home is a link to /root (absolute, as the host would read
  * it before pivot_root): creating the sandbox fails with ELOOP and nothing is
  * made on the host. */
@@ -552,6 +579,7 @@ int main(void)
 	    cmocka_unit_test(test_disk_from_dir_read_only),
 	    cmocka_unit_test(test_mount_and_write_on_image),
 	    cmocka_unit_test(test_disk_survives_detach),
+	    cmocka_unit_test(test_disk_attach_new),
 	    cmocka_unit_test(test_reap_stale_covers_cpu),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
