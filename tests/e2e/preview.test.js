@@ -198,4 +198,4 @@ function pct(a, p) { const s = a.slice().sort((x, y) => x - y); return s[Math.mi
   c.ws.close();
   L.eq(await d.stop(), 0, 'cortexd exits cleanly');
   L.done();
-})().catch(e => { console.error(e); process.exit(1); });
+})().catch(L.fail);
