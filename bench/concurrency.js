@@ -193,43 +193,91 @@ async function waitAllHot(d, sess, ms = 60000) {
 // thread (the service thread, tid = pid). Load on the machine stretches the
 // first token, not these: they say what a turn costs cortexd itself.
 const TICK_MS = 1000 / (Number(spawnSync('getconf', ['CLK_TCK'], {encoding: 'utf8'}).stdout) || 100);
+// Time on CPU from schedstat (ns, exact) where the kernel has it, else
+// utime + stime (clock ticks: coarse for short wake-ups).
 function cpuMs(statPath) {
+  try {
+    return Number(fs.readFileSync(statPath.replace(/stat$/, 'schedstat'), 'utf8').split(' ')[0]) / 1e6;
+  } catch (e) {}
   try {
     const f = fs.readFileSync(statPath, 'utf8');
     const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
     return (Number(x[11]) + Number(x[12])) * TICK_MS;
   } catch (e) { return NaN; }
 }
+// A whole process: the sum over its threads.
+function procCpuMs(pid) {
+  try {
+    return fs.readdirSync(`/proc/${pid}/task`).reduce((a, t) => a + cpuMs(`/proc/${pid}/task/${t}/stat`), 0);
+  } catch (e) { return cpuMs(`/proc/${pid}/stat`); }
+}
+// cortexd's descendants (sandbox inits, ws-agents, the agents): CPU in ms
+// by command name, from one walk of /proc (ws-agent runs under its bundled
+// loader, so its comm is "ld.so").
+function descendantsCpu(root) {
+  const kids = new Map(), info = new Map();
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const f = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      const comm = f.slice(f.indexOf('(') + 1, f.lastIndexOf(')'));
+      const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+      const ppid = Number(x[1]);
+      info.set(Number(e), {comm});
+      if (!kids.has(ppid)) kids.set(ppid, []);
+      kids.get(ppid).push(Number(e));
+    } catch (err) {}
+  }
+  const by = {};
+  const stack = [...(kids.get(root) || [])];
+  while (stack.length) {
+    const p = stack.pop();
+    const i = info.get(p);
+    if (i) by[i.comm] = (by[i.comm] || 0) + procCpuMs(p);
+    stack.push(...(kids.get(p) || []));
+  }
+  return by;
+}
 function cortexCpu(d) {
   const pid = d.proc.pid;
-  return {all: cpuMs(`/proc/${pid}/stat`), svc: cpuMs(`/proc/${pid}/task/${pid}/stat`)};
+  return {all: procCpuMs(pid), svc: cpuMs(`/proc/${pid}/task/${pid}/stat`), kids: descendantsCpu(pid)};
 }
 async function cortexRound(d, sess, n, label, cpu) {
   await waitAllHot(d, sess.slice(0, n));
   const c0 = cortexCpu(d);
+  const u0 = process.cpuUsage();
   const ps = [];
   for (let i = 0; i < n; i++) ps.push(cortexTurn(sess[i].c, `${label} ${i}`));
   const rs = await Promise.all(ps);
+  const u1 = process.cpuUsage(u0);
   if (cpu) {
+    cpu.benchCx += (u1.user + u1.system) / 1000;
     const c1 = cortexCpu(d);
     cpu.all += c1.all - c0.all; cpu.svc += c1.svc - c0.svc; cpu.turns += n;
+    for (const k of Object.keys(c1.kids)) cpu.kids[k] = (cpu.kids[k] || 0) + c1.kids[k] - (c0.kids[k] || 0);
   }
   return rs.map(r => r.ttft);
 }
-async function directRound(agents, n, label) {
+async function directRound(agents, n, label, cpu) {
+  const u0 = process.cpuUsage();
   const ps = [];
   for (let i = 0; i < n; i++) ps.push(agents[i].send(`${label} ${i}`));
   const rs = await Promise.all(ps);
+  const u1 = process.cpuUsage(u0);
+  if (cpu) cpu.benchDx += (u1.user + u1.system) / 1000;
   return rs.map(r => r.ttft);
 }
 
 async function interleave(n, rounds, d, sess, agents, tag) {
   // Claude Code has post-turn work (transcript, JIT): wait for a quiet machine; the mini-agent has none.
   const pause = tag === 'mini' ? () => sleepMs(300) : settle;
-  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0};
+  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0, kids: {}, benchCx: 0, benchDx: 0};
   for (let r = 0; r < rounds; r++) {
+    // The bench's own CPU (this Node process: the clients' WebSocket or pipe
+    // reading and JSON parsing) per side: a share of every "added" figure.
+    // (from the first send to the last turn's end: cortexRound, directRound).
     const runCx = async () => { const t = now(); cx.push(...await cortexRound(d, sess, n, `cx ${tag}${n} r${r}`, cpu)); cxRound.push(now() - t); };
-    const runDx = async () => { const t = now(); dx.push(...await directRound(agents, n, `dx ${tag}${n} r${r}`)); dxRound.push(now() - t); };
+    const runDx = async () => { const t = now(); dx.push(...await directRound(agents, n, `dx ${tag}${n} r${r}`, cpu)); dxRound.push(now() - t); };
     if (r % 2) { await runDx(); await pause(); await runCx(); } else { await runCx(); await pause(); await runDx(); }
     await pause();
     log(`  ${tag} N=${n}: round ${r + 1}/${rounds}`);
@@ -387,7 +435,9 @@ async function partMini() {
     rowOf(n, 'cortexd', r.cx, r.cxRound);
     rowOf(n, 'direct', r.dx, r.dxRound);
     adds.push(`N=${n}: added p50 ${f1(pct(r.cx, 50) - pct(r.dx, 50))} ms, p95 ${f1(pct(r.cx, 95) - pct(r.dx, 95))} ms; ` +
-      `cortexd CPU per turn ${(r.cpu.all / r.cpu.turns).toFixed(3)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(3)} ms)`);
+      `cortexd CPU per turn ${(r.cpu.all / r.cpu.turns).toFixed(3)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(3)} ms); ` +
+      `in its sandboxes: ${Object.entries(r.cpu.kids).filter(([, v]) => v > 0).map(([k, v]) => `${k === 'ld.so' ? 'ws-agent' : k} ${(v / r.cpu.turns).toFixed(3)}`).join(', ')} ms; ` +
+      `the bench's own Node process per turn: cortexd side ${(r.cpu.benchCx / r.cpu.turns).toFixed(3)} ms, direct ${(r.cpu.benchDx / r.cpu.turns).toFixed(3)} ms`);
     out.mini[n] = r;
   }
   for (const x of adds) P(x);

@@ -1,6 +1,7 @@
 /* proto.c — one message from cortexd (protocol v2, docs/protocol.md):
  * {"type":"start"|"input"|"stop","gen":G,...}, {"type":"ping"|"detach"},
- * {"type":"attach"[,"seq":K]} or {"type":"ack","seq":K}, parsed
+ * {"type":"attach"[,"seq":K]} or {"type":"ack","seq":K} (an input may carry
+ * "ack":K too), parsed
  * without acting on it (server.c acts).  A fuzz target (tests/fuzz). */
 #include <jansson.h>
 #include <stdarg.h>
@@ -79,5 +80,11 @@ int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err
 	out->data_len = json_string_length(jdata);
 	if (memchr(out->data, '\n', out->data_len))
 		return fail(root, why, cap, "%s", "\"data\" must be one line (no newline)");
+	/* "ack" (optional): an ack riding along, as {"type":"ack"} */
+	json_t *ja = json_object_get(root, "ack");
+	if (ja && (!json_is_integer(ja) || json_integer_value(ja) < 0))
+		return fail(root, why, cap, "%s", "\"input\": \"ack\" must be a non-negative integer");
+	out->has_seq = ja != NULL;
+	out->seq = ja ? (uint64_t)json_integer_value(ja) : 0;
 	return 0;
 }

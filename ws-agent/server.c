@@ -292,6 +292,8 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 	}
 	switch (m.type) {
 	case WSA_MSG_INPUT:
+		if (m.has_seq)
+			window_ack(srv, m.seq);
 		wsa_runner_input(srv, c, m.gen, m.data, m.data_len);
 		break;
 	case WSA_MSG_START:

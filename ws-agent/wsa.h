@@ -92,7 +92,7 @@ struct wsa_msg {
 	int64_t gen;	    /* > 0; input, start, stop */
 	const char *data;   /* input: the line for the agent's stdin, no '\n' (in root) */
 	size_t data_len;
-	uint64_t seq;	    /* ack, attach: a link seq (has_seq) */
+	uint64_t seq;	    /* ack, attach, input's "ack": a link seq (has_seq) */
 	bool has_seq;
 	struct json_t *root; /* the parsed message (owned: wsa_msg_free) */
 };

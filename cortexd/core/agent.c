@@ -30,6 +30,8 @@ void agent_count_live(int refused)
 		counters.live_applies++;
 }
 
+static int link_write_now(struct session *s);
+
 static void link_send(struct session *s, const char *txt, size_t len)
 {
 	if (!s->link.wsi)
@@ -38,7 +40,12 @@ static void link_send(struct session *s, const char *txt, size_t len)
 	if (!f)
 		return;
 	fq_push(&s->link.out, f);
-	lws_callback_on_writable(s->link.wsi);
+	/* Nothing ahead of it: written now, not on the loop's next POLLOUT
+	 * (a turn's input leaves while the service thread goes on with the
+	 * other clients' messages).  A full socket or a failed write is left
+	 * to the writeable callback, which fails the link. */
+	if (link_write_now(s) != 0)
+		lws_callback_on_writable(s->link.wsi);
 }
 static const struct agent_io link_io = {link_send};
 
@@ -63,7 +70,15 @@ void agent_input(struct session *s, json_t *line)
 		frames_count_alloc_failure();
 		return;
 	}
-	send_json(s, json_pack("{s:s,s:I,s:s}", "type", "input", "gen", (json_int_t)s->link.gen, "data", txt));
+	json_t *o = json_pack("{s:s,s:I,s:s}", "type", "input", "gen", (json_int_t)s->link.gen, "data", txt);
+	/* The ack rides along (a ws-agent before it ignores the key; the
+	 * timer's ack still comes): no frame and no wake-up of its own per turn. */
+	if (o && s->link.up && s->link.logged_seq > s->link.acked_seq) {
+		json_object_set_new(o, "ack", json_integer((json_int_t)s->link.logged_seq));
+		s->link.acked_seq = s->link.logged_seq;
+		s->link.ack_bytes = 0;
+	}
+	send_json(s, o);
 	free(txt);
 }
 
@@ -661,11 +676,13 @@ static int link_handshake(struct session *s, struct lws *wsi, const uint8_t **p,
 	return 0;
 }
 
-/* Acks: ws-agent may forget the lines the turn log has ("L"), told every
- * LINK_ACK_BYTES read or LINK_ACK_MS after a read, whichever comes first --
- * not per message: a flood pays one small frame per MiB. */
+/* Acks: ws-agent may forget the lines the turn log has ("L"), told with
+ * the next input (agent_input), or every LINK_ACK_BYTES read, or
+ * LINK_ACK_MS after a read, whichever comes first -- not per message: a
+ * flood pays one small frame per MiB, a busy session none of its own.  An
+ * ack only frees ws-agent's memory (its resend window is capped). */
 #define LINK_ACK_BYTES (1u << 20)
-#define LINK_ACK_MS    100
+#define LINK_ACK_MS    5000
 
 static void link_ack(struct session *s)
 {
@@ -685,8 +702,7 @@ static void link_ack_later(struct session *s, size_t read)
 {
 	s->link.ack_bytes += read;
 	if (s->link.ack_bytes >= LINK_ACK_BYTES) {
-		lws_sul_cancel(&s->link.sul_ack);
-		link_ack(s);
+		link_ack(s); /* the timer, if armed, finds nothing new or acks the rest */
 	} else if (s->link.logged_seq > s->link.acked_seq && lws_dll2_is_detached(&s->link.sul_ack.list)) {
 		session_timer(s, &s->link.sul_ack, sul_ack_cb, (uint64_t)LINK_ACK_MS * LWS_US_PER_MS);
 	}
@@ -732,6 +748,21 @@ static int link_flush(struct session *s, int fd)
 	return 0;
 }
 
+/* A client frame's mask (RFC 6455 5.3) from a pool of random bytes refilled
+ * 1 KiB at a time: one getrandom(2) per 256 frames, not per frame (the link
+ * is a Unix socket to our own ws-agent; the mask guards no proxy here). */
+static void link_mask(uint8_t mask[4])
+{
+	static uint8_t pool[1024];
+	static size_t used = sizeof pool;
+	if (used + 4 > sizeof pool) {
+		randombytes_buf(pool, sizeof pool);
+		used = 0;
+	}
+	memcpy(mask, pool + used, 4);
+	used += 4;
+}
+
 /* The next thing to send as bytes in link.tx: the handshake, then a frame at
  * a time (masked as a client's must be).  0 nothing to send. */
 static int link_next(struct session *s)
@@ -752,7 +783,7 @@ static int link_next(struct session *s)
 	if (!f)
 		return 0;
 	uint8_t mask[4], hdr[14];
-	randombytes_buf(mask, sizeof mask);
+	link_mask(mask);
 	uint8_t op = f->seq == 10 ? 10 : 1; /* pong, else text */
 	size_t hl = wsl_header(hdr, op, f->len, mask);
 	s->link.tx = malloc(hl + f->len);
@@ -783,6 +814,23 @@ static int link_writeable(struct session *s, struct lws *wsi)
 	}
 	lws_callback_on_writable(wsi);
 	return 0;
+}
+
+/* link_send's write at once: only with nothing queued before the frame it
+ * just queued and nothing half written.  0 all written, else the writeable
+ * callback takes over (1 the socket is full or not up yet, -1 a failure it
+ * finds again and reports). */
+static int link_write_now(struct session *s)
+{
+	if (!s->link.up || s->link.tx || s->link.out.n != 1)
+		return 1;
+	int fd = lws_get_socket_fd(s->link.wsi);
+	if (fd < 0)
+		return 1;
+	int rc = link_next(s);
+	if (rc <= 0)
+		return rc;
+	return link_flush(s, fd);
 }
 
 /* One read of up to LINK_READ bytes (the service thread's buffer). */

@@ -90,6 +90,7 @@ struct turnlog_state {
 	uint64_t turn;           /* the turn it holds (0: none) */
 	int dirty;               /* written since the last fdatasync */
 	int old_maybe;           /* <id>.old may exist (a rotation, or a file this process found) */
+	int end_gathered;        /* pending ends with the last turn's "E" (turnlog_end_batched) */
 };
 
 struct fanout {

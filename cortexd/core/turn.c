@@ -176,13 +176,18 @@ void turn_restore(struct session *s)
 	json_decref(o);
 }
 
-/* The turn is over: the agent's result came, or it can never come. */
-static void turn_end(struct session *s)
+/* The turn is over: the agent's result came, or it can never come.
+ * in_link_read: its result line came in a read of the agent link, which
+ * writes the turn log once at its end (the "E" goes with it). */
+static void turn_end_as(struct session *s, int in_link_read)
 {
 	struct turn *t = s->turn;
 	if (!t)
 		return;
-	turnlog_end(s);
+	if (in_link_read)
+		turnlog_end_batched(s);
+	else
+		turnlog_end(s);
 	s->turn = NULL;
 	record(s, t);
 	state_put(s, t, 0);
@@ -196,6 +201,8 @@ static void turn_end(struct session *s)
 		(void)turn_begin(s, next);
 	free(next);
 }
+
+static void turn_end(struct session *s) { turn_end_as(s, 0); }
 
 void turn_fail(struct session *s, const char *code, const char *msg)
 {
@@ -592,7 +599,7 @@ static void on_result(struct session *s, struct turn *t, const struct agent_line
 			transcript_append(s, "assistant", l->result, t->id);
 		send_done(s, l->is_error);
 	}
-	turn_end(s); /* when stopped, cortex.revoked / the provider error was its last frame */
+	turn_end_as(s, 1); /* when stopped, cortex.revoked / the provider error was its last frame */
 }
 
 void turn_output(struct session *s, const struct agent_line *l, const char *raw, size_t len)

@@ -99,6 +99,7 @@ static void drop_pending(struct turnlog_state *t)
 		frame_unref(t->big[i]);
 	t->nbig = 0;
 	t->len = t->pending = 0;
+	t->end_gathered = 0;
 }
 
 /* buf with the big frames in their places, in one writev per IOV_MAX pieces.
@@ -277,7 +278,10 @@ int turnlog_link_seq(struct session *s, uint64_t seq)
 void turnlog_begin(struct session *s, uint64_t turn)
 {
 	struct turnlog_state *t = &s->fan.tlog;
-	drop_pending(t);
+	/* The last turn's end still gathered (turnlog_end_batched) goes out with
+	 * this header in one write, unless the file is cut below anyway. */
+	if (!t->end_gathered || t->fd <= 0 || t->size > TURNLOG_KEEP || t->old_maybe)
+		drop_pending(t);
 	t->turn = turn;
 	if (log_open(s) < 0)
 		return;
@@ -334,6 +338,14 @@ void turnlog_end(struct session *s)
 		return;
 	buf_add(s, "E\n", 2);
 	turnlog_flush(s);
+}
+
+void turnlog_end_batched(struct session *s)
+{
+	if (s->fan.tlog.turn) {
+		buf_add(s, "E\n", 2);
+		s->fan.tlog.end_gathered = 1;
+	}
 }
 
 void turnlog_close(struct session *s, int remove)

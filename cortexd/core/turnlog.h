@@ -49,6 +49,9 @@ void turnlog_begin(struct session *s, uint64_t turn);
 void turnlog_frame(struct session *s, const struct frame *f);
 /* The turn ended (its cortex.done or error is already logged). */
 void turnlog_end(struct session *s);
+/* The same, gathered only: for a turn that ends inside a read of the agent
+ * link, whose end (agent.c, link_readable) writes it with the batch's "L". */
+void turnlog_end_batched(struct session *s);
 /* Write what is gathered (before a client gets a frame): 0, or -1 when
  * something could not be written (logged, counted). */
 int turnlog_flush(struct session *s);

@@ -328,6 +328,8 @@ test('input to a wrong or old gen: no_agent; malformed input and stale gens: bad
       { type: 'input', gen: 'x', data: 'a' },
       { type: 'input', gen: 0, data: 'a' },
       { type: 'input', data: 'a' },
+      { type: 'input', gen: 5, data: 'a', ack: -1 },
+      { type: 'input', gen: 5, data: 'a', ack: 'x' },
       { type: 'stop' },
       { type: 'stop', gen: -1 },
       { type: 'start', gen: 5 },
@@ -838,7 +840,7 @@ test('the link seq and the resend window: attach resends after seq, ack trims, t
     await c.untilResult();
     await c.sync();
     const sent = c.seen.slice(); // every line so far: seqs 1..n
-    const n = sent.length;
+    let n = sent.length;
     c.close();
     await waitFor(() => c.closed, 'the first connection closed');
     // Attach naming seq n-3: the last 3 lines come again, numbered from n-2.
@@ -853,7 +855,27 @@ test('the link seq and the resend window: attach resends after seq, ack trims, t
     // ack n: those are dropped; an attach from 0 now reports them lost.
     c2.send({ type: 'ack', seq: n });
     await c2.sync(); // the pong is line n+1
+    // An input may carry the ack (cortexd sends no ack frame per turn):
+    // "ack": n+1 drops the pong too, before the input's own output.
+    const k0 = c2.seen.length;
+    c2.send({ type: 'input', gen: 1, data: userLine('five six'), ack: n + 1 });
+    await c2.untilResult();
+    await c2.sync(); // the second pong
+    const m = c2.seen.length - k0; // the turn's lines and the pong: n+2 .. n+1+m
     c2.close();
+    await waitFor(() => c2.closed, 'the second connection closed (after the input with an ack)');
+    const c2b = await connect(a);
+    c2b.send({ type: 'attach', seq: 0 });
+    const at2 = (await c2b.next(byType('wsa.attached'), 'wsa.attached')).json;
+    eq(JSON.stringify([at2.seq, at2.lost, at2.resent]), JSON.stringify([n + 2, n + 1, m]),
+      'after an input with "ack": n+1, an attach from 0: [seq, lost (the acked lines), resent (the turn and the pong)]');
+    for (let i = 0; i < m; i++) await c2b.next(() => true, 'a resent line');
+    // Acked again (the frame), so that what follows counts as before.
+    c2b.send({ type: 'ack', seq: n + 1 + m });
+    await c2b.sync();
+    c2b.close();
+    await waitFor(() => c2b.closed, 'the connection after the input with an ack closed');
+    n += m + 1; // the lines acked by now: the old n, the pong, the turn and its pong, the pong just now
     await waitFor(() => c2.closed, 'the second connection closed');
     const c3 = await connect(a);
     c3.send({ type: 'attach', seq: 0 });

@@ -22,8 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		      m.type == WSA_MSG_ACK;
 	if ((!genless && m.gen <= 0) || (genless && m.gen != 0))
 		FUZZ_FAIL();
-	/* a link seq only where one belongs; ack always has one */
-	if ((m.has_seq && m.type != WSA_MSG_ATTACH && m.type != WSA_MSG_ACK) ||
+	/* a link seq only where one belongs (an input's optional "ack"); ack always has one */
+	if ((m.has_seq && m.type != WSA_MSG_ATTACH && m.type != WSA_MSG_ACK && m.type != WSA_MSG_INPUT) ||
 	    (m.type == WSA_MSG_ACK && !m.has_seq) || (!m.has_seq && m.seq != 0))
 		FUZZ_FAIL();
 	if (m.type == WSA_MSG_INPUT && (!m.data || memchr(m.data, '\n', m.data_len)))
