@@ -338,7 +338,7 @@ static pid_t serve_one(const fs_req *q, int *fds)
 	return pid;
 }
 
-__attribute__((noreturn)) static void helper_main(int fd, pid_t parent)
+__attribute__((noreturn, unused)) static void helper_main(int fd, pid_t parent) /* (unused under TSan) */
 {
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(0);
