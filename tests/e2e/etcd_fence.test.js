@@ -17,23 +17,7 @@ const E = require('./etcd_lib');
 const TTL = 3; // node_lease_ttl_s
 
 (async () => {
-  const etcd = await E.startCluster(1);
-  const tmp = L.tmpdir('fence');
-  const keyFile = path.join(tmp, 'master.key');
-  fs.writeFileSync(keyFile, require('crypto').randomBytes(32), {mode: 0o600});
-  const shared = path.join(tmp, 'sessions');
-  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
-  const env = {CORTEX_ADMIN_TOKEN: admin, CORTEX_MASTER_KEY_FILE: keyFile};
-  const agentDir = L.tmpdir('fence-agent');
-  fs.chmodSync(agentDir, 0o755);
-  fs.copyFileSync(process.env.MINI_AGENT, path.join(agentDir, 'mini-agent'));
-  fs.chmodSync(path.join(agentDir, 'mini-agent'), 0o755);
-  const start = async (id) => {
-    const cfg = path.join(tmp, id + '.json');
-    fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
-      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL, sandbox: {uid_count: 2}}));
-    return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
-  };
+  const {etcd, tmp, shared, admin, start} = await E.nodes({name: 'fence', members: 1, ttl: TTL, cfg: {sandbox: {uid_count: 2}}});
   const A = await start('node-a');
   const B = await start('node-b');
   const alice = (await L.http(A.base, 'POST', '/v1/users', admin, {name: 'alice'})).json.token;

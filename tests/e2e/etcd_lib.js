@@ -3,6 +3,7 @@
 // itself (CMake globs only *.test.js).
 'use strict';
 const {spawn} = require('child_process');
+const fs = require('fs');
 const net = require('net');
 const path = require('path');
 const L = require('./lib');
@@ -57,4 +58,29 @@ async function startCluster(n = 3) {
   };
 }
 
-module.exports = {startCluster, freePort};
+// An etcd cluster of `members` and what every cortexd node of a test shares:
+// a master key, one sessions dir, the admin token, the mini-agent as the
+// agent.  start(id, cfg) runs node id (node_id, node_lease_ttl_s `ttl`, the
+// shared sessions dir; cfg merged over that).  {etcd, tmp, shared, admin, start}
+async function nodes({name, members = 3, ttl = 3, cfg = {}}) {
+  const etcd = await startCluster(members);
+  const tmp = path.resolve(L.tmpdir(name)); // agent.dir and sessions_dir: absolute
+  const keyFile = path.join(tmp, 'master.key');
+  fs.writeFileSync(keyFile, require('crypto').randomBytes(32), {mode: 0o600});
+  const shared = path.join(tmp, 'sessions');
+  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
+  const env = {CORTEX_ADMIN_TOKEN: admin, CORTEX_MASTER_KEY_FILE: keyFile};
+  const agentDir = path.resolve(L.tmpdir(name + '-agent'));
+  fs.chmodSync(agentDir, 0o755);
+  fs.copyFileSync(process.env.MINI_AGENT, path.join(agentDir, 'mini-agent'));
+  fs.chmodSync(path.join(agentDir, 'mini-agent'), 0o755);
+  const start = async (id, more = {}) => {
+    const file = path.join(tmp, id + '.json');
+    fs.writeFileSync(file, JSON.stringify(Object.assign({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
+      sessions_dir: shared, node_id: id, node_lease_ttl_s: ttl}, cfg, more)));
+    return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', file]});
+  };
+  return {etcd, tmp, shared, admin, start};
+}
+
+module.exports = {startCluster, freePort, nodes};

@@ -16,14 +16,6 @@ const E = require('./etcd_lib');
 
 const TTL = 3; // node_lease_ttl_s
 
-function miniAgentDir() {
-  const dir = L.tmpdir('owner-agent');
-  fs.chmodSync(dir, 0o755);
-  fs.copyFileSync(process.env.MINI_AGENT, path.join(dir, 'mini-agent'));
-  fs.chmodSync(path.join(dir, 'mini-agent'), 0o755);
-  return dir;
-}
-
 // L.connect, with the token in the query and redirects followed (a 307 to
 // the owner node: ws drops an Authorization header on a redirect to another
 // host:port, a ?token= goes along).
@@ -53,20 +45,7 @@ function connect(base, sid, tok) {
 const turnsOf = m => Object.keys(m).filter(k => k.startsWith('cortex_turns_total{')).reduce((a, k) => a + m[k], 0);
 
 (async () => {
-  const etcd = await E.startCluster(3);
-  const tmp = L.tmpdir('owner');
-  const keyFile = path.join(tmp, 'master.key');
-  fs.writeFileSync(keyFile, require('crypto').randomBytes(32), {mode: 0o600});
-  const shared = path.join(tmp, 'sessions'); // every node's sessions_dir
-  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
-  const env = {CORTEX_ADMIN_TOKEN: admin, CORTEX_MASTER_KEY_FILE: keyFile};
-  const agentDir = miniAgentDir();
-  const start = async (id) => {
-    const cfg = path.join(tmp, id + '.json');
-    fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
-      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL, cluster: {forward: 'redirect'}}));
-    return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
-  };
+  const {etcd, tmp, shared, admin, start} = await E.nodes({name: 'owner', members: 3, ttl: TTL, cfg: {cluster: {forward: 'redirect'}}});
   const A = await start('node-a');
   const B = await start('node-b');
 

@@ -19,29 +19,8 @@ const TTL = 3; // node_lease_ttl_s
 const isDelta = f => f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta';
 const turnsOf = m => Object.keys(m).filter(k => k.startsWith('cortex_turns_total{')).reduce((a, k) => a + m[k], 0);
 
-function miniAgentDir() {
-  const dir = L.tmpdir('proxy-agent');
-  fs.chmodSync(dir, 0o755);
-  fs.copyFileSync(process.env.MINI_AGENT, path.join(dir, 'mini-agent'));
-  fs.chmodSync(path.join(dir, 'mini-agent'), 0o755);
-  return dir;
-}
-
 (async () => {
-  const etcd = await E.startCluster(3);
-  const tmp = L.tmpdir('proxy');
-  const keyFile = path.join(tmp, 'master.key');
-  fs.writeFileSync(keyFile, require('crypto').randomBytes(32), {mode: 0o600});
-  const shared = path.join(tmp, 'sessions');
-  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
-  const env = {CORTEX_ADMIN_TOKEN: admin, CORTEX_MASTER_KEY_FILE: keyFile};
-  const agentDir = miniAgentDir();
-  const start = async (id, uidBase) => {
-    const cfg = path.join(tmp, id + '.json');
-    fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
-      sessions_dir: shared, node_id: id, node_lease_ttl_s: TTL, cluster: {forward: 'proxy', proxy_timeout_ms: 2000}}));
-    return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
-  };
+  const {etcd, tmp, shared, admin, start} = await E.nodes({name: 'proxy', members: 3, ttl: TTL, cfg: {cluster: {forward: 'proxy', proxy_timeout_ms: 2000}}});
   // the "cluster" section is checked: a bad value or field names itself
   const {spawnSync} = require('child_process');
   for (const [cl, re] of [[{forward: 'tunnel'}, /cluster.forward/], [{proxy_timeout_ms: 5}, /cluster.proxy_timeout_ms/], [{hops: 2}, /unknown field 'cluster.hops'/]]) {

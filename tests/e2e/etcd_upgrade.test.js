@@ -22,14 +22,6 @@ const SLOW = {n: 150, ms: 40}, FAST = {n: 3000, ms: 2};
 const isDelta = f => f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta';
 const inSession = (sid, what) => L.hostProcs().filter(p => p.cgroup.includes(sid) && (!what || p.cmd.includes(what)));
 
-function miniAgentDir() {
-  const dir = L.tmpdir('etcd-upgrade-agent');
-  fs.chmodSync(dir, 0o755);
-  fs.copyFileSync(process.env.MINI_AGENT, path.join(dir, 'mini-agent'));
-  fs.chmodSync(path.join(dir, 'mini-agent'), 0o755);
-  return dir;
-}
-
 // The /proc scans block this event loop (seconds on a busy machine): let it
 // take in keep-alive sockets cortexd closed meanwhile before the next fetch.
 const settle = () => new Promise(r => setTimeout(r, 200));
@@ -38,20 +30,7 @@ const reconnect = L.reconnect;
 
 (async () => {
   const t0 = Date.now();
-  const etcd = await E.startCluster(3);
-  const tmp = L.tmpdir('etcd-upgrade');
-  const keyFile = path.join(tmp, 'master.key');
-  fs.writeFileSync(keyFile, require('crypto').randomBytes(32), {mode: 0o600});
-  const shared = path.join(tmp, 'sessions');
-  const admin = 'cx_admin_' + Math.random().toString(16).slice(2);
-  const env = {CORTEX_ADMIN_TOKEN: admin, CORTEX_MASTER_KEY_FILE: keyFile};
-  const agentDir = miniAgentDir();
-  const start = async id => {
-    const cfg = path.join(tmp, id + '.json');
-    fs.writeFileSync(cfg, JSON.stringify({agent: {dir: agentDir, command: '/cortex/agent/mini-agent', start_timeout_ms: 120000},
-      sessions_dir: shared, node_id: id, node_lease_ttl_s: 3}));
-    return L.startCortexd({env, args: ['--store', 'etcd', '--etcd-endpoints', etcd.endpoints, '--config', cfg]});
-  };
+  const {etcd, tmp, shared, admin, start} = await E.nodes({name: 'etcd-upgrade', members: 3, ttl: 3});
   const [A, B] = await Promise.all([start('node-a'), start('node-b')]);
   const tok = (await L.http(A.base, 'POST', '/v1/users', admin, {name: 'up'})).json.token;
 
