@@ -23,6 +23,8 @@
 // (build/perf-concurrency.data), its top symbols printed.
 // BENCH_CONC_MINI_PERF=N: the same in the mini-agent part (cortexd's own
 // symbols printed too).
+// BENCH_CONC_MINI_STRACE=N: 5 more cortexd mini-agent rounds at that N under
+// `strace -c -f` of cortexd and of 4 of its ws-agents: syscalls per turn.
 // BENCH_CONC_CGROUP (default 1): each direct agent is also moved into a cpu
 // cgroup of its own under one parent (cortex-direct-<pid>), as cortexd puts
 // every sandbox in a cgroup of its own under "cortex": the CFS then weighs
@@ -47,6 +49,7 @@ const PARTS = new Set((process.env.BENCH_CONC_PARTS || 'claude,mini').split(',')
 const DELTA_MS = String(process.env.BENCH_CONC_DELTA_MS || 5);
 const PERF_N = Number(process.env.BENCH_CONC_PERF || 0);
 const MINI_PERF_N = Number(process.env.BENCH_CONC_MINI_PERF || 0);
+const MINI_STRACE_N = Number(process.env.BENCH_CONC_MINI_STRACE || 0);
 const claude = path.join(process.env.CORTEX_CLAUDE_DIR, 'bin', 'claude.exe');
 const HOT_FLAGS = ['-p', '--input-format', 'stream-json', '--output-format', 'stream-json', '--verbose',
   '--include-partial-messages', '--permission-mode', 'bypassPermissions'];
@@ -331,6 +334,45 @@ async function perfRound(d, sess, n, tag = 'claude', rounds = 1) {
   return {ttft: t, top, comm, cortexd, err: err.slice(-500)};
 }
 
+// ---------------------------------------------------------------- strace
+
+// `strace -c -f` of cortexd and of k ws-agents over `rounds` rounds at N:
+// calls per turn by syscall (ws-agent: per turn of one session, so N must
+// take in every session for the k traced ones to take part).
+async function straceRounds(d, sess, n, rounds = 5, k = 4) {
+  const which = spawnSync('sh', ['-c', 'command -v strace'], {encoding: 'utf8'}).stdout.trim();
+  if (!which) { log('strace not found; BENCH_CONC_MINI_STRACE skipped'); return null; }
+  const wsa = [];
+  for (const e of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(e) || wsa.length >= k) continue;
+    try {
+      const f = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
+      if (f.slice(f.indexOf('(') + 1, f.lastIndexOf(')')) !== 'ld.so') continue;
+      let p = Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[1]);
+      for (let up = 0; up < 8 && p > 1 && p !== d.proc.pid; up++)
+        p = Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
+      if (p === d.proc.pid) wsa.push(Number(e));
+    } catch (err) {}
+  }
+  const dir = path.join(__dirname, '..', 'build');
+  const trace = (pids, name) => {
+    const o = path.join(dir, `strace-concurrency-${name}.txt`);
+    const p = spawn(which, ['-c', '-f', '-o', o, ...pids.flatMap(x => ['-p', String(x)])], {stdio: 'ignore'});
+    return {p, o};
+  };
+  const ts = [trace([d.proc.pid], 'cortexd'), trace(wsa, 'ws-agent')];
+  await sleepMs(1500);
+  const t = [];
+  for (let r = 0; r < rounds; r++) { t.push(...await cortexRound(d, sess, n, `strace ${n} r${r}`)); await sleepMs(300); }
+  for (const x of ts) x.p.kill('SIGINT');
+  await Promise.all(ts.map(x => new Promise(r => x.p.on('exit', r))));
+  const per = (file, turns) => fs.readFileSync(file, 'utf8').split('\n')
+    .map(l => l.trim().split(/\s+/)).filter(x => x.length >= 5 && /^\d/.test(x[0]) && x[x.length - 1] !== 'total')
+    .map(x => ({call: x[x.length - 1], calls: Number(x[3])})).sort((a, b) => b.calls - a.calls)
+    .map(x => `${x.call} ${(x.calls / turns).toFixed(2)}`).join(', ');
+  return {ttft: t, cortexd: per(ts[0].o, rounds * n), wsagent: wsa.length ? per(ts[1].o, rounds * wsa.length) : '', nwsa: wsa.length, rounds};
+}
+
 // ---------------------------------------------------------------- parts
 
 const out = {when: new Date().toISOString(), host_cpus: os.cpus().length, delta_ms: Number(DELTA_MS), rounds: ROUNDS,
@@ -450,6 +492,16 @@ async function partMini() {
       P(`by command: ${pr.comm}`);
       P('cortexd alone (share of its own samples):'); for (const l of pr.cortexd) P(l);
       out.mini.perf = pr;
+    }
+  }
+  if (MINI_STRACE_N) {
+    const n = Math.min(MINI_STRACE_N, maxN);
+    const sr = await straceRounds(d, sess, n);
+    if (sr) {
+      P(`\nstrace -c -f over ${sr.rounds} more cortexd mini-agent rounds at N=${n} (p50 ${f1(pct(sr.ttft, 50))} ms under strace); calls per turn:`);
+      P(`cortexd: ${sr.cortexd}`);
+      P(`ws-agent (${sr.nwsa} traced; per turn of one session${n < maxN ? ', N < all sessions: some traced may not take part' : ''}): ${sr.wsagent}`);
+      out.mini.strace = sr;
     }
   }
   await Promise.all(agents.map(a => a.close()));
