@@ -306,7 +306,12 @@ void turnlog_begin(struct session *s, uint64_t turn)
 	int n = snprintf(hdr, sizeof hdr, "T %llu\n", (unsigned long long)turn);
 	buf_add(s, hdr, (size_t)n);
 	buf_link_seq(s, s->link.logged_seq); /* the cut dropped the last one */
-	(void)turnlog_flush(s);
+	/* Gathered, not written: the header goes out with the turn's first
+	 * frames (the end of the link read that brings them, or before a client
+	 * is given one), so the input leaves without a write of the log ahead
+	 * of it.  A crash before then leaves no header of this turn: the
+	 * restore knows it from its turn state (turn_restore), as it would one
+	 * with no frame. */
 }
 
 void turnlog_frame(struct session *s, const struct frame *f)

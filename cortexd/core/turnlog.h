@@ -43,7 +43,8 @@
 
 /* Start the periodic fdatasync (service thread, after work_start). */
 void turnlog_start(struct cortexd *d);
-/* A new turn: its header (the log is cut first when past TURNLOG_KEEP). */
+/* A new turn: its header, gathered (written with the turn's first frames);
+ * the log is cut first when past TURNLOG_KEEP. */
 void turnlog_begin(struct session *s, uint64_t turn);
 /* A stream frame (seq set) of the session. */
 void turnlog_frame(struct session *s, const struct frame *f);
