@@ -541,7 +541,9 @@ static void send_done(struct session *s, int is_error)
 	fanout_obj(s, o);
 	t->done_sent = 1;
 	surface_record(s, ft, total, path);
-	log_info("session %s turn %llu: first token %.1f ms, total %.1f ms (%s, agent %s)", s->id,
+	/* debug: one write(2) per turn; the same figures are in the turn
+	 * record, cortex.done and /metrics. */
+	log_debug("session %s turn %llu: first token %.1f ms, total %.1f ms (%s, agent %s)", s->id,
 		 (unsigned long long)t->id, t->first_token_ms, total, turn_path_name(path),
 		 t->agent_cold ? "cold" : "hot");
 }
