@@ -7,7 +7,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -62,6 +64,38 @@ static void send_json(struct session *s, json_t *o)
 	free(txt);
 }
 
+/* {"type":"input","gen":G,"data":"<line, as a JSON string>"[,"ack":K]}
+ * written around the line's one json_dumps: the line is jansson's compact
+ * output (valid UTF-8, no raw control byte), so only '"' and '\\' need a
+ * backslash here (control bytes are escaped anyway, for any caller). */
+static char *input_frame(const char *line, uint64_t gen, int has_ack, uint64_t ack, size_t *out_len)
+{
+	size_t n = strlen(line);
+	if (n > (SIZE_MAX - 128) / 6)
+		return NULL;
+	char *f = malloc(128 + 6 * n), *o = f;
+	if (!f)
+		return NULL;
+	o += sprintf(o, "{\"type\":\"input\",\"gen\":%llu,\"data\":\"", (unsigned long long)gen);
+	for (const unsigned char *p = (const unsigned char *)line; *p; p++) {
+		if (*p == '"' || *p == '\\') {
+			*o++ = '\\';
+			*o++ = (char)*p;
+		} else if (*p < 0x20) {
+			o += sprintf(o, "\\u%04x", *p);
+		} else {
+			*o++ = (char)*p;
+		}
+	}
+	*o++ = '"';
+	if (has_ack)
+		o += sprintf(o, ",\"ack\":%llu", (unsigned long long)ack);
+	*o++ = '}';
+	*o = '\0';
+	*out_len = (size_t)(o - f);
+	return f;
+}
+
 void agent_input(struct session *s, json_t *line)
 {
 	char *txt = line ? json_dumps(line, JSON_COMPACT) : NULL;
@@ -70,16 +104,23 @@ void agent_input(struct session *s, json_t *line)
 		frames_count_alloc_failure();
 		return;
 	}
-	json_t *o = json_pack("{s:s,s:I,s:s}", "type", "input", "gen", (json_int_t)s->link.gen, "data", txt);
 	/* The ack rides along (a ws-agent before it ignores the key; the
 	 * timer's ack still comes): no frame and no wake-up of its own per turn. */
-	if (o && s->link.up && s->link.logged_seq > s->link.acked_seq) {
-		json_object_set_new(o, "ack", json_integer((json_int_t)s->link.logged_seq));
+	int ack = s->link.up && s->link.logged_seq > s->link.acked_seq;
+	size_t len = 0;
+	char *frame = input_frame(txt, s->link.gen, ack, s->link.logged_seq, &len);
+	free(txt);
+	if (!frame) {
+		frames_count_alloc_failure();
+		return;
+	}
+	if (ack) {
 		s->link.acked_seq = s->link.logged_seq;
 		s->link.ack_bytes = 0;
 	}
-	send_json(s, o);
-	free(txt);
+	const struct agent_io *io = s->link.io ? s->link.io : &link_io;
+	io->send(s, frame, len);
+	free(frame);
 }
 
 void agent_interrupt(struct session *s)

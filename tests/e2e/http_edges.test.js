@@ -221,6 +221,11 @@ function code(out) {
   await again.opened;
   const fr = await L.turn(again, 'masked again');
   L.eq(fr[fr.length - 1].type, 'cortex.done', 'a new client with masked frames still runs turns');
+  // The input frame to ws-agent is written around the message's JSON by hand (agent.c input_frame).
+  const odd = 'quotes " \\ \\" newline \n tab \t ctl \u0001 slash / h\u00e9llo \u2713 \ud83d\ude00 \u2028 end';
+  const ofr = await L.turn(again, odd);
+  L.eq([L.textOf(ofr), ofr[ofr.length - 1].type], ['Echo: ' + odd, 'cortex.done'],
+    'a message with quotes, backslashes, control bytes and non-ASCII reaches the agent exactly');
   await again.close();
   L.check(/unmasked frame from a client/.test(d.logs()), 'cortexd logs the unmasked frame', 'a log line', d.logs().slice(-400));
 
