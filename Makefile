@@ -26,7 +26,11 @@ APT_STAMP := .deps/.apt-$(shell echo $(APT_PKGS) | md5sum | cut -c1-8)
 LWS_DEB_VERSION := 4.1.6-3
 LWS_PREFIX ?= $(CURDIR)/.deps/lws
 LWS_STAMP := $(LWS_PREFIX)/.stamp-$(LWS_DEB_VERSION)-$(shell cat third_party/lws/build.sh third_party/lws/*.patch | md5sum | cut -c1-8)
-CMAKE_LWS := -DCORTEX_LWS_DIR=$(LWS_PREFIX)
+# The same source and patches as a static library without TLS for ws-agent
+# alone (a static binary: no dynamic loading in every sandbox's start).
+LWS_STATIC_PREFIX := $(CURDIR)/.deps/lws-static
+LWS_STATIC_STAMP := $(LWS_STATIC_PREFIX)/.stamp-$(LWS_DEB_VERSION)-$(shell cat third_party/lws/build.sh third_party/lws/*.patch | md5sum | cut -c1-8)
+CMAKE_LWS := -DCORTEX_LWS_DIR=$(LWS_PREFIX) -DCORTEX_LWS_STATIC_DIR=$(LWS_STATIC_PREFIX)
 
 # `make fuzz` only: clang with libFuzzer (not needed by make test).
 FUZZ_APT_PKGS := clang libclang-rt-dev dpkg-dev
@@ -68,7 +72,7 @@ install: deps
 
 all: build
 
-deps: $(APT_STAMP) $(NPM_STAMP) $(LWS_STAMP)
+deps: $(APT_STAMP) $(NPM_STAMP) $(LWS_STAMP) $(LWS_STATIC_STAMP)
 
 $(APT_STAMP):
 	@mkdir -p .deps
@@ -83,6 +87,9 @@ $(APT_STAMP):
 
 $(LWS_STAMP): | $(APT_STAMP)
 	JOBS=$(JOBS) bash third_party/lws/build.sh $(LWS_PREFIX) $(LWS_DEB_VERSION)
+
+$(LWS_STATIC_STAMP): | $(APT_STAMP)
+	JOBS=$(JOBS) bash third_party/lws/build.sh $(LWS_STATIC_PREFIX) $(LWS_DEB_VERSION) static
 
 $(FUZZ_APT_STAMP): | $(APT_STAMP)
 	@missing=$$(for p in $(FUZZ_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
