@@ -49,11 +49,12 @@ LIBDIR := $(PREFIX)/lib/cortex
 install: deps
 	cmake -S . -B build-install -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORTEX_INSTALL_LIBDIR=$(LIBDIR) $(CMAKE_LWS) \
 		-DCORTEX_CLAUDE_DIR=$(LIBDIR)/claude-code >/dev/null
-	cmake --build build-install -j$(JOBS) --target cortexd cortexctl ws-agent cortex-clone
+	cmake --build build-install -j$(JOBS) --target cortexd cortexctl ws-agent cortex-clone cortex-sbxfork
 	install -d -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/lib/systemd/system \
 		$(DESTDIR)$(PREFIX)/share/doc/cortex
 	install -d -m 0700 $(DESTDIR)/etc/cortex $(DESTDIR)/var/lib/cortex
 	install -m 0755 build-install/cortexd build-install/ws-agent build-install/cortex-clone $(DESTDIR)$(LIBDIR)/
+	install -m 0755 build-install/cortex-sbxfork $(DESTDIR)$(LIBDIR)/
 	rm -rf $(DESTDIR)$(LIBDIR)/ws-agent-rt $(DESTDIR)$(LIBDIR)/claude-code $(DESTDIR)$(LIBDIR)/lws
 	install -d -m 0755 $(DESTDIR)$(LIBDIR)/lws
 	cp -a $(LWS_PREFIX)/lib/libwebsockets.so* $(LWS_PREFIX)/lib/libwebsockets-evlib_*.so $(DESTDIR)$(LIBDIR)/lws/

@@ -239,6 +239,11 @@ int sbx_forkserver_spawn(const sandbox_opts *opts, const sbx_seccomp_prog *filte
 			 int sync_child, int ctl_child, int root_fd, int parent_pidfd, int lib_ctl_fd,
 			 const sbx_cgroup *cg, pid_t *out, int *out_mon_ctl_fd, cx_err *err);
 
+/* forkserver.c: the fork server's loop on its end `fd` of the socket, for
+ * `parent` (the daemon; it exits when the daemon is not its parent or closes
+ * its end).  Run by the forked helper, or by cortex-sbxfork (sbxfork_main.c). */
+__attribute__((noreturn)) void sbx_forkserver_serve(int fd, pid_t parent);
+
 /* Close every fd >= 3 except those in keep[]. */
 int sbx_close_fds_except(const int *keep, size_t n_keep);
 
