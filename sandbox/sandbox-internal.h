@@ -86,6 +86,9 @@ int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err);
  * v2: cgroup.kill; v1 (or v2 before 5.14): freeze, kill each listed pid,
  * thaw, repeat until nothing is listed. */
 int sbx_cgroup_kill(const sbx_cgroup *cg, int timeout_ms, cx_err *err);
+/* 1 if the cgroup is frozen or freezing (v2 cgroup.freeze 1; v1 freezer.state
+ * not THAWED), 0 if not, -1 if it cannot be told (no freezer, unreadable). */
+int sbx_cgroup_frozen(const sbx_cgroup *cg);
 /* Fill cg with the dirs of an existing sandbox cgroup <root>[/<ctrl>]/<name>/<id>
  * (v2 or v1 as statfs(root) says).  1 found (some dir exists), 0 none, -1 error. */
 int sbx_cgroup_find_at(sbx_cgroup *cg, const char *root, const char *name, const char *id,
