@@ -10,7 +10,7 @@ AJV_VERSION := 8.20.0
 AJV_FORMATS_VERSION := 3.0.1
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libwebsockets-evlib-ev libwebsockets-evlib-uv libev-dev libuv1-dev \
-	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
+	libcap-dev libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
 	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light tmux chromium iproute2 etcd-server etcd-client systemd
 # The machine's image store: `make image` unpacks the default image there once;
 # `make run`, the tests and the benches share it.
