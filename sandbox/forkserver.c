@@ -406,9 +406,19 @@ __attribute__((noreturn, unused)) static void helper_child(const char *helper, i
 		char ppid[16];
 		snprintf(ppid, sizeof ppid, "%d", (int)parent);
 		char *const argv[] = {(char *)"cortex-sbxfork", (char *)"3", ppid, NULL};
+		/* Only the sanitizer runtimes' settings: none of cortexd's
+		 * environment (provider keys, tokens) is copied into the helper,
+		 * nor into the monitors and inits made from it. */
 		extern char **environ;
+		char *envp[8];
+		size_t ne = 0;
+		for (char **e = environ; e && *e && ne < sizeof envp / sizeof envp[0] - 1; e++)
+			if (!strncmp(*e, "ASAN_OPTIONS=", 13) || !strncmp(*e, "UBSAN_OPTIONS=", 14) ||
+			    !strncmp(*e, "LSAN_OPTIONS=", 13) || !strncmp(*e, "TSAN_OPTIONS=", 13))
+				envp[ne++] = *e;
+		envp[ne] = NULL;
 		if (ok >= 0)
-			execve(helper, argv, environ);
+			execve(helper, argv, envp);
 		if (fd != 3)
 			close(3); /* not found or not runnable: serve from here */
 	}

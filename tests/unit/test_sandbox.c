@@ -168,6 +168,22 @@ static void test_pid_namespace(void **state)
 			exe[n] = '\0';
 			assert_string_equal(exe, want);
 		}
+		/* The program gets none of our environment (CX_TEST_FORKSERVER is
+		 * in it): only sanitizer settings cross the exec. */
+		if (prog) {
+			char env[8192];
+			pathf(p, sizeof p, "/proc/%d/environ", (int)srv[0]);
+			FILE *ef = fopen(p, "r");
+			assert_non_null(ef);
+			size_t en = fread(env, 1, sizeof env - 1, ef);
+			fclose(ef);
+			for (size_t i = 0; i < en; i += strlen(env + i) + 1) {
+				env[en] = '\0';
+				if (strncmp(env + i, "ASAN_OPTIONS=", 13) && strncmp(env + i, "UBSAN_OPTIONS=", 14) &&
+				    strncmp(env + i, "LSAN_OPTIONS=", 13) && strncmp(env + i, "TSAN_OPTIONS=", 13))
+					fail_msg("the fork server's environment has %s", env + i);
+			}
+		}
 	}
 	fixture f;
 	fixture_init(&f, "fs");
