@@ -10,7 +10,7 @@ AJV_VERSION := 8.20.0
 AJV_FORMATS_VERSION := 3.0.1
 APT_PKGS := build-essential cmake pkg-config libwebsockets-dev libjansson-dev libgit2-dev \
 	libwebsockets-evlib-ev libwebsockets-evlib-uv libev-dev libuv1-dev \
-	libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
+	libcap-dev libseccomp-dev libsqlite3-dev libsodium-dev libcurl4-openssl-dev libcmocka-dev libarchive-dev \
 	util-linux procps git e2fsprogs buildah mmdebstrap nginx-light tmux chromium iproute2 etcd-server etcd-client systemd
 # The machine's image store: `make image` unpacks the default image there once;
 # `make run`, the tests and the benches share it.
@@ -26,7 +26,11 @@ APT_STAMP := .deps/.apt-$(shell echo $(APT_PKGS) | md5sum | cut -c1-8)
 LWS_DEB_VERSION := 4.1.6-3
 LWS_PREFIX ?= $(CURDIR)/.deps/lws
 LWS_STAMP := $(LWS_PREFIX)/.stamp-$(LWS_DEB_VERSION)-$(shell cat third_party/lws/build.sh third_party/lws/*.patch | md5sum | cut -c1-8)
-CMAKE_LWS := -DCORTEX_LWS_DIR=$(LWS_PREFIX)
+# The same source and patches as a static library without TLS for ws-agent
+# alone (a static binary: no dynamic loading in every sandbox's start).
+LWS_STATIC_PREFIX := $(CURDIR)/.deps/lws-static
+LWS_STATIC_STAMP := $(LWS_STATIC_PREFIX)/.stamp-$(LWS_DEB_VERSION)-$(shell cat third_party/lws/build.sh third_party/lws/*.patch | md5sum | cut -c1-8)
+CMAKE_LWS := -DCORTEX_LWS_DIR=$(LWS_PREFIX) -DCORTEX_LWS_STATIC_DIR=$(LWS_STATIC_PREFIX)
 
 # `make fuzz` only: clang with libFuzzer (not needed by make test).
 FUZZ_APT_PKGS := clang libclang-rt-dev dpkg-dev
@@ -45,11 +49,12 @@ LIBDIR := $(PREFIX)/lib/cortex
 install: deps
 	cmake -S . -B build-install -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCORTEX_INSTALL_LIBDIR=$(LIBDIR) $(CMAKE_LWS) \
 		-DCORTEX_CLAUDE_DIR=$(LIBDIR)/claude-code >/dev/null
-	cmake --build build-install -j$(JOBS) --target cortexd cortexctl ws-agent cortex-clone
+	cmake --build build-install -j$(JOBS) --target cortexd cortexctl ws-agent cortex-clone cortex-sbxfork
 	install -d -m 0755 $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/lib/systemd/system \
 		$(DESTDIR)$(PREFIX)/share/doc/cortex
 	install -d -m 0700 $(DESTDIR)/etc/cortex $(DESTDIR)/var/lib/cortex
 	install -m 0755 build-install/cortexd build-install/ws-agent build-install/cortex-clone $(DESTDIR)$(LIBDIR)/
+	install -m 0755 build-install/cortex-sbxfork $(DESTDIR)$(LIBDIR)/
 	rm -rf $(DESTDIR)$(LIBDIR)/ws-agent-rt $(DESTDIR)$(LIBDIR)/claude-code $(DESTDIR)$(LIBDIR)/lws
 	install -d -m 0755 $(DESTDIR)$(LIBDIR)/lws
 	cp -a $(LWS_PREFIX)/lib/libwebsockets.so* $(LWS_PREFIX)/lib/libwebsockets-evlib_*.so $(DESTDIR)$(LIBDIR)/lws/
@@ -68,7 +73,7 @@ install: deps
 
 all: build
 
-deps: $(APT_STAMP) $(NPM_STAMP) $(LWS_STAMP)
+deps: $(APT_STAMP) $(NPM_STAMP) $(LWS_STAMP) $(LWS_STATIC_STAMP)
 
 $(APT_STAMP):
 	@mkdir -p .deps
@@ -83,6 +88,9 @@ $(APT_STAMP):
 
 $(LWS_STAMP): | $(APT_STAMP)
 	JOBS=$(JOBS) bash third_party/lws/build.sh $(LWS_PREFIX) $(LWS_DEB_VERSION)
+
+$(LWS_STATIC_STAMP): | $(APT_STAMP)
+	JOBS=$(JOBS) bash third_party/lws/build.sh $(LWS_STATIC_PREFIX) $(LWS_DEB_VERSION) static
 
 $(FUZZ_APT_STAMP): | $(APT_STAMP)
 	@missing=$$(for p in $(FUZZ_APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

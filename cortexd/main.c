@@ -35,8 +35,14 @@ int main(int argc, char **argv)
 	if (n > 10 && !strcmp(d->exe + n - 10, " (deleted)"))
 		d->exe[n - 10] = '\0';
 	/* Now, while cortexd is small and single-threaded: sandboxes' monitors
-	 * are forked from this helper, not from the daemon (sandbox/forkserver.c). */
-	if (sandbox_forkserver_start(&err) < 0)
+	 * are forked from this helper, not from the daemon (sandbox/forkserver.c);
+	 * the helper runs cortex-sbxfork from next to this binary when it is there. */
+	char helper[sizeof d->exe + 32];
+	snprintf(helper, sizeof helper, "%s", d->exe);
+	char *slash = strrchr(helper, '/');
+	if (slash)
+		snprintf(slash + 1, sizeof helper - (size_t)(slash + 1 - helper), "cortex-sbxfork");
+	if (sandbox_forkserver_start(slash ? helper : NULL, &err) < 0)
 		log_warn("%s: sandboxes fork the daemon", err.msg);
 	return server_run(d);
 }

@@ -409,6 +409,26 @@ static int kill_listed(void *ctx, cx_err *err)
 	return n == 0;
 }
 
+int sbx_cgroup_frozen(const sbx_cgroup *cg)
+{
+	char p[4200], buf[256];
+	const char *dir = cg->v2 ? cg->dirs[0] : cg->dirs[SBX_CG_FREEZER];
+	if (!dir)
+		return -1;
+	snprintf(p, sizeof p, "%s/%s", dir, cg->v2 ? "cgroup.freeze" : "freezer.state");
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	if (cg->v2)
+		return buf[0] == '1';
+	return strncmp(buf, "THAWED", 6) != 0;
+}
+
 int sbx_cgroup_kill(const sbx_cgroup *cg, int timeout_ms, cx_err *err)
 {
 	if (cg->v2 && cg->dirs[0]) {

@@ -10,7 +10,11 @@
  *
  * sandbox_forkserver_start(), called once while the daemon is still small and
  * single-threaded, forks a helper (comm "cortex-sbxfork") that makes monitors
- * on the library's behalf.  It is sent the sandbox's options (serialised into
+ * on the library's behalf.  The helper execs the program cortex-sbxfork
+ * (sandbox/sbxfork_main.c: this library in a small static binary, next to
+ * cortexd) when it is given and runs, so a monitor and its init are copies of
+ * a few hundred KB instead of the daemon's image with its ~50 shared
+ * libraries; without it the forked copy of the daemon serves.  It is sent the sandbox's options (serialised into
  * a memfd) and the fds the monitor needs, and answers with the monitor's pid.
  * The monitor is made with clone(CLONE_PARENT): it is still the daemon's
  * child, as a fork of the daemon was -- waitpid, SIGCHLD, sandbox_handover's
@@ -30,6 +34,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
@@ -338,7 +343,7 @@ static pid_t serve_one(const fs_req *q, int *fds)
 	return pid;
 }
 
-__attribute__((noreturn, unused)) static void helper_main(int fd, pid_t parent) /* (unused under TSan) */
+__attribute__((noreturn)) void sbx_forkserver_serve(int fd, pid_t parent)
 {
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
 		_exit(0);
@@ -392,10 +397,39 @@ __attribute__((noreturn, unused)) static void helper_main(int fd, pid_t parent) 
 
 /* ---- the daemon's side ---- */
 
-int sandbox_forkserver_start(cx_err *err)
+/* The forked child: the helper program if there is one (fd 3 is its end),
+ * else this copy of the daemon serves. */
+__attribute__((noreturn, unused)) static void helper_child(const char *helper, int fd, pid_t parent)
+{
+	if (helper && helper[0]) {
+		int ok = fd == 3 ? fcntl(3, F_SETFD, 0) : dup2(fd, 3); /* dup2: no CLOEXEC on 3 */
+		char ppid[16];
+		snprintf(ppid, sizeof ppid, "%d", (int)parent);
+		char *const argv[] = {(char *)"cortex-sbxfork", (char *)"3", ppid, NULL};
+		/* Only the sanitizer runtimes' settings: none of cortexd's
+		 * environment (provider keys, tokens) is copied into the helper,
+		 * nor into the monitors and inits made from it. */
+		extern char **environ;
+		char *envp[8];
+		size_t ne = 0;
+		for (char **e = environ; e && *e && ne < sizeof envp / sizeof envp[0] - 1; e++)
+			if (!strncmp(*e, "ASAN_OPTIONS=", 13) || !strncmp(*e, "UBSAN_OPTIONS=", 14) ||
+			    !strncmp(*e, "LSAN_OPTIONS=", 13) || !strncmp(*e, "TSAN_OPTIONS=", 13))
+				envp[ne++] = *e;
+		envp[ne] = NULL;
+		if (ok >= 0)
+			execve(helper, argv, envp);
+		if (fd != 3)
+			close(3); /* not found or not runnable: serve from here */
+	}
+	sbx_forkserver_serve(fd, parent);
+}
+
+int sandbox_forkserver_start(const char *helper, cx_err *err)
 {
 #if defined(__SANITIZE_THREAD__)
 	(void)err;
+	(void)helper;
 	return 0; /* TSan's fork interceptor must see every fork: direct forks only */
 #else
 	pthread_mutex_lock(&fs_lock);
@@ -412,7 +446,7 @@ int sandbox_forkserver_start(cx_err *err)
 	pid_t pid = fork();
 	if (pid == 0) {
 		close(sp[0]);
-		helper_main(sp[1], parent);
+		helper_child(helper, sp[1], parent);
 	}
 	close(sp[1]);
 	if (pid < 0) {

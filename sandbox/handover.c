@@ -95,26 +95,6 @@ void sandbox_record(const sandbox *sb, sandbox_handover *out)
 	snprintf(out->mount_dir, sizeof out->mount_dir, "%s", sb->mount_dir ? sb->mount_dir : "");
 }
 
-/* 1 if the cgroup is frozen or freezing (v2 cgroup.events "frozen 1" or
- * cgroup.freeze 1; v1 freezer.state not THAWED). */
-static int cg_frozen(const sbx_cgroup *cg)
-{
-	char p[4200], buf[256];
-	const char *dir = cg->v2 ? cg->dirs[0] : cg->dirs[SBX_CG_FREEZER];
-	if (!dir)
-		return 0;
-	snprintf(p, sizeof p, "%s/%s", dir, cg->v2 ? "cgroup.freeze" : "freezer.state");
-	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = '\0';
-	return cg->v2 ? buf[0] == '1' : strncmp(buf, "THAWED", 6) != 0;
-}
-
 /* foreign: the monitor is not our child (cortexd died; a new one reclaims). */
 static int adopt(sandbox **out, const char *id, const char *cgroup_name, const sandbox_handover *h,
 		 bool foreign, cx_err *err)
@@ -177,7 +157,7 @@ static int adopt(sandbox **out, const char *id, const char *cgroup_name, const s
 			   id, (int)h->monitor_pid, (int)h->init_pid);
 		goto fail;
 	}
-	if (foreign && cg_frozen(&sb->cg)) {
+	if (foreign && sbx_cgroup_frozen(&sb->cg) == 1) {
 		/* A paused sandbox would not answer the ping for its whole
 		 * timeout: it is not taken back (the reap by id stops it). */
 		cx_err_set(err, EAGAIN, "sandbox %s reclaim: it is frozen (paused)", id);

@@ -86,6 +86,9 @@ int sbx_cgroup_freeze(const sbx_cgroup *cg, bool frozen, cx_err *err);
  * v2: cgroup.kill; v1 (or v2 before 5.14): freeze, kill each listed pid,
  * thaw, repeat until nothing is listed. */
 int sbx_cgroup_kill(const sbx_cgroup *cg, int timeout_ms, cx_err *err);
+/* 1 if the cgroup is frozen or freezing (v2 cgroup.freeze 1; v1 freezer.state
+ * not THAWED), 0 if not, -1 if it cannot be told (no freezer, unreadable). */
+int sbx_cgroup_frozen(const sbx_cgroup *cg);
 /* Fill cg with the dirs of an existing sandbox cgroup <root>[/<ctrl>]/<name>/<id>
  * (v2 or v1 as statfs(root) says).  1 found (some dir exists), 0 none, -1 error. */
 int sbx_cgroup_find_at(sbx_cgroup *cg, const char *root, const char *name, const char *id,
@@ -238,6 +241,11 @@ __attribute__((noreturn)) void sbx_monitor_main(const sandbox_opts *opts,
 int sbx_forkserver_spawn(const sandbox_opts *opts, const sbx_seccomp_prog *filter, pid_t parent,
 			 int sync_child, int ctl_child, int root_fd, int parent_pidfd, int lib_ctl_fd,
 			 const sbx_cgroup *cg, pid_t *out, int *out_mon_ctl_fd, cx_err *err);
+
+/* forkserver.c: the fork server's loop on its end `fd` of the socket, for
+ * `parent` (the daemon; it exits when the daemon is not its parent or closes
+ * its end).  Run by the forked helper, or by cortex-sbxfork (sbxfork_main.c). */
+__attribute__((noreturn)) void sbx_forkserver_serve(int fd, pid_t parent);
 
 /* Close every fd >= 3 except those in keep[]. */
 int sbx_close_fds_except(const int *keep, size_t n_keep);

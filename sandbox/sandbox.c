@@ -505,9 +505,20 @@ int sandbox_stop(sandbox *sb, cx_err *err)
 	cx_err tmp = CX_ERR_INIT;
 	/* Through the cgroup first, because the sandbox may be frozen: a v1-frozen
 	 * task acts on SIGKILL only once thawed, and init's exit would wait for
-	 * it forever.  The kill leaves every task dying, then thaws. */
-	(void)sbx_cgroup_kill(&sb->cg, STOP_TIMEOUT_MS, &tmp);
+	 * it forever.  The kill leaves every task dying, then thaws.  On v1 that
+	 * freeze and thaw each flip a kernel static key (a text patch on every
+	 * CPU: the largest single cost of a burst of deletes), so a v1 sandbox
+	 * whose freezer.state reads THAWED -- nothing can freeze it but
+	 * sandbox_freeze -- is ended through init alone: SIGKILL to a PID
+	 * namespace's init kills every task in it, and init was the only task
+	 * put into the cgroup.  Anything still listed after is killed through
+	 * the cgroup as before. */
+	bool via_init = !sb->cg.v2 && sbx_cgroup_frozen(&sb->cg) == 0;
+	if (!via_init)
+		(void)sbx_cgroup_kill(&sb->cg, STOP_TIMEOUT_MS, &tmp);
 	kill_and_reap(sb);
+	if (via_init && sbx_cgroup_is_empty(&sb->cg, &tmp) != 1)
+		(void)sbx_cgroup_kill(&sb->cg, STOP_TIMEOUT_MS, &tmp);
 	/* Init's exit already waits for every task of its PID namespace, so the
 	 * cgroup is normally empty here; the wait (bounded) covers a task still
 	 * leaving it.  On timeout the rmdir below reports EBUSY with the path. */

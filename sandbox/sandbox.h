@@ -289,9 +289,11 @@ int sandbox_adopt(sandbox **out, const char *id, const char *cgroup_name, const 
  * makes sandbox monitors as children of the calling process, so creating a
  * sandbox does not fork the (large, threaded) caller.  Call once, early, while
  * the process is small and single-threaded; sandbox_create uses it from then
- * on and forks directly when there is none.  Stop it (and reap it) before an
+ * on and forks directly when there is none.  `helper`: the path of the
+ * cortex-sbxfork program the helper execs (NULL, missing or not runnable: the
+ * forked copy of the caller serves).  Stop it (and reap it) before an
  * execve.  A no-op in ThreadSanitizer builds. */
-int sandbox_forkserver_start(cx_err *err);
+int sandbox_forkserver_start(const char *helper, cx_err *err);
 void sandbox_forkserver_stop(void);
 /* The helper's pid, -1 when there is none; monitors it made so far. */
 pid_t sandbox_forkserver_pid(void);

@@ -8,10 +8,20 @@
 #   /cortex/rt/lib/ld.so --library-path /cortex/rt/lib /cortex/rt/ws-agent …
 # so nothing of the image's /lib is used and no LD_LIBRARY_PATH reaches the
 # agent that ws-agent spawns.  Rebuilt with the binary (CMake POST_BUILD).
+# A static ws-agent (release builds: no PT_INTERP) is bundled alone, as
+# OUTDIR/ws-agent with no lib/; cortexd then starts /cortex/rt/ws-agent.
 set -euo pipefail
 bin=$1 out=$2
 tmp="$out.tmp.$$"
 rm -rf "$tmp"
+if ! LC_ALL=C readelf -lW "$bin" | grep -q 'Requesting program interpreter'; then
+	mkdir -p "$tmp"
+	cp "$bin" "$tmp/ws-agent"
+	chmod -R a+rX "$tmp"
+	rm -rf "$out"
+	mv "$tmp" "$out"
+	exit 0
+fi
 mkdir -p "$tmp/lib"
 interp=
 while read -r line; do

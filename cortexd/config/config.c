@@ -1054,10 +1054,17 @@ int config_finish(config *c, const char *argv0, cx_err *err)
 		    sizeof c->ws_agent_rt)
 			return cx_err_set(err, 0, "ws-agent-rt path too long");
 	}
+	/* With its loader, or a static ws-agent alone (release builds). */
 	snprintf(buf, sizeof buf, "%s/lib/ld.so", c->ws_agent_rt);
-	if (access(buf, R_OK) < 0)
-		return cx_err_set(err, errno, "ws-agent bundle %s (made by the build: ws-agent/bundle.sh)",
-				  c->ws_agent_rt);
+	c->ws_agent_static = false;
+	if (access(buf, R_OK) < 0) {
+		int ld_errno = errno;
+		snprintf(buf, sizeof buf, "%s/ws-agent", c->ws_agent_rt);
+		if (ld_errno != ENOENT || access(buf, X_OK) < 0)
+			return cx_err_set(err, ld_errno, "ws-agent bundle %s (made by the build: ws-agent/bundle.sh)",
+					  c->ws_agent_rt);
+		c->ws_agent_static = true;
+	}
 	if (c->agent_dir[0] && access(c->agent_dir, R_OK) < 0)
 		return cx_err_set(err, errno, "agent dir %s (install with `make deps`)", c->agent_dir);
 	if (c->sandbox_uid == 0)

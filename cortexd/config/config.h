@@ -83,6 +83,7 @@ typedef struct config {
 	                                read-only (today's mode before images; benchmarks) */
 	char ws_agent_path[4096];    /* host path of the ws-agent binary */
 	char ws_agent_rt[4096];      /* its bundle with loader and libraries (default: next to it) */
+	bool ws_agent_static;        /* the bundle has no lib/ld.so: a static ws-agent, run as is */
 	char agent_dir[4096];        /* host dir bound at /cortex/agent */
 	char agent_command[4096];    /* path inside the sandbox of the agent binary */
 	int agent_command_set;       /* configured: used even where the image has its own claude */

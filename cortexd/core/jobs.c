@@ -442,8 +442,8 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	snprintf(ctx_timeout, sizeof ctx_timeout, "%d", c->context_timeout_ms);
 	char hold_ms[32]; /* sessions.keep_on_crash: a dropped link is a detach */
 	snprintf(hold_ms, sizeof hold_ms, "%u", c->keep_on_crash ? c->keep_on_crash_grace_s * 1000u : 0u);
-	/* ws-agent runs with its own loader and libraries (ws-agent/bundle.sh):
-	 * nothing of the image's /lib is needed. */
+	/* ws-agent runs with its own loader and libraries (ws-agent/bundle.sh),
+	 * or is static: nothing of the image's /lib is needed. */
 	/* In its own network namespace the agent reaches the gateway through
 	 * ws-agent: an O_PATH fd (fd 5) of the gateway's socket in the root-only
 	 * sock dir, connected through /proc/self/fd/5 (no path followed). */
@@ -483,6 +483,8 @@ static int start_ws_agent(struct prepare_job *j, cx_err *err)
 	const int extra[] = {wr, lfd, gwfd, egfd}; /* fd 3, fd 4, fd 5, fd 6 */
 	eo.extra_fds = extra;
 	eo.n_extra_fds = egfd >= 0 ? 4 : gwfd >= 0 ? 3 : 2;
+	if (c->ws_agent_static)
+		eo.argv = argv + 3; /* no loader: /cortex/rt/ws-agent itself */
 	if (sandbox_exec(j->sb, &j->wsa_pid, &eo, err) < 0)
 		return cx_err_wrap(err, "start ws-agent");
 	close(steal_fd(&wr)); /* only ws-agent holds the write end now: EOF = it died */

@@ -168,7 +168,7 @@ function kindInside(sid, p) {
   // ---- broken from inside: agent.sock pointed at B's socket, then ws-agent
   // killed.  The session turns error; one POST /wake brings it back, to its
   // own sandbox (the reconnect must not go through the planted link).
-  await run(cA, `setsid sh -c 'sleep 1; ln -sfn ${bSock} /run/cortex/agent.sock; pkill -9 -f "^/cortex/rt/lib/ld.so .*/cortex/rt/ws-agent "' ` +
+  await run(cA, `setsid sh -c 'sleep 1; ln -sfn ${bSock} /run/cortex/agent.sock; pkill -9 -f "^(/cortex/rt/lib/ld.so .*)?/cortex/rt/ws-agent "' ` +
     '</dev/null >/dev/null 2>&1 & echo killing');
   let st = await L.poll(async () => { const s = await get(users.alice, A); return s.state === 'error' ? s : null; }, 20000);
   L.check(st && st.state === 'error', 'ws-agent killed from inside: the session reports error', 'error', st);

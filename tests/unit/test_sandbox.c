@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -70,7 +71,8 @@ static int group_setup(void **state)
 	const char *fs = getenv("CX_TEST_FORKSERVER");
 	if (fs && !strcmp(fs, "1")) {
 		cx_err err = CX_ERR_INIT;
-		if (sandbox_forkserver_start(&err) < 0 || sandbox_forkserver_pid() <= 0) {
+		if (sandbox_forkserver_start(getenv("SBX_FORK_HELPER"), &err) < 0 ||
+		    sandbox_forkserver_pid() <= 0) {
 			fprintf(stderr, "fork server: %s\n", err.msg);
 			return -1;
 		}
@@ -149,6 +151,40 @@ static void test_pid_namespace(void **state)
 	bool with = fs && !strcmp(fs, "1");
 	uint64_t before = sandbox_forkserver_spawned();
 	assert_true(with ? before >= 1 : before == 0);
+	/* With the cortex-sbxfork program, the helper runs it and the monitor
+	 * is a copy of it (not of this process); without, both are our copies. */
+	const char *prog = getenv("SBX_FORK_HELPER");
+	if (prog && access(prog, X_OK) < 0)
+		prog = NULL; /* unit.test_sandbox_forkserver_fork: a path with nothing there */
+	if (with) {
+		char want[4096], exe[4096], p[64];
+		if (!realpath(prog ? prog : "/proc/self/exe", want))
+			fail_msg("realpath %s", prog ? prog : "/proc/self/exe");
+		pid_t srv[2] = {sandbox_forkserver_pid(), mon};
+		for (int i = 0; i < 2; i++) {
+			pathf(p, sizeof p, "/proc/%d/exe", (int)srv[i]);
+			ssize_t n = readlink(p, exe, sizeof exe - 1);
+			assert_true(n > 0);
+			exe[n] = '\0';
+			assert_string_equal(exe, want);
+		}
+		/* The program gets none of our environment (CX_TEST_FORKSERVER is
+		 * in it): only sanitizer settings cross the exec. */
+		if (prog) {
+			char env[8192];
+			pathf(p, sizeof p, "/proc/%d/environ", (int)srv[0]);
+			FILE *ef = fopen(p, "r");
+			assert_non_null(ef);
+			size_t en = fread(env, 1, sizeof env - 1, ef);
+			fclose(ef);
+			for (size_t i = 0; i < en; i += strlen(env + i) + 1) {
+				env[en] = '\0';
+				if (strncmp(env + i, "ASAN_OPTIONS=", 13) && strncmp(env + i, "UBSAN_OPTIONS=", 14) &&
+				    strncmp(env + i, "LSAN_OPTIONS=", 13) && strncmp(env + i, "TSAN_OPTIONS=", 13))
+					fail_msg("the fork server's environment has %s", env + i);
+			}
+		}
+	}
 	fixture f;
 	fixture_init(&f, "fs");
 	cx_err err = CX_ERR_INIT;
