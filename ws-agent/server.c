@@ -463,20 +463,23 @@ static void conn_rx(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi,
  * that alone), its header and the lines' bytes handed to one sendmsg() from
  * where they lie.  This is what lws_write would put on the socket (a server
  * frame is unmasked; no extension is negotiated on the link), so it is done
- * only when lws holds nothing of its own for the connection.  What the
+ * only when lws holds nothing of its own for the connection.  For lines of
+ * 2 KiB and more: small ones are cheaper copied (hundreds to a message).  What the
  * socket did not take goes to lws as raw bytes, which sends them before
  * anything else; the lines are in the resend window either way.  1: the
  * caller's path (nothing was sent), 0, or -1 (close). */
-#define WSA_IOV 256
+#define WSA_IOV 64
+#define WSA_DIRECT_MIN 2048 /* smaller lines: the copy, one send for hundreds of them */
 static int conn_write_direct(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi)
 {
-	if (lws_partial_buffered(wsi))
+	if (lws_partial_buffered(wsi) || c->q.head->len < WSA_DIRECT_MIN)
 		return 1;
 	struct iovec iov[1 + WSA_IOV];
 	unsigned char hdr[10];
 	size_t len = 0, n = 0;
 	for (struct wsa_frame *l = c->q.head;
-	     l && n < WSA_IOV && (!n || len + l->len <= WSA_CAP_OUT_MESSAGE); l = l->next) {
+	     l && n < WSA_IOV && (!n || (l->len >= WSA_DIRECT_MIN && len + l->len <= WSA_CAP_OUT_MESSAGE));
+	     l = l->next) {
 		if (!l->seq && !l->unnumbered)
 			l->seq = ++srv->link_seq;
 		iov[1 + n++] = (struct iovec){l->data + LWS_PRE, l->len};
