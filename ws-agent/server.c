@@ -622,9 +622,16 @@ static int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, voi
 	struct wsa_server *srv = server_of(wsi);
 
 	switch (reason) {
-	case LWS_CALLBACK_ESTABLISHED:
+	case LWS_CALLBACK_ESTABLISHED: {
 		*c = (struct wsa_conn){.wsi = wsi};
+		/* Room for a whole message in flight (the kernel doubles it, capped
+		 * by net.core.wmem_max): with the default (~208 KiB) a 256 KiB
+		 * message was cut nearly every time, its rest copied by lws and
+		 * sent in more calls. */
+		int sb = (int)WSA_CAP_OUT_MESSAGE;
+		(void)setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
 		return 0;
+	}
 	case LWS_CALLBACK_RECEIVE:
 		if (!srv->stopping)
 			conn_rx(srv, c, wsi, in, len);
