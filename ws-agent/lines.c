@@ -163,8 +163,13 @@ char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len)
 
 bool wsa_line_spoofs_event(const char *line, size_t len)
 {
-	/* Only a line mentioning "wsa. at all is parsed: the common line costs a memmem. */
-	if (!memmem(line, len, "\"wsa.", 5))
+	/* Only a line mentioning "wsa. at all is parsed.  Found quote by quote
+	 * with memchr (vectorised): glibc's memmem for this needle was 7-9 % of
+	 * ws-agent's CPU in a flood of 64 KB deltas, whose text has no quote. */
+	bool mentions = false;
+	for (const char *q = line, *end = line + len; !mentions && (q = memchr(q, '"', (size_t)(end - q))); q++)
+		mentions = (size_t)(end - q) >= 5 && !memcmp(q + 1, "wsa.", 4);
+	if (!mentions)
 		return false;
 	json_t *o = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
 	const char *t = json_string_value(json_object_get(o, "type"));

@@ -266,7 +266,13 @@ static void test_line_spoofs_event(void **state)
 {
 	(void)state;
 	const char *spoof[] = {"{\"type\":\"wsa.exit\",\"gen\":1}", " {\"gen\":1, \"type\" : \"wsa.started\"}",
-			       "{\"type\":\"wsa.x\"", "[\"wsa.exit\"]"};
+			       "{\"type\":\"wsa.x\"", "[\"wsa.exit\"]",
+			       "{\"a\":\"\\\"\\\"\\\"\",\"type\":\"wsa.y\"}", /* quotes before it */
+			       "{\"type\":\"wsa."};                                  /* at the very end */
+	const char *fine2[] = {"{\"type\":\"x\",\"t\":\"wsa\"}", "{\"type\":\"x\",\"t\":\"\\\"wsa\"}", "\"wsa"};
+	for (size_t i = 0; i < sizeof fine2 / sizeof *fine2; i++)
+		if (wsa_line_spoofs_event(fine2[i], strlen(fine2[i])))
+			fail_msg("refused: %s", fine2[i]);
 	const char *fine[] = {"{\"type\":\"stream_event\",\"text\":\"wsa\"}", "{\"type\":\"result\",\"result\":\"the \\\"wsa.exit\\\" event\"}",
 			      "{}", "not json at all"};
 	for (size_t i = 0; i < sizeof spoof / sizeof *spoof; i++)
