@@ -27,7 +27,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 
 /* No lws keepalive: a Unix socket closes when the peer dies, and a sandbox
  * frozen for a while must not find its connection hung up on after the thaw.
@@ -458,83 +457,10 @@ static void conn_rx(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi,
 	c->rx_oversize = c->rx_binary = false;
 }
 
-/* The next message without a copy: one binary frame whose payload is as
- * many whole queued lines as fit in WSA_CAP_OUT_MESSAGE (a line bigger than
- * that alone), its header and the lines' bytes handed to one sendmsg() from
- * where they lie.  This is what lws_write would put on the socket (a server
- * frame is unmasked; no extension is negotiated on the link), so it is done
- * only when lws holds nothing of its own for the connection.  For lines of
- * 2 KiB and more: small ones are cheaper copied (hundreds to a message).  What the
- * socket did not take goes to lws as raw bytes, which sends them before
- * anything else; the lines are in the resend window either way.  1: the
- * caller's path (nothing was sent), 0, or -1 (close). */
-#define WSA_IOV 64
-#define WSA_DIRECT_MIN 2048 /* smaller lines: the copy, one send for hundreds of them */
-static int conn_write_direct(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi)
-{
-	if (lws_partial_buffered(wsi) || c->q.head->len < WSA_DIRECT_MIN)
-		return 1;
-	struct iovec iov[1 + WSA_IOV];
-	unsigned char hdr[10];
-	size_t len = 0, n = 0;
-	for (struct wsa_frame *l = c->q.head;
-	     l && n < WSA_IOV && (!n || (l->len >= WSA_DIRECT_MIN && len + l->len <= WSA_CAP_OUT_MESSAGE));
-	     l = l->next) {
-		if (!l->seq && !l->unnumbered)
-			l->seq = ++srv->link_seq;
-		iov[1 + n++] = (struct iovec){l->data + LWS_PRE, l->len};
-		len += l->len;
-	}
-	size_t hl = 2;
-	hdr[0] = 0x82; /* FIN + binary */
-	if (len < 126) {
-		hdr[1] = (unsigned char)len;
-	} else if (len < 65536) {
-		hdr[1] = 126;
-		hdr[2] = (unsigned char)(len >> 8);
-		hdr[3] = (unsigned char)len;
-		hl = 4;
-	} else {
-		hdr[1] = 127;
-		for (int i = 0; i < 8; i++)
-			hdr[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
-		hl = 10;
-	}
-	iov[0] = (struct iovec){hdr, hl};
-	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 1 + n};
-	ssize_t r;
-	do
-		r = sendmsg(lws_get_socket_fd(wsi), &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
-	while (r < 0 && errno == EINTR);
-	if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-		lwsl_err("wsa: send to cortexd: %s\n", strerror(errno));
-		for (size_t k = 0; k < n; k++) /* the next cortexd gets them again */
-			window_keep(srv, wsa_outq_pop(&c->q));
-		return -1;
-	}
-	if (r <= 0) {
-		lws_callback_on_writable(wsi); /* nothing went: all of it next time */
-		return 0;
-	}
-	/* The rest of a message cut short, in order, to lws (it copies it). */
-	size_t sent = (size_t)r, rc = 0;
-	for (size_t k = 0; k <= n && !rc; k++) {
-		size_t take = sent < iov[k].iov_len ? sent : iov[k].iov_len;
-		sent -= take;
-		if (take < iov[k].iov_len &&
-		    lws_write(wsi, (unsigned char *)iov[k].iov_base + take, iov[k].iov_len - take, LWS_WRITE_HTTP) < 0)
-			rc = 1;
-	}
-	for (size_t k = 0; k < n; k++)
-		window_keep(srv, wsa_outq_pop(&c->q)); /* not freed: kept until cortexd acks it */
-	if (rc) {
-		lwsl_err("wsa: lws_write of the rest of a message failed\n");
-		return -1;
-	}
-	return 0;
-}
+/* A line handed to the socket or to lws: into the resend window. */
+static void keep_sent(void *arg, struct wsa_frame *f) { window_keep(arg, f); }
 
-/* The next message, the copying way (while lws holds bytes of an earlier
+/* The next message, the copying way (lines under 2 KiB, or lws holds bytes of an earlier
  * write): as many whole queued lines as fit in
  * WSA_CAP_OUT_MESSAGE, copied end to end into one buffer kept for the
  * process (a burst of small deltas costs one send and one cortexd wakeup,
@@ -548,7 +474,7 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	struct wsa_frame *f = c->q.head;
 	if (!f)
 		return 0;
-	int d = conn_write_direct(srv, c, wsi);
+	int d = wsa_outq_send_direct(&c->q, wsi, &srv->link_seq, keep_sent, srv);
 	if (d < 0)
 		return -1;
 	if (d == 0)
