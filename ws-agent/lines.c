@@ -6,6 +6,9 @@
 #include <errno.h>
 #include <jansson.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 void wsa_lines_init(struct wsa_lines *l, size_t cap, bool split)
 {
@@ -106,8 +109,16 @@ bool wsa_utf8_valid(const char *s, size_t n)
 	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
 	while (i < n) {
-		/* ASCII eight bytes at a time (most of an agent's output): the
-		 * per-byte walk was a large part of ws-agent's CPU in a flood. */
+		/* ASCII 16 (SSE2, every x86-64) or eight bytes at a time (most of
+		 * an agent's output): the per-byte walk was a large part of
+		 * ws-agent's CPU in a flood. */
+#if defined(__SSE2__)
+		while (n - i >= 16 &&
+		       !_mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(const void *)(p + i))))
+			i += 16;
+		if (i == n)
+			break;
+#endif
 		if (n - i >= 8) {
 			uint64_t w;
 			memcpy(&w, p + i, 8);
@@ -152,8 +163,13 @@ char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len)
 
 bool wsa_line_spoofs_event(const char *line, size_t len)
 {
-	/* Only a line mentioning "wsa. at all is parsed: the common line costs a memmem. */
-	if (!memmem(line, len, "\"wsa.", 5))
+	/* Only a line mentioning "wsa. at all is parsed.  Found quote by quote
+	 * with memchr (vectorised): glibc's memmem for this needle was 7-9 % of
+	 * ws-agent's CPU in a flood of 64 KB deltas, whose text has no quote. */
+	bool mentions = false;
+	for (const char *q = line, *end = line + len; !mentions && (q = memchr(q, '"', (size_t)(end - q))); q++)
+		mentions = (size_t)(end - q) >= 5 && !memcmp(q + 1, "wsa.", 4);
+	if (!mentions)
 		return false;
 	json_t *o = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
 	const char *t = json_string_value(json_object_get(o, "type"));

@@ -457,7 +457,11 @@ static void conn_rx(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi,
 	c->rx_oversize = c->rx_binary = false;
 }
 
-/* The next message: as many whole queued lines as fit in
+/* A line handed to the socket or to lws: into the resend window. */
+static void keep_sent(void *arg, struct wsa_frame *f) { window_keep(arg, f); }
+
+/* The next message, the copying way (lines under 2 KiB, or lws holds bytes of an earlier
+ * write): as many whole queued lines as fit in
  * WSA_CAP_OUT_MESSAGE, copied end to end into one buffer kept for the
  * process (a burst of small deltas costs one send and one cortexd wakeup,
  * not one per line; a fresh 256 KiB allocation per message would be an
@@ -470,6 +474,11 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	struct wsa_frame *f = c->q.head;
 	if (!f)
 		return 0;
+	int d = wsa_outq_send_direct(&c->q, wsi, &srv->link_seq, keep_sent, srv);
+	if (d < 0)
+		return -1;
+	if (d == 0)
+		goto sent;
 	unsigned char *payload;
 	size_t len = 0;
 	if (f->len > WSA_CAP_OUT_MESSAGE) {
@@ -503,6 +512,7 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 		lwsl_err("wsa: lws_write failed (%d of %zu)\n", m, len);
 		return -1;
 	}
+sent:
 	if (c->rx_paused && c->q.bytes <= WSA_CAP_OUT_QUEUE) {
 		c->rx_paused = false;
 		lws_rx_flow_control(wsi, 1);
@@ -538,9 +548,16 @@ static int callback_agent(struct lws *wsi, enum lws_callback_reasons reason, voi
 	struct wsa_server *srv = server_of(wsi);
 
 	switch (reason) {
-	case LWS_CALLBACK_ESTABLISHED:
+	case LWS_CALLBACK_ESTABLISHED: {
 		*c = (struct wsa_conn){.wsi = wsi};
+		/* Room for a whole message in flight (the kernel doubles it, capped
+		 * by net.core.wmem_max): with the default (~208 KiB) a 256 KiB
+		 * message was cut nearly every time, its rest copied by lws and
+		 * sent in more calls. */
+		int sb = (int)WSA_CAP_OUT_MESSAGE;
+		(void)setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &sb, sizeof sb);
 		return 0;
+	}
 	case LWS_CALLBACK_RECEIVE:
 		if (!srv->stopping)
 			conn_rx(srv, c, wsi, in, len);

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 static const char *str_of(json_t *o, const char *k) { return json_string_value(json_object_get(o, k)); }
 
@@ -42,7 +45,8 @@ static void parse_output(struct agent_line *l)
 		json_t *d = json_object_get(ev, "delta");
 		json_t *txt = json_object_get(d, "text");
 		if (eq(str_of(d, "type"), "text_delta") && json_is_string(txt)) {
-			l->delta = json_string_value(txt);
+			l->is_delta = 1;
+			l->delta_text = json_string_value(txt);
 			l->delta_len = json_string_length(txt);
 		}
 	} else if (eq(et, "content_block_stop") || eq(et, "message_stop")) {
@@ -147,9 +151,6 @@ static size_t put_utf8(char *o, unsigned cp)
 	return 4;
 }
 
-/* The JSON string at *p (after its opening quote) unescaped into a new
- * buffer; *p past the closing quote.  NULL: not a string this path takes
- * (a NUL or a lone surrogate among them: jansson decides). */
 /* Eight bytes that need no attention: all ASCII, none a control byte, a
  * quote or a backslash (SWAR: "has a byte less than n" is exact for any
  * byte below 0x80, and the top bits are checked first). */
@@ -161,42 +162,75 @@ static int plain8(uint64_t w)
 	return !((w | ctl | ((q - B8(1)) & ~q) | ((bs - B8(1)) & ~bs)) & B8(0x80));
 }
 
-static char *text_str(const char **p, const char *end, size_t *out_len)
+/* Past the bytes from q on that need no attention: the first one that does
+ * (a quote, a backslash, a control byte or a high bit), or within 8 bytes
+ * of end.  SSE2 (every x86-64) takes 16 at a time: a signed "less than
+ * 0x20" is true for the control bytes and for every byte with its high bit
+ * set at once; elsewhere, or for the last blocks, plain8. */
+static const char *plain_run(const char *q, const char *end)
+{
+#if defined(__SSE2__)
+	const __m128i quote = _mm_set1_epi8('"'), bslash = _mm_set1_epi8('\\'), space = _mm_set1_epi8(0x20);
+	while (end - q >= 16) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(const void *)q);
+		__m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+					 _mm_cmplt_epi8(v, space));
+		unsigned mask = (unsigned)_mm_movemask_epi8(m);
+		if (mask)
+			return q + __builtin_ctz(mask);
+		q += 16;
+	}
+#endif
+	uint64_t w;
+	while (end - q >= 8 && (memcpy(&w, q, 8), plain8(w)))
+		q += 8;
+	return q;
+}
+
+/* The JSON string at *p (after its opening quote), checked and, when o is
+ * not NULL, unescaped into o (unescaping never grows: o needs end - *p
+ * bytes).  1: *p is past the closing quote, *out_len the unescaped length,
+ * *escaped whether it had an escape.  0: not a string this path takes (a
+ * control byte, bad UTF-8, \u0000 or a lone surrogate among them: jansson
+ * decides).  The check is the same with o or without: a string that passed
+ * once decodes. */
+static int text_scan(const char **p, const char *end, char *o, size_t *out_len, int *escaped)
 {
 	const char *q = *p;
-	char *buf = malloc((size_t)(end - q) + 1), *o = buf; /* unescaping never grows */
-	if (!buf)
-		return NULL;
+	size_t n_out = 0;
+	*escaped = 0;
 	while (q < end) {
-		/* Runs of plain ASCII (nearly all of a text delta) eight at a time. */
-		uint64_t w;
-		while (end - q >= 8 && (memcpy(&w, q, 8), plain8(w))) {
-			memcpy(o, q, 8);
-			o += 8;
-			q += 8;
-		}
+		/* Runs of plain ASCII (nearly all of a text delta), 16 or 8 at a time. */
+		const char *run = q;
+		q = plain_run(q, end);
+		if (o && q > run)
+			memcpy(o + n_out, run, (size_t)(q - run));
+		n_out += (size_t)(q - run);
 		if (q >= end)
 			break;
 		unsigned char c = (unsigned char)*q;
 		if (c == '"') {
-			*o = 0;
-			*out_len = (size_t)(o - buf);
+			*out_len = n_out;
 			*p = q + 1;
-			return buf;
+			return 1;
 		}
 		if (c < 0x20)
 			break;
 		if (c < 0x80 && c != '\\') {
-			*o++ = (char)c;
+			if (o)
+				o[n_out] = (char)c;
+			n_out++;
 			q++;
 		} else if (c >= 0x80) {
 			size_t n = utf8_len((const unsigned char *)q, (const unsigned char *)end);
 			if (!n)
 				break;
-			memcpy(o, q, n);
-			o += n;
+			if (o)
+				memcpy(o + n_out, q, n);
+			n_out += n;
 			q += n;
 		} else { /* an escape */
+			*escaped = 1;
 			if (end - q < 2)
 				break;
 			char e = q[1];
@@ -204,7 +238,9 @@ static char *text_str(const char **p, const char *end, size_t *out_len)
 			static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
 			const char *simple = e ? strchr(from, e) : NULL;
 			if (simple) {
-				*o++ = to[simple - from];
+				if (o)
+					o[n_out] = to[simple - from];
+				n_out++;
 				continue;
 			}
 			unsigned cp, lo;
@@ -222,11 +258,14 @@ static char *text_str(const char **p, const char *end, size_t *out_len)
 			}
 			if (cp == 0)
 				break; /* \u0000: the slow path's JSON_ALLOW_NUL decides */
-			o += put_utf8(o, cp);
+			char u[4];
+			size_t un = put_utf8(u, cp);
+			if (o)
+				memcpy(o + n_out, u, un);
+			n_out += un;
 		}
 	}
-	free(buf);
-	return NULL;
+	return 0;
 }
 
 static int parse_fast(struct agent_line *out, const char *line, size_t len)
@@ -241,24 +280,29 @@ static int parse_fast(struct agent_line *out, const char *line, size_t len)
 		p++;
 	if (p == d0 || !lit(&p, end, ",\"delta\":{\"type\":\"text_delta\",\"text\":\""))
 		return 0;
+	const char *raw = p;
 	size_t tl = 0;
-	char *text = text_str(&p, end, &tl);
-	if (!text)
+	int escaped = 0;
+	if (!text_scan(&p, end, NULL, &tl, &escaped))
 		return 0;
+	size_t raw_len = (size_t)(p - 1 - raw);
 	int ok = lit(&p, end, "}}");
 	if (ok && p < end && *p == ',') {
 		ok = lit(&p, end, ",\"session_id\":") && id_str(&p, end) && lit(&p, end, ",\"parent_tool_use_id\":") &&
 		     (lit(&p, end, "null") || id_str(&p, end)) && lit(&p, end, ",\"uuid\":") && id_str(&p, end);
 	}
-	if (!ok || !lit(&p, end, "}") || p != end) {
-		free(text);
+	if (!ok || !lit(&p, end, "}") || p != end)
 		return 0;
-	}
 	out->kind = AL_OUTPUT;
 	out->type = "stream_event";
-	out->delta_buf = text;
-	out->delta = text;
+	out->fast = 1;
+	out->is_delta = 1;
+	out->delta_raw = raw;
+	out->delta_raw_len = raw_len;
+	out->delta_escaped = escaped;
 	out->delta_len = tl;
+	if (!escaped)
+		out->delta_text = raw; /* the text is its JSON string's bytes */
 	return 1;
 }
 
@@ -297,6 +341,34 @@ void agent_line_free(struct agent_line *l)
 	l->o = NULL;
 	free(l->delta_buf);
 	l->delta_buf = NULL;
+	l->delta_text = NULL;
+}
+
+const char *agent_line_delta(const struct agent_line *cl, size_t *len)
+{
+	struct agent_line *l = (struct agent_line *)cl; /* never a const object: link_line's local */
+	*len = 0;
+	if (!l->is_delta)
+		return NULL;
+	if (!l->delta_text && l->delta_raw) {
+		/* Escapes: decoded once, on the first consumer's ask.  The fast
+		 * path checked it, so it decodes (to the same length). */
+		const char *q = l->delta_raw, *end = q + l->delta_raw_len + 1; /* its closing quote */
+		size_t n = 0;
+		int esc = 0;
+		char *buf = malloc(l->delta_raw_len + 1);
+		if (!buf)
+			return NULL;
+		if (!text_scan(&q, end, buf, &n, &esc) || n != l->delta_len) {
+			free(buf);
+			return NULL; /* cannot happen: the same check passed */
+		}
+		buf[n] = '\0';
+		l->delta_buf = buf;
+		l->delta_text = buf;
+	}
+	*len = l->delta_text ? l->delta_len : 0;
+	return l->delta_text;
 }
 
 const char *agent_line_str(const struct agent_line *l, const char *k) { return str_of(l->o, k); }

@@ -32,18 +32,34 @@ struct agent_line {
 	/* AL_CONTROL_RESPONSE */
 	const char *request_id;
 	/* AL_OUTPUT */
-	const char *delta;    /* text of a content_block_delta/text_delta, else NULL */
-	size_t delta_len;
+	int is_delta;         /* a content_block_delta/text_delta: its text is agent_line_delta() */
 	int is_result;        /* the turn's last line */
 	int is_error;         /* result with is_error:true */
 	const char *result;   /* result text, or NULL */
 	int block_end;        /* content_block_stop / message_stop: a sentence may end */
-	char *delta_buf;      /* the fast path's unescaped delta (owned), else NULL */
+	int fast;             /* taken apart by the fast path (no jansson tree) */
+	/* The delta's text, for agent_line_delta() only.  The fast path validates
+	 * the JSON string in place (raw: its bytes between the quotes, in the
+	 * caller's line) and decodes it only when asked and only if it has an
+	 * escape: a flood's frame is the line itself, never the decoded text. */
+	const char *delta_raw;
+	size_t delta_raw_len;
+	int delta_escaped;
+	const char *delta_text; /* decoded (jansson's, raw, or delta_buf), else NULL */
+	size_t delta_len;
+	char *delta_buf;      /* the unescaped delta (owned), else NULL */
 };
 
-/* Always fills out (kind AL_BAD when the line is not an object). */
+/* Always fills out (kind AL_BAD when the line is not an object).  line must
+ * outlive l (a fast-path delta points into it). */
 void agent_line_parse(struct agent_line *out, const char *line, size_t len);
 void agent_line_free(struct agent_line *l);
+/* The text of a text delta (decoded JSON string, valid UTF-8, no NUL; not
+ * NUL-terminated), *len its bytes; NULL when the line is no text delta, or
+ * when decoding it found no memory (l->is_delta says which: the stream guard
+ * fails closed).  Decodes at most once per line (l is a cache: the const is
+ * the caller's view). */
+const char *agent_line_delta(const struct agent_line *l, size_t *len);
 /* String member k of the line's object, or NULL. */
 const char *agent_line_str(const struct agent_line *l, const char *k);
 

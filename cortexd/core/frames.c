@@ -5,6 +5,9 @@
 #include <malloc.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 static uint64_t alloc_failures;
 /* Service thread only, like every frame. */
@@ -149,15 +152,25 @@ int fq_write_one(struct lws *wsi, struct fqueue *q)
 	return 0;
 }
 
-/* A burst of small frames to one client in one send: the queued frames'
- * WebSocket headers and payloads are laid end to end in one buffer and
- * handed to lws as raw bytes (lws_write with an HTTP write type takes its
- * "send_raw" path on a ws connection: no header of its own, and what the
- * socket does not take is buffered by lws as for any write).  Server frames
- * are unmasked, so the bytes are exactly what per-frame lws_writes would have
- * sent.  The buffer is the service thread's (every writeable callback runs
- * there).  A frame that would not fit goes alone through fq_write_one. */
-#define FQ_BATCH_MAX (128u << 10) /* <= the "cortex" protocol's tx_packet_size (server.c) */
+/* A burst of frames to one client in one send.  Each frame's WebSocket
+ * header is written into its own headroom (the same bytes for every client:
+ * server frames are unmasked, and lws_write would put them there too), so a
+ * frame is one contiguous run on the wire, and the queued frames go out with
+ * one sendmsg() of references: a 64 KB delta's frame is not copied by
+ * cortexd on its way out (a batch buffer had been a copy per frame, and
+ * frames over half of it went one send each).  Small frames are copied into
+ * the service thread's staging buffer (one iovec for a run of them: a
+ * thousand 100 B deltas are not a thousand iovecs).  This is the socket's
+ * byte stream exactly as lws would write it, so it is done only when lws has
+ * nothing of its own buffered for the connection (and never on TLS or a
+ * multiplexed stream); what the socket did not take of a frame cut in the
+ * middle goes to lws as raw bytes, which it sends before anything else
+ * (its buffered-out list); the frames not begun stay queued. */
+#define FQ_SEND_MAX (256u << 10) /* bytes per sendmsg: the socket's buffer decides the rest */
+#define FQ_IOV 64
+#define FQ_MAXF 2048 /* frames per send (100 B ones: the staging buffer's worth) */
+#define FQ_SMALL 2048 /* frames below this are copied into the staging buffer */
+#define FQ_BATCH_MAX (128u << 10) /* the staging buffer */
 
 static size_t ws_header(unsigned char *p, size_t len)
 {
@@ -178,7 +191,9 @@ static size_t ws_header(unsigned char *p, size_t len)
 	return 10;
 }
 
-int fq_write_batch(struct lws *wsi, struct fqueue *q)
+/* lws's own path, through the staging buffer: TLS, a stream of a muxed
+ * connection, or bytes lws still holds for the connection. */
+static int write_batch_lws(struct lws *wsi, struct fqueue *q)
 {
 	static unsigned char buf[LWS_PRE + FQ_BATCH_MAX];
 	struct frame *f = fq_peek(q);
@@ -197,6 +212,81 @@ int fq_write_batch(struct lws *wsi, struct fqueue *q)
 	batch_writes++;
 	if (lws_write(wsi, buf + LWS_PRE, off, LWS_WRITE_HTTP) < 0)
 		return -1;
+	if (q->n)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+int fq_write_batch(struct lws *wsi, struct fqueue *q)
+{
+	static unsigned char stage[FQ_BATCH_MAX];
+	if (!q->n)
+		return 0;
+	if (lws_is_ssl(wsi) || lws_get_network_wsi(wsi) != wsi || lws_partial_buffered(wsi))
+		return write_batch_lws(wsi, q);
+	_Static_assert(LWS_PRE >= 10, "a frame's headroom holds its WebSocket header");
+	struct iovec iov[FQ_IOV];
+	/* Where each frame's wire bytes start (a frame's header and payload
+	 * are one run, in its headroom and buffer or in the staging buffer). */
+	static const unsigned char *wire[FQ_MAXF];
+	static size_t wlen[FQ_MAXF];
+	size_t niov = 0, nf = 0, total = 0, staged = 0;
+	for (struct frame *f; nf < FQ_MAXF && (f = fq_at(q, nf));) {
+		unsigned char hdr[10];
+		size_t hl = ws_header(hdr, f->len), w = hl + f->len;
+		if (nf && total + w > FQ_SEND_MAX)
+			break;
+		const unsigned char *at;
+		if (w <= FQ_SMALL && staged + w <= sizeof stage) {
+			unsigned char *p = stage + staged;
+			memcpy(p, hdr, hl);
+			memcpy(p + hl, f->buf + LWS_PRE, f->len);
+			if (niov && (unsigned char *)iov[niov - 1].iov_base + iov[niov - 1].iov_len == p)
+				iov[niov - 1].iov_len += w;
+			else if (niov < FQ_IOV)
+				iov[niov++] = (struct iovec){p, w};
+			else
+				break;
+			staged += w;
+			at = p;
+		} else {
+			if (niov == FQ_IOV)
+				break;
+			unsigned char *p = f->buf + LWS_PRE - hl;
+			memcpy(p, hdr, hl);
+			iov[niov++] = (struct iovec){p, w};
+			at = p;
+		}
+		wire[nf] = at;
+		wlen[nf] = w;
+		nf++;
+		total += w;
+	}
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = niov};
+	ssize_t n;
+	do
+		n = sendmsg(lws_get_socket_fd(wsi), &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK)
+			return -1; /* the peer is gone: close */
+		n = 0;
+	}
+	size_t sent = (size_t)n;
+	if (nf > 1 && sent) {
+		batch_writes++;
+		batch_frames += nf;
+	}
+	for (size_t k = 0; k < nf && sent; k++) {
+		if (sent < wlen[k]) {
+			/* Cut inside this frame: the rest goes first, held by lws. */
+			if (lws_write(wsi, (unsigned char *)wire[k] + sent, wlen[k] - sent, LWS_WRITE_HTTP) < 0)
+				return -1;
+			sent = wlen[k];
+		}
+		sent -= wlen[k];
+		frame_unref(fq_pop(q));
+	}
 	if (q->n)
 		lws_callback_on_writable(wsi);
 	return 0;

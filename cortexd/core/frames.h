@@ -44,8 +44,9 @@ void fq_clear(struct fqueue *q);
 /* The lws write discipline: one frame per WRITEABLE callback, another
  * callback requested while frames remain.  -1 means close the connection. */
 int fq_write_one(struct lws *wsi, struct fqueue *q);
-/* The same for a client (server role, text frames): every queued frame that
- * fits in 128 KiB goes in one send.  Service thread only. */
+/* The same for a client (server role, text frames): the queued frames, up
+ * to 256 KiB, in one sendmsg (large frames by reference, with their header
+ * in their headroom; small ones copied together).  Service thread only. */
 int fq_write_batch(struct lws *wsi, struct fqueue *q);
 /* Batched sends so far and the frames they carried (for /metrics). */
 void frames_batch_counts(uint64_t *writes, uint64_t *frames);

@@ -578,8 +578,10 @@ static int guard_check(struct session *s, struct turn *t, const struct agent_lin
 	uint64_t g0 = cx_mono_us();
 	cx_err err = CX_ERR_INIT;
 	int hit;
-	if (l->delta) {
-		hit = guard_feed(&t->gs_text, cfg->guard, l->delta, l->delta_len, NULL, &err);
+	if (l->is_delta) {
+		size_t n;
+		const char *txt = agent_line_delta(l, &n);
+		hit = txt ? guard_feed(&t->gs_text, cfg->guard, txt, n, NULL, &err) : -1;
 	} else {
 		guard_scan_reset(&t->gs_line);
 		hit = guard_feed(&t->gs_line, cfg->guard, raw, len, NULL, &err);
@@ -628,13 +630,16 @@ void turn_output(struct session *s, const struct agent_line *l, const char *raw,
 		} else {
 			fanout_line(s, raw, len);
 		}
-		if (l->delta && t->first_token_ms < 0)
+		if (l->is_delta && t->first_token_ms < 0)
 			t->first_token_ms = ms_since(t->t0_us);
 		if (s->prof && s->prof->sentences) {
 			cx_err err = CX_ERR_INIT;
-			if (l->delta)
-				(void)sentencer_feed(&t->sz, l->delta, l->delta_len, on_sentence, s, &err);
-			else if (l->is_result || l->block_end)
+			if (l->is_delta) {
+				size_t n;
+				const char *txt = agent_line_delta(l, &n); /* NULL: no memory to decode it */
+				if (txt)
+					(void)sentencer_feed(&t->sz, txt, n, on_sentence, s, &err);
+			} else if (l->is_result || l->block_end)
 				(void)sentencer_flush(&t->sz, on_sentence, s);
 		}
 	}

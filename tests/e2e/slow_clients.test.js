@@ -48,6 +48,35 @@ const rssMiB = pid => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').matc
     reader.frames.length = 0; // keep the test's own memory flat
   };
   await flood();
+
+  // A reader that stops reading now and then (its socket fills, cortexd's
+  // sends are cut mid-frame and finished later): every frame still arrives
+  // whole (ws closes on a broken frame or bad UTF-8), once, in seq order, for
+  // small, mid-sized and large deltas (one send carries many of them).
+  const pauser = L.connect(d.base, sid, tok);
+  await pauser.opened;
+  let paused = false;
+  const toggler = setInterval(() => { paused = !paused; if (paused) pauser.ws.pause(); else pauser.ws.resume(); }, 30);
+  for (const [n, size] of [[3000, 100], [300, 4096], [60, 65536]]) {
+    const start = pauser.frames.length;
+    const fr = await L.turn(reader, `FLOOD ${n} ${size}`, 120000);
+    L.eq(fr[fr.length - 1].type, 'cortex.done', `the reader's flood of ${n} x ${size} B ends with cortex.done`);
+    await pauser.waitFor(f => pauser.frames.indexOf(f) >= start && f.type === 'cortex.done', 'the pausing reader\'s cortex.done', 60000);
+    const got = pauser.frames.slice(start);
+    const texts = got.filter(f => f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta');
+    L.eq(texts.length, n, `text deltas the pausing reader got (${size} B each)`);
+    L.check(texts.every(f => f.event.delta.text.length === size), `every delta of the pausing reader whole (${size} B)`, 'true',
+      String(texts.every(f => f.event.delta.text.length === size)));
+    const seqs = texts.map(f => f.seq);
+    L.eq(seqs.filter((q, i) => i && q !== seqs[i - 1] + 1).length, 0, `seq gaps, repeats or reorders among the pausing reader's deltas (${size} B)`);
+    pauser.frames.length = 0;
+  }
+  clearInterval(toggler);
+  pauser.ws.resume();
+  await pauser.close();
+  reader.frames.length = 0;
+
+  await flood();
   const base = rssMiB(d.proc.pid);
 
   const slow = [];

@@ -13,9 +13,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct agent_line l;
 	agent_line_parse(&l, (const char *)data, size);
 	volatile size_t sink = 0;
-	if (l.delta) /* every byte of the delta is readable */
-		for (size_t i = 0; i < l.delta_len; i++)
-			sink += (unsigned char)l.delta[i];
+	size_t dn = 0;
+	const char *d = agent_line_delta(&l, &dn);
+	if (d) /* every byte of the delta is readable */
+		for (size_t i = 0; i < dn; i++)
+			sink += (unsigned char)d[i];
+	if (l.is_delta && !d)
+		FUZZ_FAIL(); /* only out of memory could leave a delta without its text */
+	if (l.fast) {
+		/* The fast path agrees with jansson on what it takes. */
+		json_t *o = json_loadb((const char *)data, size, JSON_ALLOW_NUL, NULL);
+		json_t *t = json_object_get(json_object_get(json_object_get(o, "event"), "delta"), "text");
+		if (!json_is_string(t) || json_string_length(t) != dn || memcmp(json_string_value(t), d, dn))
+			FUZZ_FAIL();
+		json_decref(o);
+	}
 	if (l.type)
 		sink += strlen(l.type);
 	if (l.result)

@@ -25,10 +25,12 @@ static void parse(struct agent_line *l, const char *line)
 /* Nothing of the output fields is set. */
 static void assert_nothing_extracted(const struct agent_line *l, const char *line)
 {
-	if (l->delta || l->delta_len || l->is_result || l->is_error || l->result || l->block_end)
-		fail_msg("'%s': expected nothing extracted, got delta=%s len=%zu result=%d "
+	size_t dn;
+	const char *d = agent_line_delta(l, &dn);
+	if (l->is_delta || d || dn || l->is_result || l->is_error || l->result || l->block_end)
+		fail_msg("'%s': expected nothing extracted, got delta=%.*s len=%zu result=%d "
 			 "error=%d text=%s end=%d",
-			 line, l->delta ? l->delta : "(null)", l->delta_len, l->is_result,
+			 line, d ? (int)dn : 6, d ? d : "(null)", dn, l->is_result,
 			 l->is_error, l->result ? l->result : "(null)", l->block_end);
 }
 
@@ -55,10 +57,12 @@ static void expect_delta(const char *line, const char *want, size_t want_len)
 	parse(&l, line);
 	assert_int_eq_msg(l.kind, AL_OUTPUT, line);
 	assert_string_equal(l.type, "stream_event");
-	if (!l.delta)
+	size_t dn;
+	const char *d = agent_line_delta(&l, &dn);
+	if (!d)
 		fail_msg("'%s': expected a delta, got none", line);
-	assert_int_eq_msg(l.delta_len, want_len, "delta_len (bytes)");
-	if (memcmp(l.delta, want, want_len))
+	assert_int_eq_msg(dn, want_len, "delta_len (bytes)");
+	if (memcmp(d, want, want_len))
 		fail_msg("'%s': delta bytes differ", line);
 	assert_int_equal(l.block_end, 0);
 	assert_int_equal(l.is_result, 0);
@@ -94,15 +98,16 @@ static void expect_same_as_jansson(const char *line, int want_fast)
 	struct agent_line l;
 	parse(&l, line);
 	json_t *t = jansson_text(line);
+	size_t dn;
+	const char *d = agent_line_delta(&l, &dn);
 	if (!t) {
-		if (l.delta)
+		if (d || l.is_delta)
 			fail_msg("'%s': a delta jansson does not see", line);
 	} else {
-		if (!l.delta || l.delta_len != json_string_length(t) ||
-		    memcmp(l.delta, json_string_value(t), l.delta_len))
+		if (!d || dn != json_string_length(t) || memcmp(d, json_string_value(t), dn))
 			fail_msg("'%s': delta differs from jansson's text", line);
 	}
-	if (want_fast >= 0 && (l.delta_buf != NULL) != want_fast)
+	if (want_fast >= 0 && l.fast != want_fast)
 		fail_msg("'%s': expected the %s path", line, want_fast ? "fast" : "slow");
 	json_decref(t);
 	agent_line_free(&l);
@@ -137,8 +142,11 @@ static void test_fast_path(void **state)
 	expect_same_as_jansson(dup, 0);
 	struct agent_line l;
 	parse(&l, dup);
-	assert_non_null(l.delta);
-	assert_string_equal(l.delta, "SECRET");
+	size_t dn;
+	const char *d = agent_line_delta(&l, &dn);
+	assert_non_null(d);
+	assert_int_equal(dn, 6);
+	assert_memory_equal(d, "SECRET", 6);
 	agent_line_free(&l);
 	const char *dup2 = "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"
 			   "\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}},\"event\":{\"type\":\"x\"}}";
@@ -146,7 +154,7 @@ static void test_fast_path(void **state)
 	/* A "seq" of the agent's own: the slow path (turn.c re-encodes it). */
 	parse(&l, "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,"
 		  "\"delta\":{\"type\":\"text_delta\",\"text\":\"a\"}},\"seq\":7}");
-	assert_null(l.delta_buf);
+	assert_int_equal(l.fast, 0);
 	assert_non_null(l.o);
 	assert_non_null(json_object_get(l.o, "seq"));
 	agent_line_free(&l);
@@ -157,10 +165,51 @@ static void test_fast_path(void **state)
 		memcpy(cut, full, n);
 		cut[n] = 0;
 		parse(&l, cut);
-		if (l.delta)
+		if (l.is_delta)
 			fail_msg("a line cut at %zu gave a delta", n);
 		agent_line_free(&l);
 	}
+}
+
+/* A fast delta's text is its JSON string in the line itself when it has no
+ * escape (nothing copied), and decoded once, when first asked, when it has. */
+static void test_fast_path_lazy(void **state)
+{
+	(void)state;
+	const char *plain = CC_DELTA("plain ASCII and h\xc3\xa9llo, nothing escaped");
+	struct agent_line l;
+	parse(&l, plain);
+	assert_int_equal(l.fast, 1);
+	assert_int_equal(l.is_delta, 1);
+	size_t dn;
+	const char *d = agent_line_delta(&l, &dn);
+	assert_non_null(d);
+	assert_true(d > plain && d + dn < plain + strlen(plain)); /* in the line */
+	assert_int_equal(dn, strlen("plain ASCII and h\xc3\xa9llo, nothing escaped"));
+	assert_memory_equal(d, "plain ASCII and h\xc3\xa9llo, nothing escaped", dn);
+	assert_null(l.delta_buf);
+	agent_line_free(&l);
+
+	const char *esc = CC_DELTA("line one\\nline \\\"two\\\" \\u00e9");
+	parse(&l, esc);
+	assert_int_equal(l.fast, 1);
+	assert_null(l.delta_buf); /* not decoded until asked */
+	d = agent_line_delta(&l, &dn);
+	assert_non_null(d);
+	assert_ptr_equal(d, l.delta_buf);
+	assert_int_equal(dn, strlen("line one\nline \"two\" \xc3\xa9"));
+	assert_memory_equal(d, "line one\nline \"two\" \xc3\xa9", dn);
+	size_t dn2;
+	assert_ptr_equal(agent_line_delta(&l, &dn2), d); /* once */
+	assert_int_equal(dn2, dn);
+	agent_line_free(&l);
+	assert_null(l.delta_buf);
+
+	/* Not a delta: no text, and nothing to decode. */
+	parse(&l, "{\"type\":\"result\",\"result\":\"x\"}");
+	assert_null(agent_line_delta(&l, &dn));
+	assert_int_equal(dn, 0);
+	agent_line_free(&l);
 }
 
 /* Random texts (every byte value, escapes, surrogate pairs) through jansson's
@@ -191,7 +240,7 @@ static void test_fast_path_random(void **state)
 		char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | (round % 2 ? JSON_ENSURE_ASCII : 0));
 		struct agent_line l;
 		parse(&l, line);
-		fast += l.delta_buf != NULL;
+		fast += l.fast;
 		agent_line_free(&l);
 		expect_same_as_jansson(line, -1);
 		free(line);
@@ -351,7 +400,7 @@ static void test_block_end(void **state)
 		parse(&l, ends[i]);
 		assert_int_eq_msg(l.kind, AL_OUTPUT, ends[i]);
 		assert_int_eq_msg(l.block_end, 1, ends[i]);
-		assert_null(l.delta);
+		assert_int_equal(l.is_delta, 0);
 		assert_int_equal(l.is_result, 0);
 		agent_line_free(&l);
 	}
@@ -369,7 +418,7 @@ static void test_result(void **state)
 	assert_int_equal(l.is_result, 1);
 	assert_int_equal(l.is_error, 0);
 	assert_string_equal(l.result, "Done.");
-	assert_null(l.delta);
+	assert_int_equal(l.is_delta, 0);
 	assert_int_equal(l.block_end, 0);
 	agent_line_free(&l);
 
@@ -466,7 +515,7 @@ int main(void)
 	    cmocka_unit_test(test_not_a_text_delta), cmocka_unit_test(test_block_end),
 	    cmocka_unit_test(test_result),	     cmocka_unit_test(test_other_output),
 	    cmocka_unit_test(test_not_an_object),	     cmocka_unit_test(test_fast_path),
-	    cmocka_unit_test(test_fast_path_random),
+	    cmocka_unit_test(test_fast_path_random), cmocka_unit_test(test_fast_path_lazy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

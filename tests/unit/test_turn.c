@@ -973,6 +973,30 @@ static void test_revoke_then_link_lost(void **state)
 	guard_free(cc.guard);
 }
 
+/* The secret spelled with JSON escapes (the fast path decodes such a delta
+ * only when the guard asks): what a client's JSON.parse would read is what
+ * is scanned, so it is caught; the same text unescaped passes through. */
+static void test_revoke_escaped(void **state)
+{
+	(void)state;
+	cconfig cc;
+	struct session *s = guarded("s_revoke_escaped", &cc);
+	struct client a = {0};
+	fanout_attach(s, &a);
+	uint64_t seq = 0;
+	start_turn(s, "tell me");
+	feed(s, DELTA("a\\nb \\\"hunter2\\u002Dsekri\\\" no"));
+	expect_line(&a, &seq, DELTA("a\\nb \\\"hunter2\\u002Dsekri\\\" no"));
+	feed(s, DELTA("key: hunter2\\u002dsek\\u0072it!"));
+	expect_revoked(&a, &seq);
+	expect_no_frame(&a, "after cortex.revoked");
+	expect_interrupt(1);
+	D.agent_down(s, DOWN_EXITED, "agent_crashed", "the agent exited (code 0, signal 0)");
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	guard_free(cc.guard);
+}
+
 /* The secret split across deltas: the first part went out, the delta that
  * completes it does not. */
 static void test_revoke_split(void **state)
@@ -1383,6 +1407,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_revoke, test_setup),
 	    cmocka_unit_test_setup(test_revoke_then_link_lost, test_setup),
 	    cmocka_unit_test_setup(test_revoke_split, test_setup),
+	    cmocka_unit_test_setup(test_revoke_escaped, test_setup),
 	    cmocka_unit_test_setup(test_revoke_other_line, test_setup),
 	    cmocka_unit_test_setup(test_message_after_revoke, test_setup),
 	    cmocka_unit_test_setup(test_cancel_after_send, test_setup),

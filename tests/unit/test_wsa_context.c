@@ -231,6 +231,29 @@ static void test_utf8(void **state)
 	assert_false(wsa_utf8_valid("\xc0\x80", 2));     /* overlong NUL */
 	assert_false(wsa_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
 	assert_false(wsa_utf8_valid("\xe2\x9c", 2));     /* truncated */
+	/* Every length and every position of a bad or a multi-byte sequence
+	 * around the 8- and 16-byte ASCII blocks. */
+	char buf[64];
+	for (size_t len = 0; len <= 48; len++) {
+		memset(buf, 'a', sizeof buf);
+		assert_true(wsa_utf8_valid(buf, len));
+		for (size_t at = 0; at < len; at++) {
+			memset(buf, 'a', sizeof buf);
+			buf[at] = (char)0xff;
+			if (wsa_utf8_valid(buf, len))
+				fail_msg("a 0xff at %zu of %zu passed", at, len);
+			if (at + 2 <= len) {
+				memcpy(buf + at, "\xc3\xa9", 2);
+				if (!wsa_utf8_valid(buf, len))
+					fail_msg("an \\u00e9 at %zu of %zu failed", at, len);
+			}
+			if (at + 1 == len) {
+				buf[at] = (char)0xc3; /* cut at the end */
+				if (wsa_utf8_valid(buf, len))
+					fail_msg("a cut sequence at %zu of %zu passed", at, len);
+			}
+		}
+	}
 	size_t n;
 	char *s = wsa_utf8_sanitize("a\xff" "b", 3, &n);
 	assert_string_equal(s, "a\xef\xbf\xbd" "b");
@@ -243,7 +266,13 @@ static void test_line_spoofs_event(void **state)
 {
 	(void)state;
 	const char *spoof[] = {"{\"type\":\"wsa.exit\",\"gen\":1}", " {\"gen\":1, \"type\" : \"wsa.started\"}",
-			       "{\"type\":\"wsa.x\"", "[\"wsa.exit\"]"};
+			       "{\"type\":\"wsa.x\"", "[\"wsa.exit\"]",
+			       "{\"a\":\"\\\"\\\"\\\"\",\"type\":\"wsa.y\"}", /* quotes before it */
+			       "{\"type\":\"wsa."};                                  /* at the very end */
+	const char *fine2[] = {"{\"type\":\"x\",\"t\":\"wsa\"}", "{\"type\":\"x\",\"t\":\"\\\"wsa\"}", "\"wsa"};
+	for (size_t i = 0; i < sizeof fine2 / sizeof *fine2; i++)
+		if (wsa_line_spoofs_event(fine2[i], strlen(fine2[i])))
+			fail_msg("refused: %s", fine2[i]);
 	const char *fine[] = {"{\"type\":\"stream_event\",\"text\":\"wsa\"}", "{\"type\":\"result\",\"result\":\"the \\\"wsa.exit\\\" event\"}",
 			      "{}", "not json at all"};
 	for (size_t i = 0; i < sizeof spoof / sizeof *spoof; i++)
