@@ -411,19 +411,12 @@ static int kill_listed(void *ctx, cx_err *err)
 
 int sbx_cgroup_frozen(const sbx_cgroup *cg)
 {
-	char p[4200], buf[256];
+	char buf[256];
+	cx_err err = CX_ERR_INIT;
 	const char *dir = cg->v2 ? cg->dirs[0] : cg->dirs[SBX_CG_FREEZER];
-	if (!dir)
+	if (!dir || read_file(dir, cg->v2 ? "cgroup.freeze" : "freezer.state", buf, sizeof buf, &err) < 0 ||
+	    !buf[0])
 		return -1;
-	snprintf(p, sizeof p, "%s/%s", dir, cg->v2 ? "cgroup.freeze" : "freezer.state");
-	int fd = open(p, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return -1;
-	buf[n] = '\0';
 	if (cg->v2)
 		return buf[0] == '1';
 	return strncmp(buf, "THAWED", 6) != 0;
