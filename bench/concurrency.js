@@ -215,8 +215,8 @@ function procCpuMs(pid) {
   } catch (e) { return cpuMs(`/proc/${pid}/stat`); }
 }
 // cortexd's descendants (sandbox inits, ws-agents, the agents): CPU in ms
-// by command name, from one walk of /proc (ws-agent runs under its bundled
-// loader, so its comm is "ld.so").
+// by command name, from one walk of /proc (a bundled ws-agent runs under its
+// loader, so its comm is "ld.so"; the static one is "ws-agent").
 function descendantsCpu(root) {
   const kids = new Map(), info = new Map();
   for (const e of fs.readdirSync('/proc')) {
@@ -347,7 +347,8 @@ async function straceRounds(d, sess, n, rounds = 5, k = 4) {
     if (!/^\d+$/.test(e) || wsa.length >= k) continue;
     try {
       const f = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-      if (f.slice(f.indexOf('(') + 1, f.lastIndexOf(')')) !== 'ld.so') continue;
+      const comm = f.slice(f.indexOf('(') + 1, f.lastIndexOf(')'));
+      if (comm !== 'ld.so' && comm !== 'ws-agent') continue;
       let p = Number(f.slice(f.lastIndexOf(')') + 2).split(' ')[1]);
       for (let up = 0; up < 8 && p > 1 && p !== d.proc.pid; up++)
         p = Number(fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1].split(' ')[1]);
@@ -360,12 +361,14 @@ async function straceRounds(d, sess, n, rounds = 5, k = 4) {
     const p = spawn(which, ['-c', '-f', '-o', o, ...pids.flatMap(x => ['-p', String(x)])], {stdio: 'ignore'});
     return {p, o};
   };
-  const ts = [trace([d.proc.pid], 'cortexd'), trace(wsa, 'ws-agent')];
+  if (!wsa.length) log('strace: no ws-agent found under cortexd; tracing cortexd only');
+  const ts = [trace([d.proc.pid], 'cortexd'), ...(wsa.length ? [trace(wsa, 'ws-agent')] : [])];
   await sleepMs(1500);
   const t = [];
   for (let r = 0; r < rounds; r++) { t.push(...await cortexRound(d, sess, n, `strace ${n} r${r}`)); await sleepMs(300); }
   for (const x of ts) x.p.kill('SIGINT');
-  await Promise.all(ts.map(x => new Promise(r => x.p.on('exit', r))));
+  // (a strace that already exited, e.g. a pid gone, has no exit event left to wait for)
+  await Promise.all(ts.map(x => new Promise(r => x.p.exitCode !== null || x.p.signalCode !== null ? r() : x.p.on('exit', r))));
   const per = (file, turns) => fs.readFileSync(file, 'utf8').split('\n')
     .map(l => l.trim().split(/\s+/)).filter(x => x.length >= 5 && /^\d/.test(x[0]) && x[x.length - 1] !== 'total')
     .map(x => ({call: x[x.length - 1], calls: Number(x[3])})).sort((a, b) => b.calls - a.calls)

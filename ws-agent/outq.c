@@ -97,13 +97,13 @@ void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from)
  * where they lie.  This is what lws_write would put on the socket (a server
  * frame is unmasked; no extension is negotiated on the link), so it is done
  * only when lws holds nothing of its own for the connection.  For lines of
- * 2 KiB and more: small ones are cheaper copied (hundreds to a message).
+ * min bytes and more: the writeable callback passes WSA_DIRECT_MIN (small
+ * lines are cheaper copied, hundreds to a message); the send right after an
+ * agent's read passes 0 (a turn's few lines, see wsa_conn_send_now).
  * What the socket did not take goes to lws as raw bytes, which sends them
  * before anything else.  Each line sent gets the next link seq (*seq) and
  * goes to keep() (the resend window), also when the send failed.  1: not
  * done here (nothing was sent: the caller's copying path), 0, or -1 (close). */
-#define WSA_IOV 64
-#define WSA_DIRECT_MIN 2048
 
 static size_t ws_binary_header(unsigned char *hdr, size_t len)
 {
@@ -124,16 +124,16 @@ static size_t ws_binary_header(unsigned char *hdr, size_t len)
 	return 10;
 }
 
-int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, uint64_t *seq,
+int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, size_t min, uint64_t *seq,
 			 void (*keep)(void *arg, struct wsa_frame *f), void *arg)
 {
-	if (!q->head || lws_partial_buffered(wsi) || q->head->len < WSA_DIRECT_MIN)
+	if (!q->head || lws_partial_buffered(wsi) || q->head->len < min)
 		return 1;
-	struct iovec iov[1 + WSA_IOV];
+	struct iovec iov[1 + WSA_DIRECT_IOV];
 	unsigned char hdr[10];
 	size_t len = 0, n = 0;
 	for (struct wsa_frame *l = q->head;
-	     l && n < WSA_IOV && (!n || (l->len >= WSA_DIRECT_MIN && len + l->len <= WSA_CAP_OUT_MESSAGE));
+	     l && n < WSA_DIRECT_IOV && (!n || (l->len >= min && len + l->len <= WSA_CAP_OUT_MESSAGE));
 	     l = l->next) {
 		if (!l->seq && !l->unnumbered)
 			l->seq = ++*seq;

@@ -294,9 +294,12 @@ static int pipe_read(struct wsa_agent *a, struct lws *wsi, enum fd_kind kind)
 		tail_append(a, buf, (size_t)r);
 	if (a->retired)
 		return 0; /* drained and dropped */
+	struct wsa_server *srv = a->srv;
+	srv->defer = a->owner; /* the read's lines leave together, after it */
 	int rc = kind == FD_STDOUT
 		     ? wsa_lines_feed(&a->out_lines, buf, (size_t)r, on_stdout_line, a, &err)
 		     : wsa_lines_feed(&a->err_lines, buf, (size_t)r, on_stderr_line, a, &err);
+	wsa_conn_send_now(srv, a->owner);
 	if (rc < 0) {
 		lwsl_err("wsa: %s\n", err.msg);
 		return -1;

@@ -62,7 +62,8 @@ void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data,
 		lwsl_err("wsa: dropping frame: %s\n", err.msg);
 		return;
 	}
-	lws_callback_on_writable(c->wsi);
+	if (c != srv->defer)
+		lws_callback_on_writable(c->wsi);
 	if (!c->rx_paused && c->q.bytes > 2 * (size_t)WSA_CAP_OUT_QUEUE) {
 		/* Only control replies can get here (agent output pauses at 1x):
 		 * a client that never reads is not read either. */
@@ -457,6 +458,19 @@ static void conn_rx(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi,
 	c->rx_oversize = c->rx_binary = false;
 }
 
+/* Lines left: after a send, reading resumes below the cap, the agent's pipes
+ * follow the queue, and what is still queued waits for the next callback. */
+static void conn_sent(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi)
+{
+	if (c->rx_paused && c->q.bytes <= WSA_CAP_OUT_QUEUE) {
+		c->rx_paused = false;
+		lws_rx_flow_control(wsi, 1);
+	}
+	wsa_runner_flow_update(srv);
+	if (c->q.head)
+		lws_callback_on_writable(wsi); /* one lws_write per callback */
+}
+
 /* A line handed to the socket or to lws: into the resend window. */
 static void keep_sent(void *arg, struct wsa_frame *f) { window_keep(arg, f); }
 
@@ -474,7 +488,7 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	struct wsa_frame *f = c->q.head;
 	if (!f)
 		return 0;
-	int d = wsa_outq_send_direct(&c->q, wsi, &srv->link_seq, keep_sent, srv);
+	int d = wsa_outq_send_direct(&c->q, wsi, WSA_DIRECT_MIN, &srv->link_seq, keep_sent, srv);
 	if (d < 0)
 		return -1;
 	if (d == 0)
@@ -513,14 +527,33 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 		return -1;
 	}
 sent:
-	if (c->rx_paused && c->q.bytes <= WSA_CAP_OUT_QUEUE) {
-		c->rx_paused = false;
-		lws_rx_flow_control(wsi, 1);
-	}
-	wsa_runner_flow_update(srv);
-	if (c->q.head)
-		lws_callback_on_writable(wsi); /* one lws_write per callback */
+	conn_sent(srv, c, wsi);
 	return 0;
+}
+
+/* A turn's lines (the agent's burst, read in one read) leave in one sendmsg
+ * from where they lie, at the end of the read that brought them, instead of
+ * on the writeable callback of the loop's next pass: one poll() and one lws
+ * service pass fewer per turn (a pass costs as much as the send on this VM).
+ * Only what fits one gathered message goes this way; a bigger backlog (a
+ * flood of small lines) is copied into full messages by conn_writeable. */
+void wsa_conn_send_now(struct wsa_server *srv, struct wsa_conn *c)
+{
+	srv->defer = NULL;
+	if (!c || !c->wsi || !c->q.head)
+		return;
+	if (c->q.count <= WSA_DIRECT_IOV && c->q.bytes <= WSA_CAP_OUT_MESSAGE) {
+		int d = wsa_outq_send_direct(&c->q, c->wsi, 0, &srv->link_seq, keep_sent, srv);
+		if (d < 0) { /* outside a callback: close from the loop (its lines are in the window) */
+			wsa_close_wsi_async(c->wsi);
+			return;
+		}
+		if (d == 0) {
+			conn_sent(srv, c, c->wsi);
+			return;
+		}
+	}
+	lws_callback_on_writable(c->wsi);
 }
 
 static void conn_closed(struct wsa_server *srv, struct wsa_conn *c)

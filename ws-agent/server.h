@@ -100,6 +100,9 @@ struct wsa_server {
 	uint64_t link_seq;       /* of the last line numbered */
 	struct wsa_outq sent;    /* the resend window: lines sent, not yet acked (WSA_CAP_RESEND) */
 	bool dropped;           /* a link dropped with agents held, not attached again yet */
+	/* While an agent's pipe is read: its owner, whose sends only queue;
+	 * wsa_conn_send_now sends them after the read (not owned). */
+	struct wsa_conn *defer;
 	struct wsa_outq held_q; /* --hold-on-drop: what the dropped link had not sent, for the
 	                           connection that attaches (bounded as that queue was);
 	                           lines it had sent wait in the resend window */
@@ -108,6 +111,9 @@ struct wsa_server {
 /* ---- server.c, for runner.c ---- */
 void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data, size_t len);
 void wsa_conn_send_json(struct wsa_server *srv, struct wsa_conn *c, json_t *obj); /* takes obj */
+/* After an agent's read (srv->defer = c during it): what it queued to c,
+ * sent now when it fits one message, else on c's writeable callback. */
+void wsa_conn_send_now(struct wsa_server *srv, struct wsa_conn *c);
 /* gen <= 0: the error carries no "gen". */
 __attribute__((format(printf, 5, 6))) void wsa_send_error(struct wsa_server *srv,
 							  struct wsa_conn *c, int64_t gen,

@@ -179,10 +179,13 @@ void wsa_outq_clear(struct wsa_outq *q);
 /* Move every frame of from to the end of to (from is left empty). */
 void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from);
 struct lws;
-/* The head lines of q (2 KiB and more) as one binary message in one sendmsg
- * from where they lie (outq.c): 1 when not done (the caller copies), 0, or
- * -1 (close).  Lines sent are numbered from *seq and handed to keep(). */
-int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, uint64_t *seq,
+#define WSA_DIRECT_IOV 64   /* lines gathered into one sendmsg */
+#define WSA_DIRECT_MIN 2048 /* writeable callback: smaller lines are copied */
+/* The head lines of q (min bytes and more, at most WSA_DIRECT_IOV) as one
+ * binary message in one sendmsg from where they lie (outq.c): 1 when not
+ * done (the caller copies), 0, or -1 (close).  Lines sent are numbered from
+ * *seq and handed to keep(). */
+int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, size_t min, uint64_t *seq,
 			 void (*keep)(void *arg, struct wsa_frame *f), void *arg);
 
 /* ---- server.c: the WebSocket protocol (runner.c is its internal half) ---- */
