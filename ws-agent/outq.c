@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 static int push(struct wsa_outq *q, const char *payload, size_t len, bool nl, cx_err *err)
 {
@@ -20,6 +21,7 @@ static int push(struct wsa_outq *q, const char *payload, size_t len, bool nl, cx
 	f->len = len + extra;
 	f->seq = 0;
 	f->unnumbered = false;
+	f->fd = -1;
 	memcpy(f->data + LWS_PRE, payload, len);
 	if (nl)
 		f->data[LWS_PRE + len] = '\n';
@@ -73,8 +75,11 @@ void wsa_outq_append(struct wsa_outq *q, struct wsa_frame *f)
 void wsa_outq_clear(struct wsa_outq *q)
 {
 	struct wsa_frame *f;
-	while ((f = wsa_outq_pop(q)))
+	while ((f = wsa_outq_pop(q))) {
+		if (f->fd >= 0)
+			close(f->fd);
 		free(f);
+	}
 }
 
 void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from)
@@ -133,7 +138,8 @@ int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, size_t min, uint64
 	unsigned char hdr[10];
 	size_t len = 0, n = 0;
 	for (struct wsa_frame *l = q->head;
-	     l && n < WSA_DIRECT_IOV && (!n || (l->len >= min && len + l->len <= WSA_CAP_OUT_MESSAGE));
+	     l && n < WSA_DIRECT_IOV &&
+	     (!n || (l->len >= min && l->fd < 0 && len + l->len <= WSA_CAP_OUT_MESSAGE));
 	     l = l->next) {
 		if (!l->seq && !l->unnumbered)
 			l->seq = ++*seq;
@@ -142,10 +148,30 @@ int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, size_t min, uint64
 	}
 	iov[0] = (struct iovec){hdr, ws_binary_header(hdr, len)};
 	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 1 + n};
+	/* The head's descriptor goes with the message's first byte. */
+	union {
+		struct cmsghdr h;
+		char b[CMSG_SPACE(sizeof(int))];
+	} cm;
+	struct wsa_frame *head = q->head;
+	if (head->fd >= 0) {
+		memset(&cm, 0, sizeof cm);
+		mh.msg_control = cm.b;
+		mh.msg_controllen = sizeof cm.b;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &head->fd, sizeof(int));
+	}
 	ssize_t r;
 	do
 		r = sendmsg(lws_get_socket_fd(wsi), &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
 	while (r < 0 && errno == EINTR);
+	if (head->fd >= 0 && (r > 0 || (errno != EAGAIN && errno != EWOULDBLOCK))) {
+		close(head->fd); /* sent (cortexd has its own), or the link is failing */
+		head->fd = -1;
+	}
 	if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
 		lwsl_err("wsa: send to cortexd: %s\n", strerror(errno));
 		for (size_t k = 0; k < n; k++) /* the next cortexd gets them again */

@@ -569,10 +569,15 @@ void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t ge
 	srv->agents = a;
 	srv->current = a;
 
-	/* Before any of its output: that only flows from the next loop iteration. */
-	wsa_conn_send_json(srv, owner,
-			   json_pack("{s:s, s:I, s:i}", "type", "wsa.started", "gen",
-				     (json_int_t)gen, "pid", (int)child.pid));
+	/* Before any of its output: that only flows from the next loop iteration.
+	 * The agent's stdin goes with it: cortexd writes its inputs there
+	 * itself (no wake-up of ours per input); what it cannot write at once
+	 * still comes as input frames (docs/protocol.md). */
+	int pass = fcntl(child.in_fd, F_DUPFD_CLOEXEC, 3);
+	wsa_conn_send_json_fd(srv, owner,
+			      json_pack("{s:s, s:I, s:i, s:b}", "type", "wsa.started", "gen",
+					(json_int_t)gen, "pid", (int)child.pid, "stdin", pass >= 0),
+			      pass);
 
 	a->out_wsi = wsa_adopt_fd(srv, child.out_fd, &a->ref_out);
 	a->err_wsi = wsa_adopt_fd(srv, child.err_fd, &a->ref_err);

@@ -73,6 +73,23 @@ void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data,
 	wsa_runner_flow_update(srv);
 }
 
+/* obj queued with fd riding on it (taken: closed when there is nowhere to send it). */
+void wsa_conn_send_json_fd(struct wsa_server *srv, struct wsa_conn *c, json_t *obj, int fd)
+{
+	if (fd >= 0 && obj && c && c->wsi) {
+		struct wsa_frame *last = c->q.tail;
+		wsa_conn_send_json(srv, c, obj);
+		if (c->q.tail && c->q.tail != last) {
+			c->q.tail->fd = fd;
+			return;
+		}
+	} else {
+		wsa_conn_send_json(srv, c, obj);
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
 void wsa_conn_send_json(struct wsa_server *srv, struct wsa_conn *c, json_t *obj)
 {
 	if (!obj)
@@ -488,11 +505,16 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	struct wsa_frame *f = c->q.head;
 	if (!f)
 		return 0;
-	int d = wsa_outq_send_direct(&c->q, wsi, WSA_DIRECT_MIN, &srv->link_seq, keep_sent, srv);
+	int d = wsa_outq_send_direct(&c->q, wsi, f->fd >= 0 ? 0 : WSA_DIRECT_MIN, &srv->link_seq,
+				     keep_sent, srv);
 	if (d < 0)
 		return -1;
 	if (d == 0)
 		goto sent;
+	if (f->fd >= 0) { /* its descriptor needs the direct send: after lws's own bytes */
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
 	unsigned char *payload;
 	size_t len = 0;
 	if (f->len > WSA_CAP_OUT_MESSAGE) {
@@ -504,7 +526,7 @@ static int conn_writeable(struct wsa_server *srv, struct wsa_conn *c, struct lws
 	} else {
 		f = NULL;
 		payload = mbuf + LWS_PRE;
-		while (c->q.head && len + c->q.head->len <= WSA_CAP_OUT_MESSAGE) {
+		while (c->q.head && c->q.head->fd < 0 && len + c->q.head->len <= WSA_CAP_OUT_MESSAGE) {
 			struct wsa_frame *l = wsa_outq_pop(&c->q);
 			if (!l->seq && !l->unnumbered)
 				l->seq = ++srv->link_seq;

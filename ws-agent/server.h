@@ -111,6 +111,8 @@ struct wsa_server {
 /* ---- server.c, for runner.c ---- */
 void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data, size_t len);
 void wsa_conn_send_json(struct wsa_server *srv, struct wsa_conn *c, json_t *obj); /* takes obj */
+/* The same with a descriptor that leaves with it (SCM_RIGHTS); takes fd. */
+void wsa_conn_send_json_fd(struct wsa_server *srv, struct wsa_conn *c, json_t *obj, int fd);
 /* After an agent's read (srv->defer = c during it): what it queued to c,
  * sent now when it fits one message, else on c's writeable callback. */
 void wsa_conn_send_now(struct wsa_server *srv, struct wsa_conn *c);

@@ -4,7 +4,8 @@
  * Unix socket (protocol v2, docs/protocol.md).  ws-agent is a process manager
  * plus a pipe: a "start" frame (generation G) picks up the context file and
  * spawns ONE long-lived agent; "input" frames are written to its stdin as
- * lines; every stdout line of the current agent goes back verbatim, one frame
+ * lines (wsa.started also passes cortexd a duplicate of that stdin, which
+ * cortexd writes itself while it can: docs/protocol.md); every stdout line of the current agent goes back verbatim, one frame
  * per line.  A newer start or a "stop" retires the agent (SIGTERM, SIGKILL
  * after a grace; its later output is drained and dropped).  Every spawned
  * agent ends with exactly one wsa.exit frame.
@@ -161,6 +162,8 @@ struct wsa_frame {
 	size_t len;          /* payload bytes, starting at data + LWS_PRE */
 	uint64_t seq;        /* a line to cortexd: its link seq once sent, 0 before */
 	bool unnumbered;     /* wsa.attached: outside the sequence, never resent */
+	int fd;              /* -1, or a descriptor that leaves with this frame's first
+	                        byte (SCM_RIGHTS: wsa.started's stdin); owned until sent */
 	unsigned char data[]; /* LWS_PRE headroom + payload */
 };
 
@@ -175,7 +178,7 @@ int wsa_outq_push(struct wsa_outq *q, const char *payload, size_t len, cx_err *e
 int wsa_outq_push_line(struct wsa_outq *q, const char *payload, size_t len, cx_err *err);
 struct wsa_frame *wsa_outq_pop(struct wsa_outq *q); /* caller frees with free() */
 void wsa_outq_append(struct wsa_outq *q, struct wsa_frame *f); /* takes f */
-void wsa_outq_clear(struct wsa_outq *q);
+void wsa_outq_clear(struct wsa_outq *q); /* frees the frames, closes their fds */
 /* Move every frame of from to the end of to (from is left empty). */
 void wsa_outq_splice(struct wsa_outq *to, struct wsa_outq *from);
 struct lws;
@@ -184,7 +187,8 @@ struct lws;
 /* The head lines of q (min bytes and more, at most WSA_DIRECT_IOV) as one
  * binary message in one sendmsg from where they lie (outq.c): 1 when not
  * done (the caller copies), 0, or -1 (close).  Lines sent are numbered from
- * *seq and handed to keep(). */
+ * *seq and handed to keep().  A frame with an fd only ever heads a message
+ * (its fd rides on that sendmsg), so it is never copied. */
 int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, size_t min, uint64_t *seq,
 			 void (*keep)(void *arg, struct wsa_frame *f), void *arg);
 

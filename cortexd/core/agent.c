@@ -22,7 +22,11 @@
 #include "log.h"
 
 static struct agent_counters counters;
-void agent_get_counters(struct agent_counters *out) { *out = counters; }
+void agent_get_counters(struct agent_counters *out)
+{
+	*out = counters;
+	agent_stdin_counts(&out->stdin_direct, &out->stdin_link);
+}
 void agent_count_release(void) { counters.releases++; }
 void agent_count_live(int refused)
 {
@@ -104,6 +108,11 @@ void agent_input(struct session *s, json_t *line)
 		frames_count_alloc_failure();
 		return;
 	}
+	/* Straight into the agent's stdin when ws-agent passed it (agent_stdin.c). */
+	if (agent_stdin_write(s, txt, strlen(txt)) == 0) {
+		free(txt);
+		return;
+	}
 	/* The ack rides along (a ws-agent before it ignores the key; the
 	 * timer's ack still comes): no frame and no wake-up of its own per turn. */
 	int ack = s->link.up && s->link.logged_seq > s->link.acked_seq;
@@ -143,8 +152,10 @@ static void set_state(struct session *s, enum ag_state st)
 {
 	enum ag_state was = s->link.state;
 	s->link.state = st;
-	if (st == AG_NONE)
+	if (st == AG_NONE) {
 		s->link.applying = 0; /* a live apply dies with its agent */
+		agent_stdin_close(s); /* and its stdin: EOF, as ws-agent lets go too */
+	}
 	if (was == AG_STARTING && st != AG_STARTING && s->d->agent_boot_end)
 		s->d->agent_boot_end(s);
 }
@@ -340,6 +351,7 @@ int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_er
 	s->link.gen++;
 	counters.starts++;
 	set_state(s, AG_STARTING);
+	agent_stdin_reset(s); /* (agent_stop closed the last one's; none of this gen's went yet) */
 	s->link.start_us = cx_mono_us();
 	s->link.stderr_tail[0] = '\0';
 	memcpy(s->link.hash, cfg->base_hash, sizeof s->link.hash);
@@ -433,6 +445,9 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 		break;
 	}
 	case WSA_STARTED:
+		/* Before the initialize below: its first input may go to the stdin. */
+		agent_stdin_started(s, current && s->link.state == AG_STARTING &&
+					       json_is_true(json_object_get(l->o, "stdin")));
 		if (!current || s->link.state != AG_STARTING)
 			break;
 		s->link.pid = (int)json_integer_value(json_object_get(l->o, "pid"));
@@ -607,6 +622,7 @@ static void link_reset(struct session *s)
 	s->link.up = 0;
 	s->fan.rx_paused = 0;
 	set_state(s, AG_NONE);
+	agent_stdin_reset(s);
 	lws_sul_cancel(&s->link.sul_boot);
 	lws_sul_cancel(&s->link.sul_ack);
 	if (s->link.dirfd >= 0) {
@@ -879,7 +895,7 @@ static int link_write_now(struct session *s)
 static int link_read(struct session *s, struct lws *wsi)
 {
 	static unsigned char buf[LINK_READ];
-	ssize_t n = read(lws_get_socket_fd(wsi), buf, sizeof buf);
+	ssize_t n = agent_link_recv(s, lws_get_socket_fd(wsi), buf, sizeof buf);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return 0;
 	if (n <= 0)

@@ -2,7 +2,9 @@
  * (a Unix socket in the sandbox's run dir), and the hot agent ws-agent runs.
  *
  * The agent is started once per session in stream-json input mode and kept
- * hot: a warm message is one "input" frame on the open link.  Readiness is
+ * hot: a warm message is one write into the agent's stdin, whose pipe
+ * ws-agent passed with wsa.started (agent_stdin.c), or else one "input"
+ * frame on the open link.  Readiness is
  * the agent's answer to an initialize control request (no sleep).  What the
  * link sees is reported upward through the cortexd hooks (session.h):
  * reconcile (connected, hot), agent_down (why an agent or the link went
@@ -47,10 +49,27 @@ struct agent_counters {
 	uint64_t link_resent; /* lines ws-agent sent again at an attach (the turn log lacked them) */
 	uint64_t link_dups;  /* lines ws-agent sent again after an attach that were read before */
 	uint64_t link_lost;  /* lines past ws-agent's resend window at an attach */
+	uint64_t stdin_direct, stdin_link; /* inputs written to the agent's stdin by cortexd / sent on the link */
 };
 void agent_get_counters(struct agent_counters *out);
 void agent_count_release(void);
 void agent_count_live(int refused);
+
+/* ---- the agent's stdin, written by cortexd (agent_stdin.c) ---- */
+
+/* One read of the link (recvmsg): a descriptor ws-agent passed is kept for
+ * the wsa.started it came with, any other is closed. */
+ssize_t agent_link_recv(struct session *s, int sock, void *buf, size_t cap);
+/* wsa.started was read (offered: it says "stdin":true and names the current
+ * generation, which is starting): the descriptor received with it becomes
+ * the agent's stdin, or is closed. */
+void agent_stdin_started(struct session *s, int offered);
+/* line (no '\n') written to the agent's stdin whole: 0; -1: it must go on
+ * the link, as every later input of this generation. */
+int agent_stdin_write(struct session *s, const char *line, size_t len);
+void agent_stdin_close(struct session *s); /* the generation ends (EOF for the agent) */
+void agent_stdin_reset(struct session *s); /* a new generation or link: nothing held */
+void agent_stdin_counts(uint64_t *direct, uint64_t *link);
 
 /* ---- config changes a hot agent takes by control request (agent_live.c) ---- */
 

@@ -66,6 +66,8 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_agent_live_refused_total", "Live config changes the agent refused (it was restarted instead).", ac.live_refused},
 		{"cortex_agent_link_resent_total", "Lines ws-agent sent again from its resend window when a restarted cortexd attached (the turn log lacked them).", ac.link_resent},
 		{"cortex_agent_link_dups_total", "Lines sent again after an attach that cortexd had read already (dropped by link seq).", ac.link_dups},
+		{"cortex_agent_stdin_direct_total", "Inputs cortexd wrote to the agent's stdin itself (the pipe ws-agent passed with wsa.started).", ac.stdin_direct},
+		{"cortex_agent_stdin_link_total", "Inputs sent on the ws-agent link (no passed stdin, a line over PIPE_BUF, a full pipe, or after one of these in the same generation).", ac.stdin_link},
 		{"cortex_agent_link_lost_total", "Lines a cortexd restart lost: past ws-agent's resend window (reported to the turn as agent_output_lost).", ac.link_lost},
 		{"cortex_agent_boot_timeouts_total", "Agent boots past agent.start_timeout_ms.", bs.timeouts},
 		{"cortex_agent_boot_retries_total", "Agent boots started again after a timeout (bounded by agent.boot_tries).", bs.retries},

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "fanout.h"
 #include "log.h"
 #include "work.h"
@@ -37,6 +38,7 @@ struct session *session_new(struct cortexd *d, const char *id, const char *user,
 	s->refs = 1;
 	s->lc.ready_ms = -1;
 	s->link.dirfd = -1;
+	s->link.stdin_fd = s->link.rx_fd = -1;
 	s->fan.tlog.fd = -1;
 	gateway_token_new(s->gw_token);
 	s->prof = config_surface(&d->cfg, surface);
@@ -243,6 +245,7 @@ void session_unref(struct session *s)
 		frame_unref(s->fan.tlog.big[i]);
 	if (s->link.dirfd >= 0)
 		close(s->link.dirfd);
+	agent_stdin_reset(s);
 	free(s->link.ws_head);
 	free(s->link.tx);
 	sodium_memzero(s->gw_token, sizeof s->gw_token);

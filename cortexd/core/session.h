@@ -154,6 +154,10 @@ struct agent_link {
 	uint64_t acked_seq;      /* the last ack sent to ws-agent */
 	size_t ack_bytes;        /* read since that ack */
 	lws_sorted_usec_list_t sul_ack;
+	/* The agent's stdin, passed by ws-agent with wsa.started (agent_stdin.c). */
+	int stdin_fd;            /* cortexd's own description of it, or -1: inputs on the link */
+	int rx_fd;               /* received on the link, waiting for its wsa.started, or -1 */
+	unsigned link_inputs;    /* inputs of this generation sent on the link */
 	/* Sends to ws-agent go through io (agent.c by default; a fake in unit tests). */
 	const struct agent_io *io;
 };

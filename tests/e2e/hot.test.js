@@ -71,6 +71,21 @@ async function hot(d, token, sid, what) {
   L.eq(agentPids(sid), pids0, 'the same agent process answered every turn (no spawn per message)');
   m = await L.metrics(d);
   L.eq(m['cortex_agent_starts_total'], starts0, 'no agent start during warm turns');
+  // cortexd writes the inputs into the agent's stdin itself (the pipe ws-agent
+  // passed with wsa.started): the initialize and the 4 messages, no input frame.
+  const direct0 = m['cortex_agent_stdin_direct_total'];
+  L.check(direct0 >= 5, "inputs written to the agent's stdin by cortexd", '>= 5', direct0);
+  L.eq(m['cortex_agent_stdin_link_total'] || 0, 0, 'no input went as a link frame');
+  // A line over PIPE_BUF cannot be written atomically: it goes on the link,
+  // and so does every later input of this agent (no overtaking); in order.
+  const longText = 'long ' + 'y'.repeat(5000);
+  fr = await L.turn(c, longText);
+  L.eq(L.textOf(fr), `Echo: ${longText}. Done.`, 'a 5 KB message (an input frame) answered whole');
+  fr = await L.turn(c, 'after long');
+  L.eq(L.textOf(fr), 'Echo: after long. Done.', 'the next message, on the link too, answered');
+  m = await L.metrics(d);
+  L.eq([m['cortex_agent_stdin_direct_total'], m['cortex_agent_stdin_link_total']], [direct0, 2],
+    'after a line over PIPE_BUF every input of that agent goes on the link');
   const reqs = model.requests().filter(r => r.stream);
   L.check(reqs.length && reqs[reqs.length - 1].n_messages >= 7, 'the conversation continues across turns', '>= 7 messages', reqs.length && reqs[reqs.length - 1].n_messages);
 
@@ -89,6 +104,10 @@ async function hot(d, token, sid, what) {
   L.check(sawMark, 'the restarted agent sees the new CLAUDE.md', true, sawMark);
   const reqs2 = model.requests().filter(q => q.stream);
   L.check(reqs2[reqs2.length - 1].n_messages >= 9, 'the restarted agent continues the conversation (--continue)', '>= 9', reqs2[reqs2.length - 1].n_messages);
+  m = await L.metrics(d);
+  L.check(m['cortex_agent_stdin_direct_total'] >= direct0 + 2 && m['cortex_agent_stdin_link_total'] === 2,
+    "a new agent's stdin is written directly again (its initialize and the message)", `>= ${direct0 + 2} direct, 2 link`,
+    [m['cortex_agent_stdin_direct_total'], m['cortex_agent_stdin_link_total']]);
 
   // ---- cancel a streaming turn: the agent is interrupted, stays hot
   const cs = c.frames.length;

@@ -246,6 +246,7 @@ test('start: wsa.started with a live pid; exact env and cwd; context deleted; st
     a.writeContext({ FOO: 'bar baz' });
     const st = await c.start(1);
     eq(st.before.length, 0, 'wsa.started is the first frame after start');
+    eq(st.stdin, true, "wsa.started says the agent's stdin came with it (SCM_RIGHTS; Node's socket drops it)");
     check(isAlive(st.pid), 'agent alive after wsa.started', 'alive', 'dead');
     eq(fs.existsSync(a.ctx), false, 'context file deleted');
     c.say(1, 'mode:env');
