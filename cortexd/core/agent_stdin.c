@@ -16,7 +16,8 @@
  *  - EOF and gens: the pipe is closed whenever the agent's state leaves
  *    "starting"/"hot" for another generation or for none (stop, start, exit,
  *    link lost), so a retired agent sees EOF when ws-agent lets go too;
- *  - the descriptor comes from the sandbox: it must be a pipe, it is reopened
+ *  - the descriptor comes from the sandbox: it must be the write end of an
+ *    anonymous pipe, it is reopened
  *    through /proc/self/fd so that its flags (O_NONBLOCK) are cortexd's own
  *    (the sandbox shares the first description and could make it block), and
  *    any other descriptor received on the link is closed unread.
@@ -27,7 +28,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -64,11 +67,17 @@ void agent_stdin_reset(struct session *s)
 	s->link.link_inputs = 0;
 }
 
-/* A private O_WRONLY|O_NONBLOCK description of the pipe fd is, or -1. */
+/* A private O_WRONLY|O_NONBLOCK description of the pipe fd is, or -1.
+ * Only an anonymous pipe (pipefs: no path, not a FIFO a mount brought in)
+ * that fd is already open for writing: reopened as root, anything else could
+ * give cortexd's write access to what the sandbox may only read. */
 static int reopen_pipe(int fd)
 {
 	struct stat a, b;
-	if (fstat(fd, &a) < 0 || !S_ISFIFO(a.st_mode))
+	struct statfs fs;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (fl & O_ACCMODE) != O_WRONLY || fstat(fd, &a) < 0 || !S_ISFIFO(a.st_mode) ||
+	    fstatfs(fd, &fs) < 0 || fs.f_type != PIPEFS_MAGIC)
 		return -1;
 	char path[40];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);

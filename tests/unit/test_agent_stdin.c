@@ -5,6 +5,7 @@
  * end is read with agent_link_recv.  Covered: a passed pipe becomes the
  * agent's stdin (a description of cortexd's own, non-blocking even when the
  * sandbox's copy is made blocking), a line lands whole; what is not a pipe,
+ * a pipe's read end, a named FIFO,
  * more than one descriptor, a descriptor for a generation that is not
  * starting, or one after a link input is closed unused; a line over PIPE_BUF,
  * a full pipe and a closed reader put that input and every later one on the
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -177,6 +179,33 @@ static void not_a_pipe_is_refused(void **state)
 	close(m);
 }
 
+/* The sandbox may pass what it can only read: a pipe's read end, a named
+ * FIFO a mount brought in.  Reopened for writing as root it would gain. */
+static void read_end_or_fifo_is_refused(void **state)
+{
+	(void)state;
+	int p[2];
+	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+	send_fds("started\n", &p[0], 1);
+	recv_all("started\n");
+	agent_stdin_started(&S, 1);
+	assert_int_equal(S.link.stdin_fd, -1);
+	char dir[] = "/tmp/cx-fifo-XXXXXX", path[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof path, "%s/f", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	int f = open(path, O_RDWR | O_CLOEXEC); /* (no reader needed for O_RDWR) */
+	int w = open(path, O_WRONLY | O_CLOEXEC);
+	assert_true(f >= 0 && w >= 0);
+	send_fds("started\n", &w, 1);
+	recv_all("started\n");
+	agent_stdin_started(&S, 1);
+	assert_int_equal(S.link.stdin_fd, -1); /* a write end, but not an anonymous pipe */
+	close(w), close(f), close(p[0]), close(p[1]);
+	unlink(path);
+	rmdir(dir);
+}
+
 static void two_fds_are_refused(void **state)
 {
 	(void)state;
@@ -236,6 +265,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(long_line_goes_on_the_link, setup, teardown),
 		cmocka_unit_test_setup_teardown(closed_reader_goes_on_the_link, setup, teardown),
 		cmocka_unit_test_setup_teardown(not_a_pipe_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(read_end_or_fifo_is_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(two_fds_are_refused, setup, teardown),
 		cmocka_unit_test_setup_teardown(not_offered_or_after_a_link_input, setup, teardown),
 	};
