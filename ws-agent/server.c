@@ -73,20 +73,14 @@ void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data,
 	wsa_runner_flow_update(srv);
 }
 
-/* obj queued with fd riding on it (taken: closed when there is nowhere to send it). */
+/* obj queued with fd riding on it (taken: closed when it has nowhere to go). */
 void wsa_conn_send_json_fd(struct wsa_server *srv, struct wsa_conn *c, json_t *obj, int fd)
 {
-	if (fd >= 0 && obj && c && c->wsi) {
-		struct wsa_frame *last = c->q.tail;
-		wsa_conn_send_json(srv, c, obj);
-		if (c->q.tail && c->q.tail != last) {
-			c->q.tail->fd = fd;
-			return;
-		}
-	} else {
-		wsa_conn_send_json(srv, c, obj);
-	}
-	if (fd >= 0)
+	struct wsa_frame *last = c ? c->q.tail : NULL;
+	wsa_conn_send_json(srv, c, obj);
+	if (fd >= 0 && c && c->wsi && c->q.tail && c->q.tail != last)
+		c->q.tail->fd = fd; /* (queued to this connection, not held for the next) */
+	else if (fd >= 0)
 		close(fd);
 }
 
@@ -475,8 +469,8 @@ static void conn_rx(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi,
 	c->rx_oversize = c->rx_binary = false;
 }
 
-/* Lines left: after a send, reading resumes below the cap, the agent's pipes
- * follow the queue, and what is still queued waits for the next callback. */
+/* After a send: reading resumes below the cap, the agent's pipes follow the
+ * queue, what is still queued waits for the next callback. */
 static void conn_sent(struct wsa_server *srv, struct wsa_conn *c, struct lws *wsi)
 {
 	if (c->rx_paused && c->q.bytes <= WSA_CAP_OUT_QUEUE) {
@@ -554,11 +548,10 @@ sent:
 }
 
 /* A turn's lines (the agent's burst, read in one read) leave in one sendmsg
- * from where they lie, at the end of the read that brought them, instead of
- * on the writeable callback of the loop's next pass: one poll() and one lws
- * service pass fewer per turn (a pass costs as much as the send on this VM).
- * Only what fits one gathered message goes this way; a bigger backlog (a
- * flood of small lines) is copied into full messages by conn_writeable. */
+ * from where they lie at the end of that read, not on the writeable callback
+ * of the loop's next pass: one poll() and lws pass fewer per turn.  Only what
+ * fits one gathered message; a bigger backlog (a flood of small lines) is
+ * copied into full messages by conn_writeable. */
 void wsa_conn_send_now(struct wsa_server *srv, struct wsa_conn *c)
 {
 	srv->defer = NULL;
@@ -566,12 +559,8 @@ void wsa_conn_send_now(struct wsa_server *srv, struct wsa_conn *c)
 		return;
 	if (c->q.count <= WSA_DIRECT_IOV && c->q.bytes <= WSA_CAP_OUT_MESSAGE) {
 		int d = wsa_outq_send_direct(&c->q, c->wsi, 0, &srv->link_seq, keep_sent, srv);
-		if (d < 0) { /* outside a callback: close from the loop (its lines are in the window) */
-			wsa_close_wsi_async(c->wsi);
-			return;
-		}
-		if (d == 0) {
-			conn_sent(srv, c, c->wsi);
+		if (d <= 0) { /* < 0: outside a callback, close from the loop (lines kept) */
+			d < 0 ? wsa_close_wsi_async(c->wsi) : conn_sent(srv, c, c->wsi);
 			return;
 		}
 	}
