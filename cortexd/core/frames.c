@@ -3,7 +3,6 @@
 
 #include <libwebsockets.h>
 #include <malloc.h>
-#include <sanitizer/asan_interface.h>
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
@@ -26,70 +25,14 @@ void frames_count_alloc_failure(void) { alloc_failures++; }
 size_t frames_live_bytes(void) { return live_bytes; }
 uint64_t frames_trims(void) { return trims; }
 
-/* The pool (frames.h): size classes of four steps per power of two from
- * 1 KiB (a frame of a class has room for the class's largest payload, at most
- * 25 % more than it needs), each a stack of free frames (an array: no link
- * inside a free frame, so LeakSanitizer sees them).  Service thread only, like
- * every frame.  Under ASan a pooled frame is poisoned, so a use after its last
- * unref is still caught. */
-#define POOL_MIN_SHIFT 10
-#define POOL_MIN       (1u << POOL_MIN_SHIFT)
-#define POOL_MAX_LEN   (128u << 10)
-#define POOL_CLASSES   29 /* 1 KiB .. 128 KiB: class 0 is 1 KiB, then 4 a power of two */
-#define POOL_PER_CLASS 32u
-#define FRAME_POOL_MAX (2u << 20)
-static struct frame *pool[POOL_CLASSES][POOL_PER_CLASS];
-static unsigned pool_n[POOL_CLASSES];
-static size_t pool_bytes;
-static uint64_t pool_hits;
-
-uint64_t frames_pool_hits(void) { return pool_hits; }
-size_t frames_pool_bytes(void) { return pool_bytes; }
-
-/* The class whose payload room is the smallest >= len (-1: none), and that
- * room: len in (2^s, 2^(s+1)] takes the k-th of four steps of 2^s / 4 above 2^s. */
-static int pool_class(size_t len, size_t *room)
-{
-	if (len < POOL_MIN || len > POOL_MAX_LEN)
-		return -1;
-	unsigned shift = 63u - (unsigned)__builtin_clzll((unsigned long long)len - 1);
-	size_t base = (size_t)1 << shift, step = base / 4;
-	unsigned k = (unsigned)((len - base + step - 1) / step); /* 1..4 */
-	*room = base + k * step;
-	return (int)(shift * 4 + k) - 4 * POOL_MIN_SHIFT;
-}
-
-static void pool_drain(void)
-{
-	for (int c = 0; c < POOL_CLASSES; c++) {
-		while (pool_n[c]) {
-			struct frame *f = pool[c][--pool_n[c]];
-			ASAN_UNPOISON_MEMORY_REGION(f, sizeof *f); /* free reads no more of it */
-			free(f);
-		}
-	}
-	pool_bytes = 0;
-}
-
 static struct frame *frame_alloc(size_t len)
 {
-	struct frame *f = NULL;
-	size_t room = len;
-	int c = pool_class(len, &room);
-	if (c >= 0 && pool_n[c]) {
-		f = pool[c][--pool_n[c]];
-		ASAN_UNPOISON_MEMORY_REGION(f, sizeof *f + LWS_PRE + room);
-		pool_bytes -= room;
-		pool_hits++;
-	} else {
-		f = malloc(sizeof *f + LWS_PRE + room);
-	}
+	struct frame *f = malloc(sizeof *f + LWS_PRE + len);
 	if (!f) {
 		alloc_failures++;
 		return NULL;
 	}
 	f->refs = 1;
-	f->pool = (uint16_t)(c + 1);
 	f->seq = 0;
 	f->len = len;
 	live_bytes += len;
@@ -119,18 +62,8 @@ void frame_unref(struct frame *f)
 	if (!f || --f->refs)
 		return;
 	live_bytes -= f->len;
-	size_t room;
-	int c = f->pool ? pool_class(f->len, &room) : -1;
-	if (c >= 0 && c == f->pool - 1 && pool_n[c] < POOL_PER_CLASS &&
-	    pool_bytes + room <= FRAME_POOL_MAX) {
-		pool[c][pool_n[c]++] = f;
-		pool_bytes += room;
-		ASAN_POISON_MEMORY_REGION(f, sizeof *f + LWS_PRE + room);
-	} else {
-		free(f);
-	}
+	free(f);
 	if (live_high - live_bytes >= TRIM_MIN && live_bytes < live_high / 4) {
-		pool_drain();
 		malloc_trim(0);
 		trims++;
 		live_high = live_bytes;

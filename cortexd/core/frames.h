@@ -14,7 +14,6 @@ struct lws;
  * buffer and every client queue hold the same bytes (refs counts them). */
 struct frame {
 	uint32_t refs;
-	uint16_t pool;       /* frames.c's size class + 1 (0: an exact malloc) */
 	uint64_t seq;        /* session seq of the frame (0: none), for resume */
 	size_t len;
 	unsigned char buf[]; /* LWS_PRE bytes of headroom, then len bytes of payload */
@@ -58,13 +57,6 @@ void frames_count_alloc_failure(void);
  * large drop of them (memory given back to the system). */
 size_t frames_live_bytes(void);
 uint64_t frames_trims(void);
-/* Frames of 1 KiB to 128 KiB are kept on free, a few of each size class up
- * to FRAME_POOL_MAX bytes, for the next frame of that class: a 4 KB delta's
- * frame was a malloc and a free outside glibc's per-thread cache (~9 % of
- * cortexd's CPU in a 4 KB flood).  Frames taken from the pool so far, and the
- * bytes it holds now. */
-uint64_t frames_pool_hits(void);
-size_t frames_pool_bytes(void);
 
 /* Reassembly of one fragmented WebSocket message, capped. */
 struct rxbuf {

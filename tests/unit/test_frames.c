@@ -267,64 +267,6 @@ static void test_frame_new_copies(void **state)
 
 /* ---- rxbuf ---- */
 
-/* A freed frame of 1 KiB..128 KiB is kept for the next of its size class,
- * whose room is its largest size (four classes a power of two: a size in
- * (2^k, 2^(k+1)] rounds up to a multiple of 2^k / 4); smaller and larger
- * frames are not pooled; a drop of most live frames empties the pool. */
-static void test_frame_pool(void **state)
-{
-	(void)state;
-	static char big[200 << 10];
-	for (size_t i = 0; i < sizeof big; i++)
-		big[i] = (char)('a' + i % 26);
-	size_t sizes[] = {1024, 1025, 1280, 1281, 4344, 65784, 131072};
-	for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
-		size_t n = sizes[i], base = 512;
-		while (base * 2 < n)
-			base *= 2;
-		size_t step = base / 4, room = base + (n - base + step - 1) / step * step;
-		struct frame *f = frame_new(big, n);
-		assert_non_null(f);
-		size_t pooled = frames_pool_bytes();
-		uint64_t hits = frames_pool_hits();
-		frame_unref(f);
-		assert_int_eq_msg(frames_pool_bytes(), pooled + room, "kept, with its class's room");
-		struct frame *g = frame_new(big, room); /* the class's largest: every byte written */
-		assert_non_null(g);
-		assert_int_eq_msg(frames_pool_hits(), hits + 1, "taken from the pool");
-		assert_int_eq_msg(frames_pool_bytes(), pooled, "no longer in it");
-		assert_memory_equal(frame_data(g), big, room);
-		frame_unref(g);
-		if (room < (128u << 10)) {
-			/* room + 1 is of the next class: it leaves this one's frame */
-			struct frame *h = frame_new(big, room + 1);
-			uint64_t h_hits = frames_pool_hits();
-			struct frame *g2 = frame_new(big, n);
-			assert_int_eq_msg(frames_pool_hits(), h_hits + 1, "room + 1 took another class's frame");
-			frame_unref(g2);
-			frame_unref(h);
-		}
-	}
-	size_t pooled = frames_pool_bytes();
-	uint64_t hits = frames_pool_hits();
-	struct frame *small = frame_new(big, 1023), *huge = frame_new(big, (128u << 10) + 1);
-	frame_unref(small);
-	frame_unref(huge);
-	assert_int_eq_msg(frames_pool_bytes(), pooled, "1023 B and 128 KiB + 1 are not pooled");
-	assert_int_eq_msg(frames_pool_hits(), hits, "nor taken from it");
-	/* 8 MiB of frames live, then all dropped: at most 32 a class and 2 MiB
-	 * stay pooled, and the trim (live frames under a quarter of their
-	 * high-water mark) runs as before. */
-	uint64_t trims = frames_trims();
-	struct frame *many[128];
-	for (int i = 0; i < 128; i++)
-		many[i] = frame_new(big, 65536);
-	for (int i = 0; i < 128; i++)
-		frame_unref(many[i]);
-	assert_true(frames_pool_bytes() <= (2u << 20));
-	assert_int_eq_msg(frames_trims(), trims + 1, "the trim after the drop");
-}
-
 static void test_rxbuf_append(void **state)
 {
 	(void)state;
@@ -387,7 +329,6 @@ int main(void)
 	    cmocka_unit_test(test_fq_clear),
 	    cmocka_unit_test(test_fq_shared),
 	    cmocka_unit_test(test_frame_new_copies),
-	    cmocka_unit_test(test_frame_pool),
 	    cmocka_unit_test(test_rxbuf_append),
 	    cmocka_unit_test(test_rxbuf_overflow),
 	};
