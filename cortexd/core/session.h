@@ -77,8 +77,8 @@ struct client {
 #define TURNLOG_BIG_MAX 64u   /* of them pending at once (then a flush) */
 
 struct turnlog_state {
-	int fd;                  /* DATA/turnlog/<id>.log, O_APPEND; <= 0 = not open */
-	char *buf;               /* frames gathered, not yet written */
+	int fd;                  /* SESSION_DIR/turn.ring (turnlog_ring.h); <= 0 = not open */
+	char *buf;               /* records gathered, not yet written */
 	size_t len, alloc;
 	/* Big frames are not copied into buf: a reference each, written (writev)
 	 * after buf's first big_at[i] bytes; pending = buf + their bytes. */
@@ -86,10 +86,13 @@ struct turnlog_state {
 	size_t big_at[TURNLOG_BIG_MAX];
 	unsigned nbig;
 	size_t pending;
-	uint64_t size;           /* bytes in the file */
+	unsigned slot;           /* the slot being written (or, before in_slot, the newest found) */
+	uint64_t off;            /* bytes of it written */
+	uint64_t gen;            /* its generation (the highest in the file) */
+	int in_slot;             /* a slot was started since the file was opened */
 	uint64_t turn;           /* the turn it holds (0: none) */
 	int dirty;               /* written since the last fdatasync */
-	int old_maybe;           /* <id>.old may exist (a rotation, or a file this process found) */
+	int legacy_maybe;        /* turn.log / turn.old (the text format) may exist */
 	int end_gathered;        /* pending ends with the last turn's "E" (turnlog_end_batched) */
 };
 

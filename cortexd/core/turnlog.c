@@ -10,8 +10,10 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "caps.h"
 #include "jobs.h"
 #include "log.h"
+#include "turnlog_ring.h"
 #include "work.h"
 
 static struct cortexd *sync_d; /* the daemon whose logs are synced */
@@ -49,7 +51,20 @@ static void name_of(const struct session *s, const char *ext, char *out, size_t 
 	snprintf(out, cap, TURNLOG_NAME ".%s", ext);
 }
 
-/* The current file, opened (created) on first use. */
+/* Bytes per slot: the cap split in TLR_SLOTS (a test makes them small). */
+static size_t slot_bytes = TURNLOG_CAP / TLR_SLOTS;
+_Static_assert(CX_CAP_AGENT_LINE + (64u << 10) + 3 * TLR_HDR <= TURNLOG_CAP / TLR_SLOTS,
+	       "a slot holds the longest frame an agent line makes");
+
+void turnlog_test_slot_bytes(size_t n)
+{
+	slot_bytes = n ? n : TURNLOG_CAP / TLR_SLOTS;
+}
+
+/* The ring, opened (created) on first use; which slot is newest and the
+ * highest generation are read from the slots' first records, and the next
+ * record starts a slot after it (what follows the newest one's last record
+ * is not known without a scan: a restore makes that one, at load). */
 static int log_open(struct session *s)
 {
 	struct turnlog_state *t = &s->fan.tlog;
@@ -59,21 +74,32 @@ static int log_open(struct session *s)
 	if (dfd < 0)
 		return -1;
 	char name[80];
-	name_of(s, "log", name, sizeof name);
-	int fd = openat(dfd, name, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+	name_of(s, "ring", name, sizeof name);
+	int fd = openat(dfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	close(dfd);
 	if (fd < 0) {
 		log_warn("session %s: turn log %s: %s", s->id, name, strerror(errno));
 		return -1;
 	}
-	struct stat st;
-	t->size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+	t->gen = 0;
+	t->slot = TLR_SLOTS - 1; /* none found: the first slot started is 0 */
+	for (unsigned i = 0; i < TLR_SLOTS; i++) {
+		unsigned char h[TLR_HDR];
+		struct tlr_rec r;
+		if (pread(fd, h, sizeof h, (off_t)(i * slot_bytes)) == (ssize_t)sizeof h &&
+		    tlr_head_parse(h, &r) == 0 && r.type == 'S' && r.gen > t->gen) {
+			t->gen = r.gen;
+			t->slot = i;
+		}
+	}
 	t->fd = fd;
-	t->old_maybe = 1; /* a previous process may have rotated it: the next turn's cut looks */
+	t->in_slot = 0;
+	t->off = 0;
+	t->legacy_maybe = 1; /* a cortexd of the text format may have left its files */
 	return 0;
 }
 
-static void buf_add(struct session *s, const char *p, size_t n)
+static void buf_add(struct session *s, const void *p, size_t n)
 {
 	struct turnlog_state *t = &s->fan.tlog;
 	if (t->len + n > t->alloc) {
@@ -102,8 +128,9 @@ static void drop_pending(struct turnlog_state *t)
 	t->end_gathered = 0;
 }
 
-/* buf with the big frames in their places, in one writev per IOV_MAX pieces.
- * Returns the bytes written; stops at the first error. */
+/* buf with the big frames in their places, in one pwritev per IOV_MAX pieces,
+ * where the slot's written bytes end.  Returns the bytes written; stops at
+ * the first error. */
 static size_t write_pending(struct session *s)
 {
 	struct turnlog_state *t = &s->fan.tlog;
@@ -118,10 +145,11 @@ static size_t write_pending(struct session *s)
 	}
 	if (t->len > at)
 		iov[n++] = (struct iovec){t->buf + at, t->len - at};
+	off_t pos = (off_t)(t->slot * slot_bytes + t->off);
 	size_t done = 0;
 	int k = 0;
 	while (k < n) {
-		ssize_t w = writev(t->fd, iov + k, n - k);
+		ssize_t w = pwritev(t->fd, iov + k, n - k, pos + (off_t)done);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
@@ -209,103 +237,124 @@ void turnlog_start(struct cortexd *d)
 	sync_d = d;
 }
 
-/* Past half the cap: the file becomes turn.old (the older one goes) and a
- * new one starts with the turn's header. */
-static void rotate(struct session *s)
-{
-	struct turnlog_state *t = &s->fan.tlog;
-	int dfd = dir_open(s);
-	if (dfd < 0)
-		return;
-	char cur[80], old[80];
-	name_of(s, "log", cur, sizeof cur);
-	name_of(s, "old", old, sizeof old);
-	if (t->fd > 0) {
-		close(t->fd);
-		t->fd = -1;
-	}
-	if (renameat(dfd, cur, dfd, old) < 0)
-		log_warn("session %s: turn log rotate: %s", s->id, strerror(errno));
-	close(dfd);
-	t->size = 0;
-	if (log_open(s) < 0)
-		return;
-	t->old_maybe = 1;
-	char hdr[40];
-	int n = snprintf(hdr, sizeof hdr, "R %llu\nL %llu\n", (unsigned long long)t->turn,
-			 (unsigned long long)s->link.logged_seq);
-	if (write(t->fd, hdr, (size_t)n) == n)
-		t->size += (uint64_t)n;
-}
-
 int turnlog_flush(struct session *s)
 {
 	struct turnlog_state *t = &s->fan.tlog;
 	if (!t->pending)
 		return 0;
-	if (log_open(s) < 0) {
+	if (t->fd <= 0) { /* records are gathered only into an open log */
 		drop_pending(t);
 		n_write_errors++;
 		return -1;
 	}
 	size_t want = t->pending;
 	size_t done = write_pending(s);
-	int rc = done == want ? 0 : -1;
-	t->size += done;
+	t->off += done;
 	drop_pending(t);
 	arm_sync(s);
-	if (t->size > TURNLOG_CAP / 2)
-		rotate(s);
-	return rc;
+	if (done == want)
+		return 0;
+	t->in_slot = 0; /* the slot ends at the gap: the next record starts another */
+	return -1;
 }
 
-static void buf_link_seq(struct session *s, uint64_t seq)
+/* A record's header gathered (its payload, if any, is added by the caller). */
+static void head_add(struct session *s, char type, uint8_t flags, uint64_t val, const void *data,
+		     size_t len)
 {
-	char rec[32];
-	int n = snprintf(rec, sizeof rec, "L %llu\n", (unsigned long long)seq);
-	buf_add(s, rec, (size_t)n);
+	unsigned char h[TLR_HDR];
+	tlr_head(h, type, flags, s->fan.tlog.gen, val, len, tlr_sum(data, len));
+	buf_add(s, h, sizeof h);
+}
+
+/* The next slot, overwritten in place from its start (no truncate, no page
+ * freed): what is gathered goes to the current one first.  cont: the slot
+ * goes on with the turn of the one before (a restore reads that first while
+ * it is whole). */
+static void slot_next(struct session *s, int cont)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	if (t->in_slot)
+		(void)turnlog_flush(s);
+	else
+		drop_pending(t); /* nothing is gathered outside a slot */
+	t->slot = (t->slot + 1) % TLR_SLOTS;
+	t->gen++;
+	t->off = 0;
+	t->in_slot = 1;
+	head_add(s, 'S', cont ? TLR_CONT : 0, t->turn, NULL, 0);
+	head_add(s, 'L', 0, s->link.logged_seq, NULL, 0);
+}
+
+/* Room in the current slot for a record of len payload bytes (the next slot
+ * when full): 0, or -1 when the log cannot be opened. */
+static int room(struct session *s, size_t len)
+{
+	struct turnlog_state *t = &s->fan.tlog;
+	if (log_open(s) < 0) {
+		n_write_errors++;
+		return -1;
+	}
+	if (3 * TLR_HDR + len > slot_bytes) { /* (the caps keep real frames well inside) */
+		n_write_errors++;
+		log_warn("session %s: turn log: a record of %zu bytes exceeds a slot", s->id, len);
+		return -1;
+	}
+	if (!t->in_slot || t->off + t->pending + TLR_HDR + len > slot_bytes)
+		slot_next(s, t->turn != 0);
+	return 0;
+}
+
+static void rec_add(struct session *s, char type, uint64_t val)
+{
+	if (room(s, 0) == 0)
+		head_add(s, type, 0, val, NULL, 0);
 }
 
 int turnlog_link_seq(struct session *s, uint64_t seq)
 {
-	buf_link_seq(s, seq);
+	rec_add(s, 'L', seq);
 	if (turnlog_flush(s) < 0)
 		return -1;
 	s->link.logged_seq = seq;
 	return 0;
 }
 
+/* The text format's files (before turn.ring): gone once a new turn starts. */
+static void legacy_remove(struct session *s)
+{
+	int dfd = dir_open(s);
+	if (dfd < 0)
+		return;
+	const char *exts[] = {"log", "old"};
+	for (int i = 0; i < 2; i++) {
+		char name[80];
+		name_of(s, exts[i], name, sizeof name);
+		(void)unlinkat(dfd, name, 0);
+	}
+	close(dfd);
+	s->fan.tlog.legacy_maybe = 0;
+}
+
 void turnlog_begin(struct session *s, uint64_t turn)
 {
 	struct turnlog_state *t = &s->fan.tlog;
-	/* The last turn's end still gathered (turnlog_end_batched) goes out with
-	 * this header in one write, unless the file is cut below anyway. */
-	if (!t->end_gathered || t->fd <= 0 || t->size > TURNLOG_KEEP || t->old_maybe)
+	/* Small turns follow each other in one slot (restore keeps the last):
+	 * no file-system call per turn on the service thread.  Past
+	 * TURNLOG_KEEP the turn starts the next slot; the last turn's end still
+	 * gathered (turnlog_end_batched) goes out first. */
+	int cut = !t->in_slot || t->off + t->pending > TURNLOG_KEEP;
+	if (!t->end_gathered)
 		drop_pending(t);
 	t->turn = turn;
 	if (log_open(s) < 0)
 		return;
-	/* Small turns follow each other in one file (restore keeps the last):
-	 * no truncate, unlink or directory walk per turn on the service thread. */
-	if (t->size > TURNLOG_KEEP || t->old_maybe) {
-		if (ftruncate(t->fd, 0) < 0)
-			log_warn("session %s: turn log truncate: %s", s->id, strerror(errno));
-		t->size = 0;
-	}
-	if (t->old_maybe) {
-		int dfd = dir_open(s);
-		if (dfd >= 0) {
-			char old[80];
-			name_of(s, "old", old, sizeof old);
-			(void)unlinkat(dfd, old, 0);
-			close(dfd);
-			t->old_maybe = 0;
-		}
-	}
-	char hdr[40];
-	int n = snprintf(hdr, sizeof hdr, "T %llu\n", (unsigned long long)turn);
-	buf_add(s, hdr, (size_t)n);
-	buf_link_seq(s, s->link.logged_seq); /* the cut dropped the last one */
+	if (t->legacy_maybe)
+		legacy_remove(s);
+	if (cut)
+		slot_next(s, 0);
+	rec_add(s, 'T', turn);
+	rec_add(s, 'L', s->link.logged_seq);
 	/* Gathered, not written: the header goes out with the turn's first
 	 * frames (the end of the link read that brings them, or before a client
 	 * is given one), so the input leaves without a write of the log ahead
@@ -319,9 +368,9 @@ void turnlog_frame(struct session *s, const struct frame *f)
 	struct turnlog_state *t = &s->fan.tlog;
 	if (!t->turn)
 		return; /* no turn since this cortexd loaded the session: nothing to continue */
-	char pre[32];
-	int n = snprintf(pre, sizeof pre, "%llu ", (unsigned long long)f->seq);
-	buf_add(s, pre, (size_t)n);
+	if (room(s, f->len) < 0)
+		return;
+	head_add(s, 'F', 0, f->seq, frame_data(f), f->len);
 	if (f->len >= TURNLOG_BIG_MIN) {
 		/* Referenced, not copied (a 64 KB delta's frame): written from
 		 * where it lies at the flush, which comes before any client is
@@ -332,7 +381,6 @@ void turnlog_frame(struct session *s, const struct frame *f)
 	} else {
 		buf_add(s, frame_data(f), f->len);
 	}
-	buf_add(s, "\n", 1);
 	if (t->pending >= TURNLOG_BUF || t->nbig == TURNLOG_BIG_MAX)
 		turnlog_flush(s);
 }
@@ -341,14 +389,14 @@ void turnlog_end(struct session *s)
 {
 	if (!s->fan.tlog.turn)
 		return;
-	buf_add(s, "E\n", 2);
+	rec_add(s, 'E', 0);
 	turnlog_flush(s);
 }
 
 void turnlog_end_batched(struct session *s)
 {
 	if (s->fan.tlog.turn) {
-		buf_add(s, "E\n", 2);
+		rec_add(s, 'E', 0);
 		s->fan.tlog.end_gathered = 1;
 	}
 }
@@ -373,11 +421,12 @@ void turnlog_close(struct session *s, int remove)
 	int dfd = dir_open(s);
 	if (dfd < 0)
 		return;
-	char name[80];
-	name_of(s, "log", name, sizeof name);
-	(void)unlinkat(dfd, name, 0);
-	name_of(s, "old", name, sizeof name);
-	(void)unlinkat(dfd, name, 0);
+	const char *exts[] = {"ring", "log", "old"};
+	for (int i = 0; i < 3; i++) {
+		char name[80];
+		name_of(s, exts[i], name, sizeof name);
+		(void)unlinkat(dfd, name, 0);
+	}
 	close(dfd);
 }
 
@@ -417,6 +466,52 @@ struct restore {
 	int cont;	/* the first header is "R": older frames were dropped */
 };
 
+/* One record, from either format: kind 'T' / 'R' (a turn's start, or the
+ * start of a part that continues it), 'L', 'E' or 'F' (a frame). */
+static void restore_rec(struct session *s, struct restore *r, char kind, uint64_t val,
+			const char *data, size_t len)
+{
+	switch (kind) {
+	case 'T':
+	case 'R':
+		if (r->turn && val != r->turn) { /* an older part of another turn: start over */
+			fq_clear(&s->fan.replay);
+			s->fan.seq = 0;
+			r->first = 0;
+			r->ended = 0;
+			r->turn = 0;
+		}
+		if (!r->turn)
+			r->cont = kind == 'R';
+		r->turn = val;
+		break;
+	case 'L':
+		r->link_seq = val;
+		r->has_link_seq = 1;
+		break;
+	case 'E':
+		r->ended = 1;
+		break;
+	case 'F': {
+		if (!val)
+			break;
+		struct frame *f = frame_new(data, len);
+		if (!f)
+			break;
+		f->seq = val;
+		if (!r->first)
+			r->first = val;
+		if (val > s->fan.seq)
+			s->fan.seq = val;
+		fq_push(&s->fan.replay, f);
+		break;
+	}
+	}
+}
+
+/* The text format (turn.old, turn.log before turn.ring; DATA/turnlog before
+ * that): one record a line, "T <turn>", "R <turn>", "L <seq>", "E",
+ * "<seq> <frame>". */
 static void restore_buf(struct session *s, const char *b, size_t len, struct restore *r)
 {
 	const char *p = b, *end = b + len;
@@ -426,39 +521,37 @@ static void restore_buf(struct session *s, const char *b, size_t len, struct res
 			break; /* cut by a crash: that frame was never flushed whole */
 		size_t n = (size_t)(nl - p);
 		if (n >= 2 && (p[0] == 'T' || p[0] == 'R') && p[1] == ' ') {
-			uint64_t turn = strtoull(p + 2, NULL, 10);
-			if (r->turn && turn != r->turn) { /* an .old of another turn: start over */
-				fq_clear(&s->fan.replay);
-				s->fan.seq = 0;
-				r->first = 0;
-				r->ended = 0;
-				r->turn = 0;
-			}
-			if (!r->turn)
-				r->cont = p[0] == 'R';
-			r->turn = turn;
+			restore_rec(s, r, p[0], strtoull(p + 2, NULL, 10), NULL, 0);
 		} else if (n > 2 && p[0] == 'L' && p[1] == ' ') {
-			r->link_seq = strtoull(p + 2, NULL, 10);
-			r->has_link_seq = 1;
+			restore_rec(s, r, 'L', strtoull(p + 2, NULL, 10), NULL, 0);
 		} else if (n == 1 && p[0] == 'E') {
-			r->ended = 1;
+			restore_rec(s, r, 'E', 0, NULL, 0);
 		} else if (n > 2 && p[0] >= '0' && p[0] <= '9') {
 			char *sp;
 			uint64_t seq = strtoull(p, &sp, 10);
-			if (sp < nl && *sp == ' ' && seq > 0) {
-				struct frame *f = frame_new(sp + 1, (size_t)(nl - sp - 1));
-				if (f) {
-					f->seq = seq;
-					if (!r->first)
-						r->first = seq;
-					if (seq > s->fan.seq)
-						s->fan.seq = seq;
-					fq_push(&s->fan.replay, f);
-				}
-			}
+			if (sp < nl && *sp == ' ')
+				restore_rec(s, r, 'F', seq, sp + 1, (size_t)(nl - sp - 1));
 		}
 		p = nl + 1;
 	}
+}
+
+struct ring_ctx {
+	struct session *s;
+	struct restore *r;
+};
+
+static void ring_rec(void *arg, const struct tlr_rec *rec)
+{
+	struct ring_ctx *c = arg;
+	if (rec->type == 'S') {
+		/* A slot that goes on with its turn, as "R"; a slot that starts
+		 * a turn has the turn's "T" next. */
+		if (rec->flags & TLR_CONT)
+			restore_rec(c->s, c->r, 'R', rec->val, NULL, 0);
+		return;
+	}
+	restore_rec(c->s, c->r, rec->type, rec->val, rec->data, rec->len);
 }
 
 /* Before the log moved into the session's dir it was DATA/turnlog/<id>.{old,log}:
@@ -500,9 +593,19 @@ uint64_t turnlog_restore(struct session *s, int *ended)
 			restore_buf(s, b, len, &r);
 		free(b);
 	}
-	close(dfd);
 	if (!r.turn)
 		restore_legacy(s, &r);
+	/* The ring last: it is newer than any file of the text format. */
+	char name[80];
+	size_t len = 0;
+	name_of(s, "ring", name, sizeof name);
+	char *b = slurp(dfd, name, &len);
+	close(dfd);
+	if (b) {
+		struct ring_ctx c = {s, &r};
+		(void)tlr_scan(b, len, slot_bytes, ring_rec, &c);
+		free(b);
+	}
 	if (r.cont && r.first > 1)
 		s->fan.replay_dropped =
 		    r.first - 1; /* older frames of the turn went with a rotation */

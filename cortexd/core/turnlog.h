@@ -1,44 +1,48 @@
 /* turnlog.h — the durable turn log: every stream frame of a session's running
- * (or last) turn, appended to SESSION_DIR/turn.log (the session's dir: root's,
+ * (or last) turn, written to SESSION_DIR/turn.ring (the session's dir: root's,
  * never writable by its sandbox; with etcd on storage every node reaches, so
  * the node that takes a session over after its owner died has it too), so a
  * cortexd that starts again — after a crash or an upgrade restart — or
  * another node replays to a client that sends "resume" every frame
  * it lacks, exactly once, with the same seqs.
  *
- * Format: one line per record.  "T <turn>" starts a turn; the file is cut
- * there only once it holds more than TURNLOG_KEEP bytes, so most turns cost
- * the service thread no file-system call of their own (an ftruncate waits
- * for ext4's journal, which the store's and the logs' fdatasyncs keep busy);
- * the restore keeps the last turn only.  "<seq> <frame>" is a frame (frames are JSON without a raw newline);
- * "E" says the turn ended; "R <turn>" starts a file that continues the turn
- * after a rotation (older frames were dropped); "L <n>": every line ws-agent
- * sent up to link seq n is read and its frames are above it (written at the
- * end of each batch read from ws-agent, and after each T and R, in or out of
- * a turn: cortexd acks ws-agent only what an "L" has).  A line without its '\n' (cut by a crash) is
- * ignored.
+ * Format: SESSION_DIR/turn.ring, records in slots reused in place
+ * (turnlog_ring.h has the layout).  "T <turn>" starts a turn; a turn starts
+ * the next slot only once the current one holds more than TURNLOG_KEEP
+ * bytes, so most turns cost the service thread no file-system call of their
+ * own; the restore keeps the last turn only.  "F <seq>" is a frame; "E" says
+ * the turn ended; a slot's "S" says whether it continues the turn of the slot
+ * before it (whose older frames are read first while that slot is whole);
+ * "L <n>": every line ws-agent sent up to link seq n is read and its frames
+ * are above it (written at the end of each batch read from ws-agent, and
+ * after each T and S, in or out of a turn: cortexd acks ws-agent only what
+ * an "L" has).  A record that is not whole (cut or torn by a crash) ends what
+ * is read of its slot.  The text format of before (turn.log, turn.old: a line
+ * a record) is read by the restore and removed at the next turn's start.
  *
- * Writes: frames are gathered in memory and written (write(2), page cache)
- * before any client is given one (fanout_writeable flushes first) and at the
- * end of each batch read from ws-agent; so a frame a client saw is always in
- * the log, and a cortexd crash loses none of them.  fdatasync runs on a worker
- * every TURNLOG_SYNC_MS for logs written since (a host crash loses at most that
- * much), never on the service thread.
+ * Writes: records are gathered in memory and written (pwritev, page cache)
+ * before any client is given one of the frames (fanout_writeable flushes
+ * first) and at the end of each batch read from ws-agent; so a frame a
+ * client saw is always in the log, and a cortexd crash loses none of them.
+ * fdatasync runs on a worker every TURNLOG_SYNC_MS for logs written since (a
+ * host crash loses at most that much: what did not reach the disk fails its
+ * checksum or is of an older generation), never on the service thread.
  *
- * Bound: TURNLOG_CAP bytes per session.  Past half of it the file becomes
- * turn.old and a new one starts (the previous .old is dropped), so the newest
- * frames are kept, like the in-memory replay; a resume from before the oldest
- * kept frame gets cortex.error resume_gap first. */
+ * Bound: TURNLOG_CAP bytes per session, in TLR_SLOTS slots.  When a slot is
+ * full the next one is overwritten from its start (never truncated, so no
+ * page cache is freed and allocated again), so the newest frames are kept,
+ * like the in-memory replay; a resume from before the oldest kept frame gets
+ * cortex.error resume_gap first. */
 #ifndef CORTEX_TURNLOG_H
 #define CORTEX_TURNLOG_H
 
 #include "session.h"
 
-#define TURNLOG_NAME	"turn"    /* SESSION_DIR/turn.log, turn.old */
+#define TURNLOG_NAME	"turn"    /* SESSION_DIR/turn.ring (turn.log, turn.old before) */
 #define TURNLOG_LEGACY_DIR "turnlog" /* DATA/turnlog/<id>.log before: read once */
-#define TURNLOG_CAP	(16u << 20)  /* bytes per session, both files */
+#define TURNLOG_CAP	(16u << 20)  /* bytes per session, every slot */
 #define TURNLOG_BUF	(256u << 10) /* gathered before a write is forced */
-#define TURNLOG_KEEP	(64u << 10)  /* past this, a new turn cuts the file */
+#define TURNLOG_KEEP	(64u << 10)  /* past this, a new turn starts the next slot */
 #define TURNLOG_SYNC_MS 200
 
 /* Start the periodic fdatasync (service thread, after work_start). */
@@ -65,5 +69,7 @@ uint64_t turnlog_restore(struct session *s, int *ended);
 /* Close the log (fdatasync'd first unless removed: a stop); remove: delete
  * its files too (session deleted). */
 void turnlog_close(struct session *s, int remove);
+/* Tests: slots of n bytes instead of TURNLOG_CAP / TLR_SLOTS (0: back). */
+void turnlog_test_slot_bytes(size_t n);
 
 #endif

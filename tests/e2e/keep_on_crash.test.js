@@ -127,7 +127,8 @@ const state = async (d, tok, sid) => (await L.http(d.base, 'GET', `/v1/sessions/
   if (!text.startsWith('0,1,2,3,4,5,6,'))
     console.log('# debug', JSON.stringify(m.c.frames.slice(m.start).map(f => [f.seq, f.type, isDelta(f) ? f.event.delta.text : ''])),
       JSON.stringify(c.frames.slice(0, 6).map(f => [f.seq, f.type, isDelta(f) ? f.event.delta.text : ''])),
-      fs.readFileSync(path.join(d.dataDir, 'sessions', m.sid, 'turn.log'), 'utf8').split('\n').slice(0, 14).map(l => l.slice(0, 90)).join('\n'));
+      // turn.ring is binary (cortexd/core/turnlog_ring.h): its text shown, the rest as dots
+      fs.readFileSync(path.join(d.dataDir, 'sessions', m.sid, 'turn.ring')).subarray(0, 4096).toString('latin1').replace(/[^\x20-\x7e]/g, '.'));
   m.c2 = c;
   // The fast turn: every line once, those in the dead cortexd's socket too.
   const fc = await reconnect(d, fast.sid, tok);

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "turn.h"
 #include "turnlog.h"
+#include "turnlog_ring.h"
 #include "unit_util.h"
 #include "work.h"
 
@@ -1295,14 +1296,14 @@ static void test_turnlog_two_turns(void **state)
 	feed(s, DELTA("1"));
 	feed(s, RESULT("1"));
 	turnlog_flush(s);
-	uint64_t size1 = s->fan.tlog.size;
+	uint64_t size1 = s->fan.tlog.off;
 	start_turn(s, "two");
 	uint64_t first2 = s->fan.seq + 1;
 	feed(s, DELTA("2"));
 	feed(s, DELTA("3"));
 	uint64_t last = s->fan.seq;
 	turnlog_flush(s);
-	assert_true(s->fan.tlog.size > size1); /* appended, not cut */
+	assert_true(s->fan.tlog.off > size1); /* appended, not cut */
 	struct session *s2 = session_new(&D, "s_tlog2", "alice", "chat");
 	assert_non_null(s2);
 	int ended = -1;
@@ -1315,6 +1316,173 @@ static void test_turnlog_two_turns(void **state)
 	session_unref(s2);
 	struct client *all[] = {&a};
 	sess_free(s, all, 1);
+}
+
+/* The whole turn.ring of s, read (freed by the caller). */
+static char *ring_read(struct session *s, size_t *len)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/turn.ring", s->dir);
+	FILE *f = fopen(path, "rb");
+	assert_non_null(f);
+	char *b = malloc(1 << 20);
+	assert_non_null(b);
+	*len = fread(b, 1, 1 << 20, f);
+	fclose(f);
+	return b;
+}
+
+static void ring_write(struct session *s, const char *b, size_t len)
+{
+	char path[4200];
+	snprintf(path, sizeof path, "%s/turn.ring", s->dir);
+	FILE *f = fopen(path, "wb");
+	assert_non_null(f);
+	assert_int_equal(fwrite(b, 1, len, f), len);
+	fclose(f);
+}
+
+/* A new session object restores s's log: its frames must be consecutive seqs
+ * ending at last; returns the first. */
+static uint64_t restore_check(const char *id, uint64_t last, uint64_t turn_want, int ended_want)
+{
+	struct session *s2 = session_new(&D, id, "alice", "chat");
+	assert_non_null(s2);
+	int ended = -1;
+	uint64_t turn = turnlog_restore(s2, &ended);
+	assert_int_eq_msg(turn, turn_want, "the logged turn");
+	assert_int_eq_msg(ended, ended_want, "the turn ended");
+	assert_int_eq_msg(s2->fan.seq, last, "the last seq restored");
+	uint64_t first = 0, prev = 0;
+	for (size_t i = 0; i < s2->fan.replay.n; i++) {
+		const struct frame *f = fq_at(&s2->fan.replay, i);
+		if (!first)
+			first = f->seq;
+		else
+			assert_int_eq_msg(f->seq, prev + 1, "restored frames are consecutive");
+		prev = f->seq;
+	}
+	assert_int_eq_msg(prev, last, "the restored frames end at the last one");
+	turnlog_close(s2, 0);
+	session_unref(s2);
+	return first;
+}
+
+/* Slots are reused in place: a turn far longer than the ring keeps its
+ * newest frames, in order, and nothing of an older pass (stale records of
+ * the slot that was overwritten) comes back; the first frames are reported
+ * dropped.  A restarted cortexd that goes on with the turn writes after them
+ * and a later restore gets both. */
+static void test_turnlog_ring_wrap(void **state)
+{
+	(void)state;
+	turnlog_test_slot_bytes(4096);
+	struct session *s = sess_new("s_tlring", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "one");
+	for (int i = 0; i < 120; i++) { /* ~100 bytes a frame: ~3 passes over 2 slots */
+		feed(s, DELTA("abcdefghijklmnopqrstuvwxyz"));
+		if (i % 7 == 0)
+			turnlog_flush(s);
+	}
+	turnlog_flush(s);
+	uint64_t last = s->fan.seq;
+	assert_true(s->fan.tlog.gen >= 4); /* wrapped: the slots were each written twice */
+	uint64_t first = restore_check("s_tlring", last, 1, 0);
+	assert_true(first > 1 && first < last - 10); /* older frames dropped, a slot and more kept */
+	{
+		struct session *s2 = session_new(&D, "s_tlring", "alice", "chat");
+		int ended = 0;
+		(void)turnlog_restore(s2, &ended);
+		assert_int_eq_msg(s2->fan.replay_dropped, first - 1, "the gap before the oldest kept");
+		/* The restarted cortexd's frames of the same turn. */
+		struct frame *f = frame_new("{\"seq\":0}", 9);
+		assert_non_null(f);
+		f->seq = last + 1;
+		turnlog_frame(s2, f);
+		turnlog_flush(s2);
+		frame_unref(f);
+		turnlog_close(s2, 0);
+		session_unref(s2);
+	}
+	uint64_t first2 = restore_check("s_tlring", last + 1, 1, 0);
+	assert_true(first2 <= last); /* the slot before (of this turn) is read first */
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	turnlog_test_slot_bytes(0);
+}
+
+/* A crash mid-write: a record cut short, or one whose payload did not reach
+ * the disk (a torn page holding an older pass), ends the slot there; every
+ * record before it is restored. */
+static void test_turnlog_torn(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_tltorn", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "one");
+	feed(s, DELTA("first"));
+	feed(s, DELTA("second"));
+	feed(s, DELTA("third-torn"));
+	turnlog_flush(s);
+	uint64_t last = s->fan.seq;
+	size_t len;
+	char *b = ring_read(s, &len);
+	/* Cut inside the last record. */
+	ring_write(s, b, len - 5);
+	restore_check("s_tltorn", last - 1, 1, 0);
+	/* A byte of the second frame's payload changed (a torn page). */
+	char *p = memmem(b, len, "second", 6);
+	assert_non_null(p);
+	p[0] = 'S';
+	ring_write(s, b, len);
+	restore_check("s_tltorn", last - 2, 1, 0);
+	/* A header changed: the same. */
+	p[0] = 's';
+	char *h = p;
+	while (h > b && memcmp(h, "{\"seq\"", 6))
+		h--;
+	h[8 - (ptrdiff_t)TLR_HDR] ^= 1; /* that frame's seq in its header */
+	ring_write(s, b, len);
+	restore_check("s_tltorn", last - 2, 1, 0);
+	free(b);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
+/* The text format of before (turn.log, a line a record, its last line cut
+ * by a crash) is restored; the next turn removes it. */
+static void test_turnlog_legacy_text(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_tltext", "chat");
+	char path[4200];
+	snprintf(path, sizeof path, "%s/turn.log", s->dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("T 7\nL 3\n1 {\"seq\":1,\"type\":\"a\"}\n2 {\"seq\":2,\"type\":\"b\"}\n3 {\"seq\":3", f);
+	fclose(f);
+	struct session *s2 = session_new(&D, "s_tltext", "alice", "chat");
+	int ended = -1;
+	assert_int_eq_msg(turnlog_restore(s2, &ended), 7, "the text log's turn");
+	assert_int_eq_msg(ended, 0, "not ended");
+	assert_int_eq_msg(s2->fan.replay.n, 2, "the whole lines");
+	assert_int_eq_msg(s2->fan.seq, 2, "seq");
+	assert_int_eq_msg(s2->link.logged_seq, 3, "the link seq");
+	turnlog_begin(s2, 8);
+	assert_int_equal(access(path, F_OK), -1); /* gone with the next turn */
+	turnlog_flush(s2);
+	turnlog_close(s2, 0);
+	session_unref(s2);
+	s2 = session_new(&D, "s_tltext", "alice", "chat");
+	assert_int_eq_msg(turnlog_restore(s2, &ended), 8, "the ring's turn");
+	assert_int_eq_msg(s2->fan.replay.n, 0, "no frame of turn 8");
+	turnlog_close(s2, 1);
+	session_unref(s2);
+	struct client *all[] = {NULL};
+	sess_free(s, all, 0);
 }
 
 static void test_agent_down_mid_turn(void **state)
@@ -1416,6 +1584,9 @@ int main(void)
 	    cmocka_unit_test_setup(test_restore_lost_turn, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_replay, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_two_turns, test_setup),
+	    cmocka_unit_test_setup(test_turnlog_ring_wrap, test_setup),
+	    cmocka_unit_test_setup(test_turnlog_torn, test_setup),
+	    cmocka_unit_test_setup(test_turnlog_legacy_text, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_waiting_turn, test_setup),
 	    cmocka_unit_test_setup(test_busy, test_setup),
 	    cmocka_unit_test_setup(test_group_commit, test_setup),
