@@ -672,6 +672,21 @@ static void test_has_and_pin_marks_used(void **state)
 	OK(imgstore_delete(f->st, "p", &f->err));
 	assert_int_equal(imgstore_has(f->st, "p", &f->err), -1);
 	assert_int_equal(f->err.code, ENOENT);
+
+	/* A record is read whole: an empty, a cut or a non-object one is refused. */
+	static const char *const bad[] = {"", "{\"digest\": \"x\", \"layers\": [", "[]"};
+	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/images/bad.json", f->store);
+		FILE *fp = fopen(path, "w");
+		assert_non_null(fp);
+		fputs(bad[k], fp);
+		fclose(fp);
+		OK(imgstore_has(f->st, "bad", &f->err)); /* there, if unreadable */
+		assert_int_equal(imgstore_get(f->st, "bad", &j, &f->err), -1);
+		assert_int_eq_msg(f->err.code, EIO, bad[k]);
+		assert_null(j);
+	}
 }
 
 /* A one-layer image of `size` bytes named name; tar under f->dir. */
