@@ -437,6 +437,15 @@ static void test_disk_template_dirs(void **state)
 	pathf(f, sizeof f, "%s/home", mp);
 	assert_int_equal(access(f, F_OK), -1); /* the plain template has none */
 	assert_ok(sandbox_disk_detach(mp, &err), err);
+	/* What a new 2 GB disk costs to copy and sync: its data, not ~1 MB of a
+	 * resize_inode's reserved GDT blocks (mke2fs -O ^resize_inode). */
+	struct stat st;
+	pathf(f, sizeof f, "%s/big.img", T.base);
+	assert_ok(sandbox_disk_make_from_template(f, 2048, tpl, dirs, 3, &err), err);
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal(st.st_size, 2048ll << 20);
+	assert_true(st.st_blocks * 512 < 512 * 1024);
+	assert_int_equal(unlink(f), 0);
 }
 
 /* An image whose /home is a link to /root (absolute, as the host would read
