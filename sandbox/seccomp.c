@@ -216,7 +216,7 @@ int sbx_seccomp_build(sbx_seccomp_prog *out, const sbx_sc_rule *rules, size_t n_
 }
 
 /* The policy is the same for every sandbox: compiled once per process
- * (libseccomp's rule adding and export were ~2 % of cortexd's CPU in a burst
+ * (libseccomp's rule adding and export were ~1.6 % of cortexd's CPU in a burst
  * of creates), each caller given its own copy to free. */
 int sbx_seccomp_build_policy(sbx_seccomp_prog *out, cx_err *err)
 {
