@@ -14,7 +14,7 @@ for i in $(seq 1 "$runs"); do
 		echo "== $side run $i, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%T)"
 		CORTEXD=$b/cortexd MINI_AGENT=$b/mini-agent perf stat -x, -e task-clock \
 			-o "$out/burst-$side-$i.stat" -- node bench/create_burst.js >"$out/burst-$side-$i.log" 2>&1
-		grep -E "^round|best|left after" "$out/burst-$side-$i.log"
+		grep -E "^round|best|left after|cortexd's own CPU|prepare job (total|disk)" "$out/burst-$side-$i.log"
 		echo "CPU of the run (task-clock ms): $(grep task-clock "$out/burst-$side-$i.stat" | cut -d, -f1)"
 	done
 done

@@ -63,9 +63,22 @@ int img_read_image(struct imgstore *st, const char *name, json_t **out, ino_t *i
 				  name);
 	json_error_t je;
 	struct stat sb;
+	if (fstat(fd, &sb) < 0)
+		return cx_err_set(err, errno, "image %s", name);
 	if (ino)
-		*ino = fstat(fd, &sb) == 0 ? sb.st_ino : 0;
-	*out = json_loadfd(fd, 0, &je);
+		*ino = sb.st_ino;
+	if (!S_ISREG(sb.st_mode) || sb.st_size <= 0 || (uint64_t)sb.st_size > CX_CAP_IMAGE_JSON)
+		return cx_err_set(err, EIO, "image %s: the record is not a file of 1..%u bytes", name,
+				  CX_CAP_IMAGE_JSON);
+	/* Read whole, then parsed: json_loadfd reads one byte per read(2), ~550
+	 * syscalls for a record, on every create's pin (write_image replaces a
+	 * record by rename, never in place: the size fstat saw is the file's). */
+	cleanup_free char *buf = malloc((size_t)sb.st_size);
+	if (!buf)
+		return cx_err_set(err, ENOMEM, "image %s", name);
+	if (cx_read_all(fd, buf, (size_t)sb.st_size, err) < 0)
+		return cx_err_wrap(err, "image %s", name);
+	*out = json_loadb(buf, (size_t)sb.st_size, 0, &je);
 	if (!json_is_object(*out)) {
 		json_decref(*out);
 		*out = NULL;

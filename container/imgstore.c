@@ -420,6 +420,29 @@ int imgstore_get(struct imgstore *st, const char *name, struct image_info **out,
 	return rc;
 }
 
+int imgstore_has(struct imgstore *st, const char *name, cx_err *err)
+{
+	if (img_check_name(name, err) < 0)
+		return -1;
+	char rel[80];
+	struct stat sb;
+	snprintf(rel, sizeof rel, "%s.json", name);
+	/* Records are replaced by rename: a stat sees the old one or the new one. */
+	if (fstatat(st->images_fd, rel, &sb, AT_SYMLINK_NOFOLLOW) < 0)
+		return cx_err_set(err, errno, errno == ENOENT ? "image %s: not found" : "image %s", name);
+	if (!S_ISREG(sb.st_mode))
+		return cx_err_set(err, EIO, "image %s: not a regular file", name);
+	return 0;
+}
+
+/* A pin rewrites the record's last_used (tmp, fsync, rename) unless this
+ * process already holds a pin of the image and the recorded use is younger
+ * than this: a burst of creates of one image made one fsync each, in
+ * series under st->mu.  Nothing here evicts a pinned image, and the first
+ * pin after an idle spell is exact, so LRU order among unused images is as
+ * before; another process's gc sees a busy image at most this stale. */
+#define IMG_USED_GRAIN_MS 60000
+
 int imgstore_pin(struct imgstore *st, const char *name, struct image_info **out, cx_err *err)
 {
 	*out = NULL;
@@ -432,8 +455,9 @@ int imgstore_pin(struct imgstore *st, const char *name, struct image_info **out,
 	struct pin *p = rc == 0 ? calloc(1, sizeof *p) : NULL;
 	if (rc == 0 && !p)
 		rc = cx_err_set(err, ENOMEM, "pin %s", name);
-	if (rc == 0) {
-		json_object_set_new(j, "last_used", json_integer(cx_wall_ms()));
+	int64_t now = cx_wall_ms(), used = json_integer_value(json_object_get(j, "last_used"));
+	if (rc == 0 && !(img_is_pinned(st, name) && now >= used && now - used < IMG_USED_GRAIN_MS)) {
+		json_object_set_new(j, "last_used", json_integer(now));
 		rc = write_image(st, name, j, ino ? ino : 1, err);
 	}
 	if (rc == 0 && !(*out = info_from_json(st, name, j, err)))

@@ -62,9 +62,13 @@ int imgstore_import_dir(struct imgstore *st, const char *name, const char *oci_d
 			imgstore_progress_fn progress, void *arg, cx_err *err);
 
 /* Look up; *out freed with image_info_free.  Unknown name: ENOENT.
- * imgstore_pin also marks the image used (LRU) and keeps its layers from
- * eviction until imgstore_unpin(name). */
+ * imgstore_pin also marks the image used (LRU; while this process already
+ * pins it, at most once a minute) and keeps its layers from eviction until
+ * imgstore_unpin(name). */
 int imgstore_get(struct imgstore *st, const char *name, struct image_info **out, cx_err *err);
+/* 0 when the name has a record (not read: a cheap check for the service
+ * thread), else -1 (ENOENT: not in the store). */
+int imgstore_has(struct imgstore *st, const char *name, cx_err *err);
 int imgstore_pin(struct imgstore *st, const char *name, struct image_info **out, cx_err *err);
 void imgstore_unpin(struct imgstore *st, const char *name);
 void image_info_free(struct image_info *i);

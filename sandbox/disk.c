@@ -105,7 +105,10 @@ static int run_mke2fs(char **argv, cx_err *err)
  * 10 GB, process start and fsync included), and the file stays sparse (1 MB
  * allocated for 64 MB, 5 MB for 10 GB).  Mounted with noinit_itable, the
  * kernel does not zero the inode tables later either (holes read as zeros).
- * No root reserve (-m 0): the agent is never root. */
+ * No root reserve (-m 0): the agent is never root.  No resize_inode: its
+ * reserved GDT blocks (255 for 2 GB) were ~1 MB of the ~1.2 MB an empty
+ * disk holds, copied and synced for every new session disk (a template
+ * copy); nothing grows a mounted disk here. */
 static int format(const char *image, const char *src_dir, cx_err *err)
 {
 	char *argv[] = {"mke2fs",
@@ -115,6 +118,8 @@ static int format(const char *image, const char *src_dir, cx_err *err)
 			"ext4",
 			"-m",
 			"0",
+			"-O",
+			"^resize_inode",
 			"-E",
 			"lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
 			src_dir ? "-d" : NULL,
@@ -122,7 +127,7 @@ static int format(const char *image, const char *src_dir, cx_err *err)
 			(char *)image,
 			NULL};
 	if (!src_dir) /* shift the image over the absent -d pair */
-		argv[9] = (char *)image, argv[10] = NULL;
+		argv[11] = (char *)image, argv[12] = NULL;
 	return run_mke2fs(argv, err);
 }
 
@@ -196,11 +201,52 @@ static int copy_sparse(int in, int out, off_t size, cx_err *err)
 	return 0;
 }
 
-/* The template of an empty disk of size_mb in dir (root's, not reachable by
- * a sandbox): made by mke2fs once (make_image: never half made). */
-static int template_path(char *out, size_t cap, const char *dir, uint64_t size_mb, cx_err *err)
+/* FNV-1a over the dirs a template holds: their names and modes name it, so
+ * a changed list gets a template of its own. */
+static uint32_t dirs_hash(const sandbox_disk_dir *dirs, size_t n)
 {
-	if (snprintf(out, cap, "%s/ext4-%" PRIu64 "mb.img", dir, size_mb) >= (int)cap)
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++) {
+		char m[16];
+		snprintf(m, sizeof m, "/%o;", dirs[i].mode);
+		for (const char *c = dirs[i].name; *c; c++)
+			h = (h ^ (unsigned char)*c) * 16777619u;
+		for (const char *c = m; *c; c++)
+			h = (h ^ (unsigned char)*c) * 16777619u;
+	}
+	return h;
+}
+
+/* mke2fs -d's source for a template: a fresh dir (0755, as mke2fs makes a
+ * root) in dir holding each of dirs (root's, mode as given) and nothing else. */
+static int make_skeleton(char *out, size_t cap, const char *dir, const sandbox_disk_dir *dirs, size_t n,
+			 cx_err *err)
+{
+	if (snprintf(out, cap, "%s/skel-XXXXXX", dir) >= (int)cap)
+		return cx_err_set(err, ENAMETOOLONG, "%s", dir);
+	if (!mkdtemp(out))
+		return cx_err_set(err, errno, "mkdtemp in %s", dir);
+	cleanup_close int fd = open(out, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	int rc = fd < 0 || fchmod(fd, 0755) < 0 ? cx_err_set(err, errno, "open %s", out) : 0;
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		if (mkdirat(fd, dirs[i].name, 0700) < 0 || fchmodat(fd, dirs[i].name, dirs[i].mode, 0) < 0)
+			rc = cx_err_set(err, errno, "mkdir %s/%s", out, dirs[i].name);
+	if (rc < 0)
+		cx_rm_rf(out);
+	return rc;
+}
+
+/* The template of an empty disk of size_mb in dir (root's, not reachable by
+ * a sandbox), holding dirs at its root: made by mke2fs once (make_image:
+ * never half made).  The dirs come with the copy: a fresh disk's first
+ * mkdirs each allocated a block on a just-mounted ext4, which made the
+ * allocator scan and prefetch its groups' bitmaps on every create. */
+static int template_path(char *out, size_t cap, const char *dir, uint64_t size_mb, const sandbox_disk_dir *dirs,
+			 size_t n_dirs, cx_err *err)
+{
+	int len = n_dirs ? snprintf(out, cap, "%s/ext4-%" PRIu64 "mb-%08x.img", dir, size_mb, dirs_hash(dirs, n_dirs))
+			 : snprintf(out, cap, "%s/ext4-%" PRIu64 "mb.img", dir, size_mb);
+	if (len >= (int)cap)
 		return cx_err_set(err, ENAMETOOLONG, "%s", dir);
 	if (access(out, F_OK) == 0)
 		return 0;
@@ -208,7 +254,16 @@ static int template_path(char *out, size_t cap, const char *dir, uint64_t size_m
 	static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 	pthread_mutex_lock(&mu);
 	cx_err e = CX_ERR_INIT;
-	int rc = access(out, F_OK) == 0 ? 0 : make_image(out, size_mb, NULL, &e);
+	char skel[PATH_MAX];
+	int rc = 0;
+	if (access(out, F_OK) < 0) {
+		rc = n_dirs ? make_skeleton(skel, sizeof skel, dir, dirs, n_dirs, &e) : 0;
+		bool skel_made = n_dirs && rc == 0; /* by mkdtemp: ours alone */
+		if (rc == 0)
+			rc = make_image(out, size_mb, skel_made ? skel : NULL, &e);
+		if (skel_made)
+			cx_rm_rf(skel);
+	}
 	pthread_mutex_unlock(&mu);
 	if (rc < 0 && e.code != EEXIST) {
 		if (err)
@@ -219,16 +274,24 @@ static int template_path(char *out, size_t cap, const char *dir, uint64_t size_m
 }
 
 int sandbox_disk_make_from_template(const char *image_path, uint64_t size_mb, const char *template_dir,
-				    cx_err *err)
+				    const sandbox_disk_dir *dirs, size_t n_dirs, cx_err *err)
 {
 	if (!image_path || !template_dir || image_path[0] != '/' || template_dir[0] != '/')
 		return cx_err_set(err, EINVAL, "disk: image and template dir must be absolute paths");
 	if (size_mb < 8 || size_mb > DISK_MAX_MB)
 		return cx_err_set(err, EINVAL, "disk: size %" PRIu64 " MB not in 8..%llu", size_mb, DISK_MAX_MB);
+	if (n_dirs > 64 || (n_dirs && !dirs))
+		return cx_err_set(err, EINVAL, "disk: %zu template dirs", n_dirs);
+	for (size_t i = 0; i < n_dirs; i++) {
+		const char *nm = dirs[i].name;
+		if (!nm || !nm[0] || strchr(nm, '/') || !strcmp(nm, ".") || !strcmp(nm, "..") || strlen(nm) > 64 ||
+		    !strcmp(nm, "lost+found") || (dirs[i].mode & ~07777u))
+			return cx_err_set(err, EINVAL, "disk: template dir '%s'", nm ? nm : "");
+	}
 	if (access(image_path, F_OK) == 0)
 		return cx_err_set(err, EEXIST, "disk: %s exists", image_path);
 	char tpl[PATH_MAX], tmp[PATH_MAX];
-	if (template_path(tpl, sizeof tpl, template_dir, size_mb, err) < 0)
+	if (template_path(tpl, sizeof tpl, template_dir, size_mb, dirs, n_dirs, err) < 0)
 		return -1;
 	if (snprintf(tmp, sizeof tmp, "%s.new-%d", image_path, (int)getpid()) >= (int)sizeof tmp)
 		return cx_err_set(err, ENAMETOOLONG, "%s", image_path);

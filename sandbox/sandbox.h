@@ -210,13 +210,20 @@ int sandbox_disk_attach(const char *image_path, uint64_t size_mb, const char *mo
  * of it takes: no loop device can back it yet, so the host's loop devices are
  * not scanned for one (each is an open and an ioctl: hundreds on a busy host). */
 int sandbox_disk_attach_new(const char *image_path, const char *mountpoint, cx_err *err);
-/* A new image (O_EXCL) at image_path: a copy of an empty size_mb disk, the
- * template template_dir/ext4-<size_mb>mb.img (made by mke2fs the first time,
- * as sandbox_disk_attach would), reflinked where the file system can, else
- * its data extents copied in the kernel (the holes stay holes), then synced.
- * Much cheaper than mke2fs per disk.  EEXIST when image_path exists. */
+/* A dir at the root of a new disk, root's, with mode (a single name). */
+typedef struct {
+	const char *name;
+	unsigned mode;
+} sandbox_disk_dir;
+/* A new image (O_EXCL) at image_path: a copy of an empty size_mb disk holding
+ * only dirs (n_dirs, may be 0) at its root, the template
+ * template_dir/ext4-<size_mb>mb[-<hash of dirs>].img (made by mke2fs the
+ * first time, as sandbox_disk_attach would), reflinked where the file system
+ * can, else its data extents copied in the kernel (the holes stay holes),
+ * then synced.  Much cheaper than mke2fs per disk.  EEXIST when image_path
+ * exists; EINVAL for a dir name that is not one plain component. */
 int sandbox_disk_make_from_template(const char *image_path, uint64_t size_mb, const char *template_dir,
-				    cx_err *err);
+				    const sandbox_disk_dir *dirs, size_t n_dirs, cx_err *err);
 /* An existing image, read-only (e.g. a shared runtime made by
  * sandbox_disk_make_from_dir), as sandbox_disk_attach otherwise. */
 int sandbox_disk_attach_ro(const char *image_path, const char *mountpoint, cx_err *err);

@@ -180,6 +180,14 @@ static int mkdir_in(const char *base, const char *name, unsigned mode, uid_t uid
 	return mkdir_owned(p, uid, uid, mode, err);
 }
 
+/* The dirs at a session disk's root, in its template already (root's: home,
+ * workspace and run are handed to the session below, as on a disk made
+ * before templates held them).  A new fresh disk's mkdirs were each a block
+ * allocation on a just-mounted ext4 (its bitmaps scanned and prefetched). */
+static const sandbox_disk_dir disk_dirs[] = {
+    {"home", 0755}, {"workspace", 0755}, {"run", 0755}, {"upper", 0755}, {"work", 0700}, {"stage", 0711},
+};
+
 /* The session dir (root's, 0711: the clone helper, running as the session's
  * uid, must pass through to disk/stage; nothing in it can be listed) and its
  * disk, mounted at disk/ with home, workspace, run owned by the session. */
@@ -209,7 +217,9 @@ static int make_dirs(const struct prepare_job *j, cx_err *err)
 			return cx_err_wrap(err, "the session's disk");
 		snprintf(tpl, sizeof tpl, "%s/" JOBS_DISK_TEMPLATES, c->data_dir);
 		cx_err e = CX_ERR_INIT;
-		if (sandbox_disk_make_from_template(p, j->disk_mb, tpl, &e) < 0 && e.code != EEXIST) {
+		if (sandbox_disk_make_from_template(p, j->disk_mb, tpl, disk_dirs, sizeof disk_dirs / sizeof *disk_dirs,
+						    &e) < 0 &&
+		    e.code != EEXIST) {
 			*err = e;
 			return cx_err_wrap(err, "the session's disk");
 		}
@@ -219,13 +229,10 @@ static int make_dirs(const struct prepare_job *j, cx_err *err)
 		return cx_err_wrap(err, "the session's disk");
 	if (chmod(mnt, 0711) < 0)
 		return cx_err_set(err, errno, "chmod %s", mnt);
-	static const char *const own[] = {"home", "workspace", "run"};
-	for (size_t i = 0; i < 3; i++)
-		if (mkdir_in(mnt, own[i], 0755, j->uid, err) < 0)
+	/* Made where the disk predates the template's dirs; the first three the session's. */
+	for (size_t i = 0; i < sizeof disk_dirs / sizeof *disk_dirs; i++)
+		if (mkdir_in(mnt, disk_dirs[i].name, disk_dirs[i].mode, i < 3 ? j->uid : 0, err) < 0)
 			return -1;
-	if (mkdir_in(mnt, "upper", 0755, 0, err) < 0 || mkdir_in(mnt, "work", 0700, 0, err) < 0 ||
-	    mkdir_in(mnt, "stage", 0711, 0, err) < 0)
-		return -1;
 	/* Host-root mode: the root is a tmpfs mounted on this empty dir. */
 	snprintf(p, sizeof p, "%s/rootfs", c->data_dir);
 	if (mkdir(p, 0755) < 0 && errno != EEXIST)

@@ -387,12 +387,11 @@ static int image_pending(struct session *s)
 					s->spec.image, "state", "importing"));
 		return 1;
 	}
-	struct image_info *ii = NULL;
+	/* Only whether it is there (a stat, not a parse: this runs on the
+	 * service thread for every create); the prepare job reads it. */
 	cx_err e = CX_ERR_INIT;
-	if (imgstore_get(d->images, s->spec.image, &ii, &e) == 0) {
-		image_info_free(ii);
+	if (imgstore_has(d->images, s->spec.image, &e) == 0)
 		return 0;
-	}
 	struct build_status st;
 	if (d->builder && builder_status(d->builder, s->spec.image, &st) == 0 && st.state == BUILD_RUNNING) {
 		fanout_obj(s, json_pack("{s:s,s:s,s:s,s:s,s:i,s:i}", "type", "cortex.progress", "phase", "image",

@@ -2,11 +2,20 @@
 // real Claude Code CLI pointed at tests/model-server.js, Node's `ws` client.
 'use strict';
 const fs = require('fs');
+const {execFileSync} = require('child_process');
 const L = require('./lib');
 
 (async () => {
   const model = await L.startModelServer();
   const d = await L.startCortexd({env: {ANTHROPIC_BASE_URL: model.url, ANTHROPIC_API_KEY: 'sk-test-key'}});
+
+  // Session dirs spread over ext4's block groups (server.c spread_subdirs):
+  // the sessions dir carries the TOPDIR flag where the file system has it.
+  const fsType = execFileSync('findmnt', ['-n', '-o', 'FSTYPE', '-T', d.dataDir]).toString().trim();
+  if (fsType === 'ext4') {
+    const attrs = execFileSync('lsattr', ['-d', d.dataDir + '/sessions']).toString().split(' ')[0];
+    L.check(attrs.includes('T'), 'the sessions dir is flagged TOPDIR (ext4)', 'T in lsattr', attrs);
+  }
 
   let r = await L.http(d.base, 'GET', '/healthz');
   L.eq(r.status, 200, 'healthz is 200 without a token');

@@ -619,6 +619,76 @@ static void test_pin_delete_busy(void **state)
 	image_info_free(i);
 }
 
+static ino_t record_ino(struct fx *f, const char *name)
+{
+	char path[PATH_MAX];
+	struct stat sb;
+	snprintf(path, sizeof path, "%s/images/%s.json", f->store, name);
+	assert_int_equal(stat(path, &sb), 0);
+	return sb.st_ino;
+}
+
+/* imgstore_has says whether a record is there without reading it; a pin
+ * rewrites last_used (a new record: a new inode) unless the image is already
+ * pinned here and was marked used under a minute ago; the first pin after
+ * the last unpin always marks it. */
+static void test_has_and_pin_marks_used(void **state)
+{
+	struct fx *f = *state;
+	char tar[PATH_MAX], cfg[65];
+	make_oci_tar(f->dir, "img.tar", tar, sizeof tar, cfg);
+	OK(imgstore_import_tar(f->st, "p", tar, NULL, NULL, &f->err));
+	OK(imgstore_has(f->st, "p", &f->err));
+	assert_int_equal(imgstore_has(f->st, "q", &f->err), -1);
+	assert_int_equal(f->err.code, ENOENT);
+	assert_int_equal(imgstore_has(f->st, "../p", &f->err), -1);
+	assert_int_equal(f->err.code, EINVAL);
+
+	struct image_info *i, *j;
+	ino_t imported = record_ino(f, "p");
+	usleep(2000);
+	OK(imgstore_pin(f->st, "p", &i, &f->err));
+	ino_t first = record_ino(f, "p");
+	assert_true(first != imported); /* the first pin marks it used */
+	OK(imgstore_get(f->st, "p", &j, &f->err));
+	assert_int_equal(j->last_used_ms, i->last_used_ms); /* what the pin wrote */
+	int64_t marked = j->last_used_ms;
+	image_info_free(j);
+	OK(imgstore_pin(f->st, "p", &j, &f->err)); /* pinned already, marked just now: no write */
+	assert_int_eq_msg(record_ino(f, "p"), first, "a second pin within the grain rewrote the record");
+	assert_int_equal(j->last_used_ms, marked);
+	assert_int_equal(j->n_layers, i->n_layers);
+	assert_string_equal(j->layers[0], i->layers[0]);
+	image_info_free(j);
+	imgstore_unpin(f->st, "p");
+	imgstore_unpin(f->st, "p");
+	usleep(2000);
+	OK(imgstore_pin(f->st, "p", &j, &f->err)); /* unpinned in between: marked again */
+	assert_true(record_ino(f, "p") != first);
+	assert_true(j->last_used_ms > marked);
+	image_info_free(j);
+	imgstore_unpin(f->st, "p");
+	image_info_free(i);
+	OK(imgstore_delete(f->st, "p", &f->err));
+	assert_int_equal(imgstore_has(f->st, "p", &f->err), -1);
+	assert_int_equal(f->err.code, ENOENT);
+
+	/* A record is read whole: an empty, a cut or a non-object one is refused. */
+	static const char *const bad[] = {"", "{\"digest\": \"x\", \"layers\": [", "[]"};
+	for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+		char path[PATH_MAX];
+		snprintf(path, sizeof path, "%s/images/bad.json", f->store);
+		FILE *fp = fopen(path, "w");
+		assert_non_null(fp);
+		fputs(bad[k], fp);
+		fclose(fp);
+		OK(imgstore_has(f->st, "bad", &f->err)); /* there, if unreadable */
+		assert_int_equal(imgstore_get(f->st, "bad", &j, &f->err), -1);
+		assert_int_eq_msg(f->err.code, EIO, bad[k]);
+		assert_null(j);
+	}
+}
+
 /* A one-layer image of `size` bytes named name; tar under f->dir. */
 static void import_sized(struct fx *f, const char *name, size_t size)
 {
@@ -748,6 +818,7 @@ int main(void)
 	    T(test_bad_names),
 	    T(test_reimport_reuses_layers),
 	    T(test_pin_delete_busy),
+	    T(test_has_and_pin_marks_used),
 	    T(test_gc_lru_budget),
 	    T(test_concurrent_imports),
 	};

@@ -376,7 +376,7 @@ static void test_disk_attach_new(void **state)
 	pathf(img, sizeof img, "%s/new.img", T.base);
 	pathf(mp, sizeof mp, "%s/new", T.base);
 	assert_int_equal(mkdir(tpl, 0700), 0);
-	assert_ok(sandbox_disk_make_from_template(img, 16, tpl, &err), err);
+	assert_ok(sandbox_disk_make_from_template(img, 16, tpl, NULL, 0, &err), err);
 	assert_ok(sandbox_disk_attach_new(img, mp, &err), err);
 	struct stat a, b;
 	pathf(f, sizeof f, "%s/..", mp);
@@ -389,6 +389,63 @@ static void test_disk_attach_new(void **state)
 	assert_fails(sandbox_disk_attach_new("rel.img", mp, &err), err, EINVAL);
 	assert_ok(sandbox_disk_detach(mp, &err), err);
 	assert_int_equal(stat(f, &a), -1);
+}
+
+/* A template holding dirs: a disk made from it has them at its root, root's,
+ * with their modes; a template of its own per list of dirs; a name that is
+ * not one plain component is refused before anything is made. */
+static void test_disk_template_dirs(void **state)
+{
+	(void)state;
+	cx_err err = CX_ERR_INIT;
+	char tpl[700], img[700], img2[700], mp[700], f[800];
+	pathf(tpl, sizeof tpl, "%s/templates-dirs", T.base);
+	pathf(img, sizeof img, "%s/dirs.img", T.base);
+	pathf(img2, sizeof img2, "%s/plain.img", T.base);
+	pathf(mp, sizeof mp, "%s/dirs", T.base);
+	assert_int_equal(mkdir(tpl, 0700), 0);
+	const sandbox_disk_dir dirs[] = {{"home", 0755}, {"work", 0700}, {"stage", 0711}};
+	const sandbox_disk_dir bad[][1] = {{{"a/b", 0755}}, {{"..", 0755}}, {{"", 0755}}, {{"x", 010000}}};
+	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+		assert_fails(sandbox_disk_make_from_template(img, 16, tpl, bad[i], 1, &err), err, EINVAL);
+	assert_int_equal(access(img, F_OK), -1);
+	assert_ok(sandbox_disk_make_from_template(img, 16, tpl, dirs, 3, &err), err);
+	assert_ok(sandbox_disk_make_from_template(img2, 16, tpl, NULL, 0, &err), err);
+	/* two templates (with and without the dirs), no skeleton left beside them */
+	DIR *d = opendir(tpl);
+	assert_non_null(d);
+	int n = 0;
+	for (struct dirent *e; (e = readdir(d));)
+		if (e->d_name[0] != '.') {
+			assert_int_equal(strncmp(e->d_name, "ext4-16mb", 9), 0);
+			n++;
+		}
+	closedir(d);
+	assert_int_equal(n, 2);
+	assert_ok(sandbox_disk_attach_new(img, mp, &err), err);
+	for (size_t i = 0; i < 3; i++) {
+		struct stat st;
+		pathf(f, sizeof f, "%s/%s", mp, dirs[i].name);
+		assert_int_equal(lstat(f, &st), 0);
+		assert_true(S_ISDIR(st.st_mode));
+		assert_int_equal(st.st_mode & 07777, dirs[i].mode);
+		assert_int_equal(st.st_uid, 0);
+		assert_int_equal(st.st_gid, 0);
+	}
+	assert_ok(sandbox_disk_detach(mp, &err), err);
+	assert_ok(sandbox_disk_attach_new(img2, mp, &err), err);
+	pathf(f, sizeof f, "%s/home", mp);
+	assert_int_equal(access(f, F_OK), -1); /* the plain template has none */
+	assert_ok(sandbox_disk_detach(mp, &err), err);
+	/* What a new 2 GB disk costs to copy and sync: its data, not ~1 MB of a
+	 * resize_inode's reserved GDT blocks (mke2fs -O ^resize_inode). */
+	struct stat st;
+	pathf(f, sizeof f, "%s/big.img", T.base);
+	assert_ok(sandbox_disk_make_from_template(f, 2048, tpl, dirs, 3, &err), err);
+	assert_int_equal(stat(f, &st), 0);
+	assert_int_equal(st.st_size, 2048ll << 20);
+	assert_true(st.st_blocks * 512 < 512 * 1024);
+	assert_int_equal(unlink(f), 0);
 }
 
 /* An image whose /home is a link to /root (absolute, as the host would read
@@ -580,6 +637,7 @@ int main(void)
 	    cmocka_unit_test(test_mount_and_write_on_image),
 	    cmocka_unit_test(test_disk_survives_detach),
 	    cmocka_unit_test(test_disk_attach_new),
+	    cmocka_unit_test(test_disk_template_dirs),
 	    cmocka_unit_test(test_reap_stale_covers_cpu),
 	};
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

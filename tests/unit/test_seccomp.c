@@ -363,6 +363,16 @@ static void test_policy_validation(void **state)
 		fail();
 	}
 	assert_true(prog.len > sbx_seccomp_policy_len);
+	/* Compiled once per process: a second caller gets the same program in
+	 * a buffer of its own (each frees its copy), the same as a fresh build. */
+	cleanup_seccomp_prog sbx_seccomp_prog again = {NULL, 0}, fresh = {NULL, 0};
+	assert_int_equal(sbx_seccomp_build_policy(&again, &err), 0);
+	assert_true(again.insns != prog.insns);
+	assert_int_equal(again.len, prog.len);
+	assert_memory_equal(again.insns, prog.insns, prog.len * sizeof *prog.insns);
+	assert_int_equal(sbx_seccomp_build(&fresh, sbx_seccomp_policy, sbx_seccomp_policy_len, &err), 0);
+	assert_int_equal(fresh.len, prog.len);
+	assert_memory_equal(fresh.insns, prog.insns, prog.len * sizeof *prog.insns);
 	const sbx_sc_rule bad[] = {
 		{"keyctl", SBX_SC_EPERM, 0, {{0}}, "ok"},
 		{"no_such_syscall", SBX_SC_EPERM, 0, {{0}}, "typo"},
