@@ -64,7 +64,9 @@ static void send_fds(const char *msg, const int *fds, int n)
 	if (n) {
 		mh.msg_control = cm.b;
 		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
-		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		/* The first header is the buffer itself (CMSG_FIRSTHDR's NULL case
+		 * cannot happen here, but gcc -O1 -Wnull-dereference warns about it). */
+		struct cmsghdr *c = &cm.h;
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
 		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
