@@ -475,6 +475,8 @@ async function partMini() {
   P(`interleaved; added = cortexd percentile - direct percentile (target at N=100: added p95 <= 10 ms).`);
   hdr();
   const adds = [];
+  const sm0 = await L.metrics(d);
+  let cxTurns = 0;
   for (const n of MINI_NS) {
     const r = await interleave(n, MINI_ROUNDS, d, sess, agents, 'mini');
     rowOf(n, 'cortexd', r.cx, r.cxRound);
@@ -484,8 +486,21 @@ async function partMini() {
       `in its sandboxes: ${Object.entries(r.cpu.kids).filter(([, v]) => v > 0).map(([k, v]) => `${k === 'ld.so' ? 'ws-agent' : k} ${(v / r.cpu.turns).toFixed(3)}`).join(', ')} ms; ` +
       `the bench's own Node process per turn: cortexd side ${(r.cpu.benchCx / r.cpu.turns).toFixed(3)} ms, direct ${(r.cpu.benchDx / r.cpu.turns).toFixed(3)} ms`);
     out.mini[n] = r;
+    cxTurns += r.cx.length;
   }
   for (const x of adds) P(x);
+  {
+    // The off-path store writes (transcripts, turn records, turn state) of
+    // the measured rounds: how many per turn, and how many group commits.
+    const sm1 = await L.metrics(d);
+    const g = k => (sm1[k] || 0) - (sm0[k] || 0);
+    const puts = g('cortex_store_later_puts_total'), commits = g('cortex_store_later_commits_total');
+    const folded = g('cortex_store_later_coalesced_total');
+    P(`store writes over the measured cortexd rounds: ${(puts / cxTurns).toFixed(2)} puts per turn queued, ` +
+      `${((puts - folded) / cxTurns).toFixed(2)} written (${(folded / cxTurns).toFixed(2)} folded into a later put of the same key), ` +
+      `${(commits / cxTurns).toFixed(3)} commits per turn (${commits ? (puts / commits).toFixed(1) : '-'} puts per commit)`);
+    out.mini.store = {puts, folded, commits, turns: cxTurns};
+  }
   if (MINI_PERF_N) {
     const n = Math.min(MINI_PERF_N, maxN);
     const pr = await perfRound(d, sess, n, 'mini', 20);

@@ -79,6 +79,7 @@ void core_metrics_write(FILE *f, void *arg)
 		{"cortex_store_write_failures_total", "Off-path store writes (transcripts, turn records) that failed; each also reached the session's clients as cortex.error.", d->store_write_failures},
 		{"cortex_store_later_puts_total", "Off-path store writes (transcripts, turn records) handed to a group commit.", d->puts.written},
 		{"cortex_store_later_commits_total", "Group commits of off-path store writes (one transaction, one sync each).", d->puts.batches},
+		{"cortex_store_later_coalesced_total", "Off-path store writes not written because a later one of the same key (a turn's \"running\" state, then idle) went in the same commit.", d->puts.coalesced},
 		{"cortex_store_later_trims_total", "malloc_trim calls after a backlog of off-path store writes drained.", d->puts.trims},
 		{"cortex_frame_alloc_failures_total", "Frames dropped on the message path for lack of memory.", frames_alloc_failures()},
 		{"cortex_ws_clients_cut_total", "Client WebSockets closed with 1008 \"client too slow\": over ws.client_queue_max_bytes behind a faster client.", fanout_clients_cut()},

@@ -309,19 +309,72 @@ struct put_batch {
 	store *st;
 	struct put_item *items;
 	size_t n;
+	size_t coalesced;   /* set by the worker, read in put_done */
 };
 
-static void put_write(store *st, struct put_item *items, size_t n)
+/* FNV-1a: the key hash of put_coalesce's table. */
+static uint32_t put_key_hash(const char *k)
+{
+	uint32_t h = 2166136261u;
+	for (; *k; k++)
+		h = (h ^ (unsigned char)*k) * 16777619u;
+	return h;
+}
+
+/* Keep only the last put of each key in ops[0..n), in their order; returns
+ * the count kept.  A batch is one transaction, so what it commits is the
+ * same either way; what it saves is the rows written twice in one commit: a
+ * session's turnstate "running" and, when its turn ended before the batch
+ * was taken, the idle state after it (one put in five at N=100,
+ * docs/benchmarks.md "Concurrency").  etcd also refuses a txn that names a
+ * key twice ("duplicate key given in txn request"), which made such a batch
+ * fall back to one put at a time.  Out of memory: ops left as they are. */
+static size_t put_coalesce(store_op *ops, size_t n)
+{
+	size_t cap = 16;
+	while (cap < 2 * n)
+		cap <<= 1;
+	cleanup_free uint32_t *slot = calloc(cap, sizeof *slot); /* index + 1; 0 = empty */
+	if (!slot || n < 2)
+		return n;
+	/* Walk from the end: the first time a key is seen is its last put. */
+	cleanup_free unsigned char *drop = calloc(n, 1);
+	if (!drop)
+		return n;
+	for (size_t i = n; i-- > 0;) {
+		size_t h = put_key_hash(ops[i].key) & (cap - 1);
+		for (; slot[h]; h = (h + 1) & (cap - 1))
+			if (strcmp(ops[slot[h] - 1].key, ops[i].key) == 0)
+				break;
+		if (slot[h])
+			drop[i] = 1;
+		else
+			slot[h] = (uint32_t)i + 1;
+	}
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		if (!drop[i])
+			ops[k++] = ops[i];
+	return k;
+}
+
+/* Write n queued puts as one transaction; returns how many puts were folded
+ * into a later put of the same key (put_coalesce).  If the transaction
+ * fails, every put is tried alone in queue order, as if never folded. */
+static size_t put_write(store *st, struct put_item *items, size_t n)
 {
 	cleanup_free store_op *ops = calloc(n, sizeof *ops);
-	size_t i = 0;
+	size_t i = 0, kept = 0;
 	for (struct put_item *it = items; ops && it && i < n; it = it->next, i++)
 		ops[i] = (store_op){.kind = STORE_PUT, .key = it->key, .val = it->val, .len = strlen(it->val)};
 	cx_err err = CX_ERR_INIT;
 	if (!ops)
 		snprintf(err.msg, sizeof err.msg, "out of memory");
-	else if (store_txn(st, ops, i, &err) == 0)
-		return;
+	else {
+		kept = put_coalesce(ops, i);
+		if (store_txn(st, ops, kept, &err) == 0)
+			return i - kept;
+	}
 	for (struct put_item *it = items; it; it = it->next) {
 		cx_err e1 = CX_ERR_INIT;
 		if (n > 1 && store_put(st, it->key, it->val, strlen(it->val), &e1) == 0)
@@ -329,12 +382,13 @@ static void put_write(store *st, struct put_item *items, size_t n)
 		it->failed = 1;
 		snprintf(it->err, sizeof it->err, "%s", n > 1 ? e1.msg : err.msg);
 	}
+	return 0;
 }
 
 static void put_run(void *arg)
 {
 	struct put_batch *b = arg;
-	put_write(b->st, b->items, b->n);
+	b->coalesced = put_write(b->st, b->items, b->n);
 }
 
 /* A backlog of puts (a commit that took long under load) leaves the heap
@@ -419,6 +473,7 @@ static void put_done(void *arg)
 	struct put_batch *b = arg;
 	struct cortexd *d = b->d;
 	d->puts.inflight = 0;
+	d->puts.coalesced += b->coalesced;
 	put_report(d, b->items);
 	free(b);
 	put_kick(d);
@@ -463,7 +518,7 @@ void store_put_flush(struct cortexd *d)
 		d->puts.head = last->next;
 		last->next = NULL;
 		d->puts.queued -= n;
-		put_write(d->st, items, n);
+		d->puts.coalesced += put_write(d->st, items, n);
 		put_report(d, items);
 	}
 	d->puts.tail = NULL;

@@ -335,6 +335,7 @@ struct cortexd {
 		size_t queued;
 		int inflight;
 		uint64_t batches, written; /* commits and puts handed to them */
+		uint64_t coalesced;      /* puts folded into a later put of their key in the same commit */
 		size_t bytes, bytes_high; /* held by queued and in-flight puts; its high-water mark */
 		uint64_t trims;          /* malloc_trim after a backlog drained */
 	} puts;

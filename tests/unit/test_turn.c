@@ -375,6 +375,32 @@ static void test_group_commit(void **state)
 	free(v);
 	assert_int_not_equal(store_get(D.st, "gc/big", &v, &len, &err), 0);
 	D.store_failing = 0;
+	/* The same key twice in one batch: only the last value is written (one
+	 * put folded, counted), the others as usual.  The first put goes alone
+	 * and stays in flight until its job is drained, so the next four gather
+	 * into one batch. */
+	uint64_t c0 = D.puts.coalesced;
+	int64_t r0 = 0, r1 = 0;
+	assert_int_equal(store_revision(D.st, &r0, &err), 0);
+	store_put_later(&D, "", "gc/alone", json_pack("{s:i}", "i", 0));
+	assert_true(D.puts.inflight);
+	store_put_later(&D, "", "gc/dup", json_pack("{s:s}", "state", "running"));
+	store_put_later(&D, "", "gc/between", json_pack("{s:i}", "i", 1));
+	store_put_later(&D, "", "gc/dup", json_pack("{s:s}", "state", "idle"));
+	store_put_later(&D, "", "gc/last", json_pack("{s:i}", "i", 2));
+	puts_settle();
+	assert_int_equal(D.puts.coalesced - c0, 1);
+	assert_int_equal(D.store_write_failures, f0 + 1);
+	assert_int_equal(store_get(D.st, "gc/dup", &v, &len, &err), 0);
+	assert_string_equal(v, "{\"state\":\"idle\"}");
+	free(v);
+	assert_int_equal(store_get(D.st, "gc/between", &v, &len, &err), 0);
+	free(v);
+	assert_int_equal(store_get(D.st, "gc/last", &v, &len, &err), 0);
+	free(v);
+	/* Two commits: the lone put, then the four (three rows) in one txn. */
+	assert_int_equal(store_revision(D.st, &r1, &err), 0);
+	assert_int_equal(r1 - r0, 2);
 }
 
 /* A failed test leaves its lines behind. */
