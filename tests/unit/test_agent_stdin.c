@@ -85,6 +85,16 @@ static void recv_all(const char *want)
 
 static int is_open(int fd) { return fcntl(fd, F_GETFD) >= 0; }
 
+/* A pipe whose write end came with wsa.started, taken by agent start 1. */
+static void start_with_pipe(int p[2])
+{
+	assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
+	send_fds("started\n", &p[1], 1);
+	recv_all("started\n");
+	agent_stdin_started(&S, 1);
+	assert_true(S.link.stdin_fd >= 0);
+}
+
 static void passed_pipe_is_written(void **state)
 {
 	(void)state;
@@ -133,11 +143,7 @@ static void long_line_goes_on_the_link(void **state)
 {
 	(void)state;
 	int p[2];
-	assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
-	send_fds("started\n", &p[1], 1);
-	recv_all("started\n");
-	agent_stdin_started(&S, 1);
-	assert_true(S.link.stdin_fd >= 0);
+	start_with_pipe(p);
 	static char big[PIPE_BUF + 10];
 	memset(big, 'y', sizeof big - 1);
 	assert_int_equal(agent_stdin_write(&S, big, strlen(big)), -1); /* not atomic */
@@ -154,10 +160,7 @@ static void closed_reader_goes_on_the_link(void **state)
 {
 	(void)state;
 	int p[2];
-	assert_int_equal(pipe2(p, O_CLOEXEC | O_NONBLOCK), 0);
-	send_fds("started\n", &p[1], 1);
-	recv_all("started\n");
-	agent_stdin_started(&S, 1);
+	start_with_pipe(p);
 	close(p[0]); /* the agent closed its stdin */
 	signal(SIGPIPE, SIG_IGN); /* as cortexd */
 	assert_int_equal(agent_stdin_write(&S, "{}", 2), -1);
