@@ -389,6 +389,8 @@ void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
 /* A failed write counts in store_write_failures, marks the store failing
  * (GET /healthz 503) and sends cortex.error to session sid's clients. */
 void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o);
+/* The same with the value already a JSON text (val: malloc'd, taken; NULL = out of memory). */
+void store_put_later_str(struct cortexd *d, const char *sid, const char *key, char *val);
 /* Write every queued put now, on this thread (shutdown, after work_stop). */
 void store_put_flush(struct cortexd *d);
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn);

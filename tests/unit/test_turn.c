@@ -486,6 +486,85 @@ static void test_normal_turn(void **state)
 	sess_free(s, all, 2);
 }
 
+/* The raw value of the first row under prefix whose key holds part (after
+ * waiting for it, as wait_row); the caller frees it. */
+static char *wait_raw(const char *prefix, const char *part)
+{
+	json_decref(wait_row(prefix, part));
+	store_kv *kv = NULL;
+	size_t n = 0;
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(store_list(D.st, prefix, 0, &kv, &n, &err), 0);
+	char *v = NULL;
+	for (size_t k = 0; k < n && !v; k++)
+		if (strstr(kv[k].key, part))
+			v = strndup(kv[k].val, kv[k].len);
+	store_kv_free(kv, n);
+	assert_non_null(v);
+	return v;
+}
+
+/* json_dumps(o, JSON_COMPACT), o consumed. */
+static char *dump(json_t *o)
+{
+	assert_non_null(o);
+	char *v = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	assert_non_null(v);
+	return v;
+}
+
+static void expect_bytes(const char *what, const char *got, char *want)
+{
+	if (strcmp(got, want))
+		fail_msg("%s: expected %s, got %s", what, want, got);
+	free(want);
+}
+
+/* Transcript and turn-state values are written as strings (session.c,
+ * turn.c): byte for byte what json_pack + json_dumps wrote before, with text
+ * that needs every kind of escape. */
+static void test_store_values_as_jansson(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_bytes", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	const char *text = "say \"hi\" \\ / \n\t\x01\x1f caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+	start_turn(s, text);
+	char *st = wait_raw("turnstate/", "turnstate/s_bytes");
+	json_t *o = json_loads(st, 0, NULL);
+	json_int_t ts = json_integer_value(json_object_get(json_object_get(o, "running"), "ts"));
+	json_decref(o);
+	assert_true(ts > 0);
+	expect_bytes("turn state, running", st,
+		     dump(json_pack("{s:I,s:{s:I,s:s}}", "turn", (json_int_t)1, "running", "ts", ts, "surface", "chat")));
+	free(st);
+	char *u = wait_raw("transcripts/s_bytes/", "-000001-0");
+	o = json_loads(u, 0, NULL);
+	ts = json_integer_value(json_object_get(o, "ts"));
+	json_decref(o);
+	expect_bytes("user transcript", u,
+		     dump(json_pack("{s:s,s:s,s:I,s:I}", "role", "user", "text", text, "ts", ts, "turn", (json_int_t)1)));
+	free(u);
+	feed(s, RESULT("a\\\"b\\u0002"));
+	assert_null(s->turn);
+	char *as = wait_raw("transcripts/s_bytes/", "-000001-1");
+	o = json_loads(as, 0, NULL);
+	ts = json_integer_value(json_object_get(o, "ts"));
+	json_decref(o);
+	expect_bytes("assistant transcript", as,
+		     dump(json_pack("{s:s,s:s,s:I,s:I}", "role", "assistant", "text", "a\"b\x02", "ts", ts, "turn",
+				    (json_int_t)1)));
+	free(as);
+	puts_settle();
+	st = wait_raw("turnstate/", "turnstate/s_bytes");
+	expect_bytes("turn state, idle", st, dump(json_pack("{s:I}", "turn", (json_int_t)1)));
+	free(st);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
 /* A second turn: seq goes on, the id too; a changed config shows in path. */
 static void test_turns_in_a_row(void **state)
 {
@@ -1591,6 +1670,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup(test_normal_turn, test_setup),
 	    cmocka_unit_test_setup(test_turns_in_a_row, test_setup),
+	    cmocka_unit_test_setup(test_store_values_as_jansson, test_setup),
 	    cmocka_unit_test_setup(test_nul_in_output, test_setup),
 	    cmocka_unit_test_setup(test_bad_line, test_setup),
 	    cmocka_unit_test_setup(test_output_not_of_the_turn, test_setup),
