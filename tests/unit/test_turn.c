@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 
 #include "agent.h"
 #include "caps.h"
@@ -1389,6 +1392,111 @@ static void test_turnlog_replay(void **state)
 	sess_free(s, all, 1);
 }
 
+/* Run one sync pass of the turn logs and wait for its end. */
+static void sync_pass_wait(void)
+{
+	struct turnlog_counters c0, c1;
+	turnlog_get_counters(&c0);
+	assert_int_equal(turnlog_sync_now(&D), 0);
+	for (int i = 0; i < 500; i++) {
+		turnlog_get_counters(&c1);
+		if (c1.passes > c0.passes)
+			return;
+		nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+		work_drain_done();
+	}
+	fail_msg("no sync pass within 5 s");
+}
+
+/* The sync pass: a log that grew gets an fdatasync, after which what it
+ * holds is durable (dur); a log written only below that since is an
+ * overwrite, synced with sync_file_range (on ext4 without data=journal; the
+ * test dir's file system says which).  A slot grows TURNLOG_GROW at a time
+ * with zeros past its records, which a restore reads past. */
+static void test_turnlog_sync_modes(void **state)
+{
+	(void)state;
+	struct statfs sf;
+	assert_int_equal(statfs(tmpdir, &sf), 0);
+	int ext4 = sf.f_type == EXT4_SUPER_MAGIC; /* (data=journal is not tested for: a test box has none) */
+	struct session *s = sess_new("s_tsync", "chat");
+	session_link(s); /* the pass walks the daemon's sessions */
+	struct client a = {0};
+	fanout_attach(s, &a);
+	struct turnlog_state *t = &s->fan.tlog;
+	struct turnlog_counters c0, c1;
+
+	start_turn(s, "one");
+	feed(s, DELTA("1"));
+	feed(s, RESULT("1"));
+	turnlog_flush(s);
+	assert_int_eq_msg(t->range_ok, ext4, "range sync allowed (ext4)");
+	struct stat st;
+	assert_int_equal(fstat(t->fd, &st), 0);
+	assert_int_eq_msg(st.st_size, TURNLOG_GROW, "file size after the first turn (slot 0 grown one step)");
+	assert_int_eq_msg(t->ext[0], TURNLOG_GROW, "slot 0 written through");
+	assert_int_eq_msg(t->dur[0], 0, "nothing durable before a pass");
+	turnlog_get_counters(&c0);
+	sync_pass_wait();
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.full - c0.full, 1, "a grown log: fdatasync");
+	assert_int_eq_msg(c1.ranged - c0.ranged, 0, "a grown log: no range sync");
+	assert_int_eq_msg(t->dur[0], TURNLOG_GROW, "durable after the fdatasync");
+	assert_int_eq_msg(t->dirty, 0, "clean after the pass");
+
+	/* Nothing written: no pass at all. */
+	turnlog_get_counters(&c0);
+	assert_int_equal(turnlog_sync_now(&D), 0);
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.passes, c0.passes, "a pass with nothing dirty");
+
+	/* A second small turn: an overwrite below dur. */
+	start_turn(s, "two");
+	feed(s, DELTA("2"));
+	feed(s, RESULT("2"));
+	turnlog_flush(s);
+	assert_int_eq_msg(t->ext[0], TURNLOG_GROW, "no growth for a small turn");
+	turnlog_get_counters(&c0);
+	sync_pass_wait();
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.ranged - c0.ranged, ext4, "an overwrite: range sync (ext4)");
+	assert_int_eq_msg(c1.full - c0.full, !ext4, "an overwrite: fdatasync (not ext4)");
+	assert_int_eq_msg(c1.failed - c0.failed, 0, "failed syncs");
+
+	/* A frame past the grown end: the slot grows a step, fdatasync again. */
+	static char line[80000];
+	int n = snprintf(line, sizeof line, "%s", DELTA("@"));
+	char *at = strchr(line, '@');
+	size_t big = 70000, tail = strlen(at + 1);
+	memmove(at + big, at + 1, tail + 1);
+	memset(at, 'x', big);
+	assert_true((size_t)n + big < sizeof line);
+	start_turn(s, "three");
+	feed(s, line);
+	uint64_t last = s->fan.seq;
+	turnlog_flush(s);
+	assert_int_eq_msg(t->ext[0], 2 * TURNLOG_GROW, "slot 0 grown a second step");
+	turnlog_get_counters(&c0);
+	sync_pass_wait();
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.full - c0.full, 1, "grown again: fdatasync");
+	assert_int_eq_msg(t->dur[0], 2 * TURNLOG_GROW, "durable through the second step");
+
+	/* The zeros past the records end the read: turn 3 and its frame back. */
+	struct session *s2 = session_new(&D, "s_tsync", "alice", "chat");
+	assert_non_null(s2);
+	int ended = -1;
+	assert_int_eq_msg(turnlog_restore(s2, &ended), 3, "the logged turn");
+	assert_int_eq_msg(ended, 0, "turn 3 did not end");
+	assert_int_eq_msg(s2->fan.seq, last, "seq of the big frame");
+	assert_true(s2->fan.replay.n >= 1);
+	turnlog_close(s2, 0);
+	session_unref(s2);
+	session_unlink(s);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
 /* Small turns follow each other in one log file (no cut per turn): the
  * restore keeps only the last turn's frames, with their seqs. */
 static void test_turnlog_two_turns(void **state)
@@ -1535,6 +1643,8 @@ static void test_turnlog_torn(void **state)
 	uint64_t last = s->fan.seq;
 	size_t len;
 	char *b = ring_read(s, &len);
+	assert_true(s->fan.tlog.slot == 0 && s->fan.tlog.off <= len);
+	len = s->fan.tlog.off; /* the records' end (zeros follow, to TURNLOG_GROW) */
 	/* Cut inside the last record. */
 	ring_write(s, b, len - 5);
 	restore_check("s_tltorn", last - 1, 1, 0);
@@ -1690,6 +1800,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_restore_lost_turn, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_replay, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_two_turns, test_setup),
+	    cmocka_unit_test_setup(test_turnlog_sync_modes, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_ring_wrap, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_torn, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_legacy_text, test_setup),
