@@ -157,7 +157,7 @@ void cx_random_hex(char *out, size_t nbytes)
 		if (r > 0)
 			got += (size_t)r;
 	}
-	static const char hx[] = "0123456789ABCDEF";
+	static const char hx[] = "0123456789abcdef";
 	for (size_t i = 0; i < nbytes; i++) {
 		out[2 * i] = hx[b[i] >> 4];
 		out[2 * i + 1] = hx[b[i] & 15];
