@@ -24,9 +24,13 @@
  * before any client is given one of the frames (fanout_writeable flushes
  * first) and at the end of each batch read from ws-agent; so a frame a
  * client saw is always in the log, and a cortexd crash loses none of them.
- * fdatasync runs on a worker every TURNLOG_SYNC_MS for logs written since (a
- * host crash loses at most that much: what did not reach the disk fails its
- * checksum or is of an older generation), never on the service thread.
+ * Every TURNLOG_SYNC_MS a worker syncs the logs written since (a host crash
+ * loses at most that much: what did not reach the disk fails its checksum or
+ * is of an older generation), never on the service thread: fdatasync for a
+ * log that grew (a slot grows TURNLOG_GROW at a time, zeros past its
+ * records); for one only overwritten since its last fdatasync, on ext4
+ * without data=journal, sync_file_range, and the pass's one device flush
+ * (an fdatasync's) makes it as durable.
  *
  * Bound: TURNLOG_CAP bytes per session, in TLR_SLOTS slots.  When a slot is
  * full the next one is overwritten from its start (never truncated, so no
