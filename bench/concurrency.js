@@ -500,6 +500,12 @@ async function partMini() {
       `${((puts - folded) / cxTurns).toFixed(2)} written (${(folded / cxTurns).toFixed(2)} folded into a later put of the same key), ` +
       `${(commits / cxTurns).toFixed(3)} commits per turn (${commits ? (puts / commits).toFixed(1) : '-'} puts per commit)`);
     out.mini.store = {puts, folded, commits, turns: cxTurns};
+    // The turn logs' sync passes (counted by cortexd since these metrics exist).
+    const tlFull = g('cortex_turnlog_fdatasyncs_total'), tlRange = g('cortex_turnlog_range_syncs_total');
+    if (tlFull || tlRange)
+      P(`turn log syncs over the measured cortexd rounds: ${(tlFull / cxTurns).toFixed(3)} fdatasyncs and ` +
+        `${(tlRange / cxTurns).toFixed(3)} sync_file_range-only per turn`);
+    out.mini.turnlog = {fdatasyncs: tlFull, range_syncs: tlRange, turns: cxTurns};
   }
   if (MINI_PERF_N) {
     const n = Math.min(MINI_PERF_N, maxN);

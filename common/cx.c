@@ -350,3 +350,63 @@ size_t cx_utf8_fix(char *s)
 	}
 	return fixed;
 }
+
+/* The escape of byte c, or NULL when it goes out as it is. */
+static const char *json_esc(unsigned char c)
+{
+	switch (c) {
+	case '"': return "\\\"";
+	case '\\': return "\\\\";
+	case '\b': return "\\b";
+	case '\f': return "\\f";
+	case '\n': return "\\n";
+	case '\r': return "\\r";
+	case '\t': return "\\t";
+	default: return NULL;
+	}
+}
+
+size_t cx_json_str_len(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s), n = 2;
+	while (left) {
+		if (*p >= 0x80) {
+			size_t k = cx_utf8_seq(p, left);
+			if (!k)
+				return 0;
+			n += k;
+			p += k;
+			left -= k;
+			continue;
+		}
+		const char *e = json_esc(*p);
+		n += e ? strlen(e) : *p < 0x20 ? 6 : 1;
+		p++;
+		left--;
+	}
+	return n;
+}
+
+char *cx_json_str_put(char *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	*out++ = '"';
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		const char *e = json_esc(*p);
+		if (e) {
+			size_t k = strlen(e);
+			memcpy(out, e, k);
+			out += k;
+		} else if (*p < 0x20) {
+			memcpy(out, "\\u00", 4);
+			out[4] = hex[*p >> 4];
+			out[5] = hex[*p & 15];
+			out += 6;
+		} else {
+			*out++ = (char)*p;
+		}
+	}
+	*out++ = '"';
+	return out;
+}

@@ -119,6 +119,16 @@ size_t cx_utf8_fix(char *s);
  * 3629: no overlongs, no surrogates, nothing above U+10FFFF, not cut). */
 size_t cx_utf8_seq(const unsigned char *s, size_t n);
 
+/* A NUL-terminated string as a JSON string, byte for byte what jansson's
+ * json_dumps writes for it (quotes; \\ \" \b \f \n \r \t; other bytes
+ * below 0x20 as \u00XX; UTF-8 and '/' as they are): for store values built
+ * without a json_t on the service thread.  cx_json_str_len gives the length
+ * with the quotes, or 0 when s is not valid UTF-8 (jansson refuses such a
+ * string); cx_json_str_put writes that many bytes (no NUL) to out and
+ * returns the end. */
+size_t cx_json_str_len(const char *s);
+char *cx_json_str_put(char *out, const char *s);
+
 /* FNV-1a over n bytes: the bucket hash of cortexd's small chained tables
  * (peers, owners, tokens).  Not for anything an attacker picks to collide
  * against a secret: these tables are keyed by ids, addresses and token hashes. */

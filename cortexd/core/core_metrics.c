@@ -8,6 +8,7 @@
 #include "fanout.h"
 #include "metrics.h"
 #include "turn.h"
+#include "turnlog.h"
 
 static void sessions_write(FILE *f, struct cortexd *d)
 {
@@ -87,6 +88,11 @@ void core_metrics_write(FILE *f, void *arg)
 	};
 	for (size_t i = 0; i < sizeof ctr / sizeof ctr[0]; i++)
 		metrics_counter(f, ctr[i].name, ctr[i].help, ctr[i].v);
+	struct turnlog_counters tl;
+	turnlog_get_counters(&tl);
+	metrics_counter(f, "cortex_turnlog_fdatasyncs_total", "Turn logs fdatasync'd by a sync pass (grown since the last, or not on ext4).", tl.full);
+	metrics_counter(f, "cortex_turnlog_range_syncs_total", "Turn logs a sync pass wrote with sync_file_range alone (overwrites; the pass's one device flush covers them).", tl.ranged);
+	metrics_counter(f, "cortex_turnlog_sync_failures_total", "Turn log syncs that failed (that log is fdatasync'd whole by the pass after its next write).", tl.failed);
 	uint64_t bw, bf;
 	frames_batch_counts(&bw, &bf);
 	metrics_counter(f, "cortex_ws_batched_sends_total", "Sends that carried several queued frames to one client at once.", bw);

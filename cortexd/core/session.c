@@ -479,21 +479,22 @@ static void put_done(void *arg)
 	put_kick(d);
 }
 
-void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o)
+void store_put_later_str(struct cortexd *d, const char *sid, const char *key, char *val)
 {
-	struct put_item *it = calloc(1, sizeof *it);
-	if (it) {
-		snprintf(it->key, sizeof it->key, "%s", key);
-		snprintf(it->sid, sizeof it->sid, "%s", sid ? sid : "");
-		it->val = json_dumps(o, JSON_COMPACT);
-	}
-	json_decref(o);
-	if (!it || !it->val) {
-		free(it);
+	struct put_item *it = val ? malloc(sizeof *it) : NULL;
+	if (!it) {
+		free(val);
 		d->store_write_failures++;
 		log_error("store write %s: out of memory", key);
 		return;
 	}
+	/* (not calloc: the 560-byte item is filled here, err only on failure) */
+	it->next = NULL;
+	it->failed = 0;
+	it->err[0] = 0;
+	it->val = val;
+	snprintf(it->key, sizeof it->key, "%s", key);
+	snprintf(it->sid, sizeof it->sid, "%s", sid ? sid : "");
 	if (d->puts.tail)
 		d->puts.tail->next = it;
 	else
@@ -504,6 +505,13 @@ void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t
 	if (d->puts.bytes > d->puts.bytes_high)
 		d->puts.bytes_high = d->puts.bytes;
 	put_kick(d);
+}
+
+void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o)
+{
+	char *val = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	store_put_later_str(d, sid, key, val);
 }
 
 void store_put_flush(struct cortexd *d)
@@ -524,12 +532,32 @@ void store_put_flush(struct cortexd *d)
 	d->puts.tail = NULL;
 }
 
+/* transcripts/<session>/<ts>-<turn>-<0 user | 1 assistant>:
+ * {"role","text","ts","turn"}.  Written as a string, the bytes jansson's
+ * json_pack + json_dumps made (a test compares them): one malloc instead of
+ * an object of four values, its hash table and a dump, per message on the
+ * service thread.  Text that is not UTF-8 goes the jansson way, which
+ * refuses it (as before, an "out of memory" store write failure). */
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn)
 {
 	char key[200];
 	int64_t ts = cx_wall_ms();
 	snprintf(key, sizeof key, "transcripts/%s/%015lld-%06llu-%d", s->id, (long long)ts,
 		 (unsigned long long)turn, strcmp(role, "user") ? 1 : 0);
-	store_put_later(s->d, s->id, key, json_pack("{s:s,s:s,s:I,s:I}", "role", role, "text", text, "ts",
-					     (json_int_t)ts, "turn", (json_int_t)turn));
+	size_t lr = cx_json_str_len(role), lt = cx_json_str_len(text);
+	if (!lr || !lt) {
+		store_put_later(s->d, s->id, key, json_pack("{s:s,s:s,s:I,s:I}", "role", role, "text", text, "ts",
+							     (json_int_t)ts, "turn", (json_int_t)turn));
+		return;
+	}
+	char tail[64];
+	int nt = snprintf(tail, sizeof tail, ",\"ts\":%lld,\"turn\":%lld}", (long long)ts, (long long)turn);
+	size_t cap = sizeof "{\"role\":,\"text\":" + lr + lt + (size_t)nt;
+	char *v = malloc(cap), *p = v;
+	if (v) {
+		p = cx_json_str_put(stpcpy(p, "{\"role\":"), role);
+		p = cx_json_str_put(stpcpy(p, ",\"text\":"), text);
+		memcpy(p, tail, (size_t)nt + 1);
+	}
+	store_put_later_str(s->d, s->id, key, v);
 }

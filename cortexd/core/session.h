@@ -75,6 +75,7 @@ struct client {
 /* The durable turn log (turnlog.c). */
 #define TURNLOG_BIG_MIN 1024u /* frames this long are written from where they lie */
 #define TURNLOG_BIG_MAX 64u   /* of them pending at once (then a flush) */
+#define TURNLOG_SLOTS 2u      /* = TLR_SLOTS (turnlog_ring.h; turnlog.c asserts it) */
 
 struct turnlog_state {
 	int fd;                  /* SESSION_DIR/turn.ring (turnlog_ring.h); <= 0 = not open */
@@ -92,6 +93,14 @@ struct turnlog_state {
 	int in_slot;             /* a slot was started since the file was opened */
 	uint64_t turn;           /* the turn it holds (0: none) */
 	int dirty;               /* written since the last fdatasync */
+	/* For the sync pass (turnlog.c): a slot is written from its start with
+	 * no gap, so ext[i] bytes of slot i hold records or zeros since the
+	 * open; dur[i] of them are known allocated, with the file's size, on
+	 * disk (a completed fdatasync covered them).  Below dur an overwrite
+	 * changes no metadata. */
+	uint64_t ext[TURNLOG_SLOTS], dur[TURNLOG_SLOTS];
+	uint64_t open_id;        /* which open of the file (a pass's result is for that one only) */
+	int range_ok;            /* ext4 without data=journal: sync_file_range is exact for an overwrite */
 	int legacy_maybe;        /* turn.log / turn.old (the text format) may exist */
 	int end_gathered;        /* pending ends with the last turn's "E" (turnlog_end_batched) */
 };
@@ -389,6 +398,8 @@ void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
 /* A failed write counts in store_write_failures, marks the store failing
  * (GET /healthz 503) and sends cortex.error to session sid's clients. */
 void store_put_later(struct cortexd *d, const char *sid, const char *key, json_t *o);
+/* The same with the value already a JSON text (val: malloc'd, taken; NULL = out of memory). */
+void store_put_later_str(struct cortexd *d, const char *sid, const char *key, char *val);
 /* Write every queued put now, on this thread (shutdown, after work_stop). */
 void store_put_flush(struct cortexd *d);
 void transcript_append(const struct session *s, const char *role, const char *text, uint64_t turn);

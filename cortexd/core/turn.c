@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "agent.h"
@@ -118,17 +119,29 @@ static void record(struct session *s, const struct turn *t)
 
 static void state_key(const struct session *s, char *key, size_t cap) { snprintf(key, cap, "turnstate/%s", s->id); }
 
+/* Two puts a turn ("running" at its start, idle at its end), so the value
+ * is written as a string (the bytes json_dumps made: a test compares them)
+ * rather than built as an object and dumped on the service thread. */
 static void state_put(struct session *s, const struct turn *t, int running)
 {
 	if (s->deleted)
 		return; /* its row is being deleted with the session */
 	char key[80];
 	state_key(s, key, sizeof key);
-	json_t *o = json_pack("{s:I}", "turn", (json_int_t)t->id);
-	if (o && running)
-		json_object_set_new(o, "running", json_pack("{s:I,s:s}", "ts", (json_int_t)cx_wall_ms(), "surface",
-							   s->prof ? s->prof->name : s->surface));
-	store_put_later(s->d, s->id, key, o);
+	const char *surface = s->prof ? s->prof->name : s->surface;
+	size_t ls = running ? cx_json_str_len(surface) : 0;
+	if (!ls) /* (a surface name not UTF-8: jansson left "running" out) */
+		running = 0;
+	size_t cap = 96 + ls;
+	char *v = malloc(cap);
+	if (v && !running)
+		snprintf(v, cap, "{\"turn\":%lld}", (long long)t->id);
+	else if (v) {
+		int n = snprintf(v, cap, "{\"turn\":%lld,\"running\":{\"ts\":%lld,\"surface\":", (long long)t->id,
+				 (long long)cx_wall_ms());
+		memcpy(cx_json_str_put(v + n, surface), "}}", 3);
+	}
+	store_put_later_str(s->d, s->id, key, v);
 }
 
 void turn_restore(struct session *s)

@@ -6,7 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -19,7 +24,9 @@
 static struct cortexd *sync_d; /* the daemon whose logs are synced */
 static lws_sorted_usec_list_t sul_sync;
 static int sync_armed, sync_inflight;
-static uint64_t n_syncs, n_write_errors;
+static uint64_t n_syncs, n_write_errors, n_opens;
+static struct turnlog_counters counters;
+_Static_assert(TURNLOG_SLOTS == TLR_SLOTS, "session.h's TURNLOG_SLOTS is the ring's slot count");
 
 /* The log lives in the session's own dir (root's, 0711; with etcd on storage
  * every node reaches), so the node that takes a session over after its
@@ -61,6 +68,52 @@ void turnlog_test_slot_bytes(size_t n)
 	slot_bytes = n ? n : TURNLOG_CAP / TLR_SLOTS;
 }
 
+/* Whether data=journal is among the options of the mount of dev (ext4's
+ * super options in /proc/self/mountinfo): then file data goes through the
+ * journal and only fsync orders it.  Unknown (no such line, no file) = yes.
+ * Read once per device. */
+static int data_journalled(dev_t dev)
+{
+	static dev_t last_dev;
+	static int last = -1;
+	if (last >= 0 && dev == last_dev)
+		return last;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	if (!f)
+		return 1;
+	char line[4096];
+	int found = 0, journalled = 1;
+	while (!found && fgets(line, sizeof line, f)) {
+		unsigned maj, mnr;
+		if (sscanf(line, "%*s %*s %u:%u", &maj, &mnr) != 2 || makedev(maj, mnr) != dev)
+			continue;
+		const char *sep = strstr(line, " - "); /* fstype source super-options */
+		found = 1;
+		journalled = !sep || strstr(sep, "data=journal") != NULL;
+	}
+	fclose(f);
+	last_dev = dev;
+	last = journalled;
+	return journalled;
+}
+
+/* Whether an overwrite of the ring's allocated bytes is made durable by
+ * sync_file_range and a device flush alone (the sync pass, below): ext4
+ * (with or without a journal) writes such pages in place and changes no
+ * metadata fdatasync would write.  Not with data=journal (the mount's or the
+ * file's), nor on another file system (btrfs and others move data on write). */
+static int range_sync_ok(int fd)
+{
+	struct statfs sf;
+	struct stat st;
+	int flags = 0;
+	if (fstatfs(fd, &sf) < 0 || sf.f_type != EXT4_SUPER_MAGIC || fstat(fd, &st) < 0)
+		return 0;
+	if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0 || (flags & FS_JOURNAL_DATA_FL))
+		return 0;
+	return !data_journalled(st.st_dev);
+}
+
 /* The ring, opened (created) on first use; which slot is newest and the
  * highest generation are read from the slots' first records, and the next
  * record starts a slot after it (what follows the newest one's last record
@@ -95,6 +148,12 @@ static int log_open(struct session *s)
 	t->fd = fd;
 	t->in_slot = 0;
 	t->off = 0;
+	/* What an earlier open wrote is not known to be whole: each slot grows
+	 * (and is fdatasync'd) again from its start. */
+	memset(t->ext, 0, sizeof t->ext);
+	memset(t->dur, 0, sizeof t->dur);
+	t->open_id = ++n_opens;
+	t->range_ok = range_sync_ok(fd);
 	t->legacy_maybe = 1; /* a cortexd of the text format may have left its files */
 	return 0;
 }
@@ -133,8 +192,9 @@ static void drop_pending(struct turnlog_state *t)
  * the first error. */
 static size_t write_pending(struct session *s)
 {
+	static const char zeros[TURNLOG_GROW];
 	struct turnlog_state *t = &s->fan.tlog;
-	struct iovec iov[2 * TURNLOG_BIG_MAX + 1];
+	struct iovec iov[2 * TURNLOG_BIG_MAX + 2];
 	int n = 0;
 	size_t at = 0;
 	for (unsigned i = 0; i < t->nbig; i++) {
@@ -145,6 +205,20 @@ static size_t write_pending(struct session *s)
 	}
 	if (t->len > at)
 		iov[n++] = (struct iovec){t->buf + at, t->len - at};
+	/* Past what the slot holds, it grows to the next TURNLOG_GROW with
+	 * zeros (not a record: a restore stops there), so the next writes
+	 * overwrite allocated blocks below the file's size, and the sync pass
+	 * needs an fdatasync for the size and the blocks once per step, not
+	 * once per pass.  What lies past the records of the slot being written
+	 * is stale (another generation), so zeroing it loses nothing. */
+	uint64_t end = t->off + t->pending;
+	if (end > t->ext[t->slot]) {
+		uint64_t to = (end + TURNLOG_GROW - 1) / TURNLOG_GROW * TURNLOG_GROW;
+		if (to > slot_bytes)
+			to = slot_bytes;
+		if (to > end)
+			iov[n++] = (struct iovec){(void *)zeros, (size_t)(to - end)};
+	}
 	off_t pos = (off_t)(t->slot * slot_bytes + t->off);
 	size_t done = 0;
 	int k = 0;
@@ -166,28 +240,128 @@ static size_t write_pending(struct session *s)
 			iov[k].iov_len -= left;
 		}
 	}
-	return done;
+	/* From off, every byte up to off + done is written: no gap. */
+	if (t->off + done > t->ext[t->slot])
+		t->ext[t->slot] = t->off + done;
+	return done < t->pending ? done : t->pending; /* (the zeros are no record) */
 }
 
+/* One log of a sync pass: a dup of its fd (the session may close its own
+ * meanwhile) and, for an fdatasync, how far each slot was written, which
+ * is durable once it returns 0. */
+struct tl_sync_ent {
+	int fd;
+	int full;                  /* fdatasync (else sync_file_range: an overwrite) */
+	int ok;
+	char sid[40];
+	uint64_t open_id;
+	uint64_t ext[TURNLOG_SLOTS];
+};
+
+struct tl_sync_job {
+	int n;
+	struct tl_sync_ent e[];
+};
+
+/* Worker.  A log written only over its durable bytes (dur) needs its pages
+ * written and the device's cache flushed, nothing of the inode: for those,
+ * sync_file_range starts every write first (they go to the device
+ * together) and waits for each; then the logs that grew get an fdatasync
+ * each, and the device flush that every ext4 fdatasync ends with (with a
+ * journal: a flush or a commit that flushes first) makes the overwrites
+ * durable too, as their own fdatasync would have.  One fdatasync of an
+ * overwritten log is that flush when no log grew.  A log whose sync failed
+ * is counted and fdatasync'd whole by the pass after its next write. */
 static void sync_run(void *arg)
 {
-	int *fds = arg;
-	for (int i = 1; i <= fds[0]; i++) {
-		(void)fdatasync(fds[i]);
-		close(fds[i]);
-	}
+	struct tl_sync_job *j = arg;
+	const unsigned wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
+	int ranged = -1, flushed = 0;
+	for (int i = 0; i < j->n; i++)
+		if (!j->e[i].full)
+			(void)sync_file_range(j->e[i].fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+	for (int i = 0; i < j->n; i++)
+		if (!j->e[i].full) {
+			j->e[i].ok = sync_file_range(j->e[i].fd, 0, 0, wait) == 0;
+			if (ranged < 0)
+				ranged = i;
+		}
+	for (int i = 0; i < j->n; i++)
+		if (j->e[i].full)
+			flushed |= j->e[i].ok = fdatasync(j->e[i].fd) == 0;
+	if (ranged >= 0 && !flushed && fdatasync(j->e[ranged].fd) != 0)
+		for (int i = 0; i < j->n; i++)
+			if (!j->e[i].full)
+				j->e[i].ok = 0;
+	for (int i = 0; i < j->n; i++)
+		close(j->e[i].fd);
 }
 
 static void sync_done(void *arg)
 {
-	free(arg);
+	struct tl_sync_job *j = arg;
+	for (int i = 0; i < j->n; i++) {
+		struct tl_sync_ent *e = &j->e[i];
+		if (!e->ok)
+			counters.failed++;
+		else if (e->full)
+			counters.full++;
+		else
+			counters.ranged++;
+		if (e->ok && !e->full)
+			continue;
+		struct session *s = sync_d ? session_find(sync_d, e->sid) : NULL;
+		if (!s || s->fan.tlog.open_id != e->open_id)
+			continue; /* closed (or opened again) since: its next open starts over */
+		if (!e->ok) { /* synced again, whole, by the pass after its next write */
+			s->fan.tlog.dirty = 1;
+			memset(s->fan.tlog.dur, 0, sizeof s->fan.tlog.dur);
+			continue;
+		}
+		for (unsigned k = 0; k < TURNLOG_SLOTS; k++)
+			if (e->ext[k] > s->fan.tlog.dur[k])
+				s->fan.tlog.dur[k] = e->ext[k];
+	}
+	free(j);
 	sync_inflight = 0;
 	n_syncs++;
+	counters.passes++;
 }
 
-/* Every TURNLOG_SYNC_MS while logs are written: one job fdatasyncs a dup of
+/* Every TURNLOG_SYNC_MS while logs are written: one job syncs a dup of
  * each written since the last one (a worker; the service thread never waits
  * for the disk). */
+static void sync_pass(struct cortexd *d)
+{
+	int n = 0;
+	for (struct session *s = d->sessions; s; s = s->next)
+		n += s->fan.tlog.dirty && s->fan.tlog.fd > 0;
+	if (!n)
+		return;
+	struct tl_sync_job *j = calloc(1, sizeof *j + (size_t)n * sizeof j->e[0]);
+	if (!j)
+		return;
+	for (struct session *s = d->sessions; s && j->n < n; s = s->next) {
+		struct turnlog_state *t = &s->fan.tlog;
+		if (!t->dirty || t->fd <= 0)
+			continue;
+		struct tl_sync_ent *e = &j->e[j->n];
+		e->fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 3);
+		if (e->fd < 0)
+			continue;
+		e->full = !t->range_ok;
+		for (unsigned k = 0; k < TURNLOG_SLOTS; k++)
+			e->full |= t->ext[k] > t->dur[k]; /* it grew: size and blocks to the disk */
+		memcpy(e->ext, t->ext, sizeof e->ext);
+		e->open_id = t->open_id;
+		snprintf(e->sid, sizeof e->sid, "%s", s->id);
+		j->n++;
+		t->dirty = 0;
+	}
+	sync_inflight = 1;
+	work_submit(sync_run, sync_done, j);
+}
+
 static void sul_sync_cb(lws_sorted_usec_list_t *sul)
 {
 	(void)sul;
@@ -201,26 +375,19 @@ static void sul_sync_cb(lws_sorted_usec_list_t *sul)
 				 (lws_usec_t)TURNLOG_SYNC_MS * LWS_US_PER_MS);
 		return;
 	}
-	int n = 0;
-	for (struct session *s = d->sessions; s; s = s->next)
-		n += s->fan.tlog.dirty && s->fan.tlog.fd > 0;
-	if (!n)
-		return;
-	int *fds = calloc((size_t)n + 1, sizeof *fds);
-	if (!fds)
-		return;
-	for (struct session *s = d->sessions; s && fds[0] < n; s = s->next) {
-		struct turnlog_state *t = &s->fan.tlog;
-		if (!t->dirty || t->fd <= 0)
-			continue;
-		int fd = fcntl(t->fd, F_DUPFD_CLOEXEC, 3);
-		if (fd >= 0)
-			fds[++fds[0]] = fd;
-		t->dirty = 0;
-	}
-	sync_inflight = 1;
-	work_submit(sync_run, sync_done, fds);
+	sync_pass(d);
 }
+
+int turnlog_sync_now(struct cortexd *d)
+{
+	if (sync_inflight)
+		return -1;
+	sync_d = d;
+	sync_pass(d);
+	return 0;
+}
+
+void turnlog_get_counters(struct turnlog_counters *out) { *out = counters; }
 
 static void arm_sync(struct session *s)
 {

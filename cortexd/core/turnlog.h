@@ -24,9 +24,13 @@
  * before any client is given one of the frames (fanout_writeable flushes
  * first) and at the end of each batch read from ws-agent; so a frame a
  * client saw is always in the log, and a cortexd crash loses none of them.
- * fdatasync runs on a worker every TURNLOG_SYNC_MS for logs written since (a
- * host crash loses at most that much: what did not reach the disk fails its
- * checksum or is of an older generation), never on the service thread.
+ * Every TURNLOG_SYNC_MS a worker syncs the logs written since (a host crash
+ * loses at most that much: what did not reach the disk fails its checksum or
+ * is of an older generation), never on the service thread: fdatasync for a
+ * log that grew (a slot grows TURNLOG_GROW at a time, zeros past its
+ * records); for one only overwritten since its last fdatasync, on ext4
+ * without data=journal, sync_file_range, and the pass's one device flush
+ * (an fdatasync's) makes it as durable.
  *
  * Bound: TURNLOG_CAP bytes per session, in TLR_SLOTS slots.  When a slot is
  * full the next one is overwritten from its start (never truncated, so no
@@ -44,6 +48,7 @@
 #define TURNLOG_BUF	(256u << 10) /* gathered before a write is forced */
 #define TURNLOG_KEEP	(64u << 10)  /* past this, a new turn starts the next slot */
 #define TURNLOG_SYNC_MS 200
+#define TURNLOG_GROW	(64u << 10)  /* a slot grows by this much at a time (zeros past its records) */
 
 /* Start the periodic fdatasync (service thread, after work_start). */
 void turnlog_start(struct cortexd *d);
@@ -69,6 +74,14 @@ uint64_t turnlog_restore(struct session *s, int *ended);
 /* Close the log (fdatasync'd first unless removed: a stop); remove: delete
  * its files too (session deleted). */
 void turnlog_close(struct session *s, int remove);
+/* The sync passes' logs: fdatasync'd (grown, or not on ext4), synced with
+ * sync_file_range alone (overwrites), failed; and passes done. */
+struct turnlog_counters {
+	uint64_t full, ranged, failed, passes;
+};
+void turnlog_get_counters(struct turnlog_counters *out);
+/* Tests: a sync pass now (no lws context there); -1 while one runs. */
+int turnlog_sync_now(struct cortexd *d);
 /* Tests: slots of n bytes instead of TURNLOG_CAP / TLR_SLOTS (0: back). */
 void turnlog_test_slot_bytes(size_t n);
 

@@ -20,6 +20,10 @@
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <linux/magic.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/sysmacros.h>
 
 #include "agent.h"
 #include "caps.h"
@@ -484,6 +488,85 @@ static void test_normal_turn(void **state)
 
 	struct client *all[] = {&a, &b};
 	sess_free(s, all, 2);
+}
+
+/* The raw value of the first row under prefix whose key holds part (after
+ * waiting for it, as wait_row); the caller frees it. */
+static char *wait_raw(const char *prefix, const char *part)
+{
+	json_decref(wait_row(prefix, part));
+	store_kv *kv = NULL;
+	size_t n = 0;
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(store_list(D.st, prefix, 0, &kv, &n, &err), 0);
+	char *v = NULL;
+	for (size_t k = 0; k < n && !v; k++)
+		if (strstr(kv[k].key, part))
+			v = strndup(kv[k].val, kv[k].len);
+	store_kv_free(kv, n);
+	assert_non_null(v);
+	return v;
+}
+
+/* json_dumps(o, JSON_COMPACT), o consumed. */
+static char *dump(json_t *o)
+{
+	assert_non_null(o);
+	char *v = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	assert_non_null(v);
+	return v;
+}
+
+static void expect_bytes(const char *what, const char *got, char *want)
+{
+	if (strcmp(got, want))
+		fail_msg("%s: expected %s, got %s", what, want, got);
+	free(want);
+}
+
+/* Transcript and turn-state values are written as strings (session.c,
+ * turn.c): byte for byte what json_pack + json_dumps wrote before, with text
+ * that needs every kind of escape. */
+static void test_store_values_as_jansson(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_bytes", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	const char *text = "say \"hi\" \\ / \n\t\x01\x1f caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
+	start_turn(s, text);
+	char *st = wait_raw("turnstate/", "turnstate/s_bytes");
+	json_t *o = json_loads(st, 0, NULL);
+	json_int_t ts = json_integer_value(json_object_get(json_object_get(o, "running"), "ts"));
+	json_decref(o);
+	assert_true(ts > 0);
+	expect_bytes("turn state, running", st,
+		     dump(json_pack("{s:I,s:{s:I,s:s}}", "turn", (json_int_t)1, "running", "ts", ts, "surface", "chat")));
+	free(st);
+	char *u = wait_raw("transcripts/s_bytes/", "-000001-0");
+	o = json_loads(u, 0, NULL);
+	ts = json_integer_value(json_object_get(o, "ts"));
+	json_decref(o);
+	expect_bytes("user transcript", u,
+		     dump(json_pack("{s:s,s:s,s:I,s:I}", "role", "user", "text", text, "ts", ts, "turn", (json_int_t)1)));
+	free(u);
+	feed(s, RESULT("a\\\"b\\u0002"));
+	assert_null(s->turn);
+	char *as = wait_raw("transcripts/s_bytes/", "-000001-1");
+	o = json_loads(as, 0, NULL);
+	ts = json_integer_value(json_object_get(o, "ts"));
+	json_decref(o);
+	expect_bytes("assistant transcript", as,
+		     dump(json_pack("{s:s,s:s,s:I,s:I}", "role", "assistant", "text", "a\"b\x02", "ts", ts, "turn",
+				    (json_int_t)1)));
+	free(as);
+	puts_settle();
+	st = wait_raw("turnstate/", "turnstate/s_bytes");
+	expect_bytes("turn state, idle", st, dump(json_pack("{s:I}", "turn", (json_int_t)1)));
+	free(st);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
 }
 
 /* A second turn: seq goes on, the id too; a changed config shows in path. */
@@ -1310,6 +1393,124 @@ static void test_turnlog_replay(void **state)
 	sess_free(s, all, 1);
 }
 
+/* Run one sync pass of the turn logs and wait for its end. */
+static void sync_pass_wait(void)
+{
+	struct turnlog_counters c0, c1;
+	turnlog_get_counters(&c0);
+	assert_int_equal(turnlog_sync_now(&D), 0);
+	for (int i = 0; i < 500; i++) {
+		turnlog_get_counters(&c1);
+		if (c1.passes > c0.passes)
+			return;
+		nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+		work_drain_done();
+	}
+	fail_msg("no sync pass within 5 s");
+}
+
+/* The sync pass: a log that grew gets an fdatasync, after which what it
+ * holds is durable (dur); a log written only below that since is an
+ * overwrite, synced with sync_file_range (on ext4 without data=journal; the
+ * test dir's file system and mount say which).  A slot grows TURNLOG_GROW at a time
+ * with zeros past its records, which a restore reads past. */
+static void test_turnlog_sync_modes(void **state)
+{
+	(void)state;
+	struct statfs sf;
+	struct stat dst;
+	assert_int_equal(statfs(tmpdir, &sf), 0);
+	assert_int_equal(stat(tmpdir, &dst), 0);
+	/* ext4 without data=journal (the mount's options, as /proc/self/mountinfo has them) */
+	int ext4 = sf.f_type == EXT4_SUPER_MAGIC;
+	FILE *mi = fopen("/proc/self/mountinfo", "re");
+	char mline[4096];
+	while (ext4 && mi && fgets(mline, sizeof mline, mi)) {
+		unsigned maj, mnr;
+		if (sscanf(mline, "%*s %*s %u:%u", &maj, &mnr) == 2 && makedev(maj, mnr) == dst.st_dev &&
+		    strstr(mline, "data=journal"))
+			ext4 = 0;
+	}
+	if (mi)
+		fclose(mi);
+	struct session *s = sess_new("s_tsync", "chat");
+	session_link(s); /* the pass walks the daemon's sessions */
+	struct client a = {0};
+	fanout_attach(s, &a);
+	struct turnlog_state *t = &s->fan.tlog;
+	struct turnlog_counters c0, c1;
+
+	start_turn(s, "one");
+	feed(s, DELTA("1"));
+	feed(s, RESULT("1"));
+	turnlog_flush(s);
+	assert_int_eq_msg(t->range_ok, ext4, "range sync allowed (ext4, not data=journal)");
+	struct stat st;
+	assert_int_equal(fstat(t->fd, &st), 0);
+	assert_int_eq_msg(st.st_size, TURNLOG_GROW, "file size after the first turn (slot 0 grown one step)");
+	assert_int_eq_msg(t->ext[0], TURNLOG_GROW, "slot 0 written through");
+	assert_int_eq_msg(t->dur[0], 0, "nothing durable before a pass");
+	turnlog_get_counters(&c0);
+	sync_pass_wait();
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.full - c0.full, 1, "a grown log: fdatasync");
+	assert_int_eq_msg(c1.ranged - c0.ranged, 0, "a grown log: no range sync");
+	assert_int_eq_msg(t->dur[0], TURNLOG_GROW, "durable after the fdatasync");
+	assert_int_eq_msg(t->dirty, 0, "clean after the pass");
+
+	/* Nothing written: no pass at all. */
+	turnlog_get_counters(&c0);
+	assert_int_equal(turnlog_sync_now(&D), 0);
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.passes, c0.passes, "a pass with nothing dirty");
+
+	/* A second small turn: an overwrite below dur. */
+	start_turn(s, "two");
+	feed(s, DELTA("2"));
+	feed(s, RESULT("2"));
+	turnlog_flush(s);
+	assert_int_eq_msg(t->ext[0], TURNLOG_GROW, "no growth for a small turn");
+	turnlog_get_counters(&c0);
+	sync_pass_wait();
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.ranged - c0.ranged, ext4, "an overwrite: range sync (ext4)");
+	assert_int_eq_msg(c1.full - c0.full, !ext4, "an overwrite: fdatasync (not ext4)");
+	assert_int_eq_msg(c1.failed - c0.failed, 0, "failed syncs");
+
+	/* A frame past the grown end: the slot grows a step, fdatasync again. */
+	static char line[80000];
+	int n = snprintf(line, sizeof line, "%s", DELTA("@"));
+	char *at = strchr(line, '@');
+	size_t big = 70000, tail = strlen(at + 1);
+	memmove(at + big, at + 1, tail + 1);
+	memset(at, 'x', big);
+	assert_true((size_t)n + big < sizeof line);
+	start_turn(s, "three");
+	feed(s, line);
+	uint64_t last = s->fan.seq;
+	turnlog_flush(s);
+	assert_int_eq_msg(t->ext[0], 2 * TURNLOG_GROW, "slot 0 grown a second step");
+	turnlog_get_counters(&c0);
+	sync_pass_wait();
+	turnlog_get_counters(&c1);
+	assert_int_eq_msg(c1.full - c0.full, 1, "grown again: fdatasync");
+	assert_int_eq_msg(t->dur[0], 2 * TURNLOG_GROW, "durable through the second step");
+
+	/* The zeros past the records end the read: turn 3 and its frame back. */
+	struct session *s2 = session_new(&D, "s_tsync", "alice", "chat");
+	assert_non_null(s2);
+	int ended = -1;
+	assert_int_eq_msg(turnlog_restore(s2, &ended), 3, "the logged turn");
+	assert_int_eq_msg(ended, 0, "turn 3 did not end");
+	assert_int_eq_msg(s2->fan.seq, last, "seq of the big frame");
+	assert_true(s2->fan.replay.n >= 1);
+	turnlog_close(s2, 0);
+	session_unref(s2);
+	session_unlink(s);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
 /* Small turns follow each other in one log file (no cut per turn): the
  * restore keeps only the last turn's frames, with their seqs. */
 static void test_turnlog_two_turns(void **state)
@@ -1456,6 +1657,8 @@ static void test_turnlog_torn(void **state)
 	uint64_t last = s->fan.seq;
 	size_t len;
 	char *b = ring_read(s, &len);
+	assert_true(s->fan.tlog.slot == 0 && s->fan.tlog.off <= len);
+	len = s->fan.tlog.off; /* the records' end (zeros follow, to TURNLOG_GROW) */
 	/* Cut inside the last record. */
 	ring_write(s, b, len - 5);
 	restore_check("s_tltorn", last - 1, 1, 0);
@@ -1591,6 +1794,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup(test_normal_turn, test_setup),
 	    cmocka_unit_test_setup(test_turns_in_a_row, test_setup),
+	    cmocka_unit_test_setup(test_store_values_as_jansson, test_setup),
 	    cmocka_unit_test_setup(test_nul_in_output, test_setup),
 	    cmocka_unit_test_setup(test_bad_line, test_setup),
 	    cmocka_unit_test_setup(test_output_not_of_the_turn, test_setup),
@@ -1610,6 +1814,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_restore_lost_turn, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_replay, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_two_turns, test_setup),
+	    cmocka_unit_test_setup(test_turnlog_sync_modes, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_ring_wrap, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_torn, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_legacy_text, test_setup),
