@@ -43,8 +43,8 @@ static void agent_cancel_timers(struct wsa_agent *a)
 /* Timers must already be cancelled (lws_sul_cancel needs a live context). */
 static void agent_free(struct wsa_agent *a)
 {
-	wsa_lines_free(&a->out_lines);
-	wsa_lines_free(&a->err_lines);
+	cx_lines_free(&a->out_lines);
+	cx_lines_free(&a->err_lines);
 	wsa_outq_clear(&a->inq);
 	if (a->in_fd >= 0)
 		close(a->in_fd);
@@ -75,7 +75,7 @@ static void agent_send_exit(struct wsa_agent *a)
 	size_t tlen = a->tail_len;
 	for (int i = 0; a->tail_cut && i < 3 && tlen && ((unsigned char)*tail & 0xC0) == 0x80; i++)
 		tail++, tlen--;
-	char *clean = wsa_utf8_sanitize(tail, tlen, NULL);
+	char *clean = cx_utf8_sanitize(tail, tlen, NULL);
 	int st = a->status;
 	json_t *o = json_pack("{s:s, s:I, s:o, s:o, s:b, s:s}", "type", "wsa.exit", "gen",
 			      (json_int_t)a->gen, "code",
@@ -225,13 +225,13 @@ static int on_stdout_line(void *arg, const char *line, size_t len, bool too_long
 	}
 	if (!len)
 		return 0;
-	if (!wsa_utf8_valid(line, len)) {
+	if (!cx_utf8_valid(line, len)) {
 		/* A text frame must be UTF-8 or the peer closes the connection. */
 		wsa_send_error(srv, a->owner, a->gen, "bad_line",
 			       "agent stdout line of %zu bytes is not valid UTF-8; dropped", len);
 		return 0;
 	}
-	if (wsa_line_spoofs_event(line, len)) {
+	if (cx_line_spoofs_event(line, len)) {
 		/* The agent's output must never pass for ws-agent's own events. */
 		wsa_send_error(srv, a->owner, a->gen, "bad_line",
 			       "agent stdout line with a \"wsa.\" type dropped");
@@ -247,7 +247,7 @@ static int on_stderr_line(void *arg, const char *line, size_t len, bool too_long
 	(void)too_long; /* split mode: long lines arrive in pieces */
 	if (!len || !a->owner)
 		return 0;
-	char *clean = wsa_utf8_sanitize(line, len, NULL);
+	char *clean = cx_utf8_sanitize(line, len, NULL);
 	if (!clean)
 		return 0;
 	wsa_conn_send_json(a->srv, a->owner,
@@ -297,8 +297,8 @@ static int pipe_read(struct wsa_agent *a, struct lws *wsi, enum fd_kind kind)
 	struct wsa_server *srv = a->srv;
 	srv->defer = a->owner; /* the read's lines leave together, after it */
 	int rc = kind == FD_STDOUT
-		     ? wsa_lines_feed(&a->out_lines, buf, (size_t)r, on_stdout_line, a, &err)
-		     : wsa_lines_feed(&a->err_lines, buf, (size_t)r, on_stderr_line, a, &err);
+		     ? cx_lines_feed(&a->out_lines, buf, (size_t)r, on_stdout_line, a, &err)
+		     : cx_lines_feed(&a->err_lines, buf, (size_t)r, on_stderr_line, a, &err);
 	wsa_conn_send_now(srv, a->owner);
 	if (rc < 0) {
 		lwsl_err("wsa: %s\n", err.msg);
@@ -419,8 +419,8 @@ void wsa_runner_retire(struct wsa_agent *a)
 		srv->current = NULL;
 	stdin_close(a);
 	/* Nothing of it is forwarded any more: partial lines go, pipes drain freely. */
-	wsa_lines_free(&a->out_lines);
-	wsa_lines_free(&a->err_lines);
+	cx_lines_free(&a->out_lines);
+	cx_lines_free(&a->err_lines);
 	if (a->paused)
 		set_paused(a, false);
 	if (!a->reaped) {
@@ -563,8 +563,8 @@ void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t ge
 	a->ref_out = (struct wsa_fdref){FD_STDOUT, a};
 	a->ref_err = (struct wsa_fdref){FD_STDERR, a};
 	a->ref_pid = (struct wsa_fdref){FD_PIDFD, a};
-	wsa_lines_init(&a->out_lines, CX_CAP_AGENT_LINE, false);
-	wsa_lines_init(&a->err_lines, CX_CAP_STDERR_TAIL, true);
+	cx_lines_init(&a->out_lines, CX_CAP_AGENT_LINE, false);
+	cx_lines_init(&a->err_lines, CX_CAP_STDERR_TAIL, true);
 	a->next = srv->agents;
 	srv->agents = a;
 	srv->current = a;
@@ -634,11 +634,11 @@ void wsa_runner_fd_closed(struct wsa_server *srv, struct lws *wsi, struct wsa_fd
 		if (ref->kind == FD_STDOUT) {
 			a->out_wsi = NULL;
 			if (live)
-				wsa_lines_finish(&a->out_lines, on_stdout_line, a);
+				cx_lines_finish(&a->out_lines, on_stdout_line, a);
 		} else {
 			a->err_wsi = NULL;
 			if (live)
-				wsa_lines_finish(&a->err_lines, on_stderr_line, a);
+				cx_lines_finish(&a->err_lines, on_stderr_line, a);
 		}
 	} else if (ref->kind == FD_PIDFD && wsi == a->pid_wsi) {
 		a->pid_wsi = NULL;

@@ -104,7 +104,7 @@ void wsa_send_error(struct wsa_server *srv, struct wsa_conn *c, int64_t gen, con
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	char *clean = wsa_utf8_sanitize(msg, strlen(msg), NULL);
+	char *clean = cx_utf8_sanitize(msg, strlen(msg), NULL);
 	json_t *o = json_pack("{s:s, s:s, s:s}", "type", "wsa.error", "code", code, "message",
 			      clean ? clean : "");
 	free(clean);

@@ -60,7 +60,7 @@ struct wsa_agent {
 
 	struct lws *out_wsi, *err_wsi, *pid_wsi; /* NULL once closed */
 	struct wsa_fdref ref_in, ref_out, ref_err, ref_pid;
-	struct wsa_lines out_lines, err_lines;
+	struct cx_lines out_lines, err_lines;
 	char tail[CX_CAP_STDERR_TAIL];
 	size_t tail_len;
 	bool tail_cut;
