@@ -37,8 +37,13 @@
 /* Caps specific to ws-agent (the shared table is common/caps.h). */
 #define WSA_CAP_STDIN_QUEUE  (1u << 20) /* bytes queued to one agent's stdin      */
 /* one cortexd -> ws-agent message: an input frame carrying a full stdin queue,
- * JSON-escaped (grown on demand, not allocated up front) */
-#define WSA_CAP_CLIENT_FRAME (2 * WSA_CAP_STDIN_QUEUE + (4u << 10))
+ * JSON-escaped, or a detach frame carrying the partial stdout line cortexd
+ * had read (up to a line cap, in hex): the larger (grown on demand, not
+ * allocated up front) */
+#define WSA_CAP_CLIENT_FRAME                                                                       \
+	((2 * WSA_CAP_STDIN_QUEUE > 2 * CX_CAP_AGENT_LINE ? 2 * WSA_CAP_STDIN_QUEUE                  \
+							  : 2 * CX_CAP_AGENT_LINE) +               \
+	 (4u << 10))
 #define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
 #define WSA_CAP_OUT_MESSAGE  (256u << 10) /* lines coalesced into one message to cortexd */
 /* The resend window: lines sent to cortexd and not yet acknowledged, kept
@@ -87,7 +92,8 @@ enum wsa_msg_type {
 	WSA_MSG_PING,
 	WSA_MSG_DETACH,
 	WSA_MSG_ATTACH,
-	WSA_MSG_ACK
+	WSA_MSG_ACK,
+	WSA_MSG_STDOUT_BACK /* cortexd cannot read the stdout it asked for: ws-agent reads it */
 };
 
 struct wsa_msg {
@@ -97,6 +103,15 @@ struct wsa_msg {
 	size_t data_len;
 	uint64_t seq;	    /* ack, attach, input's "ack": a link seq (has_seq) */
 	bool has_seq;
+	/* start: "stdout":true, cortexd reads the agent's stdout itself (the
+	 * read end rides on wsa.started).  detach: "stdout" names the gen whose
+	 * stdout cortexd was reading (out_gen > 0), with the partial line it had
+	 * read (hex, decoded into partial) or "dropping" (inside an over-long line). */
+	bool want_stdout;
+	int64_t out_gen;
+	char *partial;	    /* owned (wsa_msg_free), partial_len bytes */
+	size_t partial_len;
+	bool partial_dropping;
 	struct json_t *root; /* the parsed message (owned: wsa_msg_free) */
 };
 
@@ -135,6 +150,7 @@ struct wsa_frame {
 	bool unnumbered;     /* wsa.attached: outside the sequence, never resent */
 	int fd;              /* -1, or a descriptor that leaves with this frame's first
 	                        byte (SCM_RIGHTS: wsa.started's stdin); owned until sent */
+	int fd2;             /* -1, or a second one with fd (wsa.started's stdout) */
 	unsigned char data[]; /* LWS_PRE headroom + payload */
 };
 
