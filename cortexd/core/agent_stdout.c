@@ -303,10 +303,17 @@ int callback_agent_stdout(struct lws *wsi, enum lws_callback_reasons reason, voi
 		return 0;
 	switch (reason) {
 	case LWS_CALLBACK_RAW_CLOSE_FILE:
-		if (s->link.out_wsi == wsi) { /* lws closed it (an error): the gen reads no more */
+		if (s->link.out_wsi == wsi) {
+			/* lws closes a pipe on POLLHUP (no writer left), also while
+			 * it is paused, with lines still in it: they come before the
+			 * agent's exit, so they are read now (no writer: at most a
+			 * pipe buffer), from a dup, since lws closes its fd. */
 			s->link.out_wsi = NULL;
-			s->link.out_fd = -1;
-			cx_lines_free(&s->link.out_lines);
+			s->link.out_fd = s->deleted ? -1 : fcntl(lws_get_socket_fd(wsi), F_DUPFD_CLOEXEC, 3);
+			if (s->link.out_fd >= 0)
+				agent_stdout_drain(s, s->link.out_gen);
+			else
+				cx_lines_free(&s->link.out_lines);
 		}
 		lws_set_opaque_user_data(wsi, NULL);
 		session_unref(s);

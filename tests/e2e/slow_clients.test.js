@@ -76,6 +76,27 @@ const rssMiB = pid => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').matc
   await pauser.close();
   reader.frames.length = 0;
 
+  // cortexd reads the agent's stdout itself: the checks ws-agent made still
+  // hold, with its errors (a line over the cap, not UTF-8, a "wsa." type:
+  // dropped, never taken for ws-agent's own event), and the turn goes on.
+  {
+    const m0 = await L.metrics(d);
+    const start = reader.frames.length;
+    reader.send({type: 'message', text: 'BADLINES'});
+    await reader.waitFor(f => reader.frames.indexOf(f) >= start && f.type === 'cortex.done', 'end of the BADLINES turn', 60000);
+    const fr = reader.frames.slice(start);
+    const errs = fr.filter(f => f.type === 'cortex.error').map(f => f.code);
+    L.eq(JSON.stringify(errs), JSON.stringify(['line_too_long', 'bad_line', 'bad_line']),
+      'the bad lines each dropped with the error ws-agent would send, in order');
+    L.eq(L.textOf(fr), 'Echo: BADLINES', 'the rest of the turn arrives whole');
+    const m1 = await L.metrics(d);
+    L.eq(m1['cortex_agent_stdout_dropped_total'] - (m0['cortex_agent_stdout_dropped_total'] || 0), 3,
+      'dropped by cortexd reading the stdout itself (cortex_agent_stdout_dropped_total)');
+    L.check(m1['cortex_agent_stdout_direct_total'] > m0['cortex_agent_stdout_direct_total'], 'the turn read directly', '> before',
+      [m0['cortex_agent_stdout_direct_total'], m1['cortex_agent_stdout_direct_total']]);
+    reader.frames.length = 0;
+  }
+
   await flood();
   const base = rssMiB(d.proc.pid);
 
