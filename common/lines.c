@@ -180,14 +180,21 @@ bool cx_line_spoofs_event(const char *line, size_t len)
 	/* Only a line mentioning "wsa. at all is parsed.  Found quote by quote
 	 * with memchr (vectorised): glibc's memmem for this needle was 7-9 % of
 	 * ws-agent's CPU in a flood of 64 KB deltas, whose text has no quote. */
-	bool mentions = false;
-	for (const char *q = line, *end = line + len; !mentions && (q = memchr(q, '"', (size_t)(end - q))); q++)
+	bool mentions = false, escaped = false;
+	const char *end = line + len;
+	for (const char *q = line; !mentions && (q = memchr(q, '"', (size_t)(end - q))); q++)
 		mentions = (size_t)(end - q) >= 5 && !memcmp(q + 1, "wsa.", 4);
-	if (!mentions)
+	/* The type (or its key) spelt with \u escapes decodes to "wsa." too
+	 * without those bytes appearing: a line with a \u escape is parsed
+	 * as well (a backslash and the byte it escapes are skipped together). */
+	for (const char *q = line; !mentions && !escaped && (q = memchr(q, '\\', (size_t)(end - q))); q += 2)
+		escaped = end - q >= 2 && q[1] == 'u';
+	if (!mentions && !escaped)
 		return false;
 	json_t *o = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
 	const char *t = json_string_value(json_object_get(o, "type"));
-	bool spoof = !o || !json_is_object(o) || (t && !strncmp(t, "wsa.", 4));
+	bool wsa_type = json_is_object(o) && t && !strncmp(t, "wsa.", 4);
+	bool spoof = wsa_type || (mentions && !json_is_object(o));
 	json_decref(o);
 	return spoof; /* unparsable with "wsa. inside: cortexd could not read it either */
 }

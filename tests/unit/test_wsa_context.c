@@ -268,13 +268,16 @@ static void test_line_spoofs_event(void **state)
 	const char *spoof[] = {"{\"type\":\"wsa.exit\",\"gen\":1}", " {\"gen\":1, \"type\" : \"wsa.started\"}",
 			       "{\"type\":\"wsa.x\"", "[\"wsa.exit\"]",
 			       "{\"a\":\"\\\"\\\"\\\"\",\"type\":\"wsa.y\"}", /* quotes before it */
-			       "{\"type\":\"wsa."};                                  /* at the very end */
+			       "{\"type\":\"wsa.",                                    /* at the very end */
+			       "{\"type\":\"\\u0077sa.exit\",\"gen\":1}",         /* spelt with escapes */
+			       "{\"\\u0074ype\":\"ws\\u0061.started\"}"};
 	const char *fine2[] = {"{\"type\":\"x\",\"t\":\"wsa\"}", "{\"type\":\"x\",\"t\":\"\\\"wsa\"}", "\"wsa"};
 	for (size_t i = 0; i < sizeof fine2 / sizeof *fine2; i++)
 		if (cx_line_spoofs_event(fine2[i], strlen(fine2[i])))
 			fail_msg("refused: %s", fine2[i]);
 	const char *fine[] = {"{\"type\":\"stream_event\",\"text\":\"wsa\"}", "{\"type\":\"result\",\"result\":\"the \\\"wsa.exit\\\" event\"}",
-			      "{}", "not json at all"};
+			      "{}", "not json at all", "a \\u path, not JSON",
+			      "{\"type\":\"x\",\"t\":\"\\u00e9 \\\\u\"}"};
 	for (size_t i = 0; i < sizeof spoof / sizeof *spoof; i++)
 		if (!cx_line_spoofs_event(spoof[i], strlen(spoof[i])))
 			fail_msg("not caught: %s", spoof[i]);
