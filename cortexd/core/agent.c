@@ -496,6 +496,7 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 			agent_stdout_drain(s, l->gen);
 		if (s->deleted)
 			break;
+		current = l->has_gen && l->gen == s->link.gen; /* a drained line may have started another */
 		if (current && !json_is_true(json_object_get(l->o, "retired")) && s->link.state != AG_NONE)
 			on_exit_event(s, l);
 		break;
