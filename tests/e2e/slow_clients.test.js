@@ -95,6 +95,18 @@ const rssMiB = pid => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').matc
     L.check(m1['cortex_agent_stdout_direct_total'] > m0['cortex_agent_stdout_direct_total'], 'the turn read directly', '> before',
       [m0['cortex_agent_stdout_direct_total'], m1['cortex_agent_stdout_direct_total']]);
     reader.frames.length = 0;
+
+    // Every line of an agent comes before its exit: one that answers and
+    // exits at once still ends its turn with cortex.done and the whole text
+    // (never agent_crashed), and the next message gets a new agent.
+    const s0 = (await L.metrics(d))['cortex_agent_starts_total'];
+    const bye = await L.turn(reader, 'BYE', 60000);
+    L.eq([bye[bye.length - 1].type, L.textOf(bye)], ['cortex.done', 'Echo: BYE'],
+      'an agent that exits right after its answer: the whole answer, then cortex.done');
+    const after = await L.turn(reader, 'after bye', 60000);
+    L.eq([after[after.length - 1].type, L.textOf(after)], ['cortex.done', 'Echo: after bye'], 'the next message is answered');
+    L.check((await L.metrics(d))['cortex_agent_starts_total'] > s0, 'by a new agent', '> ' + s0, 'starts');
+    reader.frames.length = 0;
   }
 
   await flood();
