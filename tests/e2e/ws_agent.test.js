@@ -886,6 +886,46 @@ test('stdout for cortexd ("stdout":true): passed with wsa.started, nothing read 
   } finally { await a.stop(); }
 });
 
+test('stdout for cortexd, link dropped (--hold-on-drop): ws-agent takes the pipe back and resyncs at a line boundary', async () => {
+  const a = await startAgent({ args: ['--hold-on-drop', '20000'] });
+  try {
+    // Given back on purpose (stdout_back), a first line that is no JSON
+    // object is the agent's own and goes on verbatim ...
+    a.writeContext();
+    const c0 = await connect(a);
+    c0.send({ type: 'start', gen: 1, stdout: true });
+    await c0.next(byType('wsa.started'), 'wsa.started 1');
+    c0.say(1, 'mode:cut x');
+    c0.send({ type: 'stdout_back', gen: 1 });
+    const given = await c0.untilResult();
+    eq(given.filter((f) => !(f.json && f.json.type === 'wsa.stderr'))[0].raw, 'tail of a cut line","n":1}}',
+      'after stdout_back the first line goes on as it is');
+    c0.close();
+    await waitFor(() => c0.closed, 'the first connection closed');
+    // ... but taken back from a cortexd that vanished (it may have died
+    // inside a line), the first line goes on only if it is a whole object.
+    const c = await connect(a);
+    c.send({ type: 'attach' });
+    await c.next(byType('wsa.attached'), 'wsa.attached (gen 1 held)');
+    a.writeContext();
+    c.send({ type: 'start', gen: 2, stdout: true });
+    await c.next(byType('wsa.started'), 'wsa.started 2');
+    c.say(2, 'mode:cut y');
+    await new Promise((r) => setTimeout(r, 300)); // its lines wait in the pipe, unread
+    c.close();
+    await waitFor(() => c.closed, 'the connection dropped');
+    const c2 = await connect(a);
+    c2.send({ type: 'attach' });
+    eq((await c2.next(byType('wsa.attached'), 'wsa.attached')).json.gen, 2, 'attached: gen 2 held');
+    const lines = (await c2.untilResult()).filter((f) => !(f.json && f.json.type === 'wsa.stderr'));
+    check(lines.every((f) => f.json && typeof f.json === 'object'), 'the tail line is dropped: only whole objects',
+      'objects', lines.map((f) => f.raw.slice(0, 60)));
+    eq(JSON.stringify(lines.filter((f) => f.json.type === 'stream_event').map((f) => f.json.event.delta.text)),
+      JSON.stringify(['mode:cut', 'y']), 'the rest of the turn comes whole');
+    c2.close();
+  } finally { await a.stop(); }
+});
+
 test('the link seq and the resend window: attach resends after seq, ack trims, the cap is reported', async () => {
   const a = await startAgent({ args: ['--hold-on-drop', '20000'] });
   try {
