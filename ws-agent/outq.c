@@ -21,7 +21,7 @@ static int push(struct wsa_outq *q, const char *payload, size_t len, bool nl, cx
 	f->len = len + extra;
 	f->seq = 0;
 	f->unnumbered = false;
-	f->fd = -1;
+	f->fd = f->fd2 = -1;
 	memcpy(f->data + LWS_PRE, payload, len);
 	if (nl)
 		f->data[LWS_PRE + len] = '\n';
@@ -78,6 +78,8 @@ void wsa_outq_clear(struct wsa_outq *q)
 	while ((f = wsa_outq_pop(q))) {
 		if (f->fd >= 0)
 			close(f->fd);
+		if (f->fd2 >= 0)
+			close(f->fd2);
 		free(f);
 	}
 }
@@ -151,18 +153,20 @@ int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, size_t min, uint64
 	/* The head's descriptor goes with the message's first byte. */
 	union {
 		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int))];
+		char b[CMSG_SPACE(2 * sizeof(int))];
 	} cm;
 	struct wsa_frame *head = q->head;
 	if (head->fd >= 0) {
+		int fds[2] = {head->fd, head->fd2};
+		size_t k = head->fd2 >= 0 ? 2 : 1;
 		memset(&cm, 0, sizeof cm);
 		mh.msg_control = cm.b;
-		mh.msg_controllen = sizeof cm.b;
+		mh.msg_controllen = CMSG_SPACE(k * sizeof(int));
 		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
 		c->cmsg_level = SOL_SOCKET;
 		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &head->fd, sizeof(int));
+		c->cmsg_len = CMSG_LEN(k * sizeof(int));
+		memcpy(CMSG_DATA(c), fds, k * sizeof(int));
 	}
 	ssize_t r;
 	do
@@ -170,7 +174,9 @@ int wsa_outq_send_direct(struct wsa_outq *q, struct lws *wsi, size_t min, uint64
 	while (r < 0 && errno == EINTR);
 	if (head->fd >= 0 && (r > 0 || (errno != EAGAIN && errno != EWOULDBLOCK))) {
 		close(head->fd); /* sent (cortexd has its own), or the link is failing */
-		head->fd = -1;
+		if (head->fd2 >= 0)
+			close(head->fd2);
+		head->fd = head->fd2 = -1;
 	}
 	if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
 		lwsl_err("wsa: send to cortexd: %s\n", strerror(errno));

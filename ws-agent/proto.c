@@ -6,6 +6,7 @@
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "wsa.h"
@@ -14,6 +15,8 @@ void wsa_msg_free(struct wsa_msg *m)
 {
 	json_decref(m->root);
 	m->root = NULL;
+	free(m->partial);
+	m->partial = NULL;
 }
 
 __attribute__((format(printf, 4, 5))) static int fail(json_t *root, char *why, size_t cap,
@@ -25,6 +28,44 @@ __attribute__((format(printf, 4, 5))) static int fail(json_t *root, char *why, s
 	va_end(ap);
 	json_decref(root);
 	return -1;
+}
+
+static int hexval(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* detach's "stdout":{"gen":G,"partial":"<hex>","dropping":B} (all optional
+ * but gen): the partial line goes back to ws-agent's splitter, so it is
+ * held to what cortexd's splitter could have held (no '\n', a line cap). */
+static int parse_detach_stdout(struct wsa_msg *out, char *why, size_t cap)
+{
+	json_t *o = json_object_get(out->root, "stdout");
+	if (!o)
+		return 0;
+	json_t *g = json_object_get(o, "gen"), *h = json_object_get(o, "partial");
+	if (!json_is_object(o) || !json_is_integer(g) || json_integer_value(g) <= 0 || (h && !json_is_string(h)))
+		return fail(out->root, why, cap, "%s", "\"detach\": bad \"stdout\"");
+	out->out_gen = (int64_t)json_integer_value(g);
+	out->partial_dropping = json_is_true(json_object_get(o, "dropping"));
+	size_t n = h ? json_string_length(h) : 0;
+	if (n % 2 || n / 2 > CX_CAP_AGENT_LINE)
+		return fail(out->root, why, cap, "%s", "\"detach\": bad \"stdout\" partial");
+	if (!n)
+		return 0;
+	const char *x = json_string_value(h);
+	if (!(out->partial = malloc(n / 2)))
+		return fail(out->root, why, cap, "%s", "out of memory");
+	for (size_t i = 0; i < n / 2; i++) {
+		int hi = hexval(x[2 * i]), lo = hexval(x[2 * i + 1]);
+		if (hi < 0 || lo < 0 || (out->partial[i] = (char)(hi << 4 | lo)) == '\n') {
+			free(out->partial);
+			out->partial = NULL;
+			return fail(out->root, why, cap, "%s", "\"detach\": bad \"stdout\" partial");
+		}
+	}
+	out->partial_len = n / 2;
+	return 0;
 }
 
 int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err_gen, char *why,
@@ -41,9 +82,13 @@ int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err
 	if (!type)
 		return fail(root, why, cap, "%s", "missing string field \"type\"");
 	*out = (struct wsa_msg){.root = root};
-	if (!strcmp(type, "ping") || !strcmp(type, "detach")) {
-		out->type = type[0] == 'p' ? WSA_MSG_PING : WSA_MSG_DETACH;
+	if (!strcmp(type, "ping")) {
+		out->type = WSA_MSG_PING;
 		return 0;
+	}
+	if (!strcmp(type, "detach")) {
+		out->type = WSA_MSG_DETACH;
+		return parse_detach_stdout(out, why, cap);
 	}
 	if (!strcmp(type, "attach") || !strcmp(type, "ack")) {
 		/* attach: "seq" (optional) is the last line of ours cortexd has
@@ -64,12 +109,16 @@ int wsa_msg_parse(const char *buf, size_t len, struct wsa_msg *out, int64_t *err
 		out->type = WSA_MSG_START;
 	else if (!strcmp(type, "stop"))
 		out->type = WSA_MSG_STOP;
+	else if (!strcmp(type, "stdout_back"))
+		out->type = WSA_MSG_STDOUT_BACK;
 	else
 		return fail(root, why, cap, "unknown type \"%.64s\"", type);
 	json_t *j = json_object_get(root, "gen");
 	if (!json_is_integer(j) || json_integer_value(j) <= 0)
 		return fail(root, why, cap, "\"%s\" needs a positive integer \"gen\"", type);
 	out->gen = (int64_t)json_integer_value(j);
+	if (out->type == WSA_MSG_START)
+		out->want_stdout = json_is_true(json_object_get(root, "stdout"));
 	if (out->type != WSA_MSG_INPUT)
 		return 0;
 	*err_gen = out->gen;

@@ -11,11 +11,21 @@
  * Backpressure: past WSA_CAP_OUT_QUEUE bytes queued to the owner, the current
  * agent's pipes stop being polled (so it blocks on write) until the queue
  * drains to half.
+ *
+ * stdout read by cortexd: when the start asks ("stdout":true) the read end
+ * of the agent's stdout goes to cortexd with wsa.started and cortexd reads
+ * it itself (no wake-up of ours per turn).  We keep a copy we never read
+ * (out_fd), so that the pipe comes back to us whenever cortexd lets go: a
+ * retire, stdout_back, a detach, a dropped link.  A current agent's wsa.exit
+ * then also waits for that pipe's writers to be gone (POLLHUP on our copy):
+ * cortexd reads to EOF before it acts on the exit, so every line of the
+ * agent comes before its exit there too.
  */
 #include "server.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -38,16 +48,19 @@ static void agent_cancel_timers(struct wsa_agent *a)
 	lws_sul_cancel(&a->sul_kill);
 	lws_sul_cancel(&a->sul_eof);
 	lws_sul_cancel(&a->sul_in);
+	lws_sul_cancel(&a->sul_hup);
 }
 
 /* Timers must already be cancelled (lws_sul_cancel needs a live context). */
 static void agent_free(struct wsa_agent *a)
 {
-	wsa_lines_free(&a->out_lines);
-	wsa_lines_free(&a->err_lines);
+	cx_lines_free(&a->out_lines);
+	cx_lines_free(&a->err_lines);
 	wsa_outq_clear(&a->inq);
 	if (a->in_fd >= 0)
 		close(a->in_fd);
+	if (a->out_fd >= 0)
+		close(a->out_fd);
 	free(a);
 }
 
@@ -63,10 +76,52 @@ static void agent_unlink(struct wsa_agent *a)
 		srv->current = NULL;
 }
 
+/* ---------------------------------------------- stdout read by cortexd */
+
+/* No writer holds the stdout cortexd reads any more: what is in the pipe is
+ * all there will be (POLLHUP on a pipe's read end, data left or not). */
+static bool direct_hup(const struct wsa_agent *a)
+{
+	struct pollfd p = {.fd = a->out_fd, .events = 0};
+	return a->out_fd >= 0 && poll(&p, 1, 0) == 1 && (p.revents & POLLHUP);
+}
+
+static bool pipe_has_data_fd(int fd)
+{
+	int n = 0;
+	return fd >= 0 && ioctl(fd, FIONREAD, &n) == 0 && n > 0;
+}
+
+static void set_paused(struct wsa_agent *a, bool pause);
+
+/* cortexd lets go of the agent's stdout: we read it from here on (what it
+ * did not read is still in the pipe).  A retired agent's is drained and
+ * dropped; held or paused, it waits like the other pipes. */
+static void stdout_take_back(struct wsa_agent *a)
+{
+	if (a->out_fd < 0 || a->out_wsi)
+		return;
+	int fd = a->out_fd;
+	a->out_fd = -1;
+	a->out_wsi = wsa_adopt_fd(a->srv, fd, &a->ref_out); /* closes fd on failure */
+	if (!a->out_wsi) {
+		/* Nobody could read it: it must not run on into a full pipe. */
+		lwsl_err("wsa: cannot watch the stdout of gen %lld: killed\n", (long long)a->gen);
+		wsa_agent_signal_group(a->pid, SIGKILL);
+		return;
+	}
+	if (a->paused || a->held)
+		set_paused(a, true);
+}
+
 static void agent_send_exit(struct wsa_agent *a)
 {
 	struct wsa_server *srv = a->srv;
 	a->exit_sent = true;
+	if (a->out_fd >= 0) { /* cortexd's copy is its own: ours served for POLLHUP */
+		close(a->out_fd);
+		a->out_fd = -1;
+	}
 	if (srv->current == a)
 		srv->current = NULL; /* input to this gen is no_agent from now on */
 
@@ -75,7 +130,7 @@ static void agent_send_exit(struct wsa_agent *a)
 	size_t tlen = a->tail_len;
 	for (int i = 0; a->tail_cut && i < 3 && tlen && ((unsigned char)*tail & 0xC0) == 0x80; i++)
 		tail++, tlen--;
-	char *clean = wsa_utf8_sanitize(tail, tlen, NULL);
+	char *clean = cx_utf8_sanitize(tail, tlen, NULL);
 	int st = a->status;
 	json_t *o = json_pack("{s:s, s:I, s:o, s:o, s:b, s:s}", "type", "wsa.exit", "gen",
 			      (json_int_t)a->gen, "code",
@@ -94,7 +149,8 @@ static void agent_maybe_finish(struct wsa_agent *a)
 {
 	if (a->srv->stopping)
 		return;
-	if (!a->exit_sent && a->reaped && (a->retired || (!a->out_wsi && !a->err_wsi)))
+	if (!a->exit_sent && a->reaped &&
+	    (a->retired || (!a->out_wsi && !a->err_wsi && (a->out_fd < 0 || a->forced_eof || direct_hup(a)))))
 		agent_send_exit(a);
 	if (a->exit_sent && !a->out_wsi && !a->err_wsi && !a->pid_wsi && !a->in_wsi) {
 		agent_unlink(a);
@@ -218,6 +274,26 @@ static int on_stdout_line(void *arg, const char *line, size_t len, bool too_long
 {
 	struct wsa_agent *a = arg;
 	struct wsa_server *srv = a->srv;
+	if (a->resync) {
+		/* Taken back from a cortexd that vanished mid-read: the first
+		 * line may be the rest of one it had begun.  Only a line that is
+		 * a whole JSON object by itself goes on (the agent's lines are
+		 * JSON objects; the tail of one cut inside is not one): half a
+		 * line is never forwarded as a line. */
+		a->resync = false;
+		if (!too_long && len) {
+			json_t *o = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
+			bool whole = json_is_object(o);
+			json_decref(o);
+			if (!whole) {
+				lwsl_warn("wsa: gen %lld: dropped %zu bytes up to the first line boundary after the link dropped\n",
+					  (long long)a->gen, len);
+				return 0;
+			}
+		} else if (too_long) {
+			return 0;
+		}
+	}
 	if (too_long) {
 		wsa_send_error(srv, a->owner, a->gen, "line_too_long",
 			       "agent stdout line over %u bytes dropped", CX_CAP_AGENT_LINE);
@@ -225,13 +301,13 @@ static int on_stdout_line(void *arg, const char *line, size_t len, bool too_long
 	}
 	if (!len)
 		return 0;
-	if (!wsa_utf8_valid(line, len)) {
+	if (!cx_utf8_valid(line, len)) {
 		/* A text frame must be UTF-8 or the peer closes the connection. */
 		wsa_send_error(srv, a->owner, a->gen, "bad_line",
 			       "agent stdout line of %zu bytes is not valid UTF-8; dropped", len);
 		return 0;
 	}
-	if (wsa_line_spoofs_event(line, len)) {
+	if (cx_line_spoofs_event(line, len)) {
 		/* The agent's output must never pass for ws-agent's own events. */
 		wsa_send_error(srv, a->owner, a->gen, "bad_line",
 			       "agent stdout line with a \"wsa.\" type dropped");
@@ -247,7 +323,7 @@ static int on_stderr_line(void *arg, const char *line, size_t len, bool too_long
 	(void)too_long; /* split mode: long lines arrive in pieces */
 	if (!len || !a->owner)
 		return 0;
-	char *clean = wsa_utf8_sanitize(line, len, NULL);
+	char *clean = cx_utf8_sanitize(line, len, NULL);
 	if (!clean)
 		return 0;
 	wsa_conn_send_json(a->srv, a->owner,
@@ -297,8 +373,8 @@ static int pipe_read(struct wsa_agent *a, struct lws *wsi, enum fd_kind kind)
 	struct wsa_server *srv = a->srv;
 	srv->defer = a->owner; /* the read's lines leave together, after it */
 	int rc = kind == FD_STDOUT
-		     ? wsa_lines_feed(&a->out_lines, buf, (size_t)r, on_stdout_line, a, &err)
-		     : wsa_lines_feed(&a->err_lines, buf, (size_t)r, on_stderr_line, a, &err);
+		     ? cx_lines_feed(&a->out_lines, buf, (size_t)r, on_stdout_line, a, &err)
+		     : cx_lines_feed(&a->err_lines, buf, (size_t)r, on_stderr_line, a, &err);
 	wsa_conn_send_now(srv, a->owner);
 	if (rc < 0) {
 		lwsl_err("wsa: %s\n", err.msg);
@@ -347,7 +423,8 @@ static void sul_eof_cb(lws_sorted_usec_list_t *sul)
 	struct wsa_agent *a = lws_container_of(sul, struct wsa_agent, sul_eof);
 	struct wsa_server *srv = a->srv;
 	if (!a->retired) {
-		bool draining = a->paused || pipe_has_data(a->out_wsi) || pipe_has_data(a->err_wsi);
+		bool draining = a->paused || pipe_has_data(a->out_wsi) || pipe_has_data(a->err_wsi) ||
+				pipe_has_data_fd(a->out_fd); /* cortexd still reading (or paused) */
 		if (draining && lws_now_usecs() - a->reaped_at < ms(WSA_EOF_GIVE_UP_MS)) {
 			lws_sul_schedule(srv->ctx, 0, sul, sul_eof_cb, ms(500));
 			return;
@@ -363,6 +440,21 @@ static void sul_eof_cb(lws_sorted_usec_list_t *sul)
 	a->forced_eof = true; /* a partial last line is a cut line: drop it */
 	wsa_close_wsi_async(a->out_wsi);
 	wsa_close_wsi_async(a->err_wsi);
+	agent_maybe_finish(a); /* cortexd's stdout: its reader stops at the exit; a may be freed */
+}
+
+/* Reaped with cortexd reading its stdout: the exit waits for the pipe's last
+ * writer (a background child may hold it), checked here until sul_eof gives up. */
+static void sul_hup_cb(lws_sorted_usec_list_t *sul)
+{
+	struct wsa_agent *a = lws_container_of(sul, struct wsa_agent, sul_hup);
+	if (a->exit_sent || a->out_fd < 0)
+		return;
+	if (!direct_hup(a)) {
+		lws_sul_schedule(a->srv->ctx, 0, sul, sul_hup_cb, ms(50));
+		return;
+	}
+	agent_maybe_finish(a); /* a may be freed */
 }
 
 static void sul_kill_cb(lws_sorted_usec_list_t *sul)
@@ -382,8 +474,11 @@ static void agent_on_reaped(struct wsa_agent *a, int status)
 	lws_sul_cancel(&a->sul_kill);
 	wsa_close_wsi_async(a->pid_wsi);
 	stdin_close(a); /* nobody reads it any more */
-	if (a->out_wsi || a->err_wsi)
+	bool direct_open = a->out_fd >= 0 && !direct_hup(a);
+	if (a->out_wsi || a->err_wsi || direct_open)
 		lws_sul_schedule(srv->ctx, 0, &a->sul_eof, sul_eof_cb, ms(WSA_KILL_GRACE_MS));
+	if (direct_open)
+		lws_sul_schedule(srv->ctx, 0, &a->sul_hup, sul_hup_cb, ms(50));
 	agent_maybe_finish(a);
 }
 
@@ -419,10 +514,11 @@ void wsa_runner_retire(struct wsa_agent *a)
 		srv->current = NULL;
 	stdin_close(a);
 	/* Nothing of it is forwarded any more: partial lines go, pipes drain freely. */
-	wsa_lines_free(&a->out_lines);
-	wsa_lines_free(&a->err_lines);
+	cx_lines_free(&a->out_lines);
+	cx_lines_free(&a->err_lines);
 	if (a->paused)
 		set_paused(a, false);
+	stdout_take_back(a); /* cortexd stopped reading it: drained and dropped here */
 	if (!a->reaped) {
 		wsa_agent_signal_group(a->pid, SIGTERM);
 		lws_sul_schedule(srv->ctx, 0, &a->sul_kill, sul_kill_cb, ms(WSA_KILL_GRACE_MS));
@@ -463,13 +559,25 @@ static void sul_detach_cb(lws_sorted_usec_list_t *sul)
 	}
 }
 
-void wsa_runner_detach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen, pid_t *pid)
+void wsa_runner_detach(struct wsa_server *srv, struct wsa_conn *c, const struct wsa_msg *m, int64_t *gen,
+		       pid_t *pid)
 {
 	for (struct wsa_agent *a = srv->agents; a; a = a->next) {
 		if (a->owner != c || a->retired)
 			continue;
 		a->held = true;
 		set_paused(a, true); /* its output waits in its pipes */
+		if (a->out_fd < 0)
+			continue;
+		/* cortexd stopped reading its stdout at a line boundary, or handed
+		 * back the line it had begun: we go on from exactly there. */
+		cx_err err = CX_ERR_INIT;
+		if (m->out_gen == a->gen &&
+		    cx_lines_preload(&a->out_lines, m->partial, m->partial_len, m->partial_dropping, &err) < 0) {
+			lwsl_err("wsa: detach: %s: gen %lld resyncs at the next line\n", err.msg, (long long)a->gen);
+			a->resync = true;
+		}
+		stdout_take_back(a);
 	}
 	lws_sul_schedule(srv->ctx, 0, &srv->sul_detach, sul_detach_cb, ms(WSA_DETACH_GRACE_MS));
 	current_of(srv, gen, pid);
@@ -503,6 +611,11 @@ void wsa_runner_conn_closed(struct wsa_server *srv, struct wsa_conn *c)
 				continue;
 			a->held = any = true;
 			set_paused(a, true); /* its output waits in its pipes */
+			if (a->out_fd >= 0) {
+				/* cortexd died reading its stdout, maybe inside a line */
+				a->resync = true;
+				stdout_take_back(a);
+			}
 		}
 		if (any) {
 			srv->dropped = true;
@@ -538,7 +651,19 @@ static void abandon_child(struct wsa_child *ch)
 			close(fds[i]);
 }
 
-void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t gen,
+void wsa_runner_stdout_back(struct wsa_server *srv, struct wsa_conn *c, int64_t gen)
+{
+	for (struct wsa_agent *a = srv->agents; a; a = a->next)
+		if (a->gen == gen && a->owner == c && a->out_fd >= 0) {
+			lwsl_info("wsa: cortexd gave back the stdout of gen %lld\n", (long long)gen);
+			stdout_take_back(a);
+			wsa_runner_flow_update(srv);
+			agent_maybe_finish(a); /* (a may be freed) */
+			return;
+		}
+}
+
+void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t gen, bool give_stdout,
 		      const struct wsa_context *ctx)
 {
 	struct wsa_child child;
@@ -559,12 +684,13 @@ void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t ge
 	a->owner = owner;
 	a->pid = child.pid;
 	a->in_fd = child.in_fd;
+	a->out_fd = -1;
 	a->ref_in = (struct wsa_fdref){FD_STDIN, a};
 	a->ref_out = (struct wsa_fdref){FD_STDOUT, a};
 	a->ref_err = (struct wsa_fdref){FD_STDERR, a};
 	a->ref_pid = (struct wsa_fdref){FD_PIDFD, a};
-	wsa_lines_init(&a->out_lines, CX_CAP_AGENT_LINE, false);
-	wsa_lines_init(&a->err_lines, CX_CAP_STDERR_TAIL, true);
+	cx_lines_init(&a->out_lines, CX_CAP_AGENT_LINE, false);
+	cx_lines_init(&a->err_lines, CX_CAP_STDERR_TAIL, true);
 	a->next = srv->agents;
 	srv->agents = a;
 	srv->current = a;
@@ -574,16 +700,25 @@ void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t ge
 	 * itself (no wake-up of ours per input); what it cannot write at once
 	 * still comes as input frames (docs/protocol.md). */
 	int pass = fcntl(child.in_fd, F_DUPFD_CLOEXEC, 3);
-	wsa_conn_send_json_fd(srv, owner,
-			      json_pack("{s:s, s:I, s:i, s:b}", "type", "wsa.started", "gen",
-					(json_int_t)gen, "pid", (int)child.pid, "stdin", pass >= 0),
-			      pass);
+	/* The stdout too when cortexd asked (it then reads it, or says
+	 * stdout_back): an fd nobody reads would stall the agent. */
+	int pass_out = give_stdout ? fcntl(child.out_fd, F_DUPFD_CLOEXEC, 3) : -1;
+	wsa_conn_send_json_fds(srv, owner,
+			       json_pack("{s:s, s:I, s:i, s:b, s:b}", "type", "wsa.started", "gen",
+					 (json_int_t)gen, "pid", (int)child.pid, "stdin", pass >= 0, "stdout",
+					 pass_out >= 0),
+			       pass, pass_out);
 
-	a->out_wsi = wsa_adopt_fd(srv, child.out_fd, &a->ref_out);
+	if (pass_out >= 0) {
+		a->out_fd = child.out_fd;
+		a->out_wsi = NULL;
+	} else {
+		a->out_wsi = wsa_adopt_fd(srv, child.out_fd, &a->ref_out);
+	}
 	a->err_wsi = wsa_adopt_fd(srv, child.err_fd, &a->ref_err);
 	if (child.pidfd >= 0)
 		a->pid_wsi = wsa_adopt_fd(srv, child.pidfd, &a->ref_pid);
-	if (!a->out_wsi || !a->err_wsi) {
+	if ((!a->out_wsi && a->out_fd < 0) || !a->err_wsi) {
 		/* Cannot watch it, so do not let it run; it still ends with wsa.exit. */
 		wsa_send_error(srv, owner, gen, "internal", "cannot watch the agent's pipes");
 		wsa_runner_retire(a);
@@ -634,11 +769,11 @@ void wsa_runner_fd_closed(struct wsa_server *srv, struct lws *wsi, struct wsa_fd
 		if (ref->kind == FD_STDOUT) {
 			a->out_wsi = NULL;
 			if (live)
-				wsa_lines_finish(&a->out_lines, on_stdout_line, a);
+				cx_lines_finish(&a->out_lines, on_stdout_line, a);
 		} else {
 			a->err_wsi = NULL;
 			if (live)
-				wsa_lines_finish(&a->err_lines, on_stderr_line, a);
+				cx_lines_finish(&a->err_lines, on_stderr_line, a);
 		}
 	} else if (ref->kind == FD_PIDFD && wsi == a->pid_wsi) {
 		a->pid_wsi = NULL;

@@ -73,15 +73,25 @@ void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data,
 	wsa_runner_flow_update(srv);
 }
 
-/* obj queued with fd riding on it (taken: closed when it has nowhere to go). */
-void wsa_conn_send_json_fd(struct wsa_server *srv, struct wsa_conn *c, json_t *obj, int fd)
+/* obj queued with fd and fd2 riding on it, in that order (taken: closed
+ * when it has nowhere to go). */
+void wsa_conn_send_json_fds(struct wsa_server *srv, struct wsa_conn *c, json_t *obj, int fd, int fd2)
 {
+	if (fd < 0) {
+		fd = fd2;
+		fd2 = -1;
+	}
 	struct wsa_frame *last = c ? c->q.tail : NULL;
 	wsa_conn_send_json(srv, c, obj);
-	if (fd >= 0 && c && c->wsi && c->q.tail && c->q.tail != last)
+	if (fd >= 0 && c && c->wsi && c->q.tail && c->q.tail != last) {
 		c->q.tail->fd = fd; /* (queued to this connection, not held for the next) */
-	else if (fd >= 0)
+		c->q.tail->fd2 = fd2;
+		return;
+	}
+	if (fd >= 0)
 		close(fd);
+	if (fd2 >= 0)
+		close(fd2);
 }
 
 void wsa_conn_send_json(struct wsa_server *srv, struct wsa_conn *c, json_t *obj)
@@ -104,7 +114,7 @@ void wsa_send_error(struct wsa_server *srv, struct wsa_conn *c, int64_t gen, con
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	char *clean = wsa_utf8_sanitize(msg, strlen(msg), NULL);
+	char *clean = cx_utf8_sanitize(msg, strlen(msg), NULL);
 	json_t *o = json_pack("{s:s, s:s, s:s}", "type", "wsa.error", "code", code, "message",
 			      clean ? clean : "");
 	free(clean);
@@ -153,12 +163,13 @@ static void pending_try_context(struct wsa_server *srv)
 		return;
 	int64_t gen = p->gen;
 	struct wsa_conn *owner = p->owner;
+	bool want_stdout = p->want_stdout;
 	pending_clear(srv);
 	if (rc < 0) {
 		wsa_send_error(srv, owner, gen, "bad_context", "%s", err.msg);
 		return;
 	}
-	wsa_runner_start(srv, owner, gen, &actx);
+	wsa_runner_start(srv, owner, gen, want_stdout, &actx);
 	wsa_context_free(&actx);
 }
 
@@ -178,7 +189,7 @@ static void sul_deadline_cb(lws_sorted_usec_list_t *sul)
 		       srv->opts.context_path, srv->opts.context_timeout_ms);
 }
 
-static void handle_start(struct wsa_server *srv, struct wsa_conn *c, int64_t gen)
+static void handle_start(struct wsa_server *srv, struct wsa_conn *c, int64_t gen, bool want_stdout)
 {
 	struct wsa_pending *p = &srv->pending;
 	if (gen <= srv->last_gen) {
@@ -198,7 +209,7 @@ static void handle_start(struct wsa_server *srv, struct wsa_conn *c, int64_t gen
 	if (srv->current)
 		wsa_runner_retire(srv->current);
 
-	*p = (struct wsa_pending){.active = true, .gen = gen, .owner = c};
+	*p = (struct wsa_pending){.active = true, .gen = gen, .owner = c, .want_stdout = want_stdout};
 	/* Watch first, then look: a file written in between is not missed. */
 	if (inotify_add_watch(srv->inotify_fd, srv->ctx_dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
 		int e = errno;
@@ -309,12 +320,15 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 		wsa_runner_input(srv, c, m.gen, m.data, m.data_len);
 		break;
 	case WSA_MSG_START:
-		handle_start(srv, c, m.gen);
+		handle_start(srv, c, m.gen, m.want_stdout);
 		break;
 	case WSA_MSG_STOP:
 		/* Only the current agent can be stopped; an unknown or old gen is a no-op. */
 		if (srv->current && srv->current->gen == m.gen)
 			wsa_runner_retire(srv->current);
+		break;
+	case WSA_MSG_STDOUT_BACK:
+		wsa_runner_stdout_back(srv, c, m.gen);
 		break;
 	case WSA_MSG_PING:
 		wsa_conn_send(srv, c, "{\"type\":\"pong\"}", 15);
@@ -327,7 +341,7 @@ static void handle_message(struct wsa_server *srv, struct wsa_conn *c, const cha
 		 * cortexd reads wsa.detached it has all of the agents' output. */
 		int64_t gen = 0;
 		pid_t pid = 0;
-		wsa_runner_detach(srv, c, &gen, &pid);
+		wsa_runner_detach(srv, c, &m, &gen, &pid);
 		wsa_conn_send_json(srv, c,
 				   json_pack("{s:s,s:I,s:i}", "type", "wsa.detached", "gen", (json_int_t)gen, "pid", (int)pid));
 		break;

@@ -58,9 +58,18 @@ struct wsa_agent {
 	struct wsa_outq inq; /* lines not yet written (cap WSA_CAP_STDIN_QUEUE) */
 	size_t in_off;	     /* bytes of inq.head already written */
 
+	/* stdout read by cortexd ("stdout":true in the start): out_fd is our
+	 * own copy of the read end, never read here, kept so that the pipe comes
+	 * back to us (out_wsi) when cortexd lets go of it: a retire (drained and
+	 * dropped), stdout_back, a detach (with cortexd's partial line), a
+	 * dropped link (resync: the first line only if whole). */
+	int out_fd;	/* owned; -1 when we read stdout (out_wsi) or it is closed */
+	bool resync;	/* taken back after cortexd vanished mid-read: see on_stdout_line */
+	lws_sorted_usec_list_t sul_hup; /* reaped, cortexd's stdout not at EOF yet */
+
 	struct lws *out_wsi, *err_wsi, *pid_wsi; /* NULL once closed */
 	struct wsa_fdref ref_in, ref_out, ref_err, ref_pid;
-	struct wsa_lines out_lines, err_lines;
+	struct cx_lines out_lines, err_lines;
 	char tail[CX_CAP_STDERR_TAIL];
 	size_t tail_len;
 	bool tail_cut;
@@ -74,6 +83,7 @@ struct wsa_pending {
 	bool active;
 	int64_t gen;
 	struct wsa_conn *owner; /* not owned */
+	bool want_stdout;       /* cortexd reads the agent's stdout itself ("stdout":true) */
 	lws_sorted_usec_list_t sul_deadline;
 };
 
@@ -111,8 +121,9 @@ struct wsa_server {
 /* ---- server.c, for runner.c ---- */
 void wsa_conn_send(struct wsa_server *srv, struct wsa_conn *c, const char *data, size_t len);
 void wsa_conn_send_json(struct wsa_server *srv, struct wsa_conn *c, json_t *obj); /* takes obj */
-/* The same with a descriptor that leaves with it (SCM_RIGHTS); takes fd. */
-void wsa_conn_send_json_fd(struct wsa_server *srv, struct wsa_conn *c, json_t *obj, int fd);
+/* The same with descriptors that leave with it (SCM_RIGHTS, fd then fd2;
+ * -1 for none); takes them. */
+void wsa_conn_send_json_fds(struct wsa_server *srv, struct wsa_conn *c, json_t *obj, int fd, int fd2);
 /* After an agent's read (srv->defer = c during it): what it queued to c,
  * sent now when it fits one message, else on c's writeable callback. */
 void wsa_conn_send_now(struct wsa_server *srv, struct wsa_conn *c);
@@ -127,8 +138,10 @@ void wsa_close_wsi_async(struct lws *wsi);
 /* ---- runner.c ---- */
 /* Spawn the agent ctx describes as generation gen, make it current and send
  * wsa.started (or wsa.error spawn_failed) to owner. */
-void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t gen,
+void wsa_runner_start(struct wsa_server *srv, struct wsa_conn *owner, int64_t gen, bool give_stdout,
 		      const struct wsa_context *ctx);
+/* stdout_back: cortexd could not use the stdout of gen it was passed: read it here. */
+void wsa_runner_stdout_back(struct wsa_server *srv, struct wsa_conn *c, int64_t gen);
 /* Queue data + "\n" for the stdin of the current agent gen (no_agent, stdin_full). */
 void wsa_runner_input(struct wsa_server *srv, struct wsa_conn *c, int64_t gen, const char *data,
 		      size_t len);
@@ -137,7 +150,8 @@ void wsa_runner_retire(struct wsa_agent *a);
 /* detach: hold every agent of c (paused, kept when c closes); attach: give
  * the held agents to c and let them run.  Both return the current agent's
  * gen and pid (0 when none). */
-void wsa_runner_detach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen, pid_t *pid);
+void wsa_runner_detach(struct wsa_server *srv, struct wsa_conn *c, const struct wsa_msg *m, int64_t *gen,
+		       pid_t *pid);
 void wsa_runner_attach(struct wsa_server *srv, struct wsa_conn *c, int64_t *gen, pid_t *pid);
 /* Connection c is gone: retire every agent it started, send them nothing more. */
 void wsa_runner_conn_closed(struct wsa_server *srv, struct wsa_conn *c);

@@ -16,7 +16,8 @@
  *
  * Files: context.c (read + parse the context file), proto.c (parse one
  * message from cortexd), agent.c (fork/exec,
- * signal, reap one process), lines.c (line splitting, UTF-8), outq.c
+ * signal, reap one process), common/lines.c (line splitting, UTF-8: shared
+ * with cortexd, which reads a passed stdout itself), outq.c
  * (outgoing frame queue), runner.c (the running agents on the loop: pipes,
  * stdin queue, retiring, wsa.exit), server.c (connections, protocol, the
  * pending start and its wait for the context file), main.c (args).
@@ -31,12 +32,18 @@
 
 #include "caps.h"
 #include "cx.h"
+#include "lines.h"
 
 /* Caps specific to ws-agent (the shared table is common/caps.h). */
 #define WSA_CAP_STDIN_QUEUE  (1u << 20) /* bytes queued to one agent's stdin      */
 /* one cortexd -> ws-agent message: an input frame carrying a full stdin queue,
- * JSON-escaped (grown on demand, not allocated up front) */
-#define WSA_CAP_CLIENT_FRAME (2 * WSA_CAP_STDIN_QUEUE + (4u << 10))
+ * JSON-escaped, or a detach frame carrying the partial stdout line cortexd
+ * had read (up to a line cap, in hex): the larger (grown on demand, not
+ * allocated up front) */
+#define WSA_CAP_CLIENT_FRAME                                                                       \
+	((2 * WSA_CAP_STDIN_QUEUE > 2 * CX_CAP_AGENT_LINE ? 2 * WSA_CAP_STDIN_QUEUE                  \
+							  : 2 * CX_CAP_AGENT_LINE) +               \
+	 (4u << 10))
 #define WSA_CAP_OUT_QUEUE    (8u << 20)  /* queued to cortexd before stdout pauses */
 #define WSA_CAP_OUT_MESSAGE  (256u << 10) /* lines coalesced into one message to cortexd */
 /* The resend window: lines sent to cortexd and not yet acknowledged, kept
@@ -85,7 +92,8 @@ enum wsa_msg_type {
 	WSA_MSG_PING,
 	WSA_MSG_DETACH,
 	WSA_MSG_ATTACH,
-	WSA_MSG_ACK
+	WSA_MSG_ACK,
+	WSA_MSG_STDOUT_BACK /* cortexd cannot read the stdout it asked for: ws-agent reads it */
 };
 
 struct wsa_msg {
@@ -95,6 +103,15 @@ struct wsa_msg {
 	size_t data_len;
 	uint64_t seq;	    /* ack, attach, input's "ack": a link seq (has_seq) */
 	bool has_seq;
+	/* start: "stdout":true, cortexd reads the agent's stdout itself (the
+	 * read end rides on wsa.started).  detach: "stdout" names the gen whose
+	 * stdout cortexd was reading (out_gen > 0), with the partial line it had
+	 * read (hex, decoded into partial) or "dropping" (inside an over-long line). */
+	bool want_stdout;
+	int64_t out_gen;
+	char *partial;	    /* owned (wsa_msg_free), partial_len bytes */
+	size_t partial_len;
+	bool partial_dropping;
 	struct json_t *root; /* the parsed message (owned: wsa_msg_free) */
 };
 
@@ -124,37 +141,6 @@ void wsa_agent_signal_group(pid_t pgid, int sig);
 /* Reap pid if it has exited: 1 reaped (*status set), 0 still running, -1 error. */
 int wsa_agent_try_reap(pid_t pid, int *status);
 
-/* ---- lines.c: split a byte stream into lines ---- */
-
-/* Called once per line (without '\n').  too_long: the line exceeded the cap;
- * in drop mode line is NULL, in split mode it is the first cap bytes. */
-typedef int (*wsa_line_fn)(void *arg, const char *line, size_t len, bool too_long);
-
-struct wsa_lines {
-	char *buf;      /* owned */
-	size_t len;     /* bytes of the pending partial line */
-	size_t alloc;   /* allocated size of buf */
-	size_t cap;     /* longest line accepted */
-	bool split;     /* over-long lines: emit in cap-sized pieces instead of dropping */
-	bool dropping;  /* inside an over-long line being dropped */
-};
-
-void wsa_lines_init(struct wsa_lines *l, size_t cap, bool split);
-void wsa_lines_free(struct wsa_lines *l);
-/* Feed bytes; calls fn for each complete line.  Stops at the first non-zero
- * return of fn and returns it; -1 with err set on allocation failure. */
-int wsa_lines_feed(struct wsa_lines *l, const char *data, size_t n, wsa_line_fn fn, void *arg,
-		   cx_err *err);
-/* End of stream: a final line without '\n' still counts. */
-int wsa_lines_finish(struct wsa_lines *l, wsa_line_fn fn, void *arg);
-/* true when an agent stdout line would pass for one of ws-agent's own
- * events (a "wsa.*" type): such a line is never forwarded. */
-bool wsa_line_spoofs_event(const char *line, size_t len);
-
-bool wsa_utf8_valid(const char *s, size_t n);
-/* Copy of s with each invalid UTF-8 sequence replaced by U+FFFD; NUL-terminated. */
-char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len);
-
 /* ---- outq.c: outgoing frames, each with LWS_PRE headroom ---- */
 
 struct wsa_frame {
@@ -164,6 +150,7 @@ struct wsa_frame {
 	bool unnumbered;     /* wsa.attached: outside the sequence, never resent */
 	int fd;              /* -1, or a descriptor that leaves with this frame's first
 	                        byte (SCM_RIGHTS: wsa.started's stdin); owned until sent */
+	int fd2;             /* -1, or a second one with fd (wsa.started's stdout) */
 	unsigned char data[]; /* LWS_PRE headroom + payload */
 };
 

@@ -26,6 +26,7 @@ void agent_get_counters(struct agent_counters *out)
 {
 	*out = counters;
 	agent_stdin_counts(&out->stdin_direct, &out->stdin_link);
+	agent_stdout_counts(&out->stdout_lines, &out->stdout_starts, &out->stdout_fallbacks, &out->stdout_dropped);
 }
 void agent_count_release(void) { counters.releases++; }
 void agent_count_live(int refused)
@@ -54,6 +55,12 @@ static void link_send(struct session *s, const char *txt, size_t len)
 		lws_callback_on_writable(s->link.wsi);
 }
 static const struct agent_io link_io = {link_send};
+
+void agent_link_send(struct session *s, const char *txt, size_t len)
+{
+	const struct agent_io *io = s->link.io ? s->link.io : &link_io;
+	io->send(s, txt, len);
+}
 
 static void send_json(struct session *s, json_t *o)
 {
@@ -155,6 +162,7 @@ static void set_state(struct session *s, enum ag_state st)
 	if (st == AG_NONE) {
 		s->link.applying = 0; /* a live apply dies with its agent */
 		agent_stdin_close(s); /* and its stdin: EOF, as ws-agent lets go too */
+		agent_stdout_close(s); /* and its stdout: ws-agent drains and drops the rest */
 	}
 	if (was == AG_STARTING && st != AG_STARTING && s->d->agent_boot_end)
 		s->d->agent_boot_end(s);
@@ -268,7 +276,15 @@ void agent_stop(struct session *s)
 
 void agent_detach(struct session *s)
 {
-	send_json(s, json_pack("{s:s}", "type", "detach"));
+	/* The stdout cortexd reads goes back to ws-agent with the line cortexd
+	 * had begun (agent_stdout.c): ws-agent reads on from exactly there. */
+	json_t *o = json_pack("{s:s}", "type", "detach");
+	json_t *out = agent_stdout_detach(s);
+	if (o && out)
+		json_object_set_new(o, "stdout", out);
+	else
+		json_decref(out);
+	send_json(s, o);
 }
 
 /* wsa.attached: the agents ws-agent held for us.  The one this session knew
@@ -356,7 +372,9 @@ int agent_start(struct session *s, const cconfig *cfg, double *context_ms, cx_er
 	s->link.stderr_tail[0] = '\0';
 	memcpy(s->link.hash, cfg->base_hash, sizeof s->link.hash);
 	agent_live_record(s, cfg);
-	send_json(s, json_pack("{s:s,s:I}", "type", "start", "gen", (json_int_t)s->link.gen));
+	/* "stdout": ws-agent passes the agent's stdout too and cortexd reads it
+	 * (agent_stdout.c); a ws-agent before it ignores the key. */
+	send_json(s, json_pack("{s:s,s:I,s:b}", "type", "start", "gen", (json_int_t)s->link.gen, "stdout", 1));
 	session_timer(s, &s->link.sul_boot, sul_boot_cb, (uint64_t)s->d->cfg.agent_start_timeout_ms * LWS_US_PER_MS);
 	log_debug("session %s: starting agent %llu", s->id, (unsigned long long)s->link.gen);
 	return 0;
@@ -414,8 +432,11 @@ static int eq(const char *a, const char *b) { return a && !strcmp(a, b); }
 
 static void on_error_event(struct session *s, const struct agent_line *l)
 {
-	const char *code = agent_line_str(l, "code");
-	const char *msg = agent_line_str(l, "message");
+	agent_link_error(s, agent_line_str(l, "code"), agent_line_str(l, "message"));
+}
+
+void agent_link_error(struct session *s, const char *code, const char *msg)
+{
 	char full[600];
 	snprintf(full, sizeof full, "ws-agent: %s", msg ? msg : code ? code : "error");
 	log_warn("session %s: %s (%s)", s->id, full, code ? code : "?");
@@ -444,10 +465,15 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 		log_debug("session %s agent stderr: %s", s->id, txt ? txt : "");
 		break;
 	}
-	case WSA_STARTED:
-		/* Before the initialize below: its first input may go to the stdin. */
-		agent_stdin_started(s, current && s->link.state == AG_STARTING &&
-					       json_is_true(json_object_get(l->o, "stdin")));
+	case WSA_STARTED: {
+		/* Before the initialize below: its first input may go to the stdin,
+		 * its answer comes on the stdout cortexd reads. */
+		int in = json_is_true(json_object_get(l->o, "stdin"));
+		int out = json_is_true(json_object_get(l->o, "stdout"));
+		int out_fd = agent_started_fds(s, in, out);
+		int usable = current && s->link.state == AG_STARTING;
+		agent_stdin_started(s, usable && in);
+		agent_stdout_started(s, l->gen, out, usable, out_fd);
 		if (!current || s->link.state != AG_STARTING)
 			break;
 		s->link.pid = (int)json_integer_value(json_object_get(l->o, "pid"));
@@ -462,7 +488,15 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 					 "subtype", "initialize"));
 		s->link.boot_waits = 1 + agent_live_boot(s);
 		break;
+	}
 	case WSA_EXIT:
+		/* Every line of it first: ws-agent sent this once the stdout
+		 * cortexd reads had no writer left (agent_stdout.c). */
+		if (current)
+			agent_stdout_drain(s, l->gen);
+		if (s->deleted)
+			break;
+		current = l->has_gen && l->gen == s->link.gen; /* a drained line may have started another */
 		if (current && !json_is_true(json_object_get(l->o, "retired")) && s->link.state != AG_NONE)
 			on_exit_event(s, l);
 		break;
@@ -483,14 +517,19 @@ static void on_wsa(struct session *s, const struct agent_line *l)
 	}
 }
 
-/* One line from ws-agent: each but wsa.attached is the next link seq. */
-static void link_line(struct session *s, const char *line, size_t len)
+/* One line from ws-agent (numbered: each but wsa.attached is the next link
+ * seq), or from the agent's stdout cortexd reads itself (not numbered: the
+ * link seq counts what ws-agent sent; such a line is never a wsa.* event,
+ * whatever its spelling: common/lines.c refuses the plain one). */
+void agent_link_line(struct session *s, const char *line, size_t len, int numbered)
 {
 	struct agent_line l;
 	agent_line_parse(&l, line, len);
-	if (l.kind == AL_WSA && l.wsa == WSA_ATTACHED && s->link.attaching) {
+	if (!numbered && l.kind == AL_WSA) {
+		agent_link_error(s, "bad_line", "agent stdout line with a \"wsa.\" type dropped");
+	} else if (numbered && l.kind == AL_WSA && l.wsa == WSA_ATTACHED && s->link.attaching) {
 		on_attached(s, &l);
-	} else if (++s->link.rx_seq <= s->link.dup_upto) {
+	} else if (numbered && ++s->link.rx_seq <= s->link.dup_upto) {
 		counters.link_dups++; /* resent after an attach, read before it */
 	} else if (l.kind == AL_WSA) {
 		on_wsa(s, &l);
@@ -519,7 +558,7 @@ static void link_partial_done(struct session *s)
 		if (++s->link.rx_seq > s->link.dup_upto) /* (a line too, in the link seq) */
 			fanout_error(s, NULL, "line_too_long", "an agent line over the size cap was dropped");
 	} else if (s->link.rx.len)
-		link_line(s, s->link.rx.buf, s->link.rx.len);
+		agent_link_line(s, s->link.rx.buf, s->link.rx.len, 1);
 	rxbuf_reset(&s->link.rx);
 }
 
@@ -535,7 +574,7 @@ static int link_rx(struct session *s, struct lws *wsi, const char *p, size_t len
 			if (nl)
 				link_partial_done(s);
 		} else if (n) {
-			link_line(s, p, n);
+			agent_link_line(s, p, n, 1);
 		}
 		if (s->deleted || s->link.wsi != wsi)
 			return 0; /* a line ended the session or the link */

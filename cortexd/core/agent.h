@@ -50,6 +50,10 @@ struct agent_counters {
 	uint64_t link_dups;  /* lines ws-agent sent again after an attach that were read before */
 	uint64_t link_lost;  /* lines past ws-agent's resend window at an attach */
 	uint64_t stdin_direct, stdin_link; /* inputs written to the agent's stdin by cortexd / sent on the link */
+	uint64_t stdout_lines;     /* agent stdout lines cortexd read from the pipe itself */
+	uint64_t stdout_starts;    /* agents whose stdout cortexd read itself */
+	uint64_t stdout_fallbacks; /* ... asked for and not usable: ws-agent read it (stdout_back) */
+	uint64_t stdout_dropped;   /* its lines dropped by ws-agent's checks (cap, UTF-8, "wsa.") */
 };
 void agent_get_counters(struct agent_counters *out);
 void agent_count_release(void);
@@ -70,6 +74,38 @@ int agent_stdin_write(struct session *s, const char *line, size_t len);
 void agent_stdin_close(struct session *s); /* the generation ends (EOF for the agent) */
 void agent_stdin_reset(struct session *s); /* a new generation or link: nothing held */
 void agent_stdin_counts(uint64_t *direct, uint64_t *link);
+
+/* wsa.started said which descriptors came with it (stdin, then stdout):
+ * the stdin one stays in rx_fd for agent_stdin_started, the stdout one is
+ * returned (-1: none).  Any other count: none is used. */
+int agent_started_fds(struct session *s, int has_in, int has_out);
+
+/* ---- the agent's stdout, read by cortexd (agent_stdout.c) ---- */
+
+int callback_agent_stdout(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len);
+/* wsa.started of gen passed ("stdout":true) fd (taken, -1 when it did not
+ * come); usable: gen is the starting one.  cortexd reads it, or closes it
+ * and sends stdout_back. */
+void agent_stdout_started(struct session *s, uint64_t gen, int passed, int usable, int fd);
+/* The read end of a pipe, reopened O_RDONLY|O_NONBLOCK as cortexd's own, or -1. */
+int agent_stdout_reopen(int fd);
+/* The pipe is readable (the loop's callback; unit tests call it by hand). */
+int agent_stdout_readable(struct session *s);
+/* gen's wsa.exit: read its stdout to the end first. */
+void agent_stdout_drain(struct session *s, uint64_t gen);
+/* The generation ends: stop reading (ws-agent drains and drops the rest). */
+void agent_stdout_close(struct session *s);
+/* detach: the "stdout" member (the gen and the partial line), reading stopped; NULL if none. */
+json_t *agent_stdout_detach(struct session *s);
+void agent_stdout_counts(uint64_t *lines, uint64_t *starts, uint64_t *fallbacks, uint64_t *dropped);
+
+/* ---- for agent_stdout.c: the link's line path ---- */
+
+/* One line of the agent's (or, numbered, of ws-agent's link: a link seq). */
+void agent_link_line(struct session *s, const char *line, size_t len, int numbered);
+/* A wsa.error ws-agent would have sent for the current generation. */
+void agent_link_error(struct session *s, const char *code, const char *msg);
+void agent_link_send(struct session *s, const char *txt, size_t len);
 
 /* ---- config changes a hot agent takes by control request (agent_live.c) ---- */
 

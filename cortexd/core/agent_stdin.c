@@ -21,6 +21,9 @@
  *    through /proc/self/fd so that its flags (O_NONBLOCK) are cortexd's own
  *    (the sandbox shares the first description and could make it block), and
  *    any other descriptor received on the link is closed unread.
+ *
+ * The same wsa.started may carry the read end of the agent's stdout after
+ * the stdin (agent_stdout.c); the message says which came.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,14 +60,34 @@ static void rx_fd_close(struct session *s)
 {
 	if (s->link.rx_fd >= 0)
 		close(s->link.rx_fd);
-	s->link.rx_fd = -1;
+	if (s->link.rx_fd2 >= 0)
+		close(s->link.rx_fd2);
+	s->link.rx_fd = s->link.rx_fd2 = -1;
 }
 
 void agent_stdin_reset(struct session *s)
 {
 	agent_stdin_close(s);
+	agent_stdout_close(s);
 	rx_fd_close(s);
 	s->link.link_inputs = 0;
+}
+
+int agent_started_fds(struct session *s, int has_in, int has_out)
+{
+	int n = (s->link.rx_fd >= 0) + (s->link.rx_fd2 >= 0);
+	if (n != !!has_in + !!has_out) {
+		rx_fd_close(s); /* not what ws-agent says it sent: neither is used */
+		return -1;
+	}
+	int out = -1;
+	if (has_out) {
+		out = has_in ? s->link.rx_fd2 : s->link.rx_fd;
+		if (!has_in)
+			s->link.rx_fd = -1;
+		s->link.rx_fd2 = -1;
+	}
+	return out;
 }
 
 /* A private O_WRONLY|O_NONBLOCK description of the pipe fd is, or -1.
@@ -143,7 +166,7 @@ ssize_t agent_link_recv(struct session *s, int sock, void *buf, size_t cap)
 	ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC);
 	if (n < 0)
 		return n;
-	int got = 0, extra = 0;
+	int got = 0, extra = 0, waiting = s->link.rx_fd >= 0;
 	for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
 		if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
 			continue;
@@ -151,17 +174,21 @@ ssize_t agent_link_recv(struct session *s, int sock, void *buf, size_t cap)
 		for (size_t i = 0; i < k; i++) {
 			int fd;
 			memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-			if (got++ == 0 && s->link.rx_fd < 0) {
-				s->link.rx_fd = fd; /* claimed by the wsa.started it came with */
+			/* claimed by the wsa.started they came with: stdin, stdout */
+			if (!waiting && got == 0) {
+				s->link.rx_fd = fd;
+			} else if (!waiting && got == 1) {
+				s->link.rx_fd2 = fd;
 			} else {
 				close(fd);
 				extra = 1;
 			}
+			got++;
 		}
 	}
-	/* More than one at a time, or one while another waits for its
+	/* More than two at a time, or some while others wait for their
 	 * wsa.started, is not ws-agent's doing (or two starts raced): none is
-	 * used, those inputs go on the link. */
+	 * used, those inputs go on the link and ws-agent reads that stdout. */
 	if (extra || (mh.msg_flags & MSG_CTRUNC))
 		rx_fd_close(s);
 	return n;

@@ -54,12 +54,17 @@ void fanout_update_flow(struct session *s)
 		least = 0;
 	if (!s->link.wsi)
 		return;
+	/* The agent's stdout cortexd reads itself pauses with the link. */
 	if (!s->fan.rx_paused && least > cap / 2) {
 		s->fan.rx_paused = 1;
 		lws_rx_flow_control(s->link.wsi, 0);
+		if (s->link.out_wsi)
+			lws_rx_flow_control(s->link.out_wsi, 0);
 	} else if (s->fan.rx_paused && least <= cap / 4) {
 		s->fan.rx_paused = 0;
 		lws_rx_flow_control(s->link.wsi, 1);
+		if (s->link.out_wsi)
+			lws_rx_flow_control(s->link.out_wsi, 1);
 	}
 }
 

@@ -38,7 +38,7 @@ struct session *session_new(struct cortexd *d, const char *id, const char *user,
 	s->refs = 1;
 	s->lc.ready_ms = -1;
 	s->link.dirfd = -1;
-	s->link.stdin_fd = s->link.rx_fd = -1;
+	s->link.stdin_fd = s->link.rx_fd = s->link.rx_fd2 = s->link.out_fd = -1;
 	s->fan.tlog.fd = -1;
 	gateway_token_new(s->gw_token);
 	s->prof = config_surface(&d->cfg, surface);

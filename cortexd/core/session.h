@@ -26,6 +26,7 @@
 #include "gateway.h"
 #include "guard.h"
 #include "wslink.h"
+#include "lines.h"
 #include "sandbox.h"
 #include "secrets.h"
 #include "sentence.h"
@@ -169,6 +170,14 @@ struct agent_link {
 	/* The agent's stdin, passed by ws-agent with wsa.started (agent_stdin.c). */
 	int stdin_fd;            /* cortexd's own description of it, or -1: inputs on the link */
 	int rx_fd;               /* received on the link, waiting for its wsa.started, or -1 */
+	int rx_fd2;              /* a second one with it (stdin, then stdout), or -1 */
+	/* The agent's stdout, passed with wsa.started too and read by cortexd
+	 * (agent_stdout.c); ws-agent reads it when out_fd is -1. */
+	struct lws *out_wsi;     /* the adopted pipe, or NULL */
+	int out_fd;              /* cortexd's own description of it, or -1 */
+	uint64_t out_gen;        /* the generation whose stdout it is */
+	struct cx_lines out_lines; /* the line cut at the end of a read (cap CX_CAP_AGENT_LINE) */
+	int out_feeding;         /* a line of it is being handled (its buffer stays) */
 	unsigned link_inputs;    /* inputs of this generation sent on the link */
 	/* Sends to ws-agent go through io (agent.c by default; a fake in unit tests). */
 	const struct agent_io *io;

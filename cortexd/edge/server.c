@@ -151,6 +151,7 @@ static const struct lws_protocols protocols[] = {
 	 * frame or a batch of frames goes in one send. */
 	{"cortex", callback_main, sizeof(struct conn), 64 * 1024, 0, NULL, 256 * 1024},
 	{"cortex-agent", callback_agent, 0, 256 * 1024, 0, NULL, 0},
+	{"cortex-agent-out", callback_agent_stdout, 0, 0, 0, NULL, 0}, /* the agent's stdout (agent_stdout.c) */
 	{"cortex-preview", preview_inside_callback, 0, 0, 0, NULL, 0},
 	{"cortex-owner", nproxy_owner_callback, 0, 64 * 1024, 0, NULL, 0},
 	{DOOR_PROTOCOL, door_callback, 0, 0, 0, NULL, 0},

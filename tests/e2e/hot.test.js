@@ -76,6 +76,12 @@ async function hot(d, token, sid, what) {
   const direct0 = m['cortex_agent_stdin_direct_total'];
   L.check(direct0 >= 5, "inputs written to the agent's stdin by cortexd", '>= 5', direct0);
   L.eq(m['cortex_agent_stdin_link_total'] || 0, 0, 'no input went as a link frame');
+  // ... and reads its output from the stdout pipe passed with it: every line
+  // of the 4 turns (and the initialize's answer), none through ws-agent.
+  L.check(m['cortex_agent_stdout_direct_total'] >= 4 * 8 + 1, "the agent's output read by cortexd from its stdout",
+    '>= 33 lines', m['cortex_agent_stdout_direct_total']);
+  L.eq([m['cortex_agent_stdout_direct_starts_total'], m['cortex_agent_stdout_fallbacks_total'], m['cortex_agent_stdout_dropped_total']],
+    [1, 0, 0], 'one agent whose stdout cortexd reads; no fallback, nothing dropped');
   // A line over PIPE_BUF cannot be written atomically: it goes on the link,
   // and so does every later input of this agent (no overtaking); in order.
   const longText = 'long ' + 'y'.repeat(5000);

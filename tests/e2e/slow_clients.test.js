@@ -76,6 +76,39 @@ const rssMiB = pid => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').matc
   await pauser.close();
   reader.frames.length = 0;
 
+  // cortexd reads the agent's stdout itself: the checks ws-agent made still
+  // hold, with its errors (a line over the cap, not UTF-8, a "wsa." type:
+  // dropped, never taken for ws-agent's own event), and the turn goes on.
+  {
+    const m0 = await L.metrics(d);
+    const start = reader.frames.length;
+    reader.send({type: 'message', text: 'BADLINES'});
+    await reader.waitFor(f => reader.frames.indexOf(f) >= start && f.type === 'cortex.done', 'end of the BADLINES turn', 60000);
+    const fr = reader.frames.slice(start);
+    const errs = fr.filter(f => f.type === 'cortex.error').map(f => f.code);
+    L.eq(JSON.stringify(errs), JSON.stringify(['line_too_long', 'bad_line', 'bad_line']),
+      'the bad lines each dropped with the error ws-agent would send, in order');
+    L.eq(L.textOf(fr), 'Echo: BADLINES', 'the rest of the turn arrives whole');
+    const m1 = await L.metrics(d);
+    L.eq(m1['cortex_agent_stdout_dropped_total'] - (m0['cortex_agent_stdout_dropped_total'] || 0), 3,
+      'dropped by cortexd reading the stdout itself (cortex_agent_stdout_dropped_total)');
+    L.check(m1['cortex_agent_stdout_direct_total'] > m0['cortex_agent_stdout_direct_total'], 'the turn read directly', '> before',
+      [m0['cortex_agent_stdout_direct_total'], m1['cortex_agent_stdout_direct_total']]);
+    reader.frames.length = 0;
+
+    // Every line of an agent comes before its exit: one that answers and
+    // exits at once still ends its turn with cortex.done and the whole text
+    // (never agent_crashed), and the next message gets a new agent.
+    const s0 = (await L.metrics(d))['cortex_agent_starts_total'];
+    const bye = await L.turn(reader, 'BYE', 60000);
+    L.eq([bye[bye.length - 1].type, L.textOf(bye)], ['cortex.done', 'Echo: BYE'],
+      'an agent that exits right after its answer: the whole answer, then cortex.done');
+    const after = await L.turn(reader, 'after bye', 60000);
+    L.eq([after[after.length - 1].type, L.textOf(after)], ['cortex.done', 'Echo: after bye'], 'the next message is answered');
+    L.check((await L.metrics(d))['cortex_agent_starts_total'] > s0, 'by a new agent', '> ' + s0, 'starts');
+    reader.frames.length = 0;
+  }
+
   await flood();
   const base = rssMiB(d.proc.pid);
 

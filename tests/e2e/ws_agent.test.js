@@ -584,7 +584,7 @@ test('bad frames: not JSON, unknown or old types, oversized, binary; fragmented 
       eq(f.json.type + ':' + f.json.code, 'wsa.error:bad_request', `reply to ${b}`);
       check(typeof f.json.message === 'string' && f.json.message.length > 0, 'has a message', 'text', f.json.message);
     }
-    c.send(JSON.stringify({ type: 'ping', pad: 'p'.repeat(2200 * 1024) }));
+    c.send(JSON.stringify({ type: 'ping', pad: 'p'.repeat(8300 * 1024) }));
     eq((await c.next(undefined, 'reply to oversized')).json.code, 'bad_request', 'oversized message');
     c.ws.send(Buffer.from('{"type":"ping"}'), { binary: true });
     eq((await c.next()).json.code, 'bad_request', 'binary message');
@@ -828,6 +828,102 @@ test('a stale socket file is replaced', async () => {
   eq(got, 'ready\n', 'ready over a stale socket');
   proc.kill('SIGTERM');
   await new Promise((r) => proc.on('exit', r));
+});
+
+test('stdout for cortexd ("stdout":true): passed with wsa.started, nothing read here until stdout_back; the exit does not wait for lines nobody reads; a detach hands back the line begun', async () => {
+  const a = await startAgent({ args: ['--hold-on-drop', '20000'] });
+  try {
+    a.writeContext();
+    const c = await connect(a);
+    // This client cannot take descriptors (the kernel drops them unread):
+    // ws-agent must not read the pipe until told, and then read all of it.
+    c.send({ type: 'start', gen: 1, stdout: true });
+    const st = (await c.next(byType('wsa.started'), 'wsa.started')).json;
+    eq(JSON.stringify([st.gen, st.stdin, st.stdout]), JSON.stringify([1, true, true]), 'wsa.started passes stdin and stdout');
+    c.say(1, 'one two');
+    await new Promise((r) => setTimeout(r, 300));
+    const early = (await c.sync()).filter((f) => f.raw !== '{"type":"pong"}');
+    eq(early.length, 0, 'no agent line on the link while cortexd is to read the stdout');
+    c.send({ type: 'stdout_back', gen: 1 });
+    const lines = await c.untilResult();
+    const words = lines.filter((f) => f.json && f.json.type === 'stream_event').map((f) => f.json.event.delta.text);
+    eq(JSON.stringify(words), JSON.stringify(['one', 'two']),
+      'after stdout_back every line waiting in the pipe comes on the link, in order, to the result');
+    c.say(1, 'mode:exit 3');
+    const ex = (await c.untilExit(1)).pop().json;
+    eq(JSON.stringify([ex.code, ex.retired]), JSON.stringify([3, false]), 'its exit after stdout_back: code 3, not retired');
+
+    // Not given back: a current agent's exit still comes once its stdout has
+    // no writer left (the lines wait in the pipe for the reader cortexd was).
+    a.writeContext();
+    c.send({ type: 'start', gen: 2, stdout: true });
+    await c.next(byType('wsa.started'), 'wsa.started 2');
+    c.say(2, 'unread');
+    c.say(2, 'mode:exit 4');
+    const ex2 = (await c.untilExit(2)).filter((f) => f.json && f.json.type !== 'wsa.stderr');
+    eq(JSON.stringify(ex2.map((f) => f.json.type)), JSON.stringify(['wsa.exit']), 'gen 2: only its exit on the link');
+    eq(ex2[0].json.code, 4, 'gen 2 exit code');
+
+    // A detach names the line cortexd had begun: ws-agent goes on from there.
+    a.writeContext();
+    c.send({ type: 'start', gen: 3, stdout: true });
+    await c.next(byType('wsa.started'), 'wsa.started 3');
+    c.send({ type: 'detach', stdout: { gen: 3, partial: Buffer.from('{"wrapped":').toString('hex') } });
+    await c.next(byType('wsa.detached'), 'wsa.detached');
+    c.close();
+    await waitFor(() => c.closed, 'the detached connection closed');
+    const c2 = await connect(a);
+    c2.send({ type: 'attach' });
+    eq((await c2.next(byType('wsa.attached'), 'wsa.attached')).json.gen, 3, 'attached: gen 3 held');
+    c2.say(3, 'three');
+    const first = await c2.next((j, raw) => !(j && j.type === 'wsa.stderr'), 'the first line after the attach');
+    check(first.raw.startsWith('{"wrapped":{"type":'), 'the handed-back partial line heads the next one, byte for byte',
+      '{"wrapped":{"type":...', first.raw.slice(0, 60));
+    const rest = await c2.untilResult();
+    eq(JSON.stringify(rest.filter((f) => f.json && f.json.type === 'stream_event').map((f) => f.json.event.delta.text)),
+      JSON.stringify(['three']), 'the rest of the turn follows on the link');
+    c2.close();
+  } finally { await a.stop(); }
+});
+
+test('stdout for cortexd, link dropped (--hold-on-drop): ws-agent takes the pipe back and resyncs at a line boundary', async () => {
+  const a = await startAgent({ args: ['--hold-on-drop', '20000'] });
+  try {
+    // Given back on purpose (stdout_back), a first line that is no JSON
+    // object is the agent's own and goes on verbatim ...
+    a.writeContext();
+    const c0 = await connect(a);
+    c0.send({ type: 'start', gen: 1, stdout: true });
+    await c0.next(byType('wsa.started'), 'wsa.started 1');
+    c0.say(1, 'mode:cut x');
+    c0.send({ type: 'stdout_back', gen: 1 });
+    const given = await c0.untilResult();
+    eq(given.filter((f) => !(f.json && f.json.type === 'wsa.stderr'))[0].raw, 'tail of a cut line","n":1}}',
+      'after stdout_back the first line goes on as it is');
+    c0.close();
+    await waitFor(() => c0.closed, 'the first connection closed');
+    // ... but taken back from a cortexd that vanished (it may have died
+    // inside a line), the first line goes on only if it is a whole object.
+    const c = await connect(a);
+    c.send({ type: 'attach' });
+    await c.next(byType('wsa.attached'), 'wsa.attached (gen 1 held)');
+    a.writeContext();
+    c.send({ type: 'start', gen: 2, stdout: true });
+    await c.next(byType('wsa.started'), 'wsa.started 2');
+    c.say(2, 'mode:cut y');
+    await new Promise((r) => setTimeout(r, 300)); // its lines wait in the pipe, unread
+    c.close();
+    await waitFor(() => c.closed, 'the connection dropped');
+    const c2 = await connect(a);
+    c2.send({ type: 'attach' });
+    eq((await c2.next(byType('wsa.attached'), 'wsa.attached')).json.gen, 2, 'attached: gen 2 held');
+    const lines = (await c2.untilResult()).filter((f) => !(f.json && f.json.type === 'wsa.stderr'));
+    check(lines.every((f) => f.json && typeof f.json === 'object'), 'the tail line is dropped: only whole objects',
+      'objects', lines.map((f) => f.raw.slice(0, 60)));
+    eq(JSON.stringify(lines.filter((f) => f.json.type === 'stream_event').map((f) => f.json.event.delta.text)),
+      JSON.stringify(['mode:cut', 'y']), 'the rest of the turn comes whole');
+    c2.close();
+  } finally { await a.stop(); }
 });
 
 test('the link seq and the resend window: attach resends after seq, ack trims, the cap is reported', async () => {

@@ -26,14 +26,14 @@ static int on_line(void *arg, const char *line, size_t len, bool too_long)
 		return 0;
 	if (memchr(line, '\n', len))
 		FUZZ_FAIL();
-	(void)wsa_line_spoofs_event(line, len);
+	(void)cx_line_spoofs_event(line, len);
 	size_t n = 0;
-	char *fixed = wsa_utf8_sanitize(line, len, &n);
+	char *fixed = cx_utf8_sanitize(line, len, &n);
 	if (!fixed)
 		FUZZ_FAIL();
-	if (!wsa_utf8_valid(fixed, n) || fixed[n] != '\0')
+	if (!cx_utf8_valid(fixed, n) || fixed[n] != '\0')
 		FUZZ_FAIL();
-	if (wsa_utf8_valid(line, len) && (n != len || memcmp(fixed, line, len)))
+	if (cx_utf8_valid(line, len) && (n != len || memcmp(fixed, line, len)))
 		FUZZ_FAIL(); /* valid text comes back unchanged */
 	free(fixed);
 	return 0;
@@ -46,18 +46,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct seen s = {.cap = (size_t)(data[0] & 63) + 1, .split = data[0] & 64};
 	size_t chunk = (size_t)data[1] + 1;
 	data += 2, size -= 2;
-	struct wsa_lines l;
-	wsa_lines_init(&l, s.cap, s.split);
+	struct cx_lines l;
+	cx_lines_init(&l, s.cap, s.split);
 	cx_err err = {0};
 	for (size_t off = 0; off < size; off += chunk) {
 		size_t n = size - off < chunk ? size - off : chunk;
-		if (wsa_lines_feed(&l, (const char *)data + off, n, on_line, &s, &err) != 0)
+		if (cx_lines_feed(&l, (const char *)data + off, n, on_line, &s, &err) != 0)
 			FUZZ_FAIL();
 	}
-	if (wsa_lines_finish(&l, on_line, &s) != 0)
+	if (cx_lines_finish(&l, on_line, &s) != 0)
 		FUZZ_FAIL();
-	wsa_lines_free(&l);
+	cx_lines_free(&l);
 	/* the whole input at once, too: the spoof check sees any line */
-	(void)wsa_line_spoofs_event((const char *)data, size);
+	(void)cx_line_spoofs_event((const char *)data, size);
 	return 0;
 }

@@ -6,7 +6,7 @@
  * agent's stdin (a description of cortexd's own, non-blocking even when the
  * sandbox's copy is made blocking), a line lands whole; what is not a pipe,
  * a pipe's read end, a named FIFO,
- * more than one descriptor, a descriptor for a generation that is not
+ * more descriptors than wsa.started names, a descriptor for a generation that is not
  * starting, or one after a link input is closed unused; a line over PIPE_BUF,
  * a full pipe and a closed reader put that input and every later one on the
  * link. */
@@ -37,7 +37,7 @@ static int setup(void **state)
 	(void)state;
 	memset(&S, 0, sizeof S);
 	snprintf(S.id, sizeof S.id, "s-test");
-	S.link.stdin_fd = S.link.rx_fd = -1;
+	S.link.stdin_fd = S.link.rx_fd = S.link.rx_fd2 = S.link.out_fd = -1;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, link_), 0);
 	return 0;
 }
@@ -217,10 +217,22 @@ static void two_fds_are_refused(void **state)
 	int p[2], q[2];
 	assert_int_equal(pipe2(p, O_CLOEXEC), 0);
 	assert_int_equal(pipe2(q, O_CLOEXEC), 0);
-	int fds[2] = {p[1], q[1]};
-	send_fds("started\n", fds, 2);
+	int fds[3] = {p[1], q[1], q[0]};
+	/* Three at once: none is kept. */
+	send_fds("started\n", fds, 3);
 	recv_all("started\n");
 	assert_int_equal(S.link.rx_fd, -1);
+	assert_int_equal(S.link.rx_fd2, -1);
+	/* Two where wsa.started names only the stdin: neither is used. */
+	send_fds("started\n", fds, 2);
+	recv_all("started\n");
+	assert_true(S.link.rx_fd >= 0 && S.link.rx_fd2 >= 0);
+	int r1 = S.link.rx_fd, r2 = S.link.rx_fd2;
+	assert_int_equal(agent_started_fds(&S, 1, 0), -1);
+	agent_stdin_started(&S, 1);
+	assert_int_equal(S.link.stdin_fd, -1);
+	assert_false(is_open(r1));
+	assert_false(is_open(r2));
 	/* One waiting for its wsa.started and another one: neither is used. */
 	send_fds("a\n", &p[1], 1);
 	recv_all("a\n");

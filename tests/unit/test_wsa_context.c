@@ -187,15 +187,15 @@ static int collect(void *arg, const char *line, size_t len, bool too_long)
 static void test_lines_drop(void **state)
 {
 	(void)state;
-	struct wsa_lines l;
+	struct cx_lines l;
 	struct collected c = {0};
 	cx_err err = CX_ERR_INIT;
-	wsa_lines_init(&l, 8, false);
+	cx_lines_init(&l, 8, false);
 	/* "ab" split across feeds, an over-long line spanning feeds, a line at the cap. */
 	const char *feeds[] = {"a", "b\n\n012345", "6789xyz", "\n12345678\ntail"};
 	for (size_t i = 0; i < 4; i++)
-		assert_int_equal(wsa_lines_feed(&l, feeds[i], strlen(feeds[i]), collect, &c, &err), 0);
-	assert_int_equal(wsa_lines_finish(&l, collect, &c), 0);
+		assert_int_equal(cx_lines_feed(&l, feeds[i], strlen(feeds[i]), collect, &c, &err), 0);
+	assert_int_equal(cx_lines_finish(&l, collect, &c), 0);
 	assert_int_equal(c.n, 5);
 	assert_string_equal(c.lines[0], "ab");
 	assert_string_equal(c.lines[1], ""); /* empty lines reach the callback; it skips them */
@@ -203,59 +203,59 @@ static void test_lines_drop(void **state)
 	assert_string_equal(c.lines[3], "12345678");
 	assert_false(c.too_long[3]);
 	assert_string_equal(c.lines[4], "tail");
-	wsa_lines_free(&l);
+	cx_lines_free(&l);
 }
 
 static void test_lines_split(void **state)
 {
 	(void)state;
-	struct wsa_lines l;
+	struct cx_lines l;
 	struct collected c = {0};
 	cx_err err = CX_ERR_INIT;
-	wsa_lines_init(&l, 4, true);
+	cx_lines_init(&l, 4, true);
 	const char *in = "abcdefghij\nxy\n";
-	assert_int_equal(wsa_lines_feed(&l, in, strlen(in), collect, &c, &err), 0);
+	assert_int_equal(cx_lines_feed(&l, in, strlen(in), collect, &c, &err), 0);
 	assert_int_equal(c.n, 4);
 	assert_string_equal(c.lines[0], "abcd");
 	assert_string_equal(c.lines[1], "efgh");
 	assert_string_equal(c.lines[2], "ij");
 	assert_string_equal(c.lines[3], "xy");
-	wsa_lines_free(&l);
+	cx_lines_free(&l);
 }
 
 static void test_utf8(void **state)
 {
 	(void)state;
-	assert_true(wsa_utf8_valid("h\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80", 12));
-	assert_false(wsa_utf8_valid("\xff", 1));
-	assert_false(wsa_utf8_valid("\xc0\x80", 2));     /* overlong NUL */
-	assert_false(wsa_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
-	assert_false(wsa_utf8_valid("\xe2\x9c", 2));     /* truncated */
+	assert_true(cx_utf8_valid("h\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x98\x80", 12));
+	assert_false(cx_utf8_valid("\xff", 1));
+	assert_false(cx_utf8_valid("\xc0\x80", 2));     /* overlong NUL */
+	assert_false(cx_utf8_valid("\xed\xa0\x80", 3)); /* surrogate */
+	assert_false(cx_utf8_valid("\xe2\x9c", 2));     /* truncated */
 	/* Every length and every position of a bad or a multi-byte sequence
 	 * around the 8- and 16-byte ASCII blocks. */
 	char buf[64];
 	for (size_t len = 0; len <= 48; len++) {
 		memset(buf, 'a', sizeof buf);
-		assert_true(wsa_utf8_valid(buf, len));
+		assert_true(cx_utf8_valid(buf, len));
 		for (size_t at = 0; at < len; at++) {
 			memset(buf, 'a', sizeof buf);
 			buf[at] = (char)0xff;
-			if (wsa_utf8_valid(buf, len))
+			if (cx_utf8_valid(buf, len))
 				fail_msg("a 0xff at %zu of %zu passed", at, len);
 			if (at + 2 <= len) {
 				memcpy(buf + at, "\xc3\xa9", 2);
-				if (!wsa_utf8_valid(buf, len))
+				if (!cx_utf8_valid(buf, len))
 					fail_msg("an \\u00e9 at %zu of %zu failed", at, len);
 			}
 			if (at + 1 == len) {
 				buf[at] = (char)0xc3; /* cut at the end */
-				if (wsa_utf8_valid(buf, len))
+				if (cx_utf8_valid(buf, len))
 					fail_msg("a cut sequence at %zu of %zu passed", at, len);
 			}
 		}
 	}
 	size_t n;
-	char *s = wsa_utf8_sanitize("a\xff" "b", 3, &n);
+	char *s = cx_utf8_sanitize("a\xff" "b", 3, &n);
 	assert_string_equal(s, "a\xef\xbf\xbd" "b");
 	assert_int_equal(n, 5);
 	free(s);
@@ -268,18 +268,21 @@ static void test_line_spoofs_event(void **state)
 	const char *spoof[] = {"{\"type\":\"wsa.exit\",\"gen\":1}", " {\"gen\":1, \"type\" : \"wsa.started\"}",
 			       "{\"type\":\"wsa.x\"", "[\"wsa.exit\"]",
 			       "{\"a\":\"\\\"\\\"\\\"\",\"type\":\"wsa.y\"}", /* quotes before it */
-			       "{\"type\":\"wsa."};                                  /* at the very end */
+			       "{\"type\":\"wsa.",                                    /* at the very end */
+			       "{\"type\":\"\\u0077sa.exit\",\"gen\":1}",         /* spelt with escapes */
+			       "{\"\\u0074ype\":\"ws\\u0061.started\"}"};
 	const char *fine2[] = {"{\"type\":\"x\",\"t\":\"wsa\"}", "{\"type\":\"x\",\"t\":\"\\\"wsa\"}", "\"wsa"};
 	for (size_t i = 0; i < sizeof fine2 / sizeof *fine2; i++)
-		if (wsa_line_spoofs_event(fine2[i], strlen(fine2[i])))
+		if (cx_line_spoofs_event(fine2[i], strlen(fine2[i])))
 			fail_msg("refused: %s", fine2[i]);
 	const char *fine[] = {"{\"type\":\"stream_event\",\"text\":\"wsa\"}", "{\"type\":\"result\",\"result\":\"the \\\"wsa.exit\\\" event\"}",
-			      "{}", "not json at all"};
+			      "{}", "not json at all", "a \\u path, not JSON",
+			      "{\"type\":\"x\",\"t\":\"\\u00e9 \\\\u\"}"};
 	for (size_t i = 0; i < sizeof spoof / sizeof *spoof; i++)
-		if (!wsa_line_spoofs_event(spoof[i], strlen(spoof[i])))
+		if (!cx_line_spoofs_event(spoof[i], strlen(spoof[i])))
 			fail_msg("not caught: %s", spoof[i]);
 	for (size_t i = 0; i < sizeof fine / sizeof *fine; i++)
-		if (wsa_line_spoofs_event(fine[i], strlen(fine[i])))
+		if (cx_line_spoofs_event(fine[i], strlen(fine[i])))
 			fail_msg("refused: %s", fine[i]);
 }
 

@@ -1,7 +1,10 @@
 /* lines.c — split the agent's output into lines, with a cap per line, and
  * UTF-8 helpers (WebSocket text frames must be valid UTF-8, or the peer drops
  * the whole connection). */
-#include "wsa.h"
+#include "lines.h"
+
+#include <stdint.h>
+#include <stdlib.h>
 
 #include <errno.h>
 #include <jansson.h>
@@ -10,12 +13,12 @@
 #include <emmintrin.h>
 #endif
 
-void wsa_lines_init(struct wsa_lines *l, size_t cap, bool split)
+void cx_lines_init(struct cx_lines *l, size_t cap, bool split)
 {
-	*l = (struct wsa_lines){.cap = cap, .split = split};
+	*l = (struct cx_lines){.cap = cap, .split = split};
 }
 
-void wsa_lines_free(struct wsa_lines *l)
+void cx_lines_free(struct cx_lines *l)
 {
 	free(l->buf);
 	l->buf = NULL;
@@ -23,7 +26,7 @@ void wsa_lines_free(struct wsa_lines *l)
 	l->dropping = false;
 }
 
-static int append(struct wsa_lines *l, const char *data, size_t n, cx_err *err)
+static int append(struct cx_lines *l, const char *data, size_t n, cx_err *err)
 {
 	if (l->len + n > l->alloc) {
 		size_t want = l->alloc ? l->alloc : 4096;
@@ -42,7 +45,7 @@ static int append(struct wsa_lines *l, const char *data, size_t n, cx_err *err)
 	return 0;
 }
 
-int wsa_lines_feed(struct wsa_lines *l, const char *data, size_t n, wsa_line_fn fn, void *arg,
+int cx_lines_feed(struct cx_lines *l, const char *data, size_t n, cx_line_fn fn, void *arg,
 		   cx_err *err)
 {
 	while (n) {
@@ -94,7 +97,18 @@ int wsa_lines_feed(struct wsa_lines *l, const char *data, size_t n, wsa_line_fn 
 	return 0;
 }
 
-int wsa_lines_finish(struct wsa_lines *l, wsa_line_fn fn, void *arg)
+int cx_lines_preload(struct cx_lines *l, const char *data, size_t n, bool dropping, cx_err *err)
+{
+	l->len = 0;
+	l->dropping = dropping;
+	if (dropping || !n)
+		return 0;
+	if (n > l->cap || memchr(data, '\n', n))
+		return cx_err_set(err, EINVAL, "a partial line of %zu bytes (cap %zu)", n, l->cap);
+	return append(l, data, n, err);
+}
+
+int cx_lines_finish(struct cx_lines *l, cx_line_fn fn, void *arg)
 {
 	int rc = 0;
 	if (l->len && !l->dropping)
@@ -104,7 +118,7 @@ int wsa_lines_finish(struct wsa_lines *l, wsa_line_fn fn, void *arg)
 	return rc;
 }
 
-bool wsa_utf8_valid(const char *s, size_t n)
+bool cx_utf8_valid(const char *s, size_t n)
 {
 	const unsigned char *p = (const unsigned char *)s;
 	size_t i = 0;
@@ -135,7 +149,7 @@ bool wsa_utf8_valid(const char *s, size_t n)
 	return true;
 }
 
-char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len)
+char *cx_utf8_sanitize(const char *s, size_t n, size_t *out_len)
 {
 	/* Worst case: every byte becomes the 3-byte U+FFFD. */
 	char *out = malloc(n * 3 + 1);
@@ -161,19 +175,26 @@ char *wsa_utf8_sanitize(const char *s, size_t n, size_t *out_len)
 	return out;
 }
 
-bool wsa_line_spoofs_event(const char *line, size_t len)
+bool cx_line_spoofs_event(const char *line, size_t len)
 {
 	/* Only a line mentioning "wsa. at all is parsed.  Found quote by quote
 	 * with memchr (vectorised): glibc's memmem for this needle was 7-9 % of
 	 * ws-agent's CPU in a flood of 64 KB deltas, whose text has no quote. */
-	bool mentions = false;
-	for (const char *q = line, *end = line + len; !mentions && (q = memchr(q, '"', (size_t)(end - q))); q++)
+	bool mentions = false, escaped = false;
+	const char *end = line + len;
+	for (const char *q = line; !mentions && (q = memchr(q, '"', (size_t)(end - q))); q++)
 		mentions = (size_t)(end - q) >= 5 && !memcmp(q + 1, "wsa.", 4);
-	if (!mentions)
+	/* The type (or its key) spelt with \u escapes decodes to "wsa." too
+	 * without those bytes appearing: a line with a \u escape is parsed
+	 * as well (a backslash and the byte it escapes are skipped together). */
+	for (const char *q = line; !mentions && !escaped && (q = memchr(q, '\\', (size_t)(end - q))); q += 2)
+		escaped = end - q >= 2 && q[1] == 'u';
+	if (!mentions && !escaped)
 		return false;
 	json_t *o = json_loadb(line, len, JSON_ALLOW_NUL, NULL);
 	const char *t = json_string_value(json_object_get(o, "type"));
-	bool spoof = !o || !json_is_object(o) || (t && !strncmp(t, "wsa.", 4));
+	bool wsa_type = json_is_object(o) && t && !strncmp(t, "wsa.", 4);
+	bool spoof = wsa_type || (mentions && !json_is_object(o));
 	json_decref(o);
 	return spoof; /* unparsable with "wsa. inside: cortexd could not read it either */
 }
