@@ -87,8 +87,10 @@ int callback_agent_stdout(struct lws *wsi, enum lws_callback_reasons reason, voi
  * come); usable: gen is the starting one.  cortexd reads it, or closes it
  * and sends stdout_back. */
 void agent_stdout_started(struct session *s, uint64_t gen, int passed, int usable, int fd);
-/* The read end of a pipe, reopened O_RDONLY|O_NONBLOCK as cortexd's own, or -1. */
-int agent_stdout_reopen(int fd);
+/* The end of an anonymous pipe open as accmode (O_RDONLY, O_WRONLY), passed
+ * by a sandbox, reopened with O_NONBLOCK as cortexd's own description, or -1
+ * (agent_stdin.c). */
+int agent_pipe_reopen(int fd, int accmode);
 /* The pipe is readable (the loop's callback; unit tests call it by hand). */
 int agent_stdout_readable(struct session *s);
 /* gen's wsa.exit: read its stdout to the end first. */

@@ -90,28 +90,33 @@ int agent_started_fds(struct session *s, int has_in, int has_out)
 	return out;
 }
 
-/* A private O_WRONLY|O_NONBLOCK description of the pipe fd is, or -1.
- * Only an anonymous pipe (pipefs: no path, not a FIFO a mount brought in)
- * that fd is already open for writing: reopened as root, anything else could
- * give cortexd's write access to what the sandbox may only read. */
-static int reopen_pipe(int fd)
+/* A private description of the pipe end fd, opened with accmode
+ * (O_RDONLY or O_WRONLY) | O_NONBLOCK, or -1.  Only an anonymous pipe
+ * (pipefs: no path, not a FIFO a mount brought in) whose fd is already open
+ * with exactly that access mode: reopened as root, anything else could give
+ * cortexd access the sandbox itself does not have.  The sandbox shares the
+ * passed description, so its flags are not ours to trust: the new one's
+ * O_NONBLOCK is.  Used for the agent's stdin (write end, here) and stdout
+ * (read end, agent_stdout.c). */
+int agent_pipe_reopen(int fd, int accmode)
 {
 	struct stat a, b;
 	struct statfs fs;
 	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || (fl & O_ACCMODE) != O_WRONLY || fstat(fd, &a) < 0 || !S_ISFIFO(a.st_mode) ||
-	    fstatfs(fd, &fs) < 0 || fs.f_type != PIPEFS_MAGIC)
+	if ((accmode != O_RDONLY && accmode != O_WRONLY) || fl < 0 || (fl & O_ACCMODE) != accmode ||
+	    fstat(fd, &a) < 0 || !S_ISFIFO(a.st_mode) || fstatfs(fd, &fs) < 0 ||
+	    fs.f_type != PIPEFS_MAGIC)
 		return -1;
 	char path[40];
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-	int w = open(path, O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-	if (w < 0)
+	int r = open(path, accmode | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (r < 0)
 		return -1;
-	if (fstat(w, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-		close(w);
+	if (fstat(r, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+		close(r);
 		return -1;
 	}
-	return w;
+	return r;
 }
 
 void agent_stdin_started(struct session *s, int offered)
@@ -122,7 +127,7 @@ void agent_stdin_started(struct session *s, int offered)
 		return;
 	agent_stdin_close(s);
 	if (offered && !s->link.link_inputs && !s->link.io)
-		s->link.stdin_fd = reopen_pipe(fd);
+		s->link.stdin_fd = agent_pipe_reopen(fd, O_WRONLY);
 	if (offered && s->link.stdin_fd < 0)
 		log_debug("session %s: the agent's stdin is not usable directly: inputs go on the link", s->id);
 	close(fd);

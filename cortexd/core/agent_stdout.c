@@ -39,12 +39,9 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <sys/statfs.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -61,29 +58,6 @@ void agent_stdout_counts(uint64_t *lines, uint64_t *starts, uint64_t *fallbacks,
 	*starts = n_starts;
 	*fallbacks = n_fallbacks;
 	*dropped = n_dropped;
-}
-
-/* A private O_RDONLY|O_NONBLOCK description of the pipe fd is, or -1: only
- * the read end of an anonymous pipe (pipefs), never a FIFO a mount brought
- * in nor anything cortexd could gain access to by reopening it as root. */
-int agent_stdout_reopen(int fd)
-{
-	struct stat a, b;
-	struct statfs fs;
-	int fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || (fl & O_ACCMODE) != O_RDONLY || fstat(fd, &a) < 0 || !S_ISFIFO(a.st_mode) ||
-	    fstatfs(fd, &fs) < 0 || fs.f_type != PIPEFS_MAGIC)
-		return -1;
-	char path[40];
-	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-	int r = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-	if (r < 0)
-		return -1;
-	if (fstat(r, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-		close(r);
-		return -1;
-	}
-	return r;
 }
 
 /* What ws-agent's on_stdout_line did, with the same errors; then the line
@@ -155,7 +129,7 @@ void agent_stdout_started(struct session *s, uint64_t gen, int passed, int usabl
 			close(fd);
 		return;
 	}
-	int r = usable && fd >= 0 ? agent_stdout_reopen(fd) : -1;
+	int r = usable && fd >= 0 ? agent_pipe_reopen(fd, O_RDONLY) : -1;
 	if (fd >= 0)
 		close(fd);
 	out_stop(s); /* (none: a start closed the last one) */
