@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "agent.h"
+#include "fdpass_fixture.h"
 #include "session.h"
 
 static struct session S;
@@ -54,25 +55,7 @@ static int teardown(void **state)
 /* ws-agent's side: msg with the descriptors fds[0..n). */
 static void send_fds(const char *msg, const int *fds, int n)
 {
-	union {
-		struct cmsghdr h;
-		char b[CMSG_SPACE(sizeof(int) * 4)];
-	} cm;
-	memset(&cm, 0, sizeof cm);
-	struct iovec iov = {(void *)msg, strlen(msg)};
-	struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (n) {
-		mh.msg_control = cm.b;
-		mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)n);
-		/* The first header is the buffer itself (CMSG_FIRSTHDR's NULL case
-		 * cannot happen here, but gcc -O1 -Wnull-dereference warns about it). */
-		struct cmsghdr *c = &cm.h;
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)n);
-		memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)n);
-	}
-	assert_int_equal(sendmsg(link_[1], &mh, 0), (ssize_t)strlen(msg));
+	unit_send_fds(link_[1], msg, fds, n);
 }
 
 static void recv_all(const char *want)
