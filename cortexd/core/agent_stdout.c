@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -254,12 +255,7 @@ json_t *agent_stdout_detach(struct session *s)
 	char *hex = malloc(2 * l->len + 1);
 	if (!hex)
 		return NULL; /* (ws-agent then takes the pipe back and resyncs) */
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < l->len; i++) {
-		hex[2 * i] = digits[(unsigned char)l->buf[i] >> 4];
-		hex[2 * i + 1] = digits[(unsigned char)l->buf[i] & 15];
-	}
-	hex[2 * l->len] = '\0';
+	sodium_bin2hex(hex, 2 * l->len + 1, (const unsigned char *)l->buf, l->len);
 	json_t *o = json_pack("{s:I,s:s,s:b}", "gen", (json_int_t)s->link.out_gen, "partial", hex, "dropping",
 			      l->dropping);
 	free(hex);
