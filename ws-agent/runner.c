@@ -408,8 +408,7 @@ void wsa_runner_flow_update(struct wsa_server *srv)
 
 static bool pipe_has_data(struct lws *wsi)
 {
-	int n = 0;
-	return wsi && ioctl(lws_get_socket_fd(wsi), FIONREAD, &n) == 0 && n > 0;
+	return wsi && pipe_has_data_fd(lws_get_socket_fd(wsi));
 }
 
 /* The agent was reaped but something (a background child, possibly outside
