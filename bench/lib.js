@@ -20,14 +20,20 @@ function pct(xs, p) {
 function openWs(d, sid, tok) {
   const ws = new WebSocket(d.base.replace('http', 'ws') + `/v1/sessions/${sid}/ws`, {headers: {authorization: 'Bearer ' + tok}});
   const c = {ws, turn: null, closed: false};
+  // The same cheap checks the direct side makes on the agent's lines
+  // (HotAgent: a substring for the first text_delta, a parse only for the
+  // line that ends the turn): only cortex.* frames are parsed, so the two
+  // sides' clients cost alike and "added" is the host's (issue 13).
   ws.on('message', data => {
     const t = now();
-    let f;
-    try { f = JSON.parse(data.toString()); } catch (e) { return; }
     const tr = c.turn;
     if (!tr) return;
+    const s = data.toString();
+    if (tr.first === null && s.includes('"text_delta"')) tr.first = t;
+    if (!s.includes('"type":"cortex.')) return;
+    let f;
+    try { f = JSON.parse(s); } catch (e) { return; }
     if (f.type === 'cortex.progress') tr.phases.push(f.phase || '?');
-    if (tr.first === null && f.type === 'stream_event' && f.event && f.event.delta && f.event.delta.type === 'text_delta') tr.first = t;
     if (f.type === 'cortex.done' || f.type === 'cortex.error') {
       c.turn = null; clearTimeout(tr.timer);
       if (f.type === 'cortex.error') tr.reject(new Error('turn failed: ' + JSON.stringify(f)));
