@@ -145,7 +145,7 @@ typedef struct config {
 	/* Caps on the edge's pools (config_caps.c, docs/configuration.md "Caps"). */
 	unsigned http_max_conns;        /* client connections at once, all peers (503 past it) */
 	unsigned http_max_conns_per_ip; /* ... from one address (429); 0 = no cap */
-	char http_event_loop[8];        /* "poll" (lws's own) | "libev" (epoll) | "libuv" */
+	char http_event_loop[8];        /* "epoll" | "poll" (lws's own loop) | "libev" | "libuv" */
 	unsigned ws_max_clients_per_session; /* client WebSockets on one session (429) */
 	unsigned ws_max_clients_per_user;    /* ... on all sessions of one user (429) */
 	unsigned sessions_max_per_user; /* sessions one user holds (429); 0 = no cap */

@@ -35,7 +35,7 @@ void config_caps_defaults(config *c)
 {
 	c->http_max_conns = 4096;
 	c->http_max_conns_per_ip = 256;
-	strcpy(c->http_event_loop, "poll");
+	strcpy(c->http_event_loop, "epoll");
 	c->ws_max_clients_per_session = 16;
 	c->ws_max_clients_per_user = 64;
 	c->sessions_max_per_user = 100;
@@ -51,8 +51,8 @@ static int event_loop(json_t *h, config *c, cx_err *err)
 	if (!v)
 		return 0;
 	const char *s = json_string_value(v);
-	if (!s || (strcmp(s, "libev") && strcmp(s, "libuv") && strcmp(s, "poll")))
-		return cx_err_set(err, 0, "config: 'http.event_loop' must be \"libev\", \"libuv\" or \"poll\"");
+	if (!s || (strcmp(s, "epoll") && strcmp(s, "poll") && strcmp(s, "libev") && strcmp(s, "libuv")))
+		return cx_err_set(err, 0, "config: 'http.event_loop' must be \"epoll\", \"poll\", \"libev\" or \"libuv\"");
 	strcpy(c->http_event_loop, s);
 	return 0;
 }

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <uv.h>
 
-static const char *const names[] = {"poll", "libev", "libuv"};
+static const char *const names[] = {"poll", "libev", "libuv", "epoll"};
 
 int evloop_kind_of_name(const char *name)
 {
@@ -28,6 +28,9 @@ int evloop_open(struct evloop *l, enum evloop_kind kind, struct lws_context_crea
 	l->kind = kind;
 	switch (kind) {
 	case EVLOOP_POLL:
+		return 0;
+	case EVLOOP_EPOLL:
+		info->options |= LWS_SERVER_OPTION_EPOLL;
 		return 0;
 	case EVLOOP_LIBEV:
 		/* epoll only: no signal or child watchers of libev's (cortexd's

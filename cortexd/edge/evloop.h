@@ -1,17 +1,15 @@
 /* evloop.h — the service thread's event loop under libwebsockets (config
- * `http.event_loop`, docs/architecture.md "Event loop").
+ * `http.event_loop`, docs/architecture.md "The event loop").
  *
  * lws 4.1's own loop is poll(): every wake-up walks every descriptor
- * (clients, agent links, gateway connections, exec pipes, watches), so each
- * event costs O(connections).  With libev (epoll) a wake-up costs
- * O(ready descriptors).  The loop is "foreign" to lws: cortexd makes it,
- * hands it to lws_create_context() (info.foreign_loops) and runs it one
- * wake-up at a time, so the daemon's `while (!stop)` and the handover drain
- * keep their shape.  lws loads its event-lib plugin (libwebsockets-evlib-ev
- * / -uv, Debian's build of lws 4.1 with LWS_WITH_EVLIB_PLUGINS) by the
- * option bit.  Default poll: lws 4.1.6's libev plugin re-arms its timer
- * with ev_timer_set on an active watcher (ignored by libev), so a sul
- * scheduled while a later one is armed fires late (docs/architecture.md). */
+ * (clients, agent links and stdout pipes, gateway connections, exec pipes,
+ * watches), so each event costs O(connections).  The default, epoll, is
+ * the same loop waiting with epoll_wait() (our lws patch 0004,
+ * LWS_SERVER_OPTION_EPOLL): O(ready descriptors).  libev and libuv are
+ * "foreign" loops: cortexd makes them, hands them to lws_create_context()
+ * (info.foreign_loops) and runs them one wake-up at a time, so the daemon's
+ * `while (!stop)` and the handover drain keep their shape; lws loads its
+ * event-lib plugin by the option bit. */
 #ifndef CORTEX_EVLOOP_H
 #define CORTEX_EVLOOP_H
 
@@ -19,7 +17,11 @@
 
 #include "cx.h"
 
-enum evloop_kind { EVLOOP_POLL, EVLOOP_LIBEV, EVLOOP_LIBUV };
+/* EVLOOP_EPOLL: lws's own loop waiting with epoll_wait() instead of
+ * poll() (our lws patch 0004, LWS_SERVER_OPTION_EPOLL): O(ready) like
+ * libev, but the epoll set changes exactly where lws's pollfd table does,
+ * before lws closes a descriptor, on the service thread. */
+enum evloop_kind { EVLOOP_POLL, EVLOOP_LIBEV, EVLOOP_LIBUV, EVLOOP_EPOLL };
 
 struct evloop {
 	enum evloop_kind kind;
@@ -27,7 +29,7 @@ struct evloop {
 	void *foreign[1];   /* info->foreign_loops points here during create */
 };
 
-/* "poll" | "libev" | "libuv" -> kind; -1 when unknown. */
+/* "poll" | "libev" | "libuv" | "epoll" -> kind; -1 when unknown. */
 int evloop_kind_of_name(const char *name);
 const char *evloop_name(enum evloop_kind kind);
 

@@ -267,9 +267,10 @@ static void test_config(void **state)
 	assert_int_equal(config_load_file(&c, path, &err), -1);
 	assert_non_null(strstr(err.msg, "uid"));
 
-	/* The event loop: poll by default, one of three names, nothing else. */
-	const char *loops[][2] = {{"{}", "poll"},
+	/* The event loop: epoll by default, one of four names, nothing else. */
+	const char *loops[][2] = {{"{}", "epoll"},
 				  {"{\"http\":{\"event_loop\":\"poll\"}}", "poll"},
+				  {"{\"http\":{\"event_loop\":\"epoll\"}}", "epoll"},
 				  {"{\"http\":{\"event_loop\":\"libuv\"}}", "libuv"},
 				  {"{\"http\":{\"event_loop\":\"select\"}}", NULL},
 				  {"{\"http\":{\"event_loop\":1}}", NULL}};

@@ -80,7 +80,8 @@ cmake --build "$work/build" -j"${JOBS:-2}" >"$work/build.log" 2>&1 || { tail -40
 rm -rf "$prefix"
 cmake --install "$work/build" >/dev/null
 # each patch's mark in what was installed: 0001's log line, 0002's symbol
-# (exported) and its feature macro (CMakeLists.txt checks the macro again);
+# (exported) and its feature macro (CMakeLists.txt checks the macro again),
+# 0004's fallback log line and its option bit;
 # grep reads all of nm's output: with -q it would exit early, and nm's SIGPIPE
 # fail the pipeline (pipefail)
 lib="$prefix"/lib/libwebsockets.so nmopt=-D
@@ -90,6 +91,9 @@ grep -q 'unmasked frame from a client' "$lib"* ||
 nm $nmopt --defined-only "$lib" 2>/dev/null | grep -w lws_hdr_custom_name_foreach >/dev/null &&
 	grep -q 'define LWS_HAS_HDR_CUSTOM_NAME_FOREACH' "$prefix"/include/libwebsockets/lws-http.h ||
 	{ echo "lws: the built library lacks our patch 0002 (lws_hdr_custom_name_foreach)" >&2; exit 1; }
+grep -q 'using poll()' "$lib"* &&
+	grep -q 'define LWS_SERVER_OPTION_EPOLL' "$prefix"/include/libwebsockets/lws-context-vhost.h ||
+	{ echo "lws: the built library lacks our patch 0004 (LWS_SERVER_OPTION_EPOLL)" >&2; exit 1; }
 rm -rf "$work"
 touch "$stamp"
 echo "lws: libwebsockets $ver ($mode) + $(ls "$here"/*.patch | wc -l) patch(es) in $prefix ($(($(date +%s) - t0)) s)"
