@@ -64,6 +64,13 @@ static void parse_output(struct agent_line *l)
  *    "delta":{"type":"text_delta","text":"S"}}[,"session_id":"ID",
  *    "parent_tool_use_id":null|"ID","uuid":"ID"]}
  *
+ * So are the three structural events around a text block (parse_fast_structural):
+ *
+ *   {"type":"stream_event","event":{"type":"content_block_start","index":N,
+ *    "content_block":{"type":"text","text":""}}[tail]}
+ *   {"type":"stream_event","event":{"type":"content_block_stop","index":N}[tail]}
+ *   {"type":"stream_event","event":{"type":"message_stop"}[tail]}
+ *
  * Every byte is matched: no key can repeat (a client's JSON.parse keeps the
  * last duplicate; the stream guard must scan what clients read) and no "seq"
  * can hide.  Anything else -- another order, other keys, a control byte, a
@@ -268,17 +275,65 @@ static int text_scan(const char **p, const char *end, char *o, size_t *out_len, 
 	return 0;
 }
 
+/* Claude Code's tail of a line: nothing, or its ids in its order. */
+static int cc_tail(const char **p, const char *end)
+{
+	if (*p < end && **p == ',')
+		return lit(p, end, ",\"session_id\":") && id_str(p, end) && lit(p, end, ",\"parent_tool_use_id\":") &&
+		       (lit(p, end, "null") || id_str(p, end)) && lit(p, end, ",\"uuid\":") && id_str(p, end);
+	return 1;
+}
+
+/* ,"index":N with N a small decimal. */
+static int index_num(const char **p, const char *end)
+{
+	if (!lit(p, end, ",\"index\":"))
+		return 0;
+	const char *d0 = *p;
+	while (*p < end && **p >= '0' && **p <= '9' && *p - d0 < 9)
+		(*p)++;
+	return *p != d0;
+}
+
+/* The structural events around a text block, as Claude Code writes them:
+ * content_block_start of a text block, content_block_stop, message_stop.
+ * They carry nothing cortexd reads but "a block ended" (sentences), so
+ * they need no tree either; any other shape takes the slow path. */
+static int parse_fast_structural(struct agent_line *out, const char *p, const char *end)
+{
+	int block_end;
+	if (lit(&p, end, "content_block_stop\"")) {
+		if (!index_num(&p, end))
+			return 0;
+		block_end = 1;
+	} else if (lit(&p, end, "message_stop\"")) {
+		block_end = 1;
+	} else if (lit(&p, end, "content_block_start\"")) {
+		if (!index_num(&p, end) || !lit(&p, end, ",\"content_block\":{\"type\":\"text\",\"text\":\"\"}"))
+			return 0;
+		block_end = 0;
+	} else {
+		return 0;
+	}
+	if (!lit(&p, end, "}") || !cc_tail(&p, end) || !lit(&p, end, "}") || p != end)
+		return 0;
+	out->kind = AL_OUTPUT;
+	out->type = "stream_event";
+	out->fast = 1;
+	out->block_end = block_end;
+	return 1;
+}
+
 static int parse_fast(struct agent_line *out, const char *line, size_t len)
 {
 	const char *p = line, *end = line + len;
 	while (end > p && (end[-1] == '\n' || end[-1] == '\r'))
 		end--;
-	if (!lit(&p, end, "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":"))
+	if (!lit(&p, end, "{\"type\":\"stream_event\",\"event\":{\"type\":\""))
 		return 0;
-	const char *d0 = p;
-	while (p < end && *p >= '0' && *p <= '9' && p - d0 < 9)
-		p++;
-	if (p == d0 || !lit(&p, end, ",\"delta\":{\"type\":\"text_delta\",\"text\":\""))
+	if (!lit(&p, end, "content_block_delta\""))
+		return parse_fast_structural(out, p, end);
+	if (!index_num(&p, end) || !lit(&p, end, ",\"delta\":{\"type\":\"text_delta\",\"text\":\""))
 		return 0;
 	const char *raw = p;
 	size_t tl = 0;
@@ -286,12 +341,7 @@ static int parse_fast(struct agent_line *out, const char *line, size_t len)
 	if (!text_scan(&p, end, NULL, &tl, &escaped))
 		return 0;
 	size_t raw_len = (size_t)(p - 1 - raw);
-	int ok = lit(&p, end, "}}");
-	if (ok && p < end && *p == ',') {
-		ok = lit(&p, end, ",\"session_id\":") && id_str(&p, end) && lit(&p, end, ",\"parent_tool_use_id\":") &&
-		     (lit(&p, end, "null") || id_str(&p, end)) && lit(&p, end, ",\"uuid\":") && id_str(&p, end);
-	}
-	if (!ok || !lit(&p, end, "}") || p != end)
+	if (!lit(&p, end, "}}") || !cc_tail(&p, end) || !lit(&p, end, "}") || p != end)
 		return 0;
 	out->kind = AL_OUTPUT;
 	out->type = "stream_event";

@@ -171,6 +171,60 @@ static void test_fast_path(void **state)
 	}
 }
 
+/* The structural events around a text block: fast when exactly Claude Code's
+ * shape, with what the slow path would say (a block ended or not); any other
+ * shape is the slow path's. */
+static void expect_structural(const char *line, int want_fast)
+{
+	struct agent_line l;
+	parse(&l, line);
+	json_t *o = json_loads(line, 0, NULL);
+	const char *et = json_string_value(json_object_get(json_object_get(o, "event"), "type"));
+	int end = et && (!strcmp(et, "content_block_stop") || !strcmp(et, "message_stop"));
+	if (l.fast != want_fast)
+		fail_msg("'%s': expected the %s path", line, want_fast ? "fast" : "slow");
+	if (o && (l.kind != AL_OUTPUT || l.block_end != end || l.is_delta || strcmp(l.type, "stream_event")))
+		fail_msg("'%s': kind %d block_end %d, jansson says block_end %d", line, (int)l.kind, l.block_end, end);
+	json_decref(o);
+	agent_line_free(&l);
+}
+
+static void test_fast_structural(void **state)
+{
+	(void)state;
+	const char *ev = "{\"type\":\"stream_event\",\"event\":{\"type\":";
+	char b[512];
+#define S(mid, tail) (snprintf(b, sizeof b, "%s%s%s}", ev, mid, tail), b)
+	expect_structural(S("\"content_block_stop\",\"index\":0}", ""), 1);
+	expect_structural(S("\"content_block_stop\",\"index\":3}", CC_TAIL), 1);
+	expect_structural(S("\"message_stop\"}", ""), 1);
+	expect_structural(S("\"message_stop\"}", CC_TAIL), 1);
+	expect_structural(S("\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}", ""), 1);
+	expect_structural(S("\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}", CC_TAIL), 1);
+	/* other shapes: the slow path, which decides as before */
+	expect_structural(S("\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\"}}", ""), 0);
+	expect_structural(S("\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"x\"}}", ""), 0);
+	expect_structural(S("\"content_block_stop\"}", ""), 0);                   /* no index */
+	expect_structural(S("\"content_block_stop\",\"index\":0,\"x\":1}", ""), 0); /* another key */
+	expect_structural(S("\"message_stop\",\"type\":\"content_block_delta\"}", ""), 0); /* repeated */
+	expect_structural(S("\"message_stop\"}", ",\"seq\":7"), 0);
+	expect_structural(S("\"message_delta\"}", ""), 0);
+	expect_structural(S("\"message_stopx\"}", ""), 0);
+#undef S
+	/* cut anywhere: never taken for a whole structural line */
+	const char *full = "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_stop\",\"index\":0}}";
+	for (size_t n = 0; n + 1 < strlen(full); n++) {
+		char cut[256];
+		struct agent_line l;
+		memcpy(cut, full, n);
+		cut[n] = 0;
+		parse(&l, cut);
+		if (l.fast || l.block_end)
+			fail_msg("a line cut at %zu was taken as a structural event", n);
+		agent_line_free(&l);
+	}
+}
+
 /* A fast delta's text is its JSON string in the line itself when it has no
  * escape (nothing copied), and decoded once, when first asked, when it has. */
 static void test_fast_path_lazy(void **state)
@@ -515,6 +569,7 @@ int main(void)
 	    cmocka_unit_test(test_not_a_text_delta), cmocka_unit_test(test_block_end),
 	    cmocka_unit_test(test_result),	     cmocka_unit_test(test_other_output),
 	    cmocka_unit_test(test_not_an_object),	     cmocka_unit_test(test_fast_path),
+	    cmocka_unit_test(test_fast_structural),
 	    cmocka_unit_test(test_fast_path_random), cmocka_unit_test(test_fast_path_lazy),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
