@@ -458,7 +458,10 @@ async function partMini() {
   const mini = miniAgentPath();
   const cfg = path.join(L.tmpdir('conc-mini-cfg'), 'cortexd.json');
   const mcfg = {agent: {dir: miniAgentDir(mini), command: '/cortex/agent/mini-agent'}};
-  if (process.env.BENCH_CONC_EVENT_LOOP) mcfg.http = {event_loop: process.env.BENCH_CONC_EVENT_LOOP};
+  // Every client is on 127.0.0.1: past ~250 sessions the per-address cap
+  // (http.max_conns_per_ip, 256) would refuse the bench's own connections.
+  mcfg.http = {max_conns_per_ip: Math.max(256, 3 * maxN)};
+  if (process.env.BENCH_CONC_EVENT_LOOP) mcfg.http.event_loop = process.env.BENCH_CONC_EVENT_LOOP;
   fs.writeFileSync(cfg, JSON.stringify(mcfg));
   const d = await L.startCortexd({detached: true, args: ['--config', cfg]});
   let t = now();
