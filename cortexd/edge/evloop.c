@@ -1,6 +1,8 @@
 /* evloop.c — see evloop.h. */
 #include "evloop.h"
 
+#include "log.h"
+
 #include <ev.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +32,13 @@ int evloop_open(struct evloop *l, enum evloop_kind kind, struct lws_context_crea
 	case EVLOOP_POLL:
 		return 0;
 	case EVLOOP_EPOLL:
+#ifdef LWS_SERVER_OPTION_EPOLL
 		info->options |= LWS_SERVER_OPTION_EPOLL;
+#else /* CORTEX_SYSTEM_LWS: a libwebsockets without our patch 0004 */
+		log_warn("event loop: epoll needs our libwebsockets patch 0004; this build links the "
+			 "system's: poll");
+		l->kind = EVLOOP_POLL;
+#endif
 		return 0;
 	case EVLOOP_LIBEV:
 		/* epoll only: no signal or child watchers of libev's (cortexd's

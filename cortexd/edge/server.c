@@ -583,7 +583,7 @@ int server_run(struct cortexd *d)
 		lws_sul_schedule(d->ctx, 0, &sul_watchdog, watchdog_ping, (lws_usec_t)watchdog_us);
 	fflush(stdout);
 	log_info("data dir %s, store %s, sandbox uid %u, event loop %s", c->data_dir, c->store_kind,
-		 (unsigned)c->sandbox_uid, c->http_event_loop);
+		 (unsigned)c->sandbox_uid, evloop_name(loop.kind));
 
 	while (!d->stop)
 		if (evloop_service(&loop, d->ctx) < 0)
