@@ -1,5 +1,6 @@
 /* Fuzz target: one line from ws-agent, wsa.* or the agent's stream-json
- * (cortexd/core/agent_line.c, with its fast path for text deltas). */
+ * (cortexd/core/agent_line.c, with its fast path for text deltas and the
+ * structural events around a text block). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,11 +22,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (l.is_delta && !d)
 		FUZZ_FAIL(); /* only out of memory could leave a delta without its text */
 	if (l.fast) {
-		/* The fast path agrees with jansson on what it takes. */
+		/* The fast path agrees with jansson on what it takes: a delta's
+		 * text, or a structural event and whether it ends a block. */
 		json_t *o = json_loadb((const char *)data, size, JSON_ALLOW_NUL, NULL);
-		json_t *t = json_object_get(json_object_get(json_object_get(o, "event"), "delta"), "text");
-		if (!json_is_string(t) || json_string_length(t) != dn || memcmp(json_string_value(t), d, dn))
+		json_t *ev = json_object_get(o, "event");
+		const char *et = json_string_value(json_object_get(ev, "type"));
+		if (!json_is_object(o) || strcmp(json_string_value(json_object_get(o, "type")) ?: "", "stream_event"))
 			FUZZ_FAIL();
+		if (l.is_delta) {
+			json_t *t = json_object_get(json_object_get(ev, "delta"), "text");
+			if (!json_is_string(t) || json_string_length(t) != dn || memcmp(json_string_value(t), d, dn))
+				FUZZ_FAIL();
+		} else {
+			int end = et && (!strcmp(et, "content_block_stop") || !strcmp(et, "message_stop"));
+			if (!et || (!end && strcmp(et, "content_block_start")) || l.block_end != end ||
+			    json_object_get(ev, "delta"))
+				FUZZ_FAIL();
+		}
 		json_decref(o);
 	}
 	if (l.type)
