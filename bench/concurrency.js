@@ -249,9 +249,11 @@ async function cortexRound(d, sess, n, label, cpu) {
   await waitAllHot(d, sess.slice(0, n));
   const c0 = cortexCpu(d);
   const u0 = process.cpuUsage();
+  const t0 = now();
   const ps = [];
   for (let i = 0; i < n; i++) ps.push(cortexTurn(sess[i].c, `${label} ${i}`));
   const rs = await Promise.all(ps);
+  const span = now() - t0;
   const u1 = process.cpuUsage(u0);
   if (cpu) {
     cpu.benchCx += (u1.user + u1.system) / 1000;
@@ -259,16 +261,18 @@ async function cortexRound(d, sess, n, label, cpu) {
     cpu.all += c1.all - c0.all; cpu.svc += c1.svc - c0.svc; cpu.turns += n;
     for (const k of Object.keys(c1.kids)) cpu.kids[k] = (cpu.kids[k] || 0) + c1.kids[k] - (c0.kids[k] || 0);
   }
-  return rs.map(r => r.ttft);
+  return {ttft: rs.map(r => r.ttft), span};
 }
 async function directRound(agents, n, label, cpu) {
   const u0 = process.cpuUsage();
+  const t0 = now();
   const ps = [];
   for (let i = 0; i < n; i++) ps.push(agents[i].send(`${label} ${i}`));
   const rs = await Promise.all(ps);
+  const span = now() - t0;
   const u1 = process.cpuUsage(u0);
   if (cpu) cpu.benchDx += (u1.user + u1.system) / 1000;
-  return rs.map(r => r.ttft);
+  return {ttft: rs.map(r => r.ttft), span};
 }
 
 async function interleave(n, rounds, d, sess, agents, tag) {
@@ -278,9 +282,10 @@ async function interleave(n, rounds, d, sess, agents, tag) {
   for (let r = 0; r < rounds; r++) {
     // The bench's own CPU (this Node process: the clients' WebSocket or pipe
     // reading and JSON parsing) per side: a share of every "added" figure.
-    // (from the first send to the last turn's end: cortexRound, directRound).
-    const runCx = async () => { const t = now(); cx.push(...await cortexRound(d, sess, n, `cx ${tag}${n} r${r}`, cpu)); cxRound.push(now() - t); };
-    const runDx = async () => { const t = now(); dx.push(...await directRound(agents, n, `dx ${tag}${n} r${r}`, cpu)); dxRound.push(now() - t); };
+    // A round's time runs from its first send to its last turn's end
+    // (cortexRound, directRound): not the hot check and /proc walks around it.
+    const runCx = async () => { const x = await cortexRound(d, sess, n, `cx ${tag}${n} r${r}`, cpu); cx.push(...x.ttft); cxRound.push(x.span); };
+    const runDx = async () => { const x = await directRound(agents, n, `dx ${tag}${n} r${r}`, cpu); dx.push(...x.ttft); dxRound.push(x.span); };
     if (r % 2) { await runDx(); await pause(); await runCx(); } else { await runCx(); await pause(); await runDx(); }
     await pause();
     log(`  ${tag} N=${n}: round ${r + 1}/${rounds}`);
@@ -320,7 +325,7 @@ async function perfRound(d, sess, n, tag = 'claude', rounds = 1) {
   let err = ''; p.stderr.on('data', x => { err += x; });
   await sleepMs(1000);
   const t = [];
-  for (let r = 0; r < rounds; r++) t.push(...await cortexRound(d, sess, n, `perf ${n} r${r}`));
+  for (let r = 0; r < rounds; r++) t.push(...(await cortexRound(d, sess, n, `perf ${n} r${r}`)).ttft);
   p.kill('SIGINT');
   await new Promise(r => p.on('exit', r));
   const rep = spawnSync(which, ['report', '-i', data, '--no-children', '--sort', 'comm,dso,sym', '--stdio', '-g', 'none', '--percent-limit', '0.7'],
@@ -365,7 +370,7 @@ async function straceRounds(d, sess, n, rounds = 5, k = 4) {
   const ts = [trace([d.proc.pid], 'cortexd'), ...(wsa.length ? [trace(wsa, 'ws-agent')] : [])];
   await sleepMs(1500);
   const t = [];
-  for (let r = 0; r < rounds; r++) { t.push(...await cortexRound(d, sess, n, `strace ${n} r${r}`)); await sleepMs(300); }
+  for (let r = 0; r < rounds; r++) { t.push(...(await cortexRound(d, sess, n, `strace ${n} r${r}`)).ttft); await sleepMs(300); }
   for (const x of ts) x.p.kill('SIGINT');
   // (a strace that already exited, e.g. a pid gone, has no exit event left to wait for)
   await Promise.all(ts.map(x => new Promise(r => x.p.exitCode !== null || x.p.signalCode !== null ? r() : x.p.on('exit', r))));
