@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "caps.h"
+#include "jw.h"
 #include "log.h"
 #include <stdint.h>
 #include <stdlib.h>
@@ -143,6 +144,23 @@ void fanout_obj(struct session *s, json_t *o)
 		return;
 	}
 	broadcast_copy(s, txt, strlen(txt), seq);
+	free(txt);
+}
+
+void fanout_jw(struct session *s, struct jw *w)
+{
+	uint64_t seq = ++s->fan.seq;
+	jw_int(w, "seq", (long long)seq);
+	if (s->turn)
+		jw_int(w, "turn", (long long)s->turn->id);
+	jw_close(w);
+	size_t len = 0;
+	char *txt = jw_take(w, &len);
+	if (!txt) {
+		frames_count_alloc_failure();
+		return;
+	}
+	broadcast_copy(s, txt, len, seq);
 	free(txt);
 }
 

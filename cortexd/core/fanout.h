@@ -24,6 +24,11 @@ int fanout_writeable(struct client *c);
 /* Send a cortex.* object (consumed) to every client, with the next seq (and
  * the running turn's id). */
 void fanout_obj(struct session *s, json_t *o);
+/* The same for a cortex.* object written with jw (its members so far, the
+ * object still open; consumed): seq and turn go at its end, the bytes
+ * fanout_obj makes.  A failed writer sends nothing and is counted. */
+struct jw;
+void fanout_jw(struct session *s, struct jw *w);
 /* A frame (txt copied) to one client, outside the stream: no seq, never
  * replayed (cortex.fs). */
 void fanout_send_one(struct client *c, const char *txt, size_t len);

@@ -3,6 +3,7 @@
 #include "turnlog.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include "agent_line.h"
 #include "fanout.h"
 #include "handover.h"
+#include "jw.h"
 #include "log.h"
 #include "records.h"
 
@@ -103,9 +105,9 @@ static void record(struct session *s, const struct turn *t)
 		.model_requests = t->model_requests, .provider_status = t->provider_status,
 	};
 	char key[300];
-	json_t *o = records_build(&s->d->cfg, &r, key, sizeof key);
-	if (o)
-		store_put_later(s->d, s->id, key, o);
+	char *v = records_build(&s->d->cfg, &r, key, sizeof key);
+	if (v)
+		store_put_later_str(s->d, s->id, key, v);
 	else
 		log_error("session %s: turn record: out of memory", s->id);
 }
@@ -170,9 +172,7 @@ void turn_restore(struct session *s)
 			.ts = json_integer_value(json_object_get(run, "ts")), .model_ttfb_ms = -1, .model = "",
 		};
 		char rkey[300], idle[40];
-		json_t *rec = records_build(&s->d->cfg, &r, rkey, sizeof rkey);
-		char *rv = rec ? json_dumps(rec, JSON_COMPACT) : NULL;
-		json_decref(rec);
+		char *rv = records_build(&s->d->cfg, &r, rkey, sizeof rkey);
 		snprintf(idle, sizeof idle, "{\"turn\":%lld}", (long long)n);
 		store_op ops[2] = {{.kind = STORE_PUT, .key = rkey, .val = rv, .len = rv ? strlen(rv) : 0},
 				   {.kind = STORE_PUT, .key = key, .val = idle, .len = strlen(idle)}};
@@ -524,34 +524,51 @@ static const char *cache_how_name(int h)
 	return h >= 0 && h <= 3 ? n[h] : "none";
 }
 
+/* cortex.done, once a turn: written with jw (the bytes json_pack and
+ * fanout_obj made; tests/unit/test_turn.c compares them). */
 static void send_done(struct session *s, int is_error)
 {
 	struct turn *t = s->turn;
 	double total = ms_since(t->t0_us);
 	double ft = t->first_token_ms < 0 ? total : t->first_token_ms;
-	json_t *timings = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f}", "first_token_ms", ft, "total_ms", total,
-				    "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms", t->config_ms, "install_ms",
-				    t->install_ms, "sync_ms", t->sync_ms, "agent_start_ms", t->agent_start_ms,
-				    "context_ms", t->context_ms);
 	enum turn_path path = path_of(t);
 	snprintf(t->outcome, sizeof t->outcome, "%s", is_error ? "agent_error" : "ok");
-	json_t *o = json_pack("{s:s,s:o,s:s,s:s,s:s,s:s,s:b,s:b}", "type", "cortex.done", "timings", timings, "path",
-			      turn_path_name(path), "agent", t->agent_cold ? "cold" : "hot", "config_cache",
-			      cache_how_name(t->cache_how), "surface", s->surface, "cancelled", t->cancelled,
-			      "is_error", is_error);
-	if (t->wake)
-		json_object_set_new(o, "wake", json_string(t->wake));
-	if (s->prof)
-		json_object_set_new(o, "first_token_budget_ms", json_integer(s->prof->first_token_budget_ms));
-	if (t->model_requests) {
-		json_object_set_new(timings, "model_ttfb_ms", json_real(t->model_ttfb_ms));
-		json_object_set_new(o, "usage",
-				    json_pack("{s:I,s:I,s:I,s:I,s:i}", "input_tokens", (json_int_t)t->usage.input,
-					      "output_tokens", (json_int_t)t->usage.output, "cache_read_input_tokens",
-					      (json_int_t)t->usage.cache_read, "cache_creation_input_tokens",
-					      (json_int_t)t->usage.cache_creation, "model_requests", (int)t->model_requests));
+	struct jw w;
+	if (jw_init(&w, 1200 + 6 * (strlen(s->surface) + (t->wake ? strlen(t->wake) : 0))) == 0) {
+		jw_str(&w, "type", "cortex.done");
+		jw_open(&w, "timings");
+		jw_real(&w, "first_token_ms", ft);
+		jw_real(&w, "total_ms", total);
+		jw_real(&w, "wait_sandbox_ms", t->wait_sandbox_ms);
+		jw_real(&w, "config_ms", t->config_ms);
+		jw_real(&w, "install_ms", t->install_ms);
+		jw_real(&w, "sync_ms", t->sync_ms);
+		jw_real(&w, "agent_start_ms", t->agent_start_ms);
+		jw_real(&w, "context_ms", t->context_ms);
+		if (t->model_requests && isfinite(t->model_ttfb_ms))
+			jw_real(&w, "model_ttfb_ms", t->model_ttfb_ms);
+		jw_close(&w);
+		jw_str(&w, "path", turn_path_name(path));
+		jw_str(&w, "agent", t->agent_cold ? "cold" : "hot");
+		jw_str(&w, "config_cache", cache_how_name(t->cache_how));
+		jw_str(&w, "surface", s->surface);
+		jw_bool(&w, "cancelled", t->cancelled);
+		jw_bool(&w, "is_error", is_error);
+		if (t->wake && cx_json_str_len(t->wake))
+			jw_str(&w, "wake", t->wake);
+		if (s->prof)
+			jw_int(&w, "first_token_budget_ms", s->prof->first_token_budget_ms);
+		if (t->model_requests) {
+			jw_open(&w, "usage");
+			jw_int(&w, "input_tokens", (long long)t->usage.input);
+			jw_int(&w, "output_tokens", (long long)t->usage.output);
+			jw_int(&w, "cache_read_input_tokens", (long long)t->usage.cache_read);
+			jw_int(&w, "cache_creation_input_tokens", (long long)t->usage.cache_creation);
+			jw_int(&w, "model_requests", (int)t->model_requests);
+			jw_close(&w);
+		}
 	}
-	fanout_obj(s, o);
+	fanout_jw(s, &w);
 	t->done_sent = 1;
 	surface_record(s, ft, total, path);
 	/* debug: one write(2) per turn; the same figures are in the turn

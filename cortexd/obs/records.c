@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "jw.h"
+
 /* ---- first-token histograms (Prometheus), per surface x path ---- */
 
 static const double ft_bounds_ms[] = {25, 50, 100, 250, 500, 1000, 2000, 5000, 10000, 30000};
@@ -56,33 +58,66 @@ static void observe(const config *cfg, const struct turn_record *t)
 	h->sum_ms += t->first_token_ms;
 }
 
-json_t *records_build(const config *cfg, const struct turn_record *t, char *key, size_t cap)
+/* The row's text is written directly (jw.h: the bytes json_pack +
+ * json_dumps made, which tests/unit/test_turn.c compares): one malloc per
+ * turn on the service thread instead of a tree of 25 values and a dump. */
+char *records_build(const config *cfg, const struct turn_record *t, char *key, size_t cap)
 {
 	observe(cfg, t);
 	int known;
 	double cost = cost_of(cfg, t, &known);
 	int64_t ts = t->ts ? t->ts : cx_wall_ms();
-	json_t *phases = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "wait_sandbox_ms", t->wait_sandbox_ms, "config_ms",
-				   t->config_ms, "install_ms", t->install_ms, "sync_ms", t->sync_ms, "agent_start_ms",
-				   t->agent_start_ms, "context_ms", t->context_ms);
-	json_t *o = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:o,s:f,s:f,s:I,s:I,s:I,s:I,s:i,s:i}", "session",
-			      t->session, "user", t->user, "surface", t->surface, "turn", (json_int_t)t->turn, "ts",
-			      (json_int_t)ts, "path", t->path, "outcome", t->outcome, "agent",
-			      t->agent_cold ? "cold" : "hot", "phases", phases, "first_token_ms", t->first_token_ms,
-			      "total_ms", t->total_ms, "input_tokens", (json_int_t)t->usage.input, "output_tokens",
-			      (json_int_t)t->usage.output, "cache_read_tokens", (json_int_t)t->usage.cache_read,
-			      "cache_creation_tokens", (json_int_t)t->usage.cache_creation, "model_requests",
-			      (int)t->model_requests, "provider_status", t->provider_status);
-	if (!o)
+	const char *strs[] = {t->session, t->user, t->surface, t->path, t->outcome, t->model, t->wake};
+	size_t room = 900;
+	for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
+		room += strs[i] ? 6 * strlen(strs[i]) + 16 : 0;
+	struct jw w;
+	if (jw_init(&w, room) < 0)
 		return NULL;
-	json_object_set_new(o, "model", t->model && t->model[0] ? json_string(t->model) : json_null());
-	json_object_set_new(o, "model_ttfb_ms", t->model_ttfb_ms >= 0 ? json_real(t->model_ttfb_ms) : json_null());
-	json_object_set_new(o, "cost_usd", known ? json_real(cost) : json_null());
-	if (t->wake)
-		json_object_set_new(o, "wake", json_string(t->wake));
+	jw_str(&w, "session", t->session);
+	jw_str(&w, "user", t->user);
+	jw_str(&w, "surface", t->surface);
+	jw_int(&w, "turn", (long long)t->turn);
+	jw_int(&w, "ts", (long long)ts);
+	jw_str(&w, "path", t->path);
+	jw_str(&w, "outcome", t->outcome);
+	jw_str(&w, "agent", t->agent_cold ? "cold" : "hot");
+	jw_open(&w, "phases");
+	jw_real(&w, "wait_sandbox_ms", t->wait_sandbox_ms);
+	jw_real(&w, "config_ms", t->config_ms);
+	jw_real(&w, "install_ms", t->install_ms);
+	jw_real(&w, "sync_ms", t->sync_ms);
+	jw_real(&w, "agent_start_ms", t->agent_start_ms);
+	jw_real(&w, "context_ms", t->context_ms);
+	jw_close(&w);
+	jw_real(&w, "first_token_ms", t->first_token_ms);
+	jw_real(&w, "total_ms", t->total_ms);
+	jw_int(&w, "input_tokens", (long long)t->usage.input);
+	jw_int(&w, "output_tokens", (long long)t->usage.output);
+	jw_int(&w, "cache_read_tokens", (long long)t->usage.cache_read);
+	jw_int(&w, "cache_creation_tokens", (long long)t->usage.cache_creation);
+	jw_int(&w, "model_requests", (int)t->model_requests);
+	jw_int(&w, "provider_status", t->provider_status);
+	/* Members jansson would have left out rather than fail the row: a model
+	 * name that is not UTF-8, a wake likewise, a real that is not finite. */
+	if (!t->model || !t->model[0])
+		jw_null(&w, "model");
+	else if (cx_json_str_len(t->model))
+		jw_str(&w, "model", t->model);
+	if (t->model_ttfb_ms < 0)
+		jw_null(&w, "model_ttfb_ms");
+	else if (isfinite(t->model_ttfb_ms))
+		jw_real(&w, "model_ttfb_ms", t->model_ttfb_ms);
+	if (!known)
+		jw_null(&w, "cost_usd");
+	else if (isfinite(cost))
+		jw_real(&w, "cost_usd", cost);
+	if (t->wake && cx_json_str_len(t->wake))
+		jw_str(&w, "wake", t->wake);
+	jw_close(&w);
 	snprintf(key, cap, "turns/%s/%015lld-%s-%06llu", t->user, (long long)ts, t->session,
 		 (unsigned long long)t->turn);
-	return o;
+	return jw_take(&w, NULL);
 }
 
 void records_metrics(FILE *f, void *arg)

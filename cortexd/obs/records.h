@@ -37,8 +37,9 @@ struct turn_record {
 };
 
 /* Count rec in the histograms and build its store row: key into key (cap
- * bytes) and the JSON value, or NULL on ENOMEM. */
-json_t *records_build(const config *cfg, const struct turn_record *rec, char *key, size_t cap);
+ * bytes) and the JSON value's text (the caller's to free), or NULL on ENOMEM
+ * or when a string of it is not UTF-8 (as jansson refused such a row). */
+char *records_build(const config *cfg, const struct turn_record *rec, char *key, size_t cap);
 /* Prometheus: first-token histograms by surface and path. */
 void records_metrics(FILE *f, void *cfg /* const config * */);
 

@@ -569,6 +569,112 @@ static void test_store_values_as_jansson(void **state)
 	sess_free(s, all, 1);
 }
 
+/* The raw text of the next cortex.done frame queued for c (the frames
+ * before it are dropped). */
+static char *raw_done(struct client *c)
+{
+	for (struct frame *f; (f = fq_pop(&c->out));) {
+		char *t = strndup(frame_data(f), f->len);
+		frame_unref(f);
+		assert_non_null(t);
+		if (strstr(t, "\"type\":\"cortex.done\""))
+			return t;
+		free(t);
+	}
+	fail_msg("no cortex.done frame queued");
+	return NULL;
+}
+
+static double num(json_t *o, const char *k) { return json_number_value(json_object_get(o, k)); }
+
+/* cortex.done and the turn record are written with jw (turn.c, records.c):
+ * byte for byte what json_pack + json_dumps wrote before.  The expected text
+ * is packed here from the values parsed out of what was written, in the
+ * order the jansson code packed them; a turn without and one with model
+ * requests (usage, model name, model_ttfb_ms). */
+static void test_done_and_record_as_jansson(void **state)
+{
+	(void)state;
+	struct session *s = sess_new("s_jw", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	for (int turn = 1; turn <= 2; turn++) {
+		start_turn(s, "hello");
+		uint64_t tid = s->turn->id;
+		if (turn == 2) {
+			struct gw_report r = {.status = 200, .recv_us = cx_mono_us(), .ttfb_ms = 12.25,
+					      .usage = {.input = 11, .output = 22, .cache_read = 33, .cache_creation = 44}};
+			snprintf(r.model, sizeof r.model, "claude-\"q\"-\xc3\xa9");
+			turn_gateway_report(s, &r);
+		}
+		feed(s, RESULT("done"));
+		char *got = raw_done(&a);
+		json_t *d = json_loads(got, 0, NULL);
+		assert_non_null(d);
+		json_t *tm = json_object_get(d, "timings");
+		json_t *want = json_pack("{s:s,s:{s:f,s:f,s:f,s:f,s:f,s:f,s:f,s:f},s:s,s:s,s:s,s:s,s:b,s:b}", "type",
+					 "cortex.done", "timings", "first_token_ms", num(tm, "first_token_ms"),
+					 "total_ms", num(tm, "total_ms"), "wait_sandbox_ms", num(tm, "wait_sandbox_ms"),
+					 "config_ms", num(tm, "config_ms"), "install_ms", num(tm, "install_ms"),
+					 "sync_ms", num(tm, "sync_ms"), "agent_start_ms", num(tm, "agent_start_ms"),
+					 "context_ms", num(tm, "context_ms"), "path",
+					 json_string_value(json_object_get(d, "path")), "agent", "hot", "config_cache",
+					 json_string_value(json_object_get(d, "config_cache")), "surface", "chat",
+					 "cancelled", 0, "is_error", 0);
+		assert_non_null(want);
+		if (json_object_get(d, "first_token_budget_ms"))
+			json_object_set_new(want, "first_token_budget_ms",
+					    json_integer(json_integer_value(json_object_get(d, "first_token_budget_ms"))));
+		if (turn == 2) {
+			json_object_set_new(json_object_get(want, "timings"), "model_ttfb_ms", json_real(12.25));
+			json_object_set_new(want, "usage",
+					    json_pack("{s:I,s:I,s:I,s:I,s:i}", "input_tokens", (json_int_t)11,
+						      "output_tokens", (json_int_t)22, "cache_read_input_tokens",
+						      (json_int_t)33, "cache_creation_input_tokens", (json_int_t)44,
+						      "model_requests", 1));
+		} else {
+			assert_null(json_object_get(d, "usage"));
+		}
+		json_object_set_new(want, "seq", json_integer(json_integer_value(json_object_get(d, "seq"))));
+		json_object_set_new(want, "turn", json_integer((json_int_t)tid));
+		expect_bytes("cortex.done", got, dump(want));
+		json_decref(d);
+		free(got);
+
+		char part[80];
+		snprintf(part, sizeof part, "-s_jw-%06llu", (unsigned long long)tid);
+		char *rec = wait_raw("turns/alice/", part);
+		json_t *o = json_loads(rec, 0, NULL);
+		assert_non_null(o);
+		json_t *ph = json_object_get(o, "phases");
+		json_t *phases = json_pack("{s:f,s:f,s:f,s:f,s:f,s:f}", "wait_sandbox_ms", num(ph, "wait_sandbox_ms"),
+					   "config_ms", num(ph, "config_ms"), "install_ms", num(ph, "install_ms"),
+					   "sync_ms", num(ph, "sync_ms"), "agent_start_ms", num(ph, "agent_start_ms"),
+					   "context_ms", num(ph, "context_ms"));
+		json_t *wr = json_pack("{s:s,s:s,s:s,s:I,s:I,s:s,s:s,s:s,s:o,s:f,s:f,s:I,s:I,s:I,s:I,s:i,s:i}",
+				       "session", "s_jw", "user", "alice", "surface", "chat", "turn", (json_int_t)tid,
+				       "ts", json_integer_value(json_object_get(o, "ts")), "path",
+				       json_string_value(json_object_get(o, "path")), "outcome", "ok", "agent", "hot",
+				       "phases", phases, "first_token_ms", num(o, "first_token_ms"), "total_ms",
+				       num(o, "total_ms"), "input_tokens", (json_int_t)(turn == 2 ? 11 : 0),
+				       "output_tokens", (json_int_t)(turn == 2 ? 22 : 0), "cache_read_tokens",
+				       (json_int_t)(turn == 2 ? 33 : 0), "cache_creation_tokens",
+				       (json_int_t)(turn == 2 ? 44 : 0), "model_requests", turn == 2 ? 1 : 0,
+				       "provider_status", 0);
+		assert_non_null(wr);
+		json_object_set_new(wr, "model", turn == 2 ? json_string("claude-\"q\"-\xc3\xa9") : json_null());
+		json_object_set_new(wr, "model_ttfb_ms", turn == 2 ? json_real(12.25) : json_null());
+		json_object_set_new(wr, "cost_usd",
+				    json_is_null(json_object_get(o, "cost_usd")) ? json_null()
+										  : json_real(num(o, "cost_usd")));
+		expect_bytes("turn record", rec, dump(wr));
+		json_decref(o);
+		free(rec);
+	}
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+}
+
 /* A second turn: seq goes on, the id too; a changed config shows in path. */
 static void test_turns_in_a_row(void **state)
 {
@@ -1795,6 +1901,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_normal_turn, test_setup),
 	    cmocka_unit_test_setup(test_turns_in_a_row, test_setup),
 	    cmocka_unit_test_setup(test_store_values_as_jansson, test_setup),
+	    cmocka_unit_test_setup(test_done_and_record_as_jansson, test_setup),
 	    cmocka_unit_test_setup(test_nul_in_output, test_setup),
 	    cmocka_unit_test_setup(test_bad_line, test_setup),
 	    cmocka_unit_test_setup(test_output_not_of_the_turn, test_setup),
