@@ -10,7 +10,8 @@
  * a dup() keeps its file alive sends nothing to the wsi that reuses its
  * number; a regular file (which epoll refuses) still works, through the
  * fallback to poll(); a sul timer and lws_cancel_service() from another
- * thread end a wait. */
+ * thread end a wait; a timer less than 1 ms away is waited for, not spun
+ * for (patch 0005). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -341,12 +342,42 @@ static void timer_and_cancel(enum evloop_kind kind)
 	evloop_close(&L.l, L.ctx);
 }
 
+/* A timer less than 1 ms away is waited for, not spun for (lws patch
+ * 0005): lws turned the wait into whole ms rounded down, so a sub-ms
+ * deadline was a zero timeout, pass after pass, until it was ripe (hundreds
+ * of passes per timer).  Now one wait to the microsecond: a few passes. */
+static void sub_ms_timer(enum evloop_kind kind)
+{
+	struct loop L;
+	open_loop(&L, kind);
+	for (int i = 0; i < 20; i++) {
+		int t0 = ticks, passes = 0;
+		int64_t s = lws_now_usecs();
+		lws_sul_schedule(L.ctx, 0, &tick, on_tick, 800);
+		/* (the pass that runs the tick then waits for the next sul) */
+		lws_sul_schedule(L.ctx, 0, &guard, on_guard, 5000);
+		while (ticks == t0 && passes < 1000) {
+			assert_int_equal(evloop_service(&L.l, L.ctx), 0);
+			passes++;
+		}
+		lws_sul_cancel(&guard);
+		if (ticks == t0)
+			fail_msg("%s: an 800 us timer did not run in 1000 passes", evloop_name(kind));
+		if (passes > 4)
+			fail_msg("%s: an 800 us timer took %d passes of the loop: a busy wait", evloop_name(kind), passes);
+		if (tick_at - s < 800)
+			fail_msg("%s: an 800 us timer ran after %lld us", evloop_name(kind), (long long)(tick_at - s));
+	}
+	evloop_close(&L.l, L.ctx);
+}
+
 static void test_uses_epoll(void **st) { (void)st; each_kind(uses_epoll); }
 static void test_readable(void **st) { (void)st; each_kind(readable); }
 static void test_writeable(void **st) { (void)st; each_kind(writeable_follows_requests); }
 static void test_closed_reused(void **st) { (void)st; each_kind(closed_then_reused); }
 static void test_regular_file(void **st) { (void)st; each_kind(regular_file_falls_back); }
 static void test_timer_cancel(void **st) { (void)st; each_kind(timer_and_cancel); }
+static void test_sub_ms_timer(void **st) { (void)st; each_kind(sub_ms_timer); }
 
 int main(void)
 {
@@ -355,6 +386,7 @@ int main(void)
 		cmocka_unit_test(test_uses_epoll),     cmocka_unit_test(test_readable),
 		cmocka_unit_test(test_writeable),      cmocka_unit_test(test_closed_reused),
 		cmocka_unit_test(test_regular_file),   cmocka_unit_test(test_timer_cancel),
+		cmocka_unit_test(test_sub_ms_timer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

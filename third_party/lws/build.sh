@@ -81,7 +81,7 @@ rm -rf "$prefix"
 cmake --install "$work/build" >/dev/null
 # each patch's mark in what was installed: 0001's log line, 0002's symbol
 # (exported) and its feature macro (CMakeLists.txt checks the macro again),
-# 0004's fallback log line and its option bit;
+# 0004's fallback log line and its option bit; 0005's epoll_pwait2 import;
 # grep reads all of nm's output: with -q it would exit early, and nm's SIGPIPE
 # fail the pipeline (pipefail)
 lib="$prefix"/lib/libwebsockets.so nmopt=-D
@@ -94,6 +94,8 @@ nm $nmopt --defined-only "$lib" 2>/dev/null | grep -w lws_hdr_custom_name_foreac
 grep -q 'using poll()' "$lib"* &&
 	grep -q 'define LWS_SERVER_OPTION_EPOLL' "$prefix"/include/libwebsockets/lws-context-vhost.h ||
 	{ echo "lws: the built library lacks our patch 0004 (LWS_SERVER_OPTION_EPOLL)" >&2; exit 1; }
+nm $nmopt --undefined-only "$lib" 2>/dev/null | grep -w epoll_pwait2 >/dev/null ||
+	{ echo "lws: the built library lacks our patch 0005 (waits to the microsecond)" >&2; exit 1; }
 rm -rf "$work"
 touch "$stamp"
 echo "lws: libwebsockets $ver ($mode) + $(ls "$here"/*.patch | wc -l) patch(es) in $prefix ($(($(date +%s) - t0)) s)"
