@@ -557,8 +557,14 @@ int server_run(struct cortexd *d)
 	}
 	turnlog_start(d);
 	/* A shared store: settings written on other nodes mark configs here. */
-	if (strcmp(c->store_kind, "etcd") == 0 &&
-	    (peerwatch_start(d, &err) < 0 || auth_cache_start(d->st, &err) < 0)) {
+	if (strcmp(c->store_kind, "etcd") == 0 && peerwatch_start(d, &err) < 0) {
+		log_error("%s", err.msg);
+		goto out_ctx;
+	}
+	/* Every store: a token check on the service thread is a hash probe, not
+	 * a store read (on SQLite such a read waits for the store's lock while
+	 * a group commit, fdatasync included, holds it: every stream stalls). */
+	if (auth_cache_start(d->st, &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}

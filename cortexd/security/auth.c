@@ -97,7 +97,10 @@ int auth_is_admin(const char *token)
  *
  * tokens/<sha256> → user, listed once and then followed by a store watch (the
  * store's watch thread applies each event under tc_mu), so that a request's
- * token check on a node of a cluster is a hash probe, not an etcd round trip.
+ * token check is a hash probe: not an etcd round trip on a node of a cluster,
+ * and not a SQLite read on one node, which waits for the store's lock while
+ * the put worker's group commit (its fdatasync included) holds it, with
+ * every stream on the service thread waiting too.
  * A delete (DELETE /v1/users/{name}, or any removal of tokens/<hash>) drops the
  * entry when its watch event arrives: a revoked token stops working on every
  * node within the watch latency.  A miss still reads the store (a token created

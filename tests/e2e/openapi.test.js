@@ -98,6 +98,14 @@ async function usersAndSettings(d, call) {
   await call('delete erin', 'DELETE', '/v1/users/{name}', {name: 'erin'}, {tok: d.admin, expect: 204});
   await call('delete erin again', 'DELETE', '/v1/users/{name}', {name: 'erin'}, {tok: d.admin, expect: 404});
   L.eq((await L.http(d.base, 'GET', '/v1/sessions', erin)).status, 401, "a deleted user's token: 401");
+  // The token cache runs on SQLite too (server.c): a known token is a hash
+  // probe, not a store read that would wait on the put worker's commit.
+  const tm0 = await L.metrics(d);
+  for (let i = 0; i < 5; i++) L.eq((await L.http(d.base, 'GET', '/v1/sessions', alice)).status, 200, 'GET /v1/sessions as alice');
+  const tm1 = await L.metrics(d);
+  L.eq([tm1.cortex_auth_token_cache_hits_total - tm0.cortex_auth_token_cache_hits_total,
+    tm1.cortex_auth_token_store_reads_total - tm0.cortex_auth_token_store_reads_total], [5, 0],
+  "5 requests with a known token: [cache hits, store reads]");
 
   const kinds = [
     ['mcp', {type: 'stdio', command: 'node', args: ['srv.js'], env: {A: '1'}}, {type: 'ftp'}],
