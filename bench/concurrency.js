@@ -218,6 +218,11 @@ function procCpuMs(pid) {
 // by command name, from one walk of /proc (a bundled ws-agent runs under its
 // loader, so its comm is "ld.so"; the static one is "ws-agent").
 function descendantsCpu(root) {
+  return treesCpu([root], false);
+}
+// CPU in ms by command name of the processes under each of roots (and the
+// roots themselves when self is set), from one walk of /proc.
+function treesCpu(roots, self) {
   const kids = new Map(), info = new Map();
   for (const e of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
@@ -232,7 +237,7 @@ function descendantsCpu(root) {
     } catch (err) {}
   }
   const by = {};
-  const stack = [...(kids.get(root) || [])];
+  const stack = roots.flatMap(r => self ? [r] : (kids.get(r) || []));
   while (stack.length) {
     const p = stack.pop();
     const i = info.get(p);
@@ -263,7 +268,11 @@ async function cortexRound(d, sess, n, label, cpu) {
   }
   return {ttft: rs.map(r => r.ttft), span};
 }
+// The direct agents' CPU (each with what it spawned), as cortexd's
+// sandboxes' "kids": the agents' own cost per turn on each side.
+const directCpu = (agents, n) => treesCpu(agents.slice(0, n).map(a => a.p.pid), true);
 async function directRound(agents, n, label, cpu) {
+  const k0 = cpu ? directCpu(agents, n) : null;
   const u0 = process.cpuUsage();
   const t0 = now();
   const ps = [];
@@ -271,14 +280,21 @@ async function directRound(agents, n, label, cpu) {
   const rs = await Promise.all(ps);
   const span = now() - t0;
   const u1 = process.cpuUsage(u0);
-  if (cpu) cpu.benchDx += (u1.user + u1.system) / 1000;
+  if (cpu) {
+    cpu.benchDx += (u1.user + u1.system) / 1000;
+    const k1 = directCpu(agents, n);
+    for (const k of Object.keys(k1)) cpu.dkids[k] = (cpu.dkids[k] || 0) + k1[k] - (k0[k] || 0);
+  }
   return {ttft: rs.map(r => r.ttft), span};
 }
 
+// "comm ms, ..." per turn (a bundled ws-agent runs under its loader: "ld.so").
+const kidsLine = (by, turns) => Object.entries(by).filter(([, v]) => v > 0)
+  .map(([k, v]) => `${k === 'ld.so' ? 'ws-agent' : k} ${(v / turns).toFixed(3)}`).join(', ') + ' ms';
 async function interleave(n, rounds, d, sess, agents, tag) {
   // Claude Code has post-turn work (transcript, JIT): wait for a quiet machine; the mini-agent has none.
   const pause = tag === 'mini' ? () => sleepMs(300) : settle;
-  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0, kids: {}, benchCx: 0, benchDx: 0};
+  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0, kids: {}, dkids: {}, benchCx: 0, benchDx: 0};
   for (let r = 0; r < rounds; r++) {
     // The bench's own CPU (this Node process: the clients' WebSocket or pipe
     // reading and JSON parsing) per side: a share of every "added" figure.
@@ -438,7 +454,9 @@ async function partClaude() {
     rowOf(n, 'cortexd', r.cx, r.cxRound);
     rowOf(n, 'direct', r.dx, r.dxRound);
     ratios.push(`N=${n}: ratio cortexd/direct p50 ${(pct(r.cx, 50) / pct(r.dx, 50)).toFixed(3)}, p95 ${(pct(r.cx, 95) / pct(r.dx, 95)).toFixed(3)};` +
-      ` gateway: ${gwLine(gw)}; model stand-in requests: cortexd ${mreq.cortex}, direct ${mreq.direct}, other ${mreq.other} (${n * ROUNDS} turns per side)`);
+      ` gateway: ${gwLine(gw)}; model stand-in requests: cortexd ${mreq.cortex}, direct ${mreq.direct}, other ${mreq.other} (${n * ROUNDS} turns per side);` +
+      ` CPU per turn: cortexd ${(r.cpu.all / r.cpu.turns).toFixed(2)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(2)}),` +
+      ` in its sandboxes ${kidsLine(r.cpu.kids, r.cpu.turns)}; direct agents ${kidsLine(r.cpu.dkids, r.cpu.turns)}`);
     out.claude[n] = Object.assign(r, {gateway: gw, model_requests: mreq});
   }
   for (const x of ratios) P(x);
@@ -491,7 +509,7 @@ async function partMini() {
     rowOf(n, 'direct', r.dx, r.dxRound);
     adds.push(`N=${n}: added p50 ${f1(pct(r.cx, 50) - pct(r.dx, 50))} ms, p95 ${f1(pct(r.cx, 95) - pct(r.dx, 95))} ms; ` +
       `cortexd CPU per turn ${(r.cpu.all / r.cpu.turns).toFixed(3)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(3)} ms); ` +
-      `in its sandboxes: ${Object.entries(r.cpu.kids).filter(([, v]) => v > 0).map(([k, v]) => `${k === 'ld.so' ? 'ws-agent' : k} ${(v / r.cpu.turns).toFixed(3)}`).join(', ')} ms; ` +
+      `in its sandboxes: ${kidsLine(r.cpu.kids, r.cpu.turns)}; direct agents ${kidsLine(r.cpu.dkids, r.cpu.turns)}; ` +
       `the bench's own Node process per turn: cortexd side ${(r.cpu.benchCx / r.cpu.turns).toFixed(3)} ms, direct ${(r.cpu.benchDx / r.cpu.turns).toFixed(3)} ms`);
     out.mini[n] = r;
     cxTurns += r.cx.length;
