@@ -158,8 +158,6 @@ void jw_close(struct jw *w)
 		w->depth--;
 }
 
-void jw_raw(struct jw *w, const char *s, size_t n) { put(w, s, n); }
-
 char *jw_take(struct jw *w, size_t *len)
 {
 	char *b = NULL;

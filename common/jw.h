@@ -39,8 +39,6 @@ void jw_bool(struct jw *w, const char *key, int v);
 void jw_null(struct jw *w, const char *key);
 void jw_open(struct jw *w, const char *key);  /* a nested object */
 void jw_close(struct jw *w);                  /* ends the innermost object */
-/* Appends raw bytes (no key, no comma): e.g. a frame's own tail. */
-void jw_raw(struct jw *w, const char *s, size_t n);
 /* The text (NUL-terminated, owned by the caller), *len its length, or NULL
  * when the writer failed; the writer is left empty either way. */
 char *jw_take(struct jw *w, size_t *len);
