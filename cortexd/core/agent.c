@@ -432,7 +432,14 @@ static int eq(const char *a, const char *b) { return a && !strcmp(a, b); }
 
 static void on_error_event(struct session *s, const struct agent_line *l)
 {
-	agent_link_error(s, agent_line_str(l, "code"), agent_line_str(l, "message"));
+	const char *code = agent_line_str(l, "code");
+	if (l->has_gen && l->gen != s->link.gen && (eq(code, "no_agent") || eq(code, "stdin_full"))) {
+		/* About an agent already replaced (the message went on to the new one). */
+		log_info("session %s: ws-agent: %s for agent %llu, not the current one: ignored", s->id, code,
+			 (unsigned long long)l->gen);
+		return;
+	}
+	agent_link_error(s, code, agent_line_str(l, "message"));
 }
 
 void agent_link_error(struct session *s, const char *code, const char *msg)

@@ -211,6 +211,8 @@ struct turn {
 	uint64_t sent_us;
 	uint64_t agent_gen;
 	int result_seen, done_sent;
+	int output_seen;        /* a line of the agent's output came for this turn */
+	int resent;             /* given to a fresh agent after its agent ended without a word */
 	int cancelled;          /* interrupt sent (client cancel, no client left, guard) */
 	int revoked;            /* the stream guard stopped it: its output is dropped */
 	int stopped;            /* ended for the client (revoked, provider error): later output dropped */

@@ -366,6 +366,8 @@ void turn_send(struct session *s, const cconfig *cfg)
 	struct turn *t = s->turn;
 	if (!t || t->sent)
 		return;
+	if (t->resent && t->agent_gen == s->link.gen)
+		return; /* not to the agent that went (its exit is on its way): the next one */
 	sandbox_found(t);
 	wait_mark(t, TW_NONE);
 	if (s->lc.last_turn_hash[0] && strcmp(s->lc.last_turn_hash, cfg->all_hash))
@@ -482,6 +484,21 @@ void turn_stop_session(struct session *s)
 	}
 }
 
+/* The agent ended (or ws-agent found none to give the message to) without
+ * a word of this turn: it went before it took the message, e.g. one that
+ * exits after its answer while the next message is already on its way.  The
+ * message goes to a fresh agent, once; 0 when that is not for this turn. */
+static int resend(struct session *s, struct turn *t)
+{
+	if (t->output_seen || t->cancelled || t->resent)
+		return 0;
+	t->sent = 0;
+	t->resent = 1;
+	log_info("session %s turn %llu: the agent went before it took the message: it goes to the next agent",
+		 s->id, (unsigned long long)t->id);
+	return 1;
+}
+
 void turn_agent_down(struct session *s, int why, const char *code, const char *msg)
 {
 	struct turn *t = s->turn;
@@ -498,10 +515,11 @@ void turn_agent_down(struct session *s, int why, const char *code, const char *m
 	case DOWN_EXITED:
 	case DOWN_KILLED:
 		if (t->sent && !t->result_seen) {
-			if (t->stopped)
+			if (t->stopped) {
 				turn_end(s);
-			else
+			} else if (why != DOWN_EXITED || !resend(s, t)) {
 				turn_fail(s, code, msg);
+			}
 		}
 		break; /* a waiting turn gets a fresh agent */
 	case DOWN_NEVER_STARTED:
@@ -510,7 +528,7 @@ void turn_agent_down(struct session *s, int why, const char *code, const char *m
 			turn_fail(s, code, msg); /* no start loop: the next message tries again */
 		break;
 	case DOWN_PIPE:
-		if (t->sent)
+		if (t->sent && !resend(s, t))
 			turn_fail(s, code, msg);
 		break;
 	}
@@ -643,6 +661,7 @@ void turn_output(struct session *s, const struct agent_line *l, const char *raw,
 		log_debug("session %s: agent line outside a turn dropped", s->id);
 		return; /* between turns (or from a replaced agent): nobody asked */
 	}
+	t->output_seen = 1;
 	if (l->kind == AL_BAD) {
 		if (!t->stopped)
 			fanout_error(s, NULL, "agent_output", "the agent printed a line that is not a JSON object");

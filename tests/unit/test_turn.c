@@ -1860,6 +1860,45 @@ static void test_agent_down_waiting_turn(void **state)
 	sess_free(s, all, 1);
 }
 
+/* The agent goes without a word of the turn (it exited after its last
+ * answer, or ws-agent found no agent for the message): the message goes to
+ * the next agent, once; a second silent end fails the turn. */
+static void test_agent_down_before_a_word(void **state)
+{
+	(void)state;
+	int whys[] = {DOWN_EXITED, DOWN_PIPE};
+	for (size_t i = 0; i < sizeof whys / sizeof *whys; i++) {
+		char id[32];
+		snprintf(id, sizeof id, "s_silent%zu", i);
+		struct session *s = sess_new(id, "chat");
+		struct client a = {0};
+		fanout_attach(s, &a);
+		uint64_t seq = 0;
+		start_turn(s, "again");
+		D.agent_down(s, whys[i], "agent_crashed", "the agent exited (code 0, signal 0)");
+		assert_non_null(s->turn);
+		assert_int_eq_msg(s->turn->sent, 0, "the message waits for the next agent");
+		expect_no_frame(&a, "an agent that went before a word of the turn");
+		size_t before = n_sent;
+		D.reconcile(s); /* the same agent still counted as hot: not to it */
+		assert_int_eq_msg(n_sent, before, "the message written to the agent that went");
+		s->link.gen++; /* the next agent */
+		D.reconcile(s);
+		assert_int_eq_msg(n_sent, before + 1, "the message written to the next agent");
+		json_t *in = json_loads(sent[before], 0, NULL);
+		assert_non_null(in);
+		assert_int_eq_msg(json_integer_value(json_object_get(in, "gen")), 2, "input gen: the next agent");
+		assert_non_null(strstr(json_string_value(json_object_get(in, "data")), "\"text\":\"again\""));
+		json_decref(in);
+		/* Silent again: the turn fails. */
+		D.agent_down(s, whys[i], "agent_crashed", "the agent exited (code 0, signal 0)");
+		assert_null(s->turn);
+		json_decref(expect_frame(&a, &seq, "cortex.error"));
+		struct client *all[] = {&a};
+		sess_free(s, all, 1);
+	}
+}
+
 /* ---- busy ---- */
 
 static void test_busy(void **state)
@@ -1926,6 +1965,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_turnlog_torn, test_setup),
 	    cmocka_unit_test_setup(test_turnlog_legacy_text, test_setup),
 	    cmocka_unit_test_setup(test_agent_down_waiting_turn, test_setup),
+	    cmocka_unit_test_setup(test_agent_down_before_a_word, test_setup),
 	    cmocka_unit_test_setup(test_busy, test_setup),
 	    cmocka_unit_test_setup(test_group_commit, test_setup),
 	};
