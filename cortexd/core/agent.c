@@ -111,6 +111,25 @@ void agent_input(struct session *s, json_t *line)
 {
 	char *txt = line ? json_dumps(line, JSON_COMPACT) : NULL;
 	json_decref(line);
+	agent_input_str(s, txt);
+}
+
+/* The user message as jansson's json_pack + json_dumps wrote it, the same
+ * bytes (a test compares them), without a tree and a dump per turn on the
+ * service thread.  NULL when text is not UTF-8 (jansson refused it too). */
+char *agent_user_line(const char *text)
+{
+	static const char head[] = "{\"type\":\"user\",\"message\":{\"role\":\"user\",\"content\":"
+				   "[{\"type\":\"text\",\"text\":";
+	size_t n = cx_json_str_len(text);
+	char *line = n ? malloc(sizeof head - 1 + n + sizeof "}]}}") : NULL;
+	if (line)
+		memcpy(cx_json_str_put(stpcpy(line, head), text), "}]}}", sizeof "}]}}");
+	return line;
+}
+
+void agent_input_str(struct session *s, char *txt)
+{
 	if (!txt) {
 		frames_count_alloc_failure();
 		return;

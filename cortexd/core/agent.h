@@ -38,6 +38,12 @@ void agent_stop(struct session *s);
 void agent_detach(struct session *s);
 /* One JSON line (consumed) to the current agent's stdin. */
 void agent_input(struct session *s, json_t *line);
+/* The same for a line already written (malloc'd; taken, NULL counts as an
+ * allocation failure). */
+void agent_input_str(struct session *s, char *line);
+/* {"type":"user","message":{"role":"user","content":[{"type":"text","text":T}]}}
+ * (malloc'd; NULL: no memory, or text not UTF-8). */
+char *agent_user_line(const char *text);
 /* Ask the current agent to stop its turn (a control request). */
 void agent_interrupt(struct session *s);
 /* The agent runs cfg and is hot. */

@@ -377,8 +377,7 @@ void turn_send(struct session *s, const cconfig *cfg)
 	t->sent_us = cx_mono_us();
 	counters.messages_sent++;
 	t->agent_gen = s->link.gen;
-	agent_input(s, json_pack("{s:s,s:{s:s,s:[{s:s,s:s}]}}", "type", "user", "message", "role", "user", "content",
-				 "type", "text", "text", t->text));
+	agent_input_str(s, agent_user_line(t->text));
 	handover_keep_note(s); /* a crash now finds this turn going on in the agent */
 }
 

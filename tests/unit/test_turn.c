@@ -536,6 +536,16 @@ static void test_store_values_as_jansson(void **state)
 	fanout_attach(s, &a);
 	const char *text = "say \"hi\" \\ / \n\t\x01\x1f caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80";
 	start_turn(s, text);
+	/* The user message to the agent (agent_user_line), and its refusal of
+	 * text that is not UTF-8, as jansson's. */
+	json_t *f = json_loads(sent[n_sent - 1], 0, NULL);
+	assert_non_null(f);
+	expect_bytes("user line to the agent", json_string_value(json_object_get(f, "data")),
+		     dump(json_pack("{s:s,s:{s:s,s:[{s:s,s:s}]}}", "type", "user", "message", "role", "user",
+				    "content", "type", "text", "text", text)));
+	json_decref(f);
+	assert_null(agent_user_line("caf\xe9"));
+	assert_null(json_pack("{s:s}", "text", "caf\xe9"));
 	char *st = wait_raw("turnstate/", "turnstate/s_bytes");
 	json_t *o = json_loads(st, 0, NULL);
 	json_int_t ts = json_integer_value(json_object_get(json_object_get(o, "running"), "ts"));
