@@ -14,8 +14,10 @@
 // handler; the round ends when every turn is done.  Sides alternate per round
 // (which one goes first alternates too).  The agents of the largest N are
 // booted once per side and the first N of them take part in a round.
-// Env: BENCH_CONC_N (default 5,20,50), BENCH_CONC_ROUNDS (5),
-// BENCH_CONC_MINI_N (1,20,100), BENCH_CONC_MINI_ROUNDS (10),
+// Env: BENCH_CONC_N (default 5,20,50), BENCH_CONC_ROUNDS (20),
+// BENCH_CONC_MINI_N (1,20,100), BENCH_CONC_MINI_ROUNDS (20),
+// (20 rounds: at N=20 a p95 over 5-8 rounds, 100-160 turns a side, moved
+// 0.84-1.18 between runs of one build; over 20 it held 0.99-1.02: benchmarks.md),
 // BENCH_CONC_PARTS (claude,mini), BENCH_CONC_DELTA_MS (5),
 // BENCH_CONC_EVENT_LOOP (cortexd's http.event_loop: libev, libuv or poll;
 // unset = cortexd's default),
@@ -42,9 +44,9 @@ const {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, HotAgent, user
 
 const list = (v, d) => (v || d).split(',').map(Number).filter(x => x > 0);
 const NS = list(process.env.BENCH_CONC_N, '5,20,50');
-const ROUNDS = Number(process.env.BENCH_CONC_ROUNDS || 5);
+const ROUNDS = Number(process.env.BENCH_CONC_ROUNDS || 20);
 const MINI_NS = list(process.env.BENCH_CONC_MINI_N, '1,20,100');
-const MINI_ROUNDS = Number(process.env.BENCH_CONC_MINI_ROUNDS || 10);
+const MINI_ROUNDS = Number(process.env.BENCH_CONC_MINI_ROUNDS || 20);
 const PARTS = new Set((process.env.BENCH_CONC_PARTS || 'claude,mini').split(','));
 const DELTA_MS = String(process.env.BENCH_CONC_DELTA_MS || 5);
 const PERF_N = Number(process.env.BENCH_CONC_PERF || 0);

@@ -3,7 +3,9 @@
 
 #include <libwebsockets.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct job {
 	work_fn run, done;
@@ -24,7 +26,10 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static struct lane lanes[WORK_LANES] = {
 	[WORK_GENERAL] = {.cv = PTHREAD_COND_INITIALIZER},
 	[WORK_SANDBOX] = {.cv = PTHREAD_COND_INITIALIZER},
+	[WORK_BACKGROUND] = {.cv = PTHREAD_COND_INITIALIZER},
 };
+static const char *const lane_names[WORK_LANES] = {"cx-work", "cx-sandbox", "cx-background"};
+static uint64_t n_quiet_waits, quiet_wait_us;
 static struct job *done_head, *done_tail;
 static int stopping;
 static struct lws_context *svc_ctx;
@@ -50,9 +55,70 @@ static struct job *pop(struct job **head, struct job **tail)
 	return j;
 }
 
+/* The background lane's wait for a quiet CPU, holding nothing: as
+ * SCHED_IDLE the thread is picked again only when its CPU has nothing of
+ * normal priority to run that weighs more (in cortexd's autogroup or cgroup,
+ * the service thread), then it is back to SCHED_OTHER for the job.  When
+ * the kernel refuses (no such policy), the job just runs. */
+static int quiet_ok, quiet_probed; /* the probe found a thread can leave SCHED_IDLE again */
+
+static void quiet_wait(void)
+{
+	if (!quiet_ok)
+		return;
+	struct sched_param p = {0};
+	struct timespec a, b;
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	if (sched_setscheduler(0, SCHED_IDLE, &p) != 0)
+		return;
+	(void)sched_yield();
+	(void)sched_setscheduler(0, SCHED_OTHER, &p);
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	int64_t us = (int64_t)(b.tv_sec - a.tv_sec) * 1000000 + (b.tv_nsec - a.tv_nsec) / 1000;
+	__atomic_add_fetch(&quiet_wait_us, (uint64_t)(us > 0 ? us : 0), __ATOMIC_RELAXED);
+	__atomic_add_fetch(&n_quiet_waits, 1, __ATOMIC_RELAXED);
+}
+
+/* Leaving SCHED_IDLE takes CAP_SYS_NICE or an RLIMIT_NICE of 20: without
+ * them a thread that went idle-class would stay there, holding the store's
+ * lock at idle priority later.  So a throwaway thread tries it first. */
+static void *quiet_probe(void *arg)
+{
+	struct sched_param p = {0};
+	*(int *)arg = sched_setscheduler(0, SCHED_IDLE, &p) == 0 && sched_setscheduler(0, SCHED_OTHER, &p) == 0;
+	return NULL;
+}
+
+static void quiet_probe_once(void)
+{
+	if (quiet_probed)
+		return;
+	pthread_t t;
+	int ok = 0;
+	if (pthread_create(&t, NULL, quiet_probe, &ok) == 0 && pthread_join(t, NULL) == 0) {
+		quiet_ok = ok;
+		quiet_probed = 1;
+	}
+}
+
+void work_quiet_counts(uint64_t *waits, uint64_t *us)
+{
+	*waits = __atomic_load_n(&n_quiet_waits, __ATOMIC_RELAXED);
+	*us = __atomic_load_n(&quiet_wait_us, __ATOMIC_RELAXED);
+}
+
+static __thread int on_background;
+
+void work_quiet_point(void)
+{
+	if (on_background)
+		quiet_wait();
+}
+
 static void *worker(void *arg)
 {
 	struct lane *l = arg;
+	on_background = l == &lanes[WORK_BACKGROUND];
 	pthread_mutex_lock(&mu);
 	for (;;) {
 		struct job *j;
@@ -61,6 +127,8 @@ static void *worker(void *arg)
 		if (!j)
 			break;
 		pthread_mutex_unlock(&mu);
+		if (on_background)
+			quiet_wait();
 		if (j->run)
 			j->run(j->arg);
 		pthread_mutex_lock(&mu);
@@ -79,12 +147,16 @@ static void *worker(void *arg)
 int work_start_lane(enum work_lane lane, unsigned n, cx_err *err)
 {
 	struct lane *l = &lanes[lane];
+	if (lane == WORK_BACKGROUND)
+		quiet_probe_once();
 	if (n > WORK_LANE_MAX_THREADS)
 		n = WORK_LANE_MAX_THREADS;
 	for (unsigned i = l->nthreads; i < n; i++) {
 		int rc = pthread_create(&l->threads[i], NULL, worker, l);
 		if (rc)
 			return cx_err_set(err, rc, "pthread_create");
+		/* Named for top -H, perf and /proc. */
+		(void)pthread_setname_np(l->threads[i], lane_names[lane]);
 		l->nthreads++;
 	}
 	return 0;
@@ -149,4 +221,5 @@ void work_stop(void)
 	svc_ctx = NULL;
 	work_drain_done();
 	stopping = 0; /* a later work_start (unit tests) starts afresh */
+	quiet_probed = quiet_ok = 0;
 }

@@ -8,9 +8,22 @@
  * lane (store writes, deferred replies, imports) and the sandbox lane
  * (a session's prepare, stop, freeze, sync jobs; sandbox.workers threads), so a burst of sandbox
  * creates never holds up a store write or an API reply behind it.  A lane
- * never started hands its jobs to the general one. */
+ * never started hands its jobs to the general one.
+ *
+ * The background lane is for work that only has to be done soon, not now:
+ * the group commits of the off-path store puts and the turn log's sync
+ * passes.  A job taken there first waits for a quiet CPU (its thread turns
+ * SCHED_IDLE and yields; within cortexd's own CPU share that is: until the
+ * service thread leaves it room), then runs at normal priority.  So under
+ * a burst the streams get the CPU first and the writes follow in one
+ * larger batch, and nothing is ever held (a lock, the store) at idle
+ * priority.  Where a thread could not leave SCHED_IDLE again (no
+ * CAP_SYS_NICE, RLIMIT_NICE under 20: probed once) there is no wait.
+ * Measured in docs/benchmarks.md ("fifth re-run"). */
 #ifndef CORTEX_WORK_H
 #define CORTEX_WORK_H
+
+#include <stdint.h>
 
 #include "cx.h"
 
@@ -18,7 +31,7 @@ struct lws_context;
 
 typedef void (*work_fn)(void *arg);
 
-enum work_lane { WORK_GENERAL, WORK_SANDBOX, WORK_LANES };
+enum work_lane { WORK_GENERAL, WORK_SANDBOX, WORK_BACKGROUND, WORK_LANES };
 #define WORK_LANE_MAX_THREADS 64
 
 /* Start the general lane's nthreads (and remember ctx for wake-ups). */
@@ -29,6 +42,12 @@ int work_start_lane(enum work_lane lane, unsigned nthreads, cx_err *err);
  * service thread).  done may be NULL. */
 void work_submit(work_fn run, work_fn done, void *arg);
 void work_submit_lane(enum work_lane lane, work_fn run, work_fn done, void *arg);
+/* In a background job, where it holds nothing (no lock, no store): wait
+ * for a quiet CPU again, so a long job yields to the streams as it goes.
+ * Elsewhere a no-op. */
+void work_quiet_point(void);
+/* The background lane's waits for a quiet CPU so far, and their total microseconds. */
+void work_quiet_counts(uint64_t *waits, uint64_t *us);
 /* Service thread only: run the `done` of every finished job. */
 void work_drain_done(void);
 /* Finish queued jobs, join the threads.  Call before destroying the lws context. */

@@ -9,6 +9,7 @@
 #include "metrics.h"
 #include "turn.h"
 #include "turnlog.h"
+#include "work.h"
 
 static void sessions_write(FILE *f, struct cortexd *d)
 {
@@ -97,6 +98,10 @@ void core_metrics_write(FILE *f, void *arg)
 	metrics_counter(f, "cortex_turnlog_fdatasyncs_total", "Turn logs fdatasync'd by a sync pass (grown since the last, or not on ext4).", tl.full);
 	metrics_counter(f, "cortex_turnlog_range_syncs_total", "Turn logs a sync pass wrote with sync_file_range alone (overwrites; the pass's one device flush covers them).", tl.ranged);
 	metrics_counter(f, "cortex_turnlog_sync_failures_total", "Turn log syncs that failed (that log is fdatasync'd whole by the pass after its next write).", tl.failed);
+	uint64_t qw, qus;
+	work_quiet_counts(&qw, &qus);
+	metrics_counter(f, "cortex_background_quiet_waits_total", "Background jobs (group commits, turn log syncs) and their steps that waited for a quiet CPU first.", qw);
+	metrics_counter(f, "cortex_background_quiet_wait_microseconds_total", "The time they waited (the writes' lag behind the streams under load).", qus);
 	uint64_t bw, bf;
 	frames_batch_counts(&bw, &bf);
 	metrics_counter(f, "cortex_ws_batched_sends_total", "Sends that carried several queued frames to one client at once.", bw);

@@ -268,8 +268,10 @@ void session_timer(struct session *s, lws_sorted_usec_list_t *sul, sul_cb_t cb, 
 /* ---- store writes off the critical path (transcripts, turn records) ----
  *
  * Group commit: puts queue on the service thread; one batch at a time is
- * written by a general-lane job as one transaction (one synced commit for up
- * to PUT_BATCH_MAX puts, however many sessions they come from).  While a
+ * written by a background-lane job as one transaction (one synced commit for
+ * up to PUT_BATCH_MAX puts, however many sessions they come from).  The job
+ * first waits for a quiet CPU (work.h), so under a burst of turns the
+ * streams get the CPU before the commit does.  While a
  * batch is being written the next one gathers, so under load the commits
  * per turn fall from three towards a fraction of one, and when idle a put is
  * written at once.  A batch that fails is retried put by put, so one bad
@@ -465,7 +467,7 @@ static void put_kick(struct cortexd *d)
 	d->puts.inflight = 1;
 	d->puts.batches++;
 	d->puts.written += b->n;
-	work_submit(put_run, put_done, b);
+	work_submit_lane(WORK_BACKGROUND, put_run, put_done, b);
 }
 
 static void put_done(void *arg)

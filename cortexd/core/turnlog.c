@@ -272,14 +272,21 @@ struct tl_sync_job {
  * durable too, as their own fdatasync would have.  One fdatasync of an
  * overwritten log is that flush when no log grew.  A log whose sync failed
  * is counted and fdatasync'd whole by the pass after its next write. */
+#define TL_SYNC_QUIET_EVERY 8
+
 static void sync_run(void *arg)
 {
 	struct tl_sync_job *j = arg;
 	const unsigned wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
 	int ranged = -1, flushed = 0;
 	for (int i = 0; i < j->n; i++)
-		if (!j->e[i].full)
+		if (!j->e[i].full) {
+			/* Starting writeback is the pass's CPU (~10 us a log): between
+			 * logs it holds nothing, so it yields to the streams (work.h). */
+			if (i && i % TL_SYNC_QUIET_EVERY == 0)
+				work_quiet_point();
 			(void)sync_file_range(j->e[i].fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+		}
 	for (int i = 0; i < j->n; i++)
 		if (!j->e[i].full) {
 			j->e[i].ok = sync_file_range(j->e[i].fd, 0, 0, wait) == 0;
@@ -359,7 +366,7 @@ static void sync_pass(struct cortexd *d)
 		t->dirty = 0;
 	}
 	sync_inflight = 1;
-	work_submit(sync_run, sync_done, j);
+	work_submit_lane(WORK_BACKGROUND, sync_run, sync_done, j);
 }
 
 static void sul_sync_cb(lws_sorted_usec_list_t *sul)

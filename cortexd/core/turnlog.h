@@ -24,8 +24,9 @@
  * before any client is given one of the frames (fanout_writeable flushes
  * first) and at the end of each batch read from ws-agent; so a frame a
  * client saw is always in the log, and a cortexd crash loses none of them.
- * Every TURNLOG_SYNC_MS a worker syncs the logs written since (a host crash
- * loses at most that much: what did not reach the disk fails its checksum or
+ * Every TURNLOG_SYNC_MS a background-lane worker (work.h: it waits for a
+ * quiet CPU first) syncs the logs written since (a host crash loses at most
+ * that much, plus that wait: what did not reach the disk fails its checksum or
  * is of an older generation), never on the service thread: fdatasync for a
  * log that grew (a slot grows TURNLOG_GROW at a time, zeros past its
  * records); for one only overwritten since its last fdatasync, on ext4

@@ -551,7 +551,8 @@ int server_run(struct cortexd *d)
 	}
 	/* Sandbox jobs have their own lane: a create burst does not hold up
 	 * store writes and API replies (work.h). */
-	if (work_start(d->ctx, 2, &err) < 0 || work_start_lane(WORK_SANDBOX, (unsigned)c->sandbox_workers, &err) < 0) {
+	if (work_start(d->ctx, 2, &err) < 0 || work_start_lane(WORK_SANDBOX, (unsigned)c->sandbox_workers, &err) < 0 ||
+	    work_start_lane(WORK_BACKGROUND, 2, &err) < 0) {
 		log_error("%s", err.msg);
 		goto out_ctx;
 	}

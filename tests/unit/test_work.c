@@ -1,0 +1,169 @@
+/* Unit tests: the worker lanes (cortexd/base/work.h), the background lane's
+ * quiet waits in particular.  A background job must have waited for a quiet
+ * CPU (SCHED_IDLE and a yield) before it runs, and must run, and leave its
+ * thread, at normal priority: nothing may be held at idle priority.  Off the
+ * background lane work_quiet_point is a no-op. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "work.h"
+
+struct probe {
+	int call_point;      /* call work_quiet_point() in the job */
+	int policy_in_run;   /* sched_getscheduler at the job's start */
+	int policy_after_pt; /* ... and after work_quiet_point */
+	pid_t tid;
+	char name[16];
+	int done;
+};
+
+static void probe_run(void *arg)
+{
+	struct probe *p = arg;
+	p->tid = (pid_t)syscall(SYS_gettid);
+	p->policy_in_run = sched_getscheduler(0);
+	pthread_getname_np(pthread_self(), p->name, sizeof p->name);
+	p->policy_after_pt = -2;
+	if (p->call_point) {
+		work_quiet_point();
+		p->policy_after_pt = sched_getscheduler(0);
+	}
+}
+
+static void probe_done(void *arg) { ((struct probe *)arg)->done = 1; }
+
+static void wait_done(struct probe *p)
+{
+	for (int i = 0; i < 5000 && !p->done; i++) {
+		work_drain_done();
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+	assert_true(p->done);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	cx_err err = CX_ERR_INIT;
+	assert_int_equal(work_start(NULL, 2, &err), 0);
+	assert_int_equal(work_start_lane(WORK_BACKGROUND, 2, &err), 0);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	work_stop();
+	return 0;
+}
+
+static void test_background_job_waits_then_runs_normal(void **state)
+{
+	(void)state;
+	uint64_t w0, us0, w1, us1;
+	work_quiet_counts(&w0, &us0);
+	struct probe p = {.call_point = 1};
+	work_submit_lane(WORK_BACKGROUND, probe_run, probe_done, &p);
+	wait_done(&p);
+	work_quiet_counts(&w1, &us1);
+	assert_string_equal(p.name, "cx-background");
+	/* one wait before the job, one at its quiet point */
+	assert_int_equal(w1 - w0, 2);
+	assert_int_equal(p.policy_in_run, SCHED_OTHER);
+	assert_int_equal(p.policy_after_pt, SCHED_OTHER);
+	/* and the thread, waiting for its next job, is back to normal too */
+	assert_int_equal(sched_getscheduler(p.tid), SCHED_OTHER);
+}
+
+static void test_general_lane_has_no_quiet_wait(void **state)
+{
+	(void)state;
+	uint64_t w0, us0, w1, us1;
+	work_quiet_counts(&w0, &us0);
+	struct probe p = {.call_point = 1};
+	work_submit(probe_run, probe_done, &p);
+	wait_done(&p);
+	work_quiet_counts(&w1, &us1);
+	assert_string_equal(p.name, "cx-work");
+	assert_int_equal(w1 - w0, 0);
+	assert_int_equal(p.policy_in_run, SCHED_OTHER);
+	assert_int_equal(p.policy_after_pt, SCHED_OTHER);
+}
+
+/* Jobs of the lane run in order, each once, however many are queued. */
+static void test_background_many_jobs(void **state)
+{
+	(void)state;
+	enum { N = 50 };
+	struct probe p[N];
+	memset(p, 0, sizeof p);
+	for (int i = 0; i < N; i++)
+		work_submit_lane(WORK_BACKGROUND, probe_run, probe_done, &p[i]);
+	for (int i = 0; i < N; i++) {
+		wait_done(&p[i]);
+		assert_int_equal(p[i].policy_in_run, SCHED_OTHER);
+	}
+}
+
+/* Without CAP_SYS_NICE and with RLIMIT_NICE 0 a thread cannot leave
+ * SCHED_IDLE: the probe sees it and background jobs run without the wait
+ * (never stuck idle-class).  In a child that drops root. */
+static void test_no_wait_when_idle_is_one_way(void **state)
+{
+	(void)state;
+	if (geteuid() != 0)
+		skip(); /* needs root to drop it; as non-root the other tests cover the probe */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct rlimit rl = {0, 0};
+		if (setrlimit(RLIMIT_NICE, &rl) != 0 || setgid(65534) != 0 || setuid(65534) != 0)
+			_exit(10);
+		uint64_t w0, us0;
+		work_quiet_counts(&w0, &us0); /* (the parent's counts, inherited) */
+		cx_err err = CX_ERR_INIT;
+		if (work_start(NULL, 1, &err) != 0 || work_start_lane(WORK_BACKGROUND, 1, &err) != 0)
+			_exit(11);
+		struct probe p = {.call_point = 1};
+		work_submit_lane(WORK_BACKGROUND, probe_run, probe_done, &p);
+		for (int i = 0; i < 5000 && !p.done; i++) {
+			work_drain_done();
+			struct timespec ts = {0, 1000000};
+			nanosleep(&ts, NULL);
+		}
+		uint64_t w, us;
+		work_quiet_counts(&w, &us);
+		int rc = !p.done ? 12 : w != w0 ? 13 : p.policy_in_run != SCHED_OTHER ? 14
+			 : p.policy_after_pt != SCHED_OTHER ? 15 : 0;
+		work_stop();
+		_exit(rc);
+	}
+	int st = 0;
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st));
+	assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_background_job_waits_then_runs_normal, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_general_lane_has_no_quiet_wait, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_background_many_jobs, setup, teardown),
+	    cmocka_unit_test(test_no_wait_when_idle_is_one_way),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
