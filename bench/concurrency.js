@@ -352,7 +352,8 @@ async function perfRound(d, sess, n, tag = 'claude', rounds = 1) {
   const top = lines(rep).slice(0, 30);
   const comm = lines(spawnSync(which, ['report', '-i', data, '--no-children', '--sort', 'comm', '--stdio', '-g', 'none'],
     {encoding: 'utf8', maxBuffer: 64 << 20})).slice(0, 12).map(l => l.trim().replace(/\s+/g, ' ')).join(', ');
-  const cortexd = lines(spawnSync(which, ['report', '-i', data, '--no-children', '--comm', 'cortexd', '--sort', 'dso,sym', '--stdio', '-g', 'none',
+  const cortexd = lines(spawnSync(which, ['report', '-i', data, '--no-children', '--comm', 'cortexd,cx-work,cx-sandbox,cx-background', // its threads are named (work.c)
+    '--sort', 'dso,sym', '--stdio', '-g', 'none',
     '--percentage', 'relative', '--percent-limit', '1.5'], {encoding: 'utf8', maxBuffer: 64 << 20})).slice(0, 20);
   return {ttft: t, top, comm, cortexd, err: err.slice(-500)};
 }
