@@ -17,7 +17,7 @@
 // Env: BENCH_CONC_N (default 5,20,50), BENCH_CONC_ROUNDS (20),
 // BENCH_CONC_MINI_N (1,20,100), BENCH_CONC_MINI_ROUNDS (20),
 // (20 rounds: at N=20 a p95 over 5-8 rounds, 100-160 turns a side, moved
-// 0.84-1.18 between runs of one build; over 20 it held 0.99-1.02: benchmarks.md),
+// 0.84-1.18 between runs of one build; over 20 it held 0.97-1.02: benchmarks.md),
 // BENCH_CONC_PARTS (claude,mini), BENCH_CONC_DELTA_MS (5),
 // BENCH_CONC_EVENT_LOOP (cortexd's http.event_loop: libev, libuv or poll;
 // unset = cortexd's default),
