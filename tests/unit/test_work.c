@@ -54,6 +54,21 @@ static void wait_done(struct probe *p)
 	assert_true(p->done);
 }
 
+/* Run p on lane; its thread's name, the quiet waits it made, and that it
+ * ran (and left its quiet point) at normal priority. */
+static void run_probe(enum work_lane lane, struct probe *p, const char *name, uint64_t waits)
+{
+	uint64_t w0, us0, w1, us1;
+	work_quiet_counts(&w0, &us0);
+	work_submit_lane(lane, probe_run, probe_done, p);
+	wait_done(p);
+	work_quiet_counts(&w1, &us1);
+	assert_string_equal(p->name, name);
+	assert_int_equal(w1 - w0, waits);
+	assert_int_equal(p->policy_in_run, SCHED_OTHER);
+	assert_int_equal(p->policy_after_pt, SCHED_OTHER);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -73,17 +88,9 @@ static int teardown(void **state)
 static void test_background_job_waits_then_runs_normal(void **state)
 {
 	(void)state;
-	uint64_t w0, us0, w1, us1;
-	work_quiet_counts(&w0, &us0);
 	struct probe p = {.call_point = 1};
-	work_submit_lane(WORK_BACKGROUND, probe_run, probe_done, &p);
-	wait_done(&p);
-	work_quiet_counts(&w1, &us1);
-	assert_string_equal(p.name, "cx-background");
 	/* one wait before the job, one at its quiet point */
-	assert_int_equal(w1 - w0, 2);
-	assert_int_equal(p.policy_in_run, SCHED_OTHER);
-	assert_int_equal(p.policy_after_pt, SCHED_OTHER);
+	run_probe(WORK_BACKGROUND, &p, "cx-background", 2);
 	/* and the thread, waiting for its next job, is back to normal too */
 	assert_int_equal(sched_getscheduler(p.tid), SCHED_OTHER);
 }
@@ -91,16 +98,8 @@ static void test_background_job_waits_then_runs_normal(void **state)
 static void test_general_lane_has_no_quiet_wait(void **state)
 {
 	(void)state;
-	uint64_t w0, us0, w1, us1;
-	work_quiet_counts(&w0, &us0);
 	struct probe p = {.call_point = 1};
-	work_submit(probe_run, probe_done, &p);
-	wait_done(&p);
-	work_quiet_counts(&w1, &us1);
-	assert_string_equal(p.name, "cx-work");
-	assert_int_equal(w1 - w0, 0);
-	assert_int_equal(p.policy_in_run, SCHED_OTHER);
-	assert_int_equal(p.policy_after_pt, SCHED_OTHER);
+	run_probe(WORK_GENERAL, &p, "cx-work", 0);
 }
 
 /* Jobs of the lane run in order, each once, however many are queued. */
