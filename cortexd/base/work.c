@@ -55,13 +55,13 @@ static struct job *pop(struct job **head, struct job **tail)
 	return j;
 }
 
+static int quiet_ok, quiet_probed; /* the probe found a thread can leave SCHED_IDLE again */
+
 /* The background lane's wait for a quiet CPU, holding nothing: as
  * SCHED_IDLE the thread is picked again only when its CPU has nothing of
  * normal priority to run that weighs more (in cortexd's autogroup or cgroup,
  * the service thread), then it is back to SCHED_OTHER for the job.  When
  * the kernel refuses (no such policy), the job just runs. */
-static int quiet_ok, quiet_probed; /* the probe found a thread can leave SCHED_IDLE again */
-
 static void quiet_wait(void)
 {
 	if (!quiet_ok)

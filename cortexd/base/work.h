@@ -15,9 +15,8 @@
  * passes.  A job taken there first waits for a quiet CPU (its thread turns
  * SCHED_IDLE and yields; within cortexd's own CPU share that is: until the
  * service thread leaves it room), then runs at normal priority.  So under
- * a burst the streams get the CPU first and the writes follow in one
- * larger batch, and nothing is ever held (a lock, the store) at idle
- * priority.  Where a thread could not leave SCHED_IDLE again (no
+ * a burst the streams get the CPU first and the writes follow, and nothing
+ * is ever held (a lock, the store) at idle priority.  Where a thread could not leave SCHED_IDLE again (no
  * CAP_SYS_NICE, RLIMIT_NICE under 20: probed once) there is no wait.
  * Measured in docs/benchmarks.md ("fifth re-run"). */
 #ifndef CORTEX_WORK_H

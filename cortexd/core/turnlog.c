@@ -263,6 +263,9 @@ struct tl_sync_job {
 	struct tl_sync_ent e[];
 };
 
+/* Logs a sync pass starts writing back between two waits for a quiet CPU. */
+#define TL_SYNC_QUIET_EVERY 8
+
 /* Worker.  A log written only over its durable bytes (dur) needs its pages
  * written and the device's cache flushed, nothing of the inode: for those,
  * sync_file_range starts every write first (they go to the device
@@ -272,8 +275,6 @@ struct tl_sync_job {
  * durable too, as their own fdatasync would have.  One fdatasync of an
  * overwritten log is that flush when no log grew.  A log whose sync failed
  * is counted and fdatasync'd whole by the pass after its next write. */
-#define TL_SYNC_QUIET_EVERY 8
-
 static void sync_run(void *arg)
 {
 	struct tl_sync_job *j = arg;
