@@ -476,6 +476,7 @@ static int entry(struct ctx *c, struct archive *ar, struct archive *aw, struct a
 	if (abs_path(c, c->abs, sizeof c->abs, rel, name, err) < 0)
 		return -1;
 	archive_entry_set_pathname(e, c->abs);
+	name = rel; /* the old name was e's buffer, just replaced (found by fuzz_layer) */
 	archive_entry_set_perm(e, archive_entry_perm(e) & ~(mode_t)06000);
 	if (filter_xattrs(e, err) < 0)
 		return -1;
