@@ -356,10 +356,287 @@ static int parse_fast(struct agent_line *out, const char *line, size_t len)
 	return 1;
 }
 
+/* ---- the skim: the other output lines, checked without a tree ----
+ *
+ * A turn's other lines (Claude Code's system, message_start, assistant,
+ * user, result, ...) went to jansson whole: a tree built and freed per line,
+ * ~12% of the service thread at 100 busy sessions (bench/concurrency.js,
+ * mini part).  Of them cortexd reads the "type", a result's "is_error" and
+ * "result", a stream_event's event type, and whether there is a "seq".
+ * parse_skim() walks the line once, checking it as jansson does, and keeps
+ * those.  It takes a line only when jansson would surely make the same
+ * object of it; at any doubt jansson decides, as before:
+ *   - a key it reads that repeats (jansson keeps the last) or is escaped;
+ *   - a "seq" (turn.c re-encodes that line from its tree);
+ *   - a string text_scan does not take (a control byte, bad UTF-8, \u0000,
+ *     a lone surrogate);
+ *   - a number jansson could refuse (strtoll's or strtod's overflow);
+ *   - nesting past SKIM_DEPTH;
+ *   - a wsa.*, control_response or pong line (their handlers read the tree),
+ *     and a content_block_delta (the fast path's shape, or jansson's). */
+
+#define SKIM_DEPTH 64
+
+static void skip_ws(const char **p, const char *end)
+{
+	while (*p < end && (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r'))
+		(*p)++;
+}
+
+static size_t digits(const char **p, const char *end)
+{
+	const char *d0 = *p;
+	while (*p < end && **p >= '0' && **p <= '9')
+		(*p)++;
+	return (size_t)(*p - d0);
+}
+
+/* A number jansson surely takes: an integer of at most 18 digits (within
+ * strtoll's range), a real with at most 200 digits before its point and an
+ * exponent of at most 2 digits (never past DBL_MAX).  A leading zero ends
+ * the number (what follows it is then not JSON). */
+static int skim_number(const char **p, const char *end)
+{
+	const char *q = *p;
+	if (q < end && *q == '-')
+		q++;
+	size_t n_int = 1;
+	if (q < end && *q == '0')
+		q++;
+	else if (!(n_int = digits(&q, end)))
+		return 0;
+	int real = 0;
+	if (q < end && *q == '.') {
+		q++;
+		real = 1;
+		if (!digits(&q, end))
+			return 0;
+	}
+	if (q < end && (*q == 'e' || *q == 'E')) {
+		q++;
+		real = 1;
+		if (q < end && (*q == '+' || *q == '-'))
+			q++;
+		size_t ne = digits(&q, end);
+		if (!ne || ne > 2)
+			return 0;
+	}
+	if (real ? n_int > 200 : n_int > 18)
+		return 0;
+	*p = q;
+	return 1;
+}
+
+/* The string at *p (its opening quote), as text_scan checks it; *raw and
+ * *raw_len its bytes between the quotes, *escaped whether it has an escape. */
+static int skim_string(const char **p, const char *end, const char **raw, size_t *raw_len, int *escaped)
+{
+	if (*p >= end || **p != '"')
+		return 0;
+	const char *q = *p + 1;
+	size_t n;
+	if (!text_scan(&q, end, NULL, &n, escaped))
+		return 0;
+	*raw = *p + 1;
+	*raw_len = (size_t)(q - 1 - *raw);
+	*p = q;
+	return 1;
+}
+
+/* A member skim_object looks for: its value's span [v, v_end), or v NULL. */
+struct want {
+	const char *name;
+	const char *v, *v_end;
+};
+
+static int skim_value(const char **p, const char *end, int depth);
+
+/* The object at *p ('{') at nesting depth; the values of the keys in w
+ * (nw of them) are kept as spans.  Where w is given, every key must be
+ * unescaped and each of w's at most once. */
+static int skim_object(const char **p, const char *end, int depth, struct want *w, size_t nw)
+{
+	const char *q = *p + 1;
+	if (depth > SKIM_DEPTH)
+		return 0;
+	skip_ws(&q, end);
+	if (q < end && *q == '}') {
+		*p = q + 1;
+		return 1;
+	}
+	for (;;) {
+		const char *k;
+		size_t kn;
+		int kesc;
+		if (!skim_string(&q, end, &k, &kn, &kesc) || (nw && kesc))
+			return 0;
+		struct want *hit = NULL;
+		for (size_t i = 0; i < nw && !hit; i++)
+			if (strlen(w[i].name) == kn && !memcmp(w[i].name, k, kn))
+				hit = &w[i];
+		if (hit && hit->v)
+			return 0; /* repeated: jansson keeps the last */
+		skip_ws(&q, end);
+		if (q >= end || *q++ != ':')
+			return 0;
+		skip_ws(&q, end);
+		const char *v = q;
+		if (!skim_value(&q, end, depth))
+			return 0;
+		if (hit) {
+			hit->v = v;
+			hit->v_end = q;
+		}
+		skip_ws(&q, end);
+		if (q < end && *q == ',') {
+			q++;
+			skip_ws(&q, end);
+			continue;
+		}
+		if (q < end && *q == '}') {
+			*p = q + 1;
+			return 1;
+		}
+		return 0;
+	}
+}
+
+static int skim_value(const char **p, const char *end, int depth)
+{
+	const char *q = *p, *raw;
+	size_t n;
+	int esc;
+	if (q >= end)
+		return 0;
+	switch (*q) {
+	case '{':
+		if (!skim_object(&q, end, depth + 1, NULL, 0))
+			return 0;
+		break;
+	case '[':
+		if (depth + 1 > SKIM_DEPTH)
+			return 0;
+		q++;
+		skip_ws(&q, end);
+		if (q < end && *q == ']') {
+			q++;
+			break;
+		}
+		for (;;) {
+			if (!skim_value(&q, end, depth + 1))
+				return 0;
+			skip_ws(&q, end);
+			if (q < end && *q == ',') {
+				q++;
+				skip_ws(&q, end);
+				continue;
+			}
+			if (q < end && *q == ']') {
+				q++;
+				break;
+			}
+			return 0;
+		}
+		break;
+	case '"':
+		if (!skim_string(&q, end, &raw, &n, &esc))
+			return 0;
+		break;
+	case 't':
+		if (!lit(&q, end, "true"))
+			return 0;
+		break;
+	case 'f':
+		if (!lit(&q, end, "false"))
+			return 0;
+		break;
+	case 'n':
+		if (!lit(&q, end, "null"))
+			return 0;
+		break;
+	default:
+		if (!skim_number(&q, end))
+			return 0;
+	}
+	*p = q;
+	return 1;
+}
+
+/* A kept value that is a string with no escape: its bytes, else NULL. */
+static const char *plain_str(const struct want *w, size_t *n)
+{
+	if (!w->v || *w->v != '"')
+		return NULL;
+	*n = (size_t)(w->v_end - w->v) - 2;
+	return memchr(w->v + 1, '\\', *n) ? NULL : w->v + 1;
+}
+
+static int span_is(const char *s, size_t n, const char *want) { return s && n == strlen(want) && !memcmp(s, want, n); }
+
+static int parse_skim(struct agent_line *out, const char *line, size_t len)
+{
+	const char *p = line, *end = line + len;
+	skip_ws(&p, end);
+	if (p >= end || *p != '{')
+		return 0;
+	enum { W_TYPE, W_SEQ, W_IS_ERROR, W_RESULT, W_EVENT, W_N };
+	struct want top[W_N] = {{.name = "type"}, {.name = "seq"}, {.name = "is_error"}, {.name = "result"},
+				{.name = "event"}};
+	if (!skim_object(&p, end, 1, top, W_N))
+		return 0;
+	skip_ws(&p, end);
+	if (p != end || top[W_SEQ].v)
+		return 0;
+	size_t tn = 0;
+	const char *t = plain_str(&top[W_TYPE], &tn);
+	if (top[W_TYPE].v && *top[W_TYPE].v == '"' && (!t || tn >= sizeof out->type_buf))
+		return 0; /* an escaped or long type: jansson's */
+	if (t && ((tn >= 4 && !memcmp(t, "wsa.", 4)) || span_is(t, tn, "control_response") || span_is(t, tn, "pong")))
+		return 0;
+	int block_end = 0;
+	char *result = NULL;
+	if (span_is(t, tn, "stream_event") && top[W_EVENT].v && *top[W_EVENT].v == '{') {
+		struct want ev = {.name = "type"};
+		const char *q = top[W_EVENT].v;
+		if (!skim_object(&q, end, 2, &ev, 1))
+			return 0;
+		size_t en = 0;
+		const char *et = plain_str(&ev, &en);
+		if ((ev.v && *ev.v == '"' && !et) || span_is(et, en, "content_block_delta"))
+			return 0;
+		block_end = span_is(et, en, "content_block_stop") || span_is(et, en, "message_stop");
+	} else if (span_is(t, tn, "result") && top[W_RESULT].v && *top[W_RESULT].v == '"') {
+		const char *q = top[W_RESULT].v + 1;
+		size_t rn = 0;
+		int esc;
+		result = malloc((size_t)(top[W_RESULT].v_end - q));
+		if (!result || !text_scan(&q, end, result, &rn, &esc)) {
+			free(result);
+			return 0;
+		}
+		result[rn] = '\0';
+	}
+	out->kind = AL_OUTPUT;
+	out->skim = 1;
+	if (t) {
+		memcpy(out->type_buf, t, tn);
+		out->type_buf[tn] = '\0';
+		out->type = out->type_buf;
+	}
+	out->block_end = block_end;
+	if (span_is(t, tn, "result")) {
+		out->is_result = 1;
+		const struct want *e = &top[W_IS_ERROR];
+		out->is_error = span_is(e->v, e->v ? (size_t)(e->v_end - e->v) : 0, "true");
+		out->result = out->result_buf = result;
+	}
+	return 1;
+}
+
 void agent_line_parse(struct agent_line *out, const char *line, size_t len)
 {
 	memset(out, 0, sizeof *out);
-	if (parse_fast(out, line, len))
+	if (parse_fast(out, line, len) || parse_skim(out, line, len))
 		return;
 	/* \u0000 in a string (a text delta, a tool result, the result) is still
 	 * an object: refused, a result line would never end its turn. */
@@ -389,6 +666,9 @@ void agent_line_free(struct agent_line *l)
 {
 	json_decref(l->o);
 	l->o = NULL;
+	free(l->result_buf);
+	l->result_buf = NULL;
+	l->result = NULL;
 	free(l->delta_buf);
 	l->delta_buf = NULL;
 	l->delta_text = NULL;

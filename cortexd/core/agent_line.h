@@ -4,7 +4,10 @@
  * events (started, exit, stderr, error) and the agent's stream-json output,
  * verbatim.  agent_line_parse() classifies a line and pulls out what the
  * message path needs (text delta, result, block ends, control response id);
- * it does no I/O and keeps no state, so it is unit-tested and fuzzed alone. */
+ * it does no I/O and keeps no state, so it is unit-tested and fuzzed alone.
+ * Three ways in, one answer: a fast path for Claude Code's text deltas, a
+ * skim for the other output lines (both without a tree), jansson for the
+ * rest and for any line either is unsure of. */
 #ifndef CORTEX_AGENT_LINE_H
 #define CORTEX_AGENT_LINE_H
 
@@ -23,8 +26,8 @@ enum al_wsa { WSA_OTHER, WSA_STARTED, WSA_EXIT, WSA_STDERR, WSA_ERROR, WSA_DETAC
 
 struct agent_line {
 	enum al_kind kind;
-	json_t *o;            /* the parsed line (owned; agent_line_free) */
-	const char *type;     /* "type" member, or NULL (borrowed from o) */
+	json_t *o;            /* the parsed line (owned; agent_line_free), NULL when fast or skim */
+	const char *type;     /* "type" member, or NULL (borrowed from o or type_buf) */
 	/* AL_WSA */
 	enum al_wsa wsa;
 	int has_gen;
@@ -38,6 +41,9 @@ struct agent_line {
 	const char *result;   /* result text, or NULL */
 	int block_end;        /* content_block_stop / message_stop: a sentence may end */
 	int fast;             /* taken apart by the fast path (no jansson tree) */
+	int skim;             /* checked by the skim (no jansson tree): o is NULL */
+	char type_buf[32];    /* the skim's type (type points here) */
+	char *result_buf;     /* the skim's result text (owned; result points here) */
 	/* The delta's text, for agent_line_delta() only.  The fast path validates
 	 * the JSON string in place (raw: its bytes between the quotes, in the
 	 * caller's line) and decodes it only when asked and only if it has an

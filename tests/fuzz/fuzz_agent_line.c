@@ -1,10 +1,13 @@
 /* Fuzz target: one line from ws-agent, wsa.* or the agent's stream-json
  * (cortexd/core/agent_line.c, with its fast path for text deltas and the
- * structural events around a text block). */
+ * structural events around a text block, and its skim for the other output
+ * lines).  Every line's fields must be what jansson's tree says
+ * (agent_line_oracle.h). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "agent_line.h"
+#include "agent_line_oracle.h"
 #include "fuzz.h"
 
 FUZZ_NO_INIT
@@ -52,6 +55,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		sink += strlen(s);
 	if (l.kind == AL_BAD && l.o)
 		FUZZ_FAIL();
+	const char *why = agent_line_oracle(&l, (const char *)data, size);
+	if (why) {
+		fprintf(stderr, "fuzz: %s differs from jansson's\n", why);
+		FUZZ_FAIL();
+	}
 	(void)sink;
 	agent_line_free(&l);
 	return 0;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 
 #include "agent_line.h"
+#include "../fuzz/agent_line_oracle.h"
 #include "unit_util.h"
 
 /* ---- helpers ---- */
@@ -521,7 +522,7 @@ static void test_other_output(void **state)
 		struct agent_line l;
 		parse(&l, lines[i]);
 		assert_int_eq_msg(l.kind, AL_OUTPUT, lines[i]);
-		assert_non_null(l.o);
+		assert_true(l.o || l.skim);
 		assert_nothing_extracted(&l, lines[i]);
 		assert_null(l.request_id);
 		assert_int_eq_msg(l.has_gen, 0, lines[i]);
@@ -560,6 +561,200 @@ static void test_not_an_object(void **state)
 	agent_line_free(&l);
 }
 
+/* ---- the skim (agent_line.c parse_skim): other output lines, no tree ---- */
+
+/* The line takes the skim (want_skim 1) or jansson (0), and either way says
+ * what jansson's tree says. */
+static void expect_skim(const char *line, int want_skim)
+{
+	struct agent_line l;
+	parse(&l, line);
+	const char *why = agent_line_oracle(&l, line, strlen(line));
+	if (why)
+		fail_msg("'%s': %s differs from jansson's", line, why);
+	if (l.skim != want_skim || (want_skim && l.o))
+		fail_msg("'%s': expected %s", line, want_skim ? "the skim" : "jansson");
+	agent_line_free(&l);
+}
+
+#define CC_IDS ",\"session_id\":\"6f1c2a5e\",\"parent_tool_use_id\":null,\"uuid\":\"0b5e7c1d\""
+
+static void test_skim_takes(void **state)
+{
+	(void)state;
+	const char *lines[] = {
+	    /* the mini-agent's (tests/fixtures/mini-agent.c) */
+	    "{\"type\":\"system\",\"subtype\":\"init\",\"session_id\":\"mini\",\"tools\":[],\"mcp_servers\":[]}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_start\",\"message\":{\"id\":\"msg_mini\","
+	    "\"type\":\"message\",\"role\":\"assistant\",\"model\":\"mini\",\"content\":[],\"stop_reason\":null,"
+	    "\"usage\":{\"input_tokens\":1,\"output_tokens\":1}}}}",
+	    "{\"type\":\"assistant\",\"message\":{\"id\":\"msg_mini\",\"type\":\"message\",\"role\":\"assistant\","
+	    "\"model\":\"mini\",\"content\":[{\"type\":\"text\",\"text\":\"Echo: hi\"}],\"stop_reason\":\"end_turn\"},"
+	    "\"session_id\":\"mini\"}",
+	    "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"result\":\"Echo: hi\",\"session_id\":"
+	    "\"mini\",\"usage\":{\"input_tokens\":1,\"output_tokens\":2}}",
+	    /* Claude Code's, with its ids, reals and escapes */
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\","
+	    "\"stop_sequence\":null},\"usage\":{\"output_tokens\":12}}" CC_IDS "}",
+	    "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"duration_ms\":2345,\"num_turns\":1,"
+	    "\"result\":\"line\\nnext \\\"q\\\" \\u00e9 \\ud83d\\ude00 \\\\ / \\/\",\"total_cost_usd\":0.0123,"
+	    "\"usage\":{\"input_tokens\":3,\"cache_read_input_tokens\":0}" CC_IDS "}",
+	    "{\"type\":\"result\",\"subtype\":\"error_during_execution\",\"is_error\":true}",
+	    "{\"type\":\"result\",\"is_error\":\"true\",\"result\":7}",
+	    "{\"is_error\":true,\"result\":\"\",\"type\":\"result\"}",
+	    "{\"type\":\"user\",\"message\":{\"content\":[{\"type\":\"tool_result\",\"content\":\"\\u00e9\\t\"}]}}",
+	    /* the structural events, not in the fast path's exact layout */
+	    "{ \"type\" : \"stream_event\" , \"event\" : { \"type\" : \"content_block_stop\" , \"index\" : 0 } }\r\n",
+	    "{\"event\":{\"type\":\"message_stop\"},\"type\":\"stream_event\"}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_start\",\"index\":1,"
+	    "\"content_block\":{\"type\":\"tool_use\",\"id\":\"t1\",\"name\":\"Read\",\"input\":{}}}}",
+	    "{\"type\":\"stream_event\",\"event\":[\"content_block_stop\"]}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":7}}",
+	    /* numbers jansson surely takes; repeats of keys the skim does not read */
+	    "{\"type\":\"x\",\"n\":[-0,0,0.5e-10,1E+99,123456789012345678,-123456789012345678,1.25,0e0]}",
+	    "{\"type\":\"x\",\"a\":1,\"a\":2,\"m\":{\"type\":1,\"type\":2}}",
+	    "{\"type\":\"x\",\"m\":{\"k\\u0065y\":1,\"\\\"\":true}}",
+	    /* no type, or one that is not a string */
+	    "{}",
+	    "{\"type\":null}",
+	    "{\"type\":[\"result\"],\"result\":\"x\"}",
+	    "{\"type\":\"wsa\"}",
+	    "{\"type\":\"pong \"}",
+	    "{\"type\":\"control_request\",\"request_id\":\"r1\",\"request\":{\"subtype\":\"can_use_tool\"}}",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+		expect_skim(lines[i], 1);
+}
+
+static void test_skim_declines(void **state)
+{
+	(void)state;
+	char deep[400], *p = deep;
+	p += sprintf(p, "{\"type\":\"x\",\"d\":");
+	for (int i = 0; i < 70; i++)
+		*p++ = '[';
+	for (int i = 0; i < 70; i++)
+		*p++ = ']';
+	strcpy(p, "}");
+	const char *lines[] = {
+	    deep,
+	    /* a key it reads, repeated: jansson keeps the last */
+	    "{\"type\":\"system\",\"type\":\"result\",\"result\":\"x\"}",
+	    "{\"type\":\"result\",\"result\":\"a\",\"result\":\"b\"}",
+	    "{\"type\":\"result\",\"is_error\":false,\"is_error\":true}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_start\",\"type\":\"message_stop\"}}",
+	    "{\"type\":\"stream_event\",\"event\":{},\"event\":{\"type\":\"message_stop\"}}",
+	    /* escaped: a key where it reads keys, the type's value */
+	    "{\"typ\\u0065\":\"result\",\"result\":\"x\"}",
+	    "{\"type\":\"x\",\"k\\u0065y\":1}",
+	    "{\"type\":\"stream_event\",\"event\":{\"typ\\u0065\":\"message_stop\"}}",
+	    "{\"type\":\"resul\\u0074\",\"result\":\"x\"}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"message_sto\\u0070\"}}",
+	    "{\"type\":\"this type is longer than thirty-one bytes\"}",
+	    /* "seq": turn.c re-encodes the line from its tree */
+	    "{\"type\":\"assistant\",\"seq\":1}",
+	    /* strings the skim leaves to jansson */
+	    "{\"type\":\"result\",\"result\":\"a\\u0000b\"}",
+	    "{\"type\":\"x\",\"k\":\"\\ud800\"}",
+	    /* numbers that could overflow strtoll or strtod */
+	    "{\"type\":\"x\",\"n\":1234567890123456789}",
+	    "{\"type\":\"x\",\"n\":1e100}",
+	    "{\"type\":\"x\",\"n\":1e-100}",
+	    /* the lines whose handlers read the tree; a delta not in the fast path's layout */
+	    "{\"type\":\"wsa.started\",\"gen\":1}",
+	    "{\"type\":\"control_response\",\"response\":{\"request_id\":\"r\"}}",
+	    "{\"type\":\"pong\"}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\","
+	    "\"text\":\"hi\"},\"index\":0}}",
+	    "{\"type\":\"stream_event\",\"event\":{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":"
+	    "\"input_json_delta\",\"partial_json\":\"{\"}}}",
+	    /* not JSON, or not an object: jansson says AL_BAD */
+	    "{\"a\":01}", "{\"a\":1.}", "{\"a\":tru}", "{\"a\":1,}", "{\"a\" 1}", "{\"a\":[1,]}", "{\"a\":-}",
+	    "{\"a\":\"\x01\"}", "{\"a\":\"\xc3\"}", "{\"a\":1}x", "{\"a\":1} {}", "[{\"type\":\"result\"}]", "{\xc3\xa9}",
+	};
+	for (size_t i = 0; i < sizeof lines / sizeof *lines; i++)
+		expect_skim(lines[i], 0);
+}
+
+/* Random objects jansson writes (nested, escaped, with numbers), whole and
+ * cut short, and each with one byte changed: whatever the skim takes, it
+ * reads as jansson does. */
+static json_t *random_value(uint64_t *x, int depth)
+{
+	*x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+	static const char *words[] = {"type", "result", "is_error", "event", "seq", "message_stop", "stream_event",
+				      "content_block_stop", "a\"b", "\xc3\xa9\xf0\x9f\x98\x80", "x\ny", "\\", ""};
+	unsigned r = (unsigned)(*x >> 20) % (depth > 3 ? 6 : 8);
+	switch (r) {
+	case 0: return json_string(words[(*x >> 33) % (sizeof words / sizeof *words)]);
+	case 1: return json_integer((json_int_t)(*x >> (1 + (*x >> 58) % 63)) * ((*x & 1) ? -1 : 1));
+	case 2: return json_real((double)(*x >> 11) / (double)(1 + (*x >> 50)) * (*x & 2 ? 1e-30 : 1e20));
+	case 3: return json_boolean(*x & 4);
+	case 4: return json_null();
+	case 5: return json_string("Echo: hi");
+	case 6: {
+		json_t *a = json_array();
+		for (unsigned i = (unsigned)(*x >> 40) % 4; i > 0; i--)
+			json_array_append_new(a, random_value(x, depth + 1));
+		return a;
+	}
+	default: {
+		json_t *o = json_object();
+		for (unsigned i = (unsigned)(*x >> 40) % 5; i > 0; i--) {
+			*x ^= *x << 13, *x ^= *x >> 7, *x ^= *x << 17;
+			json_object_set_new(o, words[(*x >> 30) % 9], random_value(x, depth + 1));
+		}
+		return o;
+	}
+	}
+}
+
+static void test_skim_random(void **state)
+{
+	(void)state;
+	uint64_t x = 0x9e3779b97f4a7c15u;
+	static const char *types[] = {"result", "stream_event", "assistant", "system", "user", "wsa.exit"};
+	int skimmed = 0;
+	for (int round = 0; round < 4000; round++) {
+		json_t *o = random_value(&x, 1);
+		if (!json_is_object(o)) {
+			json_decref(o);
+			o = json_object();
+		}
+		json_object_set_new(o, "type", json_string(types[round % 6]));
+		if (round % 3 == 0)
+			json_object_set_new(o, "event", random_value(&x, 1));
+		if (round % 4 == 0)
+			json_object_set_new(o, "result", random_value(&x, 3));
+		if (round % 5 == 0)
+			json_object_set_new(o, "is_error", json_boolean(round % 2));
+		json_object_del(o, "seq");
+		char *line = json_dumps(o, (round % 2 ? JSON_COMPACT : JSON_INDENT(1)) |
+					       (round % 7 ? 0 : JSON_ENSURE_ASCII) | JSON_REAL_PRECISION(round % 18));
+		size_t n = strlen(line);
+		struct agent_line l;
+		for (int cut = 0; cut < 3; cut++) {
+			char *v = strdup(line);
+			size_t vn = cut == 1 ? (size_t)(x % (n + 1)) : n;
+			if (cut == 2 && n)
+				v[(x >> 7) % n] = (char)(x >> 17);
+			agent_line_parse(&l, v, vn);
+			skimmed += l.skim;
+			const char *why = agent_line_oracle(&l, v, vn);
+			if (why)
+				fail_msg("'%.*s': %s differs from jansson's", (int)vn, v, why);
+			agent_line_free(&l);
+			free(v);
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		}
+		free(line);
+		json_decref(o);
+	}
+	/* Most of what jansson writes is the skim's (all but wsa.*, seq, deltas, NULs...). */
+	if (skimmed < 4000)
+		fail_msg("only %d of 12000 lines took the skim", skimmed);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -571,6 +766,8 @@ int main(void)
 	    cmocka_unit_test(test_not_an_object),	     cmocka_unit_test(test_fast_path),
 	    cmocka_unit_test(test_fast_structural),
 	    cmocka_unit_test(test_fast_path_random), cmocka_unit_test(test_fast_path_lazy),
+	    cmocka_unit_test(test_skim_takes),	     cmocka_unit_test(test_skim_declines),
+	    cmocka_unit_test(test_skim_random),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
