@@ -220,10 +220,22 @@ void fanout_resume(struct session *s, struct client *c, uint64_t after)
 	if (c->held)
 		from = after;
 	if (s->fan.replay_dropped > from) {
+		/* Its seq is the last one dropped (a frame this client never had),
+		 * not the session's next: the replay follows it, so seq still rises
+		 * for the client, and one that skips what it has seen skips none. */
+		uint64_t seq = s->fan.replay_dropped;
 		char msg[200];
 		snprintf(msg, sizeof msg, "frames up to seq %llu are no longer kept (replay cap); replaying from there",
-			 (unsigned long long)s->fan.replay_dropped);
-		fanout_error(s, c, "resume_gap", msg);
+			 (unsigned long long)seq);
+		json_t *o = json_pack("{s:s,s:s,s:s,s:I}", "type", "cortex.error", "code", "resume_gap", "message", msg,
+				      "seq", (json_int_t)seq);
+		char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+		json_decref(o);
+		if (txt)
+			client_send(c, txt, strlen(txt), seq, 0);
+		else
+			frames_count_alloc_failure();
+		free(txt);
 	}
 	c->held = 0;
 	/* After a restart the turn log gave back the last turn's frames (and,
