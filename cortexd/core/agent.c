@@ -838,13 +838,13 @@ static int link_readable(struct session *s, struct lws *wsi, const uint8_t *p, s
 		return 0;
 	struct link_rx_ctx c = {s, wsi};
 	const char *why = NULL;
-	fanout_batch_begin(s);
 	int rc = wsl_feed(&s->link.ws, p, len, link_deliver, &c, &why);
 	/* The batch's frames, before any client is given them, and how far the
 	 * link is read: only that is acked. */
 	if (s->link.rx_seq != s->link.logged_seq && s->link.wsi == wsi && !s->deleted)
 		(void)turnlog_link_seq(s, s->link.rx_seq);
-	fanout_batch_end(s); /* logged (turnlog_flush), then given to the clients */
+	else
+		(void)turnlog_flush(s);
 	if (s->link.wsi == wsi && !s->deleted)
 		link_ack_later(s, len);
 	if (rc < 0)

@@ -48,7 +48,6 @@
 #include "agent.h"
 #include "caps.h"
 #include "log.h"
-#include "fanout.h"
 #include "session.h"
 #include "turnlog.h"
 
@@ -210,10 +209,9 @@ int agent_stdout_readable(struct session *s)
 {
 	if (s->link.out_fd < 0)
 		return 0;
-	fanout_batch_begin(s);
 	if (read_once(s) < 0 && s->link.out_fd >= 0 && !s->deleted)
 		at_eof(s);
-	fanout_batch_end(s); /* the batch's frames: logged, then given to the clients */
+	(void)turnlog_flush(s); /* the batch's frames, before any client is given them */
 	return 0;
 }
 

@@ -81,11 +81,7 @@ static void client_push(struct client *c, struct frame *f, int stream)
 		c->last_seq = f->seq;
 	if (fq_push(&c->out, f) < 0)
 		return; /* counted by frames.c */
-	if (!c->wsi)
-		return;
-	if (c->sess && c->sess->fan.batching)
-		c->flush = 1;
-	else
+	if (c->wsi)
 		lws_callback_on_writable(c->wsi);
 }
 
@@ -320,38 +316,6 @@ void fanout_detach(struct client *c)
 	c->sess = NULL;
 	fq_clear(&c->out);
 	rxbuf_reset(&c->rx);
-}
-
-/* A batch of the agent's output (one read of its stdout or of the link): the
- * frames it makes go out at its end, once logged, each client's in one send
- * -- not on the loop's next POLLOUT.  That way cost two epoll_ctl and a pass
- * of the loop per client, and the frames waited behind every other event of
- * the pass (at 100 busy sessions, the other 99 sessions' reads).  Writing
- * outside WRITEABLE is what fq_write_batch already allows: only when lws
- * holds nothing of its own for the connection; what the socket does not take
- * waits for WRITEABLE as before.  Every begin has its end (counted). */
-void fanout_batch_begin(struct session *s) { s->fan.batching++; }
-
-void fanout_batch_end(struct session *s)
-{
-	(void)turnlog_flush(s); /* what a client is given is in the log first */
-	if (!s->fan.batching || --s->fan.batching)
-		return;
-	int wrote = 0;
-	for (struct client *c = s->fan.clients; c; c = c->next) {
-		if (!c->flush)
-			continue;
-		c->flush = 0;
-		if (!c->wsi || c->closing || !c->out.n)
-			continue;
-		wrote = 1;
-		if (fq_write_batch(c->wsi, &c->out) < 0) {
-			c->closing = 1; /* the peer is gone: WRITEABLE closes it */
-			lws_callback_on_writable(c->wsi);
-		}
-	}
-	if (wrote)
-		fanout_update_flow(s);
 }
 
 int fanout_writeable(struct client *c)

@@ -21,10 +21,6 @@ void fanout_attach(struct session *s, struct client *c); /* held when a turn run
 void fanout_detach(struct client *c);
 /* The client's socket is writeable: one frame.  -1 = close it. */
 int fanout_writeable(struct client *c);
-/* Around one batch of the agent's output: its frames are logged and written
- * at the end, not on the loop's next POLLOUT (fanout.c). */
-void fanout_batch_begin(struct session *s);
-void fanout_batch_end(struct session *s);
 /* Send a cortex.* object (consumed) to every client, with the next seq (and
  * the running turn's id). */
 void fanout_obj(struct session *s, json_t *o);

@@ -68,7 +68,6 @@ struct client {
 	int closing;
 	int cut;              /* too slow: closed with 1008 "client too slow" at its next WRITEABLE */
 	int held;             /* joined mid-turn: gets that turn's frames only after "resume" */
-	int flush;            /* frames queued during its session's output batch (fanout_batch_end) */
 	unsigned watch;       /* roots it watches, bit 0 /workspace, 1 /home/agent (fswatch.c) */
 	uint64_t last_seq;    /* highest stream seq queued to this client, not counting errors
 	                         to it alone (resume never repeats one) */
@@ -114,7 +113,6 @@ struct fanout {
 	struct fqueue replay;    /* frames of the running or last turn, for "resume" (capped) */
 	uint64_t replay_dropped; /* highest seq dropped from replay by the cap, 0 if none */
 	int rx_paused;           /* agent link reading paused: even the fastest client is behind */
-	int batching;            /* inside output batches (fanout_batch_begin): writes wait for the end */
 	int restored;            /* replay holds the last turn's frames from the turn log (a
 	                            restart): a client joining is held until "resume", as mid-turn */
 	struct turnlog_state tlog;
