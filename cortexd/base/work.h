@@ -47,6 +47,17 @@ void work_submit_lane(enum work_lane lane, work_fn run, work_fn done, void *arg)
 void work_quiet_point(void);
 /* The background lane's waits for a quiet CPU so far, and their total microseconds. */
 void work_quiet_counts(uint64_t *waits, uint64_t *us);
+/* First tokens first.  The turns now waiting for their first token are
+ * counted (turn.c: +1 when a message goes to an agent, -1 at its first text
+ * delta or its end); a background job, before its quiet CPU, waits until
+ * there are none -- at most work_first_token_wait_ms (default
+ * WORK_FIRST_TOKEN_WAIT_MS) from when it was taken.  Any thread. */
+#define WORK_FIRST_TOKEN_WAIT_MS 100
+void work_first_tokens_add(int delta);
+int work_first_tokens_pending(void);
+void work_set_first_token_wait_ms(unsigned ms); /* tests */
+/* The background jobs that waited for first tokens, and their total microseconds. */
+void work_first_token_counts(uint64_t *waits, uint64_t *us);
 /* Service thread only: run the `done` of every finished job. */
 void work_drain_done(void);
 /* Finish queued jobs, join the threads.  Call before destroying the lws context. */

@@ -102,6 +102,10 @@ void core_metrics_write(FILE *f, void *arg)
 	work_quiet_counts(&qw, &qus);
 	metrics_counter(f, "cortex_background_quiet_waits_total", "Background jobs (group commits, turn log syncs) and their steps that waited for a quiet CPU first.", qw);
 	metrics_counter(f, "cortex_background_quiet_wait_microseconds_total", "The time they waited (the writes' lag behind the streams under load).", qus);
+	work_first_token_counts(&qw, &qus);
+	metrics_counter(f, "cortex_background_first_token_waits_total", "Background jobs that waited for turns' first tokens before they began (at most 100 ms each).", qw);
+	metrics_counter(f, "cortex_background_first_token_wait_microseconds_total", "The time they waited.", qus);
+	metrics_gauge(f, "cortex_turns_awaiting_first_token", "Turns whose message went to the agent and which have no text delta yet.", (double)work_first_tokens_pending());
 	uint64_t bw, bf;
 	frames_batch_counts(&bw, &bf);
 	metrics_counter(f, "cortex_ws_batched_sends_total", "Sends that carried several queued frames to one client at once.", bw);

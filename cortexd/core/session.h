@@ -205,6 +205,7 @@ struct turn {
 	int sandbox_ok;         /* the sandbox was found ready (wait_sandbox_ms is final) */
 	int cache_how;          /* enum ccache_how of the turn's first config lookup, -1 before */
 	double first_token_ms;  /* < 0 until the first text delta is sent */
+	int awaiting_first;     /* sent, no text delta yet: counted in work.h's first tokens */
 	const char *wake;       /* NULL, "paused", "sleeping", "creating": what the turn woke */
 	int agent_cold;         /* the agent was not hot when the message came */
 	int sent;               /* the message is written to the agent (agent_gen) */

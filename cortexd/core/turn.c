@@ -15,6 +15,7 @@
 #include "jw.h"
 #include "log.h"
 #include "records.h"
+#include "work.h"
 
 #define INTERRUPT_GRACE_MS 5000
 
@@ -81,8 +82,19 @@ static enum turn_path path_of(const struct turn *t)
 	return t->config_changed ? PATH_CONFIG_CHANGED : (t->wake || t->agent_cold) ? PATH_COLD : PATH_WARM;
 }
 
+/* The daemon's count of turns waiting for their first token (work.h: the
+ * background lane's writes wait for it to be 0). */
+static void awaiting_first(struct turn *t, int on)
+{
+	if (t->awaiting_first == on)
+		return;
+	t->awaiting_first = on;
+	work_first_tokens_add(on ? 1 : -1);
+}
+
 static void turn_free(struct turn *t)
 {
+	awaiting_first(t, 0);
 	free(t->text);
 	guard_scan_free(&t->gs_text);
 	guard_scan_free(&t->gs_line);
@@ -375,6 +387,8 @@ void turn_send(struct session *s, const cconfig *cfg)
 	memcpy(s->lc.last_turn_hash, cfg->all_hash, sizeof s->lc.last_turn_hash);
 	t->sent = 1;
 	t->sent_us = cx_mono_us();
+	if (t->first_token_ms < 0)
+		awaiting_first(t, 1);
 	counters.messages_sent++;
 	t->agent_gen = s->link.gen;
 	agent_input_str(s, agent_user_line(t->text));
@@ -678,8 +692,10 @@ void turn_output(struct session *s, const struct agent_line *l, const char *raw,
 		} else {
 			fanout_line(s, raw, len);
 		}
-		if (l->is_delta && t->first_token_ms < 0)
+		if (l->is_delta && t->first_token_ms < 0) {
 			t->first_token_ms = ms_since(t->t0_us);
+			awaiting_first(t, 0);
+		}
 		if (s->prof && s->prof->sentences) {
 			cx_err err = CX_ERR_INIT;
 			if (l->is_delta) {

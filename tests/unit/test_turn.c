@@ -999,6 +999,40 @@ static void test_slow_client_cut(void **state)
 	D.cfg.ws_client_queue_max_bytes = cap_was;
 }
 
+/* The daemon's count of turns waiting for their first token (work.h: the
+ * background lane's writes wait for it): one when the message went to the
+ * agent, none once its first text delta is out -- and none when a turn ends
+ * without one. */
+static void test_first_token_count(void **state)
+{
+	(void)state;
+	int n0 = work_first_tokens_pending();
+	struct session *s = sess_new("s_ftc", "chat");
+	struct client a = {0};
+	fanout_attach(s, &a);
+	start_turn(s, "one");
+	assert_int_equal(work_first_tokens_pending(), n0 + 1);
+	feed(s, SYSTEM_INIT);
+	assert_int_equal(work_first_tokens_pending(), n0 + 1); /* not a text delta */
+	feed(s, DELTA("hi"));
+	assert_int_equal(work_first_tokens_pending(), n0);
+	feed(s, DELTA(" there"));
+	feed(s, RESULT("hi there"));
+	assert_int_equal(work_first_tokens_pending(), n0);
+	/* a turn that ends with no text at all */
+	start_turn(s, "two");
+	assert_int_equal(work_first_tokens_pending(), n0 + 1);
+	feed(s, RESULT(""));
+	assert_null(s->turn);
+	assert_int_equal(work_first_tokens_pending(), n0);
+	/* a turn the session's end takes with it */
+	start_turn(s, "three");
+	assert_int_equal(work_first_tokens_pending(), n0 + 1);
+	struct client *all[] = {&a};
+	sess_free(s, all, 1);
+	assert_int_equal(work_first_tokens_pending(), n0);
+}
+
 static void test_resume_gap(void **state)
 {
 	(void)state;
@@ -1961,6 +1995,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_sentences, test_setup),
 	    cmocka_unit_test_setup(test_resume_exactly_once, test_setup),
 	    cmocka_unit_test_setup(test_resume_gap, test_setup),
+	    cmocka_unit_test_setup(test_first_token_count, test_setup),
 	    cmocka_unit_test_setup(test_slow_client_cut, test_setup),
 	    cmocka_unit_test_setup(test_revoke, test_setup),
 	    cmocka_unit_test_setup(test_revoke_then_link_lost, test_setup),

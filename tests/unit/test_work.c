@@ -2,7 +2,9 @@
  * quiet waits in particular.  A background job must have waited for a quiet
  * CPU (SCHED_IDLE and a yield) before it runs, and must run, and leave its
  * thread, at normal priority: nothing may be held at idle priority.  Off the
- * background lane work_quiet_point is a no-op. */
+ * background lane work_quiet_point is a no-op.  Before that, a background
+ * job waits while turns wait for their first token (work_first_tokens_add),
+ * up to its bound; the other lanes never do. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -156,6 +158,98 @@ static void test_no_wait_when_idle_is_one_way(void **state)
 	assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* ---- first tokens first ---- */
+
+static uint64_t now_us(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
+}
+
+struct stamp {
+	uint64_t ran_us;
+	int done;
+};
+
+static void stamp_run(void *arg) { __atomic_store_n(&((struct stamp *)arg)->ran_us, now_us(), __ATOMIC_RELEASE); }
+static void stamp_done(void *arg) { ((struct stamp *)arg)->done = 1; }
+
+static void stamp_wait(struct stamp *s, int ms)
+{
+	for (int i = 0; i < ms && !s->done; i++) {
+		work_drain_done();
+		struct timespec ts = {0, 1000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* A background job taken while a turn waits for its first token starts once
+ * that first token came, not before (the bound here is far off: 30 s). */
+static void test_background_waits_for_first_tokens(void **state)
+{
+	(void)state;
+	work_set_first_token_wait_ms(30000);
+	uint64_t w0, us0, w1, us1;
+	work_first_token_counts(&w0, &us0);
+	work_first_tokens_add(1);
+	work_first_tokens_add(1);
+	struct stamp s = {0};
+	work_submit_lane(WORK_BACKGROUND, stamp_run, stamp_done, &s);
+	stamp_wait(&s, 100);
+	assert_int_equal(s.done, 0); /* two turns wait: the job too */
+	work_first_tokens_add(-1);
+	stamp_wait(&s, 100);
+	assert_int_equal(s.done, 0); /* one still waits */
+	uint64_t released = now_us();
+	work_first_tokens_add(-1);
+	stamp_wait(&s, 5000);
+	assert_int_equal(s.done, 1);
+	assert_true(__atomic_load_n(&s.ran_us, __ATOMIC_ACQUIRE) >= released);
+	work_first_token_counts(&w1, &us1);
+	assert_int_equal(w1 - w0, 1);
+	assert_true(us1 - us0 >= 200000);
+	/* none waiting: the next job does not wait */
+	struct stamp t = {0};
+	work_submit_lane(WORK_BACKGROUND, stamp_run, stamp_done, &t);
+	stamp_wait(&t, 5000);
+	assert_int_equal(t.done, 1);
+	work_first_token_counts(&w0, &us0);
+	assert_int_equal(w0, w1);
+	work_set_first_token_wait_ms(WORK_FIRST_TOKEN_WAIT_MS);
+}
+
+/* A first token that never comes (a turn stuck before its answer) holds a
+ * background job for its bound only. */
+static void test_first_token_wait_is_bounded(void **state)
+{
+	(void)state;
+	work_set_first_token_wait_ms(50);
+	work_first_tokens_add(1);
+	struct stamp s = {0};
+	uint64_t t0 = now_us();
+	work_submit_lane(WORK_BACKGROUND, stamp_run, stamp_done, &s);
+	stamp_wait(&s, 5000);
+	assert_int_equal(s.done, 1);
+	assert_true(__atomic_load_n(&s.ran_us, __ATOMIC_ACQUIRE) - t0 >= 50000);
+	work_first_tokens_add(-1);
+	work_set_first_token_wait_ms(WORK_FIRST_TOKEN_WAIT_MS);
+}
+
+/* The general lane (API replies, imports) never waits for first tokens. */
+static void test_general_lane_does_not_wait_for_first_tokens(void **state)
+{
+	(void)state;
+	work_set_first_token_wait_ms(30000);
+	work_first_tokens_add(1);
+	struct stamp s = {0};
+	work_submit_lane(WORK_GENERAL, stamp_run, stamp_done, &s);
+	stamp_wait(&s, 5000);
+	assert_int_equal(s.done, 1);
+	work_first_tokens_add(-1);
+	work_set_first_token_wait_ms(WORK_FIRST_TOKEN_WAIT_MS);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -163,6 +257,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_general_lane_has_no_quiet_wait, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_background_many_jobs, setup, teardown),
 	    cmocka_unit_test(test_no_wait_when_idle_is_one_way),
+	    cmocka_unit_test_setup_teardown(test_background_waits_for_first_tokens, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_first_token_wait_is_bounded, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_general_lane_does_not_wait_for_first_tokens, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
