@@ -443,6 +443,23 @@ static int skim_string(const char **p, const char *end, const char **raw, size_t
 	return 1;
 }
 
+/* After a member or an element: ',' (1: past it and the blanks after it),
+ * the closing bracket (2: past it), else 0. */
+static int next_or_close(const char **q, const char *end, char close)
+{
+	skip_ws(q, end);
+	if (*q < end && **q == ',') {
+		(*q)++;
+		skip_ws(q, end);
+		return 1;
+	}
+	if (*q < end && **q == close) {
+		(*q)++;
+		return 2;
+	}
+	return 0;
+}
+
 /* A member skim_object looks for: its value's span [v, v_end), or v NULL. */
 struct want {
 	const char *name;
@@ -487,17 +504,12 @@ static int skim_object(const char **p, const char *end, int depth, struct want *
 			hit->v = v;
 			hit->v_end = q;
 		}
-		skip_ws(&q, end);
-		if (q < end && *q == ',') {
-			q++;
-			skip_ws(&q, end);
+		int next = next_or_close(&q, end, '}');
+		if (next == 1)
 			continue;
-		}
-		if (q < end && *q == '}') {
-			*p = q + 1;
-			return 1;
-		}
-		return 0;
+		if (next == 2)
+			*p = q;
+		return next == 2;
 	}
 }
 
@@ -525,17 +537,11 @@ static int skim_value(const char **p, const char *end, int depth)
 		for (;;) {
 			if (!skim_value(&q, end, depth + 1))
 				return 0;
-			skip_ws(&q, end);
-			if (q < end && *q == ',') {
-				q++;
-				skip_ws(&q, end);
-				continue;
-			}
-			if (q < end && *q == ']') {
-				q++;
+			int next = next_or_close(&q, end, ']');
+			if (next == 2)
 				break;
-			}
-			return 0;
+			if (next != 1)
+				return 0;
 		}
 		break;
 	case '"':
