@@ -153,13 +153,6 @@ void work_first_token_counts(uint64_t *waits, uint64_t *us)
 	*us = __atomic_load_n(&ft_wait_us, __ATOMIC_RELAXED);
 }
 
-static uint64_t mono_us(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000u + (uint64_t)t.tv_nsec / 1000u;
-}
-
 /* Until no turn waits for its first token, or the bound: the writes go in
  * the gaps between bursts of messages, and under steady load a bounded
  * while later.  An event, not a poll: the last first token signals. */
@@ -168,11 +161,11 @@ static void first_tokens_wait(void)
 	pthread_once(&ft_once, ft_init);
 	pthread_mutex_lock(&ft_mu);
 	if (ft_pending > 0) {
-		uint64_t t0 = mono_us(), end = t0 + (uint64_t)__atomic_load_n(&ft_wait_ms, __ATOMIC_RELAXED) * 1000u;
+		uint64_t t0 = cx_mono_us(), end = t0 + (uint64_t)__atomic_load_n(&ft_wait_ms, __ATOMIC_RELAXED) * 1000u;
 		struct timespec dl = {(time_t)(end / 1000000u), (long)(end % 1000000u) * 1000};
 		while (ft_pending > 0 && pthread_cond_timedwait(&ft_cv, &ft_mu, &dl) == 0)
 			;
-		__atomic_add_fetch(&ft_wait_us, mono_us() - t0, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&ft_wait_us, cx_mono_us() - t0, __ATOMIC_RELAXED);
 		__atomic_add_fetch(&n_ft_waits, 1, __ATOMIC_RELAXED);
 	}
 	pthread_mutex_unlock(&ft_mu);
