@@ -43,7 +43,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const L = require('../tests/e2e/lib');
-const {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, HotAgent, userLine, isResultLine, claudeEnv} = require('./lib');
+const {pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, HotAgent, userLine, isResultLine, claudeEnv, directHome} = require('./lib');
 
 const list = (v, d) => (v || d).split(',').map(Number).filter(x => x > 0);
 const NS = list(process.env.BENCH_CONC_N, '5,20,50');
@@ -72,9 +72,14 @@ const log = s => process.stderr.write(s + '\n');
 
 
 function hotClaude(i, modelUrl) {
-  const home = L.tmpdir('conc-home');
-  fs.chownSync(home, UID, UID);
-  return new HotAgent(claude, HOT_FLAGS, {cwd: home, uid: UID, gid: UID, env: claudeEnv(home, modelUrl)}, `direct claude ${i}`, TURN_MS);
+  const home = directHome('conc-home', UID);
+  const mem = memcgDir(i);
+  if (!mem) return new HotAgent(claude, HOT_FLAGS, {cwd: home, uid: UID, gid: UID, env: claudeEnv(home, modelUrl)}, `direct claude ${i}`, TURN_MS);
+  // Into its memory cgroup before exec, then the sandbox's uid: Claude Code
+  // (Bun) reads its cgroup's memory limit when it starts.
+  const join = `echo $$ > "$0/cgroup.procs" && exec setpriv --reuid=${UID} --regid=${UID} --clear-groups -- "$@"`;
+  return new HotAgent('/bin/sh', ['-c', join, mem, claude, ...HOT_FLAGS],
+    {cwd: home, env: claudeEnv(home, modelUrl)}, `direct claude ${i}`, TURN_MS);
 }
 function hotMini(i, mini) {
   return new HotAgent(mini, HOT_FLAGS, {cwd: '/', uid: UID, gid: UID, env: {PATH: '/usr/bin:/bin'}}, `direct mini-agent ${i}`, TURN_MS);
@@ -101,8 +106,36 @@ function cgroupSetup() {
     cg.base = null;
   }
 }
+// The sandboxes' memory limit (sandbox.memory_max_mb, 2048 by default) on
+// each direct Claude Code too, in a memory cgroup of its own: Bun sizes its
+// heap policy by the limit it finds, and a sandboxed agent collects more
+// often under 2 GiB than one that sees the machine's 24 (benchmarks.md).
+// BENCH_CONC_MEMORY_MB=0: no limit on the direct side.
+const MEM_MB = Number(process.env.BENCH_CONC_MEMORY_MB || 2048);
+const memcg = {parent: null, dirs: [], v2: false};
+function memcgDir(i) {
+  if (!CGROUP || !MEM_MB) return null;
+  try {
+    if (!memcg.parent) {
+      const v1 = '/sys/fs/cgroup/memory';
+      memcg.v2 = !fs.existsSync(path.join(v1, 'memory.limit_in_bytes'));
+      memcg.parent = path.join(memcg.v2 ? '/sys/fs/cgroup' : v1, `cortex-direct-mem-${process.pid}`);
+      if (memcg.v2) fs.writeFileSync('/sys/fs/cgroup/cgroup.subtree_control', '+memory +cpu');
+      fs.mkdirSync(memcg.parent);
+      if (memcg.v2) fs.writeFileSync(path.join(memcg.parent, 'cgroup.subtree_control'), '+memory +cpu');
+    }
+    const dir = path.join(memcg.parent, `m${i}`);
+    fs.mkdirSync(dir);
+    memcg.dirs.push(dir);
+    fs.writeFileSync(path.join(dir, memcg.v2 ? 'memory.max' : 'memory.limit_in_bytes'), String(MEM_MB * 1048576));
+    return dir;
+  } catch (e) {
+    log(`direct side memory cgroup: not available (${e.message}); direct agents see no memory limit`);
+    return null;
+  }
+}
 function cgroupMove(pid, i) {
-  if (!cg.base) return;
+  if (!cg.base || (memcg.v2 && memcg.dirs.length)) return; // v2: already in its memory cgroup, cpu there too
   const dir = path.join(cg.parent, `a${i}-${pid}`);
   try {
     fs.mkdirSync(dir);
@@ -112,8 +145,8 @@ function cgroupMove(pid, i) {
   } catch (e) { log(`cgroup move of ${pid}: ${e.message}`); }
 }
 function cgroupCleanup() {
-  for (const d of cg.dirs.splice(0)) { try { fs.rmdirSync(d); } catch (e) {} }
-  if (cg.parent) { try { fs.rmdirSync(cg.parent); } catch (e) {} }
+  for (const d of cg.dirs.splice(0).concat(memcg.dirs.splice(0))) { try { fs.rmdirSync(d); } catch (e) {} }
+  for (const p of [cg.parent, memcg.parent]) if (p) { try { fs.rmdirSync(p); } catch (e) {} }
 }
 process.on('exit', cgroupCleanup);
 

@@ -24,7 +24,7 @@ const os = require('os');
 const path = require('path');
 const WebSocket = require('ws');
 const L = require('../tests/e2e/lib');
-const {pct, openWs, cortexTurn, miniAgentDir, miniAgentPath, HotAgent, userLine, isResultLine, claudeEnv} = require('./lib');
+const {pct, openWs, cortexTurn, miniAgentDir, miniAgentPath, HotAgent, userLine, isResultLine, claudeEnv, directHome} = require('./lib');
 
 const N = Number(process.env.BENCH_TURNS || 50);
 const NSLEEP = Number(process.env.BENCH_SLEEP_TURNS || 20);
@@ -49,9 +49,7 @@ function num(v, what) {
 }
 
 function agentHome(name) {
-  const h = L.tmpdir(name);
-  fs.chownSync(h, UID, UID);
-  return h;
+  return directHome(name, UID);
 }
 
 // ---------------------------------------------------------------- direct sides

@@ -97,6 +97,24 @@ function miniAgentPath() {
 const userLine = text => JSON.stringify({type: 'user', message: {role: 'user', content: [{type: 'text', text}]}});
 const isResultLine = l => l.includes('"result"') && (() => { try { return JSON.parse(l).type === 'result'; } catch (e) { return false; } })();
 
+// A direct agent's home and cwd, owned by uid, like a sandbox's /home/agent
+// and /workspace: outside any git work tree.  Claude Code looks for the
+// repository above its cwd and, once found, stats its .git/HEAD, config and
+// refs every second or so; a home under build/ (CORTEX_TEST_TMP) sat inside
+// this checkout, so every direct agent did that and no sandboxed one did
+// (~20 % more idle CPU on the direct side at N=50: benchmarks.md).
+function directHome(name, uid) {
+  const base = process.env.CORTEX_BENCH_HOME_BASE || os.tmpdir();
+  for (let d = path.resolve(base); ; d = path.dirname(d)) {
+    if (fs.existsSync(path.join(d, '.git'))) throw new Error(`${base} is inside the git work tree ${d}: set CORTEX_BENCH_HOME_BASE`);
+    if (d === path.dirname(d)) break;
+  }
+  const home = fs.mkdtempSync(path.join(base, `cortex-bench-${name}-`));
+  fs.chownSync(home, uid, uid);
+  process.on('exit', () => { try { fs.rmSync(home, {recursive: true, force: true}); } catch (e) {} });
+  return home;
+}
+
 function claudeEnv(home, modelUrl) {
   return {HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8',
     ANTHROPIC_BASE_URL: modelUrl, ANTHROPIC_API_KEY: 'sk-bench', CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: '1',
@@ -178,4 +196,4 @@ class HotAgent {
   }
 }
 
-module.exports = {HotAgent, userLine, isResultLine, claudeEnv, pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, TURN_MS};
+module.exports = {HotAgent, userLine, isResultLine, claudeEnv, directHome, pct, now, openWs, cortexTurn, miniAgentDir, miniAgentPath, TURN_MS};

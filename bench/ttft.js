@@ -7,6 +7,7 @@ const {spawn} = require('child_process');
 const fs = require('fs');
 const path = require('path');
 const L = require('../tests/e2e/lib');
+const {directHome} = require('./lib');
 
 const N = Number(process.env.BENCH_TURNS || 50);
 const claude = path.join(process.env.CORTEX_CLAUDE_DIR, 'bin', 'claude.exe');
@@ -64,8 +65,7 @@ async function viaCortex(c, text) {
   await L.until(async () => (await L.http(d.base, 'GET', `/v1/sessions/${sid}`, tok)).json.state === 'ready', 'ready', 30000);
   const c = L.connect(d.base, sid, tok);
   await c.opened;
-  const home = L.tmpdir('direct-home');
-  fs.chownSync(home, 65534, 65534);
+  const home = directHome('direct-home', 65534);
 
   // One warm-up turn each (first-run files, page cache), not counted.
   await viaCortex(c, 'warm up');
