@@ -21,7 +21,8 @@
 // BENCH_CONC_PARTS (claude,mini), BENCH_CONC_DELTA_MS (5),
 // BENCH_CONC_SETTLE_S (45): the longest wait for a quiet machine between
 // real-Claude rounds (settle()), BENCH_CONC_WARMUP (2): uncounted turns
-// per real-Claude agent before the rounds,
+// per real-Claude agent before the rounds, more (up to BENCH_CONC_WARMUP_MAX,
+// 8) until a warm-up turn's p50 is within 15 % of the one before on both sides,
 // BENCH_CONC_EVENT_LOOP (cortexd's http.event_loop: libev, libuv or poll;
 // unset = cortexd's default),
 // BENCH_CONC_PERF=N: one more cortexd round at that N under `perf record -a -g`
@@ -150,7 +151,7 @@ function cgroupCleanup() {
 }
 process.on('exit', cgroupCleanup);
 
-// Quiet: wait (at most 4 s) until the machine's busy CPU over 1 s falls under
+// Quiet: wait (at most BENCH_CONC_SETTLE_S, settle() below) until the machine's busy CPU over 1 s falls under
 // its level before the agents were booted, plus half a CPU: the agents' own
 // post-turn work (Claude Code writes its transcript, JITs) is over.
 function cpuTimes() {
@@ -171,6 +172,7 @@ let baseBusy = null;
 // wait that hits the deadline is counted: a round after one was not quiet.
 const SETTLE_MS = 1000 * Number(process.env.BENCH_CONC_SETTLE_S || 45);
 const WARMUP = Math.max(1, Number(process.env.BENCH_CONC_WARMUP || 2));
+const WARMUP_MAX = Math.max(WARMUP, Number(process.env.BENCH_CONC_WARMUP_MAX || 8));
 const settles = {n: 0, ms: 0, max: 0, timeouts: 0};
 async function settle() {
   const t0 = Date.now(), deadline = t0 + SETTLE_MS;
@@ -490,17 +492,23 @@ async function partClaude() {
   // first token p50 of turns 1, 2, 3 was 17.6, 7.2, 3.3 s through cortexd
   // and 18.4, 7.1, 3.3 s direct.  With one warm-up turn, round 1 was the
   // second and decided the p95 (benchmarks.md).
+  // Past WARMUP turns, one more while either side's p50 still moved by more
+  // than 15 % from its previous warm-up turn (at most WARMUP_MAX): the
+  // rounds start from the agents' steady state, not from their tiering-up.
   let quiet = 0;
   const warm = [];
-  for (let w = 0; w < WARMUP; w++) {
-    const c = (await cortexRound(d, sess, maxN, `warm up ${w}`)).ttft;
+  for (let w = 0, prev = null; w < WARMUP_MAX; w++) {
+    const c = pct((await cortexRound(d, sess, maxN, `warm up ${w}`)).ttft, 50);
     await settle();
-    const x = (await directRound(agents, maxN, `warm up ${w}`)).ttft;
+    const x = pct((await directRound(agents, maxN, `warm up ${w}`)).ttft, 50);
     quiet = await settle();
-    warm.push(`turn ${w + 1}: cortexd ${f1(pct(c, 50) / 1000)}, direct ${f1(pct(x, 50) / 1000)}`);
+    warm.push(`turn ${w + 1}: cortexd ${f1(c / 1000)}, direct ${f1(x / 1000)}`);
+    const steady = prev && Math.abs(c / prev.c - 1) <= 0.15 && Math.abs(x / prev.x - 1) <= 0.15;
+    if (w + 1 >= WARMUP && steady) break;
+    prev = {c, x};
   }
   P(`\nConcurrency, real Claude Code (issue 13, goal 2): N clients send at the same moment; client send -> first text_delta;`);
-  P(`${ROUNDS} rounds per side after ${WARMUP} warm-up turns, interleaved; model stand-in ${DELTA_MS} ms per delta; cortexd: N sessions over ceil(N/5) users;`);
+  P(`${ROUNDS} rounds per side after ${warm.length} warm-up turns, interleaved; model stand-in ${DELTA_MS} ms per delta; cortexd: N sessions over ceil(N/5) users;`);
   P(`direct: N hot claudes on stdin, each detached (its own session). Boot: ${maxN} cortexd sessions hot ${f1(cxBoot / 1000)} s,`);
   P(`${maxN} direct ${f1(dxBoot / 1000)} s; MemAvailable fell ${f1(mem0 - mem1)} MiB (cortexd side) and ${f1(mem1 - mem2)} MiB (direct side), ${f1(mem2)} MiB left.`);
   P(`Direct agents in cpu cgroups of their own under one parent (as sandboxes): ${cg.base ? cg.moved + ' moved' : 'no'}. Busy CPUs before`);

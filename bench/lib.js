@@ -111,9 +111,11 @@ function directHome(name, uid) {
   }
   const home = fs.mkdtempSync(path.join(base, `cortex-bench-${name}-`));
   fs.chownSync(home, uid, uid);
-  process.on('exit', () => { try { fs.rmSync(home, {recursive: true, force: true}); } catch (e) {} });
+  if (!homes.length) process.on('exit', () => { for (const h of homes) { try { fs.rmSync(h, {recursive: true, force: true}); } catch (e) {} } });
+  homes.push(home);
   return home;
 }
+const homes = [];
 
 function claudeEnv(home, modelUrl) {
   return {HOME: home, PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8',
