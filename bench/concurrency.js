@@ -79,8 +79,10 @@ function hotClaude(i, modelUrl) {
   // Into its memory cgroup before exec, then the sandbox's uid: Claude Code
   // (Bun) reads its cgroup's memory limit when it starts.
   const join = `echo $$ > "$0/cgroup.procs" && exec setpriv --reuid=${UID} --regid=${UID} --clear-groups -- "$@"`;
-  return new HotAgent('/bin/sh', ['-c', join, mem, claude, ...HOT_FLAGS],
+  const a = new HotAgent('/bin/sh', ['-c', join, mem, claude, ...HOT_FLAGS],
     {cwd: home, env: claudeEnv(home, modelUrl)}, `direct claude ${i}`, TURN_MS);
+  a.memcg = mem;
+  return a;
 }
 function hotMini(i, mini) {
   return new HotAgent(mini, HOT_FLAGS, {cwd: '/', uid: UID, gid: UID, env: {PATH: '/usr/bin:/bin'}}, `direct mini-agent ${i}`, TURN_MS);
@@ -136,7 +138,7 @@ function memcgDir(i) {
   }
 }
 function cgroupMove(pid, i) {
-  if (!cg.base || (memcg.v2 && memcg.dirs.length)) return; // v2: already in its memory cgroup, cpu there too
+  if (!cg.base) return;
   const dir = path.join(cg.parent, `a${i}-${pid}`);
   try {
     fs.mkdirSync(dir);
@@ -191,7 +193,7 @@ async function bootDirect(n, make) {
   const agents = [];
   for (let i = 0; i < n; i += BOOT_PAR) {
     const batch = [];
-    for (let j = i; j < Math.min(n, i + BOOT_PAR); j++) { const a = make(j); cgroupMove(a.p.pid, j); agents.push(a); batch.push(a.init()); }
+    for (let j = i; j < Math.min(n, i + BOOT_PAR); j++) { const a = make(j); if (!(memcg.v2 && a.memcg)) cgroupMove(a.p.pid, j); /* v2: its memory cgroup has cpu too */ agents.push(a); batch.push(a.init()); }
     await Promise.all(batch);
   }
   return agents;
