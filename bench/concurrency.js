@@ -31,6 +31,8 @@
 // symbols printed too).
 // BENCH_CONC_MINI_STRACE=N: 5 more cortexd mini-agent rounds at that N under
 // `strace -c -f` of cortexd and of 4 of its ws-agents: syscalls per turn.
+// BENCH_CONC_GC (default 1): a full collection of this Node process before
+// every round of either side, outside the timed span (0: none; see benchGc).
 // BENCH_CONC_CGROUP (default 1): each direct agent is also moved into a cpu
 // cgroup of its own under one parent (cortex-direct-<pid>), as cortexd puts
 // every sandbox in a cgroup of its own under "cortex": the CFS then weighs
@@ -64,6 +66,32 @@ const TURN_MS = 180000;
 const BOOT_PAR = Math.max(2, 2 * os.cpus().length); // direct boots at once (cortexd: agent.max_booting, 2 x CPUs)
 const CGROUP = process.env.BENCH_CONC_CGROUP !== '0';
 const sleepMs = ms => new Promise(r => setTimeout(r, ms));
+
+// The bench's own garbage collector.  Its clients are this one Node process:
+// a V8 collection inside a round stops every client's timestamps at once,
+// and the cortexd side's 100 WebSocket clients make more garbage than the
+// direct side's pipes, so its rounds took most of the pauses (up to 40 ms
+// of GC inside one mini-agent round: docs/benchmarks.md).  That is the
+// bench, not the host.  So before every round of either side, a full
+// collection (outside the timed span), and the collection time that still
+// falls inside the rounds is measured and printed per side.
+// BENCH_CONC_GC=0: no collection between rounds (as before).
+const GC_BETWEEN = process.env.BENCH_CONC_GC !== '0';
+const benchGc = (() => {
+  if (!GC_BETWEEN) return () => {};
+  require('v8').setFlagsFromString('--expose-gc');
+  const gc = require('vm').runInNewContext('gc');
+  return () => gc();
+})();
+// (Entries reach the observer a little later: a round's share is summed by
+// their start times once the round is long over, gcWithin.)
+const {performance, PerformanceObserver} = require('perf_hooks');
+const gcLog = [];
+new PerformanceObserver(l => {
+  for (const e of l.getEntries()) gcLog.push([e.startTime, e.duration]);
+  if (gcLog.length > 20000) gcLog.splice(0, gcLog.length - 10000);
+}).observe({entryTypes: ['gc']});
+const gcWithin = wins => gcLog.reduce((a, [s, d]) => a + (wins.some(([w0, w1]) => s >= w0 && s < w1) ? d : 0), 0);
 const f1 = x => Number.isFinite(x) ? x.toFixed(1) : '-';
 const memAvailMiB = () => Number(fs.readFileSync('/proc/meminfo', 'utf8').match(/MemAvailable:\s+(\d+)/)[1]) / 1024;
 const log = s => process.stderr.write(s + '\n');
@@ -310,6 +338,8 @@ function cortexCpu(d) {
 async function cortexRound(d, sess, n, label, cpu) {
   await waitAllHot(d, sess.slice(0, n));
   const c0 = cortexCpu(d);
+  benchGc();
+  const p0 = performance.now();
   const u0 = process.cpuUsage();
   const t0 = now();
   const ps = [];
@@ -319,6 +349,7 @@ async function cortexRound(d, sess, n, label, cpu) {
   const u1 = process.cpuUsage(u0);
   if (cpu) {
     cpu.benchCx += (u1.user + u1.system) / 1000;
+    cpu.gcCxWin.push([p0, performance.now()]);
     const c1 = cortexCpu(d);
     cpu.all += c1.all - c0.all; cpu.svc += c1.svc - c0.svc; cpu.turns += n;
     for (const k of Object.keys(c1.kids)) cpu.kids[k] = (cpu.kids[k] || 0) + c1.kids[k] - (c0.kids[k] || 0);
@@ -330,6 +361,8 @@ async function cortexRound(d, sess, n, label, cpu) {
 const directCpu = (agents, n) => treesCpu(agents.slice(0, n).map(a => a.p.pid), true);
 async function directRound(agents, n, label, cpu) {
   const k0 = cpu ? directCpu(agents, n) : null;
+  benchGc();
+  const p0 = performance.now();
   const u0 = process.cpuUsage();
   const t0 = now();
   const ps = [];
@@ -339,6 +372,7 @@ async function directRound(agents, n, label, cpu) {
   const u1 = process.cpuUsage(u0);
   if (cpu) {
     cpu.benchDx += (u1.user + u1.system) / 1000;
+    cpu.gcDxWin.push([p0, performance.now()]);
     const k1 = directCpu(agents, n);
     for (const k of Object.keys(k1)) cpu.dkids[k] = (cpu.dkids[k] || 0) + k1[k] - (k0[k] || 0);
   }
@@ -351,7 +385,7 @@ const kidsLine = (by, turns) => Object.entries(by).filter(([, v]) => v > 0)
 async function interleave(n, rounds, d, sess, agents, tag) {
   // Claude Code has post-turn work (transcript, JIT): wait for a quiet machine; the mini-agent has none.
   const pause = tag === 'mini' ? () => sleepMs(300) : settle;
-  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0, kids: {}, dkids: {}, benchCx: 0, benchDx: 0};
+  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0, kids: {}, dkids: {}, benchCx: 0, benchDx: 0, gcCxWin: [], gcDxWin: []};
   for (let r = 0; r < rounds; r++) {
     // The bench's own CPU (this Node process: the clients' WebSocket or pipe
     // reading and JSON parsing) per side: a share of every "added" figure.
@@ -363,6 +397,8 @@ async function interleave(n, rounds, d, sess, agents, tag) {
     await pause();
     log(`  ${tag} N=${n}: round ${r + 1}/${rounds}`);
   }
+  cpu.gcCx = gcWithin(cpu.gcCxWin); cpu.gcDx = gcWithin(cpu.gcDxWin);
+  delete cpu.gcCxWin; delete cpu.gcDxWin;
   return {cx, dx, cxRound, dxRound, cpu};
 }
 
@@ -532,7 +568,8 @@ async function partClaude() {
     ratios.push(`N=${n}: ratio cortexd/direct p50 ${(pct(r.cx, 50) / pct(r.dx, 50)).toFixed(3)}, p95 ${(pct(r.cx, 95) / pct(r.dx, 95)).toFixed(3)};` +
       ` gateway: ${gwLine(gw)}; model stand-in requests: cortexd ${mreq.cortex}, direct ${mreq.direct}, other ${mreq.other} (${n * ROUNDS} turns per side);` +
       ` CPU per turn: cortexd ${(r.cpu.all / r.cpu.turns).toFixed(2)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(2)}),` +
-      ` in its sandboxes ${kidsLine(r.cpu.kids, r.cpu.turns)}; direct agents ${kidsLine(r.cpu.dkids, r.cpu.turns)}`);
+      ` in its sandboxes ${kidsLine(r.cpu.kids, r.cpu.turns)}; direct agents ${kidsLine(r.cpu.dkids, r.cpu.turns)};` +
+      ` the bench's GC inside the rounds: cortexd side ${f1(r.cpu.gcCx)} ms, direct ${f1(r.cpu.gcDx)} ms`);
     const byRound = xs => Array.from({length: ROUNDS}, (_, i) => f1(pct(xs.slice(i * n, (i + 1) * n), 50) / 1000)).join(' ');
     ratios.push(`N=${n}: first token p50 per round, s: cortexd ${byRound(r.cx)}; direct ${byRound(r.dx)}`);
     out.claude[n] = Object.assign(r, {gateway: gw, model_requests: mreq});
@@ -590,7 +627,8 @@ async function partMini() {
     adds.push(`N=${n}: added p50 ${f1(pct(r.cx, 50) - pct(r.dx, 50))} ms, p95 ${f1(pct(r.cx, 95) - pct(r.dx, 95))} ms; ` +
       `cortexd CPU per turn ${(r.cpu.all / r.cpu.turns).toFixed(3)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(3)} ms); ` +
       `in its sandboxes: ${kidsLine(r.cpu.kids, r.cpu.turns)}; direct agents ${kidsLine(r.cpu.dkids, r.cpu.turns)}; ` +
-      `the bench's own Node process per turn: cortexd side ${(r.cpu.benchCx / r.cpu.turns).toFixed(3)} ms, direct ${(r.cpu.benchDx / r.cpu.turns).toFixed(3)} ms`);
+      `the bench's own Node process per turn: cortexd side ${(r.cpu.benchCx / r.cpu.turns).toFixed(3)} ms, direct ${(r.cpu.benchDx / r.cpu.turns).toFixed(3)} ms; ` +
+      `its GC inside the rounds: cortexd side ${f1(r.cpu.gcCx)} ms, direct ${f1(r.cpu.gcDx)} ms over ${MINI_ROUNDS} rounds each (${GC_BETWEEN ? 'a full GC before every round' : 'BENCH_CONC_GC=0'})`);
     out.mini[n] = r;
     cxTurns += r.cx.length;
   }
