@@ -299,6 +299,19 @@ function procCpuMs(pid) {
     return fs.readdirSync(`/proc/${pid}/task`).reduce((a, t) => a + cpuMs(`/proc/${pid}/task/${t}/stat`), 0);
   } catch (e) { return cpuMs(`/proc/${pid}/stat`); }
 }
+// A whole process's CPU in ms, its exited threads included: utime + stime
+// of /proc/PID/stat (clock ticks).  The sum of its live threads' schedstat
+// (procCpuMs) loses a thread's time when the thread exits, and Claude Code's
+// runtime ends threads (JIT, GC helpers) as it goes: over a run at N=50 the
+// direct agents' total once came out at -103 s.  For cortexd, whose threads
+// live as long as it does, procCpuMs's finer clock is kept.
+function wholeCpuMs(pid) {
+  try {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+    return (Number(x[11]) + Number(x[12])) * TICK_MS;
+  } catch (e) { return 0; }
+}
 // cortexd's descendants (sandbox inits, ws-agents, the agents): CPU in ms
 // by command name, from one walk of /proc (a bundled ws-agent runs under its
 // loader, so its comm is "ld.so"; the static one is "ws-agent").
@@ -326,7 +339,7 @@ function treesCpu(roots, self) {
   while (stack.length) {
     const p = stack.pop();
     const i = info.get(p);
-    if (i) by[i.comm] = (by[i.comm] || 0) + procCpuMs(p);
+    if (i) by[i.comm] = (by[i.comm] || 0) + wholeCpuMs(p);
     stack.push(...(kids.get(p) || []));
   }
   return by;
