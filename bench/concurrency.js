@@ -299,28 +299,17 @@ function procCpuMs(pid) {
     return fs.readdirSync(`/proc/${pid}/task`).reduce((a, t) => a + cpuMs(`/proc/${pid}/task/${t}/stat`), 0);
   } catch (e) { return cpuMs(`/proc/${pid}/stat`); }
 }
-// A whole process's CPU in ms, its exited threads included: utime + stime
-// of /proc/PID/stat (clock ticks).  The sum of its live threads' schedstat
-// (procCpuMs) loses a thread's time when the thread exits, and Claude Code's
-// runtime ends threads (JIT, GC helpers) as it goes: over a run at N=50 the
-// direct agents' total once came out at -103 s.  For cortexd, whose threads
-// live as long as it does, procCpuMs's finer clock is kept.
-function wholeCpuMs(pid) {
-  try {
-    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
-    return (Number(x[11]) + Number(x[12])) * TICK_MS;
-  } catch (e) { return 0; }
-}
-// cortexd's descendants (sandbox inits, ws-agents, the agents): CPU in ms
-// by command name, from one walk of /proc (a bundled ws-agent runs under its
-// loader, so its comm is "ld.so"; the static one is "ws-agent").
-function descendantsCpu(root) {
-  return treesCpu([root], false);
-}
-// CPU in ms by command name of the processes under each of roots (and the
-// roots themselves when self is set), from one walk of /proc.
-function treesCpu(roots, self) {
+// The process trees' CPU between two walks of /proc (cortexd's sandboxes,
+// the direct agents), by command name.  Each walk keeps, per process, every
+// live thread's schedstat (ns) and utime + stime of /proc/PID/stat (clock
+// ticks, exited threads included).  A delta sums each thread's own delta (a
+// thread new since the first walk: all of it), so a thread that exits takes
+// out only its own share, never what came before; when the ticks say clearly
+// more (over two ticks: threads that came and went inside the span — Claude
+// Code's runtime ends JIT and GC threads as it goes), the ticks count.
+// (Before 2026-12-02 the live threads' sums were subtracted, and over one
+// N=50 run the direct agents' total came out at -103 s.)
+function treesSnap(roots, self) {
   const kids = new Map(), info = new Map();
   for (const e of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
@@ -329,20 +318,46 @@ function treesCpu(roots, self) {
       const comm = f.slice(f.indexOf('(') + 1, f.lastIndexOf(')'));
       const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
       const ppid = Number(x[1]);
-      info.set(Number(e), {comm});
+      info.set(Number(e), {comm, ticks: Number(x[11]) + Number(x[12])});
       if (!kids.has(ppid)) kids.set(ppid, []);
       kids.get(ppid).push(Number(e));
     } catch (err) {}
   }
-  const by = {};
+  const snap = new Map();
   const stack = roots.flatMap(r => self ? [r] : (kids.get(r) || []));
   while (stack.length) {
     const p = stack.pop();
     const i = info.get(p);
-    if (i) by[i.comm] = (by[i.comm] || 0) + wholeCpuMs(p);
+    if (i) {
+      const tids = new Map();
+      try {
+        for (const t of fs.readdirSync(`/proc/${p}/task`)) tids.set(t, cpuMs(`/proc/${p}/task/${t}/stat`));
+      } catch (err) {}
+      snap.set(p, {comm: i.comm, ticks: i.ticks, tids});
+    }
     stack.push(...(kids.get(p) || []));
   }
-  return by;
+  return snap;
+}
+function treesDelta(s0, s1, into) {
+  for (const [pid, a] of s1) {
+    const b = s0.get(pid);
+    let fine = 0;
+    for (const [t, ms] of a.tids) {
+      const was = b && b.tids.has(t) ? b.tids.get(t) : 0;
+      if (Number.isFinite(ms) && Number.isFinite(was)) fine += Math.max(0, ms - was);
+    }
+    const ticks = (a.ticks - (b ? b.ticks : 0)) * TICK_MS;
+    const v = ticks > fine + 2 * TICK_MS ? ticks : fine;
+    into[a.comm] = (into[a.comm] || 0) + v;
+  }
+  return into;
+}
+// cortexd's descendants (sandbox inits, ws-agents, the agents), by command
+// name (a bundled ws-agent runs under its loader, so its comm is "ld.so";
+// the static one is "ws-agent").
+function descendantsCpu(root) {
+  return treesSnap([root], false);
 }
 function cortexCpu(d) {
   const pid = d.proc.pid;
@@ -365,13 +380,13 @@ async function cortexRound(d, sess, n, label, cpu) {
     cpu.gcCxWin.push([p0, performance.now()]);
     const c1 = cortexCpu(d);
     cpu.all += c1.all - c0.all; cpu.svc += c1.svc - c0.svc; cpu.turns += n;
-    for (const k of Object.keys(c1.kids)) cpu.kids[k] = (cpu.kids[k] || 0) + c1.kids[k] - (c0.kids[k] || 0);
+    treesDelta(c0.kids, c1.kids, cpu.kids);
   }
   return {ttft: rs.map(r => r.ttft), span};
 }
 // The direct agents' CPU (each with what it spawned), as cortexd's
 // sandboxes' "kids": the agents' own cost per turn on each side.
-const directCpu = (agents, n) => treesCpu(agents.slice(0, n).map(a => a.p.pid), true);
+const directCpu = (agents, n) => treesSnap(agents.slice(0, n).map(a => a.p.pid), true);
 async function directRound(agents, n, label, cpu) {
   const k0 = cpu ? directCpu(agents, n) : null;
   benchGc();
@@ -387,7 +402,7 @@ async function directRound(agents, n, label, cpu) {
     cpu.benchDx += (u1.user + u1.system) / 1000;
     cpu.gcDxWin.push([p0, performance.now()]);
     const k1 = directCpu(agents, n);
-    for (const k of Object.keys(k1)) cpu.dkids[k] = (cpu.dkids[k] || 0) + k1[k] - (k0[k] || 0);
+    treesDelta(k0, k1, cpu.dkids);
   }
   return {ttft: rs.map(r => r.ttft), span};
 }
