@@ -6,7 +6,8 @@
  * directories are bound into it read-only (recursively, nosuid, nodev);
  * /home/agent, /workspace and /run/cortex are the session's own host dirs,
  * read-write; /tmp, /dev/shm are fresh tmpfs; /dev holds a few device nodes
- * bound from the host; /proc is a new procfs for the new pid namespace.
+ * bound from the host; /proc is a new procfs for the new pid namespace; /sys
+ * shows only the sandbox's own cgroup and a few host facts (sysview.c).
  * After pivot_root the root tmpfs itself is made read-only, so the agent can
  * write only where it is meant to.  opts->mount_dir gets a tmpfs of its own,
  * root-owned 0755: it stays writable for cortexd (sandbox_mount_ro makes
@@ -389,7 +390,7 @@ int sbx_mounts_setup(const sandbox_opts *opts, int root_fd, cx_err *err)
 	const bool image = root_fd >= 0;
 	char p[PATH_MAX], data[64];
 	static const char *const session_dirs[] = {"/home/agent", "/workspace", "/run/cortex",
-						   "/tmp", "/dev", "/proc"};
+						   "/tmp", "/dev", "/proc", "/sys"};
 
 	/* Nothing we mount may propagate back to the host. */
 	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
@@ -431,6 +432,10 @@ int sbx_mounts_setup(const sandbox_opts *opts, int root_fd, cx_err *err)
 		return -1;
 	if (mount("proc", p, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
 		return cx_err_set(err, errno, "mount /proc");
+
+	/* Its own limits and little else (sysview.c). */
+	if (sbx_sysview_setup(root, err) < 0)
+		return -1;
 
 	for (size_t i = 0; i < opts->n_binds; i++)
 		if (bind_extra(root, image, &opts->binds[i], err) < 0)

@@ -178,6 +178,9 @@ int sbx_overlay_open(const sandbox_opts *opts, int *out_fd, cx_err *err);
 /* root_fd: the overlay mount fd in image mode (moved onto root_mount), or -1
  * for the host-root mode. */
 int sbx_mounts_setup(const sandbox_opts *opts, int root_fd, cx_err *err);
+/* sysview.c: root/sys as a read-only tmpfs with the caller's own cgroup dirs
+ * and a few host facts, read-only (init, before pivot_root). */
+int sbx_sysview_setup(const char *root, cx_err *err);
 
 /* ---- sync channel (sandbox.c) ---- */
 

@@ -453,6 +453,38 @@ static void test_cgroup_limits(void **state)
 	assert_contains(out, want);
 }
 
+/* /sys inside: the sandbox's own cgroup at the path /proc/self/cgroup names,
+ * read-only, with its real limit; the online CPUs; nothing else of the
+ * host's /sys (sysview.c). */
+static void test_sys_view(void **state)
+{
+	(void)state;
+	sandbox *sb = main_sb();
+	char dir[600], cmd[1600], want[64], host[256];
+	cg_dir(dir, sizeof dir, "memory", g_main.id);
+	const char *lim = cgroup_v2() ? "memory.max" : "memory.limit_in_bytes";
+
+	pathf(cmd, sizeof cmd, "cat %s/%s", dir, lim);
+	pathf(want, sizeof want, "%llu\n", (unsigned long long)MEM_MAX);
+	assert_string_equal(sh(sb, cmd), want);
+	/* Only this sandbox's dir under its parent: no sibling, no host root. */
+	pathf(cmd, sizeof cmd, "ls %s/..", dir);
+	pathf(want, sizeof want, "%s\n", g_main.id);
+	assert_string_equal(sh(sb, cmd), want);
+	/* Read-only, whoever asks: the mount refuses before permissions do. */
+	pathf(cmd, sizeof cmd, "( echo 1 > %s/%s ) 2>&1 | grep -c 'Read-only file system'", dir,
+	      lim);
+	assert_string_equal(sh(sb, cmd), "1\n");
+	assert_string_equal(sh(sb, "( touch /sys/x ) 2>&1 | grep -c 'Read-only file system'"),
+			    "1\n");
+
+	read_text("/sys/devices/system/cpu/online", host, sizeof host);
+	assert_true(host[0]);
+	assert_string_equal(sh(sb, "cat /sys/devices/system/cpu/online"), host);
+	assert_string_equal(sh(sb, "ls /sys/class /sys/block /sys/firmware 2>/dev/null | wc -l"),
+			    "0\n");
+}
+
 static void test_exec_errors_and_fd3(void **state)
 {
 	(void)state;
@@ -967,6 +999,7 @@ int main(void)
 		cmocka_unit_test(test_exec_pty),
 		cmocka_unit_test(test_nnp_seccomp_caps),
 		cmocka_unit_test(test_cgroup_limits),
+		cmocka_unit_test(test_sys_view),
 		cmocka_unit_test(test_exec_errors_and_fd3),
 		cmocka_unit_test(test_exec_bad_counts),
 		cmocka_unit_test(test_write_file),
