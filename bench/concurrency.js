@@ -365,7 +365,7 @@ function cortexCpu(d) {
 }
 async function cortexRound(d, sess, n, label, cpu) {
   await waitAllHot(d, sess.slice(0, n));
-  const c0 = cortexCpu(d);
+  const c0 = cortexCpu(d), m0 = cpuTimes();
   benchGc();
   const p0 = performance.now();
   const u0 = process.cpuUsage();
@@ -378,7 +378,8 @@ async function cortexRound(d, sess, n, label, cpu) {
   if (cpu) {
     cpu.benchCx += (u1.user + u1.system) / 1000;
     cpu.gcCxWin.push([p0, performance.now()]);
-    const c1 = cortexCpu(d);
+    const c1 = cortexCpu(d), m1 = cpuTimes();
+    cpu.machCx += (m1.total - m1.idle - (m0.total - m0.idle)) * TICK_MS;
     cpu.all += c1.all - c0.all; cpu.svc += c1.svc - c0.svc; cpu.turns += n;
     treesDelta(c0.kids, c1.kids, cpu.kids);
   }
@@ -388,7 +389,7 @@ async function cortexRound(d, sess, n, label, cpu) {
 // sandboxes' "kids": the agents' own cost per turn on each side.
 const directCpu = (agents, n) => treesSnap(agents.slice(0, n).map(a => a.p.pid), true);
 async function directRound(agents, n, label, cpu) {
-  const k0 = cpu ? directCpu(agents, n) : null;
+  const k0 = cpu ? directCpu(agents, n) : null, m0 = cpuTimes();
   benchGc();
   const p0 = performance.now();
   const u0 = process.cpuUsage();
@@ -401,7 +402,8 @@ async function directRound(agents, n, label, cpu) {
   if (cpu) {
     cpu.benchDx += (u1.user + u1.system) / 1000;
     cpu.gcDxWin.push([p0, performance.now()]);
-    const k1 = directCpu(agents, n);
+    const k1 = directCpu(agents, n), m1 = cpuTimes();
+    cpu.machDx += (m1.total - m1.idle - (m0.total - m0.idle)) * TICK_MS;
     treesDelta(k0, k1, cpu.dkids);
   }
   return {ttft: rs.map(r => r.ttft), span};
@@ -413,7 +415,13 @@ const kidsLine = (by, turns) => Object.entries(by).filter(([, v]) => v > 0)
 async function interleave(n, rounds, d, sess, agents, tag) {
   // Claude Code has post-turn work (transcript, JIT): wait for a quiet machine; the mini-agent has none.
   const pause = tag === 'mini' ? () => sleepMs(300) : settle;
-  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0, kids: {}, dkids: {}, benchCx: 0, benchDx: 0, gcCxWin: [], gcDxWin: []};
+  const cx = [], dx = [], cxRound = [], dxRound = [], cpu = {all: 0, svc: 0, turns: 0, kids: {}, dkids: {}, benchCx: 0, benchDx: 0, gcCxWin: [], gcDxWin: [],
+    wholeKids: {}, wholeDkids: {}, machCx: 0, machDx: 0};
+  // The agents' CPU over all the rounds and the settling after each, per
+  // side: a round's own window ends at its last turn's result, and a turn's
+  // aftermath (transcript, JIT) falls inside it more the longer the round
+  // took; over the whole run each side's agents work only for their own turns.
+  const w0 = {cx: descendantsCpu(d.proc.pid), dx: directCpu(agents, agents.length)};
   for (let r = 0; r < rounds; r++) {
     // The bench's own CPU (this Node process: the clients' WebSocket or pipe
     // reading and JSON parsing) per side: a share of every "added" figure.
@@ -425,6 +433,8 @@ async function interleave(n, rounds, d, sess, agents, tag) {
     await pause();
     log(`  ${tag} N=${n}: round ${r + 1}/${rounds}`);
   }
+  treesDelta(w0.cx, descendantsCpu(d.proc.pid), cpu.wholeKids);
+  treesDelta(w0.dx, directCpu(agents, agents.length), cpu.wholeDkids);
   cpu.gcCx = gcWithin(cpu.gcCxWin); cpu.gcDx = gcWithin(cpu.gcDxWin);
   delete cpu.gcCxWin; delete cpu.gcDxWin;
   return {cx, dx, cxRound, dxRound, cpu};
@@ -519,6 +529,114 @@ async function straceRounds(d, sess, n, rounds = 5, k = 4) {
   return {ttft: t, cortexd: per(ts[0].o, rounds * n), wsagent: wsa.length ? per(ts[1].o, rounds * wsa.length) : '', nwsa: wsa.length, rounds};
 }
 
+// ---------------------------------------------------------------- the agents themselves
+
+// BENCH_CONC_AGENT_STAT=N: AGENT_STAT_ROUNDS more interleaved rounds at N,
+// each side's agents (their pids only) under `perf stat` and, apart, their
+// utime / stime and faults from /proc; then as many again under `perf record
+// -g` per side and `strace -c -f` of two agents per side.  What it answers:
+// where a sandboxed agent's own CPU per turn differs from a direct one's
+// (benchmarks.md, N=20).
+const AGENT_STAT_N = Number(process.env.BENCH_CONC_AGENT_STAT || 0);
+const AGENT_STAT_ROUNDS = Number(process.env.BENCH_CONC_AGENT_STAT_ROUNDS || 6);
+function procStat(pid) {
+  const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const x = f.slice(f.lastIndexOf(')') + 2).split(' ');
+  return {minflt: Number(x[7]), majflt: Number(x[9]), utime: Number(x[11]), stime: Number(x[12])};
+}
+function statSum(pids) {
+  const a = {minflt: 0, majflt: 0, utime: 0, stime: 0};
+  for (const p of pids) { try { const s = procStat(p); for (const k in a) a[k] += s[k]; } catch (e) {} }
+  return a;
+}
+// cortexd's descendants that run the direct agents' program (Claude Code:
+// "claude.exe" direct, "claude" as the image installs it; the same binary).
+function sandboxAgentPids(d, comm) {
+  const base = comm.replace(/\.exe$/, '');
+  const snap = treesSnap([d.proc.pid], false);
+  return [...snap].filter(([, v]) => v.comm === comm || v.comm === base).map(([p]) => p);
+}
+async function agentStat(d, sess, agents, n) {
+  const perf = spawnSync('sh', ['-c', 'command -v perf'], {encoding: 'utf8'}).stdout.trim();
+  const strace = spawnSync('sh', ['-c', 'command -v strace'], {encoding: 'utf8'}).stdout.trim();
+  const comm = fs.readFileSync(`/proc/${agents[0].p.pid}/comm`, 'utf8').trim();
+  const dxp = agents.slice(0, n).map(a => a.p.pid);
+  const cxp = sandboxAgentPids(d, comm).slice(0, sess.length);
+  const dir = path.join(__dirname, '..', 'build');
+  const res = {comm, n, rounds: AGENT_STAT_ROUNDS, cx_agents: cxp.length, dx_agents: dxp.length, cx_pids: cxp, dx_pids: dxp};
+  const rounds = async tag => {
+    for (let r = 0; r < AGENT_STAT_ROUNDS; r++) {
+      const cx = () => cortexRound(d, sess, n, `cx stat ${tag} r${r}`), dx = () => directRound(agents, n, `dx stat ${tag} r${r}`);
+      if (r % 2) { await dx(); await settle(); await cx(); } else { await cx(); await settle(); await dx(); }
+      await settle();
+      log(`  agent stat (${tag}) N=${n}: round ${r + 1}/${AGENT_STAT_ROUNDS}`);
+    }
+  };
+  const turns = n * AGENT_STAT_ROUNDS;
+  // 1. perf stat counters and /proc figures.
+  const ev = 'task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter';
+  const stats = [];
+  if (perf) for (const [side, pids] of [['cortexd', cxp], ['direct', dxp]]) {
+    const o = path.join(dir, `perf-stat-agents-${side}.csv`);
+    stats.push({side, o, p: spawn(perf, ['stat', '-x', ',', '-o', o, '-e', ev, '-p', pids.join(',')], {stdio: 'ignore'})});
+  }
+  const s0 = {cortexd: statSum(cxp), direct: statSum(dxp)};
+  await sleepMs(500);
+  await rounds('stat');
+  const s1 = {cortexd: statSum(cxp), direct: statSum(dxp)};
+  for (const x of stats) x.p.kill('SIGINT');
+  await Promise.all(stats.map(x => new Promise(r => x.p.exitCode !== null ? r() : x.p.on('exit', r))));
+  for (const side of ['cortexd', 'direct']) {
+    const per = {};
+    for (const k of ['minflt', 'majflt']) per[k] = (s1[side][k] - s0[side][k]) / turns;
+    for (const k of ['utime', 'stime']) per[k + '_ms'] = (s1[side][k] - s0[side][k]) * TICK_MS / turns;
+    const x = stats.find(y => y.side === side);
+    if (x) {
+      for (const l of fs.readFileSync(x.o, 'utf8').split('\n')) {
+        const c = l.split(',');
+        if (c.length > 3 && c[0] !== '' && !l.startsWith('#')) per[c[2]] = Number(c[0]) / turns;
+      }
+    }
+    res[side] = per;
+  }
+  // 2. profiles per side (kernel symbols show seccomp, memcg, net, fs):
+  // one system-wide record (`perf record -p` over some 800 threads kept perf
+  // itself at 1.5 CPUs), split by pid at report time.
+  if (perf) {
+    const o = path.join(dir, 'perf-agents.data');
+    const p = spawn(perf, ['record', '-a', '-g', '-F', '499', '-o', o], {stdio: 'ignore'});
+    await sleepMs(1000);
+    await rounds('record');
+    p.kill('SIGINT');
+    await new Promise(r => p.exitCode !== null ? r() : p.on('exit', r));
+    for (const [side, pids] of [['cortexd', cxp], ['direct', dxp]]) {
+      const rep = spawnSync(perf, ['report', '-i', o, '--pid', pids.join(','), '--no-children', '--sort', 'dso,sym', '--stdio', '-g', 'none',
+        '--percent-limit', '0.4'], {encoding: 'utf8', maxBuffer: 64 << 20});
+      const samples = ((rep.stdout || '').match(/# Samples: (\S+)/) || [])[1];
+      res[side + '_profile'] = {samples, top: (rep.stdout || '').split('\n').filter(l => /^\s+\d/.test(l)).slice(0, 45).map(l => l.trim().replace(/\s+/g, ' '))};
+    }
+  }
+  // 3. syscalls by name, two agents per side.
+  if (strace) {
+    const k = 2;
+    const trs = [['cortexd', cxp.slice(0, k)], ['direct', dxp.slice(0, k)]].map(([side, pids]) => {
+      const o = path.join(dir, `strace-agents-${side}.txt`);
+      return {side, o, k: pids.length, p: spawn(strace, ['-c', '-f', '-o', o, ...pids.flatMap(x => ['-p', String(x)])], {stdio: 'ignore'})};
+    });
+    await sleepMs(1500);
+    await rounds('strace');
+    for (const x of trs) x.p.kill('SIGINT');
+    await Promise.all(trs.map(x => new Promise(r => x.p.exitCode !== null || x.p.signalCode !== null ? r() : x.p.on('exit', r))));
+    for (const x of trs) {
+      res[x.side + '_syscalls'] = fs.readFileSync(x.o, 'utf8').split('\n')
+        .map(l => l.trim().split(/\s+/)).filter(y => y.length >= 5 && /^\d/.test(y[0]) && y[y.length - 1] !== 'total')
+        .map(y => ({call: y[y.length - 1], calls: Number(y[3])})).sort((a, b) => b.calls - a.calls)
+        .map(y => `${y.call} ${(y.calls / (AGENT_STAT_ROUNDS * x.k)).toFixed(1)}`).join(', ');
+    }
+  }
+  return res;
+}
+
 // ---------------------------------------------------------------- parts
 
 const out = {when: new Date().toISOString(), host_cpus: os.cpus().length, delta_ms: Number(DELTA_MS), rounds: ROUNDS,
@@ -591,12 +709,19 @@ async function partClaude() {
     const gw = mdelta(m0, m1);
     const mreq = {cortex: reqs.filter(q => /^cx /.test(q.last_user)).length, direct: reqs.filter(q => /^dx /.test(q.last_user)).length,
       other: reqs.filter(q => !/^(cx|dx) /.test(q.last_user)).length};
+    // What each side's agents put in front of the model (mean bytes a request:
+    // all, system prompt, tools): a bigger prompt is more work for the agent.
+    const mean = (re, k) => { const xs = reqs.filter(q => re.test(q.last_user) && q[k] !== undefined); return xs.length ? xs.reduce((a, q) => a + q[k], 0) / xs.length : NaN; };
+    mreq.bytes = {cortex: ['bytes', 'system_bytes', 'tools_bytes'].map(k => Math.round(mean(/^cx /, k))),
+      direct: ['bytes', 'system_bytes', 'tools_bytes'].map(k => Math.round(mean(/^dx /, k)))};
     rowOf(n, 'cortexd', r.cx, r.cxRound);
     rowOf(n, 'direct', r.dx, r.dxRound);
     ratios.push(`N=${n}: ratio cortexd/direct p50 ${(pct(r.cx, 50) / pct(r.dx, 50)).toFixed(3)}, p95 ${(pct(r.cx, 95) / pct(r.dx, 95)).toFixed(3)};` +
-      ` gateway: ${gwLine(gw)}; model stand-in requests: cortexd ${mreq.cortex}, direct ${mreq.direct}, other ${mreq.other} (${n * ROUNDS} turns per side);` +
+      ` gateway: ${gwLine(gw)}; model stand-in requests: cortexd ${mreq.cortex}, direct ${mreq.direct}, other ${mreq.other} (${n * ROUNDS} turns per side), bytes a request (all/system/tools) cortexd ${mreq.bytes.cortex.join('/')}, direct ${mreq.bytes.direct.join('/')};` +
       ` CPU per turn: cortexd ${(r.cpu.all / r.cpu.turns).toFixed(2)} ms (service thread ${(r.cpu.svc / r.cpu.turns).toFixed(2)}),` +
       ` in its sandboxes ${kidsLine(r.cpu.kids, r.cpu.turns)}; direct agents ${kidsLine(r.cpu.dkids, r.cpu.turns)};` +
+      ` the whole machine's busy CPU inside the rounds (kernel threads, the loop devices' I/O, everything): cortexd side ${f1(r.cpu.machCx / r.cpu.turns)}, direct ${f1(r.cpu.machDx / r.cpu.turns)} ms;` +
+      ` over the whole run (rounds and the settling after them): sandboxes ${kidsLine(r.cpu.wholeKids, r.cpu.turns)}, direct ${kidsLine(r.cpu.wholeDkids, r.cpu.turns)};` +
       ` the bench's GC inside the rounds: cortexd side ${f1(r.cpu.gcCx)} ms, direct ${f1(r.cpu.gcDx)} ms`);
     const byRound = xs => Array.from({length: ROUNDS}, (_, i) => f1(pct(xs.slice(i * n, (i + 1) * n), 50) / 1000)).join(' ');
     ratios.push(`N=${n}: first token p50 per round, s: cortexd ${byRound(r.cx)}; direct ${byRound(r.dx)}`);
@@ -614,6 +739,19 @@ async function partClaude() {
       P('cortexd alone (share of its own samples):'); for (const l of pr.cortexd) P(l);
       out.claude.perf = pr;
     }
+  }
+  if (AGENT_STAT_N) {
+    const n = Math.min(AGENT_STAT_N, maxN);
+    const st = await agentStat(d, sess, agents, n);
+    P(`\nThe agents themselves at N=${n} (${st.comm}: ${st.cx_agents} sandboxed, ${st.dx_agents} direct), per turn over ${st.rounds} more rounds:`);
+    const keys = [...new Set(Object.keys(st.cortexd).concat(Object.keys(st.direct)))];
+    P('| per turn | ' + keys.join(' | ') + ' |'); P('|---|' + keys.map(() => '---|').join(''));
+    for (const side of ['cortexd', 'direct']) P(`| ${side} | ` + keys.map(k => f1(st[side][k])).join(' | ') + ' |');
+    for (const side of ['cortexd', 'direct']) {
+      if (st[side + '_profile']) { P(`perf record -g, ${side} side's agents (${st[side + '_profile'].samples} samples), top self:`); for (const l of st[side + '_profile'].top) P('  ' + l); }
+    }
+    for (const side of ['cortexd', 'direct']) if (st[side + '_syscalls']) P(`strace -c -f, ${side} side, calls per turn of one agent: ${st[side + '_syscalls']}`);
+    out.claude.agent_stat = st;
   }
   await Promise.all(agents.map(a => a.close()));
   for (const s of sess) await s.c.close();

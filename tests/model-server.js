@@ -80,7 +80,8 @@ const server = http.createServer((req, res) => {
       return res.end(JSON.stringify({type: 'error', error: {type: 'invalid_request_error', message: 'bad json'}}));
     }
     if (log) log.write(JSON.stringify({method: req.method, url: req.url, headers: req.headers,
-      stream: !!body.stream, model: body.model, n_messages: (body.messages || []).length,
+      stream: !!body.stream, model: body.model, n_messages: (body.messages || []).length, bytes: size,
+      system_bytes: JSON.stringify(body.system || '').length, tools_bytes: JSON.stringify(body.tools || []).length,
       last_user: lastUserText(body).slice(0, 200),
       // What the agent put in front of the model: MARK_* strings (tests plant them in
       // CLAUDE.md and plugin files) and the MCP tools it offers.
