@@ -725,6 +725,14 @@ async function partClaude() {
       ` the bench's GC inside the rounds: cortexd side ${f1(r.cpu.gcCx)} ms, direct ${f1(r.cpu.gcDx)} ms`);
     const byRound = xs => Array.from({length: ROUNDS}, (_, i) => f1(pct(xs.slice(i * n, (i + 1) * n), 50) / 1000)).join(' ');
     ratios.push(`N=${n}: first token p50 per round, s: cortexd ${byRound(r.cx)}; direct ${byRound(r.dx)}`);
+    // Rounds go cx dx | dx cx | cx dx ...: a side's round follows either the
+    // other side's round or its own.  The two regimes, each side in the same
+    // one (a side's first round, after nothing, is left out).
+    const pick = (xs, odd) => xs.filter((_, i) => Math.floor(i / n) % 2 === (odd ? 1 : 0) && Math.floor(i / n) > 0);
+    const reg = (a, b) => `p50 ${(pct(a, 50) / pct(b, 50)).toFixed(3)}, p95 ${(pct(a, 95) / pct(b, 95)).toFixed(3)}`;
+    if (ROUNDS >= 4)
+      ratios.push(`N=${n}: ratio in rounds that follow the other side's ${reg(pick(r.cx, true), pick(r.dx, false))};` +
+        ` in rounds that follow the side's own ${reg(pick(r.cx, false), pick(r.dx, true))}`);
     out.claude[n] = Object.assign(r, {gateway: gw, model_requests: mreq});
   }
   for (const x of ratios) P(x);
