@@ -139,17 +139,25 @@ static int stat_field(const char *buf, int want, uint64_t *out)
 	return -1;
 }
 
+ssize_t sbx_read_proc(const char *path, char *buf, size_t cap, cx_err *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return cx_err_set(err, errno, "open %s", path);
+	ssize_t n = read(fd, buf, cap - 1);
+	close(fd);
+	if (n <= 0)
+		return cx_err_set(err, n < 0 ? errno : EIO, "read %s", path);
+	buf[n] = '\0';
+	return n;
+}
+
 static int set_cmdline(cx_err *err)
 {
 	char buf[1024];
-	int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return cx_err_set(err, errno, "open /proc/self/stat");
-	ssize_t n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return cx_err_set(err, n < 0 ? errno : EIO, "read /proc/self/stat");
-	buf[n] = '\0';
+	ssize_t n = sbx_read_proc("/proc/self/stat", buf, sizeof buf, err);
+	if (n < 0)
+		return -1;
 	struct prctl_mm_map m;
 	memset(&m, 0, sizeof m);
 	const struct {

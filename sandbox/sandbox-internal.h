@@ -181,6 +181,9 @@ int sbx_mounts_setup(const sandbox_opts *opts, int root_fd, cx_err *err);
 /* sysview.c: root/sys as a read-only tmpfs with the caller's own cgroup dirs
  * and a few host facts, read-only (init, before pivot_root). */
 int sbx_sysview_setup(const char *root, cx_err *err);
+/* init.c: a small /proc file in one read into buf (NUL-terminated, at most
+ * cap - 1 bytes); its length, or -1 (err set; also for an empty file). */
+ssize_t sbx_read_proc(const char *path, char *buf, size_t cap, cx_err *err);
 
 /* ---- sync channel (sandbox.c) ---- */
 

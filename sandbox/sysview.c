@@ -176,14 +176,8 @@ int sbx_sysview_setup(const char *root, cx_err *err)
 	struct statfs sf;
 	bool v2 = statfs(SBX_CGROUP_ROOT, &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC;
 	char buf[4096];
-	int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return cx_err_set(err, errno, "open /proc/self/cgroup");
-	ssize_t got = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (got < 0)
-		return cx_err_set(err, errno, "read /proc/self/cgroup");
-	buf[got] = '\0';
+	if (sbx_read_proc("/proc/self/cgroup", buf, sizeof buf, err) < 0)
+		return -1;
 	for (char *line = buf; *line;) {
 		char *nl = strchr(line, '\n');
 		if (nl)
