@@ -489,6 +489,12 @@ async function perfRound(d, sess, n, tag = 'claude', rounds = 1) {
 
 // ---------------------------------------------------------------- strace
 
+// An `strace -c` summary as "call calls-per-turn, ..." (most calls first).
+const straceCounts = (file, turns, digits) => fs.readFileSync(file, 'utf8').split('\n')
+  .map(l => l.trim().split(/\s+/)).filter(x => x.length >= 5 && /^\d/.test(x[0]) && x[x.length - 1] !== 'total')
+  .map(x => ({call: x[x.length - 1], calls: Number(x[3])})).sort((a, b) => b.calls - a.calls)
+  .map(x => `${x.call} ${(x.calls / turns).toFixed(digits)}`).join(', ');
+
 // `strace -c -f` of cortexd and of k ws-agents over `rounds` rounds at N:
 // calls per turn by syscall (ws-agent: per turn of one session, so N must
 // take in every session for the k traced ones to take part).
@@ -522,10 +528,7 @@ async function straceRounds(d, sess, n, rounds = 5, k = 4) {
   for (const x of ts) x.p.kill('SIGINT');
   // (a strace that already exited, e.g. a pid gone, has no exit event left to wait for)
   await Promise.all(ts.map(x => new Promise(r => x.p.exitCode !== null || x.p.signalCode !== null ? r() : x.p.on('exit', r))));
-  const per = (file, turns) => fs.readFileSync(file, 'utf8').split('\n')
-    .map(l => l.trim().split(/\s+/)).filter(x => x.length >= 5 && /^\d/.test(x[0]) && x[x.length - 1] !== 'total')
-    .map(x => ({call: x[x.length - 1], calls: Number(x[3])})).sort((a, b) => b.calls - a.calls)
-    .map(x => `${x.call} ${(x.calls / turns).toFixed(2)}`).join(', ');
+  const per = (file, turns) => straceCounts(file, turns, 2);
   return {ttft: t, cortexd: per(ts[0].o, rounds * n), wsagent: wsa.length ? per(ts[1].o, rounds * wsa.length) : '', nwsa: wsa.length, rounds};
 }
 
@@ -628,10 +631,7 @@ async function agentStat(d, sess, agents, n) {
     for (const x of trs) x.p.kill('SIGINT');
     await Promise.all(trs.map(x => new Promise(r => x.p.exitCode !== null || x.p.signalCode !== null ? r() : x.p.on('exit', r))));
     for (const x of trs) {
-      res[x.side + '_syscalls'] = fs.readFileSync(x.o, 'utf8').split('\n')
-        .map(l => l.trim().split(/\s+/)).filter(y => y.length >= 5 && /^\d/.test(y[0]) && y[y.length - 1] !== 'total')
-        .map(y => ({call: y[y.length - 1], calls: Number(y[3])})).sort((a, b) => b.calls - a.calls)
-        .map(y => `${y.call} ${(y.calls / (AGENT_STAT_ROUNDS * x.k)).toFixed(1)}`).join(', ');
+      res[x.side + '_syscalls'] = straceCounts(x.o, AGENT_STAT_ROUNDS * x.k, 1);
     }
   }
   return res;
